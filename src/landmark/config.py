@@ -1,0 +1,142 @@
+"""Run configuration: one YAML file per experiment, validated by pydantic.
+
+A config names the data selection, the model and a list of training *stages*.
+Each stage has its own epochs, learning rate, frozen depth and crop schedule,
+as in the two-stage recipe of the original work (bottom 80 layers frozen at
+lr 1e-4, then bottom 20 frozen at lr 1e-5).  Presets shipped with the package
+(``landmark/configs/*.yaml``) are selected by name: ``fast``, ``xception``,
+``vgg16``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CropSchedule(_Strict):
+    """Scheduled random crop (see :class:`landmark.data.transforms.ScheduledCrop`).
+
+    With probability ``p`` (linear from ``p_start`` at the stage's first epoch to
+    ``p_end`` at its last) the image is resized to ``resize`` x ``resize`` pixels and a
+    ``size`` x ``size`` crop is taken at a position chosen by ``mode``; otherwise it is
+    resized to ``size`` x ``size``.
+    """
+
+    p_start: float = Field(0.0, ge=0.0, le=1.0)
+    p_end: float = Field(0.0, ge=0.0, le=1.0)
+    resize: int = Field(180, gt=0, description="pixels, side of the square resize before cropping")
+    size: int = Field(150, gt=0, description="pixels, side of the network input")
+    mode: Literal["center", "corners", "edges", "random"] = "random"
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "CropSchedule":
+        if self.size > self.resize:
+            raise ValueError(f"crop size {self.size} is larger than resize {self.resize}; set resize >= size")
+        return self
+
+
+class Augment(_Strict):
+    """Geometric augmentation applied before the scheduled crop (torchvision v2)."""
+
+    hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
+    rotation: float = Field(10.0, ge=0.0, description="degrees, uniform in [-rotation, rotation]")
+    translate: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of width/height")
+    scale: tuple[float, float] = (0.9, 1.1)
+
+
+class Stage(_Strict):
+    """One training stage: its own epochs, learning rate, frozen depth and crops."""
+
+    name: str = "stage"
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    freeze: int = Field(0, ge=-1, description="bottom layers frozen; -1 freezes the whole backbone")
+    crop: CropSchedule = CropSchedule()
+
+
+class DataConfig(_Strict):
+    """Class selection, split and loading."""
+
+    clean: bool = Field(False, description="use train_clean.csv when the data has one")
+    min_images_per_class: int = Field(1, ge=1)
+    max_classes: int | None = Field(None, ge=1, description="keep only the most frequent classes")
+    val_frac: float = Field(0.2, ge=0.0, lt=1.0)
+    test_frac: float = Field(0.1, ge=0.0, lt=1.0)
+    cache_width: int | None = Field(256, ge=16, description="pixels; resize cache width, null = no cache")
+    batch_size: int = Field(32, ge=1)
+    workers: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "DataConfig":
+        if self.val_frac + self.test_frac >= 1.0:
+            raise ValueError("val_frac + test_frac must be below 1 so that training keeps images")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Backbone (a timm name) and head."""
+
+    backbone: str = "tf_efficientnet_lite0"
+    head: Literal["auto", "fc", "gem"] = "auto"
+    weights: str = Field("imagenet", description="imagenet | none | path to a state dict")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    fc_dim: int = Field(256, ge=1, description="width of the two hidden FC layers of the 'fc' head")
+    gem_p: float = Field(3.0, gt=0.0, description="initial GeM exponent")
+
+
+class TrainConfig(_Strict):
+    """A whole experiment."""
+
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    augment: Augment = Augment()
+    stages: list[Stage] = Field(default_factory=lambda: [Stage()], min_length=1)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.stages)
+
+
+def load_config(source: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Load a config from a YAML path or a preset name (``fast``, ``xception``, ``vgg16``).
+
+    Raises:
+        FileNotFoundError: neither a file nor a preset of that name exists.
+        ValueError: the YAML does not validate; the message names each bad field.
+    """
+    path = Path(source)
+    if not path.exists():
+        preset = PRESETS_DIR / f"{source}.yaml"
+        if not preset.exists():
+            names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+            raise FileNotFoundError(f"config {source!r} is neither a file nor a preset ({names})")
+        path = preset
+    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _merge(raw, overrides or {})
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ValueError(f"invalid config {path}:\n" + "\n".join(lines)) from None
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def dump_config(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config (every default filled in) as YAML."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

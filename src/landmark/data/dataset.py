@@ -1,0 +1,68 @@
+"""A map-style image dataset that reports unreadable files instead of crashing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from .gldv2 import image_path
+from .images import ImageError, load_image
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An image that could not be used: its id, file and the reason."""
+
+    id: str
+    path: str
+    reason: str
+
+
+class ImageDataset(Dataset):
+    """Images of a frame (``id`` and ``path``, or ids in the GLDv2 layout under ``root``).
+
+    ``__getitem__`` returns ``{"image": transform(img), "target": int64, "index": int}``, or a
+    :class:`Reject` when the file cannot be decoded; :func:`collate` keeps the rejects
+    beside the batch so the caller can count and list them.
+
+    Args:
+        frame: rows with ``id`` and either ``path`` or a GLDv2 ``root``.
+        targets: class index per row (int64) or None (queries).
+        draft: pixels; passed to :func:`load_image` for faster JPEG decoding.
+    """
+
+    def __init__(self, frame: pd.DataFrame, transform, targets=None, root: str | Path | None = None,
+                 split: str = "train", draft: int | None = None):
+        self.ids = frame["id"].astype(str).to_numpy()
+        self.paths = frame["path"].astype(str).to_numpy() if "path" in frame.columns else None
+        self.root, self.split, self.draft = (Path(root) if root else None), split, draft
+        self.targets = None if targets is None else torch.tensor(np.asarray(targets), dtype=torch.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def path(self, index: int) -> str:
+        if self.paths is not None:
+            return self.paths[index]
+        return str(image_path(self.root, self.ids[index], self.split))
+
+    def __getitem__(self, index: int):
+        path = self.path(index)
+        try:
+            img = load_image(path, draft=self.draft)
+        except ImageError as err:
+            return Reject(self.ids[index], path, str(err))
+        target = self.targets[index] if self.targets is not None else torch.tensor(-1)
+        return {"image": self.transform(img), "target": target, "index": index}
+
+
+def collate(items: list) -> tuple[dict | None, list[Reject]]:
+    """Batch the good samples, pass rejects through: ``(batch or None, rejects)``."""
+    rejects = [x for x in items if isinstance(x, Reject)]
+    good = [x for x in items if not isinstance(x, Reject)]
+    return (default_collate(good) if good else None), rejects

@@ -1,0 +1,141 @@
+"""Reading labelled and query image sets: the GLDv2 layout and plain folder trees.
+
+GLDv2 (Weyand et al., "Google Landmarks Dataset v2", CVPR 2020,
+https://github.com/cvdfoundation/google-landmark): ``train.csv`` with
+``id,url,landmark_id``, ``train_clean.csv`` with ``landmark_id,images``
+(space-separated ids), images at ``train/<a>/<b>/<c>/<id>.jpg`` where a, b, c are
+the first three characters of the id.  A folder-per-class tree
+(``ROOT/<landmark_id>/<any name>``) is read too.
+
+Frames returned here have one row per image: ``id`` (str), ``landmark_id``
+(pandas ``category`` of str) and, for folder trees and query lists, ``path``.
+GLDv2 frames carry no path column (4.1M path strings would cost ~0.5 GB);
+:func:`image_path` derives it from the id.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+# Files that are never images, skipped when a directory of queries is listed.
+NOT_IMAGES = {".csv", ".md", ".txt", ".json", ".yaml", ".yml", ".tsv", ".py"}
+
+
+def image_path(root: Path, image_id: str, split: str = "train") -> Path:
+    """``root/split/a/b/c/id.jpg`` as in GLDv2."""
+    return Path(root) / split / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
+
+
+def is_gldv2(root: Path) -> bool:
+    return (Path(root) / "train.csv").is_file()
+
+
+def read_train(root: str | Path, clean: bool = False) -> pd.DataFrame:
+    """Read the labelled images of ``root`` (GLDv2 layout or folder-per-class tree).
+
+    Args:
+        root: a folder with ``train.csv`` (GLDv2) or with one sub-folder per landmark.
+        clean: read ``train_clean.csv`` instead of ``train.csv`` (GLDv2 only).
+
+    Returns:
+        frame with columns ``id``, ``landmark_id`` (category), and ``path`` for trees.
+
+    Raises:
+        FileNotFoundError: ``root`` is missing, or ``clean`` is asked for and there is no
+            ``train_clean.csv``.
+        ValueError: ``train.csv`` lacks the ``id`` or ``landmark_id`` column, or a tree
+            holds no image files.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if is_gldv2(root):
+        return read_train_clean(root / "train_clean.csv") if clean else read_train_csv(root / "train.csv")
+    if clean:
+        raise FileNotFoundError(f"{root} has no train_clean.csv; set data.clean: false")
+    return read_folder_tree(root)
+
+
+def read_train_csv(path: Path) -> pd.DataFrame:
+    """GLDv2 ``train.csv`` (``id,url,landmark_id``); the url column is dropped."""
+    head = pd.read_csv(path, nrows=0).columns
+    missing = {"id", "landmark_id"} - set(head)
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {sorted(missing)}; GLDv2 train.csv has id,url,landmark_id")
+    frame = pd.read_csv(path, usecols=["id", "landmark_id"], dtype=str, keep_default_na=False)
+    frame = frame[(frame["id"] != "") & (frame["landmark_id"] != "")]
+    return _finish(frame)
+
+
+def read_train_clean(path: Path) -> pd.DataFrame:
+    """GLDv2 ``train_clean.csv`` (``landmark_id,images`` with space-separated ids)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; set data.clean: false")
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    ids = raw["images"].str.split()
+    frame = pd.DataFrame({"id": ids.explode().to_numpy(), "landmark_id": raw["landmark_id"].repeat(ids.str.len()).to_numpy()})
+    return _finish(frame.dropna())
+
+
+def read_folder_tree(root: Path) -> pd.DataFrame:
+    """``root/<landmark_id>/<file>``: every file below a class folder is an image candidate."""
+    rows = [
+        (f.stem, cls.name, str(f))
+        for cls in sorted(p for p in root.iterdir() if p.is_dir())
+        for f in sorted(cls.rglob("*"))
+        if f.is_file() and f.suffix.lower() not in NOT_IMAGES and not f.name.startswith(".")
+    ]
+    if not rows:
+        raise ValueError(f"{root} has neither train.csv nor class folders with images")
+    return _finish(pd.DataFrame(rows, columns=["id", "landmark_id", "path"]))
+
+
+def read_queries(source: str | Path) -> pd.DataFrame:
+    """List query images from a folder (recursively) or a CSV with an ``id`` column.
+
+    A CSV may give a ``path`` column; otherwise each id is looked up in the GLDv2 layout
+    beside the CSV (``<csv dir>/a/b/c/id.jpg``, then ``<csv dir>/test/a/b/c/id.jpg``).
+    Ids whose file is missing are kept, so that they are reported, never dropped.
+
+    Returns:
+        frame with columns ``id`` and ``path``.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: the CSV has no ``id`` column.
+    """
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(f for f in source.rglob("*") if f.is_file() and f.suffix.lower() not in NOT_IMAGES
+                       and not f.name.startswith("."))
+        return pd.DataFrame({"id": [f.stem for f in files], "path": [str(f) for f in files]})
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} is neither a folder of images nor a CSV")
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    if "id" not in frame.columns:
+        raise ValueError(f"{source} has no 'id' column")
+    if "path" not in frame.columns:
+        base = source.parent
+        def locate(image_id: str) -> str:
+            for candidate in (image_path(base, image_id, "."), image_path(base, image_id, "test")):
+                if candidate.exists():
+                    return str(candidate)
+            return str(image_path(base, image_id, "."))
+        frame["path"] = frame["id"].map(locate)
+    return frame[["id", "path"]].drop_duplicates("id").reset_index(drop=True)
+
+
+def read_categories(root: Path) -> dict[str, str]:
+    """``train_label_to_category.csv`` as {landmark_id: category}; empty when absent."""
+    path = Path(root) / "train_label_to_category.csv"
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return dict(zip(frame["landmark_id"], frame["category"]))
+
+
+def _finish(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.drop_duplicates("id").reset_index(drop=True)
+    frame["landmark_id"] = frame["landmark_id"].astype("category")
+    return frame

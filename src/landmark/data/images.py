@@ -1,0 +1,87 @@
+"""Image decoding by content: any format Pillow reads, EXIF orientation, RGB.
+
+The file extension is never trusted (GLDv2 and web-scraped sets hold WebP and
+AVIF files named ``.jpg``); Pillow identifies the format from the bytes.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# A decompression bomb (e.g. 20,000 x 20,000 px) is refused rather than decoded.
+MAX_PIXELS = 10_000 * 10_000
+
+
+class ImageError(Exception):
+    """An image file could not be decoded; ``str(err)`` is the reason for reject reports."""
+
+
+def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
+    """Decode an image file by content and return it upright in RGB.
+
+    JPEG, PNG, WebP, AVIF, GIF (first frame), BMP, TIFF and the rest of what Pillow
+    reads; EXIF orientation applied; transparency composited onto white; 16-bit
+    greyscale scaled to 8 bits (a plain ``convert('RGB')`` would clip it); CMYK,
+    palette and greyscale converted to RGB.
+
+    Args:
+        path: image file; the extension is ignored.
+        draft: optional pixels; lets the JPEG decoder shrink by a power of two
+            while keeping both sides >= ``draft`` (faster decoding of large photos).
+
+    Returns:
+        ``PIL.Image`` in mode ``RGB``, fully loaded.
+
+    Raises:
+        ImageError: the file is missing, empty, not an image, truncated, or larger
+            than ``MAX_PIXELS``; the message says which.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageError(f"too large: {img.width}x{img.height} pixels (limit {MAX_PIXELS})")
+                img.seek(0)  # first frame of GIF / animated WebP
+                if draft and img.format == "JPEG":
+                    img.draft("RGB", (draft, draft))
+                img.load()
+                return _to_rgb(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"too large: {err}") from None
+    except Image.DecompressionBombWarning as err:
+        raise ImageError(f"too large: {err}") from None
+    except Image.UnidentifiedImageError:
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        raise ImageError("empty file" if size == 0 else "not an image (unidentified format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(f"corrupt or truncated: {err}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def resize_to_width(img: Image.Image, width: int) -> Image.Image:
+    """Shrink so the width is at most ``width`` pixels, keeping aspect (never enlarges)."""
+    if img.width <= width:
+        return img
+    height = max(1, round(img.height * width / img.width))
+    return img.resize((width, height), Image.Resampling.LANCZOS)

@@ -1,0 +1,46 @@
+"""Score a submission against a GLDv2 recognition solution."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..data.kaggle import read_solution, read_submission
+from .metrics import accuracy, gap, per_class_accuracy
+
+
+def evaluate(submission: str | Path, solution: str | Path, out: str | Path | None = None,
+             usage: str | None = None) -> dict:
+    """Compute ``gap``, ``gap_landmarks_only`` and ``accuracy`` of a submission file.
+
+    With ``out``, also write ``metrics.json``, ``per_class_accuracy.csv`` and
+    ``per_class_accuracy.png`` (histogram) there.
+
+    Returns:
+        dict with gap, gap_landmarks_only, accuracy, queries, landmark_queries,
+        predictions, missing_predictions, unknown_ids (ids in the submission but not in
+        the solution, ignored).
+    """
+    predictions = read_submission(submission)
+    truth = read_solution(solution, usage)
+    in_solution = predictions["id"].isin(truth.keys())
+    result = {
+        "gap": gap(predictions, truth),
+        "gap_landmarks_only": gap(predictions, truth, ignore_non_landmarks=True),
+        "accuracy": accuracy(predictions, truth),
+        "queries": len(truth),
+        "landmark_queries": sum(1 for v in truth.values() if v),
+        "predictions": int(((predictions["landmark_id"] != "") & in_solution).sum()),
+        "missing_predictions": int(len(set(truth) - set(predictions.loc[predictions["landmark_id"] != "", "id"]))),
+        "unknown_ids": int((~in_solution).sum()),
+    }
+    if usage:
+        result["usage"] = usage
+    if out is not None:
+        from ..reporting.plots import plot_per_class_accuracy
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        table = per_class_accuracy(predictions, truth)
+        table.to_csv(out / "per_class_accuracy.csv", index=False)
+        plot_per_class_accuracy(table, out / "per_class_accuracy.png")
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,131 @@
+"""One factory for every model: a timm backbone, a head, and layer freezing.
+
+Every :class:`LandmarkNet` has the same interface: ``forward_features`` (feature map),
+``embed`` (pooled descriptor), ``forward`` (logits), ``freeze(n)``; and the metadata
+needed to rebuild it from a checkpoint file alone (``arch``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .heads import FCHead, GeMHead
+from .weights import create_backbone
+
+# Heads chosen by head="auto": the original work's VGG16 baseline gets the FC head,
+# everything else (Xception and any other timm backbone) the GeM head.
+FC_HEAD_BACKBONES = ("vgg",)
+
+
+def backbone_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The backbone's *layers*, bottom (input side) first.
+
+    A layer is a module that owns parameters directly (convolution, batch norm,
+    linear, ...), listed in definition order, which for timm CNNs is the order of the
+    forward pass.  Modules without parameters (activations, pooling, dropout) are not
+    layers, so depths differ from Keras' layer indices; ``tf_efficientnet_lite0`` has
+    98 layers, ``legacy_xception`` 114, ``vgg16`` 13.
+    """
+    return [(name, m) for name, m in backbone.named_modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+class LandmarkNet(nn.Module):
+    """Backbone + head classifier over ``num_classes`` landmarks.
+
+    Input: float tensor ``[B, 3, H, W]`` normalised with ``arch['mean']``/``arch['std']``.
+    """
+
+    def __init__(self, backbone: str = "tf_efficientnet_lite0", num_classes: int = 1000, head: str = "auto",
+                 weights: str = "imagenet", dropout: float = 0.2, fc_dim: int = 256, gem_p: float = 3.0):
+        super().__init__()
+        if head == "auto":
+            head = "fc" if backbone.startswith(FC_HEAD_BACKBONES) else "gem"
+        self.backbone = create_backbone(backbone, weights)
+        channels = self.backbone.num_features
+        self.head = FCHead(channels, num_classes, fc_dim, dropout) if head == "fc" else \
+            GeMHead(channels, num_classes, dropout, gem_p)
+        cfg = self.backbone.pretrained_cfg
+        self.arch = {"backbone": backbone, "num_classes": num_classes, "head": head, "dropout": dropout,
+                     "fc_dim": fc_dim, "gem_p": gem_p, "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))),
+                     "std": list(cfg.get("std", (0.229, 0.224, 0.225)))}
+        self.frozen = 0
+        self._frozen_norms: list[nn.Module] = []
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> feature map ``[B, C, h, w]``."""
+        return self.backbone.forward_features(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> pooled pre-logit descriptor ``[B, D]`` (not normalised)."""
+        return self.head(self.forward_features(x), pre_logits=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> logits ``[B, num_classes]`` (float32)."""
+        return self.head(self.forward_features(x))
+
+    def freeze(self, n: int) -> int:
+        """Freeze the bottom ``n`` backbone layers (:func:`backbone_layers`); -1 = all.
+
+        Frozen layers get ``requires_grad=False``; frozen batch norms also keep their
+        running statistics (they stay in eval mode).  Layers above ``n`` are unfrozen.
+
+        Returns:
+            the number of layers frozen.
+        """
+        layers = backbone_layers(self.backbone)
+        n = len(layers) if n < 0 else min(n, len(layers))
+        self._frozen_norms = []
+        for k, (_, module) in enumerate(layers):
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(k >= n)
+            if k < n and isinstance(module, nn.modules.batchnorm._NormBase):
+                self._frozen_norms.append(module)
+        self.frozen = n
+        self.train(self.training)
+        return n
+
+    def train(self, mode: bool = True) -> "LandmarkNet":
+        super().train(mode)
+        for module in self._frozen_norms:
+            module.eval()
+        return self
+
+
+def create_model(backbone: str = "tf_efficientnet_lite0", num_classes: int = 1000, **kwargs) -> LandmarkNet:
+    """Create a :class:`LandmarkNet`; see its arguments.  Raises ``WeightsError`` (weights)."""
+    return LandmarkNet(backbone, num_classes, **kwargs)
+
+
+def save_checkpoint(path: str | Path, model: LandmarkNet, classes: list[str], **extra) -> None:
+    """Write ``{arch, classes, state_dict, **extra}`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"arch": model.arch, "classes": list(classes), "state_dict": model.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[LandmarkNet, dict]:
+    """Rebuild a model from a checkpoint file alone.
+
+    Returns:
+        (model in eval mode, the checkpoint dict: ``arch``, ``classes``, ``preprocess``...).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a landmark checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or "arch" not in ckpt:
+        raise ValueError(f"{path} is not a landmark checkpoint (no 'arch' entry)")
+    arch = ckpt["arch"]
+    model = LandmarkNet(arch["backbone"], arch["num_classes"], arch["head"], weights="none",
+                        dropout=arch["dropout"], fc_dim=arch["fc_dim"], gem_p=arch["gem_p"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt

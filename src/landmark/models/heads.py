@@ -1,0 +1,73 @@
+"""Pooling and classification heads."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """Generalized-mean pooling over the spatial dimensions.
+
+    ``(mean over h, w of x.clamp(min=eps) ** p) ** (1 / p)``; p=1 is average pooling and
+    p -> inf max pooling.  Radenovic, Tolias, Chum, "Fine-tuning CNN Image Retrieval
+    with No Human Annotation", TPAMI 2018.
+
+    Args:
+        x: float tensor ``[B, C, H, W]``.
+    Returns:
+        float tensor ``[B, C]``.
+    """
+    return F.adaptive_avg_pool2d(x.clamp(min=eps).pow(p), 1).pow(1.0 / p).flatten(1)
+
+
+class GeM(nn.Module):
+    """:func:`gem` with a learnable exponent ``p`` (initial value ``p``)."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gem(x, self.p, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"p={float(self.p):.3f}, eps={self.eps}"
+
+
+class GeMHead(nn.Module):
+    """GeM pooling -> dropout -> linear: features ``[B, C, H, W]`` -> logits ``[B, K]``.
+
+    The head of the original work's Xception model.  ``pool`` gives the embedding
+    ``[B, C]`` used by retrieval.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.2, p: float = 3.0):
+        super().__init__()
+        self.pool = GeM(p)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(features)
+        return x if pre_logits else self.fc(self.dropout(x))
+
+
+class FCHead(nn.Module):
+    """Average pooling -> FC-``hidden``/ReLU -> FC-``hidden``/ReLU -> dropout -> linear.
+
+    The original work's VGG16 baseline head (FC-256, FC-256, softmax).  Global average
+    pooling replaces Keras' ``Flatten`` so that any input size works.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 256, dropout: float = 0.2):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.mlp(F.adaptive_avg_pool2d(features, 1).flatten(1))
+        return x if pre_logits else self.fc(self.dropout(x))

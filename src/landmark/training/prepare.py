@@ -1,0 +1,69 @@
+"""Turn a data folder and a config into the frames a run trains on.
+
+Writes into the run folder: ``split.csv`` (id, landmark_id, split),
+``split_summary.json`` (class selection and split counts, what happened to small
+classes), ``rejects.csv`` (unreadable images with the reason).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import DataConfig
+from ..data import Reject, read_train, select_classes, split_per_class
+from ..data.cache import build_cache
+from ..data.gldv2 import image_path
+
+
+@dataclass
+class Prepared:
+    """The rows of each split (``id``, ``landmark_id``, ``path``), the class list and the rejects."""
+
+    frames: dict[str, pd.DataFrame]
+    classes: list[str]
+    rejects: list[Reject] = field(default_factory=list)
+
+    def targets(self, split: str):
+        index = {c: k for k, c in enumerate(self.classes)}
+        return self.frames[split]["landmark_id"].astype(str).map(index).to_numpy()
+
+
+def prepare_data(data: str | Path, config: DataConfig, seed: int, run_dir: Path) -> Prepared:
+    """Read, select classes, split (or reread ``split.csv`` on resume), cache, and list rejects."""
+    data, run_dir = Path(data), Path(run_dir)
+    split_file = run_dir / "split.csv"
+    frame = read_train(data, clean=config.clean)
+    if split_file.exists():
+        saved = pd.read_csv(split_file, dtype=str, keep_default_na=False)
+        frame = frame[frame["id"].isin(saved["id"])].merge(saved[["id", "split"]], on="id")
+    else:
+        frame, selection = select_classes(frame, config.min_images_per_class, config.max_classes)
+        labels, summary = split_per_class(frame, config.val_frac, config.test_frac, seed)
+        frame["split"] = labels
+        frame[["id", "landmark_id", "split"]].to_csv(split_file, index=False)
+        (run_dir / "split_summary.json").write_text(json.dumps(
+            {"selection": selection, "split": summary.as_dict(),
+             "note": "classes too small to split keep at least one image in train; test gives way first, "
+                     "then val (see landmark.data.split.split_per_class)"}, indent=2))
+    if "path" not in frame.columns:
+        frame["path"] = [str(image_path(data, i)) for i in frame["id"]]
+    classes = sorted(frame["landmark_id"].astype(str).unique(), key=_natural)
+    rejects: list[Reject] = []
+    if config.cache_width:
+        frame, rejects = build_cache(frame, run_dir / "cache" / f"w{config.cache_width}", config.cache_width,
+                                     workers=max(2, config.workers))
+    frames = {s: frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    return Prepared(frames, classes, rejects)
+
+
+def write_rejects(rejects: dict[str, Reject] | list[Reject], path: Path) -> None:
+    """``rejects.csv`` with ``id,path,reason`` (header only when there are none)."""
+    values = rejects.values() if isinstance(rejects, dict) else rejects
+    pd.DataFrame([(r.id, r.path, r.reason) for r in values], columns=["id", "path", "reason"]).to_csv(path, index=False)
+
+
+def _natural(label: str):
+    return (0, int(label), "") if label.isdigit() else (1, 0, label)

@@ -1,0 +1,204 @@
+"""Staged transfer learning: Adam + cross-entropy, per-stage lr, frozen depth and crops.
+
+``train(config, data, run_dir)`` writes into ``run_dir``:
+
+- ``config.yaml`` (resolved), ``run.json`` (data folder, versions), ``split.csv``,
+  ``split_summary.json``, ``rejects.csv``;
+- ``metrics.csv`` / ``metrics.json`` (one row per epoch: loss, accuracy and GAP on
+  train and val, lr, frozen layers, crop probability, seconds) and ``curves.png``;
+- ``checkpoints/last.pt`` (after every epoch, with optimizer state, for ``resume``) and
+  ``checkpoints/best.pt`` (best val GAP), both written atomically;
+- ``test_metrics.json``: the best checkpoint on the held-out split.
+
+Every epoch starts from RNG seeds derived from ``(seed, epoch)``, so a resumed run
+reproduces the uninterrupted one exactly (on the same machine and device).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import TrainConfig, dump_config, load_config
+from ..data import ImageDataset, collate
+from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
+from ..evaluation.metrics import gap
+from ..models import LandmarkNet, create_model, load_model, save_checkpoint
+from ..reporting.plots import plot_training_curves
+from .prepare import Prepared, prepare_data, write_rejects
+
+log = logging.getLogger(__name__)
+
+
+class RunExistsError(FileExistsError):
+    """The run folder already holds a run and ``resume`` was not asked for."""
+
+
+def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: str | None = None) -> Path:
+    """Train a new run into ``run_dir`` (which must be empty or absent).
+
+    Returns:
+        path of the best checkpoint.
+
+    Raises:
+        RunExistsError: ``run_dir`` already holds files (use :func:`resume`, or another folder).
+        FileNotFoundError, ValueError: bad data folder; WeightsError: weights unavailable.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+                             f"or choose another --out folder (nothing was changed)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / "config.yaml")
+    (run_dir / "run.json").write_text(json.dumps({
+        "data": str(Path(data).resolve()), "torch": torch.__version__, "python": platform.python_version()}))
+    return _run(config, Path(data), run_dir, device, checkpoint=None)
+
+
+def resume(run_dir: str | Path, device: str | None = None) -> Path:
+    """Continue an interrupted run from ``run_dir/checkpoints/last.pt`` with its saved config.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``config.yaml``/``run.json`` (not a run folder).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml/run.json); start it with --out")
+    config = load_config(run_dir / "config.yaml")
+    data = Path(json.loads((run_dir / "run.json").read_text())["data"])
+    last = run_dir / "checkpoints" / "last.pt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else None
+    return _run(config, data, run_dir, device, checkpoint)
+
+
+def _run(config: TrainConfig, data: Path, run_dir: Path, device: str | None, checkpoint: dict | None) -> Path:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(config.seed)
+    prepared = prepare_data(data, config.data, config.seed, run_dir)
+    rejects = {r.id: r for r in prepared.rejects}
+    write_rejects(rejects, run_dir / "rejects.csv")
+    if len(prepared.frames["train"]) == 0:
+        raise ValueError(f"no training images left in {data} after class selection and rejects")
+    m = config.model
+    model = create_model(m.backbone, len(prepared.classes), head=m.head,
+                         weights="none" if checkpoint else m.weights,
+                         dropout=m.dropout, fc_dim=m.fc_dim, gem_p=m.gem_p).to(device)
+    history: list[dict] = []
+    start, best = 0, -1.0
+    if checkpoint:
+        model.load_state_dict(checkpoint["state_dict"])
+        history, start, best = checkpoint["history"], checkpoint["epoch"], checkpoint["best_val_gap"]
+        log.info("resuming %s after epoch %d", run_dir, start)
+    plan = [(k, stage, e) for k, stage in enumerate(config.stages) for e in range(stage.epochs)]
+    mean, std = model.arch["mean"], model.arch["std"]
+    val_loader = _loader(prepared, "val", eval_transform(config.stages[-1].crop.size, mean, std), config, False)
+    optimizer, current_stage = None, None
+    for epoch in range(start, len(plan)):
+        k, stage, e = plan[epoch]
+        if k != current_stage:
+            model.freeze(stage.freeze)
+            optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=stage.lr)
+            if checkpoint and checkpoint.get("stage") == k and epoch == start:
+                optimizer.load_state_dict(checkpoint["optimizer"])
+            current_stage = k
+        transform = train_transform(config.augment, stage.crop, mean, std)
+        p = crop_probability(stage.crop, e, stage.epochs)
+        find_scheduled_crop(transform).p = p
+        torch.manual_seed(config.seed * 100_003 + epoch)
+        loader = _loader(prepared, "train", transform, config, True, seed=config.seed * 100_003 + epoch)
+        tic = time.perf_counter()
+        train_stats = _epoch(model, loader, device, rejects, optimizer, desc=f"epoch {epoch + 1}/{len(plan)} train")
+        val_stats = _epoch(model, val_loader, device, rejects, None, desc=f"epoch {epoch + 1}/{len(plan)} val") \
+            if val_loader else {}
+        row = {"epoch": epoch + 1, "stage": stage.name, "lr": stage.lr, "frozen_layers": model.frozen,
+               "crop_p": round(p, 4), **{f"train_{k2}": v for k2, v in train_stats.items()},
+               **{f"val_{k2}": v for k2, v in val_stats.items()}, "seconds": round(time.perf_counter() - tic, 2)}
+        history.append(row)
+        score = row.get("val_gap", row["train_gap"])
+        extra = {"history": history, "epoch": epoch + 1, "stage": k, "optimizer": optimizer.state_dict(),
+                 "config": config.model_dump(mode="json"), "preprocess": _preprocess(config, model)}
+        if score > best:
+            best = score
+            save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes, best_val_gap=best, **extra)
+        save_checkpoint(run_dir / "checkpoints" / "last.pt", model, prepared.classes, best_val_gap=best, **extra)
+        _write_history(history, run_dir)
+        write_rejects(rejects, run_dir / "rejects.csv")
+        log.info("epoch %d: %s", epoch + 1, {k2: v for k2, v in row.items() if isinstance(v, float)})
+    _test_best(run_dir, prepared, config, device, rejects)
+    write_rejects(rejects, run_dir / "rejects.csv")
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def _preprocess(config: TrainConfig, model: LandmarkNet) -> dict:
+    crop = config.stages[-1].crop
+    return {"size": crop.size, "resize": crop.resize, "mean": model.arch["mean"], "std": model.arch["std"]}
+
+
+def _loader(prepared: Prepared, split: str, transform, config: TrainConfig, shuffle: bool, seed: int = 0):
+    frame = prepared.frames[split]
+    if len(frame) == 0:
+        return None
+    dataset = ImageDataset(frame, transform, targets=prepared.targets(split))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=config.data.batch_size, shuffle=shuffle, num_workers=config.data.workers,
+                      collate_fn=collate, generator=generator, drop_last=False)
+
+
+def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, desc: str = "") -> dict:
+    """One pass; trains when ``optimizer`` is given.  Returns loss, accuracy and GAP."""
+    model.train(optimizer is not None)
+    total_loss, seen, ids, labels, scores, truths = 0.0, 0, [], [], [], []
+    with torch.set_grad_enabled(optimizer is not None):
+        bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+        for batch, bad in bar:
+            rejects.update({r.id: r for r in bad})
+            if batch is None:
+                continue
+            x, y = batch["image"].to(device), batch["target"].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            prob, pred = logits.detach().softmax(1).max(1)
+            total_loss += float(loss.detach()) * len(y)
+            seen += len(y)
+            ids += batch["index"].tolist()
+            labels += pred.cpu().tolist()
+            scores += prob.cpu().tolist()
+            truths += y.cpu().tolist()
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    if not seen:
+        return {"loss": float("nan"), "accuracy": float("nan"), "gap": float("nan")}
+    predictions = pd.DataFrame({"id": list(map(str, ids)), "landmark_id": list(map(str, labels)), "score": scores})
+    solution = {str(i): {str(t)} for i, t in zip(ids, truths)}
+    return {"loss": total_loss / seen, "accuracy": float(np.mean(np.array(labels) == np.array(truths))),
+            "gap": gap(predictions, solution)}
+
+
+def _write_history(history: list[dict], run_dir: Path) -> None:
+    frame = pd.DataFrame(history)
+    frame.to_csv(run_dir / "metrics.csv", index=False)
+    (run_dir / "metrics.json").write_text(json.dumps(history, indent=2))
+    plot_training_curves(frame, run_dir / "curves.png")
+
+
+def _test_best(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict) -> None:
+    model, best = load_model(run_dir / "checkpoints" / "best.pt")
+    model.to(device)
+    loader = _loader(prepared, "test", eval_transform(config.stages[-1].crop.size, model.arch["mean"],
+                                                      model.arch["std"]), config, False)
+    stats = _epoch(model, loader, device, rejects, None, desc="held-out test") if loader else {}
+    stats["images"] = int(len(prepared.frames["test"]))
+    stats["best_epoch"] = int(best["epoch"])
+    (run_dir / "test_metrics.json").write_text(json.dumps(stats, indent=2))
