@@ -58,8 +58,8 @@ def split_per_class(frame: pd.DataFrame, val_frac: float = 0.2, test_frac: float
 
     Each class of n images gives ``round(n * test_frac)`` to test and
     ``round(n * val_frac)`` to val (halves round up), but always keeps at least one image
-    in train: test gives way first, then val.  So a class of 1 image is train-only, of
-    2 images (70/20/10) is 1 train + 1 val, and of 10 is 7/2/1.  Images are drawn
+    in train: test gives way first, then val.  With 70/20/10, classes of 1 or 2 images
+    are train-only, 3 images give 2/1/0, 5 give 3/1/1, and 10 give 7/2/1.  Images are drawn
     uniformly at random within each class with ``seed``.
 
     Args:

@@ -99,7 +99,18 @@ def tta_transform(resize: int, size: int, mean, std) -> v2.Compose:
     """
     norm = v2.Compose(_to_tensor(mean, std))
     return v2.Compose([v2.Resize([resize, resize], antialias=True), v2.TenCrop(size),
-                       v2.Lambda(lambda crops: torch.stack([norm(c) for c in crops]))])
+                       _StackCrops(norm)])
+
+
+class _StackCrops(nn.Module):
+    """Tuple of crops -> normalised tensor ``[K, 3, S, S]`` (v2.Lambda would map each crop alone)."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, crops):
+        return torch.stack([self.norm(c) for c in crops])
 
 
 def find_scheduled_crop(transform) -> ScheduledCrop | None:

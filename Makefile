@@ -1,0 +1,41 @@
+# Everything a fresh machine needs: `make demo` (main job) and `make test` (tests).
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+DATA    ?= ../shared/data/landmarks13
+RUN     ?= runs/demo
+CONFIG  ?= fast
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install browser demo test bench
+
+$(BIN)/landmark: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch/torchvision first and pinned: 2.14.1/0.29.1 install from local files here (CPU-capable CUDA build)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/landmark
+
+# Train on DATA/train, predict DATA/test with and without 10-crop voting, evaluate both.
+demo: install
+	@test ! -e $(RUN) || { echo "$(RUN) exists: remove it or run 'make demo RUN=runs/other'"; exit 2; }
+	$(BIN)/landmark train --data $(DATA) --config $(CONFIG) --out $(RUN)
+	$(BIN)/landmark predict $(RUN)/checkpoints/best.pt --images $(DATA)/test --out $(RUN)/submission.csv
+	$(BIN)/landmark predict $(RUN)/checkpoints/best.pt --images $(DATA)/test --out $(RUN)/submission_tta10.csv --tta 10
+	$(BIN)/landmark evaluate $(RUN)/submission.csv --solution $(DATA)/test/recognition_solution.csv --out $(RUN)/eval
+	$(BIN)/landmark evaluate $(RUN)/submission_tta10.csv --solution $(DATA)/test/recognition_solution.csv --out $(RUN)/eval_tta10
+	@echo "results: $(RUN)/ (curves.png, metrics.csv, eval*/metrics.json, eval*/per_class_accuracy.png)"
+
+# Debian's Chromium renders the HTML report in a test (skipped, with the reason, where it cannot be installed)
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+		|| echo "chromium not installed: the HTML rendering test will be skipped"
+
+test: install browser
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/speed.py
