@@ -12,6 +12,9 @@
 
 Every epoch starts from RNG seeds derived from ``(seed, epoch)``, so a resumed run
 reproduces the uninterrupted one exactly (on the same machine and device).
+
+Under ``torchrun`` the same code trains with DistributedDataParallel
+(:mod:`landmark.training.distributed`): ``batch_size`` is per process, rank 0 writes.
 """
 from __future__ import annotations
 
@@ -21,11 +24,11 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..config import TrainConfig, dump_config, load_config
@@ -33,7 +36,9 @@ from ..data import ImageDataset, collate
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
 from ..models import LandmarkNet, create_model, load_model, save_checkpoint
+from ..models.margin import class_counts, dynamic_margins
 from ..reporting.plots import plot_training_curves
+from . import distributed as dist
 from .prepare import Prepared, prepare_data, write_rejects
 
 log = logging.getLogger(__name__)
@@ -54,13 +59,17 @@ def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: st
         FileNotFoundError, ValueError: bad data folder; WeightsError: weights unavailable.
     """
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    device = dist.setup(device)
+    taken = run_dir.exists() and any(run_dir.iterdir())
+    dist.barrier()  # every rank has looked before rank 0 writes
+    if taken:
         raise RunExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                              f"or choose another --out folder (nothing was changed)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, run_dir / "config.yaml")
-    (run_dir / "run.json").write_text(json.dumps({
-        "data": str(Path(data).resolve()), "torch": torch.__version__, "python": platform.python_version()}))
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, run_dir / "config.yaml")
+        (run_dir / "run.json").write_text(json.dumps({
+            "data": str(Path(data).resolve()), "torch": torch.__version__, "python": platform.python_version()}))
     return _run(config, Path(data), run_dir, device, checkpoint=None)
 
 
@@ -77,21 +86,27 @@ def resume(run_dir: str | Path, device: str | None = None) -> Path:
     data = Path(json.loads((run_dir / "run.json").read_text())["data"])
     last = run_dir / "checkpoints" / "last.pt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else None
-    return _run(config, data, run_dir, device, checkpoint)
+    return _run(config, data, run_dir, dist.setup(device), checkpoint)
 
 
-def _run(config: TrainConfig, data: Path, run_dir: Path, device: str | None, checkpoint: dict | None) -> Path:
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, checkpoint: dict | None) -> Path:
     torch.manual_seed(config.seed)
-    prepared = prepare_data(data, config.data, config.seed, run_dir)
+    if dist.is_main():  # rank 0 splits and caches; the others then reread split.csv and the cache
+        prepared = prepare_data(data, config.data, config.seed, run_dir)
+    dist.barrier()
+    if not dist.is_main():
+        prepared = prepare_data(data, config.data, config.seed, run_dir)
     rejects = {r.id: r for r in prepared.rejects}
-    write_rejects(rejects, run_dir / "rejects.csv")
+    _save_rejects(rejects, run_dir)
     if len(prepared.frames["train"]) == 0:
         raise ValueError(f"no training images left in {data} after class selection and rejects")
     m = config.model
+    counts = class_counts(prepared.frames["train"]["landmark_id"], prepared.classes)
     model = create_model(m.backbone, len(prepared.classes), head=m.head,
                          weights="none" if checkpoint else m.weights,
-                         dropout=m.dropout, fc_dim=m.fc_dim, gem_p=m.gem_p).to(device)
+                         dropout=m.dropout, fc_dim=m.fc_dim, gem_p=m.gem_p, loss=m.loss,
+                         embedding_dim=m.embedding_dim, subcenters=m.subcenters, arcface_s=m.arcface_s,
+                         margins=dynamic_margins(counts, m.margin_a, m.margin_b, m.margin_power)).to(device)
     history: list[dict] = []
     start, best = 0, -1.0
     if checkpoint:
@@ -101,11 +116,13 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: str | None, che
     plan = [(k, stage, e) for k, stage in enumerate(config.stages) for e in range(stage.epochs)]
     mean, std = model.arch["mean"], model.arch["std"]
     val_loader = _loader(prepared, "val", eval_transform(config.stages[-1].crop.size, mean, std), config, False)
-    optimizer, current_stage = None, None
+    optimizer, current_stage, net = None, None, model
     for epoch in range(start, len(plan)):
         k, stage, e = plan[epoch]
         if k != current_stage:
             model.freeze(stage.freeze)
+            if dist.world_size() > 1:  # DDP registers the parameters that train, so wrap after freezing
+                net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
             optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=stage.lr)
             if checkpoint and checkpoint.get("stage") == k and epoch == start:
                 optimizer.load_state_dict(checkpoint["optimizer"])
@@ -116,7 +133,8 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: str | None, che
         torch.manual_seed(config.seed * 100_003 + epoch)
         loader = _loader(prepared, "train", transform, config, True, seed=config.seed * 100_003 + epoch)
         tic = time.perf_counter()
-        train_stats = _epoch(model, loader, device, rejects, optimizer, desc=f"epoch {epoch + 1}/{len(plan)} train")
+        train_stats = _epoch(model, loader, device, rejects, optimizer, desc=f"epoch {epoch + 1}/{len(plan)} train",
+                             net=net)
         val_stats = _epoch(model, val_loader, device, rejects, None, desc=f"epoch {epoch + 1}/{len(plan)} val") \
             if val_loader else {}
         row = {"epoch": epoch + 1, "stage": stage.name, "lr": stage.lr, "frozen_layers": model.frozen,
@@ -126,16 +144,26 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: str | None, che
         score = row.get("val_gap", row["train_gap"])
         extra = {"history": history, "epoch": epoch + 1, "stage": k, "optimizer": optimizer.state_dict(),
                  "config": config.model_dump(mode="json"), "preprocess": _preprocess(config, model)}
-        if score > best:
-            best = score
-            save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes, best_val_gap=best, **extra)
-        save_checkpoint(run_dir / "checkpoints" / "last.pt", model, prepared.classes, best_val_gap=best, **extra)
-        _write_history(history, run_dir)
-        write_rejects(rejects, run_dir / "rejects.csv")
+        improved = score > best
+        best = max(best, score)
+        if dist.is_main():
+            if improved:
+                save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes, best_val_gap=best,
+                                **extra)
+            save_checkpoint(run_dir / "checkpoints" / "last.pt", model, prepared.classes, best_val_gap=best, **extra)
+            _write_history(history, run_dir)
+        _save_rejects(rejects, run_dir)
         log.info("epoch %d: %s", epoch + 1, {k2: v for k2, v in row.items() if isinstance(v, float)})
+    dist.barrier()
     _test_best(run_dir, prepared, config, device, rejects)
-    write_rejects(rejects, run_dir / "rejects.csv")
+    _save_rejects(rejects, run_dir)
+    dist.barrier()
     return run_dir / "checkpoints" / "best.pt"
+
+
+def _save_rejects(rejects: dict, run_dir: Path) -> None:
+    if dist.is_main():
+        write_rejects(rejects, run_dir / "rejects.csv")
 
 
 def _preprocess(config: TrainConfig, model: LandmarkNet) -> dict:
@@ -149,23 +177,25 @@ def _loader(prepared: Prepared, split: str, transform, config: TrainConfig, shuf
         return None
     dataset = ImageDataset(frame, transform, targets=prepared.targets(split))
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=config.data.batch_size, shuffle=shuffle, num_workers=config.data.workers,
-                      collate_fn=collate, generator=generator, drop_last=False)
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if dist.world_size() > 1 else None
+    return DataLoader(dataset, batch_size=config.data.batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, num_workers=config.data.workers, collate_fn=collate, generator=generator)
 
 
-def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, desc: str = "") -> dict:
-    """One pass; trains when ``optimizer`` is given.  Returns loss, accuracy and GAP."""
+def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, desc: str = "", net=None) -> dict:
+    """One pass; trains when ``optimizer`` is given.  Returns loss, accuracy and GAP over
+    every rank's images (``net``: the DDP wrapper of ``model`` when distributed)."""
     model.train(optimizer is not None)
-    total_loss, seen, ids, labels, scores, truths = 0.0, 0, [], [], [], []
+    total_loss, seen, ids, labels, scores, truths, bad_all = 0.0, 0, [], [], [], [], []
     with torch.set_grad_enabled(optimizer is not None):
-        bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+        bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=not dist.is_main())
         for batch, bad in bar:
-            rejects.update({r.id: r for r in bad})
+            bad_all += bad
             if batch is None:
                 continue
             x, y = batch["image"].to(device), batch["target"].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            logits = (net or model)(x)   # margin heads: s*cos without margin (predictions); the loss adds it
+            loss = F.cross_entropy(model.loss_logits(logits, y), y)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -178,12 +208,19 @@ def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, de
             scores += prob.cpu().tolist()
             truths += y.cpu().tolist()
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    parts = dist.gather((total_loss, seen, ids, labels, scores, truths, bad_all))
+    for part in parts:
+        rejects.update({r.id: r for r in part[6]})
+    seen = sum(part[1] for part in parts)
     if not seen:
         return {"loss": float("nan"), "accuracy": float("nan"), "gap": float("nan")}
-    predictions = pd.DataFrame({"id": list(map(str, ids)), "landmark_id": list(map(str, labels)), "score": scores})
-    solution = {str(i): {str(t)} for i, t in zip(ids, truths)}
-    return {"loss": total_loss / seen, "accuracy": float(np.mean(np.array(labels) == np.array(truths))),
-            "gap": gap(predictions, solution)}
+    # DistributedSampler pads the last shard with repeated images: keep one row per image
+    frame = pd.DataFrame([row for part in parts for row in zip(*part[2:6])],
+                         columns=["id", "landmark_id", "score", "truth"]).drop_duplicates("id")
+    frame = frame.astype({"id": str, "landmark_id": str, "truth": str})
+    solution = {i: {t} for i, t in zip(frame["id"], frame["truth"])}
+    return {"loss": sum(part[0] for part in parts) / seen, "gap": gap(frame, solution), "images": int(len(frame)),
+            "accuracy": float((frame["landmark_id"] == frame["truth"]).mean())}
 
 
 def _write_history(history: list[dict], run_dir: Path) -> None:
@@ -201,4 +238,5 @@ def _test_best(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
     stats = _epoch(model, loader, device, rejects, None, desc="held-out test") if loader else {}
     stats["images"] = int(len(prepared.frames["test"]))
     stats["best_epoch"] = int(best["epoch"])
-    (run_dir / "test_metrics.json").write_text(json.dumps(stats, indent=2))
+    if dist.is_main():
+        (run_dir / "test_metrics.json").write_text(json.dumps(stats, indent=2))
