@@ -91,6 +91,20 @@ class ModelConfig(_Strict):
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     fc_dim: int = Field(256, ge=1, description="width of the two hidden FC layers of the 'fc' head")
     gem_p: float = Field(3.0, gt=0.0, description="initial GeM exponent")
+    loss: Literal["softmax", "arcface", "subcenter_arcface"] = Field(
+        "softmax", description="classifier/loss: linear+softmax, ArcFace, or sub-center ArcFace (GeM head only)")
+    embedding_dim: int | None = Field(None, ge=1, description="Linear+BatchNorm1d projection after GeM; null = none")
+    arcface_s: float = Field(30.0, gt=0.0, description="ArcFace logit scale s")
+    margin_a: float = Field(0.5, ge=0.0, description="dynamic margin m = a * n^-power + b (radians); 0 = fixed b")
+    margin_b: float = Field(0.05, ge=0.0, description="dynamic margin offset b (radians)")
+    margin_power: float = Field(0.25, ge=0.0, description="dynamic margin exponent (1/4 in GLR 2020 solutions)")
+    subcenters: int = Field(3, ge=1, description="centres per class for subcenter_arcface")
+
+    @model_validator(mode="after")
+    def _margin_head(self) -> "ModelConfig":
+        if self.loss != "softmax" and self.head == "fc":
+            raise ValueError(f"loss {self.loss} needs the GeM head; set head: gem (or auto)")
+        return self
 
 
 class TrainConfig(_Strict):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .heads import FCHead, GeMHead
+from .margin import ArcMarginHead
 from .weights import create_backbone
 
 # Heads chosen by head="auto": the original work's VGG16 baseline gets the FC head,
@@ -36,21 +37,44 @@ class LandmarkNet(nn.Module):
     """Backbone + head classifier over ``num_classes`` landmarks.
 
     Input: float tensor ``[B, 3, H, W]`` normalised with ``arch['mean']``/``arch['std']``.
+
+    ``loss`` selects the classifier: ``softmax`` (linear layer, cross-entropy) or the
+    angular-margin heads ``arcface`` / ``subcenter_arcface`` (``subcenters`` centres per
+    class, logit scale ``arcface_s``, per-class ``margins`` in radians, see
+    :mod:`landmark.models.margin`); margin heads always pool with GeM.  ``embedding_dim``
+    adds a ``Linear + BatchNorm1d`` projection after GeM (``embed`` then returns
+    ``[B, embedding_dim]``).
+
+    Raises:
+        ValueError: a margin loss with ``head="fc"``, or an unknown ``loss``.
     """
 
     def __init__(self, backbone: str = "tf_efficientnet_lite0", num_classes: int = 1000, head: str = "auto",
-                 weights: str = "imagenet", dropout: float = 0.2, fc_dim: int = 256, gem_p: float = 3.0):
+                 weights: str = "imagenet", dropout: float = 0.2, fc_dim: int = 256, gem_p: float = 3.0,
+                 loss: str = "softmax", embedding_dim: int | None = None, subcenters: int = 1,
+                 arcface_s: float = 30.0, margins: torch.Tensor | float = 0.0):
         super().__init__()
+        if loss not in ("softmax", "arcface", "subcenter_arcface"):
+            raise ValueError(f"loss must be softmax, arcface or subcenter_arcface, not {loss!r}")
         if head == "auto":
-            head = "fc" if backbone.startswith(FC_HEAD_BACKBONES) else "gem"
+            head = "gem" if loss != "softmax" or not backbone.startswith(FC_HEAD_BACKBONES) else "fc"
+        if loss != "softmax" and head != "gem":
+            raise ValueError(f"loss {loss!r} needs the GeM head (head: gem or auto), not {head!r}")
+        subcenters = subcenters if loss == "subcenter_arcface" else 1
         self.backbone = create_backbone(backbone, weights)
         channels = self.backbone.num_features
-        self.head = FCHead(channels, num_classes, fc_dim, dropout) if head == "fc" else \
-            GeMHead(channels, num_classes, dropout, gem_p)
+        if loss != "softmax":
+            self.head = ArcMarginHead(channels, num_classes, embedding_dim, subcenters, arcface_s, margins, dropout,
+                                      gem_p)
+        elif head == "fc":
+            self.head = FCHead(channels, num_classes, fc_dim, dropout)
+        else:
+            self.head = GeMHead(channels, num_classes, dropout, gem_p, embedding_dim)
         cfg = self.backbone.pretrained_cfg
         self.arch = {"backbone": backbone, "num_classes": num_classes, "head": head, "dropout": dropout,
                      "fc_dim": fc_dim, "gem_p": gem_p, "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))),
-                     "std": list(cfg.get("std", (0.229, 0.224, 0.225)))}
+                     "std": list(cfg.get("std", (0.229, 0.224, 0.225))), "loss": loss,
+                     "embedding_dim": embedding_dim, "subcenters": subcenters, "arcface_s": arcface_s}
         self.frozen = 0
         self._frozen_norms: list[nn.Module] = []
 
@@ -59,12 +83,21 @@ class LandmarkNet(nn.Module):
         return self.backbone.forward_features(x)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` -> pooled pre-logit descriptor ``[B, D]`` (not normalised)."""
+        """``[B, 3, H, W]`` -> pooled (and projected, with ``embedding_dim``) descriptor ``[B, D]`` (not normalised)."""
         return self.head(self.forward_features(x), pre_logits=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` -> logits ``[B, num_classes]`` (float32)."""
+        """``[B, 3, H, W]`` -> logits ``[B, num_classes]`` (float32); margin heads: ``s * cos(theta)``, no margin."""
         return self.head(self.forward_features(x))
+
+    def loss_logits(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The logits the training loss sees: ``logits`` itself for softmax, with the
+        per-class angular margin on the target class for ArcFace heads.
+
+        Args:
+            logits: ``[B, K]`` from :meth:`forward`; target: int64 ``[B]``.
+        """
+        return self.head.margin_logits(logits, target) if getattr(self.head, "uses_margin", False) else logits
 
     def freeze(self, n: int) -> int:
         """Freeze the bottom ``n`` backbone layers (:func:`backbone_layers`); -1 = all.
@@ -126,6 +159,8 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[LandmarkNet
         raise ValueError(f"{path} is not a landmark checkpoint (no 'arch' entry)")
     arch = ckpt["arch"]
     model = LandmarkNet(arch["backbone"], arch["num_classes"], arch["head"], weights="none",
-                        dropout=arch["dropout"], fc_dim=arch["fc_dim"], gem_p=arch["gem_p"])
+                        dropout=arch["dropout"], fc_dim=arch["fc_dim"], gem_p=arch["gem_p"],
+                        loss=arch.get("loss", "softmax"), embedding_dim=arch.get("embedding_dim"),
+                        subcenters=arch.get("subcenters", 1), arcface_s=arch.get("arcface_s", 30.0))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt

@@ -36,21 +36,44 @@ class GeM(nn.Module):
         return f"p={float(self.p):.3f}, eps={self.eps}"
 
 
-class GeMHead(nn.Module):
-    """GeM pooling -> dropout -> linear: features ``[B, C, H, W]`` -> logits ``[B, K]``.
+class Neck(nn.Sequential):
+    """Projection neck ``Linear(in, dim) -> BatchNorm1d(dim)``: ``[B, in]`` -> ``[B, dim]``.
 
-    The head of the original work's Xception model.  ``pool`` gives the embedding
-    ``[B, C]`` used by retrieval.
+    As between GeM and the ArcFace head in the GLR 2020/2021 winning models
+    (Henkel & Singer, arXiv:2010.01650); it sets the retrieval embedding width.
     """
 
-    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.2, p: float = 3.0):
+    def __init__(self, in_features: int, dim: int):
+        super().__init__(nn.Linear(in_features, dim), nn.BatchNorm1d(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, norm = self[0](x), self[1]
+        if self.training and x.shape[0] == 1:   # batch statistics need 2+ rows: use the running ones
+            return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
+        return norm(x)
+
+
+class GeMHead(nn.Module):
+    """GeM pooling -> [neck] -> dropout -> linear: features ``[B, C, H, W]`` -> logits ``[B, K]``.
+
+    The head of the original work's Xception model.  ``pool`` (then the optional
+    projection neck ``Linear(C, embedding_dim) -> BatchNorm1d``) gives the embedding
+    ``[B, C]`` (``[B, embedding_dim]``) used by retrieval.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.2, p: float = 3.0,
+                 embedding_dim: int | None = None):
         super().__init__()
         self.pool = GeM(p)
+        if embedding_dim:   # only then, so state dicts of neck-less heads keep their keys
+            self.neck = Neck(in_features, embedding_dim)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_features, num_classes)
+        self.fc = nn.Linear(embedding_dim or in_features, num_classes)
 
     def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pool(features)
+        if hasattr(self, "neck"):
+            x = self.neck(x)
         return x if pre_logits else self.fc(self.dropout(x))
 
 
