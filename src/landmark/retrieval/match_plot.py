@@ -1,0 +1,54 @@
+"""Picture of a verified pair: the two images side by side with their inlier matches (PNG)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .verification import LocalFeatures, MatchResult, shrink
+
+
+def draw_matches(image_a: Image.Image, image_b: Image.Image, a: LocalFeatures, b: LocalFeatures,
+                 result: MatchResult, path: str | Path, max_side: int = 640, tentative: bool = False) -> Path:
+    """Draw the RANSAC inliers of ``result`` between the two images with ``cv2.drawMatches``.
+
+    The images are shrunk to ``max_side`` pixels exactly as :func:`local_features` did, so
+    keypoint coordinates line up.  Inliers are green lines; with ``tentative`` the
+    rejected tentative matches are drawn in red underneath.  A title strip states the
+    counts.
+
+    Args:
+        path: PNG file to write (parent folders are created).
+    Returns:
+        ``path``.
+    """
+    img_a = np.asarray(shrink(image_a, max_side).convert("RGB"))[:, :, ::-1]
+    img_b = np.asarray(shrink(image_b, max_side).convert("RGB"))[:, :, ::-1]
+    kp_a = [cv2.KeyPoint(float(x), float(y), 3) for x, y in a.keypoints]
+    kp_b = [cv2.KeyPoint(float(x), float(y), 3) for x, y in b.keypoints]
+
+    def dmatches(pairs: np.ndarray) -> list[cv2.DMatch]:
+        return [cv2.DMatch(int(i), int(j), 0.0) for i, j in pairs]
+
+    flags = cv2.DrawMatchesFlags_NOT_DRAW_SINGLE_POINTS
+    canvas = cv2.drawMatches(img_a, kp_a, img_b, kp_b, [], None, flags=flags)
+    if tentative and len(result.matches):
+        inlier_set = {tuple(p) for p in result.inliers.tolist()}
+        rejected = np.array([p for p in result.matches.tolist() if tuple(p) not in inlier_set]).reshape(-1, 2)
+        canvas = cv2.drawMatches(img_a, kp_a, img_b, kp_b, dmatches(rejected), canvas, matchColor=(0, 0, 255),
+                                 singlePointColor=None, flags=flags | cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG)
+    canvas = cv2.drawMatches(img_a, kp_a, img_b, kp_b, dmatches(result.inliers), canvas, matchColor=(0, 200, 0),
+                             singlePointColor=None, flags=flags | cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG)
+    title = np.full((28, canvas.shape[1], 3), 255, np.uint8)
+    text = (f"{result.num_inliers} inliers ({result.model}, MAGSAC++) of {len(result.matches)} tentative matches; "
+            f"keypoints {len(a)} / {len(b)}")
+    cv2.putText(title, text, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, png = cv2.imencode(".png", np.vstack([title, canvas]))
+    if not ok:
+        raise OSError(f"could not encode the picture for {path}")
+    path.write_bytes(png.tobytes())
+    return path
