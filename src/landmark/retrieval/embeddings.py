@@ -1,0 +1,238 @@
+"""Global descriptors: stream images through ``LandmarkNet.embed`` into a memory-mapped file.
+
+An *embeddings file* ``NAME.npy`` is a plain NumPy array ``[N, D]`` (float16 or float32),
+one L2-normalised row per readable image, opened with ``np.load(path, mmap_mode='r')`` so
+that nothing has to fit in memory.  Beside it:
+
+* ``NAME.ids.csv``: ``id`` (and ``landmark_id``, ``path`` when known), row ``i`` naming
+  row ``i`` of the array;
+* ``NAME.rejects.csv``: ``id,path,reason`` of the images that could not be decoded
+  (header only when none).
+* optionally ``NAME.classes.npz``: the classifier's top-``k`` classes and probabilities
+  per row (``labels`` str ``[N, k]``, ``probs`` float32 ``[N, k]``), computed in the same
+  pass, for combining kNN with the classifier.
+
+Rows are written batch by batch into a ``numpy.lib.format.open_memmap`` file sized for
+all images; if some are rejected, the file is shrunk at the end by rewriting the shape in
+its header and truncating (no copy), so memory stays flat whatever the number of images.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..data import ImageDataset, Reject, collate, image_path, read_queries, read_train
+from ..data.transforms import eval_transform
+from ..models import LandmarkNet
+
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass
+class Embeddings:
+    """An embeddings file in memory-mapped form.
+
+    Attributes:
+        vectors: ``[N, D]`` float16/float32 (memory-mapped), rows L2-normalised.
+        items: frame with ``id`` and, when known, ``landmark_id`` and ``path`` (N rows).
+        classes: optional ``(labels str [N, k], probs float32 [N, k])`` classifier top-k.
+    """
+
+    vectors: np.ndarray
+    items: pd.DataFrame
+    classes: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.items["id"].astype(str).to_numpy()
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self.items["landmark_id"].astype(str).to_numpy() if "landmark_id" in self.items else None
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+
+def sidecar(path: Path, kind: str) -> Path:
+    """``NAME.npy`` -> ``NAME.<kind>`` (``ids.csv``, ``rejects.csv``, ``classes.npz``, ``json``)."""
+    return Path(path).with_suffix(f".{kind}")
+
+
+def embeddings_path(out: str | Path) -> Path:
+    """The ``.npy`` file for ``out`` (adds the suffix when missing)."""
+    out = Path(out)
+    return out if out.suffix == ".npy" else out.with_name(out.name + ".npy")
+
+
+def labelled_images(root: str | Path, landmarks: list[str] | None = None, split: str = "train") -> pd.DataFrame:
+    """Labelled images of a GLDv2 folder or folder-per-class tree as ``id, landmark_id, path``.
+
+    Args:
+        landmarks: keep only these landmark ids (None: all).
+
+    Raises:
+        FileNotFoundError / ValueError: from :func:`landmark.data.read_train`; ValueError
+            also when ``landmarks`` selects nothing.
+    """
+    frame = read_train(root)
+    frame["landmark_id"] = frame["landmark_id"].astype(str)
+    if "path" not in frame.columns:
+        frame["path"] = [str(image_path(Path(root), i, split)) for i in frame["id"]]
+    if landmarks is not None:
+        frame = frame[frame["landmark_id"].isin([str(x) for x in landmarks])].reset_index(drop=True)
+        if frame.empty:
+            raise ValueError(f"{root} has no images of landmark(s) {landmarks}")
+    return frame[["id", "landmark_id", "path"]]
+
+
+def query_images(source: str | Path) -> pd.DataFrame:
+    """Unlabelled images of a folder (recursive) or CSV: ``id, path`` (:func:`read_queries`)."""
+    return read_queries(source)
+
+
+@torch.no_grad()
+def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out: str | Path,
+                 classes: list[str] | None = None, top_classes: int = 0, dtype: str = "float16",
+                 image_size: int | None = None, batch_size: int = 32, workers: int = 2,
+                 device: str | None = None, overwrite: bool = False) -> tuple[Embeddings, list[Reject]]:
+    """Embed the images of ``frame`` into an embeddings file (module docstring).
+
+    Each image is resized to ``image_size`` x ``image_size`` pixels (default: the
+    checkpoint's ``preprocess['size']``), passed through ``model.embed`` (``[B, D]``
+    descriptor, whatever the model's head makes of it: GeM-pooled features, or a learned
+    projection) and L2-normalised in float32 before storing as ``dtype``.
+
+    Args:
+        frame: rows with ``id``, ``path`` and optionally ``landmark_id``.
+        out: ``NAME.npy`` (suffix added when missing).
+        classes: the checkpoint's class names; with ``top_classes > 0`` the classifier's
+            top-k classes and softmax probabilities are stored too (``NAME.classes.npz``;
+            this costs a second forward pass, ``model(x)``).
+        dtype: ``float16`` (half the disk) or ``float32``.
+
+    Returns:
+        (the written :class:`Embeddings`, memory-mapped; the rejects, also written to
+        ``NAME.rejects.csv``).
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is False.
+        ValueError: unknown ``dtype``, ``top_classes`` without ``classes``, an empty
+            frame, or no image could be read.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    if top_classes and not classes:
+        raise ValueError("top_classes needs the checkpoint's classes")
+    if len(frame) == 0:
+        raise ValueError("no images to embed")
+    path = embeddings_path(out)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) or choose another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    device_t = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(device_t).eval()
+    size = image_size or preprocess["size"]
+    loader = DataLoader(ImageDataset(frame, eval_transform(size, preprocess["mean"], preprocess["std"])),
+                        batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    kept: list[int] = []
+    rejects: list[Reject] = []
+    vectors = None
+    top_labels: list[np.ndarray] = []
+    top_probs: list[np.ndarray] = []
+    row = 0
+    for batch, bad in tqdm(loader, desc="embed", unit="batch", dynamic_ncols=True):
+        rejects += bad
+        if batch is None:
+            continue
+        x = batch["image"].to(device_t)
+        emb = F.normalize(model.embed(x).float(), dim=1)
+        if vectors is None:
+            vectors = np.lib.format.open_memmap(path, mode="w+", dtype=DTYPES[dtype], shape=(len(frame), emb.shape[1]))
+        vectors[row:row + len(emb)] = emb.cpu().numpy().astype(DTYPES[dtype])
+        row += len(emb)
+        kept += batch["index"].tolist()
+        if top_classes:
+            prob, idx = model(x).float().softmax(1).topk(min(top_classes, len(classes)), dim=1)
+            top_probs.append(prob.cpu().numpy())
+            top_labels.append(np.asarray(classes, dtype=object)[idx.cpu().numpy()].astype(str))
+    pd.DataFrame([(r.id, r.path, r.reason) for r in rejects], columns=["id", "path", "reason"]).to_csv(
+        sidecar(path, "rejects.csv"), index=False)
+    if vectors is None:
+        raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
+    vectors.flush()
+    del vectors
+    if row < len(frame):
+        shrink_npy(path, row)
+    items = frame.iloc[kept].reset_index(drop=True)
+    cols = [c for c in ("id", "landmark_id", "path") if c in items.columns]
+    items[cols].to_csv(sidecar(path, "ids.csv"), index=False)
+    if top_classes:
+        np.savez(sidecar(path, "classes.npz"), labels=np.concatenate(top_labels), probs=np.concatenate(top_probs))
+    sidecar(path, "json").write_text(json.dumps({"rows": row, "dim": int(np.load(path, mmap_mode="r").shape[1]),
+                                                 "dtype": dtype, "image_size": size, "rejects": len(rejects)}))
+    return load_embeddings(path), rejects
+
+
+def shrink_npy(path: str | Path, rows: int) -> None:
+    """Cut a C-ordered ``.npy`` file to its first ``rows`` rows in place.
+
+    The header's shape is rewritten with the same header length (padding absorbs the
+    shorter number) and the file is truncated; no data is copied.
+
+    Raises:
+        ValueError: ``rows`` is larger than the file's, or the file is Fortran-ordered.
+    """
+    path = Path(path)
+    with open(path, "r+b") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        start = f.tell()
+        if fortran or rows > shape[0]:
+            raise ValueError(f"cannot shrink {path} (shape {shape}, fortran={fortran}) to {rows} rows")
+        new_shape = (rows,) + tuple(shape[1:])
+        text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": new_shape})
+        prefix = 10 if version == (1, 0) else 12
+        header = text.ljust(start - prefix - 1) + "\n"
+        f.seek(prefix)
+        f.write(header.encode("latin1"))
+        f.truncate(start + rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+
+
+def load_embeddings(path: str | Path) -> Embeddings:
+    """Open an embeddings file written by :func:`embed_images` (memory-mapped).
+
+    Raises:
+        FileNotFoundError: the ``.npy`` or its ``.ids.csv`` is missing.
+        ValueError: the two disagree in length.
+    """
+    path = embeddings_path(path)
+    ids_file = sidecar(path, "ids.csv")
+    for p in (path, ids_file):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} does not exist (write it with `landmark embed`)")
+    vectors = np.load(path, mmap_mode="r")
+    items = pd.read_csv(ids_file, dtype=str, keep_default_na=False)
+    if len(items) != len(vectors):
+        raise ValueError(f"{path} has {len(vectors)} rows but {ids_file} lists {len(items)} ids")
+    classes = None
+    if sidecar(path, "classes.npz").is_file():
+        with np.load(sidecar(path, "classes.npz")) as npz:
+            classes = (npz["labels"].astype(str), npz["probs"])
+    return Embeddings(vectors, items, classes)
+
+
+def iter_chunks(vectors: np.ndarray, chunk: int = 65536):
+    """Yield ``(start, float32 [<=chunk, D])`` slices of a (memory-mapped) array."""
+    for start in range(0, len(vectors), chunk):
+        yield start, np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
+
