@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 # Files that are never images, skipped when a directory of queries is listed.
@@ -136,6 +137,33 @@ def read_categories(root: Path) -> dict[str, str]:
 
 
 def _finish(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.drop_duplicates("id").reset_index(drop=True)
+    """Drop repeated ids (first kept) and make ``landmark_id`` a category of str.
+
+    Same result as ``drop_duplicates("id")``; on GLDv2's 4.1M ids :func:`duplicated_ids`
+    takes 4.8 s where ``drop_duplicates`` took 12.0 s (benchmarks/gldv2_scale.py).
+    """
+    frame = frame[~duplicated_ids(frame["id"].to_numpy())].reset_index(drop=True)
     frame["landmark_id"] = frame["landmark_id"].astype("category")
     return frame
+
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
+def duplicated_ids(ids: np.ndarray) -> np.ndarray:
+    """Boolean mask, shape ``[len(ids)]``: True for every repeat of an earlier id (exact).
+
+    GLDv2 ids (16 lower-case hex digits) are packed into uint64 first, which hashes
+    ~3x faster than Python strings; any other id falls back to string hashing.
+    """
+    try:
+        raw = np.asarray(ids, dtype="S17")
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return pd.Series(ids, dtype=object).duplicated().to_numpy()
+    digits = raw.view(np.uint8).reshape(-1, 17)
+    nibbles = _HEX[digits[:, :16]]
+    if len(raw) == 0 or (digits[:, 16] != 0).any() or (nibbles == 255).any():
+        return pd.Series(ids, dtype=object).duplicated().to_numpy()
+    packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(np.uint64).ravel()
+    return pd.Series(packed).duplicated().to_numpy()

@@ -1,0 +1,268 @@
+"""Fetch the official GLDv2 TAR shards, verify their md5 and extract into the GLDv2 layout.
+
+The GLDv2 authors publish (https://github.com/cvdfoundation/google-landmark, README and
+``download-dataset.sh``):
+
+* shards ``{base}/{split}/images_{NNN}.tar`` -- ``train`` 000-499, ``index`` 000-099,
+  ``test`` 000-019 -- whose members are ``a/b/c/<id>.jpg``;
+* md5 files ``{base}/md5sum/{split}/md5.images_{NNN}.txt`` in ``md5sum`` output format
+  (``<32 hex digits>  images_NNN.tar``); the official script compares the first
+  whitespace-separated field, and so does :func:`parse_md5`.
+
+with ``base = https://s3.amazonaws.com/google-landmark``.  A shard is streamed to
+``OUT/.partial/``, its md5 computed on the fly and compared, then each ``.jpg`` member is
+decoded, shrunk to ``max_width`` and stored atomically at ``OUT/<split>/a/b/c/<id>.jpg``
+(:func:`landmark.data.download.store_image`).  A finished shard leaves
+``OUT/.shards/<split>_<NNN>.done`` so that a rerun skips it; the TAR is deleted unless
+``keep_tars``.  Failed shards and undecodable members go to ``OUT/download_failures.csv``
+(``id,url,reason``; for a shard the id is ``images_NNN.tar``).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+from .download import (FAILURE_COLUMNS, FAILURES_FILE, ID_PATTERN, PARTIAL_DIR, DownloadOptions, FetchError,
+                       HostRateLimiter, image_reason, store_image)
+from .download import fetch as fetch_url
+from .gldv2 import image_path
+from .images import ImageError
+
+GLDV2_BASE_URL = "https://s3.amazonaws.com/google-landmark"
+SHARD_COUNTS = {"train": 500, "index": 100, "test": 20}
+MD5_PATTERN = re.compile(r"^\s*([0-9a-fA-F]{32})\b")
+
+
+def parse_shards(spec: str, split: str = "train") -> list[int]:
+    """``"0-9"``, ``"3"``, ``"0,5,10-12"`` or ``"all"`` -> sorted shard numbers.
+
+    Raises:
+        ValueError: bad syntax, or a number outside the split's range.
+    """
+    limit = SHARD_COUNTS.get(split, 1000)
+    if spec.strip() == "all":
+        return list(range(limit))
+    shards: set[int] = set()
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise ValueError(f"bad shard list {spec!r}: use e.g. 0-9 or 0,3,5-7 or all")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) else lo
+        if hi < lo or hi >= limit:
+            raise ValueError(f"shards {part.strip()!r} outside 0-{limit - 1} for split {split!r}")
+        shards.update(range(lo, hi + 1))
+    return sorted(shards)
+
+
+def shard_urls(base_url: str, split: str, shard: int) -> tuple[str, str]:
+    """(TAR url, md5 url) of one shard, following the GLDv2 naming."""
+    base = base_url.rstrip("/")
+    name = f"images_{shard:03d}"
+    return f"{base}/{split}/{name}.tar", f"{base}/md5sum/{split}/md5.{name}.txt"
+
+
+def parse_md5(text: str) -> str:
+    """The md5 hex digest at the start of an md5sum line (lower case).
+
+    Raises:
+        ValueError: no 32-hex-digit digest at the start.
+    """
+    match = MD5_PATTERN.match(text)
+    if not match:
+        raise ValueError(f"not an md5sum line: {text[:80]!r}")
+    return match.group(1).lower()
+
+
+def file_md5(path: Path) -> str:
+    """md5 hex digest of a file, read in 4 MiB blocks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ShardReport:
+    """Counts of one run over shards."""
+
+    shards_done: int = 0
+    shards_skipped: int = 0
+    shards_failed: int = 0
+    images: int = 0
+    failures: int = 0
+    failures_file: Path | None = None
+    details: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"shards_done": self.shards_done, "shards_skipped": self.shards_skipped,
+                "shards_failed": self.shards_failed, "images": self.images, "failures": self.failures,
+                "failures_file": str(self.failures_file), "shards": self.details}
+
+
+def extract_shard(tar_path: Path, out: Path, split: str, max_width: int, workers: int,
+                  partial: Path, jpeg_quality: int = 90) -> tuple[int, list[tuple[str, str]]]:
+    """Decode, shrink and store every ``.jpg`` member of a GLDv2 shard.
+
+    Members are read in order (streaming); the file name's stem is the image id and its
+    place is :func:`image_path` (never the member path, so ``../`` names cannot escape).
+
+    Returns:
+        (images stored, [(member name, reason)] for members that were not stored).
+    """
+    stored, failed = 0, []
+    jobs = []
+
+    def one(raw: Path, image_id: str) -> str:
+        try:
+            store_image(raw, image_path(out, image_id, split), max_width, jpeg_quality)
+            return ""
+        except ImageError as err:
+            return image_reason(err)
+        except OSError as err:
+            return f"write error ({err})"
+        finally:
+            raw.unlink(missing_ok=True)
+
+    with tarfile.open(tar_path, "r|*") as tar, ThreadPoolExecutor(workers) as pool:
+        for member in tar:
+            if not member.isfile():
+                continue
+            name = Path(member.name).name
+            image_id = Path(name).stem
+            if not name.lower().endswith(".jpg"):
+                failed.append((member.name, "not a .jpg member"))
+                continue
+            if not ID_PATTERN.match(image_id):
+                failed.append((member.name, "bad id"))
+                continue
+            raw = partial / f"{image_id}.member"
+            source = tar.extractfile(member)
+            if source is None:
+                failed.append((member.name, "unreadable member"))
+                continue
+            with open(raw, "wb") as fh:
+                shutil.copyfileobj(source, fh)
+            jobs.append((member.name, pool.submit(one, raw, image_id)))
+            if len(jobs) >= 8 * workers:
+                stored += _drain(jobs, failed)
+        stored += _drain(jobs, failed)
+    return stored, failed
+
+
+def _drain(jobs: list, failed: list) -> int:
+    stored = 0
+    for name, future in jobs:
+        reason = future.result()
+        if reason:
+            failed.append((name, reason))
+        else:
+            stored += 1
+    jobs.clear()
+    return stored
+
+
+def download_shards(split: str, shards: list[int], out: str | Path, base_url: str = GLDV2_BASE_URL,
+                    opts: DownloadOptions | None = None, keep_tars: bool = False,
+                    progress: bool = True) -> ShardReport:
+    """Download, md5-check and extract GLDv2 shards into ``out`` (see module docstring).
+
+    Args:
+        split: ``train``, ``index`` or ``test``.
+        shards: shard numbers (see :func:`parse_shards`).
+        out: output folder; created if absent; finished shards of an earlier run are skipped.
+        base_url: where ``{split}/images_NNN.tar`` and ``md5sum/...`` live.
+        opts: timeouts, retries, ``max_width`` (0 keeps originals), ``workers`` (threads
+            decoding and resizing members); ``max_bytes`` is ignored for shards (~1 GB).
+        keep_tars: keep verified TARs in ``out/tars/``.
+
+    Returns:
+        :class:`ShardReport`.  A shard whose md5 does not match after the retries is
+        not extracted and is listed in the failures file with reason ``md5 mismatch``.
+    """
+    opts = opts or DownloadOptions()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    partial, marks = out / PARTIAL_DIR, out / ".shards"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    marks.mkdir(exist_ok=True)
+    shard_opts = DownloadOptions(**{**opts.__dict__, "max_bytes": 1 << 40})
+    limiter = HostRateLimiter(opts.rate_per_host)
+    session = requests.Session()
+    session.max_redirects = opts.max_redirects
+    report = ShardReport(failures_file=out / FAILURES_FILE)
+    shard_failures: list[list[str]] = []
+    for shard in tqdm(shards, desc=f"{split} shards", unit="shard", disable=not progress):
+        tar_url, md5_url = shard_urls(base_url, split, shard)
+        mark = marks / f"{split}_{shard:03d}.done"
+        if mark.is_file():
+            report.shards_skipped += 1
+            continue
+        tar_path = partial / f"images_{shard:03d}.tar"
+        md5_path = partial / f"md5.images_{shard:03d}.txt"
+        try:
+            fetch_url(session, md5_url, md5_path, shard_opts, limiter)
+            expected = parse_md5(md5_path.read_text(encoding="utf-8", errors="replace"))
+            got = ""
+            for _ in range(opts.retries + 1):  # a corrupted transfer is fetched again
+                fetch_url(session, tar_url, tar_path, shard_opts, limiter)
+                got = file_md5(tar_path)
+                if got == expected:
+                    break
+            if got != expected:
+                raise FetchError(f"md5 mismatch (got {got}, expected {expected})", False)
+            stored, bad = extract_shard(tar_path, out, split, opts.max_width, opts.workers, partial,
+                                        opts.jpeg_quality)
+        except (FetchError, ValueError, tarfile.TarError) as err:
+            reason = err.reason if isinstance(err, FetchError) else f"bad shard ({err})"
+            shard_failures.append([tar_path.name, tar_url, reason])
+            report.shards_failed += 1
+            report.details.append({"shard": shard, "status": "failed", "reason": reason})
+            tar_path.unlink(missing_ok=True)
+            continue
+        _write_csv(mark.with_suffix(".failures.csv"),
+                   [[Path(name).stem, f"{tar_url}#{name}", reason] for name, reason in bad])
+        report.images += stored
+        report.shards_done += 1
+        report.details.append({"shard": shard, "status": "done", "images": stored, "failed": len(bad)})
+        if keep_tars:
+            (out / "tars").mkdir(exist_ok=True)
+            os.replace(tar_path, out / "tars" / tar_path.name)
+        else:
+            tar_path.unlink(missing_ok=True)
+        mark.write_text(json.dumps({"md5": expected, "images": stored, "failed": len(bad),
+                                    "max_width": opts.max_width}) + "\n")
+    # failures of every finished shard of this split (earlier runs included) + this run's failed shards
+    rows = list(shard_failures)
+    for done in sorted(marks.glob(f"{split}_*.failures.csv")):
+        with open(done, newline="", encoding="utf-8") as fh:
+            rows.extend(list(csv.reader(fh))[1:])
+    report.failures = len(rows)
+    failures_tmp = partial / (FAILURES_FILE + ".part")
+    _write_csv(failures_tmp, rows)
+    os.replace(failures_tmp, report.failures_file)
+    shutil.rmtree(partial, ignore_errors=True)
+    return report
+
+
+def _write_csv(path: Path, rows: list[list[str]]) -> None:
+    """``id,url,reason`` rows to ``path``, atomically (temp file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(FAILURE_COLUMNS)
+        writer.writerows(rows)
+    os.replace(tmp, path)

@@ -1,0 +1,101 @@
+"""Pictures and files of ``landmark stats``: class-frequency bars, log-log count distribution.
+
+The bar chart follows Figure 1 of the original work (images of the most and the least
+frequent landmarks side by side); the log-log plot is the class-size distribution of
+GLDv2 (Weyand et al., CVPR 2020, Fig. 2 "number of images per landmark").
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..data.stats import dataset_stats, stats_markdown  # noqa: E402
+
+
+def _label(row) -> str:
+    name = str(row.name)[:28]
+    return f"{row.landmark_id}: {name}" if name else str(row.landmark_id)
+
+
+def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path, n: int = 20) -> None:
+    """Horizontal bars of the ``n`` most and ``n`` least frequent classes (two panels).
+
+    Args:
+        class_counts: ``landmark_id``, ``name``, ``images``, most frequent first.
+    """
+    n = max(1, min(n, (len(class_counts) + 1) // 2))
+    most = class_counts.head(n)
+    least = class_counts.tail(n).iloc[::-1]
+    height = max(3.0, 0.32 * n + 1.5)
+    fig, axes = plt.subplots(1, 2, figsize=(14, height))
+    for ax, part, title, color in ((axes[0], most, f"{len(most)} most frequent classes", "tab:blue"),
+                                   (axes[1], least, f"{len(least)} least frequent classes", "tab:orange")):
+        y = np.arange(len(part))
+        ax.barh(y, part["images"], color=color)
+        ax.set_yticks(y, [_label(r) for r in part.itertuples()], fontsize=8)
+        ax.invert_yaxis()
+        for yi, value in zip(y, part["images"]):
+            ax.text(value, yi, f" {value}", va="center", fontsize=7)
+        ax.set_xlabel("images")
+        ax.set_title(title)
+        ax.set_xlim(0, part["images"].max() * 1.15)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"Images per class ({len(class_counts):,} classes, {int(class_counts['images'].sum()):,} images)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> None:
+    """Log-log plots: classes per class size (left) and class size by rank (right)."""
+    sizes = class_counts["images"].to_numpy()
+    values, freq = np.unique(sizes, return_counts=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    axes[0].loglog(values, freq, "o", markersize=4)
+    axes[0].set_xlabel("images per class")
+    axes[0].set_ylabel("number of classes")
+    axes[0].set_title("Class-size distribution")
+    ranked = np.sort(sizes)[::-1]
+    axes[1].loglog(np.arange(1, len(ranked) + 1), ranked, "-", drawstyle="steps-post")
+    axes[1].set_xlabel("class rank (most frequent first)")
+    axes[1].set_ylabel("images")
+    axes[1].set_title("Images per class by rank")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_stats_report(root: str | Path, out: str | Path, check_images: bool = True,
+                       near_duplicates: bool = False, workers: int = 4, top: int = 20,
+                       progress: bool = True) -> dict:
+    """Compute :func:`landmark.data.stats.dataset_stats` of ``root`` and write into ``out``.
+
+    Files: ``stats.json``, ``stats.md``, ``class_counts.csv``, ``duplicates.csv``,
+    ``unreadable.csv``, ``class_frequency.png`` (``top`` most / least frequent classes)
+    and ``count_distribution.png`` (log-log).  ``out`` is created (the caller decides
+    about existing folders).
+
+    Returns:
+        the summary dict written to ``stats.json`` (with a ``files`` entry).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary, tables = dataset_stats(root, check_images, near_duplicates, workers, progress)
+    figures = [out / "class_frequency.png", out / "count_distribution.png"]
+    plot_class_frequency(tables["class_counts"], figures[0], top)
+    plot_count_distribution(tables["class_counts"], figures[1])
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    summary["files"] = {name: str(out / f"{name}.csv") for name in tables} | {f.stem: str(f) for f in figures}
+    (out / "stats.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "stats.md").write_text(stats_markdown(summary, tables["class_counts"], [str(f) for f in figures]))
+    return summary
