@@ -31,7 +31,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log each 
 @app.command()
 def train(
     data: Optional[Path] = typer.Option(None, help="GLDv2 folder (train.csv, train/a/b/c/ID.jpg) or folder-per-class tree"),
-    config: str = typer.Option("fast", help="config YAML path or preset name: fast, xception, vgg16"),
+    config: str = typer.Option("fast", help="config YAML path or preset name: fast, xception, vgg16, arcface"),
     out: Optional[Path] = typer.Option(None, help="run folder to create (must be empty or absent)"),
     resume: Optional[Path] = typer.Option(None, help="continue the interrupted run in this folder"),
     weights: Optional[str] = typer.Option(None, help="override model.weights: imagenet | none | PATH"),
@@ -57,6 +57,8 @@ def train(
             best = train_run(cfg, data, out, device)
     except (RunExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     run_dir = best.parent.parent
     test = json.loads((run_dir / "test_metrics.json").read_text())
     typer.echo(json.dumps({"best_checkpoint": str(best), "held_out_test": test,
@@ -104,6 +106,342 @@ def evaluate(
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps(result))
+
+
+# --- data: download, stats ---
+@app.command()
+def download(
+    out: Path = typer.Option(..., help="output folder (GLDv2 layout); an existing one is resumed"),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="id,url[,landmark_id] CSV to download"),
+    gldv2: Optional[str] = typer.Option(None, help="official GLDv2 shards instead: train, index or test"),
+    shards: str = typer.Option("0", help="with --gldv2: shard numbers, e.g. 0-9, 0,3,5-7 or all"),
+    base_url: str = typer.Option("https://s3.amazonaws.com/google-landmark", help="with --gldv2: shard server"),
+    keep_tars: bool = typer.Option(False, help="with --gldv2: keep verified TARs in OUT/tars"),
+    split: str = typer.Option("train", help="with --csv: folder under OUT (train, index, test)"),
+    max_width: int = typer.Option(256, help="shrink to at most this width in pixels (0 keeps originals)"),
+    workers: int = typer.Option(16, help="concurrent downloads (--csv) or decoding threads (--gldv2)"),
+    timeout: float = typer.Option(60.0, help="seconds one attempt may take, request to last byte"),
+    retries: int = typer.Option(3, help="further attempts after timeouts, resets, 5xx, 429"),
+    backoff: float = typer.Option(1.0, help="seconds before the first retry, doubling after"),
+    rate: float = typer.Option(10.0, help="requests per second per host (0 = unlimited)"),
+    max_mb: float = typer.Option(50.0, help="refuse images larger than this many MB"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Download images into the GLDv2 layout (resumable); failures go to OUT/download_failures.csv."""
+    from .data.download import DownloadOptions, download_csv
+    from .data.gldv2_shards import download_shards, parse_shards
+    if (csv_file is None) == (gldv2 is None):
+        _fail(ValueError("give exactly one of --csv FILE or --gldv2 train|index|test"))
+    if max_width < 0 or workers < 1 or retries < 0 or timeout <= 0:
+        _fail(ValueError("need --max-width >= 0, --workers >= 1, --retries >= 0, --timeout > 0"))
+    opts = DownloadOptions(max_width=max_width, workers=workers, timeout=timeout, retries=retries,
+                           backoff=backoff, rate_per_host=rate, max_bytes=int(max_mb * 2**20), split=split)
+    try:
+        if csv_file is not None:
+            result = download_csv(csv_file, out, opts, progress).as_dict()
+        else:
+            if gldv2 not in ("train", "index", "test"):
+                _fail(ValueError(f"--gldv2 {gldv2!r}: use train, index or test"))
+            opts.split = gldv2
+            result = download_shards(gldv2, parse_shards(shards, gldv2), out, base_url, opts, keep_tars,
+                                     progress).as_dict()
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def stats(
+    data: Path = typer.Argument(..., help="GLDv2 folder (train.csv) or folder-per-class tree"),
+    out: Path = typer.Option(Path("stats"), help="folder for stats.md/.json, CSVs and PNGs"),
+    images: bool = typer.Option(True, help="read every file: duplicates and unreadable files"),
+    near_duplicates: bool = typer.Option(False, help="also group images with identical pHash (imagehash)"),
+    workers: int = typer.Option(4, help="threads reading files"),
+    top: int = typer.Option(20, help="classes in each panel of class_frequency.png"),
+    overwrite: bool = typer.Option(False, help="write into an existing non-empty --out"),
+) -> None:
+    """Class balance, long tail, duplicates and unreadable files of a dataset (Markdown, JSON, PNG)."""
+    from .reporting.stats import write_stats_report
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        _fail(FileExistsError(f"{out} exists and is not empty; pass --overwrite or choose another --out"))
+    try:
+        summary = write_stats_report(data, out, images, near_duplicates, workers, top)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    keys = ("images", "classes", "images_per_class", "classes_by_size", "top1pct", "duplicates",
+            "near_duplicates", "unreadable")
+    typer.echo(json.dumps({k: summary.get(k) for k in keys} | {"report": str(out / "stats.md")}, indent=2))
+
+
+# --- report, saliency ---
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="run folder written by landmark train"),
+    images: Optional[Path] = typer.Option(None, help="evaluation images (folder or CSV); default: the run's held-out split"),
+    solution: Optional[Path] = typer.Option(None, help="recognition_solution.csv (default: the one beside --images)"),
+    out: Path = typer.Option(Path("report"), help="folder for report.html, the PNGs, report.json and CSVs"),
+    checkpoint: Optional[Path] = typer.Option(None, help="default: RUN_DIR/checkpoints/best.pt"),
+    samples: int = typer.Option(6, help="photos for the ImageNet top-3 and saliency sections"),
+    tta: int = typer.Option(10, help="crops of the voted prediction compared with the single view (2..10)"),
+    batch_size: int = typer.Option(32, help="images per forward pass (divided by --tta)"),
+    workers: int = typer.Option(2, help="image decoding processes"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda ... for prediction (saliency runs on cpu)"),
+    overwrite: bool = typer.Option(False, help="write into a non-empty --out"),
+) -> None:
+    """Explain a run on one self-contained HTML page: curves, class sizes, accuracy, examples, saliency."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .models import WeightsError
+    from .reporting.report import build_report
+    try:
+        result = build_report(run_dir, out, images, solution, checkpoint, samples, tta, batch_size, workers,
+                              device, overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
+        _fail(err)
+    typer.echo(json.dumps({"html": result["html"], "metrics": result.get("metrics"),
+                           "rejects": result["rejects"]}, indent=2))
+
+
+@app.command()
+def saliency(
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
+    images: list[Path] = typer.Argument(..., help="photos to explain"),
+    out: Path = typer.Option(..., help="folder for one <id>.saliency.png per photo and saliency.csv"),
+    overwrite: bool = typer.Option(False, help="replace existing pictures in --out"),
+) -> None:
+    """Plain-gradient and guided-backprop saliency maps of the predicted class, overlaid on each photo."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .reporting.saliency import explain_files
+    try:
+        result = explain_files(checkpoint, images, out, overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps(result, indent=2))
+
+
+# --- match ---
+@app.command()
+def match(
+    image_a: Path = typer.Argument(..., help="first image (any format Pillow reads)"),
+    image_b: Path = typer.Argument(..., help="second image"),
+    out: Optional[Path] = typer.Option(None, help="PNG to write: both images side by side with the inlier matches"),
+    max_keypoints: int = typer.Option(1000, help="SIFT keypoints per image, strongest first"),
+    max_side: int = typer.Option(640, help="pixels; longest side the images are shrunk to"),
+    ratio: float = typer.Option(0.8, help="Lowe ratio test threshold"),
+    model: str = typer.Option("fundamental", help="RANSAC model: fundamental | homography"),
+    threshold: Optional[float] = typer.Option(None, help="RANSAC threshold in pixels (default 3 fundamental, "
+                                                         "6 homography)"),
+    tentative: bool = typer.Option(False, help="also draw the rejected tentative matches (red)"),
+    overwrite: bool = typer.Option(False, help="replace --out if it exists"),
+) -> None:
+    """Geometric verification of two photos: RootSIFT + mutual ratio-test matches + MAGSAC++ inliers.
+
+    Prints JSON with the inlier count and whether it reaches the recommended
+    same-landmark threshold; with --out draws the inlier matches.
+    """
+    from .data import ImageError, load_image
+    from .retrieval.match_plot import draw_matches
+    from .retrieval.verification import RECOMMENDED_MIN_INLIERS, local_features
+    from .retrieval.verification import match as run_match
+    if out is not None:
+        _refuse_overwrite(out, overwrite)
+    try:
+        images = [load_image(image_a), load_image(image_b)]
+    except ImageError as err:
+        _fail(ValueError(f"cannot read an image: {err}"))
+    try:
+        fa, fb = (local_features(img, max_keypoints, max_side) for img in images)
+        result = run_match(fa, fb, ratio, model, threshold)   # type: ignore[arg-type]
+    except ValueError as err:
+        _fail(err)
+    if out is not None:
+        draw_matches(images[0], images[1], fa, fb, result, out, max_side, tentative)
+    typer.echo(json.dumps({"inliers": result.num_inliers, "tentative_matches": int(len(result.matches)),
+                           "keypoints": [len(fa), len(fb)], "model": model,
+                           "same_landmark": result.num_inliers >= RECOMMENDED_MIN_INLIERS,
+                           "threshold_inliers": RECOMMENDED_MIN_INLIERS, "out": str(out) if out else None}))
+
+
+# --- retrieval: embed, index, knn ---
+index_app = typer.Typer(no_args_is_help=True, help="FAISS index of labelled photos: build, add (enrol).")
+app.add_typer(index_app, name="index")
+
+
+def _landmark_list(landmarks: Optional[str]) -> Optional[list[str]]:
+    return [x.strip() for x in landmarks.split(",") if x.strip()] if landmarks else None
+
+
+def _write_embed_rejects(rejects, out: Path) -> None:
+    from .training.prepare import write_rejects
+    write_rejects(rejects, out)
+
+
+@app.command()
+def embed(
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
+    images: Optional[Path] = typer.Option(None, help="folder of images (recursive) or CSV with an id column"),
+    data: Optional[Path] = typer.Option(None, help="labelled set instead: GLDv2 folder (train.csv) or class tree"),
+    landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 3,7"),
+    label: Optional[str] = typer.Option(None, help="with --images: give every image this landmark id"),
+    out: Path = typer.Option(..., help="NAME.npy to write (+ NAME.ids.csv, NAME.rejects.csv, NAME.json)"),
+    dtype: str = typer.Option("float16", help="storage type: float16 | float32"),
+    image_size: Optional[int] = typer.Option(None, help="pixels (square); default: the checkpoint's size"),
+    top_classes: int = typer.Option(0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
+    batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
+    overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
+) -> None:
+    """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy."""
+    from .retrieval.embeddings import embeddings_path, sidecar
+    from .retrieval.pipeline import embed_checkpoint, image_frame
+    path = embeddings_path(out)
+    _refuse_overwrite(path, overwrite)
+    try:
+        emb, rejects, _ = embed_checkpoint(checkpoint, image_frame(images, data, _landmark_list(landmarks), label),
+                                           path, top_classes, dtype, image_size, batch_size, workers, device,
+                                           overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps({"embeddings": str(path), "rows": len(emb), "dim": int(emb.vectors.shape[1]),
+                           "ids": str(sidecar(path, "ids.csv")), "rejects": len(rejects),
+                           "rejects_file": str(sidecar(path, "rejects.csv"))}))
+
+
+def _index_embeddings(checkpoint: Optional[Path], embeddings: Optional[Path], data: Optional[Path],
+                      images: Optional[Path], landmarks: Optional[str], label: Optional[str], labels: Optional[Path],
+                      work: Path, size: Optional[int], batch_size: int, workers: int, device: Optional[str],
+                      overwrite: bool):
+    """Embeddings for index build/add: a given .npy (+ optional labels CSV) or images embedded now."""
+    import pandas as pd
+    from .retrieval.embeddings import load_embeddings
+    from .retrieval.pipeline import embed_checkpoint, image_frame
+    if embeddings is not None:
+        emb = load_embeddings(embeddings)
+        if labels is not None:
+            table = pd.read_csv(labels, dtype=str, keep_default_na=False)
+            if not {"id", "landmark_id"} <= set(table.columns):
+                raise ValueError(f"{labels} needs the columns id,landmark_id")
+            emb.items = emb.items.drop(columns=["landmark_id"], errors="ignore").merge(
+                table[["id", "landmark_id"]].drop_duplicates("id"), on="id", how="left")
+            missing = emb.items["landmark_id"].isna()
+            if missing.any():
+                raise ValueError(f"{int(missing.sum())} embedded ids have no label in {labels}, "
+                                 f"e.g. {emb.items.loc[missing, 'id'].iloc[0]}")
+        return emb, [], {}
+    if checkpoint is None:
+        raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
+    if images is not None and label is None:
+        raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
+    return embed_checkpoint(checkpoint, image_frame(images, data, _landmark_list(landmarks), label), work, 0,
+                            "float16", size, batch_size, workers, device, overwrite)
+
+
+@index_app.command("build")
+def index_build(
+    out: Path = typer.Option(..., help="index folder to create (index.faiss, items.csv, meta.json)"),
+    checkpoint: Optional[Path] = typer.Option(None, help="model that embeds --data/--images"),
+    data: Optional[Path] = typer.Option(None, help="labelled GLDv2 folder (train.csv) or class tree"),
+    images: Optional[Path] = typer.Option(None, help="folder/CSV of images of one landmark (with --label)"),
+    label: Optional[str] = typer.Option(None, help="landmark id of every --images image"),
+    landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 0,1,2"),
+    embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy from landmark embed"),
+    labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
+    kind: str = typer.Option("auto", help="auto | flat | hnsw | ivf | ivfpq (auto: flat <100k, ivf <2M, ivfpq)"),
+    nlist: int = typer.Option(0, help="IVF cells (0: ~4 sqrt(N))"),
+    nprobe: int = typer.Option(16, help="IVF cells searched per query"),
+    pq_m: int = typer.Option(64, help="IVF-PQ bytes per vector (divides the dimension)"),
+    hnsw_m: int = typer.Option(32, help="HNSW links per node"),
+    ef_search: int = typer.Option(128, help="HNSW search beam"),
+    image_size: Optional[int] = typer.Option(None, help="pixels; default: the checkpoint's size"),
+    batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
+    overwrite: bool = typer.Option(False, help="replace an index in --out"),
+) -> None:
+    """Build a FAISS inner-product index over labelled photos; embeddings go to OUT/embeddings.npy."""
+    from .retrieval.index import IndexParams
+    from .retrieval.pipeline import build_index
+    if (out / "index.faiss").exists() and not overwrite:
+        _fail(FileExistsError(f"{out} already holds an index; pass --overwrite or choose another --out"))
+    try:
+        emb, rejects, info = _index_embeddings(checkpoint, embeddings, data, images, landmarks, label, labels,
+                                               out / "embeddings.npy", image_size, batch_size, workers, device,
+                                               overwrite)
+        params = IndexParams(kind=kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m, hnsw_m=hnsw_m, ef_search=ef_search)
+        result = build_index(emb, out, params, info, overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps({**result, "rejects": len(rejects)}))
+
+
+@index_app.command("add")
+def index_add(
+    index: Path = typer.Argument(..., help="index folder written by landmark index build"),
+    checkpoint: Optional[Path] = typer.Option(None, help="the model the index was built with"),
+    data: Optional[Path] = typer.Option(None, help="labelled GLDv2 folder or class tree to enrol"),
+    images: Optional[Path] = typer.Option(None, help="folder/CSV of photos of one landmark (with --label)"),
+    label: Optional[str] = typer.Option(None, help="landmark id of every --images photo (new or known)"),
+    landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids"),
+    embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy"),
+    labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
+    batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
+) -> None:
+    """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
+    import time
+    from .retrieval.pipeline import enrol, index_model
+    try:
+        info = index_model(index)
+        if checkpoint is None and info.get("checkpoint") and embeddings is None:
+            checkpoint = Path(info["checkpoint"])
+        work = index / f"added-{time.strftime('%Y%m%d-%H%M%S')}.npy"
+        emb, rejects, _ = _index_embeddings(checkpoint, embeddings, data, images, landmarks, label, labels, work,
+                                            info.get("image_size"), batch_size, workers, device, False)
+        result = enrol(index, emb)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps({**result, "rejects": len(rejects)}))
+
+
+@app.command()
+def knn(
+    checkpoint: Path = typer.Argument(..., help="the model the index was built with"),
+    index: Path = typer.Option(..., help="index folder (landmark index build)"),
+    images: Path = typer.Option(..., help="query folder, CSV with an id column, or query embeddings .npy"),
+    out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
+    k: int = typer.Option(10, help="neighbours that vote"),
+    p: float = typer.Option(3.0, help="vote weight = similarity ** p"),
+    combine: float = typer.Option(0.0, help="classifier weight w: score = (1-w) knn + w softmax (0 = kNN only)"),
+    nonlandmarks: Optional[Path] = typer.Option(None, help="folder (or .npy) of non-landmark photos: penalty"),
+    nonlandmark_weight: float = typer.Option(1.0, help="lambda of the non-landmark penalty"),
+    nonlandmark_k: int = typer.Option(5, help="non-landmark neighbours averaged in the penalty"),
+    reject_below: Optional[float] = typer.Option(None, help="no prediction for queries scoring below this"),
+    verify_top: int = typer.Option(0, help="re-rank by RANSAC inliers of the top-N neighbours (0 = off)"),
+    min_inliers: int = typer.Option(20, help="with --verify-top: queries below this are ranked last"),
+    verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
+    batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
+    overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
+) -> None:
+    """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
+
+    Also writes OUT.queries.npy (query embeddings), OUT.rejects.csv and, with
+    --nonlandmarks, OUT.nonlandmarks.npy.
+    """
+    from .data.kaggle import write_submission
+    from .retrieval.knn import KnnConfig
+    from .retrieval.pipeline import knn_predict
+    _refuse_overwrite(out, overwrite)
+    config = KnnConfig(k=k, p=p, classifier_weight=combine, nonlandmark_k=nonlandmark_k,
+                       nonlandmark_weight=nonlandmark_weight if nonlandmarks else 0.0, reject_below=reject_below,
+                       verify_top=verify_top, min_inliers=min_inliers)
+    work = out.with_suffix("")
+    try:
+        predictions, rejects, result = knn_predict(checkpoint, index, images, work, config, nonlandmarks,
+                                                   verify_cache, batch_size, workers, device, overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    write_submission(predictions, out)
+    rejects_file = out.with_name(out.stem + ".rejects.csv")
+    _write_embed_rejects(rejects, rejects_file)
+    typer.echo(json.dumps({"submission": str(out), "images": len(predictions), "rejects": len(rejects),
+                           "rejects_file": str(rejects_file),
+                           "predicted": int((predictions["landmark_id"] != "").sum()),
+                           "verification_failures": len(result.failures or [])}))
 
 
 if __name__ == "__main__":  # pragma: no cover
