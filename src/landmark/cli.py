@@ -35,7 +35,7 @@ def train(
     out: Optional[Path] = typer.Option(None, help="run folder to create (must be empty or absent)"),
     resume: Optional[Path] = typer.Option(None, help="continue the interrupted run in this folder"),
     weights: Optional[str] = typer.Option(None, help="override model.weights: imagenet | none | PATH"),
-    epochs: Optional[int] = typer.Option(None, help="override: epochs of every stage (quick trials)"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="override: epochs of every stage (quick trials)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
 ) -> None:
     """Train a landmark classifier in stages; writes checkpoints, metrics and curves to --out."""
@@ -51,7 +51,7 @@ def train(
             if data is None or out is None:
                 _fail(ValueError("give --data and --out (or --resume RUN_DIR)"))
             cfg = load_config(config, {"model": {"weights": weights}} if weights else None)
-            if epochs:
+            if epochs is not None:
                 for stage in cfg.stages:
                     stage.epochs = epochs
             best = train_run(cfg, data, out, device)
@@ -71,8 +71,8 @@ def predict(
     images: Path = typer.Option(..., help="folder of images (searched recursively) or CSV with an id column"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
     tta: int = typer.Option(1, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
-    batch_size: int = typer.Option(32, help="images per forward pass (divided by --tta)"),
-    workers: int = typer.Option(2, help="image decoding processes"),
+    batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
+    workers: int = typer.Option(2, min=0, help="image decoding processes"),
     device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace --out if it exists"),
 ) -> None:
@@ -98,9 +98,16 @@ def evaluate(
     solution: Path = typer.Option(..., help="recognition_solution.csv (id,landmarks,Usage)"),
     out: Optional[Path] = typer.Option(None, help="folder for per_class_accuracy.csv/.png and metrics.json"),
     usage: Optional[str] = typer.Option(None, help="score only Public or Private rows"),
+    overwrite: bool = typer.Option(False, help="replace the files of an earlier evaluation in --out"),
 ) -> None:
     """Print GAP, GAP over landmark queries only, and accuracy as one JSON object."""
     from .evaluation import evaluate as run_evaluate
+    if usage is not None and usage.lower() not in ("public", "private"):
+        _fail(ValueError(f"--usage {usage!r}: use Public or Private"))
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            _fail(ValueError(f"--out {out} is a file; give a folder"))
+        _refuse_overwrite(out / "metrics.json", overwrite)
     try:
         result = run_evaluate(submission, solution, out, usage)
     except (FileNotFoundError, ValueError) as err:
@@ -134,8 +141,11 @@ def download(
         _fail(ValueError("give exactly one of --csv FILE or --gldv2 train|index|test"))
     if max_width < 0 or workers < 1 or retries < 0 or timeout <= 0:
         _fail(ValueError("need --max-width >= 0, --workers >= 1, --retries >= 0, --timeout > 0"))
-    opts = DownloadOptions(max_width=max_width, workers=workers, timeout=timeout, retries=retries,
-                           backoff=backoff, rate_per_host=rate, max_bytes=int(max_mb * 2**20), split=split)
+    try:
+        opts = DownloadOptions(max_width=max_width, workers=workers, timeout=timeout, retries=retries,
+                               backoff=backoff, rate_per_host=rate, max_bytes=int(max_mb * 2**20), split=split)
+    except ValueError as err:
+        _fail(err)
     try:
         if csv_file is not None:
             result = download_csv(csv_file, out, opts, progress).as_dict()
@@ -181,7 +191,7 @@ def report(
     solution: Optional[Path] = typer.Option(None, help="recognition_solution.csv (default: the one beside --images)"),
     out: Path = typer.Option(Path("report"), help="folder for report.html, the PNGs, report.json and CSVs"),
     checkpoint: Optional[Path] = typer.Option(None, help="default: RUN_DIR/checkpoints/best.pt"),
-    samples: int = typer.Option(6, help="photos for the ImageNet top-3 and saliency sections"),
+    samples: int = typer.Option(6, min=1, help="photos for the ImageNet top-3 and saliency sections"),
     tta: int = typer.Option(10, help="crops of the voted prediction compared with the single view (2..10)"),
     batch_size: int = typer.Option(32, help="images per forward pass (divided by --tta)"),
     workers: int = typer.Option(2, help="image decoding processes"),
@@ -226,9 +236,9 @@ def match(
     out: Optional[Path] = typer.Option(None, help="PNG to write: both images side by side with the inlier matches"),
     max_keypoints: int = typer.Option(1000, help="SIFT keypoints per image, strongest first"),
     max_side: int = typer.Option(640, help="pixels; longest side the images are shrunk to"),
-    ratio: float = typer.Option(0.8, help="Lowe ratio test threshold"),
+    ratio: float = typer.Option(0.8, min=0.01, max=1.0, help="Lowe ratio test threshold"),
     model: str = typer.Option("fundamental", help="RANSAC model: fundamental | homography"),
-    threshold: Optional[float] = typer.Option(None, help="RANSAC threshold in pixels (default 3 fundamental, "
+    threshold: Optional[float] = typer.Option(None, min=0.01, help="RANSAC threshold in pixels (default 3 fundamental, "
                                                          "6 homography)"),
     tentative: bool = typer.Option(False, help="also draw the rejected tentative matches (red)"),
     overwrite: bool = typer.Option(False, help="replace --out if it exists"),
@@ -404,14 +414,14 @@ def knn(
     index: Path = typer.Option(..., help="index folder (landmark index build)"),
     images: Path = typer.Option(..., help="query folder, CSV with an id column, or query embeddings .npy"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
-    k: int = typer.Option(10, help="neighbours that vote"),
+    k: int = typer.Option(10, min=1, help="neighbours that vote"),
     p: float = typer.Option(3.0, help="vote weight = similarity ** p"),
-    combine: float = typer.Option(0.0, help="classifier weight w: score = (1-w) knn + w softmax (0 = kNN only)"),
+    combine: float = typer.Option(0.0, min=0.0, max=1.0, help="classifier weight w: score = (1-w) knn + w softmax (0 = kNN only)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder (or .npy) of non-landmark photos: penalty"),
     nonlandmark_weight: float = typer.Option(1.0, help="lambda of the non-landmark penalty"),
     nonlandmark_k: int = typer.Option(5, help="non-landmark neighbours averaged in the penalty"),
     reject_below: Optional[float] = typer.Option(None, help="no prediction for queries scoring below this"),
-    verify_top: int = typer.Option(0, help="re-rank by RANSAC inliers of the top-N neighbours (0 = off)"),
+    verify_top: int = typer.Option(0, min=0, help="re-rank by RANSAC inliers of the top-N neighbours (0 = off)"),
     min_inliers: int = typer.Option(20, help="with --verify-top: queries below this are ranked last"),
     verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
     batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
@@ -444,6 +454,20 @@ def knn(
                            "verification_failures": len(result.failures or [])}))
 
 
+def main() -> None:
+    """Entry point: a bad file, folder, config or argument that the library reports with an
+    exception ends in one ``error: ...`` line and exit code 2, not a traceback."""
+    import pickle
+
+    import yaml
+    from .models import WeightsError
+    try:
+        app()
+    except (OSError, ValueError, KeyError, WeightsError, yaml.YAMLError, pickle.UnpicklingError) as err:
+        typer.secho(f"error: {type(err).__name__}: {err}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    app()
+    main()

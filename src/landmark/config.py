@@ -135,7 +135,15 @@ def load_config(source: str | Path, overrides: dict | None = None) -> TrainConfi
             names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
             raise FileNotFoundError(f"config {source!r} is neither a file nor a preset ({names})")
         path = preset
-    raw = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path} is not a file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"config {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"config {path} must be a YAML mapping (seed:, data:, model:, stages: ...), "
+                         f"found {'an empty file' if raw is None else type(raw).__name__}")
     raw = _merge(raw, overrides or {})
     try:
         return TrainConfig.model_validate(raw)

@@ -85,6 +85,12 @@ class DownloadOptions:
     jpeg_quality: int = 90
     split: str = "train"
 
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "index", "test"):  # a folder name: never a path out of OUT
+            raise ValueError(f"split {self.split!r}: use train, index or test")
+        if self.rate_per_host < 0 or self.backoff < 0 or self.max_bytes <= 0:
+            raise ValueError("rate_per_host and backoff must be >= 0 and max_bytes > 0")
+
 
 @dataclass
 class DownloadReport:

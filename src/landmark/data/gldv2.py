@@ -49,6 +49,8 @@ def read_train(root: str | Path, clean: bool = False) -> pd.DataFrame:
             holds no image files.
     """
     root = Path(root)
+    if root.is_file():
+        raise ValueError(f"{root} is a file; --data takes a GLDv2 folder (with train.csv) or a folder per class")
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
     if is_gldv2(root):
@@ -113,6 +115,8 @@ def read_queries(source: str | Path) -> pd.DataFrame:
         return pd.DataFrame({"id": [f.stem for f in files], "path": [str(f) for f in files]})
     if not source.is_file():
         raise FileNotFoundError(f"{source} is neither a folder of images nor a CSV")
+    if source.suffix.lower() != ".csv":
+        raise ValueError(f"{source} is a single file; --images takes a folder of images or a .csv with an id column")
     frame = pd.read_csv(source, dtype=str, keep_default_na=False)
     if "id" not in frame.columns:
         raise ValueError(f"{source} has no 'id' column")

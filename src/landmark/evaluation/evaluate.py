@@ -23,6 +23,7 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
     predictions = read_submission(submission)
     truth = read_solution(solution, usage)
     in_solution = predictions["id"].isin(truth.keys())
+    known = predictions["id"].isin(read_solution(solution).keys()) if usage else in_solution
     result = {
         "gap": gap(predictions, truth),
         "gap_landmarks_only": gap(predictions, truth, ignore_non_landmarks=True),
@@ -31,7 +32,7 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
         "landmark_queries": sum(1 for v in truth.values() if v),
         "predictions": int(((predictions["landmark_id"] != "") & in_solution).sum()),
         "missing_predictions": int(len(set(truth) - set(predictions.loc[predictions["landmark_id"] != "", "id"]))),
-        "unknown_ids": int((~in_solution).sum()),
+        "unknown_ids": int((~known).sum()),
     }
     if usage:
         result["usage"] = usage

@@ -78,6 +78,7 @@ def _ranked(predictions: pd.DataFrame, solution: dict[str, set[str]], ignore_non
         raise ValueError(f"query {dup} has more than one prediction; GAP takes one per query")
     frame = frame[(frame["landmark_id"] != "") & frame["id"].isin(solution.keys())]
     if ignore_non_landmarks:
-        frame = frame[[bool(solution[i]) for i in frame["id"]]]
-    frame = frame.assign(correct=[lid in solution[i] for i, lid in zip(frame["id"], frame["landmark_id"])])
+        frame = frame[np.array([bool(solution[i]) for i in frame["id"]], dtype=bool)]
+    frame = frame.assign(correct=np.array([lid in solution[i] for i, lid in zip(frame["id"], frame["landmark_id"])],
+                                          dtype=bool))
     return frame.sort_values(["score", "id"], ascending=[False, True], kind="mergesort")

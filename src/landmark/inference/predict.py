@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, read_queries
 from ..data.transforms import eval_transform, tta_transform
+from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
@@ -60,7 +61,7 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
     """
     if not 1 <= tta <= 10:
         raise ValueError(f"tta={tta}: choose 1 (no voting) to 10 crops")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     model = model.to(device).eval()
     size, resize, mean, std = preprocess["size"], preprocess["resize"], preprocess["mean"], preprocess["std"]
     transform = eval_transform(size, mean, std) if tta == 1 else tta_transform(resize, size, mean, std)

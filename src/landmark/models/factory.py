@@ -152,9 +152,14 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[LandmarkNet
         ValueError: the file is not a landmark checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the checkpoint file, e.g. {path / 'checkpoints' / 'best.pt'}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # pickle, zip and torch errors of a file that is no torch checkpoint
+        raise ValueError(f"{path} is not a landmark checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(ckpt, dict) or "arch" not in ckpt:
         raise ValueError(f"{path} is not a landmark checkpoint (no 'arch' entry)")
     arch = ckpt["arch"]

@@ -102,7 +102,12 @@ def load_weights_file(model: nn.Module, path: Path) -> None:
     """
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist; pass imagenet, none or an existing file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(f"{path} is not a PyTorch state dict ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

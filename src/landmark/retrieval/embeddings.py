@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, image_path, read_queries, read_train
 from ..data.transforms import eval_transform
+from ..devices import resolve_device
 from ..models import LandmarkNet
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -138,7 +139,7 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    device_t = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device_t = resolve_device(device)
     model = model.to(device_t).eval()
     size = image_size or preprocess["size"]
     loader = DataLoader(ImageDataset(frame, eval_transform(size, preprocess["mean"], preprocess["std"])),

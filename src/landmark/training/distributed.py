@@ -12,6 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..devices import resolve_device
+
 
 def setup(device: str | None) -> torch.device:
     """Join the process group when started by torchrun (``WORLD_SIZE`` > 1); pick the device."""
@@ -22,7 +24,7 @@ def setup(device: str | None) -> torch.device:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
-    return torch.device(device or ("cuda" if cuda else "cpu"))
+    return resolve_device(device)
 
 
 def world_size() -> int:

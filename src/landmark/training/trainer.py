@@ -32,10 +32,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..config import TrainConfig, dump_config, load_config
-from ..data import ImageDataset, collate
+from ..data import ImageDataset, collate, read_train
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
-from ..models import LandmarkNet, create_model, load_model, save_checkpoint
+from ..models import LandmarkNet, create_backbone, create_model, load_model, save_checkpoint
 from ..models.margin import class_counts, dynamic_margins
 from ..reporting.plots import plot_training_curves
 from . import distributed as dist
@@ -60,11 +60,14 @@ def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: st
     """
     run_dir = Path(run_dir)
     device = dist.setup(device)
-    taken = run_dir.exists() and any(run_dir.iterdir())
+    taken = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
     dist.barrier()  # every rank has looked before rank 0 writes
     if taken:
-        raise RunExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-                             f"or choose another --out folder (nothing was changed)")
+        raise RunExistsError(f"{run_dir} already holds a run (or is a file); continue a run with --resume "
+                             f"{run_dir}, or choose another --out folder (nothing was changed)")
+    # fail fast, before anything is written: bad data folder, unknown backbone, unreachable weights
+    read_train(data, clean=config.data.clean)
+    create_backbone(config.model.backbone, config.model.weights)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, run_dir / "config.yaml")
