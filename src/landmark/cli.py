@@ -254,10 +254,12 @@ def match(
     from .retrieval.verification import match as run_match
     if out is not None:
         _refuse_overwrite(out, overwrite)
-    try:
-        images = [load_image(image_a), load_image(image_b)]
-    except ImageError as err:
-        _fail(ValueError(f"cannot read an image: {err}"))
+    images = []
+    for path in (image_a, image_b):
+        try:
+            images.append(load_image(path))
+        except ImageError as err:
+            _fail(ValueError(f"cannot read {path}: {err}"))
     try:
         fa, fb = (local_features(img, max_keypoints, max_side) for img in images)
         result = run_match(fa, fb, ratio, model, threshold)   # type: ignore[arg-type]

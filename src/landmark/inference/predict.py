@@ -90,7 +90,14 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32, workers: int = 2,
             device: str | None = None) -> tuple[pd.DataFrame, list[Reject]]:
-    """Load a checkpoint and predict the images of a folder or CSV (see :func:`predict_images`)."""
+    """Load a checkpoint and predict the images of a folder or CSV (see :func:`predict_images`).
+
+    Raises:
+        FileNotFoundError: no such checkpoint or image source.
+        ValueError: not a checkpoint, no images, a bad ``tta`` or device.
+    """
+    queries = read_queries(images)
+    if queries.empty:
+        raise ValueError(f"{images} holds no image files")
     model, ckpt = load_model(checkpoint)
-    return predict_images(model, ckpt["classes"], ckpt["preprocess"], read_queries(images), tta, batch_size,
-                          workers, device)
+    return predict_images(model, ckpt["classes"], ckpt["preprocess"], queries, tta, batch_size, workers, device)

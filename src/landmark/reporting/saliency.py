@@ -196,6 +196,8 @@ def explain_files(checkpoint: str | Path, images: list[str | Path], out: str | P
     model, ckpt = load_model(checkpoint)
     out = Path(out)
     targets = [out / f"{Path(p).stem}.saliency.png" for p in images]
+    if len(set(targets)) < len(targets):  # photo.jpg from two folders would overwrite each other
+        targets = [out / f"{k:03d}_{Path(p).stem}.saliency.png" for k, p in enumerate(images)]
     if not overwrite:
         for t in targets + [out / "saliency.csv"]:
             if t.exists():
