@@ -76,3 +76,11 @@ def test_download_split_cannot_leave_out(monkeypatch, capsys, tmp_path):
                     "--split", "../../evil")
     assert code == 2 and "train, index or test" in out
     assert not (tmp_path / "dl").exists() and not (tmp_path.parent / "evil").exists()
+
+
+def test_knn_checks_its_inputs_before_writing(monkeypatch, capsys, tmp_path, l13):
+    (tmp_path / "fake.pt").write_text("hello")
+    code, out = run(monkeypatch, capsys, "knn", tmp_path / "fake.pt", "--index", tmp_path,
+                    "--images", l13 / "test", "--nonlandmarks", tmp_path / "nope", "--out", tmp_path / "k.csv")
+    assert code == 2 and "--nonlandmarks" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.pt"]

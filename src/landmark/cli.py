@@ -438,6 +438,9 @@ def knn(
     from .retrieval.knn import KnnConfig
     from .retrieval.pipeline import knn_predict
     _refuse_overwrite(out, overwrite)
+    for name, path in (("--index", index), ("--images", images), ("--nonlandmarks", nonlandmarks)):
+        if path is not None and not path.exists():  # before any query is embedded or written
+            _fail(FileNotFoundError(f"{name} {path} does not exist"))
     config = KnnConfig(k=k, p=p, classifier_weight=combine, nonlandmark_k=nonlandmark_k,
                        nonlandmark_weight=nonlandmark_weight if nonlandmarks else 0.0, reject_below=reject_below,
                        verify_top=verify_top, min_inliers=min_inliers)
