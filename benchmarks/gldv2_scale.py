@@ -117,7 +117,7 @@ def main() -> None:
             sys.exit(child.stderr)
         steps = json.loads(child.stdout.strip().splitlines()[-1])
     check = steps.pop()
-    print(f"\n| step | seconds | peak RSS (MB) |\n|---|---:|---:|")
+    print("\n| step | seconds | peak RSS (MB) |\n|---|---:|---:|")
     for s in steps:
         print(f"| {s['step']} | {s['seconds']:.2f} | {s['peak_rss_mb']:.0f} |")
     total = sum(s["seconds"] for s in steps)

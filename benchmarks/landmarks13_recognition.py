@@ -29,7 +29,8 @@ import pandas as pd
 
 from landmark.data.kaggle import read_solution
 from landmark.evaluation import accuracy, gap
-from landmark.retrieval.embeddings import load_embeddings, query_images
+from landmark.data import read_queries
+from landmark.retrieval.embeddings import load_embeddings
 from landmark.retrieval.index import IndexParams, LandmarkIndex
 from landmark.retrieval.knn import KnnConfig, recognise, verification_inliers
 from landmark.retrieval.pipeline import embed_checkpoint, image_frame
@@ -61,8 +62,8 @@ def scores(predictions: pd.DataFrame, solution: dict) -> dict:
 def evaluate_checkpoint(name: str, checkpoint: Path, args, work: Path, solution: dict) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     train, t_index = cached_embed(checkpoint, image_frame(data=args.data), work / "train.npy", 0, args.workers)
-    queries, t_query = cached_embed(checkpoint, query_images(args.data / "test"), work / "test.npy", 5, args.workers)
-    reference, t_ref = cached_embed(checkpoint, query_images(args.nonlandmarks / "images"), work / "nonlandmarks.npy",
+    queries, t_query = cached_embed(checkpoint, read_queries(args.data / "test"), work / "test.npy", 5, args.workers)
+    reference, t_ref = cached_embed(checkpoint, read_queries(args.nonlandmarks / "images"), work / "nonlandmarks.npy",
                                     0, args.workers)
     print(f"[{name}] embedding seconds (nan = reused from --work): index {t_index:.1f}, queries {t_query:.1f}, "
           f"non-landmark reference {t_ref:.1f}")
@@ -79,7 +80,7 @@ def evaluate_checkpoint(name: str, checkpoint: Path, args, work: Path, solution:
         ("kNN", KnnConfig(**base), None, None),
         (f"kNN + classifier (w={args.combine})", KnnConfig(**base, classifier_weight=args.combine), None, None),
         ("kNN + non-landmark penalty", KnnConfig(**base, nonlandmark_weight=args.penalty), reference, None),
-        (f"kNN + classifier + penalty", KnnConfig(**base, classifier_weight=args.combine,
+        ("kNN + classifier + penalty", KnnConfig(**base, classifier_weight=args.combine,
                                                   nonlandmark_weight=args.penalty), reference, None),
     ]
     if args.verify_top and name != "imagenet":

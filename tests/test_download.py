@@ -75,7 +75,7 @@ def test_every_fault_has_its_outcome(tmp_path, l13):
             "short1,http://127.0.0.1:9/x.jpg",           # malformed: 2 fields
             "emptyu,,5",                                 # empty url
             f"../evil,{srv.url('/img/a.jpg')},5",         # id that would escape the layout
-            f"ftp001,ftp://127.0.0.1/a.jpg,5",            # not http
+            "ftp001,ftp://127.0.0.1/a.jpg,5",            # not http
         ]
         source = write_csv(tmp_path / "train.csv", rows)
         out = tmp_path / "out"

@@ -90,3 +90,19 @@ def test_class_names_from_real_data(l13):
     names = class_names(l13)
     assert names["12"] == "Taj Mahal" and names["0"] == "Alhambra Palace" and len(names) == 13
     assert class_names(None) == {}
+
+
+def test_data_paths_for_gldv2_and_folder_trees(tmp_path):
+    """The held-out split of a run on a folder tree is found where the photos are, not in a GLDv2 path."""
+    import os
+
+    from conftest import L13
+    from landmark.data import image_path, read_train
+    from landmark.reporting.report import data_paths
+    if not L13.is_dir():
+        pytest.skip("no landmarks13")
+    first = read_train(L13)["id"].iloc[0]
+    assert data_paths(L13)[first] == str(image_path(L13, first))
+    (tmp_path / "taj").mkdir()
+    os.symlink(image_path(L13, first), tmp_path / "taj" / "photo1.jpg")
+    assert data_paths(tmp_path) == {"photo1": str(tmp_path / "taj" / "photo1.jpg")}

@@ -1,5 +1,4 @@
 """Class selection and per-class split on known counts."""
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -79,7 +79,7 @@ def predict(
     """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv."""
     from .data.kaggle import write_submission
     from .inference import predict as run_predict
-    from .training.prepare import write_rejects
+    from .data import write_rejects
     _refuse_overwrite(out, overwrite)
     try:
         predictions, rejects = run_predict(checkpoint, images, tta, batch_size, workers, device)
@@ -282,11 +282,6 @@ def _landmark_list(landmarks: Optional[str]) -> Optional[list[str]]:
     return [x.strip() for x in landmarks.split(",") if x.strip()] if landmarks else None
 
 
-def _write_embed_rejects(rejects, out: Path) -> None:
-    from .training.prepare import write_rejects
-    write_rejects(rejects, out)
-
-
 @app.command()
 def embed(
     checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
@@ -434,6 +429,7 @@ def knn(
     Also writes OUT.queries.npy (query embeddings), OUT.rejects.csv and, with
     --nonlandmarks, OUT.nonlandmarks.npy.
     """
+    from .data import write_rejects
     from .data.kaggle import write_submission
     from .retrieval.knn import KnnConfig
     from .retrieval.pipeline import knn_predict
@@ -452,7 +448,7 @@ def knn(
         _fail(err)
     write_submission(predictions, out)
     rejects_file = out.with_name(out.stem + ".rejects.csv")
-    _write_embed_rejects(rejects, rejects_file)
+    write_rejects(rejects, rejects_file)
     typer.echo(json.dumps({"submission": str(out), "images": len(predictions), "rejects": len(rejects),
                            "rejects_file": str(rejects_file),
                            "predicted": int((predictions["landmark_id"] != "").sum()),

@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .dataset import Reject
-from .gldv2 import image_path
+from .gldv2 import image_path, with_paths
 from .images import ImageError, load_image, resize_to_width
 
 
@@ -33,8 +33,7 @@ def build_cache(frame: pd.DataFrame, cache_dir: str | Path, width: int = 256, ro
     """
     cache_dir = Path(cache_dir)
     ids = frame["id"].astype(str).tolist()
-    sources = frame["path"].astype(str).tolist() if "path" in frame.columns else \
-        [str(image_path(root, i, split)) for i in ids]
+    sources = with_paths(frame, root, split)["path"].astype(str).tolist()
 
     def one(k: int):
         target = image_path(cache_dir, ids[k], ".")

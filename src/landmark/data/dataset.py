@@ -61,6 +61,13 @@ class ImageDataset(Dataset):
         return {"image": self.transform(img), "target": target, "index": index}
 
 
+def write_rejects(rejects, path: str | Path) -> None:
+    """``id,path,reason`` of each :class:`Reject` (a dict of them or a list) to a CSV
+    (header only when there are none)."""
+    values = rejects.values() if isinstance(rejects, dict) else rejects
+    pd.DataFrame([(r.id, r.path, r.reason) for r in values], columns=["id", "path", "reason"]).to_csv(path, index=False)
+
+
 def collate(items: list) -> tuple[dict | None, list[Reject]]:
     """Batch the good samples, pass rejects through: ``(batch or None, rejects)``."""
     rejects = [x for x in items if isinstance(x, Reject)]

@@ -28,6 +28,14 @@ def image_path(root: Path, image_id: str, split: str = "train") -> Path:
     return Path(root) / split / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
 
 
+def with_paths(frame: pd.DataFrame, root: str | Path, split: str = "train") -> pd.DataFrame:
+    """``frame`` with a ``path`` column: kept when present (folder trees, query lists),
+    else the GLDv2 path of each id under ``root/split`` (:func:`image_path`)."""
+    if "path" in frame.columns:
+        return frame
+    return frame.assign(path=[str(image_path(Path(root), i, split)) for i in frame["id"]])
+
+
 def is_gldv2(root: Path) -> bool:
     return (Path(root) / "train.csv").is_file()
 

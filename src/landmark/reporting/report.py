@@ -19,12 +19,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from ..data import ImageError, Reject, image_path, load_image, read_queries
+from ..data import ImageError, Reject, image_path, load_image, read_queries, read_train, with_paths, write_rejects
 from ..data.kaggle import read_solution
 from ..evaluation import accuracy, gap, per_class_accuracy
 from ..inference import predict_images
 from ..models import WeightsError, load_model
-from ..training.prepare import write_rejects
 from . import analysis, figures, imagenet, saliency
 from .html import Page
 from .plots import plot_per_class_accuracy, plot_training_curves
@@ -57,6 +56,12 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | N
     return info, split, metrics
 
 
+def data_paths(data: Path) -> dict[str, str]:
+    """id -> file of every labelled image in the run's data folder (GLDv2 layout or folder tree)."""
+    frame = with_paths(read_train(data), data)
+    return dict(zip(frame["id"], frame["path"]))
+
+
 def evaluation_set(split: pd.DataFrame | None, data: Path | None, images: Path | None = None,
                    solution: Path | None = None) -> EvalSet:
     """The queries to evaluate on (see the module docstring).
@@ -78,8 +83,9 @@ def evaluation_set(split: pd.DataFrame | None, data: Path | None, images: Path |
     test = split[split["split"] == "test"]
     if test.empty:
         raise ValueError("the run's split.csv has no test rows; pass --images")
+    paths = data_paths(data)
     queries = pd.DataFrame({"id": test["id"].to_numpy(),
-                            "path": [str(image_path(data, i, "train")) for i in test["id"]]})
+                            "path": [paths.get(i, str(image_path(data, i))) for i in test["id"]]})
     return EvalSet(queries, {i: {lid} for i, lid in zip(test["id"], test["landmark_id"])},
                    f"held-out split of the run ({len(test)} images of {data})")
 
@@ -255,9 +261,9 @@ def _accuracy_sections(page: Page, result: dict, table: pd.DataFrame, truth: dic
     page.section("Most confused pairs")
     references = {}
     if split is not None and data is not None:
-        train = split[split["split"] == "train"].sort_values("id")
-        references = {lid: str(image_path(data, i, "train")) for i, lid in
-                      zip(train.drop_duplicates("landmark_id")["id"], train.drop_duplicates("landmark_id")["landmark_id"])}
+        firsts = split[split["split"] == "train"].sort_values("id").drop_duplicates("landmark_id")
+        paths = data_paths(data)
+        references = {lid: paths[i] for i, lid in zip(firsts["id"], firsts["landmark_id"]) if i in paths}
     if pairs.empty:
         page.text("No landmark query was mistaken for another landmark.")
     else:

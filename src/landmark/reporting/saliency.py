@@ -189,9 +189,8 @@ def explain_files(checkpoint: str | Path, images: list[str | Path], out: str | P
     import pandas as pd
     from tqdm import tqdm
 
-    from ..data import ImageError, Reject, load_image
+    from ..data import ImageError, Reject, load_image, write_rejects
     from ..models import load_model
-    from ..training.prepare import write_rejects
     from .analysis import class_names, label
     model, ckpt = load_model(checkpoint)
     out = Path(out)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data import ImageDataset, Reject, collate, image_path, read_queries, read_train
+from ..data import ImageDataset, Reject, collate, read_train, with_paths, write_rejects
 from ..data.transforms import eval_transform
 from ..devices import resolve_device
 from ..models import LandmarkNet
@@ -84,20 +84,13 @@ def labelled_images(root: str | Path, landmarks: list[str] | None = None, split:
         FileNotFoundError / ValueError: from :func:`landmark.data.read_train`; ValueError
             also when ``landmarks`` selects nothing.
     """
-    frame = read_train(root)
+    frame = with_paths(read_train(root), root, split)
     frame["landmark_id"] = frame["landmark_id"].astype(str)
-    if "path" not in frame.columns:
-        frame["path"] = [str(image_path(Path(root), i, split)) for i in frame["id"]]
     if landmarks is not None:
         frame = frame[frame["landmark_id"].isin([str(x) for x in landmarks])].reset_index(drop=True)
         if frame.empty:
             raise ValueError(f"{root} has no images of landmark(s) {landmarks}")
     return frame[["id", "landmark_id", "path"]]
-
-
-def query_images(source: str | Path) -> pd.DataFrame:
-    """Unlabelled images of a folder (recursive) or CSV: ``id, path`` (:func:`read_queries`)."""
-    return read_queries(source)
 
 
 @torch.no_grad()
@@ -117,7 +110,7 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
         out: ``NAME.npy`` (suffix added when missing).
         classes: the checkpoint's class names; with ``top_classes > 0`` the classifier's
             top-k classes and softmax probabilities are stored too (``NAME.classes.npz``;
-            this costs a second forward pass, ``model(x)``).
+            from the same backbone pass as the embedding).
         dtype: ``float16`` (half the disk) or ``float32``.
 
     Returns:
@@ -155,18 +148,18 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
         if batch is None:
             continue
         x = batch["image"].to(device_t)
-        emb = F.normalize(model.embed(x).float(), dim=1)
+        features = model.forward_features(x)
+        emb = F.normalize(model.head(features, pre_logits=True).float(), dim=1)
         if vectors is None:
             vectors = np.lib.format.open_memmap(path, mode="w+", dtype=DTYPES[dtype], shape=(len(frame), emb.shape[1]))
         vectors[row:row + len(emb)] = emb.cpu().numpy().astype(DTYPES[dtype])
         row += len(emb)
         kept += batch["index"].tolist()
         if top_classes:
-            prob, idx = model(x).float().softmax(1).topk(min(top_classes, len(classes)), dim=1)
+            prob, idx = model.head(features).float().softmax(1).topk(min(top_classes, len(classes)), dim=1)
             top_probs.append(prob.cpu().numpy())
             top_labels.append(np.asarray(classes, dtype=object)[idx.cpu().numpy()].astype(str))
-    pd.DataFrame([(r.id, r.path, r.reason) for r in rejects], columns=["id", "path", "reason"]).to_csv(
-        sidecar(path, "rejects.csv"), index=False)
+    write_rejects(rejects, sidecar(path, "rejects.csv"))
     if vectors is None:
         raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
     vectors.flush()

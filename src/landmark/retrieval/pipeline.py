@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data import Reject
+from ..data import Reject, read_queries
 from ..models import load_model
-from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings, query_images
+from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import IndexParams, LandmarkIndex
 from .knn import KnnConfig, Recognition, recognise, verification_inliers
 
@@ -29,7 +29,7 @@ def image_frame(images: str | Path | None = None, data: str | Path | None = None
         raise ValueError("give exactly one of --images (folder/CSV) and --data (labelled GLDv2 folder or class tree)")
     if data is not None:
         return labelled_images(data, landmarks)
-    frame = query_images(images)
+    frame = read_queries(images)
     if label is not None:
         frame["landmark_id"] = str(label)
     return frame
@@ -117,7 +117,7 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
         queries = load_embeddings(images)
         listed = queries.items[["id"]]
     else:
-        frame = query_images(images)
+        frame = read_queries(images)
         listed = frame[["id"]]
         queries, rejects, _ = embed_checkpoint(checkpoint, frame, embeddings_path(f"{work}.queries"), top, "float16",
                                                size, batch_size, workers, device, overwrite)
@@ -126,7 +126,7 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
         if str(nonlandmarks).endswith(".npy"):
             reference = load_embeddings(nonlandmarks)
         else:
-            reference, _, _ = embed_checkpoint(checkpoint, query_images(nonlandmarks),
+            reference, _, _ = embed_checkpoint(checkpoint, read_queries(nonlandmarks),
                                                embeddings_path(f"{work}.nonlandmarks"), 0, "float16", size,
                                                batch_size, workers, device, overwrite)
     pair_inliers = None

@@ -13,9 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import DataConfig
-from ..data import Reject, read_train, select_classes, split_per_class
+from ..data import Reject, read_train, select_classes, split_per_class, with_paths
 from ..data.cache import build_cache
-from ..data.gldv2 import image_path
 
 
 @dataclass
@@ -48,8 +47,7 @@ def prepare_data(data: str | Path, config: DataConfig, seed: int, run_dir: Path)
             {"selection": selection, "split": summary.as_dict(),
              "note": "classes too small to split keep at least one image in train; test gives way first, "
                      "then val (see landmark.data.split.split_per_class)"}, indent=2))
-    if "path" not in frame.columns:
-        frame["path"] = [str(image_path(data, i)) for i in frame["id"]]
+    frame = with_paths(frame, data)
     classes = sorted(frame["landmark_id"].astype(str).unique(), key=_natural)
     rejects: list[Reject] = []
     if config.cache_width:
@@ -57,12 +55,6 @@ def prepare_data(data: str | Path, config: DataConfig, seed: int, run_dir: Path)
                                      workers=max(2, config.workers))
     frames = {s: frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     return Prepared(frames, classes, rejects)
-
-
-def write_rejects(rejects: dict[str, Reject] | list[Reject], path: Path) -> None:
-    """``rejects.csv`` with ``id,path,reason`` (header only when there are none)."""
-    values = rejects.values() if isinstance(rejects, dict) else rejects
-    pd.DataFrame([(r.id, r.path, r.reason) for r in values], columns=["id", "path", "reason"]).to_csv(path, index=False)
 
 
 def _natural(label: str):

@@ -32,14 +32,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..config import TrainConfig, dump_config, load_config
-from ..data import ImageDataset, collate, read_train
+from ..data import ImageDataset, collate, read_train, write_rejects
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
 from ..models import LandmarkNet, create_backbone, create_model, load_model, save_checkpoint
 from ..models.margin import class_counts, dynamic_margins
 from ..reporting.plots import plot_training_curves
 from . import distributed as dist
-from .prepare import Prepared, prepare_data, write_rejects
+from .prepare import Prepared, prepare_data
 
 log = logging.getLogger(__name__)
 
