@@ -15,6 +15,7 @@ GLDv2 frames carry no path column (4.1M path strings would cost ~0.5 GB);
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -146,6 +147,17 @@ def read_categories(root: Path) -> dict[str, str]:
         return {}
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     return dict(zip(frame["landmark_id"], frame["category"]))
+
+
+def category_name(category: str) -> str:
+    """Readable name of a GLDv2 category: ``.../wiki/Category:Alhambra_Palace`` -> ``Alhambra Palace``."""
+    name = category.rsplit("Category:", 1)[-1] if "Category:" in category else category.rstrip("/").rsplit("/", 1)[-1]
+    return unquote(name).replace("_", " ").strip() or category
+
+
+def natural_key(landmark_id: str) -> tuple:
+    """Sort key putting numeric landmark ids in numeric order (2 before 10), then other ids."""
+    return (0, int(landmark_id), "") if str(landmark_id).isdigit() else (1, 0, str(landmark_id))
 
 
 def _finish(frame: pd.DataFrame) -> pd.DataFrame:

@@ -19,23 +19,16 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .gldv2 import image_path, is_gldv2, read_categories, read_train
+from .gldv2 import category_name, image_path, is_gldv2, read_categories, read_train
 from .images import ImageError, load_image
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 BUCKETS = (("1", 1, 1), ("2-4", 2, 4), ("5-9", 5, 9), ("10+", 10, None))
-
-
-def category_name(category: str) -> str:
-    """Readable name of a GLDv2 category: ``.../wiki/Category:Alhambra_Palace`` -> ``Alhambra Palace``."""
-    name = category.rsplit("Category:", 1)[-1] if "Category:" in category else category.rstrip("/").rsplit("/", 1)[-1]
-    return unquote(name).replace("_", " ").strip() or category
 
 
 def class_count_stats(counts: pd.Series) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import read_categories
+from ..data.gldv2 import category_name
 
 
 def class_names(data_root: str | Path | None) -> dict[str, str]:
@@ -22,13 +23,7 @@ def class_names(data_root: str | Path | None) -> dict[str, str]:
     """
     if data_root is None:
         return {}
-    return {lid: cat.rsplit("Category:", 1)[-1].rsplit("/", 1)[-1].replace("_", " ") or lid
-            for lid, cat in read_categories(Path(data_root)).items()}
-
-
-def natural_key(lid: str) -> tuple:
-    """Sort key putting numeric ids in numeric order (2 before 10), then other ids."""
-    return (0, int(lid), "") if str(lid).isdigit() else (1, 0, str(lid))
+    return {lid: category_name(cat) for lid, cat in read_categories(Path(data_root)).items()}
 
 
 def label(lid: str, names: dict[str, str], width: int = 22) -> str:

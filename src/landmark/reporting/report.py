@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..data import ImageError, Reject, image_path, load_image, read_queries, read_train, with_paths, write_rejects
+from ..data.gldv2 import natural_key
 from ..data.kaggle import read_solution
 from ..evaluation import accuracy, gap, per_class_accuracy
 from ..inference import predict_images
@@ -105,7 +106,7 @@ def pick_samples(table: pd.DataFrame, count: int) -> pd.DataFrame:
     if landmark.empty:
         return readable.head(count)
     firsts = landmark.sort_values("id").groupby("truth", sort=False).head(1)
-    firsts = firsts.iloc[sorted(range(len(firsts)), key=lambda k: analysis.natural_key(firsts["truth"].iloc[k]))]
+    firsts = firsts.iloc[sorted(range(len(firsts)), key=lambda k: natural_key(firsts["truth"].iloc[k]))]
     rest = landmark[~landmark["id"].isin(firsts["id"])].sort_values("id")
     return pd.concat([firsts, rest]).head(count)
 

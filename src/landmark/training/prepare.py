@@ -15,6 +15,7 @@ import pandas as pd
 from ..config import DataConfig
 from ..data import Reject, read_train, select_classes, split_per_class, with_paths
 from ..data.cache import build_cache
+from ..data.gldv2 import natural_key
 
 
 @dataclass
@@ -48,14 +49,10 @@ def prepare_data(data: str | Path, config: DataConfig, seed: int, run_dir: Path)
              "note": "classes too small to split keep at least one image in train; test gives way first, "
                      "then val (see landmark.data.split.split_per_class)"}, indent=2))
     frame = with_paths(frame, data)
-    classes = sorted(frame["landmark_id"].astype(str).unique(), key=_natural)
+    classes = sorted(frame["landmark_id"].astype(str).unique(), key=natural_key)
     rejects: list[Reject] = []
     if config.cache_width:
         frame, rejects = build_cache(frame, run_dir / "cache" / f"w{config.cache_width}", config.cache_width,
                                      workers=max(2, config.workers))
     frames = {s: frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     return Prepared(frames, classes, rejects)
-
-
-def _natural(label: str):
-    return (0, int(label), "") if label.isdigit() else (1, 0, label)
