@@ -5,7 +5,7 @@ Each stage has its own epochs, learning rate, frozen depth and crop schedule,
 as in the two-stage recipe of the original work (bottom 80 layers frozen at
 lr 1e-4, then bottom 20 frozen at lr 1e-5).  Presets shipped with the package
 (``landmark/configs/*.yaml``) are selected by name: ``fast``, ``xception``,
-``vgg16``.
+``vgg16``, ``arcface``.
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ class TrainConfig(_Strict):
 
 
 def load_config(source: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Load a config from a YAML path or a preset name (``fast``, ``xception``, ``vgg16``).
+    """Load a config from a YAML path or a preset name (``fast``, ``xception``, ``vgg16``, ``arcface``).
 
     Raises:
         FileNotFoundError: neither a file nor a preset of that name exists.

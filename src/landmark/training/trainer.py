@@ -63,8 +63,10 @@ def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: st
     taken = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
     dist.barrier()  # every rank has looked before rank 0 writes
     if taken:
-        raise RunExistsError(f"{run_dir} already holds a run (or is a file); continue a run with --resume "
-                             f"{run_dir}, or choose another --out folder (nothing was changed)")
+        hint = f"continue it with --resume {run_dir}" if (run_dir / "config.yaml").is_file() else \
+            "it is not empty (or is a file)"
+        raise RunExistsError(f"{run_dir} cannot hold a new run: {hint}; or choose another --out folder "
+                             f"(nothing was changed)")
     # fail fast, before anything is written: bad data folder, unknown backbone, unreachable weights
     read_train(data, clean=config.data.clean)
     create_backbone(config.model.backbone, config.model.weights)
