@@ -52,8 +52,8 @@ def train(
                 _fail(ValueError("give --data and --out (or --resume RUN_DIR)"))
             cfg = load_config(config, {"model": {"weights": weights}} if weights else None)
             if epochs is not None:
-                for stage in cfg.stages:
-                    stage.epochs = epochs
+                cfg = cfg.model_copy(update={"stages": [s if s.probe else s.model_copy(update={"epochs": epochs})
+                                                        for s in cfg.stages]})
             best = train_run(cfg, data, out, device)
     except (RunExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)

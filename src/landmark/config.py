@@ -19,7 +19,7 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CropSchedule(_Strict):
@@ -54,13 +54,38 @@ class Augment(_Strict):
 
 
 class Stage(_Strict):
-    """One training stage: its own epochs, learning rate, frozen depth and crops."""
+    """One training stage: its own epochs, learning rates, schedule, frozen depth and crops.
+
+    ``probe: true`` makes the stage a *linear probe*: the backbone is frozen, the pooled
+    features of every training photo (and its mirror) are computed once without
+    augmentation, and the head is fitted to convergence on them with L-BFGS (``epochs``
+    must be 1; ``lr`` is unused).  A converged head before fine-tuning is what keeps
+    fine-tuning from damaging the features (Kumar et al., "Fine-Tuning can Distort
+    Pretrained Features and Underperform Out-of-Distribution", ICLR 2022: LP-FT).
+    """
 
     name: str = "stage"
     epochs: int = Field(1, ge=1)
-    lr: float = Field(1e-4, gt=0.0)
-    freeze: int = Field(0, ge=-1, description="bottom layers frozen; -1 freezes the whole backbone")
+    lr: float = Field(1e-4, gt=0.0, description="learning rate of the head (and of the backbone unless scaled)")
+    backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0, description="backbone lr = lr * this (layer-wise lr)")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="lr over the stage's steps")
+    warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of the stage's steps with a linear lr warm-up")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay (probe: L2 on the head)")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    freeze: int | float = Field(0, ge=-1, description="bottom backbone layers frozen: a count, a fraction in "
+                                                     "(0, 1) of the backbone's layers, or -1 for all")
+    freeze_bn: bool = Field(False, description="keep every backbone BatchNorm on its ImageNet statistics")
+    probe: bool = Field(False, description="fit the head by L-BFGS on frozen features (see above)")
+    probe_iters: int = Field(300, ge=1, description="L-BFGS iterations of a probe stage")
     crop: CropSchedule = CropSchedule()
+
+    @model_validator(mode="after")
+    def _valid(self) -> "Stage":
+        if isinstance(self.freeze, float) and not 0.0 < self.freeze < 1.0:
+            raise ValueError(f"freeze {self.freeze}: a fraction must lie in (0, 1); use an integer count or -1")
+        if self.probe and self.epochs != 1:
+            raise ValueError("a probe stage fits the head once: set epochs: 1")
+        return self
 
 
 class DataConfig(_Strict):
@@ -69,6 +94,12 @@ class DataConfig(_Strict):
     clean: bool = Field(False, description="use train_clean.csv when the data has one")
     min_images_per_class: int = Field(1, ge=1)
     max_classes: int | None = Field(None, ge=1, description="keep only the most frequent classes")
+    nonlandmarks: str | None = Field(None, description="folder or CSV of photos without landmarks; joins the "
+                                     "validation photos when the 'no landmark' threshold is chosen")
+    reference_index: bool = Field(True, description="after training, index the training photos into RUN/index "
+                                  "and choose the 'no landmark' thresholds on the validation photos")
+    exclude_landmarks: list[str] = Field(default_factory=list, description="landmark ids left out of training "
+                                         "(the open-set protocol holds whole landmarks out)")
     val_frac: float = Field(0.2, ge=0.0, lt=1.0)
     test_frac: float = Field(0.1, ge=0.0, lt=1.0)
     cache_width: int | None = Field(256, ge=16, description="pixels; resize cache width, null = no cache")

@@ -82,3 +82,47 @@ def _ranked(predictions: pd.DataFrame, solution: dict[str, set[str]], ignore_non
     frame = frame.assign(correct=np.array([lid in solution[i] for i, lid in zip(frame["id"], frame["landmark_id"])],
                                           dtype=bool))
     return frame.sort_values(["score", "id"], ascending=[False, True], kind="mergesort")
+
+
+def rejection_threshold(scores: np.ndarray, correct: np.ndarray) -> float:
+    """The "no landmark" threshold that makes the most right decisions on validation queries.
+
+    A query is answered when its confidence is at least the threshold, and "no landmark"
+    otherwise.  A decision is right when a correct answer is given, or when a query whose
+    answer would be wrong (a wrong landmark, or any answer to a photo of no landmark) gets
+    "no landmark".  Ties between thresholds go to the midpoint of the widest gap, so the
+    choice does not sit on one validation score.
+
+    Args:
+        scores: float ``[N]`` confidences of the validation answers.
+        correct: bool ``[N]``: the answer is right (False for every non-landmark query).
+
+    Returns:
+        the threshold (float; 0.0 when every answer is right, above the largest score when
+        none is).
+
+    Raises:
+        ValueError: lengths differ, no queries, or a non-finite score.
+    """
+    scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=bool)
+    if len(scores) != len(correct) or len(scores) == 0:
+        raise ValueError(f"need as many scores as correctness flags (got {len(scores)} and {len(correct)}), at least one")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores must be finite")
+    order = np.argsort(-scores, kind="mergesort")
+    s, c = scores[order], correct[order]
+    # accepting the top i answers (i = 0..N): right = correct among them + wrong among the rest
+    right = np.concatenate([[0], np.cumsum(c)]) + np.concatenate([[(~c).sum()], (~c).sum() - np.cumsum(~c)])
+    best = np.flatnonzero(right == right.max())
+    cut = int(best[np.argmax(_gaps(s, best))])
+    if cut == len(s):
+        return 0.0
+    if cut == 0:
+        return float(np.nextafter(s[0], np.inf))
+    return float((s[cut - 1] + s[cut]) / 2)
+
+
+def _gaps(sorted_desc: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Width of the score gap at each cut (accepting the first ``cut`` of ``sorted_desc``)."""
+    padded = np.concatenate([[sorted_desc[0] + 1.0], sorted_desc, [0.0]])
+    return padded[cuts] - padded[cuts + 1]

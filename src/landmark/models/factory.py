@@ -99,8 +99,15 @@ class LandmarkNet(nn.Module):
         """
         return self.head.margin_logits(logits, target) if getattr(self.head, "uses_margin", False) else logits
 
-    def freeze(self, n: int) -> int:
-        """Freeze the bottom ``n`` backbone layers (:func:`backbone_layers`); -1 = all.
+    def freeze(self, n: int | float, freeze_bn: bool = False) -> int:
+        """Freeze the bottom ``n`` backbone layers (:func:`backbone_layers`).
+
+        Args:
+            n: a layer count, a fraction in (0, 1) of the backbone's layers (the same
+                depth means the same share of any backbone), or -1 for all.
+            freeze_bn: also keep the BatchNorm layers above ``n`` on their running
+                statistics (eval mode; their affine parameters still train), so that
+                unfreezing does not swap ImageNet statistics for small-batch ones.
 
         Frozen layers get ``requires_grad=False``; frozen batch norms also keep their
         running statistics (they stay in eval mode).  Layers above ``n`` are unfrozen.
@@ -109,12 +116,14 @@ class LandmarkNet(nn.Module):
             the number of layers frozen.
         """
         layers = backbone_layers(self.backbone)
-        n = len(layers) if n < 0 else min(n, len(layers))
+        if isinstance(n, float) and 0.0 < n < 1.0:
+            n = round(n * len(layers))
+        n = len(layers) if n < 0 else min(int(n), len(layers))
         self._frozen_norms = []
         for k, (_, module) in enumerate(layers):
             for p in module.parameters(recurse=False):
                 p.requires_grad_(k >= n)
-            if k < n and isinstance(module, nn.modules.batchnorm._NormBase):
+            if (k < n or freeze_bn) and isinstance(module, nn.modules.batchnorm._NormBase):
                 self._frozen_norms.append(module)
         self.frozen = n
         self.train(self.training)

@@ -71,9 +71,11 @@ class GeMHead(nn.Module):
         self.fc = nn.Linear(embedding_dim or in_features, num_classes)
 
     def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pool(features)
-        if hasattr(self, "neck"):
-            x = self.neck(x)
+        return self.classify(self.pool(features), pre_logits)
+
+    def classify(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pooled descriptor ``[B, C]`` -> logits ``[B, K]`` (``pre_logits``: the embedding ``[B, D]``)."""
+        x = self.neck(pooled) if hasattr(self, "neck") else pooled
         return x if pre_logits else self.fc(self.dropout(x))
 
 
@@ -91,6 +93,14 @@ class FCHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden, num_classes)
 
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> global average ``[B, C]``."""
+        return F.adaptive_avg_pool2d(features, 1).flatten(1)
+
     def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.mlp(F.adaptive_avg_pool2d(features, 1).flatten(1))
+        return self.classify(self.pool(features), pre_logits)
+
+    def classify(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pooled ``[B, C]`` -> logits ``[B, K]`` (``pre_logits``: the hidden ``[B, hidden]``)."""
+        x = self.mlp(pooled)
         return x if pre_logits else self.fc(self.dropout(x))

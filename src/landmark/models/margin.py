@@ -137,7 +137,11 @@ class ArcMarginHead(nn.Module):
         return cos.view(-1, self.num_classes, self.subcenters).amax(dim=2)
 
     def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.embedding(features)
+        return self.classify(self.pool(features), pre_logits)
+
+    def classify(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """GeM descriptor ``[B, C]`` -> ``s * cos`` ``[B, K]`` (``pre_logits``: the embedding ``[B, D]``)."""
+        x = self.neck(pooled)
         return x if pre_logits else self.scale * self.cosine(self.dropout(x))
 
     def margin_logits(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

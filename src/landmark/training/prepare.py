@@ -40,6 +40,8 @@ def prepare_data(data: str | Path, config: DataConfig, seed: int, run_dir: Path)
         saved = pd.read_csv(split_file, dtype=str, keep_default_na=False)
         frame = frame[frame["id"].isin(saved["id"])].merge(saved[["id", "split"]], on="id")
     else:
+        if config.exclude_landmarks:
+            frame = frame[~frame["landmark_id"].astype(str).isin(config.exclude_landmarks)].reset_index(drop=True)
         frame, selection = select_classes(frame, config.min_images_per_class, config.max_classes)
         labels, summary = split_per_class(frame, config.val_frac, config.test_frac, seed)
         frame["split"] = labels

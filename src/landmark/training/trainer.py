@@ -18,8 +18,10 @@ Under ``torchrun`` the same code trains with DistributedDataParallel
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import platform
 import time
 from pathlib import Path
@@ -31,15 +33,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..config import TrainConfig, dump_config, load_config
+from ..config import Stage, TrainConfig, dump_config, load_config
 from ..data import ImageDataset, collate, read_train, write_rejects
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
 from ..models import LandmarkNet, create_backbone, create_model, load_model, save_checkpoint
 from ..models.margin import class_counts, dynamic_margins
 from ..reporting.plots import plot_training_curves
+from ..retrieval.reference import build_reference
 from . import distributed as dist
 from .prepare import Prepared, prepare_data
+from .probe import fit_probe
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +129,10 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
     for epoch in range(start, len(plan)):
         k, stage, e = plan[epoch]
         if k != current_stage:
-            model.freeze(stage.freeze)
-            if dist.world_size() > 1:  # DDP registers the parameters that train, so wrap after freezing
+            model.freeze(-1 if stage.probe else stage.freeze, stage.freeze_bn)
+            if dist.world_size() > 1 and not stage.probe:  # DDP registers the trainable parameters: wrap after freezing
                 net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=stage.lr)
+            optimizer = _optimizer(model, stage)
             if checkpoint and checkpoint.get("stage") == k and epoch == start:
                 optimizer.load_state_dict(checkpoint["optimizer"])
             current_stage = k
@@ -136,17 +140,23 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
         p = crop_probability(stage.crop, e, stage.epochs)
         find_scheduled_crop(transform).p = p
         torch.manual_seed(config.seed * 100_003 + epoch)
-        loader = _loader(prepared, "train", transform, config, True, seed=config.seed * 100_003 + epoch)
         tic = time.perf_counter()
-        train_stats = _epoch(model, loader, device, rejects, optimizer, desc=f"epoch {epoch + 1}/{len(plan)} train",
-                             net=net)
+        if stage.probe:
+            train_stats = fit_probe(model, _loader(prepared, "train", eval_transform(stage.crop.size, mean, std),
+                                                   config, False), device, rejects, stage)
+        else:
+            loader = _loader(prepared, "train", transform, config, True, seed=config.seed * 100_003 + epoch)
+            lr_at = functools.partial(lr_factor, stage, e * len(loader), len(loader) * stage.epochs)
+            train_stats = _epoch(model, loader, device, rejects, optimizer,
+                                 desc=f"epoch {epoch + 1}/{len(plan)} train", net=net, lr_at=lr_at,
+                                 label_smoothing=stage.label_smoothing)
         val_stats = _epoch(model, val_loader, device, rejects, None, desc=f"epoch {epoch + 1}/{len(plan)} val") \
             if val_loader else {}
-        row = {"epoch": epoch + 1, "stage": stage.name, "lr": stage.lr, "frozen_layers": model.frozen,
+        row = {"epoch": epoch + 1, "stage": stage.name, "lr": 0.0 if stage.probe else stage.lr, "frozen_layers": model.frozen,
                "crop_p": round(p, 4), **{f"train_{k2}": v for k2, v in train_stats.items()},
                **{f"val_{k2}": v for k2, v in val_stats.items()}, "seconds": round(time.perf_counter() - tic, 2)}
         history.append(row)
-        score = row.get("val_gap", row["train_gap"])
+        score = row.get("val_gap", float(epoch))   # no val split (a final fit): the last epoch is the best
         extra = {"history": history, "epoch": epoch + 1, "stage": k, "optimizer": optimizer.state_dict(),
                  "config": config.model_dump(mode="json"), "preprocess": _preprocess(config, model)}
         improved = score > best
@@ -162,6 +172,9 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
     dist.barrier()
     _test_best(run_dir, prepared, config, device, rejects)
     _save_rejects(rejects, run_dir)
+    if dist.is_main() and config.data.reference_index:
+        reference = build_reference(run_dir, config.data.nonlandmarks, device=str(device), workers=config.data.workers)
+        (run_dir / "reference.json").write_text(json.dumps(reference, indent=2))
     dist.barrier()
     return run_dir / "checkpoints" / "best.pt"
 
@@ -187,21 +200,52 @@ def _loader(prepared: Prepared, split: str, transform, config: TrainConfig, shuf
                       sampler=sampler, num_workers=config.data.workers, collate_fn=collate, generator=generator)
 
 
-def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, desc: str = "", net=None) -> dict:
-    """One pass; trains when ``optimizer`` is given.  Returns loss, accuracy and GAP over
-    every rank's images (``net``: the DDP wrapper of ``model`` when distributed)."""
+def _optimizer(model: LandmarkNet, stage: Stage) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters: the head at ``stage.lr``, the backbone at
+    ``stage.lr * stage.backbone_lr_scale``; each group keeps its ``base_lr`` for the schedule."""
+    groups = []
+    for params, lr in ((model.head.parameters(), stage.lr), (model.backbone.parameters(),
+                                                              stage.lr * stage.backbone_lr_scale)):
+        params = [p for p in params if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": lr, "base_lr": lr})
+    if not groups:   # a probe stage: nothing trains by gradient steps
+        groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": stage.lr, "base_lr": stage.lr}]
+    return torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay)
+
+
+def lr_factor(stage: Stage, offset: int, total: int, step: int) -> float:
+    """Multiplier of the base lr at step ``offset + step`` of a stage of ``total`` steps:
+    linear warm-up over the first ``stage.warmup`` share, then constant or half-cosine
+    to 0 (Loshchilov & Hutter, "SGDR", ICLR 2017; warm-up: Goyal et al. 2017)."""
+    t, warm = offset + step, int(stage.warmup * total)
+    if t < warm:
+        return (t + 1) / (warm + 1)
+    if stage.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (t - warm) / max(1, total - warm)))
+    return 1.0
+
+
+def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, desc: str = "", net=None,
+           lr_at=None, label_smoothing: float = 0.0) -> dict:
+    """One pass; trains when ``optimizer`` is given (step ``i`` at ``base_lr * lr_at(i)``).
+    Returns loss, accuracy and GAP over every rank's images (``net``: the DDP wrapper
+    of ``model`` when distributed)."""
     model.train(optimizer is not None)
     total_loss, seen, ids, labels, scores, truths, bad_all = 0.0, 0, [], [], [], [], []
     with torch.set_grad_enabled(optimizer is not None):
         bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=not dist.is_main())
-        for batch, bad in bar:
+        for step, (batch, bad) in enumerate(bar):
             bad_all += bad
             if batch is None:
                 continue
             x, y = batch["image"].to(device), batch["target"].to(device)
             logits = (net or model)(x)   # margin heads: s*cos without margin (predictions); the loss adds it
-            loss = F.cross_entropy(model.loss_logits(logits, y), y)
+            loss = F.cross_entropy(model.loss_logits(logits, y), y,
+                                   label_smoothing=label_smoothing if optimizer is not None else 0.0)
             if optimizer is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * (lr_at(step) if lr_at else 1.0)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

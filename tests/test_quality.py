@@ -1,0 +1,110 @@
+"""The pieces of the quality recipe: lr schedule, probe stage, freezing by fraction, reference
+confidence, the "no landmark" threshold, and a small real LP-FT run with its reference index."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from landmark.config import Stage, load_config
+from landmark.evaluation.metrics import rejection_threshold
+from landmark.models import backbone_layers, create_model
+from landmark.retrieval.knn import reference_confidence
+from landmark.training.trainer import lr_factor
+
+
+def test_cosine_schedule_with_warmup_on_known_steps():
+    stage = Stage(epochs=2, schedule="cosine", warmup=0.25)
+    # 8 steps in all: 2 warm-up steps at 1/3 and 2/3, then half a cosine from 1 down towards 0
+    factors = [lr_factor(stage, 0, 8, t) for t in range(8)]
+    assert factors[:2] == pytest.approx([1 / 3, 2 / 3])
+    assert factors[2] == pytest.approx(1.0)
+    assert factors[5] == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 6)))
+    assert all(a > b for a, b in zip(factors[2:], factors[3:]))
+    # the second epoch continues the same curve (offset = steps already taken)
+    assert lr_factor(stage, 4, 8, 1) == pytest.approx(factors[5])
+    assert [lr_factor(Stage(), 0, 10, t) for t in (0, 9)] == [1.0, 1.0]
+
+
+def test_stage_rejects_bad_fractions_and_multi_epoch_probes():
+    with pytest.raises(ValueError, match="fraction"):
+        Stage(freeze=1.5)
+    with pytest.raises(ValueError, match="epochs: 1"):
+        Stage(probe=True, epochs=3)
+    with pytest.raises(ValueError):
+        Stage(lr=float("inf"))
+
+
+def test_freeze_by_fraction_means_the_same_share_of_any_backbone():
+    model = create_model("tf_efficientnet_lite0", 3, weights="none")
+    layers = backbone_layers(model.backbone)
+    assert model.freeze(0.5) == round(0.5 * len(layers)) == 49
+    assert not any(p.requires_grad for _, m in layers[:49] for p in m.parameters(recurse=False))
+    assert all(p.requires_grad for _, m in layers[49:] for p in m.parameters(recurse=False))
+    # freeze_bn keeps every backbone BatchNorm in eval mode, trainable ones too
+    model.freeze(0.5, freeze_bn=True)
+    model.train()
+    norms = [m for _, m in layers if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
+    assert norms and not any(m.training for m in norms)
+    assert any(p.requires_grad for m in norms for p in m.parameters())
+
+
+def test_reference_confidence_on_hand_made_neighbours():
+    labels = np.array(["a", "b", "c"])
+    probs = np.array([0.9, 0.8, 0.5])
+    sims = np.array([[0.9, 0.8, 0.7, 0.6], [0.9, 0.5, -0.2, -np.inf], [0.4, 0.3, 0.2, 0.1]])
+    neighbours = np.array([["a", "a", "b", "a"], ["a", "b", "b", ""], ["a", "b", "a", "b"]])
+    conf = reference_confidence(labels, probs, sims, neighbours, top=3, power=3)
+    # a: top-3 same-label sims 0.9, 0.8, 0.6; b: 0.5 and a negative one (counts 0) and none; c: no neighbour
+    assert conf == pytest.approx([0.9 * (2.3 / 3) ** 3, 0.8 * (0.5 / 3) ** 3, 0.0])
+    with pytest.raises(ValueError):
+        reference_confidence(labels, probs, sims[:2], neighbours[:2])
+
+
+def test_rejection_threshold_makes_the_most_right_decisions():
+    # two right answers above two wrong ones: cut in the middle of the gap
+    assert rejection_threshold([0.9, 0.8, 0.3, 0.2], [True, True, False, False]) == pytest.approx(0.55)
+    assert rejection_threshold([0.9, 0.8], [True, True]) == 0.0            # answer everything
+    assert rejection_threshold([0.9, 0.8], [False, False]) > 0.9           # answer nothing
+    # tie between accepting 1 and 3 answers: the wider gap (0.9-0.5 against 0.4-0.1) wins
+    assert rejection_threshold([0.9, 0.5, 0.4, 0.1], [True, False, True, False]) == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        rejection_threshold([0.5, float("nan")], [True, False])
+
+
+@pytest.mark.slow
+def test_probe_then_finetune_run_builds_an_index_and_thresholds(l13, tmp_path):
+    """3 landmarks x 10 real photos: a probe stage fits the head (train loss falls far below
+    chance), fine-tuning with a cosine schedule follows, the run gets its reference index."""
+    from landmark.data import image_path, read_train
+    from landmark.retrieval.index import LandmarkIndex
+    from landmark.training import train
+    root = tmp_path / "tree"
+    frame = read_train(l13)
+    for lid in ("2", "5", "9"):
+        (root / lid).mkdir(parents=True)
+        for image_id in frame[frame["landmark_id"] == lid]["id"].iloc[:10]:
+            (root / lid / f"{image_id}.jpg").symlink_to(image_path(l13, image_id))
+    config = load_config("fast", {
+        "data": {"cache_width": 96, "batch_size": 8, "workers": 0, "val_frac": 0.3, "test_frac": 0.0},
+        "stages": [{"name": "probe", "probe": True, "weight_decay": 1e-3, "probe_iters": 50,
+                    "crop": {"resize": 80, "size": 80}},
+                   {"name": "finetune", "epochs": 1, "lr": 1e-4, "backbone_lr_scale": 0.5, "schedule": "cosine",
+                    "warmup": 0.2, "freeze": 0.7, "freeze_bn": True, "label_smoothing": 0.1,
+                    "crop": {"p_start": 0.5, "p_end": 0.5, "resize": 88, "size": 80}}]})
+    run = tmp_path / "run"
+    best = train(config, root, run)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["stage"].tolist() == ["probe", "finetune"]
+    assert metrics["frozen_layers"].tolist() == [98, round(0.7 * 98)]
+    assert metrics.loc[0, "train_loss"] < 0.5 * math.log(3)       # the probe fitted the head
+    assert metrics.loc[0, "train_images"] == 21 and metrics.loc[0, "val_images"] == 9
+    index = LandmarkIndex.load(run / "index")
+    assert len(index) == 21 and set(index.labels) == {"2", "5", "9"}
+    reference = json.loads((run / "reference.json").read_text())
+    assert reference["validation_queries"] == 9
+    stored = torch.load(best, weights_only=False)["reject_threshold"]
+    assert set(stored) == {"classifier", "reference"} and 0.0 <= stored["classifier"] <= 1.0
+    assert index.meta["reject_threshold"] == stored["reference"]
