@@ -19,7 +19,9 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CropSchedule(_Strict):
