@@ -122,4 +122,6 @@ def load_weights_file(model: nn.Module, path: Path) -> None:
                            f"it holds weights of another architecture")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise WeightsError(f"{path} does not fit this backbone: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise WeightsError(f"{path} does not fit this backbone (weights of another architecture?): "
+                           f"{len(missing)} tensors missing, e.g. {missing[:3]}; {len(unexpected)} unexpected, "
+                           f"e.g. {unexpected[:3]}")
