@@ -245,6 +245,12 @@ def test_7_every_file_a_command_writes_is_checked_first(monkeypatch, capsys, tmp
                     "--label", "a", "--out", idx)
     assert code == 2 and "items.csv" in out and sorted(p.name for p in idx.iterdir()) == ["items.csv"]
 
+    sal = tmp_path / "sal"
+    sal.mkdir()
+    (sal / "rejects.csv").write_text("user data")
+    code, out = run(monkeypatch, capsys, "saliency", checkpoint, queries / "p1.jpg", "--out", sal)
+    assert code == 2 and "rejects.csv" in out and sorted(p.name for p in sal.iterdir()) == ["rejects.csv"]
+
     ev = tmp_path / "ev"
     ev.mkdir()
     (ev / "per_class_accuracy.csv").write_text("user data")
