@@ -176,6 +176,24 @@ def test_4_query_csv_ids_are_not_paths(monkeypatch, capsys, tmp_path, checkpoint
     assert rejects.loc[escape, "reason"].startswith("bad id") and rejects.loc[escape, "path"] == ""
 
 
+def test_1_resume_lists_split_ids_the_data_no_longer_has(tmp_path):
+    """A photo renamed or removed between a run and its resume is a reject, not a silent loss."""
+    from landmark.config import DataConfig
+    from landmark.training.prepare import prepare_data
+    for c in range(2):
+        for k in range(3):
+            photo(tmp_path / "tree" / str(c) / f"p{c}{k}.jpg", 10 * c + k)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    first = prepare_data(tmp_path / "tree", DataConfig(cache_width=None), 0, run_dir)
+    assert sum(len(f) for f in first.frames.values()) == 6 and first.rejects == []
+    (tmp_path / "tree" / "1" / "p12.jpg").rename(tmp_path / "tree" / "1" / "renamed.jpg")
+    again = prepare_data(tmp_path / "tree", DataConfig(cache_width=None), 0, run_dir)
+    assert sum(len(f) for f in again.frames.values()) == 5
+    assert [(r.id, r.reason.split(" (")[0]) for r in again.rejects] == [
+        ("p12", "in split.csv but no longer in the data folder")]
+
+
 def test_file_ids_are_unique_and_safe():
     from landmark.data.gldv2 import file_ids
     root = Path("/r")

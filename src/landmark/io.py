@@ -61,6 +61,14 @@ def temp_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def clear_temps(paths: Iterable[str | Path]) -> None:
+    """Delete the temporary files (:func:`temp_path`, any process) of ``paths`` that a killed
+    writer left behind; they are never read."""
+    for path in map(Path, paths):
+        for tmp in path.parent.glob(f".{path.name}.tmp*"):
+            tmp.unlink(missing_ok=True)
+
+
 def commit(files: Iterable[tuple[Path, Path]], marker: Path, marker_text: str) -> None:
     """Move finished temporary files into place, the completion ``marker`` last.
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ..data import ImageDataset, Reject, collate, read_train, with_paths, write_rejects
 from ..data.transforms import eval_transform
 from ..devices import resolve_device
-from ..io import commit, refuse_existing, temp_path
+from ..io import clear_temps, commit, refuse_existing, temp_path
 from ..models import LandmarkNet
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -143,20 +143,8 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
     path = embeddings_path(out)
     refuse_existing(embedding_files(path), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    work = {p: temp_path(p) for p in embedding_files(path)}
-    try:
-        return _embed_into(model, preprocess, frame, path, work, classes, top_classes, dtype, image_size, batch_size,
-                           workers, device)
-    finally:
-        for tmp in work.values():
-            tmp.unlink(missing_ok=True)
-
-
-def _embed_into(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, path: Path, work: dict[Path, Path],
-                classes, top_classes: int, dtype: str, image_size: int | None, batch_size: int, workers: int,
-                device: str | None) -> tuple[Embeddings, list[Reject]]:
-    """The body of :func:`embed_images`: every file goes to its temporary name in ``work``
-    (final -> temporary), then all are committed, ``NAME.json`` last."""
+    work = {p: temp_path(p) for p in embedding_files(path)}  # final -> temporary name (landmark.io.commit)
+    clear_temps(embedding_files(path))  # left by a killed run; never read
     device_t = resolve_device(device)
     model = model.to(device_t).eval()
     size = image_size or preprocess["size"]

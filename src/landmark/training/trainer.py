@@ -247,7 +247,7 @@ def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, de
             loss = F.cross_entropy(model.loss_logits(logits, y), y)
             if optimizer is not None and not torch.isfinite(loss):
                 lr = optimizer.param_groups[0]["lr"]
-                raise NonFiniteLossError(f"{desc}: the training loss is {float(loss)} after {seen} images "
+                raise NonFiniteLossError(f"{desc}: the training loss is {float(loss.detach())} after {seen} images "
                                          f"(lr {lr:g}); the run stops so that no non-finite weights are saved. "
                                          f"Lower the learning rate, or check the images")
             if optimizer is not None:
