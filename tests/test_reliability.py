@@ -82,6 +82,7 @@ def gldv2_folder(root: Path, ids_by_class: dict[str, list[str]]) -> Path:
 
 # --- 1-4: ids -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_1_3_same_and_short_file_names_in_class_folders_all_train(tmp_path):
     """4 classes x 6 photos named alike in every class folder (``1.jpg`` among them): all 24
     are read, split, cached and trained on; ``stats`` and ``embed --data`` see 24 too."""
@@ -303,6 +304,7 @@ def test_8_a_run_folder_in_use_is_locked_and_never_inside_the_data(monkeypatch, 
     assert code == 2 and one_error_line(out) and "inside --data" in out and not (tree / "runs").exists()
 
 
+@pytest.mark.slow
 def test_9_interrupted_embed_overwrite_leaves_the_old_embeddings_whole(tmp_path, checkpoint):
     """``embed --overwrite`` killed (SIGKILL) while writing: the finished embeddings stay
     byte for byte, and ``index build`` uses them; a half-committed set is refused."""
@@ -370,6 +372,7 @@ def test_9_index_folder_without_its_marker_is_refused(tmp_path, checkpoint):
 
 # --- 10-11: non-finite numbers, wrong files -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_10_non_finite_settings_losses_and_scores_are_refused(monkeypatch, capsys, tmp_path):
     from landmark.training import train
     from landmark.training.trainer import NonFiniteLossError
