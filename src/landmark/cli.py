@@ -18,9 +18,14 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _refuse_overwrite(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        _fail(FileExistsError(f"{path} exists; pass --overwrite to replace it, or choose another --out"))
+def _refuse_overwrite(path, overwrite: bool) -> None:
+    """One ``error:`` line, before any work, when a file the command will write exists
+    (``path``: one path or the list of every file the command writes)."""
+    from .io import refuse_existing
+    try:
+        refuse_existing([path] if isinstance(path, Path) else path, overwrite)
+    except FileExistsError as err:
+        _fail(err)
 
 
 @app.callback()
@@ -41,7 +46,6 @@ def train(
     """Train a landmark classifier in stages; writes checkpoints, metrics and curves to --out."""
     from .config import load_config
     from .models import WeightsError
-    from .training import RunExistsError
     from .training import resume as resume_run
     from .training import train as train_run
     try:
@@ -55,7 +59,7 @@ def train(
                 cfg = cfg.model_copy(update={"stages": [s if s.probe else s.model_copy(update={"epochs": epochs})
                                                         for s in cfg.stages]})
             best = train_run(cfg, data, out, device)
-    except (RunExistsError, FileNotFoundError, ValueError, WeightsError) as err:
+    except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
@@ -80,13 +84,13 @@ def predict(
     from .data.kaggle import write_submission
     from .inference import predict as run_predict
     from .data import write_rejects
-    _refuse_overwrite(out, overwrite)
+    rejects_file = out.with_name(out.stem + ".rejects.csv")
+    _refuse_overwrite([out, rejects_file], overwrite)
     try:
         predictions, rejects = run_predict(checkpoint, images, tta, batch_size, workers, device)
+        write_submission(predictions, out)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
-    write_submission(predictions, out)
-    rejects_file = out.with_name(out.stem + ".rejects.csv")
     write_rejects(rejects, rejects_file)
     typer.echo(json.dumps({"submission": str(out), "images": len(predictions), "rejects": len(rejects),
                            "rejects_file": str(rejects_file)}))
@@ -102,12 +106,13 @@ def evaluate(
 ) -> None:
     """Print GAP, GAP over landmark queries only, and accuracy as one JSON object."""
     from .evaluation import evaluate as run_evaluate
+    from .evaluation.evaluate import output_files
     if usage is not None and usage.lower() not in ("public", "private"):
         _fail(ValueError(f"--usage {usage!r}: use Public or Private"))
     if out is not None:
         if out.exists() and not out.is_dir():
             _fail(ValueError(f"--out {out} is a file; give a folder"))
-        _refuse_overwrite(out / "metrics.json", overwrite)
+        _refuse_overwrite(output_files(out), overwrite)
     try:
         result = run_evaluate(submission, solution, out, usage)
     except (FileNotFoundError, ValueError) as err:
@@ -166,8 +171,8 @@ def stats(
     out: Path = typer.Option(Path("stats"), help="folder for stats.md/.json, CSVs and PNGs"),
     images: bool = typer.Option(True, help="read every file: duplicates and unreadable files"),
     near_duplicates: bool = typer.Option(False, help="also group images with identical pHash (imagehash)"),
-    workers: int = typer.Option(4, help="threads reading files"),
-    top: int = typer.Option(20, help="classes in each panel of class_frequency.png"),
+    workers: int = typer.Option(4, min=1, help="threads reading files"),
+    top: int = typer.Option(20, min=1, help="classes in each panel of class_frequency.png"),
     overwrite: bool = typer.Option(False, help="write into an existing non-empty --out"),
 ) -> None:
     """Class balance, long tail, duplicates and unreadable files of a dataset (Markdown, JSON, PNG)."""
@@ -193,8 +198,8 @@ def report(
     checkpoint: Optional[Path] = typer.Option(None, help="default: RUN_DIR/checkpoints/best.pt"),
     samples: int = typer.Option(6, min=1, help="photos for the ImageNet top-3 and saliency sections"),
     tta: int = typer.Option(10, help="crops of the voted prediction compared with the single view (2..10)"),
-    batch_size: int = typer.Option(32, help="images per forward pass (divided by --tta)"),
-    workers: int = typer.Option(2, help="image decoding processes"),
+    batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
+    workers: int = typer.Option(2, min=0, help="image decoding processes"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda ... for prediction (saliency runs on cpu)"),
     overwrite: bool = typer.Option(False, help="write into a non-empty --out"),
 ) -> None:
@@ -234,8 +239,8 @@ def match(
     image_a: Path = typer.Argument(..., help="first image (any format Pillow reads)"),
     image_b: Path = typer.Argument(..., help="second image"),
     out: Optional[Path] = typer.Option(None, help="PNG to write: both images side by side with the inlier matches"),
-    max_keypoints: int = typer.Option(1000, help="SIFT keypoints per image, strongest first"),
-    max_side: int = typer.Option(640, help="pixels; longest side the images are shrunk to"),
+    max_keypoints: int = typer.Option(1000, min=1, help="SIFT keypoints per image, strongest first"),
+    max_side: int = typer.Option(640, min=16, help="pixels; longest side the images are shrunk to"),
     ratio: float = typer.Option(0.8, min=0.01, max=1.0, help="Lowe ratio test threshold"),
     model: str = typer.Option("fundamental", help="RANSAC model: fundamental | homography"),
     threshold: Optional[float] = typer.Option(None, min=0.01, help="RANSAC threshold in pixels (default 3 fundamental, "
@@ -291,16 +296,17 @@ def embed(
     label: Optional[str] = typer.Option(None, help="with --images: give every image this landmark id"),
     out: Path = typer.Option(..., help="NAME.npy to write (+ NAME.ids.csv, NAME.rejects.csv, NAME.json)"),
     dtype: str = typer.Option("float16", help="storage type: float16 | float32"),
-    image_size: Optional[int] = typer.Option(None, help="pixels (square); default: the checkpoint's size"),
-    top_classes: int = typer.Option(0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
-    batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
+    image_size: Optional[int] = typer.Option(None, min=16, help="pixels (square); default: the checkpoint's size"),
+    top_classes: int = typer.Option(0, min=0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
+    batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
+    device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
 ) -> None:
     """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy."""
-    from .retrieval.embeddings import embeddings_path, sidecar
+    from .retrieval.embeddings import embedding_files, embeddings_path, sidecar
     from .retrieval.pipeline import embed_checkpoint, image_frame
     path = embeddings_path(out)
-    _refuse_overwrite(path, overwrite)
+    _refuse_overwrite(embedding_files(path), overwrite)
     try:
         emb, rejects, _ = embed_checkpoint(checkpoint, image_frame(images, data, _landmark_list(landmarks), label),
                                            path, top_classes, dtype, image_size, batch_size, workers, device,
@@ -317,13 +323,13 @@ def _index_embeddings(checkpoint: Optional[Path], embeddings: Optional[Path], da
                       work: Path, size: Optional[int], batch_size: int, workers: int, device: Optional[str],
                       overwrite: bool):
     """Embeddings for index build/add: a given .npy (+ optional labels CSV) or images embedded now."""
-    import pandas as pd
+    from .io import read_csv
     from .retrieval.embeddings import load_embeddings
     from .retrieval.pipeline import embed_checkpoint, image_frame
     if embeddings is not None:
         emb = load_embeddings(embeddings)
         if labels is not None:
-            table = pd.read_csv(labels, dtype=str, keep_default_na=False)
+            table = read_csv(labels, dtype=str, keep_default_na=False)
             if not {"id", "landmark_id"} <= set(table.columns):
                 raise ValueError(f"{labels} needs the columns id,landmark_id")
             emb.items = emb.items.drop(columns=["landmark_id"], errors="ignore").merge(
@@ -352,20 +358,22 @@ def index_build(
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy from landmark embed"),
     labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
     kind: str = typer.Option("auto", help="auto | flat | hnsw | ivf | ivfpq (auto: flat <100k, ivf <2M, ivfpq)"),
-    nlist: int = typer.Option(0, help="IVF cells (0: ~4 sqrt(N))"),
-    nprobe: int = typer.Option(16, help="IVF cells searched per query"),
-    pq_m: int = typer.Option(64, help="IVF-PQ bytes per vector (divides the dimension)"),
-    hnsw_m: int = typer.Option(32, help="HNSW links per node"),
-    ef_search: int = typer.Option(128, help="HNSW search beam"),
-    image_size: Optional[int] = typer.Option(None, help="pixels; default: the checkpoint's size"),
-    batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
+    nlist: int = typer.Option(0, min=0, help="IVF cells (0: ~4 sqrt(N))"),
+    nprobe: int = typer.Option(16, min=1, help="IVF cells searched per query"),
+    pq_m: int = typer.Option(64, min=1, help="IVF-PQ bytes per vector (divides the dimension)"),
+    hnsw_m: int = typer.Option(32, min=2, help="HNSW links per node"),
+    ef_search: int = typer.Option(128, min=1, help="HNSW search beam"),
+    image_size: Optional[int] = typer.Option(None, min=16, help="pixels; default: the checkpoint's size"),
+    batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
+    device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace an index in --out"),
 ) -> None:
     """Build a FAISS inner-product index over labelled photos; embeddings go to OUT/embeddings.npy."""
-    from .retrieval.index import IndexParams
+    from .retrieval.embeddings import embedding_files
+    from .retrieval.index import FILES, IndexParams
     from .retrieval.pipeline import build_index
-    if (out / "index.faiss").exists() and not overwrite:
-        _fail(FileExistsError(f"{out} already holds an index; pass --overwrite or choose another --out"))
+    _refuse_overwrite([out / name for name in FILES]
+                      + (embedding_files(out / "embeddings.npy") if embeddings is None else []), overwrite)
     try:
         emb, rejects, info = _index_embeddings(checkpoint, embeddings, data, images, landmarks, label, labels,
                                                out / "embeddings.npy", image_size, batch_size, workers, device,
@@ -387,7 +395,8 @@ def index_add(
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids"),
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy"),
     labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
-    batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
+    batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
+    device: Optional[str] = typer.Option(None),
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     import time
@@ -416,12 +425,13 @@ def knn(
     combine: float = typer.Option(0.0, min=0.0, max=1.0, help="classifier weight w: score = (1-w) knn + w softmax (0 = kNN only)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder (or .npy) of non-landmark photos: penalty"),
     nonlandmark_weight: float = typer.Option(1.0, help="lambda of the non-landmark penalty"),
-    nonlandmark_k: int = typer.Option(5, help="non-landmark neighbours averaged in the penalty"),
+    nonlandmark_k: int = typer.Option(5, min=1, help="non-landmark neighbours averaged in the penalty"),
     reject_below: Optional[float] = typer.Option(None, help="no prediction for queries scoring below this"),
     verify_top: int = typer.Option(0, min=0, help="re-rank by RANSAC inliers of the top-N neighbours (0 = off)"),
     min_inliers: int = typer.Option(20, help="with --verify-top: queries below this are ranked last"),
     verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
-    batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
+    batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
+    device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
 ) -> None:
     """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
@@ -432,21 +442,25 @@ def knn(
     from .data import write_rejects
     from .data.kaggle import write_submission
     from .retrieval.knn import KnnConfig
+    from .retrieval.embeddings import embedding_files
     from .retrieval.pipeline import knn_predict
-    _refuse_overwrite(out, overwrite)
+    work = out.with_suffix("")
+    _refuse_overwrite([out, out.with_name(out.stem + ".rejects.csv")]
+                      + (embedding_files(f"{work}.queries") if not str(images).endswith(".npy") else [])
+                      + (embedding_files(f"{work}.nonlandmarks") if nonlandmarks and not str(nonlandmarks).endswith(
+                          ".npy") else []), overwrite)
     for name, path in (("--index", index), ("--images", images), ("--nonlandmarks", nonlandmarks)):
         if path is not None and not path.exists():  # before any query is embedded or written
             _fail(FileNotFoundError(f"{name} {path} does not exist"))
     config = KnnConfig(k=k, p=p, classifier_weight=combine, nonlandmark_k=nonlandmark_k,
                        nonlandmark_weight=nonlandmark_weight if nonlandmarks else 0.0, reject_below=reject_below,
                        verify_top=verify_top, min_inliers=min_inliers)
-    work = out.with_suffix("")
     try:
         predictions, rejects, result = knn_predict(checkpoint, index, images, work, config, nonlandmarks,
                                                    verify_cache, batch_size, workers, device, overwrite)
+        write_submission(predictions, out)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
-    write_submission(predictions, out)
     rejects_file = out.with_name(out.stem + ".rejects.csv")
     write_rejects(rejects, rejects_file)
     typer.echo(json.dumps({"submission": str(out), "images": len(predictions), "rejects": len(rejects),

@@ -19,6 +19,8 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 class _Strict(BaseModel):
+    """Unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 

@@ -27,6 +27,10 @@ def build_cache(frame: pd.DataFrame, cache_dir: str | Path, width: int = 256, ro
         width: pixels; wider images are shrunk with LANCZOS keeping aspect, never enlarged.
         workers: decoding threads (Pillow releases the GIL while decoding).
 
+    Images JPEG cannot hold (a side over 65,535 pixels, e.g. a 1 x 100,000 strip) are
+    cached as PNG under the same name (decoding goes by content); an image that cannot
+    be cached at all, or a row with a ``reason`` (bad id), is a reject.
+
     Returns:
         (the rows whose image is cached, with ``path`` pointing into the cache;
         the rejects with their reasons).  Rows are never reordered.
@@ -34,8 +38,11 @@ def build_cache(frame: pd.DataFrame, cache_dir: str | Path, width: int = 256, ro
     cache_dir = Path(cache_dir)
     ids = frame["id"].astype(str).tolist()
     sources = with_paths(frame, root, split)["path"].astype(str).tolist()
+    reasons = frame["reason"].astype(str).tolist() if "reason" in frame.columns else [""] * len(ids)
 
     def one(k: int):
+        if reasons[k]:
+            return None, Reject(ids[k], sources[k], reasons[k])
         target = image_path(cache_dir, ids[k], ".")
         if target.exists():
             return str(target), None
@@ -44,9 +51,10 @@ def build_cache(frame: pd.DataFrame, cache_dir: str | Path, width: int = 256, ro
         except ImageError as err:
             return None, Reject(ids[k], sources[k], str(err))
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        img.save(tmp, "JPEG", quality=90)
-        os.replace(tmp, target)
+        try:
+            _save(img, target)
+        except (OSError, ValueError) as err:
+            return None, Reject(ids[k], sources[k], f"cannot be cached ({err})")
         return str(target), None
 
     cached, rejects = [], []
@@ -58,3 +66,21 @@ def build_cache(frame: pd.DataFrame, cache_dir: str | Path, width: int = 256, ro
                 rejects.append(reject)
     out = frame.assign(path=cached)
     return out[out["path"].notna()].reset_index(drop=True), rejects
+
+
+def _save(img, target: Path) -> None:
+    """Write ``img`` to ``target`` atomically: JPEG (quality 90), or PNG when JPEG
+    cannot hold it (sides over 65,535 pixels).
+
+    Raises:
+        OSError, ValueError: neither format could write it (the temporary file is removed).
+    """
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    try:
+        try:
+            img.save(tmp, "JPEG", quality=90)
+        except (OSError, ValueError):
+            img.save(tmp, "PNG")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -26,8 +26,9 @@ class ImageDataset(Dataset):
     """Images of a frame (``id`` and ``path``, or ids in the GLDv2 layout under ``root``).
 
     ``__getitem__`` returns ``{"image": transform(img), "target": int64, "index": int}``, or a
-    :class:`Reject` when the file cannot be decoded; :func:`collate` keeps the rejects
-    beside the batch so the caller can count and list them.
+    :class:`Reject` when the file cannot be decoded, or when the row carries a ``reason``
+    (a bad id: :func:`landmark.data.gldv2.mark_bad_ids`; nothing is read then);
+    :func:`collate` keeps the rejects beside the batch so the caller can count and list them.
 
     Args:
         frame: rows with ``id`` and either ``path`` or a GLDv2 ``root``.
@@ -39,6 +40,7 @@ class ImageDataset(Dataset):
                  split: str = "train", draft: int | None = None):
         self.ids = frame["id"].astype(str).to_numpy()
         self.paths = frame["path"].astype(str).to_numpy() if "path" in frame.columns else None
+        self.reasons = frame["reason"].astype(str).to_numpy() if "reason" in frame.columns else None
         self.root, self.split, self.draft = (Path(root) if root else None), split, draft
         self.targets = None if targets is None else torch.tensor(np.asarray(targets), dtype=torch.int64)
         self.transform = transform
@@ -52,6 +54,8 @@ class ImageDataset(Dataset):
         return str(image_path(self.root, self.ids[index], self.split))
 
     def __getitem__(self, index: int):
+        if self.reasons is not None and self.reasons[index]:
+            return Reject(self.ids[index], self.paths[index] if self.paths is not None else "", self.reasons[index])
         path = self.path(index)
         try:
             img = load_image(path, draft=self.draft)

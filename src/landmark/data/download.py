@@ -26,7 +26,6 @@ import csv
 import os
 import random
 import re
-import shutil
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -39,15 +38,20 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from .gldv2 import image_path
+from .gldv2 import BAD_ID, GLDV2_ID, image_path
 from .images import ImageError, load_image, resize_to_width
 
-# Ids become file names: letters, digits, '_' and '-' only (no path tricks), and at
-# least 3 characters for the a/b/c folders.
-ID_PATTERN = re.compile(r"^[0-9A-Za-z_-]{3,}$")
+# Ids become file names: letters, digits, '_' and '-' only (no path tricks), at least 3
+# characters for the a/b/c folders and at most 128 (file names have a length limit).
+# The same rule as every reader of GLDv2 CSVs (landmark.data.gldv2.GLDV2_ID).
+ID_PATTERN = GLDV2_ID
 FAILURE_COLUMNS = ["id", "url", "reason"]
 FAILURES_FILE = "download_failures.csv"
 PARTIAL_DIR = ".partial"
+PART_SUFFIX = ".part"
+# Names of the files the downloaders put into PARTIAL_DIR (csv rows; GLDv2 shards and their
+# members); only these are ever deleted there.
+OWN_PARTIAL_FILES = ("*.part", "*.part.jpg", "*.member", "*.member.jpg", "images_*.tar", "md5.images_*.txt")
 USER_AGENT = "landmark-downloader/0.1 (research; polite, rate-limited)"
 
 
@@ -316,13 +320,24 @@ def iter_rows(fh) -> Iterator[_Row]:
                        f"malformed row (line {reader.line_num}: {len(fields)} fields, header has {width})")
             continue
         row = _Row(reader.line_num, fields[i_id].strip(), fields[i_url].strip())
-        if not ID_PATTERN.match(row.id):
-            row.error = "bad id (need 3+ characters of 0-9 A-Z a-z _ -)"
-        elif not row.url:
-            row.error = "empty url"
-        elif urlsplit(row.url).scheme not in ("http", "https"):
-            row.error = "bad url (not http or https)"
+        row.error = _row_error(row)
         yield row
+
+
+def _row_error(row: _Row) -> str:
+    """Why a row cannot be downloaded ("" when it can): a bad id, an empty or malformed url."""
+    if not ID_PATTERN.match(row.id):
+        return BAD_ID
+    if not row.url:
+        return "empty url"
+    try:
+        parts = urlsplit(row.url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError as err:
+        return f"bad url ({_short(err, 80)})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "bad url (not http or https)" if parts.scheme not in ("http", "https") else "bad url (no host)"
+    return ""
 
 
 def _count_lines(path: Path) -> int:
@@ -348,12 +363,13 @@ class _Worker:
         return session
 
     def __call__(self, image_id: str, url: str) -> tuple[str, str]:
-        """Returns ``("present" | "saved" | "failed", reason)``."""
-        dest = image_path(self.out, image_id, self.opts.split)
-        if is_valid_image(dest):
-            return "present", ""
-        raw = self.partial / f"{image_id}.{threading.get_ident()}.part"
+        """Returns ``("present" | "saved" | "failed", reason)``; never raises for one bad row
+        (an unexpected error is that row's failure, with the error as its reason)."""
+        raw = self.partial / f"{image_id}.{threading.get_ident()}{PART_SUFFIX}"
         try:
+            dest = image_path(self.out, image_id, self.opts.split)
+            if is_valid_image(dest):
+                return "present", ""
             fetch(self.session(), url, raw, self.opts, self.limiter)
             store_image(raw, dest, self.opts.max_width, self.opts.jpeg_quality)
             return "saved", ""
@@ -363,6 +379,8 @@ class _Worker:
             return "failed", image_reason(err)
         except OSError as err:
             return "failed", f"write error ({_short(err, 80)})"
+        except Exception as err:  # noqa: BLE001  a bad row is a failure of that row, never of the run
+            return "failed", f"error ({type(err).__name__}: {_short(err, 80)})"
         finally:
             raw.unlink(missing_ok=True)
 
@@ -393,8 +411,8 @@ def download_csv(csv_path: str | Path, out: str | Path, opts: DownloadOptions | 
         raise ValueError(f"workers={opts.workers}: need at least 1")
     out.mkdir(parents=True, exist_ok=True)
     partial = out / PARTIAL_DIR
-    shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed run: ours, never valid
-    partial.mkdir()
+    clear_partial(partial)  # leftovers of a killed run: ours, never valid
+    partial.mkdir(exist_ok=True)
     report = DownloadReport(failures_file=out / FAILURES_FILE)
     failures_tmp = partial / (FAILURES_FILE + ".part")
     worker = _Worker(out, partial, opts)
@@ -450,5 +468,19 @@ def download_csv(csv_path: str | Path, out: str | Path, opts: DownloadOptions | 
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     os.replace(failures_tmp, report.failures_file)
-    shutil.rmtree(partial, ignore_errors=True)
+    clear_partial(partial)
     return report
+
+
+def clear_partial(partial: Path) -> None:
+    """Delete the downloaders' own files in ``partial`` (:data:`OWN_PARTIAL_FILES`), then the
+    folder if that left it empty; anything else a user put there is kept."""
+    if not partial.is_dir():
+        return
+    for f in partial.iterdir():
+        if f.is_file() and any(f.match(pattern) for pattern in OWN_PARTIAL_FILES):
+            f.unlink(missing_ok=True)
+    try:
+        partial.rmdir()
+    except OSError:
+        pass  # not empty: user files stay

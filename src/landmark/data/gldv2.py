@@ -11,30 +11,95 @@ Frames returned here have one row per image: ``id`` (str), ``landmark_id``
 (pandas ``category`` of str) and, for folder trees and query lists, ``path``.
 GLDv2 frames carry no path column (4.1M path strings would cost ~0.5 GB);
 :func:`image_path` derives it from the id.
+
+Ids are never trusted as paths.  An id read from a CSV must match :data:`GLDV2_ID`
+(3 to 128 characters of ``0-9 A-Z a-z _ -``, the rule ``landmark download`` applies);
+a row with any other id is kept, so that it is reported and never silently dropped,
+with a ``reason`` column saying why it cannot be read (every reader of images turns
+such a row into a reject).  Files of folder trees and query folders get ids from
+:func:`file_ids`: safe and unique, whatever the file names.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
 
+from ..io import read_csv
+
 # Files that are never images, skipped when a directory of queries is listed.
 NOT_IMAGES = {".csv", ".md", ".txt", ".json", ".yaml", ".yml", ".tsv", ".py"}
 
 
+# Ids in a GLDv2 CSV (train.csv, train_clean.csv, a query list): what `download` accepts.
+GLDV2_ID = re.compile(r"^[0-9A-Za-z_-]{3,128}$")
+BAD_ID = "bad id (need 3 to 128 characters of 0-9 A-Z a-z _ -)"
+# Any id that may become a file name under a root (cache, layout): no separators, no dots.
+SAFE_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")
+_UNSAFE_CHARS = re.compile(r"[^0-9A-Za-z_-]")
+
+
 def image_path(root: Path, image_id: str, split: str = "train") -> Path:
-    """``root/split/a/b/c/id.jpg`` as in GLDv2."""
-    return Path(root) / split / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
+    """``root/split/a/b/c/id.jpg`` as in GLDv2 (a, b, c: the first three characters).
+
+    Ids of 1 or 2 characters (file names such as ``1.jpg`` in a folder tree, cached by
+    id) pad the folder names with ``_``: ``ab`` -> ``a/b/_/ab.jpg``.
+
+    Raises:
+        ValueError: ``image_id`` is not a :data:`SAFE_ID`; so the path never leaves ``root/split``.
+    """
+    if not SAFE_ID.match(str(image_id)):
+        raise ValueError(f"id {str(image_id)[:80]!r} cannot name a file ({BAD_ID})")
+    a, b, c = (image_id + "__")[:3]
+    return Path(root) / split / a / b / c / f"{image_id}.jpg"
 
 
 def with_paths(frame: pd.DataFrame, root: str | Path, split: str = "train") -> pd.DataFrame:
     """``frame`` with a ``path`` column: kept when present (folder trees, query lists),
-    else the GLDv2 path of each id under ``root/split`` (:func:`image_path`)."""
+    else the GLDv2 path of each id under ``root/split`` (:func:`image_path`); rows with a
+    ``reason`` (bad ids) get an empty path."""
     if "path" in frame.columns:
         return frame
-    return frame.assign(path=[str(image_path(Path(root), i, split)) for i in frame["id"]])
+    reasons = frame["reason"].astype(str).to_numpy() if "reason" in frame.columns else [""] * len(frame)
+    return frame.assign(path=["" if r else str(image_path(Path(root), i, split))
+                              for i, r in zip(frame["id"], reasons)])
+
+
+def file_ids(files: list[Path], root: Path) -> list[str]:
+    """Safe, unique ids for image files below ``root`` (folder trees, query folders).
+
+    The id is the file name without extension, with every character other than
+    ``0-9 A-Z a-z _ -`` replaced by ``_`` (at most 64 kept).  Files whose ids would
+    coincide (``0/img.jpg`` and ``1/img.jpg``; ``same.jpg`` and ``same.png``; ``A.jpg``
+    and ``a.jpg``, which a case-insensitive disk cannot keep apart) all get ``-`` and
+    the first 8 hex digits of the SHA-1 of their path relative to ``root`` appended.
+
+    Returns:
+        one id per file, in order; all distinct, also ignoring case (:data:`SAFE_ID`).
+    """
+    rel = [Path(f).relative_to(root).as_posix() for f in files]
+    ids = [_UNSAFE_CHARS.sub("_", Path(r).stem)[:64] or "_" for r in rel]
+    for digits in (8, 40):
+        clash = pd.Series([i.lower() for i in ids], dtype=object).duplicated(keep=False).to_numpy()
+        if not clash.any():
+            break
+        ids = [f"{i}-{hashlib.sha1(r.encode()).hexdigest()[:digits]}" if c else i for i, r, c in zip(ids, rel, clash)]
+    return ids
+
+
+def mark_bad_ids(frame: pd.DataFrame, pattern: re.Pattern = GLDV2_ID) -> pd.DataFrame:
+    """Add a ``reason`` column (:data:`BAD_ID`) when some ids do not match ``pattern``
+    (ids that would become paths); the frame is returned unchanged when all match."""
+    if pattern is GLDV2_ID and _short_safe_ids(frame["id"].to_numpy()):
+        return frame
+    ok = frame["id"].astype(str).str.fullmatch(pattern.pattern)
+    if ok.all():
+        return frame
+    return frame.assign(reason=np.where(ok, "", BAD_ID))
 
 
 def is_gldv2(root: Path) -> bool:
@@ -71,73 +136,87 @@ def read_train(root: str | Path, clean: bool = False) -> pd.DataFrame:
 
 def read_train_csv(path: Path) -> pd.DataFrame:
     """GLDv2 ``train.csv`` (``id,url,landmark_id``); the url column is dropped."""
-    head = pd.read_csv(path, nrows=0).columns
+    head = read_csv(path, nrows=0).columns
     missing = {"id", "landmark_id"} - set(head)
     if missing:
         raise ValueError(f"{path} lacks column(s) {sorted(missing)}; GLDv2 train.csv has id,url,landmark_id")
-    frame = pd.read_csv(path, usecols=["id", "landmark_id"], dtype=str, keep_default_na=False)
+    frame = read_csv(path, usecols=["id", "landmark_id"], dtype=str, keep_default_na=False)
     frame = frame[(frame["id"] != "") & (frame["landmark_id"] != "")]
-    return _finish(frame)
+    return _finish(mark_bad_ids(frame))
 
 
 def read_train_clean(path: Path) -> pd.DataFrame:
     """GLDv2 ``train_clean.csv`` (``landmark_id,images`` with space-separated ids)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; set data.clean: false")
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw = read_csv(path, dtype=str, keep_default_na=False)
+    if not {"landmark_id", "images"} <= set(raw.columns):
+        raise ValueError(f"{path} lacks the columns landmark_id,images of GLDv2's train_clean.csv")
     ids = raw["images"].str.split()
     frame = pd.DataFrame({"id": ids.explode().to_numpy(), "landmark_id": raw["landmark_id"].repeat(ids.str.len()).to_numpy()})
-    return _finish(frame.dropna())
+    return _finish(mark_bad_ids(frame.dropna()))
 
 
 def read_folder_tree(root: Path) -> pd.DataFrame:
     """``root/<landmark_id>/<file>``: every file below a class folder is an image candidate."""
     rows = [
-        (f.stem, cls.name, str(f))
+        (cls.name, f)
         for cls in sorted(p for p in root.iterdir() if p.is_dir())
         for f in sorted(cls.rglob("*"))
         if f.is_file() and f.suffix.lower() not in NOT_IMAGES and not f.name.startswith(".")
     ]
     if not rows:
         raise ValueError(f"{root} has neither train.csv nor class folders with images")
-    return _finish(pd.DataFrame(rows, columns=["id", "landmark_id", "path"]))
+    files = [f for _, f in rows]
+    return _finish(pd.DataFrame({"id": file_ids(files, root), "landmark_id": [c for c, _ in rows],
+                                 "path": [str(f) for f in files]}))
 
 
 def read_queries(source: str | Path) -> pd.DataFrame:
     """List query images from a folder (recursively) or a CSV with an ``id`` column.
 
-    A CSV may give a ``path`` column; otherwise each id is looked up in the GLDv2 layout
-    beside the CSV (``<csv dir>/a/b/c/id.jpg``, then ``<csv dir>/test/a/b/c/id.jpg``).
-    Ids whose file is missing are kept, so that they are reported, never dropped.
+    A folder's files get ids from :func:`file_ids` (unique even when names repeat in
+    sub-folders).  A CSV may give a ``path`` column; otherwise each id is looked up in
+    the GLDv2 layout beside the CSV (``<csv dir>/a/b/c/id.jpg``, then
+    ``<csv dir>/test/a/b/c/id.jpg``), and ids that are not :data:`GLDV2_ID` get a
+    ``reason`` instead of a path.  Ids whose file is missing are kept, so that they are
+    reported, never dropped.
 
     Returns:
-        frame with columns ``id`` and ``path``.
+        frame with columns ``id`` and ``path`` (and ``reason`` when some ids are bad).
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
-        ValueError: the CSV has no ``id`` column.
+        ValueError: the CSV has no ``id`` column, or gives one id two different paths.
     """
     source = Path(source)
     if source.is_dir():
         files = sorted(f for f in source.rglob("*") if f.is_file() and f.suffix.lower() not in NOT_IMAGES
                        and not f.name.startswith("."))
-        return pd.DataFrame({"id": [f.stem for f in files], "path": [str(f) for f in files]})
+        return pd.DataFrame({"id": file_ids(files, source), "path": [str(f) for f in files]})
     if not source.is_file():
         raise FileNotFoundError(f"{source} is neither a folder of images nor a CSV")
     if source.suffix.lower() != ".csv":
         raise ValueError(f"{source} is a single file; --images takes a folder of images or a .csv with an id column")
-    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    frame = read_csv(source, dtype=str, keep_default_na=False)
     if "id" not in frame.columns:
         raise ValueError(f"{source} has no 'id' column")
     if "path" not in frame.columns:
+        frame = mark_bad_ids(frame[["id"]])
         base = source.parent
         def locate(image_id: str) -> str:
             for candidate in (image_path(base, image_id, "."), image_path(base, image_id, "test")):
                 if candidate.exists():
                     return str(candidate)
             return str(image_path(base, image_id, "."))
-        frame["path"] = frame["id"].map(locate)
-    return frame[["id", "path"]].drop_duplicates("id").reset_index(drop=True)
+        bad = frame["reason"] != "" if "reason" in frame.columns else pd.Series(False, index=frame.index)
+        frame["path"] = [("" if b else locate(i)) for i, b in zip(frame["id"], bad)]
+    frame = frame[[c for c in ("id", "path", "reason") if c in frame.columns]].drop_duplicates()
+    repeated = frame["id"].duplicated()
+    if repeated.any():
+        raise ValueError(f"{source}: id {frame.loc[repeated, 'id'].iloc[0]!r} is given more than one path; "
+                         f"ids must be unique (a submission has one row per id)")
+    return frame.reset_index(drop=True)
 
 
 def read_categories(root: Path) -> dict[str, str]:
@@ -145,7 +224,9 @@ def read_categories(root: Path) -> dict[str, str]:
     path = Path(root) / "train_label_to_category.csv"
     if not path.is_file():
         return {}
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv(path, dtype=str, keep_default_na=False)
+    if not {"landmark_id", "category"} <= set(frame.columns):
+        return {}
     return dict(zip(frame["landmark_id"], frame["category"]))
 
 
@@ -169,6 +250,24 @@ def _finish(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame[~duplicated_ids(frame["id"].to_numpy())].reset_index(drop=True)
     frame["landmark_id"] = frame["landmark_id"].astype("category")
     return frame
+
+
+_SAFE_BYTE = np.zeros(256, dtype=bool)
+_SAFE_BYTE[np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-", dtype=np.uint8)] = True
+
+
+def _short_safe_ids(ids: np.ndarray) -> bool:
+    """Fast path of :func:`mark_bad_ids`: True when every id has 3 to 16 characters of
+    :data:`GLDV2_ID` (GLDv2's 16 hex digits: 4.1M ids in ~0.7 s instead of ~2 s by regex).
+    False means "check each id", not "bad"."""
+    try:
+        raw = np.asarray(ids, dtype="S17")
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return False
+    digits = raw.view(np.uint8).reshape(-1, 17)
+    used = digits != 0
+    return bool(len(raw) and not used[:, 16].any() and used[:, :3].all()
+                and (used[:, :-1] >= used[:, 1:]).all() and (_SAFE_BYTE[digits] | ~used).all())
 
 
 _HEX = np.full(256, 255, dtype=np.uint8)

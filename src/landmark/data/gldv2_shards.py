@@ -34,7 +34,7 @@ import requests
 from tqdm import tqdm
 
 from .download import (FAILURE_COLUMNS, FAILURES_FILE, ID_PATTERN, PARTIAL_DIR, DownloadOptions, FetchError,
-                       HostRateLimiter, image_reason, store_image)
+                       HostRateLimiter, clear_partial, image_reason, store_image)
 from .download import fetch as fetch_url
 from .gldv2 import image_path
 from .images import ImageError
@@ -196,8 +196,8 @@ def download_shards(split: str, shards: list[int], out: str | Path, base_url: st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     partial, marks = out / PARTIAL_DIR, out / ".shards"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    clear_partial(partial)  # leftovers of a killed run; files a user put there are kept
+    partial.mkdir(exist_ok=True)
     marks.mkdir(exist_ok=True)
     shard_opts = DownloadOptions(**{**opts.__dict__, "max_bytes": 1 << 40})
     limiter = HostRateLimiter(opts.rate_per_host)
@@ -254,7 +254,7 @@ def download_shards(split: str, shards: list[int], out: str | Path, base_url: st
     failures_tmp = partial / (FAILURES_FILE + ".part")
     _write_csv(failures_tmp, rows)
     os.replace(failures_tmp, report.failures_file)
-    shutil.rmtree(partial, ignore_errors=True)
+    clear_partial(partial)
     return report
 
 

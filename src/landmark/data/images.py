@@ -5,6 +5,8 @@ AVIF files named ``.jpg``); Pillow identifies the format from the bytes.
 """
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -13,6 +15,9 @@ from PIL import Image, ImageOps
 
 # A decompression bomb (e.g. 20,000 x 20,000 px) is refused rather than decoded.
 MAX_PIXELS = 10_000 * 10_000
+# Pillow's own bomb check (a warning from 89.5 Mpixel on) would refuse photos under
+# MAX_PIXELS; it is moved to MAX_PIXELS, which load_image checks itself.
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
 
 
 class ImageError(Exception):
@@ -36,9 +41,19 @@ def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
         ``PIL.Image`` in mode ``RGB``, fully loaded.
 
     Raises:
-        ImageError: the file is missing, empty, not an image, truncated, or larger
-            than ``MAX_PIXELS``; the message says which.
+        ImageError: the file is missing, not a regular file (a folder, FIFO or device,
+            which could block forever), empty, not an image, truncated, or larger than
+            ``MAX_PIXELS``; the message says which.
     """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except OSError as err:
+        raise ImageError(f"unreadable ({err.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise ImageError(f"not a regular file ({kind})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

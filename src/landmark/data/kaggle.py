@@ -8,18 +8,32 @@ space-separated ids, empty for queries that show no landmark.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 
 import pandas as pd
+
+from ..io import read_csv
 
 
 def write_submission(predictions: pd.DataFrame, path: str | Path) -> None:
     """Write ``id, landmark_id, score`` rows as a Kaggle recognition submission (atomically).
 
     Rows with an empty landmark_id are written with an empty ``landmarks`` field.
+
+    Raises:
+        ValueError: an id appears twice, or a prediction has a non-finite score (the file
+            would be refused by :func:`read_submission` and by Kaggle).
     """
     path = Path(path)
+    repeated = predictions["id"].astype(str).duplicated()
+    if repeated.any():
+        raise ValueError(f"id {predictions['id'][repeated].iloc[0]!r} would appear twice in {path}; "
+                         f"a submission has one row per id")
+    predicted = predictions["landmark_id"].astype(str) != ""
+    if not pd.Series(predictions["score"], dtype=float)[predicted].map(math.isfinite).all():
+        raise ValueError(f"a prediction for {path} has a non-finite score; the model gives NaN or inf")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
@@ -36,9 +50,9 @@ def read_submission(path: str | Path) -> pd.DataFrame:
     Only the first ``LANDMARK_ID SCORE`` pair of a row is used (GAP takes one).
 
     Raises:
-        ValueError: missing columns, or a score that is not a number (names the row).
+        ValueError: missing columns, or a score that is not a finite number (names the row).
     """
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv(path, dtype=str, keep_default_na=False)
     if not {"id", "landmarks"} <= set(frame.columns):
         raise ValueError(f"{path}: a submission needs the columns id,landmarks (found {list(frame.columns)})")
     lids, scores = [], []
@@ -50,9 +64,13 @@ def read_submission(path: str | Path) -> pd.DataFrame:
         if len(parts) < 2:
             raise ValueError(f"{path}:{line}: '{field}' should be 'LANDMARK_ID SCORE'")
         try:
-            scores.append(float(parts[1]))
+            score = float(parts[1])
         except ValueError:
             raise ValueError(f"{path}:{line}: score '{parts[1]}' of {image_id} is not a number") from None
+        if not math.isfinite(score):
+            raise ValueError(f"{path}:{line}: score '{parts[1]}' of {image_id} is not a finite number; "
+                             f"GAP ranks by score, so every score must be finite")
+        scores.append(score)
         lids.append(parts[0])
     return pd.DataFrame({"id": frame["id"], "landmark_id": lids, "score": scores})
 
@@ -66,7 +84,7 @@ def read_solution(path: str | Path, usage: str | None = None) -> dict[str, set[s
     Raises:
         ValueError: missing ``id`` or ``landmarks`` column, or ``usage`` without a Usage column.
     """
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv(path, dtype=str, keep_default_na=False)
     if not {"id", "landmarks"} <= set(frame.columns):
         raise ValueError(f"{path}: a solution needs the columns id,landmarks[,Usage]")
     if usage:

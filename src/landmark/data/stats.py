@@ -91,7 +91,8 @@ def image_paths(root: Path, frame: pd.DataFrame, rows: np.ndarray | range) -> li
         column = frame["path"].to_numpy()
         return [column[i] for i in rows]
     ids = frame["id"].to_numpy()
-    return [str(image_path(root, ids[i])) for i in rows]
+    reasons = frame["reason"].to_numpy() if "reason" in frame.columns else None
+    return ["" if reasons is not None and reasons[i] else str(image_path(root, ids[i])) for i in rows]
 
 
 def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: bool = False,
@@ -141,8 +142,10 @@ def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: 
             tqdm(total=n, desc="stats", unit="img", disable=not progress) as bar:
         for start in range(0, n, batch):
             rows = range(start, min(start + batch, n))
-            for i, result in zip(rows, pool.map(lambda p: check_file(p, near_duplicates),
+            for i, result in zip(rows, pool.map(lambda p: check_file(p, near_duplicates) if p else None,
                                                 image_paths(root, frame, rows))):
+                if result is None:  # a row refused before reading (bad id)
+                    result = FileCheck(b"", 0, str(frame["reason"].iat[i]))
                 sha1[i] = result.sha1
                 phashes[i] = result.phash
                 if result.reason:

@@ -7,6 +7,39 @@ from pathlib import Path
 from ..data.kaggle import read_solution, read_submission
 from .metrics import accuracy, gap, per_class_accuracy
 
+# What ``evaluate --out`` writes.
+OUTPUT_FILES = ("metrics.json", "per_class_accuracy.csv", "per_class_accuracy.png")
+
+
+def output_files(out: str | Path) -> list[Path]:
+    """Every file :func:`evaluate` writes into ``out``."""
+    return [Path(out) / name for name in OUTPUT_FILES]
+
+
+def _check_solution(submission: Path, solution: Path, predictions, truth: dict) -> None:
+    """Refuse a solution that cannot be the ground truth of this submission.
+
+    Raises:
+        ValueError: the same file as the submission; every landmarks field reads as
+            ``ID SCORE`` (a submission given as the solution); or no submitted id is in it.
+    """
+    if submission.resolve() == solution.resolve():
+        raise ValueError(f"--solution {solution} is the submission itself; give recognition_solution.csv")
+    fields = [sorted(v) for v in truth.values() if v]
+    if fields and all(len(v) == 2 and any(_is_score(x) for x in v) for v in fields):
+        raise ValueError(f"{solution} looks like a submission (every landmarks field is 'LANDMARK_ID SCORE'); "
+                         f"give the ground truth (recognition_solution.csv: id,landmarks,Usage)")
+    if len(predictions) and not predictions["id"].isin(truth.keys()).any():
+        raise ValueError(f"no id of {submission} is in {solution} ({len(truth)} ids); is it the solution "
+                         f"of these images?")
+
+
+def _is_score(text: str) -> bool:
+    try:
+        return "." in text and 0.0 <= float(text) <= 1.0
+    except ValueError:
+        return False
+
 
 def evaluate(submission: str | Path, solution: str | Path, out: str | Path | None = None,
              usage: str | None = None) -> dict:
@@ -19,8 +52,13 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
         dict with gap, gap_landmarks_only, accuracy, queries, landmark_queries,
         predictions, missing_predictions, unknown_ids (ids in the submission but not in
         the solution, ignored).
+
+    Raises:
+        ValueError: a malformed submission or solution (non-finite scores, repeated ids),
+            or a solution that cannot belong to this submission (:func:`_check_solution`).
     """
     predictions = read_submission(submission)
+    _check_solution(Path(submission), Path(solution), predictions, read_solution(solution))
     truth = read_solution(solution, usage)
     in_solution = predictions["id"].isin(truth.keys())
     known = predictions["id"].isin(read_solution(solution).keys()) if usage else in_solution

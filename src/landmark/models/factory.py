@@ -14,7 +14,7 @@ from torch import nn
 
 from .heads import FCHead, GeMHead
 from .margin import ArcMarginHead
-from .weights import create_backbone
+from .weights import WeightsError, create_backbone
 
 # Heads chosen by head="auto": the original work's VGG16 baseline gets the FC head,
 # everything else (Xception and any other timm backbone) the GeM head.
@@ -150,31 +150,74 @@ def save_checkpoint(path: str | Path, model: LandmarkNet, classes: list[str], **
     os.replace(tmp, path)
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> tuple[LandmarkNet, dict]:
-    """Rebuild a model from a checkpoint file alone.
+def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = (),
+                    map_location: str = "cpu") -> dict:
+    """Read a checkpoint file written by :func:`save_checkpoint` and check its entries.
 
-    Returns:
-        (model in eval mode, the checkpoint dict: ``arch``, ``classes``, ``preprocess``...).
+    Args:
+        hint: appended to error messages (what the user can do about it).
+        keys: entries required beside ``arch``, ``classes`` and ``state_dict``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a landmark checkpoint.
+        ValueError: a folder, an empty or truncated file, not a torch file, or a torch file
+            that is not a landmark checkpoint (entries missing, classes that disagree with
+            ``arch['num_classes']``, non-finite weights).
     """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give the checkpoint file, e.g. {path / 'checkpoints' / 'best.pt'}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a landmark checkpoint{hint}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # pickle, zip and torch errors of a file that is no torch checkpoint
-        raise ValueError(f"{path} is not a landmark checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(ckpt, dict) or "arch" not in ckpt:
-        raise ValueError(f"{path} is not a landmark checkpoint (no 'arch' entry)")
+    except Exception as err:  # pickle, zip and torch errors of a truncated file or one that is no torch checkpoint
+        raise ValueError(f"{path} is not a landmark checkpoint, or is truncated ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:160]}){hint}") from None
+    missing = [k for k in ("arch", "classes", "state_dict", *keys) if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a landmark checkpoint (no {', '.join(map(repr, missing))} entry){hint}")
     arch = ckpt["arch"]
-    model = LandmarkNet(arch["backbone"], arch["num_classes"], arch["head"], weights="none",
-                        dropout=arch["dropout"], fc_dim=arch["fc_dim"], gem_p=arch["gem_p"],
-                        loss=arch.get("loss", "softmax"), embedding_dim=arch.get("embedding_dim"),
-                        subcenters=arch.get("subcenters", 1), arcface_s=arch.get("arcface_s", 30.0))
-    model.load_state_dict(ckpt["state_dict"])
+    if not isinstance(arch, dict) or not {"backbone", "num_classes", "head"} <= set(arch):
+        raise ValueError(f"{path}: its 'arch' entry lacks backbone/num_classes/head{hint}")
+    if len(ckpt["classes"]) != arch["num_classes"]:
+        raise ValueError(f"{path} lists {len(ckpt['classes'])} classes but its architecture has "
+                         f"{arch['num_classes']} outputs; the file was altered or mixed from two runs{hint}")
+    bad = [k for k, v in ckpt["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()
+           and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path} holds non-finite weights (NaN or inf in {bad[0]}"
+                         f"{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''}); it cannot predict{hint}")
+    return ckpt
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[LandmarkNet, dict]:
+    """Rebuild a model from a checkpoint file alone (checked by :func:`read_checkpoint`).
+
+    Returns:
+        (model in eval mode, the checkpoint dict: ``arch``, ``classes``, ``preprocess``...).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a landmark checkpoint, or its weights do not fit its
+            architecture (names the first tensors that differ).
+    """
+    ckpt = read_checkpoint(path, map_location=map_location)
+    arch = ckpt["arch"]
+    try:
+        model = LandmarkNet(arch["backbone"], arch["num_classes"], arch["head"], weights="none",
+                            dropout=arch.get("dropout", 0.0), fc_dim=arch.get("fc_dim", 256),
+                            gem_p=arch.get("gem_p", 3.0), loss=arch.get("loss", "softmax"),
+                            embedding_dim=arch.get("embedding_dim"), subcenters=arch.get("subcenters", 1),
+                            arcface_s=arch.get("arcface_s", 30.0))
+    except WeightsError as err:
+        raise ValueError(f"{path}: its architecture cannot be built ({err})") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:240]
+        raise ValueError(f"{path}: its weights do not fit its architecture ({arch['backbone']}, "
+                         f"{arch['num_classes']} classes): {detail}") from None
     return model.eval(), ckpt

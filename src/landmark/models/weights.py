@@ -113,6 +113,15 @@ def load_weights_file(model: nn.Module, path: Path) -> None:
             state = state[key]
     classifier = getattr(model, "default_cfg", {}).get("classifier", "fc")
     state = {k: v for k, v in state.items() if not k.startswith(classifier + ".") and not k.startswith("head.fc.")}
+    want = model.state_dict()
+    misfit = [k for k, v in state.items() if k in want and torch.is_tensor(v) and v.shape != want[k].shape]
+    if misfit:
+        k = misfit[0]
+        raise WeightsError(f"{path} does not fit this backbone: {len(misfit)} tensors have other shapes, e.g. {k} "
+                           f"is {tuple(state[k].shape)} in the file, {tuple(want[k].shape)} in the model; "
+                           f"it holds weights of another architecture")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise WeightsError(f"{path} does not fit this backbone: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise WeightsError(f"{path} does not fit this backbone (weights of another architecture?): "
+                           f"{len(missing)} tensors missing, e.g. {missing[:3]}; {len(unexpected)} unexpected, "
+                           f"e.g. {unexpected[:3]}")

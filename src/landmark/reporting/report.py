@@ -86,7 +86,7 @@ def evaluation_set(split: pd.DataFrame | None, data: Path | None, images: Path |
         raise ValueError("the run's split.csv has no test rows; pass --images")
     paths = data_paths(data)
     queries = pd.DataFrame({"id": test["id"].to_numpy(),
-                            "path": [paths.get(i, str(image_path(data, i))) for i in test["id"]]})
+                            "path": [paths[i] if i in paths else str(image_path(data, i)) for i in test["id"]]})
     return EvalSet(queries, {i: {lid} for i, lid in zip(test["id"], test["landmark_id"])},
                    f"held-out split of the run ({len(test)} images of {data})")
 

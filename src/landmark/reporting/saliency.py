@@ -198,7 +198,7 @@ def explain_files(checkpoint: str | Path, images: list[str | Path], out: str | P
     if len(set(targets)) < len(targets):  # photo.jpg from two folders would overwrite each other
         targets = [out / f"{k:03d}_{Path(p).stem}.saliency.png" for k, p in enumerate(images)]
     if not overwrite:
-        for t in targets + [out / "saliency.csv"]:
+        for t in targets + [out / "saliency.csv", out / "rejects.csv"]:
             if t.exists():
                 raise FileExistsError(f"{t} exists; pass --overwrite or choose another --out")
     run_json = Path(checkpoint).resolve().parent.parent / "run.json"

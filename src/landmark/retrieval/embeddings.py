@@ -15,6 +15,11 @@ that nothing has to fit in memory.  Beside it:
 Rows are written batch by batch into a ``numpy.lib.format.open_memmap`` file sized for
 all images; if some are rejected, the file is shrunk at the end by rewriting the shape in
 its header and truncating (no copy), so memory stays flat whatever the number of images.
+
+Every file is first written under a temporary name and moved into place at the end,
+``NAME.json`` last (:func:`landmark.io.commit`): ``NAME.json`` is the completion marker,
+and :func:`load_embeddings` refuses a ``NAME.npy`` without it or whose row count differs
+from it, so an interrupted ``embed`` is never read as a finished one.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from tqdm import tqdm
 from ..data import ImageDataset, Reject, collate, read_train, with_paths, write_rejects
 from ..data.transforms import eval_transform
 from ..devices import resolve_device
+from ..io import clear_temps, commit, refuse_existing, temp_path
 from ..models import LandmarkNet
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -66,6 +72,12 @@ class Embeddings:
 def sidecar(path: Path, kind: str) -> Path:
     """``NAME.npy`` -> ``NAME.<kind>`` (``ids.csv``, ``rejects.csv``, ``classes.npz``, ``json``)."""
     return Path(path).with_suffix(f".{kind}")
+
+
+def embedding_files(path: str | Path) -> list[Path]:
+    """Every file an embeddings file ``NAME.npy`` consists of: the array and its side files."""
+    path = embeddings_path(path)
+    return [path] + [sidecar(path, kind) for kind in ("ids.csv", "rejects.csv", "classes.npz", "json")]
 
 
 def embeddings_path(out: str | Path) -> Path:
@@ -118,7 +130,7 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
         ``NAME.rejects.csv``).
 
     Raises:
-        FileExistsError: ``out`` exists and ``overwrite`` is False.
+        FileExistsError: ``out`` or one of its side files exists and ``overwrite`` is False.
         ValueError: unknown ``dtype``, ``top_classes`` without ``classes``, an empty
             frame, or no image could be read.
     """
@@ -129,9 +141,10 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
     if len(frame) == 0:
         raise ValueError("no images to embed")
     path = embeddings_path(out)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) or choose another name")
+    refuse_existing(embedding_files(path), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    work = {p: temp_path(p) for p in embedding_files(path)}  # final -> temporary name (landmark.io.commit)
+    clear_temps(embedding_files(path))  # left by a killed run; never read
     device_t = resolve_device(device)
     model = model.to(device_t).eval()
     size = image_size or preprocess["size"]
@@ -151,7 +164,8 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
         features = model.forward_features(x)
         emb = F.normalize(model.head(features, pre_logits=True).float(), dim=1)
         if vectors is None:
-            vectors = np.lib.format.open_memmap(path, mode="w+", dtype=DTYPES[dtype], shape=(len(frame), emb.shape[1]))
+            vectors = np.lib.format.open_memmap(work[path], mode="w+", dtype=DTYPES[dtype],
+                                                shape=(len(frame), emb.shape[1]))
         vectors[row:row + len(emb)] = emb.cpu().numpy().astype(DTYPES[dtype])
         row += len(emb)
         kept += batch["index"].tolist()
@@ -159,20 +173,27 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
             prob, idx = model.head(features).float().softmax(1).topk(min(top_classes, len(classes)), dim=1)
             top_probs.append(prob.cpu().numpy())
             top_labels.append(np.asarray(classes, dtype=object)[idx.cpu().numpy()].astype(str))
-    write_rejects(rejects, sidecar(path, "rejects.csv"))
     if vectors is None:
+        write_rejects(rejects, sidecar(path, "rejects.csv"))
         raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
+    write_rejects(rejects, work[sidecar(path, "rejects.csv")])
+    dim = int(vectors.shape[1])
     vectors.flush()
     del vectors
     if row < len(frame):
-        shrink_npy(path, row)
+        shrink_npy(work[path], row)
     items = frame.iloc[kept].reset_index(drop=True)
     cols = [c for c in ("id", "landmark_id", "path") if c in items.columns]
-    items[cols].to_csv(sidecar(path, "ids.csv"), index=False)
+    items[cols].to_csv(work[sidecar(path, "ids.csv")], index=False)
+    files = [(work[p], p) for p in (path, sidecar(path, "ids.csv"), sidecar(path, "rejects.csv"))]
     if top_classes:
-        np.savez(sidecar(path, "classes.npz"), labels=np.concatenate(top_labels), probs=np.concatenate(top_probs))
-    sidecar(path, "json").write_text(json.dumps({"rows": row, "dim": int(np.load(path, mmap_mode="r").shape[1]),
-                                                 "dtype": dtype, "image_size": size, "rejects": len(rejects)}))
+        with open(work[sidecar(path, "classes.npz")], "wb") as fh:  # a file object: np.savez adds no suffix
+            np.savez(fh, labels=np.concatenate(top_labels), probs=np.concatenate(top_probs))
+        files.append((work[sidecar(path, "classes.npz")], sidecar(path, "classes.npz")))
+    else:
+        sidecar(path, "classes.npz").unlink(missing_ok=True)  # an older one would not belong to these rows
+    commit(files, sidecar(path, "json"), json.dumps({"rows": row, "dim": dim, "dtype": dtype, "image_size": size,
+                                                     "rejects": len(rejects), "complete": True}))
     return load_embeddings(path), rejects
 
 
@@ -207,17 +228,27 @@ def load_embeddings(path: str | Path) -> Embeddings:
 
     Raises:
         FileNotFoundError: the ``.npy`` or its ``.ids.csv`` is missing.
-        ValueError: the two disagree in length.
+        ValueError: ``NAME.json`` (the completion marker) is missing or unreadable, or the
+            array, the ids and the marker disagree in length: an interrupted write.
     """
     path = embeddings_path(path)
-    ids_file = sidecar(path, "ids.csv")
+    ids_file, marker = sidecar(path, "ids.csv"), sidecar(path, "json")
     for p in (path, ids_file):
         if not p.is_file():
             raise FileNotFoundError(f"{p} does not exist (write it with `landmark embed`)")
-    vectors = np.load(path, mmap_mode="r")
+    unfinished = f"{path} is unfinished (an interrupted `landmark embed`?): "
+    try:
+        rows = json.loads(marker.read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(unfinished + f"{marker} is missing or unreadable; embed again with --overwrite") from None
+    try:
+        vectors = np.load(path, mmap_mode="r")
+    except ValueError as err:
+        raise ValueError(unfinished + f"{err}; embed again with --overwrite") from None
     items = pd.read_csv(ids_file, dtype=str, keep_default_na=False)
-    if len(items) != len(vectors):
-        raise ValueError(f"{path} has {len(vectors)} rows but {ids_file} lists {len(items)} ids")
+    if not len(items) == len(vectors) == rows:
+        raise ValueError(unfinished + f"{len(vectors)} rows, {len(items)} ids in {ids_file}, {rows} in {marker}; "
+                         f"embed again with --overwrite")
     classes = None
     if sidecar(path, "classes.npz").is_file():
         with np.load(sidecar(path, "classes.npz")) as npz:

@@ -19,13 +19,14 @@ only built when asked for.
 
 Folder layout: ``index.faiss`` (``faiss.write_index``), ``items.csv`` (``id,landmark_id,
 path``; row i is FAISS id i) and ``meta.json`` (kind, dimension, parameters, the model the
-embeddings came from).
+embeddings came from).  ``meta.json`` is written last, as the completion marker
+(:func:`landmark.io.commit`): an index folder without it, or whose counts disagree with
+it, is refused by :meth:`LandmarkIndex.load`.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,12 +35,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ..io import commit, refuse_existing, temp_path
 from .embeddings import Embeddings, iter_chunks
 
 KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 AUTO_FLAT_BELOW = 100_000
 AUTO_IVF_BELOW = 2_000_000
 ITEM_COLUMNS = ["id", "landmark_id", "path"]
+FILES = ("index.faiss", "items.csv", "meta.json")
 
 
 def choose_kind(n: int) -> str:
@@ -183,20 +186,25 @@ class LandmarkIndex:
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write ``index.faiss``, ``items.csv`` and ``meta.json`` into ``folder``.
 
+        Every file is written under a temporary name first; ``meta.json`` comes last.
+
         Raises:
-            FileExistsError: ``folder`` holds an index and ``overwrite`` is False.
+            FileExistsError: one of the three files exists and ``overwrite`` is False.
         """
         folder = Path(folder)
-        if (folder / "index.faiss").exists() and not overwrite:
-            raise FileExistsError(f"{folder} already holds an index; pass --overwrite or choose another folder")
+        refuse_existing([folder / name for name in FILES], overwrite)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "index.faiss.tmp"
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, folder / "index.faiss")
-        self.items.to_csv(folder / "items.csv", index=False)
-        meta = {**self.meta, "kind": self.kind, "dim": self.dim, "count": len(self),
-                "landmarks": int(self.items["landmark_id"].nunique()), "params": vars(self.params)}
-        (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+        tmp = {name: temp_path(folder / name) for name in FILES[:2]}
+        try:
+            faiss.write_index(self.index, str(tmp["index.faiss"]))
+            self.items.to_csv(tmp["items.csv"], index=False)
+            meta = {**self.meta, "kind": self.kind, "dim": self.dim, "count": len(self),
+                    "landmarks": int(self.items["landmark_id"].nunique()), "params": vars(self.params)}
+            commit([(tmp[name], folder / name) for name in FILES[:2]], folder / "meta.json",
+                   json.dumps(meta, indent=2))
+        finally:
+            for path in tmp.values():
+                path.unlink(missing_ok=True)
         return folder
 
     @classmethod
@@ -204,18 +212,23 @@ class LandmarkIndex:
         """Read an index folder written by :meth:`save`.
 
         Raises:
-            FileNotFoundError: a file is missing.
-            ValueError: ``items.csv`` and the FAISS index disagree in length.
+            FileNotFoundError: ``index.faiss`` or ``items.csv`` is missing.
+            ValueError: ``meta.json`` is missing (an interrupted build or add), or the
+                files disagree in length.
         """
         folder = Path(folder)
-        for name in ("index.faiss", "items.csv", "meta.json"):
+        for name in FILES[:2]:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder / name} does not exist (build it with `landmark index build`)")
+        if not (folder / "meta.json").is_file():
+            raise ValueError(f"{folder} holds an unfinished index (no meta.json: an interrupted build or add); "
+                             f"build it again with --overwrite")
         index = faiss.read_index(str(folder / "index.faiss"))
         items = pd.read_csv(folder / "items.csv", dtype=str, keep_default_na=False)
-        if len(items) != index.ntotal:
-            raise ValueError(f"{folder}: items.csv lists {len(items)} images, the index holds {index.ntotal}")
         meta = json.loads((folder / "meta.json").read_text())
+        if not len(items) == index.ntotal == meta.get("count", index.ntotal):
+            raise ValueError(f"{folder}: items.csv lists {len(items)} images, the index holds {index.ntotal}, "
+                             f"meta.json says {meta.get('count')}; build it again with --overwrite")
         params = IndexParams(**meta.pop("params", {}))
         out = cls(index, items, meta.pop("kind"), params, {k: v for k, v in meta.items()
                                                            if k not in ("dim", "count", "landmarks")})

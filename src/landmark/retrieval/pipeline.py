@@ -57,10 +57,8 @@ def build_index(embeddings: Embeddings, out: str | Path, params: IndexParams, mo
     """Build and save an index folder; returns ``{index, kind, count, landmarks, seconds}``.
 
     Raises:
-        FileExistsError: ``out`` already holds an index and ``overwrite`` is False.
+        FileExistsError: ``out`` already holds index files and ``overwrite`` is False.
     """
-    if (Path(out) / "index.faiss").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds an index; pass --overwrite or choose another folder")
     start = time.perf_counter()
     index = LandmarkIndex.build(embeddings, params, {"model": model_info or {}})
     index.save(out, overwrite=overwrite)

@@ -32,13 +32,20 @@ class Prepared:
 
 
 def prepare_data(data: str | Path, config: DataConfig, seed: int, run_dir: Path) -> Prepared:
-    """Read, select classes, split (or reread ``split.csv`` on resume), cache, and list rejects."""
+    """Read, select classes, split (or reread ``split.csv`` on resume), cache, and list rejects.
+
+    On resume, ids of ``split.csv`` that the data folder no longer has are rejects too
+    (never silently dropped).
+    """
     data, run_dir = Path(data), Path(run_dir)
     split_file = run_dir / "split.csv"
     frame = read_train(data, clean=config.clean)
+    gone: list[Reject] = []
     if split_file.exists():
         saved = pd.read_csv(split_file, dtype=str, keep_default_na=False)
         frame = frame[frame["id"].isin(saved["id"])].merge(saved[["id", "split"]], on="id")
+        gone = [Reject(i, "", "in split.csv but no longer in the data folder (removed or renamed?)")
+                for i in saved.loc[~saved["id"].isin(frame["id"]), "id"]]
     else:
         if config.exclude_landmarks:
             frame = frame[~frame["landmark_id"].astype(str).isin(config.exclude_landmarks)].reset_index(drop=True)
@@ -52,9 +59,10 @@ def prepare_data(data: str | Path, config: DataConfig, seed: int, run_dir: Path)
                      "then val (see landmark.data.split.split_per_class)"}, indent=2))
     frame = with_paths(frame, data)
     classes = sorted(frame["landmark_id"].astype(str).unique(), key=natural_key)
-    rejects: list[Reject] = []
+    rejects: list[Reject] = gone
     if config.cache_width:
-        frame, rejects = build_cache(frame, run_dir / "cache" / f"w{config.cache_width}", config.cache_width,
-                                     workers=max(2, config.workers))
+        frame, cache_rejects = build_cache(frame, run_dir / "cache" / f"w{config.cache_width}", config.cache_width,
+                                           workers=max(2, config.workers))
+        rejects = gone + cache_rejects
     frames = {s: frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     return Prepared(frames, classes, rejects)

@@ -37,7 +37,9 @@ from ..config import Stage, TrainConfig, dump_config, load_config
 from ..data import ImageDataset, collate, read_train, write_rejects
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
+from ..io import LOCK_FILE, folder_lock
 from ..models import LandmarkNet, create_backbone, create_model, load_model, save_checkpoint
+from ..models.factory import read_checkpoint
 from ..models.margin import class_counts, dynamic_margins
 from ..reporting.plots import plot_training_curves
 from ..retrieval.reference import build_reference
@@ -52,34 +54,65 @@ class RunExistsError(FileExistsError):
     """The run folder already holds a run and ``resume`` was not asked for."""
 
 
+class NonFiniteLossError(ValueError):
+    """A training step gave a NaN or infinite loss; the run stops (nothing non-finite is saved)."""
+
+
+def _taken(run_dir: Path) -> bool:
+    """True when ``run_dir`` is a file or holds anything but a lock file."""
+    return run_dir.exists() and (not run_dir.is_dir() or any(p.name != LOCK_FILE for p in run_dir.iterdir()))
+
+
+def _refuse_taken(run_dir: Path) -> None:
+    hint = f"continue it with --resume {run_dir}" if (run_dir / "config.yaml").is_file() else \
+        "it is not empty (or is a file)"
+    raise RunExistsError(f"{run_dir} cannot hold a new run: {hint}; or choose another --out folder "
+                         f"(nothing was changed)")
+
+
+def _refuse_inside(run_dir: Path, data: Path) -> None:
+    """A run folder inside the data folder would be read back as data (a class of a tree)."""
+    if run_dir.resolve().is_relative_to(Path(data).resolve()):
+        raise ValueError(f"--out {run_dir} is inside --data {data}; its files would be read as photos of a "
+                         f"class: choose a run folder outside the data folder (nothing was changed)")
+
+
 def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: str | None = None) -> Path:
     """Train a new run into ``run_dir`` (which must be empty or absent).
 
     Returns:
         path of the best checkpoint.
 
+    The folder is locked (``run_dir/.lock``) while the run lasts: a second ``train`` or
+    ``resume`` into it fails at once.
+
     Raises:
         RunExistsError: ``run_dir`` already holds files (use :func:`resume`, or another folder).
-        FileNotFoundError, ValueError: bad data folder; WeightsError: weights unavailable.
+        landmark.io.LockedError: another process is using ``run_dir``.
+        FileNotFoundError, ValueError: bad data folder, or ``run_dir`` inside it;
+            WeightsError: weights unavailable.
+        NonFiniteLossError: a training step gave a NaN or infinite loss.
     """
     run_dir = Path(run_dir)
     device = dist.setup(device)
-    taken = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+    taken = _taken(run_dir)
     dist.barrier()  # every rank has looked before rank 0 writes
     if taken:
-        hint = f"continue it with --resume {run_dir}" if (run_dir / "config.yaml").is_file() else \
-            "it is not empty (or is a file)"
-        raise RunExistsError(f"{run_dir} cannot hold a new run: {hint}; or choose another --out folder "
-                             f"(nothing was changed)")
+        _refuse_taken(run_dir)
+    _refuse_inside(run_dir, Path(data))
     # fail fast, before anything is written: bad data folder, unknown backbone, unreachable weights
     read_train(data, clean=config.data.clean)
     create_backbone(config.model.backbone, config.model.weights)
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if not dist.is_main():
+        return _run(config, Path(data), run_dir, device, checkpoint=None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(run_dir):
+        if _taken(run_dir):  # another process started a run here between our look and the lock
+            _refuse_taken(run_dir)
         dump_config(config, run_dir / "config.yaml")
         (run_dir / "run.json").write_text(json.dumps({
             "data": str(Path(data).resolve()), "torch": torch.__version__, "python": platform.python_version()}))
-    return _run(config, Path(data), run_dir, device, checkpoint=None)
+        return _run(config, Path(data), run_dir, device, checkpoint=None)
 
 
 def resume(run_dir: str | Path, device: str | None = None) -> Path:
@@ -87,6 +120,8 @@ def resume(run_dir: str | Path, device: str | None = None) -> Path:
 
     Raises:
         FileNotFoundError: ``run_dir`` has no ``config.yaml``/``run.json`` (not a run folder).
+        ValueError: ``checkpoints/last.pt`` is empty, truncated or not this run's checkpoint.
+        landmark.io.LockedError: another process is using ``run_dir``.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
@@ -94,8 +129,13 @@ def resume(run_dir: str | Path, device: str | None = None) -> Path:
     config = load_config(run_dir / "config.yaml")
     data = Path(json.loads((run_dir / "run.json").read_text())["data"])
     last = run_dir / "checkpoints" / "last.pt"
-    checkpoint = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else None
-    return _run(config, data, run_dir, dist.setup(device), checkpoint)
+    hint = "; delete it to restart the run from its first epoch"
+    checkpoint = read_checkpoint(last, hint, ("history", "epoch", "best_val_gap", "optimizer")) \
+        if last.is_file() else None
+    if not dist.is_main():
+        return _run(config, data, run_dir, dist.setup(device), checkpoint)
+    with folder_lock(run_dir):
+        return _run(config, data, run_dir, dist.setup(device), checkpoint)
 
 
 def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, checkpoint: dict | None) -> Path:
@@ -119,7 +159,11 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
     history: list[dict] = []
     start, best = 0, -1.0
     if checkpoint:
-        model.load_state_dict(checkpoint["state_dict"])
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:
+            raise ValueError(f"{run_dir / 'checkpoints' / 'last.pt'} does not fit this run's config and classes "
+                             f"({str(err).splitlines()[0]}); delete it to restart the run") from None
         history, start, best = checkpoint["history"], checkpoint["epoch"], checkpoint["best_val_gap"]
         log.info("resuming %s after epoch %d", run_dir, start)
     plan = [(k, stage, e) for k, stage in enumerate(config.stages) for e in range(stage.epochs)]
@@ -243,6 +287,11 @@ def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, de
             logits = (net or model)(x)   # margin heads: s*cos without margin (predictions); the loss adds it
             loss = F.cross_entropy(model.loss_logits(logits, y), y,
                                    label_smoothing=label_smoothing if optimizer is not None else 0.0)
+            if optimizer is not None and not torch.isfinite(loss):
+                lr = optimizer.param_groups[0]["lr"]
+                raise NonFiniteLossError(f"{desc}: the training loss is {float(loss.detach())} after {seen} images "
+                                         f"(lr {lr:g}); the run stops so that no non-finite weights are saved. "
+                                         f"Lower the learning rate, or check the images")
             if optimizer is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * (lr_at(step) if lr_at else 1.0)
