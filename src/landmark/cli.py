@@ -23,6 +23,13 @@ def _refuse_overwrite(path: Path, overwrite: bool) -> None:
         _fail(FileExistsError(f"{path} exists; pass --overwrite to replace it, or choose another --out"))
 
 
+def _require(*named: tuple[str, Optional[Path]]) -> None:
+    """Refuse missing input files before anything heavy (torch) is imported."""
+    for name, path in named:
+        if path is not None and not path.exists():
+            _fail(FileNotFoundError(f"{name} {path} does not exist"))
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log each epoch")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -67,29 +74,132 @@ def train(
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
-    images: Path = typer.Option(..., help="folder of images (searched recursively) or CSV with an id column"),
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or its run folder"),
+    images: Path = typer.Option(..., help="folder of images (searched recursively), CSV with an id column, or one image"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
     tta: int = typer.Option(1, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
     workers: int = typer.Option(2, min=0, help="image decoding processes"),
     device: Optional[str] = typer.Option(None),
-    overwrite: bool = typer.Option(False, help="replace --out if it exists"),
+    overwrite: bool = typer.Option(False, help="replace --out (and OUT.answers.csv) if they exist"),
 ) -> None:
-    """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv."""
+    """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv.
+
+    Also writes OUT.answers.csv: id, landmark_id, score, name, verdict (the name, or
+    "no landmark" below the model's threshold) and path of every image.
+    """
+    answers_file = out.with_name(out.stem + ".answers.csv")
+    for path in (out, answers_file):
+        _refuse_overwrite(path, overwrite)
+    _require(("CHECKPOINT", checkpoint), ("--images", images))
+    from .data import write_rejects
     from .data.kaggle import write_submission
     from .inference import predict as run_predict
-    from .data import write_rejects
-    _refuse_overwrite(out, overwrite)
     try:
         predictions, rejects = run_predict(checkpoint, images, tta, batch_size, workers, device)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     write_submission(predictions, out)
+    predictions.to_csv(answers_file, index=False)
     rejects_file = out.with_name(out.stem + ".rejects.csv")
     write_rejects(rejects, rejects_file)
-    typer.echo(json.dumps({"submission": str(out), "images": len(predictions), "rejects": len(rejects),
-                           "rejects_file": str(rejects_file)}))
+    typer.echo(json.dumps({"submission": str(out), "answers": str(answers_file), "images": len(predictions),
+                           "rejects": len(rejects), "rejects_file": str(rejects_file)}))
+
+
+@app.command()
+def recognize(
+    photos: list[Path] = typer.Argument(..., help="photos to recognise (any format Pillow reads)"),
+    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt) or a .pt file"),
+    index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): kNN scores, nearest photos"),
+    nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
+    top_k: int = typer.Option(3, min=1, help="alternatives (and nearest reference photos) per photo"),
+    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
+    tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops"),
+    as_json: bool = typer.Option(False, "--json", help="print the answers as a JSON array"),
+    explain: Optional[Path] = typer.Option(None, help="folder for <photo>.saliency.png (and .matches.png with --index)"),
+    device: Optional[str] = typer.Option(None),
+    overwrite: bool = typer.Option(False, help="replace pictures in --explain"),
+) -> None:
+    """Name the landmark in each photo: one line per photo, or JSON with alternatives.
+
+    "photo.jpg  Colosseum  0.93", or "photo.jpg  no landmark (best: Petra 0.12 < 0.40)".
+    Unreadable photos are reported on stderr (exit code 1 when any); the others are answered.
+    """
+    _require(("--model", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
+    missing = [p for p in photos if not p.is_file()]
+    if missing:
+        _fail(FileNotFoundError(f"photo {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)"
+                                                                          if len(missing) > 1 else "")))
+    if explain is not None and not overwrite and any(explain.glob("*.saliency.png")):
+        _fail(FileExistsError(f"{explain} holds pictures already; pass --overwrite or choose another --explain"))
+    from .data import ImageError
+    from .inference.recognizer import Recognizer, decode
+    try:
+        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    good, errors = [], []
+    for path in photos:
+        try:
+            good.append((path, decode(path)))
+        except ImageError as err:
+            errors.append({"source": str(path), "error": str(err)})
+    answers = rec.recognize([img for _, img in good], top_k, tta, [str(p) for p, _ in good]) if good else []
+    if explain is not None:
+        _write_explanations(rec, good, answers, explain)
+    if as_json:
+        typer.echo(json.dumps([a.model_dump() for a in answers] + errors, indent=2))
+    else:
+        for a in answers:
+            typer.echo(a.line())
+    for e in errors:
+        typer.secho(f"{e['source']}  unreadable: {e['error']}", fg=typer.colors.RED, err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
+    """``<n>_<stem>.saliency.png`` (and ``.matches.png``) per answered photo into ``folder``."""
+    from .inference.explain import explain
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, ((path, photo), answer) in enumerate(zip(good, answers)):
+        found = explain(rec, photo, answer)
+        stem = f"{k:03d}_{path.stem}"
+        (folder / f"{stem}.saliency.png").write_bytes(found.saliency_png)
+        if found.matches_png is not None:
+            (folder / f"{stem}.matches.png").write_bytes(found.matches_png)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt) or a .pt file"),
+    index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment"),
+    nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    token: Optional[str] = typer.Option(None, envvar="LANDMARK_TOKEN",
+                                        help="password for enrolment (POST /v1/landmarks/ID/images); none: disabled"),
+    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
+    max_mb: float = typer.Option(20.0, min=0.001, help="largest request body in MB"),
+    max_pixels: int = typer.Option(40_000_000, min=1, help="largest image (width x height) decoded"),
+    batch_window_ms: float = typer.Option(10.0, min=0.0, help="wait this long to batch concurrent requests"),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /."""
+    _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
+    import uvicorn
+    from .inference.recognizer import Recognizer
+    from .serving import Limits, create_app
+    try:
+        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    limits = Limits(max_bytes=int(max_mb * 2**20), max_pixels=max_pixels)
+    app_ = create_app(rec, token, index, limits, window=batch_window_ms / 1000)
+    typer.echo(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{host}:{port}/ "
+               f"(API docs at /docs){'; enrolment enabled' if token else ''}", err=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -362,6 +472,7 @@ def index_build(
     overwrite: bool = typer.Option(False, help="replace an index in --out"),
 ) -> None:
     """Build a FAISS inner-product index over labelled photos; embeddings go to OUT/embeddings.npy."""
+    from .data.gldv2 import landmark_names
     from .retrieval.index import IndexParams
     from .retrieval.pipeline import build_index
     if (out / "index.faiss").exists() and not overwrite:
@@ -371,7 +482,8 @@ def index_build(
                                                out / "embeddings.npy", image_size, batch_size, workers, device,
                                                overwrite)
         params = IndexParams(kind=kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m, hnsw_m=hnsw_m, ef_search=ef_search)
-        result = build_index(emb, out, params, info, overwrite)
+        names = landmark_names(data, emb.items["landmark_id"].unique()) if data is not None else None
+        result = build_index(emb, out, params, info, overwrite, names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({**result, "rejects": len(rejects)}))
@@ -458,15 +570,27 @@ def knn(
 def main() -> None:
     """Entry point: a bad file, folder, config or argument that the library reports with an
     exception ends in one ``error: ...`` line and exit code 2, not a traceback."""
-    import pickle
-
-    import yaml
-    from .models import WeightsError
     try:
         app()
-    except (OSError, ValueError, KeyError, WeightsError, yaml.YAMLError, pickle.UnpicklingError) as err:
+    except Exception as err:  # noqa: BLE001 -- only the user errors below; anything else re-raised
+        if not isinstance(err, _user_errors()):
+            raise
         typer.secho(f"error: {type(err).__name__}: {err}", fg=typer.colors.RED, err=True)
         raise SystemExit(2) from None
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exception types that mean bad input.  Those of modules not yet imported cannot have
+    been raised, so they are looked up in ``sys.modules`` instead of importing torch or
+    yaml just to name them (``landmark --help`` stays fast)."""
+    import pickle
+    import sys
+    errors: list[type[Exception]] = [OSError, ValueError, KeyError, pickle.UnpicklingError]
+    for module, name in (("yaml", "YAMLError"), ("landmark.models.weights", "WeightsError"),
+                         ("landmark.data.images", "ImageError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,8 +5,10 @@ AVIF files named ``.jpg``); Pillow identifies the format from the bytes.
 """
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -19,8 +21,9 @@ class ImageError(Exception):
     """An image file could not be decoded; ``str(err)`` is the reason for reject reports."""
 
 
-def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
-    """Decode an image file by content and return it upright in RGB.
+def load_image(path: str | Path | bytes | BinaryIO, draft: int | None = None,
+               max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image file (or its bytes) by content and return it upright in RGB.
 
     JPEG, PNG, WebP, AVIF, GIF (first frame), BMP, TIFF and the rest of what Pillow
     reads; EXIF orientation applied; transparency composited onto white; 16-bit
@@ -28,9 +31,12 @@ def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
     palette and greyscale converted to RGB.
 
     Args:
-        path: image file; the extension is ignored.
+        path: image file, its content as ``bytes``, or a binary file object (an upload);
+            a file's extension is ignored.
         draft: optional pixels; lets the JPEG decoder shrink by a power of two
             while keeping both sides >= ``draft`` (faster decoding of large photos).
+        max_pixels: width x height above which the image is refused before decoding
+            (the header is read, the pixels are not).
 
     Returns:
         ``PIL.Image`` in mode ``RGB``, fully loaded.
@@ -42,9 +48,9 @@ def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"too large: {img.width}x{img.height} pixels (limit {MAX_PIXELS})")
+            with Image.open(io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path) as img:
+                if img.width * img.height > max_pixels:
+                    raise ImageError(f"too large: {img.width}x{img.height} pixels (limit {max_pixels})")
                 img.seek(0)  # first frame of GIF / animated WebP
                 if draft and img.format == "JPEG":
                     img.draft("RGB", (draft, draft))
@@ -59,10 +65,21 @@ def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
     except Image.DecompressionBombWarning as err:
         raise ImageError(f"too large: {err}") from None
     except Image.UnidentifiedImageError:
-        size = Path(path).stat().st_size if Path(path).exists() else 0
-        raise ImageError("empty file" if size == 0 else "not an image (unidentified format)") from None
+        raise ImageError("empty file" if _size(path) == 0 else "not an image (unidentified format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"corrupt or truncated: {err}") from None
+
+
+def _size(source) -> int:
+    """Bytes in a file, a bytes object or a seekable file object (0 when unknown)."""
+    if isinstance(source, (bytes, bytearray)):
+        return len(source)
+    if isinstance(source, (str, Path)):
+        return Path(source).stat().st_size if Path(source).exists() else 0
+    try:
+        return source.seek(0, io.SEEK_END)
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

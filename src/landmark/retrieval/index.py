@@ -183,6 +183,10 @@ class LandmarkIndex:
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write ``index.faiss``, ``items.csv`` and ``meta.json`` into ``folder``.
 
+        Each file is written to a temporary name and synced first, then renamed over the
+        old one, ``index.faiss`` last; items are only ever appended, so a crash between the
+        renames leaves ``items.csv`` longer than the index, which :meth:`load` repairs.
+
         Raises:
             FileExistsError: ``folder`` holds an index and ``overwrite`` is False.
         """
@@ -190,13 +194,16 @@ class LandmarkIndex:
         if (folder / "index.faiss").exists() and not overwrite:
             raise FileExistsError(f"{folder} already holds an index; pass --overwrite or choose another folder")
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "index.faiss.tmp"
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, folder / "index.faiss")
-        self.items.to_csv(folder / "items.csv", index=False)
         meta = {**self.meta, "kind": self.kind, "dim": self.dim, "count": len(self),
                 "landmarks": int(self.items["landmark_id"].nunique()), "params": vars(self.params)}
-        (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+        faiss.write_index(self.index, str(folder / "index.faiss.tmp"))
+        self.items.to_csv(folder / "items.csv.tmp", index=False)
+        (folder / "meta.json.tmp").write_text(json.dumps(meta, indent=2))
+        for name in ("items.csv", "meta.json", "index.faiss"):  # all written and synced before any is replaced
+            with open(folder / f"{name}.tmp", "rb") as f:
+                os.fsync(f.fileno())
+        for name in ("items.csv", "meta.json", "index.faiss"):  # index last: see load()
+            os.replace(folder / f"{name}.tmp", folder / name)
         return folder
 
     @classmethod
@@ -213,6 +220,8 @@ class LandmarkIndex:
                 raise FileNotFoundError(f"{folder / name} does not exist (build it with `landmark index build`)")
         index = faiss.read_index(str(folder / "index.faiss"))
         items = pd.read_csv(folder / "items.csv", dtype=str, keep_default_na=False)
+        if len(items) > index.ntotal:  # a save interrupted between its renames: the index is the older
+            items = items.iloc[:index.ntotal].reset_index(drop=True)
         if len(items) != index.ntotal:
             raise ValueError(f"{folder}: items.csv lists {len(items)} images, the index holds {index.ntotal}")
         meta = json.loads((folder / "meta.json").read_text())

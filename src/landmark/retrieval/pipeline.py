@@ -53,8 +53,10 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
 
 
 def build_index(embeddings: Embeddings, out: str | Path, params: IndexParams, model_info: dict | None = None,
-                overwrite: bool = False) -> dict:
+                overwrite: bool = False, names: dict[str, str] | None = None) -> dict:
     """Build and save an index folder; returns ``{index, kind, count, landmarks, seconds}``.
+
+    ``names`` (landmark id -> readable name) are stored in the index's ``meta.json``.
 
     Raises:
         FileExistsError: ``out`` already holds an index and ``overwrite`` is False.
@@ -62,7 +64,8 @@ def build_index(embeddings: Embeddings, out: str | Path, params: IndexParams, mo
     if (Path(out) / "index.faiss").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds an index; pass --overwrite or choose another folder")
     start = time.perf_counter()
-    index = LandmarkIndex.build(embeddings, params, {"model": model_info or {}})
+    meta = {"model": model_info or {}, **({"names": names} if names else {})}
+    index = LandmarkIndex.build(embeddings, params, meta)
     index.save(out, overwrite=overwrite)
     return {"index": str(out), "kind": index.kind, "count": len(index),
             "landmarks": int(index.items["landmark_id"].nunique()), "seconds": round(time.perf_counter() - start, 2)}
