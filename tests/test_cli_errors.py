@@ -52,10 +52,9 @@ def test_predict_bad_device_and_single_image(monkeypatch, capsys, tmp_path):
                     "--out", tmp_path / "s.csv")
     assert code == 2 and "unknown device" in out
     # one image file is a query set of one (it used to be refused)
-    monkeypatch.setattr(sys, "argv", ["landmark", "predict", str(tmp_path / "m.pt"), "--images",
-                                      str(DIRTY / "synthetic_1x1.jpg"), "--out", str(tmp_path / "s.csv"),
-                                      "--workers", "0"])
-    main()
+    code, out = run(monkeypatch, capsys, "predict", tmp_path / "m.pt", "--images", DIRTY / "synthetic_1x1.jpg",
+                    "--out", tmp_path / "s.csv", "--workers", "0")
+    assert code == 0, out
     rows = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False)
     assert rows["id"].tolist() == ["synthetic_1x1"] and rows["landmarks"].iloc[0].split()[0] in ("a", "b")
     named = pd.read_csv(tmp_path / "s.answers.csv", dtype=str, keep_default_na=False)

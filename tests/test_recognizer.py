@@ -110,6 +110,7 @@ def test_index_gives_knn_scores_and_named_neighbours(recognizer_run, recognizer_
     batch, _, _ = knn_predict(recognizer_run / "checkpoints" / "best.pt", recognizer_index, l13_csv,
                               recognizer_index.parent / "work", KnnConfig(), workers=0, overwrite=True)
     assert batch["landmark_id"].tolist() == [a.landmark_id for a in answers]
+    assert batch["name"].tolist() == [a.name for a in answers] and batch["verdict"].tolist() == [a.verdict for a in answers]
     np.testing.assert_allclose(batch["score"], [a.score for a in answers], atol=2e-3)
 
 
@@ -170,5 +171,9 @@ def test_help_and_refusals_answer_before_torch_is_imported(tmp_path, photos):
     assert code == 2 and "nope.jpg does not exist" in out and not torch_loaded
     code, out, torch_loaded = _light(["serve", str(tmp_path / "nope")])
     assert code == 2 and "does not exist" in out and not torch_loaded
+    code, out, torch_loaded = _light(["train", "--data", str(tmp_path), "--out", str(tmp_path)])
+    assert code == 2 and "cannot hold a new run" in out and not torch_loaded
+    code, out, torch_loaded = _light(["evaluate", str(tmp_path / "no.csv"), "--solution", str(tmp_path / "sub.csv")])
+    assert code == 2 and "no.csv does not exist" in out and not torch_loaded
     code, out, torch_loaded = _light(["recognize", str(photos[0])])  # --model missing: typer's usage error
     assert code == 2 and "--model" in out and not torch_loaded

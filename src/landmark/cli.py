@@ -46,6 +46,11 @@ def train(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
 ) -> None:
     """Train a landmark classifier in stages; writes checkpoints, metrics and curves to --out."""
+    if resume is None and out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        hint = f"continue it with --resume {out}" if (out / "config.yaml").is_file() else "it is not empty (or is a file)"
+        _fail(FileExistsError(f"{out} cannot hold a new run: {hint}; or choose another --out folder "
+                              "(nothing was changed)"))
+    _require(("--data", data), ("--resume", resume))
     from .config import load_config
     from .models import WeightsError
     from .training import RunExistsError
@@ -211,13 +216,14 @@ def evaluate(
     overwrite: bool = typer.Option(False, help="replace the files of an earlier evaluation in --out"),
 ) -> None:
     """Print GAP, GAP over landmark queries only, and accuracy as one JSON object."""
-    from .evaluation import evaluate as run_evaluate
     if usage is not None and usage.lower() not in ("public", "private"):
         _fail(ValueError(f"--usage {usage!r}: use Public or Private"))
     if out is not None:
         if out.exists() and not out.is_dir():
             _fail(ValueError(f"--out {out} is a file; give a folder"))
         _refuse_overwrite(out / "metrics.json", overwrite)
+    _require(("SUBMISSION", submission), ("--solution", solution))
+    from .evaluation import evaluate as run_evaluate
     try:
         result = run_evaluate(submission, solution, out, usage)
     except (FileNotFoundError, ValueError) as err:
@@ -503,6 +509,7 @@ def index_add(
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     import time
+    from .data.gldv2 import landmark_names
     from .retrieval.pipeline import enrol, index_model
     try:
         info = index_model(index)
@@ -511,7 +518,7 @@ def index_add(
         work = index / f"added-{time.strftime('%Y%m%d-%H%M%S')}.npy"
         emb, rejects, _ = _index_embeddings(checkpoint, embeddings, data, images, landmarks, label, labels, work,
                                             info.get("image_size"), batch_size, workers, device, False)
-        result = enrol(index, emb)
+        result = enrol(index, emb, landmark_names(data, emb.items["landmark_id"].unique()) if data else None)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({**result, "rejects": len(rejects)}))
@@ -538,17 +545,19 @@ def knn(
 ) -> None:
     """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
 
-    Also writes OUT.queries.npy (query embeddings), OUT.rejects.csv and, with
+    Also writes OUT.answers.csv (id, landmark_id, score, name, verdict: the name or
+    "no landmark"), OUT.queries.npy (query embeddings), OUT.rejects.csv and, with
     --nonlandmarks, OUT.nonlandmarks.npy.
     """
+    _refuse_overwrite(out, overwrite)
+    _refuse_overwrite(out.with_name(out.stem + ".answers.csv"), overwrite)
+    for name, path in (("--index", index), ("--images", images), ("--nonlandmarks", nonlandmarks)):
+        if path is not None and not path.exists():  # before any query is embedded or written
+            _fail(FileNotFoundError(f"{name} {path} does not exist"))
     from .data import write_rejects
     from .data.kaggle import write_submission
     from .retrieval.knn import KnnConfig
     from .retrieval.pipeline import knn_predict
-    _refuse_overwrite(out, overwrite)
-    for name, path in (("--index", index), ("--images", images), ("--nonlandmarks", nonlandmarks)):
-        if path is not None and not path.exists():  # before any query is embedded or written
-            _fail(FileNotFoundError(f"{name} {path} does not exist"))
     config = KnnConfig(k=k, p=p, classifier_weight=combine, nonlandmark_k=nonlandmark_k,
                        nonlandmark_weight=nonlandmark_weight if nonlandmarks else 0.0, reject_below=reject_below,
                        verify_top=verify_top, min_inliers=min_inliers)
@@ -559,9 +568,11 @@ def knn(
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     write_submission(predictions, out)
+    predictions.to_csv(out.with_name(out.stem + ".answers.csv"), index=False)
     rejects_file = out.with_name(out.stem + ".rejects.csv")
     write_rejects(rejects, rejects_file)
-    typer.echo(json.dumps({"submission": str(out), "images": len(predictions), "rejects": len(rejects),
+    typer.echo(json.dumps({"submission": str(out), "answers": str(out.with_name(out.stem + ".answers.csv")),
+                           "images": len(predictions), "rejects": len(rejects),
                            "rejects_file": str(rejects_file),
                            "predicted": int((predictions["landmark_id"] != "").sum()),
                            "verification_failures": len(result.failures or [])}))

@@ -348,7 +348,7 @@ class Recognizer:
         neighbours = self.neighbours(vectors, top_k) if self.index is not None else [[] for _ in photos]
         out = []
         for source, cands, near in zip(sources, ranked, neighbours):
-            lid, score = cands[0] if cands else ("", float("-inf"))
+            lid, score = cands[0] if cands else ("", 0.0)  # no candidate at all: no landmark
             out.append(Answer(source=source, landmark_id=lid, name=self.name(lid) if lid else "", score=score,
                               is_landmark=bool(cands) and score >= self.threshold, threshold=self.threshold,
                               scoring=self.scoring, neighbours=near,
