@@ -61,10 +61,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, port: int, window_ms: float) -> subprocess.Popen:
+def start_server(model: Path, port: int, window_ms: float, threads: int | None) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "landmark.cli", "serve", str(model), "--port", str(port),
-                             "--batch-window-ms", str(window_ms)], env=env)
+                             "--batch-window-ms", str(window_ms)] + (["--threads", str(threads)] if threads else []),
+                            env=env)
     import httpx
     for _ in range(600):
         try:
@@ -114,7 +115,8 @@ def in_process(model: Path, photos: list[bytes], seconds: float, batch: int) -> 
     """Per-call latencies of ``Recognizer.recognize`` on ``batch`` photos per call; wall seconds; photos."""
     from landmark import Recognizer
     rec = Recognizer.load(model, device="cpu")
-    rec.recognize(photos[:batch])  # warm-up
+    for k in range(3):  # warm-up: first calls of a batch shape are slower
+        rec.recognize(photos[k * batch:(k + 1) * batch] or photos[:batch])
     latencies, done, start = [], 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         chunk = [photos[(done + j) % len(photos)] for j in range(batch)]
@@ -138,23 +140,29 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--window-ms", type=float, default=10.0, help="server's micro-batching window")
+    parser.add_argument("--threads", type=int, help="torch CPU threads, server and in-process (default: torch's)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT / "src"))
     photos = read_photos(args.photos, args.max_photos)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or stand_in_model(Path(tmp) / "run")
+        quiet = max(10.0, args.seconds / 2)
+        single, single_wall, single_n = in_process(model, photos, quiet, 1)
+        batched, batched_wall, batched_n = in_process(model, photos, quiet, 16)
         port = free_port()
-        server = start_server(model, port, args.window_ms)
+        server = start_server(model, port, args.window_ms, args.threads)
         try:
             latencies, failed, wall = asyncio.run(load(port, photos, args.clients, args.seconds))
         finally:
             server.terminate()
             server.wait(timeout=30)
-        quiet = max(5.0, args.seconds / 4)
-        single, single_wall, single_n = in_process(model, photos, quiet, 1)
-        batched, batched_wall, batched_n = in_process(model, photos, quiet, 16)
-    print(f"{len(photos)} photos from {args.photos}; {os.cpu_count()} CPU cores; model {args.model or 'stand-in'}")
+    print(f"{len(photos)} photos from {args.photos}; {os.cpu_count()} CPU cores (load average "
+          f"{os.getloadavg()[0]:.1f} at the end); torch threads {args.threads or 'default'}; "
+          f"model {args.model or 'stand-in'}")
     print()
     print("| route | clients | requests | failed | photos/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
