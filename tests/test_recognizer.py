@@ -158,6 +158,10 @@ def _light(args: list[str]) -> tuple[int, str, bool]:
 def test_help_and_refusals_answer_before_torch_is_imported(tmp_path, photos):
     assert "torch" not in subprocess.run([sys.executable, "-c", "import sys, landmark, landmark.cli; "
                                           "print(' '.join(sys.modules))"], capture_output=True, text=True).stdout.split()
+    done = subprocess.run([sys.executable, "-c", "import landmark; print(landmark.Recognizer.__name__, "
+                           "landmark.predict.__module__, landmark.train.__module__, 'Answer' in dir(landmark))"],
+                          capture_output=True, text=True)
+    assert done.stdout.split() == ["Recognizer", "landmark.inference.predict", "landmark.training.trainer", "True"]
     code, out, torch_loaded = _light(["--help"])
     assert code == 0 and "recognize" in out and "serve" in out and not torch_loaded
     (tmp_path / "sub.csv").write_text("keep")

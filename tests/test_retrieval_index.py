@@ -75,6 +75,34 @@ def test_add_enrols_new_landmark_and_skips_duplicates():
     assert index.labels[idx[0, 0]] == "new" and index.items["id"][idx[0, 0]] == "n0"
 
 
+def test_save_interrupted_between_renames_loads_the_older_index(tmp_path, monkeypatch):
+    """A crash after items.csv was replaced but before index.faiss was: load() trims the
+    appended rows back to the vectors the index holds; no temporary file is left by a full save."""
+    x, labels = clustered(120, seed=2)
+    index = LandmarkIndex.build(as_embeddings(x[:100], labels[:100]), IndexParams(kind="flat"), {"names": {"1": "A"}})
+    index.save(tmp_path / "idx")
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["index.faiss", "items.csv", "meta.json"]
+    index.add(as_embeddings(x[100:], ["new"] * 20, prefix="n"))
+    index.meta["names"]["new"] = "B"
+    real_replace = os.replace
+
+    def crash_at_index(src, dst):
+        if str(dst).endswith("index.faiss"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_at_index)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(tmp_path / "idx", overwrite=True)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert len(pd.read_csv(tmp_path / "idx" / "items.csv")) == 120
+    back = LandmarkIndex.load(tmp_path / "idx")
+    assert len(back) == len(back.items) == 100 and "new" not in set(back.labels)
+    assert back.meta["names"] == {"1": "A", "new": "B"}
+    index.save(tmp_path / "idx", overwrite=True)  # the next save completes it
+    assert len(LandmarkIndex.load(tmp_path / "idx")) == 120 and not list((tmp_path / "idx").glob("*.tmp"))
+
+
 def test_auto_kind_and_nlist():
     assert [choose_kind(n) for n in (10, 99_999, 100_000, 5_000_000)] == ["flat", "flat", "ivf", "ivfpq"]
     assert default_nlist(1_000_000) == 4096  # 4 * sqrt(1e6) = 4000 -> 2^12
