@@ -65,7 +65,10 @@ def test_answers_equal_the_library(client, rec, photo, l13):
     landmarks = client.get("/v1/landmarks").json()["landmarks"]
     assert {"landmark_id": "12", "name": "Taj Mahal", "in_classifier": True, "references": 0} in landmarks
     assert client.get("/health").json()["status"] == "ok"
-    assert "Which landmark" in client.get("/").text and client.get("/openapi.json").status_code == 200
+    assert "Which landmark" in client.get("/").text and "cdn" not in client.get("/").text.lower()
+    spec = client.get("/openapi.json").json()["paths"]
+    assert "multipart/form-data" in spec["/v1/recognize"]["post"]["requestBody"]["content"]
+    assert "path" not in spec and client.get("/docs").status_code == 200
 
 
 def test_explain_returns_pictures(client, photo):

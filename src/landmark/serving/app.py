@@ -29,15 +29,72 @@ import pandas as pd
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..inference.recognizer import Answer, Recognizer
+from ..inference.recognizer import Answer, Candidate, Recognizer
 from ..retrieval.embeddings import Embeddings
 from .batching import Batcher
 from .uploads import Limits, Refusal, decode_upload, read_images
 
 _LANDMARK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# request bodies are read by hand (size cap before parsing); these describe them on /docs
+_IMAGES_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+_ENROL_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "name": {"type": "string", "description": "the landmark's readable name"}}}}}}}
+
+
+class PublicNeighbour(BaseModel):
+    """A reference photo close to the query (its server path is not shown)."""
+
+    id: str
+    landmark_id: str
+    name: str
+    similarity: float
+
+
+class Explained(BaseModel):
+    """Pictures of ``explain=1`` as ``data:image/png;base64,...`` URLs."""
+
+    saliency: str
+    matches: str | None = None
+    reference_id: str | None = None
+    inliers: int | None = None
+
+
+class PublicAnswer(BaseModel):
+    """:class:`~landmark.inference.recognizer.Answer` as the API returns it."""
+
+    source: str
+    landmark_id: str
+    name: str
+    score: float
+    is_landmark: bool
+    threshold: float
+    verdict: str
+    scoring: str
+    top_k: list[Candidate]
+    neighbours: list[PublicNeighbour] = []
+    explain: Explained | None = None
+
+
+class Recognitions(BaseModel):
+    answers: list[PublicAnswer]
+
+
+class Enrolled(BaseModel):
+    landmark_id: str
+    name: str
+    added: int
+    skipped_duplicates: int
+    references: int
 
 
 def create_app(recognizer: Recognizer, token: str | None = None, index_dir: str | Path | None = None,
@@ -102,7 +159,7 @@ def _add_routes(app: FastAPI) -> None:
         """Known landmarks: id, name, whether the classifier knows it, reference photos in the index."""
         return state.recognizer.describe()
 
-    @app.post("/v1/recognize")
+    @app.post("/v1/recognize", response_model=Recognitions, openapi_extra=_IMAGES_BODY)
     async def recognize(request: Request, top_k: int = Query(3, ge=1, le=20),
                         explain: bool = Query(False, description="add saliency and match pictures (slower)")) -> dict:
         """Recognise the uploaded images (multipart fields ``file``, or the raw body)."""
@@ -118,7 +175,7 @@ def _add_routes(app: FastAPI) -> None:
             out.append(item)
         return {"answers": out}
 
-    @app.post("/v1/landmarks/{landmark_id}/images")
+    @app.post("/v1/landmarks/{landmark_id}/images", response_model=Enrolled, openapi_extra=_ENROL_BODY)
     async def enrol(request: Request, landmark_id: str) -> dict:
         """Add reference photos of a landmark (new or known) to the index; needs the token.
 
