@@ -66,9 +66,11 @@ def test_answers_equal_the_library(client, rec, photo, l13):
     assert {"landmark_id": "12", "name": "Taj Mahal", "in_classifier": True, "references": 0} in landmarks
     assert client.get("/health").json()["status"] == "ok"
     assert "Which landmark" in client.get("/").text and "cdn" not in client.get("/").text.lower()
-    spec = client.get("/openapi.json").json()["paths"]
-    assert "multipart/form-data" in spec["/v1/recognize"]["post"]["requestBody"]["content"]
-    assert "path" not in spec and client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert "multipart/form-data" in spec["paths"]["/v1/recognize"]["post"]["requestBody"]["content"]
+    assert set(spec["components"]["schemas"]["PublicNeighbour"]["properties"]) == {"id", "landmark_id", "name",
+                                                                                  "similarity"}
+    assert client.get("/docs").status_code == 200
 
 
 def test_explain_returns_pictures(client, photo):
