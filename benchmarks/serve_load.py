@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--window-ms", type=float, default=10.0, help="server's micro-batching window")
     parser.add_argument("--threads", type=int, help="torch CPU threads, server and in-process (default: torch's)")
+    parser.add_argument("--in-process-seconds", type=float, help="each in-process row (default: max(10, seconds/2))")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
@@ -150,7 +151,7 @@ def main() -> None:
     photos = read_photos(args.photos, args.max_photos)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or stand_in_model(Path(tmp) / "run")
-        quiet = max(10.0, args.seconds / 2)
+        quiet = args.in_process_seconds or max(10.0, args.seconds / 2)
         single, single_wall, single_n = in_process(model, photos, quiet, 1)
         batched, batched_wall, batched_n = in_process(model, photos, quiet, 16)
         port = free_port()
