@@ -97,7 +97,8 @@ def test_hostile_uploads_get_a_clear_4xx_and_the_server_keeps_serving(client, ph
     requests = {
         "empty body": dict(content=b""),
         "empty file": dict(files={"file": ("e.jpg", b"", "image/jpeg")}),
-        "text named .jpg": dict(files={"file": ("t.jpg", (DIRTY / "synthetic_html_page.jpg").read_bytes(), "image/jpeg")}),
+        "text named .jpg": dict(files={"file": ("t.jpg", (DIRTY / "synthetic_html_page.jpg").read_bytes(),
+                                                "image/jpeg")}),
         "truncated jpeg": dict(files={"file": ("t.jpg", (DIRTY / "synthetic_truncated_half.jpg").read_bytes(),
                                                "image/jpeg")}),
         "png 30000x30000": dict(files={"file": ("bomb.png", png_header(30000, 30000), "image/png")}),

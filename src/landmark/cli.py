@@ -47,7 +47,8 @@ def train(
 ) -> None:
     """Train a landmark classifier in stages; writes checkpoints, metrics and curves to --out."""
     if resume is None and out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        hint = f"continue it with --resume {out}" if (out / "config.yaml").is_file() else "it is not empty (or is a file)"
+        hint = f"continue it with --resume {out}" if (out / "config.yaml").is_file() else \
+            "it is not empty (or is a file)"
         _fail(FileExistsError(f"{out} cannot hold a new run: {hint}; or choose another --out folder "
                               "(nothing was changed)"))
     _require(("--data", data), ("--resume", resume))
@@ -80,7 +81,7 @@ def train(
 @app.command()
 def predict(
     checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or its run folder"),
-    images: Path = typer.Option(..., help="folder of images (searched recursively), CSV with an id column, or one image"),
+    images: Path = typer.Option(..., help="folder of images (recursive), CSV with an id column, or one image"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
     tta: int = typer.Option(1, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
@@ -122,7 +123,7 @@ def recognize(
     threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
     tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops"),
     as_json: bool = typer.Option(False, "--json", help="print the answers as a JSON array"),
-    explain: Optional[Path] = typer.Option(None, help="folder for <photo>.saliency.png (and .matches.png with --index)"),
+    explain: Optional[Path] = typer.Option(None, help="folder for <n>_<photo>.saliency.png (.matches.png with --index)"),
     device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace pictures in --explain"),
 ) -> None:

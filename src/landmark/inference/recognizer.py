@@ -28,7 +28,6 @@ The verdict is ``score >= threshold``: the ``threshold`` argument, else the chec
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Union
 
@@ -386,7 +385,3 @@ class Recognizer:
                 "landmarks": [{"landmark_id": i, "name": self.name(i), "in_classifier": i in self.classes,
                                "references": int(counts.get(i, 0))} for i in ids]}
 
-
-def answers_json(answers: list[Answer]) -> str:
-    """The answers as a JSON array (what ``landmark recognize --json`` prints)."""
-    return json.dumps([a.model_dump() for a in answers], indent=2)
