@@ -114,106 +114,6 @@ def predict(
 
 
 @app.command()
-def recognize(
-    photos: list[Path] = typer.Argument(..., help="photos to recognise (any format Pillow reads)"),
-    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt) or a .pt file"),
-    index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): kNN scores, nearest photos"),
-    nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
-    top_k: int = typer.Option(3, min=1, help="alternatives (and nearest reference photos) per photo"),
-    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
-    tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops"),
-    as_json: bool = typer.Option(False, "--json", help="print the answers as a JSON array"),
-    explain: Optional[Path] = typer.Option(None, help="folder for <n>_<photo>.saliency.png (.matches.png with --index)"),
-    device: Optional[str] = typer.Option(None),
-    overwrite: bool = typer.Option(False, help="replace pictures in --explain"),
-) -> None:
-    """Name the landmark in each photo: one line per photo, or JSON with alternatives.
-
-    "photo.jpg  Colosseum  0.93", or "photo.jpg  no landmark (best: Petra 0.12 < 0.40)".
-    Unreadable photos are reported on stderr (exit code 1 when any); the others are answered.
-    """
-    _require(("--model", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
-    missing = [p for p in photos if not p.is_file()]
-    if missing:
-        _fail(FileNotFoundError(f"photo {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)"
-                                                                          if len(missing) > 1 else "")))
-    if explain is not None and not overwrite and any(explain.glob("*.saliency.png")):
-        _fail(FileExistsError(f"{explain} holds pictures already; pass --overwrite or choose another --explain"))
-    from .data import ImageError
-    from .inference.recognizer import Recognizer, decode
-    try:
-        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(err)
-    good, errors = [], []
-    for path in photos:
-        try:
-            good.append((path, decode(path)))
-        except ImageError as err:
-            errors.append({"source": str(path), "error": str(err)})
-    answers = rec.recognize([img for _, img in good], top_k, tta, [str(p) for p, _ in good]) if good else []
-    if explain is not None:
-        _write_explanations(rec, good, answers, explain)
-    if as_json:
-        typer.echo(json.dumps([a.model_dump() for a in answers] + errors, indent=2))
-    else:
-        for a in answers:
-            typer.echo(a.line())
-    for e in errors:
-        typer.secho(f"{e['source']}  unreadable: {e['error']}", fg=typer.colors.RED, err=True)
-    if errors:
-        raise typer.Exit(1)
-
-
-def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
-    """``<n>_<stem>.saliency.png`` (and ``.matches.png``) per answered photo into ``folder``."""
-    from .inference.explain import explain
-    folder.mkdir(parents=True, exist_ok=True)
-    for k, ((path, photo), answer) in enumerate(zip(good, answers)):
-        found = explain(rec, photo, answer)
-        stem = f"{k:03d}_{path.stem}"
-        (folder / f"{stem}.saliency.png").write_bytes(found.saliency_png)
-        if found.matches_png is not None:
-            (folder / f"{stem}.matches.png").write_bytes(found.matches_png)
-
-
-@app.command()
-def serve(
-    model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt) or a .pt file"),
-    index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment"),
-    nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
-    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
-    port: int = typer.Option(8000, min=1, max=65535),
-    token: Optional[str] = typer.Option(None, envvar="LANDMARK_TOKEN",
-                                        help="password for enrolment (POST /v1/landmarks/ID/images); none: disabled"),
-    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
-    max_mb: float = typer.Option(20.0, min=0.001, help="largest request body in MB"),
-    max_pixels: int = typer.Option(40_000_000, min=1, help="largest image (width x height) decoded"),
-    batch_window_ms: float = typer.Option(10.0, min=0.0, help="wait this long to batch concurrent requests"),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of one forward pass (default: torch's, "
-                                                            "all cores); 1 on a machine shared with other work"),
-    device: Optional[str] = typer.Option(None),
-) -> None:
-    """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /."""
-    _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
-    import torch
-    import uvicorn
-    if threads is not None:
-        torch.set_num_threads(threads)
-    from .inference.recognizer import Recognizer
-    from .serving import Limits, create_app
-    try:
-        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(err)
-    limits = Limits(max_bytes=int(max_mb * 2**20), max_pixels=max_pixels)
-    app_ = create_app(rec, token, index, limits, window=batch_window_ms / 1000)
-    typer.echo(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{host}:{port}/ "
-               f"(API docs at /docs){'; enrolment enabled' if token else ''}", err=True)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
-
-
-@app.command()
 def evaluate(
     submission: Path = typer.Argument(..., help="Kaggle submission (id,landmarks)"),
     solution: Path = typer.Option(..., help="recognition_solution.csv (id,landmarks,Usage)"),
@@ -582,6 +482,107 @@ def knn(
                            "rejects_file": str(rejects_file),
                            "predicted": int((predictions["landmark_id"] != "").sum()),
                            "verification_failures": len(result.failures or [])}))
+
+
+# --- recognize, serve: the Recognizer on the terminal and over HTTP ---
+@app.command()
+def recognize(
+    photos: list[Path] = typer.Argument(..., help="photos to recognise (any format Pillow reads)"),
+    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt) or a .pt file"),
+    index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): kNN scores, nearest photos"),
+    nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
+    top_k: int = typer.Option(3, min=1, help="alternatives (and nearest reference photos) per photo"),
+    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
+    tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops"),
+    as_json: bool = typer.Option(False, "--json", help="print the answers as a JSON array"),
+    explain: Optional[Path] = typer.Option(None, help="folder for <n>_<photo>.saliency.png (.matches.png with --index)"),
+    device: Optional[str] = typer.Option(None),
+    overwrite: bool = typer.Option(False, help="replace pictures in --explain"),
+) -> None:
+    """Name the landmark in each photo: one line per photo, or JSON with alternatives.
+
+    "photo.jpg  Colosseum  0.93", or "photo.jpg  no landmark (best: Petra 0.12 < 0.40)".
+    Unreadable photos are reported on stderr (exit code 1 when any); the others are answered.
+    """
+    _require(("--model", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
+    missing = [p for p in photos if not p.is_file()]
+    if missing:
+        _fail(FileNotFoundError(f"photo {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)"
+                                                                          if len(missing) > 1 else "")))
+    if explain is not None and not overwrite and any(explain.glob("*.saliency.png")):
+        _fail(FileExistsError(f"{explain} holds pictures already; pass --overwrite or choose another --explain"))
+    from .data import ImageError
+    from .inference.recognizer import Recognizer, decode
+    try:
+        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    good, errors = [], []
+    for path in photos:
+        try:
+            good.append((path, decode(path)))
+        except ImageError as err:
+            errors.append({"source": str(path), "error": str(err)})
+    answers = rec.recognize([img for _, img in good], top_k, tta, [str(p) for p, _ in good]) if good else []
+    if explain is not None:
+        _write_explanations(rec, good, answers, explain)
+    if as_json:
+        typer.echo(json.dumps([a.model_dump() for a in answers] + errors, indent=2))
+    else:
+        for a in answers:
+            typer.echo(a.line())
+    for e in errors:
+        typer.secho(f"{e['source']}  unreadable: {e['error']}", fg=typer.colors.RED, err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
+    """``<n>_<stem>.saliency.png`` (and ``.matches.png``) per answered photo into ``folder``."""
+    from .inference.explain import explain
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, ((path, photo), answer) in enumerate(zip(good, answers)):
+        found = explain(rec, photo, answer)
+        stem = f"{k:03d}_{path.stem}"
+        (folder / f"{stem}.saliency.png").write_bytes(found.saliency_png)
+        if found.matches_png is not None:
+            (folder / f"{stem}.matches.png").write_bytes(found.matches_png)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt) or a .pt file"),
+    index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment"),
+    nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    token: Optional[str] = typer.Option(None, envvar="LANDMARK_TOKEN",
+                                        help="password for enrolment (POST /v1/landmarks/ID/images); none: disabled"),
+    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
+    max_mb: float = typer.Option(20.0, min=0.001, help="largest request body in MB"),
+    max_pixels: int = typer.Option(40_000_000, min=1, help="largest image (width x height) decoded"),
+    batch_window_ms: float = typer.Option(10.0, min=0.0, help="wait this long to batch concurrent requests"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of one forward pass (default: torch's, "
+                                                            "all cores); 1 on a machine shared with other work"),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /."""
+    _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
+    import torch
+    import uvicorn
+    if threads is not None:
+        torch.set_num_threads(threads)
+    from .inference.recognizer import Recognizer
+    from .serving import Limits, create_app
+    try:
+        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    limits = Limits(max_bytes=int(max_mb * 2**20), max_pixels=max_pixels)
+    app_ = create_app(rec, token, index, limits, window=batch_window_ms / 1000)
+    typer.echo(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{host}:{port}/ "
+               f"(API docs at /docs){'; enrolment enabled' if token else ''}", err=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 def main() -> None:
