@@ -15,3 +15,39 @@ def l13() -> Path:
     if not L13.is_dir():
         pytest.skip(f"real data missing: {L13}")
     return L13
+
+
+# --- a small recogniser shared by the recognizer / serving tests (built once per session) ---
+KNOWN_LANDMARKS = ("9", "11")  # Machu Picchu, Petra: in the reference index
+NEW_LANDMARK = "10"  # Palace of Versailles: enrolled by the tests
+
+
+@pytest.fixture(scope="session")
+def recognizer_run(l13, tmp_path_factory) -> Path:
+    """A run folder as landmark train writes it (checkpoints/best.pt only): real ImageNet
+    EfficientNet-Lite0 backbone, a seeded random 13-class head, landmarks13's names, 128 px."""
+    import torch
+    from landmark.data.gldv2 import landmark_names
+    from landmark.models import create_model, save_checkpoint
+    run = tmp_path_factory.mktemp("recognizer") / "run"
+    torch.manual_seed(0)
+    model = create_model("tf_efficientnet_lite0", 13, weights="imagenet")
+    classes = [str(i) for i in range(13)]
+    save_checkpoint(run / "checkpoints" / "best.pt", model, classes, names=landmark_names(l13, classes),
+                    preprocess={"size": 128, "resize": 144, "mean": model.arch["mean"], "std": model.arch["std"]})
+    return run
+
+
+@pytest.fixture(scope="session")
+def recognizer_index(l13, recognizer_run, tmp_path_factory) -> Path:
+    """An index folder of 12 train photos each of :data:`KNOWN_LANDMARKS` (names stored)."""
+    from landmark.data.gldv2 import landmark_names
+    from landmark.retrieval.embeddings import labelled_images
+    from landmark.retrieval.index import IndexParams
+    from landmark.retrieval.pipeline import build_index, embed_checkpoint
+    folder = tmp_path_factory.mktemp("index") / "idx"
+    frame = labelled_images(l13, list(KNOWN_LANDMARKS)).groupby("landmark_id", observed=True).head(12)
+    emb, _, info = embed_checkpoint(recognizer_run / "checkpoints" / "best.pt", frame,
+                                    tmp_path_factory.mktemp("emb") / "ref.npy", workers=0)
+    build_index(emb, folder, IndexParams(kind="flat"), info, names=landmark_names(l13, KNOWN_LANDMARKS))
+    return folder

@@ -2,6 +2,7 @@
 and nothing is written for a run that cannot start."""
 import sys
 
+import pandas as pd
 import pytest
 
 from conftest import DIRTY
@@ -50,9 +51,14 @@ def test_predict_bad_device_and_single_image(monkeypatch, capsys, tmp_path):
     code, out = run(monkeypatch, capsys, "predict", tmp_path / "m.pt", "--images", DIRTY, "--device", "tpu",
                     "--out", tmp_path / "s.csv")
     assert code == 2 and "unknown device" in out
+    # one image file is a query set of one (it used to be refused)
     code, out = run(monkeypatch, capsys, "predict", tmp_path / "m.pt", "--images", DIRTY / "synthetic_1x1.jpg",
-                    "--out", tmp_path / "s.csv")
-    assert code == 2 and "single file" in out
+                    "--out", tmp_path / "s.csv", "--workers", "0")
+    assert code == 0, out
+    rows = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False)
+    assert rows["id"].tolist() == ["synthetic_1x1"] and rows["landmarks"].iloc[0].split()[0] in ("a", "b")
+    named = pd.read_csv(tmp_path / "s.answers.csv", dtype=str, keep_default_na=False)
+    assert named.loc[0, "path"] == str(DIRTY / "synthetic_1x1.jpg") and named.loc[0, "name"] in ("a", "b")
 
 
 def test_evaluate_guards(monkeypatch, capsys, tmp_path):

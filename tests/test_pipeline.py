@@ -63,6 +63,8 @@ def test_train_writes_everything_and_reports_rejects(tree, tmp_path):
     assert rejects["reason"].str.contains("truncated").any() and rejects["reason"].str.contains("not an image").any()
     split = pd.read_csv(run / "split.csv", dtype=str)
     assert len(split) == 26 and set(split["split"]) == {"train", "val", "test"}
+    # a folder tree's landmarks are named by their folders; the names travel in the checkpoint
+    assert torch.load(best, weights_only=False)["names"] == {"0": "0", "4": "4", "7": "7"}
     with pytest.raises(RunExistsError):
         train(load_config("fast", TINY), tree, run)  # never overwrites a run
 

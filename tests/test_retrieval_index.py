@@ -75,6 +75,35 @@ def test_add_enrols_new_landmark_and_skips_duplicates():
     assert index.labels[idx[0, 0]] == "new" and index.items["id"][idx[0, 0]] == "n0"
 
 
+def test_save_interrupted_between_renames_is_refused_then_completed(tmp_path, monkeypatch):
+    """A crash after one file was replaced but before the completion marker (meta.json) was
+    written: load() refuses the folder as unfinished instead of pairing new labels with old
+    vectors; the next save completes it and leaves no temporary file."""
+    x, labels = clustered(120, seed=2)
+    index = LandmarkIndex.build(as_embeddings(x[:100], labels[:100]), IndexParams(kind="flat"), {"names": {"1": "A"}})
+    index.save(tmp_path / "idx")
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["index.faiss", "items.csv", "meta.json"]
+    index.add(as_embeddings(x[100:], ["new"] * 20, prefix="n"))
+    index.meta["names"]["new"] = "B"
+    real_replace = os.replace
+
+    def crash_at_items(src, dst):
+        if str(dst).endswith("items.csv"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_at_items)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(tmp_path / "idx", overwrite=True)
+    monkeypatch.setattr(os, "replace", real_replace)
+    with pytest.raises(ValueError, match="unfinished"):
+        LandmarkIndex.load(tmp_path / "idx")
+    index.save(tmp_path / "idx", overwrite=True)  # the next save completes it
+    back = LandmarkIndex.load(tmp_path / "idx")
+    assert len(back) == len(back.items) == 120 and back.meta["names"] == {"1": "A", "new": "B"}
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["index.faiss", "items.csv", "meta.json"]
+
+
 def test_auto_kind_and_nlist():
     assert [choose_kind(n) for n in (10, 99_999, 100_000, 5_000_000)] == ["flat", "flat", "ivf", "ivfpq"]
     assert default_nlist(1_000_000) == 4096  # 4 * sqrt(1e6) = 4000 -> 2^12

@@ -8,14 +8,39 @@ The whole job in a few lines::
     preds, rejects = landmark.predict(best, "../shared/data/landmarks13/test", tta=10)
     landmark.write_submission(preds, "submission.csv")
     print(landmark.evaluate("submission.csv", "../shared/data/landmarks13/test/recognition_solution.csv"))
-"""
-from .config import TrainConfig, load_config
-from .data.kaggle import read_solution, read_submission, write_submission
-from .evaluation import evaluate, gap
-from .inference import predict
-from .models import create_model, load_model
-from .training import resume, train
 
-__all__ = ["TrainConfig", "load_config", "read_solution", "read_submission", "write_submission", "evaluate", "gap",
-           "predict", "create_model", "load_model", "resume", "train"]
+    rec = landmark.Recognizer.load("runs/demo")          # one photo in, a named answer out
+    answer, = rec.recognize("photo.jpg")
+    print(answer.name, answer.score, answer.is_landmark)
+
+The names below are imported on first use (PEP 562), so ``import landmark`` and the
+command line start without loading torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": "config", "load_config": "config",
+    "read_solution": "data.kaggle", "read_submission": "data.kaggle", "write_submission": "data.kaggle",
+    "evaluate": "evaluation", "gap": "evaluation",
+    "predict": "inference", "Recognizer": "inference.recognizer", "Answer": "inference.recognizer",
+    "create_model": "models", "load_model": "models",
+    "resume": "training", "train": "training",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Import ``landmark.<name>`` from its module on first access and cache it."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'landmark' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -28,6 +28,13 @@ def _refuse_overwrite(path, overwrite: bool) -> None:
         _fail(err)
 
 
+def _require(*named: tuple[str, Optional[Path]]) -> None:
+    """Refuse missing input files before anything heavy (torch) is imported."""
+    for name, path in named:
+        if path is not None and not path.exists():
+            _fail(FileNotFoundError(f"{name} {path} does not exist"))
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log each epoch")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -44,6 +51,14 @@ def train(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
 ) -> None:
     """Train a landmark classifier in stages; writes checkpoints, metrics and curves to --out."""
+    from .io import LOCK_FILE
+    if resume is None and out is not None and out.exists() and (
+            not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
+        hint = f"continue it with --resume {out}" if (out / "config.yaml").is_file() else \
+            "it is not empty (or is a file)"
+        _fail(FileExistsError(f"{out} cannot hold a new run: {hint}; or choose another --out folder "
+                              "(nothing was changed)"))
+    _require(("--data", data), ("--resume", resume))
     from .config import load_config
     from .models import WeightsError
     from .training import resume as resume_run
@@ -71,29 +86,35 @@ def train(
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
-    images: Path = typer.Option(..., help="folder of images (searched recursively) or CSV with an id column"),
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or its run folder"),
+    images: Path = typer.Option(..., help="folder of images (recursive), CSV with an id column, or one image"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
     tta: int = typer.Option(1, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
     workers: int = typer.Option(2, min=0, help="image decoding processes"),
     device: Optional[str] = typer.Option(None),
-    overwrite: bool = typer.Option(False, help="replace --out if it exists"),
+    overwrite: bool = typer.Option(False, help="replace --out (and OUT.answers.csv) if they exist"),
 ) -> None:
-    """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv."""
+    """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv.
+
+    Also writes OUT.answers.csv: id, landmark_id, score, name, verdict (the name, or
+    "no landmark" below the model's threshold) and path of every image.
+    """
+    answers_file, rejects_file = (out.with_name(out.stem + suffix) for suffix in (".answers.csv", ".rejects.csv"))
+    _refuse_overwrite([out, answers_file, rejects_file], overwrite)
+    _require(("CHECKPOINT", checkpoint), ("--images", images))
+    from .data import write_rejects
     from .data.kaggle import write_submission
     from .inference import predict as run_predict
-    from .data import write_rejects
-    rejects_file = out.with_name(out.stem + ".rejects.csv")
-    _refuse_overwrite([out, rejects_file], overwrite)
     try:
         predictions, rejects = run_predict(checkpoint, images, tta, batch_size, workers, device)
         write_submission(predictions, out)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
+    predictions.to_csv(answers_file, index=False)
     write_rejects(rejects, rejects_file)
-    typer.echo(json.dumps({"submission": str(out), "images": len(predictions), "rejects": len(rejects),
-                           "rejects_file": str(rejects_file)}))
+    typer.echo(json.dumps({"submission": str(out), "answers": str(answers_file), "images": len(predictions),
+                           "rejects": len(rejects), "rejects_file": str(rejects_file)}))
 
 
 @app.command()
@@ -105,14 +126,15 @@ def evaluate(
     overwrite: bool = typer.Option(False, help="replace the files of an earlier evaluation in --out"),
 ) -> None:
     """Print GAP, GAP over landmark queries only, and accuracy as one JSON object."""
-    from .evaluation import evaluate as run_evaluate
-    from .evaluation.evaluate import output_files
     if usage is not None and usage.lower() not in ("public", "private"):
         _fail(ValueError(f"--usage {usage!r}: use Public or Private"))
     if out is not None:
         if out.exists() and not out.is_dir():
             _fail(ValueError(f"--out {out} is a file; give a folder"))
-        _refuse_overwrite(output_files(out), overwrite)
+        from .io import evaluate_files
+        _refuse_overwrite(evaluate_files(out), overwrite)
+    _require(("SUBMISSION", submission), ("--solution", solution))
+    from .evaluation import evaluate as run_evaluate
     try:
         result = run_evaluate(submission, solution, out, usage)
     except (FileNotFoundError, ValueError) as err:
@@ -303,7 +325,7 @@ def embed(
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
 ) -> None:
     """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy."""
-    from .retrieval.embeddings import embedding_files, embeddings_path, sidecar
+    from .io import embedding_files, embeddings_path, sidecar
     from .retrieval.pipeline import embed_checkpoint, image_frame
     path = embeddings_path(out)
     _refuse_overwrite(embedding_files(path), overwrite)
@@ -369,17 +391,19 @@ def index_build(
     overwrite: bool = typer.Option(False, help="replace an index in --out"),
 ) -> None:
     """Build a FAISS inner-product index over labelled photos; embeddings go to OUT/embeddings.npy."""
-    from .retrieval.embeddings import embedding_files
-    from .retrieval.index import FILES, IndexParams
+    from .data.gldv2 import landmark_names
+    from .retrieval.index import IndexParams
     from .retrieval.pipeline import build_index
-    _refuse_overwrite([out / name for name in FILES]
+    from .io import INDEX_FILES, embedding_files
+    _refuse_overwrite([out / name for name in INDEX_FILES]
                       + (embedding_files(out / "embeddings.npy") if embeddings is None else []), overwrite)
     try:
         emb, rejects, info = _index_embeddings(checkpoint, embeddings, data, images, landmarks, label, labels,
                                                out / "embeddings.npy", image_size, batch_size, workers, device,
                                                overwrite)
         params = IndexParams(kind=kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m, hnsw_m=hnsw_m, ef_search=ef_search)
-        result = build_index(emb, out, params, info, overwrite)
+        names = landmark_names(data, emb.items["landmark_id"].unique()) if data is not None else None
+        result = build_index(emb, out, params, info, overwrite, names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({**result, "rejects": len(rejects)}))
@@ -400,6 +424,7 @@ def index_add(
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     import time
+    from .data.gldv2 import landmark_names
     from .retrieval.pipeline import enrol, index_model
     try:
         info = index_model(index)
@@ -408,7 +433,7 @@ def index_add(
         work = index / f"added-{time.strftime('%Y%m%d-%H%M%S')}.npy"
         emb, rejects, _ = _index_embeddings(checkpoint, embeddings, data, images, landmarks, label, labels, work,
                                             info.get("image_size"), batch_size, workers, device, False)
-        result = enrol(index, emb)
+        result = enrol(index, emb, landmark_names(data, emb.items["landmark_id"].unique()) if data else None)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({**result, "rejects": len(rejects)}))
@@ -436,16 +461,22 @@ def knn(
 ) -> None:
     """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
 
-    Also writes OUT.queries.npy (query embeddings), OUT.rejects.csv and, with
+    Also writes OUT.answers.csv (id, landmark_id, score, name, verdict: the name or
+    "no landmark"), OUT.queries.npy (query embeddings), OUT.rejects.csv and, with
     --nonlandmarks, OUT.nonlandmarks.npy.
     """
+    _refuse_overwrite(out, overwrite)
+    _refuse_overwrite(out.with_name(out.stem + ".answers.csv"), overwrite)
+    for name, path in (("--index", index), ("--images", images), ("--nonlandmarks", nonlandmarks)):
+        if path is not None and not path.exists():  # before any query is embedded or written
+            _fail(FileNotFoundError(f"{name} {path} does not exist"))
     from .data import write_rejects
     from .data.kaggle import write_submission
     from .retrieval.knn import KnnConfig
-    from .retrieval.embeddings import embedding_files
+    from .io import embedding_files
     from .retrieval.pipeline import knn_predict
     work = out.with_suffix("")
-    _refuse_overwrite([out, out.with_name(out.stem + ".rejects.csv")]
+    _refuse_overwrite([out, out.with_name(out.stem + ".rejects.csv"), out.with_name(out.stem + ".answers.csv")]
                       + (embedding_files(f"{work}.queries") if not str(images).endswith(".npy") else [])
                       + (embedding_files(f"{work}.nonlandmarks") if nonlandmarks and not str(nonlandmarks).endswith(
                           ".npy") else []), overwrite)
@@ -461,26 +492,141 @@ def knn(
         write_submission(predictions, out)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
+    predictions.to_csv(out.with_name(out.stem + ".answers.csv"), index=False)
     rejects_file = out.with_name(out.stem + ".rejects.csv")
     write_rejects(rejects, rejects_file)
-    typer.echo(json.dumps({"submission": str(out), "images": len(predictions), "rejects": len(rejects),
+    typer.echo(json.dumps({"submission": str(out), "answers": str(out.with_name(out.stem + ".answers.csv")),
+                           "images": len(predictions), "rejects": len(rejects),
                            "rejects_file": str(rejects_file),
                            "predicted": int((predictions["landmark_id"] != "").sum()),
                            "verification_failures": len(result.failures or [])}))
 
 
+# --- recognize, serve: the Recognizer on the terminal and over HTTP ---
+@app.command()
+def recognize(
+    photos: list[Path] = typer.Argument(..., help="photos to recognise (any format Pillow reads)"),
+    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt) or a .pt file"),
+    index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): kNN scores, nearest photos"),
+    nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
+    top_k: int = typer.Option(3, min=1, help="alternatives (and nearest reference photos) per photo"),
+    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
+    tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops"),
+    as_json: bool = typer.Option(False, "--json", help="print the answers as a JSON array"),
+    explain: Optional[Path] = typer.Option(None, help="folder for <n>_<photo>.saliency.png (.matches.png with --index)"),
+    device: Optional[str] = typer.Option(None),
+    overwrite: bool = typer.Option(False, help="replace pictures in --explain"),
+) -> None:
+    """Name the landmark in each photo: one line per photo, or JSON with alternatives.
+
+    "photo.jpg  Colosseum  0.93", or "photo.jpg  no landmark (best: Petra 0.12 < 0.40)".
+    Unreadable photos are reported on stderr (exit code 1 when any); the others are answered.
+    """
+    _require(("--model", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
+    missing = [p for p in photos if not p.is_file()]
+    if missing:
+        _fail(FileNotFoundError(f"photo {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)"
+                                                                          if len(missing) > 1 else "")))
+    if explain is not None and not overwrite and any(explain.glob("*.saliency.png")):
+        _fail(FileExistsError(f"{explain} holds pictures already; pass --overwrite or choose another --explain"))
+    from .data import ImageError
+    from .inference.recognizer import Recognizer, decode
+    try:
+        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    good, errors = [], []
+    for path in photos:
+        try:
+            good.append((path, decode(path)))
+        except ImageError as err:
+            errors.append({"source": str(path), "error": str(err)})
+    answers = rec.recognize([img for _, img in good], top_k, tta, [str(p) for p, _ in good]) if good else []
+    if explain is not None:
+        _write_explanations(rec, good, answers, explain)
+    if as_json:
+        typer.echo(json.dumps([a.model_dump() for a in answers] + errors, indent=2))
+    else:
+        for a in answers:
+            typer.echo(a.line())
+    for e in errors:
+        typer.secho(f"{e['source']}  unreadable: {e['error']}", fg=typer.colors.RED, err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
+    """``<n>_<stem>.saliency.png`` (and ``.matches.png``) per answered photo into ``folder``."""
+    from .inference.explain import explain
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, ((path, photo), answer) in enumerate(zip(good, answers)):
+        found = explain(rec, photo, answer)
+        stem = f"{k:03d}_{path.stem}"
+        (folder / f"{stem}.saliency.png").write_bytes(found.saliency_png)
+        if found.matches_png is not None:
+            (folder / f"{stem}.matches.png").write_bytes(found.matches_png)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt) or a .pt file"),
+    index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment"),
+    nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    token: Optional[str] = typer.Option(None, envvar="LANDMARK_TOKEN",
+                                        help="password for enrolment (POST /v1/landmarks/ID/images); none: disabled"),
+    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
+    max_mb: float = typer.Option(20.0, min=0.001, help="largest request body in MB"),
+    max_pixels: int = typer.Option(40_000_000, min=1, help="largest image (width x height) decoded"),
+    batch_window_ms: float = typer.Option(10.0, min=0.0, help="wait this long to batch concurrent requests"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of one forward pass (default: torch's, "
+                                                            "all cores); 1 on a machine shared with other work"),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /."""
+    _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
+    import torch
+    import uvicorn
+    if threads is not None:
+        torch.set_num_threads(threads)
+    from .inference.recognizer import Recognizer
+    from .serving import Limits, create_app
+    try:
+        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    limits = Limits(max_bytes=int(max_mb * 2**20), max_pixels=max_pixels)
+    app_ = create_app(rec, token, index, limits, window=batch_window_ms / 1000)
+    typer.echo(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{host}:{port}/ "
+               f"(API docs at /docs){'; enrolment enabled' if token else ''}", err=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     """Entry point: a bad file, folder, config or argument that the library reports with an
     exception ends in one ``error: ...`` line and exit code 2, not a traceback."""
-    import pickle
-
-    import yaml
-    from .models import WeightsError
     try:
         app()
-    except (OSError, ValueError, KeyError, WeightsError, yaml.YAMLError, pickle.UnpicklingError) as err:
+    except Exception as err:  # noqa: BLE001 -- only the user errors below; anything else re-raised
+        if not isinstance(err, _user_errors()):
+            raise
         typer.secho(f"error: {type(err).__name__}: {err}", fg=typer.colors.RED, err=True)
         raise SystemExit(2) from None
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exception types that mean bad input.  Those of modules not yet imported cannot have
+    been raised, so they are looked up in ``sys.modules`` instead of importing torch or
+    yaml just to name them (``landmark --help`` stays fast)."""
+    import pickle
+    import sys
+    errors: list[type[Exception]] = [OSError, ValueError, KeyError, pickle.UnpicklingError]
+    for module, name in (("yaml", "YAMLError"), ("landmark.models.weights", "WeightsError"),
+                         ("landmark.data.images", "ImageError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -125,3 +125,34 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+# --- the files of each artifact: one place, light to import (the CLI checks them before torch) ---
+
+#: files ``landmark evaluate --out DIR`` writes into DIR
+EVALUATE_FILES = ("metrics.json", "per_class_accuracy.csv", "per_class_accuracy.png")
+#: files of an index folder (``meta.json``, the completion marker, last)
+INDEX_FILES = ("index.faiss", "items.csv", "meta.json")
+
+
+def evaluate_files(out: str | Path) -> list[Path]:
+    """Every file ``evaluate`` writes into the folder ``out``."""
+    return [Path(out) / name for name in EVALUATE_FILES]
+
+
+def embeddings_path(out: str | Path) -> Path:
+    """The ``.npy`` file for ``out`` (adds the suffix when missing)."""
+    out = Path(out)
+    return out if out.suffix == ".npy" else out.with_name(out.name + ".npy")
+
+
+def sidecar(path: str | Path, kind: str) -> Path:
+    """``NAME.npy`` -> ``NAME.<kind>`` (``ids.csv``, ``rejects.csv``, ``classes.npz``, ``json``)."""
+    return Path(path).with_suffix(f".{kind}")
+
+
+def embedding_files(path: str | Path) -> list[Path]:
+    """Every file an embeddings file ``NAME.npy`` consists of: the array and its side files."""
+    path = embeddings_path(path)
+    return [path] + [sidecar(path, kind) for kind in ("ids.csv", "rejects.csv", "classes.npz", "json")]
+

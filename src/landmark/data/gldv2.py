@@ -173,7 +173,7 @@ def read_folder_tree(root: Path) -> pd.DataFrame:
 
 
 def read_queries(source: str | Path) -> pd.DataFrame:
-    """List query images from a folder (recursively) or a CSV with an ``id`` column.
+    """List query images from a folder (recursively), a CSV with an ``id`` column, or one image file.
 
     A folder's files get ids from :func:`file_ids` (unique even when names repeat in
     sub-folders).  A CSV may give a ``path`` column; otherwise each id is looked up in
@@ -196,8 +196,8 @@ def read_queries(source: str | Path) -> pd.DataFrame:
         return pd.DataFrame({"id": file_ids(files, source), "path": [str(f) for f in files]})
     if not source.is_file():
         raise FileNotFoundError(f"{source} is neither a folder of images nor a CSV")
-    if source.suffix.lower() != ".csv":
-        raise ValueError(f"{source} is a single file; --images takes a folder of images or a .csv with an id column")
+    if source.suffix.lower() != ".csv":  # one image file
+        return pd.DataFrame({"id": file_ids([source], source.parent), "path": [str(source)]})
     frame = read_csv(source, dtype=str, keep_default_na=False)
     if "id" not in frame.columns:
         raise ValueError(f"{source} has no 'id' column")
@@ -234,6 +234,14 @@ def category_name(category: str) -> str:
     """Readable name of a GLDv2 category: ``.../wiki/Category:Alhambra_Palace`` -> ``Alhambra Palace``."""
     name = category.rsplit("Category:", 1)[-1] if "Category:" in category else category.rstrip("/").rsplit("/", 1)[-1]
     return unquote(name).replace("_", " ").strip() or category
+
+
+def landmark_names(root: str | Path | None, landmark_ids) -> dict[str, str]:
+    """{landmark_id: readable name} for ``landmark_ids``: the GLDv2 category of ``root``
+    (:func:`category_name` of ``train_label_to_category.csv``) when there is one, else the
+    id itself, which for a folder-per-class tree is the class folder's name."""
+    categories = read_categories(Path(root)) if root is not None and Path(root).is_dir() else {}
+    return {str(i): category_name(categories[str(i)]) if str(i) in categories else str(i) for i in landmark_ids}
 
 
 def natural_key(landmark_id: str) -> tuple:

@@ -5,10 +5,12 @@ AVIF files named ``.jpg``); Pillow identifies the format from the bytes.
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -24,8 +26,9 @@ class ImageError(Exception):
     """An image file could not be decoded; ``str(err)`` is the reason for reject reports."""
 
 
-def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
-    """Decode an image file by content and return it upright in RGB.
+def load_image(path: str | Path | bytes | BinaryIO, draft: int | None = None,
+               max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image file (or its bytes) by content and return it upright in RGB.
 
     JPEG, PNG, WebP, AVIF, GIF (first frame), BMP, TIFF and the rest of what Pillow
     reads; EXIF orientation applied; transparency composited onto white; 16-bit
@@ -33,9 +36,12 @@ def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
     palette and greyscale converted to RGB.
 
     Args:
-        path: image file; the extension is ignored.
+        path: image file, its content as ``bytes``, or a binary file object (an upload);
+            a file's extension is ignored.
         draft: optional pixels; lets the JPEG decoder shrink by a power of two
             while keeping both sides >= ``draft`` (faster decoding of large photos).
+        max_pixels: width x height above which the image is refused before decoding
+            (the header is read, the pixels are not).
 
     Returns:
         ``PIL.Image`` in mode ``RGB``, fully loaded.
@@ -45,21 +51,14 @@ def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
             which could block forever), empty, not an image, truncated, or larger than
             ``MAX_PIXELS``; the message says which.
     """
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except OSError as err:
-        raise ImageError(f"unreadable ({err.strerror})") from None
-    if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise ImageError(f"not a regular file ({kind})")
+    if isinstance(path, (str, os.PathLike)):
+        _check_regular_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"too large: {img.width}x{img.height} pixels (limit {MAX_PIXELS})")
+            with Image.open(io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path) as img:
+                if img.width * img.height > max_pixels:
+                    raise ImageError(f"too large: {img.width}x{img.height} pixels (limit {max_pixels})")
                 img.seek(0)  # first frame of GIF / animated WebP
                 if draft and img.format == "JPEG":
                     img.draft("RGB", (draft, draft))
@@ -74,10 +73,34 @@ def load_image(path: str | Path, draft: int | None = None) -> Image.Image:
     except Image.DecompressionBombWarning as err:
         raise ImageError(f"too large: {err}") from None
     except Image.UnidentifiedImageError:
-        size = Path(path).stat().st_size if Path(path).exists() else 0
-        raise ImageError("empty file" if size == 0 else "not an image (unidentified format)") from None
+        raise ImageError("empty file" if _size(path) == 0 else "not an image (unidentified format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"corrupt or truncated: {err}") from None
+
+
+def _size(source) -> int:
+    """Bytes in a file, a bytes object or a seekable file object (0 when unknown)."""
+    if isinstance(source, (bytes, bytearray)):
+        return len(source)
+    if isinstance(source, (str, Path)):
+        return Path(source).stat().st_size if Path(source).exists() else 0
+    try:
+        return source.seek(0, io.SEEK_END)
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def _check_regular_file(path: str | os.PathLike) -> None:
+    """Raise :class:`ImageError` unless ``path`` is a regular file (a FIFO would block forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except OSError as err:
+        raise ImageError(f"unreadable ({err.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise ImageError(f"not a regular file ({kind})")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -8,14 +8,6 @@ from ..data.kaggle import read_solution, read_submission
 from .metrics import accuracy, gap, per_class_accuracy
 
 # What ``evaluate --out`` writes.
-OUTPUT_FILES = ("metrics.json", "per_class_accuracy.csv", "per_class_accuracy.png")
-
-
-def output_files(out: str | Path) -> list[Path]:
-    """Every file :func:`evaluate` writes into ``out``."""
-    return [Path(out) / name for name in OUTPUT_FILES]
-
-
 def _check_solution(submission: Path, solution: Path, predictions, truth: dict) -> None:
     """Refuse a solution that cannot be the ground truth of this submission.
 

@@ -17,13 +17,31 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, read_queries
-from ..data.transforms import eval_transform, tta_transform
-from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
 TTA_ORDER = [4, 0, 1, 2, 3, 9, 5, 6, 7, 8]
+
+
+def vote_scores(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every landmark's rank key and score under the voting rule (module docstring).
+
+    Landmarks that got votes rank by votes, ties by summed probability, and score the
+    module's confidence; the others rank after them by mean probability and score it
+    (with one crop, every score is the plain softmax probability).
+
+    Args:
+        probs: float tensor ``[N, K, C]`` of softmax probabilities (K crops per image).
+    Returns:
+        (rank keys float ``[N, C]``, higher first; scores float ``[N, C]`` in [0, 1]).
+    """
+    n, k, c = probs.shape
+    votes = torch.nn.functional.one_hot(probs.argmax(2), c).to(probs.dtype)  # [N, K, C]
+    count, support, mean = votes.sum(1), (probs * votes).sum(1), probs.mean(1)  # [N, C]
+    voted = count > 0
+    key = count + torch.where(voted, support, mean) / (k + 1)
+    return key, torch.where(voted, support / k, mean)
 
 
 def vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,70 +52,65 @@ def vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         (labels int64 ``[N]``, confidences float ``[N]`` in [0, 1]) by the module's rule.
     """
-    n, k, c = probs.shape
-    votes = torch.nn.functional.one_hot(probs.argmax(2), c).to(probs.dtype)  # [N, K, C]
-    count, support = votes.sum(1), (probs * votes).sum(1)  # [N, C]
-    labels = (count + support / (k + 1)).argmax(1)
-    return labels, support.gather(1, labels[:, None]).squeeze(1) / k
+    key, score = vote_scores(probs)
+    labels = key.argmax(1)
+    return labels, score.gather(1, labels[:, None]).squeeze(1)
 
 
-@torch.no_grad()
 def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, queries: pd.DataFrame,
                    tta: int = 1, batch_size: int = 32, workers: int = 2,
-                   device: str | None = None) -> tuple[pd.DataFrame, list[Reject]]:
-    """Predict one landmark per query image.
+                   device: str | None = None, checkpoint: dict | None = None) -> tuple[pd.DataFrame, list[Reject]]:
+    """Predict one landmark per query image, through :class:`~landmark.inference.recognizer.Recognizer`
+    (the same scores as ``landmark recognize`` and ``landmark serve``), decoding in ``workers`` processes.
 
     Args:
         queries: rows with ``id`` and ``path``.
         preprocess: ``size``, ``resize``, ``mean``, ``std`` (from the checkpoint).
         tta: crops per image, 1 (plain resize to ``size``) to 10 (see :data:`TTA_ORDER`).
+        checkpoint: the checkpoint dict, for landmark ``names`` and ``reject_threshold``.
 
     Returns:
-        (frame ``id, landmark_id, score`` in query order, with empty landmark_id and NaN
-        score for rejected images; the rejects).
+        (frame ``id, landmark_id, score, name, verdict, path`` in query order; rejected
+        images have an empty landmark_id, NaN score and verdict ``unreadable``; the rejects).
+        ``verdict`` is the landmark's name, or ``no landmark`` below the recogniser's threshold.
 
     Raises:
         ValueError: ``tta`` outside 1..10.
     """
+    from .recognizer import Recognizer
     if not 1 <= tta <= 10:
         raise ValueError(f"tta={tta}: choose 1 (no voting) to 10 crops")
-    device = resolve_device(device)
-    model = model.to(device).eval()
-    size, resize, mean, std = preprocess["size"], preprocess["resize"], preprocess["mean"], preprocess["std"]
-    transform = eval_transform(size, mean, std) if tta == 1 else tta_transform(resize, size, mean, std)
-    loader = DataLoader(ImageDataset(queries, transform), batch_size=max(1, batch_size // tta),
+    rec = Recognizer(model, {**(checkpoint or {}), "classes": classes, "preprocess": preprocess}, device=device)
+    loader = DataLoader(ImageDataset(queries, rec.transform(tta)), batch_size=max(1, batch_size // tta),
                         num_workers=workers, collate_fn=collate)
-    labels, scores, rejects = {}, {}, []
-    order = torch.tensor(TTA_ORDER[:tta])
+    best, rejects = {}, []
     for batch, bad in tqdm(loader, desc=f"predict (tta={tta})", unit="batch", dynamic_ncols=True):
         rejects += bad
-        if batch is None:
-            continue
-        x = batch["image"].to(device)
-        if tta == 1:
-            prob, label = model(x).softmax(1).max(1)
-        else:
-            crops = x[:, order.to(device)]  # [B, K, 3, S, S]
-            probs = model(crops.flatten(0, 1)).softmax(1).view(len(x), tta, -1)
-            label, prob = vote(probs)
-        for i, lab, p in zip(batch["index"].tolist(), label.tolist(), prob.tolist()):
-            labels[i], scores[i] = classes[lab], p
-    out = pd.DataFrame({"id": queries["id"].astype(str).to_numpy(),
-                        "landmark_id": [labels.get(i, "") for i in range(len(queries))],
-                        "score": [scores.get(i, float("nan")) for i in range(len(queries))]})
+        if batch is not None:
+            best.update(zip(batch["index"].tolist(), (c[0] for c in rec.rank(batch["image"], tta, top_k=1))))
+    labels = [best[i][0] if i in best else "" for i in range(len(queries))]
+    scores = [best[i][1] if i in best else float("nan") for i in range(len(queries))]
+    verdicts = [("unreadable" if i not in best else rec.name(best[i][0]) if best[i][1] >= rec.threshold
+                 else "no landmark") for i in range(len(queries))]
+    out = pd.DataFrame({"id": queries["id"].astype(str).to_numpy(), "landmark_id": labels, "score": scores,
+                        "name": [rec.name(lid) if lid else "" for lid in labels], "verdict": verdicts,
+                        "path": queries["path"].astype(str).to_numpy()})
     return out, rejects
 
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32, workers: int = 2,
             device: str | None = None) -> tuple[pd.DataFrame, list[Reject]]:
-    """Load a checkpoint and predict the images of a folder or CSV (see :func:`predict_images`).
+    """Load a checkpoint (or a run folder's best) and predict the images of a folder, a CSV or
+    one image file (see :func:`predict_images`).
 
     Raises:
         FileNotFoundError: no such checkpoint or image source.
         ValueError: not a checkpoint, no images, a bad ``tta`` or device.
     """
+    from .recognizer import resolve_checkpoint
     queries = read_queries(images)
     if queries.empty:
         raise ValueError(f"{images} holds no image files")
-    model, ckpt = load_model(checkpoint)
-    return predict_images(model, ckpt["classes"], ckpt["preprocess"], queries, tta, batch_size, workers, device)
+    model, ckpt = load_model(resolve_checkpoint(checkpoint))
+    return predict_images(model, ckpt["classes"], ckpt["preprocess"], queries, tta, batch_size, workers, device,
+                          checkpoint=ckpt)

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ..data import ImageDataset, Reject, collate, read_train, with_paths, write_rejects
 from ..data.transforms import eval_transform
 from ..devices import resolve_device
-from ..io import clear_temps, commit, refuse_existing, temp_path
+from ..io import clear_temps, commit, embedding_files, embeddings_path, refuse_existing, sidecar, temp_path
 from ..models import LandmarkNet
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -67,23 +67,6 @@ class Embeddings:
 
     def __len__(self) -> int:
         return len(self.vectors)
-
-
-def sidecar(path: Path, kind: str) -> Path:
-    """``NAME.npy`` -> ``NAME.<kind>`` (``ids.csv``, ``rejects.csv``, ``classes.npz``, ``json``)."""
-    return Path(path).with_suffix(f".{kind}")
-
-
-def embedding_files(path: str | Path) -> list[Path]:
-    """Every file an embeddings file ``NAME.npy`` consists of: the array and its side files."""
-    path = embeddings_path(path)
-    return [path] + [sidecar(path, kind) for kind in ("ids.csv", "rejects.csv", "classes.npz", "json")]
-
-
-def embeddings_path(out: str | Path) -> Path:
-    """The ``.npy`` file for ``out`` (adds the suffix when missing)."""
-    out = Path(out)
-    return out if out.suffix == ".npy" else out.with_name(out.name + ".npy")
 
 
 def labelled_images(root: str | Path, landmarks: list[str] | None = None, split: str = "train") -> pd.DataFrame:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,14 +36,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..io import commit, refuse_existing, temp_path
+from ..io import INDEX_FILES as FILES, commit, refuse_existing, temp_path
 from .embeddings import Embeddings, iter_chunks
 
 KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 AUTO_FLAT_BELOW = 100_000
 AUTO_IVF_BELOW = 2_000_000
 ITEM_COLUMNS = ["id", "landmark_id", "path"]
-FILES = ("index.faiss", "items.csv", "meta.json")
 
 
 def choose_kind(n: int) -> str:
@@ -198,6 +198,9 @@ class LandmarkIndex:
         try:
             faiss.write_index(self.index, str(tmp["index.faiss"]))
             self.items.to_csv(tmp["items.csv"], index=False)
+            for path in tmp.values():   # on disk before the old files are replaced
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
             meta = {**self.meta, "kind": self.kind, "dim": self.dim, "count": len(self),
                     "landmarks": int(self.items["landmark_id"].nunique()), "params": vars(self.params)}
             commit([(tmp[name], folder / name) for name in FILES[:2]], folder / "meta.json",

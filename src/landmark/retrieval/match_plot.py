@@ -12,6 +12,15 @@ from .verification import LocalFeatures, MatchResult, shrink
 
 def draw_matches(image_a: Image.Image, image_b: Image.Image, a: LocalFeatures, b: LocalFeatures,
                  result: MatchResult, path: str | Path, max_side: int = 640, tentative: bool = False) -> Path:
+    """Write :func:`matches_png` to ``path`` (parent folders are created); returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(matches_png(image_a, image_b, a, b, result, max_side, tentative))
+    return path
+
+
+def matches_png(image_a: Image.Image, image_b: Image.Image, a: LocalFeatures, b: LocalFeatures,
+                result: MatchResult, max_side: int = 640, tentative: bool = False) -> bytes:
     """Draw the RANSAC inliers of ``result`` between the two images with ``cv2.drawMatches``.
 
     The images are shrunk to ``max_side`` pixels exactly as :func:`local_features` did, so
@@ -19,10 +28,11 @@ def draw_matches(image_a: Image.Image, image_b: Image.Image, a: LocalFeatures, b
     rejected tentative matches are drawn in red underneath.  A title strip states the
     counts.
 
-    Args:
-        path: PNG file to write (parent folders are created).
     Returns:
-        ``path``.
+        the picture as PNG bytes.
+
+    Raises:
+        OSError: the picture cannot be encoded.
     """
     img_a = np.asarray(shrink(image_a, max_side).convert("RGB"))[:, :, ::-1]
     img_b = np.asarray(shrink(image_b, max_side).convert("RGB"))[:, :, ::-1]
@@ -45,10 +55,7 @@ def draw_matches(image_a: Image.Image, image_b: Image.Image, a: LocalFeatures, b
     text = (f"{result.num_inliers} inliers ({result.model}, MAGSAC++) of {len(result.matches)} tentative matches; "
             f"keypoints {len(a)} / {len(b)}")
     cv2.putText(title, text, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, png = cv2.imencode(".png", np.vstack([title, canvas]))
     if not ok:
-        raise OSError(f"could not encode the picture for {path}")
-    path.write_bytes(png.tobytes())
-    return path
+        raise OSError("could not encode the matches picture")
+    return png.tobytes()

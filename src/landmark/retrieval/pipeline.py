@@ -53,24 +53,32 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
 
 
 def build_index(embeddings: Embeddings, out: str | Path, params: IndexParams, model_info: dict | None = None,
-                overwrite: bool = False) -> dict:
+                overwrite: bool = False, names: dict[str, str] | None = None) -> dict:
     """Build and save an index folder; returns ``{index, kind, count, landmarks, seconds}``.
+
+    ``names`` (landmark id -> readable name) are stored in the index's ``meta.json``.
 
     Raises:
         FileExistsError: ``out`` already holds index files and ``overwrite`` is False.
     """
     start = time.perf_counter()
-    index = LandmarkIndex.build(embeddings, params, {"model": model_info or {}})
+    meta = {"model": model_info or {}, **({"names": names} if names else {})}
+    index = LandmarkIndex.build(embeddings, params, meta)
     index.save(out, overwrite=overwrite)
     return {"index": str(out), "kind": index.kind, "count": len(index),
             "landmarks": int(index.items["landmark_id"].nunique()), "seconds": round(time.perf_counter() - start, 2)}
 
 
-def enrol(index_dir: str | Path, embeddings: Embeddings) -> dict:
-    """Add labelled embeddings to a saved index (in place); returns counts and skipped ids."""
+def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None) -> dict:
+    """Add labelled embeddings to a saved index (in place); returns counts and skipped ids.
+
+    ``names`` (landmark id -> readable name) are stored in ``meta.json`` for ids without one.
+    """
     index = LandmarkIndex.load(index_dir)
     before = set(index.items["landmark_id"])
     added, skipped = index.add(embeddings)
+    if names:
+        index.meta["names"] = {**names, **index.meta.get("names", {})}
     index.save(index_dir, overwrite=True)
     new = sorted(set(index.items["landmark_id"]) - before)
     return {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
@@ -96,8 +104,10 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
         verify_cache: folder for cached local features (needed when ``config.verify_top``).
 
     Returns:
-        (predictions ``id, landmark_id, score`` for every query, unreadable ones with
-        an empty landmark; the rejects; the full :class:`Recognition`).
+        (predictions ``id, landmark_id, score, name, verdict`` for every query, unreadable
+        ones with an empty landmark; the rejects; the full :class:`Recognition`).
+        ``verdict`` is the landmark's name, ``no landmark`` (no prediction, or a score below
+        ``config.reject_below``, else the recogniser's kNN threshold) or ``unreadable``.
 
     Raises:
         ValueError: the index was built with a different image size or backbone.
@@ -133,4 +143,18 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
     result = recognise(index, queries, config, reference, pair_inliers)
     predictions = listed.merge(result.predictions, on="id", how="left")
     predictions["landmark_id"] = predictions["landmark_id"].fillna("")
-    return predictions, rejects, result
+    return _with_names(predictions, {**ckpt.get("names", {}), **index.meta.get("names", {})}, config, index,
+                       {r.id for r in rejects}), rejects, result
+
+
+def _with_names(predictions: pd.DataFrame, names: dict, config: KnnConfig, index: LandmarkIndex,
+                unreadable: set) -> pd.DataFrame:
+    """Add ``name`` and ``verdict`` columns (see :func:`knn_predict`)."""
+    from ..inference.recognizer import DEFAULT_THRESHOLD
+    threshold = config.reject_below if config.reject_below is not None else \
+        index.meta.get("reject_threshold", DEFAULT_THRESHOLD["knn"])
+    lids = predictions["landmark_id"].astype(str)
+    named = [names.get(lid) or lid for lid in lids]
+    verdict = ["unreadable" if i in unreadable else "no landmark" if lid == "" or not s >= threshold else n
+               for i, lid, s, n in zip(predictions["id"], lids, predictions["score"], named)]
+    return predictions.assign(name=named, verdict=verdict)

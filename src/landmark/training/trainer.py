@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from ..config import Stage, TrainConfig, dump_config, load_config
 from ..data import ImageDataset, collate, read_train, write_rejects
+from ..data.gldv2 import landmark_names
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
 from ..io import LOCK_FILE, folder_lock
@@ -170,6 +171,7 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
     mean, std = model.arch["mean"], model.arch["std"]
     val_loader = _loader(prepared, "val", eval_transform(config.stages[-1].crop.size, mean, std), config, False)
     optimizer, current_stage, net = None, None, model
+    names = landmark_names(data, prepared.classes)  # stored in every checkpoint: answers carry names
     for epoch in range(start, len(plan)):
         k, stage, e = plan[epoch]
         if k != current_stage:
@@ -202,7 +204,8 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
         history.append(row)
         score = row.get("val_gap", float(epoch))   # no val split (a final fit): the last epoch is the best
         extra = {"history": history, "epoch": epoch + 1, "stage": k, "optimizer": optimizer.state_dict(),
-                 "config": config.model_dump(mode="json"), "preprocess": _preprocess(config, model)}
+                 "config": config.model_dump(mode="json"), "preprocess": _preprocess(config, model),
+                 "names": names}
         improved = score > best
         best = max(best, score)
         if dist.is_main():

@@ -1,0 +1,387 @@
+"""One photo in, a named answer out: the recogniser behind ``predict``, ``recognize``, ``serve``.
+
+::
+
+    from landmark import Recognizer
+    rec = Recognizer.load("runs/demo")                  # run folder or checkpoint file, loaded once
+    answer, = rec.recognize("photo.jpg")                # also PIL images, HxWx3 uint8 arrays, bytes
+    print(answer.verdict, answer.score)                 # "Colosseum" 0.93, or "no landmark" 0.12
+
+:meth:`Recognizer.recognize` always returns a list, one :class:`Answer` per image, in the
+order given (one image in: a list of one).  Nothing is written to disk.
+
+Scores (:meth:`Recognizer._score`, the one place that turns network outputs into scores):
+
+* classifier only (no index): the softmax probability of the best landmark; with
+  ``tta=K`` crops the vote of :func:`landmark.inference.predict.vote_scores` (the same
+  rule and the same numbers as ``landmark predict --tta K``);
+* with an index (``landmark index build``): the kNN vote of
+  :func:`landmark.retrieval.knn.recognise` with :class:`~landmark.retrieval.knn.KnnConfig`
+  (``landmark knn``'s defaults), so enrolled landmarks that the classifier never saw are
+  recognised too;
+* with non-landmark photos: the penalty of Henkel & Singer (arXiv:2010.01650) subtracted,
+  :func:`landmark.retrieval.knn.nonlandmark_similarity`.
+
+The verdict is ``score >= threshold``: the ``threshold`` argument, else the checkpoint's
+(``reject_threshold``; the index's ``meta['reject_threshold']`` when scoring by kNN), else
+:data:`DEFAULT_THRESHOLD`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydantic import BaseModel, computed_field
+
+from ..data import ImageError, load_image, read_queries
+from ..data.images import MAX_PIXELS, _to_rgb
+from ..data.transforms import eval_transform, tta_transform
+from ..devices import resolve_device
+from ..models import LandmarkNet, load_model
+from ..retrieval.embeddings import Embeddings, load_embeddings
+from ..retrieval.index import LandmarkIndex
+from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise
+from .predict import TTA_ORDER, vote_scores
+
+#: Score below which an answer is "no landmark", per scoring mode, when neither the caller
+#: nor the checkpoint / index gives one.  Softmax probabilities and kNN votes live on
+#: different scales (a kNN vote of 10 neighbours at cosine 0.6 is 0.6^3 = 0.22).
+DEFAULT_THRESHOLD = {"classifier": 0.40, "knn": 0.15}
+
+#: What :meth:`Recognizer.recognize` accepts per image.
+ImageInput = Union[Image.Image, np.ndarray, bytes, str, Path]
+
+
+class Candidate(BaseModel):
+    """One landmark a photo may show, with its score (same scale as :attr:`Answer.score`)."""
+
+    landmark_id: str
+    name: str
+    score: float
+
+
+class Neighbour(BaseModel):
+    """An indexed reference photo close to the query (cosine ``similarity`` in [-1, 1])."""
+
+    id: str
+    landmark_id: str
+    name: str
+    similarity: float
+    path: str
+
+
+class Answer(BaseModel):
+    """The recogniser's answer for one photo.
+
+    Attributes:
+        source: what was asked (file name, or ``image <k>`` for in-memory images).
+        landmark_id, name, score: the best landmark, even when below the threshold.
+        is_landmark: ``score >= threshold``.
+        threshold: the threshold used.
+        scoring: ``classifier`` or ``knn``.
+        top_k: the best candidates, best first (the first is the answer itself).
+        neighbours: the most similar indexed photos (empty without an index).
+    """
+
+    source: str
+    landmark_id: str
+    name: str
+    score: float
+    is_landmark: bool
+    threshold: float
+    scoring: str
+    top_k: list[Candidate]
+    neighbours: list[Neighbour] = []
+
+    @computed_field
+    @property
+    def verdict(self) -> str:
+        """The landmark's name, or ``no landmark``."""
+        return self.name if self.is_landmark else "no landmark"
+
+    def line(self) -> str:
+        """One readable line: ``photo.jpg  Colosseum  0.93`` or
+        ``photo.jpg  no landmark (best: Petra 0.12 < 0.40)``."""
+        if self.is_landmark:
+            return f"{self.source}  {self.name}  {self.score:.2f}"
+        return f"{self.source}  no landmark (best: {self.name} {self.score:.2f} < {self.threshold:.2f})"
+
+
+def decode(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Any :data:`ImageInput` as an upright RGB PIL image.
+
+    Bytes and paths are decoded by content with :func:`landmark.data.load_image` (pixel
+    cap ``max_pixels`` checked before decoding); arrays are ``[H, W]`` or ``[H, W, 3|4]`` uint8.
+
+    Raises:
+        ImageError: undecodable, too large, or an array of another shape or dtype.
+    """
+    if isinstance(image, Image.Image):
+        return _to_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise ImageError(f"array of shape {image.shape} and dtype {image.dtype}: give HxWx3 uint8 (RGB)")
+        return _to_rgb(Image.fromarray(image))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return load_image(bytes(image), max_pixels=max_pixels)
+    if isinstance(image, (str, Path)):
+        return load_image(image, max_pixels=max_pixels)
+    raise ImageError(f"cannot read a {type(image).__name__} as an image: give a PIL image, array, bytes or path")
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """A checkpoint file, or a run folder's ``checkpoints/best.pt``.
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    source = Path(source)
+    if source.is_dir():
+        best = source / "checkpoints" / "best.pt"
+        if not best.is_file():
+            raise FileNotFoundError(f"{source} is a folder without checkpoints/best.pt; give a run folder "
+                                    "written by landmark train, or a .pt file")
+        return best
+    if not source.is_file():
+        raise FileNotFoundError(f"model {source} does not exist (give a run folder or a .pt checkpoint)")
+    return source
+
+
+def read_names(source: str | Path | dict | None) -> dict[str, str]:
+    """Landmark names from a dict, a GLDv2 folder / ``train_label_to_category.csv``, or a CSV
+    with ``landmark_id,name`` columns."""
+    from ..data.gldv2 import category_name, read_categories
+    if source is None or isinstance(source, dict):
+        return {str(k): str(v) for k, v in (source or {}).items()}
+    source = Path(source)
+    if source.is_dir():
+        return {k: category_name(v) for k, v in read_categories(source).items()}
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    if {"landmark_id", "category"} <= set(frame.columns):
+        return {k: category_name(v) for k, v in zip(frame["landmark_id"], frame["category"])}
+    if {"landmark_id", "name"} <= set(frame.columns):
+        return dict(zip(frame["landmark_id"], frame["name"]))
+    raise ValueError(f"{source} needs the columns landmark_id,category (GLDv2) or landmark_id,name")
+
+
+class Recognizer:
+    """A loaded model (and optionally an index and non-landmark photos) answering photos.
+
+    Build with :meth:`load`; the constructor takes objects already in memory.
+
+    Args:
+        model: the network (moved to ``device``, eval mode).
+        checkpoint: its checkpoint dict (``classes``, ``preprocess``; optional ``names``,
+            ``reject_threshold``).
+        index: reference photos for kNN scoring and neighbours.
+        nonlandmarks: L2-normalised embeddings ``[M, D]`` of photos without landmarks.
+        threshold, names, knn: see the module docstring; ``names`` add to (and override)
+            the checkpoint's and the index's.
+    """
+
+    def __init__(self, model: LandmarkNet, checkpoint: dict, index: LandmarkIndex | None = None,
+                 nonlandmarks: np.ndarray | None = None, threshold: float | None = None,
+                 names: dict[str, str] | None = None, knn: KnnConfig | None = None, device: str | None = None):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.classes = [str(c) for c in checkpoint["classes"]]
+        self.preprocess = checkpoint["preprocess"]
+        self.index, self.knn = index, knn or KnnConfig()
+        self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)
+        self.scoring = "knn" if index is not None else "classifier"
+        stored = (index.meta if index is not None else checkpoint).get("reject_threshold")
+        self.threshold = float(threshold if threshold is not None else
+                               stored if stored is not None else DEFAULT_THRESHOLD[self.scoring])
+        self.names = {**checkpoint.get("names", {}), **(index.meta.get("names", {}) if index is not None else {}),
+                      **(names or {})}
+        self.embed_size = (index.meta.get("model", {}).get("image_size") if index is not None else None) \
+            or self.preprocess["size"]
+
+    @classmethod
+    def load(cls, source: str | Path, index: str | Path | LandmarkIndex | None = None,
+             nonlandmarks: str | Path | None = None, threshold: float | None = None, device: str | None = None,
+             names: str | Path | dict | None = None, knn: KnnConfig | None = None) -> "Recognizer":
+        """Load a run folder (its ``checkpoints/best.pt``) or a checkpoint file.
+
+        Args:
+            index: an index folder (``landmark index build``) or a loaded index.
+            nonlandmarks: a folder of photos without landmarks (embedded now, in memory) or
+                their embeddings ``.npy`` (``landmark embed``).
+            names: extra landmark names (:func:`read_names`).
+
+        Raises:
+            FileNotFoundError: a missing model, index or non-landmark folder.
+            ValueError: not a checkpoint; an index of another backbone or dimension.
+        """
+        model, ckpt = load_model(resolve_checkpoint(source))
+        if index is not None and not isinstance(index, LandmarkIndex):
+            index = LandmarkIndex.load(index)
+        built = index.meta.get("model", {}).get("backbone") if index is not None else None
+        if built and built != ckpt["arch"]["backbone"]:
+            raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['arch']['backbone']}")
+        rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device)
+        if nonlandmarks is not None:
+            rec.nonlandmarks = rec._nonlandmark_vectors(Path(nonlandmarks))
+        if index is not None and index.dim != rec.embed(Image.new("RGB", (8, 8))).shape[1]:
+            raise ValueError(f"the index holds {index.dim}-dimensional vectors, the model's differ; "
+                             "build the index with this checkpoint")
+        return rec
+
+    def name(self, landmark_id: str) -> str:
+        """Readable name of a landmark (its id when no name is known)."""
+        return self.names.get(str(landmark_id)) or str(landmark_id)
+
+    def transform(self, tta: int = 1):
+        """Image -> tensor ``[3, S, S]`` (``tta=1``) or ``[10, 3, S, S]`` (TenCrop) as in training."""
+        p = self.preprocess
+        return eval_transform(p["size"], p["mean"], p["std"]) if tta == 1 else \
+            tta_transform(p["resize"], p["size"], p["mean"], p["std"])
+
+    def recognize(self, images: ImageInput | list[ImageInput], top_k: int = 5, tta: int = 1,
+                  sources: list[str] | None = None, batch_size: int = 16) -> list[Answer]:
+        """Answer each image (module docstring).
+
+        Args:
+            images: one image or a list (PIL, ``HxWx3`` uint8 array, encoded bytes, path).
+            top_k: candidates (and neighbours) per answer.
+            tta: crops voting per image, 1..10.
+            sources: a label per image for :attr:`Answer.source` (default: path or ``image <k>``).
+
+        Returns:
+            one :class:`Answer` per image, in order.
+
+        Raises:
+            ImageError: an image cannot be decoded (its position and the reason are named).
+            ValueError: ``tta`` outside 1..10, ``top_k < 1``.
+        """
+        items = images if isinstance(images, list) else [images]
+        if not 1 <= tta <= 10 or top_k < 1:
+            raise ValueError(f"tta={tta}, top_k={top_k}: choose tta 1..10 and top_k >= 1")
+        sources = sources or [str(x) if isinstance(x, (str, Path)) else f"image {k}" for k, x in enumerate(items)]
+        photos = []
+        for k, item in enumerate(items):
+            try:
+                photos.append(decode(item))
+            except ImageError as err:
+                raise ImageError(f"{sources[k]}: {err}") from None
+        answers: list[Answer] = []
+        for start in range(0, len(photos), batch_size):
+            chunk = photos[start:start + batch_size]
+            answers += self._answers(chunk, sources[start:start + batch_size], top_k, tta)
+        return answers
+
+    @torch.no_grad()
+    def rank(self, x: torch.Tensor, tta: int = 1, vectors: np.ndarray | None = None,
+             top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        """Candidates of a preprocessed batch, best first: one ``[(landmark_id, score), ...]`` per image.
+
+        Args:
+            x: ``[N, 3, S, S]`` (``tta=1``) or ``[N, 10, 3, S, S]`` from :meth:`transform`.
+            vectors: float32 ``[N, D]`` L2-normalised embeddings (:meth:`embed`), needed with
+                an index or non-landmark photos.
+            top_k: keep this many candidates per image (None: all).
+        """
+        x = x.to(self.device)
+        if tta > 1:
+            x = x[:, torch.as_tensor(TTA_ORDER[:tta], device=self.device)].flatten(0, 1)
+        probs = self.model(x).float().softmax(1).view(-1, tta, len(self.classes))
+        return [cands[:top_k] for cands in self._score(probs, vectors, top_k)]
+
+    @torch.no_grad()
+    def embed(self, photos: Image.Image | list[Image.Image]) -> np.ndarray:
+        """L2-normalised embeddings float32 ``[N, D]`` at the index's image size, rounded to
+        float16 as ``landmark embed`` / ``landmark knn`` store them (the same scores)."""
+        photos = photos if isinstance(photos, list) else [photos]
+        p = self.preprocess
+        t = eval_transform(self.embed_size, p["mean"], p["std"])
+        x = torch.stack([t(photo) for photo in photos]).to(self.device)
+        emb = F.normalize(self.model.embed(x).float(), dim=1)
+        return emb.cpu().numpy().astype(np.float16).astype(np.float32)
+
+    def _score(self, probs: torch.Tensor, vectors: np.ndarray | None,
+               top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        """Network outputs -> ranked candidates (the one place scores are defined).
+
+        Args:
+            probs: float ``[N, K, C]`` softmax probabilities of K crops.
+            vectors: float32 ``[N, D]`` embeddings or None (classifier only).
+            top_k: at least this many candidates are returned (None: all).
+        """
+        if self.index is not None:
+            return self._knn_scores(probs[:, 0], vectors)
+        key, score = vote_scores(probs)
+        order = key.topk(min(top_k or key.shape[1], key.shape[1]), dim=1).indices.cpu().numpy()
+        score = score.cpu().numpy().astype(np.float64)
+        if self.nonlandmarks is not None and self.knn.nonlandmark_weight > 0:
+            score = score - self.knn.nonlandmark_weight * self._penalty(vectors)[:, None]
+        return [[(self.classes[j], float(score[i, j])) for j in order[i]] for i in range(len(order))]
+
+    def _knn_scores(self, probs: torch.Tensor, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
+        """kNN vote over the index (:func:`~landmark.retrieval.knn.recognise`); ``probs`` ``[N, C]``."""
+        top = probs.topk(min(5, probs.shape[1]), dim=1)
+        classes = (np.asarray(self.classes, dtype=object)[top.indices.cpu().numpy()].astype(str),
+                   top.values.cpu().numpy())
+        queries = Embeddings(vectors, pd.DataFrame({"id": [str(i) for i in range(len(vectors))]}), classes)
+        reference = None if self.nonlandmarks is None else Embeddings(self.nonlandmarks, pd.DataFrame(
+            {"id": [str(i) for i in range(len(self.nonlandmarks))]}))
+        cands = recognise(self.index, queries, self.knn, reference).candidates
+        cands = cands.sort_values(["query", "score"], ascending=[True, False], kind="stable")
+        ranked: list[list[tuple[str, float]]] = [[] for _ in range(len(vectors))]
+        for q, lid, s in zip(cands["query"], cands["landmark_id"], cands["score"]):
+            ranked[int(q)].append((str(lid), float(s)))
+        return ranked
+
+    def _penalty(self, vectors: np.ndarray) -> np.ndarray:
+        return nonlandmark_similarity(vectors, self.nonlandmarks, self.knn.nonlandmark_k, self.knn.p)
+
+    def _answers(self, photos: list[Image.Image], sources: list[str], top_k: int, tta: int) -> list[Answer]:
+        transform = self.transform(tta)
+        x = torch.stack([transform(photo) for photo in photos])
+        vectors = self.embed(photos) if self.index is not None or self.nonlandmarks is not None else None
+        ranked = self.rank(x, tta, vectors, top_k)
+        neighbours = self.neighbours(vectors, top_k) if self.index is not None else [[] for _ in photos]
+        out = []
+        for source, cands, near in zip(sources, ranked, neighbours):
+            lid, score = cands[0] if cands else ("", 0.0)  # no candidate at all: no landmark
+            out.append(Answer(source=source, landmark_id=lid, name=self.name(lid) if lid else "", score=score,
+                              is_landmark=bool(cands) and score >= self.threshold, threshold=self.threshold,
+                              scoring=self.scoring, neighbours=near,
+                              top_k=[Candidate(landmark_id=c, name=self.name(c), score=s) for c, s in cands[:top_k]]))
+        return out
+
+    def neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        """The ``k`` most similar indexed photos of each embedding ``[N, D]``."""
+        sims, rows = self.index.search(vectors, k)
+        items = self.index.items
+        return [[Neighbour(id=items["id"].iat[j], landmark_id=items["landmark_id"].iat[j],
+                           name=self.name(items["landmark_id"].iat[j]), similarity=float(s), path=items["path"].iat[j])
+                 for s, j in zip(sims[i], rows[i]) if j >= 0] for i in range(len(vectors))]
+
+    def _nonlandmark_vectors(self, source: Path) -> np.ndarray:
+        """Embeddings of the non-landmark photos: an ``.npy`` as is, a folder embedded now."""
+        if source.suffix == ".npy":
+            return np.asarray(load_embeddings(source).vectors, dtype=np.float32)
+        frame = read_queries(source)
+        photos = []
+        for path in frame["path"]:
+            try:
+                photos.append(load_image(path))
+            except ImageError:
+                continue  # an unreadable reference photo only makes the set smaller
+        if not photos:
+            raise ValueError(f"{source} holds no readable photos")
+        return np.concatenate([self.embed(photos[i:i + 32]) for i in range(0, len(photos), 32)])
+
+    def describe(self) -> dict:
+        """What is loaded: classes, landmarks with names and reference counts, scoring, threshold."""
+        counts = self.index.items["landmark_id"].value_counts().to_dict() if self.index is not None else {}
+        ids = list(dict.fromkeys(self.classes + sorted(counts)))
+        return {"scoring": self.scoring, "threshold": self.threshold, "image_size": self.preprocess["size"],
+                "landmarks": [{"landmark_id": i, "name": self.name(i), "in_classifier": i in self.classes,
+                               "references": int(counts.get(i, 0))} for i in ids]}
+

@@ -1,0 +1,252 @@
+"""``landmark serve``: the recogniser over HTTP (FastAPI), with a web page.
+
+Endpoints (OpenAPI page at ``/docs``):
+
+* ``POST /v1/recognize[?top_k=3&explain=1]``: images as multipart fields ``file`` or as
+  the raw body -> ``{"answers": [Answer, ...]}`` (with ``explain``: saliency overlay and
+  inlier matches as PNG ``data:`` URLs);
+* ``GET /v1/landmarks``: known landmarks with names and reference photo counts;
+* ``POST /v1/landmarks/{landmark_id}/images``: enrol photos into the index
+  (``Authorization: Bearer TOKEN``; optional form field ``name``); saved before answering;
+* ``GET /health``; ``GET /``: the web page.
+
+The model is loaded once (by the caller, into the :class:`Recognizer`); all state lives on
+``app.state``.  Refusals are 4xx with ``{"error": "..."}``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+import re
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from ..inference.recognizer import Answer, Candidate, Recognizer
+from ..retrieval.embeddings import Embeddings
+from .batching import Batcher
+from .uploads import Limits, Refusal, decode_upload, read_images
+
+_LANDMARK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# request bodies are read by hand (size cap before parsing); these describe them on /docs
+_IMAGES_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+_ENROL_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "name": {"type": "string", "description": "the landmark's readable name"}}}}}}}
+
+
+class PublicNeighbour(BaseModel):
+    """A reference photo close to the query (its server path is not shown)."""
+
+    id: str
+    landmark_id: str
+    name: str
+    similarity: float
+
+
+class Explained(BaseModel):
+    """Pictures of ``explain=1`` as ``data:image/png;base64,...`` URLs."""
+
+    saliency: str
+    matches: str | None = None
+    reference_id: str | None = None
+    inliers: int | None = None
+
+
+class PublicAnswer(BaseModel):
+    """:class:`~landmark.inference.recognizer.Answer` as the API returns it."""
+
+    source: str
+    landmark_id: str
+    name: str
+    score: float
+    is_landmark: bool
+    threshold: float
+    verdict: str
+    scoring: str
+    top_k: list[Candidate]
+    neighbours: list[PublicNeighbour] = []
+    explain: Explained | None = None
+
+
+class Recognitions(BaseModel):
+    answers: list[PublicAnswer]
+
+
+class Enrolled(BaseModel):
+    landmark_id: str
+    name: str
+    added: int
+    skipped_duplicates: int
+    references: int
+
+
+def create_app(recognizer: Recognizer, token: str | None = None, index_dir: str | Path | None = None,
+               limits: Limits | None = None, window: float = 0.010, max_batch: int = 16) -> FastAPI:
+    """The application around a loaded recogniser.
+
+    Args:
+        token: enrolment password (``Authorization: Bearer TOKEN``); None disables enrolment.
+        index_dir: folder of ``recognizer.index``; enrolled photos and the index are saved there.
+        limits: upload limits (:class:`~landmark.serving.uploads.Limits`).
+        window, max_batch: micro-batching (:class:`~landmark.serving.batching.Batcher`), seconds / images.
+    """
+    batcher = Batcher(recognizer, window, max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await batcher.close()
+
+    app = FastAPI(title="landmark", summary="Landmark recognition: one photo in, a named answer out",
+                  version="0.1.0", lifespan=lifespan)
+    app.state.recognizer, app.state.batcher, app.state.token = recognizer, batcher, token
+    app.state.index_dir = Path(index_dir) if index_dir is not None else None
+    app.state.limits = limits or Limits()
+    _add_error_handlers(app)
+    _add_routes(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Refusal)
+    async def refused(request: Request, err: Refusal):
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return JSONResponse({"error": str(err)}, status_code=err.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()]
+        return JSONResponse({"error": "; ".join(parts)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException):
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code)
+
+
+def _add_routes(app: FastAPI) -> None:
+    state = app.state
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return resources.files("landmark.serving").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/health")
+    async def health() -> dict:
+        """The server answers; what it has loaded."""
+        rec = state.recognizer
+        return {"status": "ok", "scoring": rec.scoring, "threshold": rec.threshold, "classes": len(rec.classes),
+                "references": len(rec.index) if rec.index is not None else 0, "batches": state.batcher.batches}
+
+    @app.get("/v1/landmarks")
+    async def landmarks() -> dict:
+        """Known landmarks: id, name, whether the classifier knows it, reference photos in the index."""
+        return state.recognizer.describe()
+
+    @app.post("/v1/recognize", response_model=Recognitions, openapi_extra=_IMAGES_BODY)
+    async def recognize(request: Request, top_k: int = Query(3, ge=1, le=20),
+                        explain: bool = Query(False, description="add saliency and match pictures (slower)")) -> dict:
+        """Recognise the uploaded images (multipart fields ``file``, or the raw body)."""
+        files, _ = await read_images(request, state.limits)
+        photos = [await run_in_threadpool(decode_upload, name, data, state.limits.max_pixels)
+                  for name, data in files]
+        answers = await state.batcher.recognize(photos, [name for name, _ in files], top_k)
+        out = []
+        for photo, answer in zip(photos, answers):
+            item = public(answer)
+            if explain:
+                item["explain"] = await run_in_threadpool(_explain, state.recognizer, photo, answer)
+            out.append(item)
+        return {"answers": out}
+
+    @app.post("/v1/landmarks/{landmark_id}/images", response_model=Enrolled, openapi_extra=_ENROL_BODY)
+    async def enrol(request: Request, landmark_id: str) -> dict:
+        """Add reference photos of a landmark (new or known) to the index; needs the token.
+
+        Multipart fields ``file`` (one or more) and optionally ``name`` (the landmark's name).
+        """
+        _authorise(request, state.token)
+        if state.recognizer.index is None or state.index_dir is None:
+            raise Refusal(409, "no index loaded: start the server with --index DIR to enrol photos")
+        if not _LANDMARK_ID.match(landmark_id):
+            raise Refusal(400, f"landmark id {landmark_id!r}: use letters, digits, '_', '-', '.' (at most 64)")
+        files, fields = await read_images(request, state.limits)
+        photos = [await run_in_threadpool(decode_upload, name, data, state.limits.max_pixels)
+                  for name, data in files]
+        return await run_in_threadpool(_enrol, state, landmark_id, fields.get("name"), photos,
+                                       [data for _, data in files])
+
+
+def public(answer: Answer) -> dict:
+    """An answer as the API returns it: the server's file paths left out."""
+    return answer.model_dump(exclude={"neighbours": {"__all__": {"path"}}})
+
+
+def _explain(rec: Recognizer, photo, answer: Answer) -> dict:
+    from ..inference.explain import data_url, explain
+    found = explain(rec, photo, answer)
+    return {"saliency": data_url(found.saliency_png), "matches": data_url(found.matches_png),
+            "reference_id": found.reference_id, "inliers": found.inliers}
+
+
+def _authorise(request: Request, token: str | None) -> None:
+    """401 without ``Authorization: Bearer ...``, 403 with a wrong token or none configured."""
+    if token is None:
+        raise Refusal(403, "enrolment is disabled: start the server with --token (or LANDMARK_TOKEN)")
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        raise Refusal(401, "enrolment needs the header 'Authorization: Bearer TOKEN'")
+    if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
+        raise Refusal(403, "wrong token")
+
+
+def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[bytes]) -> dict:
+    """Embed, store and index the photos, then save the index (under the model lock)."""
+    rec, folder = state.recognizer, state.index_dir
+    ids = [hashlib.sha256(data).hexdigest()[:16] for data in raw]  # content ids: re-sending skips
+    first = {i: k for k, i in reversed(list(enumerate(ids)))}  # the same photo twice in one request: once
+    keep = sorted(first.values())
+    photos, ids = [photos[k] for k in keep], [ids[k] for k in keep]
+    store = folder / "enrolled"
+    store.mkdir(parents=True, exist_ok=True)
+    with state.batcher.lock:
+        vectors = rec.embed(photos)
+        paths = [store / f"{i}.jpg" for i in ids]
+        for photo, path in zip(photos, paths):
+            if not path.exists():
+                _save_jpeg(photo, path)
+        items = pd.DataFrame({"id": ids, "landmark_id": landmark_id, "path": [str(p) for p in paths]})
+        added, skipped = rec.index.add(Embeddings(np.asarray(vectors, np.float32), items))
+        if name:
+            rec.index.meta.setdefault("names", {})[landmark_id] = name
+            rec.names[landmark_id] = name
+        rec.index.save(folder, overwrite=True)
+        references = int((rec.index.items["landmark_id"] == landmark_id).sum())
+    return {"landmark_id": landmark_id, "name": rec.name(landmark_id), "added": added,
+            "skipped_duplicates": len(skipped), "references": references}
+
+
+def _save_jpeg(photo, path: Path) -> None:
+    """The decoded photo re-encoded as JPEG (temp file + rename), at most 1024 px a side."""
+    from ..retrieval.verification import shrink
+    buf = io.BytesIO()
+    shrink(photo, 1024).save(buf, format="JPEG", quality=90)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)

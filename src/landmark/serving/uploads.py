@@ -1,0 +1,120 @@
+"""Reading uploads safely: a byte cap while the body streams in, plain names, decoding by content.
+
+Every refusal is an :class:`Refusal` carrying the HTTP status and a message for the
+JSON body ``{"error": "..."}``; nothing a client sends is ever used as a path.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from ..data import ImageError
+from ..inference.recognizer import decode
+
+
+class Refusal(Exception):
+    """A request the server refuses: ``status`` (4xx) and a message for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Limits:
+    """Upload limits.
+
+    Attributes:
+        max_bytes: request body size in bytes (all files together), checked while reading.
+        max_pixels: width x height of one image, checked from its header before decoding.
+        max_files: images per request.
+    """
+
+    max_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000
+    max_files: int = 16
+
+
+# a file name is shown back to the client, never used to open anything; still, refuse
+# names that only make sense as paths
+_PLAIN_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}$")
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refusing (413) a declared or actual length above ``max_bytes``
+    before reading past it (chunked bodies are counted as they stream in)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise Refusal(413, f"upload of {int(declared)} bytes is over the limit of {_mb(max_bytes)}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise Refusal(413, f"upload is over the limit of {_mb(max_bytes)}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_images(request: Request, limits: Limits) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+    """Uploaded images as ``(name, bytes)``: multipart fields named ``file`` (other text
+    fields are returned as a dict), or the raw body (name ``upload``).
+
+    Raises:
+        Refusal: 413 too large, 400 empty / malformed / no ``file`` field / path-like
+            file name, 400 more than ``limits.max_files`` images.
+    """
+    body = await read_body(request, limits.max_bytes)
+    if not body:
+        raise Refusal(400, "empty body: send an image as the multipart field 'file' or as the raw request body")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return [("upload", body)], {}
+
+    async def stream():
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, stream(), max_files=limits.max_files,
+                                     max_fields=32).parse()
+    except MultiPartException as err:
+        raise Refusal(400, f"malformed multipart body: {err}") from None
+    files, fields = [], {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != "file":
+                raise Refusal(400, f"unexpected file field {key!r}: name the fields 'file'")
+            name = value.filename or "upload"
+            if not _PLAIN_NAME.match(name) or name in (".", ".."):
+                raise Refusal(400, f"file name {name!r} looks like a path: send a plain file name")
+            files.append((name, await value.read()))
+        else:
+            fields[key] = str(value)
+    if not files:
+        raise Refusal(400, "no image: send one or more multipart fields named 'file'")
+    if len(files) > limits.max_files:
+        raise Refusal(400, f"{len(files)} images in one request; the limit is {limits.max_files}")
+    return files, fields
+
+
+def decode_upload(name: str, data: bytes, max_pixels: int) -> Image.Image:
+    """Decode one upload by content (:func:`landmark.inference.recognizer.decode`).
+
+    Raises:
+        Refusal: 400 empty / truncated, 413 over ``max_pixels``, 415 not an image.
+    """
+    if not data:
+        raise Refusal(400, f"{name}: empty file")
+    try:
+        return decode(data, max_pixels=max_pixels)
+    except ImageError as err:
+        reason = str(err)
+        status = 413 if reason.startswith("too large") else 415 if reason.startswith("not an image") else 400
+        raise Refusal(status, f"{name}: {reason}") from None
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:g} MB"
