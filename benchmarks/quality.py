@@ -43,8 +43,9 @@ DATA = ROOT.parent / "shared" / "data" / "landmarks13"
 RECIPES = {   # name -> preset name or YAML path; in the order of the table
     "frozen-probe": ROOT / "benchmarks" / "recipes" / "frozen_probe.yaml",
     "fast-v1": ROOT / "benchmarks" / "recipes" / "fast_v1.yaml",
+    "lpft": ROOT / "benchmarks" / "recipes" / "lpft.yaml",
+    "lpft-clean-gentle": ROOT / "benchmarks" / "recipes" / "lpft_clean_gentle.yaml",
     "fast": "fast",
-    "best": "best",
 }
 HOLDOUTS = [("0", "5", "10"), ("3", "7", "12"), ("1", "8", "11")]   # fixed before any result was seen
 METHODS = ["classifier", "classifier tta10", "kNN", "classifier x reference", "tta10 x reference"]

@@ -167,7 +167,7 @@ def bench_bare_backward(model: LandmarkNet, batch: int, size: int, device: torch
 
 def bench_train(model: LandmarkNet, frame: pd.DataFrame, size: int, freeze: int, device: torch.device,
                 batch: int = TRAIN_BATCH, warmup: int = 2, iters: int = 3, workers: int = 1,
-                config: str = "fast") -> Result:
+                config: str = "finetune") -> Result:
     """Full training steps as ``landmark.training`` does them, on the images of ``frame``.
 
     Pipeline: ``ImageDataset`` (decoding the original photos) + ``train_transform`` (the
@@ -312,7 +312,7 @@ def run(backbone: str, size: int, images: int, device: torch.device, data: Path,
     model, _ = build_model(backbone)
     photos = load_photos(data, max(images, (warmup + train_iters) * TRAIN_BATCH))
     queries = photos.head(images)[["id", "path"]]
-    freeze = load_config("fast").stages[-1].freeze if freeze is None else freeze
+    freeze = load_config("finetune").stages[-1].freeze if freeze is None else freeze
     jobs: list[Callable[[], Result]] = [
         lambda: bench_bare_forward(model, 1, size, device, min_seconds=min_seconds),
         lambda: bench_bare_forward(model, TRAIN_BATCH, size, device, min_seconds=min_seconds),

@@ -107,4 +107,14 @@ def test_probe_then_finetune_run_builds_an_index_and_thresholds(l13, tmp_path):
     assert reference["validation_queries"] == 9
     stored = torch.load(best, weights_only=False)["reject_threshold"]
     assert set(stored) == {"classifier", "reference"} and 0.0 <= stored["classifier"] <= 1.0
-    assert index.meta["reject_threshold"] == stored["reference"]
+    # the recogniser of the run folder scores by reference with the stored threshold
+    from landmark import Recognizer
+    rec = Recognizer.load(run)
+    assert rec.scoring == "reference" and rec.threshold == stored["reference"]
+    photo = str(image_path(l13, frame[frame["landmark_id"] == "5"]["id"].iloc[20]))
+    answer, = rec.recognize(photo)
+    plain = Recognizer.load(run, index=False)
+    alone, = plain.recognize(photo)
+    assert plain.scoring == "classifier" and plain.threshold == stored["classifier"]
+    # the same classifier answer, its confidence confirmed (lowered) by the reference photos
+    assert answer.landmark_id == alone.landmark_id and 0.0 < answer.score < alone.score

@@ -47,10 +47,14 @@ def train(
     out: Optional[Path] = typer.Option(None, help="run folder to create (must be empty or absent)"),
     resume: Optional[Path] = typer.Option(None, help="continue the interrupted run in this folder"),
     weights: Optional[str] = typer.Option(None, help="override model.weights: imagenet | none | PATH"),
-    epochs: Optional[int] = typer.Option(None, min=1, help="override: epochs of every stage (quick trials)"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="override: epochs of every stage but a probe "
+                                         "(quick trials)"),
+    nonlandmarks: Optional[Path] = typer.Option(None, help="override data.nonlandmarks: photos without landmarks "
+                                                "that help choose the 'no landmark' threshold"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
 ) -> None:
-    """Train a landmark classifier in stages; writes checkpoints, metrics and curves to --out."""
+    """Train a landmark classifier in stages; writes checkpoints, metrics, curves and the
+    reference index (RUN/index) with its 'no landmark' thresholds to --out."""
     from .io import LOCK_FILE
     if resume is None and out is not None and out.exists() and (
             not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
@@ -58,7 +62,7 @@ def train(
             "it is not empty (or is a file)"
         _fail(FileExistsError(f"{out} cannot hold a new run: {hint}; or choose another --out folder "
                               "(nothing was changed)"))
-    _require(("--data", data), ("--resume", resume))
+    _require(("--data", data), ("--resume", resume), ("--nonlandmarks", nonlandmarks))
     from .config import load_config
     from .models import WeightsError
     from .training import resume as resume_run
@@ -69,7 +73,10 @@ def train(
         else:
             if data is None or out is None:
                 _fail(ValueError("give --data and --out (or --resume RUN_DIR)"))
-            cfg = load_config(config, {"model": {"weights": weights}} if weights else None)
+            overrides = {"model": {"weights": weights}} if weights else {}
+            if nonlandmarks is not None:
+                overrides["data"] = {"nonlandmarks": str(nonlandmarks.resolve())}
+            cfg = load_config(config, overrides)
             if epochs is not None:
                 cfg = cfg.model_copy(update={"stages": [s if s.probe else s.model_copy(update={"epochs": epochs})
                                                         for s in cfg.stages]})
@@ -80,7 +87,9 @@ def train(
         return  # under torchrun, rank 0 reports
     run_dir = best.parent.parent
     test = json.loads((run_dir / "test_metrics.json").read_text())
+    reference = run_dir / "reference.json"
     typer.echo(json.dumps({"best_checkpoint": str(best), "held_out_test": test,
+                           "reference": json.loads(reference.read_text()) if reference.is_file() else None,
                            "curves": str(run_dir / "curves.png"), "rejects": str(run_dir / "rejects.csv")}, indent=2))
 
 

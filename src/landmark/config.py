@@ -93,7 +93,8 @@ class Stage(_Strict):
 class DataConfig(_Strict):
     """Class selection, split and loading."""
 
-    clean: bool = Field(False, description="use train_clean.csv when the data has one")
+    clean: bool | Literal["auto"] = Field(False, description="true: train_clean.csv (an error without one); "
+                                          "auto: train_clean.csv when the data has one")
     min_images_per_class: int = Field(1, ge=1)
     max_classes: int | None = Field(None, ge=1, description="keep only the most frequent classes")
     nonlandmarks: str | None = Field(None, description="folder or CSV of photos without landmarks; joins the "

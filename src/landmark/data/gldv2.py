@@ -106,12 +106,13 @@ def is_gldv2(root: Path) -> bool:
     return (Path(root) / "train.csv").is_file()
 
 
-def read_train(root: str | Path, clean: bool = False) -> pd.DataFrame:
+def read_train(root: str | Path, clean: bool | str = False) -> pd.DataFrame:
     """Read the labelled images of ``root`` (GLDv2 layout or folder-per-class tree).
 
     Args:
         root: a folder with ``train.csv`` (GLDv2) or with one sub-folder per landmark.
-        clean: read ``train_clean.csv`` instead of ``train.csv`` (GLDv2 only).
+        clean: ``True``: read ``train_clean.csv`` instead of ``train.csv`` (GLDv2 only);
+            ``"auto"``: read it when the folder has one, else ``train.csv`` or the tree.
 
     Returns:
         frame with columns ``id``, ``landmark_id`` (category), and ``path`` for trees.
@@ -127,6 +128,8 @@ def read_train(root: str | Path, clean: bool = False) -> pd.DataFrame:
         raise ValueError(f"{root} is a file; --data takes a GLDv2 folder (with train.csv) or a folder per class")
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
+    if clean == "auto":
+        clean = (root / "train_clean.csv").is_file()
     if is_gldv2(root):
         return read_train_clean(root / "train_clean.csv") if clean else read_train_csv(root / "train.csv")
     if clean:

@@ -15,16 +15,24 @@ Scores (:meth:`Recognizer._score`, the one place that turns network outputs into
 * classifier only (no index): the softmax probability of the best landmark; with
   ``tta=K`` crops the vote of :func:`landmark.inference.predict.vote_scores` (the same
   rule and the same numbers as ``landmark predict --tta K``);
-* with an index (``landmark index build``): the kNN vote of
-  :func:`landmark.retrieval.knn.recognise` with :class:`~landmark.retrieval.knn.KnnConfig`
-  (``landmark knn``'s defaults), so enrolled landmarks that the classifier never saw are
-  recognised too;
+* ``reference`` (an index whose landmarks the classifier knows, e.g. the run's own
+  ``RUN/index`` written by ``landmark train``): the classifier's candidates, each with the
+  confidence ``prob * s_ref^3`` confirmed by the indexed photos of that landmark
+  (:func:`landmark.retrieval.knn.reference_confidence`): photos of no landmark, or of a
+  landmark the model never learnt, fall to the bottom (docs/quality.md);
+* ``knn`` (an index with landmarks the classifier does not know, e.g. enrolled later):
+  the kNN vote of :func:`landmark.retrieval.knn.recognise` with
+  :class:`~landmark.retrieval.knn.KnnConfig` (``landmark knn``'s defaults), so enrolled
+  landmarks are recognised too;
 * with non-landmark photos: the penalty of Henkel & Singer (arXiv:2010.01650) subtracted,
   :func:`landmark.retrieval.knn.nonlandmark_similarity`.
 
-The verdict is ``score >= threshold``: the ``threshold`` argument, else the checkpoint's
-(``reject_threshold``; the index's ``meta['reject_threshold']`` when scoring by kNN), else
-:data:`DEFAULT_THRESHOLD`.
+The verdict is ``score >= threshold``: the ``threshold`` argument, else the one stored for
+the scoring mode (``landmark train`` chooses ``classifier`` and ``reference`` thresholds on
+the validation photos and stores them in the checkpoint's ``reject_threshold``; an index's
+``meta['reject_threshold']`` for ``knn``), else :data:`DEFAULT_THRESHOLD`.
+
+A run folder loads its own index (``RUN/index``) unless ``index=False``.
 """
 from __future__ import annotations
 
@@ -45,13 +53,14 @@ from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
 from ..retrieval.embeddings import Embeddings, load_embeddings
 from ..retrieval.index import LandmarkIndex
-from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise
+from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, reference_confidence
+from ..retrieval.reference import REFERENCE_K
 from .predict import TTA_ORDER, vote_scores
 
 #: Score below which an answer is "no landmark", per scoring mode, when neither the caller
 #: nor the checkpoint / index gives one.  Softmax probabilities and kNN votes live on
 #: different scales (a kNN vote of 10 neighbours at cosine 0.6 is 0.6^3 = 0.22).
-DEFAULT_THRESHOLD = {"classifier": 0.40, "knn": 0.15}
+DEFAULT_THRESHOLD = {"classifier": 0.40, "reference": 0.10, "knn": 0.15}
 
 #: What :meth:`Recognizer.recognize` accepts per image.
 ImageInput = Union[Image.Image, np.ndarray, bytes, str, Path]
@@ -169,6 +178,32 @@ def read_names(source: str | Path | dict | None) -> dict[str, str]:
     raise ValueError(f"{source} needs the columns landmark_id,category (GLDv2) or landmark_id,name")
 
 
+def scoring_mode(index: LandmarkIndex | None, classes: list[str]) -> str:
+    """``classifier`` without an index, ``reference`` when the classifier knows every indexed
+    landmark, ``knn`` when the index holds landmarks it does not (module docstring)."""
+    if index is None:
+        return "classifier"
+    return "reference" if set(index.labels) <= set(classes) else "knn"
+
+
+def stored_threshold(checkpoint: dict, index: LandmarkIndex | None, scoring: str) -> float | None:
+    """The "no landmark" threshold stored for ``scoring``: the checkpoint's ``reject_threshold``
+    (a dict per mode; a plain number means the classifier's), the index's for ``knn``."""
+    if scoring == "knn":
+        return index.meta.get("reject_threshold") if index is not None else None
+    stored = checkpoint.get("reject_threshold")
+    if isinstance(stored, dict):
+        return stored.get(scoring)
+    return stored if scoring == "classifier" else None
+
+
+def run_index(source: str | Path) -> Path | None:
+    """The index a run folder carries (``RUN/index``), for a run folder or a checkpoint in one."""
+    source = Path(source)
+    run = source if source.is_dir() else source.parent.parent if source.parent.name == "checkpoints" else None
+    return run / "index" if run is not None and (run / "index" / "meta.json").is_file() else None
+
+
 class Recognizer:
     """A loaded model (and optionally an index and non-landmark photos) answering photos.
 
@@ -193,8 +228,8 @@ class Recognizer:
         self.preprocess = checkpoint["preprocess"]
         self.index, self.knn = index, knn or KnnConfig()
         self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)
-        self.scoring = "knn" if index is not None else "classifier"
-        stored = (index.meta if index is not None else checkpoint).get("reject_threshold")
+        self.scoring = scoring_mode(index, self.classes)
+        stored = stored_threshold(checkpoint, index, self.scoring)
         self.threshold = float(threshold if threshold is not None else
                                stored if stored is not None else DEFAULT_THRESHOLD[self.scoring])
         self.names = {**checkpoint.get("names", {}), **(index.meta.get("names", {}) if index is not None else {}),
@@ -203,13 +238,14 @@ class Recognizer:
             or self.preprocess["size"]
 
     @classmethod
-    def load(cls, source: str | Path, index: str | Path | LandmarkIndex | None = None,
+    def load(cls, source: str | Path, index: str | Path | LandmarkIndex | bool | None = None,
              nonlandmarks: str | Path | None = None, threshold: float | None = None, device: str | None = None,
              names: str | Path | dict | None = None, knn: KnnConfig | None = None) -> "Recognizer":
         """Load a run folder (its ``checkpoints/best.pt``) or a checkpoint file.
 
         Args:
-            index: an index folder (``landmark index build``) or a loaded index.
+            index: an index folder (``landmark index build``) or a loaded index; None: the
+                run's own ``RUN/index`` when there is one; False: none.
             nonlandmarks: a folder of photos without landmarks (embedded now, in memory) or
                 their embeddings ``.npy`` (``landmark embed``).
             names: extra landmark names (:func:`read_names`).
@@ -219,6 +255,7 @@ class Recognizer:
             ValueError: not a checkpoint; an index of another backbone or dimension.
         """
         model, ckpt = load_model(resolve_checkpoint(source))
+        index = run_index(source) if index is None else None if index is False else index
         if index is not None and not isinstance(index, LandmarkIndex):
             index = LandmarkIndex.load(index)
         built = index.meta.get("model", {}).get("backbone") if index is not None else None
@@ -286,11 +323,21 @@ class Recognizer:
                 an index or non-landmark photos.
             top_k: keep this many candidates per image (None: all).
         """
+        probs, own = self.forward(x, tta)
+        return [cands[:top_k] for cands in self._score(probs, own if vectors is None else vectors, top_k)]
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, tta: int = 1) -> tuple[torch.Tensor, np.ndarray]:
+        """One backbone pass: softmax probabilities float ``[N, K, C]`` of the K crops, and the
+        L2-normalised embedding float32 ``[N, D]`` of the first view (the whole photo with
+        ``tta=1``, the centre crop otherwise), rounded to float16 as indexes store them."""
         x = x.to(self.device)
         if tta > 1:
             x = x[:, torch.as_tensor(TTA_ORDER[:tta], device=self.device)].flatten(0, 1)
-        probs = self.model(x).float().softmax(1).view(-1, tta, len(self.classes))
-        return [cands[:top_k] for cands in self._score(probs, vectors, top_k)]
+        features = self.model.forward_features(x)
+        probs = self.model.head(features).float().softmax(1).view(-1, tta, len(self.classes))
+        emb = F.normalize(self.model.head(features, pre_logits=True).float(), dim=1).view(len(probs), tta, -1)[:, 0]
+        return probs, emb.cpu().numpy().astype(np.float16).astype(np.float32)
 
     @torch.no_grad()
     def embed(self, photos: Image.Image | list[Image.Image]) -> np.ndarray:
@@ -312,14 +359,29 @@ class Recognizer:
             vectors: float32 ``[N, D]`` embeddings or None (classifier only).
             top_k: at least this many candidates are returned (None: all).
         """
-        if self.index is not None:
+        if self.scoring == "knn":
             return self._knn_scores(probs[:, 0], vectors)
         key, score = vote_scores(probs)
+        if self.scoring == "reference":
+            return self._reference_scores(key, score, vectors, top_k)
         order = key.topk(min(top_k or key.shape[1], key.shape[1]), dim=1).indices.cpu().numpy()
         score = score.cpu().numpy().astype(np.float64)
         if self.nonlandmarks is not None and self.knn.nonlandmark_weight > 0:
             score = score - self.knn.nonlandmark_weight * self._penalty(vectors)[:, None]
         return [[(self.classes[j], float(score[i, j])) for j in order[i]] for i in range(len(order))]
+
+    def _reference_scores(self, key: torch.Tensor, score: torch.Tensor, vectors: np.ndarray,
+                          top_k: int | None) -> list[list[tuple[str, float]]]:
+        """The classifier's candidates in its order, each scored ``prob * s_ref^3`` against the
+        index (:func:`~landmark.retrieval.knn.reference_confidence`); ``key``/``score`` ``[N, C]``."""
+        order = key.topk(min(top_k or key.shape[1], key.shape[1]), dim=1).indices.cpu().numpy()   # [N, t]
+        probs = score.cpu().numpy().astype(np.float64)
+        sims, rows = self.index.search(vectors, REFERENCE_K)
+        neighbours = np.where(rows >= 0, self.index.labels[np.clip(rows, 0, None)], "")
+        labels = np.asarray(self.classes, dtype=object)[order].astype(str)                          # [N, t]
+        conf = np.stack([reference_confidence(labels[:, j], probs[np.arange(len(order)), order[:, j]], sims,
+                                              neighbours) for j in range(order.shape[1])], axis=1)
+        return [[(labels[i, j], float(conf[i, j])) for j in range(order.shape[1])] for i in range(len(order))]
 
     def _knn_scores(self, probs: torch.Tensor, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
         """kNN vote over the index (:func:`~landmark.retrieval.knn.recognise`); ``probs`` ``[N, C]``."""
@@ -341,9 +403,10 @@ class Recognizer:
 
     def _answers(self, photos: list[Image.Image], sources: list[str], top_k: int, tta: int) -> list[Answer]:
         transform = self.transform(tta)
-        x = torch.stack([transform(photo) for photo in photos])
-        vectors = self.embed(photos) if self.index is not None or self.nonlandmarks is not None else None
-        ranked = self.rank(x, tta, vectors, top_k)
+        probs, vectors = self.forward(torch.stack([transform(photo) for photo in photos]), tta)
+        if self.embed_size != self.preprocess["size"]:   # an index built at another image size
+            vectors = self.embed(photos)
+        ranked = [cands[:top_k] for cands in self._score(probs, vectors, top_k)]
         neighbours = self.neighbours(vectors, top_k) if self.index is not None else [[] for _ in photos]
         out = []
         for source, cands, near in zip(sources, ranked, neighbours):

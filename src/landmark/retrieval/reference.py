@@ -12,7 +12,7 @@ answer becomes "no landmark":
 
 Optional non-landmark photos (``nonlandmarks``: a folder or CSV) join the validation
 queries as queries whose every answer is wrong.  Both thresholds are stored in the best
-checkpoint (``reject_threshold``) and in ``index/meta.json``.
+checkpoint (``reject_threshold``), where :class:`~landmark.inference.Recognizer` finds them.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import load_config
 from ..data import read_queries, read_train, with_paths
 from ..evaluation.metrics import rejection_threshold
 from ..models import load_model
@@ -38,7 +39,7 @@ REFERENCE_K = 50
 def split_frames(run_dir: Path) -> dict[str, pd.DataFrame]:
     """The run's labelled photos per split (``id, landmark_id, path``), from ``split.csv``."""
     data = Path(json.loads((run_dir / "run.json").read_text())["data"])
-    clean = bool(__import__("yaml").safe_load((run_dir / "config.yaml").read_text())["data"]["clean"])
+    clean = load_config(run_dir / "config.yaml").data.clean
     split = pd.read_csv(run_dir / "split.csv", dtype=str, keep_default_na=False)
     frame = with_paths(read_train(data, clean=clean), data)
     frame = frame.assign(landmark_id=frame["landmark_id"].astype(str)).merge(split[["id", "split"]], on="id")
@@ -88,7 +89,6 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
         thresholds = {"classifier": rejection_threshold(probs, correct),
                       "reference": rejection_threshold(answer_with_reference(index, val.vectors, labels, probs),
                                                        correct)}
-    index.meta["reject_threshold"] = thresholds["reference"]
     index.save(run_dir / "index", overwrite=True)
     _store_thresholds(best, thresholds)
     return {"index": str(run_dir / "index"), "count": len(index), "reject_threshold": thresholds,
