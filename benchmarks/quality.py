@@ -115,7 +115,7 @@ def answers(run: Path, work: Path, tta: bool = True) -> tuple[dict, float]:
     out["classifier x reference"] = pd.DataFrame({"id": ids, "landmark_id": label, "score": reference_confidence(
         label, prob, sims, neighbours)})
     if tta:
-        pred, _ = landmark.predict(ckpt, DATA / "test", tta=10)
+        pred, _ = landmark.predict(ckpt, DATA / "test", tta=10, index=False)
         pred = pred.set_index("id").loc[ids].reset_index()
         out["classifier tta10"] = pred
         out["tta10 x reference"] = pred.assign(score=reference_confidence(

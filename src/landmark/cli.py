@@ -102,6 +102,9 @@ def predict(
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
     workers: int = typer.Option(2, min=0, help="image decoding processes"),
     device: Optional[str] = typer.Option(None),
+    index: Optional[Path] = typer.Option(None, help="index folder whose photos confirm the classifier's answers "
+                                         "(default: the run's own RUN/index when it has one)"),
+    classifier_only: bool = typer.Option(False, "--classifier-only", help="score with the softmax alone, no index"),
     overwrite: bool = typer.Option(False, help="replace --out (and OUT.answers.csv) if they exist"),
 ) -> None:
     """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv.
@@ -111,12 +114,13 @@ def predict(
     """
     answers_file, rejects_file = (out.with_name(out.stem + suffix) for suffix in (".answers.csv", ".rejects.csv"))
     _refuse_overwrite([out, answers_file, rejects_file], overwrite)
-    _require(("CHECKPOINT", checkpoint), ("--images", images))
+    _require(("CHECKPOINT", checkpoint), ("--images", images), ("--index", index))
     from .data import write_rejects
     from .data.kaggle import write_submission
     from .inference import predict as run_predict
     try:
-        predictions, rejects = run_predict(checkpoint, images, tta, batch_size, workers, device)
+        predictions, rejects = run_predict(checkpoint, images, tta=tta, batch_size=batch_size, workers=workers,
+                                           device=device, index=False if classifier_only else index)
         write_submission(predictions, out)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
@@ -606,7 +610,9 @@ def serve(
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     limits = Limits(max_bytes=int(max_mb * 2**20), max_pixels=max_pixels)
-    app_ = create_app(rec, token, index, limits, window=batch_window_ms / 1000)
+    from .inference.recognizer import run_index
+    app_ = create_app(rec, token, index if index is not None else run_index(model), limits,
+                      window=batch_window_ms / 1000)
     typer.echo(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{host}:{port}/ "
                f"(API docs at /docs){'; enrolment enabled' if token else ''}", err=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")

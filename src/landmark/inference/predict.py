@@ -59,7 +59,8 @@ def vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, queries: pd.DataFrame,
                    tta: int = 1, batch_size: int = 32, workers: int = 2,
-                   device: str | None = None, checkpoint: dict | None = None) -> tuple[pd.DataFrame, list[Reject]]:
+                   device: str | None = None, checkpoint: dict | None = None,
+                   index=None) -> tuple[pd.DataFrame, list[Reject]]:
     """Predict one landmark per query image, through :class:`~landmark.inference.recognizer.Recognizer`
     (the same scores as ``landmark recognize`` and ``landmark serve``), decoding in ``workers`` processes.
 
@@ -68,6 +69,8 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
         preprocess: ``size``, ``resize``, ``mean``, ``std`` (from the checkpoint).
         tta: crops per image, 1 (plain resize to ``size``) to 10 (see :data:`TTA_ORDER`).
         checkpoint: the checkpoint dict, for landmark ``names`` and ``reject_threshold``.
+        index: a loaded :class:`~landmark.retrieval.index.LandmarkIndex` to score with
+            (see :class:`~landmark.inference.recognizer.Recognizer`), or None.
 
     Returns:
         (frame ``id, landmark_id, score, name, verdict, path`` in query order; rejected
@@ -80,7 +83,8 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
     from .recognizer import Recognizer
     if not 1 <= tta <= 10:
         raise ValueError(f"tta={tta}: choose 1 (no voting) to 10 crops")
-    rec = Recognizer(model, {**(checkpoint or {}), "classes": classes, "preprocess": preprocess}, device=device)
+    rec = Recognizer(model, {**(checkpoint or {}), "classes": classes, "preprocess": preprocess}, index=index,
+                     device=device)
     loader = DataLoader(ImageDataset(queries, rec.transform(tta)), batch_size=max(1, batch_size // tta),
                         num_workers=workers, collate_fn=collate)
     best, rejects = {}, []
@@ -99,18 +103,24 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
 
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32, workers: int = 2,
-            device: str | None = None) -> tuple[pd.DataFrame, list[Reject]]:
+            device: str | None = None, index: str | Path | bool | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """Load a checkpoint (or a run folder's best) and predict the images of a folder, a CSV or
     one image file (see :func:`predict_images`).
+
+    ``index``: an index folder to score with; None: the run's own ``RUN/index`` when the
+    checkpoint sits in a run folder that has one (confidence confirmed by the reference
+    photos, docs/quality.md); False: the classifier alone.
 
     Raises:
         FileNotFoundError: no such checkpoint or image source.
         ValueError: not a checkpoint, no images, a bad ``tta`` or device.
     """
-    from .recognizer import resolve_checkpoint
+    from ..retrieval.index import LandmarkIndex
+    from .recognizer import resolve_checkpoint, run_index
     queries = read_queries(images)
     if queries.empty:
         raise ValueError(f"{images} holds no image files")
     model, ckpt = load_model(resolve_checkpoint(checkpoint))
+    index = run_index(checkpoint) if index is None else None if index is False else index
     return predict_images(model, ckpt["classes"], ckpt["preprocess"], queries, tta, batch_size, workers, device,
-                          checkpoint=ckpt)
+                          checkpoint=ckpt, index=LandmarkIndex.load(index) if index is not None else None)

@@ -228,14 +228,20 @@ class Recognizer:
         self.preprocess = checkpoint["preprocess"]
         self.index, self.knn = index, knn or KnnConfig()
         self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)
-        self.scoring = scoring_mode(index, self.classes)
-        stored = stored_threshold(checkpoint, index, self.scoring)
-        self.threshold = float(threshold if threshold is not None else
-                               stored if stored is not None else DEFAULT_THRESHOLD[self.scoring])
+        self._checkpoint, self._given_threshold = checkpoint, threshold
+        self.rescore()
         self.names = {**checkpoint.get("names", {}), **(index.meta.get("names", {}) if index is not None else {}),
                       **(names or {})}
         self.embed_size = (index.meta.get("model", {}).get("image_size") if index is not None else None) \
             or self.preprocess["size"]
+
+    def rescore(self) -> None:
+        """Choose the scoring mode and threshold for the index as it is now (call after enrolling)."""
+        self.scoring = scoring_mode(self.index, self.classes)
+        stored = stored_threshold(self._checkpoint, self.index, self.scoring)
+        given = self._given_threshold
+        self.threshold = float(given if given is not None else
+                               stored if stored is not None else DEFAULT_THRESHOLD[self.scoring])
 
     @classmethod
     def load(cls, source: str | Path, index: str | Path | LandmarkIndex | bool | None = None,

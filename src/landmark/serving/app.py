@@ -237,6 +237,7 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
             rec.index.meta.setdefault("names", {})[landmark_id] = name
             rec.names[landmark_id] = name
         rec.index.save(folder, overwrite=True)
+        rec.rescore()   # a landmark the classifier does not know switches scoring to kNN
         references = int((rec.index.items["landmark_id"] == landmark_id).sum())
     return {"landmark_id": landmark_id, "name": rec.name(landmark_id), "added": added,
             "skipped_duplicates": len(skipped), "references": references}
