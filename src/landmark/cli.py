@@ -75,14 +75,20 @@ def predict(
     workers: int = typer.Option(2, min=0, help="image decoding processes"),
     device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace --out if it exists"),
+    runtime: str = typer.Option("torch", help="torch | onnx (CHECKPOINT.onnx or an export beside the .pt) | auto"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
 ) -> None:
-    """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv."""
+    """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv.
+
+    CHECKPOINT may be a .onnx file written by `landmark export` (with --runtime onnx or auto).
+    """
     from .data.kaggle import write_submission
     from .inference import predict as run_predict
     from .data import write_rejects
     _refuse_overwrite(out, overwrite)
     try:
-        predictions, rejects = run_predict(checkpoint, images, tta, batch_size, workers, device)
+        predictions, rejects = run_predict(checkpoint, images, tta=tta, batch_size=batch_size, workers=workers,
+                                           device=device, runtime=runtime, threads=threads)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     write_submission(predictions, out)
@@ -90,6 +96,32 @@ def predict(
     write_rejects(rejects, rejects_file)
     typer.echo(json.dumps({"submission": str(out), "images": len(predictions), "rejects": len(rejects),
                            "rejects_file": str(rejects_file)}))
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
+    out: Path = typer.Option(..., help="the .onnx file to write (model.onnx in the run folder is found by "
+                                       "--runtime auto)"),
+    int8: bool = typer.Option(False, help="quantise to int8 (static, calibrated on training photos; dynamic "
+                                          "where static fails)"),
+    images: Optional[Path] = typer.Option(None, help="real photos (folder/CSV) for verification and calibration "
+                                                     "(default: the run's test and train splits)"),
+    verify_images: int = typer.Option(32, min=1, help="photos compared between ONNX Runtime and PyTorch"),
+    calibration_images: int = typer.Option(64, min=1, help="photos that calibrate int8 activations"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
+    overwrite: bool = typer.Option(False, help="replace --out if it exists"),
+) -> None:
+    """Export a checkpoint to ONNX (logits + embedding, dynamic batch, classes and preprocessing in its
+    metadata), checked against PyTorch on real photos; nothing is written when they disagree."""
+    from .inference.export import export_onnx
+    _refuse_overwrite(out, overwrite)
+    try:
+        report = export_onnx(checkpoint, out, int8=int8, images=images, verify_images=verify_images,
+                             calibration_images=calibration_images, overwrite=overwrite, threads=threads)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps(report, indent=2))
 
 
 @app.command()
@@ -295,6 +327,8 @@ def embed(
     top_classes: int = typer.Option(0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
     batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
+    runtime: str = typer.Option("torch", help="torch | onnx (CHECKPOINT.onnx or an export beside the .pt) | auto"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
 ) -> None:
     """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy."""
     from .retrieval.embeddings import embeddings_path, sidecar
@@ -304,7 +338,7 @@ def embed(
     try:
         emb, rejects, _ = embed_checkpoint(checkpoint, image_frame(images, data, _landmark_list(landmarks), label),
                                            path, top_classes, dtype, image_size, batch_size, workers, device,
-                                           overwrite)
+                                           overwrite, runtime=runtime, threads=threads)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({"embeddings": str(path), "rows": len(emb), "dim": int(emb.vectors.shape[1]),

@@ -18,12 +18,15 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, read_queries
 from ..data.transforms import eval_transform, tta_transform
-from ..devices import resolve_device
-from ..models import LandmarkNet, load_model
+from ..models import LandmarkNet
+from .runtime import Runtime, as_runtime, load_runtime
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
 TTA_ORDER = [4, 0, 1, 2, 3, 9, 5, 6, 7, 8]
+# JPEGs are decoded (Pillow draft, DCT scaling) to at least this many times the side the
+# network input is resized from: 2, as the training cache (cache.py: draft=2*width).
+DRAFT_FACTOR = 2
 
 
 def vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,12 +45,18 @@ def vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, queries: pd.DataFrame,
+def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess: dict, queries: pd.DataFrame,
                    tta: int = 1, batch_size: int = 32, workers: int = 2,
                    device: str | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """Predict one landmark per query image.
 
+    JPEGs are decoded at reduced size where they are at least twice as large as needed
+    (Pillow ``draft`` to >= 2x the resize side, as the training cache does; see
+    :data:`DRAFT_FACTOR`), then resized with antialiasing.
+
     Args:
+        model: a ``LandmarkNet`` (run eagerly on ``device``) or a runtime
+            (:mod:`landmark.inference.runtime`, e.g. ONNX Runtime).
         queries: rows with ``id`` and ``path``.
         preprocess: ``size``, ``resize``, ``mean``, ``std`` (from the checkpoint).
         tta: crops per image, 1 (plain resize to ``size``) to 10 (see :data:`TTA_ORDER`).
@@ -61,11 +70,11 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
     """
     if not 1 <= tta <= 10:
         raise ValueError(f"tta={tta}: choose 1 (no voting) to 10 crops")
-    device = resolve_device(device)
-    model = model.to(device).eval()
+    runtime = as_runtime(model, classes, preprocess, device)
     size, resize, mean, std = preprocess["size"], preprocess["resize"], preprocess["mean"], preprocess["std"]
     transform = eval_transform(size, mean, std) if tta == 1 else tta_transform(resize, size, mean, std)
-    loader = DataLoader(ImageDataset(queries, transform), batch_size=max(1, batch_size // tta),
+    draft = DRAFT_FACTOR * (size if tta == 1 else resize)
+    loader = DataLoader(ImageDataset(queries, transform, draft=draft), batch_size=max(1, batch_size // tta),
                         num_workers=workers, collate_fn=collate)
     labels, scores, rejects = {}, {}, []
     order = torch.tensor(TTA_ORDER[:tta])
@@ -73,12 +82,12 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
         rejects += bad
         if batch is None:
             continue
-        x = batch["image"].to(device)
+        x = batch["image"]
         if tta == 1:
-            prob, label = model(x).softmax(1).max(1)
+            prob, label = runtime(x)[0].softmax(1).max(1)
         else:
-            crops = x[:, order.to(device)]  # [B, K, 3, S, S]
-            probs = model(crops.flatten(0, 1)).softmax(1).view(len(x), tta, -1)
+            crops = x[:, order]  # [B, K, 3, S, S]
+            probs = runtime(crops.flatten(0, 1))[0].softmax(1).view(len(x), tta, -1)
             label, prob = vote(probs)
         for i, lab, p in zip(batch["index"].tolist(), label.tolist(), prob.tolist()):
             labels[i], scores[i] = classes[lab], p
@@ -89,15 +98,21 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
 
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32, workers: int = 2,
-            device: str | None = None) -> tuple[pd.DataFrame, list[Reject]]:
+            device: str | None = None, runtime: str = "torch",
+            threads: int | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """Load a checkpoint and predict the images of a folder or CSV (see :func:`predict_images`).
+
+    Args:
+        checkpoint: ``.pt`` from ``landmark train`` or ``.onnx`` from ``landmark export``.
+        runtime: ``torch``, ``onnx`` or ``auto`` (:func:`landmark.inference.runtime.load_runtime`).
+        threads: ONNX Runtime intra-op threads (default: all CPUs).
 
     Raises:
         FileNotFoundError: no such checkpoint or image source.
-        ValueError: not a checkpoint, no images, a bad ``tta`` or device.
+        ValueError: not a checkpoint, no images, a bad ``tta``, device or runtime.
     """
     queries = read_queries(images)
     if queries.empty:
         raise ValueError(f"{images} holds no image files")
-    model, ckpt = load_model(checkpoint)
-    return predict_images(model, ckpt["classes"], ckpt["preprocess"], queries, tta, batch_size, workers, device)
+    engine = load_runtime(checkpoint, runtime, device, threads)
+    return predict_images(engine, engine.classes, engine.preprocess, queries, tta, batch_size, workers, device)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, read_train, with_paths, write_rejects
 from ..data.transforms import eval_transform
-from ..devices import resolve_device
+from ..inference.runtime import Runtime, as_runtime
 from ..models import LandmarkNet
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -94,7 +94,7 @@ def labelled_images(root: str | Path, landmarks: list[str] | None = None, split:
 
 
 @torch.no_grad()
-def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out: str | Path,
+def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataFrame, out: str | Path,
                  classes: list[str] | None = None, top_classes: int = 0, dtype: str = "float16",
                  image_size: int | None = None, batch_size: int = 32, workers: int = 2,
                  device: str | None = None, overwrite: bool = False) -> tuple[Embeddings, list[Reject]]:
@@ -104,6 +104,10 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
     checkpoint's ``preprocess['size']``), passed through ``model.embed`` (``[B, D]``
     descriptor, whatever the model's head makes of it: GeM-pooled features, or a learned
     projection) and L2-normalised in float32 before storing as ``dtype``.
+
+    ``model`` is a ``LandmarkNet`` (eager, on ``device``) or any runtime of
+    :mod:`landmark.inference.runtime` (e.g. ONNX Runtime).  JPEGs are decoded at reduced
+    size (Pillow ``draft``) down to no less than twice ``image_size``.
 
     Args:
         frame: rows with ``id``, ``path`` and optionally ``landmark_id``.
@@ -132,10 +136,9 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    device_t = resolve_device(device)
-    model = model.to(device_t).eval()
+    runtime = as_runtime(model, classes, preprocess, device)
     size = image_size or preprocess["size"]
-    loader = DataLoader(ImageDataset(frame, eval_transform(size, preprocess["mean"], preprocess["std"])),
+    loader = DataLoader(ImageDataset(frame, eval_transform(size, preprocess["mean"], preprocess["std"]), draft=2 * size),
                         batch_size=batch_size, num_workers=workers, collate_fn=collate)
     kept: list[int] = []
     rejects: list[Reject] = []
@@ -147,16 +150,15 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
         rejects += bad
         if batch is None:
             continue
-        x = batch["image"].to(device_t)
-        features = model.forward_features(x)
-        emb = F.normalize(model.head(features, pre_logits=True).float(), dim=1)
+        logits, emb = runtime(batch["image"])
+        emb = F.normalize(emb.float(), dim=1)
         if vectors is None:
             vectors = np.lib.format.open_memmap(path, mode="w+", dtype=DTYPES[dtype], shape=(len(frame), emb.shape[1]))
         vectors[row:row + len(emb)] = emb.cpu().numpy().astype(DTYPES[dtype])
         row += len(emb)
         kept += batch["index"].tolist()
         if top_classes:
-            prob, idx = model.head(features).float().softmax(1).topk(min(top_classes, len(classes)), dim=1)
+            prob, idx = logits.float().softmax(1).topk(min(top_classes, len(classes)), dim=1)
             top_probs.append(prob.cpu().numpy())
             top_labels.append(np.asarray(classes, dtype=object)[idx.cpu().numpy()].astype(str))
     write_rejects(rejects, sidecar(path, "rejects.csv"))
