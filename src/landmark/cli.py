@@ -329,10 +329,31 @@ def embed(
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
     runtime: str = typer.Option("torch", help="torch | onnx (CHECKPOINT.onnx or an export beside the .pt) | auto"),
     threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
+    shard: Optional[str] = typer.Option(None, help="i/n: embed shard i of n into the folder --out (resumable; "
+                                                   "then landmark embed-merge)"),
+    part_size: int = typer.Option(10000, min=1, help="with --shard: images per atomically written part"),
 ) -> None:
-    """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy."""
+    """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy.
+
+    With --shard i/n, --out is a folder of parts shared by all shards; a restarted shard
+    skips the parts already written.
+    """
     from .retrieval.embeddings import embeddings_path, sidecar
     from .retrieval.pipeline import embed_checkpoint, image_frame
+    if shard is not None:
+        from .inference.runtime import load_runtime
+        from .retrieval.shards import embed_shard, parse_shard
+        try:
+            where = parse_shard(shard)
+            engine = load_runtime(checkpoint, runtime, device, threads)
+            result = embed_shard(engine, engine.preprocess, image_frame(images, data, _landmark_list(landmarks), label),
+                                 out, shard=where, part_size=part_size, classes=engine.classes,
+                                 top_classes=top_classes, dtype=dtype, image_size=image_size, batch_size=batch_size,
+                                 workers=workers, device=device)
+        except (FileNotFoundError, ValueError) as err:
+            _fail(err)
+        typer.echo(json.dumps(result))
+        return
     path = embeddings_path(out)
     _refuse_overwrite(path, overwrite)
     try:
@@ -344,6 +365,24 @@ def embed(
     typer.echo(json.dumps({"embeddings": str(path), "rows": len(emb), "dim": int(emb.vectors.shape[1]),
                            "ids": str(sidecar(path, "ids.csv")), "rejects": len(rejects),
                            "rejects_file": str(sidecar(path, "rejects.csv"))}))
+
+
+@app.command("embed-merge")
+def embed_merge(
+    folder: Path = typer.Argument(..., help="the --out folder of landmark embed --shard i/n"),
+    out: Path = typer.Option(..., help="NAME.npy to write (+ NAME.ids.csv, NAME.rejects.csv, NAME.json)"),
+    overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
+) -> None:
+    """Merge finished shards into one embeddings file, one part in memory at a time
+    (then: landmark index build --embeddings NAME.npy)."""
+    from .retrieval.embeddings import embeddings_path
+    from .retrieval.shards import merge_shards
+    _refuse_overwrite(embeddings_path(out), overwrite)
+    try:
+        result = merge_shards(folder, out, overwrite=overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps(result))
 
 
 def _index_embeddings(checkpoint: Optional[Path], embeddings: Optional[Path], data: Optional[Path],

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,9 +127,11 @@ def write_fp32(model: torch.nn.Module, size: int, path: Path, metadata: dict, op
     import onnx
     net = TwoOutputs(model).eval()
     x = torch.zeros(1, 3, size, size)
-    torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset, input_names=["image"],
-                      output_names=["logits", "embedding"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+    with warnings.catch_warnings():   # the TorchScript exporter's deprecation notice (chosen on purpose)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset, input_names=["image"],
+                          output_names=["logits", "embedding"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
     net.eval()  # the exporter restores the wrapper's mode, which would put the model in training mode
     set_metadata(path, metadata)
     onnx.checker.check_model(str(path))

@@ -1,0 +1,225 @@
+"""Inference runtimes compared: eager PyTorch, ONNX Runtime fp32 and int8, in one run.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/runtimes.py [--checkpoint runs/demo/checkpoints/best.pt]
+        [--data ../shared/data/landmarks13] [--images 64] [--threads N] [--workers 2]
+
+It exports the checkpoint (``landmark.inference.export.export_onnx``: fp32, and int8
+calibrated on 64 training photos) into a temporary folder, then measures for each runtime
+
+1. **forward**: ``runtime(x)`` (logits and embedding) on a random ``[B, 3, S, S]`` tensor
+   at batch 1 and 32 (warm-up, then repeated for at least ``--min-seconds``);
+2. **predict**: ``landmark.inference.predict_images`` end to end (decoding, resize or ten
+   crops, its ``DataLoader`` with ``--workers`` processes, forward, softmax, voting) at
+   batch 1 and 32 with ``tta=1`` on ``--images`` test photos, and at batch 32 with
+   ``tta=10``;
+3. **GAP**: ``predict_images`` with ``tta=1``, batch 32 over *all* of ``DATA/test``, scored
+   against ``recognition_solution.csv`` (this pass is also the ``predict b32 all`` row), and
+   the top-1 agreement of each runtime's labels with ONNX Runtime fp32's.
+
+Columns: ``x eager`` divides a row's images/s by the eager row of the same measurement;
+``share of forward`` divides a predict row's rate of network inputs (images, or crops for
+``tta=10``) by the same runtime's forward rate at the same batch.  Without
+``--checkpoint`` an ImageNet-initialised EfficientNet-Lite0 with an untrained 13-class head
+is used: speed is the same, GAP is then meaningless.  Timings are wall-clock on whatever
+else the machine does; the load average is printed.  Finally it prints the estimated
+hours to embed GLDv2's 4.1M training photos from the best end-to-end ``tta=1`` rate.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from landmark.data import read_queries, read_train, with_paths  # noqa: E402
+from landmark.evaluation import evaluate  # noqa: E402
+from landmark.data.kaggle import write_submission  # noqa: E402
+from landmark.inference import predict_images  # noqa: E402
+from landmark.inference.export import export_onnx  # noqa: E402
+from landmark.inference.runtime import OnnxRuntime, TorchRuntime, cpu_count  # noqa: E402
+from landmark.models import create_model, load_model, save_checkpoint  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmarks13"
+GLDV2_TRAIN_IMAGES = 4_132_914   # GLDv2 train.csv rows
+
+
+@dataclass
+class Row:
+    """One measurement: ``runtime``, ``what`` (forward / predict ...), ``batch``, network
+    ``inputs_per_image`` (10 for tta=10), ``images`` timed, wall-clock ``seconds``."""
+
+    runtime: str
+    what: str
+    batch: int
+    images: int
+    seconds: float
+    inputs_per_image: int = 1
+
+    @property
+    def rate(self) -> float:
+        """Images per second."""
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def time_forward(name: str, runtime, batch: int, size: int, min_seconds: float, warmup: int = 2) -> Row:
+    """``runtime(x)`` on a random ``[batch, 3, size, size]`` float32 tensor, repeated until
+    ``min_seconds`` have passed (at least 3 times) after ``warmup`` untimed calls."""
+    x = torch.randn(batch, 3, size, size)
+    for _ in range(warmup):
+        runtime(x)
+    count, start = 0, time.perf_counter()
+    while count < 3 or time.perf_counter() - start < min_seconds:
+        runtime(x)
+        count += 1
+    return Row(name, "forward", batch, count * batch, time.perf_counter() - start)
+
+
+def time_predict(name: str, runtime, queries: pd.DataFrame, batch: int, tta: int, workers: int,
+                 what: str = "predict") -> tuple[Row, pd.DataFrame]:
+    """``predict_images`` end to end over ``queries`` (after an untimed one-batch warm-up).
+
+    Returns:
+        (the row, the predictions ``id, landmark_id, score``).
+    """
+    kwargs = dict(tta=tta, batch_size=batch, workers=workers)
+    predict_images(runtime, runtime.classes, runtime.preprocess, queries.head(max(1, batch // tta)), **kwargs)
+    start = time.perf_counter()
+    out, rejects = predict_images(runtime, runtime.classes, runtime.preprocess, queries, **kwargs)
+    row = Row(name, f"{what} tta={tta}", batch, len(out) - len(rejects), time.perf_counter() - start, tta)
+    return row, out
+
+
+def gap_of(predictions: pd.DataFrame, solution: Path, work: Path) -> dict:
+    """``landmark.evaluate`` of ``predictions`` against ``solution`` (GAP, accuracy ...)."""
+    path = work / "submission.csv"
+    write_submission(predictions, path)
+    return evaluate(path, solution)
+
+
+def sample_photos(data: Path, n: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` training photos of a GLDv2 folder as ``id, path`` (fixed random sample)."""
+    frame = read_train(data).sample(frac=1.0, random_state=seed).head(n)
+    return with_paths(frame, data, "train")[["id", "path"]]
+
+
+def prepare(checkpoint: Path | None, data: Path, work: Path, threads: int) -> dict:
+    """Checkpoint (an untrained-head one when none is given), its fp32 and int8 exports, and
+    the three runtimes ``{"eager": ..., "ort-fp32": ..., "ort-int8": ...}`` plus ``info``."""
+    if checkpoint is None:
+        model = create_model("tf_efficientnet_lite0", 13, weights="imagenet").eval()
+        checkpoint = work / "untrained.pt"
+        save_checkpoint(checkpoint, model, [str(k) for k in range(13)],
+                        preprocess={"size": 160, "resize": 200, "mean": model.arch["mean"], "std": model.arch["std"]})
+    calib = work / "calibration.csv"
+    sample_photos(data, 64).to_csv(calib, index=False)
+    reports = {}
+    for name, int8 in (("fp32", False), ("int8", True)):
+        reports[name] = export_onnx(checkpoint, work / f"model.{name}.onnx", int8=int8, images=calib,
+                                    verify_images=32, calibration_images=64, threads=threads)
+    model, ckpt = load_model(checkpoint)
+    runtimes = {"eager": TorchRuntime(model, ckpt["classes"], ckpt["preprocess"], device="cpu"),
+                "ort-fp32": OnnxRuntime(work / "model.fp32.onnx", threads),
+                "ort-int8": OnnxRuntime(work / "model.int8.onnx", threads)}
+    return {"checkpoint": checkpoint, "runtimes": runtimes, "reports": reports}
+
+
+def format_rows(rows: list[Row]) -> str:
+    """Markdown table of the rows, with ``x eager`` and ``share of forward`` (module docstring)."""
+    rate = {(r.runtime, r.what, r.batch): r.rate for r in rows}
+    lines = ["| runtime | measurement | batch | images | images/s | ms/image | x eager | share of forward |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        eager = rate.get(("eager", r.what, r.batch))
+        fwd = rate.get((r.runtime, "forward", r.batch))
+        share = f"{100 * r.rate * r.inputs_per_image / fwd:.0f}%" if fwd and r.what != "forward" else "-"
+        lines.append(f"| {r.runtime} | {r.what} | {r.batch} | {r.images} | {r.rate:.1f} | {1000 / r.rate:.1f} | "
+                     f"{r.rate / eager:.2f} | {share} |")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    threads = args.threads or cpu_count()
+    torch.set_num_threads(threads)
+    load_before, start = os.getloadavg()[0], time.perf_counter()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        prep = prepare(args.checkpoint, args.data, work, threads)
+        runtimes = prep["runtimes"]
+        size = runtimes["eager"].preprocess["size"]
+        test = read_queries(args.data / "test")
+        queries = test.head(args.images)
+        predictions, quality = {}, {}
+        for name, runtime in runtimes.items():
+            for job in (lambda: time_forward(name, runtime, 1, size, args.min_seconds),
+                        lambda: time_forward(name, runtime, 32, size, args.min_seconds),
+                        lambda: time_predict(name, runtime, queries, 1, 1, args.workers)[0],
+                        lambda: time_predict(name, runtime, queries, 32, 1, args.workers)[0],
+                        lambda: time_predict(name, runtime, queries, 32, 10, args.workers)[0]):
+                rows.append(job())
+                r = rows[-1]
+                print(f"{r.runtime} {r.what} b{r.batch}: {r.rate:.1f} images/s", file=sys.stderr, flush=True)
+            row, predictions[name] = time_predict(name, runtime, test, 32, 1, args.workers, "predict all")
+            rows.append(row)
+            quality[name] = gap_of(predictions[name], args.data / "test" / "recognition_solution.csv", work)
+        reports = prep["reports"]
+    ref = predictions["ort-fp32"].set_index("id")["landmark_id"]
+    print("## Machine\n")
+    info = {"cpus": os.cpu_count(), "threads (torch and ONNX Runtime)": threads, "decoding workers": args.workers,
+            "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "load average (1 min)": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
+            "wall time": f"{time.perf_counter() - start:.0f} s",
+            "checkpoint": str(args.checkpoint or "none: ImageNet backbone, untrained 13-class head"),
+            "int8": f"{reports['int8']['format']} ({reports['int8']['quantization']['why']})"}
+    for key, value in info.items():
+        print(f"- {key}: {value}")
+    print(f"\n## Speed ({size}x{size} pixels)\n")
+    print(format_rows(rows))
+    print(f"\n## Quality on {args.data.name}/test (tta=1, {len(test)} photos)\n")
+    print("| runtime | GAP | GAP - fp32 | accuracy | top-1 agreement with ort-fp32 |\n|---|---:|---:|---:|---:|")
+    for name, q in quality.items():
+        agree = (predictions[name].set_index("id")["landmark_id"] == ref).mean()
+        print(f"| {name} | {q['gap']:.4f} | {q['gap'] - quality['ort-fp32']['gap']:+.4f} | {q['accuracy']:.4f} | "
+              f"{agree:.4f} |")
+    best = max((r for r in rows if r.what.startswith("predict all")), key=lambda r: r.rate)
+    per_cpu = best.rate / threads
+    print(f"\n## GLDv2 estimate\n\nBest end-to-end tta=1 rate: {best.rate:.1f} images/s ({best.runtime}, {threads} "
+          f"threads) = {per_cpu:.1f} images/s per CPU thread. {GLDV2_TRAIN_IMAGES:,} photos take "
+          f"{GLDV2_TRAIN_IMAGES / per_cpu / 3600:.0f} CPU-hours: "
+          + ", ".join(f"{GLDV2_TRAIN_IMAGES / (per_cpu * n) / 3600:.1f} h on {n} CPUs" for n in (2, 16, 64, 256)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=None, help=".pt from landmark train (default: untrained head)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GLDv2 folder with train.csv and test/")
+    parser.add_argument("--images", type=int, default=64, help="test photos timed per predict row")
+    parser.add_argument("--min-seconds", type=float, default=2.0, help="minimum timed seconds per forward row")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of torch and ORT (default: all CPUs)")
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes of predict (predict's default)")
+    args = parser.parse_args(argv)
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        print(f"error: checkpoint {args.checkpoint} does not exist", file=sys.stderr)
+        return 2
+    if not (args.data / "test" / "recognition_solution.csv").is_file():
+        print(f"error: {args.data}/test/recognition_solution.csv does not exist", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
