@@ -47,7 +47,7 @@ from landmark.evaluation import evaluate  # noqa: E402
 from landmark.data.kaggle import write_submission  # noqa: E402
 from landmark.inference import predict_images  # noqa: E402
 from landmark.inference.export import export_onnx  # noqa: E402
-from landmark.inference.runtime import OnnxRuntime, TorchRuntime, cpu_count  # noqa: E402
+from landmark.inference.runtime import OnnxRuntime, TorchRuntime, cpu_count, decode_workers  # noqa: E402
 from landmark.models import create_model, load_model, save_checkpoint  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmarks13"
@@ -176,7 +176,8 @@ def run(args) -> int:
         reports = prep["reports"]
     ref = predictions["ort-fp32"].set_index("id")["landmark_id"]
     print("## Machine\n")
-    info = {"cpus": os.cpu_count(), "threads (torch and ONNX Runtime)": threads, "decoding workers": args.workers,
+    workers = args.workers if args.workers is not None else decode_workers()
+    info = {"cpus": os.cpu_count(), "threads (torch and ONNX Runtime)": threads, "decoding workers": workers,
             "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
             "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
             "load average (1 min)": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
@@ -205,12 +206,15 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=None, help=".pt from landmark train (default: untrained head)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=".pt from landmark train (default: untrained head)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GLDv2 folder with train.csv and test/")
     parser.add_argument("--images", type=int, default=64, help="test photos timed per predict row")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="minimum timed seconds per forward row")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of torch and ORT (default: all CPUs)")
-    parser.add_argument("--workers", type=int, default=2, help="decoding processes of predict (predict's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads of torch and ORT (default: all CPUs)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes of predict (default: predict's, half the CPUs)")
     args = parser.parse_args(argv)
     if args.checkpoint is not None and not args.checkpoint.is_file():
         print(f"error: checkpoint {args.checkpoint} does not exist", file=sys.stderr)

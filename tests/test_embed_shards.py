@@ -84,7 +84,8 @@ def test_two_shards_split_the_work_and_merge(setup, tmp_path):
     work, model, frame = setup
     out = tmp_path / "emb.shards"
     first = embed_shard(model, PREPROCESS, frame, out, shard=(0, 2), part_size=8, workers=0)
-    assert first["parts"] == 3 and first["embedded"] == 3 and first["rows"] == 23   # parts 0, 2, 4 (part 2 has the broken file)
+    # parts 0, 2, 4 of 8 rows; part 2 holds the broken file
+    assert first["parts"] == 3 and first["embedded"] == 3 and first["rows"] == 23
     runner = CliRunner()
     result = runner.invoke(app, ["embed-merge", str(out), "--out", str(tmp_path / "all.npy")])
     assert result.exit_code == 2 and "finish shard(s) 1/2" in result.output

@@ -118,7 +118,8 @@ def test_cli_predict_and_embed_take_the_runtime(tiny, photos, tmp_path):
     ckpt, path, _ = tiny
     runner = CliRunner()
     for rt in ("torch", "onnx"):
-        result = runner.invoke(app, ["predict", str(ckpt), "--images", str(photos), "--out", str(tmp_path / f"{rt}.csv"),
+        result = runner.invoke(app, ["predict", str(ckpt), "--images", str(photos),
+                                     "--out", str(tmp_path / f"{rt}.csv"),
                                      "--workers", "0", "--runtime", rt])
         assert result.exit_code == 0, result.output
         result = runner.invoke(app, ["embed", str(ckpt), "--images", str(photos), "--out", str(tmp_path / f"{rt}.npy"),

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..data import ImageDataset, Reject, collate, read_queries
 from ..data.transforms import eval_transform, tta_transform
 from ..models import LandmarkNet
-from .runtime import Runtime, as_runtime, load_runtime
+from .runtime import Runtime, as_runtime, decode_workers, load_runtime
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
@@ -46,7 +46,7 @@ def vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess: dict, queries: pd.DataFrame,
-                   tta: int = 1, batch_size: int = 32, workers: int = 2,
+                   tta: int = 1, batch_size: int = 32, workers: int | None = None,
                    device: str | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """Predict one landmark per query image.
 
@@ -60,6 +60,7 @@ def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess:
         queries: rows with ``id`` and ``path``.
         preprocess: ``size``, ``resize``, ``mean``, ``std`` (from the checkpoint).
         tta: crops per image, 1 (plain resize to ``size``) to 10 (see :data:`TTA_ORDER`).
+        workers: decoding processes; None: :func:`~landmark.inference.runtime.decode_workers`.
 
     Returns:
         (frame ``id, landmark_id, score`` in query order, with empty landmark_id and NaN
@@ -71,6 +72,7 @@ def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess:
     if not 1 <= tta <= 10:
         raise ValueError(f"tta={tta}: choose 1 (no voting) to 10 crops")
     runtime = as_runtime(model, classes, preprocess, device)
+    workers = decode_workers() if workers is None else workers
     size, resize, mean, std = preprocess["size"], preprocess["resize"], preprocess["mean"], preprocess["std"]
     transform = eval_transform(size, mean, std) if tta == 1 else tta_transform(resize, size, mean, std)
     draft = DRAFT_FACTOR * (size if tta == 1 else resize)
@@ -97,8 +99,8 @@ def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess:
     return out, rejects
 
 
-def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32, workers: int = 2,
-            device: str | None = None, runtime: str = "torch",
+def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32,
+            workers: int | None = None, device: str | None = None, runtime: str = "torch",
             threads: int | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """Load a checkpoint and predict the images of a folder or CSV (see :func:`predict_images`).
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, read_train, with_paths, write_rejects
 from ..data.transforms import eval_transform
-from ..inference.runtime import Runtime, as_runtime
+from ..inference.runtime import Runtime, as_runtime, decode_workers
 from ..models import LandmarkNet
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -96,7 +96,7 @@ def labelled_images(root: str | Path, landmarks: list[str] | None = None, split:
 @torch.no_grad()
 def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataFrame, out: str | Path,
                  classes: list[str] | None = None, top_classes: int = 0, dtype: str = "float16",
-                 image_size: int | None = None, batch_size: int = 32, workers: int = 2,
+                 image_size: int | None = None, batch_size: int = 32, workers: int | None = None,
                  device: str | None = None, overwrite: bool = False) -> tuple[Embeddings, list[Reject]]:
     """Embed the images of ``frame`` into an embeddings file (module docstring).
 
@@ -137,8 +137,10 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
     runtime = as_runtime(model, classes, preprocess, device)
+    workers = decode_workers() if workers is None else workers   # None: half the CPUs
     size = image_size or preprocess["size"]
-    loader = DataLoader(ImageDataset(frame, eval_transform(size, preprocess["mean"], preprocess["std"]), draft=2 * size),
+    transform = eval_transform(size, preprocess["mean"], preprocess["std"])
+    loader = DataLoader(ImageDataset(frame, transform, draft=2 * size),
                         batch_size=batch_size, num_workers=workers, collate_fn=collate)
     kept: list[int] = []
     rejects: list[Reject] = []

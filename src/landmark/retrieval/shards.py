@@ -89,8 +89,8 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 
 def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path, shard: tuple[int, int] = (0, 1),
                 part_size: int = 10_000, classes: list[str] | None = None, top_classes: int = 0,
-                dtype: str = "float16", image_size: int | None = None, batch_size: int = 32, workers: int = 2,
-                device: str | None = None) -> dict:
+                dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
+                workers: int | None = None, device: str | None = None) -> dict:
     """Embed the parts of ``shard`` of ``frame`` into ``folder`` (module docstring).
 
     Args:
@@ -176,7 +176,8 @@ def merge_shards(folder: str | Path, out: str | Path, overwrite: bool = False) -
     if missing:
         n = manifest["shards_of"]
         shards = ", ".join(f"{s}/{n}" for s in sorted({k % n for k in missing}))
-        raise ValueError(f"{len(missing)} of {manifest['parts']} parts are not done yet (e.g. {part_name(missing[0])}); "
+        raise ValueError(f"{len(missing)} of {manifest['parts']} parts are not done yet "
+                         f"(e.g. {part_name(missing[0])}); "
                          f"finish shard(s) {shards} first")
     parts = [folder / part_name(k) for k in range(manifest["parts"])]
     files = [p / "part.npy" for p in parts if (p / "part.npy").is_file()]
