@@ -143,8 +143,9 @@ def format_rows(rows: list[Row]) -> str:
         eager = rate.get(("eager", r.what, r.batch))
         fwd = rate.get((r.runtime, "forward", r.batch))
         share = f"{100 * r.rate * r.inputs_per_image / fwd:.0f}%" if fwd and r.what != "forward" else "-"
+        speedup = f"{r.rate / eager:.2f}" if eager else "n/a"
         lines.append(f"| {r.runtime} | {r.what} | {r.batch} | {r.images} | {r.rate:.1f} | {1000 / r.rate:.1f} | "
-                     f"{r.rate / eager:.2f} | {share} |")
+                     f"{speedup} | {share} |")
     return "\n".join(lines)
 
 
