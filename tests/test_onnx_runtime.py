@@ -174,3 +174,21 @@ def test_real_network_exports_within_tolerance_and_int8_agrees(l13, tmp_path):
     assert report["bytes"] < 13_575_761 / 3 + 1e6
     runtime = OnnxRuntime(tmp_path / "model.int8.onnx")
     assert runtime.meta["quantization"]["mode"] == report["quantization"]["mode"]
+
+
+def test_knn_gives_the_same_answers_with_either_runtime(tiny, photos, tmp_path):
+    ckpt, _, _ = tiny
+    runner = CliRunner()
+    result = runner.invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--images", str(photos),
+                                 "--label", "7", "--out", str(tmp_path / "idx"), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    subs = {}
+    for rt in ("torch", "onnx"):
+        out = tmp_path / f"knn_{rt}.csv"
+        result = runner.invoke(app, ["knn", str(ckpt), "--index", str(tmp_path / "idx"), "--images", str(photos),
+                                     "--out", str(out), "--k", "3", "--workers", "0", "--runtime", rt])
+        assert result.exit_code == 0, result.output
+        subs[rt] = pd.read_csv(out, dtype=str).sort_values("id").reset_index(drop=True)
+    assert len(subs["torch"]) == 6 and subs["torch"]["landmarks"].str.startswith("7 ").all()
+    scores = {rt: subs[rt]["landmarks"].str.split(" ").str[1].astype(float) for rt in subs}
+    np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-3)

@@ -498,6 +498,8 @@ def knn(
     verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
     batch_size: int = typer.Option(32), workers: int = typer.Option(2), device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
+    runtime: str = typer.Option("torch", help="torch | onnx (the export beside CHECKPOINT) | auto"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
 ) -> None:
     """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
 
@@ -518,7 +520,8 @@ def knn(
     work = out.with_suffix("")
     try:
         predictions, rejects, result = knn_predict(checkpoint, index, images, work, config, nonlandmarks,
-                                                   verify_cache, batch_size, workers, device, overwrite)
+                                                   verify_cache, batch_size, workers, device, overwrite,
+                                                   runtime=runtime, threads=threads)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     write_submission(predictions, out)

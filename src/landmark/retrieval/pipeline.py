@@ -92,10 +92,13 @@ def index_model(index_dir: str | Path) -> dict:
 def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Path, work: str | Path,
                 config: KnnConfig, nonlandmarks: str | Path | None = None, verify_cache: str | Path | None = None,
                 batch_size: int = 32, workers: int = 2, device: str | None = None,
-                overwrite: bool = False) -> tuple[pd.DataFrame, list[Reject], Recognition]:
+                overwrite: bool = False, runtime: str = "torch",
+                threads: int | None = None) -> tuple[pd.DataFrame, list[Reject], Recognition]:
     """Embed queries (and the non-landmark set) with ``checkpoint`` and recognise them by kNN.
 
     Args:
+        runtime, threads: how the ``.pt`` checkpoint runs (``torch``, or ``onnx``/``auto``:
+            its export, :func:`landmark.inference.runtime.load_runtime`).
         images: query folder or CSV; or an embeddings ``.npy`` already made with this checkpoint.
         work: path prefix for the query embeddings (``WORK.queries.npy``) and the
             non-landmark ones (``WORK.nonlandmarks.npy``).
@@ -125,7 +128,8 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
         frame = read_queries(images)
         listed = frame[["id"]]
         queries, rejects, _ = embed_checkpoint(checkpoint, frame, embeddings_path(f"{work}.queries"), top, "float16",
-                                               size, batch_size, workers, device, overwrite)
+                                               size, batch_size, workers, device, overwrite, runtime=runtime,
+                                               threads=threads)
     reference = None
     if nonlandmarks is not None:
         if str(nonlandmarks).endswith(".npy"):
@@ -133,7 +137,8 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
         else:
             reference, _, _ = embed_checkpoint(checkpoint, read_queries(nonlandmarks),
                                                embeddings_path(f"{work}.nonlandmarks"), 0, "float16", size,
-                                               batch_size, workers, device, overwrite)
+                                               batch_size, workers, device, overwrite, runtime=runtime,
+                                               threads=threads)
     pair_inliers = None
     if config.verify_top > 0:
         pair_inliers = verification_inliers(verify_cache or Path(f"{work}.local_features"))
