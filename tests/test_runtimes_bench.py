@@ -35,12 +35,12 @@ def test_rows_count_images_and_the_table_compares_like_with_like(bench, l13):
     queries = pd.DataFrame({"id": [f.stem for f in files], "path": [str(f) for f in files]})
     row, out = bench.time_predict("eager", runtime, queries, 4, 2, workers=0)
     assert row.images == 5 and row.inputs_per_image == 2 and out["landmark_id"].isin(["a", "b", "c"]).all()
-    rows = [bench.Row("eager", "forward", 32, 100, 10.0), bench.Row("ort", "forward", 32, 100, 4.0),
+    rows = [bench.Row("eager", "forward", 32, 100, 10.0, 1, 2.0), bench.Row("ort", "forward", 32, 100, 4.0, 1, 0.5),
             bench.Row("ort", "predict tta=10", 32, 10, 2.0, 10)]
     table = bench.format_rows(rows).splitlines()
-    assert table[3] == "| ort | forward | 32 | 100 | 25.0 | 40.0 | nan | 2.50 | - |"
+    assert table[3] == "| ort | forward | 32 | 100 | 25.0 | 40.0 | 5.0 | 2.50 | 4.00 | - |"
     # 5 images/s x 10 crops = 50 inputs/s against a 25/s forward: 200%; no eager predict row to compare with
-    assert table[4] == "| ort | predict tta=10 | 32 | 10 | 5.0 | 200.0 | nan | n/a | 200% |"
+    assert table[4] == "| ort | predict tta=10 | 32 | 10 | 5.0 | 200.0 | nan | n/a | n/a | 200% |"
     rows.append(bench.Row("ort", "predict all tta=1", 32, 100, 5.0, 1, 2.0))   # 20 ms of CPU per image
     estimate = bench.gldv2_estimate(rows, images=3_600_000).splitlines()
     assert estimate[2] == "| ort | 20.0 | 20 | 1.2 h | 0.3 h | 0.08 h |"   # 3.6M x 20 ms = 20 CPU-hours
