@@ -38,8 +38,11 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -q
 
+# Training/prediction speed, then eager PyTorch vs ONNX Runtime fp32 and int8 (with GAP on DATA/test;
+# the demo run's checkpoint when it exists, else an untrained head: speed only)
 bench: install
 	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/runtimes.py --data $(DATA) $(if $(wildcard $(RUN)/checkpoints/best.pt),--checkpoint $(RUN)/checkpoints/best.pt)
 
 # Recognition quality of every recipe on landmarks13 and the open-set protocol; rewrites the tables in
 # docs/quality.md (trains what runs/quality lacks: about 40 min on 2 CPU cores from scratch)

@@ -100,17 +100,21 @@ def predict(
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
     tta: int = typer.Option(1, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
-    workers: int = typer.Option(2, min=0, help="image decoding processes"),
+    workers: Optional[int] = typer.Option(None, min=0, help="image decoding processes (default: half the CPUs, "
+                                                           "at least 1)"),
     device: Optional[str] = typer.Option(None),
     index: Optional[Path] = typer.Option(None, help="index folder whose photos confirm the classifier's answers "
                                          "(default: the run's own RUN/index when it has one)"),
     classifier_only: bool = typer.Option(False, "--classifier-only", help="score with the softmax alone, no index"),
     overwrite: bool = typer.Option(False, help="replace --out (and OUT.answers.csv) if they exist"),
+    runtime: str = typer.Option("torch", help="torch | onnx (CHECKPOINT.onnx or an export beside the .pt) | auto"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
 ) -> None:
     """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv.
 
     Also writes OUT.answers.csv: id, landmark_id, score, name, verdict (the name, or
-    "no landmark" below the model's threshold) and path of every image.
+    "no landmark" below the model's threshold) and path of every image.  CHECKPOINT may be
+    a .onnx file written by `landmark export` (with --runtime onnx or auto).
     """
     answers_file, rejects_file = (out.with_name(out.stem + suffix) for suffix in (".answers.csv", ".rejects.csv"))
     _refuse_overwrite([out, answers_file, rejects_file], overwrite)
@@ -120,7 +124,8 @@ def predict(
     from .inference import predict as run_predict
     try:
         predictions, rejects = run_predict(checkpoint, images, tta=tta, batch_size=batch_size, workers=workers,
-                                           device=device, index=False if classifier_only else index)
+                                           device=device, index=False if classifier_only else index,
+                                           runtime=runtime, threads=threads)
         write_submission(predictions, out)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
@@ -128,6 +133,32 @@ def predict(
     write_rejects(rejects, rejects_file)
     typer.echo(json.dumps({"submission": str(out), "answers": str(answers_file), "images": len(predictions),
                            "rejects": len(rejects), "rejects_file": str(rejects_file)}))
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
+    out: Path = typer.Option(..., help="the .onnx file to write (model.onnx in the run folder is found by "
+                                       "--runtime auto)"),
+    int8: bool = typer.Option(False, help="quantise to int8 (static, calibrated on training photos; dynamic "
+                                          "where static fails)"),
+    images: Optional[Path] = typer.Option(None, help="real photos (folder/CSV) for verification and calibration "
+                                                     "(default: the run's test and train splits)"),
+    verify_images: int = typer.Option(32, min=1, help="photos compared between ONNX Runtime and PyTorch"),
+    calibration_images: int = typer.Option(64, min=1, help="photos that calibrate int8 activations"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
+    overwrite: bool = typer.Option(False, help="replace --out if it exists"),
+) -> None:
+    """Export a checkpoint to ONNX (logits + embedding, dynamic batch, classes and preprocessing in its
+    metadata), checked against PyTorch on real photos; nothing is written when they disagree."""
+    from .inference.export import export_onnx
+    _refuse_overwrite(out, overwrite)
+    try:
+        report = export_onnx(checkpoint, out, int8=int8, images=images, verify_images=verify_images,
+                             calibration_images=calibration_images, overwrite=overwrite, threads=threads)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps(report, indent=2))
 
 
 @app.command()
@@ -333,24 +364,65 @@ def embed(
     dtype: str = typer.Option("float16", help="storage type: float16 | float32"),
     image_size: Optional[int] = typer.Option(None, min=16, help="pixels (square); default: the checkpoint's size"),
     top_classes: int = typer.Option(0, min=0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
-    batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
-    device: Optional[str] = typer.Option(None),
+    batch_size: int = typer.Option(32, min=1), device: Optional[str] = typer.Option(None),
+    workers: Optional[int] = typer.Option(None, min=0, help="image decoding processes (default: half the CPUs)"),
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
+    runtime: str = typer.Option("torch", help="torch | onnx (CHECKPOINT.onnx or an export beside the .pt) | auto"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
+    shard: Optional[str] = typer.Option(None, help="i/n: embed shard i of n into the folder --out (resumable; "
+                                                   "then landmark embed-merge)"),
+    part_size: int = typer.Option(10000, min=1, help="with --shard: images per atomically written part"),
 ) -> None:
-    """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy."""
+    """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy.
+
+    With --shard i/n, --out is a folder of parts shared by all shards; a restarted shard
+    skips the parts already written.
+    """
     from .io import embedding_files, embeddings_path, sidecar
     from .retrieval.pipeline import embed_checkpoint, image_frame
+    if shard is not None:
+        from .inference.runtime import load_runtime
+        from .retrieval.shards import embed_shard, parse_shard
+        try:
+            where = parse_shard(shard)
+            engine = load_runtime(checkpoint, runtime, device, threads)
+            result = embed_shard(engine, engine.preprocess, image_frame(images, data, _landmark_list(landmarks), label),
+                                 out, shard=where, part_size=part_size, classes=engine.classes,
+                                 top_classes=top_classes, dtype=dtype, image_size=image_size, batch_size=batch_size,
+                                 workers=workers, device=device)
+        except (FileNotFoundError, ValueError) as err:
+            _fail(err)
+        typer.echo(json.dumps(result))
+        return
     path = embeddings_path(out)
     _refuse_overwrite(embedding_files(path), overwrite)
     try:
         emb, rejects, _ = embed_checkpoint(checkpoint, image_frame(images, data, _landmark_list(landmarks), label),
                                            path, top_classes, dtype, image_size, batch_size, workers, device,
-                                           overwrite)
+                                           overwrite, runtime=runtime, threads=threads)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({"embeddings": str(path), "rows": len(emb), "dim": int(emb.vectors.shape[1]),
                            "ids": str(sidecar(path, "ids.csv")), "rejects": len(rejects),
                            "rejects_file": str(sidecar(path, "rejects.csv"))}))
+
+
+@app.command("embed-merge")
+def embed_merge(
+    folder: Path = typer.Argument(..., help="the --out folder of landmark embed --shard i/n"),
+    out: Path = typer.Option(..., help="NAME.npy to write (+ NAME.ids.csv, NAME.rejects.csv, NAME.json)"),
+    overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
+) -> None:
+    """Merge finished shards into one embeddings file, one part in memory at a time
+    (then: landmark index build --embeddings NAME.npy)."""
+    from .retrieval.embeddings import embeddings_path
+    from .retrieval.shards import merge_shards
+    _refuse_overwrite(embeddings_path(out), overwrite)
+    try:
+        result = merge_shards(folder, out, overwrite=overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    typer.echo(json.dumps(result))
 
 
 def _index_embeddings(checkpoint: Optional[Path], embeddings: Optional[Path], data: Optional[Path],
@@ -471,6 +543,8 @@ def knn(
     batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
     device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
+    runtime: str = typer.Option("torch", help="torch | onnx (the export beside CHECKPOINT) | auto"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
 ) -> None:
     """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
 
@@ -501,7 +575,8 @@ def knn(
                        verify_top=verify_top, min_inliers=min_inliers)
     try:
         predictions, rejects, result = knn_predict(checkpoint, index, images, work, config, nonlandmarks,
-                                                   verify_cache, batch_size, workers, device, overwrite)
+                                                   verify_cache, batch_size, workers, device, overwrite,
+                                                   runtime=runtime, threads=threads)
         write_submission(predictions, out)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
@@ -520,7 +595,8 @@ def knn(
 def recognize(
     photos: list[Path] = typer.Argument(..., help="photos to recognise (any format Pillow reads)"),
     model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt) or a .pt file"),
-    index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): kNN scores, nearest photos"),
+    index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): reference photos that "
+                                         "confirm answers, kNN for enrolled landmarks (default: the run's RUN/index)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
     top_k: int = typer.Option(3, min=1, help="alternatives (and nearest reference photos) per photo"),
     threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
@@ -528,6 +604,8 @@ def recognize(
     as_json: bool = typer.Option(False, "--json", help="print the answers as a JSON array"),
     explain: Optional[Path] = typer.Option(None, help="folder for <n>_<photo>.saliency.png (.matches.png with --index)"),
     device: Optional[str] = typer.Option(None),
+    runtime: str = typer.Option("torch", help="torch | onnx (MODEL.onnx or an export beside the .pt) | auto"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
     overwrite: bool = typer.Option(False, help="replace pictures in --explain"),
 ) -> None:
     """Name the landmark in each photo: one line per photo, or JSON with alternatives.
@@ -542,10 +620,12 @@ def recognize(
                                                                           if len(missing) > 1 else "")))
     if explain is not None and not overwrite and any(explain.glob("*.saliency.png")):
         _fail(FileExistsError(f"{explain} holds pictures already; pass --overwrite or choose another --explain"))
+    if explain is not None and runtime != "torch":
+        _fail(ValueError("--explain computes saliency with PyTorch gradients: use --runtime torch"))
     from .data import ImageError
     from .inference.recognizer import Recognizer, decode
     try:
-        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
+        rec = Recognizer.load(model, index, nonlandmarks, threshold, device, runtime=runtime, threads=threads)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     good, errors = [], []
@@ -596,6 +676,8 @@ def serve(
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of one forward pass (default: torch's, "
                                                             "all cores); 1 on a machine shared with other work"),
     device: Optional[str] = typer.Option(None),
+    runtime: str = typer.Option("torch", help="torch | onnx (MODEL.onnx or an export beside the .pt) | auto"),
+    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
 ) -> None:
     """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /."""
     _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
@@ -606,7 +688,7 @@ def serve(
     from .inference.recognizer import Recognizer
     from .serving import Limits, create_app
     try:
-        rec = Recognizer.load(model, index, nonlandmarks, threshold, device)
+        rec = Recognizer.load(model, index, nonlandmarks, threshold, device, runtime=runtime, threads=threads)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     limits = Limits(max_bytes=int(max_mb * 2**20), max_pixels=max_pixels)

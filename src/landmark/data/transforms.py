@@ -95,22 +95,20 @@ def tta_transform(resize: int, size: int, mean, std) -> v2.Compose:
     """Ten crops for test-time voting: resize to ``resize`` x ``resize``, then the four corner
     and centre ``size`` crops and their horizontal mirrors (torchvision ``TenCrop``).
 
+    The resized image is converted and normalised once, then cut (normalisation is per
+    pixel, so the crops equal those of cropping first; no work is repeated per crop).
+
     Output: float tensor ``[10, 3, size, size]``.
     """
-    norm = v2.Compose(_to_tensor(mean, std))
-    return v2.Compose([v2.Resize([resize, resize], antialias=True), v2.TenCrop(size),
-                       _StackCrops(norm)])
+    return v2.Compose([v2.Resize([resize, resize], antialias=True)] + _to_tensor(mean, std)
+                      + [v2.TenCrop(size), _StackCrops()])
 
 
 class _StackCrops(nn.Module):
-    """Tuple of crops -> normalised tensor ``[K, 3, S, S]`` (v2.Lambda would map each crop alone)."""
-
-    def __init__(self, norm):
-        super().__init__()
-        self.norm = norm
+    """Tuple of ``[3, S, S]`` crops -> tensor ``[K, 3, S, S]`` (v2.Lambda would map each crop alone)."""
 
     def forward(self, crops):
-        return torch.stack([self.norm(c) for c in crops])
+        return torch.stack(list(crops))
 
 
 def find_scheduled_crop(transform) -> ScheduledCrop | None:

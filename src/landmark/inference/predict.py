@@ -17,11 +17,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, read_queries
-from ..models import LandmarkNet, load_model
+from ..models import LandmarkNet
+from .runtime import Runtime, decode_workers, load_runtime
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
 TTA_ORDER = [4, 0, 1, 2, 3, 9, 5, 6, 7, 8]
+# JPEGs are decoded (Pillow draft, DCT scaling) to at least this many times the side the
+# network input is resized from: 2, as the training cache (cache.py: draft=2*width).
+DRAFT_FACTOR = 2
 
 
 def vote_scores(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,17 +61,24 @@ def vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return labels, score.gather(1, labels[:, None]).squeeze(1)
 
 
-def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, queries: pd.DataFrame,
-                   tta: int = 1, batch_size: int = 32, workers: int = 2,
+def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess: dict, queries: pd.DataFrame,
+                   tta: int = 1, batch_size: int = 32, workers: int | None = None,
                    device: str | None = None, checkpoint: dict | None = None,
                    index=None) -> tuple[pd.DataFrame, list[Reject]]:
     """Predict one landmark per query image, through :class:`~landmark.inference.recognizer.Recognizer`
     (the same scores as ``landmark recognize`` and ``landmark serve``), decoding in ``workers`` processes.
 
+    JPEGs are decoded at reduced size where they are at least twice as large as needed
+    (Pillow ``draft`` to >= 2x the resize side, as the training cache does; see
+    :data:`DRAFT_FACTOR`), then resized with antialiasing.
+
     Args:
+        model: a ``LandmarkNet`` (run eagerly on ``device``) or a runtime
+            (:mod:`landmark.inference.runtime`, e.g. ONNX Runtime).
         queries: rows with ``id`` and ``path``.
         preprocess: ``size``, ``resize``, ``mean``, ``std`` (from the checkpoint).
         tta: crops per image, 1 (plain resize to ``size``) to 10 (see :data:`TTA_ORDER`).
+        workers: decoding processes; None: :func:`~landmark.inference.runtime.decode_workers`.
         checkpoint: the checkpoint dict, for landmark ``names`` and ``reject_threshold``.
         index: a loaded :class:`~landmark.retrieval.index.LandmarkIndex` to score with
             (see :class:`~landmark.inference.recognizer.Recognizer`), or None.
@@ -85,7 +96,15 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
         raise ValueError(f"tta={tta}: choose 1 (no voting) to 10 crops")
     rec = Recognizer(model, {**(checkpoint or {}), "classes": classes, "preprocess": preprocess}, index=index,
                      device=device)
-    loader = DataLoader(ImageDataset(queries, rec.transform(tta)), batch_size=max(1, batch_size // tta),
+    return recognize_queries(rec, queries, tta, batch_size, workers)
+
+
+def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int = 32,
+                      workers: int | None = None) -> tuple[pd.DataFrame, list[Reject]]:
+    """The batch loop of :func:`predict_images` for a loaded ``Recognizer`` (same returns)."""
+    workers = decode_workers() if workers is None else workers
+    draft = DRAFT_FACTOR * (rec.preprocess["size"] if tta == 1 else rec.preprocess["resize"])
+    loader = DataLoader(ImageDataset(queries, rec.transform(tta), draft=draft), batch_size=max(1, batch_size // tta),
                         num_workers=workers, collate_fn=collate)
     best, rejects = {}, []
     for batch, bad in tqdm(loader, desc=f"predict (tta={tta})", unit="batch", dynamic_ncols=True):
@@ -102,25 +121,27 @@ def predict_images(model: LandmarkNet, classes: list[str], preprocess: dict, que
     return out, rejects
 
 
-def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32, workers: int = 2,
-            device: str | None = None, index: str | Path | bool | None = None) -> tuple[pd.DataFrame, list[Reject]]:
+def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32,
+            workers: int | None = None, device: str | None = None, runtime: str = "torch",
+            threads: int | None = None, index: str | Path | bool | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """Load a checkpoint (or a run folder's best) and predict the images of a folder, a CSV or
     one image file (see :func:`predict_images`).
 
-    ``index``: an index folder to score with; None: the run's own ``RUN/index`` when the
-    checkpoint sits in a run folder that has one (confidence confirmed by the reference
-    photos, docs/quality.md); False: the classifier alone.
+    Args:
+        checkpoint: ``.pt`` from ``landmark train`` (or its run folder) or ``.onnx`` from ``landmark export``.
+        runtime: ``torch``, ``onnx`` or ``auto`` (:func:`landmark.inference.runtime.load_runtime`).
+        threads: ONNX Runtime intra-op threads (default: all CPUs).
+        index: an index folder to score with; None: the run's own ``RUN/index`` when the
+            checkpoint sits in a run folder that has one (confidence confirmed by the
+            reference photos, docs/quality.md); False: the classifier alone.
 
     Raises:
         FileNotFoundError: no such checkpoint or image source.
-        ValueError: not a checkpoint, no images, a bad ``tta`` or device.
+        ValueError: not a checkpoint, no images, a bad ``tta``, device or runtime.
     """
-    from ..retrieval.index import LandmarkIndex
-    from .recognizer import resolve_checkpoint, run_index
+    from .recognizer import Recognizer
     queries = read_queries(images)
     if queries.empty:
         raise ValueError(f"{images} holds no image files")
-    model, ckpt = load_model(resolve_checkpoint(checkpoint))
-    index = run_index(checkpoint) if index is None else None if index is False else index
-    return predict_images(model, ckpt["classes"], ckpt["preprocess"], queries, tta, batch_size, workers, device,
-                          checkpoint=ckpt, index=LandmarkIndex.load(index) if index is not None else None)
+    rec = Recognizer.load(checkpoint, index=index, device=device, runtime=runtime, threads=threads)
+    return recognize_queries(rec, queries, tta, batch_size, workers)

@@ -56,6 +56,7 @@ from ..retrieval.index import LandmarkIndex
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, reference_confidence
 from ..retrieval.reference import REFERENCE_K
 from .predict import TTA_ORDER, vote_scores
+from .runtime import Runtime, as_runtime, load_runtime
 
 #: Score below which an answer is "no landmark", per scoring mode, when neither the caller
 #: nor the checkpoint / index gives one.  Softmax probabilities and kNN votes live on
@@ -210,7 +211,8 @@ class Recognizer:
     Build with :meth:`load`; the constructor takes objects already in memory.
 
     Args:
-        model: the network (moved to ``device``, eval mode).
+        model: the network (moved to ``device``, eval mode) or a runtime
+            (:mod:`landmark.inference.runtime`: eager PyTorch or ONNX Runtime).
         checkpoint: its checkpoint dict (``classes``, ``preprocess``; optional ``names``,
             ``reject_threshold``).
         index: reference photos for kNN scoring and neighbours.
@@ -219,11 +221,12 @@ class Recognizer:
             the checkpoint's and the index's.
     """
 
-    def __init__(self, model: LandmarkNet, checkpoint: dict, index: LandmarkIndex | None = None,
+    def __init__(self, model: LandmarkNet | Runtime, checkpoint: dict, index: LandmarkIndex | None = None,
                  nonlandmarks: np.ndarray | None = None, threshold: float | None = None,
                  names: dict[str, str] | None = None, knn: KnnConfig | None = None, device: str | None = None):
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval() if isinstance(model, torch.nn.Module) else None  # saliency
+        self.runtime = as_runtime(model, checkpoint["classes"], checkpoint["preprocess"], device)
         self.classes = [str(c) for c in checkpoint["classes"]]
         self.preprocess = checkpoint["preprocess"]
         self.index, self.knn = index, knn or KnnConfig()
@@ -246,7 +249,8 @@ class Recognizer:
     @classmethod
     def load(cls, source: str | Path, index: str | Path | LandmarkIndex | bool | None = None,
              nonlandmarks: str | Path | None = None, threshold: float | None = None, device: str | None = None,
-             names: str | Path | dict | None = None, knn: KnnConfig | None = None) -> "Recognizer":
+             names: str | Path | dict | None = None, knn: KnnConfig | None = None, runtime: str = "torch",
+             threads: int | None = None) -> "Recognizer":
         """Load a run folder (its ``checkpoints/best.pt``) or a checkpoint file.
 
         Args:
@@ -255,12 +259,23 @@ class Recognizer:
             nonlandmarks: a folder of photos without landmarks (embedded now, in memory) or
                 their embeddings ``.npy`` (``landmark embed``).
             names: extra landmark names (:func:`read_names`).
+            runtime: ``torch``, ``onnx`` or ``auto`` (:func:`~landmark.inference.runtime.load_runtime`;
+                a ``.onnx`` file given as ``source`` runs on ONNX Runtime).
+            threads: ONNX Runtime intra-op threads.
 
         Raises:
             FileNotFoundError: a missing model, index or non-landmark folder.
             ValueError: not a checkpoint; an index of another backbone or dimension.
         """
-        model, ckpt = load_model(resolve_checkpoint(source))
+        path = resolve_checkpoint(source)
+        if path.suffix == ".onnx":
+            model = load_runtime(path, "onnx", device, threads)
+            ckpt = {"classes": model.classes, "preprocess": model.preprocess, "arch": model.arch,
+                    "names": model.names or {}, **{k: model.meta[k] for k in ("reject_threshold",) if k in model.meta}}
+        else:
+            model, ckpt = load_model(path)
+            if runtime != "torch":
+                model = load_runtime(path, runtime, device, threads)
         index = run_index(source) if index is None else None if index is False else index
         if index is not None and not isinstance(index, LandmarkIndex):
             index = LandmarkIndex.load(index)
@@ -337,12 +352,11 @@ class Recognizer:
         """One backbone pass: softmax probabilities float ``[N, K, C]`` of the K crops, and the
         L2-normalised embedding float32 ``[N, D]`` of the first view (the whole photo with
         ``tta=1``, the centre crop otherwise), rounded to float16 as indexes store them."""
-        x = x.to(self.device)
         if tta > 1:
-            x = x[:, torch.as_tensor(TTA_ORDER[:tta], device=self.device)].flatten(0, 1)
-        features = self.model.forward_features(x)
-        probs = self.model.head(features).float().softmax(1).view(-1, tta, len(self.classes))
-        emb = F.normalize(self.model.head(features, pre_logits=True).float(), dim=1).view(len(probs), tta, -1)[:, 0]
+            x = x[:, torch.as_tensor(TTA_ORDER[:tta])].flatten(0, 1)
+        logits, emb = self.runtime(x)
+        probs = logits.float().softmax(1).view(-1, tta, len(self.classes)).cpu()
+        emb = F.normalize(emb.float(), dim=1).view(len(probs), tta, -1)[:, 0]
         return probs, emb.cpu().numpy().astype(np.float16).astype(np.float32)
 
     @torch.no_grad()
@@ -352,8 +366,7 @@ class Recognizer:
         photos = photos if isinstance(photos, list) else [photos]
         p = self.preprocess
         t = eval_transform(self.embed_size, p["mean"], p["std"])
-        x = torch.stack([t(photo) for photo in photos]).to(self.device)
-        emb = F.normalize(self.model.embed(x).float(), dim=1)
+        emb = F.normalize(self.runtime(torch.stack([t(photo) for photo in photos]))[1].float(), dim=1)
         return emb.cpu().numpy().astype(np.float16).astype(np.float32)
 
     def _score(self, probs: torch.Tensor, vectors: np.ndarray | None,

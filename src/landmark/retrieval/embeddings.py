@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, read_train, with_paths, write_rejects
 from ..data.transforms import eval_transform
-from ..devices import resolve_device
+from ..inference.runtime import Runtime, as_runtime, decode_workers
 from ..io import clear_temps, commit, embedding_files, embeddings_path, refuse_existing, sidecar, temp_path
 from ..models import LandmarkNet
 
@@ -89,9 +89,9 @@ def labelled_images(root: str | Path, landmarks: list[str] | None = None, split:
 
 
 @torch.no_grad()
-def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out: str | Path,
+def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataFrame, out: str | Path,
                  classes: list[str] | None = None, top_classes: int = 0, dtype: str = "float16",
-                 image_size: int | None = None, batch_size: int = 32, workers: int = 2,
+                 image_size: int | None = None, batch_size: int = 32, workers: int | None = None,
                  device: str | None = None, overwrite: bool = False) -> tuple[Embeddings, list[Reject]]:
     """Embed the images of ``frame`` into an embeddings file (module docstring).
 
@@ -99,6 +99,10 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
     checkpoint's ``preprocess['size']``), passed through ``model.embed`` (``[B, D]``
     descriptor, whatever the model's head makes of it: GeM-pooled features, or a learned
     projection) and L2-normalised in float32 before storing as ``dtype``.
+
+    ``model`` is a ``LandmarkNet`` (eager, on ``device``) or any runtime of
+    :mod:`landmark.inference.runtime` (e.g. ONNX Runtime).  JPEGs are decoded at reduced
+    size (Pillow ``draft``) down to no less than twice ``image_size``.
 
     Args:
         frame: rows with ``id``, ``path`` and optionally ``landmark_id``.
@@ -128,10 +132,11 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
     path.parent.mkdir(parents=True, exist_ok=True)
     work = {p: temp_path(p) for p in embedding_files(path)}  # final -> temporary name (landmark.io.commit)
     clear_temps(embedding_files(path))  # left by a killed run; never read
-    device_t = resolve_device(device)
-    model = model.to(device_t).eval()
+    runtime = as_runtime(model, classes, preprocess, device)
+    workers = decode_workers() if workers is None else workers   # None: half the CPUs
     size = image_size or preprocess["size"]
-    loader = DataLoader(ImageDataset(frame, eval_transform(size, preprocess["mean"], preprocess["std"])),
+    transform = eval_transform(size, preprocess["mean"], preprocess["std"])
+    loader = DataLoader(ImageDataset(frame, transform, draft=2 * size),
                         batch_size=batch_size, num_workers=workers, collate_fn=collate)
     kept: list[int] = []
     rejects: list[Reject] = []
@@ -143,9 +148,8 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
         rejects += bad
         if batch is None:
             continue
-        x = batch["image"].to(device_t)
-        features = model.forward_features(x)
-        emb = F.normalize(model.head(features, pre_logits=True).float(), dim=1)
+        logits, emb = runtime(batch["image"])
+        emb = F.normalize(emb.float(), dim=1)
         if vectors is None:
             vectors = np.lib.format.open_memmap(work[path], mode="w+", dtype=DTYPES[dtype],
                                                 shape=(len(frame), emb.shape[1]))
@@ -153,7 +157,7 @@ def embed_images(model: LandmarkNet, preprocess: dict, frame: pd.DataFrame, out:
         row += len(emb)
         kept += batch["index"].tolist()
         if top_classes:
-            prob, idx = model.head(features).float().softmax(1).topk(min(top_classes, len(classes)), dim=1)
+            prob, idx = logits.float().softmax(1).topk(min(top_classes, len(classes)), dim=1)
             top_probs.append(prob.cpu().numpy())
             top_labels.append(np.asarray(classes, dtype=object)[idx.cpu().numpy()].astype(str))
     if vectors is None:

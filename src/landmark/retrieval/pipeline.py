@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import Reject, read_queries
+from ..inference.runtime import load_runtime
 from ..models import load_model
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import IndexParams, LandmarkIndex
@@ -38,17 +39,21 @@ def image_frame(images: str | Path | None = None, data: str | Path | None = None
 def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, top_classes: int = 0,
                      dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
                      workers: int = 2, device: str | None = None,
-                     overwrite: bool = False) -> tuple[Embeddings, list[Reject], dict]:
+                     overwrite: bool = False, runtime: str = "torch",
+                     threads: int | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Load ``checkpoint`` and :func:`~landmark.retrieval.embeddings.embed_images` ``frame`` into ``out``.
+
+    ``runtime``: ``torch``, ``onnx`` or ``auto`` (:func:`landmark.inference.runtime.load_runtime`;
+    ``checkpoint`` may then be a ``.onnx`` export); ``threads``: ONNX Runtime threads.
 
     Returns:
         (embeddings, rejects, model info ``{checkpoint, backbone, image_size}`` for index metadata).
     """
-    model, ckpt = load_model(checkpoint)
-    emb, rejects = embed_images(model, ckpt["preprocess"], frame, out, ckpt["classes"], top_classes, dtype,
+    engine = load_runtime(checkpoint, runtime, device, threads)
+    emb, rejects = embed_images(engine, engine.preprocess, frame, out, engine.classes, top_classes, dtype,
                                 image_size, batch_size, workers, device, overwrite)
-    info = {"checkpoint": str(Path(checkpoint).resolve()), "backbone": ckpt["arch"]["backbone"],
-            "image_size": image_size or ckpt["preprocess"]["size"]}
+    info = {"checkpoint": str(Path(checkpoint).resolve()), "backbone": engine.arch.get("backbone"),
+            "image_size": image_size or engine.preprocess["size"], "runtime": engine.name}
     return emb, rejects, info
 
 
@@ -93,10 +98,13 @@ def index_model(index_dir: str | Path) -> dict:
 def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Path, work: str | Path,
                 config: KnnConfig, nonlandmarks: str | Path | None = None, verify_cache: str | Path | None = None,
                 batch_size: int = 32, workers: int = 2, device: str | None = None,
-                overwrite: bool = False) -> tuple[pd.DataFrame, list[Reject], Recognition]:
+                overwrite: bool = False, runtime: str = "torch",
+                threads: int | None = None) -> tuple[pd.DataFrame, list[Reject], Recognition]:
     """Embed queries (and the non-landmark set) with ``checkpoint`` and recognise them by kNN.
 
     Args:
+        runtime, threads: how the ``.pt`` checkpoint runs (``torch``, or ``onnx``/``auto``:
+            its export, :func:`landmark.inference.runtime.load_runtime`).
         images: query folder or CSV; or an embeddings ``.npy`` already made with this checkpoint.
         work: path prefix for the query embeddings (``WORK.queries.npy``) and the
             non-landmark ones (``WORK.nonlandmarks.npy``).
@@ -128,7 +136,8 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
         frame = read_queries(images)
         listed = frame[["id"]]
         queries, rejects, _ = embed_checkpoint(checkpoint, frame, embeddings_path(f"{work}.queries"), top, "float16",
-                                               size, batch_size, workers, device, overwrite)
+                                               size, batch_size, workers, device, overwrite, runtime=runtime,
+                                               threads=threads)
     reference = None
     if nonlandmarks is not None:
         if str(nonlandmarks).endswith(".npy"):
@@ -136,7 +145,8 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
         else:
             reference, _, _ = embed_checkpoint(checkpoint, read_queries(nonlandmarks),
                                                embeddings_path(f"{work}.nonlandmarks"), 0, "float16", size,
-                                               batch_size, workers, device, overwrite)
+                                               batch_size, workers, device, overwrite, runtime=runtime,
+                                               threads=threads)
     pair_inliers = None
     if config.verify_top > 0:
         pair_inliers = verification_inliers(verify_cache or Path(f"{work}.local_features"))

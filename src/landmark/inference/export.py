@@ -1,0 +1,283 @@
+"""Export a checkpoint to ONNX (fp32 or int8), verified against PyTorch on real photos.
+
+The exported graph is :class:`~landmark.inference.runtime.TwoOutputs`: input ``image``
+float32 ``[batch, 3, size, size]`` (normalised), outputs ``logits`` ``[batch, K]`` and
+``embedding`` ``[batch, D]``; the batch axis is dynamic.  The model's metadata
+(``metadata_props['landmark']``, JSON) holds ``classes``, ``names``, ``preprocess``,
+``arch``, the SHA-256 of the checkpoint it came from and, for int8, how it was quantised,
+so the ``.onnx`` file alone is enough to predict (:class:`OnnxRuntime`).
+
+Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter), opset 17.
+torch 2.14 defaults to the ``torch.export``-based exporter, which needs ``onnxscript``;
+the TorchScript one has no extra dependency and exports timm EfficientNets exactly
+(max |difference| ~1e-5).
+
+int8 (``int8=True``): ONNX Runtime *static* quantisation first (QDQ format, per-channel
+int8 weights, uint8 activations, MinMax calibration on ``calibration_images`` photos of
+the training split through the model's own preprocessing), convolutions and matrix
+products except the first convolution (the stem, fed the raw normalised image) and the
+last one (its output is cubed by GeM pooling): on the fast config's EfficientNet-Lite0
+that kept more agreement with fp32 than quantising every convolution (top-1 0.89 vs
+0.75 on 64 photos) while staying faster than fp32; leaving the depthwise convolutions in
+fp32 too agreed a little better (0.92) but ran slower than fp32 (QDQ boundaries), so it
+is not used (see ``docs/runtime.md``).  When static quantisation does not meet the sanity
+gate :data:`INT8_MIN_AGREEMENT` / :data:`INT8_MIN_COSINE` on the verification photos,
+*dynamic* quantisation (per-channel int8 weights, activations quantised per batch at run
+time) is tried; the report says which was kept and why.  If neither passes, nothing is
+written.  The gate catches broken quantisation; it is not the accuracy target (measure
+GAP with ``make bench``).
+
+Verification: ONNX Runtime and eager PyTorch run the same ``verify_images`` real photos;
+fp32 must agree within :data:`FP32_ATOL` (logits and L2-normalised embeddings), else
+nothing is written.  The file appears at ``out`` only after it passed (temp + rename).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .runtime import METADATA_KEY, OnnxRuntime, Runtime, TorchRuntime, TwoOutputs, file_sha256
+
+OPSET = 17
+FP32_ATOL = 1e-3          # max |ORT - torch| for logits and for L2-normalised embeddings
+INT8_MIN_AGREEMENT = 0.8  # top-1 agreement of int8 with PyTorch on the verification photos (sanity gate)
+INT8_MIN_COSINE = 0.9     # mean cosine similarity of int8 and PyTorch embeddings (sanity gate)
+
+
+class ExportError(ValueError):
+    """The exported model disagrees with PyTorch beyond the tolerance; nothing was written."""
+
+
+def run_photos(checkpoint: str | Path, split: str) -> pd.DataFrame:
+    """Photos of a training run's ``split`` (``train``, ``val``, ``test`` in ``split.csv``) as ``id, path``.
+
+    The run folder is the folder above ``checkpoints/``; its ``run.json`` names the data.
+
+    Raises:
+        FileNotFoundError: the checkpoint is not inside a run folder with ``run.json`` and ``split.csv``.
+    """
+    from ..retrieval.embeddings import labelled_images
+    run = Path(checkpoint).resolve().parent.parent
+    if not (run / "run.json").is_file() or not (run / "split.csv").is_file():
+        raise FileNotFoundError(f"{checkpoint} is not in a run folder (no run.json/split.csv in {run}); "
+                                "give --images with real photos")
+    data = json.loads((run / "run.json").read_text())["data"]
+    split_rows = pd.read_csv(run / "split.csv", dtype=str)
+    ids = split_rows.loc[split_rows["split"] == split, "id"]
+    frame = labelled_images(data)
+    return frame[frame["id"].isin(set(ids))][["id", "path"]].reset_index(drop=True)
+
+
+def photo_batches(frame: pd.DataFrame, preprocess: dict, limit: int, batch: int = 16) -> list[torch.Tensor]:
+    """Up to ``limit`` readable photos of ``frame`` (first rows first) through the evaluation
+    preprocessing (resize to ``size``, normalise), as float32 batches ``[<=batch, 3, size, size]``.
+
+    Raises:
+        ValueError: none of the photos could be read.
+    """
+    from ..data import ImageDataset, collate
+    from ..data.transforms import eval_transform
+    size = preprocess["size"]
+    dataset = ImageDataset(frame.head(limit * 2), eval_transform(size, preprocess["mean"], preprocess["std"]))
+    images = []
+    for k in range(len(dataset)):
+        item = dataset[k]
+        if isinstance(item, dict):
+            images.append(item["image"])
+        if len(images) == limit:
+            break
+    if not images:
+        raise ValueError("none of the photos for verification/calibration could be read")
+    stacked = torch.stack(images)
+    return list(stacked.split(batch))
+
+
+def compare(reference: Runtime, candidate: Runtime, batches: list[torch.Tensor]) -> dict:
+    """How far ``candidate`` is from ``reference`` on the same inputs.
+
+    Returns:
+        ``images``, ``max_abs_logits``, ``max_abs_embedding`` (L2-normalised),
+        ``min_cosine``/``mean_cosine`` (embeddings) and ``top1_agreement`` (fraction).
+    """
+    diffs_l, diffs_e, cosines, agree, n = [], [], [], 0, 0
+    for x in batches:
+        (la, ea), (lb, eb) = reference(x), candidate(x)
+        la, lb = la.float().cpu(), lb.float().cpu()
+        ea, eb = F.normalize(ea.float().cpu(), dim=1), F.normalize(eb.float().cpu(), dim=1)
+        diffs_l.append(float((la - lb).abs().max()))
+        diffs_e.append(float((ea - eb).abs().max()))
+        cosines.append((ea * eb).sum(1))
+        agree += int((la.argmax(1) == lb.argmax(1)).sum())
+        n += len(x)
+    cos = torch.cat(cosines)
+    return {"images": n, "max_abs_logits": max(diffs_l), "max_abs_embedding": max(diffs_e),
+            "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()), "top1_agreement": agree / n}
+
+
+def write_fp32(model: torch.nn.Module, size: int, path: Path, metadata: dict, opset: int = OPSET) -> None:
+    """``torch.onnx.export`` of :class:`TwoOutputs` (dynamic batch) plus the JSON metadata, to ``path``."""
+    import onnx
+    net = TwoOutputs(model).eval()
+    x = torch.zeros(1, 3, size, size)
+    with warnings.catch_warnings():   # the TorchScript exporter's deprecation notice (chosen on purpose)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset, input_names=["image"],
+                          output_names=["logits", "embedding"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+    net.eval()  # the exporter restores the wrapper's mode, which would put the model in training mode
+    set_metadata(path, metadata)
+    onnx.checker.check_model(str(path))
+
+
+def set_metadata(path: Path, metadata: dict) -> None:
+    """Store ``metadata`` as JSON under :data:`METADATA_KEY` in the model's ``metadata_props``."""
+    import onnx
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx.save(proto, str(path))
+
+
+class _Calibration:
+    """ONNX Runtime ``CalibrationDataReader`` over float32 batches ``[B, 3, S, S]``."""
+
+    def __init__(self, batches: list[torch.Tensor]):
+        self.batches = [b.numpy() for b in batches]
+        self.rewind()
+
+    def get_next(self):
+        return next(self.it, None)
+
+    def rewind(self) -> None:
+        self.it = iter({"image": b} for b in self.batches)
+
+
+def quantize(fp32: Path, out: Path, mode: str, calibration: list[torch.Tensor] | None, work: Path) -> None:
+    """Write the int8 version of ``fp32`` to ``out``.
+
+    Args:
+        mode: ``static`` (QDQ, per-channel, MinMax over ``calibration`` batches; the first
+            and last convolution stay fp32) or ``dynamic`` (per-channel int8 weights).
+        work: a folder for intermediate files.
+    """
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    prepared = work / "prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    ops = ["Conv", "MatMul", "Gemm"]
+    if mode == "static":
+        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+        reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
+        quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=ops,
+                        nodes_to_exclude=[convs[0], convs[-1]] if convs else [],
+                        calibrate_method=CalibrationMethod.MinMax)
+    else:
+        quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=ops)
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, images: str | Path | None = None,
+                verify_images: int = 32, calibration_images: int = 64, overwrite: bool = False,
+                threads: int | None = None, opset: int = OPSET) -> dict:
+    """Export ``checkpoint`` to ``out`` (module docstring) and verify it on real photos.
+
+    Args:
+        images: folder/CSV of real photos for verification and calibration (default:
+            the run's ``test`` split for verification, ``train`` for calibration).
+        verify_images / calibration_images: how many photos each uses.
+        threads: ONNX Runtime threads for the verification.
+
+    Returns:
+        report dict: ``onnx``, ``format`` (``fp32`` / ``int8-static`` / ``int8-dynamic``),
+        ``bytes``, ``verification`` (:func:`compare` with PyTorch), and for int8
+        ``quantization`` (mode, why, calibration photos, the tries).
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is False.
+        FileNotFoundError / ValueError: bad checkpoint or photos.
+        ExportError: the export disagrees with PyTorch beyond the tolerance.
+    """
+    from ..data import read_queries
+    from ..models import load_model
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
+    model, ckpt = load_model(checkpoint)
+    preprocess = ckpt["preprocess"]
+    if images is not None:
+        verify_frame = calib_frame = read_queries(images)
+    else:
+        verify_frame, calib_frame = run_photos(checkpoint, "test"), run_photos(checkpoint, "train")
+    verify = photo_batches(verify_frame, preprocess, verify_images)
+    metadata = {"format_version": 1, "classes": [str(c) for c in ckpt["classes"]], "names": ckpt.get("names"),
+                "reject_threshold": ckpt.get("reject_threshold"),
+                "preprocess": preprocess, "arch": model.arch, "checkpoint": str(Path(checkpoint).resolve()),
+                "checkpoint_sha256": file_sha256(checkpoint), "opset": opset, "precision": "fp32"}
+    reference = TorchRuntime(model, ckpt["classes"], preprocess, device="cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        work = Path(tmp)
+        fp32 = work / "fp32.onnx"
+        write_fp32(model, preprocess["size"], fp32, metadata, opset)
+        check = compare(reference, OnnxRuntime(fp32, threads), verify)
+        if check["max_abs_logits"] > FP32_ATOL or check["max_abs_embedding"] > FP32_ATOL:
+            raise ExportError(f"ONNX Runtime differs from PyTorch by {check['max_abs_logits']:.2e} (logits) / "
+                              f"{check['max_abs_embedding']:.2e} (embedding), tolerance {FP32_ATOL}")
+        report = {"onnx": str(out), "format": "fp32", "verification": check}
+        final = fp32
+        if int8:
+            final, report = _int8(fp32, work, metadata, reference, verify, calib_frame, calibration_images, threads,
+                                  report)
+        os.replace(final, out)
+    report["bytes"] = out.stat().st_size
+    return report
+
+
+def _int8(fp32: Path, work: Path, metadata: dict, reference: Runtime, verify: list[torch.Tensor],
+          calib_frame: pd.DataFrame, calibration_images: int, threads: int | None, report: dict) -> tuple[Path, dict]:
+    """Static quantisation, else dynamic (module docstring); returns (file, updated report).
+
+    Raises:
+        ExportError: neither meets the int8 thresholds.
+    """
+    calibration = photo_batches(calib_frame, metadata["preprocess"], calibration_images)
+    tries = {}
+    for mode in ("static", "dynamic"):
+        path = work / f"int8_{mode}.onnx"
+        try:
+            quantize(fp32, path, mode, calibration, work)
+            set_metadata(path, {**metadata, "precision": f"int8-{mode}"})
+            check = compare(reference, OnnxRuntime(path, threads), verify)
+        except Exception as err:  # an op ORT cannot quantise/run in this mode: try the next one
+            tries[mode] = {"error": f"{type(err).__name__}: {err}"}
+            continue
+        tries[mode] = check
+        if check["top1_agreement"] >= INT8_MIN_AGREEMENT and check["mean_cosine"] >= INT8_MIN_COSINE:
+            why = ("static quantisation met the thresholds" if mode == "static" else
+                   f"static quantisation did not meet the thresholds ({_why(tries['static'])})")
+            info = {"mode": mode, "why": why, "calibration_images": sum(len(b) for b in calibration)
+                    if mode == "static" else 0, "tries": tries,
+                    "thresholds": {"top1_agreement": INT8_MIN_AGREEMENT, "mean_cosine": INT8_MIN_COSINE}}
+            set_metadata(path, {**metadata, "precision": f"int8-{mode}", "quantization": info})
+            return path, {**report, "format": f"int8-{mode}", "fp32_verification": report["verification"],
+                          "verification": check, "quantization": info}
+    raise ExportError(f"int8 quantisation disagrees with PyTorch beyond the thresholds "
+                      f"(top-1 agreement >= {INT8_MIN_AGREEMENT}, mean cosine >= {INT8_MIN_COSINE}): {tries}")
+
+
+def _why(check: dict) -> str:
+    if "error" in check:
+        return check["error"]
+    return f"top-1 agreement {check['top1_agreement']:.3f}, mean cosine {check['mean_cosine']:.4f}"

@@ -1,0 +1,230 @@
+"""Inference runtimes: one tiny interface over eager PyTorch and ONNX Runtime.
+
+A *runtime* is a callable ``runtime(x) -> (logits, embedding)``:
+
+* ``x``: float32 tensor ``[B, 3, H, W]``, already normalised with ``preprocess['mean']``
+  / ``preprocess['std']`` (what :func:`landmark.data.transforms.eval_transform` makes);
+* ``logits``: float32 tensor ``[B, K]`` (the classifier; softmax them for probabilities);
+* ``embedding``: float32 tensor ``[B, D]``, the pooled (projected) descriptor of
+  ``LandmarkNet.embed``, *not* L2-normalised.
+
+Both come from one backbone pass.  Every runtime also carries ``name`` (``torch``,
+``onnx``), ``classes`` (landmark ids, index = logit column), ``names`` (landmark names or
+None) and ``preprocess`` (``size``, ``resize``, ``mean``, ``std``), so callers need
+nothing but the runtime; ``arch`` is the checkpoint's architecture dict (``backbone`` ...).
+
+:class:`TorchRuntime` wraps a :class:`~landmark.models.LandmarkNet`; :class:`OnnxRuntime`
+runs a file written by :func:`landmark.inference.export.export_onnx` (the class list and
+preprocessing are in its metadata, so the ``.onnx`` file is self-describing).
+:func:`load_runtime` picks one for a checkpoint path and ``torch | onnx | auto``.
+
+Agreement (measured, see ``docs/runtime.md``): ONNX Runtime fp32 matches eager PyTorch to
+about 1e-5 in logits and embeddings (tested with tolerance 1e-3 absolute); int8 models
+differ more (top-1 agreement and GAP difference reported by ``landmark export --int8``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+RUNTIMES = ("torch", "onnx", "auto")
+METADATA_KEY = "landmark"   # metadata_props key of the exported model's JSON description
+
+
+class Runtime(Protocol):
+    """What :func:`landmark.inference.predict_images` and ``embed_images`` need (module docstring)."""
+
+    name: str
+    classes: list[str]
+    names: list[str] | None
+    preprocess: dict
+    arch: dict
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class TwoOutputs(nn.Module):
+    """``LandmarkNet`` with both outputs from one backbone pass: ``x`` ``[B, 3, H, W]`` ->
+    (logits ``[B, K]``, embedding ``[B, D]``); the module that is exported to ONNX."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_features(x)
+        return self.model.head(features), self.model.head(features, pre_logits=True)
+
+
+class TorchRuntime:
+    """Eager PyTorch: ``TorchRuntime(model, classes, preprocess, device=None)``.
+
+    ``device`` as :func:`landmark.devices.resolve_device` (default: cuda when available).
+    Inputs are moved to the device; outputs stay there, as float32.
+    """
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, classes: list[str], preprocess: dict, names: list[str] | None = None,
+                 device: str | None = None):
+        from ..devices import resolve_device
+        self.device = resolve_device(device)
+        self.net = TwoOutputs(model).to(self.device).eval()
+        self.classes, self.preprocess, self.names = list(classes), dict(preprocess), names
+        self.arch = dict(getattr(model, "arch", {}))
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, emb = self.net(x.to(self.device))
+        return logits.float(), emb.float()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str | None = None) -> "TorchRuntime":
+        """Load a ``.pt`` checkpoint (raises as :func:`landmark.models.load_model`)."""
+        from ..models import load_model
+        model, ckpt = load_model(checkpoint)
+        return cls(model, ckpt["classes"], ckpt["preprocess"], ckpt.get("names"), device)
+
+
+class OnnxRuntime:
+    """ONNX Runtime on the CPU: ``OnnxRuntime(path, threads=None)``.
+
+    Args:
+        path: a ``.onnx`` file written by ``landmark export`` (input ``image``
+            ``[batch, 3, H, W]``, outputs ``logits`` and ``embedding``, JSON metadata).
+        threads: intra-op threads (default: the CPUs this process may use).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an ONNX model, or one without the landmark metadata.
+    """
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model {path} does not exist (write it with `landmark export`)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or cpu_count()
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # ORT raises its own exception types for bad files
+            raise ValueError(f"{path} is not a loadable ONNX model ({type(err).__name__}: {err})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if meta is None:
+            raise ValueError(f"{path} has no '{METADATA_KEY}' metadata; export it with `landmark export`")
+        self.path, self.meta = path, json.loads(meta)
+        self.classes, self.preprocess = list(self.meta["classes"]), dict(self.meta["preprocess"])
+        self.names, self.arch = self.meta.get("names"), dict(self.meta.get("arch", {}))
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+        logits, emb = self.session.run(["logits", "embedding"], {self.input: np.ascontiguousarray(x, np.float32)})
+        return torch.from_numpy(logits), torch.from_numpy(emb)
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (affinity-aware where the OS tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def decode_workers() -> int:
+    """Default image-decoding processes beside the network: half the CPUs, at least 1.
+
+    Measured on 2 shared cores with ONNX Runtime at batch 32 (``docs/runtime.md``): 1
+    worker kept the forward rate (40 images/s against 42 forward-only), 2 workers fell to
+    32 (they compete with the network's threads), 0 (decoding in the main process) to 15.
+    """
+    return max(1, cpu_count() // 2)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (read in 1 MiB blocks); ties an export to its checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_candidates(checkpoint: str | Path) -> list[Path]:
+    """Where an exported model of ``checkpoint`` is looked for, in order:
+    ``CKPT.onnx`` beside it (``best.pt`` -> ``best.onnx``), ``model.onnx`` in its folder,
+    ``model.onnx`` in the run folder (the folder above ``checkpoints/``)."""
+    checkpoint = Path(checkpoint)
+    return [checkpoint.with_suffix(".onnx"), checkpoint.parent / "model.onnx", checkpoint.parent.parent / "model.onnx"]
+
+
+def exported_model(checkpoint: str | Path) -> tuple[Path | None, str]:
+    """The first :func:`onnx_candidates` file exported from exactly this checkpoint.
+
+    Returns:
+        (path or None, a sentence saying why none fits, for error messages).
+    """
+    import onnx
+    found = [p for p in onnx_candidates(checkpoint) if p.is_file()]
+    if not found:
+        looked = ", ".join(map(str, onnx_candidates(checkpoint)))
+        return None, f"no exported model beside {checkpoint} (looked for {looked})"
+    digest = file_sha256(checkpoint)
+    for path in found:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        if json.loads(props.get(METADATA_KEY, "{}")).get("checkpoint_sha256") == digest:
+            return path, ""
+    return None, f"{', '.join(map(str, found))} was exported from another checkpoint (re-export it)"
+
+
+def load_runtime(checkpoint: str | Path, runtime: str = "torch", device: str | None = None,
+                 threads: int | None = None) -> Runtime:
+    """A runtime for a ``.pt`` checkpoint or a ``.onnx`` export.
+
+    Args:
+        checkpoint: ``.pt`` written by ``landmark train`` or ``.onnx`` by ``landmark export``.
+        runtime: ``torch`` (eager PyTorch; needs a ``.pt``), ``onnx`` (the given ``.onnx``,
+            or the export of the ``.pt`` found by :func:`exported_model`), or ``auto``
+            (``onnx`` when such an export exists and was made from this very checkpoint,
+            SHA-256 checked, else ``torch``).
+        device: for ``torch`` only (ONNX Runtime runs on the CPU here).
+        threads: ONNX Runtime intra-op threads (default: all CPUs of the process).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unknown ``runtime``; ``torch`` with a ``.onnx`` file; ``onnx`` without
+            a matching export; a bad file.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".onnx":
+        if runtime == "torch":
+            raise ValueError(f"{path} is an ONNX model; use --runtime onnx (or auto), or give the .pt checkpoint")
+        return OnnxRuntime(path, threads)
+    if runtime == "torch":
+        return TorchRuntime.from_checkpoint(path, device)
+    onnx_path, why = exported_model(path) if path.is_file() else (None, "")
+    if onnx_path is not None:
+        return OnnxRuntime(onnx_path, threads)
+    if runtime == "onnx":
+        raise ValueError(f"--runtime onnx: {why}; run `landmark export {path} --out {onnx_candidates(path)[0]}`")
+    return TorchRuntime.from_checkpoint(path, device)
+
+
+def as_runtime(model, classes: list[str] | None = None, preprocess: dict | None = None,
+               device: str | None = None) -> Runtime:
+    """``model`` itself when it is a runtime, else a :class:`TorchRuntime` around the ``nn.Module``."""
+    if isinstance(model, nn.Module):
+        return TorchRuntime(model, classes or [], preprocess or {}, device=device)
+    return model

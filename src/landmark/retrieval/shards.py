@@ -1,0 +1,211 @@
+"""Embedding at scale: sharded, resumable extraction and a streaming merge.
+
+The images (rows of a frame, in a fixed order) are cut into *parts* of ``part_size``
+rows; part ``k`` belongs to shard ``k mod n``.  ``embed --shard i/n`` embeds the parts of
+shard ``i`` (one process per shard, on one machine or many sharing a folder):
+
+* each part is written as a complete embeddings file (:mod:`.embeddings`) into a
+  temporary folder ``.part-K.tmp-PID`` and then renamed to ``part-K`` (a folder rename
+  is atomic), so a ``part-K`` folder is always complete;
+* a part whose folder exists is skipped, so a killed run restarted with the same
+  arguments resumes after the last finished part and every image ends up embedded
+  exactly once; stale temporary folders of the shard are removed on restart;
+* ``manifest.json`` pins the image list (count, SHA-256 of the ids), part size and
+  preprocessing; a restart with a different list or settings is refused.
+
+:func:`merge_shards` copies the parts, in order, into one memory-mapped ``NAME.npy``
+(with ``NAME.ids.csv``, ``NAME.rejects.csv``, ``NAME.json``), one part in memory at a
+time; ``landmark index build --embeddings NAME.npy`` then builds the FAISS index (IVF-PQ
+for millions: trained on a sample, vectors added in chunks from the memory map).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data import Reject, write_rejects
+from .embeddings import DTYPES, embed_images, load_embeddings, sidecar
+
+MANIFEST = "manifest.json"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: write i/n, e.g. 0/4 (shards are numbered from 0)") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def part_name(k: int) -> str:
+    """Folder name of part ``k``."""
+    return f"part-{k:05d}"
+
+
+def shard_parts(rows: int, part_size: int, shard: tuple[int, int]) -> list[int]:
+    """Parts of shard ``(i, n)`` among ``ceil(rows / part_size)``: ``k`` with ``k mod n == i``."""
+    i, n = shard
+    return list(range(i, math.ceil(rows / part_size), n))
+
+
+def _manifest(frame: pd.DataFrame, part_size: int, settings: dict) -> dict:
+    ids = "\n".join(frame["id"].astype(str)).encode()
+    return {"rows": len(frame), "part_size": part_size, "parts": math.ceil(len(frame) / part_size),
+            "ids_sha256": hashlib.sha256(ids).hexdigest(), **settings}
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` (temp + rename), or check an existing one matches.
+
+    Raises:
+        ValueError: the folder holds a run over other images or settings.
+    """
+    path = folder / MANIFEST
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+        if diff:
+            raise ValueError(f"{folder} holds shards of another run (differs in {', '.join(diff)}); "
+                             "use the same images and options, or another --out")
+        return
+    tmp = folder / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, path)
+
+
+def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path, shard: tuple[int, int] = (0, 1),
+                part_size: int = 10_000, classes: list[str] | None = None, top_classes: int = 0,
+                dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
+                workers: int | None = None, device: str | None = None) -> dict:
+    """Embed the parts of ``shard`` of ``frame`` into ``folder`` (module docstring).
+
+    Args:
+        model: a ``LandmarkNet`` or a runtime (:mod:`landmark.inference.runtime`).
+        frame: rows ``id``, ``path`` (and ``landmark_id``), the same list in every shard.
+        part_size: rows per part (the unit of atomic writing and of resuming).
+        others: as :func:`~landmark.retrieval.embeddings.embed_images`.
+
+    Returns:
+        ``{folder, shard, parts, done_before, embedded, rejects, rows}``: the shard's part
+        count, parts skipped as already done, parts embedded now, their rejects and rows.
+
+    Raises:
+        ValueError: a bad shard, part size or dtype, an empty frame, or a folder of another run.
+    """
+    if part_size < 1:
+        raise ValueError("part_size must be >= 1")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    if len(frame) == 0:
+        raise ValueError("no images to embed")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    size = image_size or preprocess["size"]
+    write_manifest(folder, _manifest(frame, part_size, {"dtype": dtype, "image_size": size, "shards_of": shard[1],
+                                                        "top_classes": top_classes}))
+    parts = shard_parts(len(frame), part_size, shard)
+    done_before = embedded = rejects = rows = 0
+    for k in parts:
+        final = folder / part_name(k)
+        for stale in folder.glob(f".{part_name(k)}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.is_dir():
+            done_before += 1
+            continue
+        tmp = folder / f".{part_name(k)}.tmp-{os.getpid()}"
+        tmp.mkdir()
+        chunk = frame.iloc[k * part_size:(k + 1) * part_size]
+        try:
+            emb, bad = embed_images(model, preprocess, chunk, tmp / "part.npy", classes, top_classes, dtype,
+                                    image_size, batch_size, workers, device)
+            n = len(emb)
+            del emb
+        except ValueError as err:
+            if "could be read" not in str(err):
+                raise
+            n, bad = 0, _rejects_of(tmp / "part.rejects.csv")   # a part of unreadable images only
+        rows += n
+        rejects += len(bad)
+        os.replace(tmp, final)
+        embedded += 1
+    return {"folder": str(folder), "shard": f"{shard[0]}/{shard[1]}", "parts": len(parts), "done_before": done_before,
+            "embedded": embedded, "rejects": rejects, "rows": rows}
+
+
+def _rejects_of(path: Path) -> list[Reject]:
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return [Reject(r.id, r.path, r.reason) for r in table.itertuples()]
+
+
+def merge_shards(folder: str | Path, out: str | Path, overwrite: bool = False) -> dict:
+    """Concatenate every part of ``folder``, in order, into one embeddings file ``out``.
+
+    Streams part by part into a ``numpy.lib.format.open_memmap`` file; memory holds one
+    part at a time.
+
+    Returns:
+        ``{embeddings, rows, dim, parts, rejects}``.
+
+    Raises:
+        FileNotFoundError: no manifest in ``folder``.
+        FileExistsError: ``out`` exists and ``overwrite`` is False.
+        ValueError: parts are missing (their shards have not finished).
+    """
+    from .embeddings import embeddings_path
+    folder, path = Path(folder), embeddings_path(out)
+    if not (folder / MANIFEST).is_file():
+        raise FileNotFoundError(f"{folder} has no {MANIFEST}; write it with `landmark embed --shard i/n`")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite or choose another --out")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    missing = [k for k in range(manifest["parts"]) if not (folder / part_name(k)).is_dir()]
+    if missing:
+        n = manifest["shards_of"]
+        shards = ", ".join(f"{s}/{n}" for s in sorted({k % n for k in missing}))
+        raise ValueError(f"{len(missing)} of {manifest['parts']} parts are not done yet "
+                         f"(e.g. {part_name(missing[0])}); "
+                         f"finish shard(s) {shards} first")
+    parts = [folder / part_name(k) for k in range(manifest["parts"])]
+    files = [p / "part.npy" for p in parts if (p / "part.npy").is_file()]
+    shapes = [np.load(f, mmap_mode="r").shape for f in files]
+    if not shapes:
+        raise ValueError(f"no image of {folder} could be read")
+    total, dim = sum(s[0] for s in shapes), shapes[0][1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vectors = np.lib.format.open_memmap(path, mode="w+", dtype=DTYPES[manifest["dtype"]], shape=(total, dim))
+    row, items, rejects, labels, probs = 0, [], [], [], []
+    for f in files:
+        part = load_embeddings(f)
+        vectors[row:row + len(part)] = part.vectors
+        row += len(part)
+        items.append(part.items)
+        if part.classes is not None:
+            labels.append(part.classes[0])
+            probs.append(part.classes[1])
+        del part
+    vectors.flush()
+    del vectors
+    pd.concat(items, ignore_index=True).to_csv(sidecar(path, "ids.csv"), index=False)
+    for p in parts:
+        rejects += _rejects_of(p / "part.rejects.csv")
+    write_rejects(rejects, sidecar(path, "rejects.csv"))
+    if labels:
+        np.savez(sidecar(path, "classes.npz"), labels=np.concatenate(labels), probs=np.concatenate(probs))
+    sidecar(path, "json").write_text(json.dumps({"rows": total, "dim": int(dim), "dtype": manifest["dtype"],
+                                                 "image_size": manifest["image_size"], "rejects": len(rejects),
+                                                 "merged_from": str(folder), "parts": len(parts)}))
+    return {"embeddings": str(path), "rows": total, "dim": int(dim), "parts": len(parts), "rejects": len(rejects)}

@@ -1,0 +1,194 @@
+"""ONNX export and the runtime switch: round trips against PyTorch on real photos, int8
+agreement, the self-describing metadata, auto-pick only of an export of the same
+checkpoint, and `predict`/`embed` giving the same answers with either runtime."""
+import json
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+from typer.testing import CliRunner
+
+from landmark.cli import app
+from landmark.data.transforms import tta_transform
+from landmark.inference import predict
+from landmark.inference.export import export_onnx
+from landmark.inference.runtime import METADATA_KEY, OnnxRuntime, TorchRuntime, load_runtime
+from landmark.models import create_model, load_model, save_checkpoint
+from landmark.retrieval.pipeline import embed_checkpoint
+
+CLASSES = ["7", "11", "42"]
+PREPROCESS = {"size": 64, "resize": 72, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photos(l13, tmp_path_factory):
+    """CSV of 6 real test photos (id,path)."""
+    files = sorted((l13 / "test").rglob("*.jpg"))[:6]
+    path = tmp_path_factory.mktemp("photos") / "queries.csv"
+    pd.DataFrame({"id": [f.stem for f in files], "path": [str(f) for f in files]}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, photos):
+    """A tiny timm network (test_efficientnet, ~100k parameters) saved as a checkpoint, and its export."""
+    torch.manual_seed(0)
+    model = create_model("test_efficientnet", len(CLASSES), weights="none").eval()
+    ckpt = tmp_path_factory.mktemp("tiny") / "checkpoints" / "best.pt"
+    save_checkpoint(ckpt, model, CLASSES, preprocess=PREPROCESS, names=["a", "b", "c"])
+    report = export_onnx(ckpt, ckpt.parent / "model.onnx", images=photos, verify_images=6, threads=1)
+    return ckpt, ckpt.parent / "model.onnx", report
+
+
+def test_export_round_trip_matches_torch_and_describes_itself(tiny):
+    ckpt, path, report = tiny
+    assert report["format"] == "fp32" and report["verification"]["images"] == 6
+    assert report["verification"]["max_abs_logits"] < 1e-3 and report["verification"]["top1_agreement"] == 1.0
+    meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}[METADATA_KEY])
+    assert meta["classes"] == CLASSES and meta["names"] == ["a", "b", "c"] and meta["preprocess"] == PREPROCESS
+    # dynamic batch axis: batch 1 and 5 give what eager PyTorch gives
+    model, _ = load_model(ckpt)
+    eager, ort = TorchRuntime(model, CLASSES, PREPROCESS, device="cpu"), OnnxRuntime(path, threads=1)
+    assert ort.classes == CLASSES and ort.preprocess == PREPROCESS and ort.arch["backbone"] == "test_efficientnet"
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 64, 64)
+        (la, ea), (lb, eb) = eager(x), ort(x)
+        assert lb.shape == (batch, 3) and eb.shape == ea.shape
+        torch.testing.assert_close(lb, la, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(eb, ea, atol=1e-4, rtol=1e-4)
+
+
+def test_export_refuses_to_overwrite_and_needs_photos_outside_a_run(tiny, tmp_path):
+    ckpt, path, _ = tiny
+    with pytest.raises(FileExistsError):
+        export_onnx(ckpt, path)
+    with pytest.raises(FileNotFoundError, match="--images"):
+        export_onnx(ckpt, tmp_path / "x.onnx")   # no run.json/split.csv above checkpoints/
+    assert not (tmp_path / "x.onnx").exists()
+    result = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(path)])
+    assert result.exit_code == 2 and "exists" in result.output
+
+
+def test_auto_runtime_uses_only_an_export_of_this_very_checkpoint(tiny, tmp_path):
+    ckpt, path, _ = tiny
+    assert load_runtime(ckpt, "auto").name == "onnx"
+    assert load_runtime(ckpt, "torch").name == "torch"
+    assert load_runtime(path, "onnx").name == "onnx"
+    with pytest.raises(ValueError, match="ONNX model"):
+        load_runtime(path, "torch")
+    with pytest.raises(ValueError, match="choose one of"):
+        load_runtime(ckpt, "tensorrt")
+    # another checkpoint in the same folder: the export is not its own
+    other = ckpt.parent / "other.pt"
+    torch.manual_seed(1)
+    save_checkpoint(other, create_model("test_efficientnet", 3, weights="none"), CLASSES, preprocess=PREPROCESS)
+    assert load_runtime(other, "auto").name == "torch"
+    with pytest.raises(ValueError, match="another checkpoint"):
+        load_runtime(other, "onnx")
+    lone = tmp_path / "lone.pt"
+    lone.write_bytes(other.read_bytes())
+    with pytest.raises(ValueError, match="no exported model"):
+        load_runtime(lone, "onnx")
+
+
+@pytest.mark.parametrize("tta", [1, 3])
+def test_predict_gives_the_same_answers_with_either_runtime(tiny, photos, tta):
+    ckpt, path, _ = tiny
+    a, _ = predict(ckpt, photos, tta=tta, batch_size=6, workers=0, runtime="torch")
+    b, _ = predict(ckpt, photos, tta=tta, batch_size=6, workers=0, runtime="onnx", threads=1)
+    c, _ = predict(path, photos, tta=tta, batch_size=6, workers=0, runtime="auto", threads=1)
+    assert len(a) == 6 and a["landmark_id"].tolist() == b["landmark_id"].tolist() == c["landmark_id"].tolist()
+    np.testing.assert_allclose(b["score"], a["score"], atol=1e-4)
+    np.testing.assert_allclose(c["score"], a["score"], atol=1e-4)
+
+
+def test_cli_predict_and_embed_take_the_runtime(tiny, photos, tmp_path):
+    ckpt, path, _ = tiny
+    runner = CliRunner()
+    for rt in ("torch", "onnx"):
+        result = runner.invoke(app, ["predict", str(ckpt), "--images", str(photos),
+                                     "--out", str(tmp_path / f"{rt}.csv"),
+                                     "--workers", "0", "--runtime", rt])
+        assert result.exit_code == 0, result.output
+        result = runner.invoke(app, ["embed", str(ckpt), "--images", str(photos), "--out", str(tmp_path / f"{rt}.npy"),
+                                     "--workers", "0", "--runtime", rt, "--dtype", "float32", "--top-classes", "2"])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "torch.csv").read_text().splitlines()[0] == "id,landmarks"
+    vt, vo = np.load(tmp_path / "torch.npy"), np.load(tmp_path / "onnx.npy")
+    assert vt.shape == (6, vt.shape[1]) and np.abs(vt - vo).max() < 1e-4
+    np.testing.assert_allclose(np.linalg.norm(vo, axis=1), 1.0, atol=1e-5)
+    with np.load(tmp_path / "onnx.classes.npz") as o, np.load(tmp_path / "torch.classes.npz") as t:
+        assert (o["labels"] == t["labels"]).all()
+    result = runner.invoke(app, ["predict", str(path), "--images", str(photos), "--out", str(tmp_path / "x.csv"),
+                                 "--runtime", "torch"])
+    assert result.exit_code == 2 and "ONNX model" in result.output
+
+
+def test_embed_checkpoint_records_the_runtime(tiny, photos, tmp_path):
+    ckpt, _, _ = tiny
+    frame = pd.read_csv(photos, dtype=str)
+    emb, rejects, info = embed_checkpoint(ckpt, frame, tmp_path / "e.npy", workers=0, runtime="auto", threads=1)
+    assert info["runtime"] == "onnx" and info["backbone"] == "test_efficientnet" and len(emb) == 6 and not rejects
+
+
+def test_tta_crops_are_those_of_cropping_before_normalising():
+    img = TF.to_pil_image(torch.rand(3, 90, 120))
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.4]
+    norm = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    crops = v2.TenCrop(64)(v2.Resize([72, 72], antialias=True)(img))
+    expected = torch.stack([norm(c) for c in crops])
+    assert torch.equal(tta_transform(72, 64, mean, std)(img), expected)
+
+
+@pytest.mark.slow
+def test_real_network_exports_within_tolerance_and_int8_agrees(l13, tmp_path):
+    """EfficientNet-Lite0 with its ImageNet weights (the fast config's network): fp32 matches
+    PyTorch to 1e-3 on real photos; int8 (static, calibrated on real training photos)
+    passes the sanity gate and is under a third of the size."""
+    torch.manual_seed(0)
+    model = create_model("tf_efficientnet_lite0", 13, weights="imagenet").eval()
+    ckpt = tmp_path / "checkpoints" / "best.pt"
+    preprocess = {"size": 160, "resize": 200, "mean": model.arch["mean"], "std": model.arch["std"]}
+    save_checkpoint(ckpt, model, [str(k) for k in range(13)], preprocess=preprocess)
+    train = sorted((l13 / "train").rglob("*.jpg"))[:24]
+    photos = tmp_path / "train.csv"
+    pd.DataFrame({"id": [f.stem for f in train], "path": [str(f) for f in train]}).to_csv(photos, index=False)
+    report = export_onnx(ckpt, tmp_path / "model.int8.onnx", int8=True, images=photos, verify_images=16,
+                         calibration_images=24)
+    assert report["fp32_verification"]["max_abs_logits"] < 1e-3
+    assert report["fp32_verification"]["max_abs_embedding"] < 1e-3
+    assert report["format"] in ("int8-static", "int8-dynamic")
+    assert report["verification"]["top1_agreement"] >= 0.8 and report["verification"]["mean_cosine"] >= 0.9
+    assert report["bytes"] < 13_575_761 / 3 + 1e6
+    runtime = OnnxRuntime(tmp_path / "model.int8.onnx")
+    assert runtime.meta["quantization"]["mode"] == report["quantization"]["mode"]
+
+
+def test_knn_gives_the_same_answers_with_either_runtime(tiny, photos, tmp_path):
+    ckpt, _, _ = tiny
+    runner = CliRunner()
+    result = runner.invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--images", str(photos),
+                                 "--label", "7", "--out", str(tmp_path / "idx"), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    subs = {}
+    for rt in ("torch", "onnx"):
+        out = tmp_path / f"knn_{rt}.csv"
+        result = runner.invoke(app, ["knn", str(ckpt), "--index", str(tmp_path / "idx"), "--images", str(photos),
+                                     "--out", str(out), "--k", "3", "--workers", "0", "--runtime", rt])
+        assert result.exit_code == 0, result.output
+        subs[rt] = pd.read_csv(out, dtype=str).sort_values("id").reset_index(drop=True)
+    assert len(subs["torch"]) == 6 and subs["torch"]["landmarks"].str.startswith("7 ").all()
+    scores = {rt: subs[rt]["landmarks"].str.split(" ").str[1].astype(float) for rt in subs}
+    np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-3)

@@ -1,0 +1,46 @@
+"""benchmarks/runtimes.py works: its timing rows count what they process and its table
+divides by the right rows (no speed is asserted; figures live in docs/benchmarks.md)."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from landmark.inference.runtime import TorchRuntime
+from landmark.models import create_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "runtimes.py"
+PREPROCESS = {"size": 64, "resize": 72, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("runtimes_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_count_images_and_the_table_compares_like_with_like(bench, l13):
+    torch.manual_seed(0)
+    runtime = TorchRuntime(create_model("test_efficientnet", 3, weights="none"), ["a", "b", "c"], PREPROCESS,
+                           device="cpu")
+    fwd = bench.time_forward("eager", runtime, 4, 64, min_seconds=0.0)
+    assert fwd.images == 12 and fwd.what == "forward" and fwd.rate > 0   # 3 timed calls of batch 4
+    assert fwd.cpu_seconds > 0
+    files = sorted((l13 / "test").rglob("*.jpg"))[:5]
+    queries = pd.DataFrame({"id": [f.stem for f in files], "path": [str(f) for f in files]})
+    row, out = bench.time_predict("eager", runtime, queries, 4, 2, workers=0)
+    assert row.images == 5 and row.inputs_per_image == 2 and out["landmark_id"].isin(["a", "b", "c"]).all()
+    rows = [bench.Row("eager", "forward", 32, 100, 10.0, 1, 2.0), bench.Row("ort", "forward", 32, 100, 4.0, 1, 0.5),
+            bench.Row("ort", "predict tta=10", 32, 10, 2.0, 10)]
+    table = bench.format_rows(rows).splitlines()
+    assert table[3] == "| ort | forward | 32 | 100 | 25.0 | 40.0 | 5.0 | 2.50 | 4.00 | - |"
+    # 5 images/s x 10 crops = 50 inputs/s against a 25/s forward: 200%; no eager predict row to compare with
+    assert table[4] == "| ort | predict tta=10 | 32 | 10 | 5.0 | 200.0 | nan | n/a | n/a | 200% |"
+    rows.append(bench.Row("ort", "predict all tta=1", 32, 100, 5.0, 1, 2.0))   # 20 ms of CPU per image
+    estimate = bench.gldv2_estimate(rows, images=3_600_000).splitlines()
+    assert estimate[2] == "| ort | 20.0 | 20 | 1.2 h | 0.3 h | 0.08 h |"   # 3.6M x 20 ms = 20 CPU-hours
