@@ -673,11 +673,10 @@ def serve(
     max_mb: float = typer.Option(20.0, min=0.001, help="largest request body in MB"),
     max_pixels: int = typer.Option(40_000_000, min=1, help="largest image (width x height) decoded"),
     batch_window_ms: float = typer.Option(10.0, min=0.0, help="wait this long to batch concurrent requests"),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of one forward pass (default: torch's, "
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of one forward pass, torch or ONNX Runtime (default: torch's, "
                                                             "all cores); 1 on a machine shared with other work"),
     device: Optional[str] = typer.Option(None),
     runtime: str = typer.Option("torch", help="torch | onnx (MODEL.onnx or an export beside the .pt) | auto"),
-    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
 ) -> None:
     """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /."""
     _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
