@@ -40,6 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "landmarks13"
+NONLANDMARKS = ROOT.parent / "shared" / "data" / "nonlandmarks"   # help choose the "no landmark" thresholds
 RECIPES = {   # name -> preset name or YAML path; in the order of the table
     "frozen-probe": ROOT / "benchmarks" / "recipes" / "frozen_probe.yaml",
     "fast-v1": ROOT / "benchmarks" / "recipes" / "fast_v1.yaml",
@@ -63,6 +64,8 @@ def ensure_run(recipe: str, source, runs: Path, overrides: dict | None = None, t
     if (run / "config.yaml").is_file():
         landmark.resume(run)
     else:
+        overrides = {**(overrides or {}), "data": {**(overrides or {}).get("data", {}),
+                                                   "nonlandmarks": str(NONLANDMARKS)}}
         landmark.train(landmark.load_config(source, overrides), DATA, run)
     return run
 
@@ -125,15 +128,31 @@ def answers(run: Path, work: Path, tta: bool = True) -> tuple[dict, float]:
 
 def recipe_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
     from landmark.data.kaggle import read_solution
+    import torch
+    from landmark.config import load_config
     run = ensure_run(recipe, source, runs)
-    config = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
+    config = load_config(run / "config.yaml")
     history = pd.read_csv(run / "metrics.csv")
     preds, rate = answers(run, work / recipe)
     solution = read_solution(DATA / "test" / "recognition_solution.csv")
-    base = {"recipe": recipe, "backbone": config["model"]["backbone"].replace("tf_efficientnet_", ""),
-            "input": config["stages"][-1]["crop"]["size"], "train min": round(history["seconds"].sum() / 60, 1),
+    stored = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False).get(
+        "reject_threshold") or {}
+    base = {"recipe": recipe, "backbone": config.model.backbone.replace("tf_efficientnet_", ""),
+            "input": config.stages[-1].crop.size, "train min": round(history["seconds"].sum() / 60, 1),
             "predict img/s": round(rate, 1)}
-    return [{**base, "method": m, **scores(preds[m], solution)} for m in METHODS if m in preds]
+    thresholds = {"classifier": stored.get("classifier"), "classifier x reference": stored.get("reference")}
+    return [{**base, "method": m, **scores(preds[m], solution),
+             "verdicts right": verdicts_right(preds[m], solution, thresholds.get(m))} for m in METHODS if m in preds]
+
+
+def verdicts_right(pred: pd.DataFrame, solution: dict, threshold: float | None) -> str:
+    """Share of queries whose landmark / "no landmark" verdict at the run's stored threshold is
+    right: a correct landmark at or above it, or a query without that landmark below it."""
+    if threshold is None:
+        return "-"
+    accepted = pred["score"].to_numpy() >= threshold
+    correct = np.array([lab in solution[i] for i, lab in zip(pred["id"], pred["landmark_id"])])
+    return f"{float(np.mean(np.where(accepted, correct, ~correct))):.3f}"
 
 
 def open_set_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
@@ -188,18 +207,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--open-set", nargs="*", default=None, metavar="RECIPE",
-                        help="run the open-set protocol for these recipes (default with the flag: frozen-probe fast)")
+                        help="run the open-set protocol for these recipes (default with the flag: fast)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--write", type=Path, help="markdown file whose generated tables to replace")
     args = parser.parse_args()
     work = args.runs / "work"
-    rows = [r for name in args.recipes for r in recipe_rows(name, RECIPES[name], args.runs, work)]
+    rows = []
+    for name in args.recipes:
+        rows += recipe_rows(name, RECIPES[name], args.runs, work)
+        print(markdown(rows), flush=True)   # progress: the table so far
     table = markdown(rows)
     print(table)
     if args.write:
         write_section(args.write, "recipes", table)
     if args.open_set is not None:
-        names = args.open_set or ["frozen-probe", "fast"]
+        names = args.open_set or ["fast"]
         open_table = markdown([r for name in names for r in open_set_rows(name, RECIPES[name], args.runs, work)])
         print("\nOpen set\n\n" + open_table)
         if args.write:

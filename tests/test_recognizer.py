@@ -91,7 +91,9 @@ def test_index_gives_knn_scores_and_named_neighbours(recognizer_run, recognizer_
     from landmark import Recognizer
     from landmark.retrieval.knn import KnnConfig
     from landmark.retrieval.pipeline import knn_predict
-    rec = Recognizer.load(recognizer_run, index=recognizer_index)
+    # an index of landmarks the classifier knows confirms its answers; kNN voting on request
+    assert Recognizer.load(recognizer_run, index=recognizer_index).scoring == "reference"
+    rec = Recognizer.load(recognizer_run, index=recognizer_index, scoring="knn")
     assert rec.scoring == "knn" and rec.name("11") == "Petra Jordan"
     solution = pd.read_csv(l13 / "test" / "recognition_solution.csv", dtype=str, keep_default_na=False)
     ids = solution[solution["landmarks"].isin(KNOWN_LANDMARKS)]["id"].head(6).tolist()

@@ -24,7 +24,8 @@ Scores (:meth:`Recognizer._score`, the one place that turns network outputs into
   the kNN vote of :func:`landmark.retrieval.knn.recognise` with
   :class:`~landmark.retrieval.knn.KnnConfig` (``landmark knn``'s defaults), so enrolled
   landmarks are recognised too;
-* with non-landmark photos: the penalty of Henkel & Singer (arXiv:2010.01650) subtracted,
+* with non-landmark photos (classifier and knn scoring; reference scoring already ranks them
+  last): the penalty of Henkel & Singer (arXiv:2010.01650) subtracted,
   :func:`landmark.retrieval.knn.nonlandmark_similarity`.
 
 The verdict is ``score >= threshold``: the ``threshold`` argument, else the one stored for
@@ -223,7 +224,8 @@ class Recognizer:
 
     def __init__(self, model: LandmarkNet | Runtime, checkpoint: dict, index: LandmarkIndex | None = None,
                  nonlandmarks: np.ndarray | None = None, threshold: float | None = None,
-                 names: dict[str, str] | None = None, knn: KnnConfig | None = None, device: str | None = None):
+                 names: dict[str, str] | None = None, knn: KnnConfig | None = None, device: str | None = None,
+                 scoring: str | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval() if isinstance(model, torch.nn.Module) else None  # saliency
         self.runtime = as_runtime(model, checkpoint["classes"], checkpoint["preprocess"], device)
@@ -231,7 +233,11 @@ class Recognizer:
         self.preprocess = checkpoint["preprocess"]
         self.index, self.knn = index, knn or KnnConfig()
         self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)
-        self._checkpoint, self._given_threshold = checkpoint, threshold
+        if scoring not in (None, *DEFAULT_THRESHOLD):
+            raise ValueError(f"scoring {scoring!r}: choose one of {', '.join(DEFAULT_THRESHOLD)} (or None: automatic)")
+        if scoring in ("reference", "knn") and index is None:
+            raise ValueError(f"{scoring} scoring needs an index")
+        self._checkpoint, self._given_threshold, self._given_scoring = checkpoint, threshold, scoring
         self.rescore()
         self.names = {**checkpoint.get("names", {}), **(index.meta.get("names", {}) if index is not None else {}),
                       **(names or {})}
@@ -240,7 +246,7 @@ class Recognizer:
 
     def rescore(self) -> None:
         """Choose the scoring mode and threshold for the index as it is now (call after enrolling)."""
-        self.scoring = scoring_mode(self.index, self.classes)
+        self.scoring = self._given_scoring or scoring_mode(self.index, self.classes)
         stored = stored_threshold(self._checkpoint, self.index, self.scoring)
         given = self._given_threshold
         self.threshold = float(given if given is not None else
@@ -250,7 +256,7 @@ class Recognizer:
     def load(cls, source: str | Path, index: str | Path | LandmarkIndex | bool | None = None,
              nonlandmarks: str | Path | None = None, threshold: float | None = None, device: str | None = None,
              names: str | Path | dict | None = None, knn: KnnConfig | None = None, runtime: str = "torch",
-             threads: int | None = None) -> "Recognizer":
+             threads: int | None = None, scoring: str | None = None) -> "Recognizer":
         """Load a run folder (its ``checkpoints/best.pt``) or a checkpoint file.
 
         Args:
@@ -262,6 +268,8 @@ class Recognizer:
             runtime: ``torch``, ``onnx`` or ``auto`` (:func:`~landmark.inference.runtime.load_runtime`;
                 a ``.onnx`` file given as ``source`` runs on ONNX Runtime).
             threads: ONNX Runtime intra-op threads.
+            scoring: ``classifier``, ``reference`` or ``knn``; None chooses as the module
+                docstring says.
 
         Raises:
             FileNotFoundError: a missing model, index or non-landmark folder.
@@ -282,7 +290,7 @@ class Recognizer:
         built = index.meta.get("model", {}).get("backbone") if index is not None else None
         if built and built != ckpt["arch"]["backbone"]:
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['arch']['backbone']}")
-        rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device)
+        rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device, scoring)
         if nonlandmarks is not None:
             rec.nonlandmarks = rec._nonlandmark_vectors(Path(nonlandmarks))
         if index is not None and index.dim != rec.embed(Image.new("RGB", (8, 8))).shape[1]:
