@@ -118,3 +118,29 @@ def test_probe_then_finetune_run_builds_an_index_and_thresholds(l13, tmp_path):
     assert plain.scoring == "classifier" and plain.threshold == stored["classifier"]
     # the same classifier answer, its confidence confirmed (lowered) by the reference photos
     assert answer.landmark_id == alone.landmark_id and 0.0 < answer.score < alone.score
+
+
+@pytest.mark.slow
+def test_final_fit_refits_the_probe_on_every_labelled_photo(l13, tmp_path):
+    """A probe-only run with data.final_fit: thresholds are chosen on validation first, then the
+    head is refitted on train + validation photos and the index holds all of them."""
+    from landmark.data import image_path, read_train
+    from landmark.retrieval.index import LandmarkIndex
+    from landmark.training import train
+    root = tmp_path / "tree"
+    frame = read_train(l13)
+    for lid in ("1", "6"):
+        (root / lid).mkdir(parents=True)
+        for image_id in frame[frame["landmark_id"] == lid]["id"].iloc[:8]:
+            (root / lid / f"{image_id}.jpg").symlink_to(image_path(l13, image_id))
+    probe = {"name": "probe", "probe": True, "weight_decay": 1e-3, "probe_iters": 30, "crop": {"resize": 72, "size": 64}}
+    config = load_config("fast", {"data": {"cache_width": 80, "workers": 0, "val_frac": 0.25, "final_fit": True},
+                                  "stages": [probe]})
+    best = train(config, root, tmp_path / "run")
+    reference = json.loads((tmp_path / "run" / "reference.json").read_text())
+    ckpt = torch.load(best, weights_only=False)
+    assert ckpt["final_fit"]["images"] == 16 and len(LandmarkIndex.load(tmp_path / "run" / "index")) == 16
+    assert reference["validation_queries_before_final_fit"] == 4
+    assert ckpt["reject_threshold"] == reference["reject_threshold"]
+    with pytest.raises(ValueError, match="last stage must have probe"):
+        load_config("finetune", {"data": {"final_fit": True}})

@@ -101,6 +101,8 @@ class DataConfig(_Strict):
                                      "validation photos when the 'no landmark' threshold is chosen")
     reference_index: bool = Field(True, description="after training, index the training photos into RUN/index "
                                   "and choose the 'no landmark' thresholds on the validation photos")
+    final_fit: bool = Field(False, description="after training and choosing the thresholds, refit the probe head "
+                            "on the training and validation photos together (last stage must be a probe)")
     exclude_landmarks: list[str] = Field(default_factory=list, description="landmark ids left out of training "
                                          "(the open-set protocol holds whole landmarks out)")
     val_frac: float = Field(0.2, ge=0.0, lt=1.0)
@@ -149,6 +151,15 @@ class TrainConfig(_Strict):
     model: ModelConfig = ModelConfig()
     augment: Augment = Augment()
     stages: list[Stage] = Field(default_factory=lambda: [Stage()], min_length=1)
+
+    @model_validator(mode="after")
+    def _final_fit_needs_probe(self) -> "TrainConfig":
+        if self.data.final_fit and not self.stages[-1].probe:
+            raise ValueError("data.final_fit refits a probe head: the last stage must have probe: true")
+        if self.data.final_fit and (self.data.val_frac == 0 or not self.data.reference_index):
+            raise ValueError("data.final_fit needs val_frac > 0 and reference_index: true (thresholds are "
+                             "chosen on the validation photos before the refit)")
+        return self
 
     @property
     def total_epochs(self) -> int:

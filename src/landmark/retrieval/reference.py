@@ -55,8 +55,14 @@ def answer_with_reference(index: LandmarkIndex, vectors: np.ndarray, labels: np.
 
 
 def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None, device: str | None = None,
-                    workers: int = 2) -> dict:
+                    workers: int = 2, splits: tuple[str, ...] = ("train",), thresholds: dict | None = None) -> dict:
     """Write ``run_dir/index`` and store the thresholds (module docstring).
+
+    Args:
+        splits: the run's splits whose photos are indexed (``train``; after a final fit on
+            every labelled photo, ``train`` and ``val``).
+        thresholds: keep these (``{"classifier": t, "reference": t}``) instead of choosing
+            them on the validation photos (a final fit has none left to choose on).
 
     Returns:
         ``{"index": path, "count": photos indexed, "reject_threshold": {"classifier": t, "reference": t},
@@ -71,15 +77,16 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
     frames = split_frames(run_dir)
     work = run_dir / "index" / "embeddings"
     classes = ckpt["classes"]
-    emb, _ = embed_images(model, ckpt["preprocess"], frames["train"], work / "train.npy", device=device,
+    indexed = pd.concat([frames[s] for s in splits], ignore_index=True)
+    emb, _ = embed_images(model, ckpt["preprocess"], indexed, work / "train.npy", device=device,
                           workers=workers, overwrite=True)
     index = LandmarkIndex.build(emb, IndexParams(), {"model": {"checkpoint": str(best.resolve()),
                                                                "backbone": ckpt["arch"]["backbone"],
                                                                "image_size": ckpt["preprocess"]["size"]}})
-    queries = frames["val"][["id", "landmark_id", "path"]]
-    if nonlandmarks is not None:
+    queries = frames["val"][["id", "landmark_id", "path"]] if thresholds is None else frames["val"].iloc[:0]
+    if nonlandmarks is not None and thresholds is None:
         queries = pd.concat([queries, read_queries(nonlandmarks).assign(landmark_id="")], ignore_index=True)
-    thresholds = {"classifier": None, "reference": None}
+    thresholds = thresholds or {"classifier": None, "reference": None}
     if len(queries):
         val, _ = embed_images(model, ckpt["preprocess"], queries, work / "validation.npy", classes, 1,
                               device=device, workers=workers, overwrite=True)

@@ -221,9 +221,31 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
     _save_rejects(rejects, run_dir)
     if dist.is_main() and config.data.reference_index:
         reference = build_reference(run_dir, config.data.nonlandmarks, device=str(device), workers=config.data.workers)
+        if config.data.final_fit:
+            reference = {**_final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"]),
+                         "validation_queries_before_final_fit": reference["validation_queries"]}
         (run_dir / "reference.json").write_text(json.dumps(reference, indent=2))
     dist.barrier()
     return run_dir / "checkpoints" / "best.pt"
+
+
+def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict,
+               thresholds: dict) -> dict:
+    """Refit the probe head of ``best.pt`` on the training and validation photos together (the
+    thresholds chosen on validation are kept), then index both; returns ``build_reference``'s summary."""
+    model, ckpt = load_model(run_dir / "checkpoints" / "best.pt")
+    model.to(device)
+    stage = config.stages[-1]
+    both = Prepared({"train": pd.concat([prepared.frames["train"], prepared.frames["val"]], ignore_index=True)},
+                    prepared.classes)
+    loader = _loader(both, "train", eval_transform(stage.crop.size, model.arch["mean"], model.arch["std"]), config,
+                     False)
+    stats = fit_probe(model, loader, device, rejects, stage)
+    extra = {k: v for k, v in ckpt.items() if k not in ("arch", "classes", "state_dict")}
+    save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes,
+                    **{**extra, "final_fit": {"images": stats["images"], "train_loss": stats["loss"]}})
+    return build_reference(run_dir, device=str(device), workers=config.data.workers, splits=("train", "val"),
+                           thresholds=thresholds)
 
 
 def _save_rejects(rejects: dict, run_dir: Path) -> None:
