@@ -222,7 +222,7 @@ def main() -> None:
     for name in args.recipes:
         rows += recipe_rows(name, RECIPES[name], args.runs, work)
         print(markdown(rows), flush=True)   # progress: the table so far
-    table = markdown(rows)
+    table = markdown(sorted(rows, key=lambda r: list(RECIPES).index(r["recipe"])))   # stable: methods keep order
     print(table)
     if args.write:
         write_section(args.write, "recipes", table)
