@@ -249,7 +249,7 @@ class Recognizer:
         Args:
             images: one image or a list (PIL, ``HxWx3`` uint8 array, encoded bytes, path).
             top_k: candidates (and neighbours) per answer.
-            tta: crops voting per image, 1..10.
+            tta: crops voting per image, 1..10 (classifier scores; kNN embeds one whole view).
             sources: a label per image for :attr:`Answer.source` (default: path or ``image <k>``).
 
         Returns:
@@ -286,10 +286,13 @@ class Recognizer:
                 an index or non-landmark photos.
             top_k: keep this many candidates per image (None: all).
         """
-        x = x.to(self.device)
-        if tta > 1:
-            x = x[:, torch.as_tensor(TTA_ORDER[:tta], device=self.device)].flatten(0, 1)
-        probs = self.model(x).float().softmax(1).view(-1, tta, len(self.classes))
+        if self.index is not None and self.knn.classifier_weight == 0:
+            probs = None  # kNN alone: the classifier's pass is not needed
+        else:
+            x = x.to(self.device)
+            if tta > 1:
+                x = x[:, torch.as_tensor(TTA_ORDER[:tta], device=self.device)].flatten(0, 1)
+            probs = self.model(x).float().softmax(1).view(-1, tta, len(self.classes))
         return [cands[:top_k] for cands in self._score(probs, vectors, top_k)]
 
     @torch.no_grad()
@@ -308,12 +311,12 @@ class Recognizer:
         """Network outputs -> ranked candidates (the one place scores are defined).
 
         Args:
-            probs: float ``[N, K, C]`` softmax probabilities of K crops.
+            probs: float ``[N, K, C]`` softmax probabilities of K crops (None: kNN alone).
             vectors: float32 ``[N, D]`` embeddings or None (classifier only).
             top_k: at least this many candidates are returned (None: all).
         """
         if self.index is not None:
-            return self._knn_scores(probs[:, 0], vectors)
+            return self._knn_scores(None if probs is None else probs[:, 0], vectors)
         key, score = vote_scores(probs)
         order = key.topk(min(top_k or key.shape[1], key.shape[1]), dim=1).indices.cpu().numpy()
         score = score.cpu().numpy().astype(np.float64)
@@ -321,11 +324,14 @@ class Recognizer:
             score = score - self.knn.nonlandmark_weight * self._penalty(vectors)[:, None]
         return [[(self.classes[j], float(score[i, j])) for j in order[i]] for i in range(len(order))]
 
-    def _knn_scores(self, probs: torch.Tensor, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
-        """kNN vote over the index (:func:`~landmark.retrieval.knn.recognise`); ``probs`` ``[N, C]``."""
-        top = probs.topk(min(5, probs.shape[1]), dim=1)
-        classes = (np.asarray(self.classes, dtype=object)[top.indices.cpu().numpy()].astype(str),
-                   top.values.cpu().numpy())
+    def _knn_scores(self, probs: torch.Tensor | None, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
+        """kNN vote over the index (:func:`~landmark.retrieval.knn.recognise`); ``probs`` ``[N, C]``
+        (the centre crop's) for ``knn.classifier_weight > 0``, else None."""
+        classes = None
+        if probs is not None:
+            top = probs.topk(min(5, probs.shape[1]), dim=1)
+            classes = (np.asarray(self.classes, dtype=object)[top.indices.cpu().numpy()].astype(str),
+                       top.values.cpu().numpy())
         queries = Embeddings(vectors, pd.DataFrame({"id": [str(i) for i in range(len(vectors))]}), classes)
         reference = None if self.nonlandmarks is None else Embeddings(self.nonlandmarks, pd.DataFrame(
             {"id": [str(i) for i in range(len(self.nonlandmarks))]}))
