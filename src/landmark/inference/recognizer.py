@@ -315,7 +315,7 @@ class Recognizer:
         Args:
             images: one image or a list (PIL, ``HxWx3`` uint8 array, encoded bytes, path).
             top_k: candidates (and neighbours) per answer.
-            tta: crops voting per image, 1..10.
+            tta: crops voting per image, 1..10 (classifier scores; kNN embeds one whole view).
             sources: a label per image for :attr:`Answer.source` (default: path or ``image <k>``).
 
         Returns:
@@ -382,12 +382,12 @@ class Recognizer:
         """Network outputs -> ranked candidates (the one place scores are defined).
 
         Args:
-            probs: float ``[N, K, C]`` softmax probabilities of K crops.
+            probs: float ``[N, K, C]`` softmax probabilities of K crops (None: kNN alone).
             vectors: float32 ``[N, D]`` embeddings or None (classifier only).
             top_k: at least this many candidates are returned (None: all).
         """
         if self.scoring == "knn":
-            return self._knn_scores(probs[:, 0], vectors)
+            return self._knn_scores(probs[:, 0] if self.knn.classifier_weight > 0 else None, vectors)
         key, score = vote_scores(probs)
         if self.scoring == "reference":
             return self._reference_scores(key, score, vectors, top_k)
@@ -410,11 +410,14 @@ class Recognizer:
                                               neighbours) for j in range(order.shape[1])], axis=1)
         return [[(labels[i, j], float(conf[i, j])) for j in range(order.shape[1])] for i in range(len(order))]
 
-    def _knn_scores(self, probs: torch.Tensor, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
-        """kNN vote over the index (:func:`~landmark.retrieval.knn.recognise`); ``probs`` ``[N, C]``."""
-        top = probs.topk(min(5, probs.shape[1]), dim=1)
-        classes = (np.asarray(self.classes, dtype=object)[top.indices.cpu().numpy()].astype(str),
-                   top.values.cpu().numpy())
+    def _knn_scores(self, probs: torch.Tensor | None, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
+        """kNN vote over the index (:func:`~landmark.retrieval.knn.recognise`); ``probs`` ``[N, C]``
+        (the centre crop's) for ``knn.classifier_weight > 0``, else None."""
+        classes = None
+        if probs is not None:
+            top = probs.topk(min(5, probs.shape[1]), dim=1)
+            classes = (np.asarray(self.classes, dtype=object)[top.indices.cpu().numpy()].astype(str),
+                       top.values.cpu().numpy())
         queries = Embeddings(vectors, pd.DataFrame({"id": [str(i) for i in range(len(vectors))]}), classes)
         reference = None if self.nonlandmarks is None else Embeddings(self.nonlandmarks, pd.DataFrame(
             {"id": [str(i) for i in range(len(self.nonlandmarks))]}))

@@ -39,8 +39,8 @@ class Batcher:
     max_images: int = 16
     lock: threading.Lock = field(default_factory=threading.Lock)
     batches: int = 0
-    _queue: asyncio.Queue | None = None
-    _task: asyncio.Task | None = None
+    _queue: asyncio.Queue | None = field(default=None, init=False, repr=False)
+    _task: asyncio.Task | None = field(default=None, init=False, repr=False)
 
     async def recognize(self, photos: list[Image.Image], sources: list[str], top_k: int) -> list[Answer]:
         """Answers for ``photos`` (decoded), computed together with other waiting requests."""
