@@ -47,7 +47,7 @@ def tiny(tmp_path_factory, photos):
     torch.manual_seed(0)
     model = create_model("test_efficientnet", len(CLASSES), weights="none").eval()
     ckpt = tmp_path_factory.mktemp("tiny") / "checkpoints" / "best.pt"
-    save_checkpoint(ckpt, model, CLASSES, preprocess=PREPROCESS, names=["a", "b", "c"])
+    save_checkpoint(ckpt, model, CLASSES, preprocess=PREPROCESS, names=dict(zip(CLASSES, ["a", "b", "c"])))
     report = export_onnx(ckpt, ckpt.parent / "model.onnx", images=photos, verify_images=6, threads=1)
     return ckpt, ckpt.parent / "model.onnx", report
 
@@ -57,7 +57,7 @@ def test_export_round_trip_matches_torch_and_describes_itself(tiny):
     assert report["format"] == "fp32" and report["verification"]["images"] == 6
     assert report["verification"]["max_abs_logits"] < 1e-3 and report["verification"]["top1_agreement"] == 1.0
     meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}[METADATA_KEY])
-    assert meta["classes"] == CLASSES and meta["names"] == ["a", "b", "c"] and meta["preprocess"] == PREPROCESS
+    assert meta["classes"] == CLASSES and meta["names"] == dict(zip(CLASSES, ["a", "b", "c"])) and meta["preprocess"] == PREPROCESS
     # dynamic batch axis: batch 1 and 5 give what eager PyTorch gives
     model, _ = load_model(ckpt)
     eager, ort = TorchRuntime(model, CLASSES, PREPROCESS, device="cpu"), OnnxRuntime(path, threads=1)

@@ -50,7 +50,8 @@ def refuse_existing(paths: Iterable[str | Path], overwrite: bool = False) -> Non
     taken = [str(p) for p in paths if Path(p).exists()]
     if taken:
         more = f" (and {len(taken) - 3} more)" if len(taken) > 3 else ""
-        raise FileExistsError(f"{', '.join(taken[:3])}{more} exist(s); pass --overwrite to replace, "
+        verb = "exists" if len(taken) == 1 else "exist"
+        raise FileExistsError(f"{', '.join(taken[:3])}{more} {verb}; pass --overwrite to replace, "
                               f"or choose another --out (nothing was written)")
 
 

@@ -15,12 +15,13 @@ Scores (:meth:`Recognizer._score`, the one place that turns network outputs into
 * classifier only (no index): the softmax probability of the best landmark; with
   ``tta=K`` crops the vote of :func:`landmark.inference.predict.vote_scores` (the same
   rule and the same numbers as ``landmark predict --tta K``);
-* ``reference`` (an index whose landmarks the classifier knows, e.g. the run's own
-  ``RUN/index`` written by ``landmark train``): the classifier's candidates, each with the
+* ``reference`` (the run's own ``RUN/index`` written by ``landmark train``, whose
+  landmarks the classifier knows): the classifier's candidates, each with the
   confidence ``prob * s_ref^3`` confirmed by the indexed photos of that landmark
   (:func:`landmark.retrieval.knn.reference_confidence`): photos of no landmark, or of a
   landmark the model never learnt, fall to the bottom (docs/quality.md);
-* ``knn`` (an index with landmarks the classifier does not know, e.g. enrolled later):
+* ``knn`` (an index built with ``landmark index build``, or one with landmarks the
+  classifier does not know, e.g. enrolled later):
   the kNN vote of :func:`landmark.retrieval.knn.recognise` with
   :class:`~landmark.retrieval.knn.KnnConfig` (``landmark knn``'s defaults), so enrolled
   landmarks are recognised too;
@@ -181,11 +182,14 @@ def read_names(source: str | Path | dict | None) -> dict[str, str]:
 
 
 def scoring_mode(index: LandmarkIndex | None, classes: list[str]) -> str:
-    """``classifier`` without an index, ``reference`` when the classifier knows every indexed
-    landmark, ``knn`` when the index holds landmarks it does not (module docstring)."""
+    """``classifier`` without an index; ``reference`` with a run's own reference index
+    (``meta['role'] == 'reference'``, written by ``landmark train``) while the classifier knows
+    every landmark in it; ``knn`` otherwise (an index built with ``landmark index build``, or
+    one that enrolment gave a landmark the classifier does not know)."""
     if index is None:
         return "classifier"
-    return "reference" if set(index.labels) <= set(classes) else "knn"
+    own = index.meta.get("role") == "reference"
+    return "reference" if own and set(index.labels) <= set(classes) else "knn"
 
 
 def stored_threshold(checkpoint: dict, index: LandmarkIndex | None, scoring: str) -> float | None:
@@ -239,8 +243,10 @@ class Recognizer:
             raise ValueError(f"{scoring} scoring needs an index")
         self._checkpoint, self._given_threshold, self._given_scoring = checkpoint, threshold, scoring
         self.rescore()
-        self.names = {**checkpoint.get("names", {}), **(index.meta.get("names", {}) if index is not None else {}),
-                      **(names or {})}
+        stored = checkpoint.get("names") or {}
+        if isinstance(stored, list):   # names in class order
+            stored = dict(zip(self.classes, stored))
+        self.names = {**stored, **(index.meta.get("names", {}) if index is not None else {}), **(names or {})}
         self.embed_size = (index.meta.get("model", {}).get("image_size") if index is not None else None) \
             or self.preprocess["size"]
 

@@ -80,7 +80,7 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
     indexed = pd.concat([frames[s] for s in splits], ignore_index=True)
     emb, _ = embed_images(model, ckpt["preprocess"], indexed, work / "train.npy", device=device,
                           workers=workers, overwrite=True)
-    index = LandmarkIndex.build(emb, IndexParams(), {"model": {"checkpoint": str(best.resolve()),
+    index = LandmarkIndex.build(emb, IndexParams(), {"role": "reference", "model": {"checkpoint": str(best.resolve()),
                                                                "backbone": ckpt["arch"]["backbone"],
                                                                "image_size": ckpt["preprocess"]["size"]}})
     queries = frames["val"][["id", "landmark_id", "path"]] if thresholds is None else frames["val"].iloc[:0]
