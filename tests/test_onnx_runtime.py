@@ -122,14 +122,14 @@ def test_cli_predict_and_embed_take_the_runtime(tiny, photos, tmp_path):
                                      "--out", str(tmp_path / f"{rt}.csv"),
                                      "--workers", "0", "--runtime", rt])
         assert result.exit_code == 0, result.output
-        result = runner.invoke(app, ["embed", str(ckpt), "--images", str(photos), "--out", str(tmp_path / f"{rt}.npy"),
+        result = runner.invoke(app, ["embed", str(ckpt), "--images", str(photos), "--out", str(tmp_path / f"{rt}_emb.npy"),
                                      "--workers", "0", "--runtime", rt, "--dtype", "float32", "--top-classes", "2"])
         assert result.exit_code == 0, result.output
     assert (tmp_path / "torch.csv").read_text().splitlines()[0] == "id,landmarks"
-    vt, vo = np.load(tmp_path / "torch.npy"), np.load(tmp_path / "onnx.npy")
+    vt, vo = np.load(tmp_path / "torch_emb.npy"), np.load(tmp_path / "onnx_emb.npy")
     assert vt.shape == (6, vt.shape[1]) and np.abs(vt - vo).max() < 1e-4
     np.testing.assert_allclose(np.linalg.norm(vo, axis=1), 1.0, atol=1e-5)
-    with np.load(tmp_path / "onnx.classes.npz") as o, np.load(tmp_path / "torch.classes.npz") as t:
+    with np.load(tmp_path / "onnx_emb.classes.npz") as o, np.load(tmp_path / "torch_emb.classes.npz") as t:
         assert (o["labels"] == t["labels"]).all()
     result = runner.invoke(app, ["predict", str(path), "--images", str(photos), "--out", str(tmp_path / "x.csv"),
                                  "--runtime", "torch"])

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "seed": 3,
-    "data": {"cache_width": 128, "batch_size": 8, "workers": 0, "val_frac": 0.25, "test_frac": 0.125},
+    "data": {"cache_width": 128, "batch_size": 8, "workers": 0, "val_frac": 0.25, "test_frac": 0.125,
+             "final_fit": False},
     "augment": {"rotation": 5},
     "stages": [
         {"name": "head", "epochs": 1, "lr": 1e-3, "freeze": -1,

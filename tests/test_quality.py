@@ -88,7 +88,8 @@ def test_probe_then_finetune_run_builds_an_index_and_thresholds(l13, tmp_path):
         for image_id in frame[frame["landmark_id"] == lid]["id"].iloc[:10]:
             (root / lid / f"{image_id}.jpg").symlink_to(image_path(l13, image_id))
     config = load_config("fast", {
-        "data": {"cache_width": 96, "batch_size": 8, "workers": 0, "val_frac": 0.3, "test_frac": 0.0},
+        "data": {"cache_width": 96, "batch_size": 8, "workers": 0, "val_frac": 0.3, "test_frac": 0.0,
+                 "final_fit": False},
         "stages": [{"name": "probe", "probe": True, "weight_decay": 1e-3, "probe_iters": 50,
                     "crop": {"resize": 80, "size": 80}},
                    {"name": "finetune", "epochs": 1, "lr": 1e-4, "backbone_lr_scale": 0.5, "schedule": "cosine",

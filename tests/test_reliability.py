@@ -28,7 +28,7 @@ PRE = {"size": 32, "resize": 40, "mean": [0.5] * 3, "std": [0.5] * 3}
 TINY = {
     "seed": 1,
     "data": {"cache_width": 48, "batch_size": 4, "workers": 0, "val_frac": 0.2, "test_frac": 0.0,
-             "min_images_per_class": 1},
+             "min_images_per_class": 1, "final_fit": False},
     "model": {"weights": "none"},
     "stages": [{"name": "s", "epochs": 1, "lr": 1e-3, "freeze": 0,
                 "crop": {"p_start": 0.0, "p_end": 0.0, "resize": 36, "size": 32}}],
