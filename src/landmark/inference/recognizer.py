@@ -283,7 +283,7 @@ class Recognizer:
         """
         path = resolve_checkpoint(source)
         if path.suffix == ".onnx":
-            model = load_runtime(path, "onnx", device, threads)
+            model = load_runtime(path, runtime, device, threads)   # refuses runtime torch for a .onnx
             ckpt = {"classes": model.classes, "preprocess": model.preprocess, "arch": model.arch,
                     "names": model.names or {}, **{k: model.meta[k] for k in ("reject_threshold",) if k in model.meta}}
         else:
