@@ -47,4 +47,5 @@ bench: install
 # Recognition quality of every recipe on landmarks13 and the open-set protocol; rewrites the tables in
 # docs/quality.md (trains what runs/quality lacks: about 40 min on 2 CPU cores from scratch)
 quality: install
+	$(BIN)/python benchmarks/quality_cv.py --write docs/quality.md
 	$(BIN)/python benchmarks/quality.py --open-set --write docs/quality.md
