@@ -51,3 +51,14 @@ def recognizer_index(l13, recognizer_run, tmp_path_factory) -> Path:
                                     tmp_path_factory.mktemp("emb") / "ref.npy", workers=0)
     build_index(emb, folder, IndexParams(kind="flat"), info, names=landmark_names(l13, KNOWN_LANDMARKS))
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module: tiny tensors gain nothing from two, and the CPUs may be shared."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

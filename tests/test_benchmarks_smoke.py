@@ -20,13 +20,7 @@ CPU = torch.device("cpu")
 SIZE = 64  # pixels: small inputs keep the test fast
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and the CPUs may be shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: one intra-op torch thread
 
 
 @pytest.fixture(scope="module")
