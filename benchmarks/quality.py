@@ -60,7 +60,7 @@ def ensure_run(recipe: str, source, runs: Path, overrides: dict | None = None, t
     run = runs / f"{recipe}{tag}"
     if (run / "test_metrics.json").is_file():
         if not (run / "index" / "index.faiss").is_file():
-            build_reference(run)
+            build_reference(run, NONLANDMARKS)
         return run
     if (run / "config.yaml").is_file():
         landmark.resume(run)

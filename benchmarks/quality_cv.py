@@ -103,7 +103,7 @@ def run(z: dict, confidence: str = "reference", train_on: str = "all", val_on: s
         score = prob.numpy().astype(np.float64)
         if confidence == "reference":
             sims = (F.normalize(q, dim=1) @ F.normalize(x[tr], dim=1).T).numpy()
-            score = reference_confidence(labels, score, sims, z["labels"][tr])
+            score = reference_confidence(labels, score, sims, np.broadcast_to(z["labels"][tr], sims.shape))
         ids = list(z["ids"][va]) + [f"nl{k}" for k in np.flatnonzero(~half)]
         solution = {i: {c} for i, c in zip(z["ids"][va], z["labels"][va])} | {i: set() for i in ids[va.sum():]}
         pred = pd.DataFrame({"id": ids, "landmark_id": labels, "score": score})
