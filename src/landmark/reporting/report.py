@@ -240,9 +240,12 @@ def _accuracy_sections(page: Page, result: dict, table: pd.DataFrame, truth: dic
                            "classes_at_0": int((per_class["accuracy"] == 0).sum()), **corr}
     if figures.plot_accuracy_vs_count(joined, corr, names, out / "accuracy_vs_train_images.png") is not None:
         page.image(out / "accuracy_vs_train_images.png", "accuracy against training images")
-    page.text(f"Correlation of per-class accuracy with training images per class over {corr['classes']} classes: "
-              f"Pearson r = {corr['pearson']:.3f} (p = {corr['pearson_p']:.3f}), Spearman ρ = "
-              f"{corr['spearman']:.3f} (p = {corr['spearman_p']:.3f}). The original work found no correlation.")
+    if corr["classes"] < figures.CORRELATION_MIN_CLASSES:
+        page.text(f"Only {corr['classes']} classes: no correlation of accuracy with training images.", note=True)
+    else:
+        page.text(f"Correlation of per-class accuracy with training images per class over {corr['classes']} classes: "
+                  f"Pearson r = {corr['pearson']:.3f} (p = {corr['pearson_p']:.3f}), Spearman ρ = "
+                  f"{corr['spearman']:.3f} (p = {corr['spearman_p']:.3f}). The original work found no correlation.")
     page.table(joined.head(15))
     page.text("Lowest 15 classes shown; all in per_class_accuracy.csv.", note=True)
 
