@@ -201,7 +201,11 @@ def _reason_counts(reasons: list[str]) -> dict[str, int]:
 
 
 def stats_markdown(summary: dict, class_counts: pd.DataFrame, figures: list[str], top: int = 10) -> str:
-    """The summary as a Markdown report (tables of figures, most/least frequent classes)."""
+    """The summary as a Markdown report (tables of figures, most/least frequent classes).
+
+    The ``top`` most and ``top`` least frequent classes are listed apart; with at most
+    ``2 * top`` classes one table lists every class once (the lists never share a class).
+    """
     per = summary["images_per_class"]
     lines = [f"# Dataset statistics: `{summary['root']}`", "",
              f"Layout: {summary['layout']}. **{summary['images']:,} images in {summary['classes']:,} classes.**", "",
@@ -216,15 +220,18 @@ def stats_markdown(summary: dict, class_counts: pd.DataFrame, figures: list[str]
     lines += ["", f"The most frequent 1 % of classes ({top1['classes']:,}) hold {top1['images']:,} images "
               f"({100 * top1['share']:.1f} % of all).", ""]
 
-    top = max(1, min(top, (len(class_counts) + 1) // 2))
+    top = max(1, top)
 
     def table(rows: pd.DataFrame) -> list[str]:
         out = ["| landmark_id | name | images |", "|---|---|---:|"]
         out += [f"| {r.landmark_id} | {r.name} | {r.images} |" for r in rows.itertuples()]
         return out
 
-    lines += ["## Most frequent classes", ""] + table(class_counts.head(top))
-    lines += ["", "## Least frequent classes", ""] + table(class_counts.tail(top).iloc[::-1]) + [""]
+    if len(class_counts) <= 2 * top:  # few classes: each once, instead of overlapping lists
+        lines += ["## Classes (most frequent first)", ""] + table(class_counts) + [""]
+    else:
+        lines += ["## Most frequent classes", ""] + table(class_counts.head(top))
+        lines += ["", "## Least frequent classes", ""] + table(class_counts.tail(top).iloc[::-1]) + [""]
     if summary.get("duplicates") is not None:
         lines += ["## Duplicates and unreadable files", ""]
         for key, what in (("duplicates", "byte-identical files"), ("near_duplicates", "identical pHash")):

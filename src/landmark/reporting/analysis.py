@@ -78,13 +78,14 @@ def pick_classes(per_class: pd.DataFrame, worst: int = 3, middle: int = 3) -> tu
 
     Returns:
         (the ``worst`` lowest-accuracy classes, lowest first; the ``middle`` classes whose
-        accuracy is closest to 0.5 among the rest, closest first).  Ties go to the class with
+        accuracy is closest to 0.5 among the rest, closest first; classes at 0 or 100 % are never
+        "near 50 %", so there may be fewer).  Ties go to the class with
         more queries, then the smaller id.
     """
     table = per_class.assign(landmark_id=per_class["landmark_id"].astype(str))
     table = table.sort_values(["accuracy", "queries", "landmark_id"], ascending=[True, False, True], kind="mergesort")
     low = table["landmark_id"].head(worst).tolist()
-    rest = table[~table["landmark_id"].isin(low)]
+    rest = table[~table["landmark_id"].isin(low) & (table["accuracy"] > 0) & (table["accuracy"] < 1)]
     rest = rest.assign(dist=(rest["accuracy"] - 0.5).abs())
     mid = rest.sort_values(["dist", "queries", "landmark_id"], ascending=[True, False, True], kind="mergesort")
     return low, mid["landmark_id"].head(middle).tolist()

@@ -41,16 +41,40 @@ def plot_class_distribution(counts: pd.Series, names: dict[str, str], path: str 
     plt.close(fig)
 
 
-def plot_accuracy_vs_count(table: pd.DataFrame, stats: dict, names: dict[str, str], path: str | Path) -> None:
+#: The accuracy-against-class-size scatter names its points up to this many classes.
+LABEL_POINTS_MAX = 15
+#: Fewer classes than this: no correlation to draw (the coefficients are NaN).
+CORRELATION_MIN_CLASSES = 3
+_OFFSETS = ((4, 4), (4, -11), (-4, 4), (-4, -11))  # points, alternated so neighbours do not collide
+
+
+def plot_accuracy_vs_count(table: pd.DataFrame, stats: dict, names: dict[str, str],
+                           path: str | Path | None) -> plt.Figure | None:
     """Scatter of per-class accuracy against training images per class, with the Pearson and
     Spearman coefficients in the title (``table``/``stats`` from
-    :func:`landmark.reporting.analysis.accuracy_vs_count`)."""
+    :func:`landmark.reporting.analysis.accuracy_vs_count`).
+
+    Points are named only with at most :data:`LABEL_POINTS_MAX` classes; classes on the same
+    spot share one label.  With fewer than :data:`CORRELATION_MIN_CLASSES` classes nothing is
+    drawn.
+
+    Returns:
+        the (closed) figure, saved to ``path`` when given; ``None`` when nothing was drawn.
+    """
+    if len(table) < CORRELATION_MIN_CLASSES:
+        return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter(table["train_images"], table["accuracy"], s=20 + 8 * table["queries"], alpha=0.7, color="#4575b4")
-    if len(table) <= 40:
-        for _, row in table.iterrows():
-            ax.annotate(label(row["landmark_id"], names, 16), (row["train_images"], row["accuracy"]),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if len(table) <= LABEL_POINTS_MAX:
+        spots: dict[tuple[float, float], list[str]] = {}
+        for row in table.itertuples():
+            spots.setdefault((float(row.train_images), round(float(row.accuracy), 4)), []).append(
+                label(row.landmark_id, names, 16))
+        for k, ((x, y), labels) in enumerate(sorted(spots.items())):
+            text = ", ".join(labels[:3]) + (f" +{len(labels) - 3}" if len(labels) > 3 else "")
+            dx, dy = _OFFSETS[k % len(_OFFSETS)]
+            ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points",
+                        ha="left" if dx > 0 else "right")
     ax.set_xlabel("training images of the class")
     ax.set_ylabel("accuracy on the evaluation set")
     ax.set_ylim(-0.05, 1.08)
@@ -59,8 +83,10 @@ def plot_accuracy_vs_count(table: pd.DataFrame, stats: dict, names: dict[str, st
                  fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if path is not None:
+        fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig
 
 
 @dataclass
@@ -85,19 +111,29 @@ def thumbnail(path: str, width: int = 240) -> tuple[np.ndarray, str | None]:
 
 def plot_tile_rows(rows: list[tuple[str, list[Tile]]], path: str | Path, title: str = "", columns: int = 5) -> int:
     """A grid with one labelled row per entry of ``rows`` (row label, tiles); a row holds at
-    most ``columns`` tiles and an empty row says "(none)".  Unreadable photos are drawn as
-    grey squares captioned with the reason.
+    most ``columns`` tiles.  Rows without tiles are left out (their labels are listed under
+    the title); with no tile at all, one line of text says so.  Unreadable photos are drawn
+    as grey squares captioned with the reason.
 
     Returns:
         the number of tiles whose photo could not be read.
     """
     bad = 0
+    empty = [row_label for row_label, tiles in rows if not tiles]
+    rows = [(row_label, tiles) for row_label, tiles in rows if tiles]
+    if empty:
+        title = "\n".join(t for t in (title, "none: " + "; ".join(empty)) if t)
+    if not rows:
+        fig, ax = plt.subplots(figsize=(2.8 * columns, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, title, fontsize=10, ha="center", va="center", transform=ax.transAxes)
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        return 0
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.8 * columns, 3.0 * len(rows) + 0.5), squeeze=False)
     for ax_row, (row_label, tiles) in zip(axes, rows):
         for ax in ax_row:
             ax.axis("off")
-        if not tiles:
-            ax_row[0].text(0, 0.5, f"{row_label}\n(none)", fontsize=10, va="center", transform=ax_row[0].transAxes)
         for k, (ax, tile) in enumerate(zip(ax_row, tiles[:columns])):
             img, reason = thumbnail(tile.path)
             bad += reason is not None

@@ -1,4 +1,4 @@
-"""Pictures of a run: training curves and per-class accuracy histogram (PNG)."""
+"""Pictures of a run: training curves and per-class accuracy (PNG)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from .analysis import label  # noqa: E402
+
+#: Up to this many classes the per-class accuracy picture draws one named bar per class;
+#: above it, a histogram.
+NAMED_BARS_MAX = 30
 
 
 def plot_training_curves(history: pd.DataFrame, path: str | Path) -> None:
@@ -36,13 +43,40 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path) -> None:
-    """Histogram of per-class accuracy (``accuracy`` column, one row per class)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(table["accuracy"], bins=[i / 10 for i in range(11)], edgecolor="black")
-    ax.set_xlabel("per-class accuracy")
-    ax.set_ylabel("classes")
-    ax.set_title(f"Per-class accuracy ({len(table)} classes, mean {table['accuracy'].mean():.3f})")
+def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,
+                            names: dict[str, str] | None = None) -> plt.Figure:
+    """Per-class accuracy (``accuracy`` column, one row per class, ``landmark_id`` if known).
+
+    With at most :data:`NAMED_BARS_MAX` classes: one horizontal bar per class, labelled with
+    its landmark name (``names``, landmark_id -> name) or its id, lowest accuracy at the top,
+    the value written at each bar.  With more classes: a histogram of the accuracies.
+
+    Returns:
+        the (closed) figure, saved to ``path`` when given.
+    """
+    mean = table["accuracy"].mean() if len(table) else float("nan")
+    title = f"Per-class accuracy ({len(table)} classes, mean {mean:.3f})"
+    if "landmark_id" in table and 0 < len(table) <= NAMED_BARS_MAX:
+        rows = table.assign(landmark_id=table["landmark_id"].astype(str))
+        rows = rows.sort_values(["accuracy", "landmark_id"], kind="mergesort")
+        fig, ax = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.6))
+        y = np.arange(len(rows))
+        ax.barh(y, rows["accuracy"], color="#4575b4")
+        ax.set_yticks(y, [label(k, names or {}, 28) for k in rows["landmark_id"]], fontsize=8)
+        ax.invert_yaxis()
+        for yi, value in zip(y, rows["accuracy"]):
+            ax.text(value, yi, f" {value:.0%}", va="center", fontsize=7)
+        ax.set_xlim(0, 1.15)
+        ax.set_xlabel("accuracy on the evaluation set")
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.hist(table["accuracy"], bins=[i / 10 for i in range(11)], edgecolor="black")
+        ax.set_xlabel("per-class accuracy")
+        ax.set_ylabel("classes")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if path is not None:
+        fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig

@@ -99,16 +99,17 @@ def scores(predictions: pd.DataFrame, solution: dict[str, set[str]]) -> dict:
 
 def pick_samples(table: pd.DataFrame, count: int) -> pd.DataFrame:
     """``count`` readable queries for the saliency and ImageNet sections: one landmark query
-    per class (classes in id order, lowest id query first), then non-landmark ones; without
-    ground truth, the first ``count`` queries."""
+    per class (classes in id order, lowest id query first), then non-landmark ones -- never two
+    of one class, so with few classes there may be fewer than ``count``; without ground truth,
+    the first query of each predicted class."""
     readable = table[table["landmark_id"] != ""]
     landmark = readable[readable["truth"] != ""]
-    if landmark.empty:
-        return readable.head(count)
+    if landmark.empty:  # no ground truth: one query per predicted class
+        return readable.drop_duplicates("landmark_id").head(count)
     firsts = landmark.sort_values("id").groupby("truth", sort=False).head(1)
     firsts = firsts.iloc[sorted(range(len(firsts)), key=lambda k: natural_key(firsts["truth"].iloc[k]))]
-    rest = landmark[~landmark["id"].isin(firsts["id"])].sort_values("id")
-    return pd.concat([firsts, rest]).head(count)
+    others = readable[readable["truth"] == ""].sort_values("id")
+    return pd.concat([firsts, others]).head(count)
 
 
 def build_report(run_dir: str | Path, out: str | Path, images: str | Path | None = None,
@@ -230,18 +231,21 @@ def _accuracy_sections(page: Page, result: dict, table: pd.DataFrame, truth: dic
                        counts: pd.Series, names: dict, split: pd.DataFrame | None, data: Path | None, out: Path) -> None:
     per_class = per_class_accuracy(predictions, truth)
     page.section("Per-class accuracy")
-    plot_per_class_accuracy(per_class, out / "per_class_accuracy.png")
-    page.image(out / "per_class_accuracy.png", "per-class accuracy histogram")
+    plot_per_class_accuracy(per_class, out / "per_class_accuracy.png", names)
+    page.image(out / "per_class_accuracy.png", "per-class accuracy")
     joined, corr = analysis.accuracy_vs_count(per_class, counts)
     joined.insert(1, "name", [names.get(k, "") for k in joined["landmark_id"]])
     joined.to_csv(out / "per_class_accuracy.csv", index=False)
     result["per_class"] = {"classes": int(len(per_class)), "mean_accuracy": float(per_class["accuracy"].mean()),
                            "classes_at_0": int((per_class["accuracy"] == 0).sum()), **corr}
-    figures.plot_accuracy_vs_count(joined, corr, names, out / "accuracy_vs_train_images.png")
-    page.image(out / "accuracy_vs_train_images.png", "accuracy against training images")
-    page.text(f"Correlation of per-class accuracy with training images per class over {corr['classes']} classes: "
-              f"Pearson r = {corr['pearson']:.3f} (p = {corr['pearson_p']:.3f}), Spearman ρ = "
-              f"{corr['spearman']:.3f} (p = {corr['spearman_p']:.3f}). The original work found no correlation.")
+    if figures.plot_accuracy_vs_count(joined, corr, names, out / "accuracy_vs_train_images.png") is not None:
+        page.image(out / "accuracy_vs_train_images.png", "accuracy against training images")
+    if corr["classes"] < figures.CORRELATION_MIN_CLASSES:
+        page.text(f"Only {corr['classes']} classes: no correlation of accuracy with training images.", note=True)
+    else:
+        page.text(f"Correlation of per-class accuracy with training images per class over {corr['classes']} classes: "
+                  f"Pearson r = {corr['pearson']:.3f} (p = {corr['pearson_p']:.3f}), Spearman ρ = "
+                  f"{corr['spearman']:.3f} (p = {corr['spearman_p']:.3f}). The original work found no correlation.")
     page.table(joined.head(15))
     page.text("Lowest 15 classes shown; all in per_class_accuracy.csv.", note=True)
 
@@ -283,6 +287,9 @@ def _accuracy_sections(page: Page, result: dict, table: pd.DataFrame, truth: dic
 def _imagenet_section(page: Page, result: dict, photos: list, titles: list, ids: list, backbone: str,
                       out: Path) -> None:
     page.section("Pretrained backbone: ImageNet top-3")
+    if not photos:
+        page.text("No readable query with a prediction: nothing to show.", note=True)
+        return
     try:
         top = imagenet.imagenet_topk(photos, 3, backbone)
     except WeightsError as err:

@@ -24,19 +24,25 @@ def _label(row) -> str:
     return f"{row.landmark_id}: {name}" if name else str(row.landmark_id)
 
 
-def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path, n: int = 20) -> None:
-    """Horizontal bars of the ``n`` most and ``n`` least frequent classes (two panels).
+def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path | None, n: int = 20) -> plt.Figure:
+    """Horizontal bars of the ``n`` most and ``n`` least frequent classes (two panels);
+    with at most ``2 * n`` classes one panel shows every class once.
 
     Args:
         class_counts: ``landmark_id``, ``name``, ``images``, most frequent first.
+
+    Returns:
+        the (closed) figure, saved to ``path`` when given.
     """
-    n = max(1, min(n, (len(class_counts) + 1) // 2))
-    most = class_counts.head(n)
-    least = class_counts.tail(n).iloc[::-1]
-    height = max(3.0, 0.32 * n + 1.5)
-    fig, axes = plt.subplots(1, 2, figsize=(14, height))
-    for ax, part, title, color in ((axes[0], most, f"{len(most)} most frequent classes", "tab:blue"),
-                                   (axes[1], least, f"{len(least)} least frequent classes", "tab:orange")):
+    n = max(1, n)
+    if len(class_counts) <= 2 * n:
+        parts = [(class_counts, f"all {len(class_counts)} classes", "tab:blue")]
+    else:
+        parts = [(class_counts.head(n), f"{n} most frequent classes", "tab:blue"),
+                 (class_counts.tail(n).iloc[::-1], f"{n} least frequent classes", "tab:orange")]
+    height = max(3.0, 0.32 * max(len(p) for p, _, _ in parts) + 1.5)
+    fig, axes = plt.subplots(1, len(parts), figsize=(max(9, 7 * len(parts)), height), squeeze=False)
+    for ax, (part, title, color) in zip(axes[0], parts):
         y = np.arange(len(part))
         ax.barh(y, part["images"], color=color)
         ax.set_yticks(y, [_label(r) for r in part.itertuples()], fontsize=8)
@@ -49,8 +55,10 @@ def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path, n: int = 
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"Images per class ({len(class_counts):,} classes, {int(class_counts['images'].sum()):,} images)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if path is not None:
+        fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig
 
 
 def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> None:
