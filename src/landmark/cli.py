@@ -63,6 +63,9 @@ def train(
         _fail(FileExistsError(f"{out} cannot hold a new run: {hint}; or choose another --out folder "
                               "(nothing was changed)"))
     _require(("--data", data), ("--resume", resume), ("--nonlandmarks", nonlandmarks))
+    if nonlandmarks is not None and (not nonlandmarks.is_dir() or not any(p.is_file() for p in nonlandmarks.rglob("*"))):
+        _fail(ValueError(f"--nonlandmarks {nonlandmarks} must be a folder of photos without landmarks "
+                         f"(it is {'empty' if nonlandmarks.is_dir() else 'not a folder'})"))
     from .config import load_config
     from .models import WeightsError
     from .training import resume as resume_run
@@ -118,6 +121,8 @@ def predict(
     """
     answers_file, rejects_file = (out.with_name(out.stem + suffix) for suffix in (".answers.csv", ".rejects.csv"))
     _refuse_overwrite([out, answers_file, rejects_file], overwrite)
+    if classifier_only and index is not None:
+        _fail(ValueError("--classifier-only and --index contradict each other: give one"))
     _require(("CHECKPOINT", checkpoint), ("--images", images), ("--index", index))
     from .data import write_rejects
     from .data.kaggle import write_submission
@@ -151,6 +156,8 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX (logits + embedding, dynamic batch, classes and preprocessing in its
     metadata), checked against PyTorch on real photos; nothing is written when they disagree."""
+    if out.is_dir():
+        _fail(ValueError(f"--out {out} is a folder; give the path of a .onnx file"))
     from .inference.export import export_onnx
     _refuse_overwrite(out, overwrite)
     try:
@@ -616,8 +623,13 @@ def recognize(
     _require(("--model", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
     missing = [p for p in photos if not p.is_file()]
     if missing:
-        _fail(FileNotFoundError(f"photo {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)"
-                                                                          if len(missing) > 1 else "")))
+        first = missing[0]
+        kind = "is a folder: pass the photos in it" if first.is_dir() else \
+            "is not a regular file" if first.exists() else "does not exist"
+        _fail(FileNotFoundError(f"photo {first} {kind}" + (f" (and {len(missing) - 1} more not readable)"
+                                                            if len(missing) > 1 else "")))
+    if explain is not None and explain.exists() and not explain.is_dir():
+        _fail(ValueError(f"--explain {explain} is a file; give a folder for the pictures"))
     if explain is not None and not overwrite and any(explain.glob("*.saliency.png")):
         _fail(FileExistsError(f"{explain} holds pictures already; pass --overwrite or choose another --explain"))
     if explain is not None and runtime != "torch":

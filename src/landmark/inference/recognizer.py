@@ -38,6 +38,7 @@ A run folder loads its own index (``RUN/index``) unless ``index=False``.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Union
 
@@ -204,10 +205,22 @@ def stored_threshold(checkpoint: dict, index: LandmarkIndex | None, scoring: str
 
 
 def run_index(source: str | Path) -> Path | None:
-    """The index a run folder carries (``RUN/index``), for a run folder or a checkpoint in one."""
+    """The index a run folder carries (``RUN/index``), for a run folder or a checkpoint in one.
+
+    Raises:
+        FileNotFoundError: the run was trained with an index (``reference.json``) that is gone;
+            an unfinished or damaged one is refused when it is loaded.
+    """
     source = Path(source)
     run = source if source.is_dir() else source.parent.parent if source.parent.name == "checkpoints" else None
-    return run / "index" if run is not None and (run / "index" / "meta.json").is_file() else None
+    if run is None:
+        return None
+    if (run / "index").is_dir():
+        return run / "index"
+    if (run / "reference.json").is_file():
+        raise FileNotFoundError(f"{run / 'index'} is missing (the run was trained with one); train again, "
+                                f"or answer with the classifier alone (--classifier-only, index=False)")
+    return None
 
 
 class Recognizer:
@@ -237,6 +250,8 @@ class Recognizer:
         self.preprocess = checkpoint["preprocess"]
         self.index, self.knn = index, knn or KnnConfig()
         self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)
+        if threshold is not None and not math.isfinite(threshold):
+            raise ValueError(f"threshold {threshold}: give a finite number (scores lie in [0, 1])")
         if scoring not in (None, *DEFAULT_THRESHOLD):
             raise ValueError(f"scoring {scoring!r}: choose one of {', '.join(DEFAULT_THRESHOLD)} (or None: automatic)")
         if scoring in ("reference", "knn") and index is None:

@@ -226,7 +226,11 @@ class LandmarkIndex:
         if not (folder / "meta.json").is_file():
             raise ValueError(f"{folder} holds an unfinished index (no meta.json: an interrupted build or add); "
                              f"build it again with --overwrite")
-        index = faiss.read_index(str(folder / "index.faiss"))
+        try:
+            index = faiss.read_index(str(folder / "index.faiss"))
+        except RuntimeError as err:   # FAISS raises RuntimeError for damaged or truncated files
+            raise ValueError(f"{folder / 'index.faiss'} is damaged ({str(err).splitlines()[-1][:120]}); "
+                             f"build the index again") from None
         items = pd.read_csv(folder / "items.csv", dtype=str, keep_default_na=False)
         meta = json.loads((folder / "meta.json").read_text())
         if not len(items) == index.ntotal == meta.get("count", index.ntotal):

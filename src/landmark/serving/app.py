@@ -223,7 +223,7 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
     first = {i: k for k, i in reversed(list(enumerate(ids)))}  # the same photo twice in one request: once
     keep = sorted(first.values())
     photos, ids = [photos[k] for k in keep], [ids[k] for k in keep]
-    store = folder / "enrolled"
+    store = (folder / "enrolled").resolve()   # absolute paths in items.csv, whatever the server's directory
     store.mkdir(parents=True, exist_ok=True)
     with state.batcher.lock:
         vectors = rec.embed(photos)
@@ -233,7 +233,7 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
                 _save_jpeg(photo, path)
         items = pd.DataFrame({"id": ids, "landmark_id": landmark_id, "path": [str(p) for p in paths]})
         added, skipped = rec.index.add(Embeddings(np.asarray(vectors, np.float32), items))
-        if name:
+        if name and added:   # a name comes with photos actually enrolled (token holders may rename)
             rec.index.meta.setdefault("names", {})[landmark_id] = name
             rec.names[landmark_id] = name
         rec.index.save(folder, overwrite=True)

@@ -102,7 +102,7 @@ def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: st
         _refuse_taken(run_dir)
     _refuse_inside(run_dir, Path(data))
     # fail fast, before anything is written: bad data folder, unknown backbone, unreachable weights
-    read_train(data, clean=config.data.clean)
+    _check_exclusions(read_train(data, clean=config.data.clean), config.data.exclude_landmarks, Path(data))
     create_backbone(config.model.backbone, config.model.weights)
     if not dist.is_main():
         return _run(config, Path(data), run_dir, device, checkpoint=None)
@@ -227,6 +227,21 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
         (run_dir / "reference.json").write_text(json.dumps(reference, indent=2))
     dist.barrier()
     return run_dir / "checkpoints" / "best.pt"
+
+
+def _check_exclusions(frame: pd.DataFrame, excluded: list[str], data: Path) -> None:
+    """Refuse, before anything is written, exclusions that name no landmark or leave none.
+
+    Raises:
+        ValueError: an excluded id is not in the data, or no landmark is left.
+    """
+    present = set(frame["landmark_id"].astype(str))
+    unknown = sorted(set(excluded) - present)
+    if unknown:
+        raise ValueError(f"data.exclude_landmarks names {', '.join(unknown[:5])}, not landmarks of {data} "
+                         f"(nothing was written)")
+    if excluded and not present - set(excluded):
+        raise ValueError(f"data.exclude_landmarks leaves no landmark of {data} to train on (nothing was written)")
 
 
 def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict,
