@@ -32,6 +32,7 @@ def test_a_run_that_lost_its_index_is_refused_not_silently_downgraded(tmp_path):
     from landmark.inference.recognizer import run_index
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "run.json").write_text("{}")
     assert run_index(run_dir) is None                       # a run trained without an index
     (run_dir / "reference.json").write_text(json.dumps({"count": 20}))
     with pytest.raises(FileNotFoundError, match="--classifier-only"):
@@ -75,3 +76,14 @@ def test_contradictory_or_misplaced_arguments_get_one_line(monkeypatch, capsys, 
     for args, message in cases:
         code, out = run(monkeypatch, capsys, *args)
         assert code == 2 and out.startswith("error:") and message in out and "Traceback" not in out, (args, out)
+
+
+def test_an_export_in_the_run_folder_finds_the_run_index(tmp_path):
+    from landmark.inference.recognizer import run_index
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "run.json").write_text("{}")
+    small_index(run_dir / "index")
+    for model in (run_dir / "model.onnx", run_dir / "checkpoints" / "best.pt", run_dir):
+        model.touch() if model.suffix else None
+        assert run_index(model) == run_dir / "index"

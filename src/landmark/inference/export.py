@@ -219,7 +219,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
     if images is not None:
         verify_frame = calib_frame = read_queries(images)
     else:
-        verify_frame, calib_frame = run_photos(checkpoint, "test"), run_photos(checkpoint, "train")
+        calib_frame = run_photos(checkpoint, "train")
+        verify_frame = next((f for f in (run_photos(checkpoint, s) for s in ("test", "val")) if len(f)), calib_frame)
     verify = photo_batches(verify_frame, preprocess, verify_images)
     metadata = {"format_version": 1, "classes": [str(c) for c in ckpt["classes"]], "names": ckpt.get("names"),
                 "reject_threshold": ckpt.get("reject_threshold"),

@@ -212,7 +212,8 @@ def run_index(source: str | Path) -> Path | None:
             an unfinished or damaged one is refused when it is loaded.
     """
     source = Path(source)
-    run = source if source.is_dir() else source.parent.parent if source.parent.name == "checkpoints" else None
+    folders = [source] if source.is_dir() else [source.parent.parent, source.parent]   # best.pt, or RUN/model.onnx
+    run = next((f for f in folders if (f / "run.json").is_file()), None)
     if run is None:
         return None
     if (run / "index").is_dir():
