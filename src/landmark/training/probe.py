@@ -8,8 +8,8 @@ every training photo and its mirror are computed once (no augmentation), and eve
 parameter except the pooling is fitted by full-batch L-BFGS on cross-entropy (with the
 angular margin for ArcFace heads) plus an L2 penalty on the weights.
 
-Memory: ``2 * N * C`` float32 features (``N`` photos, ``C`` backbone channels), e.g. 3.7 MB
-for 720 photos of EfficientNet-Lite0 (C = 1280) and 15 GB for the 1.6M photos of GLDv2's
+Memory: ``2 * N * C`` float32 features (``N`` photos, ``C`` backbone channels), e.g. 7.4 MB
+for 720 photos of EfficientNet-Lite0 (C = 1280) and 16 GB for the 1.6M photos of GLDv2's
 clean train set; at that scale use an Adam head stage instead (``probe: false``).
 """
 from __future__ import annotations
