@@ -163,6 +163,7 @@ def verdicts_right(pred: pd.DataFrame, solution: dict, threshold: float | None) 
 
 def open_set_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
     """The open-set protocol of the module docstring for one recipe, one row per hold-out choice."""
+    from landmark.data import read_queries
     from landmark.data.kaggle import read_solution
     from landmark.retrieval.index import IndexParams, LandmarkIndex
     from landmark.retrieval.knn import vote
@@ -182,8 +183,8 @@ def open_set_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
         ckpt = run / "checkpoints" / "best.pt"
         every, _ = embed(ckpt, enrolment_photos(run, held), work / f"enrol_{k}.npy", 0)
         index = LandmarkIndex.build(every, IndexParams(kind="flat"))
-        q, _ = embed(ckpt, pred[pred["id"].isin(held_ids)][["id"]].merge(
-            __import__("landmark").data.read_queries(DATA / "test"), on="id"), work / f"held_{k}.npy", 0)
+        held_queries = read_queries(DATA / "test").merge(pred.loc[pred["id"].isin(held_ids), ["id"]], on="id")
+        q, _ = embed(ckpt, held_queries, work / f"held_{k}.npy", 0)
         sims, idx = index.search(np.asarray(q.vectors, dtype=np.float32), 10)
         top = vote(sims, index.labels[idx], 3.0).drop_duplicates("query")
         enrolled = np.mean([lab in solution[i] for i, lab in zip(q.ids[top["query"]], top["landmark_id"])])

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..inference.recognizer import Answer, Candidate, Recognizer
+from ..inference.recognizer import Answer, Recognizer
 from ..retrieval.embeddings import Embeddings
 from .batching import Batcher
 from .uploads import Limits, Refusal, decode_upload, read_images
@@ -69,18 +69,10 @@ class Explained(BaseModel):
     inliers: int | None = None
 
 
-class PublicAnswer(BaseModel):
-    """:class:`~landmark.inference.recognizer.Answer` as the API returns it."""
+class PublicAnswer(Answer):
+    """:class:`~landmark.inference.recognizer.Answer` as the API returns it: neighbours without
+    server paths, and the pictures of ``explain=1``."""
 
-    source: str
-    landmark_id: str
-    name: str
-    score: float
-    is_landmark: bool
-    threshold: float
-    verdict: str
-    scoring: str
-    top_k: list[Candidate]
     neighbours: list[PublicNeighbour] = []
     explain: Explained | None = None
 

@@ -178,8 +178,8 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
             model.freeze(-1 if stage.probe else stage.freeze, stage.freeze_bn)
             if dist.world_size() > 1 and not stage.probe:  # DDP registers the trainable parameters: wrap after freezing
                 net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            optimizer = _optimizer(model, stage)
-            if checkpoint and checkpoint.get("stage") == k and epoch == start:
+            optimizer = None if stage.probe else _optimizer(model, stage)   # a probe fits by L-BFGS
+            if optimizer is not None and checkpoint and checkpoint.get("stage") == k and epoch == start:
                 optimizer.load_state_dict(checkpoint["optimizer"])
             current_stage = k
         transform = train_transform(config.augment, stage.crop, mean, std)
@@ -202,8 +202,9 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
                "crop_p": round(p, 4), **{f"train_{k2}": v for k2, v in train_stats.items()},
                **{f"val_{k2}": v for k2, v in val_stats.items()}, "seconds": round(time.perf_counter() - tic, 2)}
         history.append(row)
-        score = row.get("val_gap", float(epoch))   # no val split (a final fit): the last epoch is the best
-        extra = {"history": history, "epoch": epoch + 1, "stage": k, "optimizer": optimizer.state_dict(),
+        score = row.get("val_gap", float(epoch))   # no val split: the last epoch is the best
+        extra = {"history": history, "epoch": epoch + 1, "stage": k,
+                 "optimizer": optimizer.state_dict() if optimizer is not None else {},
                  "config": config.model_dump(mode="json"), "preprocess": _preprocess(config, model),
                  "names": names}
         improved = score > best
@@ -293,8 +294,6 @@ def _optimizer(model: LandmarkNet, stage: Stage) -> torch.optim.Optimizer:
         params = [p for p in params if p.requires_grad]
         if params:
             groups.append({"params": params, "lr": lr, "base_lr": lr})
-    if not groups:   # a probe stage: nothing trains by gradient steps
-        groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": stage.lr, "base_lr": stage.lr}]
     return torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay)
 
 
