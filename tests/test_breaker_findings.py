@@ -87,3 +87,13 @@ def test_an_export_in_the_run_folder_finds_the_run_index(tmp_path):
     for model in (run_dir / "model.onnx", run_dir / "checkpoints" / "best.pt", run_dir):
         model.touch() if model.suffix else None
         assert run_index(model) == run_dir / "index"
+
+
+def test_an_index_of_another_image_size_is_refused(tmp_path, recognizer_run):
+    """One forward pass gives the logits and the embedding, so the index must be at the model's size."""
+    from landmark import Recognizer
+    folder = small_index(tmp_path / "idx")
+    index = LandmarkIndex.load(folder)
+    index.meta["model"] = {"image_size": 999}
+    with pytest.raises(ValueError, match="999 px"):
+        Recognizer.load(recognizer_run, index=index)

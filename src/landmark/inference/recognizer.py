@@ -5,7 +5,7 @@
     from landmark import Recognizer
     rec = Recognizer.load("runs/demo")                  # run folder or checkpoint file, loaded once
     answer, = rec.recognize("photo.jpg")                # also PIL images, HxWx3 uint8 arrays, bytes
-    print(answer.verdict, answer.score)                 # "Colosseum" 0.93, or "no landmark" 0.12
+    print(answer.verdict, answer.score)                 # "Angkor Wat" 0.37, or "no landmark" 0.03
 
 :meth:`Recognizer.recognize` always returns a list, one :class:`Answer` per image, in the
 order given (one image in: a list of one).  Nothing is written to disk.
@@ -263,8 +263,10 @@ class Recognizer:
         if isinstance(stored, list):   # names in class order
             stored = dict(zip(self.classes, stored))
         self.names = {**stored, **(index.meta.get("names", {}) if index is not None else {}), **(names or {})}
-        self.embed_size = (index.meta.get("model", {}).get("image_size") if index is not None else None) \
-            or self.preprocess["size"]
+        built = index.meta.get("model", {}).get("image_size") if index is not None else None
+        if built is not None and built != self.preprocess["size"]:   # one forward pass gives logits and embedding
+            raise ValueError(f"the index holds embeddings of {built} px images, the model answers at "
+                             f"{self.preprocess['size']} px; build the index without --image-size")
 
     def rescore(self) -> None:
         """Choose the scoring mode and threshold for the index as it is now (call after enrolling)."""
@@ -391,11 +393,10 @@ class Recognizer:
 
     @torch.no_grad()
     def embed(self, photos: Image.Image | list[Image.Image]) -> np.ndarray:
-        """L2-normalised embeddings float32 ``[N, D]`` at the index's image size, rounded to
-        float16 as ``landmark embed`` / ``landmark knn`` store them (the same scores)."""
+        """L2-normalised embeddings float32 ``[N, D]`` of whole photos, rounded to float16 as
+        ``landmark embed`` / ``landmark knn`` store them (the same scores)."""
         photos = photos if isinstance(photos, list) else [photos]
-        p = self.preprocess
-        t = eval_transform(self.embed_size, p["mean"], p["std"])
+        t = self.transform(1)
         emb = F.normalize(self.runtime(torch.stack([t(photo) for photo in photos]))[1].float(), dim=1)
         return emb.cpu().numpy().astype(np.float16).astype(np.float32)
 
@@ -456,8 +457,6 @@ class Recognizer:
     def _answers(self, photos: list[Image.Image], sources: list[str], top_k: int, tta: int) -> list[Answer]:
         transform = self.transform(tta)
         probs, vectors = self.forward(torch.stack([transform(photo) for photo in photos]), tta)
-        if self.embed_size != self.preprocess["size"]:   # an index built at another image size
-            vectors = self.embed(photos)
         ranked = [cands[:top_k] for cands in self._score(probs, vectors, top_k)]
         neighbours = self.neighbours(vectors, top_k) if self.index is not None else [[] for _ in photos]
         out = []
