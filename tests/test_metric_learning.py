@@ -92,7 +92,7 @@ def test_add_angular_margin_leaves_other_columns():
 
 def test_neck_embedding_dim_and_inference_logits():
     model = create_model("tf_efficientnet_lite0", 4, weights="none", loss="subcenter_arcface", subcenters=3,
-                         embedding_dim=32, arcface_s=16.0, margins=dynamic_margins([5, 10, 20, 40])).eval()
+                         embedding_dim=32, arcface_s=16.0, class_counts=[5, 10, 20, 40]).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         emb, logits = model.embed(x), model(x)
@@ -125,7 +125,7 @@ def test_arcface_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     margins = dynamic_margins([3, 30, 300])
     model = create_model("tf_efficientnet_lite0", 3, weights="none", loss="subcenter_arcface", subcenters=2,
-                         embedding_dim=16, arcface_s=12.0, margins=margins).eval()
+                         embedding_dim=16, arcface_s=12.0, class_counts=[3, 30, 300]).eval()
     path = tmp_path / "arc.pt"
     save_checkpoint(path, model, ["a", "b", "c"], preprocess={"size": 64, "resize": 72, "mean": model.arch["mean"],
                                                                "std": model.arch["std"]})

@@ -420,7 +420,7 @@ def test_11_wrong_weights_and_checkpoint_files_give_one_error_line(monkeypatch, 
     ckpt = torch.load(checkpoint, weights_only=False)
     photo(tmp_path / "q" / "p.jpg", 1)
     for name, change, words in (("classes.pt", {"classes": ["a", "b", "c"]}, "lists 3 classes"),
-                                ("arch.pt", {"arch": {**ckpt["arch"], "backbone": "tf_efficientnet_lite1"}},
+                                ("spec.pt", {"spec": {**ckpt["spec"], "backbone": "tf_efficientnet_lite1"}},
                                  "do not fit its architecture")):
         torch.save({**ckpt, **change}, tmp_path / name)
         code, out = run(monkeypatch, capsys, "predict", tmp_path / name, "--images", tmp_path / "q", "--out",

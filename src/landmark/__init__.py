@@ -18,14 +18,15 @@ command line start without loading torch.
 """
 from __future__ import annotations
 
-import importlib
+from ._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "config", "load_config": "config",
     "read_solution": "data.kaggle", "read_submission": "data.kaggle", "write_submission": "data.kaggle",
     "evaluate": "evaluation", "gap": "evaluation",
     "predict": "inference", "Recognizer": "inference.recognizer", "Answer": "inference.recognizer",
-    "create_model": "models", "load_model": "models",
+    "create_model": "models", "load_model": "models", "ModelSpec": "models", "save_checkpoint": "models",
+    "list_heads": "models", "Preprocess": "data",
     "resume": "training", "train": "training",
 }
 
@@ -33,14 +34,4 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    """Import ``landmark.<name>`` from its module on first access and cache it."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'landmark' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -79,11 +79,8 @@ def train(
             overrides = {"model": {"weights": weights}} if weights else {}
             if nonlandmarks is not None:
                 overrides["data"] = {"nonlandmarks": str(nonlandmarks.resolve())}
-            cfg = load_config(config, overrides)
-            if epochs is not None:
-                cfg = cfg.model_copy(update={"stages": [s if s.probe else s.model_copy(update={"epochs": epochs})
-                                                        for s in cfg.stages]})
-            best = train_run(cfg, data, out, device)
+            cfg = load_config(config, overrides, epochs=epochs)
+            best = train_run(cfg, data, out, device=device)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
     if os.environ.get("RANK", "0") != "0":

@@ -15,6 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .models.spec import ModelSpec
+
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
@@ -74,8 +76,9 @@ class Stage(_Strict):
     warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of the stage's steps with a linear lr warm-up")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay (probe: L2 on the head)")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    freeze: int | float = Field(0, ge=-1, description="bottom backbone layers frozen: a count, a fraction in "
-                                                     "(0, 1) of the backbone's layers, or -1 for all")
+    freeze: int | float | str = Field(0, description="bottom backbone layers frozen: a count, a fraction in (0, 1) "
+                                      "of the backbone's layers, -1 for all, or a block name (blocks.3: up to "
+                                      "and including that block)")
     freeze_bn: bool = Field(False, description="keep every backbone BatchNorm on its ImageNet statistics")
     probe: bool = Field(False, description="fit the head by L-BFGS on frozen features (see above)")
     probe_iters: int = Field(300, ge=1, description="L-BFGS iterations of a probe stage")
@@ -83,6 +86,8 @@ class Stage(_Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> "Stage":
+        if isinstance(self.freeze, int) and self.freeze < -1:
+            raise ValueError(f"freeze {self.freeze}: a count must be >= 0, or -1 for all")
         if isinstance(self.freeze, float) and not 0.0 < self.freeze < 1.0:
             raise ValueError(f"freeze {self.freeze}: a fraction must lie in (0, 1); use an integer count or -1")
         if self.probe and self.epochs != 1:
@@ -118,29 +123,16 @@ class DataConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
-    """Backbone (a timm name) and head."""
+class ModelConfig(ModelSpec):
+    """The model specification (:class:`landmark.models.spec.ModelSpec`: every architecture
+    field and its only default) plus where the backbone's starting weights come from."""
 
-    backbone: str = "tf_efficientnet_lite0"
-    head: Literal["auto", "fc", "gem"] = "auto"
     weights: str = Field("imagenet", description="imagenet | none | path to a state dict")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    fc_dim: int = Field(256, ge=1, description="width of the two hidden FC layers of the 'fc' head")
-    gem_p: float = Field(3.0, gt=0.0, description="initial GeM exponent")
-    loss: Literal["softmax", "arcface", "subcenter_arcface"] = Field(
-        "softmax", description="classifier/loss: linear+softmax, ArcFace, or sub-center ArcFace (GeM head only)")
-    embedding_dim: int | None = Field(None, ge=1, description="Linear+BatchNorm1d projection after GeM; null = none")
-    arcface_s: float = Field(30.0, gt=0.0, description="ArcFace logit scale s")
-    margin_a: float = Field(0.5, ge=0.0, description="dynamic margin m = a * n^-power + b (radians); 0 = fixed b")
-    margin_b: float = Field(0.05, ge=0.0, description="dynamic margin offset b (radians)")
-    margin_power: float = Field(0.25, ge=0.0, description="dynamic margin exponent (1/4 in GLR 2020 solutions)")
-    subcenters: int = Field(3, ge=1, description="centres per class for subcenter_arcface")
 
-    @model_validator(mode="after")
-    def _margin_head(self) -> "ModelConfig":
-        if self.loss != "softmax" and self.head == "fc":
-            raise ValueError(f"loss {self.loss} needs the GeM head; set head: gem (or auto)")
-        return self
+    @property
+    def spec(self) -> ModelSpec:
+        """The architecture alone (what a checkpoint stores)."""
+        return ModelSpec(**self.model_dump(exclude={"weights"}))
 
 
 class TrainConfig(_Strict):
@@ -151,6 +143,22 @@ class TrainConfig(_Strict):
     model: ModelConfig = ModelConfig()
     augment: Augment = Augment()
     stages: list[Stage] = Field(default_factory=lambda: [Stage()], min_length=1)
+
+    @model_validator(mode="after")
+    def _input_size(self) -> "TrainConfig":
+        """The network input is the last stage's crop: ``model.input_size`` is filled from it, or must agree."""
+        size = self.stages[-1].crop.size
+        if self.model.input_size is None:
+            self.model = self.model.model_copy(update={"input_size": size})
+        elif self.model.input_size != size:
+            raise ValueError(f"model.input_size {self.model.input_size} differs from the last stage's crop.size "
+                             f"{size}; set one of them (the network is evaluated at the last stage's crop)")
+        return self
+
+    @property
+    def preprocess_resize(self) -> int:
+        """Pixels: the side photos are resized to before the ten crops of test-time voting."""
+        return self.stages[-1].crop.resize
 
     @model_validator(mode="after")
     def _final_fit_needs_probe(self) -> "TrainConfig":
@@ -166,8 +174,11 @@ class TrainConfig(_Strict):
         return sum(s.epochs for s in self.stages)
 
 
-def load_config(source: str | Path, overrides: dict | None = None) -> TrainConfig:
+def load_config(source: str | Path, overrides: dict | None = None, epochs: int | None = None) -> TrainConfig:
     """Load a config from a YAML path or a preset name (``fast``, ``xception``, ``vgg16``, ``arcface``).
+
+    ``overrides`` (nested mappings) are merged into the YAML and ``epochs`` replaces the
+    epochs of every stage that is not a probe, all before validation.
 
     Raises:
         FileNotFoundError: neither a file nor a preset of that name exists.
@@ -190,6 +201,9 @@ def load_config(source: str | Path, overrides: dict | None = None) -> TrainConfi
         raise ValueError(f"config {path} must be a YAML mapping (seed:, data:, model:, stages: ...), "
                          f"found {'an empty file' if raw is None else type(raw).__name__}")
     raw = _merge(raw, overrides or {})
+    if epochs is not None and isinstance(raw.get("stages"), list):
+        raw["stages"] = [st if not isinstance(st, dict) or st.get("probe") else {**st, "epochs": epochs}
+                         for st in raw["stages"]]
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as err:

@@ -1,9 +1,16 @@
 """Data: reading GLDv2 and folder trees, decoding images, class selection and split,
-augmentation, and the preprocessing cache."""
-from .dataset import ImageDataset, Reject, collate, write_rejects
-from .gldv2 import image_path, read_categories, read_queries, read_train, with_paths
-from .images import ImageError, load_image, resize_to_width
-from .split import select_classes, split_per_class
+augmentation, the preprocessing contract and the preprocessing cache.
 
-__all__ = ["ImageDataset", "Reject", "collate", "write_rejects", "with_paths", "image_path", "read_categories", "read_queries",
-           "read_train", "ImageError", "load_image", "resize_to_width", "select_classes", "split_per_class"]
+Names are imported on first use, so the light modules (``preprocess``, ``gldv2``) load
+without torch.
+"""
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "ImageDataset": "dataset", "Reject": "dataset", "collate": "dataset", "write_rejects": "dataset",
+    "image_path": "gldv2", "read_categories": "gldv2", "read_queries": "gldv2", "read_train": "gldv2",
+    "with_paths": "gldv2", "ImageError": "images", "load_image": "images", "resize_to_width": "images",
+    "Preprocess": "preprocess", "select_classes": "split", "split_per_class": "split",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -51,7 +51,7 @@ from pydantic import BaseModel, computed_field
 
 from ..data import ImageError, load_image, read_queries
 from ..data.images import MAX_PIXELS, _to_rgb
-from ..data.transforms import eval_transform, tta_transform
+from ..data.preprocess import Preprocess
 from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
 from ..retrieval.embeddings import Embeddings, load_embeddings
@@ -246,9 +246,9 @@ class Recognizer:
                  scoring: str | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval() if isinstance(model, torch.nn.Module) else None  # saliency
-        self.runtime = as_runtime(model, checkpoint["classes"], checkpoint["preprocess"], device)
+        self.preprocess = Preprocess.of(checkpoint["preprocess"])
+        self.runtime = as_runtime(model, checkpoint["classes"], self.preprocess, device)
         self.classes = [str(c) for c in checkpoint["classes"]]
-        self.preprocess = checkpoint["preprocess"]
         self.index, self.knn = index, knn or KnnConfig()
         self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)
         if threshold is not None and not math.isfinite(threshold):
@@ -264,9 +264,9 @@ class Recognizer:
             stored = dict(zip(self.classes, stored))
         self.names = {**stored, **(index.meta.get("names", {}) if index is not None else {}), **(names or {})}
         built = index.meta.get("model", {}).get("image_size") if index is not None else None
-        if built is not None and built != self.preprocess["size"]:   # one forward pass gives logits and embedding
+        if built is not None and built != self.preprocess.size:   # one forward pass gives logits and embedding
             raise ValueError(f"the index holds embeddings of {built} px images, the model answers at "
-                             f"{self.preprocess['size']} px; build the index without --image-size")
+                             f"{self.preprocess.size} px; build the index without --image-size")
 
     def rescore(self) -> None:
         """Choose the scoring mode and threshold for the index as it is now (call after enrolling)."""
@@ -328,9 +328,7 @@ class Recognizer:
 
     def transform(self, tta: int = 1):
         """Image -> tensor ``[3, S, S]`` (``tta=1``) or ``[10, 3, S, S]`` (TenCrop) as in training."""
-        p = self.preprocess
-        return eval_transform(p["size"], p["mean"], p["std"]) if tta == 1 else \
-            tta_transform(p["resize"], p["size"], p["mean"], p["std"])
+        return self.preprocess.transform(tta)
 
     def recognize(self, images: ImageInput | list[ImageInput], top_k: int = 5, tta: int = 1,
                   sources: list[str] | None = None, batch_size: int = 16) -> list[Answer]:

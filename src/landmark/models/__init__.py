@@ -1,8 +1,16 @@
-"""Models: one factory over timm backbones with GeM or FC heads, freezing, checkpoints."""
-from .factory import LandmarkNet, backbone_layers, create_model, load_model, save_checkpoint
-from .heads import GeM, gem
-from .margin import ArcMarginHead, dynamic_margins
-from .weights import OFFLINE_IMAGENET, WeightsError, create_backbone
+"""Models: one specification, one factory over timm backbones with registered heads, freezing,
+checkpoints.
 
-__all__ = ["LandmarkNet", "backbone_layers", "create_model", "load_model", "save_checkpoint", "GeM", "gem",
-           "ArcMarginHead", "dynamic_margins", "OFFLINE_IMAGENET", "WeightsError", "create_backbone"]
+Names are imported on first use, so ``landmark.models.spec`` (the specification) loads without torch.
+"""
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "LandmarkNet": "factory", "backbone_layers": "factory", "create_model": "factory", "list_heads": "factory",
+    "load_model": "factory", "read_checkpoint": "factory", "register_head": "factory",
+    "save_checkpoint": "factory", "GeM": "heads", "Head": "heads", "gem": "heads",
+    "ArcMarginHead": "margin", "dynamic_margins": "margin", "ModelSpec": "spec",
+    "OFFLINE_IMAGENET": "weights", "WeightsError": "weights", "create_backbone": "weights",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,24 +1,65 @@
-"""One factory for every model: a timm backbone, a head, and layer freezing.
+"""One factory for every model: a timm backbone, a registered head, layer freezing, checkpoints.
 
 Every :class:`LandmarkNet` has the same interface: ``forward_features`` (feature map),
-``embed`` (pooled descriptor), ``forward`` (logits), ``freeze(n)``; and the metadata
-needed to rebuild it from a checkpoint file alone (``arch``).
+``embed`` (pooled descriptor), ``forward`` (logits), ``freeze(n)``; it carries its
+resolved :class:`~landmark.models.spec.ModelSpec` (``spec``) and its
+:class:`~landmark.data.preprocess.Preprocess` (``preprocess``), both stored in every
+checkpoint, so that :func:`load_model` rebuilds it from the file alone.
+
+Checkpoint format 2 (``ckpt["format"]``): ``spec`` (the resolved specification),
+``num_classes``, ``classes``, ``preprocess``, ``state_dict`` and whatever the trainer adds
+(``names``, ``history``, ``reject_threshold``...).  Format 1 files (an ``arch`` dict instead of
+``spec``) are read and upgraded in memory.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from .heads import FCHead, GeMHead
-from .margin import ArcMarginHead
+from ..data.preprocess import Preprocess
+from .heads import FCHead, GeMHead, Head
+from .margin import ArcMarginHead, dynamic_margins
+from .spec import ModelSpec, spec_from_arch
 from .weights import WeightsError, create_backbone
 
-# Heads chosen by head="auto": the original work's VGG16 baseline gets the FC head,
-# everything else (Xception and any other timm backbone) the GeM head.
-FC_HEAD_BACKBONES = ("vgg",)
+CHECKPOINT_FORMAT = 2
+# what save_checkpoint writes itself (and read_checkpoint derives: arch); the rest is the caller's extra
+STORED = ("format", "spec", "num_classes", "classes", "preprocess", "state_dict", "arch")
+
+# name -> builder(spec, in_features, num_classes, margins [K] radians) -> Head
+HeadBuilder = Callable[[ModelSpec, int, int, torch.Tensor], Head]
+HEADS: dict[str, HeadBuilder] = {}
+
+
+def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
+    """Decorator: register a head builder under ``name`` (then ``model: head: NAME`` selects it)."""
+    def add(builder: HeadBuilder) -> HeadBuilder:
+        HEADS[name] = builder
+        return builder
+    return add
+
+
+def list_heads() -> list[str]:
+    """Names of the registered heads (``fc``, ``gem``, and any registered since)."""
+    return sorted(HEADS)
+
+
+@register_head("fc")
+def _fc_head(spec: ModelSpec, channels: int, num_classes: int, margins: torch.Tensor) -> Head:
+    return FCHead(channels, num_classes, spec.fc_dim, spec.dropout)
+
+
+@register_head("gem")
+def _gem_head(spec: ModelSpec, channels: int, num_classes: int, margins: torch.Tensor) -> Head:
+    if spec.loss == "softmax":
+        return GeMHead(channels, num_classes, spec.dropout, spec.gem_p, spec.embedding_dim)
+    return ArcMarginHead(channels, num_classes, spec.embedding_dim, spec.centres, spec.arcface_s, margins,
+                         spec.dropout, spec.gem_p)
 
 
 def backbone_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -33,50 +74,62 @@ def backbone_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in backbone.named_modules() if any(True for _ in m.parameters(recurse=False))]
 
 
-class LandmarkNet(nn.Module):
-    """Backbone + head classifier over ``num_classes`` landmarks.
-
-    Input: float tensor ``[B, 3, H, W]`` normalised with ``arch['mean']``/``arch['std']``.
-
-    ``loss`` selects the classifier: ``softmax`` (linear layer, cross-entropy) or the
-    angular-margin heads ``arcface`` / ``subcenter_arcface`` (``subcenters`` centres per
-    class, logit scale ``arcface_s``, per-class ``margins`` in radians, see
-    :mod:`landmark.models.margin`); margin heads always pool with GeM.  ``embedding_dim``
-    adds a ``Linear + BatchNorm1d`` projection after GeM (``embed`` then returns
-    ``[B, embedding_dim]``).
+def freeze_depth(layers: Sequence[tuple[str, nn.Module]], n: int | float | str) -> int:
+    """How many bottom layers ``n`` means: a count, a fraction in (0, 1) of the layers, -1 for
+    all, or the name of a backbone block (e.g. ``blocks.3``): every layer up to and including it.
 
     Raises:
-        ValueError: a margin loss with ``head="fc"``, or an unknown ``loss``.
+        ValueError: a block name that names no module of the backbone.
+    """
+    if isinstance(n, str):
+        inside = [k for k, (name, _) in enumerate(layers) if name == n or name.startswith(n + ".")]
+        if not inside:
+            blocks = dict.fromkeys(".".join(name.split(".")[:2]) if name.count(".") > 1 else name.split(".")[0]
+                                   for name, _ in layers)   # definition order: bottom first
+            raise ValueError(f"freeze: {n!r} names no block of this backbone; its blocks, bottom first: "
+                             f"{', '.join(blocks)}")
+        return inside[-1] + 1
+    if isinstance(n, float) and 0.0 < n < 1.0:
+        return round(n * len(layers))
+    return len(layers) if n < 0 else min(int(n), len(layers))
+
+
+class LandmarkNet(nn.Module):
+    """Backbone + head classifier over ``num_classes`` landmarks, built from a :class:`ModelSpec`.
+
+    Input: float tensor ``[B, 3, H, W]`` normalised with ``preprocess.mean``/``std``.
+
+    Args:
+        spec: the specification (resolved here against the backbone: ``self.spec``).
+        num_classes: ``K``.
+        weights: backbone weights: ``imagenet``, ``none`` or a state-dict path.
+        class_counts: training images per class ``[K]``, for the dynamic margins of margin
+            losses; None treats every class as one image (margin ``margin_a + margin_b``).
+
+    Raises:
+        ValueError: a head that is not registered.
+        WeightsError: the weights cannot be had.
     """
 
-    def __init__(self, backbone: str = "tf_efficientnet_lite0", num_classes: int = 1000, head: str = "auto",
-                 weights: str = "imagenet", dropout: float = 0.2, fc_dim: int = 256, gem_p: float = 3.0,
-                 loss: str = "softmax", embedding_dim: int | None = None, subcenters: int = 1,
-                 arcface_s: float = 30.0, margins: torch.Tensor | float = 0.0):
+    def __init__(self, spec: ModelSpec, num_classes: int, weights: str = "imagenet",
+                 class_counts: Sequence[int] | None = None):
         super().__init__()
-        if loss not in ("softmax", "arcface", "subcenter_arcface"):
-            raise ValueError(f"loss must be softmax, arcface or subcenter_arcface, not {loss!r}")
-        if head == "auto":
-            head = "gem" if loss != "softmax" or not backbone.startswith(FC_HEAD_BACKBONES) else "fc"
-        if loss != "softmax" and head != "gem":
-            raise ValueError(f"loss {loss!r} needs the GeM head (head: gem or auto), not {head!r}")
-        subcenters = subcenters if loss == "subcenter_arcface" else 1
-        self.backbone = create_backbone(backbone, weights)
-        channels = self.backbone.num_features
-        if loss != "softmax":
-            self.head = ArcMarginHead(channels, num_classes, embedding_dim, subcenters, arcface_s, margins, dropout,
-                                      gem_p)
-        elif head == "fc":
-            self.head = FCHead(channels, num_classes, fc_dim, dropout)
-        else:
-            self.head = GeMHead(channels, num_classes, dropout, gem_p, embedding_dim)
-        cfg = self.backbone.pretrained_cfg
-        self.arch = {"backbone": backbone, "num_classes": num_classes, "head": head, "dropout": dropout,
-                     "fc_dim": fc_dim, "gem_p": gem_p, "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))),
-                     "std": list(cfg.get("std", (0.229, 0.224, 0.225))), "loss": loss,
-                     "embedding_dim": embedding_dim, "subcenters": subcenters, "arcface_s": arcface_s}
+        if spec.head != "auto" and spec.head not in HEADS:
+            raise ValueError(f"head {spec.head!r} is not registered; choose one of {', '.join(list_heads())} or auto")
+        self.backbone = create_backbone(spec.backbone, weights)
+        self.spec = spec.resolved(self.backbone.pretrained_cfg)
+        self.num_classes = num_classes
+        counts = class_counts if class_counts is not None else [1] * num_classes
+        margins = dynamic_margins(counts, self.spec.margin_a, self.spec.margin_b, self.spec.margin_power)
+        self.head = HEADS[self.spec.head](self.spec, self.backbone.num_features, num_classes, margins)
+        self.preprocess: Preprocess = self.spec.preprocess()
         self.frozen = 0
         self._frozen_norms: list[nn.Module] = []
+
+    @property
+    def arch(self) -> dict:
+        """A JSON view of the architecture: the resolved spec and ``num_classes``."""
+        return {**self.spec.model_dump(mode="json"), "num_classes": self.num_classes}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> feature map ``[B, C, h, w]``."""
@@ -97,14 +150,15 @@ class LandmarkNet(nn.Module):
         Args:
             logits: ``[B, K]`` from :meth:`forward`; target: int64 ``[B]``.
         """
-        return self.head.margin_logits(logits, target) if getattr(self.head, "uses_margin", False) else logits
+        return self.head.margin_logits(logits, target)
 
-    def freeze(self, n: int | float, freeze_bn: bool = False) -> int:
-        """Freeze the bottom ``n`` backbone layers (:func:`backbone_layers`).
+    def freeze(self, n: int | float | str, freeze_bn: bool = False) -> int:
+        """Freeze the bottom backbone layers (:func:`backbone_layers`) that ``n`` names.
 
         Args:
             n: a layer count, a fraction in (0, 1) of the backbone's layers (the same
-                depth means the same share of any backbone), or -1 for all.
+                depth means the same share of any backbone), -1 for all, or a block name
+                (``blocks.3``: every layer up to and including that block); see :func:`freeze_depth`.
             freeze_bn: also keep the BatchNorm layers above ``n`` on their running
                 statistics (eval mode; their affine parameters still train), so that
                 unfreezing does not swap ImageNet statistics for small-batch ones.
@@ -114,11 +168,11 @@ class LandmarkNet(nn.Module):
 
         Returns:
             the number of layers frozen.
+        Raises:
+            ValueError: a block name that names no block.
         """
         layers = backbone_layers(self.backbone)
-        if isinstance(n, float) and 0.0 < n < 1.0:
-            n = round(n * len(layers))
-        n = len(layers) if n < 0 else min(int(n), len(layers))
+        n = freeze_depth(layers, n)
         self._frozen_norms = []
         for k, (_, module) in enumerate(layers):
             for p in module.parameters(recurse=False):
@@ -136,17 +190,47 @@ class LandmarkNet(nn.Module):
         return self
 
 
-def create_model(backbone: str = "tf_efficientnet_lite0", num_classes: int = 1000, **kwargs) -> LandmarkNet:
-    """Create a :class:`LandmarkNet`; see its arguments.  Raises ``WeightsError`` (weights)."""
-    return LandmarkNet(backbone, num_classes, **kwargs)
+def create_model(backbone: str = "tf_efficientnet_lite0", num_classes: int = 1000, *, weights: str = "imagenet",
+                 class_counts: Sequence[int] | None = None, spec: ModelSpec | None = None,
+                 **overrides) -> LandmarkNet:
+    """Create a :class:`LandmarkNet` from a spec, or from ``backbone`` and spec fields as keywords.
+
+    ``create_model("tf_efficientnet_lite0", 13, loss="arcface", embedding_dim=512)`` is
+    ``LandmarkNet(ModelSpec(backbone=..., loss="arcface", embedding_dim=512), 13)``; every
+    field left out takes the :class:`ModelSpec` default.
+
+    Raises:
+        ValueError: an unknown or invalid spec field (one line per field); an unregistered head.
+        WeightsError: the weights cannot be had.
+    """
+    if spec is None:
+        try:
+            spec = ModelSpec(backbone=backbone, **overrides)
+        except ValidationError as err:
+            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+    elif overrides:
+        raise ValueError(f"give either spec= or spec fields ({', '.join(overrides)}), not both")
+    return LandmarkNet(spec, num_classes, weights, class_counts)
 
 
-def save_checkpoint(path: str | Path, model: LandmarkNet, classes: list[str], **extra) -> None:
-    """Write ``{arch, classes, state_dict, **extra}`` atomically (temp file + rename)."""
+def save_checkpoint(path: str | Path, model: LandmarkNet, classes: list[str],
+                    preprocess: Preprocess | dict | None = None, **extra) -> None:
+    """Write a format-2 checkpoint atomically (temp file + rename): ``format``, ``spec``,
+    ``num_classes``, ``classes``, ``preprocess`` (``preprocess`` if given, else
+    ``model.preprocess``), ``state_dict``, ``**extra``.
+
+    Raises:
+        ValueError: ``classes`` does not have one entry per output of the model; a bad ``preprocess``.
+    """
+    if len(classes) != model.num_classes:
+        raise ValueError(f"{len(classes)} class names for a model of {model.num_classes} outputs")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"arch": model.arch, "classes": list(classes), "state_dict": model.state_dict(), **extra}, tmp)
+    preprocess = Preprocess.of(model.preprocess if preprocess is None else preprocess)
+    torch.save({"format": CHECKPOINT_FORMAT, "spec": model.spec.model_dump(mode="json"),
+                "num_classes": model.num_classes, "classes": list(classes),
+                "preprocess": preprocess.to_dict(), "state_dict": model.state_dict(), **extra}, tmp)
     os.replace(tmp, path)
 
 
@@ -154,15 +238,18 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
                     map_location: str = "cpu") -> dict:
     """Read a checkpoint file written by :func:`save_checkpoint` and check its entries.
 
+    Format-1 files (``arch`` instead of ``spec``) are upgraded in memory.  The returned dict
+    also holds ``arch``, a JSON view of the spec with ``num_classes`` (not stored).
+
     Args:
         hint: appended to error messages (what the user can do about it).
-        keys: entries required beside ``arch``, ``classes`` and ``state_dict``.
+        keys: entries required beside ``spec``, ``classes``, ``preprocess`` and ``state_dict``.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: a folder, an empty or truncated file, not a torch file, or a torch file
-            that is not a landmark checkpoint (entries missing, classes that disagree with
-            ``arch['num_classes']``, non-finite weights).
+            that is not a landmark checkpoint (entries missing, an invalid spec or
+            preprocessing, classes that disagree with ``num_classes``, non-finite weights).
     """
     path = Path(path)
     if path.is_dir():
@@ -176,48 +263,66 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
     except Exception as err:  # pickle, zip and torch errors of a truncated file or one that is no torch checkpoint
         raise ValueError(f"{path} is not a landmark checkpoint, or is truncated ({type(err).__name__}: "
                          f"{' '.join(str(err).split())[:160]}){hint}") from None
-    missing = [k for k in ("arch", "classes", "state_dict", *keys) if not isinstance(ckpt, dict) or k not in ckpt]
+    if isinstance(ckpt, dict) and "spec" not in ckpt and isinstance(ckpt.get("arch"), dict):
+        ckpt = _upgrade_format1(ckpt, path, hint)
+    missing = [k for k in ("spec", "classes", "preprocess", "state_dict", *keys)
+               if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not a landmark checkpoint (no {', '.join(map(repr, missing))} entry){hint}")
-    arch = ckpt["arch"]
-    if not isinstance(arch, dict) or not {"backbone", "num_classes", "head"} <= set(arch):
-        raise ValueError(f"{path}: its 'arch' entry lacks backbone/num_classes/head{hint}")
-    if len(ckpt["classes"]) != arch["num_classes"]:
+    try:
+        spec = ModelSpec.model_validate(ckpt["spec"])
+        Preprocess.of(ckpt["preprocess"])
+    except (ValidationError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: its model specification or preprocessing is invalid "
+                         f"({' '.join(str(err).split())[:160]}){hint}") from None
+    if len(ckpt["classes"]) != ckpt.get("num_classes"):
         raise ValueError(f"{path} lists {len(ckpt['classes'])} classes but its architecture has "
-                         f"{arch['num_classes']} outputs; the file was altered or mixed from two runs{hint}")
+                         f"{ckpt.get('num_classes')} outputs; the file was altered or mixed from two runs{hint}")
     bad = [k for k, v in ckpt["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()
            and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"{path} holds non-finite weights (NaN or inf in {bad[0]}"
                          f"{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''}); it cannot predict{hint}")
+    ckpt["arch"] = {**spec.model_dump(mode="json"), "num_classes": ckpt["num_classes"]}
     return ckpt
 
 
+def _upgrade_format1(ckpt: dict, path: Path, hint: str) -> dict:
+    """Format 1 (``arch`` dict, before the model specification) -> format 2, in memory."""
+    arch = ckpt["arch"]
+    if not {"backbone", "num_classes", "head"} <= set(arch):
+        raise ValueError(f"{path}: its 'arch' entry lacks backbone/num_classes/head{hint}")
+    try:
+        spec = spec_from_arch(arch)
+    except ValidationError as err:
+        raise ValueError(f"{path}: its 'arch' entry is invalid ({' '.join(str(err).split())[:160]}){hint}") from None
+    return {**ckpt, "format": 1, "spec": spec.model_dump(mode="json"), "num_classes": arch["num_classes"]}
+
+
 def load_model(path: str | Path, map_location: str = "cpu") -> tuple[LandmarkNet, dict]:
-    """Rebuild a model from a checkpoint file alone (checked by :func:`read_checkpoint`).
+    """Rebuild a model from a checkpoint file alone (checked by :func:`read_checkpoint`):
+    its ``spec``, ``num_classes``, ``preprocess`` and weights.
 
     Returns:
-        (model in eval mode, the checkpoint dict: ``arch``, ``classes``, ``preprocess``...).
+        (model in eval mode with ``model.preprocess`` from the file, the checkpoint dict:
+        ``spec``, ``classes``, ``preprocess``, ``names``...).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: the file is not a landmark checkpoint, or its weights do not fit its
-            architecture (names the first tensors that differ).
+            specification (names the first tensors that differ).
     """
     ckpt = read_checkpoint(path, map_location=map_location)
-    arch = ckpt["arch"]
+    spec = ModelSpec.model_validate(ckpt["spec"])
     try:
-        model = LandmarkNet(arch["backbone"], arch["num_classes"], arch["head"], weights="none",
-                            dropout=arch.get("dropout", 0.0), fc_dim=arch.get("fc_dim", 256),
-                            gem_p=arch.get("gem_p", 3.0), loss=arch.get("loss", "softmax"),
-                            embedding_dim=arch.get("embedding_dim"), subcenters=arch.get("subcenters", 1),
-                            arcface_s=arch.get("arcface_s", 30.0))
-    except WeightsError as err:
+        model = LandmarkNet(spec, ckpt["num_classes"], weights="none")
+    except (WeightsError, ValueError) as err:
         raise ValueError(f"{path}: its architecture cannot be built ({err})") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:240]
-        raise ValueError(f"{path}: its weights do not fit its architecture ({arch['backbone']}, "
-                         f"{arch['num_classes']} classes): {detail}") from None
+        raise ValueError(f"{path}: its weights do not fit its architecture ({spec.backbone}, "
+                         f"{ckpt['num_classes']} classes): {detail}") from None
+    model.preprocess = Preprocess.of(ckpt["preprocess"])
     return model.eval(), ckpt

@@ -1,4 +1,9 @@
-"""Pooling and classification heads."""
+"""Pooling and classification heads.
+
+Every head has the same interface (:class:`Head`): ``pool(features)`` (``[B, C, H, W]``
+-> ``[B, C]``), ``classify(pooled, pre_logits)`` and ``margin_logits(logits, target)``,
+so the model, the linear probe and export never ask which head they hold.
+"""
 from __future__ import annotations
 
 import torch
@@ -53,7 +58,29 @@ class Neck(nn.Sequential):
         return norm(x)
 
 
-class GeMHead(nn.Module):
+class Head(nn.Module):
+    """The head contract: ``forward(features, pre_logits=False)`` = ``classify(pool(features))``.
+
+    Subclasses define ``pool`` (feature map ``[B, C, H, W]`` -> pooled ``[B, C]``) and
+    ``classify`` (pooled ``[B, C]`` -> logits ``[B, K]``, or with ``pre_logits`` the
+    embedding ``[B, D]``); margin heads override :meth:`margin_logits`.
+    """
+
+    pool: nn.Module   # a submodule or a method: [B, C, H, W] -> [B, C]
+
+    def classify(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.classify(self.pool(features), pre_logits)
+
+    def margin_logits(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The logits the training loss sees (``[B, K]``, target int64 ``[B]``): ``logits``
+        itself, except for angular-margin heads."""
+        return logits
+
+
+class GeMHead(Head):
     """GeM pooling -> [neck] -> dropout -> linear: features ``[B, C, H, W]`` -> logits ``[B, K]``.
 
     The head of the original work's Xception model.  ``pool`` (then the optional
@@ -70,16 +97,13 @@ class GeMHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(embedding_dim or in_features, num_classes)
 
-    def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.classify(self.pool(features), pre_logits)
-
     def classify(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pooled descriptor ``[B, C]`` -> logits ``[B, K]`` (``pre_logits``: the embedding ``[B, D]``)."""
         x = self.neck(pooled) if hasattr(self, "neck") else pooled
         return x if pre_logits else self.fc(self.dropout(x))
 
 
-class FCHead(nn.Module):
+class FCHead(Head):
     """Average pooling -> FC-``hidden``/ReLU -> FC-``hidden``/ReLU -> dropout -> linear.
 
     The original work's VGG16 baseline head (FC-256, FC-256, softmax).  Global average
@@ -96,9 +120,6 @@ class FCHead(nn.Module):
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> global average ``[B, C]``."""
         return F.adaptive_avg_pool2d(features, 1).flatten(1)
-
-    def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.classify(self.pool(features), pre_logits)
 
     def classify(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pooled ``[B, C]`` -> logits ``[B, K]`` (``pre_logits``: the hidden ``[B, hidden]``)."""

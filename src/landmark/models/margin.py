@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .heads import GeM, Neck
+from .heads import GeM, Head, Neck
 
 
 def dynamic_margins(counts: Sequence[int] | np.ndarray | torch.Tensor, a: float = 0.5, b: float = 0.05,
@@ -88,7 +88,7 @@ def add_angular_margin(cosine: torch.Tensor, target: torch.Tensor, margins: torc
     return cosine.scatter(1, target[:, None], with_margin)
 
 
-class ArcMarginHead(nn.Module):
+class ArcMarginHead(Head):
     """GeM -> optional :class:`Neck` -> dropout -> cosine to (sub-)centres -> ``s * cos``.
 
     ``forward(features)`` returns ``s * cos(theta)`` ``[B, K]`` without margin (what
@@ -107,8 +107,6 @@ class ArcMarginHead(nn.Module):
         dropout: on the embedding, before normalisation (training only).
         p: initial GeM exponent.
     """
-
-    uses_margin = True
 
     def __init__(self, in_features: int, num_classes: int, embedding_dim: int | None = None, subcenters: int = 1,
                  scale: float = 30.0, margins: torch.Tensor | float = 0.3, dropout: float = 0.0, p: float = 3.0):
@@ -135,9 +133,6 @@ class ArcMarginHead(nn.Module):
         """``[B, D]`` -> ``cos(theta)`` ``[B, K]``: max over each class's sub-centres."""
         cos = F.linear(F.normalize(embedding, dim=1), F.normalize(self.weight, dim=1))
         return cos.view(-1, self.num_classes, self.subcenters).amax(dim=2)
-
-    def forward(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.classify(self.pool(features), pre_logits)
 
     def classify(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """GeM descriptor ``[B, C]`` -> ``s * cos`` ``[B, K]`` (``pre_logits``: the embedding ``[B, D]``)."""

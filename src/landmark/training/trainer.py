@@ -40,8 +40,8 @@ from ..data.transforms import crop_probability, eval_transform, find_scheduled_c
 from ..evaluation.metrics import gap
 from ..io import LOCK_FILE, folder_lock
 from ..models import LandmarkNet, create_backbone, create_model, load_model, save_checkpoint
-from ..models.factory import read_checkpoint
-from ..models.margin import class_counts, dynamic_margins
+from ..models.factory import STORED, backbone_layers, freeze_depth, list_heads, read_checkpoint
+from ..models.margin import class_counts
 from ..reporting.plots import plot_training_curves
 from ..retrieval.reference import build_reference
 from . import distributed as dist
@@ -103,7 +103,7 @@ def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: st
     _refuse_inside(run_dir, Path(data))
     # fail fast, before anything is written: bad data folder, unknown backbone, unreachable weights
     _check_exclusions(read_train(data, clean=config.data.clean), config.data.exclude_landmarks, Path(data))
-    create_backbone(config.model.backbone, config.model.weights)
+    _check_model(config)
     if not dist.is_main():
         return _run(config, Path(data), run_dir, device, checkpoint=None)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -140,94 +140,160 @@ def resume(run_dir: str | Path, device: str | None = None) -> Path:
 
 
 def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, checkpoint: dict | None) -> Path:
+    """Prepare the data, build (or restore) the model, run every remaining epoch, then test,
+    index and choose the thresholds.  Each step is one function below."""
     torch.manual_seed(config.seed)
-    if dist.is_main():  # rank 0 splits and caches; the others then reread split.csv and the cache
+    prepared = _prepare(data, config, run_dir)
+    rejects = {r.id: r for r in prepared.rejects}
+    _save_rejects(rejects, run_dir)
+    model, state = _build(config, prepared, checkpoint, run_dir, device)
+    plan = [(k, stage, e) for k, stage in enumerate(config.stages) for e in range(stage.epochs)]
+    val_loader = _loader(prepared, "val", model.preprocess.transform(), config, False)
+    names = landmark_names(data, prepared.classes)  # stored in every checkpoint: answers carry names
+    current, net, optimizer = None, model, None
+    for epoch in range(state["epoch"], len(plan)):
+        k, stage, e = plan[epoch]
+        if k != current:
+            net, optimizer = _enter_stage(model, stage, device, checkpoint if epoch == state["epoch"] and
+                                          checkpoint and checkpoint.get("stage") == k else None)
+            current = k
+        row = _train_epoch(model, net, optimizer, prepared, config, stage, e, epoch, len(plan), device, rejects)
+        if val_loader is not None:
+            row.update({f"val_{key}": v for key, v in _epoch(model, val_loader, device, rejects, None,
+                                                             desc=f"epoch {epoch + 1}/{len(plan)} val").items()})
+        _save_epoch(model, optimizer, prepared, config, run_dir, state, row, k, names)
+        _save_rejects(rejects, run_dir)
+    dist.barrier()
+    _test_best(run_dir, prepared, config, device, rejects)
+    _save_rejects(rejects, run_dir)
+    if dist.is_main() and config.data.reference_index:
+        _reference(run_dir, prepared, config, device, rejects)
+    dist.barrier()
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def _prepare(data: Path, config: TrainConfig, run_dir: Path) -> Prepared:
+    """Rank 0 splits and caches; the others then reread split.csv and the cache.
+
+    Raises:
+        ValueError: no training image is left after class selection and rejects.
+    """
+    if dist.is_main():
         prepared = prepare_data(data, config.data, config.seed, run_dir)
     dist.barrier()
     if not dist.is_main():
         prepared = prepare_data(data, config.data, config.seed, run_dir)
-    rejects = {r.id: r for r in prepared.rejects}
-    _save_rejects(rejects, run_dir)
     if len(prepared.frames["train"]) == 0:
         raise ValueError(f"no training images left in {data} after class selection and rejects")
-    m = config.model
+    return prepared
+
+
+def _build(config: TrainConfig, prepared: Prepared, checkpoint: dict | None, run_dir: Path,
+           device: torch.device) -> tuple[LandmarkNet, dict]:
+    """The run's model from ``config.model`` (margins from the training class counts, the
+    preprocessing of the last stage's crop), restored from ``checkpoint`` when resuming.
+
+    Returns:
+        (model on ``device``, state ``{"history", "epoch", "best"}`` to continue from).
+    Raises:
+        ValueError: ``checkpoint`` does not fit the config and classes.
+    """
     counts = class_counts(prepared.frames["train"]["landmark_id"], prepared.classes)
-    model = create_model(m.backbone, len(prepared.classes), head=m.head,
-                         weights="none" if checkpoint else m.weights,
-                         dropout=m.dropout, fc_dim=m.fc_dim, gem_p=m.gem_p, loss=m.loss,
-                         embedding_dim=m.embedding_dim, subcenters=m.subcenters, arcface_s=m.arcface_s,
-                         margins=dynamic_margins(counts, m.margin_a, m.margin_b, m.margin_power)).to(device)
-    history: list[dict] = []
-    start, best = 0, -1.0
+    model = create_model(spec=config.model.spec, num_classes=len(prepared.classes),
+                         weights="none" if checkpoint else config.model.weights, class_counts=counts)
+    model.preprocess = model.spec.preprocess(resize=config.preprocess_resize)
+    state = {"history": [], "epoch": 0, "best": -1.0}
     if checkpoint:
         try:
             model.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as err:
             raise ValueError(f"{run_dir / 'checkpoints' / 'last.pt'} does not fit this run's config and classes "
                              f"({str(err).splitlines()[0]}); delete it to restart the run") from None
-        history, start, best = checkpoint["history"], checkpoint["epoch"], checkpoint["best_val_gap"]
-        log.info("resuming %s after epoch %d", run_dir, start)
-    plan = [(k, stage, e) for k, stage in enumerate(config.stages) for e in range(stage.epochs)]
-    mean, std = model.arch["mean"], model.arch["std"]
-    val_loader = _loader(prepared, "val", eval_transform(config.stages[-1].crop.size, mean, std), config, False)
-    optimizer, current_stage, net = None, None, model
-    names = landmark_names(data, prepared.classes)  # stored in every checkpoint: answers carry names
-    for epoch in range(start, len(plan)):
-        k, stage, e = plan[epoch]
-        if k != current_stage:
-            model.freeze(-1 if stage.probe else stage.freeze, stage.freeze_bn)
-            if dist.world_size() > 1 and not stage.probe:  # DDP registers the trainable parameters: wrap after freezing
-                net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            optimizer = None if stage.probe else _optimizer(model, stage)   # a probe fits by L-BFGS
-            if optimizer is not None and checkpoint and checkpoint.get("stage") == k and epoch == start:
-                optimizer.load_state_dict(checkpoint["optimizer"])
-            current_stage = k
-        transform = train_transform(config.augment, stage.crop, mean, std)
-        p = crop_probability(stage.crop, e, stage.epochs)
-        find_scheduled_crop(transform).p = p
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        tic = time.perf_counter()
-        if stage.probe:
-            train_stats = fit_probe(model, _loader(prepared, "train", eval_transform(stage.crop.size, mean, std),
-                                                   config, False), device, rejects, stage)
-        else:
-            loader = _loader(prepared, "train", transform, config, True, seed=config.seed * 100_003 + epoch)
-            lr_at = functools.partial(lr_factor, stage, e * len(loader), len(loader) * stage.epochs)
-            train_stats = _epoch(model, loader, device, rejects, optimizer,
-                                 desc=f"epoch {epoch + 1}/{len(plan)} train", net=net, lr_at=lr_at,
-                                 label_smoothing=stage.label_smoothing)
-        val_stats = _epoch(model, val_loader, device, rejects, None, desc=f"epoch {epoch + 1}/{len(plan)} val") \
-            if val_loader else {}
-        row = {"epoch": epoch + 1, "stage": stage.name, "lr": 0.0 if stage.probe else stage.lr, "frozen_layers": model.frozen,
-               "crop_p": round(p, 4), **{f"train_{k2}": v for k2, v in train_stats.items()},
-               **{f"val_{k2}": v for k2, v in val_stats.items()}, "seconds": round(time.perf_counter() - tic, 2)}
-        history.append(row)
-        score = row.get("val_gap", float(epoch))   # no val split: the last epoch is the best
-        extra = {"history": history, "epoch": epoch + 1, "stage": k,
-                 "optimizer": optimizer.state_dict() if optimizer is not None else {},
-                 "config": config.model_dump(mode="json"), "preprocess": _preprocess(config, model),
-                 "names": names}
-        improved = score > best
-        best = max(best, score)
-        if dist.is_main():
-            if improved:
-                save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes, best_val_gap=best,
-                                **extra)
-            save_checkpoint(run_dir / "checkpoints" / "last.pt", model, prepared.classes, best_val_gap=best, **extra)
-            _write_history(history, run_dir)
-        _save_rejects(rejects, run_dir)
-        log.info("epoch %d: %s", epoch + 1, {k2: v for k2, v in row.items() if isinstance(v, float)})
-    dist.barrier()
-    _test_best(run_dir, prepared, config, device, rejects)
-    _save_rejects(rejects, run_dir)
-    if dist.is_main() and config.data.reference_index:
-        reference = build_reference(run_dir, config.data.nonlandmarks, device=str(device), workers=config.data.workers)
-        if config.data.final_fit:
-            reference = {**_final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"]),
-                         "validation_queries_before_final_fit": reference["validation_queries"]}
-        (run_dir / "reference.json").write_text(json.dumps(reference, indent=2))
-    dist.barrier()
-    return run_dir / "checkpoints" / "best.pt"
+        state = {"history": checkpoint["history"], "epoch": checkpoint["epoch"], "best": checkpoint["best_val_gap"]}
+        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+    return model.to(device), state
+
+
+def _enter_stage(model: LandmarkNet, stage: Stage, device: torch.device, checkpoint: dict | None):
+    """Freeze for ``stage``, wrap in DDP when distributed (after freezing: DDP registers the
+    trainable parameters) and make its optimizer (none for a probe: it fits by L-BFGS),
+    restored from ``checkpoint`` when resuming inside this stage.  Returns ``(net, optimizer)``."""
+    model.freeze(-1 if stage.probe else stage.freeze, stage.freeze_bn)
+    net = model
+    if dist.world_size() > 1 and not stage.probe:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = None if stage.probe else _optimizer(model, stage)
+    if optimizer is not None and checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    return net, optimizer
+
+
+def _train_epoch(model: LandmarkNet, net, optimizer, prepared: Prepared, config: TrainConfig, stage: Stage,
+                 e: int, epoch: int, epochs: int, device, rejects: dict) -> dict:
+    """One training epoch (``e`` of its stage, ``epoch`` of the run): a probe fit, or a pass of
+    augmented batches with the scheduled crop.  Returns the history row so far."""
+    mean, std = model.preprocess.mean, model.preprocess.std
+    transform = train_transform(config.augment, stage.crop, mean, std)
+    p = crop_probability(stage.crop, e, stage.epochs)
+    find_scheduled_crop(transform).p = p
+    torch.manual_seed(config.seed * 100_003 + epoch)
+    tic = time.perf_counter()
+    if stage.probe:
+        stats = fit_probe(model, _loader(prepared, "train", eval_transform(stage.crop.size, mean, std), config,
+                                         False), device, rejects, stage)
+    else:
+        loader = _loader(prepared, "train", transform, config, True, seed=config.seed * 100_003 + epoch)
+        lr_at = functools.partial(lr_factor, stage, e * len(loader), len(loader) * stage.epochs)
+        stats = _epoch(model, loader, device, rejects, optimizer, desc=f"epoch {epoch + 1}/{epochs} train",
+                       net=net, lr_at=lr_at, label_smoothing=stage.label_smoothing)
+    return {"epoch": epoch + 1, "stage": stage.name, "lr": 0.0 if stage.probe else stage.lr,
+            "frozen_layers": model.frozen, "crop_p": round(p, 4), **{f"train_{k}": v for k, v in stats.items()},
+            "seconds": round(time.perf_counter() - tic, 2)}
+
+
+def _save_epoch(model: LandmarkNet, optimizer, prepared: Prepared, config: TrainConfig, run_dir: Path,
+                state: dict, row: dict, stage: int, names: list[str]) -> None:
+    """Append ``row`` to the history; write ``last.pt`` and, when validation GAP improved
+    (no validation split: always), ``best.pt``; rewrite metrics.csv/json and the curves."""
+    state["history"].append(row)
+    score = row.get("val_gap", float(row["epoch"]))
+    improved, state["best"], state["epoch"] = score > state["best"], max(state["best"], score), row["epoch"]
+    if not dist.is_main():
+        return
+    extra = {"history": state["history"], "epoch": row["epoch"], "stage": stage, "best_val_gap": state["best"],
+             "optimizer": optimizer.state_dict() if optimizer is not None else {},
+             "config": config.model_dump(mode="json"), "names": names}
+    if improved:
+        save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes, **extra)
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", model, prepared.classes, **extra)
+    _write_history(state["history"], run_dir)
+    log.info("epoch %d: %s", row["epoch"], {k: v for k, v in row.items() if isinstance(v, float)})
+
+
+def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict) -> None:
+    """Index the training photos, choose the 'no landmark' thresholds on validation, then
+    (``final_fit``) refit the probe on every labelled photo; writes reference.json."""
+    reference = build_reference(run_dir, config.data.nonlandmarks, device=str(device), workers=config.data.workers)
+    if config.data.final_fit:
+        reference = {**_final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"]),
+                     "validation_queries_before_final_fit": reference["validation_queries"]}
+    (run_dir / "reference.json").write_text(json.dumps(reference, indent=2))
+
+
+def _check_model(config: TrainConfig) -> None:
+    """Build the backbone (weights reachable?) and resolve the head and every stage's freeze
+    depth, so that a wrong name fails before anything is written.
+
+    Raises:
+        WeightsError: the backbone or its weights cannot be had.
+        ValueError: an unregistered head, or a freeze block that the backbone lacks.
+    """
+    if config.model.head != "auto" and config.model.head not in list_heads():
+        raise ValueError(f"model.head {config.model.head!r} is not registered; choose one of "
+                         f"{', '.join(list_heads())} or auto (nothing was written)")
+    layers = backbone_layers(create_backbone(config.model.backbone, config.model.weights))
+    for stage in config.stages:
+        freeze_depth(layers, stage.freeze)
 
 
 def _check_exclusions(frame: pd.DataFrame, excluded: list[str], data: Path) -> None:
@@ -254,10 +320,9 @@ def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
     stage = config.stages[-1]
     both = Prepared({"train": pd.concat([prepared.frames["train"], prepared.frames["val"]], ignore_index=True)},
                     prepared.classes)
-    loader = _loader(both, "train", eval_transform(stage.crop.size, model.arch["mean"], model.arch["std"]), config,
-                     False)
+    loader = _loader(both, "train", model.preprocess.transform(), config, False)
     stats = fit_probe(model, loader, device, rejects, stage)
-    extra = {k: v for k, v in ckpt.items() if k not in ("arch", "classes", "state_dict")}
+    extra = {k: v for k, v in ckpt.items() if k not in STORED}
     save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes,
                     **{**extra, "final_fit": {"images": stats["images"], "train_loss": stats["loss"]}})
     return build_reference(run_dir, device=str(device), workers=config.data.workers, splits=("train", "val"),
@@ -267,11 +332,6 @@ def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
 def _save_rejects(rejects: dict, run_dir: Path) -> None:
     if dist.is_main():
         write_rejects(rejects, run_dir / "rejects.csv")
-
-
-def _preprocess(config: TrainConfig, model: LandmarkNet) -> dict:
-    crop = config.stages[-1].crop
-    return {"size": crop.size, "resize": crop.resize, "mean": model.arch["mean"], "std": model.arch["std"]}
 
 
 def _loader(prepared: Prepared, split: str, transform, config: TrainConfig, shuffle: bool, seed: int = 0):
@@ -370,8 +430,7 @@ def _write_history(history: list[dict], run_dir: Path) -> None:
 def _test_best(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict) -> None:
     model, best = load_model(run_dir / "checkpoints" / "best.pt")
     model.to(device)
-    loader = _loader(prepared, "test", eval_transform(config.stages[-1].crop.size, model.arch["mean"],
-                                                      model.arch["std"]), config, False)
+    loader = _loader(prepared, "test", model.preprocess.transform(), config, False)
     stats = _epoch(model, loader, device, rejects, None, desc="held-out test") if loader else {}
     stats["images"] = int(len(prepared.frames["test"]))
     stats["best_epoch"] = int(best["epoch"])

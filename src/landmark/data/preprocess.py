@@ -1,0 +1,92 @@
+"""The preprocessing contract: how a photo becomes the network's input tensor.
+
+One :class:`Preprocess` is derived from the model specification when a model is built
+(:meth:`landmark.models.ModelSpec.preprocess`), set by training to the last stage's
+crop, stored in every checkpoint (``ckpt["preprocess"]``) and in every ONNX export's
+metadata, and used by validation, prediction, embedding, saliency, the report, export
+and the service.  Nothing else decides input size or normalisation.
+
+It is also a read-only mapping (``size``, ``resize``, ``mean``, ``std``), so it
+serialises to JSON with ``dict(preprocess)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Evaluation crop fraction when nothing else says: resize = size / 0.875 (224 -> 256), as
+# timm's default ``crop_pct`` and the usual ImageNet evaluation protocol.
+CROP_PCT = 0.875
+
+
+@dataclass(frozen=True, eq=False)   # equality is Mapping's: equal to a dict with the same entries
+class Preprocess(Mapping):
+    """Resize to ``size`` x ``size`` pixels (one view) or to ``resize`` x ``resize`` then cut ten
+    ``size`` crops (test-time voting); scale to [0, 1]; normalise with ``mean``/``std`` (RGB).
+
+    Raises:
+        ValueError: a side below 1, ``resize < size``, or ``mean``/``std`` without 3 values.
+    """
+
+    size: int
+    resize: int = 0                      # 0: size / CROP_PCT
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    _KEYS: ClassVar[tuple[str, ...]] = ("size", "resize", "mean", "std")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "resize", int(self.resize) or round(self.size / CROP_PCT))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.size < 1 or self.resize < self.size:
+            raise ValueError(f"preprocess size {self.size} / resize {self.resize}: need 1 <= size <= resize")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"preprocess mean {self.mean} / std {self.std}: need 3 values each, std > 0")
+
+    @classmethod
+    def of(cls, value: "Preprocess | Mapping") -> "Preprocess":
+        """A :class:`Preprocess` from itself or from a mapping with ``size`` (and optionally
+        ``resize``, ``mean``, ``std``), e.g. a checkpoint's or an ONNX file's JSON.
+
+        Raises:
+            ValueError: no ``size``, or values :class:`Preprocess` refuses.
+        """
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping) or "size" not in value:
+            raise ValueError(f"preprocessing {value!r} has no 'size'; the checkpoint predates the contract or "
+                             f"was altered")
+        return cls(**{k: value[k] for k in ("size", "resize", "mean", "std") if k in value})
+
+    def transform(self, tta: int = 1):
+        """The torchvision transform of a PIL image: ``[3, size, size]`` float32 for one view,
+        ``[10, 3, size, size]`` for test-time voting (``tta > 1``; the caller keeps the first ``tta``)."""
+        from .transforms import eval_transform, tta_transform   # torchvision: only when a transform is built
+        if tta > 1:
+            return tta_transform(self.resize, self.size, self.mean, self.std)
+        return eval_transform(self.size, self.mean, self.std)
+
+    def side(self, tta: int = 1) -> int:
+        """Pixels: the side a photo is resized to before cropping (``size``, or ``resize`` with voting)."""
+        return self.resize if tta > 1 else self.size
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"size", "resize", "mean", "std"}`` (lists for mean/std)."""
+        return {k: self[k] for k in self._KEYS}
+
+    # read-only mapping view: dict(preprocess), preprocess["size"], json.dumps(dict(preprocess))
+    def __getitem__(self, key: str):
+        if key not in self._KEYS:
+            raise KeyError(key)
+        value = getattr(self, key)
+        return list(value) if isinstance(value, tuple) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._KEYS)
+
+    def __len__(self) -> int:
+        return len(self._KEYS)
