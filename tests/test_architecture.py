@@ -132,3 +132,56 @@ def test_config_input_size_comes_from_the_last_crop_and_epochs_spare_probes():
         load_config("fast", {"model": {"input_size": 300}})
     with pytest.raises(ValueError, match="freeze"):
         load_config("fast", {"stages": [{"freeze": -2}]})
+
+
+# Layers, lowest first: a module may import its own layer and the layers before it, never a later one
+# (docs/architecture.md).  Top-level helper modules (io, devices, _lazy) are layer 0.
+LAYERS = [("io", "devices", "_lazy"), ("data",), ("models",), ("config",), ("evaluation",), ("retrieval",),
+          ("inference",), ("training",), ("reporting",), ("serving", "cli")]
+SRC = Path(__file__).resolve().parents[1] / "src" / "landmark"
+
+
+def _layer(name: str) -> int:
+    return next(k for k, names in enumerate(LAYERS) if name in names)
+
+
+def _imports(path: Path) -> set[str]:
+    """First-level landmark packages/modules that ``path`` imports (module level and inside functions)."""
+    import ast
+    package = path.relative_to(SRC).parts
+    found, tree = set(), ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(block)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package[:-1])[: len(package) - node.level]
+            parts = base + (node.module.split(".") if node.module else [a.name for a in node.names])
+            if parts:
+                found.add(parts[0].removesuffix(".py"))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for name in ([node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]):
+                if name and name.startswith("landmark."):
+                    found.add(name.split(".")[1])
+    return found
+
+
+def test_layers_only_look_down():
+    upward = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "__init__.py" and path.parent == SRC:
+            continue   # the public API re-exports every layer, lazily
+        own = path.relative_to(SRC).parts[0].removesuffix(".py")
+        upward += [f"{path.relative_to(SRC)} imports {name}" for name in sorted(_imports(path))
+                   if _layer(name) > _layer(own)]
+    assert not upward, "\n".join(upward)
+
+
+def test_import_landmark_loads_neither_torch_nor_matplotlib():
+    import subprocess
+    import sys
+    code = ("import sys, landmark, landmark.config, landmark.models.spec, landmark.data.preprocess; "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'landmark.reporting') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

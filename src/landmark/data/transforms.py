@@ -6,12 +6,15 @@ later ones see parts of them.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ..config import Augment, CropSchedule
+if TYPE_CHECKING:   # settings types only: data sits below the config layer
+    from ..config import Augment, CropSchedule
 
 CROP_MODES = ("center", "corners", "edges", "random")
 
