@@ -141,7 +141,7 @@ def test_final_fit_refits_the_probe_on_every_labelled_photo(l13, tmp_path):
     reference = json.loads((tmp_path / "run" / "reference.json").read_text())
     ckpt = torch.load(best, weights_only=False)
     assert ckpt["final_fit"]["images"] == 16 and len(LandmarkIndex.load(tmp_path / "run" / "index")) == 16
-    assert reference["validation_queries_before_final_fit"] == 4
+    assert reference["validation_queries"] == 4 and reference["final_fit"] and reference["count"] == 16
     assert ckpt["reject_threshold"] == reference["reject_threshold"]
     with pytest.raises(ValueError, match="last stage must have probe"):
         load_config("finetune", {"data": {"final_fit": True}})

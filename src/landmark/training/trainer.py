@@ -275,8 +275,9 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
     (``final_fit``) refit the probe on every labelled photo; writes reference.json."""
     reference = build_reference(run_dir, config.data.nonlandmarks, device=str(device), workers=config.data.workers)
     if config.data.final_fit:
-        reference = {**_final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"]),
-                     "validation_queries_before_final_fit": reference["validation_queries"]}
+        refit = _final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"])
+        # the thresholds were chosen on the validation photos before the refit indexed them too
+        reference = {**refit, "validation_queries": reference["validation_queries"], "final_fit": True}
     (run_dir / "reference.json").write_text(json.dumps(reference, indent=2))
 
 
