@@ -5,15 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..data import ImageError, load_image  # noqa: E402
-from .analysis import label  # noqa: E402
+from ..data import ImageError, load_image
+from .analysis import label
 
 GREEN, RED, GREY = "#1a9850", "#d73027", "#555555"
 
@@ -28,8 +25,8 @@ def plot_class_distribution(counts: pd.Series, names: dict[str, str], path: str 
     """
     parts = [("all classes", counts)] if len(counts) <= 2 * show else \
         [(f"{show} most frequent", counts.head(show)), (f"{show} least frequent", counts.tail(show))]
-    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), 0.3 * max(len(p) for _, p in parts) + 1.6),
-                             squeeze=False)
+    fig = Figure(figsize=(7 * len(parts), 0.3 * max(len(p) for _, p in parts) + 1.6))
+    axes = fig.subplots(1, len(parts), squeeze=False)
     for ax, (title, part) in zip(axes[0], parts):
         ax.barh([label(k, names, 28) for k in part.index][::-1], part.to_numpy()[::-1], color="#4575b4")
         ax.set_xlabel("training images")
@@ -38,7 +35,6 @@ def plot_class_distribution(counts: pd.Series, names: dict[str, str], path: str 
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 #: The accuracy-against-class-size scatter names its points up to this many classes.
@@ -49,7 +45,7 @@ _OFFSETS = ((4, 4), (4, -11), (-4, 4), (-4, -11))  # points, alternated so neigh
 
 
 def plot_accuracy_vs_count(table: pd.DataFrame, stats: dict, names: dict[str, str],
-                           path: str | Path | None) -> plt.Figure | None:
+                           path: str | Path | None) -> Figure | None:
     """Scatter of per-class accuracy against training images per class, with the Pearson and
     Spearman coefficients in the title (``table``/``stats`` from
     :func:`landmark.reporting.analysis.accuracy_vs_count`).
@@ -59,11 +55,12 @@ def plot_accuracy_vs_count(table: pd.DataFrame, stats: dict, names: dict[str, st
     drawn.
 
     Returns:
-        the (closed) figure, saved to ``path`` when given; ``None`` when nothing was drawn.
+        the figure (a plain ``matplotlib.figure.Figure``, outside pyplot), saved to ``path`` when given; ``None`` when nothing was drawn.
     """
     if len(table) < CORRELATION_MIN_CLASSES:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     ax.scatter(table["train_images"], table["accuracy"], s=20 + 8 * table["queries"], alpha=0.7, color="#4575b4")
     if len(table) <= LABEL_POINTS_MAX:
         spots: dict[tuple[float, float], list[str]] = {}
@@ -85,7 +82,6 @@ def plot_accuracy_vs_count(table: pd.DataFrame, stats: dict, names: dict[str, st
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=100)
-    plt.close(fig)
     return fig
 
 
@@ -124,13 +120,14 @@ def plot_tile_rows(rows: list[tuple[str, list[Tile]]], path: str | Path, title: 
     if empty:
         title = "\n".join(t for t in (title, "none: " + "; ".join(empty)) if t)
     if not rows:
-        fig, ax = plt.subplots(figsize=(2.8 * columns, 1.2))
+        fig = Figure(figsize=(2.8 * columns, 1.2))
+        ax = fig.subplots()
         ax.axis("off")
         ax.text(0.5, 0.5, title, fontsize=10, ha="center", va="center", transform=ax.transAxes)
         fig.savefig(path, dpi=80)
-        plt.close(fig)
         return 0
-    fig, axes = plt.subplots(len(rows), columns, figsize=(2.8 * columns, 3.0 * len(rows) + 0.5), squeeze=False)
+    fig = Figure(figsize=(2.8 * columns, 3.0 * len(rows) + 0.5))
+    axes = fig.subplots(len(rows), columns, squeeze=False)
     for ax_row, (row_label, tiles) in zip(axes, rows):
         for ax in ax_row:
             ax.axis("off")
@@ -147,7 +144,6 @@ def plot_tile_rows(rows: list[tuple[str, list[Tile]]], path: str | Path, title: 
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return bad
 
 
@@ -202,7 +198,8 @@ def plot_confusion_examples(pairs: pd.DataFrame, queries: pd.DataFrame, referenc
 def plot_confidence(queries: pd.DataFrame, path: str | Path) -> None:
     """Histogram of prediction confidence for correct, wrong, and non-landmark queries —
     what decides GAP, which ranks all predictions by confidence."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     scored = queries[queries["landmark_id"] != ""]
     groups = [("correct", scored[scored["correct"]], GREEN),
               ("wrong landmark", scored[~scored["correct"] & (scored["truth"] != "")], RED),
@@ -217,4 +214,3 @@ def plot_confidence(queries: pd.DataFrame, path: str | Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .analysis import label  # noqa: E402
+from .analysis import label
 
 #: Up to this many classes the per-class accuracy picture draws one named bar per class;
 #: above it, a histogram.
@@ -24,7 +21,8 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path) -> None:
         history: one row per epoch with ``epoch`` (1-based), ``stage`` and the columns
             ``train_loss, val_loss, train_accuracy, val_accuracy, train_gap, val_gap``.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3)
     for ax, metric in zip(axes, ("loss", "accuracy", "gap")):
         for split, style in (("train", "-o"), ("val", "-s")):
             column = f"{split}_{metric}"
@@ -40,11 +38,10 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,
-                            names: dict[str, str] | None = None) -> plt.Figure:
+                            names: dict[str, str] | None = None) -> Figure:
     """Per-class accuracy (``accuracy`` column, one row per class, ``landmark_id`` if known).
 
     With at most :data:`NAMED_BARS_MAX` classes: one horizontal bar per class, labelled with
@@ -52,14 +49,15 @@ def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,
     the value written at each bar.  With more classes: a histogram of the accuracies.
 
     Returns:
-        the (closed) figure, saved to ``path`` when given.
+        the figure (a plain ``matplotlib.figure.Figure``, outside pyplot), saved to ``path`` when given.
     """
     mean = table["accuracy"].mean() if len(table) else float("nan")
     title = f"Per-class accuracy ({len(table)} classes, mean {mean:.3f})"
     if "landmark_id" in table and 0 < len(table) <= NAMED_BARS_MAX:
         rows = table.assign(landmark_id=table["landmark_id"].astype(str))
         rows = rows.sort_values(["accuracy", "landmark_id"], kind="mergesort")
-        fig, ax = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.6))
+        fig = Figure(figsize=(7, 0.32 * len(rows) + 1.6))
+        ax = fig.subplots()
         y = np.arange(len(rows))
         ax.barh(y, rows["accuracy"], color="#4575b4")
         ax.set_yticks(y, [label(k, names or {}, 28) for k in rows["landmark_id"]], fontsize=8)
@@ -70,7 +68,8 @@ def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,
         ax.set_xlabel("accuracy on the evaluation set")
         ax.grid(axis="x", alpha=0.3)
     else:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
         ax.hist(table["accuracy"], bins=[i / 10 for i in range(11)], edgecolor="black")
         ax.set_xlabel("per-class accuracy")
         ax.set_ylabel("classes")
@@ -78,5 +77,4 @@ def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=100)
-    plt.close(fig)
     return fig

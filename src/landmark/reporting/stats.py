@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..data.stats import dataset_stats, stats_markdown  # noqa: E402
+from ..data.stats import dataset_stats, stats_markdown
 
 
 def _label(row) -> str:
@@ -24,7 +21,7 @@ def _label(row) -> str:
     return f"{row.landmark_id}: {name}" if name else str(row.landmark_id)
 
 
-def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path | None, n: int = 20) -> plt.Figure:
+def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path | None, n: int = 20) -> Figure:
     """Horizontal bars of the ``n`` most and ``n`` least frequent classes (two panels);
     with at most ``2 * n`` classes one panel shows every class once.
 
@@ -32,7 +29,7 @@ def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path | None, n:
         class_counts: ``landmark_id``, ``name``, ``images``, most frequent first.
 
     Returns:
-        the (closed) figure, saved to ``path`` when given.
+        the figure (a plain ``matplotlib.figure.Figure``, outside pyplot), saved to ``path`` when given.
     """
     n = max(1, n)
     if len(class_counts) <= 2 * n:
@@ -41,7 +38,8 @@ def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path | None, n:
         parts = [(class_counts.head(n), f"{n} most frequent classes", "tab:blue"),
                  (class_counts.tail(n).iloc[::-1], f"{n} least frequent classes", "tab:orange")]
     height = max(3.0, 0.32 * max(len(p) for p, _, _ in parts) + 1.5)
-    fig, axes = plt.subplots(1, len(parts), figsize=(max(9, 7 * len(parts)), height), squeeze=False)
+    fig = Figure(figsize=(max(9, 7 * len(parts)), height))
+    axes = fig.subplots(1, len(parts), squeeze=False)
     for ax, (part, title, color) in zip(axes[0], parts):
         y = np.arange(len(part))
         ax.barh(y, part["images"], color=color)
@@ -57,7 +55,6 @@ def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path | None, n:
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=100)
-    plt.close(fig)
     return fig
 
 
@@ -65,7 +62,8 @@ def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> Non
     """Log-log plots: classes per class size (left) and class size by rank (right)."""
     sizes = class_counts["images"].to_numpy()
     values, freq = np.unique(sizes, return_counts=True)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
     axes[0].loglog(values, freq, "o", markersize=4)
     axes[0].set_xlabel("images per class")
     axes[0].set_ylabel("number of classes")
@@ -79,7 +77,6 @@ def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> Non
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_stats_report(root: str | Path, out: str | Path, check_images: bool = True,
