@@ -249,7 +249,7 @@ def stats(
     overwrite: bool = typer.Option(False, help="write into an existing non-empty --out"),
 ) -> None:
     """Class balance, long tail, duplicates and unreadable files of a dataset (Markdown, JSON, PNG)."""
-    from .reporting.stats import write_stats_report
+    from .reporting.dataset_report import write_stats_report
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         _fail(FileExistsError(f"{out} exists and is not empty; pass --overwrite or choose another --out"))
     try:

@@ -67,7 +67,7 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
     if usage:
         result["usage"] = usage
     if out is not None:
-        from ..reporting.plots import plot_per_class_accuracy
+        from ..reporting.charts import plot_per_class_accuracy
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         table = per_class_accuracy(predictions, truth)

@@ -25,9 +25,8 @@ from ..data.kaggle import read_solution
 from ..evaluation import accuracy, gap, per_class_accuracy
 from ..inference import predict_images
 from ..models import WeightsError, load_model
-from . import analysis, figures, imagenet, saliency
+from . import analysis, charts, imagenet, photo_grids, saliency
 from .html import Page
-from .plots import plot_per_class_accuracy, plot_training_curves
 
 SOLUTION_NAME = "recognition_solution.csv"
 
@@ -156,7 +155,7 @@ def build_report(run_dir: str | Path, out: str | Path, images: str | Path | None
 
     page.section("Training curves")
     if metrics is not None and not metrics.empty:
-        plot_training_curves(metrics, out / "training_curves.png")
+        charts.plot_training_curves(metrics, out / "training_curves.png")
         page.image(out / "training_curves.png", "training curves")
         best = metrics.loc[metrics["val_gap"].idxmax()] if "val_gap" in metrics else metrics.iloc[-1]
         page.text(f"{len(metrics)} epochs; best validation GAP {best.get('val_gap', float('nan')):.3f} "
@@ -167,7 +166,7 @@ def build_report(run_dir: str | Path, out: str | Path, images: str | Path | None
     counts = analysis.train_counts(split) if split is not None else pd.Series(dtype=int)
     page.section("Class distribution (training split)")
     if len(counts):
-        figures.plot_class_distribution(counts, names, out / "class_distribution.png")
+        charts.plot_class_distribution(counts, names, out / "class_distribution.png")
         page.image(out / "class_distribution.png", "class distribution")
         result["train_images"] = {"classes": int(len(counts)), "images": int(counts.sum()),
                                   "min": int(counts.min()), "median": float(counts.median()), "max": int(counts.max())}
@@ -231,16 +230,16 @@ def _accuracy_sections(page: Page, result: dict, table: pd.DataFrame, truth: dic
                        counts: pd.Series, names: dict, split: pd.DataFrame | None, data: Path | None, out: Path) -> None:
     per_class = per_class_accuracy(predictions, truth)
     page.section("Per-class accuracy")
-    plot_per_class_accuracy(per_class, out / "per_class_accuracy.png", names)
+    charts.plot_per_class_accuracy(per_class, out / "per_class_accuracy.png", names)
     page.image(out / "per_class_accuracy.png", "per-class accuracy")
     joined, corr = analysis.accuracy_vs_count(per_class, counts)
     joined.insert(1, "name", [names.get(k, "") for k in joined["landmark_id"]])
     joined.to_csv(out / "per_class_accuracy.csv", index=False)
     result["per_class"] = {"classes": int(len(per_class)), "mean_accuracy": float(per_class["accuracy"].mean()),
                            "classes_at_0": int((per_class["accuracy"] == 0).sum()), **corr}
-    if figures.plot_accuracy_vs_count(joined, corr, names, out / "accuracy_vs_train_images.png") is not None:
+    if charts.plot_accuracy_vs_count(joined, corr, names, out / "accuracy_vs_train_images.png") is not None:
         page.image(out / "accuracy_vs_train_images.png", "accuracy against training images")
-    if corr["classes"] < figures.CORRELATION_MIN_CLASSES:
+    if corr["classes"] < charts.CORRELATION_MIN_CLASSES:
         page.text(f"Only {corr['classes']} classes: no correlation of accuracy with training images.", note=True)
     else:
         page.text(f"Correlation of per-class accuracy with training images per class over {corr['classes']} classes: "
@@ -257,7 +256,7 @@ def _accuracy_sections(page: Page, result: dict, table: pd.DataFrame, truth: dic
     for kind, ids in (("worst", worst), ("near50", middle)):
         for lid in ids:
             name = f"examples_{kind}_{lid}.png"
-            figures.plot_class_examples(table, lid, names, out / name)
+            photo_grids.plot_class_examples(table, lid, names, out / name)
             page.image(out / name, f"examples of class {lid}")
 
     pairs = analysis.confusion_pairs(predictions, truth)
@@ -274,11 +273,11 @@ def _accuracy_sections(page: Page, result: dict, table: pd.DataFrame, truth: dic
     else:
         page.table(pairs.assign(name_a=[names.get(a, "") for a in pairs["class_a"]],
                                 name_b=[names.get(b, "") for b in pairs["class_b"]]))
-        figures.plot_confusion_examples(pairs, table, references, names, out / "confused_pairs.png")
+        photo_grids.plot_confusion_examples(pairs, table, references, names, out / "confused_pairs.png")
         page.image(out / "confused_pairs.png", "confused pairs")
 
     page.section("Confidence")
-    figures.plot_confidence(table, out / "confidence.png")
+    charts.plot_confidence(table, out / "confidence.png")
     page.image(out / "confidence.png", "confidence histogram")
     page.text("GAP ranks all predictions by confidence: wrong and non-landmark predictions above correct ones "
               "cost the most.", note=True)

@@ -42,7 +42,7 @@ from ..io import LOCK_FILE, folder_lock
 from ..models import LandmarkNet, create_backbone, create_model, load_model, save_checkpoint
 from ..models.factory import read_checkpoint
 from ..models.margin import class_counts, dynamic_margins
-from ..reporting.plots import plot_training_curves
+from ..reporting.charts import plot_training_curves
 from ..retrieval.reference import build_reference
 from . import distributed as dist
 from .prepare import Prepared, prepare_data

@@ -1,5 +1,5 @@
-"""Report figures beyond :mod:`landmark.reporting.plots`: class sizes, accuracy against
-class size, and grids of example photos with their predictions (all PNG)."""
+"""Grids of example photos with their captions (PNG): the examples of a class and the
+photos of the most confused pairs in ``landmark report``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,78 +11,7 @@ from matplotlib.figure import Figure
 
 from ..data import ImageError, load_image
 from .analysis import label
-
-GREEN, RED, GREY = "#1a9850", "#d73027", "#555555"
-
-
-def plot_class_distribution(counts: pd.Series, names: dict[str, str], path: str | Path, show: int = 20) -> None:
-    """Bar charts of training images per class: the ``show`` most and least frequent.
-
-    With at most ``2 * show`` classes every class appears once, largest first.
-
-    Args:
-        counts: :func:`landmark.reporting.analysis.train_counts` Series (largest first).
-    """
-    parts = [("all classes", counts)] if len(counts) <= 2 * show else \
-        [(f"{show} most frequent", counts.head(show)), (f"{show} least frequent", counts.tail(show))]
-    fig = Figure(figsize=(7 * len(parts), 0.3 * max(len(p) for _, p in parts) + 1.6))
-    axes = fig.subplots(1, len(parts), squeeze=False)
-    for ax, (title, part) in zip(axes[0], parts):
-        ax.barh([label(k, names, 28) for k in part.index][::-1], part.to_numpy()[::-1], color="#4575b4")
-        ax.set_xlabel("training images")
-        ax.set_title(f"{title} ({len(counts)} classes, {int(counts.sum())} images, "
-                     f"median {float(counts.median()):.0f})", fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-#: The accuracy-against-class-size scatter names its points up to this many classes.
-LABEL_POINTS_MAX = 15
-#: Fewer classes than this: no correlation to draw (the coefficients are NaN).
-CORRELATION_MIN_CLASSES = 3
-_OFFSETS = ((4, 4), (4, -11), (-4, 4), (-4, -11))  # points, alternated so neighbours do not collide
-
-
-def plot_accuracy_vs_count(table: pd.DataFrame, stats: dict, names: dict[str, str],
-                           path: str | Path | None) -> Figure | None:
-    """Scatter of per-class accuracy against training images per class, with the Pearson and
-    Spearman coefficients in the title (``table``/``stats`` from
-    :func:`landmark.reporting.analysis.accuracy_vs_count`).
-
-    Points are named only with at most :data:`LABEL_POINTS_MAX` classes; classes on the same
-    spot share one label.  With fewer than :data:`CORRELATION_MIN_CLASSES` classes nothing is
-    drawn.
-
-    Returns:
-        the figure (a plain ``matplotlib.figure.Figure``, outside pyplot), saved to ``path`` when given; ``None`` when nothing was drawn.
-    """
-    if len(table) < CORRELATION_MIN_CLASSES:
-        return None
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    ax.scatter(table["train_images"], table["accuracy"], s=20 + 8 * table["queries"], alpha=0.7, color="#4575b4")
-    if len(table) <= LABEL_POINTS_MAX:
-        spots: dict[tuple[float, float], list[str]] = {}
-        for row in table.itertuples():
-            spots.setdefault((float(row.train_images), round(float(row.accuracy), 4)), []).append(
-                label(row.landmark_id, names, 16))
-        for k, ((x, y), labels) in enumerate(sorted(spots.items())):
-            text = ", ".join(labels[:3]) + (f" +{len(labels) - 3}" if len(labels) > 3 else "")
-            dx, dy = _OFFSETS[k % len(_OFFSETS)]
-            ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points",
-                        ha="left" if dx > 0 else "right")
-    ax.set_xlabel("training images of the class")
-    ax.set_ylabel("accuracy on the evaluation set")
-    ax.set_ylim(-0.05, 1.08)
-    ax.set_title(f"Pearson r = {stats['pearson']:.2f} (p = {stats['pearson_p']:.2f}), "
-                 f"Spearman ρ = {stats['spearman']:.2f} (p = {stats['spearman_p']:.2f}); marker size: queries",
-                 fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
+from .charts import GREEN, GREY, RED
 
 
 @dataclass
@@ -193,24 +122,3 @@ def plot_confusion_examples(pairs: pd.DataFrame, queries: pd.DataFrame, referenc
     if not rows:
         rows = [("no confusions", [])]
     return plot_tile_rows(rows, path, "Most confused pairs (first two photos: training examples)", columns)
-
-
-def plot_confidence(queries: pd.DataFrame, path: str | Path) -> None:
-    """Histogram of prediction confidence for correct, wrong, and non-landmark queries —
-    what decides GAP, which ranks all predictions by confidence."""
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    scored = queries[queries["landmark_id"] != ""]
-    groups = [("correct", scored[scored["correct"]], GREEN),
-              ("wrong landmark", scored[~scored["correct"] & (scored["truth"] != "")], RED),
-              ("non-landmark query", scored[scored["truth"] == ""], GREY)]
-    bins = np.linspace(0, 1, 21)
-    for name, part, colour in groups:
-        if len(part):
-            ax.hist(part["score"], bins=bins, alpha=0.55, color=colour, label=f"{name} ({len(part)})")
-    ax.set_xlabel("confidence of the predicted landmark")
-    ax.set_ylabel("queries")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..data.stats import dataset_stats, stats_markdown
+from ..data.dataset_stats import dataset_stats, stats_markdown
 
 
 def _label(row) -> str:
@@ -82,7 +82,7 @@ def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> Non
 def write_stats_report(root: str | Path, out: str | Path, check_images: bool = True,
                        near_duplicates: bool = False, workers: int = 4, top: int = 20,
                        progress: bool = True) -> dict:
-    """Compute :func:`landmark.data.stats.dataset_stats` of ``root`` and write into ``out``.
+    """Compute :func:`landmark.data.dataset_stats.dataset_stats` of ``root`` and write into ``out``.
 
     Files: ``stats.json``, ``stats.md``, ``class_counts.csv``, ``duplicates.csv``,
     ``unreadable.csv``, ``class_frequency.png`` (``top`` most / least frequent classes)
