@@ -68,11 +68,12 @@ def train(
                          f"(it is {'empty' if nonlandmarks.is_dir() else 'not a folder'})"))
     from .config import load_config
     from .models import WeightsError
+    from .reporting.charts import write_training_curves
     from .training import resume as resume_run
     from .training import train as train_run
     try:
         if resume is not None:
-            best = resume_run(resume, device)
+            best = resume_run(resume, device, on_epoch_end=write_training_curves)
         else:
             if data is None or out is None:
                 _fail(ValueError("give --data and --out (or --resume RUN_DIR)"))
@@ -83,7 +84,7 @@ def train(
             if epochs is not None:
                 cfg = cfg.model_copy(update={"stages": [s if s.probe else s.model_copy(update={"epochs": epochs})
                                                         for s in cfg.stages]})
-            best = train_run(cfg, data, out, device)
+            best = train_run(cfg, data, out, device, on_epoch_end=write_training_curves)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
     if os.environ.get("RANK", "0") != "0":

@@ -44,6 +44,20 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def write_training_curves(run_dir: str | Path) -> Path:
+    """Draw ``run_dir/curves.png`` from ``run_dir/metrics.csv`` (:func:`plot_training_curves`).
+
+    The epoch hook ``landmark train`` gives :func:`landmark.train`; from Python, call it
+    yourself during or after training (``landmark.train(..., on_epoch_end=write_training_curves)``).
+
+    Returns:
+        the path of the picture.
+    """
+    run_dir = Path(run_dir)
+    plot_training_curves(pd.read_csv(run_dir / "metrics.csv"), run_dir / "curves.png")
+    return run_dir / "curves.png"
+
+
 def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,
                             names: dict[str, str] | None = None) -> Figure:
     """Per-class accuracy (``accuracy`` column, one row per class, ``landmark_id`` if known).
