@@ -191,6 +191,9 @@ def evaluate(
         result = run_evaluate(submission, solution, out, usage)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
+    if out is not None:
+        from .reporting.charts import write_per_class_accuracy
+        write_per_class_accuracy(out)
     typer.echo(json.dumps(result))
 
 

@@ -98,6 +98,19 @@ def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,
     return fig
 
 
+def write_per_class_accuracy(folder: str | Path, names: dict[str, str] | None = None) -> Path:
+    """Draw ``folder/per_class_accuracy.png`` from the ``folder/per_class_accuracy.csv`` that
+    :func:`landmark.evaluation.evaluate` wrote (:func:`plot_per_class_accuracy`).
+
+    Returns:
+        the path of the picture.
+    """
+    folder = Path(folder)
+    table = pd.read_csv(folder / "per_class_accuracy.csv", dtype={"landmark_id": str}, keep_default_na=False)
+    plot_per_class_accuracy(table, folder / "per_class_accuracy.png", names)
+    return folder / "per_class_accuracy.png"
+
+
 def plot_class_distribution(counts: pd.Series, names: dict[str, str], path: str | Path, show: int = 20) -> None:
     """Bar charts of training images per class: the ``show`` most and least frequent.
 
