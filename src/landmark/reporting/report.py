@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..data import ImageError, Reject, image_path, load_image, read_queries, read_train, with_paths, write_rejects
 from ..data.gldv2 import natural_key
 from ..data.kaggle import read_solution
-from ..evaluation import accuracy, gap, per_class_accuracy
+from ..evaluation import per_class_accuracy, recognition_scores
 from ..inference import predict_images
 from ..models import WeightsError, load_model
 from . import analysis, charts, imagenet, photo_grids, saliency
@@ -88,12 +88,6 @@ def evaluation_set(split: pd.DataFrame | None, data: Path | None, images: Path |
                             "path": [paths[i] if i in paths else str(image_path(data, i)) for i in test["id"]]})
     return EvalSet(queries, {i: {lid} for i, lid in zip(test["id"], test["landmark_id"])},
                    f"held-out split of the run ({len(test)} images of {data})")
-
-
-def scores(predictions: pd.DataFrame, solution: dict[str, set[str]]) -> dict:
-    """accuracy, gap, gap_landmarks_only (see :mod:`landmark.evaluation.metrics`)."""
-    return {"accuracy": accuracy(predictions, solution), "gap": gap(predictions, solution),
-            "gap_landmarks_only": gap(predictions, solution, ignore_non_landmarks=True)}
 
 
 def pick_samples(table: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -187,8 +181,8 @@ def build_report(run_dir: str | Path, out: str | Path, images: str | Path | None
     train_rejects = len(pd.read_csv(run_dir / "rejects.csv")) if (run_dir / "rejects.csv").is_file() else None
     result["rejects"] = {"training": train_rejects, "evaluation": len(rejects)}
     if evalset.solution is not None and any(truth.values()):
-        rows = {"single view (tta=1)": scores(predictions[1], truth),
-                f"voting over {tta} crops (tta={tta})": scores(predictions[tta], truth)}
+        rows = {"single view (tta=1)": recognition_scores(predictions[1], truth),
+                f"voting over {tta} crops (tta={tta})": recognition_scores(predictions[tta], truth)}
         result["metrics"] = {"tta1": rows["single view (tta=1)"], f"tta{tta}": rows[f"voting over {tta} crops (tta={tta})"]}
         result["queries"] = {"all": len(truth), "landmark": sum(1 for v in truth.values() if v)}
         page.table(pd.DataFrame([{"prediction": k, **v} for k, v in rows.items()]))
