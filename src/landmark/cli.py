@@ -666,7 +666,7 @@ def recognize(
 
 def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
     """``<n>_<stem>.saliency.png`` (and ``.matches.png``) per answered photo into ``folder``."""
-    from .inference.explain import explain
+    from .reporting.explain import explain
     folder.mkdir(parents=True, exist_ok=True)
     for k, ((path, photo), answer) in enumerate(zip(good, answers)):
         found = explain(rec, photo, answer)
