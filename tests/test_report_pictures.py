@@ -10,7 +10,7 @@ from landmark.reporting.analysis import pick_classes
 from landmark.reporting.charts import NAMED_BARS_MAX, plot_accuracy_vs_count, plot_per_class_accuracy
 from landmark.reporting.dataset_report import plot_class_frequency
 from landmark.reporting.photo_grids import Tile, plot_tile_rows
-from landmark.reporting.report import pick_samples
+from landmark.reporting.report_data import pick_samples
 
 NAMES = {"1": "Taj Mahal", "2": "Eiffel Tower", "3": "Big Ben", "4": "Colosseum", "5": "Petra"}
 NAN_STATS = {"pearson": float("nan"), "pearson_p": float("nan"), "spearman": float("nan"),
