@@ -34,6 +34,15 @@ def _files(*names: str) -> list[Path]:
                                           sorted((PACKAGE / name).rglob("*.py")))]
 
 
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter on this checkout's package; its stdout, stripped."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")]),
+           "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_lower_layers_never_import_reporting_cli_service_or_matplotlib():
     bad = [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
            for path in _files(*LOWER) for line, module in _imports(path)
@@ -57,11 +66,7 @@ def test_the_main_job_imports_neither_matplotlib_nor_the_report():
             "    getattr(landmark, name)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m == 'pylab'\n"
             "             or m.startswith('landmark.reporting') or m.startswith('landmark.cli')))\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]", done.stdout
+    assert _fresh_python(code) == "[]"
 
 
 def test_importing_reporting_keeps_the_matplotlib_backend():
@@ -72,8 +77,4 @@ def test_importing_reporting_keeps_the_matplotlib_backend():
             "import landmark.reporting.explain\n"
             "import sys\n"
             "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["svg", "False"], done.stdout
+    assert _fresh_python(code).split() == ["svg", "False"]
