@@ -7,8 +7,7 @@ from PIL import Image
 
 from landmark.data.dataset_stats import stats_markdown
 from landmark.reporting.analysis import pick_classes
-from landmark.reporting.charts import NAMED_BARS_MAX, plot_accuracy_vs_count, plot_per_class_accuracy
-from landmark.reporting.dataset_report import plot_class_frequency
+from landmark.reporting.charts import NAMED_BARS_MAX, plot_accuracy_vs_count, plot_class_frequency, plot_per_class_accuracy
 from landmark.reporting.photo_grids import Tile, plot_tile_rows
 from landmark.reporting.report_data import pick_samples
 

@@ -111,26 +111,54 @@ def write_per_class_accuracy(folder: str | Path, names: dict[str, str] | None = 
     return folder / "per_class_accuracy.png"
 
 
-def plot_class_distribution(counts: pd.Series, names: dict[str, str], path: str | Path, show: int = 20) -> None:
-    """Bar charts of training images per class: the ``show`` most and least frequent.
-
-    With at most ``2 * show`` classes every class appears once, largest first.
+def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path | None, n: int = 20,
+                         xlabel: str = "images") -> Figure:
+    """Horizontal bars of the ``n`` most and ``n`` least frequent classes (two panels);
+    with at most ``2 * n`` classes one panel shows every class once.  Used by ``landmark
+    stats`` (``class_frequency.png``) and ``landmark report`` (``class_distribution.png``).
 
     Args:
-        counts: :func:`landmark.reporting.analysis.train_counts` Series (largest first).
+        class_counts: ``landmark_id``, ``name``, ``images``, most frequent first
+            (:func:`class_count_frame` makes it from a Series of counts).
+        xlabel: what the counts are (``"training images"`` in the report).
+
+    Returns:
+        the figure (a plain ``matplotlib.figure.Figure``, outside pyplot), saved to ``path`` when given.
     """
-    parts = [("all classes", counts)] if len(counts) <= 2 * show else \
-        [(f"{show} most frequent", counts.head(show)), (f"{show} least frequent", counts.tail(show))]
-    fig = Figure(figsize=(7 * len(parts), 0.3 * max(len(p) for _, p in parts) + 1.6))
+    n = max(1, n)
+    names = dict(zip(class_counts["landmark_id"].astype(str), class_counts["name"].fillna("").astype(str)))
+    if len(class_counts) <= 2 * n:
+        parts = [(class_counts, f"all {len(class_counts)} classes", "tab:blue")]
+    else:
+        parts = [(class_counts.head(n), f"{n} most frequent classes", "tab:blue"),
+                 (class_counts.tail(n).iloc[::-1], f"{n} least frequent classes", "tab:orange")]
+    height = max(3.0, 0.32 * max(len(p) for p, _, _ in parts) + 1.5)
+    fig = Figure(figsize=(max(9, 7 * len(parts)), height))
     axes = fig.subplots(1, len(parts), squeeze=False)
-    for ax, (title, part) in zip(axes[0], parts):
-        ax.barh([label(k, names, 28) for k in part.index][::-1], part.to_numpy()[::-1], color="#4575b4")
-        ax.set_xlabel("training images")
-        ax.set_title(f"{title} ({len(counts)} classes, {int(counts.sum())} images, "
-                     f"median {float(counts.median()):.0f})", fontsize=10)
+    for ax, (part, title, color) in zip(axes[0], parts):
+        y = np.arange(len(part))
+        ax.barh(y, part["images"], color=color)
+        ax.set_yticks(y, [label(k, names, 28) for k in part["landmark_id"]], fontsize=8)
+        ax.invert_yaxis()
+        for yi, value in zip(y, part["images"]):
+            ax.text(value, yi, f" {value}", va="center", fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        ax.set_xlim(0, part["images"].max() * 1.15)
         ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"Images per class ({len(class_counts):,} classes, {int(class_counts['images'].sum()):,} images, "
+                 f"median {float(class_counts['images'].median()):g})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def class_count_frame(counts: pd.Series, names: dict[str, str]) -> pd.DataFrame:
+    """``landmark_id, name, images`` (:func:`plot_class_frequency`'s input) from images per class
+    (a Series indexed by landmark_id, e.g. :func:`landmark.reporting.analysis.train_counts`)."""
+    ids = [str(k) for k in counts.index]
+    return pd.DataFrame({"landmark_id": ids, "name": [names.get(k, "") for k in ids], "images": counts.to_numpy()})
 
 
 #: The accuracy-against-class-size scatter names its points up to this many classes.

@@ -124,7 +124,8 @@ def _distribution_section(page: Page, data: ReportData, out: Path) -> None:
     if not len(data.train_counts):
         page.text("split.csv is missing: no class distribution.", note=True)
         return
-    charts.plot_class_distribution(data.train_counts, data.names, out / "class_distribution.png")
+    charts.plot_class_frequency(charts.class_count_frame(data.train_counts, data.names),
+                                out / "class_distribution.png", xlabel="training images")
     page.image(out / "class_distribution.png", "class distribution")
 
 
