@@ -73,7 +73,7 @@ def train(
     from .training import train as train_run
     try:
         if resume is not None:
-            best = resume_run(resume, device, on_epoch_end=write_training_curves)
+            best = resume_run(resume, device=device, on_epoch_end=write_training_curves)
         else:
             if data is None or out is None:
                 _fail(ValueError("give --data and --out (or --resume RUN_DIR)"))
@@ -84,7 +84,7 @@ def train(
             if epochs is not None:
                 cfg = cfg.model_copy(update={"stages": [s if s.probe else s.model_copy(update={"epochs": epochs})
                                                         for s in cfg.stages]})
-            best = train_run(cfg, data, out, device, on_epoch_end=write_training_curves)
+            best = train_run(cfg, data, out, device=device, on_epoch_end=write_training_curves)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
     if os.environ.get("RANK", "0") != "0":
@@ -188,7 +188,7 @@ def evaluate(
     _require(("SUBMISSION", submission), ("--solution", solution))
     from .evaluation import evaluate as run_evaluate
     try:
-        result = run_evaluate(submission, solution, out, usage)
+        result = run_evaluate(submission, solution, out=out, usage=usage)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     if out is not None:
@@ -285,8 +285,9 @@ def report(
     from .models import WeightsError
     from .reporting.report import build_report
     try:
-        result = build_report(run_dir, out, images, solution, checkpoint, samples, tta, batch_size, workers,
-                              device, overwrite)
+        result = build_report(run_dir, out, images=images, solution=solution, checkpoint=checkpoint,
+                              samples=samples, tta=tta, batch_size=batch_size, workers=workers, device=device,
+                              overwrite=overwrite)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
     typer.echo(json.dumps({"html": result["html"], "metrics": result.get("metrics"),
