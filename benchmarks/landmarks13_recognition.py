@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from landmark.data.kaggle import read_solution
-from landmark.evaluation import accuracy, gap
+from landmark.evaluation import recognition_scores
 from landmark.data import read_queries
 from landmark.retrieval.embeddings import load_embeddings
 from landmark.retrieval.index import IndexParams, LandmarkIndex
@@ -54,11 +54,6 @@ def cached_embed(checkpoint: Path, frame: pd.DataFrame, out: Path, top: int, wor
     return emb, seconds
 
 
-def scores(predictions: pd.DataFrame, solution: dict) -> dict:
-    return {"accuracy": accuracy(predictions, solution), "gap": gap(predictions, solution),
-            "gap_landmarks_only": gap(predictions, solution, ignore_non_landmarks=True)}
-
-
 def evaluate_checkpoint(name: str, checkpoint: Path, args, work: Path, solution: dict) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     train, t_index = cached_embed(checkpoint, image_frame(data=args.data), work / "train.npy", 0, args.workers)
@@ -73,7 +68,7 @@ def evaluate_checkpoint(name: str, checkpoint: Path, args, work: Path, solution:
 
     top1 = pd.DataFrame({"id": queries.ids, "landmark_id": queries.classes[0][:, 0],
                          "score": queries.classes[1][:, 0].astype(float)})
-    rows.append({"model": name, "method": "classifier", **scores(top1, solution), "step_s": 0.0})
+    rows.append({"model": name, "method": "classifier", **recognition_scores(top1, solution), "step_s": 0.0})
 
     base = dict(k=args.k, p=args.p, nonlandmark_k=args.nonlandmark_k)
     variants = [
@@ -93,7 +88,7 @@ def evaluate_checkpoint(name: str, checkpoint: Path, args, work: Path, solution:
         result = recognise(index, queries, config, ref, pair)
         step = time.perf_counter() - tic
         extra = f" ({len(result.failures)} unverifiable pairs)" if result.failures else ""
-        rows.append({"model": name, "method": label + extra, **scores(result.predictions, solution), "step_s": step})
+        rows.append({"model": name, "method": label + extra, **recognition_scores(result.predictions, solution), "step_s": step})
     for row in rows:
         row["wall_s"] = shared + row["step_s"]
     return rows

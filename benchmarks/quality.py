@@ -89,12 +89,6 @@ def embed(checkpoint: Path, frame: pd.DataFrame, out: Path, top: int) -> tuple[o
     return emb, len(frame) / (time.perf_counter() - tic)
 
 
-def scores(pred: pd.DataFrame, solution: dict) -> dict:
-    from landmark.evaluation import accuracy, gap
-    return {"accuracy": accuracy(pred, solution), "gap": gap(pred, solution),
-            "gap_landmarks_only": gap(pred, solution, ignore_non_landmarks=True)}
-
-
 def answers(run: Path, work: Path, tta: bool = True) -> tuple[dict, float]:
     """Predictions of every method (frames ``id, landmark_id, score``) and the predict images/s;
     the reference index is the run's own (``run/index``: its training photos)."""
@@ -129,6 +123,7 @@ def answers(run: Path, work: Path, tta: bool = True) -> tuple[dict, float]:
 
 def recipe_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
     from landmark.data.kaggle import read_solution
+    from landmark.evaluation import recognition_scores
     import torch
     from landmark.config import load_config
     run = ensure_run(recipe, source, runs)
@@ -145,7 +140,7 @@ def recipe_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
             "input": config.stages[-1].crop.size, "train min": round(history["seconds"].sum() / 60, 1),
             "predict img/s": round(rate, 1)}
     thresholds = {"classifier": stored.get("classifier"), "classifier x reference": stored.get("reference")}
-    rows = [{**base, "method": m, **scores(preds[m], solution),
+    rows = [{**base, "method": m, **recognition_scores(preds[m], solution),
              "verdicts right": verdicts_right(preds[m], solution, thresholds.get(m))} for m in METHODS if m in preds]
     cache.write_text(json.dumps({"best_mtime": stamp, "rows": rows}))
     return rows
@@ -165,6 +160,7 @@ def open_set_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
     """The open-set protocol of the module docstring for one recipe, one row per hold-out choice."""
     from landmark.data import read_queries
     from landmark.data.kaggle import read_solution
+    from landmark.evaluation import recognition_scores
     from landmark.retrieval.index import IndexParams, LandmarkIndex
     from landmark.retrieval.knn import vote
     solution = read_solution(DATA / "test" / "recognition_solution.csv")
@@ -174,7 +170,7 @@ def open_set_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
         preds, _ = answers(run, work / f"open_set_{recipe}_{k}", tta=False)
         open_solution = {i: (set() if v & set(held) else v) for i, v in solution.items()}
         pred = preds["classifier x reference"]
-        m = scores(pred, open_solution)
+        m = recognition_scores(pred, open_solution)
         held_ids = {i for i, v in solution.items() if v & set(held)}
         correct = pred[[bool(open_solution[i] & {lab}) for i, lab in zip(pred["id"], pred["landmark_id"])]]
         median = float(correct["score"].median())

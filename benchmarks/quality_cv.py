@@ -77,7 +77,7 @@ def fit(x: torch.Tensor, y: torch.Tensor, classes: int) -> tuple[torch.Tensor, t
 def run(z: dict, confidence: str = "reference", train_on: str = "all", val_on: str = "all",
         share: float = 1.0, flip: bool = False, seed: int = 0) -> np.ndarray:
     """Mean over the folds of (gap, gap_landmarks_only, accuracy) for one setting."""
-    from landmark.evaluation import accuracy, gap
+    from landmark.evaluation import recognition_scores
     from landmark.retrieval.knn import reference_confidence
     classes = sorted(set(z["labels"]), key=int)
     y = torch.tensor([classes.index(c) for c in z["labels"]])
@@ -107,8 +107,7 @@ def run(z: dict, confidence: str = "reference", train_on: str = "all", val_on: s
         ids = list(z["ids"][va]) + [f"nl{k}" for k in np.flatnonzero(~half)]
         solution = {i: {c} for i, c in zip(z["ids"][va], z["labels"][va])} | {i: set() for i in ids[va.sum():]}
         pred = pd.DataFrame({"id": ids, "landmark_id": labels, "score": score})
-        results.append((gap(pred, solution), gap(pred, solution, ignore_non_landmarks=True),
-                        accuracy(pred, solution)))
+        results.append(tuple(recognition_scores(pred, solution).values()))  # gap, gap_landmarks_only, accuracy
     return np.mean(results, axis=0)
 
 

@@ -1,11 +1,12 @@
 """GAP, accuracy and per-class accuracy on cases computed by hand."""
+import json
 import random
 
 import pandas as pd
 import pytest
 
 from landmark.data.kaggle import read_solution, read_submission, write_submission
-from landmark.evaluation import accuracy, evaluate, gap, per_class_accuracy
+from landmark.evaluation import accuracy, evaluate, gap, per_class_accuracy, recognition_scores
 
 
 def preds(rows):
@@ -111,8 +112,32 @@ def test_submission_round_trip_and_evaluate_files(tmp_path):
     assert result["gap_landmarks_only"] == pytest.approx(1 / 3)
     assert result["accuracy"] == pytest.approx(1 / 3)
     assert result["missing_predictions"] == 1  # q3: its row is empty
-    for name in ("per_class_accuracy.csv", "per_class_accuracy.png", "metrics.json"):
-        assert (tmp_path / "eval" / name).is_file()
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["metrics.json", "per_class_accuracy.csv"]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == result
+
+
+def test_recognition_scores_is_the_three_scores():
+    p = preds([("q1", "1", 0.9), ("q2", "9", 0.8), ("n1", "1", 0.7)])
+    assert recognition_scores(p, SOLUTION) == {
+        "gap": gap(p, SOLUTION), "gap_landmarks_only": gap(p, SOLUTION, ignore_non_landmarks=True),
+        "accuracy": accuracy(p, SOLUTION)}
+
+
+def test_cli_evaluate_writes_numbers_and_the_picture(tmp_path):
+    """``evaluate()`` draws nothing; ``landmark evaluate --out`` adds the picture from the CSV."""
+    from typer.testing import CliRunner
+
+    from landmark.cli import app
+    write_submission(preds([("q1", "1", 0.9), ("q2", "9", 0.8), ("n1", "1", 0.85)]), tmp_path / "sub.csv")
+    (tmp_path / "sol.csv").write_text("id,landmarks,Usage\nq1,1,Public\nq2,2,Private\nq3,3,Public\nn1,,Public\n")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "sub.csv"), "--solution", str(tmp_path / "sol.csv"),
+                                      "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert list(printed)[:3] == ["gap", "gap_landmarks_only", "accuracy"]
+    assert printed == evaluate(tmp_path / "sub.csv", tmp_path / "sol.csv")
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
+        "metrics.json", "per_class_accuracy.csv", "per_class_accuracy.png"]
 
 
 def test_malformed_submission_names_the_row(tmp_path):

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from conftest import DIRTY
 from landmark.config import load_config
 from landmark.data import image_path, read_train
+from landmark.reporting.charts import write_training_curves
 from landmark.training import RunExistsError, resume, train
 from landmark.training import trainer as trainer_module
 
@@ -49,8 +50,15 @@ def final_weights(run_dir):
 
 def test_train_writes_everything_and_reports_rejects(tree, tmp_path):
     run = tmp_path / "run"
-    best = train(load_config("fast", TINY), tree, run)
+    epochs_seen = []
+
+    def draw_curves(run_dir):  # the epoch hook `landmark train` fills with the curve drawing
+        epochs_seen.append(len(pd.read_csv(run_dir / "metrics.csv")))
+        write_training_curves(run_dir)
+
+    best = train(load_config("fast", TINY), tree, run, on_epoch_end=draw_curves)
     assert best == run / "checkpoints" / "best.pt" and best.is_file()
+    assert epochs_seen == [1, 2]  # after each epoch, with that epoch's metrics written
     for name in ("config.yaml", "split.csv", "split_summary.json", "metrics.csv", "metrics.json", "curves.png",
                  "rejects.csv", "test_metrics.json", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
@@ -105,6 +113,7 @@ def test_cli_train_predict_evaluate_on_real_test_photos(tree, l13, tmp_path):
     config.write_text(yaml.safe_dump(TINY))
     result = runner.invoke(app, ["train", "--data", str(tree), "--config", str(config), "--out", str(run)])
     assert result.exit_code == 0, result.output
+    assert (run / "curves.png").is_file()  # drawn by the CLI's epoch hook, not by train()
     # queries: 6 landmark photos of the 3 trained classes, 2 distractors, 1 unreadable file
     solution = pd.read_csv(l13 / "test" / "recognition_solution.csv", dtype=str, keep_default_na=False)
     picked = pd.concat([solution[solution["landmarks"] == lid].head(2) for lid in ("0", "4", "7")]

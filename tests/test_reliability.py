@@ -20,7 +20,7 @@ from landmark.cli import main
 from landmark.config import load_config
 from landmark.data import image_path, load_image, read_queries, read_train
 from landmark.data.cache import build_cache
-from landmark.data.stats import dataset_stats
+from landmark.data.dataset_stats import dataset_stats
 from landmark.models import create_model, save_checkpoint
 
 SRC = Path(landmark.__file__).resolve().parents[1]  # the sources under test, also for subprocesses

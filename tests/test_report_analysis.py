@@ -98,7 +98,7 @@ def test_data_paths_for_gldv2_and_folder_trees(tmp_path):
 
     from conftest import L13
     from landmark.data import image_path, read_train
-    from landmark.reporting.report import data_paths
+    from landmark.reporting.report_data import data_paths
     if not L13.is_dir():
         pytest.skip("no landmarks13")
     first = read_train(L13)["id"].iloc[0]

@@ -138,3 +138,19 @@ def test_saliency_command(report, tmp_path, l13):
     again = runner.invoke(app, ["saliency", str(run / "checkpoints" / "best.pt"), str(photo),
                                 "--out", str(tmp_path / "sal")])
     assert again.exit_code == 2 and "exists" in again.output
+
+
+def test_cli_report_passes_keywords(monkeypatch, tmp_path):
+    """Every option reaches build_report by name (a reordered signature cannot swap two)."""
+    import landmark.reporting.report as report_module
+    seen = {}
+
+    def fake(run_dir, out, *, images, solution, checkpoint, samples, tta, batch_size, workers, device, overwrite):
+        seen.update(images=images, samples=samples, tta=tta, batch_size=batch_size, workers=workers)
+        return {"html": str(out / "report.html"), "rejects": {}}
+
+    monkeypatch.setattr(report_module, "build_report", fake)
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "out"), "--samples", "3",
+                                      "--tta", "4", "--batch-size", "5", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"images": None, "samples": 3, "tta": 4, "batch_size": 5, "workers": 1}

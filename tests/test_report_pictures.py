@@ -5,12 +5,11 @@ import pandas as pd
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from landmark.data.stats import stats_markdown
+from landmark.data.dataset_stats import stats_markdown
 from landmark.reporting.analysis import pick_classes
-from landmark.reporting.figures import Tile, plot_accuracy_vs_count, plot_tile_rows
-from landmark.reporting.plots import NAMED_BARS_MAX, plot_per_class_accuracy
-from landmark.reporting.report import pick_samples
-from landmark.reporting.stats import plot_class_frequency
+from landmark.reporting.charts import NAMED_BARS_MAX, plot_accuracy_vs_count, plot_class_frequency, plot_per_class_accuracy
+from landmark.reporting.photo_grids import Tile, plot_tile_rows
+from landmark.reporting.report_data import pick_samples
 
 NAMES = {"1": "Taj Mahal", "2": "Eiffel Tower", "3": "Big Ben", "4": "Colosseum", "5": "Petra"}
 NAN_STATS = {"pearson": float("nan"), "pearson_p": float("nan"), "spearman": float("nan"),

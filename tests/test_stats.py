@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from landmark.cli import app
-from landmark.data.stats import category_name, class_count_stats, dataset_stats
+from landmark.data.dataset_stats import category_name, class_count_stats, dataset_stats
 
 
 def test_class_count_stats_by_hand():

@@ -68,11 +68,12 @@ def train(
                          f"(it is {'empty' if nonlandmarks.is_dir() else 'not a folder'})"))
     from .config import load_config
     from .models import WeightsError
+    from .reporting.charts import write_training_curves
     from .training import resume as resume_run
     from .training import train as train_run
     try:
         if resume is not None:
-            best = resume_run(resume, device)
+            best = resume_run(resume, device=device, on_epoch_end=write_training_curves)
         else:
             if data is None or out is None:
                 _fail(ValueError("give --data and --out (or --resume RUN_DIR)"))
@@ -80,7 +81,7 @@ def train(
             if nonlandmarks is not None:
                 overrides["data"] = {"nonlandmarks": str(nonlandmarks.resolve())}
             cfg = load_config(config, overrides, epochs=epochs)
-            best = train_run(cfg, data, out, device=device)
+            best = train_run(cfg, data, out, device=device, on_epoch_end=write_training_curves)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
     if os.environ.get("RANK", "0") != "0":
@@ -184,9 +185,12 @@ def evaluate(
     _require(("SUBMISSION", submission), ("--solution", solution))
     from .evaluation import evaluate as run_evaluate
     try:
-        result = run_evaluate(submission, solution, out, usage)
+        result = run_evaluate(submission, solution, out=out, usage=usage)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
+    if out is not None:
+        from .reporting.charts import write_per_class_accuracy
+        write_per_class_accuracy(out)
     typer.echo(json.dumps(result))
 
 
@@ -246,7 +250,7 @@ def stats(
     overwrite: bool = typer.Option(False, help="write into an existing non-empty --out"),
 ) -> None:
     """Class balance, long tail, duplicates and unreadable files of a dataset (Markdown, JSON, PNG)."""
-    from .reporting.stats import write_stats_report
+    from .reporting.dataset_report import write_stats_report
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         _fail(FileExistsError(f"{out} exists and is not empty; pass --overwrite or choose another --out"))
     try:
@@ -278,8 +282,9 @@ def report(
     from .models import WeightsError
     from .reporting.report import build_report
     try:
-        result = build_report(run_dir, out, images, solution, checkpoint, samples, tta, batch_size, workers,
-                              device, overwrite)
+        result = build_report(run_dir, out, images=images, solution=solution, checkpoint=checkpoint,
+                              samples=samples, tta=tta, batch_size=batch_size, workers=workers, device=device,
+                              overwrite=overwrite)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
     typer.echo(json.dumps({"html": result["html"], "metrics": result.get("metrics"),
@@ -659,7 +664,7 @@ def recognize(
 
 def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
     """``<n>_<stem>.saliency.png`` (and ``.matches.png``) per answered photo into ``folder``."""
-    from .inference.explain import explain
+    from .reporting.explain import explain
     folder.mkdir(parents=True, exist_ok=True)
     for k, ((path, photo), answer) in enumerate(zip(good, answers)):
         found = explain(rec, photo, answer)

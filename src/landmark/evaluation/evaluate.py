@@ -1,13 +1,14 @@
-"""Score a submission against a GLDv2 recognition solution."""
+"""Score a submission against a GLDv2 recognition solution (numbers only; the pictures are
+:mod:`landmark.reporting`'s)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from ..data.kaggle import read_solution, read_submission
-from .metrics import accuracy, gap, per_class_accuracy
+from .metrics import per_class_accuracy, recognition_scores
 
-# What ``evaluate --out`` writes.
+
 def _check_solution(submission: Path, solution: Path, predictions, truth: dict) -> None:
     """Refuse a solution that cannot be the ground truth of this submission.
 
@@ -37,8 +38,10 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
              usage: str | None = None) -> dict:
     """Compute ``gap``, ``gap_landmarks_only`` and ``accuracy`` of a submission file.
 
-    With ``out``, also write ``metrics.json``, ``per_class_accuracy.csv`` and
-    ``per_class_accuracy.png`` (histogram) there.
+    With ``out``, also write ``metrics.json`` and ``per_class_accuracy.csv``
+    (``landmark_id, queries, correct, accuracy``) there.  Nothing is drawn: ``landmark
+    evaluate --out`` adds ``per_class_accuracy.png`` with
+    :func:`landmark.reporting.charts.write_per_class_accuracy`.
 
     Returns:
         dict with gap, gap_landmarks_only, accuracy, queries, landmark_queries,
@@ -55,9 +58,7 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
     in_solution = predictions["id"].isin(truth.keys())
     known = predictions["id"].isin(read_solution(solution).keys()) if usage else in_solution
     result = {
-        "gap": gap(predictions, truth),
-        "gap_landmarks_only": gap(predictions, truth, ignore_non_landmarks=True),
-        "accuracy": accuracy(predictions, truth),
+        **recognition_scores(predictions, truth),
         "queries": len(truth),
         "landmark_queries": sum(1 for v in truth.values() if v),
         "predictions": int(((predictions["landmark_id"] != "") & in_solution).sum()),
@@ -67,11 +68,8 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
     if usage:
         result["usage"] = usage
     if out is not None:
-        from ..reporting.plots import plot_per_class_accuracy
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        table = per_class_accuracy(predictions, truth)
-        table.to_csv(out / "per_class_accuracy.csv", index=False)
-        plot_per_class_accuracy(table, out / "per_class_accuracy.png")
+        per_class_accuracy(predictions, truth).to_csv(out / "per_class_accuracy.csv", index=False)
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result

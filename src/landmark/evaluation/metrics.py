@@ -54,6 +54,17 @@ def accuracy(predictions: pd.DataFrame, solution: dict[str, set[str]]) -> float:
     return sum(predicted.get(k, "") in v for k, v in truth.items()) / len(truth)
 
 
+def recognition_scores(predictions: pd.DataFrame, solution: dict[str, set[str]]) -> dict[str, float]:
+    """The scores every evaluation reports: ``gap``, ``gap_landmarks_only`` and ``accuracy``.
+
+    Args, and the meaning of each score: :func:`gap` (``gap_landmarks_only`` is
+    ``gap(..., ignore_non_landmarks=True)``) and :func:`accuracy`.
+    """
+    return {"gap": gap(predictions, solution),
+            "gap_landmarks_only": gap(predictions, solution, ignore_non_landmarks=True),
+            "accuracy": accuracy(predictions, solution)}
+
+
 def per_class_accuracy(predictions: pd.DataFrame, solution: dict[str, set[str]]) -> pd.DataFrame:
     """Accuracy of each ground-truth landmark over its queries.
 

@@ -60,9 +60,10 @@ def topk_frame(ids: list[str], titles: list[str], topk: list[list[tuple[str, flo
 def plot_topk(photos: list[Image.Image], titles: list[str], topk: list[list[tuple[str, float]]],
               path: str | Path, columns: int = 3) -> None:
     """Photos with their ImageNet top-k labels and probabilities written underneath (PNG)."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     rows = -(-len(photos) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.0 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * columns, 4.0 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, photo, title, preds in zip(axes.flat, photos, titles, topk):
@@ -72,4 +73,3 @@ def plot_topk(photos: list[Image.Image], titles: list[str], topk: list[list[tupl
                 va="top", fontsize=9, family="monospace")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

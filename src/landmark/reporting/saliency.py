@@ -148,8 +148,9 @@ def plot_saliency(rows: list[tuple[Image.Image, SaliencyResult, str]], path: str
         rows: (photo, its maps, row title, e.g. the true and predicted landmark).
         width: pixels; photos wider than this are shown shrunk (maps shrunk alike).
     """
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(rows), 4, figsize=(14, 3.4 * len(rows)), squeeze=False)
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(14, 3.4 * len(rows)))
+    axes = fig.subplots(len(rows), 4, squeeze=False)
     for ax_row, (photo, result, title) in zip(axes, rows):
         scale = min(1.0, width / photo.width)
         size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
@@ -166,7 +167,6 @@ def plot_saliency(rows: list[tuple[Image.Image, SaliencyResult, str]], path: str
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def explain_files(checkpoint: str | Path, images: list[str | Path], out: str | Path, overwrite: bool = False) -> dict:

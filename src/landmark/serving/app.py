@@ -191,7 +191,7 @@ def public(answer: Answer) -> dict:
 
 
 def _explain(rec: Recognizer, photo, answer: Answer) -> dict:
-    from ..inference.explain import data_url, explain
+    from ..reporting.explain import data_url, explain
     found = explain(rec, photo, answer)
     return {"saliency": data_url(found.saliency_png), "matches": data_url(found.matches_png),
             "reference_id": found.reference_id, "inliers": found.inliers}

@@ -5,7 +5,9 @@
 - ``config.yaml`` (resolved), ``run.json`` (data folder, versions), ``split.csv``,
   ``split_summary.json``, ``rejects.csv``;
 - ``metrics.csv`` / ``metrics.json`` (one row per epoch: loss, accuracy and GAP on
-  train and val, lr, frozen layers, crop probability, seconds) and ``curves.png``;
+  train and val, lr, frozen layers, crop probability, seconds), then ``on_epoch_end(run_dir)``
+  when given (``landmark train`` passes
+  :func:`landmark.reporting.charts.write_training_curves`, which draws ``curves.png``);
 - ``checkpoints/last.pt`` (after every epoch, with optimizer state, for ``resume``) and
   ``checkpoints/best.pt`` (best val GAP), both written atomically;
 - ``test_metrics.json``: the best checkpoint on the held-out split.
@@ -24,6 +26,7 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -42,13 +45,15 @@ from ..io import LOCK_FILE, folder_lock
 from ..models import LandmarkNet, create_backbone, create_model, load_model, save_checkpoint
 from ..models.factory import STORED, backbone_layers, freeze_depth, list_heads, read_checkpoint
 from ..models.margin import class_counts
-from ..reporting.plots import plot_training_curves
 from ..retrieval.reference import build_reference
 from . import distributed as dist
 from .prepare import Prepared, prepare_data
 from .probe import fit_probe
 
 log = logging.getLogger(__name__)
+
+#: Called with the run folder after each epoch, once ``metrics.csv`` is written.
+EpochHook = Callable[[Path], None]
 
 
 class RunExistsError(FileExistsError):
@@ -78,8 +83,13 @@ def _refuse_inside(run_dir: Path, data: Path) -> None:
                          f"class: choose a run folder outside the data folder (nothing was changed)")
 
 
-def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: str | None = None) -> Path:
+def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: str | None = None,
+          on_epoch_end: EpochHook | None = None) -> Path:
     """Train a new run into ``run_dir`` (which must be empty or absent).
+
+    ``on_epoch_end(run_dir)`` is called after each epoch once ``metrics.csv`` is written
+    (rank 0 only); e.g. :func:`landmark.reporting.charts.write_training_curves` draws
+    ``curves.png`` there.  Training itself draws nothing.
 
     Returns:
         path of the best checkpoint.
@@ -105,7 +115,7 @@ def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: st
     _check_exclusions(read_train(data, clean=config.data.clean), config.data.exclude_landmarks, Path(data))
     _check_model(config)
     if not dist.is_main():
-        return _run(config, Path(data), run_dir, device, checkpoint=None)
+        return _run(config, Path(data), run_dir, device, checkpoint=None, on_epoch_end=on_epoch_end)
     run_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(run_dir):
         if _taken(run_dir):  # another process started a run here between our look and the lock
@@ -113,11 +123,13 @@ def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: st
         dump_config(config, run_dir / "config.yaml")
         (run_dir / "run.json").write_text(json.dumps({
             "data": str(Path(data).resolve()), "torch": torch.__version__, "python": platform.python_version()}))
-        return _run(config, Path(data), run_dir, device, checkpoint=None)
+        return _run(config, Path(data), run_dir, device, checkpoint=None, on_epoch_end=on_epoch_end)
 
 
-def resume(run_dir: str | Path, device: str | None = None) -> Path:
+def resume(run_dir: str | Path, device: str | None = None, on_epoch_end: EpochHook | None = None) -> Path:
     """Continue an interrupted run from ``run_dir/checkpoints/last.pt`` with its saved config.
+
+    ``on_epoch_end``: as in :func:`train`.
 
     Raises:
         FileNotFoundError: ``run_dir`` has no ``config.yaml``/``run.json`` (not a run folder).
@@ -134,12 +146,13 @@ def resume(run_dir: str | Path, device: str | None = None) -> Path:
     checkpoint = read_checkpoint(last, hint, ("history", "epoch", "best_val_gap", "optimizer")) \
         if last.is_file() else None
     if not dist.is_main():
-        return _run(config, data, run_dir, dist.setup(device), checkpoint)
+        return _run(config, data, run_dir, dist.setup(device), checkpoint, on_epoch_end)
     with folder_lock(run_dir):
-        return _run(config, data, run_dir, dist.setup(device), checkpoint)
+        return _run(config, data, run_dir, dist.setup(device), checkpoint, on_epoch_end)
 
 
-def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, checkpoint: dict | None) -> Path:
+def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, checkpoint: dict | None,
+         on_epoch_end: EpochHook | None = None) -> Path:
     """Prepare the data, build (or restore) the model, run every remaining epoch, then test,
     index and choose the thresholds.  Each step is one function below."""
     torch.manual_seed(config.seed)
@@ -162,6 +175,8 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
             row.update({f"val_{key}": v for key, v in _epoch(model, val_loader, device, rejects, None,
                                                              desc=f"epoch {epoch + 1}/{len(plan)} val").items()})
         _save_epoch(model, optimizer, prepared, config, run_dir, state, row, k, names)
+        if on_epoch_end is not None and dist.is_main():
+            on_epoch_end(run_dir)
         _save_rejects(rejects, run_dir)
     dist.barrier()
     _test_best(run_dir, prepared, config, device, rejects)
@@ -254,7 +269,7 @@ def _train_epoch(model: LandmarkNet, net, optimizer, prepared: Prepared, config:
 def _save_epoch(model: LandmarkNet, optimizer, prepared: Prepared, config: TrainConfig, run_dir: Path,
                 state: dict, row: dict, stage: int, names: list[str]) -> None:
     """Append ``row`` to the history; write ``last.pt`` and, when validation GAP improved
-    (no validation split: always), ``best.pt``; rewrite metrics.csv/json and the curves."""
+    (no validation split: always), ``best.pt``; rewrite metrics.csv and metrics.json."""
     state["history"].append(row)
     score = row.get("val_gap", float(row["epoch"]))
     improved, state["best"], state["epoch"] = score > state["best"], max(state["best"], score), row["epoch"]
@@ -425,7 +440,6 @@ def _write_history(history: list[dict], run_dir: Path) -> None:
     frame = pd.DataFrame(history)
     frame.to_csv(run_dir / "metrics.csv", index=False)
     (run_dir / "metrics.json").write_text(json.dumps(history, indent=2))
-    plot_training_curves(frame, run_dir / "curves.png")
 
 
 def _test_best(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict) -> None:

@@ -1,4 +1,5 @@
-"""Pictures and files of ``landmark stats``: class-frequency bars, log-log count distribution.
+"""Pictures and files of ``landmark stats``: class-frequency bars (drawn by
+:func:`landmark.reporting.charts.plot_class_frequency`), log-log count distribution.
 
 The bar chart follows Figure 1 of the original work (images of the most and the least
 frequent landmarks side by side); the log-log plot is the class-size distribution of
@@ -9,63 +10,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..data.stats import dataset_stats, stats_markdown  # noqa: E402
-
-
-def _label(row) -> str:
-    name = str(row.name)[:28]
-    return f"{row.landmark_id}: {name}" if name else str(row.landmark_id)
-
-
-def plot_class_frequency(class_counts: pd.DataFrame, path: str | Path | None, n: int = 20) -> plt.Figure:
-    """Horizontal bars of the ``n`` most and ``n`` least frequent classes (two panels);
-    with at most ``2 * n`` classes one panel shows every class once.
-
-    Args:
-        class_counts: ``landmark_id``, ``name``, ``images``, most frequent first.
-
-    Returns:
-        the (closed) figure, saved to ``path`` when given.
-    """
-    n = max(1, n)
-    if len(class_counts) <= 2 * n:
-        parts = [(class_counts, f"all {len(class_counts)} classes", "tab:blue")]
-    else:
-        parts = [(class_counts.head(n), f"{n} most frequent classes", "tab:blue"),
-                 (class_counts.tail(n).iloc[::-1], f"{n} least frequent classes", "tab:orange")]
-    height = max(3.0, 0.32 * max(len(p) for p, _, _ in parts) + 1.5)
-    fig, axes = plt.subplots(1, len(parts), figsize=(max(9, 7 * len(parts)), height), squeeze=False)
-    for ax, (part, title, color) in zip(axes[0], parts):
-        y = np.arange(len(part))
-        ax.barh(y, part["images"], color=color)
-        ax.set_yticks(y, [_label(r) for r in part.itertuples()], fontsize=8)
-        ax.invert_yaxis()
-        for yi, value in zip(y, part["images"]):
-            ax.text(value, yi, f" {value}", va="center", fontsize=7)
-        ax.set_xlabel("images")
-        ax.set_title(title)
-        ax.set_xlim(0, part["images"].max() * 1.15)
-        ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"Images per class ({len(class_counts):,} classes, {int(class_counts['images'].sum()):,} images)")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return fig
+from ..data.dataset_stats import dataset_stats, stats_markdown
+from .charts import plot_class_frequency
 
 
 def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> None:
     """Log-log plots: classes per class size (left) and class size by rank (right)."""
     sizes = class_counts["images"].to_numpy()
     values, freq = np.unique(sizes, return_counts=True)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
     axes[0].loglog(values, freq, "o", markersize=4)
     axes[0].set_xlabel("images per class")
     axes[0].set_ylabel("number of classes")
@@ -79,13 +37,12 @@ def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> Non
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_stats_report(root: str | Path, out: str | Path, check_images: bool = True,
                        near_duplicates: bool = False, workers: int = 4, top: int = 20,
                        progress: bool = True) -> dict:
-    """Compute :func:`landmark.data.stats.dataset_stats` of ``root`` and write into ``out``.
+    """Compute :func:`landmark.data.dataset_stats.dataset_stats` of ``root`` and write into ``out``.
 
     Files: ``stats.json``, ``stats.md``, ``class_counts.csv``, ``duplicates.csv``,
     ``unreadable.csv``, ``class_frequency.png`` (``top`` most / least frequent classes)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..data import ImageError, load_image
-from .recognizer import Answer, Recognizer
+from ..inference.recognizer import Answer, Recognizer
 
 
 @dataclass
@@ -40,7 +40,7 @@ def explain(rec: Recognizer, photo: Image.Image, answer: Answer, max_side: int =
         photo: the RGB photo that was answered (:func:`landmark.inference.recognizer.decode`).
         max_side: pixels; longest side of the pictures.
     """
-    from ..reporting.saliency import overlay, saliency_maps
+    from .saliency import overlay, saliency_maps
     from ..retrieval.verification import shrink
     small = shrink(photo, max_side)
     target = rec.classes.index(answer.landmark_id) if answer.landmark_id in rec.classes else None

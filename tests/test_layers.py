@@ -1,0 +1,80 @@
+"""Layers only look down: data -> models -> training / inference / retrieval -> evaluation
+(numbers) -> reporting (pictures) -> CLI / service.  The library's main job imports neither
+matplotlib nor the HTML report, and reporting changes no global matplotlib state."""
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "landmark"
+#: Packages and modules below reporting, and what none of them may import.
+LOWER = ("config.py", "devices.py", "io.py", "data", "models", "training", "inference", "retrieval", "evaluation")
+UPPER = ("landmark.reporting", "landmark.cli", "landmark.serving", "matplotlib")
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``path``, at any depth (lazy imports too)."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    package = parts[:-1]  # the package a relative import starts from (also for __init__.py)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            found += [(node.lineno, f"{module}.{alias.name}" if node.level and not node.module else module)
+                      for alias in node.names]
+    return found
+
+
+def _files(*names: str) -> list[Path]:
+    return [f for name in names for f in ([PACKAGE / name] if name.endswith(".py") else
+                                          sorted((PACKAGE / name).rglob("*.py")))]
+
+
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter on this checkout's package; its stdout, stripped."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")]),
+           "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_lower_layers_never_import_reporting_cli_service_or_matplotlib():
+    bad = [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+           for path in _files(*LOWER) for line, module in _imports(path)
+           if any(module == up or module.startswith(up + ".") for up in UPPER)]
+    assert not bad, "\n".join(bad)
+
+
+def test_reporting_leaves_matplotlib_global_state_alone():
+    """No pyplot (its figure manager and backend) and no matplotlib.use in reporting."""
+    bad = [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+           for path in _files("reporting") for line, module in _imports(path)
+           if module.startswith("matplotlib.pyplot") or module == "pylab"]
+    bad += [str(path.relative_to(PACKAGE)) for path in _files("reporting") if "matplotlib.use(" in path.read_text()]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_main_job_imports_neither_matplotlib_nor_the_report():
+    """In a fresh interpreter: ``import landmark`` and the names of the README's main job."""
+    code = ("import sys, landmark\n"
+            "for name in ('train', 'resume', 'evaluate', 'predict', 'Recognizer', 'load_model', 'create_model'):\n"
+            "    getattr(landmark, name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m == 'pylab'\n"
+            "             or m.startswith('landmark.reporting') or m.startswith('landmark.cli')))\n")
+    assert _fresh_python(code) == "[]"
+
+
+def test_importing_reporting_keeps_the_matplotlib_backend():
+    """A notebook user importing the reporting layer keeps the backend they chose."""
+    code = ("import matplotlib\n"
+            "matplotlib.use('svg')\n"
+            "import landmark.reporting, landmark.reporting.report, landmark.reporting.dataset_report\n"
+            "import landmark.reporting.explain\n"
+            "import sys\n"
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n")
+    assert _fresh_python(code).split() == ["svg", "False"]
