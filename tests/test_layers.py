@@ -1,6 +1,7 @@
-"""Layers only look down: data -> models -> training / inference / retrieval -> evaluation
-(numbers) -> reporting (pictures) -> CLI / service.  The library's main job imports neither
-matplotlib nor the HTML report, and reporting changes no global matplotlib state."""
+"""Layers only look down (docs/architecture.md): data -> models -> config -> evaluation (numbers)
+-> retrieval -> inference -> training -> reporting (pictures) -> CLI / service.  The library's
+main job imports neither matplotlib nor the HTML report, ``import landmark`` not even torch, and
+reporting changes no global matplotlib state."""
 import ast
 import os
 import subprocess
@@ -8,17 +9,23 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "landmark"
-#: Packages and modules below reporting, and what none of them may import.
+#: Layers, lowest first: a module imports its own layer and those before it, never a later one.
+LAYERS = [("io", "devices", "_lazy"), ("data",), ("models",), ("config",), ("evaluation",), ("retrieval",),
+          ("inference",), ("training",), ("reporting",), ("serving", "cli")]
+#: Packages and modules below reporting: none of them may draw.
 LOWER = ("config.py", "devices.py", "io.py", "data", "models", "training", "inference", "retrieval", "evaluation")
-UPPER = ("landmark.reporting", "landmark.cli", "landmark.serving", "matplotlib")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, absolute module name) of every import in ``path``, at any depth (lazy imports too)."""
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     package = parts[:-1]  # the package a relative import starts from (also for __init__.py)
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    found, tree = [], ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(block)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -43,10 +50,24 @@ def _fresh_python(code: str) -> str:
     return done.stdout.strip()
 
 
-def test_lower_layers_never_import_reporting_cli_service_or_matplotlib():
+def _layer(name: str) -> int:
+    return next(k for k, names in enumerate(LAYERS) if name in names)
+
+
+def test_layers_only_look_down():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent == PACKAGE and path.name == "__init__.py":
+            continue   # the public API re-exports every layer, lazily
+        own = _layer(path.relative_to(PACKAGE).parts[0].removesuffix(".py"))
+        upward += [f"{path.relative_to(PACKAGE)}:{line} imports {module}" for line, module in sorted(set(_imports(path)))
+                   if module.startswith("landmark.") and _layer(module.split(".")[1]) > own]
+    assert not upward, "\n".join(upward)
+
+
+def test_lower_layers_never_import_matplotlib():
     bad = [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
-           for path in _files(*LOWER) for line, module in _imports(path)
-           if any(module == up or module.startswith(up + ".") for up in UPPER)]
+           for path in _files(*LOWER) for line, module in _imports(path) if module.split(".")[0] == "matplotlib"]
     assert not bad, "\n".join(bad)
 
 
@@ -57,6 +78,12 @@ def test_reporting_leaves_matplotlib_global_state_alone():
            if module.startswith("matplotlib.pyplot") or module == "pylab"]
     bad += [str(path.relative_to(PACKAGE)) for path in _files("reporting") if "matplotlib.use(" in path.read_text()]
     assert not bad, "\n".join(bad)
+
+
+def test_import_landmark_loads_neither_torch_nor_matplotlib():
+    code = ("import sys, landmark, landmark.config, landmark.models.spec, landmark.data.preprocess\n"
+            "print(sorted(m for m in ('torch', 'matplotlib', 'landmark.reporting') if m in sys.modules))")
+    assert _fresh_python(code) == "[]"
 
 
 def test_the_main_job_imports_neither_matplotlib_nor_the_report():
