@@ -60,7 +60,8 @@ def test_layers_only_look_down():
         if path.parent == PACKAGE and path.name == "__init__.py":
             continue   # the public API re-exports every layer, lazily
         own = _layer(path.relative_to(PACKAGE).parts[0].removesuffix(".py"))
-        upward += [f"{path.relative_to(PACKAGE)}:{line} imports {module}" for line, module in sorted(set(_imports(path)))
+        upward += [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+                   for line, module in sorted(set(_imports(path)))
                    if module.startswith("landmark.") and _layer(module.split(".")[1]) > own]
     assert not upward, "\n".join(upward)
 
