@@ -329,7 +329,7 @@ def match(
     same-landmark threshold; with --out draws the inlier matches.
     """
     from .data import ImageError, load_image
-    from .retrieval.match_plot import draw_matches
+    from .reporting.match_plot import draw_matches
     from .retrieval.verification import RECOMMENDED_MIN_INLIERS, local_features
     from .retrieval.verification import match as run_match
     if out is not None:

@@ -57,7 +57,7 @@ def explain(rec: Recognizer, photo: Image.Image, answer: Answer, max_side: int =
 
 
 def _matches(photo: Image.Image, reference: Image.Image, max_side: int) -> tuple[bytes, int]:
-    from ..retrieval.match_plot import matches_png
+    from .match_plot import matches_png
     from ..retrieval.verification import local_features, match
     a, b = local_features(photo, max_side=max_side), local_features(reference, max_side=max_side)
     result = match(a, b)

@@ -1,4 +1,4 @@
-"""Picture of a verified pair: the two images side by side with their inlier matches (PNG)."""
+"""Picture of a verified pair: the two images side by side with their inlier matches (PNG; reporting layer)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .verification import LocalFeatures, MatchResult, shrink
+from ..retrieval.verification import LocalFeatures, MatchResult, shrink
 
 
 def draw_matches(image_a: Image.Image, image_b: Image.Image, a: LocalFeatures, b: LocalFeatures,
