@@ -87,7 +87,7 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     os.replace(tmp, path)
 
 
-def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path, shard: tuple[int, int] = (0, 1),
+def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path, *, shard: tuple[int, int] = (0, 1),
                 part_size: int = 10_000, classes: list[str] | None = None, top_classes: int = 0,
                 dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
                 workers: int | None = None, device: str | None = None) -> dict:
@@ -130,8 +130,9 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
         tmp.mkdir()
         chunk = frame.iloc[k * part_size:(k + 1) * part_size]
         try:
-            emb, bad = embed_images(model, preprocess, chunk, tmp / "part.npy", classes, top_classes, dtype,
-                                    image_size, batch_size, workers, device)
+            emb, bad = embed_images(model, preprocess, chunk, tmp / "part.npy", classes=classes, top_classes=top_classes,
+                                    dtype=dtype, image_size=image_size, batch_size=batch_size, workers=workers,
+                                    device=device)
             n = len(emb)
             del emb
         except ValueError as err:
