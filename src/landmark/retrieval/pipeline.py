@@ -112,7 +112,8 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
         raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
     if images is not None and label is None:
         raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
-    return embed_checkpoint(checkpoint, image_frame(images=images, data=data, landmarks=landmarks, label=label), out, image_size=image_size,
+    frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
+    return embed_checkpoint(checkpoint, frame, out, image_size=image_size,
                             batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
 
 

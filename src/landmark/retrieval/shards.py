@@ -130,9 +130,9 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
         tmp.mkdir()
         chunk = frame.iloc[k * part_size:(k + 1) * part_size]
         try:
-            emb, bad = embed_images(model, preprocess, chunk, tmp / "part.npy", classes=classes, top_classes=top_classes,
-                                    dtype=dtype, image_size=image_size, batch_size=batch_size, workers=workers,
-                                    device=device)
+            emb, bad = embed_images(model, preprocess, chunk, tmp / "part.npy", classes=classes,
+                                    top_classes=top_classes, dtype=dtype, image_size=image_size,
+                                    batch_size=batch_size, workers=workers, device=device)
             n = len(emb)
             del emb
         except ValueError as err:
