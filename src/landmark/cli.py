@@ -404,15 +404,13 @@ def embed(
     try:
         frame = image_frame(images=images, data=data, landmarks=_landmark_list(landmarks), label=label)
         if shard is not None:
-            from .inference.runtime import load_runtime
-            from .retrieval.shards import embed_shard, parse_shard
-            where = parse_shard(shard)
-            engine = load_runtime(checkpoint, runtime=runtime, device=device, threads=threads)
-            typer.echo(json.dumps(embed_shard(engine, engine.preprocess, frame=frame, folder=out, shard=where,
-                                              part_size=part_size,
-                                              classes=engine.classes, top_classes=top_classes, dtype=dtype,
-                                              image_size=image_size, batch_size=batch_size, workers=workers,
-                                              device=device)))
+            from .retrieval.pipeline import embed_checkpoint_shard
+            from .retrieval.shards import parse_shard
+            typer.echo(json.dumps(embed_checkpoint_shard(checkpoint, frame, folder=out, shard=parse_shard(shard),
+                                                         part_size=part_size, top_classes=top_classes, dtype=dtype,
+                                                         image_size=image_size, batch_size=batch_size,
+                                                         workers=workers, device=device, runtime=runtime,
+                                                         threads=threads)))
             return
         emb, rejects, _ = embed_checkpoint(checkpoint, frame, out=embeddings_path(out), top_classes=top_classes,
                                            dtype=dtype, image_size=image_size, batch_size=batch_size, workers=workers,

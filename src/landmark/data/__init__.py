@@ -6,7 +6,7 @@ the command line reads its defaults from) is importable without torch or pandas.
 """
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "ImageDataset": "dataset", "Reject": "dataset", "collate": "dataset", "write_rejects": "dataset",
@@ -18,15 +18,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    """Import ``name`` from its submodule on first access and cache it."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'landmark.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -199,6 +199,14 @@ def fetch(session: requests.Session, url: str, dest: Path, opts: DownloadOptions
     raise last
 
 
+def new_session(opts: DownloadOptions) -> requests.Session:
+    """An HTTP session with ``opts.max_redirects`` and this downloader's User-Agent."""
+    session = requests.Session()
+    session.max_redirects = opts.max_redirects
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
 def store_image(raw: Path, dest: Path, max_width: int, jpeg_quality: int = 90) -> None:
     """Check that ``raw`` decodes, shrink it to ``max_width`` and move it to ``dest`` atomically.
 
@@ -316,10 +324,7 @@ class _Worker:
     def session(self) -> requests.Session:
         session = getattr(self.local, "session", None)
         if session is None:
-            session = requests.Session()
-            session.max_redirects = self.opts.max_redirects
-            session.headers["User-Agent"] = USER_AGENT
-            self.local.session = session
+            session = self.local.session = new_session(self.opts)
         return session
 
     def __call__(self, image_id: str, url: str) -> tuple[str, str]:

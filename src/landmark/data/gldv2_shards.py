@@ -30,11 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import requests
 from tqdm import tqdm
 
 from .download import (FAILURE_COLUMNS, FAILURES_FILE, ID_PATTERN, DownloadOptions, FetchError, HostRateLimiter,
-                       clear_partial, image_reason, prepare_partial, store_image)
+                       clear_partial, image_reason, new_session, prepare_partial, store_image)
 from .download import fetch as fetch_url
 from .gldv2 import image_path
 from .images import ImageError
@@ -231,8 +230,7 @@ class _ShardFetcher:
     def __init__(self, opts: DownloadOptions):
         self.opts = replace(opts, max_bytes=1 << 40)
         self.limiter = HostRateLimiter(opts.rate_per_host)
-        self.session = requests.Session()
-        self.session.max_redirects = opts.max_redirects
+        self.session = new_session(opts)
 
     def __call__(self, url: str, dest: Path) -> None:
         fetch_url(self.session, url, dest, self.opts, self.limiter)

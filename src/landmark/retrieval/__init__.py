@@ -14,7 +14,7 @@ importable without loading torch, FAISS or OpenCV.
 """
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     # settings (pydantic only)
@@ -25,7 +25,8 @@ _EXPORTS = {
     "Embeddings": "embeddings", "embed_images": "embeddings", "load_embeddings": "embeddings",
     "LandmarkIndex": "index", "Recognition": "knn", "recognise": "knn", "knn_vote": "knn",
     # file-level steps (what the command line calls)
-    "image_frame": "pipeline", "embed_checkpoint": "pipeline", "index_embeddings": "pipeline",
+    "image_frame": "pipeline", "embed_checkpoint": "pipeline", "embed_checkpoint_shard": "pipeline",
+    "index_embeddings": "pipeline",
     "build_index": "pipeline", "enrol": "pipeline", "knn_predict": "pipeline",
     # geometric verification
     "FeatureCache": "verification", "LocalFeatures": "verification", "MatchResult": "verification",
@@ -34,15 +35,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    """Import ``name`` from its submodule on first access and cache it."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'landmark.retrieval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

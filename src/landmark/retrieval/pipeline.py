@@ -25,6 +25,7 @@ from .config import IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex
 from .knn import Recognition, recognise, verification_inliers
+from .shards import embed_shard
 
 
 def image_frame(*, images: str | Path | None = None, data: str | Path | None = None,
@@ -68,6 +69,27 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
     engine = load_runtime(checkpoint, runtime, device, threads)
     return _embed(engine, checkpoint, frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
                   batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
+
+
+def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: str | Path, *,
+                           shard: tuple[int, int], part_size: int = 10_000, runtime: str = "torch",
+                           threads: int | None = None, device: str | None = None, **options) -> dict:
+    """Load ``checkpoint`` and embed shard ``(i, n)`` of ``frame`` into ``folder`` (resumable;
+    :func:`landmark.retrieval.shards.embed_shard`, then :func:`~landmark.retrieval.shards.merge_shards`).
+
+    Args:
+        part_size: images per atomically written part.
+        options: ``top_classes``, ``dtype``, ``image_size``, ``batch_size``, ``workers`` as in ``embed_images``.
+
+    Returns:
+        ``embed_shard``'s summary ``{folder, shard, parts, done_before, embedded, rejects, rows}``.
+
+    Raises:
+        FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_shard``.
+    """
+    engine = load_runtime(checkpoint, runtime, device, threads)
+    return embed_shard(engine, engine.preprocess, frame, folder, shard=shard, part_size=part_size,
+                       classes=engine.classes, device=device, **options)
 
 
 def _embed(engine: Runtime, checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, image_size: int | None,
