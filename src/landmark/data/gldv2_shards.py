@@ -120,44 +120,47 @@ def extract_shard(tar_path: Path, out: Path, split: str, max_width: int, workers
     Returns:
         (images stored, [(member name, reason)] for members that were not stored).
     """
-    stored, failed = 0, []
-    jobs = []
-
-    def one(raw: Path, image_id: str) -> str:
-        try:
-            store_image(raw, image_path(out, image_id, split), max_width, jpeg_quality)
-            return ""
-        except ImageError as err:
-            return image_reason(err)
-        except OSError as err:
-            return f"write error ({err})"
-        finally:
-            raw.unlink(missing_ok=True)
-
+    stored, failed, jobs = 0, [], []
     with tarfile.open(tar_path, "r|*") as tar, ThreadPoolExecutor(workers) as pool:
         for member in tar:
             if not member.isfile():
                 continue
-            name = Path(member.name).name
-            image_id = Path(name).stem
-            if not name.lower().endswith(".jpg"):
-                failed.append((member.name, "not a .jpg member"))
-                continue
-            if not ID_PATTERN.match(image_id):
-                failed.append((member.name, "bad id"))
+            image_id, problem = _member_id(member.name)
+            source = None if problem else tar.extractfile(member)
+            if problem or source is None:
+                failed.append((member.name, problem or "unreadable member"))
                 continue
             raw = partial / f"{image_id}.member"
-            source = tar.extractfile(member)
-            if source is None:
-                failed.append((member.name, "unreadable member"))
-                continue
             with open(raw, "wb") as fh:
                 shutil.copyfileobj(source, fh)
-            jobs.append((member.name, pool.submit(one, raw, image_id)))
+            jobs.append((member.name, pool.submit(_store_member, raw, image_path(out, image_id, split), max_width,
+                                                  jpeg_quality)))
             if len(jobs) >= 8 * workers:
                 stored += _drain(jobs, failed)
         stored += _drain(jobs, failed)
     return stored, failed
+
+
+def _member_id(name: str) -> tuple[str, str]:
+    """(image id, "") of a TAR member ``.../<id>.jpg``, or ("", why it is not an image of the layout)."""
+    name = Path(name).name
+    if not name.lower().endswith(".jpg"):
+        return "", "not a .jpg member"
+    image_id = Path(name).stem
+    return (image_id, "") if ID_PATTERN.match(image_id) else ("", "bad id")
+
+
+def _store_member(raw: Path, dest: Path, max_width: int, jpeg_quality: int) -> str:
+    """Store one extracted member (:func:`store_image`); returns "" or the failure reason."""
+    try:
+        store_image(raw, dest, max_width, jpeg_quality)
+        return ""
+    except ImageError as err:
+        return image_reason(err)
+    except OSError as err:
+        return f"write error ({err})"
+    finally:
+        raw.unlink(missing_ok=True)
 
 
 def _drain(jobs: list, failed: list) -> int:
