@@ -69,9 +69,11 @@ class DownloadReport:
 
     @property
     def on_disk(self) -> int:
+        """Rows whose image is on disk now (downloaded or already present)."""
         return self.downloaded + self.already_present
 
     def as_dict(self) -> dict:
+        """The counts as printed by ``landmark download`` (JSON-ready)."""
         return {"rows": self.rows, "images_on_disk": self.on_disk, "failures": self.failures,
                 "downloaded": self.downloaded, "already_present": self.already_present,
                 "failures_file": str(self.failures_file), "reasons": dict(sorted(self.reasons.items()))}
@@ -322,6 +324,7 @@ class _Worker:
         self.local = threading.local()
 
     def session(self) -> requests.Session:
+        """This thread's session (made on first use)."""
         session = getattr(self.local, "session", None)
         if session is None:
             session = self.local.session = new_session(self.opts)

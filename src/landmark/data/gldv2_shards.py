@@ -105,6 +105,7 @@ class ShardReport:
     details: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The counts and per-shard details as printed by ``landmark download --gldv2`` (JSON-ready)."""
         return {"shards_done": self.shards_done, "shards_skipped": self.shards_skipped,
                 "shards_failed": self.shards_failed, "images": self.images, "failures": self.failures,
                 "failures_file": str(self.failures_file), "shards": self.details}

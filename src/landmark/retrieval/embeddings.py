@@ -59,10 +59,12 @@ class Embeddings:
 
     @property
     def ids(self) -> np.ndarray:
+        """Image id (str) of each row, ``[N]``."""
         return self.items["id"].astype(str).to_numpy()
 
     @property
     def labels(self) -> np.ndarray | None:
+        """Landmark id (str) of each row, ``[N]``; None for unlabelled embeddings."""
         return self.items["landmark_id"].astype(str).to_numpy() if "landmark_id" in self.items else None
 
     def __len__(self) -> int:

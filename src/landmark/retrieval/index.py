@@ -77,6 +77,7 @@ class LandmarkIndex:
 
     @property
     def dim(self) -> int:
+        """Dimension D of the indexed vectors."""
         return self.index.d
 
     @property

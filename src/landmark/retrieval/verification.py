@@ -93,6 +93,7 @@ class MatchResult:
 
     @property
     def num_inliers(self) -> int:
+        """K, the number of RANSAC inliers (compare with ``SAME_LANDMARK_INLIERS``)."""
         return int(len(self.inliers))
 
 
