@@ -176,7 +176,7 @@ def best_per_query(candidates: pd.DataFrame, n_queries: int) -> pd.DataFrame:
 
 def verify_rerank(candidates: pd.DataFrame, neighbours: np.ndarray, sims: np.ndarray, *,
                   query_items: pd.DataFrame, index_items: pd.DataFrame, pair_inliers: PairInliers,
-                  config: VerifyConfig | None = None) -> pd.DataFrame:
+                  config: VerifyConfig) -> pd.DataFrame:
     """Re-rank candidates by geometric verification of each query's top neighbours.
 
     For query ``q`` the first ``config.top`` neighbours (by global similarity) are
@@ -193,14 +193,13 @@ def verify_rerank(candidates: pd.DataFrame, neighbours: np.ndarray, sims: np.nda
         sims: float ``[Q, k]`` their similarities (used only to skip empty slots).
         query_items / index_items: ``id`` and ``path`` of queries / indexed photos.
         pair_inliers: ``(query_id, query_path, item_id, item_path) -> int``.
-        config: ``top``, ``weight``, ``inlier_cap``, ``min_inliers`` (default :class:`VerifyConfig`).
+        config: ``top`` (neighbours verified per query), ``weight``, ``inlier_cap``, ``min_inliers``.
 
     Returns:
         candidates with ``inliers`` (best per landmark, 0 if unverified) and the new
         ``score``, plus landmarks found only among verified neighbours; ``attrs['max_inliers']``
         is float ``[Q]`` and ``attrs['failures']`` a list of ``(query_id, item_id, reason)``.
     """
-    config = config or VerifyConfig()
     verified, max_inliers, failures = _verify_neighbours(neighbours[:, :config.top], sims[:, :config.top],
                                                          query_items, index_items, pair_inliers)
     out = candidates.drop(columns=["inliers"], errors="ignore").merge(verified, on=["query", "landmark_id"],
