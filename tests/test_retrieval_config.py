@@ -48,6 +48,9 @@ def test_bad_preset_is_one_line_naming_the_presets(tmp_path):
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "exact, ivfpq, verified" in lines[0]
+    res = CliRunner().invoke(app, ["index", "build", "--out", str(tmp_path / "idx"), "--kind", "kdtree",
+                                   "--preset", "exact"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and "index.kind" in res.output
 
 
 def test_yaml_file_and_bad_fields(tmp_path):

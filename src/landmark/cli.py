@@ -452,8 +452,10 @@ def _retrieval_settings(preset: Optional[str], **sections: dict) -> RetrievalCon
     given = {name: {k: v for k, v in fields.items() if v is not None} for name, fields in sections.items()}
     try:
         return load_retrieval_config(preset, {name: fields for name, fields in given.items() if fields})
-    except (FileNotFoundError, ValueError) as err:
+    except FileNotFoundError as err:
         _fail(err)
+    except ValueError as err:   # one line: "invalid ...: index.kind: ...; knn.k: ..."
+        _fail(ValueError(str(err).replace(":\n  ", ": ").replace("\n  ", "; ")))
 
 
 def _default(value) -> str:
