@@ -33,8 +33,15 @@ def image_frame(*, images: str | Path | None = None, data: str | Path | None = N
     """The images to embed: ``--data`` (labelled GLDv2 / class tree) or ``--images``
     (folder or CSV; all given ``label`` when set).
 
+    Args:
+        landmarks: with ``data``: only these landmark ids (None: all).
+
+    Returns:
+        one row per image: ``id``, ``path`` and, when known, ``landmark_id``.
+
     Raises:
         ValueError: neither or both of ``images`` and ``data`` are given.
+        FileNotFoundError: as :func:`landmark.data.read_queries` / ``read_train``.
     """
     if (images is None) == (data is None):
         raise ValueError("give exactly one of --images (folder/CSV) and --data (labelled GLDv2 folder or class tree)")
