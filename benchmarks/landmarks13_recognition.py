@@ -32,7 +32,8 @@ from landmark.evaluation import recognition_scores
 from landmark.data import read_queries
 from landmark.retrieval.embeddings import load_embeddings
 from landmark.retrieval.index import IndexParams, LandmarkIndex
-from landmark.retrieval.knn import KnnConfig, recognise, verification_inliers
+from landmark.retrieval.config import KnnConfig, RetrievalConfig, VerifyConfig
+from landmark.retrieval.knn import recognise, verification_inliers
 from landmark.retrieval.pipeline import embed_checkpoint, image_frame
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -46,7 +47,7 @@ def cached_embed(checkpoint: Path, frame: pd.DataFrame, out: Path, top: int, wor
     if out.exists() and tag.exists() and json.loads(tag.read_text()) == stamp:
         return load_embeddings(out), float("nan")
     tic = time.perf_counter()
-    emb, rejects, _ = embed_checkpoint(checkpoint, frame, out, top, workers=workers, overwrite=True)
+    emb, rejects, _ = embed_checkpoint(checkpoint, frame, out, top_classes=top, workers=workers, overwrite=True)
     seconds = time.perf_counter() - tic
     tag.write_text(json.dumps(stamp))
     if rejects:
@@ -72,20 +73,21 @@ def evaluate_checkpoint(name: str, checkpoint: Path, args, work: Path, solution:
 
     base = dict(k=args.k, p=args.p, nonlandmark_k=args.nonlandmark_k)
     variants = [
-        ("kNN", KnnConfig(**base), None, None),
-        (f"kNN + classifier (w={args.combine})", KnnConfig(**base, classifier_weight=args.combine), None, None),
-        ("kNN + non-landmark penalty", KnnConfig(**base, nonlandmark_weight=args.penalty), reference, None),
+        ("kNN", KnnConfig(**base), None, None, None),
+        (f"kNN + classifier (w={args.combine})", KnnConfig(**base, classifier_weight=args.combine), None, None,
+         None),
+        ("kNN + non-landmark penalty", KnnConfig(**base, nonlandmark_weight=args.penalty), reference, None, None),
         ("kNN + classifier + penalty", KnnConfig(**base, classifier_weight=args.combine,
-                                                  nonlandmark_weight=args.penalty), reference, None),
+                                                  nonlandmark_weight=args.penalty), reference, None, None),
     ]
     if args.verify_top and name != "imagenet":
-        pair = verification_inliers(work / "local_features")
+        verify = VerifyConfig(top=args.verify_top, min_inliers=args.min_inliers)
+        pair = verification_inliers(work / "local_features", verify)
         variants.append((f"kNN + penalty + verification (top {args.verify_top})",
-                         KnnConfig(**base, nonlandmark_weight=args.penalty, verify_top=args.verify_top,
-                                   min_inliers=args.min_inliers), reference, pair))
-    for label, config, ref, pair in variants:
+                         KnnConfig(**base, nonlandmark_weight=args.penalty), reference, verify, pair))
+    for label, config, ref, verify, pair in variants:
         tic = time.perf_counter()
-        result = recognise(index, queries, config, ref, pair)
+        result = recognise(index, queries, config, ref, verify=verify, pair_inliers=pair)
         step = time.perf_counter() - tic
         extra = f" ({len(result.failures)} unverifiable pairs)" if result.failures else ""
         rows.append({"model": name, "method": label + extra, **recognition_scores(result.predictions, solution), "step_s": step})
@@ -100,13 +102,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA / "landmarks13")
     parser.add_argument("--nonlandmarks", type=Path, default=DATA / "nonlandmarks")
     parser.add_argument("--work", type=Path, default=None, help="keep embeddings here (reused next time)")
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--p", type=float, default=3.0)
+    defaults = RetrievalConfig()
+    parser.add_argument("--k", type=int, default=defaults.knn.k)
+    parser.add_argument("--p", type=float, default=defaults.knn.p)
     parser.add_argument("--combine", type=float, default=0.2, help="classifier weight w")
     parser.add_argument("--penalty", type=float, default=1.0, help="non-landmark penalty weight lambda")
-    parser.add_argument("--nonlandmark-k", type=int, default=5)
+    parser.add_argument("--nonlandmark-k", type=int, default=defaults.knn.nonlandmark_k)
     parser.add_argument("--verify-top", type=int, default=3, help="0: skip the verification row")
-    parser.add_argument("--min-inliers", type=int, default=20)
+    parser.add_argument("--min-inliers", type=int, default=20, help="20 in docs/retrieval.md's table; "
+                        f"the library's same-landmark threshold is {defaults.verify.min_inliers}")
     parser.add_argument("--imagenet", action="store_true", help="also kNN with the plain ImageNet backbone")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()

@@ -85,7 +85,8 @@ def embed(checkpoint: Path, frame: pd.DataFrame, out: Path, top: int) -> tuple[o
     """Embeddings (with classifier top-``top``) of ``frame``; returns (embeddings, images/s)."""
     from landmark.retrieval.pipeline import embed_checkpoint
     tic = time.perf_counter()
-    emb, _, _ = embed_checkpoint(checkpoint, frame, out, top, dtype="float32", workers=2, overwrite=True)
+    emb, _, _ = embed_checkpoint(checkpoint, frame, out, top_classes=top, dtype="float32", workers=2,
+                                overwrite=True)
     return emb, len(frame) / (time.perf_counter() - tic)
 
 
@@ -95,7 +96,7 @@ def answers(run: Path, work: Path, tta: bool = True) -> tuple[dict, float]:
     import landmark
     from landmark.data import read_queries
     from landmark.retrieval.index import LandmarkIndex
-    from landmark.retrieval.knn import reference_confidence, vote
+    from landmark.retrieval.knn import knn_vote, reference_confidence
     from landmark.retrieval.reference import REFERENCE_K
     ckpt = run / "checkpoints" / "best.pt"
     queries = read_queries(DATA / "test")
@@ -107,7 +108,7 @@ def answers(run: Path, work: Path, tta: bool = True) -> tuple[dict, float]:
     ids = q.ids
     label, prob = q.classes[0][:, 0], q.classes[1][:, 0].astype(np.float64)
     out = {"classifier": pd.DataFrame({"id": ids, "landmark_id": label, "score": prob})}
-    votes = vote(sims[:, :10], neighbours[:, :10], 3.0).drop_duplicates("query")
+    votes = knn_vote(sims[:, :10], neighbours[:, :10], 3.0).drop_duplicates("query")
     out["kNN"] = pd.DataFrame({"id": ids[votes["query"]], "landmark_id": votes["landmark_id"].to_numpy(),
                                "score": votes["knn"].to_numpy()})
     out["classifier x reference"] = pd.DataFrame({"id": ids, "landmark_id": label, "score": reference_confidence(
@@ -162,7 +163,7 @@ def open_set_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
     from landmark.data.kaggle import read_solution
     from landmark.evaluation import recognition_scores
     from landmark.retrieval.index import IndexParams, LandmarkIndex
-    from landmark.retrieval.knn import vote
+    from landmark.retrieval.knn import knn_vote
     solution = read_solution(DATA / "test" / "recognition_solution.csv")
     rows = []
     for k, held in enumerate(HOLDOUTS):
@@ -182,7 +183,7 @@ def open_set_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
         held_queries = read_queries(DATA / "test").merge(pred.loc[pred["id"].isin(held_ids), ["id"]], on="id")
         q, _ = embed(ckpt, held_queries, work / f"held_{k}.npy", 0)
         sims, idx = index.search(np.asarray(q.vectors, dtype=np.float32), 10)
-        top = vote(sims, index.labels[idx], 3.0).drop_duplicates("query")
+        top = knn_vote(sims, index.labels[idx], 3.0).drop_duplicates("query")
         enrolled = np.mean([lab in solution[i] for i, lab in zip(q.ids[top["query"]], top["landmark_id"])])
         rows.append({"recipe": recipe, "held out": " ".join(held), "held-out photos": len(held_ids),
                      **m, "held-out above median": above, "enrolled kNN accuracy": round(float(enrolled), 3)})

@@ -49,7 +49,8 @@ def recognizer_index(l13, recognizer_run, tmp_path_factory) -> Path:
     frame = labelled_images(l13, list(KNOWN_LANDMARKS)).groupby("landmark_id", observed=True).head(12)
     emb, _, info = embed_checkpoint(recognizer_run / "checkpoints" / "best.pt", frame,
                                     tmp_path_factory.mktemp("emb") / "ref.npy", workers=0)
-    build_index(emb, folder, IndexParams(kind="flat"), info, names=landmark_names(l13, KNOWN_LANDMARKS))
+    build_index(emb, folder, params=IndexParams(kind="flat"), model_info=info,
+                names=landmark_names(l13, KNOWN_LANDMARKS))
     return folder
 
 

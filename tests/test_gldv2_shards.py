@@ -61,12 +61,13 @@ def test_shards_verify_extract_resize_and_resume(tmp_path):
     build_shard(site, 2, {"2e00000000000003": photo(3)}, md5="0" * 32)      # corrupted in transit
     # shard 3 does not exist on the server: its md5 file is a 404
     out = tmp_path / "out"
-    opts = DownloadOptions(max_width=256, workers=2, timeout=5, retries=1, backoff=0.01, rate_per_host=0)
     with FaultyServer({}, static_root=site) as srv:
         base = srv.url("/static")
-        report = download_shards("train", [0, 1, 2, 3], out, base, opts, progress=False)
+        opts = DownloadOptions(max_width=256, workers=2, timeout=5, retries=1, backoff=0.01, rate_per_host=0,
+                               base_url=base)
+        report = download_shards("train", [0, 1, 2, 3], out, opts, progress=False)
         assert (report.shards_done, report.shards_failed, report.images) == (2, 2, 3)
-        again = download_shards("train", [0, 1, 2, 3], out, base, opts, progress=False)
+        again = download_shards("train", [0, 1, 2, 3], out, opts, progress=False)
         hits = dict(srv.hits)
         cli = CliRunner().invoke(app, ["download", "--gldv2", "train", "--shards", "0-1", "--base-url", base,
                                        "--out", str(tmp_path / "cli"), "--max-width", "0", "--no-progress"])

@@ -89,7 +89,6 @@ def test_index_gives_knn_scores_and_named_neighbours(recognizer_run, recognizer_
     import pandas as pd
 
     from landmark import Recognizer
-    from landmark.retrieval.knn import KnnConfig
     from landmark.retrieval.pipeline import knn_predict
     rec = Recognizer.load(recognizer_run, index=recognizer_index)   # a built index: kNN voting
     assert rec.scoring == "knn" and rec.name("11") == "Petra Jordan"
@@ -108,7 +107,7 @@ def test_index_gives_knn_scores_and_named_neighbours(recognizer_run, recognizer_
     (l13_csv := recognizer_index.parent / "q.csv").write_text(
         "id,path\n" + "".join(f"{i},{p}\n" for i, p in zip(ids, paths)))
     batch, _, _ = knn_predict(recognizer_run / "checkpoints" / "best.pt", recognizer_index, l13_csv,
-                              recognizer_index.parent / "work", KnnConfig(), workers=0, overwrite=True)
+                              work=recognizer_index.parent / "work", workers=0, overwrite=True)
     assert batch["landmark_id"].tolist() == [a.landmark_id for a in answers]
     assert batch["name"].tolist() == [a.name for a in answers]
     assert batch["verdict"].tolist() == [a.verdict for a in answers]

@@ -8,8 +8,8 @@ import pytest
 from landmark.data import ImageError
 from landmark.retrieval.embeddings import Embeddings, embed_images, load_embeddings, shrink_npy
 from landmark.retrieval.index import IndexParams, LandmarkIndex, choose_kind, default_nlist
-from landmark.retrieval.knn import (KnnConfig, add_classifier, nonlandmark_similarity, recognise, verify_rerank,
-                                    vote)
+from landmark.retrieval.config import KnnConfig, VerifyConfig
+from landmark.retrieval.knn import add_classifier, knn_vote, nonlandmark_similarity, recognise, verify_rerank
 
 
 def clustered(n: int, d: int = 32, clusters: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -111,16 +111,16 @@ def test_auto_kind_and_nlist():
     assert default_nlist(10) == 1
 
 
-def test_vote_hand_computed():
+def test_knn_vote_hand_computed():
     sims = np.array([[0.9, 0.8, 0.5], [0.7, -0.2, -np.inf]], dtype=np.float32)
     labels = np.array([["a", "b", "a"], ["c", "d", ""]])
-    out = vote(sims, labels, p=1.0)
+    out = knn_vote(sims, labels, p=1.0)
     q0 = out[out["query"] == 0].set_index("landmark_id")["knn"]
     assert q0["a"] == pytest.approx((0.9 + 0.5) / 3) and q0["b"] == pytest.approx(0.8 / 3)
     assert list(q0.index) == ["a", "b"]  # best first
     q1 = out[out["query"] == 1].set_index("landmark_id")["knn"]
     assert q1["c"] == pytest.approx(0.7 / 3) and q1["d"] == 0.0  # negative similarity votes nothing
-    assert vote(sims[:1], labels[:1], p=2.0).iloc[0]["knn"] == pytest.approx((0.81 + 0.25) / 3)
+    assert knn_vote(sims[:1], labels[:1], p=2.0).iloc[0]["knn"] == pytest.approx((0.81 + 0.25) / 3)
 
 
 def test_add_classifier_blends_union():
@@ -170,8 +170,8 @@ def test_verify_rerank_hand_computed():
 
     neighbours = np.array([[0, 1], [1, 2]])
     sims = np.ones((2, 2), dtype=np.float32)
-    out = verify_rerank(cands, neighbours, sims, query_items, index_items, pair_inliers, top=2, weight=1.0,
-                        inlier_cap=50, min_inliers=20)
+    out = verify_rerank(cands, neighbours, sims, query_items=query_items, index_items=index_items,
+                        pair_inliers=pair_inliers, config=VerifyConfig(top=2, weight=1.0, inlier_cap=50, min_inliers=20))
     got = out.set_index(["query", "landmark_id"])["score"]
     assert got[(0, "b")] == pytest.approx(0.4 + 40 / 50)  # now beats "a"
     assert got[(0, "a")] == pytest.approx(0.5)

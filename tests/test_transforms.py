@@ -5,7 +5,7 @@ from torchvision.transforms.v2 import functional as F
 
 from landmark.config import CropSchedule
 from landmark.data.transforms import ScheduledCrop, crop_origin, crop_probability, tta_transform
-from landmark.inference import vote
+from landmark.inference import tta_vote
 
 SCHEDULE = CropSchedule(p_start=0.1, p_end=0.5, resize=180, size=150, mode="random")
 
@@ -53,9 +53,9 @@ def test_ten_crops_shape():
 def test_vote_majority_and_confidence_rule():
     # 4 crops, 3 classes: class 1 wins 3 votes (0.9, 0.6, 0.5); class 0 one vote (0.95)
     probs = torch.tensor([[[0.05, 0.9, 0.05], [0.3, 0.6, 0.1], [0.95, 0.03, 0.02], [0.4, 0.5, 0.1]]])
-    labels, conf = vote(probs)
+    labels, conf = tta_vote(probs)
     assert labels.tolist() == [1] and conf.item() == pytest.approx((0.9 + 0.6 + 0.5) / 4)
     # 2-2 tie in votes: the larger summed probability wins
     probs = torch.tensor([[[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7]]])
-    labels, conf = vote(probs)
+    labels, conf = tta_vote(probs)
     assert labels.tolist() == [0] and conf.item() == pytest.approx((0.9 + 0.8) / 4)

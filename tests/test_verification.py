@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from landmark.cli import app
 from landmark.data import ImageError, image_path, load_image
 from landmark.retrieval import FeatureCache, count_inliers, local_features, match
-from landmark.retrieval.verification import (MIN_MATCHES, RECOMMENDED_MIN_INLIERS, LocalFeatures, mutual_matches,
+from landmark.retrieval.verification import (MIN_MATCHES, SAME_LANDMARK_INLIERS, LocalFeatures, mutual_matches,
                                              root_sift)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -62,7 +62,7 @@ def test_same_landmark_pair_has_many_inliers(features):
     a, b = features[SAME[0]], features[SAME[1]]
     result = match(a, b)
     assert result.num_inliers >= 60
-    assert result.num_inliers >= RECOMMENDED_MIN_INLIERS
+    assert result.num_inliers >= SAME_LANDMARK_INLIERS
     assert count_inliers(a, b) == result.num_inliers
     # inliers are a subset of the tentative matches, which are mutual nearest neighbours
     assert {tuple(p) for p in result.inliers.tolist()} <= {tuple(p) for p in result.matches.tolist()}
@@ -71,7 +71,7 @@ def test_same_landmark_pair_has_many_inliers(features):
 
 def test_different_landmarks_have_few_inliers(features):
     a, b = features[DIFFERENT[0]], features[DIFFERENT[1]]
-    assert count_inliers(a, b) < RECOMMENDED_MIN_INLIERS
+    assert count_inliers(a, b) < SAME_LANDMARK_INLIERS
     assert count_inliers(a, b, model="homography") < 10
     assert count_inliers(features[SAME[0]], features[SAME[1]]) > 5 * max(1, count_inliers(a, b))
 

@@ -13,6 +13,13 @@ The whole job in a few lines::
     answer, = rec.recognize("photo.jpg")
     print(answer.name, answer.score, answer.is_landmark)
 
+    settings = landmark.load_retrieval_config("exact")   # retrieval: embed -> index -> kNN
+    emb, rejects, info = landmark.embed_checkpoint(best, landmark.image_frame(data="../shared/data/landmarks13"),
+                                                   "runs/demo/emb.npy")
+    landmark.build_index(emb, "runs/demo/idx", params=settings.index, model_info=info)
+    preds, rejects, result = landmark.knn_predict(best, "runs/demo/idx", "../shared/data/landmarks13/test",
+                                                  work="runs/demo/knn", config=settings)
+
 The names below are imported on first use (PEP 562), so ``import landmark`` and the
 command line start without loading torch.
 """
@@ -28,10 +35,13 @@ _EXPORTS = {
     "create_model": "models", "load_model": "models", "ModelSpec": "models", "save_checkpoint": "models",
     "list_heads": "models", "Preprocess": "data",
     "resume": "training", "train": "training",
+    "RetrievalConfig": "retrieval.config", "load_retrieval_config": "retrieval.config",
+    "image_frame": "retrieval.pipeline", "embed_checkpoint": "retrieval.pipeline", "build_index": "retrieval.pipeline",
+    "enrol": "retrieval.pipeline", "knn_predict": "retrieval.pipeline",
+    "load_embeddings": "retrieval.embeddings", "LandmarkIndex": "retrieval.index",
 }
 
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,6 +9,14 @@ from typing import Optional
 
 import typer
 
+from .data.download_options import DownloadOptions
+from .retrieval.config import RetrievalConfig, retrieval_presets
+
+# Every default below is read from the library's own settings (these modules import
+# pydantic only, so `landmark --help` stays fast); none is restated here.
+_DOWNLOAD = DownloadOptions()
+_RETRIEVAL = RetrievalConfig()
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Landmark recognition: train, predict and evaluate (GLDv2 / Kaggle formats).")
 
@@ -81,7 +89,7 @@ def train(
             if nonlandmarks is not None:
                 overrides["data"] = {"nonlandmarks": str(nonlandmarks.resolve())}
             cfg = load_config(config, overrides, epochs=epochs)
-            best = train_run(cfg, data, out, device=device, on_epoch_end=write_training_curves)
+            best = train_run(cfg, data, run_dir=out, device=device, on_epoch_end=write_training_curves)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
     if os.environ.get("RANK", "0") != "0":
@@ -201,39 +209,37 @@ def download(
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="id,url[,landmark_id] CSV to download"),
     gldv2: Optional[str] = typer.Option(None, help="official GLDv2 shards instead: train, index or test"),
     shards: str = typer.Option("0", help="with --gldv2: shard numbers, e.g. 0-9, 0,3,5-7 or all"),
-    base_url: str = typer.Option("https://s3.amazonaws.com/google-landmark", help="with --gldv2: shard server"),
+    base_url: str = typer.Option(_DOWNLOAD.base_url, help="with --gldv2: shard server"),
     keep_tars: bool = typer.Option(False, help="with --gldv2: keep verified TARs in OUT/tars"),
-    split: str = typer.Option("train", help="with --csv: folder under OUT (train, index, test)"),
-    max_width: int = typer.Option(256, help="shrink to at most this width in pixels (0 keeps originals)"),
-    workers: int = typer.Option(16, help="concurrent downloads (--csv) or decoding threads (--gldv2)"),
-    timeout: float = typer.Option(60.0, help="seconds one attempt may take, request to last byte"),
-    retries: int = typer.Option(3, help="further attempts after timeouts, resets, 5xx, 429"),
-    backoff: float = typer.Option(1.0, help="seconds before the first retry, doubling after"),
-    rate: float = typer.Option(10.0, help="requests per second per host (0 = unlimited)"),
-    max_mb: float = typer.Option(50.0, help="refuse images larger than this many MB"),
+    split: str = typer.Option(_DOWNLOAD.split, help="with --csv: folder under OUT (train, index, test)"),
+    max_width: int = typer.Option(_DOWNLOAD.max_width, help="shrink to at most this width in pixels "
+                                                          "(0 keeps originals)"),
+    workers: int = typer.Option(_DOWNLOAD.workers, help="concurrent downloads (--csv) or decoding threads (--gldv2)"),
+    timeout: float = typer.Option(_DOWNLOAD.timeout, help="seconds one attempt may take, request to last byte"),
+    retries: int = typer.Option(_DOWNLOAD.retries, help="further attempts after timeouts, resets, 5xx, 429"),
+    backoff: float = typer.Option(_DOWNLOAD.backoff, help="seconds before the first retry, doubling after"),
+    rate: float = typer.Option(_DOWNLOAD.rate_per_host, help="requests per second per host (0 = unlimited)"),
+    max_mb: float = typer.Option(_DOWNLOAD.max_bytes / 2**20, help="refuse images larger than this many MB"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Download images into the GLDv2 layout (resumable); failures go to OUT/download_failures.csv."""
-    from .data.download import DownloadOptions, download_csv
+    from .data.download import download_csv
     from .data.gldv2_shards import download_shards, parse_shards
     if (csv_file is None) == (gldv2 is None):
         _fail(ValueError("give exactly one of --csv FILE or --gldv2 train|index|test"))
+    if gldv2 is not None and gldv2 not in ("train", "index", "test"):
+        _fail(ValueError(f"--gldv2 {gldv2!r}: use train, index or test"))
     if max_width < 0 or workers < 1 or retries < 0 or timeout <= 0:
         _fail(ValueError("need --max-width >= 0, --workers >= 1, --retries >= 0, --timeout > 0"))
     try:
         opts = DownloadOptions(max_width=max_width, workers=workers, timeout=timeout, retries=retries,
-                               backoff=backoff, rate_per_host=rate, max_bytes=int(max_mb * 2**20), split=split)
-    except ValueError as err:
-        _fail(err)
-    try:
+                               backoff=backoff, rate_per_host=rate, max_bytes=int(max_mb * 2**20),
+                               split=gldv2 or split, base_url=base_url)
         if csv_file is not None:
-            result = download_csv(csv_file, out, opts, progress).as_dict()
+            result = download_csv(csv_file, out, opts=opts, progress=progress).as_dict()
         else:
-            if gldv2 not in ("train", "index", "test"):
-                _fail(ValueError(f"--gldv2 {gldv2!r}: use train, index or test"))
-            opts.split = gldv2
-            result = download_shards(gldv2, parse_shards(shards, gldv2), out, base_url, opts, keep_tars,
-                                     progress).as_dict()
+            result = download_shards(gldv2, parse_shards(shards, gldv2), out=out, opts=opts, keep_tars=keep_tars,
+                                     progress=progress).as_dict()
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps(result, indent=2))
@@ -254,7 +260,8 @@ def stats(
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         _fail(FileExistsError(f"{out} exists and is not empty; pass --overwrite or choose another --out"))
     try:
-        summary = write_stats_report(data, out, images, near_duplicates, workers, top)
+        summary = write_stats_report(data, out, check_images=images, near_duplicates=near_duplicates,
+                                     workers=workers, top=top)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     keys = ("images", "classes", "images_per_class", "classes_by_size", "top1pct", "duplicates",
@@ -302,35 +309,39 @@ def saliency(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from .reporting.saliency import explain_files
     try:
-        result = explain_files(checkpoint, images, out, overwrite)
+        result = explain_files(checkpoint, images, out=out, overwrite=overwrite)
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps(result, indent=2))
 
 
 # --- match ---
+_VERIFY = _RETRIEVAL.verify
+
+
 @app.command()
 def match(
     image_a: Path = typer.Argument(..., help="first image (any format Pillow reads)"),
     image_b: Path = typer.Argument(..., help="second image"),
     out: Optional[Path] = typer.Option(None, help="PNG to write: both images side by side with the inlier matches"),
-    max_keypoints: int = typer.Option(1000, min=1, help="SIFT keypoints per image, strongest first"),
-    max_side: int = typer.Option(640, min=16, help="pixels; longest side the images are shrunk to"),
-    ratio: float = typer.Option(0.8, min=0.01, max=1.0, help="Lowe ratio test threshold"),
-    model: str = typer.Option("fundamental", help="RANSAC model: fundamental | homography"),
-    threshold: Optional[float] = typer.Option(None, min=0.01, help="RANSAC threshold in pixels (default 3 fundamental, "
-                                                         "6 homography)"),
+    max_keypoints: int = typer.Option(_VERIFY.max_keypoints, min=1, help="SIFT keypoints per image, strongest first"),
+    max_side: int = typer.Option(_VERIFY.max_side, min=16, help="pixels; longest side the images are shrunk to"),
+    ratio: float = typer.Option(_VERIFY.ratio, min=0.01, max=1.0, help="Lowe ratio test threshold"),
+    model: str = typer.Option(_VERIFY.model, help="RANSAC model: fundamental | homography"),
+    threshold: Optional[float] = typer.Option(_VERIFY.ransac_threshold, min=0.01,
+                                              help="RANSAC threshold in pixels (default 3 fundamental, 6 homography)"),
     tentative: bool = typer.Option(False, help="also draw the rejected tentative matches (red)"),
     overwrite: bool = typer.Option(False, help="replace --out if it exists"),
 ) -> None:
     """Geometric verification of two photos: RootSIFT + mutual ratio-test matches + MAGSAC++ inliers.
 
-    Prints JSON with the inlier count and whether it reaches the recommended
-    same-landmark threshold; with --out draws the inlier matches.
+    Prints JSON with the inlier count and whether it reaches the same-landmark threshold
+    (SAME_LANDMARK_INLIERS); with --out draws the inlier matches.
     """
     from .data import ImageError, load_image
     from .reporting.match_plot import draw_matches
-    from .retrieval.verification import RECOMMENDED_MIN_INLIERS, local_features
+    from .retrieval.config import SAME_LANDMARK_INLIERS
+    from .retrieval.verification import local_features
     from .retrieval.verification import match as run_match
     if out is not None:
         _refuse_overwrite(out, overwrite)
@@ -341,16 +352,17 @@ def match(
         except ImageError as err:
             _fail(ValueError(f"cannot read {path}: {err}"))
     try:
-        fa, fb = (local_features(img, max_keypoints, max_side) for img in images)
-        result = run_match(fa, fb, ratio, model, threshold)   # type: ignore[arg-type]
+        fa, fb = (local_features(img, max_keypoints=max_keypoints, max_side=max_side) for img in images)
+        result = run_match(fa, fb, ratio=ratio, model=model, ransac_threshold=threshold)  # type: ignore[arg-type]
     except ValueError as err:
         _fail(err)
     if out is not None:
-        draw_matches(images[0], images[1], fa, fb, result, out, max_side, tentative)
+        draw_matches(result, out, images=(images[0], images[1]), features=(fa, fb), max_side=max_side,
+                     tentative=tentative)
     typer.echo(json.dumps({"inliers": result.num_inliers, "tentative_matches": int(len(result.matches)),
                            "keypoints": [len(fa), len(fb)], "model": model,
-                           "same_landmark": result.num_inliers >= RECOMMENDED_MIN_INLIERS,
-                           "threshold_inliers": RECOMMENDED_MIN_INLIERS, "out": str(out) if out else None}))
+                           "same_landmark": result.num_inliers >= SAME_LANDMARK_INLIERS,
+                           "threshold_inliers": SAME_LANDMARK_INLIERS, "out": str(out) if out else None}))
 
 
 # --- retrieval: embed, index, knn ---
@@ -389,28 +401,25 @@ def embed(
     """
     from .io import embedding_files, embeddings_path, sidecar
     from .retrieval.pipeline import embed_checkpoint, image_frame
-    if shard is not None:
-        from .inference.runtime import load_runtime
-        from .retrieval.shards import embed_shard, parse_shard
-        try:
-            where = parse_shard(shard)
-            engine = load_runtime(checkpoint, runtime, device, threads)
-            result = embed_shard(engine, engine.preprocess, image_frame(images, data, _landmark_list(landmarks), label),
-                                 out, shard=where, part_size=part_size, classes=engine.classes,
-                                 top_classes=top_classes, dtype=dtype, image_size=image_size, batch_size=batch_size,
-                                 workers=workers, device=device)
-        except (FileNotFoundError, ValueError) as err:
-            _fail(err)
-        typer.echo(json.dumps(result))
-        return
-    path = embeddings_path(out)
-    _refuse_overwrite(embedding_files(path), overwrite)
+    if shard is None:
+        _refuse_overwrite(embedding_files(embeddings_path(out)), overwrite)
     try:
-        emb, rejects, _ = embed_checkpoint(checkpoint, image_frame(images, data, _landmark_list(landmarks), label),
-                                           path, top_classes, dtype, image_size, batch_size, workers, device,
-                                           overwrite, runtime=runtime, threads=threads)
+        frame = image_frame(images=images, data=data, landmarks=_landmark_list(landmarks), label=label)
+        if shard is not None:
+            from .retrieval.pipeline import embed_checkpoint_shard
+            from .retrieval.shards import parse_shard
+            typer.echo(json.dumps(embed_checkpoint_shard(checkpoint, frame, folder=out, shard=parse_shard(shard),
+                                                         part_size=part_size, top_classes=top_classes, dtype=dtype,
+                                                         image_size=image_size, batch_size=batch_size,
+                                                         workers=workers, device=device, runtime=runtime,
+                                                         threads=threads)))
+            return
+        emb, rejects, _ = embed_checkpoint(checkpoint, frame, out=embeddings_path(out), top_classes=top_classes,
+                                           dtype=dtype, image_size=image_size, batch_size=batch_size, workers=workers,
+                                           device=device, overwrite=overwrite, runtime=runtime, threads=threads)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
+    path = embeddings_path(out)
     typer.echo(json.dumps({"embeddings": str(path), "rows": len(emb), "dim": int(emb.vectors.shape[1]),
                            "ids": str(sidecar(path, "ids.csv")), "rejects": len(rejects),
                            "rejects_file": str(sidecar(path, "rejects.csv"))}))
@@ -434,33 +443,28 @@ def embed_merge(
     typer.echo(json.dumps(result))
 
 
-def _index_embeddings(checkpoint: Optional[Path], embeddings: Optional[Path], data: Optional[Path],
-                      images: Optional[Path], landmarks: Optional[str], label: Optional[str], labels: Optional[Path],
-                      work: Path, size: Optional[int], batch_size: int, workers: int, device: Optional[str],
-                      overwrite: bool):
-    """Embeddings for index build/add: a given .npy (+ optional labels CSV) or images embedded now."""
-    from .io import read_csv
-    from .retrieval.embeddings import load_embeddings
-    from .retrieval.pipeline import embed_checkpoint, image_frame
-    if embeddings is not None:
-        emb = load_embeddings(embeddings)
-        if labels is not None:
-            table = read_csv(labels, dtype=str, keep_default_na=False)
-            if not {"id", "landmark_id"} <= set(table.columns):
-                raise ValueError(f"{labels} needs the columns id,landmark_id")
-            emb.items = emb.items.drop(columns=["landmark_id"], errors="ignore").merge(
-                table[["id", "landmark_id"]].drop_duplicates("id"), on="id", how="left")
-            missing = emb.items["landmark_id"].isna()
-            if missing.any():
-                raise ValueError(f"{int(missing.sum())} embedded ids have no label in {labels}, "
-                                 f"e.g. {emb.items.loc[missing, 'id'].iloc[0]}")
-        return emb, [], {}
-    if checkpoint is None:
-        raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
-    if images is not None and label is None:
-        raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
-    return embed_checkpoint(checkpoint, image_frame(images, data, _landmark_list(landmarks), label), work, 0,
-                            "float16", size, batch_size, workers, device, overwrite)
+_PRESET_HELP = (f"retrieval settings: a preset ({', '.join(retrieval_presets())}) or a YAML file "
+                f"(landmark.retrieval.config); the flags below override it")
+
+
+def _retrieval_settings(preset: Optional[str], **sections: dict) -> RetrievalConfig:
+    """``--preset`` (or the library's defaults) with the flags that were given on top
+    (``sections``: ``index``/``knn``/``verify`` -> {field: flag value or None})."""
+    from .retrieval.config import load_retrieval_config
+    given = {name: {k: v for k, v in fields.items() if v is not None} for name, fields in sections.items()}
+    try:
+        return load_retrieval_config(preset, {name: fields for name, fields in given.items() if fields})
+    except FileNotFoundError as err:
+        _fail(err)
+    except ValueError as err:   # one line: "invalid ...: index.kind: ...; knn.k: ..."
+        _fail(ValueError(str(err).replace(":\n  ", ": ").replace("\n  ", "; ")))
+
+
+def _default(value) -> str:
+    return f"default {value}, or the preset's"
+
+
+_INDEX, _KNN = _RETRIEVAL.index, _RETRIEVAL.knn
 
 
 @index_app.command("build")
@@ -473,31 +477,36 @@ def index_build(
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 0,1,2"),
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy from landmark embed"),
     labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
-    kind: str = typer.Option("auto", help="auto | flat | hnsw | ivf | ivfpq (auto: flat <100k, ivf <2M, ivfpq)"),
-    nlist: int = typer.Option(0, min=0, help="IVF cells (0: ~4 sqrt(N))"),
-    nprobe: int = typer.Option(16, min=1, help="IVF cells searched per query"),
-    pq_m: int = typer.Option(64, min=1, help="IVF-PQ bytes per vector (divides the dimension)"),
-    hnsw_m: int = typer.Option(32, min=2, help="HNSW links per node"),
-    ef_search: int = typer.Option(128, min=1, help="HNSW search beam"),
+    preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    kind: Optional[str] = typer.Option(None, help=f"auto | flat | hnsw | ivf | ivfpq (auto: flat <100k, ivf <2M, "
+                                                  f"ivfpq; {_default(_INDEX.kind)})"),
+    nlist: Optional[int] = typer.Option(None, min=0, help=f"IVF cells (0: ~4 sqrt(N); {_default(_INDEX.nlist)})"),
+    nprobe: Optional[int] = typer.Option(None, min=1, help=f"IVF cells searched per query ({_default(_INDEX.nprobe)})"),
+    pq_m: Optional[int] = typer.Option(None, min=1, help=f"IVF-PQ bytes per vector, divides the dimension "
+                                                         f"({_default(_INDEX.pq_m)})"),
+    hnsw_m: Optional[int] = typer.Option(None, min=2, help=f"HNSW links per node ({_default(_INDEX.hnsw_m)})"),
+    ef_search: Optional[int] = typer.Option(None, min=1, help=f"HNSW search beam ({_default(_INDEX.ef_search)})"),
     image_size: Optional[int] = typer.Option(None, min=16, help="pixels; default: the checkpoint's size"),
     batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
     device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace an index in --out"),
 ) -> None:
     """Build a FAISS inner-product index over labelled photos; embeddings go to OUT/embeddings.npy."""
-    from .data.gldv2 import landmark_names
-    from .retrieval.index import IndexParams
-    from .retrieval.pipeline import build_index
     from .io import INDEX_FILES, embedding_files
+    settings = _retrieval_settings(preset, index={"kind": kind, "nlist": nlist, "nprobe": nprobe, "pq_m": pq_m,
+                                                  "hnsw_m": hnsw_m, "ef_search": ef_search})
     _refuse_overwrite([out / name for name in INDEX_FILES]
                       + (embedding_files(out / "embeddings.npy") if embeddings is None else []), overwrite)
+    from .data.gldv2 import landmark_names
+    from .retrieval.pipeline import build_index, index_embeddings
     try:
-        emb, rejects, info = _index_embeddings(checkpoint, embeddings, data, images, landmarks, label, labels,
-                                               out / "embeddings.npy", image_size, batch_size, workers, device,
-                                               overwrite)
-        params = IndexParams(kind=kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m, hnsw_m=hnsw_m, ef_search=ef_search)
+        emb, rejects, info = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
+                                              images=images, landmarks=_landmark_list(landmarks), label=label,
+                                              out=out / "embeddings.npy", image_size=image_size,
+                                              batch_size=batch_size, workers=workers, device=device,
+                                              overwrite=overwrite)
         names = landmark_names(data, emb.items["landmark_id"].unique()) if data is not None else None
-        result = build_index(emb, out, params, info, overwrite, names)
+        result = build_index(emb, out, params=settings.index, model_info=info, overwrite=overwrite, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({**result, "rejects": len(rejects)}))
@@ -519,15 +528,18 @@ def index_add(
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     import time
     from .data.gldv2 import landmark_names
-    from .retrieval.pipeline import enrol, index_model
+    from .retrieval.pipeline import enrol, index_embeddings, index_model
     try:
         info = index_model(index)
         if checkpoint is None and info.get("checkpoint") and embeddings is None:
             checkpoint = Path(info["checkpoint"])
-        work = index / f"added-{time.strftime('%Y%m%d-%H%M%S')}.npy"
-        emb, rejects, _ = _index_embeddings(checkpoint, embeddings, data, images, landmarks, label, labels, work,
-                                            info.get("image_size"), batch_size, workers, device, False)
-        result = enrol(index, emb, landmark_names(data, emb.items["landmark_id"].unique()) if data else None)
+        emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
+                                           images=images, landmarks=_landmark_list(landmarks), label=label,
+                                           out=index / f"added-{time.strftime('%Y%m%d-%H%M%S')}.npy",
+                                           image_size=info.get("image_size"), batch_size=batch_size,
+                                           workers=workers, device=device)
+        names = landmark_names(data, emb.items["landmark_id"].unique()) if data else None
+        result = enrol(index, emb, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({**result, "rejects": len(rejects)}))
@@ -539,15 +551,22 @@ def knn(
     index: Path = typer.Option(..., help="index folder (landmark index build)"),
     images: Path = typer.Option(..., help="query folder, CSV with an id column, or query embeddings .npy"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
-    k: int = typer.Option(10, min=1, help="neighbours that vote"),
-    p: float = typer.Option(3.0, help="vote weight = similarity ** p"),
-    combine: float = typer.Option(0.0, min=0.0, max=1.0, help="classifier weight w: score = (1-w) knn + w softmax (0 = kNN only)"),
+    preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    k: Optional[int] = typer.Option(None, min=1, help=f"neighbours that vote ({_default(_KNN.k)})"),
+    p: Optional[float] = typer.Option(None, help=f"vote weight = similarity ** p ({_default(_KNN.p)})"),
+    combine: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="classifier weight w: score = (1-w) knn + "
+                                            f"w softmax (0 = kNN only; {_default(_KNN.classifier_weight)})"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder (or .npy) of non-landmark photos: penalty"),
-    nonlandmark_weight: float = typer.Option(1.0, help="lambda of the non-landmark penalty"),
-    nonlandmark_k: int = typer.Option(5, min=1, help="non-landmark neighbours averaged in the penalty"),
-    reject_below: Optional[float] = typer.Option(None, help="no prediction for queries scoring below this"),
-    verify_top: int = typer.Option(0, min=0, help="re-rank by RANSAC inliers of the top-N neighbours (0 = off)"),
-    min_inliers: int = typer.Option(20, help="with --verify-top: queries below this are ranked last"),
+    nonlandmark_weight: Optional[float] = typer.Option(None, help="lambda of the non-landmark penalty "
+                                                       f"({_default(_KNN.nonlandmark_weight)})"),
+    nonlandmark_k: Optional[int] = typer.Option(None, min=1, help="non-landmark neighbours averaged in the penalty "
+                                                f"({_default(_KNN.nonlandmark_k)})"),
+    reject_below: Optional[float] = typer.Option(None, help="no prediction for queries scoring below this "
+                                                 f"({_default(_KNN.reject_below)})"),
+    verify_top: Optional[int] = typer.Option(None, min=0, help="re-rank by RANSAC inliers of the top-N neighbours "
+                                             f"(0 = off; {_default(_VERIFY.top)})"),
+    min_inliers: Optional[int] = typer.Option(None, min=0, help="with --verify-top: queries below this are ranked "
+                                              f"last ({_default(_VERIFY.min_inliers)})"),
     verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
     batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
     device: Optional[str] = typer.Option(None),
@@ -561,38 +580,32 @@ def knn(
     "no landmark"), OUT.queries.npy (query embeddings), OUT.rejects.csv and, with
     --nonlandmarks, OUT.nonlandmarks.npy.
     """
-    _refuse_overwrite(out, overwrite)
-    _refuse_overwrite(out.with_name(out.stem + ".answers.csv"), overwrite)
-    for name, path in (("--index", index), ("--images", images), ("--nonlandmarks", nonlandmarks)):
-        if path is not None and not path.exists():  # before any query is embedded or written
-            _fail(FileNotFoundError(f"{name} {path} does not exist"))
-    from .data import write_rejects
-    from .data.kaggle import write_submission
-    from .retrieval.knn import KnnConfig
-    from .io import embedding_files
-    from .retrieval.pipeline import knn_predict
+    knn_flags = {"k": k, "p": p, "classifier_weight": combine, "nonlandmark_k": nonlandmark_k,
+                 "nonlandmark_weight": nonlandmark_weight, "reject_below": reject_below}
+    settings = _retrieval_settings(preset, knn=knn_flags,
+                                   verify={"top": verify_top, "min_inliers": min_inliers})
     work = out.with_suffix("")
-    _refuse_overwrite([out, out.with_name(out.stem + ".rejects.csv"), out.with_name(out.stem + ".answers.csv")]
+    answers_file, rejects_file = (out.with_name(out.stem + suffix) for suffix in (".answers.csv", ".rejects.csv"))
+    from .io import embedding_files
+    _refuse_overwrite([out, rejects_file, answers_file]
                       + (embedding_files(f"{work}.queries") if not str(images).endswith(".npy") else [])
                       + (embedding_files(f"{work}.nonlandmarks") if nonlandmarks and not str(nonlandmarks).endswith(
                           ".npy") else []), overwrite)
-    for name, path in (("--index", index), ("--images", images), ("--nonlandmarks", nonlandmarks)):
-        if path is not None and not path.exists():  # before any query is embedded or written
-            _fail(FileNotFoundError(f"{name} {path} does not exist"))
-    config = KnnConfig(k=k, p=p, classifier_weight=combine, nonlandmark_k=nonlandmark_k,
-                       nonlandmark_weight=nonlandmark_weight if nonlandmarks else 0.0, reject_below=reject_below,
-                       verify_top=verify_top, min_inliers=min_inliers)
+    _require(("--index", index), ("--images", images), ("--nonlandmarks", nonlandmarks))  # before any query is embedded
+    from .data import write_rejects
+    from .data.kaggle import write_submission
+    from .retrieval.pipeline import knn_predict
     try:
-        predictions, rejects, result = knn_predict(checkpoint, index, images, work, config, nonlandmarks,
-                                                   verify_cache, batch_size, workers, device, overwrite,
-                                                   runtime=runtime, threads=threads)
+        predictions, rejects, result = knn_predict(checkpoint, index, images=images, work=work, config=settings,
+                                                   nonlandmarks=nonlandmarks, verify_cache=verify_cache,
+                                                   batch_size=batch_size, workers=workers, device=device,
+                                                   overwrite=overwrite, runtime=runtime, threads=threads)
         write_submission(predictions, out)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
-    predictions.to_csv(out.with_name(out.stem + ".answers.csv"), index=False)
-    rejects_file = out.with_name(out.stem + ".rejects.csv")
+    predictions.to_csv(answers_file, index=False)
     write_rejects(rejects, rejects_file)
-    typer.echo(json.dumps({"submission": str(out), "answers": str(out.with_name(out.stem + ".answers.csv")),
+    typer.echo(json.dumps({"submission": str(out), "answers": str(answers_file),
                            "images": len(predictions), "rejects": len(rejects),
                            "rejects_file": str(rejects_file),
                            "predicted": int((predictions["landmark_id"] != "").sum()),
@@ -639,7 +652,8 @@ def recognize(
     from .data import ImageError
     from .inference.recognizer import Recognizer, decode
     try:
-        rec = Recognizer.load(model, index, nonlandmarks, threshold, device, runtime=runtime, threads=threads)
+        rec = Recognizer.load(model, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
+                              runtime=runtime, threads=threads)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     good, errors = [], []
@@ -648,7 +662,8 @@ def recognize(
             good.append((path, decode(path)))
         except ImageError as err:
             errors.append({"source": str(path), "error": str(err)})
-    answers = rec.recognize([img for _, img in good], top_k, tta, [str(p) for p, _ in good]) if good else []
+    answers = rec.recognize([img for _, img in good], top_k=top_k, tta=tta,
+                            sources=[str(p) for p, _ in good]) if good else []
     if explain is not None:
         _write_explanations(rec, good, answers, explain)
     if as_json:
@@ -667,7 +682,7 @@ def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
     from .reporting.explain import explain
     folder.mkdir(parents=True, exist_ok=True)
     for k, ((path, photo), answer) in enumerate(zip(good, answers)):
-        found = explain(rec, photo, answer)
+        found = explain(rec, photo, answer=answer)
         stem = f"{k:03d}_{path.stem}"
         (folder / f"{stem}.saliency.png").write_bytes(found.saliency_png)
         if found.matches_png is not None:
@@ -701,12 +716,13 @@ def serve(
     from .inference.recognizer import Recognizer
     from .serving import Limits, create_app
     try:
-        rec = Recognizer.load(model, index, nonlandmarks, threshold, device, runtime=runtime, threads=threads)
+        rec = Recognizer.load(model, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
+                              runtime=runtime, threads=threads)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     limits = Limits(max_bytes=int(max_mb * 2**20), max_pixels=max_pixels)
     from .inference.recognizer import run_index
-    app_ = create_app(rec, token, index if index is not None else run_index(model), limits,
+    app_ = create_app(rec, token=token, index_dir=index if index is not None else run_index(model), limits=limits,
                       window=batch_window_ms / 1000)
     typer.echo(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{host}:{port}/ "
                f"(API docs at /docs){'; enrolment enabled' if token else ''}", err=True)

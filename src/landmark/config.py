@@ -9,8 +9,9 @@ lr 1e-4, then bottom 20 frozen at lr 1e-5).  Presets shipped with the package
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -184,31 +185,13 @@ def load_config(source: str | Path, overrides: dict | None = None, epochs: int |
         FileNotFoundError: neither a file nor a preset of that name exists.
         ValueError: the YAML does not validate; the message names each bad field.
     """
-    path = Path(source)
-    if not path.exists():
-        preset = PRESETS_DIR / f"{source}.yaml"
-        if not preset.exists():
-            names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-            raise FileNotFoundError(f"config {source!r} is neither a file nor a preset ({names})")
-        path = preset
-    if not path.is_file():
-        raise FileNotFoundError(f"config {path} is not a file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"config {path} is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"config {path} must be a YAML mapping (seed:, data:, model:, stages: ...), "
-                         f"found {'an empty file' if raw is None else type(raw).__name__}")
-    raw = _merge(raw, overrides or {})
-    if epochs is not None and isinstance(raw.get("stages"), list):
-        raw["stages"] = [st if not isinstance(st, dict) or st.get("probe") else {**st, "epochs": epochs}
-                         for st in raw["stages"]]
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as err:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-        raise ValueError(f"invalid config {path}:\n" + "\n".join(lines)) from None
+    def with_epochs(raw: dict) -> dict:
+        if epochs is not None and isinstance(raw.get("stages"), list):
+            raw["stages"] = [st if not isinstance(st, dict) or st.get("probe") else {**st, "epochs": epochs}
+                             for st in raw["stages"]]
+        return raw
+
+    return read_config(source, TrainConfig, PRESETS_DIR, overrides, adjust=with_epochs)
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -221,3 +204,51 @@ def _merge(base: dict, extra: dict) -> dict:
 def dump_config(config: TrainConfig, path: Path) -> None:
     """Write the resolved config (every default filled in) as YAML."""
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def read_config(source: str | Path, schema: type[_M], presets: Path, overrides: dict | None = None,
+                what: str = "config", adjust: Callable[[dict], dict] | None = None) -> _M:
+    """Validate a YAML file, or the preset ``presets/<source>.yaml``, against ``schema``.
+
+    The one loader behind :func:`load_config` and
+    :func:`landmark.retrieval.config.load_retrieval_config`.  ``overrides`` (a nested
+    mapping) is merged over the file, then ``adjust`` (raw mapping -> raw mapping) applied,
+    before validation; ``what`` names the kind of config in error messages.
+
+    Raises:
+        FileNotFoundError: neither a file nor a preset of that name exists (one line
+            naming the presets).
+        ValueError: not YAML, not a mapping, or it does not validate; the message names
+            each bad field.
+    """
+    path = Path(source)
+    if not path.exists():
+        preset = presets / f"{source}.yaml"
+        if not preset.exists():
+            names = ", ".join(sorted(p.stem for p in presets.glob("*.yaml")))
+            raise FileNotFoundError(f"{what} {source!r} is neither a file nor a preset ({names})")
+        path = preset
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} is not a file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{what} {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        keys = ", ".join(f"{k}:" for k in schema.model_fields)
+        raise ValueError(f"{what} {path} must be a YAML mapping ({keys} ...), "
+                         f"found {'an empty file' if raw is None else type(raw).__name__}")
+    raw = _merge(raw, overrides or {})
+    return validate_config(schema, adjust(raw) if adjust else raw, f"{what} {path}")
+
+
+def validate_config(schema: type[_M], raw: dict, where: str) -> _M:
+    """``schema.model_validate(raw)``; a ValueError names each bad field and ``where`` it came from."""
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ValueError(f"invalid {where}:\n" + "\n".join(lines)) from None

@@ -38,6 +38,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from .download_options import DownloadOptions
 from .gldv2 import BAD_ID, GLDV2_ID, image_path
 from .images import ImageError, load_image, resize_to_width
 
@@ -56,47 +57,6 @@ USER_AGENT = "landmark-downloader/0.1 (research; polite, rate-limited)"
 
 
 @dataclass
-class DownloadOptions:
-    """How to fetch and store.
-
-    Attributes:
-        max_width: pixels; wider images are shrunk to this width (aspect kept) and
-            re-encoded as JPEG; ``0`` keeps every original byte for byte.
-        workers: concurrent downloads (threads).
-        connect_timeout: seconds to establish a connection.
-        timeout: seconds one attempt may take from request to last byte (a slow drip
-            counts as a timeout too).
-        retries: further attempts after a retryable failure (timeouts, connection
-            errors, truncated bodies, HTTP 408/425/429/5xx); 404 and the like are final.
-        backoff: seconds; retry k (1-based) waits ``backoff * 2**(k-1)`` plus up to 25 %
-            jitter, or the server's ``Retry-After`` (capped at 60 s) when larger.
-        rate_per_host: requests per second to one host name, ``0`` = unlimited.
-        max_bytes: bodies larger than this are refused ("too large").
-        max_redirects: redirects followed per request.
-        jpeg_quality: quality of re-encoded (resized) JPEGs.
-        split: folder under OUT (``train``, ``index``, ``test``).
-    """
-
-    max_width: int = 256
-    workers: int = 16
-    connect_timeout: float = 10.0
-    timeout: float = 60.0
-    retries: int = 3
-    backoff: float = 1.0
-    rate_per_host: float = 10.0
-    max_bytes: int = 50 * 2**20
-    max_redirects: int = 5
-    jpeg_quality: int = 90
-    split: str = "train"
-
-    def __post_init__(self) -> None:
-        if self.split not in ("train", "index", "test"):  # a folder name: never a path out of OUT
-            raise ValueError(f"split {self.split!r}: use train, index or test")
-        if self.rate_per_host < 0 or self.backoff < 0 or self.max_bytes <= 0:
-            raise ValueError("rate_per_host and backoff must be >= 0 and max_bytes > 0")
-
-
-@dataclass
 class DownloadReport:
     """Counts of one run; ``on_disk + failures == rows`` always holds."""
 
@@ -109,9 +69,11 @@ class DownloadReport:
 
     @property
     def on_disk(self) -> int:
+        """Rows whose image is on disk now (downloaded or already present)."""
         return self.downloaded + self.already_present
 
     def as_dict(self) -> dict:
+        """The counts as printed by ``landmark download`` (JSON-ready)."""
         return {"rows": self.rows, "images_on_disk": self.on_disk, "failures": self.failures,
                 "downloaded": self.downloaded, "already_present": self.already_present,
                 "failures_file": str(self.failures_file), "reasons": dict(sorted(self.reasons.items()))}
@@ -239,6 +201,14 @@ def fetch(session: requests.Session, url: str, dest: Path, opts: DownloadOptions
     raise last
 
 
+def new_session(opts: DownloadOptions) -> requests.Session:
+    """An HTTP session with ``opts.max_redirects`` and this downloader's User-Agent."""
+    session = requests.Session()
+    session.max_redirects = opts.max_redirects
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
 def store_image(raw: Path, dest: Path, max_width: int, jpeg_quality: int = 90) -> None:
     """Check that ``raw`` decodes, shrink it to ``max_width`` and move it to ``dest`` atomically.
 
@@ -354,12 +324,10 @@ class _Worker:
         self.local = threading.local()
 
     def session(self) -> requests.Session:
+        """This thread's session (made on first use)."""
         session = getattr(self.local, "session", None)
         if session is None:
-            session = requests.Session()
-            session.max_redirects = self.opts.max_redirects
-            session.headers["User-Agent"] = USER_AGENT
-            self.local.session = session
+            session = self.local.session = new_session(self.opts)
         return session
 
     def __call__(self, image_id: str, url: str) -> tuple[str, str]:
@@ -385,7 +353,7 @@ class _Worker:
             raw.unlink(missing_ok=True)
 
 
-def download_csv(csv_path: str | Path, out: str | Path, opts: DownloadOptions | None = None,
+def download_csv(csv_path: str | Path, out: str | Path, opts: DownloadOptions | None = None, *,
                  progress: bool = True) -> DownloadReport:
     """Download every row of ``csv_path`` into ``out`` (see the module docstring).
 
@@ -409,67 +377,87 @@ def download_csv(csv_path: str | Path, out: str | Path, opts: DownloadOptions | 
         raise FileNotFoundError(f"{csv_path} does not exist")
     if opts.workers < 1:
         raise ValueError(f"workers={opts.workers}: need at least 1")
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / PARTIAL_DIR
-    clear_partial(partial)  # leftovers of a killed run: ours, never valid
-    partial.mkdir(exist_ok=True)
+    partial = prepare_partial(out)
     report = DownloadReport(failures_file=out / FAILURES_FILE)
     failures_tmp = partial / (FAILURES_FILE + ".part")
-    worker = _Worker(out, partial, opts)
-    seen: set[str] = set()
-    pending: dict[Future, _Row] = {}
-
     with open(csv_path, newline="", encoding="utf-8", errors="replace") as fh, \
             open(failures_tmp, "w", newline="", encoding="utf-8") as ff, \
-            ThreadPoolExecutor(opts.workers, thread_name_prefix="download") as pool, \
             tqdm(total=max(_count_lines(csv_path) - 1, 0), unit="img", disable=not progress,
                  desc="download", smoothing=0.05) as bar:
-        failures = csv.writer(ff)
-        failures.writerow(FAILURE_COLUMNS)
-
-        def fail(row: _Row, reason: str) -> None:
-            failures.writerow([row.id, row.url, reason])
-            report.failures += 1
-            key = reason.split(" (")[0].split(":")[0]
-            report.reasons[key] = report.reasons.get(key, 0) + 1
-
-        def collect(done: set[Future]) -> None:
-            for future in done:
-                row = pending.pop(future)
-                status, reason = future.result()
-                if status == "saved":
-                    report.downloaded += 1
-                elif status == "present":
-                    report.already_present += 1
-                else:
-                    fail(row, reason)
-            bar.update(len(done))
-            bar.set_postfix(saved=report.downloaded, present=report.already_present,
-                            failed=report.failures, refresh=False)
-
-        try:
-            for row in iter_rows(fh):
-                report.rows += 1
-                if row.error:
-                    fail(row, row.error)
-                    bar.update(1)
-                    continue
-                if row.id in seen:
-                    fail(row, f"duplicate id (line {row.line}; an earlier row has it)")
-                    bar.update(1)
-                    continue
-                seen.add(row.id)
-                pending[pool.submit(worker, row.id, row.url)] = row
-                if len(pending) >= 4 * opts.workers:
-                    collect(wait(pending, return_when=FIRST_COMPLETED).done)
-            while pending:
-                collect(wait(pending, return_when=FIRST_COMPLETED).done)
-        except BaseException:  # Ctrl-C: drop queued rows at once; a rerun resumes
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        _CsvRun(report, csv.writer(ff), bar).download(iter_rows(fh), _Worker(out, partial, opts), opts.workers)
     os.replace(failures_tmp, report.failures_file)
     clear_partial(partial)
     return report
+
+
+class _CsvRun:
+    """One pass over the rows of a CSV: fetches submitted to a thread pool (at most
+    ``4 * workers`` in flight), every outcome counted in ``report``, every failure written
+    to ``failures`` (a csv writer) and shown on ``bar``."""
+
+    def __init__(self, report: DownloadReport, failures, bar: tqdm):
+        self.report, self.failures, self.bar = report, failures, bar
+        self.failures.writerow(FAILURE_COLUMNS)
+        self.seen: set[str] = set()
+        self.pending: dict[Future, _Row] = {}
+
+    def download(self, rows: Iterator[_Row], worker: _Worker, workers: int) -> None:
+        """Fetch every good row with ``worker``; fail bad and duplicate rows at once."""
+        with ThreadPoolExecutor(workers, thread_name_prefix="download") as pool:
+            try:
+                for row in rows:
+                    self.report.rows += 1
+                    reason = row.error or self._duplicate(row)
+                    if reason:
+                        self.fail(row, reason)
+                        self.bar.update(1)
+                        continue
+                    self.pending[pool.submit(worker, row.id, row.url)] = row
+                    if len(self.pending) >= 4 * workers:
+                        self._collect(wait(self.pending, return_when=FIRST_COMPLETED).done)
+                while self.pending:
+                    self._collect(wait(self.pending, return_when=FIRST_COMPLETED).done)
+            except BaseException:  # Ctrl-C: drop queued rows at once; a rerun resumes
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    def _duplicate(self, row: _Row) -> str:
+        """The failure reason of a row whose id an earlier row had ("" for a new id)."""
+        if row.id in self.seen:
+            return f"duplicate id (line {row.line}; an earlier row has it)"
+        self.seen.add(row.id)
+        return ""
+
+    def fail(self, row: _Row, reason: str) -> None:
+        """One failures line; the reason's kind (text before `` (`` or ``:``) is counted."""
+        self.failures.writerow([row.id, row.url, reason])
+        self.report.failures += 1
+        key = reason.split(" (")[0].split(":")[0]
+        self.report.reasons[key] = self.report.reasons.get(key, 0) + 1
+
+    def _collect(self, done: set[Future]) -> None:
+        for future in done:
+            row = self.pending.pop(future)
+            status, reason = future.result()
+            if status == "saved":
+                self.report.downloaded += 1
+            elif status == "present":
+                self.report.already_present += 1
+            else:
+                self.fail(row, reason)
+        self.bar.update(len(done))
+        self.bar.set_postfix(saved=self.report.downloaded, present=self.report.already_present,
+                             failed=self.report.failures, refresh=False)
+
+
+def prepare_partial(out: Path) -> Path:
+    """Create ``out`` and an empty ``out/.partial`` (the downloaders' leftovers of a killed
+    run removed: ours, never valid; files a user put there are kept); returns the latter."""
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / PARTIAL_DIR
+    clear_partial(partial)
+    partial.mkdir(exist_ok=True)
+    return partial
 
 
 def clear_partial(partial: Path) -> None:

@@ -27,19 +27,17 @@ import re
 import shutil
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import requests
 from tqdm import tqdm
 
-from .download import (FAILURE_COLUMNS, FAILURES_FILE, ID_PATTERN, PARTIAL_DIR, DownloadOptions, FetchError,
-                       HostRateLimiter, clear_partial, image_reason, store_image)
+from .download import (FAILURE_COLUMNS, FAILURES_FILE, ID_PATTERN, DownloadOptions, FetchError, HostRateLimiter,
+                       clear_partial, image_reason, new_session, prepare_partial, store_image)
 from .download import fetch as fetch_url
 from .gldv2 import image_path
 from .images import ImageError
 
-GLDV2_BASE_URL = "https://s3.amazonaws.com/google-landmark"
 SHARD_COUNTS = {"train": 500, "index": 100, "test": 20}
 MD5_PATTERN = re.compile(r"^\s*([0-9a-fA-F]{32})\b")
 
@@ -107,6 +105,7 @@ class ShardReport:
     details: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The counts and per-shard details as printed by ``landmark download --gldv2`` (JSON-ready)."""
         return {"shards_done": self.shards_done, "shards_skipped": self.shards_skipped,
                 "shards_failed": self.shards_failed, "images": self.images, "failures": self.failures,
                 "failures_file": str(self.failures_file), "shards": self.details}
@@ -122,44 +121,47 @@ def extract_shard(tar_path: Path, out: Path, split: str, max_width: int, workers
     Returns:
         (images stored, [(member name, reason)] for members that were not stored).
     """
-    stored, failed = 0, []
-    jobs = []
-
-    def one(raw: Path, image_id: str) -> str:
-        try:
-            store_image(raw, image_path(out, image_id, split), max_width, jpeg_quality)
-            return ""
-        except ImageError as err:
-            return image_reason(err)
-        except OSError as err:
-            return f"write error ({err})"
-        finally:
-            raw.unlink(missing_ok=True)
-
+    stored, failed, jobs = 0, [], []
     with tarfile.open(tar_path, "r|*") as tar, ThreadPoolExecutor(workers) as pool:
         for member in tar:
             if not member.isfile():
                 continue
-            name = Path(member.name).name
-            image_id = Path(name).stem
-            if not name.lower().endswith(".jpg"):
-                failed.append((member.name, "not a .jpg member"))
-                continue
-            if not ID_PATTERN.match(image_id):
-                failed.append((member.name, "bad id"))
+            image_id, problem = _member_id(member.name)
+            source = None if problem else tar.extractfile(member)
+            if problem or source is None:
+                failed.append((member.name, problem or "unreadable member"))
                 continue
             raw = partial / f"{image_id}.member"
-            source = tar.extractfile(member)
-            if source is None:
-                failed.append((member.name, "unreadable member"))
-                continue
             with open(raw, "wb") as fh:
                 shutil.copyfileobj(source, fh)
-            jobs.append((member.name, pool.submit(one, raw, image_id)))
+            jobs.append((member.name, pool.submit(_store_member, raw, image_path(out, image_id, split), max_width,
+                                                  jpeg_quality)))
             if len(jobs) >= 8 * workers:
                 stored += _drain(jobs, failed)
         stored += _drain(jobs, failed)
     return stored, failed
+
+
+def _member_id(name: str) -> tuple[str, str]:
+    """(image id, "") of a TAR member ``.../<id>.jpg``, or ("", why it is not an image of the layout)."""
+    name = Path(name).name
+    if not name.lower().endswith(".jpg"):
+        return "", "not a .jpg member"
+    image_id = Path(name).stem
+    return (image_id, "") if ID_PATTERN.match(image_id) else ("", "bad id")
+
+
+def _store_member(raw: Path, dest: Path, max_width: int, jpeg_quality: int) -> str:
+    """Store one extracted member (:func:`store_image`); returns "" or the failure reason."""
+    try:
+        store_image(raw, dest, max_width, jpeg_quality)
+        return ""
+    except ImageError as err:
+        return image_reason(err)
+    except OSError as err:
+        return f"write error ({err})"
+    finally:
+        raw.unlink(missing_ok=True)
 
 
 def _drain(jobs: list, failed: list) -> int:
@@ -174,17 +176,16 @@ def _drain(jobs: list, failed: list) -> int:
     return stored
 
 
-def download_shards(split: str, shards: list[int], out: str | Path, base_url: str = GLDV2_BASE_URL,
-                    opts: DownloadOptions | None = None, keep_tars: bool = False,
-                    progress: bool = True) -> ShardReport:
+def download_shards(split: str, shards: list[int], out: str | Path, opts: DownloadOptions | None = None, *,
+                    keep_tars: bool = False, progress: bool = True) -> ShardReport:
     """Download, md5-check and extract GLDv2 shards into ``out`` (see module docstring).
 
     Args:
         split: ``train``, ``index`` or ``test``.
         shards: shard numbers (see :func:`parse_shards`).
         out: output folder; created if absent; finished shards of an earlier run are skipped.
-        base_url: where ``{split}/images_NNN.tar`` and ``md5sum/...`` live.
-        opts: timeouts, retries, ``max_width`` (0 keeps originals), ``workers`` (threads
+        opts: ``base_url`` (where ``{split}/images_NNN.tar`` and ``md5sum/...`` live),
+            timeouts, retries, ``max_width`` (0 keeps originals), ``workers`` (threads
             decoding and resizing members); ``max_bytes`` is ignored for shards (~1 GB).
         keep_tars: keep verified TARs in ``out/tars/``.
 
@@ -194,68 +195,116 @@ def download_shards(split: str, shards: list[int], out: str | Path, base_url: st
     """
     opts = opts or DownloadOptions()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    partial, marks = out / PARTIAL_DIR, out / ".shards"
-    clear_partial(partial)  # leftovers of a killed run; files a user put there are kept
-    partial.mkdir(exist_ok=True)
+    partial, marks = prepare_partial(out), out / ".shards"
     marks.mkdir(exist_ok=True)
-    shard_opts = DownloadOptions(**{**opts.__dict__, "max_bytes": 1 << 40})
-    limiter = HostRateLimiter(opts.rate_per_host)
-    session = requests.Session()
-    session.max_redirects = opts.max_redirects
+    fetcher = _ShardFetcher(opts)
     report = ShardReport(failures_file=out / FAILURES_FILE)
-    shard_failures: list[list[str]] = []
+    failed_shards: list[list[str]] = []
     for shard in tqdm(shards, desc=f"{split} shards", unit="shard", disable=not progress):
-        tar_url, md5_url = shard_urls(base_url, split, shard)
         mark = marks / f"{split}_{shard:03d}.done"
         if mark.is_file():
             report.shards_skipped += 1
             continue
-        tar_path = partial / f"images_{shard:03d}.tar"
-        md5_path = partial / f"md5.images_{shard:03d}.txt"
         try:
-            fetch_url(session, md5_url, md5_path, shard_opts, limiter)
-            expected = parse_md5(md5_path.read_text(encoding="utf-8", errors="replace"))
-            got = ""
-            for _ in range(opts.retries + 1):  # a corrupted transfer is fetched again
-                fetch_url(session, tar_url, tar_path, shard_opts, limiter)
-                got = file_md5(tar_path)
-                if got == expected:
-                    break
-            if got != expected:
-                raise FetchError(f"md5 mismatch (got {got}, expected {expected})", False)
-            stored, bad = extract_shard(tar_path, out, split, opts.max_width, opts.workers, partial,
-                                        opts.jpeg_quality)
-        except (FetchError, ValueError, tarfile.TarError) as err:
-            reason = err.reason if isinstance(err, FetchError) else f"bad shard ({err})"
-            shard_failures.append([tar_path.name, tar_url, reason])
+            detail = _download_shard(fetcher, split, shard, out, partial, mark, keep_tars)
+        except _ShardFailed as err:
+            failed_shards.append(err.row)
             report.shards_failed += 1
-            report.details.append({"shard": shard, "status": "failed", "reason": reason})
-            tar_path.unlink(missing_ok=True)
+            report.details.append({"shard": shard, "status": "failed", "reason": err.row[2]})
             continue
-        _write_csv(mark.with_suffix(".failures.csv"),
-                   [[Path(name).stem, f"{tar_url}#{name}", reason] for name, reason in bad])
-        report.images += stored
+        report.images += detail["images"]
         report.shards_done += 1
-        report.details.append({"shard": shard, "status": "done", "images": stored, "failed": len(bad)})
-        if keep_tars:
-            (out / "tars").mkdir(exist_ok=True)
-            os.replace(tar_path, out / "tars" / tar_path.name)
-        else:
-            tar_path.unlink(missing_ok=True)
-        mark.write_text(json.dumps({"md5": expected, "images": stored, "failed": len(bad),
-                                    "max_width": opts.max_width}) + "\n")
-    # failures of every finished shard of this split (earlier runs included) + this run's failed shards
-    rows = list(shard_failures)
+        report.details.append(detail)
+    report.failures = _write_failures(report.failures_file, partial, failed_shards + _done_failures(marks, split))
+    clear_partial(partial)
+    return report
+
+
+class _ShardFailed(Exception):
+    """A shard that could not be fetched, verified or read; ``row`` is its failures line."""
+
+    def __init__(self, row: list[str]):
+        super().__init__(row[2])
+        self.row = row
+
+
+class _ShardFetcher:
+    """Fetches shard files with one session, rate limiter and retries; no size limit."""
+
+    def __init__(self, opts: DownloadOptions):
+        self.opts = replace(opts, max_bytes=1 << 40)
+        self.limiter = HostRateLimiter(opts.rate_per_host)
+        self.session = new_session(opts)
+
+    def __call__(self, url: str, dest: Path) -> None:
+        fetch_url(self.session, url, dest, self.opts, self.limiter)
+
+    def verified_tar(self, split: str, shard: int, partial: Path) -> tuple[Path, str]:
+        """Fetch a shard's md5 file, then its TAR until the md5 matches (at most ``retries + 1``
+        times: a corrupted transfer is fetched again); returns (TAR path, md5).
+
+        Raises:
+            FetchError: a fetch failed, or the md5 never matched.
+            ValueError: the md5 file holds no md5.
+        """
+        tar_url, md5_url = shard_urls(self.opts.base_url, split, shard)
+        tar_path, md5_path = partial / f"images_{shard:03d}.tar", partial / f"md5.images_{shard:03d}.txt"
+        self(md5_url, md5_path)
+        expected = parse_md5(md5_path.read_text(encoding="utf-8", errors="replace"))
+        got = ""
+        for _ in range(self.opts.retries + 1):
+            self(tar_url, tar_path)
+            got = file_md5(tar_path)
+            if got == expected:
+                return tar_path, expected
+        raise FetchError(f"md5 mismatch (got {got}, expected {expected})", False)
+
+
+def _download_shard(fetcher: _ShardFetcher, split: str, shard: int, out: Path, partial: Path, mark: Path,
+                    keep_tars: bool) -> dict:
+    """Fetch, verify and extract one shard, then write its ``.done`` mark (and the failures
+    of its members beside it); returns its report detail.
+
+    Raises:
+        _ShardFailed: fetching, verifying or reading the TAR failed (nothing is marked).
+    """
+    opts = fetcher.opts
+    tar_url = shard_urls(opts.base_url, split, shard)[0]
+    tar_path = partial / f"images_{shard:03d}.tar"
+    try:
+        tar_path, expected = fetcher.verified_tar(split, shard, partial)
+        stored, bad = extract_shard(tar_path, out, split, opts.max_width, opts.workers, partial, opts.jpeg_quality)
+    except (FetchError, ValueError, tarfile.TarError) as err:
+        tar_path.unlink(missing_ok=True)
+        reason = err.reason if isinstance(err, FetchError) else f"bad shard ({err})"
+        raise _ShardFailed([tar_path.name, tar_url, reason]) from None
+    _write_csv(mark.with_suffix(".failures.csv"), [[Path(name).stem, f"{tar_url}#{name}", reason]
+                                                   for name, reason in bad])
+    if keep_tars:
+        (out / "tars").mkdir(exist_ok=True)
+        os.replace(tar_path, out / "tars" / tar_path.name)
+    else:
+        tar_path.unlink(missing_ok=True)
+    mark.write_text(json.dumps({"md5": expected, "images": stored, "failed": len(bad),
+                                "max_width": opts.max_width}) + "\n")
+    return {"shard": shard, "status": "done", "images": stored, "failed": len(bad)}
+
+
+def _done_failures(marks: Path, split: str) -> list[list[str]]:
+    """The member failures of every finished shard of ``split`` (earlier runs included)."""
+    rows: list[list[str]] = []
     for done in sorted(marks.glob(f"{split}_*.failures.csv")):
         with open(done, newline="", encoding="utf-8") as fh:
             rows.extend(list(csv.reader(fh))[1:])
-    report.failures = len(rows)
-    failures_tmp = partial / (FAILURES_FILE + ".part")
-    _write_csv(failures_tmp, rows)
-    os.replace(failures_tmp, report.failures_file)
-    clear_partial(partial)
-    return report
+    return rows
+
+
+def _write_failures(path: Path, partial: Path, rows: list[list[str]]) -> int:
+    """Write the failures file (via ``partial``, then renamed); returns its row count."""
+    tmp = partial / (FAILURES_FILE + ".part")
+    _write_csv(tmp, rows)
+    os.replace(tmp, path)
+    return len(rows)
 
 
 def _write_csv(path: Path, rows: list[list[str]]) -> None:

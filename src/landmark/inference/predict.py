@@ -48,8 +48,8 @@ def vote_scores(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return key, torch.where(voted, support / k, mean)
 
 
-def vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Majority vote over crops.
+def tta_vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test-time majority vote over the crops of each image.
 
     Args:
         probs: float tensor ``[N, K, C]`` of softmax probabilities (K crops per image).

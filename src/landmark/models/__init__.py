@@ -13,4 +13,4 @@ _EXPORTS = {
     "OFFLINE_IMAGENET": "weights", "WeightsError": "weights", "create_backbone": "weights",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -61,7 +61,7 @@ def _matches(photo: Image.Image, reference: Image.Image, max_side: int) -> tuple
     from ..retrieval.verification import local_features, match
     a, b = local_features(photo, max_side=max_side), local_features(reference, max_side=max_side)
     result = match(a, b)
-    return matches_png(photo, reference, a, b, result, max_side), result.num_inliers
+    return matches_png(result, images=(photo, reference), features=(a, b), max_side=max_side), result.num_inliers
 
 
 def png(image: Image.Image) -> bytes:

@@ -7,26 +7,37 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..retrieval.config import VerifyConfig
 from ..retrieval.verification import LocalFeatures, MatchResult, shrink
 
+_VERIFY = VerifyConfig()
 
-def draw_matches(image_a: Image.Image, image_b: Image.Image, a: LocalFeatures, b: LocalFeatures,
-                 result: MatchResult, path: str | Path, max_side: int = 640, tentative: bool = False) -> Path:
+
+Pair = tuple[Image.Image, Image.Image]
+
+
+def draw_matches(result: MatchResult, path: str | Path, *, images: Pair, features: tuple[LocalFeatures, LocalFeatures],
+                 max_side: int = _VERIFY.max_side, tentative: bool = False) -> Path:
     """Write :func:`matches_png` to ``path`` (parent folders are created); returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(matches_png(image_a, image_b, a, b, result, max_side, tentative))
+    path.write_bytes(matches_png(result, images=images, features=features, max_side=max_side, tentative=tentative))
     return path
 
 
-def matches_png(image_a: Image.Image, image_b: Image.Image, a: LocalFeatures, b: LocalFeatures,
-                result: MatchResult, max_side: int = 640, tentative: bool = False) -> bytes:
-    """Draw the RANSAC inliers of ``result`` between the two images with ``cv2.drawMatches``.
+def matches_png(result: MatchResult, *, images: Pair, features: tuple[LocalFeatures, LocalFeatures],
+                max_side: int = _VERIFY.max_side, tentative: bool = False) -> bytes:
+    """Draw the RANSAC inliers of ``result`` between two images with ``cv2.drawMatches``.
 
-    The images are shrunk to ``max_side`` pixels exactly as :func:`local_features` did, so
-    keypoint coordinates line up.  Inliers are green lines; with ``tentative`` the
-    rejected tentative matches are drawn in red underneath.  A title strip states the
-    counts.
+    Args:
+        result: :func:`~landmark.retrieval.verification.match` of ``features``.
+        images: the two images the features were computed on (``a``, ``b``).
+        features: their :class:`LocalFeatures` (keypoints in pixels of the shrunk images).
+        max_side: pixels; the images are shrunk to it exactly as :func:`local_features`
+            did, so keypoint coordinates line up.
+        tentative: also draw the rejected tentative matches, in red under the green inliers.
+
+    A title strip states the counts.
 
     Returns:
         the picture as PNG bytes.
@@ -34,6 +45,7 @@ def matches_png(image_a: Image.Image, image_b: Image.Image, a: LocalFeatures, b:
     Raises:
         OSError: the picture cannot be encoded.
     """
+    (image_a, image_b), (a, b) = images, features
     img_a = np.asarray(shrink(image_a, max_side).convert("RGB"))[:, :, ::-1]
     img_b = np.asarray(shrink(image_b, max_side).convert("RGB"))[:, :, ::-1]
     kp_a = [cv2.KeyPoint(float(x), float(y), 3) for x, y in a.keypoints]

@@ -1,13 +1,38 @@
-"""Retrieval: global descriptors, nearest neighbours and geometric verification."""
-from .verification import (FeatureCache, LocalFeatures, MatchResult, count_inliers, local_features,
-                           match)
+"""Retrieval: global descriptors, a FAISS index of labelled photos, kNN recognition and
+geometric verification (docs/retrieval.md, docs/verification.md).
 
-__all__ = ["FeatureCache", "LocalFeatures", "MatchResult", "count_inliers", "local_features", "match"]
+The job from Python, each step one call that writes a reloadable artifact::
 
-# global descriptors, FAISS index and kNN recognition (docs/retrieval.md)
-from .embeddings import Embeddings, embed_images, load_embeddings  # noqa: E402
-from .index import IndexParams, LandmarkIndex  # noqa: E402
-from .knn import KnnConfig, Recognition, recognise  # noqa: E402
+    from landmark import retrieval as r
+    emb, rejects, info = r.embed_checkpoint("runs/l13/checkpoints/best.pt", r.image_frame(data="DATA"), "emb.npy")
+    r.build_index(emb, "runs/idx", params=r.load_retrieval_config("exact").index, model_info=info)
+    predictions, rejects, result = r.knn_predict("runs/l13/checkpoints/best.pt", "runs/idx", "photos/",
+                                                 work="runs/knn", config=r.load_retrieval_config("verified"))
 
-__all__ += ["Embeddings", "embed_images", "load_embeddings", "IndexParams", "LandmarkIndex", "KnnConfig",
-            "Recognition", "recognise"]
+Names are imported on first use (PEP 562): ``landmark.retrieval.config`` (the settings) is
+importable without loading torch, FAISS or OpenCV.
+"""
+from __future__ import annotations
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    # settings (pydantic only)
+    "RetrievalConfig": "config", "IndexParams": "config", "KnnConfig": "config", "VerifyConfig": "config",
+    "load_retrieval_config": "config", "retrieval_presets": "config", "SAME_LANDMARK_INLIERS": "config",
+    "GeometricModel": "config",
+    # embeddings, index, kNN
+    "Embeddings": "embeddings", "embed_images": "embeddings", "load_embeddings": "embeddings",
+    "LandmarkIndex": "index", "Recognition": "knn", "recognise": "knn", "knn_vote": "knn",
+    # file-level steps (what the command line calls)
+    "image_frame": "pipeline", "embed_checkpoint": "pipeline", "embed_checkpoint_shard": "pipeline",
+    "index_embeddings": "pipeline",
+    "build_index": "pipeline", "enrol": "pipeline", "knn_predict": "pipeline",
+    # geometric verification
+    "FeatureCache": "verification", "LocalFeatures": "verification", "MatchResult": "verification",
+    "count_inliers": "verification", "local_features": "verification", "match": "verification",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,4 +1,4 @@
-"""Global descriptors: stream images through ``LandmarkNet.embed`` into a memory-mapped file.
+"""Global descriptors: stream images through the model (``LandmarkNet.embed``) into a memory-mapped file.
 
 An *embeddings file* ``NAME.npy`` is a plain NumPy array ``[N, D]`` (float16 or float32),
 one L2-normalised row per readable image, opened with ``np.load(path, mmap_mode='r')`` so
@@ -59,10 +59,12 @@ class Embeddings:
 
     @property
     def ids(self) -> np.ndarray:
+        """Image id (str) of each row, ``[N]``."""
         return self.items["id"].astype(str).to_numpy()
 
     @property
     def labels(self) -> np.ndarray | None:
+        """Landmark id (str) of each row, ``[N]``; None for unlabelled embeddings."""
         return self.items["landmark_id"].astype(str).to_numpy() if "landmark_id" in self.items else None
 
     def __len__(self) -> int:
@@ -89,99 +91,141 @@ def labelled_images(root: str | Path, landmarks: list[str] | None = None, split:
 
 
 @torch.no_grad()
-def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataFrame, out: str | Path,
+def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataFrame, out: str | Path, *,
                  classes: list[str] | None = None, top_classes: int = 0, dtype: str = "float16",
                  image_size: int | None = None, batch_size: int = 32, workers: int | None = None,
                  device: str | None = None, overwrite: bool = False) -> tuple[Embeddings, list[Reject]]:
     """Embed the images of ``frame`` into an embeddings file (module docstring).
 
     Each image is resized to ``image_size`` x ``image_size`` pixels (default: the
-    checkpoint's ``preprocess['size']``), passed through ``model.embed`` (``[B, D]``
-    descriptor, whatever the model's head makes of it: GeM-pooled features, or a learned
-    projection) and L2-normalised in float32 before storing as ``dtype``.
+    checkpoint's ``preprocess['size']``), passed through the model's runtime interface
+    (:mod:`landmark.inference.runtime`: one backbone pass gives logits and the ``[B, D]``
+    descriptor of ``LandmarkNet.embed``, GeM-pooled features or a learned projection) and
+    L2-normalised in float32 before storing as ``dtype``.
 
     ``model`` is a ``LandmarkNet`` (eager, on ``device``) or any runtime of
     :mod:`landmark.inference.runtime` (e.g. ONNX Runtime).  JPEGs are decoded at reduced
     size (Pillow ``draft``) down to no less than twice ``image_size``.
 
     Args:
+        preprocess: ``size``, ``mean``, ``std`` (the checkpoint's ``preprocess``).
         frame: rows with ``id``, ``path`` and optionally ``landmark_id``.
         out: ``NAME.npy`` (suffix added when missing).
         classes: the checkpoint's class names; with ``top_classes > 0`` the classifier's
             top-k classes and softmax probabilities are stored too (``NAME.classes.npz``;
             from the same backbone pass as the embedding).
         dtype: ``float16`` (half the disk) or ``float32``.
+        workers: image decoding processes (None: half the CPUs).
 
     Returns:
-        (the written :class:`Embeddings`, memory-mapped; the rejects, also written to
-        ``NAME.rejects.csv``).
+        (the written :class:`Embeddings` ``[N, D]``, memory-mapped, N = readable images; the
+        rejects, also written to ``NAME.rejects.csv``).
 
     Raises:
         FileExistsError: ``out`` or one of its side files exists and ``overwrite`` is False.
         ValueError: unknown ``dtype``, ``top_classes`` without ``classes``, an empty
             frame, or no image could be read.
     """
+    _check_request(frame, dtype, classes, top_classes)
+    path = embeddings_path(out)
+    refuse_existing(embedding_files(path), overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clear_temps(embedding_files(path))  # left by a killed run; never read
+    size = image_size or preprocess["size"]
+    writer = _RowWriter(temp_path(path), len(frame), dtype, classes if top_classes else None, top_classes)
+    rejects = writer.consume(as_runtime(model, classes, preprocess, device),
+                             _loader(frame, preprocess, size, batch_size, workers))
+    if writer.rows == 0:
+        write_rejects(rejects, sidecar(path, "rejects.csv"))
+        raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
+    _commit_files(path, writer, frame.iloc[writer.kept], rejects, {"dtype": dtype, "image_size": size})
+    return load_embeddings(path), rejects
+
+
+def _check_request(frame: pd.DataFrame, dtype: str, classes: list[str] | None, top_classes: int) -> None:
+    """The ValueErrors of :func:`embed_images` about its arguments, before any work."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
     if top_classes and not classes:
         raise ValueError("top_classes needs the checkpoint's classes")
     if len(frame) == 0:
         raise ValueError("no images to embed")
-    path = embeddings_path(out)
-    refuse_existing(embedding_files(path), overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    work = {p: temp_path(p) for p in embedding_files(path)}  # final -> temporary name (landmark.io.commit)
-    clear_temps(embedding_files(path))  # left by a killed run; never read
-    runtime = as_runtime(model, classes, preprocess, device)
-    workers = decode_workers() if workers is None else workers   # None: half the CPUs
-    size = image_size or preprocess["size"]
+
+
+def _loader(frame: pd.DataFrame, preprocess: dict, size: int, batch_size: int, workers: int | None) -> DataLoader:
+    """Batches of ``size`` x ``size`` images normalised as ``preprocess`` says, with their rejects."""
     transform = eval_transform(size, preprocess["mean"], preprocess["std"])
-    loader = DataLoader(ImageDataset(frame, transform, draft=2 * size),
-                        batch_size=batch_size, num_workers=workers, collate_fn=collate)
-    kept: list[int] = []
-    rejects: list[Reject] = []
-    vectors = None
-    top_labels: list[np.ndarray] = []
-    top_probs: list[np.ndarray] = []
-    row = 0
-    for batch, bad in tqdm(loader, desc="embed", unit="batch", dynamic_ncols=True):
-        rejects += bad
-        if batch is None:
-            continue
-        logits, emb = runtime(batch["image"])
+    workers = decode_workers() if workers is None else workers   # None: half the CPUs
+    return DataLoader(ImageDataset(frame, transform, draft=2 * size),
+                      batch_size=batch_size, num_workers=workers, collate_fn=collate)
+
+
+class _RowWriter:
+    """L2-normalised embeddings (and the classifier's top-k) written row by row into a
+    memory-mapped ``.npy`` sized for every image; ``kept`` are the frame rows written."""
+
+    def __init__(self, path: Path, capacity: int, dtype: str, classes: list[str] | None, top_classes: int):
+        self.path, self.capacity, self.dtype = path, capacity, DTYPES[dtype]
+        self.classes, self.top_classes = classes, top_classes
+        self.vectors: np.ndarray | None = None
+        self.rows, self.dim = 0, 0
+        self.kept: list[int] = []
+        self.top_labels: list[np.ndarray] = []
+        self.top_probs: list[np.ndarray] = []
+
+    def consume(self, runtime: Runtime, loader: DataLoader) -> list[Reject]:
+        """Embed every batch of ``loader``; returns the rejects."""
+        rejects: list[Reject] = []
+        for batch, bad in tqdm(loader, desc="embed", unit="batch", dynamic_ncols=True):
+            rejects += bad
+            if batch is not None:
+                logits, emb = runtime(batch["image"])
+                self.add(emb, logits, batch["index"].tolist())
+        self.close()
+        return rejects
+
+    def add(self, emb: torch.Tensor, logits: torch.Tensor, rows: list[int]) -> None:
+        """Store ``emb`` ``[B, D]`` (normalised here) and, when asked, the top classes of ``logits`` ``[B, K]``."""
         emb = F.normalize(emb.float(), dim=1)
-        if vectors is None:
-            vectors = np.lib.format.open_memmap(work[path], mode="w+", dtype=DTYPES[dtype],
-                                                shape=(len(frame), emb.shape[1]))
-        vectors[row:row + len(emb)] = emb.cpu().numpy().astype(DTYPES[dtype])
-        row += len(emb)
-        kept += batch["index"].tolist()
-        if top_classes:
-            prob, idx = logits.float().softmax(1).topk(min(top_classes, len(classes)), dim=1)
-            top_probs.append(prob.cpu().numpy())
-            top_labels.append(np.asarray(classes, dtype=object)[idx.cpu().numpy()].astype(str))
-    if vectors is None:
-        write_rejects(rejects, sidecar(path, "rejects.csv"))
-        raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
+        if self.vectors is None:
+            self.dim = int(emb.shape[1])
+            self.vectors = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype,
+                                                     shape=(self.capacity, self.dim))
+        self.vectors[self.rows:self.rows + len(emb)] = emb.cpu().numpy().astype(self.dtype)
+        self.rows += len(emb)
+        self.kept += rows
+        if self.top_classes:
+            prob, idx = logits.float().softmax(1).topk(min(self.top_classes, len(self.classes)), dim=1)
+            self.top_probs.append(prob.cpu().numpy())
+            self.top_labels.append(np.asarray(self.classes, dtype=object)[idx.cpu().numpy()].astype(str))
+
+    def close(self) -> None:
+        """Flush the array and cut it to the rows written (rejects leave it shorter)."""
+        if self.vectors is None:
+            return
+        self.vectors.flush()
+        self.vectors = None
+        if self.rows < self.capacity:
+            shrink_npy(self.path, self.rows)
+
+
+def _commit_files(path: Path, writer: _RowWriter, items: pd.DataFrame, rejects: list[Reject], info: dict) -> None:
+    """Write the side files under temporary names, then move everything into place,
+    ``NAME.json`` (the completion marker) last."""
+    work = {p: temp_path(p) for p in embedding_files(path)}  # final -> temporary name (landmark.io.commit)
     write_rejects(rejects, work[sidecar(path, "rejects.csv")])
-    dim = int(vectors.shape[1])
-    vectors.flush()
-    del vectors
-    if row < len(frame):
-        shrink_npy(work[path], row)
-    items = frame.iloc[kept].reset_index(drop=True)
+    items = items.reset_index(drop=True)
     cols = [c for c in ("id", "landmark_id", "path") if c in items.columns]
     items[cols].to_csv(work[sidecar(path, "ids.csv")], index=False)
     files = [(work[p], p) for p in (path, sidecar(path, "ids.csv"), sidecar(path, "rejects.csv"))]
-    if top_classes:
+    if writer.top_classes:
         with open(work[sidecar(path, "classes.npz")], "wb") as fh:  # a file object: np.savez adds no suffix
-            np.savez(fh, labels=np.concatenate(top_labels), probs=np.concatenate(top_probs))
+            np.savez(fh, labels=np.concatenate(writer.top_labels), probs=np.concatenate(writer.top_probs))
         files.append((work[sidecar(path, "classes.npz")], sidecar(path, "classes.npz")))
     else:
         sidecar(path, "classes.npz").unlink(missing_ok=True)  # an older one would not belong to these rows
-    commit(files, sidecar(path, "json"), json.dumps({"rows": row, "dim": dim, "dtype": dtype, "image_size": size,
+    commit(files, sidecar(path, "json"), json.dumps({"rows": writer.rows, "dim": writer.dim, **info,
                                                      "rejects": len(rejects), "complete": True}))
-    return load_embeddings(path), rejects
 
 
 def shrink_npy(path: str | Path, rows: int) -> None:

@@ -37,9 +37,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..io import INDEX_FILES as FILES, commit, refuse_existing, temp_path
+from .config import KINDS, IndexParams
 from .embeddings import Embeddings, iter_chunks
 
-KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 AUTO_FLAT_BELOW = 100_000
 AUTO_IVF_BELOW = 2_000_000
 ITEM_COLUMNS = ["id", "landmark_id", "path"]
@@ -62,30 +62,6 @@ def default_nlist(n: int) -> int:
 
 
 @dataclass
-class IndexParams:
-    """Construction and search parameters.
-
-    Attributes:
-        kind: one of :data:`KINDS`.
-        nlist: IVF cells (0: :func:`default_nlist`).
-        nprobe: IVF cells probed per query.
-        pq_m: PQ sub-quantisers (bytes per vector); must divide the dimension.
-        hnsw_m: HNSW neighbours per node.
-        ef_construction, ef_search: HNSW beam widths when building / searching.
-        train_size: at most this many vectors train IVF k-means / PQ.
-    """
-
-    kind: str = "auto"
-    nlist: int = 0
-    nprobe: int = 16
-    pq_m: int = 64
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
-    train_size: int = 200_000
-
-
-@dataclass
 class LandmarkIndex:
     """FAISS index + the id, landmark and file of each vector.
 
@@ -101,6 +77,7 @@ class LandmarkIndex:
 
     @property
     def dim(self) -> int:
+        """Dimension D of the indexed vectors."""
         return self.index.d
 
     @property
@@ -202,7 +179,7 @@ class LandmarkIndex:
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
             meta = {**self.meta, "kind": self.kind, "dim": self.dim, "count": len(self),
-                    "landmarks": int(self.items["landmark_id"].nunique()), "params": vars(self.params)}
+                    "landmarks": int(self.items["landmark_id"].nunique()), "params": self.params.model_dump()}
             commit([(tmp[name], folder / name) for name in FILES[:2]], folder / "meta.json",
                    json.dumps(meta, indent=2))
         finally:
@@ -236,7 +213,7 @@ class LandmarkIndex:
         if not len(items) == index.ntotal == meta.get("count", index.ntotal):
             raise ValueError(f"{folder}: items.csv lists {len(items)} images, the index holds {index.ntotal}, "
                              f"meta.json says {meta.get('count')}; build it again with --overwrite")
-        params = IndexParams(**meta.pop("params", {}))
+        params = IndexParams.model_validate(meta.pop("params", {}))
         out = cls(index, items, meta.pop("kind"), params, {k: v for k, v in meta.items()
                                                            if k not in ("dim", "count", "landmarks")})
         out._tune()

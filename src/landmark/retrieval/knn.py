@@ -14,9 +14,12 @@ Scores of query ``q`` for landmark ``l`` (each step optional after the first):
    max(s, 0) ** p`` -- a query that looks like the non-landmarks as much as like its
    landmark drops to the bottom of the GAP ranking.  Optionally queries scoring below a
    threshold get no prediction.
-4. Geometric verification re-ranking (:func:`verify_rerank`), a separate step given a
+4. Geometric verification re-ranking (:func:`verify_rerank`, settings
+   :class:`~landmark.retrieval.config.VerifyConfig`), a separate step given a
    ``pair_inliers`` callable: the best candidate is re-chosen with a bonus for RANSAC
    inliers, and queries that no candidate matches are ranked last.
+
+Every default lives in :mod:`landmark.retrieval.config`.
 
 The prediction of a query is its best landmark and that score (one per query, as GAP wants).
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -31,44 +35,19 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..data import ImageError
+from .config import KnnConfig, VerifyConfig
 from .embeddings import Embeddings, iter_chunks
 from .index import LandmarkIndex
 
 #: ``pair_inliers(query_id, query_path, item_id, item_path) -> RANSAC inliers``.
 PairInliers = Callable[[str, str, str, str], int]
 
-
-@dataclass
-class KnnConfig:
-    """Parameters of :func:`recognise` (see the module docstring for the formulas).
-
-    Attributes:
-        k: neighbours that vote.
-        p: similarity exponent.
-        classifier_weight: ``w``; 0 = kNN only (needs classifier top-k in the queries).
-        nonlandmark_k: ``k'`` non-landmark neighbours for the penalty.
-        nonlandmark_weight: ``lambda``; 0 = no penalty.
-        reject_below: queries whose final score is below this get no prediction (None: keep all).
-        verify_top: neighbours verified per query (0 = no verification).
-        verify_weight: bonus for a landmark whose best verified photo has ``inlier_cap`` inliers.
-        inlier_cap: inliers at which the bonus saturates.
-        min_inliers: a query with no verified photo reaching this is ranked after all others.
-    """
-
-    k: int = 10
-    p: float = 3.0
-    classifier_weight: float = 0.0
-    nonlandmark_k: int = 5
-    nonlandmark_weight: float = 1.0
-    reject_below: float | None = None
-    verify_top: int = 0
-    verify_weight: float = 1.0
-    inlier_cap: int = 50
-    min_inliers: int = 20
+#: The defaults of every function below (one place: :class:`~landmark.retrieval.config.KnnConfig`).
+_KNN = KnnConfig()
 
 
-def vote(sims: np.ndarray, labels: np.ndarray, p: float = 3.0) -> pd.DataFrame:
-    """Similarity-weighted kNN vote.
+def knn_vote(sims: np.ndarray, labels: np.ndarray, p: float = _KNN.p) -> pd.DataFrame:
+    """Similarity-weighted kNN vote: each query's neighbours vote for their landmarks.
 
     Args:
         sims: float ``[Q, k]`` similarities of each query's neighbours (-inf: none).
@@ -93,7 +72,7 @@ def add_classifier(candidates: pd.DataFrame, top_labels: np.ndarray, top_probs: 
     """Blend kNN with the classifier: ``score = (1 - weight) * knn + weight * prob``.
 
     Args:
-        candidates: :func:`vote` output (``query, landmark_id, knn``).
+        candidates: :func:`knn_vote` output (``query, landmark_id, knn``).
         top_labels: str ``[Q, t]`` classifier's top-t landmarks per query.
         top_probs: float ``[Q, t]`` their softmax probabilities.
 
@@ -155,8 +134,8 @@ def reference_confidence(labels: np.ndarray, probs: np.ndarray, sims: np.ndarray
     return np.asarray(probs, dtype=np.float64) * top_sims.mean(1) ** power
 
 
-def nonlandmark_similarity(queries: np.ndarray, nonlandmarks: np.ndarray, k: int = 5, p: float = 3.0,
-                           chunk: int = 4096) -> np.ndarray:
+def nonlandmark_similarity(queries: np.ndarray, nonlandmarks: np.ndarray, k: int = _KNN.nonlandmark_k,
+                           p: float = _KNN.p, chunk: int = 4096) -> np.ndarray:
     """``1/k' * sum max(s, 0) ** p`` over each query's ``k'`` most similar non-landmark photos.
 
     Args:
@@ -164,7 +143,7 @@ def nonlandmark_similarity(queries: np.ndarray, nonlandmarks: np.ndarray, k: int
         nonlandmarks: ``[R, D]`` L2-normalised reference photos without landmarks.
 
     Returns:
-        float64 ``[Q]`` in [0, 1], on the same scale as :func:`vote`'s ``knn``.
+        float64 ``[Q]`` in [0, 1], on the same scale as :func:`knn_vote`'s ``knn``.
 
     Raises:
         ValueError: dimensions differ, or no reference photos.
@@ -195,15 +174,15 @@ def best_per_query(candidates: pd.DataFrame, n_queries: int) -> pd.DataFrame:
     return out
 
 
-def verify_rerank(candidates: pd.DataFrame, neighbours: np.ndarray, sims: np.ndarray, query_items: pd.DataFrame,
-                  index_items: pd.DataFrame, pair_inliers: PairInliers, top: int, weight: float = 1.0,
-                  inlier_cap: int = 50, min_inliers: int = 20) -> pd.DataFrame:
+def verify_rerank(candidates: pd.DataFrame, neighbours: np.ndarray, sims: np.ndarray, *,
+                  query_items: pd.DataFrame, index_items: pd.DataFrame, pair_inliers: PairInliers,
+                  config: VerifyConfig) -> pd.DataFrame:
     """Re-rank candidates by geometric verification of each query's top neighbours.
 
-    For query ``q`` the first ``top`` neighbours (by global similarity) are verified;
-    landmark ``l`` gets ``score += weight * min(m_l, inlier_cap) / inlier_cap`` where
-    ``m_l`` is the most inliers of a verified photo of ``l``.  A query none of whose
-    verified photos reaches ``min_inliers`` gets ``score -= 10`` (ranked after every
+    For query ``q`` the first ``config.top`` neighbours (by global similarity) are
+    verified; landmark ``l`` gets ``score += weight * min(m_l, inlier_cap) / inlier_cap``
+    where ``m_l`` is the most inliers of a verified photo of ``l``.  A query none of whose
+    verified photos reaches ``config.min_inliers`` gets ``score -= 10`` (ranked after every
     matched query, keeping its order among the unmatched).  A pair whose inliers cannot
     be computed (unreadable image: ``pair_inliers`` raises ``ImageError``/``OSError``/
     ``ValueError``) counts 0 inliers and is listed in the returned ``failures`` column.
@@ -214,21 +193,40 @@ def verify_rerank(candidates: pd.DataFrame, neighbours: np.ndarray, sims: np.nda
         sims: float ``[Q, k]`` their similarities (used only to skip empty slots).
         query_items / index_items: ``id`` and ``path`` of queries / indexed photos.
         pair_inliers: ``(query_id, query_path, item_id, item_path) -> int``.
+        config: ``top`` (neighbours verified per query), ``weight``, ``inlier_cap``, ``min_inliers``.
 
     Returns:
         candidates with ``inliers`` (best per landmark, 0 if unverified) and the new
         ``score``, plus landmarks found only among verified neighbours; ``attrs['max_inliers']``
         is float ``[Q]`` and ``attrs['failures']`` a list of ``(query_id, item_id, reason)``.
     """
-    q_ids = query_items["id"].astype(str).to_numpy()
-    q_paths = query_items["path"].astype(str).to_numpy()
-    i_ids = index_items["id"].astype(str).to_numpy()
-    i_paths = index_items["path"].astype(str).to_numpy()
-    i_labels = index_items["landmark_id"].astype(str).to_numpy()
+    verified, max_inliers, failures = _verify_neighbours(neighbours[:, :config.top], sims[:, :config.top],
+                                                         query_items, index_items, pair_inliers)
+    out = candidates.drop(columns=["inliers"], errors="ignore").merge(verified, on=["query", "landmark_id"],
+                                                                      how="outer")
+    out["inliers"] = out["inliers"].fillna(0).astype(int)
+    for col in ("knn", "prob"):
+        if col in out:
+            out[col] = out[col].fillna(0.0)
+    cap = config.inlier_cap
+    out["score"] = out["score"].fillna(0.0) + config.weight * np.minimum(out["inliers"], cap) / cap
+    unmatched = max_inliers[out["query"].to_numpy()] < config.min_inliers
+    out.loc[unmatched, "score"] -= 10.0
+    out.attrs["max_inliers"] = max_inliers
+    out.attrs["failures"] = failures
+    return out
+
+
+def _verify_neighbours(neighbours: np.ndarray, sims: np.ndarray, query_items: pd.DataFrame,
+                       index_items: pd.DataFrame, pair_inliers: PairInliers) -> tuple[pd.DataFrame, np.ndarray, list]:
+    """Inliers of every (query, neighbour) pair: (best per ``query, landmark_id`` as column
+    ``inliers``; float ``[Q]`` best per query; ``(query_id, item_id, reason)`` failures)."""
+    q_ids, q_paths = (query_items[c].astype(str).to_numpy() for c in ("id", "path"))
+    i_ids, i_paths, i_labels = (index_items[c].astype(str).to_numpy() for c in ("id", "path", "landmark_id"))
     rows, failures = [], []
     max_inliers = np.zeros(len(q_ids))
-    for q in tqdm(range(len(q_ids)), desc=f"verify top-{top}", unit="query", dynamic_ncols=True):
-        for j, s in zip(neighbours[q, :top], sims[q, :top]):
+    for q in tqdm(range(len(q_ids)), desc=f"verify top-{neighbours.shape[1]}", unit="query", dynamic_ncols=True):
+        for j, s in zip(neighbours[q], sims[q]):
             if j < 0 or not np.isfinite(s):
                 continue
             try:
@@ -239,19 +237,7 @@ def verify_rerank(candidates: pd.DataFrame, neighbours: np.ndarray, sims: np.nda
             rows.append((q, i_labels[j], m))
             max_inliers[q] = max(max_inliers[q], m)
     verified = pd.DataFrame(rows, columns=["query", "landmark_id", "inliers"])
-    verified = verified.groupby(["query", "landmark_id"], as_index=False)["inliers"].max()
-    out = candidates.drop(columns=["inliers"], errors="ignore").merge(verified, on=["query", "landmark_id"],
-                                                                      how="outer")
-    out["inliers"] = out["inliers"].fillna(0).astype(int)
-    for col in ("knn", "prob"):
-        if col in out:
-            out[col] = out[col].fillna(0.0)
-    out["score"] = out["score"].fillna(0.0) + weight * np.minimum(out["inliers"], inlier_cap) / inlier_cap
-    unmatched = max_inliers[out["query"].to_numpy()] < min_inliers
-    out.loc[unmatched, "score"] -= 10.0
-    out.attrs["max_inliers"] = max_inliers
-    out.attrs["failures"] = failures
-    return out
+    return verified.groupby(["query", "landmark_id"], as_index=False)["inliers"].max(), max_inliers, failures
 
 
 @dataclass
@@ -274,32 +260,31 @@ class Recognition:
 
 
 def recognise(index: LandmarkIndex, queries: Embeddings, config: KnnConfig | None = None,
-              nonlandmarks: Embeddings | None = None, pair_inliers: PairInliers | None = None) -> Recognition:
+              nonlandmarks: Embeddings | None = None, *, verify: VerifyConfig | None = None,
+              pair_inliers: PairInliers | None = None) -> Recognition:
     """Predict one landmark per query by kNN voting (module docstring, steps 1-4).
 
     Args:
         index: labelled photos.
-        queries: query embeddings; ``queries.classes`` is needed when
+        queries: query embeddings ``[Q, D]``; ``queries.classes`` is needed when
             ``config.classifier_weight > 0``; ``queries.items['path']`` for verification.
+        config: voting settings (default :class:`~landmark.retrieval.config.KnnConfig`).
         nonlandmarks: reference photos without landmarks for the penalty (None: no penalty).
-        pair_inliers: geometric verification callable (None: no re-ranking).
+        verify: verification re-ranking settings; ``verify.top > 0`` re-ranks (default: off).
+        pair_inliers: geometric verification callable (:func:`verification_inliers`).
+
+    Returns:
+        :class:`Recognition` (predictions: Q rows ``id, landmark_id, score``).
 
     Raises:
         ValueError: dimension mismatch, classifier weight without stored classifier
-            scores, or ``verify_top > 0`` without ``pair_inliers``.
+            scores, or ``verify.top > 0`` without ``pair_inliers``.
     """
-    config = config or KnnConfig()
-    if queries.vectors.shape[1] != index.dim:
-        raise ValueError(f"queries have dimension {queries.vectors.shape[1]}, the index {index.dim} "
-                         "(embed them with the index's checkpoint)")
-    if config.classifier_weight > 0 and queries.classes is None:
-        raise ValueError("classifier_weight > 0 needs classifier scores (embed the queries with top classes)")
-    if config.verify_top > 0 and pair_inliers is None:
-        raise ValueError("verify_top > 0 needs a pair_inliers callable (geometric verification)")
-    n = len(queries)
-    sims, neighbours = index.search(queries.vectors, max(config.k, config.verify_top))
+    config, verify = config or KnnConfig(), verify or VerifyConfig()
+    _check_queries(index, queries, config, verify, pair_inliers)
+    sims, neighbours = index.search(queries.vectors, max(config.k, verify.top))
     labels = np.where(neighbours >= 0, index.labels[np.clip(neighbours, 0, None)], "")
-    candidates = vote(sims[:, :config.k], labels[:, :config.k], config.p)
+    candidates = knn_vote(sims[:, :config.k], labels[:, :config.k], config.p)
     if config.classifier_weight > 0:
         candidates = add_classifier(candidates, queries.classes[0], queries.classes[1], config.classifier_weight)
     else:
@@ -309,32 +294,45 @@ def recognise(index: LandmarkIndex, queries: Embeddings, config: KnnConfig | Non
         penalty = nonlandmark_similarity(queries.vectors, nonlandmarks.vectors, config.nonlandmark_k, config.p)
         candidates["score"] = candidates["score"] - config.nonlandmark_weight * penalty[candidates["query"].to_numpy()]
     max_inliers = failures = None
-    if config.verify_top > 0:
-        candidates = verify_rerank(candidates, neighbours, sims, queries.items, index.items, pair_inliers,
-                                   config.verify_top, config.verify_weight, config.inlier_cap, config.min_inliers)
+    if verify.top > 0:
+        candidates = verify_rerank(candidates, neighbours, sims, query_items=queries.items, index_items=index.items,
+                                   pair_inliers=pair_inliers, config=verify)
         max_inliers, failures = candidates.attrs["max_inliers"], candidates.attrs["failures"]
-    best = best_per_query(candidates, n)
+    best = best_per_query(candidates, len(queries))
     if config.reject_below is not None:
-        low = best["score"] < config.reject_below
-        best.loc[low, "landmark_id"] = ""
+        best.loc[best["score"] < config.reject_below, "landmark_id"] = ""
     predictions = pd.DataFrame({"id": queries.ids, "landmark_id": best["landmark_id"].to_numpy(),
                                 "score": best["score"].to_numpy()})
     return Recognition(predictions, candidates, penalty, max_inliers, failures)
 
 
-def verification_inliers(cache_dir, max_keypoints: int = 1000, max_side: int = 640) -> PairInliers:
+def _check_queries(index: LandmarkIndex, queries: Embeddings, config: KnnConfig, verify: VerifyConfig,
+                   pair_inliers: PairInliers | None) -> None:
+    """The ValueErrors of :func:`recognise`, before any search."""
+    if queries.vectors.shape[1] != index.dim:
+        raise ValueError(f"queries have dimension {queries.vectors.shape[1]}, the index {index.dim} "
+                         "(embed them with the index's checkpoint)")
+    if config.classifier_weight > 0 and queries.classes is None:
+        raise ValueError("classifier_weight > 0 needs classifier scores (embed the queries with top classes)")
+    if verify.top > 0 and pair_inliers is None:
+        raise ValueError("verify.top > 0 needs a pair_inliers callable (geometric verification)")
+
+
+def verification_inliers(cache_dir: str | Path, config: VerifyConfig | None = None) -> PairInliers:
     """A :data:`PairInliers` over :mod:`landmark.retrieval.verification` (RootSIFT + RANSAC).
 
-    Local features are cached on disk under ``cache_dir/index`` and ``cache_dir/queries``
-    (:class:`~landmark.retrieval.verification.FeatureCache`), so each image is read once.
+    Local features (``config.max_keypoints``, ``config.max_side``) are cached on disk under
+    ``cache_dir/index`` and ``cache_dir/queries``
+    (:class:`~landmark.retrieval.verification.FeatureCache`), so each image is read once;
+    pairs are matched with ``config.ratio``, ``config.model`` and ``config.ransac_threshold``.
     """
-    from pathlib import Path
-
     from .verification import FeatureCache, count_inliers
-    queries = FeatureCache(Path(cache_dir) / "queries", max_keypoints, max_side)
-    items = FeatureCache(Path(cache_dir) / "index", max_keypoints, max_side)
+    config = config or VerifyConfig()
+    queries = FeatureCache(Path(cache_dir) / "queries", config.max_keypoints, config.max_side)
+    items = FeatureCache(Path(cache_dir) / "index", config.max_keypoints, config.max_side)
 
     def pair_inliers(query_id: str, query_path: str, item_id: str, item_path: str) -> int:
-        return count_inliers(queries.get(query_id, query_path), items.get(item_id, item_path))
+        return count_inliers(queries.get(query_id, query_path), items.get(item_id, item_path), ratio=config.ratio,
+                             ransac_threshold=config.ransac_threshold, model=config.model)
 
     return pair_inliers

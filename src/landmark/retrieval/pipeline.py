@@ -1,30 +1,47 @@
-"""File-level retrieval workflows behind the CLI: embed, build/enrol an index, kNN predict.
+"""File-level retrieval steps behind the CLI: embed, build/enrol an index, kNN predict.
 
-Each function takes paths, does one user-facing job and returns a small summary dict,
-so ``landmark embed / index build / index add / knn`` and the benchmark scripts share it.
+Each function takes paths, does one user-facing job, writes its artifact and returns it
+(or a small summary dict), so ``landmark embed / index build / index add / knn``, the
+benchmark scripts and Python users call the same code::
+
+    emb, rejects, info = embed_checkpoint(ckpt, image_frame(data="DATA"), "runs/emb.npy")
+    build_index(emb, "runs/idx", params=load_retrieval_config("exact").index, model_info=info)
+    predictions, rejects, result = knn_predict(ckpt, "runs/idx", "photos/", work="runs/knn")
+
+Settings come from :mod:`landmark.retrieval.config` (presets ``exact``, ``ivfpq``, ``verified``).
 """
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from ..data import Reject, read_queries
-from ..inference.runtime import load_runtime
-from ..models import load_model
+from ..inference.runtime import Runtime, load_runtime
+from ..io import read_csv
+from .config import IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
-from .index import IndexParams, LandmarkIndex
-from .knn import KnnConfig, Recognition, recognise, verification_inliers
+from .index import LandmarkIndex
+from .knn import Recognition, recognise, verification_inliers
+from .shards import embed_shard
 
 
-def image_frame(images: str | Path | None = None, data: str | Path | None = None,
+def image_frame(*, images: str | Path | None = None, data: str | Path | None = None,
                 landmarks: list[str] | None = None, label: str | None = None) -> pd.DataFrame:
     """The images to embed: ``--data`` (labelled GLDv2 / class tree) or ``--images``
     (folder or CSV; all given ``label`` when set).
 
+    Args:
+        landmarks: with ``data``: only these landmark ids (None: all).
+
+    Returns:
+        one row per image: ``id``, ``path`` and, when known, ``landmark_id``.
+
     Raises:
         ValueError: neither or both of ``images`` and ``data`` are given.
+        FileNotFoundError: as :func:`landmark.data.read_queries` / ``read_train``.
     """
     if (images is None) == (data is None):
         raise ValueError("give exactly one of --images (folder/CSV) and --data (labelled GLDv2 folder or class tree)")
@@ -36,35 +53,131 @@ def image_frame(images: str | Path | None = None, data: str | Path | None = None
     return frame
 
 
-def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, top_classes: int = 0,
+def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, top_classes: int = 0,
                      dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
-                     workers: int = 2, device: str | None = None,
-                     overwrite: bool = False, runtime: str = "torch",
-                     threads: int | None = None) -> tuple[Embeddings, list[Reject], dict]:
+                     workers: int | None = 2, device: str | None = None, overwrite: bool = False,
+                     runtime: str = "torch", threads: int | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Load ``checkpoint`` and :func:`~landmark.retrieval.embeddings.embed_images` ``frame`` into ``out``.
 
-    ``runtime``: ``torch``, ``onnx`` or ``auto`` (:func:`landmark.inference.runtime.load_runtime`;
-    ``checkpoint`` may then be a ``.onnx`` export); ``threads``: ONNX Runtime threads.
+    Args:
+        checkpoint: ``.pt`` written by ``landmark train`` (or a ``.onnx`` export with
+            ``runtime`` ``onnx``/``auto``: :func:`landmark.inference.runtime.load_runtime`).
+        frame: rows ``id``, ``path`` (and ``landmark_id``), e.g. from :func:`image_frame`.
+        out: ``NAME.npy`` to write (side files beside it).
+        threads: ONNX Runtime threads; the other arguments as in ``embed_images``.
 
     Returns:
-        (embeddings, rejects, model info ``{checkpoint, backbone, image_size}`` for index metadata).
+        (embeddings ``[N, D]`` float16/32, rejects, model info ``{checkpoint, backbone,
+        image_size, runtime}`` for index metadata).
+
+    Raises:
+        FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_images``.
     """
     engine = load_runtime(checkpoint, runtime, device, threads)
-    emb, rejects = embed_images(engine, engine.preprocess, frame, out, engine.classes, top_classes, dtype,
-                                image_size, batch_size, workers, device, overwrite)
+    return _embed(engine, checkpoint, frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
+                  batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
+
+
+def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: str | Path, *,
+                           shard: tuple[int, int], part_size: int = 10_000, runtime: str = "torch",
+                           threads: int | None = None, device: str | None = None, **options) -> dict:
+    """Load ``checkpoint`` and embed shard ``(i, n)`` of ``frame`` into ``folder`` (resumable;
+    :func:`landmark.retrieval.shards.embed_shard`, then :func:`~landmark.retrieval.shards.merge_shards`).
+
+    Args:
+        part_size: images per atomically written part.
+        options: ``top_classes``, ``dtype``, ``image_size``, ``batch_size``, ``workers`` as in ``embed_images``.
+
+    Returns:
+        ``embed_shard``'s summary ``{folder, shard, parts, done_before, embedded, rejects, rows}``.
+
+    Raises:
+        FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_shard``.
+    """
+    engine = load_runtime(checkpoint, runtime, device, threads)
+    return embed_shard(engine, engine.preprocess, frame, folder, shard=shard, part_size=part_size,
+                       classes=engine.classes, device=device, **options)
+
+
+def _embed(engine: Runtime, checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, image_size: int | None,
+           **options) -> tuple[Embeddings, list[Reject], dict]:
+    """:func:`embed_checkpoint` with the model already loaded (``options``: as ``embed_images``)."""
+    emb, rejects = embed_images(engine, engine.preprocess, frame, out, classes=engine.classes,
+                                image_size=image_size, **options)
     info = {"checkpoint": str(Path(checkpoint).resolve()), "backbone": engine.arch.get("backbone"),
             "image_size": image_size or engine.preprocess["size"], "runtime": engine.name}
     return emb, rejects, info
 
 
-def build_index(embeddings: Embeddings, out: str | Path, params: IndexParams, model_info: dict | None = None,
-                overwrite: bool = False, names: dict[str, str] | None = None) -> dict:
-    """Build and save an index folder; returns ``{index, kind, count, landmarks, seconds}``.
+def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | Path | None = None,
+                     labels: str | Path | None = None, data: str | Path | None = None,
+                     images: str | Path | None = None, landmarks: list[str] | None = None, label: str | None = None,
+                     out: str | Path | None = None, image_size: int | None = None, batch_size: int = 32,
+                     workers: int | None = 2, device: str | None = None,
+                     overwrite: bool = False) -> tuple[Embeddings, list[Reject], dict]:
+    """Labelled embeddings to index or enrol: an embeddings file, or photos embedded now.
 
-    ``names`` (landmark id -> readable name) are stored in the index's ``meta.json``.
+    Either ``embeddings`` (a ``.npy`` from ``landmark embed``; its landmark ids from its
+    ``ids.csv`` or, when given, from ``labels``, a CSV ``id,landmark_id``), or
+    ``checkpoint`` with ``data`` (a labelled GLDv2 folder or class tree, optionally only
+    ``landmarks``) or ``images`` (a folder/CSV of photos of the one landmark ``label``),
+    embedded into ``out`` at ``image_size`` pixels (default: the checkpoint's).
+
+    Returns:
+        (embeddings ``[N, D]``, rejects, model info for the index's metadata; ``{}`` for a
+        given embeddings file).
+
+    Raises:
+        ValueError: no source, ``images`` without ``label``, a labels CSV without
+            ``id,landmark_id`` or missing an embedded id.
+        FileNotFoundError / FileExistsError: as :func:`load_embeddings` / :func:`embed_checkpoint`.
+    """
+    if embeddings is not None:
+        emb = load_embeddings(embeddings)
+        if labels is not None:
+            emb.items = _with_labels(emb.items, labels)
+        return emb, [], {}
+    if checkpoint is None:
+        raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
+    if images is not None and label is None:
+        raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
+    frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
+    return embed_checkpoint(checkpoint, frame, out, image_size=image_size,
+                            batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
+
+
+def _with_labels(items: pd.DataFrame, labels: str | Path) -> pd.DataFrame:
+    """``items`` with the ``landmark_id`` of each id from the CSV ``labels`` (``id,landmark_id``)."""
+    table = read_csv(labels, dtype=str, keep_default_na=False)
+    if not {"id", "landmark_id"} <= set(table.columns):
+        raise ValueError(f"{labels} needs the columns id,landmark_id")
+    items = items.drop(columns=["landmark_id"], errors="ignore").merge(
+        table[["id", "landmark_id"]].drop_duplicates("id"), on="id", how="left")
+    missing = items["landmark_id"].isna()
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} embedded ids have no label in {labels}, "
+                         f"e.g. {items.loc[missing, 'id'].iloc[0]}")
+    return items
+
+
+def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams | None = None,
+                model_info: dict | None = None, overwrite: bool = False,
+                names: dict[str, str] | None = None) -> dict:
+    """Build and save an index folder over labelled embeddings ``[N, D]``.
+
+    Args:
+        params: index settings (default :class:`~landmark.retrieval.config.IndexParams`, or a
+            preset's: ``load_retrieval_config("ivfpq").index``).
+        model_info: the model the embeddings came from (``embed_checkpoint``'s info), stored
+            in ``meta.json`` so queries are embedded alike.
+        names: landmark id -> readable name, stored in ``meta.json``.
+
+    Returns:
+        ``{index, kind, count, landmarks, seconds}``.
 
     Raises:
         FileExistsError: ``out`` already holds index files and ``overwrite`` is False.
+        ValueError: as :meth:`LandmarkIndex.build` (no labels, bad ``pq_m`` ...).
     """
     start = time.perf_counter()
     meta = {"model": model_info or {}, **({"names": names} if names else {})}
@@ -78,6 +191,12 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
     """Add labelled embeddings to a saved index (in place); returns counts and skipped ids.
 
     ``names`` (landmark id -> readable name) are stored in ``meta.json`` for ids without one.
+
+    Returns:
+        ``{index, added, skipped_duplicates, count, new_landmarks}``.
+
+    Raises:
+        FileNotFoundError / ValueError: as :meth:`LandmarkIndex.load` and :meth:`LandmarkIndex.add`.
     """
     index = LandmarkIndex.load(index_dir)
     before = set(index.items["landmark_id"])
@@ -95,66 +214,76 @@ def index_model(index_dir: str | Path) -> dict:
     return LandmarkIndex.load(index_dir).meta.get("model", {})
 
 
-def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Path, work: str | Path,
-                config: KnnConfig, nonlandmarks: str | Path | None = None, verify_cache: str | Path | None = None,
-                batch_size: int = 32, workers: int = 2, device: str | None = None,
-                overwrite: bool = False, runtime: str = "torch",
+def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Path, *, work: str | Path,
+                config: RetrievalConfig | None = None, nonlandmarks: str | Path | None = None,
+                verify_cache: str | Path | None = None, batch_size: int = 32, workers: int | None = 2,
+                device: str | None = None, overwrite: bool = False, runtime: str = "torch",
                 threads: int | None = None) -> tuple[pd.DataFrame, list[Reject], Recognition]:
     """Embed queries (and the non-landmark set) with ``checkpoint`` and recognise them by kNN.
 
+    The checkpoint is loaded once.
+
     Args:
-        runtime, threads: how the ``.pt`` checkpoint runs (``torch``, or ``onnx``/``auto``:
-            its export, :func:`landmark.inference.runtime.load_runtime`).
         images: query folder or CSV; or an embeddings ``.npy`` already made with this checkpoint.
         work: path prefix for the query embeddings (``WORK.queries.npy``) and the
             non-landmark ones (``WORK.nonlandmarks.npy``).
-        nonlandmarks: folder of non-landmark photos or their embeddings ``.npy``.
-        verify_cache: folder for cached local features (needed when ``config.verify_top``).
+        config: ``knn`` and ``verify`` settings (default :class:`RetrievalConfig`, or a preset:
+            :func:`~landmark.retrieval.config.load_retrieval_config`).
+        nonlandmarks: folder of non-landmark photos or their embeddings ``.npy`` (None: no penalty).
+        verify_cache: folder for cached local features (with ``config.verify.top > 0``;
+            default ``WORK.local_features``).
+        runtime, threads: how the ``.pt`` checkpoint runs (``torch``, or ``onnx``/``auto``:
+            its export, :func:`landmark.inference.runtime.load_runtime`).
 
     Returns:
         (predictions ``id, landmark_id, score, name, verdict`` for every query, unreadable
         ones with an empty landmark; the rejects; the full :class:`Recognition`).
         ``verdict`` is the landmark's name, ``no landmark`` (no prediction, or a score below
-        ``config.reject_below``, else the recogniser's kNN threshold) or ``unreadable``.
+        ``config.knn.reject_below``, else the recogniser's kNN threshold) or ``unreadable``.
 
     Raises:
-        ValueError: the index was built with a different image size or backbone.
+        ValueError: the index was built with a different backbone.
     """
+    config = config or RetrievalConfig()
     index = LandmarkIndex.load(index_dir)
-    _, ckpt = load_model(checkpoint)
-    built = index.meta.get("model", {})
-    size = built.get("image_size") or ckpt["preprocess"]["size"]
-    if built.get("backbone") and built["backbone"] != ckpt["arch"]["backbone"]:
-        raise ValueError(f"the index was built with {built['backbone']}, the checkpoint is {ckpt['arch']['backbone']}")
-    work = Path(work)
-    top = 5 if config.classifier_weight > 0 else 0
-    rejects: list[Reject] = []
+    engine = load_runtime(checkpoint, runtime, device, threads)
+    size = _index_image_size(index, engine)
+    embed = partial(_embed, engine, checkpoint, image_size=size, batch_size=batch_size, workers=workers,
+                    device=device, overwrite=overwrite)
     if str(images).endswith(".npy"):
-        queries = load_embeddings(images)
+        queries, rejects = load_embeddings(images), []
         listed = queries.items[["id"]]
     else:
         frame = read_queries(images)
         listed = frame[["id"]]
-        queries, rejects, _ = embed_checkpoint(checkpoint, frame, embeddings_path(f"{work}.queries"), top, "float16",
-                                               size, batch_size, workers, device, overwrite, runtime=runtime,
-                                               threads=threads)
+        top = 5 if config.knn.classifier_weight > 0 else 0
+        queries, rejects, _ = embed(frame, embeddings_path(f"{work}.queries"), top_classes=top)
     reference = None
-    if nonlandmarks is not None:
-        if str(nonlandmarks).endswith(".npy"):
-            reference = load_embeddings(nonlandmarks)
-        else:
-            reference, _, _ = embed_checkpoint(checkpoint, read_queries(nonlandmarks),
-                                               embeddings_path(f"{work}.nonlandmarks"), 0, "float16", size,
-                                               batch_size, workers, device, overwrite, runtime=runtime,
-                                               threads=threads)
+    if nonlandmarks is not None and str(nonlandmarks).endswith(".npy"):
+        reference = load_embeddings(nonlandmarks)
+    elif nonlandmarks is not None:
+        reference, _, _ = embed(read_queries(nonlandmarks), embeddings_path(f"{work}.nonlandmarks"))
     pair_inliers = None
-    if config.verify_top > 0:
-        pair_inliers = verification_inliers(verify_cache or Path(f"{work}.local_features"))
-    result = recognise(index, queries, config, reference, pair_inliers)
+    if config.verify.top > 0:
+        pair_inliers = verification_inliers(verify_cache or Path(f"{work}.local_features"), config.verify)
+    result = recognise(index, queries, config.knn, reference, verify=config.verify, pair_inliers=pair_inliers)
     predictions = listed.merge(result.predictions, on="id", how="left")
     predictions["landmark_id"] = predictions["landmark_id"].fillna("")
-    return _with_names(predictions, {**ckpt.get("names", {}), **index.meta.get("names", {})}, config, index,
-                       {r.id for r in rejects}), rejects, result
+    names = {**(engine.names or {}), **index.meta.get("names", {})}
+    return _with_names(predictions, names, config.knn, index, {r.id for r in rejects}), rejects, result
+
+
+def _index_image_size(index: LandmarkIndex, engine: Runtime) -> int:
+    """The image size the index was embedded at (queries are embedded alike).
+
+    Raises:
+        ValueError: the index was built with another backbone than ``engine``'s.
+    """
+    built = index.meta.get("model", {})
+    backbone = engine.arch.get("backbone")
+    if built.get("backbone") and backbone and built["backbone"] != backbone:
+        raise ValueError(f"the index was built with {built['backbone']}, the checkpoint is {backbone}")
+    return built.get("image_size") or engine.preprocess["size"]
 
 
 def _with_names(predictions: pd.DataFrame, names: dict, config: KnnConfig, index: LandmarkIndex,

@@ -28,8 +28,9 @@ from ..config import load_config
 from ..data import read_queries, read_train, with_paths
 from ..evaluation.metrics import rejection_threshold
 from ..models import load_model
+from .config import IndexParams
 from .embeddings import embed_images
-from .index import IndexParams, LandmarkIndex
+from .index import LandmarkIndex
 from .knn import reference_confidence
 
 #: neighbours searched per query for :func:`reference_confidence`
@@ -88,8 +89,8 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
         queries = pd.concat([queries, read_queries(nonlandmarks).assign(landmark_id="")], ignore_index=True)
     thresholds = thresholds or {"classifier": None, "reference": None}
     if len(queries):
-        val, _ = embed_images(model, ckpt["preprocess"], queries, work / "validation.npy", classes, 1,
-                              device=device, workers=workers, overwrite=True)
+        val, _ = embed_images(model, ckpt["preprocess"], queries, work / "validation.npy", classes=classes,
+                              top_classes=1, device=device, workers=workers, overwrite=True)
         truth = val.items["landmark_id"].astype(str).to_numpy()
         labels, probs = val.classes[0][:, 0], val.classes[1][:, 0].astype(np.float64)
         correct = labels == truth

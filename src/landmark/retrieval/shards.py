@@ -87,7 +87,7 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     os.replace(tmp, path)
 
 
-def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path, shard: tuple[int, int] = (0, 1),
+def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path, *, shard: tuple[int, int] = (0, 1),
                 part_size: int = 10_000, classes: list[str] | None = None, top_classes: int = 0,
                 dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
                 workers: int | None = None, device: str | None = None) -> dict:
@@ -120,30 +120,34 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
     parts = shard_parts(len(frame), part_size, shard)
     done_before = embedded = rejects = rows = 0
     for k in parts:
-        final = folder / part_name(k)
         for stale in folder.glob(f".{part_name(k)}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        if final.is_dir():
+        if (folder / part_name(k)).is_dir():
             done_before += 1
             continue
-        tmp = folder / f".{part_name(k)}.tmp-{os.getpid()}"
-        tmp.mkdir()
-        chunk = frame.iloc[k * part_size:(k + 1) * part_size]
-        try:
-            emb, bad = embed_images(model, preprocess, chunk, tmp / "part.npy", classes, top_classes, dtype,
-                                    image_size, batch_size, workers, device)
-            n = len(emb)
-            del emb
-        except ValueError as err:
-            if "could be read" not in str(err):
-                raise
-            n, bad = 0, _rejects_of(tmp / "part.rejects.csv")   # a part of unreadable images only
-        rows += n
-        rejects += len(bad)
-        os.replace(tmp, final)
-        embedded += 1
+        n, bad = _embed_part(model, preprocess, frame.iloc[k * part_size:(k + 1) * part_size], folder, k,
+                             classes=classes, top_classes=top_classes, dtype=dtype, image_size=image_size,
+                             batch_size=batch_size, workers=workers, device=device)
+        rows, rejects, embedded = rows + n, rejects + bad, embedded + 1
     return {"folder": str(folder), "shard": f"{shard[0]}/{shard[1]}", "parts": len(parts), "done_before": done_before,
             "embedded": embedded, "rejects": rejects, "rows": rows}
+
+
+def _embed_part(model, preprocess: dict, chunk: pd.DataFrame, folder: Path, k: int, **options) -> tuple[int, int]:
+    """Embed part ``k`` (``chunk``) into a temporary folder renamed to ``part-K`` when done;
+    returns (rows embedded, rejects).  A part of unreadable images only is a finished part."""
+    tmp = folder / f".{part_name(k)}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        emb, bad = embed_images(model, preprocess, chunk, tmp / "part.npy", **options)
+        n = len(emb)
+        del emb
+    except ValueError as err:
+        if "could be read" not in str(err):
+            raise
+        n, bad = 0, _rejects_of(tmp / "part.rejects.csv")
+    os.replace(tmp, folder / part_name(k))
+    return n, len(bad)
 
 
 def _rejects_of(path: Path) -> list[Reject]:
@@ -167,27 +171,51 @@ def merge_shards(folder: str | Path, out: str | Path, overwrite: bool = False) -
     """
     from .embeddings import embeddings_path
     folder, path = Path(folder), embeddings_path(out)
-    if not (folder / MANIFEST).is_file():
-        raise FileNotFoundError(f"{folder} has no {MANIFEST}; write it with `landmark embed --shard i/n`")
+    manifest, parts = _finished_parts(folder)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite or choose another --out")
+    files = [p / "part.npy" for p in parts if (p / "part.npy").is_file()]
+    if not files:
+        raise ValueError(f"no image of {folder} could be read")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    items, classes = _copy_parts(files, path, DTYPES[manifest["dtype"]])
+    items.to_csv(sidecar(path, "ids.csv"), index=False)
+    rejects = [r for p in parts for r in _rejects_of(p / "part.rejects.csv")]
+    write_rejects(rejects, sidecar(path, "rejects.csv"))
+    if classes is not None:
+        np.savez(sidecar(path, "classes.npz"), labels=classes[0], probs=classes[1])
+    dim = int(np.load(path, mmap_mode="r").shape[1])
+    sidecar(path, "json").write_text(json.dumps({"rows": len(items), "dim": dim, "dtype": manifest["dtype"],
+                                                 "image_size": manifest["image_size"], "rejects": len(rejects),
+                                                 "merged_from": str(folder), "parts": len(parts)}))
+    return {"embeddings": str(path), "rows": len(items), "dim": dim, "parts": len(parts), "rejects": len(rejects)}
+
+
+def _finished_parts(folder: Path) -> tuple[dict, list[Path]]:
+    """The manifest and every part folder of a sharded run, in order.
+
+    Raises:
+        FileNotFoundError: no manifest.
+        ValueError: parts are missing (their shards have not finished).
+    """
+    if not (folder / MANIFEST).is_file():
+        raise FileNotFoundError(f"{folder} has no {MANIFEST}; write it with `landmark embed --shard i/n`")
     manifest = json.loads((folder / MANIFEST).read_text())
     missing = [k for k in range(manifest["parts"]) if not (folder / part_name(k)).is_dir()]
     if missing:
         n = manifest["shards_of"]
         shards = ", ".join(f"{s}/{n}" for s in sorted({k % n for k in missing}))
         raise ValueError(f"{len(missing)} of {manifest['parts']} parts are not done yet "
-                         f"(e.g. {part_name(missing[0])}); "
-                         f"finish shard(s) {shards} first")
-    parts = [folder / part_name(k) for k in range(manifest["parts"])]
-    files = [p / "part.npy" for p in parts if (p / "part.npy").is_file()]
+                         f"(e.g. {part_name(missing[0])}); finish shard(s) {shards} first")
+    return manifest, [folder / part_name(k) for k in range(manifest["parts"])]
+
+
+def _copy_parts(files: list[Path], path: Path, dtype) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray] | None]:
+    """Copy the parts' vectors, in order, into one memory-mapped ``path`` (one part in memory
+    at a time); returns their items and, when stored, their classifier top-k ``(labels, probs)``."""
     shapes = [np.load(f, mmap_mode="r").shape for f in files]
-    if not shapes:
-        raise ValueError(f"no image of {folder} could be read")
-    total, dim = sum(s[0] for s in shapes), shapes[0][1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    vectors = np.lib.format.open_memmap(path, mode="w+", dtype=DTYPES[manifest["dtype"]], shape=(total, dim))
-    row, items, rejects, labels, probs = 0, [], [], [], []
+    vectors = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(sum(s[0] for s in shapes), shapes[0][1]))
+    row, items, labels, probs = 0, [], [], []
     for f in files:
         part = load_embeddings(f)
         vectors[row:row + len(part)] = part.vectors
@@ -199,13 +227,5 @@ def merge_shards(folder: str | Path, out: str | Path, overwrite: bool = False) -
         del part
     vectors.flush()
     del vectors
-    pd.concat(items, ignore_index=True).to_csv(sidecar(path, "ids.csv"), index=False)
-    for p in parts:
-        rejects += _rejects_of(p / "part.rejects.csv")
-    write_rejects(rejects, sidecar(path, "rejects.csv"))
-    if labels:
-        np.savez(sidecar(path, "classes.npz"), labels=np.concatenate(labels), probs=np.concatenate(probs))
-    sidecar(path, "json").write_text(json.dumps({"rows": total, "dim": int(dim), "dtype": manifest["dtype"],
-                                                 "image_size": manifest["image_size"], "rejects": len(rejects),
-                                                 "merged_from": str(folder), "parts": len(parts)}))
-    return {"embeddings": str(path), "rows": total, "dim": int(dim), "parts": len(parts), "rejects": len(rejects)}
+    classes = (np.concatenate(labels), np.concatenate(probs)) if labels else None
+    return pd.concat(items, ignore_index=True), classes

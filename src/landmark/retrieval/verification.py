@@ -25,7 +25,8 @@ Pipeline of one pair (see ``docs/verification.md`` for the measured numbers):
    different-landmark pairs equally well (same recall at zero false positives);
    the fundamental matrix keeps a few more inliers on true 3D matches but has a
    higher noise floor (up to 11 inliers on unrelated pairs, since 7 points fix it,
-   versus up to 8 for a homography), hence :data:`RECOMMENDED_MIN_INLIERS` = 15.
+   versus up to 8 for a homography), hence the same-landmark threshold
+   :data:`~landmark.retrieval.config.SAME_LANDMARK_INLIERS` = 15.
    ``model="homography"`` is available.  Measurements: ``docs/verification.md``.
 """
 from __future__ import annotations
@@ -33,7 +34,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import faiss
@@ -41,8 +41,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.images import ImageError, load_image
-
-Model = Literal["fundamental", "homography"]
+from .config import SAME_LANDMARK_INLIERS, GeometricModel, VerifyConfig
 
 #: Fewest tentative matches RANSAC is run on; below this the inlier count is 0.
 #: (7 points determine a fundamental matrix, 4 a homography; one more than the
@@ -52,14 +51,8 @@ MIN_MATCHES: dict[str, int] = {"fundamental": 8, "homography": 5}
 #: Default RANSAC thresholds in pixels of the resized (<= 640 px) images.
 DEFAULT_THRESHOLD: dict[str, float] = {"fundamental": 3.0, "homography": 6.0}
 
-#: Recommended inlier count (fundamental model, defaults above) from which two photos
-#: are taken to show the same landmark.  Measured on landmarks13 + nonlandmarks
-#: (benchmarks/verification_inliers.py, docs/verification.md): unrelated pairs reach at
-#: most 11 (0 of 858 photo/non-landmark pairs and 0 of 435 clean different-landmark
-#: pairs reach 12); 15 leaves a margin.  Stock previews sharing an agency watermark defeat
-#: any threshold: of different-landmark pairs of two stock previews, 26% reach 15 inliers
-#: and 7% reach 50 (the matches lie on the watermark).
-RECOMMENDED_MIN_INLIERS = 15
+#: Defaults of the functions below (one place: :class:`~landmark.retrieval.config.VerifyConfig`).
+_VERIFY = VerifyConfig()
 
 
 @dataclass
@@ -100,6 +93,7 @@ class MatchResult:
 
     @property
     def num_inliers(self) -> int:
+        """K, the number of RANSAC inliers (compare with ``SAME_LANDMARK_INLIERS``)."""
         return int(len(self.inliers))
 
 
@@ -117,8 +111,8 @@ def _as_image(image: str | Path | Image.Image) -> Image.Image:
     return image if isinstance(image, Image.Image) else load_image(image)
 
 
-def sift_features(image: str | Path | Image.Image, max_keypoints: int = 1000,
-                  max_side: int = 640) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def sift_features(image: str | Path | Image.Image, max_keypoints: int = _VERIFY.max_keypoints,
+                  max_side: int = _VERIFY.max_side) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Raw OpenCV SIFT of the shrunk image (what :class:`FeatureCache` stores).
 
     Returns:
@@ -159,7 +153,8 @@ def root_sift(descriptors: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     return np.sqrt(d / (d.sum(axis=1, keepdims=True) + eps)).astype(np.float32)
 
 
-def local_features(image: str | Path | Image.Image, max_keypoints: int = 1000, max_side: int = 640) -> LocalFeatures:
+def local_features(image: str | Path | Image.Image, max_keypoints: int = _VERIFY.max_keypoints,
+                   max_side: int = _VERIFY.max_side) -> LocalFeatures:
     """SIFT keypoints with RootSIFT descriptors of an image shrunk to ``max_side`` pixels.
 
     Args:
@@ -177,7 +172,7 @@ def local_features(image: str | Path | Image.Image, max_keypoints: int = 1000, m
     return LocalFeatures(xy, root_sift(sift), size)
 
 
-def mutual_matches(a: LocalFeatures, b: LocalFeatures, ratio: float = 0.8) -> np.ndarray:
+def mutual_matches(a: LocalFeatures, b: LocalFeatures, ratio: float = _VERIFY.ratio) -> np.ndarray:
     """Mutual nearest neighbours that pass Lowe's ratio test.
 
     Exact L2 search with FAISS (``faiss.knn``): 2 neighbours of every descriptor of
@@ -198,7 +193,7 @@ def mutual_matches(a: LocalFeatures, b: LocalFeatures, ratio: float = 0.8) -> np
     return np.stack([i[keep], j[keep]], axis=1).astype(np.int64)
 
 
-def ransac_inliers(a: LocalFeatures, b: LocalFeatures, matches: np.ndarray, model: Model = "fundamental",
+def ransac_inliers(a: LocalFeatures, b: LocalFeatures, matches: np.ndarray, model: GeometricModel = _VERIFY.model,
                    threshold: float | None = None, confidence: float = 0.999,
                    max_iters: int = 2000) -> tuple[np.ndarray, np.ndarray | None]:
     """Robustly fit ``model`` to the matched points with OpenCV USAC MAGSAC++.
@@ -238,21 +233,22 @@ def ransac_inliers(a: LocalFeatures, b: LocalFeatures, matches: np.ndarray, mode
     return inl.ravel().astype(bool), matrix
 
 
-def match(a: LocalFeatures, b: LocalFeatures, ratio: float = 0.8, model: Model = "fundamental",
-          ransac_threshold: float | None = None) -> MatchResult:
+def match(a: LocalFeatures, b: LocalFeatures, ratio: float = _VERIFY.ratio, model: GeometricModel = _VERIFY.model,
+          ransac_threshold: float | None = _VERIFY.ransac_threshold) -> MatchResult:
     """Tentative matches (:func:`mutual_matches`) and their RANSAC inliers (:func:`ransac_inliers`)."""
     matches = mutual_matches(a, b, ratio)
     mask, matrix = ransac_inliers(a, b, matches, model, ransac_threshold)
     return MatchResult(matches, matches[mask], model, matrix)
 
 
-def count_inliers(a: LocalFeatures, b: LocalFeatures, ratio: float = 0.8, ransac_threshold: float | None = None,
-                  model: Model = "fundamental") -> int:
+def count_inliers(a: LocalFeatures, b: LocalFeatures, ratio: float = _VERIFY.ratio,
+                  ransac_threshold: float | None = _VERIFY.ransac_threshold,
+                  model: GeometricModel = _VERIFY.model) -> int:
     """Number of RANSAC inliers between two images' features (0 when too few matches).
 
     ``ransac_threshold`` is in pixels of the resized images (default
     ``DEFAULT_THRESHOLD[model]``: 3 px epipolar distance for the fundamental matrix).
-    Compare with :data:`RECOMMENDED_MIN_INLIERS` to decide "same landmark".
+    Compare with :data:`~landmark.retrieval.config.SAME_LANDMARK_INLIERS` to decide "same landmark".
     """
     return match(a, b, ratio, model, ransac_threshold).num_inliers
 
@@ -271,7 +267,8 @@ class FeatureCache:
         max_keypoints, max_side: as in :func:`local_features`.
     """
 
-    def __init__(self, directory: str | Path, max_keypoints: int = 1000, max_side: int = 640):
+    def __init__(self, directory: str | Path, max_keypoints: int = _VERIFY.max_keypoints,
+                 max_side: int = _VERIFY.max_side):
         self.dir = Path(directory)
         self.max_keypoints = max_keypoints
         self.max_side = max_side
@@ -313,4 +310,4 @@ class FeatureCache:
 
 __all__ = ["LocalFeatures", "MatchResult", "FeatureCache", "ImageError", "local_features", "sift_features",
            "root_sift", "mutual_matches", "ransac_inliers", "match", "count_inliers", "shrink",
-           "MIN_MATCHES", "DEFAULT_THRESHOLD", "RECOMMENDED_MIN_INLIERS"]
+           "MIN_MATCHES", "DEFAULT_THRESHOLD", "SAME_LANDMARK_INLIERS", "GeometricModel"]

@@ -1,0 +1,154 @@
+"""Retrieval settings: one validated config with named presets, like the training configs.
+
+A :class:`RetrievalConfig` has three sections, each the only place its defaults live:
+
+* ``index`` (:class:`IndexParams`): which FAISS index ``landmark index build`` makes and
+  how it is searched;
+* ``knn`` (:class:`KnnConfig`): how neighbours vote (:func:`landmark.retrieval.knn.recognise`);
+* ``verify`` (:class:`VerifyConfig`): geometric verification of the top neighbours
+  (RootSIFT + MAGSAC++ inliers, :mod:`landmark.retrieval.verification`) and the re-ranking
+  it drives.
+
+Presets (``landmark/configs/retrieval/*.yaml``, selected by name; each sets a few fields,
+the rest are the defaults):
+
+* ``exact``: exact inner-product search (``flat``): every photo compared, for up to about
+  100k indexed photos;
+* ``ivfpq``: IVF-PQ, 64 bytes per vector, for millions of photos (recall@1 0.96 at 1M in
+  71 MB, ``docs/retrieval.md``);
+* ``verified``: kNN, then the 3 nearest photos of each query verified by RANSAC inliers
+  and re-ranked (slow: ~0.16 s per query on one CPU core).
+
+This module imports only pydantic and PyYAML, so the command line can take its defaults
+from it without loading torch or FAISS.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ..config import PRESETS_DIR, _Strict, read_config, validate_config
+
+RETRIEVAL_PRESETS_DIR = PRESETS_DIR / "retrieval"
+
+#: Index kinds (:mod:`landmark.retrieval.index`); ``auto`` picks by the number of vectors.
+KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+IndexKind = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
+
+#: RANSAC model of geometric verification (:func:`landmark.retrieval.verification.ransac_inliers`).
+GeometricModel = Literal["fundamental", "homography"]
+
+#: RANSAC inliers (fundamental model, default thresholds) from which two photos are taken
+#: to show the same landmark: the one "same landmark" threshold of ``landmark match``, of
+#: verification re-ranking (:attr:`VerifyConfig.min_inliers`) and of the recogniser's
+#: explanations.  Measured on landmarks13 + nonlandmarks (benchmarks/verification_inliers.py,
+#: docs/verification.md): unrelated pairs reach at most 11 (0 of 858 photo/non-landmark pairs
+#: and 0 of 435 clean different-landmark pairs reach 12); 15 leaves a margin.  Stock previews
+#: sharing an agency watermark defeat any threshold: of different-landmark pairs of two stock
+#: previews, 26% reach 15 inliers and 7% reach 50 (the matches lie on the watermark).
+SAME_LANDMARK_INLIERS = 15
+
+
+class IndexParams(_Strict):
+    """Construction and search parameters of a FAISS index (:mod:`landmark.retrieval.index`).
+
+    Attributes:
+        kind: ``auto`` (flat < 100k vectors, ivf < 2M, ivfpq above), ``flat``, ``hnsw``,
+            ``ivf`` or ``ivfpq``.
+        nlist: IVF cells (0: ~4 sqrt(N), :func:`landmark.retrieval.index.default_nlist`).
+        nprobe: IVF cells probed per query.
+        pq_m: PQ sub-quantisers = bytes per vector; must divide the dimension.
+        hnsw_m: HNSW links per node.
+        ef_construction, ef_search: HNSW beam widths when building / searching.
+        train_size: at most this many vectors train IVF k-means / PQ.
+    """
+
+    kind: IndexKind = "auto"
+    nlist: int = Field(0, ge=0)
+    nprobe: int = Field(16, ge=1)
+    pq_m: int = Field(64, ge=1)
+    hnsw_m: int = Field(32, ge=2)
+    ef_construction: int = Field(80, ge=1)
+    ef_search: int = Field(128, ge=1)
+    train_size: int = Field(200_000, ge=1)
+
+
+class KnnConfig(_Strict):
+    """kNN voting of :func:`landmark.retrieval.knn.recognise` (formulas in that module).
+
+    Attributes:
+        k: neighbours that vote.
+        p: similarity exponent (vote weight ``max(s, 0) ** p``).
+        classifier_weight: ``w`` in ``(1 - w) * knn + w * softmax``; 0 = kNN only
+            (otherwise the queries need the classifier's top classes).
+        nonlandmark_k: ``k'`` non-landmark neighbours averaged in the penalty.
+        nonlandmark_weight: ``lambda`` of the non-landmark penalty; 0 = none.
+        reject_below: queries whose final score is below this get no prediction (None: keep all).
+    """
+
+    k: int = Field(10, ge=1)
+    p: float = Field(3.0, gt=0.0)
+    classifier_weight: float = Field(0.0, ge=0.0, le=1.0)
+    nonlandmark_k: int = Field(5, ge=1)
+    nonlandmark_weight: float = Field(1.0, ge=0.0)
+    reject_below: float | None = None
+
+
+class VerifyConfig(_Strict):
+    """Geometric verification (:mod:`landmark.retrieval.verification`) and the re-ranking
+    it drives (:func:`landmark.retrieval.knn.verify_rerank`).
+
+    Attributes:
+        top: neighbours verified per query (0 = no verification).
+        weight: score bonus of a landmark whose best verified photo has ``inlier_cap`` inliers.
+        inlier_cap: inliers at which the bonus saturates.
+        min_inliers: a query none of whose verified photos reaches this is ranked after all
+            others; default :data:`SAME_LANDMARK_INLIERS`.
+        max_keypoints: SIFT keypoints per image, strongest first.
+        max_side: pixels; longest side the images are shrunk to before SIFT.
+        ratio: Lowe's ratio test threshold.
+        model: RANSAC model, ``fundamental`` (any rigid 3D scene) or ``homography``.
+        ransac_threshold: pixels in the shrunk images; None: 3 (fundamental) or 6 (homography).
+    """
+
+    top: int = Field(0, ge=0)
+    weight: float = Field(1.0, ge=0.0)
+    inlier_cap: int = Field(50, ge=1)
+    min_inliers: int = Field(SAME_LANDMARK_INLIERS, ge=0)
+    max_keypoints: int = Field(1000, ge=1)
+    max_side: int = Field(640, ge=16)
+    ratio: float = Field(0.8, gt=0.0, le=1.0)
+    model: GeometricModel = "fundamental"
+    ransac_threshold: float | None = Field(None, gt=0.0)
+
+
+class RetrievalConfig(_Strict):
+    """All retrieval settings: ``index``, ``knn`` and ``verify`` sections (module docstring)."""
+
+    index: IndexParams = IndexParams()
+    knn: KnnConfig = KnnConfig()
+    verify: VerifyConfig = VerifyConfig()
+
+
+def retrieval_presets() -> list[str]:
+    """Names of the shipped retrieval presets (``exact``, ``ivfpq``, ``verified``)."""
+    return sorted(p.stem for p in RETRIEVAL_PRESETS_DIR.glob("*.yaml"))
+
+
+def load_retrieval_config(source: str | Path | None = None, overrides: dict | None = None) -> RetrievalConfig:
+    """A :class:`RetrievalConfig` from a preset name or YAML path, with ``overrides`` on top.
+
+    Args:
+        source: preset name (:func:`retrieval_presets`), a YAML file, or None (the defaults).
+        overrides: nested mapping merged over the file, e.g. ``{"knn": {"k": 5}}``.
+
+    Raises:
+        FileNotFoundError: neither a file nor a preset (one line naming the presets).
+        ValueError: the YAML, or an override, does not validate; the message names each
+            bad field.
+    """
+    if source is None:
+        return validate_config(RetrievalConfig, overrides or {}, "retrieval settings")
+    return read_config(source, RetrievalConfig, RETRIEVAL_PRESETS_DIR, overrides, what="retrieval config")
