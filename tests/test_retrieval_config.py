@@ -99,7 +99,8 @@ def test_cli_defaults_are_the_librarys():
 
 
 def test_library_defaults_have_one_place():
-    from landmark.retrieval import knn, match_plot, verification
+    from landmark.reporting import match_plot
+    from landmark.retrieval import knn, verification
     knn_cfg, verify = KnnConfig(), VerifyConfig()
     assert inspect.signature(knn.knn_vote).parameters["p"].default == knn_cfg.p
     sim = inspect.signature(knn.nonlandmark_similarity).parameters
