@@ -55,7 +55,7 @@ from landmark.evaluation import evaluate  # noqa: E402
 from landmark.data.kaggle import write_submission  # noqa: E402
 from landmark.inference import predict_images  # noqa: E402
 from landmark.inference.export import export_onnx  # noqa: E402
-from landmark.inference.runtime import OnnxRuntime, TorchRuntime, cpu_count, decode_workers  # noqa: E402
+from landmark.models.runtime import OnnxRuntime, TorchRuntime, cpu_count, decode_workers  # noqa: E402
 from landmark.models import create_model, load_model, save_checkpoint  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmarks13"

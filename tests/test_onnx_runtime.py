@@ -16,7 +16,7 @@ from landmark.cli import app
 from landmark.data.transforms import tta_transform
 from landmark.inference import predict
 from landmark.inference.export import export_onnx
-from landmark.inference.runtime import METADATA_KEY, OnnxRuntime, TorchRuntime, load_runtime
+from landmark.models.runtime import METADATA_KEY, OnnxRuntime, TorchRuntime, load_runtime
 from landmark.models import create_model, load_model, save_checkpoint
 from landmark.retrieval.pipeline import embed_checkpoint
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from landmark.inference.runtime import TorchRuntime
+from landmark.models.runtime import TorchRuntime
 from landmark.models import create_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "runtimes.py"

@@ -1,6 +1,6 @@
 """Export a checkpoint to ONNX (fp32 or int8), verified against PyTorch on real photos.
 
-The exported graph is :class:`~landmark.inference.runtime.TwoOutputs`: input ``image``
+The exported graph is :class:`~landmark.models.runtime.TwoOutputs`: input ``image``
 float32 ``[batch, 3, size, size]`` (normalised), outputs ``logits`` ``[batch, K]`` and
 ``embedding`` ``[batch, D]``; the batch axis is dynamic.  The model's metadata
 (``metadata_props['landmark']``, JSON) holds ``classes``, ``names``, ``preprocess``,
@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .runtime import METADATA_KEY, OnnxRuntime, Runtime, TorchRuntime, TwoOutputs, file_sha256
+from ..models.runtime import METADATA_KEY, OnnxRuntime, Runtime, TorchRuntime, TwoOutputs, file_sha256
 
 OPSET = 17
 FP32_ATOL = 1e-3          # max |ORT - torch| for logits and for L2-normalised embeddings

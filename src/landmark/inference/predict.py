@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, read_queries
 from ..models import LandmarkNet
-from .runtime import Runtime, decode_workers, load_runtime
+from ..models.runtime import Runtime, decode_workers, load_runtime
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
@@ -74,11 +74,11 @@ def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess:
 
     Args:
         model: a ``LandmarkNet`` (run eagerly on ``device``) or a runtime
-            (:mod:`landmark.inference.runtime`, e.g. ONNX Runtime).
+            (:mod:`landmark.models.runtime`, e.g. ONNX Runtime).
         queries: rows with ``id`` and ``path``.
         preprocess: ``size``, ``resize``, ``mean``, ``std`` (from the checkpoint).
         tta: crops per image, 1 (plain resize to ``size``) to 10 (see :data:`TTA_ORDER`).
-        workers: decoding processes; None: :func:`~landmark.inference.runtime.decode_workers`.
+        workers: decoding processes; None: :func:`~landmark.models.runtime.decode_workers`.
         checkpoint: the checkpoint dict, for landmark ``names`` and ``reject_threshold``.
         index: a loaded :class:`~landmark.retrieval.index.LandmarkIndex` to score with
             (see :class:`~landmark.inference.recognizer.Recognizer`), or None.
@@ -129,7 +129,7 @@ def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size
 
     Args:
         checkpoint: ``.pt`` from ``landmark train`` (or its run folder) or ``.onnx`` from ``landmark export``.
-        runtime: ``torch``, ``onnx`` or ``auto`` (:func:`landmark.inference.runtime.load_runtime`).
+        runtime: ``torch``, ``onnx`` or ``auto`` (:func:`landmark.models.runtime.load_runtime`).
         threads: ONNX Runtime intra-op threads (default: all CPUs).
         index: an index folder to score with; None: the run's own ``RUN/index`` when the
             checkpoint sits in a run folder that has one (confidence confirmed by the

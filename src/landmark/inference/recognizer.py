@@ -59,12 +59,9 @@ from ..retrieval.index import LandmarkIndex
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, reference_confidence
 from ..retrieval.reference import REFERENCE_K
 from .predict import TTA_ORDER, vote_scores
-from .runtime import Runtime, as_runtime, load_runtime
+from ..models.runtime import Runtime, as_runtime, load_runtime
+from ..retrieval.config import DEFAULT_THRESHOLD
 
-#: Score below which an answer is "no landmark", per scoring mode, when neither the caller
-#: nor the checkpoint / index gives one.  Softmax probabilities and kNN votes live on
-#: different scales (a kNN vote of 10 neighbours at cosine 0.6 is 0.6^3 = 0.22).
-DEFAULT_THRESHOLD = {"classifier": 0.40, "reference": 0.10, "knn": 0.15}
 
 #: What :meth:`Recognizer.recognize` accepts per image.
 ImageInput = Union[Image.Image, np.ndarray, bytes, str, Path]
@@ -231,7 +228,7 @@ class Recognizer:
 
     Args:
         model: the network (moved to ``device``, eval mode) or a runtime
-            (:mod:`landmark.inference.runtime`: eager PyTorch or ONNX Runtime).
+            (:mod:`landmark.models.runtime`: eager PyTorch or ONNX Runtime).
         checkpoint: its checkpoint dict (``classes``, ``preprocess``; optional ``names``,
             ``reject_threshold``).
         index: reference photos for kNN scoring and neighbours.
@@ -289,7 +286,7 @@ class Recognizer:
             nonlandmarks: a folder of photos without landmarks (embedded now, in memory) or
                 their embeddings ``.npy`` (``landmark embed``).
             names: extra landmark names (:func:`read_names`).
-            runtime: ``torch``, ``onnx`` or ``auto`` (:func:`~landmark.inference.runtime.load_runtime`;
+            runtime: ``torch``, ``onnx`` or ``auto`` (:func:`~landmark.models.runtime.load_runtime`;
                 a ``.onnx`` file given as ``source`` runs on ONNX Runtime).
             threads: ONNX Runtime intra-op threads.
             scoring: ``classifier``, ``reference`` or ``knn``; None chooses as the module

@@ -11,6 +11,7 @@ _EXPORTS = {
     "save_checkpoint": "factory", "GeM": "heads", "Head": "heads", "gem": "heads",
     "ArcMarginHead": "margin", "dynamic_margins": "margin", "ModelSpec": "spec",
     "OFFLINE_IMAGENET": "weights", "WeightsError": "weights", "create_backbone": "weights",
+    "Runtime": "runtime", "load_runtime": "runtime",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

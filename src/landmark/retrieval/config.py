@@ -40,6 +40,12 @@ IndexKind = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
 #: RANSAC model of geometric verification (:func:`landmark.retrieval.verification.ransac_inliers`).
 GeometricModel = Literal["fundamental", "homography"]
 
+#: Score below which an answer is "no landmark", per scoring mode of the recogniser
+#: (:class:`landmark.inference.recognizer.Recognizer`) and of ``landmark knn``, when neither the
+#: caller nor the checkpoint / index gives one.  Softmax probabilities and kNN votes live on
+#: different scales (a kNN vote of 10 neighbours at cosine 0.6 is 0.6^3 = 0.22).
+DEFAULT_THRESHOLD = {"classifier": 0.40, "reference": 0.10, "knn": 0.15}
+
 #: RANSAC inliers (fundamental model, default thresholds) from which two photos are taken
 #: to show the same landmark: the one "same landmark" threshold of ``landmark match``, of
 #: verification re-ranking (:attr:`VerifyConfig.min_inliers`) and of the recogniser's

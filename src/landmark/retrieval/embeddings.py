@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from ..data import ImageDataset, Reject, collate, read_train, with_paths, write_rejects
 from ..data.transforms import eval_transform
-from ..inference.runtime import Runtime, as_runtime, decode_workers
+from ..models.runtime import Runtime, as_runtime, decode_workers
 from ..io import clear_temps, commit, embedding_files, embeddings_path, refuse_existing, sidecar, temp_path
 from ..models import LandmarkNet
 
@@ -99,12 +99,12 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
 
     Each image is resized to ``image_size`` x ``image_size`` pixels (default: the
     checkpoint's ``preprocess['size']``), passed through the model's runtime interface
-    (:mod:`landmark.inference.runtime`: one backbone pass gives logits and the ``[B, D]``
+    (:mod:`landmark.models.runtime`: one backbone pass gives logits and the ``[B, D]``
     descriptor of ``LandmarkNet.embed``, GeM-pooled features or a learned projection) and
     L2-normalised in float32 before storing as ``dtype``.
 
     ``model`` is a ``LandmarkNet`` (eager, on ``device``) or any runtime of
-    :mod:`landmark.inference.runtime` (e.g. ONNX Runtime).  JPEGs are decoded at reduced
+    :mod:`landmark.models.runtime` (e.g. ONNX Runtime).  JPEGs are decoded at reduced
     size (Pillow ``draft``) down to no less than twice ``image_size``.
 
     Args:

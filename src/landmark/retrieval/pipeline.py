@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import Reject, read_queries
-from ..inference.runtime import Runtime, load_runtime
+from ..models.runtime import Runtime, load_runtime
 from ..io import read_csv
-from .config import IndexParams, KnnConfig, RetrievalConfig
+from .config import DEFAULT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex
 from .knn import Recognition, recognise, verification_inliers
@@ -61,7 +61,7 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
 
     Args:
         checkpoint: ``.pt`` written by ``landmark train`` (or a ``.onnx`` export with
-            ``runtime`` ``onnx``/``auto``: :func:`landmark.inference.runtime.load_runtime`).
+            ``runtime`` ``onnx``/``auto``: :func:`landmark.models.runtime.load_runtime`).
         frame: rows ``id``, ``path`` (and ``landmark_id``), e.g. from :func:`image_frame`.
         out: ``NAME.npy`` to write (side files beside it).
         threads: ONNX Runtime threads; the other arguments as in ``embed_images``.
@@ -233,7 +233,7 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
         verify_cache: folder for cached local features (with ``config.verify.top > 0``;
             default ``WORK.local_features``).
         runtime, threads: how the ``.pt`` checkpoint runs (``torch``, or ``onnx``/``auto``:
-            its export, :func:`landmark.inference.runtime.load_runtime`).
+            its export, :func:`landmark.models.runtime.load_runtime`).
 
     Returns:
         (predictions ``id, landmark_id, score, name, verdict`` for every query, unreadable
@@ -289,7 +289,6 @@ def _index_image_size(index: LandmarkIndex, engine: Runtime) -> int:
 def _with_names(predictions: pd.DataFrame, names: dict, config: KnnConfig, index: LandmarkIndex,
                 unreadable: set) -> pd.DataFrame:
     """Add ``name`` and ``verdict`` columns (see :func:`knn_predict`)."""
-    from ..inference.recognizer import DEFAULT_THRESHOLD
     threshold = config.reject_below if config.reject_below is not None else \
         index.meta.get("reject_threshold", DEFAULT_THRESHOLD["knn"])
     lids = predictions["landmark_id"].astype(str)

@@ -94,7 +94,7 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
     """Embed the parts of ``shard`` of ``frame`` into ``folder`` (module docstring).
 
     Args:
-        model: a ``LandmarkNet`` or a runtime (:mod:`landmark.inference.runtime`).
+        model: a ``LandmarkNet`` or a runtime (:mod:`landmark.models.runtime`).
         frame: rows ``id``, ``path`` (and ``landmark_id``), the same list in every shard.
         part_size: rows per part (the unit of atomic writing and of resuming).
         others: as :func:`~landmark.retrieval.embeddings.embed_images`.

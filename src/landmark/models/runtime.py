@@ -88,7 +88,7 @@ class TorchRuntime:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str | None = None) -> "TorchRuntime":
         """Load a ``.pt`` checkpoint (raises as :func:`landmark.models.load_model`)."""
-        from ..models import load_model
+        from .factory import load_model
         model, ckpt = load_model(checkpoint)
         return cls(model, ckpt["classes"], ckpt["preprocess"], ckpt.get("names"), device)
 
