@@ -1,5 +1,5 @@
 """Models: one specification, one factory over timm backbones with registered heads, freezing,
-checkpoints.
+checkpoints, and the runtimes that run them (eager PyTorch, ONNX Runtime).
 
 Names are imported on first use, so ``landmark.models.spec`` (the specification) loads without torch.
 """
