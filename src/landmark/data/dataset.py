@@ -1,13 +1,15 @@
 """A map-style image dataset that reports unreadable files instead of crashing."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm import tqdm
 
 from .gldv2 import image_path
 from .images import ImageError, load_image
@@ -77,3 +79,25 @@ def collate(items: list) -> tuple[dict | None, list[Reject]]:
     rejects = [x for x in items if isinstance(x, Reject)]
     good = [x for x in items if not isinstance(x, Reject)]
     return (default_collate(good) if good else None), rejects
+
+
+def image_loader(frame: pd.DataFrame, transform, *, batch_size: int, workers: int, draft: int | None = None,
+                 targets=None) -> DataLoader:
+    """A DataLoader over :class:`ImageDataset` (``frame`` rows with ``id`` and ``path``) whose
+    batches are ``(batch or None, rejects)`` (:func:`collate`), in frame order."""
+    return DataLoader(ImageDataset(frame, transform, targets=targets, draft=draft), batch_size=batch_size,
+                      num_workers=workers, collate_fn=collate)
+
+
+def good_batches(loader, rejects: list | dict, desc: str, **progress) -> Iterator[dict]:
+    """The decoded batches of a :func:`collate` loader, with a tqdm progress bar (``progress``:
+    more tqdm options); each unreadable image is added to ``rejects`` (appended to a list, or
+    stored by id in a dict), so none disappears silently."""
+    bar = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, **progress)
+    for batch, bad in bar:
+        if isinstance(rejects, dict):
+            rejects.update({r.id: r for r in bad})
+        else:
+            rejects.extend(bad)
+        if batch is not None:
+            yield batch

@@ -32,9 +32,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from ..data import ImageDataset, Reject, collate, read_train, with_paths, write_rejects
+from ..data import Reject, read_train, with_paths, write_rejects
+from ..data.dataset import good_batches, image_loader
 from ..data.transforms import eval_transform
 from ..models.runtime import Runtime, as_runtime, decode_workers
 from ..io import clear_temps, commit, embedding_files, embeddings_path, refuse_existing, sidecar, temp_path
@@ -156,8 +156,7 @@ def _loader(frame: pd.DataFrame, preprocess: dict, size: int, batch_size: int, w
     """Batches of ``size`` x ``size`` images normalised as ``preprocess`` says, with their rejects."""
     transform = eval_transform(size, preprocess["mean"], preprocess["std"])
     workers = decode_workers() if workers is None else workers   # None: half the CPUs
-    return DataLoader(ImageDataset(frame, transform, draft=2 * size),
-                      batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    return image_loader(frame, transform, batch_size=batch_size, workers=workers, draft=2 * size)
 
 
 class _RowWriter:
@@ -176,11 +175,9 @@ class _RowWriter:
     def consume(self, runtime: Runtime, loader: DataLoader) -> list[Reject]:
         """Embed every batch of ``loader``; returns the rejects."""
         rejects: list[Reject] = []
-        for batch, bad in tqdm(loader, desc="embed", unit="batch", dynamic_ncols=True):
-            rejects += bad
-            if batch is not None:
-                logits, emb = runtime(batch["image"])
-                self.add(emb, logits, batch["index"].tolist())
+        for batch in good_batches(loader, rejects, "embed"):
+            logits, emb = runtime(batch["image"])
+            self.add(emb, logits, batch["index"].tolist())
         self.close()
         return rejects
 

@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..config import Stage
+from ..data.dataset import good_batches
 from ..evaluation.metrics import gap
 from ..models import LandmarkNet
 from . import distributed as dist
@@ -36,11 +36,7 @@ def pooled_features(model: LandmarkNet, loader, device, rejects: dict) -> tuple[
     """
     model.eval()
     feats, targets = [], []
-    for batch, bad in tqdm(loader, desc="probe: features", unit="batch", leave=False, dynamic_ncols=True,
-                           disable=not dist.is_main()):
-        rejects.update({r.id: r for r in bad})
-        if batch is None:
-            continue
+    for batch in good_batches(loader, rejects, "probe: features", leave=False, disable=not dist.is_main()):
         x = batch["image"].to(device)
         for view in (x, x.flip(3)):
             feats.append(model.head.pool(model.forward_features(view)).float().cpu())
