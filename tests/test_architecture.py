@@ -133,3 +133,12 @@ def test_config_input_size_comes_from_the_last_crop_and_epochs_spare_probes():
     with pytest.raises(ValueError, match="freeze"):
         load_config("fast", {"stages": [{"freeze": -2}]})
 
+
+
+@pytest.mark.parametrize("overrides", [{}, {"embedding_dim": 8}, {"loss": "subcenter_arcface"}, {"head": "fc"}])
+def test_logits_and_embedding_equal_forward_and_embed(overrides):
+    model = create_model(TINY, 3, weights="none", **overrides).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits, emb = model.logits_and_embedding(x)
+        assert torch.allclose(logits, model(x), atol=1e-6) and torch.allclose(emb, model.embed(x), atol=1e-6)

@@ -143,6 +143,12 @@ class LandmarkNet(nn.Module):
         """``[B, 3, H, W]`` -> logits ``[B, num_classes]`` (float32); margin heads: ``s * cos(theta)``, no margin."""
         return self.head(self.forward_features(x))
 
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both outputs from one backbone pass and one pooling: ``[B, 3, H, W]`` -> (logits
+        ``[B, num_classes]``, embedding ``[B, D]``), as :meth:`forward` and :meth:`embed` give them."""
+        pooled = self.head.pool(self.forward_features(x))
+        return self.head.classify(pooled), self.head.classify(pooled, pre_logits=True)
+
     def loss_logits(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The logits the training loss sees: ``logits`` itself for softmax, with the
         per-class angular margin on the target class for ArcFace heads.

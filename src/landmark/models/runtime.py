@@ -59,8 +59,7 @@ class TwoOutputs(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.model.forward_features(x)
-        return self.model.head(features), self.model.head(features, pre_logits=True)
+        return self.model.logits_and_embedding(x)
 
 
 class TorchRuntime:
