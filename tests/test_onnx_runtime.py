@@ -13,9 +13,11 @@ from torchvision.transforms.v2 import functional as TF
 from typer.testing import CliRunner
 
 from landmark.cli import app
-from landmark.data.transforms import tta_transform
+from landmark.data.images import load_image
+from landmark.data.transforms import eval_transform, tta_transform
 from landmark.inference import predict
-from landmark.inference.export import export_onnx
+from landmark.inference.export import export_onnx, static_padding, write_fp32
+from landmark.inference.predict import decode_transform, finish_batch
 from landmark.inference.runtime import METADATA_KEY, OnnxRuntime, TorchRuntime, load_runtime
 from landmark.models import create_model, load_model, save_checkpoint
 from landmark.retrieval.pipeline import embed_checkpoint
@@ -187,3 +189,54 @@ def test_knn_gives_the_same_answers_with_either_runtime(tiny, photos, tmp_path):
     assert len(subs["torch"]) == 6 and subs["torch"]["landmarks"].str.startswith("7 ").all()
     scores = {rt: subs[rt]["landmarks"].str.split(" ").str[1].astype(float) for rt in subs}
     np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-3)
+
+
+def test_static_same_padding_exports_without_pad_nodes_and_same_outputs(tmp_path):
+    """timm's Conv2dSame (TF 'SAME' padding, computed from the input shape at run time) is
+    exported with constant pads folded into the Conv: no Pad or shape arithmetic is left,
+    and ONNX Runtime gives the eager network's outputs (asymmetric pads at stride 2)."""
+    from timm.layers.conv2d_same import Conv2dSame
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = Conv2dSame(3, 8, 3, stride=2)          # 64 px: pads (0, 1) on each axis
+            self.dw = Conv2dSame(8, 8, 5, stride=2, groups=8)  # 32 px: pads (1, 2)
+            self.head = lambda f, pre_logits=False: f.mean((2, 3)) if pre_logits else f.mean((2, 3))[:, :3]
+
+        def forward_features(self, x):
+            return torch.relu(self.dw(torch.relu(self.stem(x))))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    fixed = static_padding(net, 64)
+    assert fixed is not net and isinstance(net.stem, Conv2dSame)   # the original is left alone
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(fixed.forward_features(x), net.forward_features(x))
+    path = tmp_path / "same.onnx"
+    write_fp32(net, 64, path, {"classes": ["a", "b", "c"], "preprocess": PREPROCESS})
+    graph = onnx.load(str(path)).graph
+    assert not {"Pad", "Shape", "Ceil"} & {n.op_type for n in graph.node}
+    pads = [list(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads"]
+    assert pads == [[0, 0, 1, 1], [1, 1, 2, 2]]
+    import onnxruntime as ort
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        want = net.forward_features(x).mean((2, 3))
+    np.testing.assert_allclose(got[1], want.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("tta", [1, 10])
+def test_batched_normalisation_equals_the_per_photo_transform(l13, tta):
+    """predict's split preprocessing (workers resize to uint8, the main process normalises and
+    cuts the crops per batch) gives exactly the tensors of Recognizer.transform."""
+    files = sorted((l13 / "test").rglob("*.jpg"))[:3]
+    imgs = [load_image(f) for f in files]
+    p = {"size": 64, "resize": 80, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    whole = eval_transform(p["size"], p["mean"], p["std"]) if tta == 1 else \
+        tta_transform(p["resize"], p["size"], p["mean"], p["std"])
+    expected = torch.stack([whole(img) for img in imgs])
+    raw = torch.stack([decode_transform(p, tta)(img) for img in imgs])
+    assert raw.dtype == torch.uint8 and raw.shape[-1] == (64 if tta == 1 else 80)
+    assert torch.equal(finish_batch(raw, p, tta), expected)
