@@ -12,20 +12,22 @@ torch 2.14 defaults to the ``torch.export``-based exporter, which needs ``onnxsc
 the TorchScript one has no extra dependency and exports timm EfficientNets exactly
 (max |difference| ~1e-5).
 
-int8 (``int8=True``): ONNX Runtime *static* quantisation first (QDQ format, per-channel
-int8 weights, uint8 activations, MinMax calibration on ``calibration_images`` photos of
-the training split through the model's own preprocessing), convolutions and matrix
-products except the first convolution (the stem, fed the raw normalised image) and the
-last one (its output is cubed by GeM pooling): on the fast config's EfficientNet-Lite0
-that kept more agreement with fp32 than quantising every convolution (top-1 0.89 vs
-0.75 on 64 photos) while staying faster than fp32; leaving the depthwise convolutions in
-fp32 too agreed a little better (0.92) but ran slower than fp32 (QDQ boundaries), so it
-is not used (see ``docs/runtime.md``).  When static quantisation does not meet the sanity
-gate :data:`INT8_MIN_AGREEMENT` / :data:`INT8_MIN_COSINE` on the verification photos,
-*dynamic* quantisation (per-channel int8 weights, activations quantised per batch at run
-time) is tried; the report says which was kept and why.  If neither passes, nothing is
-written.  The gate catches broken quantisation; it is not the accuracy target (measure
-GAP with ``make bench``).
+int8 (``int8=True``): ONNX Runtime *static* quantisation first (:data:`STATIC_INT8`: QDQ
+format, per-channel weights in the 7-bit range, uint8 activations, MinMax calibration on
+``calibration_images`` photos of the training split through the model's own preprocessing;
+every convolution but the stem, the ReLU6 after each folded into it, and the head's Gemm).
+Chosen on the fast config's checkpoint against other settings (``docs/runtime.md``: table
+of what was tried; on training and non-landmark photos, not the test set).  When static
+quantisation does not meet the sanity gate :data:`INT8_MIN_AGREEMENT` /
+:data:`INT8_MIN_COSINE` on the verification photos, *dynamic* quantisation (per-channel int8
+weights, activations quantised per batch at run time) is tried; the report says which was
+kept and why.  If neither passes, nothing is written.  The gate catches broken
+quantisation; it is not the accuracy target (measure GAP and agreement with ``make bench``).
+
+'Same' padding: the ``tf_`` EfficientNets pad their stride-2 convolutions asymmetrically,
+computed from the input's shape at run time; the export fixes those pads for the
+checkpoint's input size and folds them into the ``Conv`` nodes (:func:`static_padding`,
+:func:`fold_pads`), so the graph takes ``size`` x ``size`` inputs only.
 
 Verification: ONNX Runtime and eager PyTorch run the same ``verify_images`` real photos;
 fp32 must agree within :data:`FP32_ATOL` (logits and L2-normalised embeddings), else
