@@ -166,11 +166,21 @@ def test_real_network_exports_within_tolerance_and_int8_agrees(l13, tmp_path):
                          calibration_images=24)
     assert report["fp32_verification"]["max_abs_logits"] < 1e-3
     assert report["fp32_verification"]["max_abs_embedding"] < 1e-3
-    assert report["format"] in ("int8-static", "int8-dynamic")
-    assert report["verification"]["top1_agreement"] >= 0.8 and report["verification"]["mean_cosine"] >= 0.9
+    # static quantisation with ReLU6 folded and 7-bit weights: measured 0.980 mean cosine and 14/16 top-1
+    # (this random 13-class head has small margins); the previous recipe (ReLU6 not folded, 8-bit weights
+    # saturating on AVX2 without VNNI) measured 0.94 on the fast checkpoint, where this one gives 0.98
+    assert report["format"] == "int8-static"
+    assert report["verification"]["top1_agreement"] >= 0.85 and report["verification"]["mean_cosine"] >= 0.97
     assert report["bytes"] < 13_575_761 / 3 + 1e6
     runtime = OnnxRuntime(tmp_path / "model.int8.onnx")
-    assert runtime.meta["quantization"]["mode"] == report["quantization"]["mode"]
+    assert runtime.meta["quantization"]["mode"] == "static"
+    assert runtime.meta["quantization"]["settings"]["reduce_range"] is True
+    nodes = onnx.load(str(tmp_path / "model.int8.onnx")).graph.node
+    dequantised = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    assert not [n for n in nodes if n.op_type == "Pad"]                   # pads folded into the convs
+    assert [n.name for n in convs if n.input[0] not in dequantised] == ["/conv_stem/Conv"]   # only the stem fp32
+    assert len([n for n in nodes if n.op_type == "Clip"]) == 1            # the stem's ReLU6; the others folded
 
 
 def test_knn_gives_the_same_answers_with_either_runtime(tiny, photos, tmp_path):
