@@ -9,14 +9,16 @@ It exports the checkpoint (``landmark.inference.export.export_onnx``: fp32, and 
 calibrated on 64 training photos) into a temporary folder, then measures for each runtime
 
 1. **forward**: ``runtime(x)`` (logits and embedding) on a random ``[B, 3, S, S]`` tensor
-   at batch 1 and 32 (warm-up, then repeated for at least ``--min-seconds``);
+   at batch 1, 32 and 30 (:data:`TTA10_INPUTS`: what ``tta=10`` at batch 32 feeds the
+   network, 3 photos x 10 crops), after a warm-up, repeated for at least ``--min-seconds``;
 2. **predict**: ``landmark.inference.predict_images`` end to end (decoding, resize or ten
    crops, its ``DataLoader`` with ``--workers`` processes, forward, softmax, voting) at
    batch 1 and 32 with ``tta=1`` on ``--images`` test photos, and at batch 32 with
    ``tta=10``;
 3. **GAP**: ``predict_images`` with ``tta=1``, batch 32 over *all* of ``DATA/test``, scored
    against ``recognition_solution.csv`` (this pass is also the ``predict b32 all`` row), and
-   the top-1 agreement of each runtime's labels with ONNX Runtime fp32's.
+   the top-1 agreement of each runtime's labels with ONNX Runtime fp32's, over all photos
+   and apart for photos of a landmark and of none (:func:`agreement_table`).
 
 ``CPU ms/image`` is the user + system time of the process and its decoding workers per
 image: unlike wall-clock rates it hardly depends on what else runs on the machine, so the
@@ -28,7 +30,9 @@ fastest is kept: on a shared CPU, load changes then hit every runtime alike.
 Columns: ``x eager`` divides a row's images/s by the eager row of the same measurement
 (``x eager (CPU)`` does the same with CPU time per image);
 ``share of forward`` divides a predict row's rate of network inputs (images, or crops for
-``tta=10``) by the same runtime's forward rate at the same batch.  Without
+``tta=10``) by the same runtime's forward rate at the batch the network got
+(:func:`forward_batch`: 30 for ``tta=10`` at batch 32); ``share of forward (CPU)`` divides
+the forward row's CPU time per input by the predict row's.  Without
 ``--checkpoint`` an ImageNet-initialised EfficientNet-Lite0 with an untrained 13-class head
 is used: speed is the same, GAP is then meaningless.  Timings are wall-clock on whatever
 else the machine does; the load average is printed.
@@ -146,7 +150,7 @@ def prepare(checkpoint: Path | None, data: Path, work: Path, threads: int) -> di
         model = create_model("tf_efficientnet_lite0", 13, weights="imagenet").eval()
         checkpoint = work / "untrained.pt"
         save_checkpoint(checkpoint, model, [str(k) for k in range(13)],
-                        preprocess={"size": 160, "resize": 200, "mean": model.arch["mean"], "std": model.arch["std"]})
+                        preprocess={"size": 224, "resize": 256, "mean": model.arch["mean"], "std": model.arch["std"]})
     calib = work / "calibration.csv"
     sample_photos(data, 64).to_csv(calib, index=False)
     reports = {}
