@@ -9,14 +9,16 @@ It exports the checkpoint (``landmark.inference.export.export_onnx``: fp32, and 
 calibrated on 64 training photos) into a temporary folder, then measures for each runtime
 
 1. **forward**: ``runtime(x)`` (logits and embedding) on a random ``[B, 3, S, S]`` tensor
-   at batch 1 and 32 (warm-up, then repeated for at least ``--min-seconds``);
+   at batch 1, 32 and 30 (:data:`TTA10_INPUTS`: what ``tta=10`` at batch 32 feeds the
+   network, 3 photos x 10 crops), after a warm-up, repeated for at least ``--min-seconds``;
 2. **predict**: ``landmark.inference.predict_images`` end to end (decoding, resize or ten
    crops, its ``DataLoader`` with ``--workers`` processes, forward, softmax, voting) at
    batch 1 and 32 with ``tta=1`` on ``--images`` test photos, and at batch 32 with
    ``tta=10``;
 3. **GAP**: ``predict_images`` with ``tta=1``, batch 32 over *all* of ``DATA/test``, scored
    against ``recognition_solution.csv`` (this pass is also the ``predict b32 all`` row), and
-   the top-1 agreement of each runtime's labels with ONNX Runtime fp32's.
+   the top-1 agreement of each runtime's labels with ONNX Runtime fp32's, over all photos
+   and apart for photos of a landmark and of none (:func:`agreement_table`).
 
 ``CPU ms/image`` is the user + system time of the process and its decoding workers per
 image: unlike wall-clock rates it hardly depends on what else runs on the machine, so the
@@ -28,7 +30,9 @@ fastest is kept: on a shared CPU, load changes then hit every runtime alike.
 Columns: ``x eager`` divides a row's images/s by the eager row of the same measurement
 (``x eager (CPU)`` does the same with CPU time per image);
 ``share of forward`` divides a predict row's rate of network inputs (images, or crops for
-``tta=10``) by the same runtime's forward rate at the same batch.  Without
+``tta=10``) by the same runtime's forward rate at the batch the network got
+(:func:`forward_batch`: 30 for ``tta=10`` at batch 32); ``share of forward (CPU)`` divides
+the forward row's CPU time per input by the predict row's.  Without
 ``--checkpoint`` an ImageNet-initialised EfficientNet-Lite0 with an untrained 13-class head
 is used: speed is the same, GAP is then meaningless.  Timings are wall-clock on whatever
 else the machine does; the load average is printed.
@@ -60,6 +64,13 @@ from landmark.models import create_model, load_model, save_checkpoint  # noqa: E
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmarks13"
 GLDV2_TRAIN_IMAGES = 4_132_914   # GLDv2 train.csv rows
+TTA10_INPUTS = 30                # network inputs per forward of predict --tta 10 at batch 32: 3 photos x 10 crops
+
+
+def forward_batch(what: str, batch: int, inputs_per_image: int) -> int:
+    """The forward-only row a predict row is compared with: the batch the network really
+    gets (``batch // tta`` photos x ``tta`` crops: 30 for ``tta=10`` at batch 32)."""
+    return batch if what == "forward" else max(1, batch // inputs_per_image) * inputs_per_image
 
 
 @dataclass
@@ -139,7 +150,7 @@ def prepare(checkpoint: Path | None, data: Path, work: Path, threads: int) -> di
         model = create_model("tf_efficientnet_lite0", 13, weights="imagenet").eval()
         checkpoint = work / "untrained.pt"
         save_checkpoint(checkpoint, model, [str(k) for k in range(13)],
-                        preprocess={"size": 160, "resize": 200, "mean": model.arch["mean"], "std": model.arch["std"]})
+                        preprocess={"size": 224, "resize": 256, "mean": model.arch["mean"], "std": model.arch["std"]})
     calib = work / "calibration.csv"
     sample_photos(data, 64).to_csv(calib, index=False)
     reports = {}
@@ -151,6 +162,24 @@ def prepare(checkpoint: Path | None, data: Path, work: Path, threads: int) -> di
                 "ort-fp32": OnnxRuntime(work / "model.fp32.onnx", threads),
                 "ort-int8": OnnxRuntime(work / "model.int8.onnx", threads)}
     return {"checkpoint": checkpoint, "runtimes": runtimes, "reports": reports}
+
+
+def agreement_table(quality: dict, predictions: dict, landmark_ids: set[str]) -> str:
+    """GAP, accuracy and top-1 agreement of each runtime's labels with ``ort-fp32``'s, over all
+    photos and separately over photos of a landmark and of none (``landmark_ids``: the ids
+    whose solution lists a landmark).  On a photo of no landmark the classes' logits are often
+    close together, so that is where a perturbed network changes its arg-max."""
+    ref = predictions["ort-fp32"].set_index("id")["landmark_id"]
+    lines = ["| runtime | GAP | GAP - fp32 | accuracy | top-1 agreement with ort-fp32 | on landmark photos | "
+             "on other photos |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, q in quality.items():
+        same = predictions[name].set_index("id")["landmark_id"].reindex(ref.index) == ref
+        is_landmark = ref.index.isin(list(landmark_ids))
+        parts = [same.mean(), same[is_landmark].mean(), same[~is_landmark].mean()]
+        lines.append(f"| {name} | {q['gap']:.4f} | {q['gap'] - quality['ort-fp32']['gap']:+.4f} | {q['accuracy']:.4f} | "
+                     + " | ".join(f"{v:.4f} ({int(round(v * n))}/{n})" for v, n in
+                                  zip(parts, [len(same), int(is_landmark.sum()), int((~is_landmark).sum())])) + " |")
+    return "\n".join(lines)
 
 
 def gldv2_estimate(rows: list[Row], images: int = GLDV2_TRAIN_IMAGES) -> str:
@@ -167,19 +196,24 @@ def gldv2_estimate(rows: list[Row], images: int = GLDV2_TRAIN_IMAGES) -> str:
 
 
 def format_rows(rows: list[Row]) -> str:
-    """Markdown table of the rows, with ``x eager`` and ``share of forward`` (module docstring)."""
+    """Markdown table of the rows, with ``x eager`` and the shares of forward (module docstring)."""
     rate = {(r.runtime, r.what, r.batch): r.rate for r in rows}
     cpu = {(r.runtime, r.what, r.batch): r.cpu_seconds / r.images for r in rows}
     lines = ["| runtime | measurement | batch | images | images/s | ms/image | CPU ms/image | x eager | "
-             "x eager (CPU) | share of forward |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "x eager (CPU) | share of forward | share of forward (CPU) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         eager, eager_cpu = rate.get(("eager", r.what, r.batch)), cpu.get(("eager", r.what, r.batch))
-        fwd = rate.get((r.runtime, "forward", r.batch))
+        key = (r.runtime, "forward", forward_batch(r.what, r.batch, r.inputs_per_image))
+        fwd, fwd_cpu = rate.get(key), cpu.get(key)
+        own_cpu = r.cpu_seconds / r.images / r.inputs_per_image   # CPU seconds per network input
         share = f"{100 * r.rate * r.inputs_per_image / fwd:.0f}%" if fwd and r.what != "forward" else "-"
+        share_cpu = (f"{100 * fwd_cpu / own_cpu:.0f}%" if fwd_cpu and r.what != "forward" and own_cpu > 0
+                     else "-")
         speedup = f"{r.rate / eager:.2f}" if eager else "n/a"
         speedup_cpu = f"{eager_cpu * r.images / r.cpu_seconds:.2f}" if eager_cpu and r.cpu_seconds > 0 else "n/a"
         lines.append(f"| {r.runtime} | {r.what} | {r.batch} | {r.images} | {r.rate:.1f} | {1000 / r.rate:.1f} | "
-                     f"{1000 * r.cpu_seconds / r.images:.1f} | {speedup} | {speedup_cpu} | {share} |")
+                     f"{1000 * r.cpu_seconds / r.images:.1f} | {speedup} | {speedup_cpu} | {share} | {share_cpu} |")
     return "\n".join(lines)
 
 
@@ -198,6 +232,7 @@ def run(args) -> int:
         predictions, quality = {}, {}
         jobs = [lambda name, rt: time_forward(name, rt, 1, size, args.min_seconds),
                 lambda name, rt: time_forward(name, rt, 32, size, args.min_seconds),
+                lambda name, rt: time_forward(name, rt, TTA10_INPUTS, size, args.min_seconds),
                 lambda name, rt: time_predict(name, rt, queries, 1, 1, args.workers)[0],
                 lambda name, rt: time_predict(name, rt, queries, 32, 1, args.workers)[0],
                 lambda name, rt: time_predict(name, rt, queries, 32, 10, args.workers)[0]]
@@ -216,7 +251,6 @@ def run(args) -> int:
             rows.append(row)
             quality[name] = gap_of(predictions[name], args.data / "test" / "recognition_solution.csv", work)
         reports = prep["reports"]
-    ref = predictions["ort-fp32"].set_index("id")["landmark_id"]
     print("## Machine\n")
     workers = args.workers if args.workers is not None else decode_workers()
     info = {"cpus": os.cpu_count(), "threads (torch and ONNX Runtime)": threads, "decoding workers": workers,
@@ -230,12 +264,11 @@ def run(args) -> int:
         print(f"- {key}: {value}")
     print(f"\n## Speed ({size}x{size} pixels)\n")
     print(format_rows(rows))
-    print(f"\n## Quality on {args.data.name}/test (tta=1, {len(test)} photos)\n")
-    print("| runtime | GAP | GAP - fp32 | accuracy | top-1 agreement with ort-fp32 |\n|---|---:|---:|---:|---:|")
-    for name, q in quality.items():
-        agree = (predictions[name].set_index("id")["landmark_id"] == ref).mean()
-        print(f"| {name} | {q['gap']:.4f} | {q['gap'] - quality['ort-fp32']['gap']:+.4f} | {q['accuracy']:.4f} | "
-              f"{agree:.4f} |")
+    solution = pd.read_csv(args.data / "test" / "recognition_solution.csv", dtype=str, keep_default_na=False)
+    landmark_ids = set(solution.loc[solution["landmarks"].str.strip() != "", "id"])
+    print(f"\n## Quality on {args.data.name}/test (tta=1, {len(test)} photos, {len(landmark_ids)} of them of a "
+          "landmark)\n")
+    print(agreement_table(quality, predictions, landmark_ids))
     print("\n## GLDv2 estimate (from CPU time, so independent of other load)\n")
     print(gldv2_estimate(rows))
     return 0
@@ -247,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help=".pt from landmark train (default: untrained head)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GLDv2 folder with train.csv and test/")
-    parser.add_argument("--images", type=int, default=64, help="test photos timed per predict row")
+    parser.add_argument("--images", type=int, default=128, help="test photos timed per predict row")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="minimum timed seconds per forward row")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the fastest is reported")
     parser.add_argument("--threads", type=int, default=None,

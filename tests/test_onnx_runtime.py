@@ -13,9 +13,11 @@ from torchvision.transforms.v2 import functional as TF
 from typer.testing import CliRunner
 
 from landmark.cli import app
-from landmark.data.transforms import tta_transform
+from landmark.data.images import load_image
+from landmark.data.transforms import eval_transform, tta_transform
 from landmark.inference import predict
-from landmark.inference.export import export_onnx
+from landmark.inference.export import export_onnx, static_padding, write_fp32
+from landmark.inference.predict import decode_transform, finish_batch
 from landmark.models.runtime import METADATA_KEY, OnnxRuntime, TorchRuntime, load_runtime
 from landmark.models import create_model, load_model, save_checkpoint
 from landmark.retrieval.pipeline import embed_checkpoint
@@ -164,11 +166,21 @@ def test_real_network_exports_within_tolerance_and_int8_agrees(l13, tmp_path):
                          calibration_images=24)
     assert report["fp32_verification"]["max_abs_logits"] < 1e-3
     assert report["fp32_verification"]["max_abs_embedding"] < 1e-3
-    assert report["format"] in ("int8-static", "int8-dynamic")
-    assert report["verification"]["top1_agreement"] >= 0.8 and report["verification"]["mean_cosine"] >= 0.9
+    # static quantisation with ReLU6 folded and 7-bit weights: measured 0.980 mean cosine and 14/16 top-1
+    # (this random 13-class head has small margins); the previous recipe (ReLU6 not folded, 8-bit weights
+    # saturating on AVX2 without VNNI) measured 0.94 on the fast checkpoint, where this one gives 0.98
+    assert report["format"] == "int8-static"
+    assert report["verification"]["top1_agreement"] >= 0.85 and report["verification"]["mean_cosine"] >= 0.97
     assert report["bytes"] < 13_575_761 / 3 + 1e6
     runtime = OnnxRuntime(tmp_path / "model.int8.onnx")
-    assert runtime.meta["quantization"]["mode"] == report["quantization"]["mode"]
+    assert runtime.meta["quantization"]["mode"] == "static"
+    assert runtime.meta["quantization"]["settings"]["reduce_range"] is True
+    nodes = onnx.load(str(tmp_path / "model.int8.onnx")).graph.node
+    dequantised = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    assert not [n for n in nodes if n.op_type == "Pad"]                   # pads folded into the convs
+    assert [n.name for n in convs if n.input[0] not in dequantised] == ["/conv_stem/Conv"]   # only the stem fp32
+    assert len([n for n in nodes if n.op_type == "Clip"]) == 1            # the stem's ReLU6; the others folded
 
 
 def test_knn_gives_the_same_answers_with_either_runtime(tiny, photos, tmp_path):
@@ -187,3 +199,56 @@ def test_knn_gives_the_same_answers_with_either_runtime(tiny, photos, tmp_path):
     assert len(subs["torch"]) == 6 and subs["torch"]["landmarks"].str.startswith("7 ").all()
     scores = {rt: subs[rt]["landmarks"].str.split(" ").str[1].astype(float) for rt in subs}
     np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-3)
+
+
+def test_static_same_padding_exports_without_pad_nodes_and_same_outputs(tmp_path):
+    """timm's Conv2dSame (TF 'SAME' padding, computed from the input shape at run time) is
+    exported with constant pads folded into the Conv: no Pad or shape arithmetic is left,
+    and ONNX Runtime gives the eager network's outputs (asymmetric pads at stride 2)."""
+    from timm.layers.conv2d_same import Conv2dSame
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = Conv2dSame(3, 8, 3, stride=2)          # 64 px: pads (0, 1) on each axis
+            self.dw = Conv2dSame(8, 8, 5, stride=2, groups=8)  # 32 px: pads (1, 2)
+        def forward_features(self, x):
+            return torch.relu(self.dw(torch.relu(self.stem(x))))
+
+        def logits_and_embedding(self, x):   # the LandmarkNet interface the export uses
+            pooled = self.forward_features(x).mean((2, 3))
+            return pooled[:, :3], pooled
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    fixed = static_padding(net, 64)
+    assert fixed is not net and isinstance(net.stem, Conv2dSame)   # the original is left alone
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(fixed.forward_features(x), net.forward_features(x))
+    path = tmp_path / "same.onnx"
+    write_fp32(net, 64, path, {"classes": ["a", "b", "c"], "preprocess": PREPROCESS})
+    graph = onnx.load(str(path)).graph
+    assert not {"Pad", "Shape", "Ceil"} & {n.op_type for n in graph.node}
+    pads = [list(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads"]
+    assert pads == [[0, 0, 1, 1], [1, 1, 2, 2]]
+    import onnxruntime as ort
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        want = net.forward_features(x).mean((2, 3))
+    np.testing.assert_allclose(got[1], want.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("tta", [1, 10])
+def test_batched_normalisation_equals_the_per_photo_transform(l13, tta):
+    """predict's split preprocessing (workers resize to uint8, the main process normalises and
+    cuts the crops per batch) gives exactly the tensors of Recognizer.transform."""
+    files = sorted((l13 / "test").rglob("*.jpg"))[:3]
+    imgs = [load_image(f) for f in files]
+    p = {"size": 64, "resize": 80, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    whole = eval_transform(p["size"], p["mean"], p["std"]) if tta == 1 else \
+        tta_transform(p["resize"], p["size"], p["mean"], p["std"])
+    expected = torch.stack([whole(img) for img in imgs])
+    raw = torch.stack([decode_transform(p, tta)(img) for img in imgs])
+    assert raw.dtype == torch.uint8 and raw.shape[-1] == (64 if tta == 1 else 80)
+    assert torch.equal(finish_batch(raw, p, tta), expected)

@@ -12,20 +12,22 @@ torch 2.14 defaults to the ``torch.export``-based exporter, which needs ``onnxsc
 the TorchScript one has no extra dependency and exports timm EfficientNets exactly
 (max |difference| ~1e-5).
 
-int8 (``int8=True``): ONNX Runtime *static* quantisation first (QDQ format, per-channel
-int8 weights, uint8 activations, MinMax calibration on ``calibration_images`` photos of
-the training split through the model's own preprocessing), convolutions and matrix
-products except the first convolution (the stem, fed the raw normalised image) and the
-last one (its output is cubed by GeM pooling): on the fast config's EfficientNet-Lite0
-that kept more agreement with fp32 than quantising every convolution (top-1 0.89 vs
-0.75 on 64 photos) while staying faster than fp32; leaving the depthwise convolutions in
-fp32 too agreed a little better (0.92) but ran slower than fp32 (QDQ boundaries), so it
-is not used (see ``docs/runtime.md``).  When static quantisation does not meet the sanity
-gate :data:`INT8_MIN_AGREEMENT` / :data:`INT8_MIN_COSINE` on the verification photos,
-*dynamic* quantisation (per-channel int8 weights, activations quantised per batch at run
-time) is tried; the report says which was kept and why.  If neither passes, nothing is
-written.  The gate catches broken quantisation; it is not the accuracy target (measure
-GAP with ``make bench``).
+int8 (``int8=True``): ONNX Runtime *static* quantisation first (:data:`STATIC_INT8`: QDQ
+format, per-channel weights in the 7-bit range, uint8 activations, MinMax calibration on
+``calibration_images`` photos of the training split through the model's own preprocessing;
+every convolution but the stem, the ReLU6 after each folded into it, and the head's Gemm).
+Chosen on the fast config's checkpoint against other settings (``docs/runtime.md``: table
+of what was tried; on training and non-landmark photos, not the test set).  When static
+quantisation does not meet the sanity gate :data:`INT8_MIN_AGREEMENT` /
+:data:`INT8_MIN_COSINE` on the verification photos, *dynamic* quantisation (per-channel int8
+weights, activations quantised per batch at run time) is tried; the report says which was
+kept and why.  If neither passes, nothing is written.  The gate catches broken
+quantisation; it is not the accuracy target (measure GAP and agreement with ``make bench``).
+
+'Same' padding: the ``tf_`` EfficientNets pad their stride-2 convolutions asymmetrically,
+computed from the input's shape at run time; the export fixes those pads for the
+checkpoint's input size and folds them into the ``Conv`` nodes (:func:`static_padding`,
+:func:`fold_pads`), so the graph takes ``size`` x ``size`` inputs only.
 
 Verification: ONNX Runtime and eager PyTorch run the same ``verify_images`` real photos;
 fp32 must agree within :data:`FP32_ATOL` (logits and L2-normalised embeddings), else
@@ -43,6 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..models.runtime import METADATA_KEY, OnnxRuntime, Runtime, TorchRuntime, TwoOutputs, file_sha256
 
@@ -50,6 +53,16 @@ OPSET = 17
 FP32_ATOL = 1e-3          # max |ORT - torch| for logits and for L2-normalised embeddings
 INT8_MIN_AGREEMENT = 0.8  # top-1 agreement of int8 with PyTorch on the verification photos (sanity gate)
 INT8_MIN_COSINE = 0.9     # mean cosine similarity of int8 and PyTorch embeddings (sanity gate)
+# How ``--int8`` quantises statically (chosen on training photos and non-landmark photos of the
+# fast config's checkpoint, docs/runtime.md): ORT ``quantize_static`` in QDQ format, per-channel
+# weights with ``reduce_range`` (7 bits: this CPU has AVX2 without VNNI, where ORT's u8 x s8
+# kernels add pairs of products in saturating int16 and full 8-bit weights overflowed),
+# uint8 activations, MinMax calibration; ``Clip`` (ReLU6) quantised too, which folds it into
+# the convolution before it (that output is then quantised over [0, 6], not over the
+# convolution's raw range); the stem convolution stays fp32.
+STATIC_INT8 = {"format": "QDQ", "per_channel": True, "reduce_range": True, "activations": "uint8",
+               "weights": "int8 (7-bit range)", "calibration": "MinMax", "op_types": ["Conv", "MatMul", "Gemm", "Clip"],
+               "kept_fp32": "first convolution (stem)"}
 
 
 class ExportError(ValueError):
@@ -122,10 +135,57 @@ def compare(reference: Runtime, candidate: Runtime, batches: list[torch.Tensor])
             "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()), "top1_agreement": agree / n}
 
 
+class _StaticSamePad(nn.Module):
+    """A timm ``Conv2dSame`` (TensorFlow 'SAME' padding, computed from the input's shape at
+    every call) with the padding fixed for one input size: ``F.pad`` by constants, then the
+    same convolution.  Identical outputs at that size; exported as a ``Pad`` with constant
+    pads that ONNX Runtime fuses into the ``Conv``, instead of a shape computation and a
+    run-time ``Pad`` (which also breaks ONNX Runtime's blocked NCHWc layout and, in int8,
+    costs a dequantise/quantise pair around every such ``Pad``)."""
+
+    def __init__(self, conv: nn.Conv2d, pads: tuple[int, int, int, int]):
+        super().__init__()
+        self.conv, self.pads = conv, tuple(int(p) for p in pads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.Conv2d.forward(self.conv, F.pad(x, self.pads))
+
+
+def static_padding(model: nn.Module, size: int) -> nn.Module:
+    """A copy of ``model`` whose dynamic 'SAME'-padding convolutions (timm ``Conv2dSame``, in
+    the ``tf_`` EfficientNets) pad by constants computed for ``[*, 3, size, size]`` inputs
+    (:class:`_StaticSamePad`); ``model`` itself is returned when it has none.  The copy gives
+    the same outputs at that input size (the exported graph only takes that size)."""
+    import copy
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.padding import pad_same_arg
+    if not any(isinstance(m, Conv2dSame) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model).eval()
+    shapes, hooks = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, Conv2dSame):
+            hooks.append(m.register_forward_pre_hook(lambda mod, args, name=name: shapes.__setitem__(name, args[0].shape[-2:])))
+    with torch.no_grad():
+        model.forward_features(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    for name, hw in shapes.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        conv = getattr(parent, child)
+        setattr(parent, child, _StaticSamePad(conv, pad_same_arg(list(hw), conv.weight.shape[-2:], conv.stride,
+                                                                  conv.dilation)))
+    return model
+
+
 def write_fp32(model: torch.nn.Module, size: int, path: Path, metadata: dict, opset: int = OPSET) -> None:
-    """``torch.onnx.export`` of :class:`TwoOutputs` (dynamic batch) plus the JSON metadata, to ``path``."""
+    """``torch.onnx.export`` of :class:`TwoOutputs` (dynamic batch) plus the JSON metadata, to ``path``.
+
+    The graph takes ``size`` x ``size`` inputs only; 'SAME' paddings are fixed for that size
+    (:func:`static_padding`)."""
     import onnx
-    net = TwoOutputs(model).eval()
+    net = TwoOutputs(static_padding(model, size)).eval()
     x = torch.zeros(1, 3, size, size)
     with warnings.catch_warnings():   # the TorchScript exporter's deprecation notice (chosen on purpose)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -133,8 +193,69 @@ def write_fp32(model: torch.nn.Module, size: int, path: Path, metadata: dict, op
                           output_names=["logits", "embedding"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
     net.eval()  # the exporter restores the wrapper's mode, which would put the model in training mode
+    fold_pads(path)
     set_metadata(path, metadata)
     onnx.checker.check_model(str(path))
+
+
+def fold_pads(path: Path) -> int:
+    """Fold every constant zero ``Pad`` that feeds a single ``Conv`` into that ``Conv``'s
+    ``pads`` attribute (ONNX allows asymmetric pads), rewriting ``path``; returns how many.
+
+    The exporter writes the pads of ``F.pad`` through a small constant subgraph, so the
+    graph is first constant-folded by ONNX Runtime's *basic* optimisations (portable ONNX
+    rewrites: constant folding, redundant nodes; ``ORT_ENABLE_BASIC``).  ONNX Runtime's own
+    pad fusion does not fire on the exported form, and an unfused ``Pad`` costs a layout
+    change around it in fp32 and a dequantise/quantise pair in int8 (measured in
+    ``docs/runtime.md``).
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+    folded = path.with_name(path.stem + ".basic.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folded)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    proto = onnx.load(str(folded))
+    folded.unlink()
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    removed = []
+    for pad in [n for n in graph.node if n.op_type == "Pad"]:
+        attrs = {a.name: helper.get_attribute_value(a) for a in pad.attribute}
+        users = consumers.get(pad.output[0], [])
+        if (attrs.get("mode", b"constant") != b"constant" or len(pad.input) < 2 or pad.input[1] not in inits
+                or len(users) != 1 or users[0].op_type != "Conv" or pad.output[0] in outputs):
+            continue
+        if len(pad.input) > 2 and pad.input[2]:
+            if pad.input[2] not in inits or numpy_helper.to_array(inits[pad.input[2]]).any():
+                continue
+        pads = numpy_helper.to_array(inits[pad.input[1]]).astype(int).tolist()
+        conv = users[0]
+        conv_attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        if (len(pads) != 8 or any(pads[k] for k in (0, 1, 4, 5)) or min(pads) < 0
+                or conv_attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"")):
+            continue
+        old = list(conv_attrs.get("pads", [0, 0, 0, 0]))
+        new = [old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]]
+        kept = [a for a in conv.attribute if a.name not in ("pads", "auto_pad")]
+        del conv.attribute[:]
+        conv.attribute.extend(kept + [helper.make_attribute("pads", new)])
+        conv.input[0] = pad.input[0]
+        removed.append(pad)
+    for pad in removed:
+        graph.node.remove(pad)
+    used = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    onnx.save(proto, str(path))
+    return len(removed)
 
 
 def set_metadata(path: Path, metadata: dict) -> None:
@@ -165,8 +286,10 @@ def quantize(fp32: Path, out: Path, mode: str, calibration: list[torch.Tensor] |
     """Write the int8 version of ``fp32`` to ``out``.
 
     Args:
-        mode: ``static`` (QDQ, per-channel, MinMax over ``calibration`` batches; the first
-            and last convolution stay fp32) or ``dynamic`` (per-channel int8 weights).
+        mode: ``static`` (:data:`STATIC_INT8`: QDQ, per-channel 7-bit weights, uint8
+            activations with MinMax ranges over ``calibration`` batches, ReLU6 folded into
+            the convolution before it, the first convolution kept fp32) or ``dynamic``
+            (per-channel int8 weights, activations quantised per batch at run time).
         work: a folder for intermediate files.
     """
     import onnx
@@ -175,17 +298,16 @@ def quantize(fp32: Path, out: Path, mode: str, calibration: list[torch.Tensor] |
     from onnxruntime.quantization.shape_inference import quant_pre_process
     prepared = work / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    ops = ["Conv", "MatMul", "Gemm"]
     if mode == "static":
         convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
         reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
         quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=ops,
-                        nodes_to_exclude=[convs[0], convs[-1]] if convs else [],
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=STATIC_INT8["op_types"], nodes_to_exclude=convs[:1],
                         calibrate_method=CalibrationMethod.MinMax)
     else:
         quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=ops)
+                         op_types_to_quantize=["Conv", "MatMul", "Gemm"])
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, images: str | Path | None = None,
@@ -269,7 +391,8 @@ def _int8(fp32: Path, work: Path, metadata: dict, reference: Runtime, verify: li
             why = ("static quantisation met the thresholds" if mode == "static" else
                    f"static quantisation did not meet the thresholds ({_why(tries['static'])})")
             info = {"mode": mode, "why": why, "calibration_images": sum(len(b) for b in calibration)
-                    if mode == "static" else 0, "tries": tries,
+                    if mode == "static" else 0, "tries": tries, "settings": STATIC_INT8 if mode == "static" else
+                    {"per_channel": True, "weights": "int8", "activations": "dynamic uint8"},
                     "thresholds": {"top1_agreement": INT8_MIN_AGREEMENT, "mean_cosine": INT8_MIN_COSINE}}
             set_metadata(path, {**metadata, "precision": f"int8-{mode}", "quantization": info})
             return path, {**report, "format": f"int8-{mode}", "fp32_verification": report["verification"],

@@ -115,6 +115,10 @@ class OnnxRuntime:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_count()
         options.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: beside decoding workers and on CPUs
+        # shared with other work, spinning threads burnt CPU the decoders needed (measured:
+        # docs/runtime.md); with one thread there is nothing to spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its own exception types for bad files
