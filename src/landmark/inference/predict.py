@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
-from tqdm import tqdm
 
-from ..data import ImageDataset, Reject, collate, read_queries
+from ..data import Reject, read_queries
+from ..data.dataset import good_batches, image_loader
 from ..models import LandmarkNet
 from ..models.runtime import Runtime, decode_workers, load_runtime
 
@@ -131,14 +130,12 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
     cuts the crops of each batch (:func:`finish_batch`) and runs the network."""
     workers = decode_workers() if workers is None else workers
     draft = DRAFT_FACTOR * (rec.preprocess["size"] if tta == 1 else rec.preprocess["resize"])
-    loader = DataLoader(ImageDataset(queries, decode_transform(rec.preprocess, tta), draft=draft),
-                        batch_size=max(1, batch_size // tta), num_workers=workers, collate_fn=collate)
+    loader = image_loader(queries, decode_transform(rec.preprocess, tta), batch_size=max(1, batch_size // tta),
+                          workers=workers, draft=draft)
     best, rejects = {}, []
-    for batch, bad in tqdm(loader, desc=f"predict (tta={tta})", unit="batch", dynamic_ncols=True):
-        rejects += bad
-        if batch is not None:
-            x = finish_batch(batch["image"], rec.preprocess, tta)
-            best.update(zip(batch["index"].tolist(), (c[0] for c in rec.rank(x, tta, top_k=1))))
+    for batch in good_batches(loader, rejects, f"predict (tta={tta})"):
+        x = finish_batch(batch["image"], rec.preprocess, tta)
+        best.update(zip(batch["index"].tolist(), (c[0] for c in rec.rank(x, tta, top_k=1))))
     labels = [best[i][0] if i in best else "" for i in range(len(queries))]
     scores = [best[i][1] if i in best else float("nan") for i in range(len(queries))]
     verdicts = [("unreadable" if i not in best else rec.name(best[i][0]) if best[i][1] >= rec.threshold
