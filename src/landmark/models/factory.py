@@ -115,7 +115,8 @@ class LandmarkNet(nn.Module):
                  class_counts: Sequence[int] | None = None):
         super().__init__()
         if spec.head != "auto" and spec.head not in HEADS:
-            raise ValueError(f"head {spec.head!r} is not registered; choose one of {', '.join(list_heads())} or auto")
+            raise ValueError(f"head {spec.head!r} is not registered; choose one of {', '.join(list_heads())} or auto "
+                             f"(a custom head: import the module that calls register_head first)")
         self.backbone = create_backbone(spec.backbone, weights)
         self.spec = spec.resolved(self.backbone.pretrained_cfg)
         self.num_classes = num_classes
