@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .data.preprocess import MAX_SIDE
 from .models.spec import ModelSpec
 
 PRESETS_DIR = Path(__file__).parent / "configs"
@@ -38,8 +39,8 @@ class CropSchedule(_Strict):
 
     p_start: float = Field(0.0, ge=0.0, le=1.0)
     p_end: float = Field(0.0, ge=0.0, le=1.0)
-    resize: int = Field(180, gt=0, description="pixels, side of the square resize before cropping")
-    size: int = Field(150, gt=0, description="pixels, side of the network input")
+    resize: int = Field(180, gt=0, le=MAX_SIDE, description="pixels, side of the square resize before cropping")
+    size: int = Field(150, gt=0, le=MAX_SIDE, description="pixels, side of the network input")
     mode: Literal["center", "corners", "edges", "random"] = "random"
 
     @model_validator(mode="after")
