@@ -269,12 +269,25 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
                if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not a landmark checkpoint (no {', '.join(map(repr, missing))} entry){hint}")
+    if ckpt.get("format", CHECKPOINT_FORMAT) not in (1, CHECKPOINT_FORMAT):
+        raise ValueError(f"{path} is checkpoint format {ckpt['format']!r}; this landmark reads formats 1 and "
+                         f"{CHECKPOINT_FORMAT} (a newer landmark wrote it, or the file was altered){hint}")
+    wrong = [f"{k} ({type(ckpt.get(k)).__name__})" for k, kind in
+             (("state_dict", dict), ("classes", (list, tuple)), ("num_classes", int))
+             if not isinstance(ckpt.get(k), kind) or (kind is int and isinstance(ckpt.get(k), bool))]
+    if wrong:
+        raise ValueError(f"{path} is not a landmark checkpoint: wrong type of {', '.join(wrong)}; state_dict is a "
+                         f"mapping, classes a list, num_classes an integer{hint}")
     try:
         spec = ModelSpec.model_validate(ckpt["spec"])
-        Preprocess.of(ckpt["preprocess"])
-    except (ValidationError, ValueError, TypeError) as err:
+        preprocess = Preprocess.of(ckpt["preprocess"])
+    except ValidationError as err:
+        raise ValueError(f"{path}: its model specification is invalid ({_fields(err)}){hint}") from None
+    except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: its model specification or preprocessing is invalid "
                          f"({' '.join(str(err).split())[:160]}){hint}") from None
+    # every reader (predict, embed, export, saliency, the report) sees the checked values, not the file's text
+    ckpt["spec"], ckpt["preprocess"] = spec.model_dump(mode="json"), preprocess.to_dict()
     if len(ckpt["classes"]) != ckpt.get("num_classes"):
         raise ValueError(f"{path} lists {len(ckpt['classes'])} classes but its architecture has "
                          f"{ckpt.get('num_classes')} outputs; the file was altered or mixed from two runs{hint}")
@@ -287,6 +300,11 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
     return ckpt
 
 
+def _fields(err: ValidationError) -> str:
+    """One line naming each bad field of a validation error."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in err.errors())[:240]
+
+
 def _upgrade_format1(ckpt: dict, path: Path, hint: str) -> dict:
     """Format 1 (``arch`` dict, before the model specification) -> format 2, in memory."""
     arch = ckpt["arch"]
@@ -295,7 +313,9 @@ def _upgrade_format1(ckpt: dict, path: Path, hint: str) -> dict:
     try:
         spec = spec_from_arch(arch)
     except ValidationError as err:
-        raise ValueError(f"{path}: its 'arch' entry is invalid ({' '.join(str(err).split())[:160]}){hint}") from None
+        raise ValueError(f"{path}: its 'arch' entry is invalid ({_fields(err)}){hint}") from None
+    except (KeyError, TypeError, ValueError) as err:   # mean without std, a number where a list belongs
+        raise ValueError(f"{path}: its 'arch' entry is invalid ({type(err).__name__}: {err}){hint}") from None
     return {**ckpt, "format": 1, "spec": spec.model_dump(mode="json"), "num_classes": arch["num_classes"]}
 
 
