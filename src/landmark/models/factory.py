@@ -190,7 +190,7 @@ class LandmarkNet(nn.Module):
         return self
 
 
-def create_model(backbone: str = "tf_efficientnet_lite0", num_classes: int = 1000, *, weights: str = "imagenet",
+def create_model(backbone: str | None = None, num_classes: int = 1000, *, weights: str = "imagenet",
                  class_counts: Sequence[int] | None = None, spec: ModelSpec | None = None,
                  **overrides) -> LandmarkNet:
     """Create a :class:`LandmarkNet` from a spec, or from ``backbone`` and spec fields as keywords.
@@ -199,13 +199,18 @@ def create_model(backbone: str = "tf_efficientnet_lite0", num_classes: int = 100
     ``LandmarkNet(ModelSpec(backbone=..., loss="arcface", embedding_dim=512), 13)``; every
     field left out takes the :class:`ModelSpec` default.
 
+    ``backbone`` None is the spec's (or :class:`ModelSpec`'s default); with ``spec=`` it must agree.
+
     Raises:
-        ValueError: an unknown or invalid spec field (one line per field); an unregistered head.
+        ValueError: an unknown or invalid spec field (one line per field); an unregistered head;
+            a ``backbone`` that differs from ``spec.backbone``.
         WeightsError: the weights cannot be had.
     """
+    if spec is not None and backbone is not None and backbone != spec.backbone:
+        raise ValueError(f"backbone {backbone!r} differs from spec.backbone {spec.backbone!r}; give one of them")
     if spec is None:
         try:
-            spec = ModelSpec(backbone=backbone, **overrides)
+            spec = ModelSpec(**({"backbone": backbone} if backbone is not None else {}), **overrides)
         except ValidationError as err:
             raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
     elif overrides:
