@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .data.preprocess import MAX_SIDE
 from .models.spec import ModelSpec
@@ -85,6 +85,14 @@ class Stage(_Strict):
     probe: bool = Field(False, description="fit the head by L-BFGS on frozen features (see above)")
     probe_iters: int = Field(300, ge=1, description="L-BFGS iterations of a probe stage")
     crop: CropSchedule = CropSchedule()
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _not_bool(cls, value):
+        if isinstance(value, bool):   # YAML true would be read as the count 1
+            raise ValueError(f"freeze {str(value).lower()}: give a layer count (0: none), -1 for all, a fraction "
+                             f"in (0, 1) or a block name")
+        return value
 
     @model_validator(mode="after")
     def _valid(self) -> "Stage":
@@ -226,14 +234,13 @@ def read_config(source: str | Path, schema: type[_M], presets: Path, overrides: 
             each bad field.
     """
     path = Path(source)
-    if not path.exists():
+    if not path.is_file():   # a folder named like a preset (a run folder 'fast') does not hide the preset
         preset = presets / f"{source}.yaml"
-        if not preset.exists():
+        if not preset.is_file():
             names = ", ".join(sorted(p.stem for p in presets.glob("*.yaml")))
-            raise FileNotFoundError(f"{what} {source!r} is neither a file nor a preset ({names})")
+            kind = "a folder, not a YAML file," if path.is_dir() else "neither a file"
+            raise FileNotFoundError(f"{what} {str(source)!r} is {kind} nor a preset ({names})")
         path = preset
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} is not a file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
