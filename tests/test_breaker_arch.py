@@ -147,3 +147,10 @@ def test_a_folder_named_like_a_preset_does_not_hide_the_preset(tmp_path, monkeyp
     (tmp_path / "mine").mkdir()
     with pytest.raises(FileNotFoundError, match="folder"):
         load_config("mine")
+
+
+def test_a_last_crop_below_the_smallest_input_size_is_refused_by_the_config():
+    """crop.size 8 filled model.input_size without validation; training wrote config.yaml, split.csv and the
+    cache, then failed with pydantic's raw multi-line error when it built the spec."""
+    with pytest.raises(ValueError, match="crop.size 8"):
+        load_config("fast", {"stages": [{"probe": True, "crop": {"size": 8, "resize": 10}}]})

@@ -158,8 +158,12 @@ class TrainConfig(_Strict):
     def _input_size(self) -> "TrainConfig":
         """The network input is the last stage's crop: ``model.input_size`` is filled from it, or must agree."""
         size = self.stages[-1].crop.size
-        if self.model.input_size is None:
-            self.model = self.model.model_copy(update={"input_size": size})
+        if self.model.input_size is None:   # validated: model_copy(update=) would skip the spec's bounds
+            try:
+                self.model = ModelConfig.model_validate({**self.model.model_dump(), "input_size": size})
+            except ValidationError as err:
+                raise ValueError(f"the last stage's crop.size {size} cannot be the network input (model.input_size: "
+                                 f"{err.errors()[0]['msg']})") from None
         elif self.model.input_size != size:
             raise ValueError(f"model.input_size {self.model.input_size} differs from the last stage's crop.size "
                              f"{size}; set one of them (the network is evaluated at the last stage's crop)")
