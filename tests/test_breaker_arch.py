@@ -154,3 +154,22 @@ def test_a_last_crop_below_the_smallest_input_size_is_refused_by_the_config():
     cache, then failed with pydantic's raw multi-line error when it built the spec."""
     with pytest.raises(ValueError, match="crop.size 8"):
         load_config("fast", {"stages": [{"probe": True, "crop": {"size": 8, "resize": 10}}]})
+
+
+@pytest.mark.parametrize("preprocess, match", [
+    ({"size": 10 ** 6, "resize": 10 ** 6}, "preprocess"), ({"size": 32, "mean": [math.nan, 0, 0]}, "preprocess"),
+    ("abc", "preprocess"), (None, "preprocess")])
+def test_an_onnx_file_with_unusable_preprocessing_metadata_is_refused_when_opened(tmp_path, preprocess, match):
+    """The ONNX runtime took its metadata's preprocessing unchecked (predict normalised it, embed read it raw)."""
+    from landmark.inference.export import set_metadata, write_fp32
+    from landmark.models.runtime import OnnxRuntime
+    path = tmp_path / "m.onnx"
+    model = create_model("test_efficientnet", 2, weights="none", input_size=32).eval()
+    write_fp32(model, 32, path, {"classes": ["a", "b"], "preprocess": dict(model.preprocess)})
+    assert OnnxRuntime(path, threads=1).preprocess == dict(model.preprocess)
+    set_metadata(path, {"classes": ["a", "b"], "preprocess": preprocess})
+    with pytest.raises(ValueError, match=match):
+        OnnxRuntime(path, threads=1)
+    set_metadata(path, {"preprocess": dict(model.preprocess)})
+    with pytest.raises(ValueError, match="classes"):
+        OnnxRuntime(path, threads=1)
