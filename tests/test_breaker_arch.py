@@ -173,3 +173,21 @@ def test_an_onnx_file_with_unusable_preprocessing_metadata_is_refused_when_opene
     set_metadata(path, {"preprocess": dict(model.preprocess)})
     with pytest.raises(ValueError, match="classes"):
         OnnxRuntime(path, threads=1)
+
+
+@pytest.mark.parametrize("num_classes", [0, -1, 2.5, "3", True])
+def test_create_model_names_a_bad_number_of_classes(num_classes):
+    """0 said 'counts must be a non-empty 1-d sequence'; 2.5 and '3' were TypeErrors from deep inside."""
+    with pytest.raises(ValueError, match="num_classes"):
+        create_model("tf_efficientnet_lite0", num_classes, weights="none")
+
+
+def test_non_finite_class_counts_are_refused_not_turned_into_nan_margins():
+    with pytest.raises(ValueError, match="counts"):
+        create_model("tf_efficientnet_lite0", 3, weights="none", loss="arcface", class_counts=[math.nan, 1, 1])
+
+
+def test_a_head_cannot_be_registered_as_auto():
+    from landmark.models import register_head
+    with pytest.raises(ValueError, match="auto"):
+        register_head("auto")

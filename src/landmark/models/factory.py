@@ -13,6 +13,7 @@ Checkpoint format 2 (``ckpt["format"]``): ``spec`` (the resolved specification),
 """
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,7 +38,14 @@ HEADS: dict[str, HeadBuilder] = {}
 
 
 def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
-    """Decorator: register a head builder under ``name`` (then ``model: head: NAME`` selects it)."""
+    """Decorator: register a head builder under ``name`` (then ``model: head: NAME`` selects it).
+
+    Raises:
+        ValueError: ``auto`` (it means "fc or gem by backbone" and would never select the head).
+    """
+    if name == "auto":
+        raise ValueError("'auto' is not a head name (head: auto chooses fc or gem); register under another name")
+
     def add(builder: HeadBuilder) -> HeadBuilder:
         HEADS[name] = builder
         return builder
@@ -114,6 +122,9 @@ class LandmarkNet(nn.Module):
     def __init__(self, spec: ModelSpec, num_classes: int, weights: str = "imagenet",
                  class_counts: Sequence[int] | None = None):
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise ValueError(f"num_classes must be a whole number >= 1, not {num_classes!r}")
+        num_classes = int(num_classes)
         if spec.head != "auto" and spec.head not in HEADS:
             raise ValueError(f"head {spec.head!r} is not registered; choose one of {', '.join(list_heads())} or auto")
         self.backbone = create_backbone(spec.backbone, weights)
