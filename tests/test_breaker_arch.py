@@ -191,3 +191,11 @@ def test_a_head_cannot_be_registered_as_auto():
     from landmark.models import register_head
     with pytest.raises(ValueError, match="auto"):
         register_head("auto")
+
+
+@pytest.mark.parametrize("flag", [("--epochs", "5"), ("--weights", "none")])
+def test_train_resume_refuses_flags_it_would_ignore(monkeypatch, capsys, tmp_path, flag):
+    """--resume continues the run's saved config: --epochs 5 / --weights were silently ignored."""
+    (tmp_path / "run").mkdir()
+    code, out = run(monkeypatch, capsys, "train", "--resume", tmp_path / "run", *flag)
+    assert code == 2 and "Traceback" not in out and flag[0] in out and "--resume" in out

@@ -64,6 +64,11 @@ def train(
     """Train a landmark classifier in stages; writes checkpoints, metrics, curves and the
     reference index (RUN/index) with its 'no landmark' thresholds to --out."""
     from .io import LOCK_FILE
+    ignored = [flag for flag, value in (("--epochs", epochs), ("--weights", weights), ("--nonlandmarks", nonlandmarks))
+               if value is not None]
+    if resume is not None and ignored:
+        _fail(ValueError(f"--resume continues the run with its saved config.yaml; {', '.join(ignored)} would be "
+                         f"ignored: start a new run with --out instead"))
     if resume is None and out is not None and out.exists() and (
             not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
         hint = f"continue it with --resume {out}" if (out / "config.yaml").is_file() else \
