@@ -199,3 +199,20 @@ def test_train_resume_refuses_flags_it_would_ignore(monkeypatch, capsys, tmp_pat
     (tmp_path / "run").mkdir()
     code, out = run(monkeypatch, capsys, "train", "--resume", tmp_path / "run", *flag)
     assert code == 2 and "Traceback" not in out and flag[0] in out and "--resume" in out
+
+
+@pytest.mark.parametrize("section, overrides", [
+    ("model", {"model": {"embedding_dim": True}}),        # a 1-d embedding
+    ("model", {"model": {"subcenters": True}}),
+    ("data", {"data": {"batch_size": True}}),
+    ("stages", {"stages": [{"probe": True, "probe_iters": True}]}),
+])
+def test_true_where_a_number_belongs_is_refused_not_read_as_one(section, overrides):
+    with pytest.raises(ValueError, match=f"{section}.*true/false where a number belongs"):
+        load_config("fast", overrides)
+
+
+def test_true_where_a_retrieval_number_belongs_is_refused():
+    with pytest.raises(ValueError, match="verify.top.*true/false where a number belongs"):
+        load_retrieval_config("exact", {"verify": {"top": True}})
+    assert load_config("fast", {"data": {"clean": True, "final_fit": False}}).data.clean is True   # booleans stay

@@ -14,18 +14,23 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .data.preprocess import MAX_SIDE
-from .models.spec import ModelSpec
+from .models.spec import ModelSpec, refuse_bool_numbers
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 class _Strict(BaseModel):
-    """Unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused."""
+    """Unknown keys, non-finite numbers (``.inf``, ``.nan``) and true/false for numbers are refused."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value, info: ValidationInfo):
+        return refuse_bool_numbers(cls, value, info)
 
 
 class CropSchedule(_Strict):

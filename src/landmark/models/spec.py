@@ -9,9 +9,10 @@ values from here.
 """
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..data.preprocess import MAX_SIDE, Preprocess
 
@@ -19,6 +20,23 @@ LOSSES = ("softmax", "arcface", "subcenter_arcface")
 # Heads chosen by head="auto": the original work's VGG16 baseline gets the FC head,
 # everything else (Xception and any other timm backbone) the GeM head.
 FC_HEAD_BACKBONES = ("vgg",)
+
+
+def _takes_bool(annotation) -> bool:
+    """Whether a field annotation admits ``True``/``False`` (``bool``, ``bool | Literal["auto"]``...)."""
+    if annotation is bool:
+        return True
+    if typing.get_origin(annotation) is Literal:
+        return any(isinstance(a, bool) for a in typing.get_args(annotation))
+    return any(_takes_bool(a) for a in typing.get_args(annotation))
+
+
+def refuse_bool_numbers(model: type[BaseModel], value, info: ValidationInfo):
+    """A ``field_validator("*", mode="before")`` body: YAML ``true``/``false`` in a field that is
+    not a boolean is an error, not the number 1 or 0 (pydantic's lax mode reads it so)."""
+    if isinstance(value, bool) and not _takes_bool(model.model_fields[info.field_name].annotation):
+        raise ValueError(f"{str(value).lower()}: a true/false where a number belongs")
+    return value
 
 
 class ModelSpec(BaseModel):
@@ -55,6 +73,11 @@ class ModelSpec(BaseModel):
                                    "training stage's crop size (training) or the backbone's default")
     mean: tuple[float, float, float] | None = Field(None, description="RGB normalisation; null = the backbone's")
     std: tuple[float, float, float] | None = Field(None, description="RGB normalisation; null = the backbone's")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value, info: ValidationInfo):
+        return refuse_bool_numbers(cls, value, info)
 
     @model_validator(mode="after")
     def _margin_head(self) -> "ModelSpec":
