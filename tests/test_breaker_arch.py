@@ -216,3 +216,12 @@ def test_true_where_a_retrieval_number_belongs_is_refused():
     with pytest.raises(ValueError, match="verify.top.*true/false where a number belongs"):
         load_retrieval_config("exact", {"verify": {"top": True}})
     assert load_config("fast", {"data": {"clean": True, "final_fit": False}}).data.clean is True   # booleans stay
+
+
+def test_a_misspelt_preprocess_key_is_refused_not_replaced_by_the_default(tmp_path):
+    """{"size": 128, "Mean": ...} normalised with ImageNet's mean, silently."""
+    with pytest.raises(ValueError, match="'Mean'"):
+        Preprocess.of({"size": 128, "Mean": [0.5, 0.5, 0.5]})
+    model = create_model("tf_efficientnet_lite0", 2, weights="none", input_size=32)
+    with pytest.raises(ValueError, match="'means'"):
+        save_checkpoint(tmp_path / "m.pt", model, ["a", "b"], preprocess={"size": 32, "means": [0.5] * 3})

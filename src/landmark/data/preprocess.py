@@ -59,14 +59,18 @@ class Preprocess(Mapping):
         ``resize``, ``mean``, ``std``), e.g. a checkpoint's or an ONNX file's JSON.
 
         Raises:
-            ValueError: no ``size``, or values :class:`Preprocess` refuses.
+            ValueError: no ``size``, an unknown key, or values :class:`Preprocess` refuses.
         """
         if isinstance(value, cls):
             return value
         if not isinstance(value, Mapping) or "size" not in value:
             raise ValueError(f"preprocessing {value!r} has no 'size'; the checkpoint predates the contract or "
                              f"was altered")
-        return cls(**{k: value[k] for k in ("size", "resize", "mean", "std") if k in value})
+        unknown = [k for k in value if k not in cls._KEYS]
+        if unknown:   # a misspelt "Mean" would otherwise be replaced by the default, silently
+            raise ValueError(f"preprocessing {dict(value)!r} has unknown keys {', '.join(map(repr, unknown))}; "
+                             f"it takes {', '.join(cls._KEYS)}")
+        return cls(**{k: value[k] for k in cls._KEYS if k in value})
 
     def transform(self, tta: int = 1):
         """The torchvision transform of a PIL image: ``[3, size, size]`` float32 for one view,
