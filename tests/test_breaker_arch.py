@@ -225,3 +225,21 @@ def test_a_misspelt_preprocess_key_is_refused_not_replaced_by_the_default(tmp_pa
     model = create_model("tf_efficientnet_lite0", 2, weights="none", input_size=32)
     with pytest.raises(ValueError, match="'means'"):
         save_checkpoint(tmp_path / "m.pt", model, ["a", "b"], preprocess={"size": 32, "means": [0.5] * 3})
+
+
+def test_an_image_size_beyond_any_network_is_refused_before_anything_is_written(saved, tmp_path, monkeypatch,
+                                                                                capsys):
+    """--image-size 1000000 (or image_size= in the library) resized every photo to 10^6 pixels a side."""
+    import pandas as pd
+    from landmark.retrieval.embeddings import embed_images
+    from landmark.retrieval.shards import embed_shard
+    model, ckpt = load_model(saved[0])
+    frame = pd.DataFrame({"id": ["x"], "path": [str(tmp_path / "x.jpg")]})
+    with pytest.raises(ValueError, match="image_size"):
+        embed_images(model, ckpt["preprocess"], frame, tmp_path / "e.npy", image_size=10 ** 6)
+    with pytest.raises(ValueError, match="image_size"):
+        embed_shard(model, ckpt["preprocess"], frame, tmp_path / "shards", image_size=10 ** 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    code, out = run(monkeypatch, capsys, "embed", saved[0], "--images", tmp_path, "--out", tmp_path / "e.npy",
+                    "--image-size", 10 ** 6)
+    assert code == 2 and "Traceback" not in out
