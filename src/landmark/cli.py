@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from .data.download_options import DownloadOptions
+from .data.preprocess import MAX_SIDE
 from .retrieval.config import RetrievalConfig, retrieval_presets
 
 # Every default below is read from the library's own settings (these modules import
@@ -64,6 +65,11 @@ def train(
     """Train a landmark classifier in stages; writes checkpoints, metrics, curves and the
     reference index (RUN/index) with its 'no landmark' thresholds to --out."""
     from .io import LOCK_FILE
+    ignored = [flag for flag, value in (("--epochs", epochs), ("--weights", weights), ("--nonlandmarks", nonlandmarks))
+               if value is not None]
+    if resume is not None and ignored:
+        _fail(ValueError(f"--resume continues the run with its saved config.yaml; {', '.join(ignored)} would be "
+                         f"ignored: start a new run with --out instead"))
     if resume is None and out is not None and out.exists() and (
             not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
         hint = f"continue it with --resume {out}" if (out / "config.yaml").is_file() else \
@@ -383,7 +389,7 @@ def embed(
     label: Optional[str] = typer.Option(None, help="with --images: give every image this landmark id"),
     out: Path = typer.Option(..., help="NAME.npy to write (+ NAME.ids.csv, NAME.rejects.csv, NAME.json)"),
     dtype: str = typer.Option("float16", help="storage type: float16 | float32"),
-    image_size: Optional[int] = typer.Option(None, min=16, help="pixels (square); default: the checkpoint's size"),
+    image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels (square); default: the checkpoint's size"),
     top_classes: int = typer.Option(0, min=0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
     batch_size: int = typer.Option(32, min=1), device: Optional[str] = typer.Option(None),
     workers: Optional[int] = typer.Option(None, min=0, help="image decoding processes (default: half the CPUs)"),
@@ -486,7 +492,7 @@ def index_build(
                                                          f"({_default(_INDEX.pq_m)})"),
     hnsw_m: Optional[int] = typer.Option(None, min=2, help=f"HNSW links per node ({_default(_INDEX.hnsw_m)})"),
     ef_search: Optional[int] = typer.Option(None, min=1, help=f"HNSW search beam ({_default(_INDEX.ef_search)})"),
-    image_size: Optional[int] = typer.Option(None, min=16, help="pixels; default: the checkpoint's size"),
+    image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels; default: the checkpoint's size"),
     batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
     device: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False, help="replace an index in --out"),

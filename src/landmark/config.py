@@ -14,17 +14,23 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from .models.spec import ModelSpec
+from .data.preprocess import MAX_SIDE
+from .models.spec import ModelSpec, refuse_bool_numbers
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 class _Strict(BaseModel):
-    """Unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused."""
+    """Unknown keys, non-finite numbers (``.inf``, ``.nan``) and true/false for numbers are refused."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value, info: ValidationInfo):
+        return refuse_bool_numbers(cls, value, info)
 
 
 class CropSchedule(_Strict):
@@ -38,8 +44,8 @@ class CropSchedule(_Strict):
 
     p_start: float = Field(0.0, ge=0.0, le=1.0)
     p_end: float = Field(0.0, ge=0.0, le=1.0)
-    resize: int = Field(180, gt=0, description="pixels, side of the square resize before cropping")
-    size: int = Field(150, gt=0, description="pixels, side of the network input")
+    resize: int = Field(180, gt=0, le=MAX_SIDE, description="pixels, side of the square resize before cropping")
+    size: int = Field(150, gt=0, le=MAX_SIDE, description="pixels, side of the network input")
     mode: Literal["center", "corners", "edges", "random"] = "random"
 
     @model_validator(mode="after")
@@ -84,6 +90,14 @@ class Stage(_Strict):
     probe: bool = Field(False, description="fit the head by L-BFGS on frozen features (see above)")
     probe_iters: int = Field(300, ge=1, description="L-BFGS iterations of a probe stage")
     crop: CropSchedule = CropSchedule()
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _not_bool(cls, value):
+        if isinstance(value, bool):   # YAML true would be read as the count 1
+            raise ValueError(f"freeze {str(value).lower()}: give a layer count (0: none), -1 for all, a fraction "
+                             f"in (0, 1) or a block name")
+        return value
 
     @model_validator(mode="after")
     def _valid(self) -> "Stage":
@@ -149,8 +163,12 @@ class TrainConfig(_Strict):
     def _input_size(self) -> "TrainConfig":
         """The network input is the last stage's crop: ``model.input_size`` is filled from it, or must agree."""
         size = self.stages[-1].crop.size
-        if self.model.input_size is None:
-            self.model = self.model.model_copy(update={"input_size": size})
+        if self.model.input_size is None:   # validated: model_copy(update=) would skip the spec's bounds
+            try:
+                self.model = ModelConfig.model_validate({**self.model.model_dump(), "input_size": size})
+            except ValidationError as err:
+                raise ValueError(f"the last stage's crop.size {size} cannot be the network input (model.input_size: "
+                                 f"{err.errors()[0]['msg']})") from None
         elif self.model.input_size != size:
             raise ValueError(f"model.input_size {self.model.input_size} differs from the last stage's crop.size "
                              f"{size}; set one of them (the network is evaluated at the last stage's crop)")
@@ -225,14 +243,13 @@ def read_config(source: str | Path, schema: type[_M], presets: Path, overrides: 
             each bad field.
     """
     path = Path(source)
-    if not path.exists():
+    if not path.is_file():   # a folder named like a preset (a run folder 'fast') does not hide the preset
         preset = presets / f"{source}.yaml"
-        if not preset.exists():
+        if not preset.is_file():
             names = ", ".join(sorted(p.stem for p in presets.glob("*.yaml")))
-            raise FileNotFoundError(f"{what} {source!r} is neither a file nor a preset ({names})")
+            kind = "a folder, not a YAML file," if path.is_dir() else "neither a file"
+            raise FileNotFoundError(f"{what} {str(source)!r} is {kind} nor a preset ({names})")
         path = preset
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} is not a file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

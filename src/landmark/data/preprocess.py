@@ -11,6 +11,7 @@ serialises to JSON with ``dict(preprocess)``.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -20,6 +21,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Evaluation crop fraction when nothing else says: resize = size / 0.875 (224 -> 256), as
 # timm's default ``crop_pct`` and the usual ImageNet evaluation protocol.
 CROP_PCT = 0.875
+# Pixels: no network input (or voting resize) is larger; a bigger value in a checkpoint or a
+# config is an error, not an image of gigabytes that exhausts memory.
+MAX_SIDE = 4096
 
 
 @dataclass(frozen=True, eq=False)   # equality is Mapping's: equal to a dict with the same entries
@@ -28,7 +32,8 @@ class Preprocess(Mapping):
     ``size`` crops (test-time voting); scale to [0, 1]; normalise with ``mean``/``std`` (RGB).
 
     Raises:
-        ValueError: a side below 1, ``resize < size``, or ``mean``/``std`` without 3 values.
+        ValueError: a side that is not a whole number of pixels in 1..:data:`MAX_SIDE`,
+            ``resize < size``, or ``mean``/``std`` without 3 finite values (std > 0).
     """
 
     size: int
@@ -38,14 +43,15 @@ class Preprocess(Mapping):
     _KEYS: ClassVar[tuple[str, ...]] = ("size", "resize", "mean", "std")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "size", int(self.size))
-        object.__setattr__(self, "resize", int(self.resize) or round(self.size / CROP_PCT))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if self.size < 1 or self.resize < self.size:
-            raise ValueError(f"preprocess size {self.size} / resize {self.resize}: need 1 <= size <= resize")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"preprocess mean {self.mean} / std {self.std}: need 3 values each, std > 0")
+        object.__setattr__(self, "size", _pixels("size", self.size))
+        object.__setattr__(self, "resize", _pixels("resize", self.resize) or min(round(self.size / CROP_PCT), MAX_SIDE))
+        object.__setattr__(self, "mean", _three("mean", self.mean))
+        object.__setattr__(self, "std", _three("std", self.std))
+        if not 1 <= self.size <= self.resize <= MAX_SIDE:
+            raise ValueError(f"preprocess size {self.size} / resize {self.resize}: need 1 <= size <= resize "
+                             f"<= {MAX_SIDE}")
+        if min(self.std) <= 0:
+            raise ValueError(f"preprocess std {self.std}: need std > 0")
 
     @classmethod
     def of(cls, value: "Preprocess | Mapping") -> "Preprocess":
@@ -53,14 +59,18 @@ class Preprocess(Mapping):
         ``resize``, ``mean``, ``std``), e.g. a checkpoint's or an ONNX file's JSON.
 
         Raises:
-            ValueError: no ``size``, or values :class:`Preprocess` refuses.
+            ValueError: no ``size``, an unknown key, or values :class:`Preprocess` refuses.
         """
         if isinstance(value, cls):
             return value
         if not isinstance(value, Mapping) or "size" not in value:
             raise ValueError(f"preprocessing {value!r} has no 'size'; the checkpoint predates the contract or "
                              f"was altered")
-        return cls(**{k: value[k] for k in ("size", "resize", "mean", "std") if k in value})
+        unknown = [k for k in value if k not in cls._KEYS]
+        if unknown:   # a misspelt "Mean" would otherwise be replaced by the default, silently
+            raise ValueError(f"preprocessing {dict(value)!r} has unknown keys {', '.join(map(repr, unknown))}; "
+                             f"it takes {', '.join(cls._KEYS)}")
+        return cls(**{k: value[k] for k in cls._KEYS if k in value})
 
     def transform(self, tta: int = 1):
         """The torchvision transform of a PIL image: ``[3, size, size]`` float32 for one view,
@@ -90,3 +100,25 @@ class Preprocess(Mapping):
 
     def __len__(self) -> int:
         return len(self._KEYS)
+
+
+def _pixels(name: str, value) -> int:
+    """A whole number of pixels (``224``, ``"224"``, ``224.0``); booleans and fractions are refused."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"preprocess {name} {value!r}: need a whole number of pixels")
+    return int(number)
+
+
+def _three(name: str, value) -> tuple[float, float, float]:
+    """Three finite numbers (RGB)."""
+    try:
+        values = tuple(float(v) for v in value) if not isinstance(value, (str, bytes)) else ()
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"preprocess {name} {value!r}: need 3 finite numbers (RGB)")
+    return values

@@ -13,6 +13,7 @@ Checkpoint format 2 (``ckpt["format"]``): ``spec`` (the resolved specification),
 """
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,7 +38,14 @@ HEADS: dict[str, HeadBuilder] = {}
 
 
 def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
-    """Decorator: register a head builder under ``name`` (then ``model: head: NAME`` selects it)."""
+    """Decorator: register a head builder under ``name`` (then ``model: head: NAME`` selects it).
+
+    Raises:
+        ValueError: ``auto`` (it means "fc or gem by backbone" and would never select the head).
+    """
+    if name == "auto":
+        raise ValueError("'auto' is not a head name (head: auto chooses fc or gem); register under another name")
+
     def add(builder: HeadBuilder) -> HeadBuilder:
         HEADS[name] = builder
         return builder
@@ -114,6 +122,9 @@ class LandmarkNet(nn.Module):
     def __init__(self, spec: ModelSpec, num_classes: int, weights: str = "imagenet",
                  class_counts: Sequence[int] | None = None):
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise ValueError(f"num_classes must be a whole number >= 1, not {num_classes!r}")
+        num_classes = int(num_classes)
         if spec.head != "auto" and spec.head not in HEADS:
             raise ValueError(f"head {spec.head!r} is not registered; choose one of {', '.join(list_heads())} or auto "
                              f"(a custom head: import the module that calls register_head first)")
@@ -197,7 +208,7 @@ class LandmarkNet(nn.Module):
         return self
 
 
-def create_model(backbone: str = "tf_efficientnet_lite0", num_classes: int = 1000, *, weights: str = "imagenet",
+def create_model(backbone: str | None = None, num_classes: int = 1000, *, weights: str = "imagenet",
                  class_counts: Sequence[int] | None = None, spec: ModelSpec | None = None,
                  **overrides) -> LandmarkNet:
     """Create a :class:`LandmarkNet` from a spec, or from ``backbone`` and spec fields as keywords.
@@ -206,13 +217,18 @@ def create_model(backbone: str = "tf_efficientnet_lite0", num_classes: int = 100
     ``LandmarkNet(ModelSpec(backbone=..., loss="arcface", embedding_dim=512), 13)``; every
     field left out takes the :class:`ModelSpec` default.
 
+    ``backbone`` None is the spec's (or :class:`ModelSpec`'s default); with ``spec=`` it must agree.
+
     Raises:
-        ValueError: an unknown or invalid spec field (one line per field); an unregistered head.
+        ValueError: an unknown or invalid spec field (one line per field); an unregistered head;
+            a ``backbone`` that differs from ``spec.backbone``.
         WeightsError: the weights cannot be had.
     """
+    if spec is not None and backbone is not None and backbone != spec.backbone:
+        raise ValueError(f"backbone {backbone!r} differs from spec.backbone {spec.backbone!r}; give one of them")
     if spec is None:
         try:
-            spec = ModelSpec(backbone=backbone, **overrides)
+            spec = ModelSpec(**({"backbone": backbone} if backbone is not None else {}), **overrides)
         except ValidationError as err:
             raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
     elif overrides:
@@ -276,12 +292,25 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
                if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not a landmark checkpoint (no {', '.join(map(repr, missing))} entry){hint}")
+    if ckpt.get("format", CHECKPOINT_FORMAT) not in (1, CHECKPOINT_FORMAT):
+        raise ValueError(f"{path} is checkpoint format {ckpt['format']!r}; this landmark reads formats 1 and "
+                         f"{CHECKPOINT_FORMAT} (a newer landmark wrote it, or the file was altered){hint}")
+    wrong = [f"{k} ({type(ckpt.get(k)).__name__})" for k, kind in
+             (("state_dict", dict), ("classes", (list, tuple)), ("num_classes", int))
+             if not isinstance(ckpt.get(k), kind) or (kind is int and isinstance(ckpt.get(k), bool))]
+    if wrong:
+        raise ValueError(f"{path} is not a landmark checkpoint: wrong type of {', '.join(wrong)}; state_dict is a "
+                         f"mapping, classes a list, num_classes an integer{hint}")
     try:
         spec = ModelSpec.model_validate(ckpt["spec"])
-        Preprocess.of(ckpt["preprocess"])
-    except (ValidationError, ValueError, TypeError) as err:
+        preprocess = Preprocess.of(ckpt["preprocess"])
+    except ValidationError as err:
+        raise ValueError(f"{path}: its model specification is invalid ({_fields(err)}){hint}") from None
+    except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: its model specification or preprocessing is invalid "
                          f"({' '.join(str(err).split())[:160]}){hint}") from None
+    # every reader (predict, embed, export, saliency, the report) sees the checked values, not the file's text
+    ckpt["spec"], ckpt["preprocess"] = spec.model_dump(mode="json"), preprocess.to_dict()
     if len(ckpt["classes"]) != ckpt.get("num_classes"):
         raise ValueError(f"{path} lists {len(ckpt['classes'])} classes but its architecture has "
                          f"{ckpt.get('num_classes')} outputs; the file was altered or mixed from two runs{hint}")
@@ -294,6 +323,11 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
     return ckpt
 
 
+def _fields(err: ValidationError) -> str:
+    """One line naming each bad field of a validation error."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in err.errors())[:240]
+
+
 def _upgrade_format1(ckpt: dict, path: Path, hint: str) -> dict:
     """Format 1 (``arch`` dict, before the model specification) -> format 2, in memory."""
     arch = ckpt["arch"]
@@ -302,7 +336,9 @@ def _upgrade_format1(ckpt: dict, path: Path, hint: str) -> dict:
     try:
         spec = spec_from_arch(arch)
     except ValidationError as err:
-        raise ValueError(f"{path}: its 'arch' entry is invalid ({' '.join(str(err).split())[:160]}){hint}") from None
+        raise ValueError(f"{path}: its 'arch' entry is invalid ({_fields(err)}){hint}") from None
+    except (KeyError, TypeError, ValueError) as err:   # mean without std, a number where a list belongs
+        raise ValueError(f"{path}: its 'arch' entry is invalid ({type(err).__name__}: {err}){hint}") from None
     return {**ckpt, "format": 1, "spec": spec.model_dump(mode="json"), "num_classes": arch["num_classes"]}
 
 

@@ -44,11 +44,12 @@ def dynamic_margins(counts: Sequence[int] | np.ndarray | torch.Tensor, a: float 
     Returns:
         float32 ``[K]``.
     Raises:
-        ValueError: empty ``counts``, or a negative ``a``/``b``/``power``.
+        ValueError: empty or non-finite ``counts``, or a negative ``a``/``b``/``power``.
     """
-    n = torch.as_tensor(np.asarray(counts, dtype=np.float64)).clamp(min=1.0)
-    if n.ndim != 1 or n.numel() == 0:
-        raise ValueError("counts must be a non-empty 1-d sequence of class sizes")
+    n = torch.as_tensor(np.asarray(counts, dtype=np.float64))
+    if n.ndim != 1 or n.numel() == 0 or not torch.isfinite(n).all():
+        raise ValueError("counts must be a non-empty 1-d sequence of finite class sizes")
+    n = n.clamp(min=1.0)
     if a < 0 or b < 0 or power < 0:
         raise ValueError(f"margin_a ({a}), margin_b ({b}) and margin_power ({power}) must be >= 0")
     return (a * n.pow(-power) + b).float()

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.preprocess import Preprocess
+
 RUNTIMES = ("torch", "onnx", "auto")
 METADATA_KEY = "landmark"   # metadata_props key of the exported model's JSON description
 
@@ -127,7 +129,14 @@ class OnnxRuntime:
         if meta is None:
             raise ValueError(f"{path} has no '{METADATA_KEY}' metadata; export it with `landmark export`")
         self.path, self.meta = path, json.loads(meta)
-        self.classes, self.preprocess = list(self.meta["classes"]), dict(self.meta["preprocess"])
+        if not isinstance(self.meta, dict) or not isinstance(self.meta.get("classes"), list):
+            raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has no list of classes; export it again")
+        try:   # checked like a checkpoint's: a huge or NaN preprocessing must not reach the photos
+            preprocess = Preprocess.of(self.meta.get("preprocess")).to_dict()
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has an invalid preprocessing ({err}); "
+                             f"export it again") from None
+        self.classes, self.preprocess = list(self.meta["classes"]), preprocess
         self.names, self.arch = self.meta.get("names"), dict(self.meta.get("arch", {}))
         self.input = self.session.get_inputs()[0].name
 

@@ -9,16 +9,34 @@ values from here.
 """
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ..data.preprocess import Preprocess
+from ..data.preprocess import MAX_SIDE, Preprocess
 
 LOSSES = ("softmax", "arcface", "subcenter_arcface")
 # Heads chosen by head="auto": the original work's VGG16 baseline gets the FC head,
 # everything else (Xception and any other timm backbone) the GeM head.
 FC_HEAD_BACKBONES = ("vgg",)
+
+
+def _takes_bool(annotation) -> bool:
+    """Whether a field annotation admits ``True``/``False`` (``bool``, ``bool | Literal["auto"]``...)."""
+    if annotation is bool:
+        return True
+    if typing.get_origin(annotation) is Literal:
+        return any(isinstance(a, bool) for a in typing.get_args(annotation))
+    return any(_takes_bool(a) for a in typing.get_args(annotation))
+
+
+def refuse_bool_numbers(model: type[BaseModel], value, info: ValidationInfo):
+    """A ``field_validator("*", mode="before")`` body: YAML ``true``/``false`` in a field that is
+    not a boolean is an error, not the number 1 or 0 (pydantic's lax mode reads it so)."""
+    if isinstance(value, bool) and not _takes_bool(model.model_fields[info.field_name].annotation):
+        raise ValueError(f"{str(value).lower()}: a true/false where a number belongs")
+    return value
 
 
 class ModelSpec(BaseModel):
@@ -33,7 +51,7 @@ class ModelSpec(BaseModel):
 
     Raises (on validation):
         pydantic.ValidationError: unknown keys, values out of range, a margin loss with
-            the FC head.
+            the FC head, a std that is not positive.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -51,16 +69,28 @@ class ModelSpec(BaseModel):
     margin_b: float = Field(0.05, ge=0.0, description="dynamic margin offset b (radians)")
     margin_power: float = Field(0.25, ge=0.0, description="dynamic margin exponent (1/4 in GLR 2020 solutions)")
     subcenters: int = Field(3, ge=1, description="centres per class (subcenter_arcface only; others use 1)")
-    input_size: int | None = Field(None, ge=16, description="pixels, network input side; null = the last "
+    input_size: int | None = Field(None, ge=16, le=MAX_SIDE, description="pixels, network input side; null = the last "
                                    "training stage's crop size (training) or the backbone's default")
     mean: tuple[float, float, float] | None = Field(None, description="RGB normalisation; null = the backbone's")
     std: tuple[float, float, float] | None = Field(None, description="RGB normalisation; null = the backbone's")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value, info: ValidationInfo):
+        return refuse_bool_numbers(cls, value, info)
 
     @model_validator(mode="after")
     def _margin_head(self) -> "ModelSpec":
         if self.loss != "softmax" and self.head == "fc":
             raise ValueError(f"loss {self.loss} needs the GeM head; set head: gem (or auto)")
         return self
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, std: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if std is not None and min(std) <= 0:
+            raise ValueError(f"every value must be > 0 (inputs are divided by it), not {list(std)}")
+        return std
 
     @property
     def centres(self) -> int:

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from ..data import Reject, read_train, with_paths, write_rejects
 from ..data.dataset import good_batches, image_loader
+from ..data.preprocess import MAX_SIDE
 from ..data.transforms import eval_transform
 from ..models.runtime import Runtime, as_runtime, decode_workers
 from ..io import clear_temps, commit, embedding_files, embeddings_path, refuse_existing, sidecar, temp_path
@@ -127,6 +128,7 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
             frame, or no image could be read.
     """
     _check_request(frame, dtype, classes, top_classes)
+    check_image_size(image_size)
     path = embeddings_path(out)
     refuse_existing(embedding_files(path), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +152,16 @@ def _check_request(frame: pd.DataFrame, dtype: str, classes: list[str] | None, t
         raise ValueError("top_classes needs the checkpoint's classes")
     if len(frame) == 0:
         raise ValueError("no images to embed")
+
+
+def check_image_size(image_size: int | None) -> None:
+    """Refuse an ``image_size`` no network takes (None: the checkpoint's, already checked).
+
+    Raises:
+        ValueError: outside 16..:data:`~landmark.data.preprocess.MAX_SIDE` pixels.
+    """
+    if image_size is not None and not 16 <= image_size <= MAX_SIDE:
+        raise ValueError(f"image_size {image_size}: give 16 to {MAX_SIDE} pixels, or none for the checkpoint's size")
 
 
 def _loader(frame: pd.DataFrame, preprocess: dict, size: int, batch_size: int, workers: int | None) -> DataLoader:

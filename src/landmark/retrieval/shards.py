@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Reject, write_rejects
-from .embeddings import DTYPES, embed_images, load_embeddings, sidecar
+from .embeddings import DTYPES, check_image_size, embed_images, load_embeddings, sidecar
 
 MANIFEST = "manifest.json"
 
@@ -112,6 +112,7 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
         raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
     if len(frame) == 0:
         raise ValueError("no images to embed")
+    check_image_size(image_size)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     size = image_size or preprocess["size"]
