@@ -64,6 +64,10 @@ def test_registered_head_is_built_saved_and_reloaded(tmp_path):
         loaded, ckpt = load_model(tmp_path / "c.pt")
         x = torch.randn(1, 3, 64, 64)
         assert ckpt["spec"]["head"] == "cosine" and torch.allclose(loaded(x), model(x))
+        with pytest.raises(ValueError, match="'cosine' is already registered"):
+            register_head("cosine")(lambda spec, channels, k, margins: CosineHead(channels, k))
+        with pytest.raises(ValueError, match="'gem' is already registered"):
+            landmark.register_head("gem")
     finally:
         HEADS.pop("cosine")
 

@@ -37,14 +37,18 @@ HeadBuilder = Callable[[ModelSpec, int, int, torch.Tensor], Head]
 HEADS: dict[str, HeadBuilder] = {}
 
 
-def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
+def register_head(name: str, replace: bool = False) -> Callable[[HeadBuilder], HeadBuilder]:
     """Decorator: register a head builder under ``name`` (then ``model: head: NAME`` selects it).
 
     Raises:
-        ValueError: ``auto`` (it means "fc or gem by backbone" and would never select the head).
+        ValueError: ``auto`` (it means "fc or gem by backbone" and would never select the head);
+            a name already registered, unless ``replace`` (checkpoints naming it would
+            reload with another head).
     """
     if name == "auto":
         raise ValueError("'auto' is not a head name (head: auto chooses fc or gem); register under another name")
+    if name in HEADS and not replace:
+        raise ValueError(f"head {name!r} is already registered; choose another name (or replace=True)")
 
     def add(builder: HeadBuilder) -> HeadBuilder:
         HEADS[name] = builder

@@ -38,7 +38,7 @@ class GeM(nn.Module):
         return gem(x, self.p, self.eps)
 
     def extra_repr(self) -> str:
-        return f"p={float(self.p):.3f}, eps={self.eps}"
+        return f"p={self.p.detach().item():.3f}, eps={self.eps}"
 
 
 class Neck(nn.Sequential):
