@@ -17,7 +17,7 @@ from landmark.data.images import load_image
 from landmark.data.transforms import eval_transform, tta_transform
 from landmark.inference import predict
 from landmark.inference.export import export_onnx, static_padding, write_fp32
-from landmark.inference.predict import decode_transform, finish_batch
+from landmark.data.preprocess import Preprocess
 from landmark.models.runtime import METADATA_KEY, OnnxRuntime, TorchRuntime, load_runtime
 from landmark.models import create_model, load_model, save_checkpoint
 from landmark.retrieval.pipeline import embed_checkpoint
@@ -245,10 +245,9 @@ def test_batched_normalisation_equals_the_per_photo_transform(l13, tta):
     cuts the crops per batch) gives exactly the tensors of Recognizer.transform."""
     files = sorted((l13 / "test").rglob("*.jpg"))[:3]
     imgs = [load_image(f) for f in files]
-    p = {"size": 64, "resize": 80, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    whole = eval_transform(p["size"], p["mean"], p["std"]) if tta == 1 else \
-        tta_transform(p["resize"], p["size"], p["mean"], p["std"])
+    p = Preprocess(size=64, resize=80, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    whole = eval_transform(p.size, p.mean, p.std) if tta == 1 else tta_transform(p.resize, p.size, p.mean, p.std)
     expected = torch.stack([whole(img) for img in imgs])
-    raw = torch.stack([decode_transform(p, tta)(img) for img in imgs])
+    raw = torch.stack([p.decode_transform(tta)(img) for img in imgs])
     assert raw.dtype == torch.uint8 and raw.shape[-1] == (64 if tta == 1 else 80)
-    assert torch.equal(finish_batch(raw, p, tta), expected)
+    assert torch.equal(p.finish_batch(raw, tta), expected)

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from ..data import Reject, read_queries
 from ..data.dataset import good_batches, image_loader
@@ -100,41 +98,20 @@ def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess:
     return recognize_queries(rec, queries, tta, batch_size, workers)
 
 
-def decode_transform(preprocess: dict, tta: int = 1) -> v2.Compose:
-    """What the decoding workers do to each photo: resize (antialiased) to ``size`` x ``size``
-    (``tta=1``) or ``resize`` x ``resize`` (voting), as uint8 ``[3, S, S]``.
-
-    The rest of :meth:`Recognizer.transform <landmark.inference.recognizer.Recognizer.transform>`
-    (float conversion, normalisation, the ten crops) is done by :func:`finish_batch` on the
-    whole batch in the main process: workers then send a quarter of the bytes with
-    ``tta=1`` and 1/40 with ``tta=10`` (one 256 px uint8 image instead of ten float crops),
-    and the arithmetic runs once per batch, vectorised.  The result is identical (tested).
-    """
-    side = preprocess["size"] if tta == 1 else preprocess["resize"]
-    return v2.Compose([v2.Resize([side, side], antialias=True), v2.ToImage()])
-
-
-def finish_batch(x: torch.Tensor, preprocess: dict, tta: int = 1) -> torch.Tensor:
-    """uint8 ``[N, 3, S, S]`` from :func:`decode_transform` -> the float tensor of
-    ``Recognizer.transform(tta)``: ``[N, 3, size, size]`` (``tta=1``) or ``[N, 10, 3, size, size]``
-    (TenCrop order), normalised with the checkpoint's mean and std."""
-    x = TF.normalize(TF.to_dtype(x, torch.float32, scale=True), preprocess["mean"], preprocess["std"])
-    return x if tta == 1 else torch.stack(TF.ten_crop(x, [preprocess["size"]] * 2), 1)
-
-
 def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int = 32,
                       workers: int | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """The batch loop of :func:`predict_images` for a loaded ``Recognizer`` (same returns).
 
-    Workers decode and resize (:func:`decode_transform`); the main process normalises and
-    cuts the crops of each batch (:func:`finish_batch`) and runs the network."""
+    Workers decode and resize (:meth:`Preprocess.decode_transform`); the main process
+    normalises and cuts the crops of each batch (:meth:`Preprocess.finish_batch`) and runs
+    the network."""
     workers = decode_workers() if workers is None else workers
-    draft = DRAFT_FACTOR * (rec.preprocess["size"] if tta == 1 else rec.preprocess["resize"])
-    loader = image_loader(queries, decode_transform(rec.preprocess, tta), batch_size=max(1, batch_size // tta),
+    draft = DRAFT_FACTOR * rec.preprocess.side(tta)
+    loader = image_loader(queries, rec.preprocess.decode_transform(tta), batch_size=max(1, batch_size // tta),
                           workers=workers, draft=draft)
     best, rejects = {}, []
     for batch in good_batches(loader, rejects, f"predict (tta={tta})"):
-        x = finish_batch(batch["image"], rec.preprocess, tta)
+        x = rec.preprocess.finish_batch(batch["image"], tta)
         best.update(zip(batch["index"].tolist(), (c[0] for c in rec.rank(x, tta, top_k=1))))
     labels = [best[i][0] if i in best else "" for i in range(len(queries))]
     scores = [best[i][1] if i in best else float("nan") for i in range(len(queries))]
