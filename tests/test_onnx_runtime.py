@@ -133,6 +133,14 @@ def test_cli_predict_and_embed_take_the_runtime(tiny, photos, tmp_path):
     assert result.exit_code == 2 and "ONNX model" in result.output
 
 
+def test_embed_refuses_another_image_size_on_an_onnx_export(tiny, photos, tmp_path):
+    _, path, _ = tiny
+    result = CliRunner().invoke(app, ["embed", str(path), "--images", str(photos), "--out", str(tmp_path / "e.npy"),
+                                      "--workers", "0", "--runtime", "onnx", "--image-size", "96"])
+    assert result.exit_code == 2 and "takes 64 px inputs only" in result.output, result.output
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
 def test_embed_checkpoint_records_the_runtime(tiny, photos, tmp_path):
     ckpt, _, _ = tiny
     frame = pd.read_csv(photos, dtype=str)

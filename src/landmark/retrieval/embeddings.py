@@ -125,18 +125,21 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
     Raises:
         FileExistsError: ``out`` or one of its side files exists and ``overwrite`` is False.
         ValueError: unknown ``dtype``, ``top_classes`` without ``classes``, an empty
-            frame, or no image could be read.
+            frame, an ``image_size`` other than an ONNX export's own, or no image could be read.
     """
     _check_request(frame, dtype, classes, top_classes)
     check_image_size(image_size)
+    runtime = as_runtime(model, classes, preprocess, device)
+    if runtime.name == "onnx" and image_size not in (None, preprocess["size"]):
+        raise ValueError(f"an ONNX export takes {preprocess['size']} px inputs only; embed at {image_size} px "
+                         f"with the .pt checkpoint (--runtime torch), or drop --image-size")
     path = embeddings_path(out)
     refuse_existing(embedding_files(path), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     clear_temps(embedding_files(path))  # left by a killed run; never read
     size = image_size or preprocess["size"]
     writer = _RowWriter(temp_path(path), len(frame), dtype, classes if top_classes else None, top_classes)
-    rejects = writer.consume(as_runtime(model, classes, preprocess, device),
-                             _loader(frame, preprocess, size, batch_size, workers))
+    rejects = writer.consume(runtime, _loader(frame, preprocess, size, batch_size, workers))
     if writer.rows == 0:
         write_rejects(rejects, sidecar(path, "rejects.csv"))
         raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
