@@ -187,8 +187,9 @@ def write_fp32(model: torch.nn.Module, size: int, path: Path, metadata: dict, op
     import onnx
     net = TwoOutputs(static_padding(model, size)).eval()
     x = torch.zeros(1, 3, size, size)
-    with warnings.catch_warnings():   # the TorchScript exporter's deprecation notice (chosen on purpose)
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():   # the TorchScript exporter's deprecation notice (chosen on purpose),
+        warnings.simplefilter("ignore", DeprecationWarning)   # and its note on Slice steps it leaves unfolded
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset, input_names=["image"],
                           output_names=["logits", "embedding"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
