@@ -146,3 +146,10 @@ def test_logits_and_embedding_equal_forward_and_embed(overrides):
     with torch.no_grad():
         logits, emb = model.logits_and_embedding(x)
         assert torch.allclose(logits, model(x), atol=1e-6) and torch.allclose(emb, model.embed(x), atol=1e-6)
+
+
+def test_load_model_points_an_onnx_file_to_the_runtime(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07onnx")
+    with pytest.raises(ValueError, match="is an ONNX export, not a PyTorch checkpoint: run it with "
+                                         "landmark.models.load_runtime"):
+        load_model(tmp_path / "model.onnx")

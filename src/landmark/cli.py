@@ -110,7 +110,7 @@ def train(
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or its run folder"),
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, its run folder, or a .onnx export (with --runtime onnx)"),
     images: Path = typer.Option(..., help="folder of images (recursive), CSV with an id column, or one image"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
     tta: int = typer.Option(1, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
@@ -382,7 +382,7 @@ def _landmark_list(landmarks: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def embed(
-    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or a .onnx export (with --runtime onnx)"),
     images: Optional[Path] = typer.Option(None, help="folder of images (recursive) or CSV with an id column"),
     data: Optional[Path] = typer.Option(None, help="labelled set instead: GLDv2 folder (train.csv) or class tree"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 3,7"),
@@ -622,7 +622,7 @@ def knn(
 @app.command()
 def recognize(
     photos: list[Path] = typer.Argument(..., help="photos to recognise (any format Pillow reads)"),
-    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt) or a .pt file"),
+    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt), a .pt file, or a .onnx export (with --runtime onnx)"),
     index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): reference photos that "
                                          "confirm answers, kNN for enrolled landmarks (default: the run's RUN/index)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
@@ -697,7 +697,7 @@ def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
 
 @app.command()
 def serve(
-    model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt) or a .pt file"),
+    model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt), a .pt file, or a .onnx export (with --runtime onnx)"),
     index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),

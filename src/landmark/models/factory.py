@@ -285,6 +285,9 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes), not a landmark checkpoint{hint}")
+    if path.suffix.lower() == ".onnx":
+        raise ValueError(f"{path} is an ONNX export, not a PyTorch checkpoint: run it with "
+                         f"landmark.models.load_runtime(path, 'onnx') (CLI: --runtime onnx){hint}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # pickle, zip and torch errors of a truncated file or one that is no torch checkpoint
