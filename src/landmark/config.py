@@ -263,7 +263,7 @@ def read_config(source: str | Path, schema: type[_M], presets: Path, overrides: 
 
 
 def validate_config(schema: type[_M], raw: dict, where: str) -> _M:
-    """``schema.model_validate(raw)``; a ValueError names each bad field and ``where`` it came from."""
+    """``schema.model_validate(raw)``; a ValueError names each bad field (a line each) and ``where`` it came from."""
     try:
         return schema.model_validate(raw)
     except ValidationError as err:

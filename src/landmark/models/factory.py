@@ -25,7 +25,7 @@ from torch import nn
 from ..data.preprocess import Preprocess
 from .heads import FCHead, GeMHead, Head
 from .margin import ArcMarginHead, dynamic_margins
-from .spec import ModelSpec, spec_from_arch
+from .spec import ModelSpec, spec_from_arch, validation_fields
 from .weights import WeightsError, create_backbone
 
 CHECKPOINT_FORMAT = 2
@@ -234,7 +234,7 @@ def create_model(backbone: str | None = None, num_classes: int = 1000, *, weight
         try:
             spec = ModelSpec(**({"backbone": backbone} if backbone is not None else {}), **overrides)
         except ValidationError as err:
-            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+            raise ValueError(validation_fields(err)) from None
     elif overrides:
         raise ValueError(f"give either spec= or spec fields ({', '.join(overrides)}), not both")
     return LandmarkNet(spec, num_classes, weights, class_counts)
@@ -312,7 +312,7 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
         spec = ModelSpec.model_validate(ckpt["spec"])
         preprocess = Preprocess.of(ckpt["preprocess"])
     except ValidationError as err:
-        raise ValueError(f"{path}: its model specification is invalid ({_fields(err)}){hint}") from None
+        raise ValueError(f"{path}: its model specification is invalid ({validation_fields(err)[:240]}){hint}") from None
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: its model specification or preprocessing is invalid "
                          f"({' '.join(str(err).split())[:160]}){hint}") from None
@@ -330,11 +330,6 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
     return ckpt
 
 
-def _fields(err: ValidationError) -> str:
-    """One line naming each bad field of a validation error."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in err.errors())[:240]
-
-
 def _upgrade_format1(ckpt: dict, path: Path, hint: str) -> dict:
     """Format 1 (``arch`` dict, before the model specification) -> format 2, in memory."""
     arch = ckpt["arch"]
@@ -343,7 +338,7 @@ def _upgrade_format1(ckpt: dict, path: Path, hint: str) -> dict:
     try:
         spec = spec_from_arch(arch)
     except ValidationError as err:
-        raise ValueError(f"{path}: its 'arch' entry is invalid ({_fields(err)}){hint}") from None
+        raise ValueError(f"{path}: its 'arch' entry is invalid ({validation_fields(err)[:240]}){hint}") from None
     except (KeyError, TypeError, ValueError) as err:   # mean without std, a number where a list belongs
         raise ValueError(f"{path}: its 'arch' entry is invalid ({type(err).__name__}: {err}){hint}") from None
     return {**ckpt, "format": 1, "spec": spec.model_dump(mode="json"), "num_classes": arch["num_classes"]}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..data.preprocess import MAX_SIDE, Preprocess
 
@@ -29,6 +29,11 @@ def _takes_bool(annotation) -> bool:
     if typing.get_origin(annotation) is Literal:
         return any(isinstance(a, bool) for a in typing.get_args(annotation))
     return any(_takes_bool(a) for a in typing.get_args(annotation))
+
+
+def validation_fields(err: ValidationError) -> str:
+    """One line naming each bad field of a pydantic error: ``a.b: message; c: message``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
 
 
 def refuse_bool_numbers(model: type[BaseModel], value, info: ValidationInfo):
