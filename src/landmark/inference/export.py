@@ -200,19 +200,19 @@ def write_fp32(model: torch.nn.Module, size: int, path: Path, metadata: dict, op
 
 
 def fold_pads(path: Path) -> int:
-    """Fold every constant zero ``Pad`` that feeds a single ``Conv`` into that ``Conv``'s
-    ``pads`` attribute (ONNX allows asymmetric pads), rewriting ``path``; returns how many.
+    """Fold every constant zero ``Pad`` that feeds a ``Conv`` into that ``Conv``'s ``pads``
+    attribute, rewriting ``path``; returns how many ``Pad`` nodes went.
 
     The exporter writes the pads of ``F.pad`` through a small constant subgraph, so the
     graph is first constant-folded by ONNX Runtime's *basic* optimisations (portable ONNX
-    rewrites: constant folding, redundant nodes; ``ORT_ENABLE_BASIC``).  ONNX Runtime's own
-    pad fusion does not fire on the exported form, and an unfused ``Pad`` costs a layout
-    change around it in fp32 and a dequantise/quantise pair in int8 (measured in
-    ``docs/runtime.md``).
+    rewrites: constant folding, redundant nodes; ``ORT_ENABLE_BASIC``), then onnxoptimizer's
+    ``fuse_pad_into_conv`` pass folds the pads.  ONNX Runtime's own pad fusion does not fire
+    on the exported form, and an unfused ``Pad`` costs a layout change around it in fp32 and
+    a dequantise/quantise pair in int8 (measured in ``docs/runtime.md``).
     """
     import onnx
+    import onnxoptimizer
     import onnxruntime as ort
-    from onnx import helper, numpy_helper
     folded = path.with_name(path.stem + ".basic.onnx")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -220,43 +220,10 @@ def fold_pads(path: Path) -> int:
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     proto = onnx.load(str(folded))
     folded.unlink()
-    graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
-    removed = []
-    for pad in [n for n in graph.node if n.op_type == "Pad"]:
-        attrs = {a.name: helper.get_attribute_value(a) for a in pad.attribute}
-        users = consumers.get(pad.output[0], [])
-        if (attrs.get("mode", b"constant") != b"constant" or len(pad.input) < 2 or pad.input[1] not in inits
-                or len(users) != 1 or users[0].op_type != "Conv" or pad.output[0] in outputs):
-            continue
-        if len(pad.input) > 2 and pad.input[2]:
-            if pad.input[2] not in inits or numpy_helper.to_array(inits[pad.input[2]]).any():
-                continue
-        pads = numpy_helper.to_array(inits[pad.input[1]]).astype(int).tolist()
-        conv = users[0]
-        conv_attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
-        if (len(pads) != 8 or any(pads[k] for k in (0, 1, 4, 5)) or min(pads) < 0
-                or conv_attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"")):
-            continue
-        old = list(conv_attrs.get("pads", [0, 0, 0, 0]))
-        new = [old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]]
-        kept = [a for a in conv.attribute if a.name not in ("pads", "auto_pad")]
-        del conv.attribute[:]
-        conv.attribute.extend(kept + [helper.make_attribute("pads", new)])
-        conv.input[0] = pad.input[0]
-        removed.append(pad)
-    for pad in removed:
-        graph.node.remove(pad)
-    used = {name for node in graph.node for name in node.input}
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)
+    pads = sum(n.op_type == "Pad" for n in proto.graph.node)
+    proto = onnxoptimizer.optimize(proto, ["fuse_pad_into_conv", "eliminate_unused_initializer"])
     onnx.save(proto, str(path))
-    return len(removed)
+    return pads - sum(n.op_type == "Pad" for n in proto.graph.node)
 
 
 def set_metadata(path: Path, metadata: dict) -> None:

@@ -45,7 +45,7 @@ class Runtime(Protocol):
 
     name: str
     classes: list[str]
-    names: list[str] | None
+    names: dict[str, str] | None   # landmark id -> readable name
     preprocess: dict
     arch: dict
 
@@ -73,7 +73,7 @@ class TorchRuntime:
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, classes: list[str], preprocess: dict, names: list[str] | None = None,
+    def __init__(self, model: nn.Module, classes: list[str], preprocess: dict, names: dict[str, str] | None = None,
                  device: str | None = None):
         from ..devices import resolve_device
         self.device = resolve_device(device)
