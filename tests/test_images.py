@@ -55,3 +55,51 @@ def test_dataset_skips_and_reports_rejects():
     bad = {r["file"] for r in MANIFEST if r["expected"] == "rejected"}
     assert {r.id for r in rejects} == bad and all(r.reason for r in rejects)
     assert batch["image"].shape == (len(files) - len(bad), 3, 32, 32) and batch["image"].dtype == torch.float32
+
+
+def _dirty_frame():
+    import pandas as pd
+    if not MANIFEST:
+        pytest.skip("no dirty data")
+    files = [r["file"] for r in MANIFEST]
+    return pd.DataFrame({"id": files, "path": [str(DIRTY / f) for f in files]})
+
+
+def test_threaded_batches_equal_the_dataloaders_with_the_same_rejects():
+    """Decoding threads (CPU inference) hand out what DataLoader processes would: the same
+    images in frame order, batch by batch, and the same rejects with their reasons."""
+    from landmark.data.dataset import ThreadedBatches, image_loader
+    from landmark.data.transforms import resize_uint8
+    frame = _dirty_frame()
+    threaded = image_loader(frame, resize_uint8(32), batch_size=5, workers=2, threads=True)
+    assert isinstance(threaded, ThreadedBatches) and len(threaded) == -(-len(frame) // 5)
+    loader = image_loader(frame, resize_uint8(32), batch_size=5, workers=0)
+    got, want = list(threaded), list(loader)
+    assert len(got) == len(want) == len(threaded)
+    for (batch, bad), (ref, ref_bad) in zip(got, want):
+        assert [(r.id, r.reason) for r in bad] == [(r.id, r.reason) for r in ref_bad]
+        assert (batch is None) == (ref is None)
+        if batch is not None:
+            assert torch.equal(batch["image"], ref["image"]) and batch["index"].tolist() == ref["index"].tolist()
+    assert sum(len(bad) for _, bad in got) == sum(r["expected"] == "rejected" for r in MANIFEST) > 0
+
+
+def test_threaded_batches_stop_early_without_hanging():
+    import threading
+    from landmark.data.dataset import image_loader
+    from landmark.data.transforms import resize_uint8
+    before = threading.active_count()
+    batches = iter(image_loader(_dirty_frame(), resize_uint8(16), batch_size=2, workers=2, threads=True))
+    next(batches)
+    batches.close()     # the caller stops after one batch: pending decodes are dropped, threads end
+    assert threading.active_count() == before
+
+
+def test_decoding_threads_for_cpu_runtimes_processes_beside_a_gpu():
+    from types import SimpleNamespace
+
+    from landmark.models.runtime import OnnxRuntime, cpu_count, decode_threads, decode_workers
+    assert OnnxRuntime.device.type == "cpu" and decode_threads(OnnxRuntime)
+    assert decode_threads(SimpleNamespace(device=torch.device("cpu")))
+    assert not decode_threads(SimpleNamespace(device="cuda:0"))
+    assert decode_workers(True) == cpu_count() and decode_workers(False) == max(1, cpu_count() // 2)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from landmark.cli import app
 from landmark.data.images import load_image
-from landmark.data.transforms import eval_transform, tta_transform
+from landmark.data.transforms import eval_transform, resize_uint8, tta_transform
 from landmark.inference import predict
 from landmark.inference.export import export_onnx, static_padding, write_fp32
 from landmark.data.preprocess import Preprocess
@@ -152,7 +152,7 @@ def test_tta_crops_are_those_of_cropping_before_normalising():
     img = TF.to_pil_image(torch.rand(3, 90, 120))
     mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.4]
     norm = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    crops = v2.TenCrop(64)(v2.Resize([72, 72], antialias=True)(img))
+    crops = v2.TenCrop(64)(resize_uint8(72)(img))
     expected = torch.stack([norm(c) for c in crops])
     assert torch.equal(tta_transform(72, 64, mean, std)(img), expected)
 
@@ -250,7 +250,7 @@ def test_static_same_padding_exports_without_pad_nodes_and_same_outputs(tmp_path
 @pytest.mark.parametrize("tta", [1, 10])
 def test_batched_normalisation_equals_the_per_photo_transform(l13, tta):
     """predict's split preprocessing (workers resize to uint8, the main process normalises and
-    cuts the crops per batch) gives exactly the tensors of Recognizer.transform."""
+    cuts the crops per batch) gives the tensors of Recognizer.transform (to float rounding)."""
     files = sorted((l13 / "test").rglob("*.jpg"))[:3]
     imgs = [load_image(f) for f in files]
     p = Preprocess(size=64, resize=80, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -258,4 +258,4 @@ def test_batched_normalisation_equals_the_per_photo_transform(l13, tta):
     expected = torch.stack([whole(img) for img in imgs])
     raw = torch.stack([p.decode_transform(tta)(img) for img in imgs])
     assert raw.dtype == torch.uint8 and raw.shape[-1] == (64 if tta == 1 else 80)
-    assert torch.equal(p.finish_batch(raw, tta), expected)
+    assert torch.allclose(p.finish_batch(raw, tta), expected, atol=1e-5, rtol=0)

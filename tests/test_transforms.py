@@ -3,6 +3,8 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
 
+from conftest import DATA
+
 from landmark.config import CropSchedule
 from landmark.data.transforms import ScheduledCrop, crop_origin, crop_probability, tta_transform
 from landmark.inference import tta_vote
@@ -59,3 +61,24 @@ def test_vote_majority_and_confidence_rule():
     probs = torch.tensor([[[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7]]])
     labels, conf = tta_vote(probs)
     assert labels.tolist() == [0] and conf.item() == pytest.approx((0.9 + 0.8) / 4)
+
+
+def test_uint8_resize_matches_pillow_within_one_grey_level():
+    """Evaluation resizes the uint8 tensor (torch's antialiased kernel), not the PIL image:
+    on a real photo the two agree to one grey level, so models fitted on either are served alike."""
+    import glob
+
+    import numpy as np
+    from PIL import Image
+
+    from landmark.data import load_image
+    from landmark.data.transforms import resize_uint8
+    files = sorted(glob.glob(str(DATA / "landmarks13" / "test" / "**" / "*.jpg"), recursive=True))[:3]
+    if not files:
+        pytest.skip(f"no photos under {DATA}")
+    for f in files:
+        photo = load_image(f)
+        ours = resize_uint8(224)(photo).permute(1, 2, 0).numpy().astype(int)
+        pillow = np.asarray(photo.resize((224, 224), Image.Resampling.BILINEAR)).astype(int)
+        assert ours.shape == (224, 224, 3) and np.abs(ours - pillow).max() <= 1
+        assert (ours != pillow).mean() < 0.01

@@ -17,6 +17,8 @@ from .retrieval.config import RetrievalConfig, retrieval_presets
 # pydantic only, so `landmark --help` stays fast); none is restated here.
 _DOWNLOAD = DownloadOptions()
 _RETRIEVAL = RetrievalConfig()
+_DECODERS = ("image decoders: threads when the network runs on the CPU (default: one per CPU), processes "
+             "beside a GPU (default: half the CPUs); 0 decodes between forward passes")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Landmark recognition: train, predict and evaluate (GLDv2 / Kaggle formats).")
@@ -115,8 +117,7 @@ def predict(
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
     tta: int = typer.Option(1, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
-    workers: Optional[int] = typer.Option(None, min=0, help="image decoding processes (default: half the CPUs, "
-                                                           "at least 1)"),
+    workers: Optional[int] = typer.Option(None, min=0, help=_DECODERS),
     device: Optional[str] = typer.Option(None),
     index: Optional[Path] = typer.Option(None, help="index folder whose photos confirm the classifier's answers "
                                          "(default: the run's own RUN/index when it has one)"),
@@ -392,7 +393,7 @@ def embed(
     image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels (square); default: the checkpoint's size"),
     top_classes: int = typer.Option(0, min=0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
     batch_size: int = typer.Option(32, min=1), device: Optional[str] = typer.Option(None),
-    workers: Optional[int] = typer.Option(None, min=0, help="image decoding processes (default: half the CPUs)"),
+    workers: Optional[int] = typer.Option(None, min=0, help=_DECODERS),
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
     runtime: str = typer.Option("torch", help="torch | onnx (CHECKPOINT.onnx or an export beside the .pt) | auto"),
     threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),

@@ -17,7 +17,7 @@ import torch
 from ..data import Reject, read_queries
 from ..data.dataset import good_batches, image_loader
 from ..models import LandmarkNet
-from ..models.runtime import Runtime, decode_workers, load_runtime
+from ..models.runtime import Runtime, decode_threads, decode_workers, load_runtime
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
@@ -65,7 +65,7 @@ def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess:
                    device: str | None = None, checkpoint: dict | None = None,
                    index=None) -> tuple[pd.DataFrame, list[Reject]]:
     """Predict one landmark per query image, through :class:`~landmark.inference.recognizer.Recognizer`
-    (the same scores as ``landmark recognize`` and ``landmark serve``), decoding in ``workers`` processes.
+    (the same scores as ``landmark recognize`` and ``landmark serve``), decoding with ``workers`` threads or processes.
 
     JPEGs are decoded at reduced size where they are at least twice as large as needed
     (Pillow ``draft`` to >= 2x the resize side, as the training cache does; see
@@ -77,7 +77,8 @@ def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess:
         queries: rows with ``id`` and ``path``.
         preprocess: ``size``, ``resize``, ``mean``, ``std`` (from the checkpoint).
         tta: crops per image, 1 (plain resize to ``size``) to 10 (see :data:`TTA_ORDER`).
-        workers: decoding processes; None: :func:`~landmark.models.runtime.decode_workers`.
+        workers: image decoders: threads when the network computes on the CPU, processes on a
+            GPU; 0 decodes in the calling thread; None: :func:`~landmark.models.runtime.decode_workers`.
         checkpoint: the checkpoint dict, for landmark ``names`` and ``reject_threshold``.
         index: a loaded :class:`~landmark.retrieval.index.LandmarkIndex` to score with
             (see :class:`~landmark.inference.recognizer.Recognizer`), or None.
@@ -102,13 +103,15 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
                       workers: int | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """The batch loop of :func:`predict_images` for a loaded ``Recognizer`` (same returns).
 
-    Workers decode and resize (:meth:`Preprocess.decode_transform`); the main process
-    normalises and cuts the crops of each batch (:meth:`Preprocess.finish_batch`) and runs
-    the network."""
-    workers = decode_workers() if workers is None else workers
+    ``workers`` decode and resize (:meth:`Preprocess.decode_transform`): threads of this
+    process when the network computes on the CPU, processes beside a GPU
+    (:func:`~landmark.models.runtime.decode_threads`); the caller's thread normalises and
+    cuts the crops of each batch (:meth:`Preprocess.finish_batch`) and runs the network."""
+    threads = decode_threads(rec.runtime)
+    workers = decode_workers(threads) if workers is None else workers
     draft = DRAFT_FACTOR * rec.preprocess.side(tta)
     loader = image_loader(queries, rec.preprocess.decode_transform(tta), batch_size=max(1, batch_size // tta),
-                          workers=workers, draft=draft)
+                          workers=workers, draft=draft, threads=threads and workers > 0)
     best, rejects = {}, []
     for batch in good_batches(loader, rejects, f"predict (tta={tta})"):
         x = rec.preprocess.finish_batch(batch["image"], tta)

@@ -44,6 +44,7 @@ class Runtime(Protocol):
     """What :func:`landmark.inference.predict_images` and ``embed_images`` need (module docstring)."""
 
     name: str
+    device: torch.device     # where the network computes (``cpu`` for ONNX Runtime)
     classes: list[str]
     names: dict[str, str] | None   # landmark id -> readable name
     preprocess: dict
@@ -108,6 +109,7 @@ class OnnxRuntime:
     """
 
     name = "onnx"
+    device = torch.device("cpu")
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
@@ -151,14 +153,27 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def decode_workers() -> int:
-    """Default image-decoding processes beside the network: half the CPUs, at least 1.
+def decode_threads(runtime: Runtime) -> bool:
+    """Whether images for ``runtime`` are decoded by threads of the calling process (it computes
+    on the CPU: ONNX Runtime, or PyTorch on the CPU) rather than by worker processes (a GPU).
 
-    Measured on 2 shared cores with ONNX Runtime at batch 32 (``docs/runtime.md``): 1
-    worker kept the forward rate (40 images/s against 42 forward-only), 2 workers fell to
-    32 (they compete with the network's threads), 0 (decoding in the main process) to 15.
+    On the CPU the network and the decoding share the cores: threads decode each batch with
+    all of them, without processes' start-up, pickling and contention with the network's
+    threads (:class:`landmark.data.dataset.ThreadedBatches`).  A GPU computes beside the CPUs,
+    so DataLoader processes decode there, beyond the reach of the GIL.
     """
-    return max(1, cpu_count() // 2)
+    return torch.device(getattr(runtime, "device", "cpu")).type == "cpu"
+
+
+def decode_workers(threads: bool = False) -> int:
+    """Default image decoders beside the network: with ``threads`` (:func:`decode_threads`)
+    one thread per CPU, else half the CPUs as processes, at least 1.
+
+    Measured on 2 cores with ONNX Runtime int8 at batch 32 over the 274 landmarks13 test photos
+    (``docs/runtime.md``): 2 decoding threads, 141 to 151 photos/s end to end; 1 thread, 115 to
+    123; 1 worker process, 110 to 114; 2 processes beside 2 network threads fell further behind.
+    """
+    return cpu_count() if threads else max(1, cpu_count() // 2)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -34,10 +34,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..data import Reject, read_train, with_paths, write_rejects
-from ..data.dataset import good_batches, image_loader
-from ..data.preprocess import MAX_SIDE
-from ..data.transforms import eval_transform
-from ..models.runtime import Runtime, as_runtime, decode_workers
+from ..data.dataset import ThreadedBatches, good_batches, image_loader
+from ..data.preprocess import MAX_SIDE, Preprocess
+from ..models.runtime import Runtime, as_runtime, decode_threads, decode_workers
 from ..io import clear_temps, commit, embedding_files, embeddings_path, refuse_existing, sidecar, temp_path
 from ..models import LandmarkNet
 
@@ -116,7 +115,8 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
             top-k classes and softmax probabilities are stored too (``NAME.classes.npz``;
             from the same backbone pass as the embedding).
         dtype: ``float16`` (half the disk) or ``float32``.
-        workers: image decoding processes (None: half the CPUs).
+        workers: image decoders: threads when the network computes on the CPU, processes on a
+            GPU (None: :func:`~landmark.models.runtime.decode_workers`).
 
     Returns:
         (the written :class:`Embeddings` ``[N, D]``, memory-mapped, N = readable images; the
@@ -137,9 +137,10 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
     refuse_existing(embedding_files(path), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     clear_temps(embedding_files(path))  # left by a killed run; never read
-    size = image_size or preprocess["size"]
+    contract = Preprocess(size=image_size or preprocess["size"], mean=preprocess["mean"], std=preprocess["std"])
+    size = contract.size
     writer = _RowWriter(temp_path(path), len(frame), dtype, classes if top_classes else None, top_classes)
-    rejects = writer.consume(runtime, _loader(frame, preprocess, size, batch_size, workers))
+    rejects = writer.consume(runtime, contract, _loader(frame, runtime, contract, batch_size, workers))
     if writer.rows == 0:
         write_rejects(rejects, sidecar(path, "rejects.csv"))
         raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
@@ -167,11 +168,14 @@ def check_image_size(image_size: int | None) -> None:
         raise ValueError(f"image_size {image_size}: give 16 to {MAX_SIDE} pixels, or none for the checkpoint's size")
 
 
-def _loader(frame: pd.DataFrame, preprocess: dict, size: int, batch_size: int, workers: int | None) -> DataLoader:
-    """Batches of ``size`` x ``size`` images normalised as ``preprocess`` says, with their rejects."""
-    transform = eval_transform(size, preprocess["mean"], preprocess["std"])
-    workers = decode_workers() if workers is None else workers   # None: half the CPUs
-    return image_loader(frame, transform, batch_size=batch_size, workers=workers, draft=2 * size)
+def _loader(frame: pd.DataFrame, runtime: Runtime, contract: Preprocess, batch_size: int,
+            workers: int | None) -> DataLoader | ThreadedBatches:
+    """Batches of ``contract.size`` px uint8 images (:meth:`Preprocess.decode_transform`) with
+    their rejects, decoded by threads or processes as :func:`~landmark.models.runtime.decode_threads` says."""
+    threads = decode_threads(runtime)
+    workers = decode_workers(threads) if workers is None else workers
+    return image_loader(frame, contract.decode_transform(), batch_size=batch_size, workers=workers,
+                        draft=2 * contract.size, threads=threads and workers > 0)
 
 
 class _RowWriter:
@@ -187,11 +191,11 @@ class _RowWriter:
         self.top_labels: list[np.ndarray] = []
         self.top_probs: list[np.ndarray] = []
 
-    def consume(self, runtime: Runtime, loader: DataLoader) -> list[Reject]:
-        """Embed every batch of ``loader``; returns the rejects."""
+    def consume(self, runtime: Runtime, contract: Preprocess, loader) -> list[Reject]:
+        """Normalise (``contract``) and embed every uint8 batch of ``loader``; returns the rejects."""
         rejects: list[Reject] = []
         for batch in good_batches(loader, rejects, "embed"):
-            logits, emb = runtime(batch["image"])
+            logits, emb = runtime(contract.finish_batch(batch["image"]))
             self.add(emb, logits, batch["index"].tolist())
         self.close()
         return rejects
