@@ -164,6 +164,9 @@ def export(
                                                      "(default: the run's test and train splits)"),
     verify_images: int = typer.Option(32, min=1, help="photos compared between ONNX Runtime and PyTorch"),
     calibration_images: int = typer.Option(64, min=1, help="photos that calibrate int8 activations"),
+    fp32_blocks: Optional[int] = typer.Option(None, min=0, help="with --int8: leading backbone blocks kept fp32 "
+                                                                "besides the stem (default: the first; more: closer "
+                                                                "to fp32, slower; docs/runtime.md)"),
     threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
     overwrite: bool = typer.Option(False, help="replace --out if it exists"),
 ) -> None:
@@ -175,7 +178,8 @@ def export(
     _refuse_overwrite(out, overwrite)
     try:
         report = export_onnx(checkpoint, out, int8=int8, images=images, verify_images=verify_images,
-                             calibration_images=calibration_images, overwrite=overwrite, threads=threads)
+                             calibration_images=calibration_images, overwrite=overwrite, threads=threads,
+                             fp32_blocks=fp32_blocks)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps(report, indent=2))

@@ -15,7 +15,8 @@ the TorchScript one has no extra dependency and exports timm EfficientNets exact
 int8 (``int8=True``): ONNX Runtime *static* quantisation first (:data:`STATIC_INT8`: QDQ
 format, per-channel weights in the 7-bit range, uint8 activations, MinMax calibration on
 ``calibration_images`` photos of the training split through the model's own preprocessing;
-every convolution but the stem, the ReLU6 after each folded into it, and the head's Gemm).
+every convolution but those of the stem and of the first ``fp32_blocks`` blocks
+(:data:`FP32_BLOCKS`), the ReLU6 after each folded into it, and the head's Gemm).
 Chosen on the fast config's checkpoint against other settings (``docs/runtime.md``: table
 of what was tried; on training and non-landmark photos, not the test set).  When static
 quantisation does not meet the sanity gate :data:`INT8_MIN_AGREEMENT` /
@@ -59,10 +60,15 @@ INT8_MIN_COSINE = 0.9     # mean cosine similarity of int8 and PyTorch embedding
 # kernels add pairs of products in saturating int16 and full 8-bit weights overflowed),
 # uint8 activations, MinMax calibration; ``Clip`` (ReLU6) quantised too, which folds it into
 # the convolution before it (that output is then quantised over [0, 6], not over the
-# convolution's raw range); the stem convolution stays fp32.
+# convolution's raw range); the stem convolution and the first FP32_BLOCKS blocks stay fp32.
 STATIC_INT8 = {"format": "QDQ", "per_channel": True, "reduce_range": True, "activations": "uint8",
-               "weights": "int8 (7-bit range)", "calibration": "MinMax", "op_types": ["Conv", "MatMul", "Gemm", "Clip"],
-               "kept_fp32": "first convolution (stem)"}
+               "weights": "int8 (7-bit range)", "calibration": "MinMax", "op_types": ["Conv", "MatMul", "Gemm", "Clip"]}
+# Leading backbone blocks (timm's ``blocks.0``, ``blocks.1`` ...) kept fp32 besides the stem.  Chosen on
+# training and non-landmark photos of the fast checkpoint (docs/runtime.md): quantising
+# ``blocks.0`` (112 x 112 px activations) caused most of the int8 error and was not even
+# faster; keeping it fp32 raised the mean embedding cosine with fp32 from 0.980 to 0.988 at
+# 1.59 instead of 1.54 times ORT fp32's speed.  ``fp32_blocks=2`` reaches 0.993 at 1.45 times.
+FP32_BLOCKS = 1
 
 
 class ExportError(ValueError):
@@ -250,15 +256,19 @@ class _Calibration:
         self.it = iter({"image": b} for b in self.batches)
 
 
-def quantize(fp32: Path, out: Path, mode: str, calibration: list[torch.Tensor] | None, work: Path) -> None:
-    """Write the int8 version of ``fp32`` to ``out``.
+def quantize(fp32: Path, out: Path, mode: str, calibration: list[torch.Tensor] | None, work: Path,
+             fp32_blocks: int = FP32_BLOCKS) -> list[str]:
+    """Write the int8 version of ``fp32`` to ``out``; returns the convolutions kept fp32.
 
     Args:
         mode: ``static`` (:data:`STATIC_INT8`: QDQ, per-channel 7-bit weights, uint8
             activations with MinMax ranges over ``calibration`` batches, ReLU6 folded into
-            the convolution before it, the first convolution kept fp32) or ``dynamic``
-            (per-channel int8 weights, activations quantised per batch at run time).
+            the convolution before it) or ``dynamic`` (per-channel int8 weights, activations
+            quantised per batch at run time).
         work: a folder for intermediate files.
+        fp32_blocks: static only: the first convolution and every convolution of the backbone's
+            first ``fp32_blocks`` blocks (ONNX node names with ``/blocks.K/``, timm's module
+            paths; a backbone without such blocks keeps only its first convolution) stay fp32.
     """
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -268,19 +278,21 @@ def quantize(fp32: Path, out: Path, mode: str, calibration: list[torch.Tensor] |
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     if mode == "static":
         convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+        kept = convs[:1] + [c for c in convs[1:] if any(f"/blocks.{k}/" in c for k in range(fp32_blocks))]
         reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
         quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=STATIC_INT8["op_types"], nodes_to_exclude=convs[:1],
+                        op_types_to_quantize=STATIC_INT8["op_types"], nodes_to_exclude=kept,
                         calibrate_method=CalibrationMethod.MinMax)
-    else:
-        quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+        return kept
+    quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    return []
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, images: str | Path | None = None,
                 verify_images: int = 32, calibration_images: int = 64, overwrite: bool = False,
-                threads: int | None = None, opset: int = OPSET) -> dict:
+                threads: int | None = None, opset: int = OPSET, fp32_blocks: int | None = None) -> dict:
     """Export ``checkpoint`` to ``out`` (module docstring) and verify it on real photos.
 
     Args:
@@ -288,6 +300,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
             the run's ``test`` split for verification, ``train`` for calibration).
         verify_images / calibration_images: how many photos each uses.
         threads: ONNX Runtime threads for the verification.
+        fp32_blocks: with ``int8``, leading backbone blocks kept fp32 (None: :data:`FP32_BLOCKS`;
+            0 quantises all but the stem: less exact, and faster only where the CPU's int8 kernels are).
 
     Returns:
         report dict: ``onnx``, ``format`` (``fp32`` / ``int8-static`` / ``int8-dynamic``),
@@ -296,12 +310,15 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
 
     Raises:
         FileExistsError: ``out`` exists and ``overwrite`` is False.
-        FileNotFoundError / ValueError: bad checkpoint or photos.
+        FileNotFoundError / ValueError: bad checkpoint or photos, ``fp32_blocks`` < 0.
         ExportError: the export disagrees with PyTorch beyond the tolerance.
     """
     from ..data import read_queries
     from ..models import load_model
     out = Path(out)
+    fp32_blocks = FP32_BLOCKS if fp32_blocks is None else fp32_blocks
+    if isinstance(fp32_blocks, bool) or not isinstance(fp32_blocks, int) or fp32_blocks < 0:
+        raise ValueError(f"fp32_blocks {fp32_blocks!r}: give a whole number >= 0 of leading blocks to keep fp32")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
     model, ckpt = load_model(checkpoint)
@@ -330,14 +347,15 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
         final = fp32
         if int8:
             final, report = _int8(fp32, work, metadata, reference, verify, calib_frame, calibration_images, threads,
-                                  report)
+                                  report, fp32_blocks)
         os.replace(final, out)
     report["bytes"] = out.stat().st_size
     return report
 
 
 def _int8(fp32: Path, work: Path, metadata: dict, reference: Runtime, verify: list[torch.Tensor],
-          calib_frame: pd.DataFrame, calibration_images: int, threads: int | None, report: dict) -> tuple[Path, dict]:
+          calib_frame: pd.DataFrame, calibration_images: int, threads: int | None, report: dict,
+          fp32_blocks: int = FP32_BLOCKS) -> tuple[Path, dict]:
     """Static quantisation, else dynamic (module docstring); returns (file, updated report).
 
     Raises:
@@ -348,7 +366,7 @@ def _int8(fp32: Path, work: Path, metadata: dict, reference: Runtime, verify: li
     for mode in ("static", "dynamic"):
         path = work / f"int8_{mode}.onnx"
         try:
-            quantize(fp32, path, mode, calibration, work)
+            kept = quantize(fp32, path, mode, calibration, work, fp32_blocks)
             set_metadata(path, {**metadata, "precision": f"int8-{mode}"})
             check = compare(reference, OnnxRuntime(path, threads), verify)
         except Exception as err:  # an op ORT cannot quantise/run in this mode: try the next one
@@ -359,7 +377,8 @@ def _int8(fp32: Path, work: Path, metadata: dict, reference: Runtime, verify: li
             why = ("static quantisation met the thresholds" if mode == "static" else
                    f"static quantisation did not meet the thresholds ({_why(tries['static'])})")
             info = {"mode": mode, "why": why, "calibration_images": sum(len(b) for b in calibration)
-                    if mode == "static" else 0, "tries": tries, "settings": STATIC_INT8 if mode == "static" else
+                    if mode == "static" else 0, "tries": tries, "settings": {**STATIC_INT8, "fp32_blocks": fp32_blocks, "kept_fp32": kept}
+                    if mode == "static" else
                     {"per_channel": True, "weights": "int8", "activations": "dynamic uint8"},
                     "thresholds": {"top1_agreement": INT8_MIN_AGREEMENT, "mean_cosine": INT8_MIN_COSINE}}
             set_metadata(path, {**metadata, "precision": f"int8-{mode}", "quantization": info})
