@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python benchmarks/runtimes.py [--checkpoint runs/demo/checkpoints/best.pt]
-        [--data ../shared/data/landmarks13] [--images 64] [--threads N] [--workers 2]
+        [--data ../shared/data/landmarks13] [--images 64] [--threads N] [--workers N]
 
 It exports the checkpoint (``landmark.inference.export.export_onnx``: fp32, and int8
 calibrated on 64 training photos) into a temporary folder, then measures for each runtime
@@ -12,7 +12,7 @@ calibrated on 64 training photos) into a temporary folder, then measures for eac
    at batch 1, 32 and 30 (:data:`TTA10_INPUTS`: what ``tta=10`` at batch 32 feeds the
    network, 3 photos x 10 crops), after a warm-up, repeated for at least ``--min-seconds``;
 2. **predict**: ``landmark.inference.predict_images`` end to end (decoding, resize or ten
-   crops, its ``DataLoader`` with ``--workers`` processes, forward, softmax, voting) at
+   crops, ``--workers`` decoding threads, forward, softmax, voting) at
    batch 1 and 32 with ``tta=1`` on ``--images`` test photos, and at batch 32 with
    ``tta=10``;
 3. **GAP**: ``predict_images`` with ``tta=1``, batch 32 over *all* of ``DATA/test``, scored
@@ -20,7 +20,7 @@ calibrated on 64 training photos) into a temporary folder, then measures for eac
    the top-1 agreement of each runtime's labels with ONNX Runtime fp32's, over all photos
    and apart for photos of a landmark and of none (:func:`agreement_table`).
 
-``CPU ms/image`` is the user + system time of the process and its decoding workers per
+``CPU ms/image`` is the user + system time of the process (decoding threads included) per
 image: unlike wall-clock rates it hardly depends on what else runs on the machine, so the
 GLDv2 estimate (hours to embed 4.1M photos on N CPUs, one shard per CPU) is computed from it.
 
@@ -252,8 +252,10 @@ def run(args) -> int:
             quality[name] = gap_of(predictions[name], args.data / "test" / "recognition_solution.csv", work)
         reports = prep["reports"]
     print("## Machine\n")
-    workers = args.workers if args.workers is not None else decode_workers()
-    info = {"cpus": os.cpu_count(), "threads (torch and ONNX Runtime)": threads, "decoding workers": workers,
+    workers = args.workers if args.workers is not None else decode_workers(threads=True)
+    info = {"cpus": os.cpu_count(), "threads (torch and ONNX Runtime)": threads,
+            "decoding threads (all runtimes compute on the CPU)": workers,
+            "int8 blocks kept fp32 besides the stem": reports["int8"]["quantization"]["settings"].get("fp32_blocks"),
             "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
             "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
             "load average (1 min)": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads of torch and ORT (default: all CPUs)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="decoding processes of predict (default: predict's, half the CPUs)")
+                        help="decoding threads of predict (default: predict's, one per CPU)")
     args = parser.parse_args(argv)
     if args.checkpoint is not None and not args.checkpoint.is_file():
         print(f"error: checkpoint {args.checkpoint} does not exist", file=sys.stderr)
