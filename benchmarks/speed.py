@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from landmark.config import load_config  # noqa: E402
 from landmark.data import ImageDataset, Reject, collate, image_path, read_train  # noqa: E402
 from landmark.data.transforms import find_scheduled_crop, train_transform  # noqa: E402
+from landmark.memory import keep_freed_memory  # noqa: E402
 from landmark.inference import predict_images  # noqa: E402
 from landmark.models import LandmarkNet, WeightsError, create_model  # noqa: E402
 
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: this torch build or machine has no CUDA device")
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()   # as the `landmark` command does (landmark/memory.py)
     load_before, start = load_average(), time.perf_counter()
     try:
         results = run(args.backbone, args.size, args.images, device, args.data, args.train_iters, args.warmup,

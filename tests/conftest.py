@@ -5,6 +5,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from landmark.memory import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()   # as the `landmark` command does: eager PyTorch on the CPU stops re-faulting its activations
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 L13 = DATA / "landmarks13"
 DIRTY = DATA / "dirty"
