@@ -209,6 +209,8 @@ def write_section(path: Path, name: str, table: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from landmark.memory import keep_freed_memory
+    keep_freed_memory()   # as the `landmark` command does (landmark/memory.py)
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--open-set", nargs="*", default=None, metavar="RECIPE",
                         help="run the open-set protocol for these recipes (default with the flag: fast)")

@@ -113,6 +113,8 @@ def run(z: dict, confidence: str = "reference", train_on: str = "all", val_on: s
 
 def main() -> None:
     import argparse
+    from landmark.memory import keep_freed_memory
+    keep_freed_memory()   # as the `landmark` command does (landmark/memory.py)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", type=Path, help="markdown file whose 'cv' table to replace")
     args = parser.parse_args()
