@@ -50,3 +50,21 @@ def test_threaded_batches_drop_the_rest_of_a_batch_on_keyboard_interrupt():
     timer.join()
     assert time.monotonic() - start < 2.5    # not the 4 s the first batch takes to decode
     assert threading.active_count() == before
+
+
+def test_a_huge_fp32_blocks_selects_the_kept_convolutions_at_once():
+    """``--fp32-blocks 1000000000`` (any count above the backbone's blocks keeps them all)
+    used to test each convolution name against every ``/blocks.K/`` for K below the count:
+    a billion string tests for each convolution outside the blocks (``conv_head``), minutes
+    before quantisation even started."""
+    from landmark.inference.export import fp32_convolutions
+    convs = ["/conv_stem/Conv", "/blocks/blocks.0/blocks.0.0/conv_dw/Conv", "/blocks/blocks.1/blocks.1.0/conv_pw/Conv",
+             "/blocks/blocks.10/blocks.10.0/conv_pw/Conv", "/conv_head/Conv"]
+    start = time.monotonic()
+    assert fp32_convolutions(convs, 10**12) == convs[:4]
+    assert time.monotonic() - start < 1
+    assert fp32_convolutions(convs, 0) == convs[:1]
+    assert fp32_convolutions(convs, 1) == convs[:2]
+    assert fp32_convolutions(convs, 2) == convs[:3]      # blocks.10 is not blocks.1
+    assert fp32_convolutions(convs, 11) == convs[:4]
+    assert fp32_convolutions(["/layer1/conv1/Conv", "/layer1/conv2/Conv"], 3) == ["/layer1/conv1/Conv"]  # no blocks
