@@ -115,19 +115,20 @@ class ThreadedBatches:
 
     def __iter__(self) -> Iterator[tuple[dict | None, list[Reject]]]:
         n, size = len(self.dataset), self.batch_size
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="decode") as pool:
-            pending: deque = deque()
-            try:
-                for start in range(0, n, size):
-                    pending.append([pool.submit(self.dataset.__getitem__, i) for i in range(start, min(start + size, n))])
-                    if len(pending) > 1:    # one batch decoding ahead of the one handed out
-                        yield collate([f.result() for f in pending.popleft()])
-                while pending:
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="decode")
+        pending: deque = deque()
+        try:
+            for start in range(0, n, size):
+                pending.append([pool.submit(self.dataset.__getitem__, i) for i in range(start, min(start + size, n))])
+                if len(pending) > 1:    # one batch decoding ahead of the one handed out
                     yield collate([f.result() for f in pending.popleft()])
-            finally:   # the caller stopped early, or a decode raised: drop the work not started
-                for futures in pending:
-                    for f in futures:
-                        f.cancel()
+            while pending:
+                yield collate([f.result() for f in pending.popleft()])
+        finally:
+            # the caller stopped early, a decode raised or Ctrl-C: drop every decode not started,
+            # those of the batch being collected too (it has left ``pending``), and wait only for
+            # the ones running
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def good_batches(loader, rejects: list | dict, desc: str, **progress) -> Iterator[dict]:

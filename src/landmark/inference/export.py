@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -278,7 +279,7 @@ def quantize(fp32: Path, out: Path, mode: str, calibration: list[torch.Tensor] |
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     if mode == "static":
         convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
-        kept = convs[:1] + [c for c in convs[1:] if any(f"/blocks.{k}/" in c for k in range(fp32_blocks))]
+        kept = fp32_convolutions(convs, fp32_blocks)
         reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
         quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -288,6 +289,14 @@ def quantize(fp32: Path, out: Path, mode: str, calibration: list[torch.Tensor] |
     quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=["Conv", "MatMul", "Gemm"])
     return []
+
+
+def fp32_convolutions(convs: list[str], fp32_blocks: int) -> list[str]:
+    """The convolutions (ONNX node names, graph order) that static int8 keeps fp32: the first
+    (the stem) and those of blocks ``/blocks.K/`` with ``K < fp32_blocks`` (one test per name,
+    whatever the count)."""
+    block = re.compile(r"/blocks\.(\d+)/")
+    return convs[:1] + [c for c in convs[1:] if (m := block.search(c)) and int(m.group(1)) < fp32_blocks]
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, images: str | Path | None = None,
