@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import stat
-import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -54,16 +53,17 @@ def load_image(path: str | Path | bytes | BinaryIO, draft: int | None = None,
     if isinstance(path, (str, os.PathLike)):
         _check_regular_file(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path) as img:
-                if img.width * img.height > max_pixels:
-                    raise ImageError(f"too large: {img.width}x{img.height} pixels (limit {max_pixels})")
-                img.seek(0)  # first frame of GIF / animated WebP
-                if draft and img.format == "JPEG":
-                    img.draft("RGB", (draft, draft))
-                img.load()
-                return _to_rgb(ImageOps.exif_transpose(img))
+        # No warnings.catch_warnings() here: it swaps process-wide filters and is not thread-safe
+        # (decoding threads, the service's pool); the size check below refuses what Pillow's
+        # bomb warning (moved to MAX_PIXELS above) would have flagged.
+        with Image.open(io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path) as img:
+            if img.width * img.height > max_pixels:
+                raise ImageError(f"too large: {img.width}x{img.height} pixels (limit {max_pixels})")
+            img.seek(0)  # first frame of GIF / animated WebP
+            if draft and img.format == "JPEG":
+                img.draft("RGB", (draft, draft))
+            img.load()
+            return _to_rgb(ImageOps.exif_transpose(img))
     except ImageError:
         raise
     except FileNotFoundError:
