@@ -2,6 +2,7 @@
 confidence, the "no landmark" threshold, and a small real LP-FT run with its reference index."""
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,8 @@ def test_probe_then_finetune_run_builds_an_index_and_thresholds(l13, tmp_path):
     """3 landmarks x 10 real photos: a probe stage fits the head (train loss falls far below
     chance), fine-tuning with a cosine schedule follows, the run gets its reference index."""
     from landmark.data import image_path, read_train
+    from landmark.retrieval import reference as reference_module
+    from landmark.retrieval.embeddings import load_embeddings
     from landmark.retrieval.index import LandmarkIndex
     from landmark.training import train
     root = tmp_path / "tree"
@@ -122,10 +125,13 @@ def test_probe_then_finetune_run_builds_an_index_and_thresholds(l13, tmp_path):
 
 
 @pytest.mark.slow
-def test_final_fit_refits_the_probe_on_every_labelled_photo(l13, tmp_path):
+def test_final_fit_refits_the_probe_on_every_labelled_photo(l13, tmp_path, monkeypatch):
     """A probe-only run with data.final_fit: thresholds are chosen on validation first, then the
-    head is refitted on train + validation photos and the index holds all of them."""
+    head is refitted on train + validation photos and the index holds all of them, with the
+    vectors already computed for the first index and the validation queries."""
     from landmark.data import image_path, read_train
+    from landmark.retrieval import reference as reference_module
+    from landmark.retrieval.embeddings import load_embeddings
     from landmark.retrieval.index import LandmarkIndex
     from landmark.training import train
     root = tmp_path / "tree"
@@ -137,11 +143,24 @@ def test_final_fit_refits_the_probe_on_every_labelled_photo(l13, tmp_path):
     probe = {"name": "probe", "probe": True, "weight_decay": 1e-3, "probe_iters": 30, "crop": {"resize": 72, "size": 64}}
     config = load_config("fast", {"data": {"cache_width": 80, "workers": 0, "val_frac": 0.25, "final_fit": True},
                                   "stages": [probe]})
+    embedded = []   # photos passed through embed_images: the final index reuses the first index and queries
+    embed = reference_module.embed_images
+    monkeypatch.setattr(reference_module, "embed_images", lambda model, pre, frame, *a, **k: (
+        embedded.append(len(frame)), embed(model, pre, frame, *a, **k))[1])
     best = train(config, root, tmp_path / "run")
     reference = json.loads((tmp_path / "run" / "reference.json").read_text())
     ckpt = torch.load(best, weights_only=False)
     assert ckpt["final_fit"]["images"] == 16 and len(LandmarkIndex.load(tmp_path / "run" / "index")) == 16
     assert reference["validation_queries"] == 4 and reference["final_fit"] and reference["count"] == 16
     assert ckpt["reject_threshold"] == reference["reject_threshold"]
+    assert embedded == [12, 4]
+    # the copied vectors are those of embedding every labelled photo again with the refitted checkpoint
+    shutil.copytree(tmp_path / "run", tmp_path / "again")
+    reference_module.build_reference(tmp_path / "again", workers=0, splits=("train", "val"),
+                                     thresholds=ckpt["reject_threshold"])
+    assert embedded == [12, 4, 16]
+    copied, fresh = (load_embeddings(tmp_path / run / "index" / "embeddings" / "train.npy") for run in ("run", "again"))
+    pd.testing.assert_frame_equal(copied.items, fresh.items)
+    np.testing.assert_allclose(copied.vectors, fresh.vectors, atol=1e-3)
     with pytest.raises(ValueError, match="last stage must have probe"):
         load_config("finetune", {"data": {"final_fit": True}})

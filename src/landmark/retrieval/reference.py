@@ -27,9 +27,10 @@ import torch
 from ..config import load_config
 from ..data import read_queries, read_train, with_paths
 from ..evaluation.metrics import rejection_threshold
+from ..io import commit, embedding_files, sidecar, temp_path
 from ..models import load_model
 from .config import IndexParams
-from .embeddings import embed_images
+from .embeddings import Embeddings, embed_images, load_embeddings
 from .index import LandmarkIndex
 from .knn import reference_confidence
 
@@ -56,7 +57,8 @@ def answer_with_reference(index: LandmarkIndex, vectors: np.ndarray, labels: np.
 
 
 def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None, device: str | None = None,
-                    workers: int = 2, splits: tuple[str, ...] = ("train",), thresholds: dict | None = None) -> dict:
+                    workers: int = 2, splits: tuple[str, ...] = ("train",), thresholds: dict | None = None,
+                    reuse: bool = False) -> dict:
     """Write ``run_dir/index`` and store the thresholds (module docstring).
 
     Args:
@@ -64,6 +66,10 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
             every labelled photo, ``train`` and ``val``).
         thresholds: keep these (``{"classifier": t, "reference": t}``) instead of choosing
             them on the validation photos (a final fit has none left to choose on).
+        reuse: take the vectors of the previous build of this run (its index and validation
+            queries, ``run_dir/index/embeddings``) instead of embedding the same photos again,
+            when they cover every photo to index.  Only right when the checkpoint's embedding
+            has not changed since (a final fit of a head whose embedding is the pooled descriptor).
 
     Returns:
         ``{"index": path, "count": photos indexed, "reject_threshold": {"classifier": t, "reference": t},
@@ -79,8 +85,10 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
     work = run_dir / "index" / "embeddings"
     classes = ckpt["classes"]
     indexed = pd.concat([frames[s] for s in splits], ignore_index=True)
-    emb, _ = embed_images(model, ckpt["preprocess"], indexed, work / "train.npy", device=device,
-                          workers=workers, overwrite=True)
+    emb = _copy_embedded(work, indexed, ckpt["preprocess"]["size"]) if reuse else None
+    if emb is None:
+        emb, _ = embed_images(model, ckpt["preprocess"], indexed, work / "train.npy", device=device,
+                              workers=workers, overwrite=True)
     index = LandmarkIndex.build(emb, IndexParams(), {"role": "reference", "model": {"checkpoint": str(best.resolve()),
                                                                "backbone": ckpt["arch"]["backbone"],
                                                                "image_size": ckpt["preprocess"]["size"]}})
@@ -101,6 +109,53 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
     _store_thresholds(best, thresholds)
     return {"index": str(run_dir / "index"), "count": len(index), "reject_threshold": thresholds,
             "validation_queries": int(len(queries))}
+
+
+def _copy_embedded(work: Path, frame: pd.DataFrame, size: int, chunk: int = 65536) -> Embeddings | None:
+    """Write ``work/train.npy`` for the photos of ``frame`` from the vectors that an earlier build
+    wrote there (``train.npy``, then ``validation.npy``), as :func:`embed_images` would write them:
+    the readable photos in frame order, the unreadable ones in its rejects.  Copied in chunks of
+    ``chunk`` rows (float16 ``[N, D]``, memory-mapped).
+
+    Returns:
+        the written embeddings; None (nothing written) when a photo of ``frame`` is in neither
+        file, or they were embedded at another size.
+    """
+    names = [name for name in ("train.npy", "validation.npy") if sidecar(work / name, "json").is_file()]
+    parts = [load_embeddings(work / name) for name in names]
+    infos = [json.loads(sidecar(work / name, "json").read_text()) for name in names]
+    where: dict[str, tuple[int, int]] = {}
+    for k, part in enumerate(parts):
+        for row, image_id in enumerate(part.ids):
+            where.setdefault(image_id, (k, row))
+    rejects = pd.concat([pd.read_csv(sidecar(work / name, "rejects.csv"), dtype=str, keep_default_na=False)
+                         for name in names] or [pd.DataFrame(columns=["id", "path", "reason"])], ignore_index=True)
+    ids = frame["id"].astype(str).to_numpy()
+    rejects = rejects[rejects["id"].isin(ids) & ~rejects["id"].isin(list(where))].drop_duplicates("id")
+    if not parts or any(info.get("image_size") != size for info in infos) or \
+            len({p.vectors.dtype for p in parts}) > 1 or not np.isin(ids, [*where, *rejects["id"]]).all():
+        return None
+    kept = np.flatnonzero(np.isin(ids, list(where)))
+    source = np.array([where[i] for i in ids[kept]]).reshape(-1, 2)
+    path = work / "train.npy"
+    temps = {p: temp_path(p) for p in embedding_files(path)}
+    out = np.lib.format.open_memmap(temps[path], mode="w+", dtype=parts[0].vectors.dtype,
+                                    shape=(len(kept), parts[0].vectors.shape[1]))
+    for start in range(0, len(kept), chunk):
+        block, rows = source[start:start + chunk], out[start:start + chunk]
+        for k, part in enumerate(parts):
+            mine = block[:, 0] == k
+            rows[mine] = part.vectors[block[mine, 1]]
+    out.flush()
+    del out
+    items = frame.iloc[kept].reset_index(drop=True)
+    items[[c for c in ("id", "landmark_id", "path") if c in items.columns]].to_csv(temps[sidecar(path, "ids.csv")],
+                                                                                  index=False)
+    rejects.to_csv(temps[sidecar(path, "rejects.csv")], index=False)
+    sidecar(path, "classes.npz").unlink(missing_ok=True)
+    commit([(temps[p], p) for p in (path, sidecar(path, "ids.csv"), sidecar(path, "rejects.csv"))],
+           sidecar(path, "json"), json.dumps({**infos[0], "rows": len(kept), "rejects": len(rejects)}))
+    return load_embeddings(path)
 
 
 def _store_thresholds(checkpoint: Path, thresholds: dict) -> None:

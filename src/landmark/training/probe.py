@@ -4,9 +4,10 @@ The first stage of the LP-FT recipe (Kumar et al., "Fine-Tuning can Distort Pret
 Features and Underperform Out-of-Distribution", ICLR 2022): a head fitted by a few
 Adam steps is far from converged when the backbone starts to move, and the large
 gradients of a poor head damage the pretrained features.  Here the pooled features of
-every training photo and its mirror are computed once (no augmentation), and every head
-parameter except the pooling is fitted by full-batch L-BFGS on cross-entropy (with the
-angular margin for ArcFace heads) plus an L2 penalty on the weights.
+every training photo and its mirror are computed once (no augmentation; kept in the run's
+:class:`~landmark.training.features.FeatureStore` for the validation pass and the final
+fit), and every head parameter except the pooling is fitted by full-batch L-BFGS on
+cross-entropy (with the angular margin for ArcFace heads) plus an L2 penalty on the weights.
 
 Memory: ``2 * N * C`` float32 features (``N`` photos, ``C`` backbone channels), e.g. 7.4 MB
 for 720 photos of EfficientNet-Lite0 (C = 1280) and 16 GB for the 1.6M photos of GLDv2's
@@ -20,48 +21,54 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Stage
-from ..data.dataset import good_batches
 from ..evaluation.metrics import gap
 from ..models import LandmarkNet
-from . import distributed as dist
+from .features import FeatureStore
 
 
-@torch.no_grad()
-def pooled_features(model: LandmarkNet, loader, device, rejects: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled descriptors of every image and of its horizontal mirror.
-
-    Returns:
-        (features float32 ``[2N, C]`` -- the N images, then their mirrors; targets int64 ``[2N]``).
-        Unreadable images are added to ``rejects`` and left out.
-    """
-    model.eval()
-    feats, targets = [], []
-    for batch in good_batches(loader, rejects, "probe: features", leave=False, disable=not dist.is_main()):
-        x = batch["image"].to(device)
-        for view in (x, x.flip(3)):
-            feats.append(model.head.pool(model.forward_features(view)).float().cpu())
-            targets.append(batch["target"])
-    n = len(feats) // 2
-    order = list(range(0, 2 * n, 2)) + list(range(1, 2 * n, 2))   # images first, then mirrors
-    return torch.cat([feats[i] for i in order]), torch.cat([targets[i] for i in order])
+def _fitted(model: LandmarkNet) -> list[nn.Parameter]:
+    """The head parameters a probe fits: all but the pooling's."""
+    return [p for name, p in model.head.named_parameters() if not name.startswith("pool.")]
 
 
-def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage) -> dict:
+def refits_embedding(model: LandmarkNet) -> bool:
+    """True when a probe fit changes the retrieval embedding, i.e. ``head.classify(pooled,
+    pre_logits=True)`` depends on a fitted parameter (a projection neck, an FC head's hidden
+    layers); False for a GeM head without neck, whose embedding is the pooled descriptor."""
+    params = _fitted(model)
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            pooled = torch.zeros(2, model.backbone.num_features, device=params[0].device if params else "cpu")
+            return model.head.classify(pooled, pre_logits=True).requires_grad
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
+              store: FeatureStore | None = None) -> dict:
     """Fit ``model.head`` (all but its pooling) by L-BFGS on frozen features of ``loader``.
 
     Args:
         loader: the training images without augmentation (batches of ``image``, ``target``).
         stage: ``probe_iters`` (L-BFGS iterations) and ``weight_decay`` (L2 on weights).
+        store: the run's :class:`~landmark.training.features.FeatureStore`: descriptors of
+            photos it holds for this backbone and transform are not computed again (None:
+            every descriptor is computed; the fit is the same).
 
     Returns:
         ``loss``, ``accuracy``, ``gap`` of the fitted head on the un-mirrored features,
         and ``images``.
     """
-    x, y = pooled_features(model, loader, device, rejects)
+    store = store if store is not None else FeatureStore(max_bytes=0)
+    x, y, _ = store.pooled(model, loader, device, rejects, views=2, desc="probe: features")
     x, y = x.to(device), y.to(device)
     head = model.head
-    params = [p for name, p in head.named_parameters() if not name.startswith("pool.")]
-    weights = [p for name, p in head.named_parameters() if not name.startswith("pool.") and p.ndim > 1]
+    params = _fitted(model)
+    weights = [p for p in params if p.ndim > 1]
     for p in params:
         p.requires_grad_(True)
     head.train()

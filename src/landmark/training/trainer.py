@@ -48,7 +48,8 @@ from ..models.margin import class_counts
 from ..retrieval.reference import build_reference
 from . import distributed as dist
 from .prepare import Prepared, prepare_data
-from .probe import fit_probe
+from .features import FeatureStore
+from .probe import fit_probe, refits_embedding
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +165,21 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
     val_loader = _loader(prepared, "val", model.preprocess.transform(), config, False)
     names = landmark_names(data, prepared.classes)  # stored in every checkpoint: answers carry names
     current, net, optimizer = None, model, None
+    store = FeatureStore()   # frozen-backbone descriptors: probe, its validation, the final fit
     for epoch in range(state["epoch"], len(plan)):
         k, stage, e = plan[epoch]
         if k != current:
             net, optimizer = _enter_stage(model, stage, device, checkpoint if epoch == state["epoch"] and
                                           checkpoint and checkpoint.get("stage") == k else None)
             current = k
-        row = _train_epoch(model, net, optimizer, prepared, config, stage, e, epoch, len(plan), device, rejects)
+            if not stage.probe:
+                store.clear()   # the backbone moves from now on: nothing stored would be reused
+        row = _train_epoch(model, net, optimizer, prepared, config, stage, e, epoch, len(plan), device, rejects,
+                           store)
         if val_loader is not None:
-            row.update({f"val_{key}": v for key, v in _epoch(model, val_loader, device, rejects, None,
-                                                             desc=f"epoch {epoch + 1}/{len(plan)} val").items()})
+            val = _probe_validation(model, val_loader, device, rejects, store) if stage.probe else \
+                _epoch(model, val_loader, device, rejects, None, desc=f"epoch {epoch + 1}/{len(plan)} val")
+            row.update({f"val_{key}": v for key, v in val.items()})
         _save_epoch(model, optimizer, prepared, config, run_dir, state, row, k, names)
         if on_epoch_end is not None and dist.is_main():
             on_epoch_end(run_dir)
@@ -182,7 +188,8 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
     _test_best(run_dir, prepared, config, device, rejects)
     _save_rejects(rejects, run_dir)
     if dist.is_main() and config.data.reference_index:
-        _reference(run_dir, prepared, config, device, rejects)
+        _reference(run_dir, prepared, config, device, rejects, store)
+    log.info("backbone descriptors: %d photo views computed, %d reused", store.computed, store.reused)
     dist.barrier()
     return run_dir / "checkpoints" / "best.pt"
 
@@ -244,9 +251,10 @@ def _enter_stage(model: LandmarkNet, stage: Stage, device: torch.device, checkpo
 
 
 def _train_epoch(model: LandmarkNet, net, optimizer, prepared: Prepared, config: TrainConfig, stage: Stage,
-                 e: int, epoch: int, epochs: int, device, rejects: dict) -> dict:
-    """One training epoch (``e`` of its stage, ``epoch`` of the run): a probe fit, or a pass of
-    augmented batches with the scheduled crop.  Returns the history row so far."""
+                 e: int, epoch: int, epochs: int, device, rejects: dict, store: FeatureStore) -> dict:
+    """One training epoch (``e`` of its stage, ``epoch`` of the run): a probe fit (its descriptors
+    kept in ``store``), or a pass of augmented batches with the scheduled crop.  Returns the
+    history row so far."""
     mean, std = model.preprocess.mean, model.preprocess.std
     transform = train_transform(config.augment, stage.crop, mean, std)
     p = crop_probability(stage.crop, e, stage.epochs)
@@ -255,7 +263,7 @@ def _train_epoch(model: LandmarkNet, net, optimizer, prepared: Prepared, config:
     tic = time.perf_counter()
     if stage.probe:
         stats = fit_probe(model, _loader(prepared, "train", eval_transform(stage.crop.size, mean, std), config,
-                                         False), device, rejects, stage)
+                                         False), device, rejects, stage, store)
     else:
         loader = _loader(prepared, "train", transform, config, True, seed=config.seed * 100_003 + epoch)
         lr_at = functools.partial(lr_factor, stage, e * len(loader), len(loader) * stage.epochs)
@@ -285,12 +293,13 @@ def _save_epoch(model: LandmarkNet, optimizer, prepared: Prepared, config: Train
     log.info("epoch %d: %s", row["epoch"], {k: v for k, v in row.items() if isinstance(v, float)})
 
 
-def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict) -> None:
+def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict,
+               store: FeatureStore) -> None:
     """Index the training photos, choose the 'no landmark' thresholds on validation, then
     (``final_fit``) refit the probe on every labelled photo; writes reference.json."""
     reference = build_reference(run_dir, config.data.nonlandmarks, device=str(device), workers=config.data.workers)
     if config.data.final_fit:
-        refit = _final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"])
+        refit = _final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"], store)
         # the thresholds were chosen on the validation photos before the refit indexed them too
         reference = {**refit, "validation_queries": reference["validation_queries"], "final_fit": True}
     (run_dir / "reference.json").write_text(json.dumps(reference, indent=2))
@@ -328,21 +337,24 @@ def _check_exclusions(frame: pd.DataFrame, excluded: list[str], data: Path) -> N
 
 
 def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict,
-               thresholds: dict) -> dict:
+               thresholds: dict, store: FeatureStore) -> dict:
     """Refit the probe head of ``best.pt`` on the training and validation photos together (the
-    thresholds chosen on validation are kept), then index both; returns ``build_reference``'s summary."""
+    thresholds chosen on validation are kept; descriptors of ``store`` are reused when
+    ``best.pt`` has the same backbone), then index both (with the vectors of the first index and
+    of the validation queries when the refit left the embedding as it was); returns
+    ``build_reference``'s summary."""
     model, ckpt = load_model(run_dir / "checkpoints" / "best.pt")
     model.to(device)
     stage = config.stages[-1]
     both = Prepared({"train": pd.concat([prepared.frames["train"], prepared.frames["val"]], ignore_index=True)},
                     prepared.classes)
     loader = _loader(both, "train", model.preprocess.transform(), config, False)
-    stats = fit_probe(model, loader, device, rejects, stage)
+    stats = fit_probe(model, loader, device, rejects, stage, store)
     extra = {k: v for k, v in ckpt.items() if k not in STORED}
     save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes,
                     **{**extra, "final_fit": {"images": stats["images"], "train_loss": stats["loss"]}})
     return build_reference(run_dir, device=str(device), workers=config.data.workers, splits=("train", "val"),
-                           thresholds=thresholds)
+                           thresholds=thresholds, reuse=not refits_embedding(model))
 
 
 def _save_rejects(rejects: dict, run_dir: Path) -> None:
@@ -421,7 +433,35 @@ def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, de
             scores += prob.cpu().tolist()
             truths += y.cpu().tolist()
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
-    parts = dist.gather((total_loss, seen, ids, labels, scores, truths, bad_all))
+    return _summary(dist.gather((total_loss, seen, ids, labels, scores, truths, bad_all)), rejects)
+
+
+def _probe_validation(model: LandmarkNet, loader, device, rejects: dict, store: FeatureStore) -> dict:
+    """What :func:`_epoch` gives on ``loader`` without an optimizer, from the pooled descriptors
+    ``[N, C]`` of ``store`` (computed there for the photos it lacks): the logits ``[B, K]`` of
+    each of the loader's batches are ``head.classify`` of its descriptors, as in the forward pass."""
+    bad: dict = {}
+    x, y, index = store.pooled(model, loader, device, bad, views=1, desc="val: features")
+    rejects.update(bad)
+    order, readable, size = list(iter(loader.sampler)), set(index.tolist()), loader.batch_size
+    batches = [sum(i in readable for i in order[k:k + size]) for k in range(0, len(order), size)]
+    total_loss, labels, scores = 0.0, [], []
+    with torch.no_grad():
+        for xb, yb in zip(x.split(batches), y.split(batches)):   # the same batches: the same float sums
+            if len(yb):
+                xb, yb = xb.to(device), yb.to(device)
+                logits = model.head.classify(xb)
+                total_loss += float(F.cross_entropy(model.loss_logits(logits, yb), yb)) * len(yb)
+                prob, pred = logits.softmax(1).max(1)
+                labels += pred.cpu().tolist()
+                scores += prob.cpu().tolist()
+    part = (total_loss, len(y), index.tolist(), labels, scores, y.tolist(), list(bad.values()))
+    return _summary(dist.gather(part), rejects)
+
+
+def _summary(parts: list[tuple], rejects: dict) -> dict:
+    """Loss, accuracy and GAP over every rank's part ``(loss sum, images, ids, predicted labels,
+    scores, true labels, rejects)``; the rejects join ``rejects``."""
     for part in parts:
         rejects.update({r.id: r for r in part[6]})
     seen = sum(part[1] for part in parts)
