@@ -19,10 +19,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from ..config import Stage
 from ..evaluation.metrics import gap
 from ..models import LandmarkNet
+from . import distributed as dist
 from .features import FeatureStore
 
 
@@ -48,12 +50,29 @@ def refits_embedding(model: LandmarkNet) -> bool:
             p.requires_grad_(flag)
 
 
+def _all_ranks(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's descriptors of its shard (``x`` ``[2n, C]``: photos then mirrors, ``y`` ``[2n]``,
+    dataset ``rows`` ``[n]``) joined into those of all photos, each once (DistributedSampler pads
+    shards with repeats) and in dataset order, so every rank fits the same head on the same data."""
+    pairs, targets = {}, {}
+    for px, py, pr in dist.gather((x.cpu(), y.cpu(), rows.cpu())):
+        n = len(pr)
+        for k, row in enumerate(pr.tolist()):
+            pairs.setdefault(row, (px[k], px[n + k]))
+            targets.setdefault(row, py[k])
+    order = sorted(pairs)
+    x = torch.stack([pairs[r][0] for r in order] + [pairs[r][1] for r in order])
+    return x, torch.stack([targets[r] for r in order] * 2)
+
+
 def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
               store: FeatureStore | None = None) -> dict:
     """Fit ``model.head`` (all but its pooling) by L-BFGS on frozen features of ``loader``.
 
     Args:
-        loader: the training images without augmentation (batches of ``image``, ``target``).
+        loader: the training images without augmentation (batches of ``image``, ``target``);
+            under torchrun, a DistributedSampler's shards are gathered so that every rank fits
+            the same head on every photo.
         stage: ``probe_iters`` (L-BFGS iterations) and ``weight_decay`` (L2 on weights).
         store: the run's :class:`~landmark.training.features.FeatureStore`: descriptors of
             photos it holds for this backbone and transform are not computed again (None:
@@ -64,7 +83,9 @@ def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
         and ``images``.
     """
     store = store if store is not None else FeatureStore(max_bytes=0)
-    x, y, _ = store.pooled(model, loader, device, rejects, views=2, desc="probe: features")
+    x, y, rows = store.pooled(model, loader, device, rejects, views=2, desc="probe: features")
+    if isinstance(loader.sampler, DistributedSampler):   # torchrun: every rank fits one head on every photo
+        x, y = _all_ranks(x, y, rows)
     x, y = x.to(device), y.to(device)
     head = model.head
     params = _fitted(model)

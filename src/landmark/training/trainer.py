@@ -348,7 +348,8 @@ def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
     stage = config.stages[-1]
     both = Prepared({"train": pd.concat([prepared.frames["train"], prepared.frames["val"]], ignore_index=True)},
                     prepared.classes)
-    loader = _loader(both, "train", model.preprocess.transform(), config, False)
+    # rank 0 alone refits (the other ranks are done): a loader over every photo, not a rank's shard
+    loader = _loader(both, "train", model.preprocess.transform(), config, False, shard=False)
     stats = fit_probe(model, loader, device, rejects, stage, store)
     extra = {k: v for k, v in ckpt.items() if k not in STORED}
     save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes,
@@ -362,13 +363,15 @@ def _save_rejects(rejects: dict, run_dir: Path) -> None:
         write_rejects(rejects, run_dir / "rejects.csv")
 
 
-def _loader(prepared: Prepared, split: str, transform, config: TrainConfig, shuffle: bool, seed: int = 0):
+def _loader(prepared: Prepared, split: str, transform, config: TrainConfig, shuffle: bool, seed: int = 0,
+            shard: bool = True):
+    """A DataLoader over ``split``; under torchrun (``shard``) each rank gets its share of the photos."""
     frame = prepared.frames[split]
     if len(frame) == 0:
         return None
     dataset = ImageDataset(frame, transform, targets=prepared.targets(split))
     generator = torch.Generator().manual_seed(seed)
-    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if dist.world_size() > 1 else None
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if shard and dist.world_size() > 1 else None
     return DataLoader(dataset, batch_size=config.data.batch_size, shuffle=shuffle and sampler is None,
                       sampler=sampler, num_workers=config.data.workers, collate_fn=collate, generator=generator)
 
