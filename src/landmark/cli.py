@@ -44,9 +44,24 @@ def _require(*named: tuple[str, Optional[Path]]) -> None:
             _fail(FileNotFoundError(f"{name} {path} does not exist"))
 
 
+class _Stderr(logging.Handler):
+    """Log records as plain lines on the current stderr (click's, so tests capture them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(self.format(record), err=True)
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log each epoch")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # Commands that load a model say on one stderr line which runtime runs it (--runtime auto
+    # picks ONNX Runtime when an export of the checkpoint sits beside it): models/runtime_info.py.
+    from .models.runtime_info import LOGGER
+    shown = logging.getLogger(LOGGER)
+    shown.setLevel(logging.INFO)
+    shown.propagate = False
+    if not any(isinstance(h, _Stderr) for h in shown.handlers):
+        shown.addHandler(_Stderr())
 
 
 @app.command()
