@@ -473,12 +473,10 @@ def _retrieval_settings(preset: Optional[str], **sections: dict) -> RetrievalCon
     (``sections``: ``index``/``knn``/``verify`` -> {field: flag value or None})."""
     from .retrieval.config import load_retrieval_config
     given = {name: {k: v for k, v in fields.items() if v is not None} for name, fields in sections.items()}
-    try:
+    try:   # errors are one line, as the training config's: "invalid ...: index.kind: ... (got 'x'); knn.k: ..."
         return load_retrieval_config(preset, {name: fields for name, fields in given.items() if fields})
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         _fail(err)
-    except ValueError as err:   # one line: "invalid ...: index.kind: ...; knn.k: ..."
-        _fail(ValueError(str(err).replace(":\n  ", ": ").replace("\n  ", "; ")))
 
 
 def _default(value) -> str:
