@@ -3,7 +3,7 @@
 ::
 
     from landmark import Recognizer
-    rec = Recognizer.load("runs/demo")                  # run folder or checkpoint file, loaded once
+    rec = Recognizer.load("runs/l13")                   # run folder or checkpoint file, loaded once
     answer, = rec.recognize("photo.jpg")                # also PIL images, HxWx3 uint8 arrays, bytes
     print(answer.verdict, answer.score)                 # "Angkor Wat" 0.37, or "no landmark" 0.03
 
