@@ -38,7 +38,7 @@ def test_margins_reach_the_head_from_create_model():
 
 
 def test_unknown_spec_field_and_unregistered_head_are_one_line_errors():
-    with pytest.raises(ValueError, match="gem_pp: Extra inputs"):
+    with pytest.raises(ValueError, match=r"gem_pp: unknown key \(did you mean gem_p\?\)"):
         create_model(TINY, 3, weights="none", gem_pp=2.0)
     with pytest.raises(ValueError, match="head 'nope' is not registered; choose one of fc, gem"):
         create_model(TINY, 3, weights="none", head="nope")

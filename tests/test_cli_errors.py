@@ -43,6 +43,34 @@ def test_train_fails_fast_and_writes_nothing(monkeypatch, capsys, tmp_path, l13)
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3", "r4"))
 
 
+def test_config_errors_are_one_line_saying_what_to_change(monkeypatch, capsys, tmp_path, l13):
+    """A training config and a retrieval config with a typo'd key, a value out of range and a
+    wrong type: the same one-line report, each bad field with what to change; nothing written."""
+    (tmp_path / "bad.yaml").write_text("model:\n  backbon: tf_efficientnet_lite0\nstages:\n  - lr: -0.001\n"
+                                       "data:\n  batch_size: big\n")
+    code, out = run(monkeypatch, capsys, "train", "--data", l13, "--config", tmp_path / "bad.yaml", "--out",
+                    tmp_path / "r1")
+    assert code == 2 and len(out.strip().splitlines()) == 1, out
+    assert out.startswith(f"error: invalid config {tmp_path / 'bad.yaml'}: ")
+    for problem in ("data.batch_size: Input should be a valid integer", "(got 'big')",
+                    "model.backbon: unknown key (did you mean backbone?)",
+                    "stages.0.lr: Input should be greater than 0 (got -0.001)"):
+        assert problem in out, problem
+    (tmp_path / "bad_knn.yaml").write_text("knn:\n  kk: 3\n  p: -1\nindex:\n  nprobe: many\n")
+    code, out = run(monkeypatch, capsys, "knn", tmp_path / "m.pt", "--index", tmp_path, "--images", tmp_path,
+                    "--preset", tmp_path / "bad_knn.yaml", "--out", tmp_path / "k.csv")
+    assert code == 2 and len(out.strip().splitlines()) == 1, out
+    assert out.startswith(f"error: invalid retrieval config {tmp_path / 'bad_knn.yaml'}: index.nprobe: ")
+    for problem in ("(got 'many')", "knn.p: Input should be greater than 0 (got -1)",
+                    "knn.kk: unknown key (did you mean k?)"):
+        assert problem in out, problem
+    (tmp_path / "broken.yaml").write_text("stages: [\n  {lr: 1\n")   # YAML parser errors span lines
+    code, out = run(monkeypatch, capsys, "train", "--data", l13, "--config", tmp_path / "broken.yaml", "--out",
+                    tmp_path / "r1")
+    assert code == 2 and len(out.strip().splitlines()) == 1 and "not valid YAML: line " in out, out
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "k.csv").exists()
+
+
 def test_predict_bad_device_and_single_image(monkeypatch, capsys, tmp_path):
     from landmark.models import create_model, save_checkpoint
     model = create_model("tf_efficientnet_lite0", 2, weights="none")

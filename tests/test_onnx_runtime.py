@@ -212,6 +212,63 @@ def test_knn_gives_the_same_answers_with_either_runtime(tiny, photos, tmp_path):
     np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-3)
 
 
+def runtime_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("runtime:")]
+
+
+def test_cli_says_on_stderr_which_runtime_runs_the_model(tiny, photos, tmp_path, monkeypatch):
+    """predict, embed, knn, recognize and serve print one 'runtime: ...' line on stderr (stdout
+    stays the command's answer); /health reports the runtime with file names only."""
+    ckpt, path, _ = tiny
+    onnx_line = f"runtime: onnx ({path}, fp32)"
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(ckpt), "--images", str(photos), "--out", str(tmp_path / "p.csv"),
+                                 "--workers", "0", "--runtime", "auto"])
+    assert result.exit_code == 0, result.output
+    assert runtime_lines(result) == [onnx_line] and json.loads(result.stdout)["images"] == 6
+    result = runner.invoke(app, ["predict", str(ckpt), "--images", str(photos), "--out", str(tmp_path / "t.csv"),
+                                 "--workers", "0"])
+    assert runtime_lines(result) == ["runtime: torch (cpu)"], result.output
+    result = runner.invoke(app, ["embed", str(ckpt), "--images", str(photos), "--out", str(tmp_path / "e.npy"),
+                                 "--workers", "0", "--runtime", "auto"])
+    assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
+    result = runner.invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--images", str(photos),
+                                 "--label", "7", "--out", str(tmp_path / "idx"), "--workers", "0"])
+    assert result.exit_code == 0 and runtime_lines(result) == ["runtime: torch (cpu)"], result.output
+    result = runner.invoke(app, ["knn", str(ckpt), "--index", str(tmp_path / "idx"), "--images", str(photos),
+                                 "--out", str(tmp_path / "k.csv"), "--workers", "0", "--runtime", "auto"])
+    assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
+    photo = pd.read_csv(photos)["path"].iloc[0]
+    result = runner.invoke(app, ["recognize", photo, "--model", str(ckpt), "--runtime", "auto", "--json"])
+    assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
+    assert json.loads(result.stdout)[0]["source"] == photo
+    # auto on a checkpoint whose folder holds another checkpoint's export says why it stayed on torch
+    other = ckpt.parent / "other.pt"
+    if not other.exists():
+        torch.manual_seed(1)
+        save_checkpoint(other, create_model("test_efficientnet", 3, weights="none"), CLASSES, preprocess=PREPROCESS)
+    result = runner.invoke(app, ["recognize", photo, "--model", str(other), "--runtime", "auto"])
+    assert result.exit_code == 0, result.output
+    (line,) = runtime_lines(result)
+    assert line.startswith("runtime: torch (cpu; auto: ") and "another checkpoint" in line
+    lone = tmp_path / "lone" / "best.pt"
+    lone.parent.mkdir()
+    lone.write_bytes(ckpt.read_bytes())
+    result = runner.invoke(app, ["recognize", photo, "--model", str(lone), "--runtime", "auto"])
+    assert runtime_lines(result) == ["runtime: torch (cpu; auto: no export of this checkpoint "
+                                     "(landmark export writes one))"], result.output
+    # serve: the same line before it starts listening, and the runtime in /health
+    import uvicorn
+    from fastapi.testclient import TestClient
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app_, **kw: served.setdefault("app", app_))
+    result = runner.invoke(app, ["serve", str(ckpt), "--runtime", "auto"])
+    assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
+    with TestClient(served["app"]) as client:
+        health = client.get("/health").json()
+    assert health["runtime"] == {"name": "onnx", "model": "model.onnx", "precision": "fp32"}
+
+
 def test_static_same_padding_exports_without_pad_nodes_and_same_outputs(tmp_path):
     """timm's Conv2dSame (TF 'SAME' padding, computed from the input shape at run time) is
     exported with constant pads folded into the Conv: no Pad or shape arithmetic is left,

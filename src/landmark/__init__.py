@@ -4,21 +4,21 @@ The whole job in a few lines::
 
     import landmark
     cfg = landmark.load_config("fast")
-    best = landmark.train(cfg, "../shared/data/landmarks13", "runs/demo")
+    best = landmark.train(cfg, "../shared/data/landmarks13", "runs/py")   # as README.md; make demo writes runs/demo
     preds, rejects = landmark.predict(best, "../shared/data/landmarks13/test", tta=10)
     landmark.write_submission(preds, "submission.csv")
     print(landmark.evaluate("submission.csv", "../shared/data/landmarks13/test/recognition_solution.csv"))
 
-    rec = landmark.Recognizer.load("runs/demo")          # one photo in, a named answer out
+    rec = landmark.Recognizer.load("runs/py")            # one photo in, a named answer out
     answer, = rec.recognize("photo.jpg")
     print(answer.name, answer.score, answer.is_landmark)
 
     settings = landmark.load_retrieval_config("exact")   # retrieval: embed -> index -> kNN
     emb, rejects, info = landmark.embed_checkpoint(best, landmark.image_frame(data="../shared/data/landmarks13"),
-                                                   "runs/demo/emb.npy")
-    landmark.build_index(emb, "runs/demo/idx", params=settings.index, model_info=info)
-    preds, rejects, result = landmark.knn_predict(best, "runs/demo/idx", "../shared/data/landmarks13/test",
-                                                  work="runs/demo/knn", config=settings)
+                                                   "runs/py/emb.npy")
+    landmark.build_index(emb, "runs/py/idx", params=settings.index, model_info=info)
+    preds, rejects, result = landmark.knn_predict(best, "runs/py/idx", "../shared/data/landmarks13/test",
+                                                  work="runs/py/knn", config=settings)
 
 The names below are imported on first use (PEP 562), so ``import landmark`` and the
 command line start without loading torch.

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from .config import PRESETS_DIR
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
 from .retrieval.config import RetrievalConfig, retrieval_presets
@@ -19,6 +20,12 @@ _DOWNLOAD = DownloadOptions()
 _RETRIEVAL = RetrievalConfig()
 _DECODERS = ("image decoders: threads when the network runs on the CPU (default: one per CPU), processes "
              "beside a GPU (default: half the CPUs); 0 decodes between forward passes")
+_TRAIN_PRESETS = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+_DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda if available)"
+_RUNTIME_HELP = ("torch | onnx | auto (auto: onnx when an export of this very .pt by landmark export lies beside it "
+                 "or in its run folder, else torch; the choice is printed on stderr)")
+_THREADS_HELP = "ONNX Runtime threads (default: all CPUs)"
+_BATCH_HELP = "images per forward pass"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Landmark recognition: train, predict and evaluate (GLDv2 / Kaggle formats).")
@@ -46,15 +53,30 @@ def _require(*named: tuple[str, Optional[Path]]) -> None:
             _fail(FileNotFoundError(f"{name} {path} does not exist"))
 
 
+class _Stderr(logging.Handler):
+    """Log records as plain lines on the current stderr (click's, so tests capture them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(self.format(record), err=True)
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log each epoch")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # Commands that load a model say on one stderr line which runtime runs it (--runtime auto
+    # picks ONNX Runtime when an export of the checkpoint sits beside it): models/runtime_info.py.
+    from .models.runtime_info import LOGGER
+    shown = logging.getLogger(LOGGER)
+    shown.setLevel(logging.INFO)
+    shown.propagate = False
+    if not any(isinstance(h, _Stderr) for h in shown.handlers):
+        shown.addHandler(_Stderr())
 
 
 @app.command()
 def train(
     data: Optional[Path] = typer.Option(None, help="GLDv2 folder (train.csv, train/a/b/c/ID.jpg) or folder-per-class tree"),
-    config: str = typer.Option("fast", help="config YAML path or preset name: fast, xception, vgg16, arcface"),
+    config: str = typer.Option("fast", help=f"config YAML path or preset name: {_TRAIN_PRESETS}"),
     out: Optional[Path] = typer.Option(None, help="run folder to create (must be empty or absent)"),
     resume: Optional[Path] = typer.Option(None, help="continue the interrupted run in this folder"),
     weights: Optional[str] = typer.Option(None, help="override model.weights: imagenet | none | PATH"),
@@ -62,10 +84,13 @@ def train(
                                          "(quick trials)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="override data.nonlandmarks: photos without landmarks "
                                                 "that help choose the 'no landmark' threshold"),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
 ) -> None:
-    """Train a landmark classifier in stages; writes checkpoints, metrics, curves and the
-    reference index (RUN/index) with its 'no landmark' thresholds to --out."""
+    """Train a landmark classifier in stages into a new run folder (--out).
+
+    Writes checkpoints, metrics, curves and the reference index (RUN/index)
+    with its 'no landmark' thresholds; --resume continues an interrupted run.
+    """
     from .io import LOCK_FILE
     ignored = [flag for flag, value in (("--epochs", epochs), ("--weights", weights), ("--nonlandmarks", nonlandmarks))
                if value is not None]
@@ -112,25 +137,28 @@ def train(
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, its run folder, or a .onnx export (with --runtime onnx)"),
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, its run folder, or a .onnx "
+                                               "export (with --runtime onnx or auto)"),
     images: Path = typer.Option(..., help="folder of images (recursive), CSV with an id column, or one image"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
     tta: int = typer.Option(1, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
     workers: Optional[int] = typer.Option(None, min=0, help=_DECODERS),
-    device: Optional[str] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     index: Optional[Path] = typer.Option(None, help="index folder whose photos confirm the classifier's answers "
                                          "(default: the run's own RUN/index when it has one)"),
     classifier_only: bool = typer.Option(False, "--classifier-only", help="score with the softmax alone, no index"),
     overwrite: bool = typer.Option(False, help="replace --out (and OUT.answers.csv) if they exist"),
-    runtime: str = typer.Option("torch", help="torch | onnx (CHECKPOINT.onnx or an export beside the .pt) | auto"),
-    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
+    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
+    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
 ) -> None:
-    """Predict one landmark per image; unreadable images get an empty row and a line in OUT.rejects.csv.
+    """Predict one landmark per image and write a Kaggle submission (--out).
 
-    Also writes OUT.answers.csv: id, landmark_id, score, name, verdict (the name, or
-    "no landmark" below the model's threshold) and path of every image.  CHECKPOINT may be
-    a .onnx file written by `landmark export` (with --runtime onnx or auto).
+    Also writes OUT.answers.csv: id, landmark_id, score, name, verdict (the
+    name, or "no landmark" below the model's threshold) and path of every
+    image. Unreadable images get an empty row and a line in OUT.rejects.csv.
+    CHECKPOINT may be a .onnx file written by `landmark export` (with
+    --runtime onnx or auto).
     """
     answers_file, rejects_file = (out.with_name(out.stem + suffix) for suffix in (".answers.csv", ".rejects.csv"))
     _refuse_overwrite([out, answers_file, rejects_file], overwrite)
@@ -167,11 +195,15 @@ def export(
     fp32_blocks: Optional[int] = typer.Option(None, min=0, help="with --int8: leading backbone blocks kept fp32 "
                                                                 "besides the stem (default: the first; more: closer "
                                                                 "to fp32, slower; docs/runtime.md)"),
-    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
+    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
     overwrite: bool = typer.Option(False, help="replace --out if it exists"),
 ) -> None:
-    """Export a checkpoint to ONNX (logits + embedding, dynamic batch, classes and preprocessing in its
-    metadata), checked against PyTorch on real photos; nothing is written when they disagree."""
+    """Export a checkpoint to ONNX, checked against PyTorch on real photos.
+
+    The model gives logits and embedding for any batch size and carries its
+    classes and preprocessing in its metadata; nothing is written when ONNX
+    Runtime and PyTorch disagree.
+    """
     if out.is_dir():
         _fail(ValueError(f"--out {out} is a folder; give the path of a .onnx file"))
     from .inference.export import export_onnx
@@ -190,7 +222,7 @@ def evaluate(
     submission: Path = typer.Argument(..., help="Kaggle submission (id,landmarks)"),
     solution: Path = typer.Option(..., help="recognition_solution.csv (id,landmarks,Usage)"),
     out: Optional[Path] = typer.Option(None, help="folder for per_class_accuracy.csv/.png and metrics.json"),
-    usage: Optional[str] = typer.Option(None, help="score only Public or Private rows"),
+    usage: Optional[str] = typer.Option(None, help="score only the solution's Public or Private rows (default: all)"),
     overwrite: bool = typer.Option(False, help="replace the files of an earlier evaluation in --out"),
 ) -> None:
     """Print GAP, GAP over landmark queries only, and accuracy as one JSON object."""
@@ -284,15 +316,18 @@ def stats(
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="run folder written by landmark train"),
-    images: Optional[Path] = typer.Option(None, help="evaluation images (folder or CSV); default: the run's held-out split"),
+    images: Optional[Path] = typer.Option(None, help="evaluation images (folder or CSV); default: the run's held-out "
+                                          "test split (fast and finetune runs keep none: give --images)"),
     solution: Optional[Path] = typer.Option(None, help="recognition_solution.csv (default: the one beside --images)"),
     out: Path = typer.Option(Path("report"), help="folder for report.html, the PNGs, report.json and CSVs"),
-    checkpoint: Optional[Path] = typer.Option(None, help="default: RUN_DIR/checkpoints/best.pt"),
+    checkpoint: Optional[Path] = typer.Option(None, help="checkpoint to report on (default: "
+                                              "RUN_DIR/checkpoints/best.pt)"),
     samples: int = typer.Option(6, min=1, help="photos for the ImageNet top-3 and saliency sections"),
     tta: int = typer.Option(10, help="crops of the voted prediction compared with the single view (2..10)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
-    workers: int = typer.Option(2, min=0, help="image decoding processes"),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda ... for prediction (saliency runs on cpu)"),
+    workers: int = typer.Option(2, min=0, help="image decoders: threads when the network runs on the CPU, processes beside a GPU"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda ... for prediction (saliency runs on cpu; default: "
+                                         "cuda if available)"),
     overwrite: bool = typer.Option(False, help="write into a non-empty --out"),
 ) -> None:
     """Explain a run on one self-contained HTML page: curves, class sizes, accuracy, examples, saliency."""
@@ -346,8 +381,9 @@ def match(
 ) -> None:
     """Geometric verification of two photos: RootSIFT + mutual ratio-test matches + MAGSAC++ inliers.
 
-    Prints JSON with the inlier count and whether it reaches the same-landmark threshold
-    (SAME_LANDMARK_INLIERS); with --out draws the inlier matches.
+    Prints JSON with the inlier count and whether it reaches the
+    same-landmark threshold (SAME_LANDMARK_INLIERS); with --out draws the
+    inlier matches.
     """
     from .data import ImageError, load_image
     from .reporting.match_plot import draw_matches
@@ -387,7 +423,8 @@ def _landmark_list(landmarks: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def embed(
-    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or a .onnx export (with --runtime onnx)"),
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or a .onnx export (with "
+                                               "--runtime onnx or auto)"),
     images: Optional[Path] = typer.Option(None, help="folder of images (recursive) or CSV with an id column"),
     data: Optional[Path] = typer.Option(None, help="labelled set instead: GLDv2 folder (train.csv) or class tree"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 3,7"),
@@ -396,19 +433,20 @@ def embed(
     dtype: str = typer.Option("float16", help="storage type: float16 | float32"),
     image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels (square); default: the checkpoint's size"),
     top_classes: int = typer.Option(0, min=0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
-    batch_size: int = typer.Option(32, min=1), device: Optional[str] = typer.Option(None),
+    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     workers: Optional[int] = typer.Option(None, min=0, help=_DECODERS),
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
-    runtime: str = typer.Option("torch", help="torch | onnx (CHECKPOINT.onnx or an export beside the .pt) | auto"),
-    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
+    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
+    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
     shard: Optional[str] = typer.Option(None, help="i/n: embed shard i of n into the folder --out (resumable; "
                                                    "then landmark embed-merge)"),
     part_size: int = typer.Option(10000, min=1, help="with --shard: images per atomically written part"),
 ) -> None:
     """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy.
 
-    With --shard i/n, --out is a folder of parts shared by all shards; a restarted shard
-    skips the parts already written.
+    With --shard i/n, --out is a folder of parts shared by all shards; a
+    restarted shard skips the parts already written.
     """
     from .io import embedding_files, embeddings_path, sidecar
     from .retrieval.pipeline import embed_checkpoint, image_frame
@@ -442,8 +480,10 @@ def embed_merge(
     out: Path = typer.Option(..., help="NAME.npy to write (+ NAME.ids.csv, NAME.rejects.csv, NAME.json)"),
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
 ) -> None:
-    """Merge finished shards into one embeddings file, one part in memory at a time
-    (then: landmark index build --embeddings NAME.npy)."""
+    """Merge the finished shards of landmark embed --shard into one embeddings file.
+
+    One part is in memory at a time; then: landmark index build --embeddings NAME.npy.
+    """
     from .retrieval.embeddings import embeddings_path
     from .retrieval.shards import merge_shards
     _refuse_overwrite(embeddings_path(out), overwrite)
@@ -454,8 +494,8 @@ def embed_merge(
     typer.echo(json.dumps(result))
 
 
-_PRESET_HELP = (f"retrieval settings: a preset ({', '.join(retrieval_presets())}) or a YAML file "
-                f"(landmark.retrieval.config); the flags below override it")
+_PRESET_HELP = (f"retrieval settings: a preset ({', '.join(retrieval_presets())}) or a YAML file with index, "
+                f"knn and verify sections; the flags below override it")
 
 
 def _retrieval_settings(preset: Optional[str], **sections: dict) -> RetrievalConfig:
@@ -463,16 +503,14 @@ def _retrieval_settings(preset: Optional[str], **sections: dict) -> RetrievalCon
     (``sections``: ``index``/``knn``/``verify`` -> {field: flag value or None})."""
     from .retrieval.config import load_retrieval_config
     given = {name: {k: v for k, v in fields.items() if v is not None} for name, fields in sections.items()}
-    try:
+    try:   # errors are one line, as the training config's: "invalid ...: index.kind: ... (got 'x'); knn.k: ..."
         return load_retrieval_config(preset, {name: fields for name, fields in given.items() if fields})
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         _fail(err)
-    except ValueError as err:   # one line: "invalid ...: index.kind: ...; knn.k: ..."
-        _fail(ValueError(str(err).replace(":\n  ", ": ").replace("\n  ", "; ")))
 
 
 def _default(value) -> str:
-    return f"default {value}, or the preset's"
+    return f"default {'off' if value is None else value}, or the preset's"
 
 
 _INDEX, _KNN = _RETRIEVAL.index, _RETRIEVAL.knn
@@ -498,8 +536,9 @@ def index_build(
     hnsw_m: Optional[int] = typer.Option(None, min=2, help=f"HNSW links per node ({_default(_INDEX.hnsw_m)})"),
     ef_search: Optional[int] = typer.Option(None, min=1, help=f"HNSW search beam ({_default(_INDEX.ef_search)})"),
     image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels; default: the checkpoint's size"),
-    batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
-    device: Optional[str] = typer.Option(None),
+    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
+    workers: int = typer.Option(2, min=0, help="image decoders: threads when the network runs on the CPU, processes beside a GPU"),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace an index in --out"),
 ) -> None:
     """Build a FAISS inner-product index over labelled photos; embeddings go to OUT/embeddings.npy."""
@@ -526,15 +565,17 @@ def index_build(
 @index_app.command("add")
 def index_add(
     index: Path = typer.Argument(..., help="index folder written by landmark index build"),
-    checkpoint: Optional[Path] = typer.Option(None, help="the model the index was built with"),
+    checkpoint: Optional[Path] = typer.Option(None, help="the model the index was built with (default: the one "
+                                              "recorded in the index)"),
     data: Optional[Path] = typer.Option(None, help="labelled GLDv2 folder or class tree to enrol"),
     images: Optional[Path] = typer.Option(None, help="folder/CSV of photos of one landmark (with --label)"),
     label: Optional[str] = typer.Option(None, help="landmark id of every --images photo (new or known)"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids"),
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy"),
     labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
-    batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
-    device: Optional[str] = typer.Option(None),
+    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
+    workers: int = typer.Option(2, min=0, help="image decoders: threads when the network runs on the CPU, processes beside a GPU"),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     import time
@@ -558,7 +599,8 @@ def index_add(
 
 @app.command()
 def knn(
-    checkpoint: Path = typer.Argument(..., help="the model the index was built with"),
+    checkpoint: Path = typer.Argument(..., help="the model the index was built with (.pt, or its .onnx export with "
+                                               "--runtime onnx or auto)"),
     index: Path = typer.Option(..., help="index folder (landmark index build)"),
     images: Path = typer.Option(..., help="query folder, CSV with an id column, or query embeddings .npy"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
@@ -579,17 +621,18 @@ def knn(
     min_inliers: Optional[int] = typer.Option(None, min=0, help="with --verify-top: queries below this are ranked "
                                               f"last ({_default(_VERIFY.min_inliers)})"),
     verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
-    batch_size: int = typer.Option(32, min=1), workers: int = typer.Option(2, min=0),
-    device: Optional[str] = typer.Option(None),
+    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
+    workers: int = typer.Option(2, min=0, help="image decoders: threads when the network runs on the CPU, processes beside a GPU"),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
-    runtime: str = typer.Option("torch", help="torch | onnx (the export beside CHECKPOINT) | auto"),
-    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
+    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
+    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
 ) -> None:
     """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
 
-    Also writes OUT.answers.csv (id, landmark_id, score, name, verdict: the name or
-    "no landmark"), OUT.queries.npy (query embeddings), OUT.rejects.csv and, with
-    --nonlandmarks, OUT.nonlandmarks.npy.
+    Also writes OUT.answers.csv (id, landmark_id, score, name, verdict: the
+    name or "no landmark"), OUT.queries.npy (query embeddings),
+    OUT.rejects.csv and, with --nonlandmarks, OUT.nonlandmarks.npy.
     """
     knn_flags = {"k": k, "p": p, "classifier_weight": combine, "nonlandmark_k": nonlandmark_k,
                  "nonlandmark_weight": nonlandmark_weight, "reject_below": reject_below}
@@ -627,7 +670,8 @@ def knn(
 @app.command()
 def recognize(
     photos: list[Path] = typer.Argument(..., help="photos to recognise (any format Pillow reads)"),
-    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt), a .pt file, or a .onnx export (with --runtime onnx)"),
+    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt), a .pt file, or a "
+                                                          ".onnx export (with --runtime onnx or auto)"),
     index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): reference photos that "
                                          "confirm answers, kNN for enrolled landmarks (default: the run's RUN/index)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
@@ -636,15 +680,17 @@ def recognize(
     tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops"),
     as_json: bool = typer.Option(False, "--json", help="print the answers as a JSON array"),
     explain: Optional[Path] = typer.Option(None, help="folder for <n>_<photo>.saliency.png (.matches.png with --index)"),
-    device: Optional[str] = typer.Option(None),
-    runtime: str = typer.Option("torch", help="torch | onnx (MODEL.onnx or an export beside the .pt) | auto"),
-    threads: Optional[int] = typer.Option(None, min=1, help="ONNX Runtime threads (default: all CPUs)"),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
+    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
     overwrite: bool = typer.Option(False, help="replace pictures in --explain"),
 ) -> None:
     """Name the landmark in each photo: one line per photo, or JSON with alternatives.
 
-    "photo.jpg  Colosseum  0.93", or "photo.jpg  no landmark (best: Petra 0.12 < 0.40)".
-    Unreadable photos are reported on stderr (exit code 1 when any); the others are answered.
+    "photo.jpg  Colosseum  0.93",
+    or "photo.jpg  no landmark (best: Petra 0.12 < 0.40)".
+    Unreadable photos are reported on stderr (exit code 1 when any); the
+    others are answered.
     """
     _require(("--model", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
     missing = [p for p in photos if not p.is_file()]
@@ -702,11 +748,12 @@ def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
 
 @app.command()
 def serve(
-    model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt), a .pt file, or a .onnx export (with --runtime onnx)"),
+    model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt), a .pt file, or a .onnx export "
+                                          "(with --runtime onnx or auto)"),
     index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
-    port: int = typer.Option(8000, min=1, max=65535),
+    port: int = typer.Option(8000, min=1, max=65535, help="port to listen on"),
     token: Optional[str] = typer.Option(None, envvar="LANDMARK_TOKEN",
                                         help="password for enrolment (POST /v1/landmarks/ID/images); none: disabled"),
     threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
@@ -715,8 +762,8 @@ def serve(
     batch_window_ms: float = typer.Option(10.0, min=0.0, help="wait this long to batch concurrent requests"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of one forward pass, torch or ONNX Runtime (default: torch's, "
                                                             "all cores); 1 on a machine shared with other work"),
-    device: Optional[str] = typer.Option(None),
-    runtime: str = typer.Option("torch", help="torch | onnx (MODEL.onnx or an export beside the .pt) | auto"),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
 ) -> None:
     """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /."""
     _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))

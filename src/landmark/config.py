@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .data.preprocess import MAX_SIDE
-from .models.spec import ModelSpec, refuse_bool_numbers
+from .models.spec import ModelSpec, refuse_bool_numbers, validation_fields
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
@@ -253,7 +253,7 @@ def read_config(source: str | Path, schema: type[_M], presets: Path, overrides: 
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"{what} {path} is not valid YAML: {err}") from None
+        raise ValueError(f"{what} {path} is not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(raw, dict):
         keys = ", ".join(f"{k}:" for k in schema.model_fields)
         raise ValueError(f"{what} {path} must be a YAML mapping ({keys} ...), "
@@ -262,10 +262,23 @@ def read_config(source: str | Path, schema: type[_M], presets: Path, overrides: 
     return validate_config(schema, adjust(raw) if adjust else raw, f"{what} {path}")
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML parser error on one line: ``line 2, column 1: expected ',' or ']', but got
+    '<stream end>' (while parsing a flow sequence from line 1, column 9)``."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem is None:
+        return " ".join(str(err).split())
+    mark, context = err.problem_mark, err.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    since = ""
+    if err.context and context is not None and (context.line, context.column) != (mark.line, mark.column):
+        since = f" ({err.context} from line {context.line + 1}, column {context.column + 1})"
+    return where + err.problem + since
+
+
 def validate_config(schema: type[_M], raw: dict, where: str) -> _M:
-    """``schema.model_validate(raw)``; a ValueError names each bad field (a line each) and ``where`` it came from."""
+    """``schema.model_validate(raw)``; a one-line ValueError names ``where`` it came from and each
+    bad field with what to change (:func:`landmark.models.spec.validation_fields`)."""
     try:
         return schema.model_validate(raw)
     except ValidationError as err:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-        raise ValueError(f"invalid {where}:\n" + "\n".join(lines)) from None
+        raise ValueError(f"invalid {where}: {validation_fields(err, schema)}") from None

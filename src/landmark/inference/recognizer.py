@@ -3,7 +3,7 @@
 ::
 
     from landmark import Recognizer
-    rec = Recognizer.load("runs/demo")                  # run folder or checkpoint file, loaded once
+    rec = Recognizer.load("runs/l13")                   # run folder or checkpoint file, loaded once
     answer, = rec.recognize("photo.jpg")                # also PIL images, HxWx3 uint8 arrays, bytes
     print(answer.verdict, answer.score)                 # "Angkor Wat" 0.37, or "no landmark" 0.03
 
@@ -60,6 +60,7 @@ from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, refere
 from ..retrieval.reference import REFERENCE_K
 from .predict import TTA_ORDER, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
+from ..models.runtime_info import announce
 from ..retrieval.config import DEFAULT_THRESHOLD
 
 
@@ -312,6 +313,7 @@ class Recognizer:
         if built and built != ckpt["arch"]["backbone"]:
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['arch']['backbone']}")
         rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device, scoring)
+        announce(rec.runtime, runtime, path)   # "runtime: onnx (RUN/model.onnx, fp32)" on the CLI's stderr
         if nonlandmarks is not None:
             rec.nonlandmarks = rec._nonlandmark_vectors(Path(nonlandmarks))
         if index is not None and index.dim != rec.embed(Image.new("RGB", (8, 8))).shape[1]:

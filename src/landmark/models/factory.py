@@ -234,7 +234,7 @@ def create_model(backbone: str | None = None, num_classes: int = 1000, *, weight
         try:
             spec = ModelSpec(**({"backbone": backbone} if backbone is not None else {}), **overrides)
         except ValidationError as err:
-            raise ValueError(validation_fields(err)) from None
+            raise ValueError(validation_fields(err, ModelSpec)) from None
     elif overrides:
         raise ValueError(f"give either spec= or spec fields ({', '.join(overrides)}), not both")
     return LandmarkNet(spec, num_classes, weights, class_counts)

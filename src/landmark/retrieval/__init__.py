@@ -5,8 +5,8 @@ The job from Python, each step one call that writes a reloadable artifact::
 
     from landmark import retrieval as r
     emb, rejects, info = r.embed_checkpoint("runs/l13/checkpoints/best.pt", r.image_frame(data="DATA"), "emb.npy")
-    r.build_index(emb, "runs/idx", params=r.load_retrieval_config("exact").index, model_info=info)
-    predictions, rejects, result = r.knn_predict("runs/l13/checkpoints/best.pt", "runs/idx", "photos/",
+    r.build_index(emb, "runs/l13-index", params=r.load_retrieval_config("exact").index, model_info=info)
+    predictions, rejects, result = r.knn_predict("runs/l13/checkpoints/best.pt", "runs/l13-index", "photos/",
                                                  work="runs/knn", config=r.load_retrieval_config("verified"))
 
 Names are imported on first use (PEP 562): ``landmark.retrieval.config`` (the settings) is

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..data import Reject, read_queries
 from ..models.runtime import Runtime, load_runtime
+from ..models.runtime_info import announce
 from ..io import read_csv
 from .config import DEFAULT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
@@ -74,6 +75,7 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
         FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_images``.
     """
     engine = load_runtime(checkpoint, runtime, device, threads)
+    announce(engine, runtime, checkpoint)
     return _embed(engine, checkpoint, frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
                   batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
 
@@ -95,6 +97,7 @@ def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: 
         FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_shard``.
     """
     engine = load_runtime(checkpoint, runtime, device, threads)
+    announce(engine, runtime, checkpoint)
     return embed_shard(engine, engine.preprocess, frame, folder, shard=shard, part_size=part_size,
                        classes=engine.classes, device=device, **options)
 
@@ -247,6 +250,7 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
     config = config or RetrievalConfig()
     index = LandmarkIndex.load(index_dir)
     engine = load_runtime(checkpoint, runtime, device, threads)
+    announce(engine, runtime, checkpoint)
     size = _index_image_size(index, engine)
     embed = partial(_embed, engine, checkpoint, image_size=size, batch_size=batch_size, workers=workers,
                     device=device, overwrite=overwrite)

@@ -8,7 +8,9 @@ Endpoints (OpenAPI page at ``/docs``):
 * ``GET /v1/landmarks``: known landmarks with names and reference photo counts;
 * ``POST /v1/landmarks/{landmark_id}/images``: enrol photos into the index
   (``Authorization: Bearer TOKEN``; optional form field ``name``); saved before answering;
-* ``GET /health``; ``GET /``: the web page.
+* ``GET /health``: what is loaded, the runtime included (``{"name": "onnx", "model": "model.onnx",
+  "precision": "fp32"}`` or ``{"name": "torch", "device": "cpu"}``; file names only, no server
+  paths); ``GET /``: the web page.
 
 The model is loaded once (by the caller, into the :class:`Recognizer`); all state lives on
 ``app.state``.  Refusals are 4xx with ``{"error": "..."}``.
@@ -34,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..inference.recognizer import Answer, Recognizer
+from ..models.runtime_info import runtime_info
 from ..retrieval.embeddings import Embeddings
 from .batching import Batcher
 from .uploads import Limits, Refusal, decode_upload, read_images
@@ -143,7 +146,8 @@ def _add_routes(app: FastAPI) -> None:
     async def health() -> dict:
         """The server answers; what it has loaded."""
         rec = state.recognizer
-        return {"status": "ok", "scoring": rec.scoring, "threshold": rec.threshold, "classes": len(rec.classes),
+        return {"status": "ok", "runtime": runtime_info(rec.runtime, paths=False), "scoring": rec.scoring,
+                "threshold": rec.threshold, "classes": len(rec.classes),
                 "references": len(rec.index) if rec.index is not None else 0, "batches": state.batcher.batches}
 
     @app.get("/v1/landmarks")

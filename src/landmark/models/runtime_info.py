@@ -1,0 +1,75 @@
+"""Which runtime a loaded model runs on, in words: ``runtime: onnx (runs/x/model.onnx, fp32)``.
+
+``--runtime auto`` picks ONNX Runtime when an export of the very checkpoint sits beside it
+and eager PyTorch otherwise; this module says which one was picked, from what every runtime
+of :mod:`landmark.models.runtime` exposes (``name``; ONNX Runtime: ``path`` and the
+export's ``precision`` metadata; eager PyTorch: ``device``).
+
+:func:`announce` logs the line on the ``landmark.runtime`` logger at INFO level: the
+``landmark`` command prints it on stderr, Python users see it only when they turn logging
+on (``logging.basicConfig(level=logging.INFO)``).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+LOGGER = "landmark.runtime"
+log = logging.getLogger(LOGGER)
+
+
+def runtime_info(runtime, paths: bool = True) -> dict:
+    """``{name, model?, precision?, device?}`` of a loaded runtime.
+
+    Args:
+        runtime: a :mod:`landmark.models.runtime` runtime (``TorchRuntime``, ``OnnxRuntime``).
+        paths: the exported model's full path (True) or its file name only (False, for
+            answers that leave the machine, such as ``GET /health``).
+
+    Returns:
+        ``name`` (``torch``, ``onnx``); for ONNX Runtime ``model`` (the ``.onnx`` file) and
+        ``precision`` (``fp32``, ``int8-static``, ``int8-dynamic``; absent in exports that
+        do not record it); for eager PyTorch ``device`` (``cpu``, ``cuda:0`` ...).
+    """
+    info = {"name": str(getattr(runtime, "name", type(runtime).__name__))}
+    path = getattr(runtime, "path", None)
+    if path is not None:
+        info["model"] = str(path) if paths else Path(path).name
+    meta = getattr(runtime, "meta", None)
+    if isinstance(meta, dict) and meta.get("precision"):
+        info["precision"] = str(meta["precision"])
+    device = getattr(runtime, "device", None)
+    if device is not None and path is None:   # eager PyTorch's device varies; ONNX Runtime is always the CPU
+        info["device"] = str(device)
+    return info
+
+
+def runtime_line(runtime, note: str = "") -> str:
+    """``runtime: onnx (runs/x/model.onnx, fp32)`` or ``runtime: torch (cpu)``; ``note`` is
+    appended after ``; `` inside the brackets (why ``auto`` did not pick ONNX Runtime)."""
+    info = runtime_info(runtime)
+    details = ", ".join(info[k] for k in ("model", "precision", "device") if k in info)
+    details = "; ".join(part for part in (details, note) if part)
+    return f"runtime: {info['name']}" + (f" ({details})" if details else "")
+
+
+def announce(runtime, requested: str = "torch", checkpoint: str | Path | None = None) -> None:
+    """Log :func:`runtime_line` on the ``landmark.runtime`` logger (INFO).
+
+    Args:
+        requested: the ``runtime`` argument the model was loaded with; when ``auto`` ended
+            on eager PyTorch, the line says why no export was used (none beside
+            ``checkpoint``, or one made from another checkpoint).
+        checkpoint: the ``.pt`` file that was loaded.
+    """
+    if not log.isEnabledFor(logging.INFO):
+        return
+    note = ""
+    if requested == "auto" and getattr(runtime, "name", None) == "torch" and checkpoint is not None \
+            and Path(checkpoint).is_file():
+        from .runtime import exported_model, onnx_candidates
+        found, why = exported_model(checkpoint)
+        if found is None:   # the same test load_runtime made; the reason it gives, shortened when nothing is there
+            stale = any(p.is_file() for p in onnx_candidates(checkpoint))
+            note = f"auto: {why}" if stale else "auto: no export of this checkpoint (landmark export writes one)"
+    log.info("%s", runtime_line(runtime, note))
