@@ -9,9 +9,12 @@ from landmark import memory
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc setting")
 def test_applied_on_glibc_unless_the_environment_sets_it(monkeypatch):
     monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
     assert memory.keep_freed_memory() is True
-    monkeypatch.setenv("MALLOC_TOP_PAD_", "0")          # the user's own choice wins
-    assert memory.keep_freed_memory() is False
+    for variable in ("MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_"):   # the user's own choice wins
+        monkeypatch.setenv(variable, "0")
+        assert memory.keep_freed_memory() is False
+        monkeypatch.delenv(variable)
 
 
 def test_off_linux_nothing_is_touched(monkeypatch):

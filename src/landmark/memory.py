@@ -4,10 +4,20 @@ Eager PyTorch on the CPU allocates and frees the activations of every forward pa
 hundreds of MB at batch 32 and 224 px).  With glibc's defaults the freed memory goes back to
 the operating system after each pass and is faulted in again by the next one, so most of the
 time goes to the kernel: ``landmark predict`` with eager PyTorch over the 274 landmarks13 test
-photos spent 14 to 19 s of system time against 18 to 24 s of user time.  Keeping up to
-:data:`MALLOC_TOP_PAD` of freed memory at the top of the heap removed nearly all of it (system
-1.7 s; wall clock 26 -> 16 s on 2 shared cores, same predictions; peak memory +0.1 to 0.4 GB).
-ONNX Runtime has its own memory arena and is unaffected.
+photos spent 14 to 19 s of system time against 18 to 24 s of user time.  Two glibc settings
+keep freed memory for the next batch:
+
+- ``M_TOP_PAD`` = :data:`MALLOC_TOP_PAD`: the heap grows, and is trimmed back, with this much
+  to spare, so a batch's activations are carved from memory already mapped (64 and 256 MB
+  did not help at 224 px and batch 32, 1 GiB did): system time 1.7 s, wall clock 26 -> 16 s
+  on 2 shared cores, the same predictions, peak memory +0.1 to 0.4 GB;
+- ``M_MMAP_MAX`` = 0: no allocation gets its own ``mmap`` (which ``free`` unmaps at once);
+  without it, a process whose heap top was taken by other work (the benchmark's ONNX export
+  before its eager rows) still fell back to mapping each large activation: eager forward at
+  batch 32 ran at 17 images/s there against 72 to 74 with both settings.
+
+ONNX Runtime has its own memory arena and is unaffected.  The cost: memory freed in the
+middle of the heap is reused but not returned to the system until the process ends.
 """
 from __future__ import annotations
 
@@ -18,23 +28,24 @@ import sys
 #: Bytes of freed memory glibc keeps mapped at the top of the heap (``M_TOP_PAD``); 64 and 256 MB
 #: did not help in the measurement of the module docstring, 1 GiB did.
 MALLOC_TOP_PAD = 1 << 30
-_M_TOP_PAD = -2   # glibc's mallopt parameter number (malloc.h)
+_M_TOP_PAD, _M_MMAP_MAX = -2, -4   # glibc's mallopt parameter numbers (malloc.h)
 
 
 def keep_freed_memory(top_pad: int = MALLOC_TOP_PAD) -> bool:
-    """Ask glibc's ``malloc`` to keep ``top_pad`` bytes of freed memory instead of returning it
-    to the operating system after every batch (module docstring).
+    """Ask glibc's ``malloc`` to keep freed memory for the next batch instead of returning it to
+    the operating system (``M_TOP_PAD`` = ``top_pad`` bytes, ``M_MMAP_MAX`` = 0; module docstring).
 
     Process-wide, so the CLI and the service call it at start-up; a library user may call it
-    too.  The environment variable ``MALLOC_TOP_PAD_`` (glibc's own) wins when set.
+    too.  glibc's own environment variables ``MALLOC_TOP_PAD_`` / ``MALLOC_MMAP_MAX_`` win when set.
 
     Returns:
-        True when applied; False off Linux/glibc (e.g. macOS, musl) or when ``MALLOC_TOP_PAD_`` is set.
+        True when applied; False off Linux/glibc (e.g. macOS, musl) or when either variable is set.
     """
-    if sys.platform != "linux" or os.environ.get("MALLOC_TOP_PAD_") is not None:
+    if sys.platform != "linux" or any(os.environ.get(v) is not None for v in ("MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_TOP_PAD, ctypes.c_int(min(int(top_pad), 2**31 - 1))))
+        return bool(libc.mallopt(_M_TOP_PAD, ctypes.c_int(min(int(top_pad), 2**31 - 1)))
+                    and libc.mallopt(_M_MMAP_MAX, ctypes.c_int(0)))
     except (OSError, AttributeError):
         return False
