@@ -125,25 +125,34 @@ def test_probe_then_finetune_run_builds_an_index_and_thresholds(l13, tmp_path):
     assert answer.landmark_id == alone.landmark_id and 0.0 < answer.score < alone.score
 
 
-@pytest.mark.slow
-def test_final_fit_refits_the_probe_on_every_labelled_photo(l13, tmp_path, monkeypatch):
-    """A probe-only run with data.final_fit: thresholds are chosen on validation first, then the
-    head is refitted on train + validation photos and the index holds all of them, with the
-    vectors already computed for the first index and the validation queries."""
+#: A probe-only fast run with final_fit on 64 px inputs (the two tests below).
+FINAL_FIT_PROBE = {"data": {"cache_width": 80, "workers": 0, "val_frac": 0.25, "final_fit": True},
+                   "stages": [{"name": "probe", "probe": True, "weight_decay": 1e-3, "probe_iters": 30,
+                               "crop": {"resize": 72, "size": 64}}]}
+
+
+def _two_landmarks(l13, root):
+    """Landmarks 1 and 6 of landmarks13, 8 real photos each, as a folder-per-class tree (symlinks)."""
     from landmark.data import image_path, read_train
-    from landmark.retrieval import reference as reference_module
-    from landmark.retrieval.embeddings import load_embeddings
-    from landmark.retrieval.index import LandmarkIndex
-    from landmark.training import train
-    root = tmp_path / "tree"
     frame = read_train(l13)
     for lid in ("1", "6"):
         (root / lid).mkdir(parents=True)
         for image_id in frame[frame["landmark_id"] == lid]["id"].iloc[:8]:
             (root / lid / f"{image_id}.jpg").symlink_to(image_path(l13, image_id))
-    probe = {"name": "probe", "probe": True, "weight_decay": 1e-3, "probe_iters": 30, "crop": {"resize": 72, "size": 64}}
-    config = load_config("fast", {"data": {"cache_width": 80, "workers": 0, "val_frac": 0.25, "final_fit": True},
-                                  "stages": [probe]})
+    return root
+
+
+@pytest.mark.slow
+def test_final_fit_refits_the_probe_on_every_labelled_photo(l13, tmp_path, monkeypatch):
+    """A probe-only run with data.final_fit: thresholds are chosen on validation first, then the
+    head is refitted on train + validation photos and the index holds all of them, with the
+    vectors already computed for the first index and the validation queries."""
+    from landmark.retrieval import reference as reference_module
+    from landmark.retrieval.embeddings import load_embeddings
+    from landmark.retrieval.index import LandmarkIndex
+    from landmark.training import train
+    root = _two_landmarks(l13, tmp_path / "tree")
+    config = load_config("fast", FINAL_FIT_PROBE)
     embedded = []   # photos passed through embed_images: the final index reuses the first index and queries
     embed = reference_module.embed_images
     monkeypatch.setattr(reference_module, "embed_images", lambda model, pre, frame, *a, **k: (
@@ -176,19 +185,11 @@ def test_probe_under_torchrun_fits_every_photo_like_one_process(l13, tmp_path):
 
     import yaml
 
-    from landmark.data import image_path, read_train
     from landmark.training import train
-    root = tmp_path / "tree"
-    frame = read_train(l13)
-    for lid in ("1", "6"):
-        (root / lid).mkdir(parents=True)
-        for image_id in frame[frame["landmark_id"] == lid]["id"].iloc[:8]:
-            (root / lid / f"{image_id}.jpg").symlink_to(image_path(l13, image_id))
-    probe = {"name": "probe", "probe": True, "weight_decay": 1e-3, "probe_iters": 30, "crop": {"resize": 72, "size": 64}}
-    overrides = {"data": {"cache_width": 80, "workers": 0, "val_frac": 0.25, "final_fit": True}, "stages": [probe]}
-    single = torch.load(train(load_config("fast", overrides), root, tmp_path / "one"), weights_only=False)
+    root = _two_landmarks(l13, tmp_path / "tree")
+    single = torch.load(train(load_config("fast", FINAL_FIT_PROBE), root, tmp_path / "one"), weights_only=False)
     config = tmp_path / "probe.yaml"
-    config.write_text(yaml.safe_dump(load_config("fast", overrides).model_dump(mode="json")))
+    config.write_text(yaml.safe_dump(load_config("fast", FINAL_FIT_PROBE).model_dump(mode="json")))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              "-m", "landmark.cli", "train", "--data", str(root), "--config", str(config),
