@@ -326,3 +326,24 @@ def test_export_refuses_a_bad_fp32_blocks_before_any_work(tmp_path, bad):
     with pytest.raises(ValueError, match="fp32_blocks"):
         export_onnx(tmp_path / "missing.pt", tmp_path / "m.onnx", int8=True, fp32_blocks=bad)
     assert not list(tmp_path.iterdir())
+
+
+def test_fp32_blocks_is_refused_without_int8_and_beyond_the_backbone(tiny, tmp_path):
+    ckpt, _, _ = tiny
+    with pytest.raises(ValueError, match="--int8 exports only"):
+        export_onnx(ckpt, tmp_path / "m.onnx", fp32_blocks=2)
+    blocks = len(load_model(ckpt)[0].backbone.blocks)
+    with pytest.raises(ValueError, match=f"has {blocks} blocks; give 0 to {blocks}"):
+        export_onnx(ckpt, tmp_path / "m.onnx", int8=True, fp32_blocks=blocks + 1)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("tta", ["0", "11"])
+def test_predict_refuses_a_bad_tta_in_one_line_before_any_work(tiny, photos, tmp_path, tta):
+    ckpt, _, _ = tiny
+    result = CliRunner().invoke(app, ["predict", str(ckpt), "--images", str(photos), "--out", str(tmp_path / "p.csv"),
+                                      "--tta", tta])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "--tta" in result.output
+    from landmark.inference.predict import predict
+    with pytest.raises(ValueError, match="choose 1 .no voting. to 10 crops"):
+        predict(tmp_path / "no_such.pt", photos, tta=int(tta))   # refused before the checkpoint is looked for

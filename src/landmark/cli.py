@@ -141,7 +141,7 @@ def predict(
                                                "export (with --runtime onnx or auto)"),
     images: Path = typer.Option(..., help="folder of images (recursive), CSV with an id column, or one image"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
-    tta: int = typer.Option(1, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
+    tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
     workers: Optional[int] = typer.Option(None, min=0, help=_DECODERS),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
@@ -189,7 +189,7 @@ def export(
     int8: bool = typer.Option(False, help="quantise to int8 (static, calibrated on training photos; dynamic "
                                           "where static fails)"),
     images: Optional[Path] = typer.Option(None, help="real photos (folder/CSV) for verification and calibration "
-                                                     "(default: the run's test and train splits)"),
+                                                     "(default: the run's test split, else val, and its train split)"),
     verify_images: int = typer.Option(32, min=1, help="photos compared between ONNX Runtime and PyTorch"),
     calibration_images: int = typer.Option(64, min=1, help="photos that calibrate int8 activations"),
     fp32_blocks: Optional[int] = typer.Option(None, min=0, help="with --int8: leading backbone blocks kept fp32 "

@@ -319,18 +319,25 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
 
     Raises:
         FileExistsError: ``out`` exists and ``overwrite`` is False.
-        FileNotFoundError / ValueError: bad checkpoint or photos, ``fp32_blocks`` < 0.
+        FileNotFoundError / ValueError: bad checkpoint or photos; ``fp32_blocks`` < 0, given without
+            ``int8``, or more than the backbone's blocks.
         ExportError: the export disagrees with PyTorch beyond the tolerance.
     """
     from ..data import read_queries
     from ..models import load_model
     out = Path(out)
-    fp32_blocks = FP32_BLOCKS if fp32_blocks is None else fp32_blocks
+    asked, fp32_blocks = fp32_blocks, FP32_BLOCKS if fp32_blocks is None else fp32_blocks
     if isinstance(fp32_blocks, bool) or not isinstance(fp32_blocks, int) or fp32_blocks < 0:
         raise ValueError(f"fp32_blocks {fp32_blocks!r}: give a whole number >= 0 of leading blocks to keep fp32")
+    if asked is not None and not int8:
+        raise ValueError("--fp32-blocks applies to --int8 exports only; add --int8 or drop it")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
     model, ckpt = load_model(checkpoint)
+    blocks = len(getattr(model.backbone, "blocks", ()))
+    if asked is not None and asked > blocks:
+        raise ValueError(f"--fp32-blocks {asked}: {model.arch.get('backbone', 'the backbone')} has {blocks} blocks; "
+                         f"give 0 to {blocks}")
     preprocess = ckpt["preprocess"]
     if images is not None:
         verify_frame = calib_frame = read_queries(images)

@@ -92,11 +92,16 @@ def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess:
         ValueError: ``tta`` outside 1..10.
     """
     from .recognizer import Recognizer
-    if not 1 <= tta <= 10:
-        raise ValueError(f"tta={tta}: choose 1 (no voting) to 10 crops")
+    check_tta(tta)
     rec = Recognizer(model, {**(checkpoint or {}), "classes": classes, "preprocess": preprocess}, index=index,
                      device=device)
     return recognize_queries(rec, queries, tta, batch_size, workers)
+
+
+def check_tta(tta: int) -> None:
+    """Raise ``ValueError`` unless ``tta`` is 1 (no voting) to 10 crops (before any work)."""
+    if isinstance(tta, bool) or not isinstance(tta, int) or not 1 <= tta <= 10:
+        raise ValueError(f"tta={tta!r}: choose 1 (no voting) to 10 crops")
 
 
 def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int = 32,
@@ -107,6 +112,7 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
     process when the network computes on the CPU, processes beside a GPU
     (:func:`~landmark.models.runtime.decode_threads`); the caller's thread normalises and
     cuts the crops of each batch (:meth:`Preprocess.finish_batch`) and runs the network."""
+    check_tta(tta)
     threads = decode_threads(rec.runtime)
     workers = decode_workers(threads) if workers is None else workers
     draft = DRAFT_FACTOR * rec.preprocess.side(tta)
@@ -145,6 +151,7 @@ def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size
         ValueError: not a checkpoint, no images, a bad ``tta``, device or runtime.
     """
     from .recognizer import Recognizer
+    check_tta(tta)
     queries = read_queries(images)
     if queries.empty:
         raise ValueError(f"{images} holds no image files")
