@@ -347,3 +347,14 @@ def test_predict_refuses_a_bad_tta_in_one_line_before_any_work(tiny, photos, tmp
     from landmark.inference.predict import predict
     with pytest.raises(ValueError, match="choose 1 .no voting. to 10 crops"):
         predict(tmp_path / "no_such.pt", photos, tta=int(tta))   # refused before the checkpoint is looked for
+
+
+def test_cli_says_how_answers_are_scored(tiny, photos, tmp_path):
+    """A model without an index answers with the classifier alone: stderr says so and how to add one."""
+    ckpt, _, _ = tiny
+    result = CliRunner().invoke(app, ["predict", str(ckpt), "--images", str(photos), "--out", str(tmp_path / "p.csv"),
+                                      "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("scoring: ")]
+    assert lines == ["scoring: classifier alone (no index beside the model; --index RUN/index confirms answers "
+                     "with its photos)"]

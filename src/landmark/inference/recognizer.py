@@ -38,6 +38,7 @@ A run folder loads its own index (``RUN/index``) unless ``index=False``.
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Union
@@ -60,7 +61,7 @@ from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, refere
 from ..retrieval.reference import REFERENCE_K
 from .predict import TTA_ORDER, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
-from ..models.runtime_info import announce
+from ..models.runtime_info import LOGGER as RUNTIME_LOGGER, announce
 from ..retrieval.config import DEFAULT_THRESHOLD
 
 
@@ -314,12 +315,20 @@ class Recognizer:
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['arch']['backbone']}")
         rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device, scoring)
         announce(rec.runtime, runtime, path)   # "runtime: onnx (RUN/model.onnx, fp32)" on the CLI's stderr
+        logging.getLogger(RUNTIME_LOGGER).info("scoring: %s", rec.scoring_line())
         if nonlandmarks is not None:
             rec.nonlandmarks = rec._nonlandmark_vectors(Path(nonlandmarks))
         if index is not None and index.dim != rec.embed(Image.new("RGB", (8, 8))).shape[1]:
             raise ValueError(f"the index holds {index.dim}-dimensional vectors, the model's differ; "
                              "build the index with this checkpoint")
         return rec
+
+    def scoring_line(self) -> str:
+        """How answers are scored, in words (the CLI prints it under the runtime line):
+        ``reference (index of 720 photos)``, or ``classifier alone (no index; ...)``."""
+        if self.index is None:
+            return "classifier alone (no index beside the model; --index RUN/index confirms answers with its photos)"
+        return f"{self.scoring} (index of {len(self.index)} photos)"
 
     def name(self, landmark_id: str) -> str:
         """Readable name of a landmark (its id when no name is known)."""
