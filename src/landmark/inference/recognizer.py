@@ -314,7 +314,7 @@ class Recognizer:
         if built and built != ckpt["arch"]["backbone"]:
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['arch']['backbone']}")
         rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device, scoring)
-        announce(rec.runtime, runtime, path)   # "runtime: onnx (RUN/model.onnx, fp32)" on the CLI's stderr
+        announce(rec.runtime, runtime)   # "runtime: onnx (RUN/model.onnx, fp32)" on the CLI's stderr
         logging.getLogger(RUNTIME_LOGGER).info("scoring: %s", rec.scoring_line())
         if nonlandmarks is not None:
             rec.nonlandmarks = rec._nonlandmark_vectors(Path(nonlandmarks))

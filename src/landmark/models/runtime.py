@@ -73,6 +73,7 @@ class TorchRuntime:
     """
 
     name = "torch"
+    why_not_onnx = ""   # set by load_runtime when ``auto`` found no usable export
 
     def __init__(self, model: nn.Module, classes: list[str], preprocess: dict, names: dict[str, str] | None = None,
                  device: str | None = None):
@@ -246,7 +247,9 @@ def load_runtime(checkpoint: str | Path, runtime: str = "torch", device: str | N
         return OnnxRuntime(onnx_path, threads)
     if runtime == "onnx":
         raise ValueError(f"--runtime onnx: {why}; run `landmark export {path} --out {onnx_candidates(path)[0]}`")
-    return TorchRuntime.from_checkpoint(path, device)
+    fallback = TorchRuntime.from_checkpoint(path, device)
+    fallback.why_not_onnx = why   # auto's reason, for the runtime line (runtime_info.announce)
+    return fallback
 
 
 def as_runtime(model, classes: list[str] | None = None, preprocess: dict | None = None,

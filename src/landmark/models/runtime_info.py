@@ -53,23 +53,20 @@ def runtime_line(runtime, note: str = "") -> str:
     return f"runtime: {info['name']}" + (f" ({details})" if details else "")
 
 
-def announce(runtime, requested: str = "torch", checkpoint: str | Path | None = None) -> None:
+def announce(runtime, requested: str = "torch") -> None:
     """Log :func:`runtime_line` on the ``landmark.runtime`` logger (INFO).
 
     Args:
         requested: the ``runtime`` argument the model was loaded with; when ``auto`` ended
-            on eager PyTorch, the line says why no export was used (none beside
-            ``checkpoint``, or one made from another checkpoint).
-        checkpoint: the ``.pt`` file that was loaded.
+            on eager PyTorch, the line says why no export was used (none beside the
+            checkpoint, or one made from another checkpoint: the reason
+            :func:`~landmark.models.runtime.load_runtime` left on the runtime, not a second search).
     """
     if not log.isEnabledFor(logging.INFO):
         return
     note = ""
-    if requested == "auto" and getattr(runtime, "name", None) == "torch" and checkpoint is not None \
-            and Path(checkpoint).is_file():
-        from .runtime import exported_model, onnx_candidates
-        found, why = exported_model(checkpoint)
-        if found is None:   # the same test load_runtime made; the reason it gives, shortened when nothing is there
-            stale = any(p.is_file() for p in onnx_candidates(checkpoint))
-            note = f"auto: {why}" if stale else "auto: no export of this checkpoint (landmark export writes one)"
+    why = getattr(runtime, "why_not_onnx", "") if requested == "auto" else ""
+    if why:   # the reason load_runtime found, shortened when nothing was there at all
+        note = "auto: no export of this checkpoint (landmark export writes one)" if why.startswith("no exported") \
+            else f"auto: {why}"
     log.info("%s", runtime_line(runtime, note))
