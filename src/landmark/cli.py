@@ -585,9 +585,13 @@ def index_add(
         info = index_model(index)
         if checkpoint is None and info.get("checkpoint") and embeddings is None:
             checkpoint = Path(info["checkpoint"])
+        stamp, k = time.strftime('%Y%m%d-%H%M%S'), 1
+        out = index / f"added-{stamp}.npy"
+        while out.exists():   # two enrolments within one second (a small enrolment takes well under one)
+            k += 1
+            out = index / f"added-{stamp}-{k}.npy"
         emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
-                                           images=images, landmarks=_landmark_list(landmarks), label=label,
-                                           out=index / f"added-{time.strftime('%Y%m%d-%H%M%S')}.npy",
+                                           images=images, landmarks=_landmark_list(landmarks), label=label, out=out,
                                            image_size=info.get("image_size"), batch_size=batch_size,
                                            workers=workers, device=device)
         names = landmark_names(data, emb.items["landmark_id"].unique()) if data else None
