@@ -109,13 +109,14 @@ def time_forward(name: str, runtime, batch: int, size: int, min_seconds: float, 
 
 
 def time_predict(name: str, runtime, queries: pd.DataFrame, batch: int, tta: int, workers: int,
-                 what: str = "predict") -> tuple[Row, pd.DataFrame]:
-    """``predict_images`` end to end over ``queries`` (after an untimed one-batch warm-up).
+                 what: str = "predict", checkpoint: dict | None = None) -> tuple[Row, pd.DataFrame]:
+    """``predict_images`` end to end over ``queries`` (after an untimed one-batch warm-up);
+    ``checkpoint``: what the recogniser reads from the checkpoint (the "no landmark" thresholds).
 
     Returns:
-        (the row, the predictions ``id, landmark_id, score``).
+        (the row, the predictions ``id, landmark_id, score, verdict``).
     """
-    kwargs = dict(tta=tta, batch_size=batch, workers=workers)
+    kwargs = dict(tta=tta, batch_size=batch, workers=workers, checkpoint=checkpoint)
     predict_images(runtime, runtime.classes, runtime.preprocess, queries.head(max(1, batch // tta)), **kwargs)
     start, cpu = time.perf_counter(), cpu_time()
     out, rejects = predict_images(runtime, runtime.classes, runtime.preprocess, queries, **kwargs)
@@ -162,24 +163,28 @@ def prepare(checkpoint: Path | None, data: Path, work: Path, threads: int) -> di
     runtimes = {"eager": TorchRuntime(model, ckpt["classes"], ckpt["preprocess"], device="cpu"),
                 "ort-fp32": OnnxRuntime(work / "model.fp32.onnx", threads),
                 "ort-int8": OnnxRuntime(work / "model.int8.onnx", threads)}
-    return {"checkpoint": checkpoint, "runtimes": runtimes, "reports": reports}
+    return {"checkpoint": checkpoint, "runtimes": runtimes, "reports": reports,
+            "thresholds": {"reject_threshold": ckpt.get("reject_threshold")}}
 
 
 def agreement_table(quality: dict, predictions: dict, landmark_ids: set[str]) -> str:
     """GAP, accuracy and top-1 agreement of each runtime's labels with ``ort-fp32``'s, over all
     photos and separately over photos of a landmark and of none (``landmark_ids``: the ids
     whose solution lists a landmark).  On a photo of no landmark the classes' logits are often
-    close together, so that is where a perturbed network changes its arg-max."""
-    ref = predictions["ort-fp32"].set_index("id")["landmark_id"]
+    close together, so that is where a perturbed network changes its arg-max.  ``same answer``
+    compares what a person reads instead (``verdict``: the landmark's name, or ``no landmark``
+    below the checkpoint's threshold): two runtimes that both say "no landmark" agree."""
+    ref = predictions["ort-fp32"].set_index("id")
     lines = ["| runtime | GAP | GAP - fp32 | accuracy | top-1 agreement with ort-fp32 | on landmark photos | "
-             "on other photos |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "on other photos | same answer as ort-fp32 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, q in quality.items():
-        same = predictions[name].set_index("id")["landmark_id"].reindex(ref.index) == ref
+        mine = predictions[name].set_index("id").reindex(ref.index)
+        same, same_answer = mine["landmark_id"] == ref["landmark_id"], mine["verdict"] == ref["verdict"]
         is_landmark = ref.index.isin(list(landmark_ids))
-        parts = [same.mean(), same[is_landmark].mean(), same[~is_landmark].mean()]
+        parts = [same.mean(), same[is_landmark].mean(), same[~is_landmark].mean(), same_answer.mean()]
         lines.append(f"| {name} | {q['gap']:.4f} | {q['gap'] - quality['ort-fp32']['gap']:+.4f} | {q['accuracy']:.4f} | "
                      + " | ".join(f"{v:.4f} ({int(round(v * n))}/{n})" for v, n in
-                                  zip(parts, [len(same), int(is_landmark.sum()), int((~is_landmark).sum())])) + " |")
+                                  zip(parts, [len(same), int(is_landmark.sum()), int((~is_landmark).sum()), len(same)])) + " |")
     return "\n".join(lines)
 
 
@@ -248,7 +253,8 @@ def run(args) -> int:
                           flush=True)
         for name, runtime in runtimes.items():
             rows += [best[(name, j)] for j in range(len(jobs))]
-            row, predictions[name] = time_predict(name, runtime, test, 32, 1, args.workers, "predict all")
+            row, predictions[name] = time_predict(name, runtime, test, 32, 1, args.workers, "predict all",
+                                                   prep["thresholds"])
             rows.append(row)
             quality[name] = gap_of(predictions[name], args.data / "test" / "recognition_solution.csv", work)
         reports = prep["reports"]

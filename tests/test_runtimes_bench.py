@@ -55,9 +55,14 @@ def test_rows_count_images_and_the_table_compares_like_with_like(bench, l13):
 
 def test_agreement_table_splits_landmark_and_other_photos(bench):
     ids = ["a", "b", "c", "d"]
-    fp32 = pd.DataFrame({"id": ids, "landmark_id": ["1", "2", "3", "4"]})
-    int8 = pd.DataFrame({"id": ids[::-1], "landmark_id": ["9", "3", "2", "1"]})   # other order; only d differs
+    fp32 = pd.DataFrame({"id": ids, "landmark_id": ["1", "2", "3", "4"],
+                         "verdict": ["One", "no landmark", "Three", "no landmark"]})
+    # other order; d's label differs but both say "no landmark"; b's label is the same, its verdict not
+    int8 = pd.DataFrame({"id": ids[::-1], "landmark_id": ["9", "3", "2", "1"],
+                         "verdict": ["no landmark", "Three", "Two", "One"]})
     quality = {"ort-fp32": {"gap": 0.5, "accuracy": 0.6}, "ort-int8": {"gap": 0.52, "accuracy": 0.6}}
     table = bench.agreement_table(quality, {"ort-fp32": fp32, "ort-int8": int8}, {"a", "c"}).splitlines()
-    assert table[2] == "| ort-fp32 | 0.5000 | +0.0000 | 0.6000 | 1.0000 (4/4) | 1.0000 (2/2) | 1.0000 (2/2) |"
-    assert table[3] == "| ort-int8 | 0.5200 | +0.0200 | 0.6000 | 0.7500 (3/4) | 1.0000 (2/2) | 0.5000 (1/2) |"
+    assert table[2] == ("| ort-fp32 | 0.5000 | +0.0000 | 0.6000 | 1.0000 (4/4) | 1.0000 (2/2) | 1.0000 (2/2) | "
+                        "1.0000 (4/4) |")
+    assert table[3] == ("| ort-int8 | 0.5200 | +0.0200 | 0.6000 | 0.7500 (3/4) | 1.0000 (2/2) | 0.5000 (1/2) | "
+                        "0.7500 (3/4) |")
