@@ -2,6 +2,7 @@
 agreement, the self-describing metadata, auto-pick only of an export of the same
 checkpoint, and `predict`/`embed` giving the same answers with either runtime."""
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -78,11 +79,28 @@ def test_export_refuses_to_overwrite_and_needs_photos_outside_a_run(tiny, tmp_pa
     assert result.exit_code == 2 and "exists" in result.output
 
 
+def test_auto_runtime_stays_on_pytorch_when_the_network_runs_on_a_gpu(tiny, monkeypatch):
+    """ONNX Runtime runs on the CPU here: auto with a GPU (given or found) keeps eager PyTorch on
+    it and says why; an explicit .onnx still runs on ONNX Runtime."""
+    import landmark.models.runtime as rt
+    ckpt, path, _ = tiny
+    loaded = []
+    monkeypatch.setattr(rt, "resolve_device", lambda device: torch.device(device or "cuda:0"))
+    monkeypatch.setattr(rt.TorchRuntime, "from_checkpoint",
+                        classmethod(lambda cls, p, device=None, given=None: loaded.append(device) or
+                                    cls(create_model("test_efficientnet", 3, weights="none"), CLASSES, PREPROCESS,
+                                        device="cpu")))
+    on_gpu = load_runtime(ckpt)
+    assert on_gpu.name == "torch" and loaded == [None] and "cuda:0" in on_gpu.why_not_onnx
+    assert load_runtime(ckpt, "auto", device="cpu").name == "onnx" and loaded == [None]
+    assert load_runtime(path).name == "onnx"
+
+
 def test_auto_runtime_uses_only_an_export_of_this_very_checkpoint(tiny, tmp_path):
     ckpt, path, _ = tiny
-    assert load_runtime(ckpt, "auto").name == "onnx"
+    assert load_runtime(ckpt, "auto").name == "onnx" and load_runtime(ckpt).name == "onnx"   # auto: the default
     assert load_runtime(ckpt, "torch").name == "torch"
-    assert load_runtime(path, "onnx").name == "onnx"
+    assert load_runtime(path, "onnx").name == "onnx" and load_runtime(path).name == "onnx"
     with pytest.raises(ValueError, match="ONNX model"):
         load_runtime(path, "torch")
     with pytest.raises(ValueError, match="choose one of"):
@@ -98,6 +116,17 @@ def test_auto_runtime_uses_only_an_export_of_this_very_checkpoint(tiny, tmp_path
     lone.write_bytes(other.read_bytes())
     with pytest.raises(ValueError, match="no exported model"):
         load_runtime(lone, "onnx")
+    # an int8 export beside it: auto (the default) keeps fp32's answers and says why; onnx runs it
+    from landmark.inference.export import set_metadata
+    quantised = tmp_path / "q" / "checkpoints" / "best.pt"
+    quantised.parent.mkdir(parents=True)
+    quantised.write_bytes(ckpt.read_bytes())
+    (quantised.parent / "model.onnx").write_bytes(path.read_bytes())
+    meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}[METADATA_KEY])
+    set_metadata(quantised.parent / "model.onnx", {**meta, "precision": "int8-static"})
+    fallback = load_runtime(quantised)
+    assert fallback.name == "torch" and "int8-static" in fallback.why_not_onnx
+    assert load_runtime(quantised, "onnx").name == "onnx"
 
 
 @pytest.mark.parametrize("tta", [1, 3])
@@ -228,13 +257,16 @@ def test_cli_says_on_stderr_which_runtime_runs_the_model(tiny, photos, tmp_path,
     assert runtime_lines(result) == [onnx_line] and json.loads(result.stdout)["images"] == 6
     result = runner.invoke(app, ["predict", str(ckpt), "--images", str(photos), "--out", str(tmp_path / "t.csv"),
                                  "--workers", "0"])
+    assert runtime_lines(result) == [onnx_line], result.output   # auto is the default
+    result = runner.invoke(app, ["predict", str(ckpt), "--images", str(photos), "--out", str(tmp_path / "u.csv"),
+                                 "--workers", "0", "--runtime", "torch"])
     assert runtime_lines(result) == ["runtime: torch (cpu)"], result.output
     result = runner.invoke(app, ["embed", str(ckpt), "--images", str(photos), "--out", str(tmp_path / "e.npy"),
                                  "--workers", "0", "--runtime", "auto"])
     assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
     result = runner.invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--images", str(photos),
                                  "--label", "7", "--out", str(tmp_path / "idx"), "--workers", "0"])
-    assert result.exit_code == 0 and runtime_lines(result) == ["runtime: torch (cpu)"], result.output
+    assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
     result = runner.invoke(app, ["knn", str(ckpt), "--index", str(tmp_path / "idx"), "--images", str(photos),
                                  "--out", str(tmp_path / "k.csv"), "--workers", "0", "--runtime", "auto"])
     assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
@@ -267,6 +299,32 @@ def test_cli_says_on_stderr_which_runtime_runs_the_model(tiny, photos, tmp_path,
     with TestClient(served["app"]) as client:
         health = client.get("/health").json()
     assert health["runtime"] == {"name": "onnx", "model": "model.onnx", "precision": "fp32"}
+
+
+def test_explain_needs_the_pytorch_network_and_keeps_it_when_an_export_answers(tiny, photos, tmp_path):
+    """A .pt whose export answers (auto, the default) still explains with its PyTorch network; a
+    .onnx file cannot: the CLI refuses in one line, the service answers 409 and keeps serving."""
+    from fastapi.testclient import TestClient
+    from PIL import Image
+    from landmark import Recognizer
+    from landmark.reporting.explain import explain
+    from landmark.serving import create_app
+    ckpt, path, _ = tiny
+    photo = pd.read_csv(photos)["path"].iloc[0]
+    rec = Recognizer.load(ckpt)
+    assert rec.runtime.name == "onnx" and isinstance(rec.model, torch.nn.Module)   # (saliency: test_serving)
+    onnx_only = Recognizer.load(path)
+    with pytest.raises(ValueError, match="PyTorch network"):
+        explain(onnx_only, Image.open(photo).convert("RGB"), onnx_only.recognize([photo])[0])
+    fallback = Recognizer.load(ckpt, runtime="torch")
+    assert fallback.model is fallback.runtime.net.model   # one network, not a second copy
+    result = CliRunner().invoke(app, ["recognize", photo, "--model", str(path), "--explain", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "give the .pt checkpoint" in result.output and not (tmp_path / "x").exists()
+    with TestClient(create_app(onnx_only)) as client:
+        data = Path(photo).read_bytes()
+        refused = client.post("/v1/recognize?explain=1", files={"file": ("p.jpg", data, "image/jpeg")})
+        assert refused.status_code == 409 and "PyTorch network" in refused.json()["error"]
+        assert client.post("/v1/recognize", files={"file": ("p.jpg", data, "image/jpeg")}).status_code == 200
 
 
 def test_static_same_padding_exports_without_pad_nodes_and_same_outputs(tmp_path):

@@ -12,6 +12,7 @@ import typer
 from .config import PRESETS_DIR
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
+from .models.runtime_info import DEFAULT_RUNTIME
 from .retrieval.config import RetrievalConfig, retrieval_presets
 
 # Every default below is read from the library's own settings (these modules import
@@ -22,8 +23,9 @@ _DECODERS = ("image decoders: threads when the network runs on the CPU (default:
              "beside a GPU (default: half the CPUs); 0 decodes between forward passes")
 _TRAIN_PRESETS = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
 _DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda if available)"
-_RUNTIME_HELP = ("torch | onnx | auto (auto: onnx when an export of this very .pt by landmark export lies beside it "
-                 "or in its run folder, else torch; the choice is printed on stderr)")
+_RUNTIME_HELP = ("torch | onnx | auto (auto: onnx for a .onnx, and for a .pt when an export of this very .pt by "
+                 "landmark export lies beside it or in its run folder and the network runs on the CPU, else torch; "
+                 "the choice is printed on stderr)")
 _THREADS_HELP = "ONNX Runtime threads (default: all CPUs)"
 _BATCH_HELP = "images per forward pass"
 
@@ -138,7 +140,7 @@ def train(
 @app.command()
 def predict(
     checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, its run folder, or a .onnx "
-                                               "export (with --runtime onnx or auto)"),
+                                               "export (landmark export)"),
     images: Path = typer.Option(..., help="folder of images (recursive), CSV with an id column, or one image"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
     tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
@@ -149,7 +151,7 @@ def predict(
                                          "(default: the run's own RUN/index when it has one)"),
     classifier_only: bool = typer.Option(False, "--classifier-only", help="score with the softmax alone, no index"),
     overwrite: bool = typer.Option(False, help="replace --out (and OUT.answers.csv) if they exist"),
-    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
+    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
 ) -> None:
     """Predict one landmark per image and write a Kaggle submission (--out).
@@ -157,8 +159,8 @@ def predict(
     Also writes OUT.answers.csv: id, landmark_id, score, name, verdict (the
     name, or "no landmark" below the model's threshold) and path of every
     image. Unreadable images get an empty row and a line in OUT.rejects.csv.
-    CHECKPOINT may be a .onnx file written by `landmark export` (with
-    --runtime onnx or auto).
+    CHECKPOINT may be a .onnx file written by `landmark export`; a .pt runs on
+    its export when one lies beside it (--runtime auto, the default).
     """
     answers_file, rejects_file = (out.with_name(out.stem + suffix) for suffix in (".answers.csv", ".rejects.csv"))
     _refuse_overwrite([out, answers_file, rejects_file], overwrite)
@@ -184,8 +186,8 @@ def predict(
 @app.command()
 def export(
     checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
-    out: Path = typer.Option(..., help="the .onnx file to write (model.onnx in the run folder is found by "
-                                       "--runtime auto)"),
+    out: Path = typer.Option(..., help="the .onnx file to write (model.onnx in the run folder is then run "
+                                       "by predict, embed, recognize ... on the CPU: --runtime auto)"),
     int8: bool = typer.Option(False, help="quantise to int8 (static, calibrated on training photos; dynamic "
                                           "where static fails)"),
     images: Optional[Path] = typer.Option(None, help="real photos (folder/CSV) for verification and calibration "
@@ -423,8 +425,8 @@ def _landmark_list(landmarks: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def embed(
-    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or a .onnx export (with "
-                                               "--runtime onnx or auto)"),
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or a .onnx export "
+                                               "(landmark export)"),
     images: Optional[Path] = typer.Option(None, help="folder of images (recursive) or CSV with an id column"),
     data: Optional[Path] = typer.Option(None, help="labelled set instead: GLDv2 folder (train.csv) or class tree"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 3,7"),
@@ -437,7 +439,7 @@ def embed(
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     workers: Optional[int] = typer.Option(None, min=0, help=_DECODERS),
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
-    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
+    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
     shard: Optional[str] = typer.Option(None, help="i/n: embed shard i of n into the folder --out (resumable; "
                                                    "then landmark embed-merge)"),
@@ -603,8 +605,8 @@ def index_add(
 
 @app.command()
 def knn(
-    checkpoint: Path = typer.Argument(..., help="the model the index was built with (.pt, or its .onnx export with "
-                                               "--runtime onnx or auto)"),
+    checkpoint: Path = typer.Argument(..., help="the model the index was built with (.pt, or its .onnx "
+                                               "export)"),
     index: Path = typer.Option(..., help="index folder (landmark index build)"),
     images: Path = typer.Option(..., help="query folder, CSV with an id column, or query embeddings .npy"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
@@ -629,7 +631,7 @@ def knn(
     workers: int = typer.Option(2, min=0, help="image decoders: threads when the network runs on the CPU, processes beside a GPU"),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
-    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
+    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
 ) -> None:
     """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
@@ -675,7 +677,7 @@ def knn(
 def recognize(
     photos: list[Path] = typer.Argument(..., help="photos to recognise (any format Pillow reads)"),
     model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt), a .pt file, or a "
-                                                          ".onnx export (with --runtime onnx or auto)"),
+                                                          ".onnx export (landmark export)"),
     index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): reference photos that "
                                          "confirm answers, kNN for enrolled landmarks (default: the run's RUN/index)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
@@ -685,7 +687,7 @@ def recognize(
     as_json: bool = typer.Option(False, "--json", help="print the answers as a JSON array"),
     explain: Optional[Path] = typer.Option(None, help="folder for <n>_<photo>.saliency.png (.matches.png with --index)"),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
-    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
+    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
     overwrite: bool = typer.Option(False, help="replace pictures in --explain"),
 ) -> None:
@@ -708,8 +710,9 @@ def recognize(
         _fail(ValueError(f"--explain {explain} is a file; give a folder for the pictures"))
     if explain is not None and not overwrite and any(explain.glob("*.saliency.png")):
         _fail(FileExistsError(f"{explain} holds pictures already; pass --overwrite or choose another --explain"))
-    if explain is not None and runtime != "torch":
-        _fail(ValueError("--explain computes saliency with PyTorch gradients: use --runtime torch"))
+    if explain is not None and model.suffix == ".onnx":
+        _fail(ValueError("--explain computes saliency with PyTorch gradients: give the .pt checkpoint or its run "
+                         "folder (its export still answers)"))
     from .data import ImageError
     from .inference.recognizer import Recognizer, decode
     try:
@@ -753,7 +756,7 @@ def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
 @app.command()
 def serve(
     model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt), a .pt file, or a .onnx export "
-                                          "(with --runtime onnx or auto)"),
+                                          "(landmark export)"),
     index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
@@ -767,7 +770,7 @@ def serve(
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of one forward pass, torch or ONNX Runtime (default: torch's, "
                                                             "all cores); 1 on a machine shared with other work"),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
-    runtime: str = typer.Option("torch", help=_RUNTIME_HELP),
+    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
 ) -> None:
     """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /."""
     _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))

@@ -18,6 +18,7 @@ from ..data import Reject, read_queries
 from ..data.dataset import good_batches, image_loader
 from ..models import LandmarkNet
 from ..models.runtime import Runtime, decode_threads, decode_workers, load_runtime
+from ..models.runtime_info import DEFAULT_RUNTIME
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
@@ -133,7 +134,7 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
 
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32,
-            workers: int | None = None, device: str | None = None, runtime: str = "torch",
+            workers: int | None = None, device: str | None = None, runtime: str = DEFAULT_RUNTIME,
             threads: int | None = None, index: str | Path | bool | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """Load a checkpoint (or a run folder's best) and predict the images of a folder, a CSV or
     one image file (see :func:`predict_images`).

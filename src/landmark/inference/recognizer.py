@@ -61,7 +61,7 @@ from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, refere
 from ..retrieval.reference import REFERENCE_K
 from .predict import TTA_ORDER, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
-from ..models.runtime_info import LOGGER as RUNTIME_LOGGER, announce
+from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
 from ..retrieval.config import DEFAULT_THRESHOLD
 
 
@@ -278,7 +278,7 @@ class Recognizer:
     @classmethod
     def load(cls, source: str | Path, index: str | Path | LandmarkIndex | bool | None = None,
              nonlandmarks: str | Path | None = None, threshold: float | None = None, device: str | None = None,
-             names: str | Path | dict | None = None, knn: KnnConfig | None = None, runtime: str = "torch",
+             names: str | Path | dict | None = None, knn: KnnConfig | None = None, runtime: str = DEFAULT_RUNTIME,
              threads: int | None = None, scoring: str | None = None) -> "Recognizer":
         """Load a run folder (its ``checkpoints/best.pt``) or a checkpoint file.
 
@@ -305,8 +305,9 @@ class Recognizer:
                     "names": model.names or {}, **{k: model.meta[k] for k in ("reject_threshold",) if k in model.meta}}
         else:
             model, ckpt = load_model(path)
+            network = model   # for saliency (explain), also when an export answers
             if runtime != "torch":
-                model = load_runtime(path, runtime, device, threads)
+                model = load_runtime(path, runtime, device, threads, loaded=(network, ckpt))
         index = run_index(source) if index is None else None if index is False else index
         if index is not None and not isinstance(index, LandmarkIndex):
             index = LandmarkIndex.load(index)
@@ -314,6 +315,8 @@ class Recognizer:
         if built and built != ckpt["arch"]["backbone"]:
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['arch']['backbone']}")
         rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device, scoring)
+        if rec.model is None and path.suffix != ".onnx":
+            rec.model = network.to(rec.device).eval()
         announce(rec.runtime, runtime)   # "runtime: onnx (RUN/model.onnx, fp32)" on the CLI's stderr
         logging.getLogger(RUNTIME_LOGGER).info("scoring: %s", rec.scoring_line())
         if nonlandmarks is not None:

@@ -35,8 +35,9 @@ import torch
 from torch import nn
 
 from ..data.preprocess import Preprocess
+from ..devices import resolve_device
+from .runtime_info import DEFAULT_RUNTIME, RUNTIMES
 
-RUNTIMES = ("torch", "onnx", "auto")
 METADATA_KEY = "landmark"   # metadata_props key of the exported model's JSON description
 
 
@@ -89,10 +90,12 @@ class TorchRuntime:
         return logits.float(), emb.float()
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, device: str | None = None) -> "TorchRuntime":
-        """Load a ``.pt`` checkpoint (raises as :func:`landmark.models.load_model`)."""
+    def from_checkpoint(cls, checkpoint: str | Path, device: str | None = None,
+                        loaded: tuple[nn.Module, dict] | None = None) -> "TorchRuntime":
+        """Load a ``.pt`` checkpoint (raises as :func:`landmark.models.load_model`), or wrap
+        ``loaded``, what :func:`~landmark.models.load_model` already returned for it."""
         from .factory import load_model
-        model, ckpt = load_model(checkpoint)
+        model, ckpt = loaded or load_model(checkpoint)
         return cls(model, ckpt["classes"], ckpt["preprocess"], ckpt.get("names"), device)
 
 
@@ -194,8 +197,11 @@ def onnx_candidates(checkpoint: str | Path) -> list[Path]:
     return [checkpoint.with_suffix(".onnx"), checkpoint.parent / "model.onnx", checkpoint.parent.parent / "model.onnx"]
 
 
-def exported_model(checkpoint: str | Path) -> tuple[Path | None, str]:
+def exported_model(checkpoint: str | Path, fp32_only: bool = False) -> tuple[Path | None, str]:
     """The first :func:`onnx_candidates` file exported from exactly this checkpoint.
+
+    Args:
+        fp32_only: skip int8 exports (``auto``: answers must equal PyTorch's within 1e-4).
 
     Returns:
         (path or None, a sentence saying why none fits, for error messages).
@@ -205,26 +211,38 @@ def exported_model(checkpoint: str | Path) -> tuple[Path | None, str]:
     if not found:
         looked = ", ".join(map(str, onnx_candidates(checkpoint)))
         return None, f"no exported model beside {checkpoint} (looked for {looked})"
-    digest = file_sha256(checkpoint)
+    digest, skipped = file_sha256(checkpoint), []
     for path in found:
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        if json.loads(props.get(METADATA_KEY, "{}")).get("checkpoint_sha256") == digest:
-            return path, ""
+        meta = json.loads(props.get(METADATA_KEY, "{}"))
+        if meta.get("checkpoint_sha256") != digest:
+            continue
+        if fp32_only and meta.get("precision", "fp32") != "fp32":
+            skipped.append(f"{path} is {meta['precision']}")
+            continue
+        return path, ""
+    if skipped:
+        return None, f"{skipped[0]}, whose answers differ slightly (auto runs fp32 exports only; --runtime onnx runs it)"
     return None, f"{', '.join(map(str, found))} was exported from another checkpoint (re-export it)"
 
 
-def load_runtime(checkpoint: str | Path, runtime: str = "torch", device: str | None = None,
-                 threads: int | None = None) -> Runtime:
+def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device: str | None = None,
+                 threads: int | None = None, loaded: tuple[nn.Module, dict] | None = None) -> Runtime:
     """A runtime for a ``.pt`` checkpoint or a ``.onnx`` export.
 
     Args:
         checkpoint: ``.pt`` written by ``landmark train`` or ``.onnx`` by ``landmark export``.
         runtime: ``torch`` (eager PyTorch; needs a ``.pt``), ``onnx`` (the given ``.onnx``,
             or the export of the ``.pt`` found by :func:`exported_model`), or ``auto``
-            (``onnx`` when such an export exists and was made from this very checkpoint,
-            SHA-256 checked, else ``torch``).
-        device: for ``torch`` only (ONNX Runtime runs on the CPU here).
+            (the default, :data:`~landmark.models.runtime_info.DEFAULT_RUNTIME`: a ``.onnx``
+            runs on ONNX Runtime; a ``.pt`` does too when an export made from this very
+            checkpoint (SHA-256 checked) lies beside it and ``device`` resolves to the CPU,
+            else on eager PyTorch, which then carries the reason in ``why_not_onnx``).
+        device: for ``torch`` only (ONNX Runtime runs on the CPU here); with ``auto``, a
+            GPU (given, or found when ``device`` is None) means eager PyTorch on it.
         threads: ONNX Runtime intra-op threads (default: all CPUs of the process).
+        loaded: ``(model, checkpoint dict)`` of this ``.pt`` as ``load_model`` returned them,
+            wrapped instead of loading the file again when eager PyTorch runs it.
 
     Raises:
         FileNotFoundError: no such file.
@@ -238,16 +256,21 @@ def load_runtime(checkpoint: str | Path, runtime: str = "torch", device: str | N
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.suffix == ".onnx":
         if runtime == "torch":
-            raise ValueError(f"{path} is an ONNX model; use --runtime onnx (or auto), or give the .pt checkpoint")
+            raise ValueError(f"{path} is an ONNX model; use --runtime onnx or auto (the default), "
+                             "or give the .pt checkpoint")
         return OnnxRuntime(path, threads)
     if runtime == "torch":
-        return TorchRuntime.from_checkpoint(path, device)
-    onnx_path, why = exported_model(path) if path.is_file() else (None, "")
+        return TorchRuntime.from_checkpoint(path, device, loaded)
+    if runtime == "auto" and (target := resolve_device(device)).type != "cpu":
+        on_gpu = TorchRuntime.from_checkpoint(path, device, loaded)
+        on_gpu.why_not_onnx = f"the network runs on {target}, ONNX Runtime on the CPU only"
+        return on_gpu
+    onnx_path, why = exported_model(path, fp32_only=runtime == "auto") if path.is_file() else (None, "")
     if onnx_path is not None:
         return OnnxRuntime(onnx_path, threads)
     if runtime == "onnx":
         raise ValueError(f"--runtime onnx: {why}; run `landmark export {path} --out {onnx_candidates(path)[0]}`")
-    fallback = TorchRuntime.from_checkpoint(path, device)
+    fallback = TorchRuntime.from_checkpoint(path, device, loaded)
     fallback.why_not_onnx = why   # auto's reason, for the runtime line (runtime_info.announce)
     return fallback
 

@@ -1,7 +1,8 @@
 """Which runtime a loaded model runs on, in words: ``runtime: onnx (runs/x/model.onnx, fp32)``.
 
-``--runtime auto`` picks ONNX Runtime when an export of the very checkpoint sits beside it
-and eager PyTorch otherwise; this module says which one was picked, from what every runtime
+``--runtime auto`` (the default, :data:`DEFAULT_RUNTIME`) picks ONNX Runtime when an export
+of the very checkpoint sits beside it and the network runs on the CPU, and eager PyTorch
+otherwise; this module says which one was picked, from what every runtime
 of :mod:`landmark.models.runtime` exposes (``name``; ONNX Runtime: ``path`` and the
 export's ``precision`` metadata; eager PyTorch: ``device``).
 
@@ -16,6 +17,14 @@ from pathlib import Path
 
 LOGGER = "landmark.runtime"
 log = logging.getLogger(LOGGER)
+
+RUNTIMES = ("torch", "onnx", "auto")
+# The runtime every inference entry point (predict, embed, knn, index, recognize, serve, the
+# Python API) loads by default: ``auto`` is ONNX Runtime when an export of this very
+# checkpoint lies beside it and the network would run on the CPU (the same answers within
+# 1e-5, about twice as fast end to end: docs/benchmarks.md), eager PyTorch otherwise (no
+# export, another checkpoint's export, or a GPU).
+DEFAULT_RUNTIME = "auto"
 
 
 def runtime_info(runtime, paths: bool = True) -> dict:
@@ -53,7 +62,7 @@ def runtime_line(runtime, note: str = "") -> str:
     return f"runtime: {info['name']}" + (f" ({details})" if details else "")
 
 
-def announce(runtime, requested: str = "torch") -> None:
+def announce(runtime, requested: str = DEFAULT_RUNTIME) -> None:
     """Log :func:`runtime_line` on the ``landmark.runtime`` logger (INFO).
 
     Args:

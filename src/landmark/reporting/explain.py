@@ -33,13 +33,22 @@ class Explanation:
     inliers: int | None = None
 
 
+EXPLAIN_NEEDS_PYTORCH = ("saliency needs the PyTorch network: load the .pt checkpoint or its run folder "
+                         "(an export beside it still answers), not a .onnx file")
+
+
 def explain(rec: Recognizer, photo: Image.Image, answer: Answer, max_side: int = 640) -> Explanation:
     """Saliency overlay and (with neighbours) inlier matches of one answered photo.
 
     Args:
         photo: the RGB photo that was answered (:func:`landmark.inference.recognizer.decode`).
         max_side: pixels; longest side of the pictures.
+
+    Raises:
+        ValueError: ``rec`` has no PyTorch network (it was loaded from a ``.onnx`` export).
     """
+    if rec.model is None:
+        raise ValueError(EXPLAIN_NEEDS_PYTORCH)
     from .saliency import overlay, saliency_maps
     from ..retrieval.verification import shrink
     small = shrink(photo, max_side)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..data import Reject, read_queries
 from ..models.runtime import Runtime, load_runtime
-from ..models.runtime_info import announce
+from ..models.runtime_info import DEFAULT_RUNTIME, announce
 from ..io import read_csv
 from .config import DEFAULT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
@@ -57,7 +57,7 @@ def image_frame(*, images: str | Path | None = None, data: str | Path | None = N
 def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, top_classes: int = 0,
                      dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
                      workers: int | None = 2, device: str | None = None, overwrite: bool = False,
-                     runtime: str = "torch", threads: int | None = None) -> tuple[Embeddings, list[Reject], dict]:
+                     runtime: str = DEFAULT_RUNTIME, threads: int | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Load ``checkpoint`` and :func:`~landmark.retrieval.embeddings.embed_images` ``frame`` into ``out``.
 
     Args:
@@ -81,7 +81,7 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
 
 
 def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: str | Path, *,
-                           shard: tuple[int, int], part_size: int = 10_000, runtime: str = "torch",
+                           shard: tuple[int, int], part_size: int = 10_000, runtime: str = DEFAULT_RUNTIME,
                            threads: int | None = None, device: str | None = None, **options) -> dict:
     """Load ``checkpoint`` and embed shard ``(i, n)`` of ``frame`` into ``folder`` (resumable;
     :func:`landmark.retrieval.shards.embed_shard`, then :func:`~landmark.retrieval.shards.merge_shards`).
@@ -220,7 +220,7 @@ def index_model(index_dir: str | Path) -> dict:
 def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Path, *, work: str | Path,
                 config: RetrievalConfig | None = None, nonlandmarks: str | Path | None = None,
                 verify_cache: str | Path | None = None, batch_size: int = 32, workers: int | None = 2,
-                device: str | None = None, overwrite: bool = False, runtime: str = "torch",
+                device: str | None = None, overwrite: bool = False, runtime: str = DEFAULT_RUNTIME,
                 threads: int | None = None) -> tuple[pd.DataFrame, list[Reject], Recognition]:
     """Embed queries (and the non-landmark set) with ``checkpoint`` and recognise them by kNN.
 

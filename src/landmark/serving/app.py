@@ -159,6 +159,9 @@ def _add_routes(app: FastAPI) -> None:
     async def recognize(request: Request, top_k: int = Query(3, ge=1, le=20),
                         explain: bool = Query(False, description="add saliency and match pictures (slower)")) -> dict:
         """Recognise the uploaded images (multipart fields ``file``, or the raw body)."""
+        if explain and state.recognizer.model is None:
+            from ..reporting.explain import EXPLAIN_NEEDS_PYTORCH
+            raise Refusal(409, f"explain: {EXPLAIN_NEEDS_PYTORCH}")
         files, _ = await read_images(request, state.limits)
         photos = [await run_in_threadpool(decode_upload, name, data, state.limits.max_pixels)
                   for name, data in files]
