@@ -127,6 +127,18 @@ def test_auto_runtime_uses_only_an_export_of_this_very_checkpoint(tiny, tmp_path
     fallback = load_runtime(quantised)
     assert fallback.name == "torch" and "int8-static" in fallback.why_not_onnx
     assert load_runtime(quantised, "onnx").name == "onnx"
+    # a broken file where an export is looked for: auto says why and runs PyTorch, onnx refuses in one line
+    for content, why in ((b"not a model", "not a readable ONNX model"), (b"", "not written by landmark export")):
+        (quantised.parent / "model.onnx").write_bytes(content)
+        assert why in load_runtime(quantised).why_not_onnx
+        with pytest.raises(ValueError, match=why):
+            load_runtime(quantised, "onnx")
+    broken = onnx.load(str(path))   # this checkpoint's export, a node short: ONNX Runtime refuses the graph
+    del broken.graph.node[0]
+    onnx.save(broken, str(quantised.parent / "model.onnx"))
+    assert "ONNX Runtime cannot load" in load_runtime(quantised).why_not_onnx
+    with pytest.raises(ValueError, match="ONNX Runtime cannot load"):
+        load_runtime(quantised, "onnx")
 
 
 @pytest.mark.parametrize("tta", [1, 3])

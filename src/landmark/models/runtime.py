@@ -213,17 +213,22 @@ def exported_model(checkpoint: str | Path, fp32_only: bool = False) -> tuple[Pat
         return None, f"no exported model beside {checkpoint} (looked for {looked})"
     digest, skipped = file_sha256(checkpoint), []
     for path in found:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        meta = json.loads(props.get(METADATA_KEY, "{}"))
-        if meta.get("checkpoint_sha256") != digest:
+        try:
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            meta = json.loads(props.get(METADATA_KEY, "{}"))
+        except Exception as err:   # protobuf's DecodeError, bad JSON, an unreadable file: not an export to use
+            skipped.append(f"{path} is not a readable ONNX model ({type(err).__name__}; re-export it)")
             continue
-        if fp32_only and meta.get("precision", "fp32") != "fp32":
-            skipped.append(f"{path} is {meta['precision']}")
-            continue
-        return path, ""
-    if skipped:
-        return None, f"{skipped[0]}, whose answers differ slightly (auto runs fp32 exports only; --runtime onnx runs it)"
-    return None, f"{', '.join(map(str, found))} was exported from another checkpoint (re-export it)"
+        if not isinstance(meta, dict) or "checkpoint_sha256" not in meta:
+            skipped.append(f"{path} was not written by landmark export (no '{METADATA_KEY}' metadata)")
+        elif meta["checkpoint_sha256"] != digest:
+            skipped.append(f"{path} was exported from another checkpoint (re-export it)")
+        elif fp32_only and meta.get("precision", "fp32") != "fp32":
+            skipped.append(f"{path} is {meta['precision']}, whose answers differ slightly "
+                           "(auto runs fp32 exports only; --runtime onnx runs it)")
+        else:
+            return path, ""
+    return None, "; ".join(skipped)
 
 
 def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device: str | None = None,
@@ -267,7 +272,13 @@ def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device:
         return on_gpu
     onnx_path, why = exported_model(path, fp32_only=runtime == "auto") if path.is_file() else (None, "")
     if onnx_path is not None:
-        return OnnxRuntime(onnx_path, threads)
+        try:
+            return OnnxRuntime(onnx_path, threads)
+        except Exception as err:   # ONNX Runtime refuses the graph: auto falls back, onnx says why
+            if runtime == "onnx":
+                raise ValueError(f"{onnx_path}: ONNX Runtime cannot load it ({type(err).__name__}: {err}); "
+                                 f"re-export it with landmark export") from err
+            why = f"ONNX Runtime cannot load {onnx_path} ({type(err).__name__}; re-export it)"
     if runtime == "onnx":
         raise ValueError(f"--runtime onnx: {why}; run `landmark export {path} --out {onnx_candidates(path)[0]}`")
     fallback = TorchRuntime.from_checkpoint(path, device, loaded)
