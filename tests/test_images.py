@@ -57,6 +57,40 @@ def test_dataset_skips_and_reports_rejects():
     assert batch["image"].shape == (len(files) - len(bad), 3, 32, 32) and batch["image"].dtype == torch.float32
 
 
+@pytest.mark.parametrize("torchcodec", [True, False], ids=["torchcodec", "without torchcodec"])
+def test_uint8_decoding_gives_load_images_pixels_and_rejects(tmp_path, monkeypatch, torchcodec):
+    """load_uint8 (TorchCodec's libjpeg-turbo for plain JPEGs, Pillow for the rest or where
+    TorchCodec does not load) gives exactly the pixels of load_image on real photos, greyscale
+    and progressive JPEGs, with or without draft shrinking; every dirty file decodes the same
+    or is rejected with the same reason."""
+    from PIL import Image
+    from conftest import L13
+    from landmark.data import images, load_uint8
+    decode_jpeg, fast = images._torchcodec_jpeg(), []
+    assert decode_jpeg is not None   # a dependency: the fast path is what is tested
+    counted = lambda data, mode: fast.append(1) or decode_jpeg(data, mode=mode)   # noqa: E731
+    monkeypatch.setattr(images, "_torchcodec_jpeg", (lambda: counted) if torchcodec else (lambda: None))
+    photos = sorted((L13 / "test").rglob("*.jpg"))[:12] + sorted((L13.parent / "nonlandmarks").rglob("*.jpg"))[:12]
+    Image.open(photos[0]).convert("L").save(tmp_path / "grey.jpg", quality=90)
+    Image.open(photos[1]).save(tmp_path / "progressive.jpg", progressive=True, quality=85)
+    files = photos + [tmp_path / "grey.jpg", tmp_path / "progressive.jpg"] + [DIRTY / r["file"] for r in MANIFEST]
+    decoded = 0
+    for path in files:
+        for draft in (None, 128, 448):
+            try:
+                want = torch.from_numpy(np.array(load_image(path, draft=draft))).permute(2, 0, 1)
+            except ImageError as err:
+                with pytest.raises(ImageError) as got:
+                    load_uint8(path, draft=draft)
+                assert str(got.value) == str(err)
+                continue
+            got = load_uint8(path, draft=draft)
+            assert got.dtype == torch.uint8 and torch.equal(got, want), (path, draft)
+            decoded += 1
+    assert decoded >= 3 * 26
+    assert len(fast) >= (26 if torchcodec else 0) and (torchcodec or not fast)   # real photos at draft None at least
+
+
 def _dirty_frame():
     import pandas as pd
     if not MANIFEST:

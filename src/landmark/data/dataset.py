@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from .gldv2 import image_path
-from .images import ImageError, load_image
+from .images import ImageError, load_image, load_uint8
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,19 @@ class ImageDataset(Dataset):
         frame: rows with ``id`` and either ``path`` or a GLDv2 ``root``.
         targets: class index per row (int64) or None (queries).
         draft: pixels; passed to :func:`load_image` for faster JPEG decoding.
+        decode: ``load_image`` (a PIL image for ``transform``) or
+            :func:`~landmark.data.images.load_uint8` (a uint8 tensor ``[3, H, W]``; the same
+            pixels, decoded faster, for transforms that take tensors), with the same rejects.
     """
 
     def __init__(self, frame: pd.DataFrame, transform, targets=None, root: str | Path | None = None,
-                 split: str = "train", draft: int | None = None):
+                 split: str = "train", draft: int | None = None, decode=load_image):
         self.ids = frame["id"].astype(str).to_numpy()
         self.paths = frame["path"].astype(str).to_numpy() if "path" in frame.columns else None
         self.reasons = frame["reason"].astype(str).to_numpy() if "reason" in frame.columns else None
         self.root, self.split, self.draft = (Path(root) if root else None), split, draft
         self.targets = None if targets is None else torch.tensor(np.asarray(targets), dtype=torch.int64)
-        self.transform = transform
+        self.transform, self.decode = transform, decode
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -63,7 +66,7 @@ class ImageDataset(Dataset):
             return Reject(self.ids[index], self.paths[index] if self.paths is not None else "", self.reasons[index])
         path = self.path(index)
         try:
-            img = load_image(path, draft=self.draft)
+            img = self.decode(path, draft=self.draft)
         except ImageError as err:
             return Reject(self.ids[index], path, str(err))
         target = self.targets[index] if self.targets is not None else torch.tensor(-1)
@@ -88,8 +91,10 @@ def image_loader(frame: pd.DataFrame, transform, *, batch_size: int, workers: in
                  targets=None, threads: bool = False) -> DataLoader | ThreadedBatches:
     """Batches ``(batch or None, rejects)`` (:func:`collate`) of :class:`ImageDataset` over
     ``frame`` (rows with ``id`` and ``path``), in frame order: a DataLoader with ``workers``
-    processes, or with ``threads`` a :class:`ThreadedBatches` with ``workers`` threads."""
-    dataset = ImageDataset(frame, transform, targets=targets, draft=draft)
+    processes, or with ``threads`` a :class:`ThreadedBatches` with ``workers`` threads.
+    Photos are decoded by :func:`~landmark.data.images.load_uint8`: ``transform`` gets a
+    uint8 tensor ``[3, H, W]`` (:meth:`landmark.data.Preprocess.decode_transform` takes it)."""
+    dataset = ImageDataset(frame, transform, targets=targets, draft=draft, decode=load_uint8)
     if threads:
         return ThreadedBatches(dataset, batch_size, workers)
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
