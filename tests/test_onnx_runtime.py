@@ -68,7 +68,7 @@ def test_export_round_trip_matches_torch_and_describes_itself(tiny):
         torch.testing.assert_close(eb, ea, atol=1e-4, rtol=1e-4)
 
 
-def test_export_refuses_to_overwrite_and_needs_photos_outside_a_run(tiny, tmp_path):
+def test_export_refuses_to_overwrite_and_needs_photos_outside_a_run(tiny, photos, tmp_path):
     ckpt, path, _ = tiny
     with pytest.raises(FileExistsError):
         export_onnx(ckpt, path)
@@ -77,6 +77,12 @@ def test_export_refuses_to_overwrite_and_needs_photos_outside_a_run(tiny, tmp_pa
     assert not (tmp_path / "x.onnx").exists()
     result = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(path)])
     assert result.exit_code == 2 and "exists" in result.output
+    before = ckpt.read_bytes()
+    result = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(ckpt), "--overwrite", "--images", str(photos)])
+    assert result.exit_code == 2 and "the checkpoint itself" in result.output and ckpt.read_bytes() == before
+    # a run folder is taken for its checkpoints/best.pt, as by predict, recognize and serve
+    report = export_onnx(ckpt.parent.parent, tmp_path / "run.onnx", images=photos, verify_images=2, threads=1)
+    assert report["verification"]["max_abs_logits"] < 1e-3
 
 
 def test_auto_runtime_stays_on_pytorch_when_the_network_runs_on_a_gpu(tiny, monkeypatch):
@@ -110,8 +116,9 @@ def test_auto_runtime_uses_only_an_export_of_this_very_checkpoint(tiny, tmp_path
     torch.manual_seed(1)
     save_checkpoint(other, create_model("test_efficientnet", 3, weights="none"), CLASSES, preprocess=PREPROCESS)
     assert load_runtime(other, "auto").name == "torch"
-    with pytest.raises(ValueError, match="another checkpoint"):
+    with pytest.raises(ValueError, match="another checkpoint") as refused:
         load_runtime(other, "onnx")
+    assert f"--out {path} --overwrite" in str(refused.value)   # re-export over the stale file, not beside it
     lone = tmp_path / "lone.pt"
     lone.write_bytes(other.read_bytes())
     with pytest.raises(ValueError, match="no exported model"):
@@ -310,7 +317,7 @@ def test_cli_says_on_stderr_which_runtime_runs_the_model(tiny, photos, tmp_path,
     assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
     with TestClient(served["app"]) as client:
         health = client.get("/health").json()
-    assert health["runtime"] == {"name": "onnx", "model": "model.onnx", "precision": "fp32"}
+    assert health["runtime"] == {"name": "onnx", "model": "model.onnx", "precision": "fp32"} and health["explain"]
 
 
 def test_explain_needs_the_pytorch_network_and_keeps_it_when_an_export_answers(tiny, photos, tmp_path):
@@ -337,6 +344,7 @@ def test_explain_needs_the_pytorch_network_and_keeps_it_when_an_export_answers(t
         refused = client.post("/v1/recognize?explain=1", files={"file": ("p.jpg", data, "image/jpeg")})
         assert refused.status_code == 409 and "PyTorch network" in refused.json()["error"]
         assert client.post("/v1/recognize", files={"file": ("p.jpg", data, "image/jpeg")}).status_code == 200
+        assert client.get("/health").json()["explain"] is False   # what the web page reads
 
 
 def test_static_same_padding_exports_without_pad_nodes_and_same_outputs(tmp_path):

@@ -200,8 +200,25 @@ def test_concurrent_requests_are_batched(rec, photo):
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def test_web_page_in_headless_chromium(rec, photo, tmp_path):
-    """Upload a real photo through the page; the answer's name shows; no console error or broken image."""
+@pytest.fixture(scope="module")
+def onnx_rec(recognizer_run, l13, tmp_path_factory):
+    """The recogniser of a bare .onnx export of the same checkpoint: no PyTorch network, so no saliency."""
+    from landmark import Recognizer
+    from landmark.inference.export import export_onnx
+    photos = tmp_path_factory.mktemp("verify") / "photos.csv"
+    files = sorted((l13 / "test").rglob("*.jpg"))[:4]
+    pd.DataFrame({"id": [f.stem for f in files], "path": [str(f) for f in files]}).to_csv(photos, index=False)
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(recognizer_run / "checkpoints" / "best.pt", out, images=photos, verify_images=4, threads=1)
+    return Recognizer.load(out)
+
+
+@pytest.mark.parametrize("served", ["checkpoint", "bare onnx"])
+def test_web_page_in_headless_chromium(rec, onnx_rec, photo, tmp_path, served):
+    """Upload a real photo through the page; the answer's name shows; no console error or broken
+    image; the saliency picture with the checkpoint, none (and no refusal) with a bare .onnx."""
+    if served == "bare onnx":
+        rec = onnx_rec
     playwright = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is not installed (make browser)")
@@ -240,7 +257,7 @@ def test_web_page_in_headless_chromium(rec, photo, tmp_path):
             page.wait_for_function("Array.from(document.images).every(i => i.complete)")
             broken = page.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.alt)")
             assert not broken, broken
-            assert page.locator("figure.saliency img").count() == 1
+            assert page.locator("figure.saliency img").count() == (1 if served == "checkpoint" else 0)
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             browser.close()
         assert not errors, errors

@@ -185,7 +185,7 @@ def predict(
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train"),
+    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or its run folder"),
     out: Path = typer.Option(..., help="the .onnx file to write (model.onnx in the run folder is then run "
                                        "by predict, embed, recognize ... on the CPU: --runtime auto)"),
     int8: bool = typer.Option(False, help="quantise to int8 (static, calibrated on training photos; dynamic "

@@ -319,12 +319,14 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
 
     Raises:
         FileExistsError: ``out`` exists and ``overwrite`` is False.
-        FileNotFoundError / ValueError: bad checkpoint or photos; ``fp32_blocks`` < 0, given without
-            ``int8``, or more than the backbone's blocks.
+        FileNotFoundError / ValueError: bad checkpoint (a ``.pt`` or its run folder) or photos;
+            ``out`` is the checkpoint itself; ``fp32_blocks`` < 0, given without ``int8``, or more
+            than the backbone's blocks.
         ExportError: the export disagrees with PyTorch beyond the tolerance.
     """
     from ..data import read_queries
     from ..models import load_model
+    from .recognizer import resolve_checkpoint
     out = Path(out)
     asked, fp32_blocks = fp32_blocks, FP32_BLOCKS if fp32_blocks is None else fp32_blocks
     if isinstance(fp32_blocks, bool) or not isinstance(fp32_blocks, int) or fp32_blocks < 0:
@@ -333,6 +335,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
         raise ValueError("--fp32-blocks applies to --int8 exports only; add --int8 or drop it")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
+    checkpoint = resolve_checkpoint(checkpoint)
+    if out.exists() and out.resolve() == checkpoint.resolve():
+        raise ValueError(f"--out {out} is the checkpoint itself; give a .onnx path, e.g. {checkpoint.with_suffix('.onnx')}")
     model, ckpt = load_model(checkpoint)
     blocks = len(getattr(model.backbone, "blocks", ()))
     if asked is not None and asked > blocks:

@@ -280,7 +280,10 @@ def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device:
                                  f"re-export it with landmark export") from err
             why = f"ONNX Runtime cannot load {onnx_path} ({type(err).__name__}; re-export it)"
     if runtime == "onnx":
-        raise ValueError(f"--runtime onnx: {why}; run `landmark export {path} --out {onnx_candidates(path)[0]}`")
+        stale = [p for p in onnx_candidates(path) if p.is_file()]
+        target = stale[0] if stale else onnx_candidates(path)[2 if path.parent.name == "checkpoints" else 0]
+        raise ValueError(f"--runtime onnx: {why}; run `landmark export {path} --out {target}"
+                         + (" --overwrite`" if stale else "`"))
     fallback = TorchRuntime.from_checkpoint(path, device, loaded)
     fallback.why_not_onnx = why   # auto's reason, for the runtime line (runtime_info.announce)
     return fallback

@@ -146,7 +146,9 @@ def _add_routes(app: FastAPI) -> None:
     async def health() -> dict:
         """The server answers; what it has loaded."""
         rec = state.recognizer
-        return {"status": "ok", "runtime": runtime_info(rec.runtime, paths=False), "scoring": rec.scoring,
+        return {"status": "ok", "runtime": runtime_info(rec.runtime, paths=False),
+                "explain": rec.model is not None,   # saliency needs the PyTorch network (not a bare .onnx)
+                "scoring": rec.scoring,
                 "threshold": rec.threshold, "classes": len(rec.classes),
                 "references": len(rec.index) if rec.index is not None else 0, "batches": state.batcher.batches}
 
