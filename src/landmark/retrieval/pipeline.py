@@ -74,7 +74,7 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
     Raises:
         FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_images``.
     """
-    engine = load_runtime(checkpoint, runtime, device, threads)
+    engine = load_runtime(checkpoint, runtime, device, threads, image_size=image_size)
     announce(engine, runtime)
     return _embed(engine, checkpoint, frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
                   batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
@@ -249,7 +249,7 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
     """
     config = config or RetrievalConfig()
     index = LandmarkIndex.load(index_dir)
-    engine = load_runtime(checkpoint, runtime, device, threads)
+    engine = load_runtime(checkpoint, runtime, device, threads, image_size=index.meta.get("model", {}).get("image_size"))
     announce(engine, runtime)
     size = _index_image_size(index, engine)
     embed = partial(_embed, engine, checkpoint, image_size=size, batch_size=batch_size, workers=workers,
