@@ -479,3 +479,12 @@ def test_auto_skips_a_huge_file_without_reading_it(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx, "load", lambda *a, **k: pytest.fail("a huge file was read"))
     path, why = rt.exported_model(copy)
     assert path is None and "too large" in why
+
+
+def test_sharded_embed_at_another_image_size_runs_on_pytorch_under_auto(tiny, photos, tmp_path):
+    from landmark.retrieval.pipeline import embed_checkpoint_shard
+    ckpt, _, _ = tiny
+    frame = pd.read_csv(photos, dtype=str)
+    out = embed_checkpoint_shard(ckpt, frame, tmp_path / "shards", shard=(0, 1), threads=1, device="cpu",
+                                 image_size=96, workers=0)
+    assert out["rows"] == 6

@@ -96,7 +96,7 @@ def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: 
     Raises:
         FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_shard``.
     """
-    engine = load_runtime(checkpoint, runtime, device, threads)
+    engine = load_runtime(checkpoint, runtime, device, threads, image_size=options.get("image_size"))
     announce(engine, runtime)
     return embed_shard(engine, engine.preprocess, frame, folder, shard=shard, part_size=part_size,
                        classes=engine.classes, device=device, **options)
