@@ -436,3 +436,63 @@ def test_cli_says_how_answers_are_scored(tiny, photos, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("scoring: ")]
     assert lines == ["scoring: classifier alone (no index beside the model; --index RUN/index confirms answers "
                      "with its photos)"]
+
+
+def test_auto_keeps_pytorch_for_an_image_size_the_export_cannot_take(tiny, photos, tmp_path):
+    """index build/add and knn have no --runtime: with an export beside the checkpoint, auto
+    must not pick it for an index embedded at another size (was: 'takes 64 px inputs only')."""
+    ckpt, _, _ = tiny
+    assert load_runtime(ckpt, "auto", "cpu", 1, image_size=96).name == "torch"
+    assert "takes 64 px inputs only" in load_runtime(ckpt, "auto", "cpu", 1, image_size=96).why_not_onnx
+    assert load_runtime(ckpt, "auto", "cpu", 1, image_size=64).name == "onnx"
+    frame = pd.read_csv(photos, dtype=str)
+    emb, _, info = embed_checkpoint(ckpt, frame, tmp_path / "e.npy", workers=0, image_size=96, threads=1)
+    assert info["runtime"] == "torch" and info["image_size"] == 96 and len(emb) == 6
+    result = CliRunner().invoke(app, ["index", "build", "--out", str(tmp_path / "idx"), "--checkpoint", str(ckpt),
+                                      "--images", str(photos), "--label", "7", "--image-size", "96", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["index", "add", str(tmp_path / "idx"), "--images", str(photos),
+                                      "--label", "11", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+
+
+def test_export_refuses_to_write_over_its_own_checkpoint(tiny, tmp_path):
+    import shutil
+    ckpt, _, _ = tiny
+    copy = tmp_path / "checkpoints" / "best.pt"
+    copy.parent.mkdir()
+    shutil.copy(ckpt, copy)
+    before = copy.read_bytes()
+    result = CliRunner().invoke(app, ["export", str(copy), "--out", str(copy), "--overwrite"])
+    assert result.exit_code == 2 and "is the checkpoint itself" in result.output, result.output
+    with pytest.raises(ValueError, match="checkpoint itself"):
+        export_onnx(copy, copy, overwrite=True)
+    assert copy.read_bytes() == before
+
+
+def test_runtime_onnx_on_a_folder_says_give_the_checkpoint(tiny):
+    ckpt, _, _ = tiny
+    with pytest.raises(ValueError, match="is a folder; give the checkpoint file"):
+        load_runtime(ckpt.parent.parent, "onnx")
+
+
+def test_auto_skips_a_huge_file_without_reading_it(tiny, tmp_path, monkeypatch):
+    import shutil
+    from landmark.models import runtime as rt
+    copy = tmp_path / "checkpoints" / "best.pt"
+    copy.parent.mkdir()
+    shutil.copy(tiny[0], copy)
+    (tmp_path / "model.onnx").write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(rt, "MAX_ONNX_BYTES", 4096)
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: pytest.fail("a huge file was read"))
+    path, why = rt.exported_model(copy)
+    assert path is None and "too large" in why
+
+
+def test_sharded_embed_at_another_image_size_runs_on_pytorch_under_auto(tiny, photos, tmp_path):
+    from landmark.retrieval.pipeline import embed_checkpoint_shard
+    ckpt, _, _ = tiny
+    frame = pd.read_csv(photos, dtype=str)
+    out = embed_checkpoint_shard(ckpt, frame, tmp_path / "shards", shard=(0, 1), threads=1, device="cpu",
+                                 image_size=96, workers=0)
+    assert out["rows"] == 6

@@ -208,6 +208,9 @@ def export(
     """
     if out.is_dir():
         _fail(ValueError(f"--out {out} is a folder; give the path of a .onnx file"))
+    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
+        _fail(ValueError(f"--out {out} is the checkpoint itself; the export would replace it: choose a .onnx "
+                         f"path beside it, e.g. {out.with_suffix('.onnx')}"))
     from .inference.export import export_onnx
     _refuse_overwrite(out, overwrite)
     try:

@@ -39,6 +39,7 @@ from ..devices import resolve_device
 from .runtime_info import DEFAULT_RUNTIME, RUNTIMES
 
 METADATA_KEY = "landmark"   # metadata_props key of the exported model's JSON description
+MAX_ONNX_BYTES = 2**31      # protobuf's limit for one message: no single-file .onnx is larger
 
 
 class Runtime(Protocol):
@@ -213,6 +214,10 @@ def exported_model(checkpoint: str | Path, fp32_only: bool = False) -> tuple[Pat
         return None, f"no exported model beside {checkpoint} (looked for {looked})"
     digest, skipped = file_sha256(checkpoint), []
     for path in found:
+        if path.stat().st_size >= MAX_ONNX_BYTES:   # read whole by onnx.load: a huge file would exhaust memory
+            skipped.append(f"{path} is {path.stat().st_size / 2**30:.1f} GiB, too large for an ONNX model "
+                           "(protobuf holds < 2 GiB; re-export it)")
+            continue
         try:
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             meta = json.loads(props.get(METADATA_KEY, "{}"))
@@ -232,7 +237,8 @@ def exported_model(checkpoint: str | Path, fp32_only: bool = False) -> tuple[Pat
 
 
 def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device: str | None = None,
-                 threads: int | None = None, loaded: tuple[nn.Module, dict] | None = None) -> Runtime:
+                 threads: int | None = None, loaded: tuple[nn.Module, dict] | None = None,
+                 image_size: int | None = None) -> Runtime:
     """A runtime for a ``.pt`` checkpoint or a ``.onnx`` export.
 
     Args:
@@ -248,6 +254,8 @@ def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device:
         threads: ONNX Runtime intra-op threads (default: all CPUs of the process).
         loaded: ``(model, checkpoint dict)`` of this ``.pt`` as ``load_model`` returned them,
             wrapped instead of loading the file again when eager PyTorch runs it.
+        image_size: the input size the caller will feed (None: the checkpoint's); with
+            ``auto``, an export (which takes its own size only) is not used for another size.
 
     Raises:
         FileNotFoundError: no such file.
@@ -270,10 +278,17 @@ def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device:
         on_gpu = TorchRuntime.from_checkpoint(path, device, loaded)
         on_gpu.why_not_onnx = f"the network runs on {target}, ONNX Runtime on the CPU only"
         return on_gpu
-    onnx_path, why = exported_model(path, fp32_only=runtime == "auto") if path.is_file() else (None, "")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the checkpoint file, e.g. {path / 'checkpoints' / 'best.pt'}, "
+                         "or its .onnx export")
+    onnx_path, why = exported_model(path, fp32_only=runtime == "auto")
     if onnx_path is not None:
         try:
-            return OnnxRuntime(onnx_path, threads)
+            found = OnnxRuntime(onnx_path, threads)
+            if runtime == "onnx" or image_size in (None, found.preprocess["size"]):
+                return found
+            why = (f"{onnx_path} takes {found.preprocess['size']} px inputs only, "
+                   f"{image_size} px asked for")
         except Exception as err:   # ONNX Runtime refuses the graph: auto falls back, onnx says why
             if runtime == "onnx":
                 raise ValueError(f"{onnx_path}: ONNX Runtime cannot load it ({type(err).__name__}: {err}); "

@@ -74,7 +74,7 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
     Raises:
         FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_images``.
     """
-    engine = load_runtime(checkpoint, runtime, device, threads)
+    engine = load_runtime(checkpoint, runtime, device, threads, image_size=image_size)
     announce(engine, runtime)
     return _embed(engine, checkpoint, frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
                   batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
@@ -96,7 +96,7 @@ def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: 
     Raises:
         FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_shard``.
     """
-    engine = load_runtime(checkpoint, runtime, device, threads)
+    engine = load_runtime(checkpoint, runtime, device, threads, image_size=options.get("image_size"))
     announce(engine, runtime)
     return embed_shard(engine, engine.preprocess, frame, folder, shard=shard, part_size=part_size,
                        classes=engine.classes, device=device, **options)
@@ -249,7 +249,7 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
     """
     config = config or RetrievalConfig()
     index = LandmarkIndex.load(index_dir)
-    engine = load_runtime(checkpoint, runtime, device, threads)
+    engine = load_runtime(checkpoint, runtime, device, threads, image_size=index.meta.get("model", {}).get("image_size"))
     announce(engine, runtime)
     size = _index_image_size(index, engine)
     embed = partial(_embed, engine, checkpoint, image_size=size, batch_size=batch_size, workers=workers,
