@@ -98,6 +98,9 @@ def test_auto_runtime_stays_on_pytorch_when_the_network_runs_on_a_gpu(tiny, monk
                                         device="cpu")))
     on_gpu = load_runtime(ckpt)
     assert on_gpu.name == "torch" and loaded == [None] and "cuda:0" in on_gpu.why_not_onnx
+    for model, runtime in ((path, "auto"), (ckpt, "onnx")):   # ONNX Runtime asked for a GPU: refused, not ignored
+        with pytest.raises(ValueError, match="ONNX Runtime runs on the CPU here"):
+            load_runtime(model, runtime, device="cuda")
     assert load_runtime(ckpt, "auto", device="cpu").name == "onnx" and loaded == [None]
     assert load_runtime(path).name == "onnx"
 
@@ -468,6 +471,22 @@ def test_export_refuses_to_write_over_its_own_checkpoint(tiny, tmp_path):
     with pytest.raises(ValueError, match="checkpoint itself"):
         export_onnx(copy, copy, overwrite=True)
     assert copy.read_bytes() == before
+    with pytest.raises(ValueError, match="ending in .onnx"):   # an ONNX file named .pt would pass for a checkpoint
+        export_onnx(copy, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_upper_case_onnx_and_too_many_threads(tiny, tmp_path):
+    """MODEL.ONNX is an export like model.onnx; a thread count no CPU set can use is refused in one
+    line (100,000 ONNX Runtime threads hung at start-up)."""
+    ckpt, path, _ = tiny
+    upper = tmp_path / "MODEL.ONNX"
+    upper.write_bytes(path.read_bytes())
+    assert load_runtime(upper).name == "onnx"
+    with pytest.raises(ValueError, match="threads 100000: this process may use"):
+        load_runtime(path, threads=100_000)
+    result = CliRunner().invoke(app, ["recognize", str(upper), "--model", str(upper), "--threads", "100000"])
+    assert result.exit_code == 2 and result.output.startswith("error: threads 100000"), result.output
 
 
 def test_runtime_onnx_on_a_folder_says_give_the_checkpoint(tiny):

@@ -713,7 +713,7 @@ def recognize(
         _fail(ValueError(f"--explain {explain} is a file; give a folder for the pictures"))
     if explain is not None and not overwrite and any(explain.glob("*.saliency.png")):
         _fail(FileExistsError(f"{explain} holds pictures already; pass --overwrite or choose another --explain"))
-    if explain is not None and model.suffix == ".onnx":
+    if explain is not None and model.suffix.lower() == ".onnx":
         _fail(ValueError("--explain computes saliency with PyTorch gradients: give the .pt checkpoint or its run "
                          "folder (its export still answers)"))
     from .data import ImageError

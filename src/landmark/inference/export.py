@@ -333,14 +333,15 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
         raise ValueError(f"fp32_blocks {fp32_blocks!r}: give a whole number >= 0 of leading blocks to keep fp32")
     if asked is not None and not int8:
         raise ValueError("--fp32-blocks applies to --int8 exports only; add --int8 or drop it")
-    if out.exists() and Path(checkpoint).exists() and out.samefile(checkpoint):
+    checkpoint = resolve_checkpoint(checkpoint)
+    if out.exists() and out.samefile(checkpoint):
         raise ValueError(f"--out {out} is the checkpoint itself; the export would replace it: "
-                         "choose a .onnx path beside it, e.g. " + str(Path(out).with_suffix(".onnx")))
+                         f"choose a .onnx path beside it, e.g. {checkpoint.with_suffix('.onnx')}")
+    if out.suffix.lower() != ".onnx":
+        raise ValueError(f"--out {out}: give a file name ending in .onnx (commands tell an export from a "
+                         "checkpoint by it)")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
-    checkpoint = resolve_checkpoint(checkpoint)
-    if out.exists() and out.resolve() == checkpoint.resolve():
-        raise ValueError(f"--out {out} is the checkpoint itself; give a .onnx path, e.g. {checkpoint.with_suffix('.onnx')}")
     model, ckpt = load_model(checkpoint)
     blocks = len(getattr(model.backbone, "blocks", ()))
     if asked is not None and asked > blocks:

@@ -299,7 +299,7 @@ class Recognizer:
             ValueError: not a checkpoint; an index of another backbone or dimension.
         """
         path = resolve_checkpoint(source)
-        if path.suffix == ".onnx":
+        if path.suffix.lower() == ".onnx":
             model = load_runtime(path, runtime, device, threads)   # refuses runtime torch for a .onnx
             ckpt = {"classes": model.classes, "preprocess": model.preprocess, "arch": model.arch,
                     "names": model.names or {}, **{k: model.meta[k] for k in ("reject_threshold",) if k in model.meta}}
@@ -315,7 +315,7 @@ class Recognizer:
         if built and built != ckpt["arch"]["backbone"]:
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['arch']['backbone']}")
         rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device, scoring)
-        if rec.model is None and path.suffix != ".onnx":
+        if rec.model is None and path.suffix.lower() != ".onnx":
             rec.model = network.to(rec.device).eval()
         announce(rec.runtime, runtime)   # "runtime: onnx (RUN/model.onnx, fp32)" on the CLI's stderr
         logging.getLogger(RUNTIME_LOGGER).info("scoring: %s", rec.scoring_line())

@@ -39,6 +39,7 @@ from ..devices import resolve_device
 from .runtime_info import DEFAULT_RUNTIME, RUNTIMES
 
 METADATA_KEY = "landmark"   # metadata_props key of the exported model's JSON description
+MAX_THREADS_PER_CPU = 4     # ONNX Runtime threads beyond this only contend (100,000 hung at start-up)
 MAX_ONNX_BYTES = 2**31      # protobuf's limit for one message: no single-file .onnx is larger
 
 
@@ -106,11 +107,12 @@ class OnnxRuntime:
     Args:
         path: a ``.onnx`` file written by ``landmark export`` (input ``image``
             ``[batch, 3, H, W]``, outputs ``logits`` and ``embedding``, JSON metadata).
-        threads: intra-op threads (default: the CPUs this process may use).
+        threads: intra-op threads (default: the CPUs this process may use; at most
+            :data:`MAX_THREADS_PER_CPU` per CPU).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not an ONNX model, or one without the landmark metadata.
+        ValueError: not an ONNX model, or one without the landmark metadata; too many threads.
     """
 
     name = "onnx"
@@ -121,6 +123,9 @@ class OnnxRuntime:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model {path} does not exist (write it with `landmark export`)")
+        if threads is not None and threads > MAX_THREADS_PER_CPU * cpu_count():
+            raise ValueError(f"threads {threads}: this process may use {cpu_count()} CPUs; give at most "
+                             f"{MAX_THREADS_PER_CPU * cpu_count()} (more threads only wait for each other)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_count()
         options.inter_op_num_threads = 1
@@ -227,7 +232,8 @@ def exported_model(checkpoint: str | Path, fp32_only: bool = False) -> tuple[Pat
         if not isinstance(meta, dict) or "checkpoint_sha256" not in meta:
             skipped.append(f"{path} was not written by landmark export (no '{METADATA_KEY}' metadata)")
         elif meta["checkpoint_sha256"] != digest:
-            skipped.append(f"{path} was exported from another checkpoint (re-export it)")
+            skipped.append(f"{path} was exported from another checkpoint (re-export it, or export this one to "
+                           f"{Path(checkpoint).with_suffix('.onnx')})")
         elif fp32_only and meta.get("precision", "fp32") != "fp32":
             skipped.append(f"{path} is {meta['precision']}, whose answers differ slightly "
                            "(auto runs fp32 exports only; --runtime onnx runs it)")
@@ -260,14 +266,18 @@ def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device:
     Raises:
         FileNotFoundError: no such file.
         ValueError: unknown ``runtime``; ``torch`` with a ``.onnx`` file; ``onnx`` without
-            a matching export; a bad file.
+            a matching export; a GPU ``device`` for ONNX Runtime (a ``.onnx`` or ``onnx``); a bad file.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".onnx":
+    onnx_only = path.suffix.lower() == ".onnx" or runtime == "onnx"
+    if onnx_only and device is not None and (asked := resolve_device(device)).type != "cpu":
+        raise ValueError(f"--device {device}: ONNX Runtime runs on the CPU here; for {asked} give the .pt "
+                         "checkpoint with --runtime torch or auto")
+    if path.suffix.lower() == ".onnx":
         if runtime == "torch":
             raise ValueError(f"{path} is an ONNX model; use --runtime onnx or auto (the default), "
                              "or give the .pt checkpoint")
