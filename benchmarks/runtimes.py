@@ -50,6 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from landmark.threads import spin_less  # noqa: E402
+
+spin_less()   # as the `landmark` command does, before torch loads (landmark/threads.py)
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402

@@ -6,8 +6,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from landmark.memory import keep_freed_memory  # noqa: E402
+from landmark.threads import spin_less  # noqa: E402
 
 keep_freed_memory()   # as the `landmark` command does: eager PyTorch on the CPU stops re-faulting its activations
+spin_less()           # as the `landmark` command does, before torch loads
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 L13 = DATA / "landmarks13"

@@ -1,4 +1,5 @@
-"""The CLI keeps freed memory mapped (glibc M_TOP_PAD) unless the user's environment says otherwise."""
+"""The CLI keeps freed memory mapped (glibc M_TOP_PAD) and lets idle OpenMP threads sleep sooner
+(GOMP_SPINCOUNT), unless the user's environment says otherwise."""
 import sys
 
 import pytest
@@ -30,3 +31,27 @@ def test_the_command_line_applies_it_before_any_command(monkeypatch):
     with pytest.raises(SystemExit) as done:
         cli.main()
     assert done.value.code == 0 and calls == [()]
+
+
+def test_idle_openmp_threads_spin_less_unless_the_environment_says(monkeypatch):
+    from landmark import threads
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert threads.spin_less() is True and threads.os.environ["GOMP_SPINCOUNT"] == threads.SPIN_COUNT == "30000"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "INFINITE")        # the user's own choice wins
+    assert threads.spin_less() is False and threads.os.environ["GOMP_SPINCOUNT"] == "INFINITE"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert threads.spin_less() is False and "GOMP_SPINCOUNT" not in threads.os.environ
+
+
+def test_the_command_sets_the_spin_count_before_torch_loads(tmp_path):
+    """`landmark` in a fresh process: GOMP_SPINCOUNT is set by the time a command imports torch."""
+    import os
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = ("import sys, os; from landmark import cli; sys.argv = ['landmark', '--help']\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print('SPIN', os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "SPIN 30000 False" in out.stderr, out.stderr

@@ -801,7 +801,9 @@ def main() -> None:
     """Entry point: a bad file, folder, config or argument that the library reports with an
     exception ends in one ``error: ...`` line and exit code 2, not a traceback."""
     from .memory import keep_freed_memory
+    from .threads import spin_less
     keep_freed_memory()   # eager PyTorch on the CPU: freed activations stay mapped (memory.py)
+    spin_less()           # before torch loads: idle OpenMP threads leave the cores to decoding (threads.py)
     try:
         app()
     except Exception as err:  # noqa: BLE001 -- only the user errors below; anything else re-raised
