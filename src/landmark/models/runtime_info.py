@@ -22,7 +22,7 @@ RUNTIMES = ("torch", "onnx", "auto")
 # The runtime every inference entry point (predict, embed, knn, index, recognize, serve, the
 # Python API) loads by default: ``auto`` is ONNX Runtime when an export of this very
 # checkpoint lies beside it and the network would run on the CPU (the same answers within
-# 1e-5, about twice as fast end to end: docs/benchmarks.md), eager PyTorch otherwise (no
+# 1e-5, 1.7 to 1.9 times as fast end to end on 2 cores: docs/benchmarks.md), eager PyTorch otherwise (no
 # export, another checkpoint's export, or a GPU).
 DEFAULT_RUNTIME = "auto"
 
