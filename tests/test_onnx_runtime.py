@@ -466,8 +466,10 @@ def test_export_refuses_to_write_over_its_own_checkpoint(tiny, tmp_path):
     copy.parent.mkdir()
     shutil.copy(ckpt, copy)
     before = copy.read_bytes()
-    result = CliRunner().invoke(app, ["export", str(copy), "--out", str(copy), "--overwrite"])
-    assert result.exit_code == 2 and "is the checkpoint itself" in result.output, result.output
+    for given in (copy, copy.parent.parent):   # the .pt or its run folder, with or without --overwrite
+        for extra in ([], ["--overwrite"]):
+            result = CliRunner().invoke(app, ["export", str(given), "--out", str(copy), *extra])
+            assert result.exit_code == 2 and "is the checkpoint itself" in result.output, result.output
     with pytest.raises(ValueError, match="checkpoint itself"):
         export_onnx(copy, copy, overwrite=True)
     assert copy.read_bytes() == before
@@ -483,10 +485,12 @@ def test_upper_case_onnx_and_too_many_threads(tiny, tmp_path):
     upper = tmp_path / "MODEL.ONNX"
     upper.write_bytes(path.read_bytes())
     assert load_runtime(upper).name == "onnx"
-    with pytest.raises(ValueError, match="threads 100000: this process may use"):
-        load_runtime(path, threads=100_000)
-    result = CliRunner().invoke(app, ["recognize", str(upper), "--model", str(upper), "--threads", "100000"])
-    assert result.exit_code == 2 and result.output.startswith("error: threads 100000"), result.output
+    for model in (path, ckpt):   # a .pt under auto too: refused, not blamed on its export
+        with pytest.raises(ValueError, match="--threads 100000: this process may use"):
+            load_runtime(model, threads=100_000)
+    for model in (upper, ckpt.parent.parent):
+        result = CliRunner().invoke(app, ["recognize", str(upper), "--model", str(model), "--threads", "100000"])
+        assert result.exit_code == 2 and result.output.startswith("error: --threads 100000"), result.output
 
 
 def test_runtime_onnx_on_a_folder_says_give_the_checkpoint(tiny):

@@ -12,7 +12,7 @@ import typer
 from .config import PRESETS_DIR
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
-from .models.runtime_info import DEFAULT_RUNTIME
+from .models.runtime_info import DEFAULT_RUNTIME, MAX_THREADS_PER_CPU
 from .retrieval.config import RetrievalConfig, retrieval_presets
 
 # Every default below is read from the library's own settings (these modules import
@@ -26,7 +26,7 @@ _DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda if available)"
 _RUNTIME_HELP = ("torch | onnx | auto (auto: onnx for a .onnx, and for a .pt when an export of this very .pt by "
                  "landmark export lies beside it or in its run folder and the network runs on the CPU, else torch; "
                  "the choice is printed on stderr)")
-_THREADS_HELP = "ONNX Runtime threads (default: all CPUs)"
+_THREADS_HELP = f"ONNX Runtime threads (default: all CPUs; at most {MAX_THREADS_PER_CPU} per CPU)"
 _BATCH_HELP = "images per forward pass"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -208,7 +208,8 @@ def export(
     """
     if out.is_dir():
         _fail(ValueError(f"--out {out} is a folder; give the path of a .onnx file"))
-    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
+    checkpoint_file = checkpoint / "checkpoints" / "best.pt" if checkpoint.is_dir() else checkpoint
+    if out.exists() and checkpoint_file.exists() and out.samefile(checkpoint_file):
         _fail(ValueError(f"--out {out} is the checkpoint itself; the export would replace it: choose a .onnx "
                          f"path beside it, e.g. {out.with_suffix('.onnx')}"))
     from .inference.export import export_onnx

@@ -21,21 +21,23 @@ ONNX Runtime's own threads do not use OpenMP (they never spin: ``models/runtime.
 from __future__ import annotations
 
 import os
+import sys
 
 #: Busy-wait spins of an idle OpenMP thread before it sleeps (libgomp's default: 300,000).
-SPIN_COUNT = "30000"
+SPIN_COUNT = 30_000
 
 
-def spin_less(spin_count: str = SPIN_COUNT) -> bool:
+def spin_less(spin_count: int = SPIN_COUNT) -> bool:
     """Set ``GOMP_SPINCOUNT`` to ``spin_count`` for this process (module docstring).
 
     Call it before ``import torch``: libgomp reads its environment once, when it is loaded.
     The user's own ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` wins.
 
     Returns:
-        True when set; False when either variable was already set.
+        True when set in time; False when either variable was already set, or when torch is
+        already imported (too late: nothing is changed then).
     """
-    if any(os.environ.get(v) is not None for v in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")):
+    if "torch" in sys.modules or any(os.environ.get(v) is not None for v in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")):
         return False
-    os.environ["GOMP_SPINCOUNT"] = str(spin_count)
+    os.environ["GOMP_SPINCOUNT"] = str(int(spin_count))
     return True

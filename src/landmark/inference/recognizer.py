@@ -95,8 +95,11 @@ class Answer(BaseModel):
         landmark_id, name, score: the best landmark, even when below the threshold.
         is_landmark: ``score >= threshold``.
         threshold: the threshold used.
-        scoring: ``classifier`` or ``knn``.
-        top_k: the best candidates, best first (the first is the answer itself).
+        scoring: ``reference``, ``classifier`` or ``knn``.
+        top_k: the candidates, the first being the answer itself: best score first with
+            ``classifier`` and ``knn``; with ``reference`` in the classifier's order, each with
+            its reference score, so a later candidate may score higher than the answer (the
+            classifier chooses the landmark, its reference photos only confirm it).
         neighbours: the most similar indexed photos (empty without an index).
     """
 

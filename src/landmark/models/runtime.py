@@ -36,10 +36,9 @@ from torch import nn
 
 from ..data.preprocess import Preprocess
 from ..devices import resolve_device
-from .runtime_info import DEFAULT_RUNTIME, RUNTIMES
+from .runtime_info import DEFAULT_RUNTIME, MAX_THREADS_PER_CPU, RUNTIMES
 
 METADATA_KEY = "landmark"   # metadata_props key of the exported model's JSON description
-MAX_THREADS_PER_CPU = 4     # ONNX Runtime threads beyond this only contend (100,000 hung at start-up)
 MAX_ONNX_BYTES = 2**31      # protobuf's limit for one message: no single-file .onnx is larger
 
 
@@ -123,9 +122,7 @@ class OnnxRuntime:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model {path} does not exist (write it with `landmark export`)")
-        if threads is not None and threads > MAX_THREADS_PER_CPU * cpu_count():
-            raise ValueError(f"threads {threads}: this process may use {cpu_count()} CPUs; give at most "
-                             f"{MAX_THREADS_PER_CPU * cpu_count()} (more threads only wait for each other)")
+        check_threads(threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_count()
         options.inter_op_num_threads = 1
@@ -156,6 +153,17 @@ class OnnxRuntime:
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
         logits, emb = self.session.run(["logits", "embedding"], {self.input: np.ascontiguousarray(x, np.float32)})
         return torch.from_numpy(logits), torch.from_numpy(emb)
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse an ONNX Runtime thread count above :data:`MAX_THREADS_PER_CPU` per CPU.
+
+    Raises:
+        ValueError: too many threads (the message says how many this process may use).
+    """
+    if threads is not None and threads > MAX_THREADS_PER_CPU * cpu_count():
+        raise ValueError(f"--threads {threads}: this process may use {cpu_count()} CPUs; give at most "
+                         f"{MAX_THREADS_PER_CPU * cpu_count()} (more threads only wait for each other)")
 
 
 def cpu_count() -> int:
@@ -270,6 +278,7 @@ def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device:
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    check_threads(threads)   # before auto tries an export, which would otherwise be blamed
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")

@@ -25,6 +25,9 @@ RUNTIMES = ("torch", "onnx", "auto")
 # 1e-5, 1.7 to 1.9 times as fast end to end on 2 cores: docs/benchmarks.md), eager PyTorch otherwise (no
 # export, another checkpoint's export, or a GPU).
 DEFAULT_RUNTIME = "auto"
+# ONNX Runtime intra-op threads allowed per CPU of the process: more only wait for each other
+# (100,000 threads hung at start-up).
+MAX_THREADS_PER_CPU = 4
 
 
 def runtime_info(runtime, paths: bool = True) -> dict:
