@@ -6,8 +6,8 @@ before they sleep: 300,000 spins by default (``GOMP_SPINCOUNT``, libgomp manual,
 "Environment Variables").  When images are decoded by threads beside the network
 (``predict``, ``embed`` and the recogniser on the CPU, ``data.dataset.ThreadedBatches``),
 each decoding thread's resize runs its own small OpenMP team, whose idle threads then spin
-on the cores the network needs.  :data:`SPIN_COUNT` spins instead (a tenth) measured on 2
-cores over the 274 landmarks13 test photos at batch 32 (docs/runtime.md):
+on the cores the network needs.  With :data:`SPIN_COUNT` spins instead (a tenth), measured
+on 2 cores over the 274 landmarks13 test photos at batch 32 (docs/runtime.md):
 
 - ONNX Runtime fp32 end to end: 14.6 to 15.1 -> 13.7 to 14.2 ms of CPU per photo, 128 to
   134 -> 137 to 143 photos/s; decoding alone (a network that returns at once): 2.9 to 3.6
