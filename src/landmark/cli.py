@@ -19,6 +19,7 @@ from .retrieval.config import RetrievalConfig, retrieval_presets
 # pydantic only, so `landmark --help` stays fast); none is restated here.
 _DOWNLOAD = DownloadOptions()
 _RETRIEVAL = RetrievalConfig()
+_WORKERS_HELP = "image decoders: threads when the network runs on the CPU, processes beside a GPU"
 _DECODERS = ("image decoders: threads when the network runs on the CPU (default: one per CPU), processes "
              "beside a GPU (default: half the CPUs); 0 decodes between forward passes")
 _TRAIN_PRESETS = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
@@ -206,14 +207,7 @@ def export(
     classes and preprocessing in its metadata; nothing is written when ONNX
     Runtime and PyTorch disagree.
     """
-    if out.is_dir():
-        _fail(ValueError(f"--out {out} is a folder; give the path of a .onnx file"))
-    checkpoint_file = checkpoint / "checkpoints" / "best.pt" if checkpoint.is_dir() else checkpoint
-    if out.exists() and checkpoint_file.exists() and out.samefile(checkpoint_file):
-        _fail(ValueError(f"--out {out} is the checkpoint itself; the export would replace it: choose a .onnx "
-                         f"path beside it, e.g. {out.with_suffix('.onnx')}"))
-    from .inference.export import export_onnx
-    _refuse_overwrite(out, overwrite)
+    from .inference.export import export_onnx   # it refuses a bad --out before any work
     try:
         report = export_onnx(checkpoint, out, int8=int8, images=images, verify_images=verify_images,
                              calibration_images=calibration_images, overwrite=overwrite, threads=threads,
@@ -331,7 +325,7 @@ def report(
     samples: int = typer.Option(6, min=1, help="photos for the ImageNet top-3 and saliency sections"),
     tta: int = typer.Option(10, help="crops of the voted prediction compared with the single view (2..10)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
-    workers: int = typer.Option(2, min=0, help="image decoders: threads when the network runs on the CPU, processes beside a GPU"),
+    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help="cpu, cuda ... for prediction (saliency runs on cpu; default: "
                                          "cuda if available)"),
     overwrite: bool = typer.Option(False, help="write into a non-empty --out"),
@@ -543,7 +537,7 @@ def index_build(
     ef_search: Optional[int] = typer.Option(None, min=1, help=f"HNSW search beam ({_default(_INDEX.ef_search)})"),
     image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels; default: the checkpoint's size"),
     batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(2, min=0, help="image decoders: threads when the network runs on the CPU, processes beside a GPU"),
+    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace an index in --out"),
 ) -> None:
@@ -580,7 +574,7 @@ def index_add(
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy"),
     labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
     batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(2, min=0, help="image decoders: threads when the network runs on the CPU, processes beside a GPU"),
+    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
@@ -632,7 +626,7 @@ def knn(
                                               f"last ({_default(_VERIFY.min_inliers)})"),
     verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
     batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(2, min=0, help="image decoders: threads when the network runs on the CPU, processes beside a GPU"),
+    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
     runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),

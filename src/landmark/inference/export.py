@@ -333,6 +333,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
         raise ValueError(f"fp32_blocks {fp32_blocks!r}: give a whole number >= 0 of leading blocks to keep fp32")
     if asked is not None and not int8:
         raise ValueError("--fp32-blocks applies to --int8 exports only; add --int8 or drop it")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of a .onnx file")
     checkpoint = resolve_checkpoint(checkpoint)
     if out.exists() and out.samefile(checkpoint):
         raise ValueError(f"--out {out} is the checkpoint itself; the export would replace it: "

@@ -211,11 +211,13 @@ def onnx_candidates(checkpoint: str | Path) -> list[Path]:
     return [checkpoint.with_suffix(".onnx"), checkpoint.parent / "model.onnx", checkpoint.parent.parent / "model.onnx"]
 
 
-def exported_model(checkpoint: str | Path, fp32_only: bool = False) -> tuple[Path | None, str]:
+def exported_model(checkpoint: str | Path, fp32_only: bool = False,
+                   image_size: int | None = None) -> tuple[Path | None, str]:
     """The first :func:`onnx_candidates` file exported from exactly this checkpoint.
 
     Args:
         fp32_only: skip int8 exports (``auto``: answers must equal PyTorch's within 1e-4).
+        image_size: skip an export made for another input size (its graph takes one size only).
 
     Returns:
         (path or None, a sentence saying why none fits, for error messages).
@@ -245,6 +247,8 @@ def exported_model(checkpoint: str | Path, fp32_only: bool = False) -> tuple[Pat
         elif fp32_only and meta.get("precision", "fp32") != "fp32":
             skipped.append(f"{path} is {meta['precision']}, whose answers differ slightly "
                            "(auto runs fp32 exports only; --runtime onnx runs it)")
+        elif image_size not in (None, size := (meta.get("preprocess") or {}).get("size")):
+            skipped.append(f"{path} takes {size} px inputs only, {image_size} px asked for")
         else:
             return path, ""
     return None, "; ".join(skipped)
@@ -300,14 +304,11 @@ def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device:
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give the checkpoint file, e.g. {path / 'checkpoints' / 'best.pt'}, "
                          "or its .onnx export")
-    onnx_path, why = exported_model(path, fp32_only=runtime == "auto")
+    auto = runtime == "auto"
+    onnx_path, why = exported_model(path, fp32_only=auto, image_size=image_size if auto else None)
     if onnx_path is not None:
         try:
-            found = OnnxRuntime(onnx_path, threads)
-            if runtime == "onnx" or image_size in (None, found.preprocess["size"]):
-                return found
-            why = (f"{onnx_path} takes {found.preprocess['size']} px inputs only, "
-                   f"{image_size} px asked for")
+            return OnnxRuntime(onnx_path, threads)
         except Exception as err:   # ONNX Runtime refuses the graph: auto falls back, onnx says why
             if runtime == "onnx":
                 raise ValueError(f"{onnx_path}: ONNX Runtime cannot load it ({type(err).__name__}: {err}); "
