@@ -76,6 +76,16 @@ def test_names_and_threshold_verdict(recognizer_run, photos):
     assert renamed.name == "Somewhere"
 
 
+def test_no_landmark_line_shows_the_score_below_the_threshold():
+    """Rounded to the same two decimals, the line would read '0.09 < 0.09': digits are added."""
+    from landmark.inference.recognizer import Answer
+    common = dict(source="p.jpg", landmark_id="3", name="Angkor Wat", is_landmark=False, scoring="reference",
+                  top_k=[], neighbours=[])
+    assert Answer(score=0.0888, threshold=0.0943, **common).line() == \
+        "p.jpg  no landmark (best: Angkor Wat 0.089 < 0.094)"
+    assert Answer(score=0.12, threshold=0.40, **common).line() == "p.jpg  no landmark (best: Angkor Wat 0.12 < 0.40)"
+
+
 def test_unreadable_inputs_are_named(rec):
     with pytest.raises(ImageError, match="synthetic_truncated_half.jpg: corrupt or truncated"):
         rec.recognize([DIRTY / "synthetic_1x1.jpg", DIRTY / "synthetic_truncated_half.jpg"])

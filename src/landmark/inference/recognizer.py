@@ -124,7 +124,11 @@ class Answer(BaseModel):
         ``photo.jpg  no landmark (best: Petra 0.12 < 0.40)``."""
         if self.is_landmark:
             return f"{self.source}  {self.name}  {self.score:.2f}"
-        return f"{self.source}  no landmark (best: {self.name} {self.score:.2f} < {self.threshold:.2f})"
+        digits = 2   # enough that the score visibly falls below the threshold (not "0.09 < 0.09")
+        while digits < 6 and f"{self.score:.{digits}f}" == f"{self.threshold:.{digits}f}":
+            digits += 1
+        return (f"{self.source}  no landmark (best: {self.name} {self.score:.{digits}f} < "
+                f"{self.threshold:.{digits}f})")
 
 
 def decode(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
