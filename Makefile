@@ -36,7 +36,7 @@ browser:
 		|| echo "chromium not installed: the HTML rendering test will be skipped"
 
 test: install browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 # Training/prediction speed, then eager PyTorch vs ONNX Runtime fp32 and int8 (with GAP on DATA/test;
 # the demo run's checkpoint when it exists, else an untrained head: speed only)

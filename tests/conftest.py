@@ -16,11 +16,20 @@ L13 = DATA / "landmarks13"
 DIRTY = DATA / "dirty"
 
 
-@pytest.fixture(scope="session")
-def l13() -> Path:
-    if not L13.is_dir():
-        pytest.skip(f"real data missing: {L13}")
-    return L13
+MISSING_DATA = (f"WARNING: real data missing at {DATA}: every integration test on real photos will SKIP; "
+                "put the shared data folder beside the checkout (../shared/data)")
+
+
+def pytest_sessionstart(session) -> None:
+    """Say once, loudly, at the start of the run (also under -q) when the real-data tests will skip."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not DATA.is_dir():
+        reporter.write_line(MISSING_DATA, red=True, bold=True)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not DATA.is_dir():
+        terminalreporter.write_line(MISSING_DATA, red=True, bold=True)
 
 
 # --- a small recogniser shared by the recognizer / serving tests (built once per session) ---
