@@ -18,10 +18,10 @@ from PIL import Image, ImageOps
 # Limits that bound the work a file can ask for, whatever its size on disk; all are checked
 # from the header, before any pixel is decoded (check_shape).  A real photo never reaches them:
 # a 100-Mpixel camera (11,648 x 8,736) and a 1:8 phone panorama pass.
-MAX_PIXELS = 10_000 * 10_000        # width x height: a decompression bomb (20,000 x 20,000 px) is refused
+MAX_PIXELS = 120_000_000            # width x height: a decompression bomb (20,000 x 20,000 px) is refused
 MAX_SIDE = 30_000                   # pixels along either side
 MAX_ASPECT = 20                     # long side / short side; the resize of 1 x 39,000,000 px asked for 26 GB
-MAX_DECODED_BYTES = 400 * 10**6     # the decoded pixels in the file's own mode (100 Mpixel x 4 bytes)
+MAX_DECODED_BYTES = 480 * 10**6     # the decoded pixels in the file's own mode (120 Mpixel x 4 bytes)
 # Pillow's own bomb check (a warning from 89.5 Mpixel on) would refuse photos under
 # MAX_PIXELS; it is moved to MAX_PIXELS, which load_image checks itself.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
