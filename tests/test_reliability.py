@@ -231,12 +231,13 @@ def test_5_bad_download_rows_fail_alone_and_partial_keeps_user_files(tmp_path):
     assert sorted(p.name for p in (out / ".partial").iterdir()) == ["notes.txt"]
 
 
-def test_6_an_image_jpeg_cannot_hold_is_cached_as_png(tmp_path):
+def test_6_a_strip_jpeg_cannot_hold_is_a_reject_with_its_reason(tmp_path):
+    """1 x 100,000 px (over JPEG's 65,500) was cached as PNG; since issue 19 its shape is refused
+    from the header (a side over 30,000 px), before decoding or resizing."""
     strip = photo(tmp_path / "strip.png", 3, size=(1, 100_000))
     frame = pd.DataFrame({"id": ["strip"], "landmark_id": ["1"], "path": [str(strip)]})
     cached, rejects = build_cache(frame, tmp_path / "cache", 256, workers=1)
-    assert rejects == [] and len(cached) == 1
-    assert load_image(cached["path"].iloc[0]).size == (1, 100_000)
+    assert len(cached) == 0 and [r.id for r in rejects] == ["strip"] and "a side over the limit" in rejects[0].reason
     assert not [p for p in (tmp_path / "cache").rglob("*") if ".tmp" in p.name]
 
 
