@@ -135,7 +135,7 @@ def recipe_rows(recipe: str, source, runs: Path, work: Path) -> list[dict]:
     history = pd.read_csv(run / "metrics.csv")
     preds, rate = answers(run, work / recipe)
     solution = read_solution(DATA / "test" / "recognition_solution.csv")
-    stored = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False).get(
+    stored = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True).get(
         "reject_threshold") or {}
     base = {"recipe": recipe, "backbone": config.model.backbone.replace("tf_efficientnet_", ""),
             "input": config.stages[-1].crop.size, "train min": round(history["seconds"].sum() / 60, 1),

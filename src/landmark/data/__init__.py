@@ -13,7 +13,8 @@ _EXPORTS = {
     "ImageDataset": "dataset", "Reject": "dataset", "collate": "dataset", "write_rejects": "dataset",
     "image_path": "gldv2", "read_categories": "gldv2", "read_queries": "gldv2", "read_train": "gldv2",
     "with_paths": "gldv2",
-    "ImageError": "images", "load_image": "images", "load_uint8": "images", "resize_to_width": "images",
+    "ImageError": "images", "check_shape": "images", "load_image": "images", "load_uint8": "images",
+    "probe": "images", "resize_to_width": "images",
     "Preprocess": "preprocess", "select_classes": "split", "split_per_class": "split",
 }
 

@@ -116,7 +116,8 @@ def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: 
         FileNotFoundError, ValueError: from :func:`read_train`.
     """
     root = Path(root)
-    frame = read_train(root)
+    unusable: list = []   # empty train.csv labels, OS metadata files: listed as unreadable too
+    frame = read_train(root, unusable=unusable)
     names = {k: category_name(v) for k, v in read_categories(root).items()}
     counts = frame["landmark_id"].value_counts(sort=False)
     counts = counts[counts > 0]
@@ -156,9 +157,10 @@ def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: 
     bad_index = np.array([i for i, _ in bad], dtype=np.int64)
     readable = np.ones(n, dtype=bool)
     readable[bad_index] = False
-    tables["unreadable"] = pd.DataFrame({"id": ids[bad_index], "landmark_id": labels[bad_index],
-                                         "path": image_paths(root, frame, bad_index),
-                                         "reason": [r for _, r in bad]})
+    tables["unreadable"] = pd.concat([
+        pd.DataFrame({"id": ids[bad_index], "landmark_id": labels[bad_index],
+                      "path": image_paths(root, frame, bad_index), "reason": [r for _, r in bad]}),
+        pd.DataFrame(unusable, columns=["id", "landmark_id", "path", "reason"], dtype=str)], ignore_index=True)
     groups = [_groups(sha1, readable & (sha1 != b""), "same bytes", ids, labels, root, frame)]
     if near_duplicates:
         groups.append(_groups(phashes, readable, "same phash", ids, labels, root, frame))
@@ -166,7 +168,8 @@ def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: 
     for kind, key in (("same bytes", "duplicates"), ("same phash", "near_duplicates")):
         part = tables["duplicates"][tables["duplicates"]["kind"] == kind]
         summary[key] = None if (kind == "same phash" and not near_duplicates) else _dup_summary(part)
-    summary["unreadable"] = {"files": len(bad), "reasons": _reason_counts([r for _, r in bad])}
+    summary["unreadable"] = {"files": len(bad) + len(unusable),
+                             "reasons": _reason_counts([r for _, r in bad] + [u[3] for u in unusable])}
     return summary, tables
 
 

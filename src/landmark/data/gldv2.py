@@ -33,6 +33,10 @@ from ..io import read_csv
 
 # Files that are never images, skipped when a directory of queries is listed.
 NOT_IMAGES = {".csv", ".md", ".txt", ".json", ".yaml", ".yml", ".tsv", ".py"}
+# Metadata operating systems leave beside photos (lower-case names); a hidden file that is
+# none of these (``.x.jpg``) is a photo like any other.
+OS_JUNK = {".ds_store": "macOS folder settings", "thumbs.db": "Windows thumbnail cache",
+           "desktop.ini": "Windows folder settings", ".directory": "KDE folder settings"}
 
 
 # Ids in a GLDv2 CSV (train.csv, train_clean.csv, a query list): what `download` accepts.
@@ -106,13 +110,17 @@ def is_gldv2(root: Path) -> bool:
     return (Path(root) / "train.csv").is_file()
 
 
-def read_train(root: str | Path, clean: bool | str = False) -> pd.DataFrame:
+def read_train(root: str | Path, clean: bool | str = False, unusable: list | None = None) -> pd.DataFrame:
     """Read the labelled images of ``root`` (GLDv2 layout or folder-per-class tree).
 
     Args:
         root: a folder with ``train.csv`` (GLDv2) or with one sub-folder per landmark.
         clean: ``True``: read ``train_clean.csv`` instead of ``train.csv`` (GLDv2 only);
             ``"auto"``: read it when the folder has one, else ``train.csv`` or the tree.
+        unusable: a list that receives ``(id, landmark_id, path, reason)`` for each row or
+            file that cannot be used and is not in the frame: ``train.csv`` rows with an
+            empty id or ``landmark_id``; operating-system metadata in a tree (``.DS_Store``,
+            ``._x.jpg`` AppleDouble files, :data:`OS_JUNK`).  Callers that list rejects pass one.
 
     Returns:
         frame with columns ``id``, ``landmark_id`` (category), and ``path`` for trees.
@@ -124,6 +132,7 @@ def read_train(root: str | Path, clean: bool | str = False) -> pd.DataFrame:
             holds no image files.
     """
     root = Path(root)
+    unusable = [] if unusable is None else unusable
     if root.is_file():
         raise ValueError(f"{root} is a file; --data takes a GLDv2 folder (with train.csv) or a folder per class")
     if not root.is_dir():
@@ -131,20 +140,30 @@ def read_train(root: str | Path, clean: bool | str = False) -> pd.DataFrame:
     if clean == "auto":
         clean = (root / "train_clean.csv").is_file()
     if is_gldv2(root):
-        return read_train_clean(root / "train_clean.csv") if clean else read_train_csv(root / "train.csv")
+        return read_train_clean(root / "train_clean.csv") if clean else read_train_csv(root / "train.csv", unusable)
     if clean:
         raise FileNotFoundError(f"{root} has no train_clean.csv; set data.clean: false")
-    return read_folder_tree(root)
+    return read_folder_tree(root, unusable)
 
 
-def read_train_csv(path: Path) -> pd.DataFrame:
-    """GLDv2 ``train.csv`` (``id,url,landmark_id``); the url column is dropped."""
+def read_train_csv(path: Path, unusable: list | None = None) -> pd.DataFrame:
+    """GLDv2 ``train.csv`` (``id,url,landmark_id``); the url column is dropped.
+
+    Rows with an empty ``id`` or ``landmark_id`` are left out of the frame and appended to
+    ``unusable`` as ``(id, landmark_id, "", reason)`` (the reason names the line).
+    """
     head = read_csv(path, nrows=0).columns
     missing = {"id", "landmark_id"} - set(head)
     if missing:
         raise ValueError(f"{path} lacks column(s) {sorted(missing)}; GLDv2 train.csv has id,url,landmark_id")
     frame = read_csv(path, usecols=["id", "landmark_id"], dtype=str, keep_default_na=False)
-    frame = frame[(frame["id"] != "") & (frame["landmark_id"] != "")]
+    empty = (frame["id"] == "") | (frame["landmark_id"] == "")
+    if empty.any() and unusable is not None:
+        for line, (image_id, label) in zip(frame.index[empty] + 2, frame.loc[empty, ["id", "landmark_id"]].to_numpy()):
+            why = (f"empty id: {path.name} line {line} names no photo" if not image_id else
+                   f"empty landmark_id: {path.name} line {line} is unlabelled, it cannot train")
+            unusable.append((image_id or f"{path.name}:{line}", label, "", why))
+    frame = frame[~empty]
     return _finish(mark_bad_ids(frame))
 
 
@@ -160,14 +179,21 @@ def read_train_clean(path: Path) -> pd.DataFrame:
     return _finish(mark_bad_ids(frame.dropna()))
 
 
-def read_folder_tree(root: Path) -> pd.DataFrame:
-    """``root/<landmark_id>/<file>``: every file below a class folder is an image candidate."""
-    rows = [
-        (cls.name, f)
-        for cls in sorted(p for p in root.iterdir() if p.is_dir())
-        for f in sorted(cls.rglob("*"))
-        if f.is_file() and f.suffix.lower() not in NOT_IMAGES and not f.name.startswith(".")
-    ]
+def read_folder_tree(root: Path, unusable: list | None = None) -> pd.DataFrame:
+    """``root/<landmark_id>/<file>``: every file below a class folder is an image candidate,
+    hidden ones (``.x.jpg``) included; operating-system metadata (:func:`os_junk`) is
+    appended to ``unusable`` as ``(relative path, landmark_id, path, reason)`` instead."""
+    rows = []
+    for cls in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(cls.rglob("*")):
+            if not f.is_file() or f.suffix.lower() in NOT_IMAGES:
+                continue
+            junk = os_junk(f.name)
+            if junk:
+                if unusable is not None:
+                    unusable.append((f.relative_to(root).as_posix(), cls.name, str(f), junk))
+            else:
+                rows.append((cls.name, f))
     if not rows:
         raise ValueError(f"{root} has neither train.csv nor class folders with images")
     files = [f for _, f in rows]
@@ -175,11 +201,20 @@ def read_folder_tree(root: Path) -> pd.DataFrame:
                                  "path": [str(f) for f in files]}))
 
 
+def os_junk(name: str) -> str:
+    """Why a file named ``name`` is operating-system metadata rather than a photo ('' when it may be one)."""
+    if name.startswith("._"):
+        return "macOS AppleDouble metadata file (._name), not a photo"
+    kind = OS_JUNK.get(name.lower())
+    return f"{kind} file ({name}), not a photo" if kind else ""
+
+
 def read_queries(source: str | Path) -> pd.DataFrame:
     """List query images from a folder (recursively), a CSV with an ``id`` column, or one image file.
 
     A folder's files get ids from :func:`file_ids` (unique even when names repeat in
-    sub-folders).  A CSV may give a ``path`` column; otherwise each id is looked up in
+    sub-folders); hidden files (``.x.jpg``) are queries too, operating-system metadata
+    (:func:`os_junk`: ``.DS_Store``, ``._x.jpg``) is not listed.  A CSV may give a ``path`` column; otherwise each id is looked up in
     the GLDv2 layout beside the CSV (``<csv dir>/a/b/c/id.jpg``, then
     ``<csv dir>/test/a/b/c/id.jpg``), and ids that are not :data:`GLDV2_ID` get a
     ``reason`` instead of a path.  Ids whose file is missing are kept, so that they are
@@ -195,7 +230,7 @@ def read_queries(source: str | Path) -> pd.DataFrame:
     source = Path(source)
     if source.is_dir():
         files = sorted(f for f in source.rglob("*") if f.is_file() and f.suffix.lower() not in NOT_IMAGES
-                       and not f.name.startswith("."))
+                       and not os_junk(f.name))
         return pd.DataFrame({"id": file_ids(files, source), "path": [str(f) for f in files]})
     if not source.is_file():
         raise FileNotFoundError(f"{source} is neither a folder of images nor a CSV")

@@ -15,8 +15,13 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-# A decompression bomb (e.g. 20,000 x 20,000 px) is refused rather than decoded.
-MAX_PIXELS = 10_000 * 10_000
+# Limits that bound the work a file can ask for, whatever its size on disk; all are checked
+# from the header, before any pixel is decoded (check_shape).  A real photo never reaches them:
+# a 100-Mpixel camera (11,648 x 8,736) and a 1:8 phone panorama pass.
+MAX_PIXELS = 120_000_000            # width x height: a decompression bomb (20,000 x 20,000 px) is refused
+MAX_SIDE = 30_000                   # pixels along either side
+MAX_ASPECT = 20                     # long side / short side; the resize of 1 x 39,000,000 px asked for 26 GB
+MAX_DECODED_BYTES = 480 * 10**6     # the decoded pixels in the file's own mode (120 Mpixel x 4 bytes)
 # Pillow's own bomb check (a warning from 89.5 Mpixel on) would refuse photos under
 # MAX_PIXELS; it is moved to MAX_PIXELS, which load_image checks itself.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
@@ -27,6 +32,49 @@ EXIF_ORIENTATION = 0x0112   # EXIF tag: how the camera was turned (1: upright)
 
 class ImageError(Exception):
     """An image file could not be decoded; ``str(err)`` is the reason for reject reports."""
+
+
+def check_shape(width: int, height: int, mode: str = "RGB", max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image whose decoding or resizing would cost more than a photo can.
+
+    Args:
+        width, height: pixels, as the file's header declares them.
+        mode: Pillow mode of the decoded pixels (bytes per pixel: ``L`` 1, ``RGB`` 3, ``RGBA`` 4...).
+        max_pixels: width x height limit (:data:`MAX_PIXELS`; the service passes its own).
+
+    Raises:
+        ImageError: a side of 0 or over :data:`MAX_SIDE`, an aspect ratio over :data:`MAX_ASPECT`:1,
+            over ``max_pixels``, or over :data:`MAX_DECODED_BYTES` decoded; the message starts
+            with "too large" and names the limit.
+    """
+    if width < 1 or height < 1:
+        raise ImageError(f"not an image: {width}x{height} pixels")
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(f"too large: {width}x{height} pixels, a side over the limit of {MAX_SIDE} px")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"too large: {width}x{height} pixels, an aspect ratio over the limit of {MAX_ASPECT}:1")
+    if width * height > max_pixels:
+        raise ImageError(f"too large: {width}x{height} pixels (limit {max_pixels})")
+    decoded = width * height * _bytes_per_pixel(mode)
+    if decoded > MAX_DECODED_BYTES:
+        raise ImageError(f"too large: {width}x{height} pixels of mode {mode} decode to {decoded / 1e6:.0f} MB "
+                         f"(limit {MAX_DECODED_BYTES / 1e6:.0f} MB)")
+
+
+def probe(source: str | Path | bytes | BinaryIO, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` of an image from its header alone, after :func:`check_shape`.
+
+    Raises:
+        ImageError: as :func:`load_image`, without decoding any pixel.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        _check_regular_file(source)
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
+            check_shape(img.width, img.height, img.mode, max_pixels)
+            return img.width, img.height
+    except Exception as err:  # noqa: BLE001 - any decoder's error is a reason, never a crash
+        raise _reason(err, source) from None
 
 
 def load_image(path: str | Path | bytes | BinaryIO, draft: int | None = None,
@@ -46,13 +94,12 @@ def load_image(path: str | Path | bytes | BinaryIO, draft: int | None = None,
         max_pixels: width x height above which the image is refused before decoding
             (the header is read, the pixels are not).
 
-    Returns:
-        ``PIL.Image`` in mode ``RGB``, fully loaded.
-
     Raises:
         ImageError: the file is missing, not a regular file (a folder, FIFO or device,
-            which could block forever), empty, not an image, truncated, or larger than
-            ``MAX_PIXELS``; the message says which.
+            which could block forever), empty, not an image, truncated, corrupt (whatever the
+            decoder raises: ``RuntimeError`` of a damaged AVIF, ``NotImplementedError`` of an odd
+            DDS...), or beyond a limit of :func:`check_shape` (checked from the header); the
+            message says which.
     """
     if isinstance(path, (str, os.PathLike)):
         _check_regular_file(path)
@@ -61,25 +108,40 @@ def load_image(path: str | Path | bytes | BinaryIO, draft: int | None = None,
         # (decoding threads, the service's pool); the size check below refuses what Pillow's
         # bomb warning (moved to MAX_PIXELS above) would have flagged.
         with Image.open(io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path) as img:
-            if img.width * img.height > max_pixels:
-                raise ImageError(f"too large: {img.width}x{img.height} pixels (limit {max_pixels})")
+            check_shape(img.width, img.height, img.mode, max_pixels)
             img.seek(0)  # first frame of GIF / animated WebP
             if draft and img.format == "JPEG":
                 img.draft("RGB", (draft, draft))
             img.load()
             return _to_rgb(ImageOps.exif_transpose(img))
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"too large: {err}") from None
-    except Image.DecompressionBombWarning as err:
-        raise ImageError(f"too large: {err}") from None
-    except Image.UnidentifiedImageError:
-        raise ImageError("empty file" if _size(path) == 0 else "not an image (unidentified format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(f"corrupt or truncated: {err}") from None
+    except Exception as err:  # noqa: BLE001 - any decoder's error is a reject with a reason, never a crash
+        raise _reason(err, path) from None
+
+
+def _reason(err: Exception, source) -> ImageError:
+    """The :class:`ImageError` for whatever opening or decoding ``source`` raised."""
+    if isinstance(err, ImageError):
+        return err
+    if isinstance(err, FileNotFoundError):
+        return ImageError("file not found")
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ImageError(f"too large: {err}")
+    if isinstance(err, Image.UnidentifiedImageError):
+        return ImageError("empty file" if _size(source) == 0 else "not an image (unidentified format)")
+    if isinstance(err, MemoryError):
+        return ImageError("too large: out of memory while decoding")
+    detail = " ".join(str(err).split())[:160]
+    if isinstance(err, (OSError, SyntaxError, ValueError, EOFError)):
+        return ImageError(f"corrupt or truncated: {detail}")
+    return ImageError(f"corrupt or undecodable ({type(err).__name__}: {detail})")
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes of one decoded pixel in Pillow ``mode`` (4 when unknown: the largest common one)."""
+    try:
+        return max(1, Image.getmodebands(mode) * (2 if ";16" in mode else 4 if mode in ("I", "F") else 1))
+    except (KeyError, ValueError):
+        return 4
 
 
 def load_uint8(path: str | Path, draft: int | None = None, max_pixels: int = MAX_PIXELS):
@@ -109,7 +171,8 @@ def load_uint8(path: str | Path, draft: int | None = None, max_pixels: int = MAX
         try:
             data = Path(path).read_bytes()
             with Image.open(io.BytesIO(data)) as img:   # the header only
-                plain = (img.format == "JPEG" and img.mode in ("RGB", "L") and img.width * img.height <= max_pixels
+                check_shape(img.width, img.height, img.mode, max_pixels)
+                plain = (img.format == "JPEG" and img.mode in ("RGB", "L")
                          and not (draft and min(img.width, img.height) >= 2 * draft)
                          and img.getexif().get(EXIF_ORIENTATION, 1) == 1)
             if plain:

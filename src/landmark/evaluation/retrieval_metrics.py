@@ -172,14 +172,22 @@ def read_revisited_gnd(path: str | Path) -> dict:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the pickle lacks one of these keys, or a ``gnd`` entry lacks
+        ValueError: the file asks to build anything but plain containers, numbers, strings and
+            numpy arrays (refused before it runs: see :class:`_GroundTruthUnpickler`); the pickle
+            lacks one of these keys, or a ``gnd`` entry lacks
             ``easy``/``hard``/``junk``, or ``gnd`` and ``qimlist`` differ in length.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ground truth {path} does not exist")
-    with open(path, "rb") as f:
-        data = pickle.load(f)  # noqa: S301 -- the file is a published ground truth chosen by the user
+    try:
+        with open(path, "rb") as f:
+            data = _GroundTruthUnpickler(f).load()
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
+        raise ValueError(f"{path} is not a readable pickle ({type(err).__name__}: {err}); expected the "
+                         f"gnd_roxford5k.pkl format") from None
     missing = {"imlist", "qimlist", "gnd"} - set(data) if isinstance(data, dict) else {"imlist", "qimlist", "gnd"}
     if missing:
         raise ValueError(f"{path} lacks {sorted(missing)}; expected the gnd_roxford5k.pkl format")
@@ -190,3 +198,24 @@ def read_revisited_gnd(path: str | Path) -> dict:
         if lacking:
             raise ValueError(f"{path}: gnd[{q}] lacks {sorted(lacking)}")
     return data
+
+
+# What a ground-truth pickle may name: numpy's array and scalar rebuilders (both module names,
+# numpy 1 and 2) and plain containers.  Lists, dicts, str and numbers need no global at all.
+_GND_GLOBALS = frozenset({
+    *(f"{m}.{n}" for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")),
+    "numpy.ndarray", "numpy.dtype", "builtins.set", "builtins.frozenset", "builtins.bytearray",
+    "collections.OrderedDict",
+})
+
+
+class _GroundTruthUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain data: any other global (``os.system`` in a
+    ``__reduce__`` payload, a class) is refused before it is imported, following "Restricting
+    Globals" in the Python ``pickle`` documentation."""
+
+    def find_class(self, module: str, name: str):
+        if f"{module}.{name}" not in _GND_GLOBALS:
+            raise pickle.UnpicklingError(f"refused: reading it would run {module}.{name} (a ground truth holds only "
+                                         f"lists, numbers and arrays); nothing in it was run")
+        return super().find_class(module, name)

@@ -51,7 +51,7 @@ from PIL import Image
 from pydantic import BaseModel, computed_field
 
 from ..data import ImageError, load_image, read_queries
-from ..data.images import MAX_PIXELS, _to_rgb
+from ..data.images import MAX_PIXELS, _to_rgb, check_shape
 from ..data.preprocess import Preprocess
 from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
@@ -138,13 +138,16 @@ def decode(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
     cap ``max_pixels`` checked before decoding); arrays are ``[H, W]`` or ``[H, W, 3|4]`` uint8.
 
     Raises:
-        ImageError: undecodable, too large, or an array of another shape or dtype.
+        ImageError: undecodable, beyond a limit of :func:`landmark.data.images.check_shape` (also a
+            PIL image or array given directly), or an array of another shape or dtype.
     """
     if isinstance(image, Image.Image):
+        check_shape(image.width, image.height, image.mode, max_pixels)
         return _to_rgb(image)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
             raise ImageError(f"array of shape {image.shape} and dtype {image.dtype}: give HxWx3 uint8 (RGB)")
+        check_shape(image.shape[1], image.shape[0], "RGB", max_pixels)
         return _to_rgb(Image.fromarray(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
         return load_image(bytes(image), max_pixels=max_pixels)

@@ -13,6 +13,7 @@ Checkpoint format 2 (``ckpt["format"]``): ``spec`` (the resolved specification),
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 from collections.abc import Callable, Sequence
@@ -246,19 +247,106 @@ def save_checkpoint(path: str | Path, model: LandmarkNet, classes: list[str],
     ``num_classes``, ``classes``, ``preprocess`` (``preprocess`` if given, else
     ``model.preprocess``), ``state_dict``, ``**extra``.
 
+    Only plain data is stored (tensors, dicts, lists, str, numbers; numpy scalars become
+    Python numbers), so that :func:`read_checkpoint` reads it with torch's ``weights_only``
+    loader, which never runs code from the file.
+
     Raises:
-        ValueError: ``classes`` does not have one entry per output of the model; a bad ``preprocess``.
+        ValueError: ``classes`` does not have one entry per output of the model; a bad
+            ``preprocess``; a non-finite weight or buffer (NaN or inf, e.g. a diverged GeM
+            ``head.pool.p``): nothing is written, an older file at ``path`` stays as it was.
     """
     if len(classes) != model.num_classes:
         raise ValueError(f"{len(classes)} class names for a model of {model.num_classes} outputs")
+    preprocess = Preprocess.of(model.preprocess if preprocess is None else preprocess)
+    write_checkpoint(path, {"format": CHECKPOINT_FORMAT, "spec": model.spec.model_dump(mode="json"),
+                            "num_classes": model.num_classes, "classes": list(classes),
+                            "preprocess": preprocess.to_dict(), "state_dict": model.state_dict(),
+                            **{k: _plain(v) for k, v in extra.items()}})
+
+
+def write_checkpoint(path: str | Path, ckpt: dict) -> None:
+    """Write a checkpoint dict (as :func:`read_checkpoint` returns it, or :func:`save_checkpoint`
+    builds it) atomically: temp file in the same folder, fsync, rename.
+
+    Raises:
+        ValueError: a floating-point tensor of ``ckpt["state_dict"]`` holds NaN or inf (nothing is
+            written); an entry torch's ``weights_only`` loader could not read back.
+    """
     path = Path(path)
+    bad = non_finite(ckpt.get("state_dict", {}))
+    if bad:
+        raise ValueError(f"refusing to write {path}: non-finite values (NaN or inf) in {bad[0]}"
+                         f"{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''}; training diverged "
+                         f"(lower the learning rate) and the last finite checkpoint is kept")
+    ckpt = {k: v for k, v in ckpt.items() if k != "arch"}   # derived by read_checkpoint, never stored
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    preprocess = Preprocess.of(model.preprocess if preprocess is None else preprocess)
-    torch.save({"format": CHECKPOINT_FORMAT, "spec": model.spec.model_dump(mode="json"),
-                "num_classes": model.num_classes, "classes": list(classes),
-                "preprocess": preprocess.to_dict(), "state_dict": model.state_dict(), **extra}, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def non_finite(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` that hold NaN or inf."""
+    return [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point()
+            and not torch.isfinite(v).all()]
+
+
+def _plain(value):
+    """``value`` with numpy scalars and arrays turned into Python numbers and tensors
+    (what torch's ``weights_only`` loader reads without allow-listing numpy)."""
+    import numpy as np
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value) if type(value) in (list, tuple) else [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    return value
+
+
+def load_checkpoint_file(path: str | Path, map_location: str = "cpu"):
+    """``torch.load`` with the ``weights_only`` unpickler: tensors, dicts, lists, str and numbers
+    are read; a file that asks to import anything else (e.g. ``os.system`` in a ``__reduce__``
+    payload) is refused before any of it runs.
+
+    Raises:
+        pickle.UnpicklingError: the file needs a global torch's safe loader does not allow
+            (:func:`refused_global` names it); other errors of a file that is no torch file.
+    """
+    _allow_numpy_scalars()
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+@functools.cache
+def _allow_numpy_scalars() -> None:
+    """Let the ``weights_only`` loader rebuild numpy scalars (``np.float64(0.5)`` in the history of
+    a checkpoint written before :func:`save_checkpoint` stored plain numbers): numpy's scalar
+    constructor and its numeric, bool and string dtypes, which build values and run nothing else."""
+    import numpy as np
+    dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"}
+    torch.serialization.add_safe_globals([np.dtype, *sorted(dtypes, key=str), _numpy_scalar(np)])
+
+
+def _numpy_scalar(np):
+    """numpy's scalar constructor (``numpy._core.multiarray.scalar``; ``numpy.core`` before numpy 2)."""
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray.scalar
+
+
+def refused_global(err: BaseException) -> str | None:
+    """The global a ``weights_only`` load refused to import (``'posix.system'``), else None."""
+    import pickle
+    import re
+    if not isinstance(err, pickle.UnpicklingError):
+        return None
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return found.group(1) if found else "a Python object that is not plain data"
 
 
 def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = (),
@@ -289,8 +377,12 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
         raise ValueError(f"{path} is an ONNX export, not a PyTorch checkpoint: run it with "
                          f"landmark.models.load_runtime(path, 'onnx') (CLI: --runtime onnx){hint}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = load_checkpoint_file(path, map_location=map_location)
     except Exception as err:  # pickle, zip and torch errors of a truncated file or one that is no torch checkpoint
+        code = refused_global(err)
+        if code:
+            raise ValueError(f"{path} is not a landmark checkpoint: reading it would run {code} (a checkpoint "
+                             f"holds only data); refused, nothing in it was run{hint}") from None
         raise ValueError(f"{path} is not a landmark checkpoint, or is truncated ({type(err).__name__}: "
                          f"{' '.join(str(err).split())[:160]}){hint}") from None
     if isinstance(ckpt, dict) and "spec" not in ckpt and isinstance(ckpt.get("arch"), dict):
@@ -321,8 +413,7 @@ def read_checkpoint(path: str | Path, hint: str = "", keys: tuple[str, ...] = ()
     if len(ckpt["classes"]) != ckpt.get("num_classes"):
         raise ValueError(f"{path} lists {len(ckpt['classes'])} classes but its architecture has "
                          f"{ckpt.get('num_classes')} outputs; the file was altered or mixed from two runs{hint}")
-    bad = [k for k, v in ckpt["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()
-           and not torch.isfinite(v).all()]
+    bad = non_finite(ckpt["state_dict"])
     if bad:
         raise ValueError(f"{path} holds non-finite weights (NaN or inf in {bad[0]}"
                          f"{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''}); it cannot predict{hint}")

@@ -289,7 +289,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(unfinished + f"{marker} is missing or unreadable; embed again with --overwrite") from None
     try:
-        vectors = np.load(path, mmap_mode="r")
+        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
         raise ValueError(unfinished + f"{err}; embed again with --overwrite") from None
     items = pd.read_csv(ids_file, dtype=str, keep_default_na=False)
@@ -298,7 +298,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
                          f"embed again with --overwrite")
     classes = None
     if sidecar(path, "classes.npz").is_file():
-        with np.load(sidecar(path, "classes.npz")) as npz:
+        with np.load(sidecar(path, "classes.npz"), allow_pickle=False) as npz:
             classes = (npz["labels"].astype(str), npz["probs"])
     return Embeddings(vectors, items, classes)
 

@@ -17,18 +17,17 @@ checkpoint (``reject_threshold``), where :class:`~landmark.inference.Recognizer`
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..config import load_config
 from ..data import read_queries, read_train, with_paths
 from ..evaluation.metrics import rejection_threshold
 from ..io import commit, embedding_files, sidecar, temp_path
 from ..models import load_model
+from ..models.factory import load_checkpoint_file, write_checkpoint
 from .config import IndexParams
 from .embeddings import Embeddings, embed_images, load_embeddings
 from .index import LandmarkIndex
@@ -159,8 +158,7 @@ def _copy_embedded(work: Path, frame: pd.DataFrame, size: int, chunk: int = 6553
 
 
 def _store_thresholds(checkpoint: Path, thresholds: dict) -> None:
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    """Add ``reject_threshold`` to the checkpoint (read with the safe loader, written atomically)."""
+    ckpt = load_checkpoint_file(checkpoint)
     ckpt["reject_threshold"] = thresholds
-    tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, checkpoint)
+    write_checkpoint(checkpoint, ckpt)

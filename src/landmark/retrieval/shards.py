@@ -185,7 +185,7 @@ def merge_shards(folder: str | Path, out: str | Path, overwrite: bool = False) -
     write_rejects(rejects, sidecar(path, "rejects.csv"))
     if classes is not None:
         np.savez(sidecar(path, "classes.npz"), labels=classes[0], probs=classes[1])
-    dim = int(np.load(path, mmap_mode="r").shape[1])
+    dim = int(np.load(path, mmap_mode="r", allow_pickle=False).shape[1])
     sidecar(path, "json").write_text(json.dumps({"rows": len(items), "dim": dim, "dtype": manifest["dtype"],
                                                  "image_size": manifest["image_size"], "rejects": len(rejects),
                                                  "merged_from": str(folder), "parts": len(parts)}))
@@ -214,7 +214,7 @@ def _finished_parts(folder: Path) -> tuple[dict, list[Path]]:
 def _copy_parts(files: list[Path], path: Path, dtype) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray] | None]:
     """Copy the parts' vectors, in order, into one memory-mapped ``path`` (one part in memory
     at a time); returns their items and, when stored, their classifier top-k ``(labels, probs)``."""
-    shapes = [np.load(f, mmap_mode="r").shape for f in files]
+    shapes = [np.load(f, mmap_mode="r", allow_pickle=False).shape for f in files]
     vectors = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(sum(s[0] for s in shapes), shapes[0][1]))
     row, items, labels, probs = 0, [], [], []
     for f in files:

@@ -292,7 +292,7 @@ class FeatureCache:
         target = self.file(image_id)
         if target.is_file():
             try:
-                with np.load(target) as z:
+                with np.load(target, allow_pickle=False) as z:
                     if int(z["max_keypoints"]) == self.max_keypoints and int(z["max_side"]) == self.max_side:
                         self.hits += 1
                         return LocalFeatures(z["keypoints"], root_sift(z["sift"]), tuple(int(v) for v in z["size"]))

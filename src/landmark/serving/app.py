@@ -134,6 +134,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, err: HTTPException):
         return JSONResponse({"error": str(err.detail)}, status_code=err.status_code)
 
+    @app.exception_handler(Exception)
+    async def failed(request: Request, err: Exception):   # a JSON body like every other answer, not plain text
+        return JSONResponse({"error": f"internal error ({type(err).__name__}); the request was not answered"},
+                            status_code=500)
+
 
 def _add_routes(app: FastAPI) -> None:
     state = app.state

@@ -3,8 +3,9 @@
 Requests put their decoded photos on a queue; one worker task takes the first waiting
 request, collects more for up to ``window`` seconds or until ``max_images`` photos, runs
 :meth:`Recognizer.recognize` once in a worker thread (so the event loop keeps accepting
-connections) and hands each request its answers.  Only this worker calls the model, so
-forward passes never overlap; ``lock`` is also held by enrolment while it changes the index.
+connections) and hands each request its answers.  When a shared forward pass fails, each
+of its requests runs alone, so one request's failure reaches its own answer only.  Only
+this worker calls the model, so forward passes never overlap; ``lock`` is also held by enrolment while it changes the index.
 """
 from __future__ import annotations
 
@@ -82,10 +83,13 @@ class Batcher:
         top_k = max(j.top_k for j in jobs)
         try:
             answers = await run_in_threadpool(self._forward, photos, sources, top_k)
-        except Exception as err:  # noqa: BLE001 -- handed to every waiting request, the worker lives on
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_exception(err)
+        except Exception as err:  # noqa: BLE001 -- the worker lives on
+            if len(jobs) == 1:
+                if not jobs[0].future.done():
+                    jobs[0].future.set_exception(err)
+                return
+            for j in jobs:   # one request's failure must not reach the others' answers: each alone
+                await self._run([j])
             return
         self.batches += 1
         start = 0

@@ -14,6 +14,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from ..data import ImageError
+from ..data.images import probe
 from ..inference.recognizer import decode
 
 
@@ -29,15 +30,23 @@ class Refusal(Exception):
 class Limits:
     """Upload limits.
 
+    Every limit is checked before any pixel is decoded: the body while it streams in, the
+    rest from the images' headers (also each image's side, aspect ratio and decoded bytes:
+    :func:`landmark.data.images.check_shape`).  A 20 MB body of real JPEG photos holds
+    about 60 Mpixel, so ``max_request_pixels`` only stops files that compress far better
+    than photos (a 38 KB single-colour PNG of 6000 x 6600 px decodes to 119 MB).
+
     Attributes:
         max_bytes: request body size in bytes (all files together), checked while reading.
         max_pixels: width x height of one image, checked from its header before decoding.
         max_files: images per request.
+        max_request_pixels: width x height of all the images of one request together.
     """
 
     max_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000
     max_files: int = 16
+    max_request_pixels: int = 100_000_000
 
 
 # a file name is shown back to the client, never used to open anything; still, refuse
@@ -66,7 +75,9 @@ async def read_images(request: Request, limits: Limits) -> tuple[list[tuple[str,
 
     Raises:
         Refusal: 413 too large, 400 empty / malformed / no ``file`` field / path-like
-            file name, 400 more than ``limits.max_files`` images.
+            file name, 400 more than ``limits.max_files`` images; from the images' headers,
+            before any is decoded (:func:`check_headers`): 413 an image beyond a limit or
+            all of them over ``limits.max_request_pixels``, 415 not an image, 400 corrupt.
     """
     body = await read_body(request, limits.max_bytes)
     if not body:
@@ -97,7 +108,34 @@ async def read_images(request: Request, limits: Limits) -> tuple[list[tuple[str,
         raise Refusal(400, "no image: send one or more multipart fields named 'file'")
     if len(files) > limits.max_files:
         raise Refusal(400, f"{len(files)} images in one request; the limit is {limits.max_files}")
+    check_headers(files, limits)
     return files, fields
+
+
+def check_headers(files: list[tuple[str, bytes]], limits: Limits) -> int:
+    """Read each upload's header (no pixel decoded) and refuse what would cost too much to decode.
+
+    Returns:
+        the request's pixels, width x height summed over its images.
+
+    Raises:
+        Refusal: 400 an empty file; 413 an image beyond a limit of
+            :func:`landmark.data.images.check_shape` or ``limits.max_pixels``, or all images
+            together over ``limits.max_request_pixels``; 415 not an image; 400 a corrupt header.
+    """
+    total = 0
+    for name, data in files:
+        if not data:
+            raise Refusal(400, f"{name}: empty file")
+        try:
+            width, height = probe(data, limits.max_pixels)
+        except ImageError as err:
+            raise _refusal(name, err) from None
+        total += width * height
+    if total > limits.max_request_pixels:
+        raise Refusal(413, f"{len(files)} images of {total / 1e6:.1f} Mpixel together: over the limit of "
+                           f"{limits.max_request_pixels / 1e6:g} Mpixel per request; send fewer or smaller images")
+    return total
 
 
 def decode_upload(name: str, data: bytes, max_pixels: int) -> Image.Image:
@@ -111,9 +149,14 @@ def decode_upload(name: str, data: bytes, max_pixels: int) -> Image.Image:
     try:
         return decode(data, max_pixels=max_pixels)
     except ImageError as err:
-        reason = str(err)
-        status = 413 if reason.startswith("too large") else 415 if reason.startswith("not an image") else 400
-        raise Refusal(status, f"{name}: {reason}") from None
+        raise _refusal(name, err) from None
+
+
+def _refusal(name: str, err: ImageError) -> Refusal:
+    """413 an image beyond a limit, 415 not an image, 400 anything else (corrupt, truncated)."""
+    reason = str(err)
+    status = 413 if reason.startswith("too large") else 415 if reason.startswith("not an image") else 400
+    return Refusal(status, f"{name}: {reason}")
 
 
 def _mb(n: int) -> str:

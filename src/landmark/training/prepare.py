@@ -39,13 +39,14 @@ def prepare_data(data: str | Path, config: DataConfig, seed: int, run_dir: Path)
     """
     data, run_dir = Path(data), Path(run_dir)
     split_file = run_dir / "split.csv"
-    frame = read_train(data, clean=config.clean)
-    gone: list[Reject] = []
+    unusable: list = []   # rows and files read_train leaves out (empty labels, OS metadata): rejects too
+    frame = read_train(data, clean=config.clean, unusable=unusable)
+    gone: list[Reject] = [Reject(str(i), path, reason) for i, _, path, reason in unusable]
     if split_file.exists():
         saved = pd.read_csv(split_file, dtype=str, keep_default_na=False)
         frame = frame[frame["id"].isin(saved["id"])].merge(saved[["id", "split"]], on="id")
-        gone = [Reject(i, "", "in split.csv but no longer in the data folder (removed or renamed?)")
-                for i in saved.loc[~saved["id"].isin(frame["id"]), "id"]]
+        gone += [Reject(i, "", "in split.csv but no longer in the data folder (removed or renamed?)")
+                 for i in saved.loc[~saved["id"].isin(frame["id"]), "id"]]
     else:
         if config.exclude_landmarks:
             frame = frame[~frame["landmark_id"].astype(str).isin(config.exclude_landmarks)].reset_index(drop=True)
