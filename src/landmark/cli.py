@@ -593,7 +593,7 @@ def index_add(
         emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
                                            images=images, landmarks=_landmark_list(landmarks), label=label, out=out,
                                            image_size=info.get("image_size"), batch_size=batch_size,
-                                           workers=workers, device=device)
+                                           workers=workers, device=device, expect=info)
         names = landmark_names(data, emb.items["landmark_id"].unique()) if data else None
         result = enrol(index, emb, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
