@@ -72,8 +72,9 @@ def check_model(made_by: dict | None, expected: dict | None, what: str, against:
     """
     if not known(made_by) or not known(expected):
         unknown = what if not known(made_by) else against
-        warnings.warn(f"{unknown} records no model (written by an older landmark); it is assumed to match, "
-                      f"which only you can check: {fix}", ProvenanceWarning, stacklevel=3)
+        warnings.warn(f"{unknown}: no model recorded (written by an older landmark, or made in memory); assumed "
+                      f"to match {against if unknown == what else what}, which only you can check: {fix}",
+                      ProvenanceWarning, stacklevel=3)
         return
     if not same_model(made_by, expected):
         raise ModelMismatch(f"{what} were made by model {describe(made_by)}, {against} by {describe(expected)}: "
