@@ -63,9 +63,22 @@ class _Stderr(logging.Handler):
         typer.echo(self.format(record), err=True)
 
 
+def _one_line_warnings() -> None:
+    """The library's own warnings (e.g. vectors of an unrecorded model) on one ``warning: ...`` line."""
+    import warnings
+    plain = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        if category.__module__.startswith("landmark"):
+            return f"warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+    warnings.formatwarning = one_line
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log each epoch")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    _one_line_warnings()
     # Commands that load a model say on one stderr line which runtime runs it (--runtime auto
     # picks ONNX Runtime when an export of the checkpoint sits beside it): models/runtime_info.py.
     from .models.runtime_info import LOGGER
@@ -593,7 +606,7 @@ def index_add(
         emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
                                            images=images, landmarks=_landmark_list(landmarks), label=label, out=out,
                                            image_size=info.get("image_size"), batch_size=batch_size,
-                                           workers=workers, device=device)
+                                           workers=workers, device=device, expect=info)
         names = landmark_names(data, emb.items["landmark_id"].unique()) if data else None
         result = enrol(index, emb, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:

@@ -7,14 +7,17 @@ The lowest layer of the package: it imports nothing from ``landmark``.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import pandas as pd
 
 LOCK_FILE = ".lock"
+T = TypeVar("T")
 
 
 def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
@@ -62,38 +65,145 @@ def temp_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
-def clear_temps(paths: Iterable[str | Path]) -> None:
-    """Delete the temporary files (:func:`temp_path`, any process) of ``paths`` that a killed
-    writer left behind; they are never read."""
+def clear_temps(paths: Iterable[str | Path], keep: Iterable[str | Path] = ()) -> None:
+    """Delete the temporary files (:func:`temp_path`, any process) and the versions
+    (:func:`commit`) of ``paths`` that a killed writer left behind, except those in ``keep``
+    (the files a completion record still names: :func:`artifact_files`)."""
+    keep = {Path(k).name for k in keep}
     for path in map(Path, paths):
-        for tmp in path.parent.glob(f".{path.name}.tmp*"):
-            tmp.unlink(missing_ok=True)
+        for pattern in (f".{path.name}.tmp*", f".{path.name}.v*", f".{path.name}.ln*"):
+            for tmp in path.parent.glob(pattern):
+                if tmp.name not in keep:
+                    tmp.unlink(missing_ok=True)
 
 
-def commit(files: Iterable[tuple[Path, Path]], marker: Path, marker_text: str) -> None:
-    """Move finished temporary files into place, the completion ``marker`` last.
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file's data to the disk (before it is renamed into place)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
-    The old marker is removed first, so at every moment either the marker is absent
-    (the artifact is unfinished and readers refuse it) or every file beside it belongs
-    to the same finished write.
+
+def fsync_dir(folder: str | Path) -> None:
+    """Flush a folder's entries (renames, new files) to the disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(files: Iterable[tuple[Path, Path]], marker: Path, record: dict,
+           members: Iterable[str | Path] = ()) -> None:
+    """Replace a multi-file artifact so that a crash at any step leaves the old or the new one.
+
+    The completion record ``marker`` (a small JSON file, replaced atomically) is the pointer
+    readers follow (:func:`artifact_files`); its ``files`` maps each file's final name to the
+    name that holds it now.  Steps, each safe to be killed after:
+
+    1. each finished temporary file is synced and renamed to a hidden version
+       ``.FINAL.v<token>`` (the old record still names the old files);
+    2. the record is replaced by the new one naming those versions: *the* switch;
+    3. each version is hard-linked over its final name (``os.link`` + ``os.replace``);
+    4. the record is replaced by one naming the final names; the versions, the files of
+       ``members`` the new artifact lacks, and leftovers of killed writers are removed.
+
+    Writers of one artifact must hold its lock (:func:`folder_lock`); readers need none, but
+    read the record again after opening the files and retry when it changed (:func:`read_artifact`).
 
     Args:
-        files: ``(temporary, final)`` pairs, each temporary file completely written.
-        marker: the file whose presence says "finished" (a JSON sidecar).
-        marker_text: its content, written atomically.
+        files: ``(temporary, final)`` pairs, each temporary file completely written, in the
+            folder of ``marker``.
+        marker: the JSON record (e.g. ``meta.json``, ``NAME.json``).
+        record: its content (``files`` and ``version`` are added).
+        members: every file the artifact may have (optional side files): those not written
+            now are deleted after the switch, so an old one never pairs with the new rows.
     """
-    marker = Path(marker)
-    marker.unlink(missing_ok=True)
+    marker, files = Path(marker), [(Path(t), Path(f)) for t, f in files]
+    folder = marker.parent
+    token = f"{os.getpid()}-{time.time_ns()}"
+    versions = []
     for tmp, final in files:
-        os.replace(tmp, final)
-    write_text_atomic(marker, marker_text)
+        fsync_file(tmp)
+        version = final.with_name(f".{final.name}.v{token}")
+        os.replace(tmp, version)
+        versions.append((version, final))
+    fsync_dir(folder)
+    record = {k: v for k, v in record.items() if k not in ("files", "version")}
+    write_text_atomic(marker, json.dumps({**record, "version": token,
+                                          "files": {f.name: v.name for v, f in versions}}, indent=2))
+    for version, final in versions:
+        link = final.with_name(f".{final.name}.ln{os.getpid()}")
+        link.unlink(missing_ok=True)
+        os.link(version, link)
+        os.replace(link, final)
+    fsync_dir(folder)
+    write_text_atomic(marker, json.dumps({**record, "version": token + "-final",
+                                          "files": {f.name: f.name for _, f in versions}}, indent=2))
+    written = {f.name for _, f in files}
+    for member in map(Path, members):
+        if member.name not in written:
+            member.unlink(missing_ok=True)
+    clear_temps([f for _, f in files] + list(map(Path, members)) + [marker])
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half written)."""
+    """Write ``text`` to ``path`` through a synced temporary file and a rename (never half written)."""
+    path = Path(path)
     tmp = temp_path(path)
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_record(marker: str | Path) -> dict | None:
+    """The JSON completion record ``marker`` (None when missing or unreadable)."""
+    try:
+        record = json.loads(Path(marker).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def artifact_files(marker: str | Path, record: dict, finals: Iterable[str | Path]) -> dict[str, Path | None]:
+    """Where each of ``finals`` is held now, following the record's ``files`` (:func:`commit`):
+    final name -> path, or None when the artifact has no such file.  A record without
+    ``files`` (written before versions existed) names the final files themselves, those that exist."""
+    folder, names = Path(marker).parent, record.get("files")
+    out = {}
+    for final in map(Path, finals):
+        if isinstance(names, dict):
+            out[final.name] = folder / names[final.name] if final.name in names else None
+        else:
+            out[final.name] = final if final.exists() else None
+    return out
+
+
+def read_artifact(marker: str | Path, read: Callable[[dict], T], tries: int = 5) -> T:
+    """``read(record)`` of a multi-file artifact, consistent despite a concurrent :func:`commit`.
+
+    The record is read before and after ``read`` (which opens the files the record names);
+    when it changed, or a named file vanished meanwhile, ``read`` runs again.
+
+    Raises:
+        whatever ``read`` raises when the record did not change (the artifact is bad).
+    """
+    marker = Path(marker)
+    for attempt in range(tries):
+        before = marker.read_bytes() if marker.exists() else b""
+        try:
+            out = read(json.loads(before) if before else {})
+        except (FileNotFoundError, ValueError):
+            after = marker.read_bytes() if marker.exists() else b""
+            if after == before or attempt == tries - 1:
+                raise
+            continue
+        after = marker.read_bytes() if marker.exists() else b""
+        if after == before:
+            return out
+    return out
 
 
 class LockedError(FileExistsError):
@@ -101,31 +211,50 @@ class LockedError(FileExistsError):
 
 
 @contextmanager
-def folder_lock(folder: str | Path) -> Iterator[Path]:
-    """Hold an exclusive lock on ``folder/.lock`` (``fcntl.flock``) for the ``with`` block.
+def folder_lock(folder: str | Path, wait: float = 0.0, name: str = LOCK_FILE) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder/name`` (``fcntl.flock``) for the ``with`` block.
 
     The operating system releases the lock when the process ends, however it ends, so a
-    stale ``.lock`` file left by a killed run never blocks the next one.
+    stale lock file left by a killed run never blocks the next one.
+
+    Args:
+        wait: seconds to wait for another holder to finish (0: refuse at once).
 
     Raises:
-        LockedError: another process holds it.
+        LockedError: another process holds it (after ``wait`` seconds).
     """
     import fcntl
-    path = Path(folder) / LOCK_FILE
+    path = Path(folder) / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise LockedError(f"{folder} is in use by another landmark process (it holds {path}); "
-                                  f"wait for it to end, or choose another --out") from None
-            raise
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LockedError(f"{folder} is in use by another landmark process (it holds {path}); "
+                                      f"wait for it to end, or choose another --out") from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --- the files of each artifact: one place, light to import (the CLI checks them before torch) ---

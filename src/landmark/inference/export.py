@@ -32,7 +32,12 @@ checkpoint's input size and folds them into the ``Conv`` nodes (:func:`static_pa
 
 Verification: ONNX Runtime and eager PyTorch run the same ``verify_images`` real photos;
 fp32 must agree within :data:`FP32_ATOL` (logits and L2-normalised embeddings), else
-nothing is written.  The file appears at ``out`` only after it passed (temp + rename).
+nothing is written.  The file appears at ``out`` only after it passed: every intermediate
+file is written in a hidden work folder ``.NAME.onnx.<pid>.<random>`` beside ``out``
+(removed when the export ends, however it ends short of ``kill -9``), the result is synced
+and renamed over ``out``, so a crash at any step leaves the old ``out`` or the new one.  The
+work folders of killed exports (their process gone) are removed by the next export to the
+same folder.
 """
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import fsync_dir, fsync_file, pid_alive
 from ..models.runtime import METADATA_KEY, OnnxRuntime, Runtime, TorchRuntime, TwoOutputs, file_sha256
 
 OPSET = 17
@@ -362,7 +368,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
                 "checkpoint_sha256": file_sha256(checkpoint), "opset": opset, "precision": "fp32"}
     reference = TorchRuntime(model, ckpt["classes"], preprocess, device="cpu")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+    clear_dead_work(out)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.{os.getpid()}.") as tmp:
         work = Path(tmp)
         fp32 = work / "fp32.onnx"
         write_fp32(model, preprocess["size"], fp32, metadata, opset)
@@ -375,9 +382,24 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
         if int8:
             final, report = _int8(fp32, work, metadata, reference, verify, calib_frame, calibration_images, threads,
                                   report, fp32_blocks)
+        fsync_file(final)
         os.replace(final, out)
+        fsync_dir(out.parent)
     report["bytes"] = out.stat().st_size
     return report
+
+
+def clear_dead_work(out: str | Path) -> list[Path]:
+    """Remove the work folders (``.NAME.onnx.<pid>.<random>``) of exports to ``out`` whose
+    process is gone (a killed export); returns them.  Those of running exports stay."""
+    import shutil
+    out, gone = Path(out), []
+    for work in out.parent.glob(f".{out.name}.*"):
+        pid = work.name[len(out.name) + 2:].split(".")[0]
+        if work.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(work, ignore_errors=True)
+            gone.append(work)
+    return gone
 
 
 def _int8(fp32: Path, work: Path, metadata: dict, reference: Runtime, verify: list[torch.Tensor],

@@ -16,14 +16,17 @@ Rows are written batch by batch into a ``numpy.lib.format.open_memmap`` file siz
 all images; if some are rejected, the file is shrunk at the end by rewriting the shape in
 its header and truncating (no copy), so memory stays flat whatever the number of images.
 
-Every file is first written under a temporary name and moved into place at the end,
-``NAME.json`` last (:func:`landmark.io.commit`): ``NAME.json`` is the completion marker,
-and :func:`load_embeddings` refuses a ``NAME.npy`` without it or whose row count differs
-from it, so an interrupted ``embed`` is never read as a finished one.
+Every file is first written under a temporary name, synced, and published by
+:func:`landmark.io.commit`: ``NAME.json`` is the completion record and the pointer to the
+current files, replaced in one rename, so a crash at any step (``embed --overwrite``,
+``embed-merge --overwrite``) leaves the old embeddings or the new ones, never a mix.
+:func:`load_embeddings` reads the files ``NAME.json`` names and refuses a ``NAME.npy``
+without it or whose row count differs from it.  ``NAME.json`` also records the model
+that made the vectors (``model``: :mod:`landmark.retrieval.provenance`).  One writer at a
+time: ``.NAME.npy.lock`` beside the file (:func:`landmark.io.folder_lock`).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +40,8 @@ from ..data import Reject, read_train, with_paths, write_rejects
 from ..data.dataset import ThreadedBatches, good_batches, image_loader
 from ..data.preprocess import MAX_SIDE, Preprocess
 from ..models.runtime import Runtime, as_runtime, decode_threads, decode_workers
-from ..io import clear_temps, commit, embedding_files, embeddings_path, refuse_existing, sidecar, temp_path
+from ..io import (artifact_files, clear_temps, commit, embedding_files, embeddings_path, folder_lock, read_artifact,
+                  refuse_existing, sidecar, temp_path)
 from ..models import LandmarkNet
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -51,11 +55,14 @@ class Embeddings:
         vectors: ``[N, D]`` float16/float32 (memory-mapped), rows L2-normalised.
         items: frame with ``id`` and, when known, ``landmark_id`` and ``path`` (N rows).
         classes: optional ``(labels str [N, k], probs float32 [N, k])`` classifier top-k.
+        model: the model that made the vectors (:func:`~landmark.retrieval.provenance.model_record`;
+            None: unknown, a file written before models were recorded, or vectors made in memory).
     """
 
     vectors: np.ndarray
     items: pd.DataFrame
     classes: tuple[np.ndarray, np.ndarray] | None = None
+    model: dict | None = None
 
     @property
     def ids(self) -> np.ndarray:
@@ -94,7 +101,8 @@ def labelled_images(root: str | Path, landmarks: list[str] | None = None, split:
 def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataFrame, out: str | Path, *,
                  classes: list[str] | None = None, top_classes: int = 0, dtype: str = "float16",
                  image_size: int | None = None, batch_size: int = 32, workers: int | None = None,
-                 device: str | None = None, overwrite: bool = False) -> tuple[Embeddings, list[Reject]]:
+                 device: str | None = None, overwrite: bool = False,
+                 model_info: dict | None = None) -> tuple[Embeddings, list[Reject]]:
     """Embed the images of ``frame`` into an embeddings file (module docstring).
 
     Each image is resized to ``image_size`` x ``image_size`` pixels (default: the
@@ -117,6 +125,8 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
         dtype: ``float16`` (half the disk) or ``float32``.
         workers: image decoders: threads when the network computes on the CPU, processes on a
             GPU (None: :func:`~landmark.models.runtime.decode_workers`).
+        model_info: the model's record (:func:`~landmark.retrieval.provenance.model_record`),
+            stored in ``NAME.json``.
 
     Returns:
         (the written :class:`Embeddings` ``[N, D]``, memory-mapped, N = readable images; the
@@ -124,6 +134,7 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
 
     Raises:
         FileExistsError: ``out`` or one of its side files exists and ``overwrite`` is False.
+        landmark.io.LockedError: another process is writing ``out``.
         ValueError: unknown ``dtype``, ``top_classes`` without ``classes``, an empty
             frame, an ``image_size`` other than an ONNX export's own, or no image could be read.
     """
@@ -136,7 +147,17 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
     path = embeddings_path(out)
     refuse_existing(embedding_files(path), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clear_temps(embedding_files(path))  # left by a killed run; never read
+    with folder_lock(path.parent, name=f".{path.name}.lock"):
+        return _embed_locked(runtime, preprocess, frame, path, image_size, dtype, classes, top_classes,
+                             batch_size, workers, model_info)
+
+
+def _embed_locked(runtime: Runtime, preprocess: dict, frame: pd.DataFrame, path: Path, image_size: int | None,
+                  dtype: str, classes: list[str] | None, top_classes: int, batch_size: int, workers: int | None,
+                  model_info: dict | None) -> tuple[Embeddings, list[Reject]]:
+    """:func:`embed_images` once the arguments are checked and ``path``'s lock is held."""
+    record = read_record_of(path)
+    clear_temps(embedding_files(path), keep=_named(path, record))  # left by a killed run; never read
     contract = Preprocess(size=image_size or preprocess["size"], mean=preprocess["mean"], std=preprocess["std"])
     size = contract.size
     writer = _RowWriter(temp_path(path), len(frame), dtype, classes if top_classes else None, top_classes)
@@ -144,8 +165,22 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
     if writer.rows == 0:
         write_rejects(rejects, sidecar(path, "rejects.csv"))
         raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
-    _commit_files(path, writer, frame.iloc[writer.kept], rejects, {"dtype": dtype, "image_size": size})
+    info = {"dtype": dtype, "image_size": size, "model": model_info}
+    _commit_files(path, writer, frame.iloc[writer.kept], rejects, info)
     return load_embeddings(path), rejects
+
+
+def read_record_of(path: str | Path) -> dict | None:
+    """The completion record ``NAME.json`` of an embeddings file (None: missing or unreadable)."""
+    from ..io import read_record
+    return read_record(sidecar(embeddings_path(path), "json"))
+
+
+def _named(path: Path, record: dict | None) -> list[Path]:
+    """The files the record names (kept by the clean-up of a killed writer's leftovers)."""
+    if not record:
+        return []
+    return [p for p in artifact_files(sidecar(path, "json"), record, embedding_files(path)[:-1]).values() if p]
 
 
 def _check_request(frame: pd.DataFrame, dtype: str, classes: list[str] | None, top_classes: int) -> None:
@@ -238,10 +273,8 @@ def _commit_files(path: Path, writer: _RowWriter, items: pd.DataFrame, rejects: 
         with open(work[sidecar(path, "classes.npz")], "wb") as fh:  # a file object: np.savez adds no suffix
             np.savez(fh, labels=np.concatenate(writer.top_labels), probs=np.concatenate(writer.top_probs))
         files.append((work[sidecar(path, "classes.npz")], sidecar(path, "classes.npz")))
-    else:
-        sidecar(path, "classes.npz").unlink(missing_ok=True)  # an older one would not belong to these rows
-    commit(files, sidecar(path, "json"), json.dumps({"rows": writer.rows, "dim": writer.dim, **info,
-                                                     "rejects": len(rejects), "complete": True}))
+    commit(files, sidecar(path, "json"), {"rows": writer.rows, "dim": writer.dim, **info, "rejects": len(rejects),
+                                          "complete": True}, members=embedding_files(path)[:-1])
 
 
 def shrink_npy(path: str | Path, rows: int) -> None:
@@ -271,36 +304,51 @@ def shrink_npy(path: str | Path, rows: int) -> None:
 
 
 def load_embeddings(path: str | Path) -> Embeddings:
-    """Open an embeddings file written by :func:`embed_images` (memory-mapped).
+    """Open an embeddings file written by :func:`embed_images` (memory-mapped): the files its
+    completion record ``NAME.json`` names.
+
+    A file without a model record (written by an older version) loads; readers that compare
+    models then warn (:func:`~landmark.retrieval.provenance.check_model`).
 
     Raises:
         FileNotFoundError: the ``.npy`` or its ``.ids.csv`` is missing.
-        ValueError: ``NAME.json`` (the completion marker) is missing or unreadable, or the
-            array, the ids and the marker disagree in length: an interrupted write.
+        ValueError: ``NAME.json`` (the completion record) is missing or unreadable, or the
+            array, the ids and the record disagree in length or width: an interrupted write.
     """
     path = embeddings_path(path)
-    ids_file, marker = sidecar(path, "ids.csv"), sidecar(path, "json")
-    for p in (path, ids_file):
+    for p in (path, sidecar(path, "ids.csv")):
         if not p.is_file():
             raise FileNotFoundError(f"{p} does not exist (write it with `landmark embed`)")
+    return read_artifact(sidecar(path, "json"), lambda record: _read(path, record))
+
+
+def _read(path: Path, record: dict) -> Embeddings:
+    """The embeddings the completion record ``record`` names."""
+    marker = sidecar(path, "json")
     unfinished = f"{path} is unfinished (an interrupted `landmark embed`?): "
+    if not isinstance(record.get("rows"), int):
+        raise ValueError(unfinished + f"{marker} is missing or unreadable; embed again with --overwrite")
+    rows = record["rows"]
+    files = artifact_files(marker, record, embedding_files(path)[:-1])
+    ids_file = files[sidecar(path, "ids.csv").name]
+    if files[path.name] is None or ids_file is None:
+        raise ValueError(unfinished + f"{marker} names no array or ids; embed again with --overwrite")
     try:
-        rows = json.loads(marker.read_text())["rows"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(unfinished + f"{marker} is missing or unreadable; embed again with --overwrite") from None
-    try:
-        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+        vectors = np.load(files[path.name], mmap_mode="r", allow_pickle=False)
     except ValueError as err:
         raise ValueError(unfinished + f"{err}; embed again with --overwrite") from None
     items = pd.read_csv(ids_file, dtype=str, keep_default_na=False)
-    if not len(items) == len(vectors) == rows:
+    if not len(items) == len(vectors) == rows or vectors.ndim != 2 or \
+            record.get("dim", vectors.shape[1]) != vectors.shape[1]:
         raise ValueError(unfinished + f"{len(vectors)} rows, {len(items)} ids in {ids_file}, {rows} in {marker}; "
                          f"embed again with --overwrite")
     classes = None
-    if sidecar(path, "classes.npz").is_file():
-        with np.load(sidecar(path, "classes.npz"), allow_pickle=False) as npz:
-            classes = (npz["labels"].astype(str), npz["probs"])
-    return Embeddings(vectors, items, classes)
+    npz = files[sidecar(path, "classes.npz").name]
+    if npz is not None:
+        with np.load(npz, allow_pickle=False) as stored:
+            classes = (stored["labels"].astype(str), stored["probs"])
+    model = record.get("model")
+    return Embeddings(vectors, items, classes, model if isinstance(model, dict) else None)
 
 
 def iter_chunks(vectors: np.ndarray, chunk: int = 65536):

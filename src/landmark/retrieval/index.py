@@ -19,30 +19,38 @@ only built when asked for.
 
 Folder layout: ``index.faiss`` (``faiss.write_index``), ``items.csv`` (``id,landmark_id,
 path``; row i is FAISS id i) and ``meta.json`` (kind, dimension, parameters, the model the
-embeddings came from).  ``meta.json`` is written last, as the completion marker
-(:func:`landmark.io.commit`): an index folder without it, or whose counts disagree with
-it, is refused by :meth:`LandmarkIndex.load`.
+embeddings came from: :mod:`landmark.retrieval.provenance`).  ``meta.json`` is also the
+pointer to the current files (:func:`landmark.io.commit`): a save writes the new files under
+hidden versioned names, then replaces ``meta.json`` in one rename, so a crash at any step
+leaves the old index or the new one, never neither.  Writers hold ``.lock`` in the folder
+(:func:`landmark.io.folder_lock`) and :meth:`LandmarkIndex.update` reloads the saved index
+under it before changing it, so two processes enrolling into one folder both keep their
+photos; readers take no lock.  Folders written before versions existed (no ``files`` in
+``meta.json``) load as they are.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import faiss
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..io import INDEX_FILES as FILES, commit, refuse_existing, temp_path
+from ..io import INDEX_FILES as FILES, artifact_files, commit, folder_lock, read_artifact, refuse_existing, temp_path
 from .config import KINDS, IndexParams
 from .embeddings import Embeddings, iter_chunks
 
+T = TypeVar("T")
 AUTO_FLAT_BELOW = 100_000
 AUTO_IVF_BELOW = 2_000_000
 ITEM_COLUMNS = ["id", "landmark_id", "path"]
+#: seconds a writer waits for another process saving the same index folder
+LOCK_WAIT = 60.0
 
 
 def choose_kind(n: int) -> str:
@@ -161,61 +169,98 @@ class LandmarkIndex:
         return sims, idx
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write ``index.faiss``, ``items.csv`` and ``meta.json`` into ``folder``.
-
-        Every file is written under a temporary name first; ``meta.json`` comes last.
+        """Write ``index.faiss``, ``items.csv`` and ``meta.json`` into ``folder`` (module docstring:
+        a crash at any step leaves the folder's old index or this one).
 
         Raises:
             FileExistsError: one of the three files exists and ``overwrite`` is False.
+            landmark.io.LockedError: another process kept the folder locked for :data:`LOCK_WAIT` s.
         """
         folder = Path(folder)
         refuse_existing([folder / name for name in FILES], overwrite)
         folder.mkdir(parents=True, exist_ok=True)
+        with folder_lock(folder, wait=LOCK_WAIT):
+            self._write(folder)
+        return folder
+
+    @classmethod
+    def update(cls, folder: str | Path, change: Callable[["LandmarkIndex"], T]) -> tuple["LandmarkIndex", T]:
+        """Change a saved index safely against other processes: under the folder's lock, load
+        the index as saved now, call ``change(index)`` (e.g. ``lambda i: i.add(embeddings)``)
+        and save it when its items or metadata changed (or a killed writer left files to tidy).
+
+        Returns:
+            (the index as saved, what ``change`` returned).
+
+        Raises:
+            FileNotFoundError / ValueError: as :meth:`load`; whatever ``change`` raises (nothing is saved).
+            landmark.io.LockedError: another process kept the folder locked for :data:`LOCK_WAIT` s.
+        """
+        folder = Path(folder)
+        with folder_lock(folder, wait=LOCK_WAIT):
+            index = cls.load(folder)
+            count, meta = len(index), json.dumps(index.meta, sort_keys=True, default=str)
+            result = change(index)
+            leftovers = any(next(folder.glob(f".{name}.*"), None) for name in FILES)   # of a killed writer
+            if len(index) != count or json.dumps(index.meta, sort_keys=True, default=str) != meta or leftovers:
+                index._write(folder)
+        return index, result
+
+    def _write(self, folder: Path) -> None:
+        """The files under temporary names, then :func:`landmark.io.commit` (the caller holds the lock)."""
         tmp = {name: temp_path(folder / name) for name in FILES[:2]}
         try:
             faiss.write_index(self.index, str(tmp["index.faiss"]))
             self.items.to_csv(tmp["items.csv"], index=False)
-            for path in tmp.values():   # on disk before the old files are replaced
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
             meta = {**self.meta, "kind": self.kind, "dim": self.dim, "count": len(self),
                     "landmarks": int(self.items["landmark_id"].nunique()), "params": self.params.model_dump()}
-            commit([(tmp[name], folder / name) for name in FILES[:2]], folder / "meta.json",
-                   json.dumps(meta, indent=2))
+            commit([(tmp[name], folder / name) for name in FILES[:2]], folder / "meta.json", meta)
         finally:
             for path in tmp.values():
                 path.unlink(missing_ok=True)
-        return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> "LandmarkIndex":
-        """Read an index folder written by :meth:`save`.
+        """Read an index folder written by :meth:`save` (the files ``meta.json`` names).
 
         Raises:
-            FileNotFoundError: ``index.faiss`` or ``items.csv`` is missing.
-            ValueError: ``meta.json`` is missing (an interrupted build or add), or the
-                files disagree in length.
+            FileNotFoundError: no index in ``folder``.
+            ValueError: ``meta.json`` is missing (a build by an older version interrupted),
+                unreadable, or names files that disagree in length or are damaged.
         """
         folder = Path(folder)
-        for name in FILES[:2]:
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder / name} does not exist (build it with `landmark index build`)")
-        if not (folder / "meta.json").is_file():
+        marker = folder / "meta.json"
+        if not marker.is_file():
+            for name in FILES[:2]:
+                if not (folder / name).is_file():
+                    raise FileNotFoundError(f"{folder / name} does not exist (build it with `landmark index build`)")
             raise ValueError(f"{folder} holds an unfinished index (no meta.json: an interrupted build or add); "
                              f"build it again with --overwrite")
+        return read_artifact(marker, lambda meta: cls._read(folder, meta))
+
+    @classmethod
+    def _read(cls, folder: Path, meta: dict) -> "LandmarkIndex":
+        """The index the record ``meta`` (``meta.json``'s content) names."""
+        if "kind" not in meta:
+            raise ValueError(f"{folder / 'meta.json'} is not an index record (no kind); build the index again")
+        files = artifact_files(folder / "meta.json", meta, [folder / name for name in FILES[:2]])
+        for name, path in files.items():
+            if path is None or not path.is_file():
+                raise FileNotFoundError(f"{folder / name} does not exist (build it with `landmark index build`)")
         try:
-            index = faiss.read_index(str(folder / "index.faiss"))
+            index = faiss.read_index(str(files["index.faiss"]))
         except RuntimeError as err:   # FAISS raises RuntimeError for damaged or truncated files
             raise ValueError(f"{folder / 'index.faiss'} is damaged ({str(err).splitlines()[-1][:120]}); "
                              f"build the index again") from None
-        items = pd.read_csv(folder / "items.csv", dtype=str, keep_default_na=False)
-        meta = json.loads((folder / "meta.json").read_text())
+        items = pd.read_csv(files["items.csv"], dtype=str, keep_default_na=False)
         if not len(items) == index.ntotal == meta.get("count", index.ntotal):
             raise ValueError(f"{folder}: items.csv lists {len(items)} images, the index holds {index.ntotal}, "
                              f"meta.json says {meta.get('count')}; build it again with --overwrite")
+        meta = dict(meta)
         params = IndexParams.model_validate(meta.pop("params", {}))
         out = cls(index, items, meta.pop("kind"), params, {k: v for k, v in meta.items()
-                                                           if k not in ("dim", "count", "landmarks")})
+                                                           if k not in ("dim", "count", "landmarks", "files",
+                                                                        "version")})
         out._tune()
         return out
 

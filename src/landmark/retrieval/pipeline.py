@@ -13,7 +13,7 @@ Settings come from :mod:`landmark.retrieval.config` (presets ``exact``, ``ivfpq`
 from __future__ import annotations
 
 import time
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,7 @@ from .config import DEFAULT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex
 from .knn import Recognition, recognise, verification_inliers
+from .provenance import check_model, model_record
 from .shards import embed_shard
 
 
@@ -57,7 +58,8 @@ def image_frame(*, images: str | Path | None = None, data: str | Path | None = N
 def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, top_classes: int = 0,
                      dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
                      workers: int | None = 2, device: str | None = None, overwrite: bool = False,
-                     runtime: str = DEFAULT_RUNTIME, threads: int | None = None) -> tuple[Embeddings, list[Reject], dict]:
+                     runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
+                     expect: dict | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Load ``checkpoint`` and :func:`~landmark.retrieval.embeddings.embed_images` ``frame`` into ``out``.
 
     Args:
@@ -66,16 +68,23 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
         frame: rows ``id``, ``path`` (and ``landmark_id``), e.g. from :func:`image_frame`.
         out: ``NAME.npy`` to write (side files beside it).
         threads: ONNX Runtime threads; the other arguments as in ``embed_images``.
+        expect: the model the vectors must come from (an index's ``meta['model']``): another
+            checkpoint or image size is refused before any photo is embedded.
 
     Returns:
-        (embeddings ``[N, D]`` float16/32, rejects, model info ``{checkpoint, backbone,
-        image_size, runtime}`` for index metadata).
+        (embeddings ``[N, D]`` float16/32, rejects, the model's record
+        (:func:`~landmark.retrieval.provenance.model_record`: ``checkpoint, sha256, backbone,
+        image_size, mean, std, runtime``) for index metadata).
 
     Raises:
         FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_images``.
+        landmark.retrieval.provenance.ModelMismatch: the checkpoint is not ``expect``'s model.
     """
     engine = load_runtime(checkpoint, runtime, device, threads, image_size=image_size)
     announce(engine, runtime)
+    if expect is not None:
+        check_model(runtime_record(engine, checkpoint, image_size), expect, f"the vectors of {checkpoint}",
+                    "this index", "give the checkpoint the index was built with, or build a new index")
     return _embed(engine, checkpoint, frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
                   batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
 
@@ -99,16 +108,38 @@ def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: 
     engine = load_runtime(checkpoint, runtime, device, threads, image_size=options.get("image_size"))
     announce(engine, runtime)
     return embed_shard(engine, engine.preprocess, frame, folder, shard=shard, part_size=part_size,
-                       classes=engine.classes, device=device, **options)
+                       classes=engine.classes, device=device,
+                       model_info=runtime_record(engine, checkpoint, options.get("image_size")), **options)
+
+
+@lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    from ..models.runtime import file_sha256
+    return file_sha256(path)
+
+
+def checkpoint_sha256(checkpoint: str | Path) -> str:
+    """SHA-256 of a checkpoint file (cached while its size and time stamp stay)."""
+    path = Path(checkpoint).resolve()
+    stat = path.stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def runtime_record(engine: Runtime, checkpoint: str | Path, image_size: int | None) -> dict:
+    """The record (:func:`~landmark.retrieval.provenance.model_record`) of ``engine`` embedding at
+    ``image_size`` px: an ONNX export is recorded as the checkpoint it was exported from."""
+    meta = getattr(engine, "meta", None) or {}
+    sha = meta.get("checkpoint_sha256") if engine.name == "onnx" else None
+    return model_record(checkpoint, sha or checkpoint_sha256(checkpoint), engine.preprocess, image_size,
+                        engine.arch.get("backbone"), engine.name)
 
 
 def _embed(engine: Runtime, checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, image_size: int | None,
            **options) -> tuple[Embeddings, list[Reject], dict]:
     """:func:`embed_checkpoint` with the model already loaded (``options``: as ``embed_images``)."""
+    info = runtime_record(engine, checkpoint, image_size)
     emb, rejects = embed_images(engine, engine.preprocess, frame, out, classes=engine.classes,
-                                image_size=image_size, **options)
-    info = {"checkpoint": str(Path(checkpoint).resolve()), "backbone": engine.arch.get("backbone"),
-            "image_size": image_size or engine.preprocess["size"], "runtime": engine.name}
+                                image_size=image_size, model_info=info, **options)
     return emb, rejects, info
 
 
@@ -116,37 +147,42 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                      labels: str | Path | None = None, data: str | Path | None = None,
                      images: str | Path | None = None, landmarks: list[str] | None = None, label: str | None = None,
                      out: str | Path | None = None, image_size: int | None = None, batch_size: int = 32,
-                     workers: int | None = 2, device: str | None = None,
-                     overwrite: bool = False) -> tuple[Embeddings, list[Reject], dict]:
+                     workers: int | None = 2, device: str | None = None, overwrite: bool = False,
+                     expect: dict | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Labelled embeddings to index or enrol: an embeddings file, or photos embedded now.
 
     Either ``embeddings`` (a ``.npy`` from ``landmark embed``; its landmark ids from its
     ``ids.csv`` or, when given, from ``labels``, a CSV ``id,landmark_id``), or
     ``checkpoint`` with ``data`` (a labelled GLDv2 folder or class tree, optionally only
     ``landmarks``) or ``images`` (a folder/CSV of photos of the one landmark ``label``),
-    embedded into ``out`` at ``image_size`` pixels (default: the checkpoint's).
+    embedded into ``out`` at ``image_size`` pixels (default: the checkpoint's).  With ``expect``
+    (an index's model record), vectors of another model are refused, before embedding.
 
     Returns:
-        (embeddings ``[N, D]``, rejects, model info for the index's metadata; ``{}`` for a
-        given embeddings file).
+        (embeddings ``[N, D]``, rejects, the model's record for the index's metadata: the
+        embeddings file's own, ``{}`` when it records none).
 
     Raises:
         ValueError: no source, ``images`` without ``label``, a labels CSV without
             ``id,landmark_id`` or missing an embedded id.
         FileNotFoundError / FileExistsError: as :func:`load_embeddings` / :func:`embed_checkpoint`.
+        landmark.retrieval.provenance.ModelMismatch: the vectors are not ``expect``'s model's.
     """
     if embeddings is not None:
         emb = load_embeddings(embeddings)
+        if expect is not None:
+            check_model(emb.model, expect, f"the vectors of {embeddings}", "this index",
+                        f"re-embed them with `landmark embed {expect.get('checkpoint', 'CHECKPOINT')}`")
         if labels is not None:
             emb.items = _with_labels(emb.items, labels)
-        return emb, [], {}
+        return emb, [], dict(emb.model or {})
     if checkpoint is None:
         raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
     if images is not None and label is None:
         raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
     frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
-    return embed_checkpoint(checkpoint, frame, out, image_size=image_size,
-                            batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
+    return embed_checkpoint(checkpoint, frame, out, image_size=image_size, batch_size=batch_size,
+                            workers=workers, device=device, overwrite=overwrite, expect=expect)
 
 
 def _with_labels(items: pd.DataFrame, labels: str | Path) -> pd.DataFrame:
@@ -183,7 +219,7 @@ def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams 
         ValueError: as :meth:`LandmarkIndex.build` (no labels, bad ``pq_m`` ...).
     """
     start = time.perf_counter()
-    meta = {"model": model_info or {}, **({"names": names} if names else {})}
+    meta = {"model": model_info or embeddings.model or {}, **({"names": names} if names else {})}
     index = LandmarkIndex.build(embeddings, params, meta)
     index.save(out, overwrite=overwrite)
     return {"index": str(out), "kind": index.kind, "count": len(index),
@@ -191,7 +227,9 @@ def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams 
 
 
 def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None) -> dict:
-    """Add labelled embeddings to a saved index (in place); returns counts and skipped ids.
+    """Add labelled embeddings to a saved index (in place, crash-safe, one writer at a time:
+    :meth:`LandmarkIndex.update` reloads the index under its lock, so concurrent enrolments
+    all survive); returns counts and skipped ids.
 
     ``names`` (landmark id -> readable name) are stored in ``meta.json`` for ids without one.
 
@@ -200,13 +238,18 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
 
     Raises:
         FileNotFoundError / ValueError: as :meth:`LandmarkIndex.load` and :meth:`LandmarkIndex.add`.
+        landmark.retrieval.provenance.ModelMismatch: ``embeddings.model`` is not the index's model.
     """
-    index = LandmarkIndex.load(index_dir)
-    before = set(index.items["landmark_id"])
-    added, skipped = index.add(embeddings)
-    if names:
-        index.meta["names"] = {**names, **index.meta.get("names", {})}
-    index.save(index_dir, overwrite=True)
+    def change(index: LandmarkIndex) -> tuple[set, int, list]:
+        check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
+                    "embed the photos with the index's checkpoint (landmark index add --checkpoint)")
+        before = set(index.items["landmark_id"])
+        added, skipped = index.add(embeddings)
+        if names:
+            index.meta["names"] = {**names, **index.meta.get("names", {})}
+        return before, added, skipped
+
+    index, (before, added, skipped) = LandmarkIndex.update(index_dir, change)
     new = sorted(set(index.items["landmark_id"]) - before)
     return {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
             "new_landmarks": new}
@@ -252,10 +295,15 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
     engine = load_runtime(checkpoint, runtime, device, threads, image_size=index.meta.get("model", {}).get("image_size"))
     announce(engine, runtime)
     size = _index_image_size(index, engine)
+    built = index.meta.get("model")
+    fix = f"re-embed them with `landmark embed {built.get('checkpoint') if built else 'CHECKPOINT'}`"
+    check_model(runtime_record(engine, checkpoint, size), built, f"the vectors of {checkpoint}", "this index",
+                "give the checkpoint the index was built with, or build an index with this one")
     embed = partial(_embed, engine, checkpoint, image_size=size, batch_size=batch_size, workers=workers,
                     device=device, overwrite=overwrite)
     if str(images).endswith(".npy"):
         queries, rejects = load_embeddings(images), []
+        check_model(queries.model, built, f"the queries of {images}", "this index", fix)
         listed = queries.items[["id"]]
     else:
         frame = read_queries(images)
@@ -265,6 +313,7 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
     reference = None
     if nonlandmarks is not None and str(nonlandmarks).endswith(".npy"):
         reference = load_embeddings(nonlandmarks)
+        check_model(reference.model, built, f"the non-landmarks of {nonlandmarks}", "this index", fix)
     elif nonlandmarks is not None:
         reference, _, _ = embed(read_queries(nonlandmarks), embeddings_path(f"{work}.nonlandmarks"))
     pair_inliers = None

@@ -104,8 +104,12 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
         thresholds = {"classifier": rejection_threshold(probs, correct),
                       "reference": rejection_threshold(answer_with_reference(index, val.vectors, labels, probs),
                                                        correct)}
+    _store_thresholds(best, thresholds)   # first: the index records the checkpoint's final SHA-256
+    from ..models.runtime import file_sha256
+    from .provenance import model_record
+    index.meta["model"] = model_record(best, file_sha256(best), ckpt["preprocess"], backbone=ckpt["arch"]["backbone"],
+                                       runtime="torch")
     index.save(run_dir / "index", overwrite=True)
-    _store_thresholds(best, thresholds)
     return {"index": str(run_dir / "index"), "count": len(index), "reject_threshold": thresholds,
             "validation_queries": int(len(queries))}
 
@@ -151,9 +155,9 @@ def _copy_embedded(work: Path, frame: pd.DataFrame, size: int, chunk: int = 6553
     items[[c for c in ("id", "landmark_id", "path") if c in items.columns]].to_csv(temps[sidecar(path, "ids.csv")],
                                                                                   index=False)
     rejects.to_csv(temps[sidecar(path, "rejects.csv")], index=False)
-    sidecar(path, "classes.npz").unlink(missing_ok=True)
     commit([(temps[p], p) for p in (path, sidecar(path, "ids.csv"), sidecar(path, "rejects.csv"))],
-           sidecar(path, "json"), json.dumps({**infos[0], "rows": len(kept), "rejects": len(rejects)}))
+           sidecar(path, "json"), {**infos[0], "rows": len(kept), "rejects": len(rejects)},
+           members=embedding_files(path)[:-1])
     return load_embeddings(path)
 
 

@@ -10,12 +10,17 @@ shard ``i`` (one process per shard, on one machine or many sharing a folder):
 * a part whose folder exists is skipped, so a killed run restarted with the same
   arguments resumes after the last finished part and every image ends up embedded
   exactly once; stale temporary folders of the shard are removed on restart;
-* ``manifest.json`` pins the image list (count, SHA-256 of the ids), part size and
-  preprocessing; a restart with a different list or settings is refused.
+* ``manifest.json`` pins the image list (count, SHA-256 of the ids), part size,
+  preprocessing and the model (its checkpoint's SHA-256: :mod:`.provenance`); a shard run
+  with a different list, settings or checkpoint is refused, and so is a merge of parts whose
+  records disagree;
+* one process per shard: ``.shard-I.lock`` (:func:`landmark.io.folder_lock`); the same shard
+  started twice at once is refused in one line instead of deleting the other's work.
 
 :func:`merge_shards` copies the parts, in order, into one memory-mapped ``NAME.npy``
 (with ``NAME.ids.csv``, ``NAME.rejects.csv``, ``NAME.json``), one part in memory at a
-time; ``landmark index build --embeddings NAME.npy`` then builds the FAISS index (IVF-PQ
+time, published like every embeddings file (:func:`landmark.io.commit`: a crash at any step
+leaves the old file or the new one); ``landmark index build --embeddings NAME.npy`` then builds the FAISS index (IVF-PQ
 for millions: trained on a sample, vectors added in chunks from the memory map).
 """
 from __future__ import annotations
@@ -31,7 +36,9 @@ import numpy as np
 import pandas as pd
 
 from ..data import Reject, write_rejects
+from ..io import commit, embedding_files, folder_lock, refuse_existing, temp_path
 from .embeddings import DTYPES, check_image_size, embed_images, load_embeddings, sidecar
+from .provenance import check_model, describe, known, same_model
 
 MANIFEST = "manifest.json"
 
@@ -77,7 +84,12 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     path = folder / MANIFEST
     if path.is_file():
         old = json.loads(path.read_text())
-        diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+        mine, theirs = manifest.get("model_sha256"), old.get("model_sha256")
+        if mine and theirs and mine != theirs:
+            from .provenance import ModelMismatch
+            raise ModelMismatch(f"the parts in {folder} were made by model sha256 {theirs[:12]}, this checkpoint is "
+                                f"sha256 {mine[:12]}: embed with the other shards' checkpoint, or another --out")
+        diff = sorted(k for k in manifest if old.get(k) != manifest[k] and k != "model_sha256")
         if diff:
             raise ValueError(f"{folder} holds shards of another run (differs in {', '.join(diff)}); "
                              "use the same images and options, or another --out")
@@ -90,13 +102,15 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path, *, shard: tuple[int, int] = (0, 1),
                 part_size: int = 10_000, classes: list[str] | None = None, top_classes: int = 0,
                 dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
-                workers: int | None = None, device: str | None = None) -> dict:
+                workers: int | None = None, device: str | None = None, model_info: dict | None = None) -> dict:
     """Embed the parts of ``shard`` of ``frame`` into ``folder`` (module docstring).
 
     Args:
         model: a ``LandmarkNet`` or a runtime (:mod:`landmark.models.runtime`).
         frame: rows ``id``, ``path`` (and ``landmark_id``), the same list in every shard.
         part_size: rows per part (the unit of atomic writing and of resuming).
+        model_info: the model's record (:func:`~landmark.retrieval.provenance.model_record`),
+            pinned in the manifest and stored with every part.
         others: as :func:`~landmark.retrieval.embeddings.embed_images`.
 
     Returns:
@@ -104,7 +118,9 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
         count, parts skipped as already done, parts embedded now, their rejects and rows.
 
     Raises:
-        ValueError: a bad shard, part size or dtype, an empty frame, or a folder of another run.
+        ValueError: a bad shard, part size or dtype, an empty frame, or a folder of another run
+            (other images, settings or model).
+        landmark.io.LockedError: this shard is running in another process.
     """
     if part_size < 1:
         raise ValueError("part_size must be >= 1")
@@ -116,8 +132,19 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     size = image_size or preprocess["size"]
-    write_manifest(folder, _manifest(frame, part_size, {"dtype": dtype, "image_size": size, "shards_of": shard[1],
-                                                        "top_classes": top_classes}))
+    pinned = {"dtype": dtype, "image_size": size, "shards_of": shard[1], "top_classes": top_classes}
+    if model_info is not None:
+        pinned["model_sha256"] = model_info.get("sha256")
+    write_manifest(folder, _manifest(frame, part_size, pinned))
+    with folder_lock(folder, name=f".shard-{shard[0]}-of-{shard[1]}.lock"):
+        return _embed_parts(model, preprocess, frame, folder, shard, part_size, classes=classes,
+                            top_classes=top_classes, dtype=dtype, image_size=image_size, batch_size=batch_size,
+                            workers=workers, device=device, model_info=model_info)
+
+
+def _embed_parts(model, preprocess: dict, frame: pd.DataFrame, folder: Path, shard: tuple[int, int], part_size: int,
+                 **options) -> dict:
+    """:func:`embed_shard` once the manifest is checked and the shard's lock is held."""
     parts = shard_parts(len(frame), part_size, shard)
     done_before = embedded = rejects = rows = 0
     for k in parts:
@@ -127,8 +154,7 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
             done_before += 1
             continue
         n, bad = _embed_part(model, preprocess, frame.iloc[k * part_size:(k + 1) * part_size], folder, k,
-                             classes=classes, top_classes=top_classes, dtype=dtype, image_size=image_size,
-                             batch_size=batch_size, workers=workers, device=device)
+                             **options)
         rows, rejects, embedded = rows + n, rejects + bad, embedded + 1
     return {"folder": str(folder), "shard": f"{shard[0]}/{shard[1]}", "parts": len(parts), "done_before": done_before,
             "embedded": embedded, "rejects": rejects, "rows": rows}
@@ -159,37 +185,74 @@ def _rejects_of(path: Path) -> list[Reject]:
 def merge_shards(folder: str | Path, out: str | Path, overwrite: bool = False) -> dict:
     """Concatenate every part of ``folder``, in order, into one embeddings file ``out``.
 
-    Streams part by part into a ``numpy.lib.format.open_memmap`` file; memory holds one
-    part at a time.
+    Streams part by part into a ``numpy.lib.format.open_memmap`` file under a temporary
+    name; memory holds one part at a time.  Every part must record the same model (that of
+    the manifest); the merged file records it too.  Published like every embeddings file
+    (:func:`landmark.io.commit`): a crash at any step leaves ``out`` as it was or merged.
 
     Returns:
         ``{embeddings, rows, dim, parts, rejects}``.
 
     Raises:
         FileNotFoundError: no manifest in ``folder``.
-        FileExistsError: ``out`` exists and ``overwrite`` is False.
+        FileExistsError: ``out`` or one of its side files (``NAME.ids.csv`` ...) exists and
+            ``overwrite`` is False.
         ValueError: parts are missing (their shards have not finished).
+        landmark.retrieval.provenance.ModelMismatch: parts made by different models.
+        landmark.io.LockedError: another process is writing ``out``.
     """
     from .embeddings import embeddings_path
     folder, path = Path(folder), embeddings_path(out)
     manifest, parts = _finished_parts(folder)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite or choose another --out")
+    refuse_existing(embedding_files(path), overwrite)
     files = [p / "part.npy" for p in parts if (p / "part.npy").is_file()]
     if not files:
         raise ValueError(f"no image of {folder} could be read")
+    model = _parts_model(folder, files, manifest)
     path.parent.mkdir(parents=True, exist_ok=True)
-    items, classes = _copy_parts(files, path, DTYPES[manifest["dtype"]])
-    items.to_csv(sidecar(path, "ids.csv"), index=False)
-    rejects = [r for p in parts for r in _rejects_of(p / "part.rejects.csv")]
-    write_rejects(rejects, sidecar(path, "rejects.csv"))
-    if classes is not None:
-        np.savez(sidecar(path, "classes.npz"), labels=classes[0], probs=classes[1])
-    dim = int(np.load(path, mmap_mode="r", allow_pickle=False).shape[1])
-    sidecar(path, "json").write_text(json.dumps({"rows": len(items), "dim": dim, "dtype": manifest["dtype"],
-                                                 "image_size": manifest["image_size"], "rejects": len(rejects),
-                                                 "merged_from": str(folder), "parts": len(parts)}))
+    with folder_lock(path.parent, name=f".{path.name}.lock"):
+        temps = {p: temp_path(p) for p in embedding_files(path)}
+        try:
+            items, classes, dim = _copy_parts(files, temps[path], DTYPES[manifest["dtype"]])
+            items.to_csv(temps[sidecar(path, "ids.csv")], index=False)
+            rejects = [r for p in parts for r in _rejects_of(p / "part.rejects.csv")]
+            write_rejects(rejects, temps[sidecar(path, "rejects.csv")])
+            staged = [(temps[p], p) for p in (path, sidecar(path, "ids.csv"), sidecar(path, "rejects.csv"))]
+            if classes is not None:
+                with open(temps[sidecar(path, "classes.npz")], "wb") as fh:  # a file object: no suffix added
+                    np.savez(fh, labels=classes[0], probs=classes[1])
+                staged.append((temps[sidecar(path, "classes.npz")], sidecar(path, "classes.npz")))
+            commit(staged, sidecar(path, "json"),
+                   {"rows": len(items), "dim": dim, "dtype": manifest["dtype"], "image_size": manifest["image_size"],
+                    "model": model, "rejects": len(rejects), "merged_from": str(folder), "parts": len(parts),
+                    "complete": True}, members=embedding_files(path)[:-1])
+        finally:
+            for tmp in temps.values():
+                tmp.unlink(missing_ok=True)
     return {"embeddings": str(path), "rows": len(items), "dim": dim, "parts": len(parts), "rejects": len(rejects)}
+
+
+def _parts_model(folder: Path, files: list[Path], manifest: dict) -> dict | None:
+    """The one model every part records (None when none records one, as written by older versions).
+
+    Raises:
+        ModelMismatch: two parts, or a part and the manifest, name different models.
+    """
+    from ..io import read_record
+    from .provenance import ModelMismatch
+    models = [(f, (read_record(sidecar(f, "json")) or {}).get("model")) for f in files]
+    recorded = [(f, m) for f, m in models if known(m)]
+    pinned = manifest.get("model_sha256")
+    first = recorded[0] if recorded else None
+    for f, m in recorded:
+        if not same_model(m, first[1]) or (pinned and m["sha256"] != pinned):
+            raise ModelMismatch(f"the vectors of {f.parent.name} were made by model {describe(m)}, those of "
+                                f"{first[0].parent.name} by {describe(first[1])}: re-embed {folder} with one "
+                                "checkpoint (delete the parts of the other, then run its shards again)")
+    if len(recorded) < len(models):
+        check_model(None, first[1] if first else None, f"some parts of {folder}", "the merged file",
+                    "merge only parts of one checkpoint")
+    return first[1] if first else None
 
 
 def _finished_parts(folder: Path) -> tuple[dict, list[Path]]:
@@ -211,10 +274,14 @@ def _finished_parts(folder: Path) -> tuple[dict, list[Path]]:
     return manifest, [folder / part_name(k) for k in range(manifest["parts"])]
 
 
-def _copy_parts(files: list[Path], path: Path, dtype) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray] | None]:
+def _copy_parts(files: list[Path], path: Path, dtype) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray] | None, int]:
     """Copy the parts' vectors, in order, into one memory-mapped ``path`` (one part in memory
-    at a time); returns their items and, when stored, their classifier top-k ``(labels, probs)``."""
+    at a time), synced; returns their items, when stored their classifier top-k ``(labels, probs)``,
+    and the width D."""
     shapes = [np.load(f, mmap_mode="r", allow_pickle=False).shape for f in files]
+    widths = sorted({s[1] for s in shapes})
+    if len(widths) > 1:
+        raise ValueError(f"the parts hold vectors of widths {widths}: made by different models; re-embed with one")
     vectors = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(sum(s[0] for s in shapes), shapes[0][1]))
     row, items, labels, probs = 0, [], [], []
     for f in files:
@@ -229,4 +296,4 @@ def _copy_parts(files: list[Path], path: Path, dtype) -> tuple[pd.DataFrame, tup
     vectors.flush()
     del vectors
     classes = (np.concatenate(labels), np.concatenate(probs)) if labels else None
-    return pd.concat(items, ignore_index=True), classes
+    return pd.concat(items, ignore_index=True), classes, widths[0]

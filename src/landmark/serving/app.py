@@ -238,11 +238,15 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
             if not path.exists():
                 _save_jpeg(photo, path)
         items = pd.DataFrame({"id": ids, "landmark_id": landmark_id, "path": [str(p) for p in paths]})
-        added, skipped = rec.index.add(Embeddings(np.asarray(vectors, np.float32), items))
-        if name and added:   # a name comes with photos actually enrolled (token holders may rename)
-            rec.index.meta.setdefault("names", {})[landmark_id] = name
+
+        def change(index):   # on the index as saved now (another server may have enrolled since)
+            added, skipped = index.add(Embeddings(np.asarray(vectors, np.float32), items))
+            if name and added:   # a name comes with photos actually enrolled (token holders may rename)
+                index.meta.setdefault("names", {})[landmark_id] = name
+            return added, skipped
+        rec.index, (added, skipped) = type(rec.index).update(folder, change)   # locked, crash-safe
+        if name and added:
             rec.names[landmark_id] = name
-        rec.index.save(folder, overwrite=True)
         rec.rescore()   # a landmark the classifier does not know switches scoring to kNN
         references = int((rec.index.items["landmark_id"] == landmark_id).sum())
     return {"landmark_id": landmark_id, "name": rec.name(landmark_id), "added": added,

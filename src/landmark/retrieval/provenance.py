@@ -1,0 +1,81 @@
+"""Which model made a set of vectors, and the refusal to mix vectors of different models.
+
+Vectors are comparable only when one network with one preprocessing made them: an index of
+lite0 vectors searched with lite2 queries, or an embeddings file half of whose rows came
+from another checkpoint, gives confident wrong answers.  Every embeddings file (``NAME.json``),
+shard folder (``manifest.json``, every part) and index (``meta.json``) therefore records its
+model (:func:`model_record`):
+
+* ``sha256``: SHA-256 of the ``.pt`` checkpoint (for an ONNX export, the checkpoint it was
+  exported from, as stored in its metadata: an export and its checkpoint make the same vectors);
+* ``image_size``, ``mean``, ``std``: the preprocessing the photos went through;
+* ``checkpoint``, ``backbone``, ``runtime``: for people reading the record.
+
+Two records are the same model when :data:`IDENTITY` agree.  Files written before records
+existed carry none: they are read with a :class:`ProvenanceWarning`, not refused.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+#: the fields that make two sets of vectors comparable
+IDENTITY = ("sha256", "image_size")
+
+
+class ProvenanceWarning(UserWarning):
+    """Vectors whose model is unknown (a file written before models were recorded)."""
+
+
+class ModelMismatch(ValueError):
+    """Vectors of one model offered to an artifact of another."""
+
+
+def model_record(checkpoint: str | Path, sha256: str, preprocess: dict, image_size: int | None = None,
+                 backbone: str | None = None, runtime: str | None = None) -> dict:
+    """The record of the model that embeds at ``image_size`` px (None: the checkpoint's size)."""
+    return {"checkpoint": str(Path(checkpoint).resolve()), "sha256": sha256, "backbone": backbone,
+            "image_size": int(image_size or preprocess["size"]), "mean": list(preprocess.get("mean", [])),
+            "std": list(preprocess.get("std", [])), "runtime": runtime}
+
+
+def known(record: dict | None) -> bool:
+    """Whether ``record`` says which model it is (has every :data:`IDENTITY` field)."""
+    return isinstance(record, dict) and all(record.get(k) is not None for k in IDENTITY)
+
+
+def describe(record: dict | None) -> str:
+    """``best.pt (sha256 1a2b3c4d5e6f, 128 px)`` for messages."""
+    if not known(record):
+        return "an unrecorded model"
+    name = Path(record.get("checkpoint") or "?").name
+    return f"{name} (sha256 {record['sha256'][:12]}, {record['image_size']} px)"
+
+
+def same_model(a: dict | None, b: dict | None) -> bool:
+    """Whether two records name the same model and preprocessing (unknown ones never do)."""
+    return known(a) and known(b) and all(a[k] == b[k] for k in IDENTITY)
+
+
+def check_model(made_by: dict | None, expected: dict | None, what: str, against: str, fix: str) -> None:
+    """Refuse vectors ``what`` made by ``made_by`` for ``against``, made by ``expected``.
+
+    A side without a record (written before records existed) passes with a
+    :class:`ProvenanceWarning`.
+
+    Args:
+        what / against: e.g. ``"the vectors of q.npy"`` / ``"this index"``.
+        fix: what to do, e.g. ``"re-embed them with landmark embed CKPT"``.
+
+    Raises:
+        ModelMismatch: both records are known and differ (one line, naming both models and ``fix``).
+    """
+    if not known(made_by) or not known(expected):
+        unknown = what if not known(made_by) else against
+        warnings.warn(f"{unknown}: no model recorded (written by an older landmark, or made in memory); assumed "
+                      f"to match {against if unknown == what else what}, which only you can check: {fix}",
+                      ProvenanceWarning, stacklevel=3)
+        return
+    if not same_model(made_by, expected):
+        raise ModelMismatch(f"{what} were made by model {describe(made_by)}, {against} by {describe(expected)}: "
+                            f"{fix}")
