@@ -32,6 +32,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(MISSING_DATA, red=True, bold=True)
 
 
+@pytest.fixture(scope="session")
+def l13() -> Path:
+    if not L13.is_dir():
+        pytest.skip(f"real data missing: {L13}")
+    return L13
+
+
 # --- a small recogniser shared by the recognizer / serving tests (built once per session) ---
 KNOWN_LANDMARKS = ("9", "11")  # Machu Picchu, Petra: in the reference index
 NEW_LANDMARK = "10"  # Palace of Versailles: enrolled by the tests
