@@ -4,6 +4,7 @@ and rows are used or listed as rejects, never silently dropped.  Files are made 
 from a real one of the dirty set."""
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,20 @@ def dds_header(path: Path) -> Path:
 
 
 def tall_png(path: Path, size=(1, 39_000_000)) -> Path:
-    """A ~150 KB PNG of 1 x 39,000,000 px: within MAX_PIXELS, its resize once asked for 26 GB."""
+    """A 76 KB PNG of 1 x 39,000,000 px: within MAX_PIXELS, its resize once asked for 26 GB."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("L", size).save(path)
+    path.write_bytes(blank_png(*size))
     return path
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A real greyscale PNG of ``width`` x ``height`` black pixels, compressed by hand (1 x 39,000,000
+    px: 76 KB in 2 s, where Pillow's encoder takes 8 s)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    pixels = zlib.compress(bytes((width + 1) * height), 9)   # each row: filter byte 0, then the pixels
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
 
 def run(monkeypatch, capsys, *args) -> tuple[int, str]:

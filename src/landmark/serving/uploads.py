@@ -40,7 +40,8 @@ class Limits:
         max_bytes: request body size in bytes (all files together), checked while reading.
         max_pixels: width x height of one image, checked from its header before decoding.
         max_files: images per request.
-        max_request_pixels: width x height of all the images of one request together.
+        max_request_pixels: width x height of all the images of one request together (at
+            least ``max_pixels``: one image within that limit always passes).
     """
 
     max_bytes: int = 20 * 2**20
@@ -132,9 +133,10 @@ def check_headers(files: list[tuple[str, bytes]], limits: Limits) -> int:
         except ImageError as err:
             raise _refusal(name, err) from None
         total += width * height
-    if total > limits.max_request_pixels:
+    limit = max(limits.max_request_pixels, limits.max_pixels)   # one image within max_pixels always passes
+    if total > limit:
         raise Refusal(413, f"{len(files)} images of {total / 1e6:.1f} Mpixel together: over the limit of "
-                           f"{limits.max_request_pixels / 1e6:g} Mpixel per request; send fewer or smaller images")
+                           f"{limit / 1e6:g} Mpixel per request; send fewer or smaller images")
     return total
 
 
