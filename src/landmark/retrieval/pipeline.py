@@ -24,7 +24,7 @@ from ..models.runtime_info import DEFAULT_RUNTIME, announce
 from ..io import read_csv
 from .config import DEFAULT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
-from .index import LandmarkIndex
+from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
 from .shards import embed_shard
 
@@ -116,15 +116,17 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                      labels: str | Path | None = None, data: str | Path | None = None,
                      images: str | Path | None = None, landmarks: list[str] | None = None, label: str | None = None,
                      out: str | Path | None = None, image_size: int | None = None, batch_size: int = 32,
-                     workers: int | None = 2, device: str | None = None,
-                     overwrite: bool = False) -> tuple[Embeddings, list[Reject], dict]:
+                     workers: int | None = 2, device: str | None = None, overwrite: bool = False,
+                     params: IndexParams | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Labelled embeddings to index or enrol: an embeddings file, or photos embedded now.
 
     Either ``embeddings`` (a ``.npy`` from ``landmark embed``; its landmark ids from its
     ``ids.csv`` or, when given, from ``labels``, a CSV ``id,landmark_id``), or
     ``checkpoint`` with ``data`` (a labelled GLDv2 folder or class tree, optionally only
     ``landmarks``) or ``images`` (a folder/CSV of photos of the one landmark ``label``),
-    embedded into ``out`` at ``image_size`` pixels (default: the checkpoint's).
+    embedded into ``out`` at ``image_size`` pixels (default: the checkpoint's).  With
+    ``params`` (the index to build), settings the photos cannot fill (more IVF cells than
+    photos: :func:`~landmark.retrieval.index.check_cells`) are refused before anything is embedded.
 
     Returns:
         (embeddings ``[N, D]``, rejects, model info for the index's metadata; ``{}`` for a
@@ -132,19 +134,23 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
 
     Raises:
         ValueError: no source, ``images`` without ``label``, a labels CSV without
-            ``id,landmark_id`` or missing an embedded id.
+            ``id,landmark_id`` or missing an embedded id, ``params`` the photos cannot fill.
         FileNotFoundError / FileExistsError: as :func:`load_embeddings` / :func:`embed_checkpoint`.
     """
     if embeddings is not None:
         emb = load_embeddings(embeddings)
         if labels is not None:
             emb.items = _with_labels(emb.items, labels)
+        if params is not None:
+            check_cells(params, len(emb))
         return emb, [], {}
     if checkpoint is None:
         raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
     if images is not None and label is None:
         raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
     frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
+    if params is not None:
+        check_cells(params, len(frame))   # before embedding writes OUT/embeddings.npy
     return embed_checkpoint(checkpoint, frame, out, image_size=image_size,
                             batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
 
