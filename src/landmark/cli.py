@@ -769,7 +769,7 @@ def serve(
                                          "own RUN/index is used for scores but never written: copy it to enrol)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
     host: str = typer.Option(_SERVE.host, help="address to listen on (0.0.0.0: every interface)"),
-    port: int = typer.Option(_SERVE.port, help="port to listen on"),
+    port: int = typer.Option(_SERVE.port, help="port to listen on (0: a free one, shown at start-up)"),
     token: Optional[str] = typer.Option(None, envvar="LANDMARK_TOKEN", show_envvar=True,
                                         help="password for enrolment (POST /v1/landmarks/ID/images); visible ASCII, "
                                              "no spaces; none: enrolment off. Prefer LANDMARK_TOKEN or --token-file: "

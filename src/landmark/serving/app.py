@@ -242,14 +242,15 @@ async def _in_pool(state, fn, *args):
 
 
 async def _read(request: Request, state, held) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
-    """:func:`read_images` within the memory budget: the declared body length (the size limit
-    when none is declared) is reserved before reading, then trimmed to what arrived."""
+    """:func:`read_images` within the memory budget: twice the declared body length (the size
+    limit when none is declared) is reserved before reading -- the chunks as they arrive and the
+    body they are joined into -- then trimmed to twice what arrived."""
     declared = request.headers.get("content-length", "")
     limit = state.limits.max_bytes
-    expected = min(int(declared), limit) if declared.isdigit() else limit
+    expected = 2 * (min(int(declared), limit) if declared.isdigit() else limit)
     held.take(expected, "the upload")
     files, fields = await read_images(request, state.limits)
-    held.give_back(expected - sum(len(data) for _, data in files))
+    held.give_back(expected - 2 * sum(len(data) for _, data in files))
     return files, fields
 
 

@@ -6,7 +6,6 @@ checked before the model loads, so a bad one costs a fraction of a second and on
 from __future__ import annotations
 
 import errno
-import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,6 @@ from .settings import ServeSettings, read_token, settings as check_settings
 #: decoding threads and the forward thread share them instead of one arena per thread.
 SERVICE_ARENAS = 2
 
-LOGGER = logging.getLogger(__name__)
-
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (what uvicorn then serves on).
@@ -27,21 +24,18 @@ def bind(host: str, port: int) -> socket.socket:
     Raises:
         ValueError: the port is in use, the address is not this machine's, or binding is not allowed.
     """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn does: a TIME_WAIT port is free
         sock.bind((host, port))
         sock.listen(2048)
-    except OSError as err:
+    except OSError as err:   # socket.gaierror (an unknown host name) included
         sock.close()
         reason = {errno.EADDRINUSE: "is in use by another program: stop it or choose another --port",
                   errno.EACCES: "needs privileges (ports below 1024): choose a port of 1024 or more",
                   errno.EADDRNOTAVAIL: "is not an address of this machine: give one of its addresses, e.g. "
                                        "127.0.0.1 or 0.0.0.0"}.get(err.errno, f"cannot be opened ({err.strerror})")
         raise ValueError(f"{host}:{port} {reason}") from None
-    except socket.gaierror as err:
-        raise ValueError(f"--host {host}: {err.strerror}") from None
     return sock
 
 
@@ -89,7 +83,8 @@ def serve(model: str | Path, *, index: str | Path | None = None, nonlandmarks: s
         enrolment = ("enrolment on (POST /v1/landmarks/ID/images with the token)" if chosen.token and index
                      else "enrolment off (start with --index DIR to enrol)" if chosen.token
                      else "enrolment off (no token)")
-        announce(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{chosen.host}:{chosen.port}/ "
+        port = sock.getsockname()[1]   # the one chosen by the system for --port 0
+        announce(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{chosen.host}:{port}/ "
                  f"(API docs at /docs); {enrolment}; at most {chosen.memory_budget_mb:g} MB of requests in flight")
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         if ready is not None:

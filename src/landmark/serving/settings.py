@@ -36,7 +36,7 @@ class ServeSettings(BaseModel):
     """What ``landmark serve`` is started with (besides the model and index paths).
 
     Attributes:
-        host, port: where to listen (127.0.0.1: this machine only).
+        host, port: where to listen (127.0.0.1: this machine only; port 0: a free one, shown at start-up).
         token: the enrolment password, visible ASCII (no spaces), or None: enrolment off.
         threshold: "no landmark" below this score, in [0, 1]; None: the model's.
         max_mb: largest request body, MB.  max_pixels: largest image (width x height) decoded.
@@ -50,7 +50,7 @@ class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=0, le=65535)
     token: str | None = None
     threshold: float | None = None
     max_mb: float = Field(20.0, gt=0, le=1024)
@@ -130,7 +130,8 @@ def settings(**values) -> ServeSettings:
         for e in err.errors():
             name = "--" + str(e["loc"][0]).replace("_", "-") if e["loc"] else "settings"
             message = str(e["msg"]).removeprefix("Value error, ")
-            shown = "" if name == "--token" or e["type"] == "value_error" else f" (got {e['input']!r})"  # no token echoed
+            echo = name != "--token" and e["type"] != "value_error"   # a token is never echoed
+            shown = f" (got {e['input']!r})" if echo else ""
             parts.append(f"{name}: {message}{shown}")
         raise ValueError("; ".join(parts)) from None
 
