@@ -315,8 +315,9 @@ def test_cli_says_on_stderr_which_runtime_runs_the_model(tiny, photos, tmp_path,
     import uvicorn
     from fastapi.testclient import TestClient
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app_, **kw: served.setdefault("app", app_))
-    result = runner.invoke(app, ["serve", str(ckpt), "--runtime", "auto"])
+    monkeypatch.setattr(uvicorn.Server, "run",
+                        lambda server, sockets=None: served.setdefault("app", server.config.app))
+    result = runner.invoke(app, ["serve", str(ckpt), "--runtime", "auto", "--port", "0"])
     assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
     with TestClient(served["app"]) as client:
         health = client.get("/health").json()

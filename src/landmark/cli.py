@@ -13,12 +13,14 @@ from .config import PRESETS_DIR
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
 from .models.runtime_info import DEFAULT_RUNTIME, MAX_THREADS_PER_CPU
-from .retrieval.config import RetrievalConfig, retrieval_presets
+from .retrieval.config import RetrievalConfig, check_threshold, retrieval_presets
+from .serving.settings import MAX_BATCH_WINDOW_MS, ServeSettings
 
 # Every default below is read from the library's own settings (these modules import
 # pydantic only, so `landmark --help` stays fast); none is restated here.
 _DOWNLOAD = DownloadOptions()
 _RETRIEVAL = RetrievalConfig()
+_SERVE = ServeSettings()
 _WORKERS_HELP = "image decoders: threads when the network runs on the CPU, processes beside a GPU"
 _DECODERS = ("image decoders: threads when the network runs on the CPU (default: one per CPU), processes "
              "beside a GPU (default: half the CPUs); 0 decodes between forward passes")
@@ -567,7 +569,7 @@ def index_build(
                                               images=images, landmarks=_landmark_list(landmarks), label=label,
                                               out=out / "embeddings.npy", image_size=image_size,
                                               batch_size=batch_size, workers=workers, device=device,
-                                              overwrite=overwrite)
+                                              overwrite=overwrite, params=settings.index)
         names = landmark_names(data, emb.items["landmark_id"].unique()) if data is not None else None
         result = build_index(emb, out, params=settings.index, model_info=info, overwrite=overwrite, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
@@ -719,8 +721,13 @@ def recognize(
                                                             if len(missing) > 1 else "")))
     if explain is not None and explain.exists() and not explain.is_dir():
         _fail(ValueError(f"--explain {explain} is a file; give a folder for the pictures"))
-    if explain is not None and not overwrite and any(explain.glob("*.saliency.png")):
-        _fail(FileExistsError(f"{explain} holds pictures already; pass --overwrite or choose another --explain"))
+    if explain is not None:
+        from .io import explain_files
+        _refuse_overwrite([f for pair in explain_files(explain, photos) for f in pair], overwrite)
+    try:
+        check_threshold(threshold)
+    except ValueError as err:
+        _fail(err)
     if explain is not None and model.suffix.lower() == ".onnx":
         _fail(ValueError("--explain computes saliency with PyTorch gradients: give the .pt checkpoint or its run "
                          "folder (its export still answers)"))
@@ -732,15 +739,15 @@ def recognize(
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     good, errors = [], []
-    for path in photos:
+    for k, path in enumerate(photos):
         try:
-            good.append((path, decode(path)))
+            good.append((k, path, decode(path)))
         except ImageError as err:
             errors.append({"source": str(path), "error": str(err)})
-    answers = rec.recognize([img for _, img in good], top_k=top_k, tta=tta,
-                            sources=[str(p) for p, _ in good]) if good else []
+    answers = rec.recognize([img for _, _, img in good], top_k=top_k, tta=tta,
+                            sources=[str(p) for _, p, _ in good]) if good else []
     if explain is not None:
-        _write_explanations(rec, good, answers, explain)
+        _write_explanations(rec, good, answers, explain, photos)
     if as_json:
         typer.echo(json.dumps([a.model_dump() for a in answers] + errors, indent=2))
     else:
@@ -752,57 +759,63 @@ def recognize(
         raise typer.Exit(1)
 
 
-def _write_explanations(rec, good: list, answers: list, folder: Path) -> None:
-    """``<n>_<stem>.saliency.png`` (and ``.matches.png``) per answered photo into ``folder``."""
+def _write_explanations(rec, good: list, answers: list, folder: Path, photos: list[Path]) -> None:
+    """``<k>_<stem>.saliency.png`` (and ``.matches.png``) per answered photo into ``folder``
+    (``k``: the photo's position on the command line; names from :func:`landmark.io.explain_files`)."""
+    from .io import explain_files
     from .reporting.explain import explain
     folder.mkdir(parents=True, exist_ok=True)
-    for k, ((path, photo), answer) in enumerate(zip(good, answers)):
+    names = explain_files(folder, photos)
+    for (k, _, photo), answer in zip(good, answers):
         found = explain(rec, photo, answer=answer)
-        stem = f"{k:03d}_{path.stem}"
-        (folder / f"{stem}.saliency.png").write_bytes(found.saliency_png)
+        saliency, matches = names[k]
+        saliency.write_bytes(found.saliency_png)
         if found.matches_png is not None:
-            (folder / f"{stem}.matches.png").write_bytes(found.matches_png)
+            matches.write_bytes(found.matches_png)
 
 
 @app.command()
 def serve(
     model: Path = typer.Argument(..., help="run folder (its checkpoints/best.pt), a .pt file, or a .onnx export "
                                           "(landmark export)"),
-    index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment"),
+    index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment (a run's "
+                                         "own RUN/index is used for scores but never written: copy it to enrol)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
-    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
-    port: int = typer.Option(8000, min=1, max=65535, help="port to listen on"),
-    token: Optional[str] = typer.Option(None, envvar="LANDMARK_TOKEN",
-                                        help="password for enrolment (POST /v1/landmarks/ID/images); none: disabled"),
-    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
-    max_mb: float = typer.Option(20.0, min=0.001, help="largest request body in MB"),
-    max_pixels: int = typer.Option(40_000_000, min=1, help="largest image (width x height) decoded"),
-    batch_window_ms: float = typer.Option(10.0, min=0.0, help="wait this long to batch concurrent requests"),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of one forward pass, torch or ONNX Runtime (default: torch's, "
-                                                            "all cores); 1 on a machine shared with other work"),
+    host: str = typer.Option(_SERVE.host, help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(_SERVE.port, help="port to listen on (0: a free one, shown at start-up)"),
+    token: Optional[str] = typer.Option(None, envvar="LANDMARK_TOKEN", show_envvar=True,
+                                        help="password for enrolment (POST /v1/landmarks/ID/images); visible ASCII, "
+                                             "no spaces; none: enrolment off. Prefer LANDMARK_TOKEN or --token-file: "
+                                             "an option shows in ps"),
+    token_file: Optional[Path] = typer.Option(None, help="file whose first line is the enrolment token"),
+    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score, 0 to 1 (default: the "
+                                              "model's)"),
+    max_mb: float = typer.Option(_SERVE.max_mb, help="largest request body in MB"),
+    max_pixels: int = typer.Option(_SERVE.max_pixels, help="largest image (width x height) decoded"),
+    batch_window_ms: float = typer.Option(_SERVE.batch_window_ms, help="wait this long to batch concurrent requests "
+                                          f"(at most {MAX_BATCH_WINDOW_MS:g})"),
+    memory_budget_mb: float = typer.Option(_SERVE.memory_budget_mb, help="memory the requests in flight may hold "
+                                           "(bodies and decoded pixels); beyond it: 503 with Retry-After"),
+    decoders: int = typer.Option(_SERVE.decoders, help="threads that decode uploads"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads of one forward pass, torch or ONNX Runtime "
+                                          "(default: torch's, all cores); 1 on a machine shared with other work"),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
 ) -> None:
-    """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /."""
+    """Serve the recogniser over HTTP (FastAPI + uvicorn): API, OpenAPI page at /docs, web page at /.
+
+    Anyone who reaches the port may recognise photos; only token holders may enrol, and only
+    into --index (docs/serving.md: threat model and limits).
+    """
     _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
-    import torch
-    import uvicorn
-    if threads is not None:
-        torch.set_num_threads(threads)
-    from .inference.recognizer import Recognizer
-    from .serving import Limits, create_app
+    from .serving.server import serve as run_server   # settings and the port are checked before torch loads
     try:
-        rec = Recognizer.load(model, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
-                              runtime=runtime, threads=threads)
+        run_server(model, index=index, nonlandmarks=nonlandmarks, token=token, token_file=token_file, device=device,
+                   runtime=runtime, host=host, port=port, threshold=threshold, max_mb=max_mb, max_pixels=max_pixels,
+                   batch_window_ms=batch_window_ms, memory_budget_mb=memory_budget_mb, decoders=decoders,
+                   threads=threads, announce=lambda line: typer.echo(line, err=True))
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
-    limits = Limits(max_bytes=int(max_mb * 2**20), max_pixels=max_pixels)
-    from .inference.recognizer import run_index
-    app_ = create_app(rec, token=token, index_dir=index if index is not None else run_index(model), limits=limits,
-                      window=batch_window_ms / 1000)
-    typer.echo(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{host}:{port}/ "
-               f"(API docs at /docs){'; enrolment enabled' if token else ''}", err=True)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

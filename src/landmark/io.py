@@ -286,3 +286,11 @@ def embedding_files(path: str | Path) -> list[Path]:
     path = embeddings_path(path)
     return [path] + [sidecar(path, kind) for kind in ("ids.csv", "rejects.csv", "classes.npz", "json")]
 
+
+
+def explain_files(folder: str | Path, photos: Iterable[str | Path]) -> list[tuple[Path, Path]]:
+    """``(saliency, matches)`` PNGs that ``recognize --explain FOLDER`` writes for each photo:
+    ``<k>_<stem>.saliency.png`` / ``.matches.png``, ``k`` its position among the photos given."""
+    folder = Path(folder)
+    return [(folder / f"{k:03d}_{Path(p).stem}.saliency.png", folder / f"{k:03d}_{Path(p).stem}.matches.png")
+            for k, p in enumerate(photos)]

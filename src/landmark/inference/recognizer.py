@@ -39,7 +39,6 @@ A run folder loads its own index (``RUN/index``) unless ``index=False``.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Union
 
@@ -62,7 +61,8 @@ from ..retrieval.reference import REFERENCE_K
 from .predict import TTA_ORDER, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
-from ..retrieval.config import DEFAULT_THRESHOLD
+from ..data.names import printable_name
+from ..retrieval.config import DEFAULT_THRESHOLD, check_threshold
 
 
 #: What :meth:`Recognizer.recognize` accepts per image.
@@ -260,8 +260,7 @@ class Recognizer:
         self.classes = [str(c) for c in checkpoint["classes"]]
         self.index, self.knn = index, knn or KnnConfig()
         self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)
-        if threshold is not None and not math.isfinite(threshold):
-            raise ValueError(f"threshold {threshold}: give a finite number (scores lie in [0, 1])")
+        check_threshold(threshold)   # in [0, 1]: retrieval/config.py
         if scoring not in (None, *DEFAULT_THRESHOLD):
             raise ValueError(f"scoring {scoring!r}: choose one of {', '.join(DEFAULT_THRESHOLD)} (or None: automatic)")
         if scoring in ("reference", "knn") and index is None:
@@ -344,8 +343,9 @@ class Recognizer:
         return f"{self.scoring} (index of {len(self.index)} photos)"
 
     def name(self, landmark_id: str) -> str:
-        """Readable name of a landmark (its id when no name is known)."""
-        return self.names.get(str(landmark_id)) or str(landmark_id)
+        """Readable name of a landmark (its id when no name is known), safe to print: control
+        characters escaped, at most 200 characters (:func:`landmark.data.names.printable_name`)."""
+        return printable_name(self.names.get(str(landmark_id)) or str(landmark_id))
 
     def transform(self, tta: int = 1):
         """Image -> tensor ``[3, S, S]`` (``tta=1``) or ``[10, 3, S, S]`` (TenCrop) as in training."""

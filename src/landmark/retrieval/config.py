@@ -46,6 +46,23 @@ GeometricModel = Literal["fundamental", "homography"]
 #: different scales (a kNN vote of 10 neighbours at cosine 0.6 is 0.6^3 = 0.22).
 DEFAULT_THRESHOLD = {"classifier": 0.40, "reference": 0.10, "knn": 0.15}
 
+#: Every score the recogniser gives (softmax probability, reference score, kNN vote) lies in
+#: [0, 1], so a "no landmark" threshold outside this range would answer every photo alike.
+THRESHOLD_RANGE = (0.0, 1.0)
+
+
+def check_threshold(value: float | None) -> float | None:
+    """``value`` unchanged when it is None or a number in :data:`THRESHOLD_RANGE`.
+
+    Raises:
+        ValueError: a non-finite number, or one outside [0, 1] (one line saying what to give).
+    """
+    low, high = THRESHOLD_RANGE
+    if value is not None and not low <= value <= high:   # also refuses nan (every comparison is False)
+        raise ValueError(f"threshold {value}: give a finite score between {low:g} and {high:g} "
+                         f"(every score lies in that range)")
+    return value
+
 #: RANSAC inliers (fundamental model, default thresholds) from which two photos are taken
 #: to show the same landmark: the one "same landmark" threshold of ``landmark match``, of
 #: verification re-ranking (:attr:`VerifyConfig.min_inliers`) and of the recogniser's

@@ -69,6 +69,22 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(nlist, n // 39)))
 
 
+def check_cells(params: IndexParams, n: int) -> None:
+    """Refuse IVF settings that ``n`` vectors cannot train: k-means needs at least one training
+    vector per cell, and FAISS stops with an exception otherwise.  Called before anything is
+    written (by :meth:`LandmarkIndex.build` and, before embedding, by ``index_embeddings``).
+
+    Raises:
+        ValueError: ``params.nlist`` above ``min(n, params.train_size)`` for an IVF kind (explicit or auto).
+    """
+    kind = choose_kind(n) if params.kind == "auto" else params.kind
+    trainable = min(n, params.train_size)
+    if kind in ("ivf", "ivfpq") and params.nlist and params.nlist > trainable:
+        raise ValueError(f"--nlist {params.nlist}: an IVF index learns its cells from its {trainable} training "
+                         f"vectors, so it can have at most {trainable} cells; give --nlist "
+                         f"{default_nlist(n)} (or 0 for ~4 sqrt(N)), or --kind flat for so few photos")
+
+
 @dataclass
 class LandmarkIndex:
     """FAISS index + the id, landmark and file of each vector.
@@ -102,8 +118,8 @@ class LandmarkIndex:
         """Build an index over labelled embeddings (streamed in chunks of ``chunk`` rows).
 
         Raises:
-            ValueError: no ``landmark_id`` column, empty embeddings, unknown kind, or
-                ``pq_m`` not dividing the dimension.
+            ValueError: no ``landmark_id`` column, empty embeddings, unknown kind,
+                ``pq_m`` not dividing the dimension, more IVF cells than vectors (:func:`check_cells`).
         """
         params = params or IndexParams()
         if embeddings.labels is None:
@@ -113,6 +129,7 @@ class LandmarkIndex:
         if params.kind not in KINDS:
             raise ValueError(f"index kind {params.kind!r}: choose one of {KINDS}")
         n, d = embeddings.vectors.shape
+        check_cells(params, n)
         kind = choose_kind(n) if params.kind == "auto" else params.kind
         index = _new_index(kind, d, n, params)
         if not index.is_trained:

@@ -24,7 +24,7 @@ from ..models.runtime_info import DEFAULT_RUNTIME, announce
 from ..io import read_csv
 from .config import DEFAULT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
-from .index import LandmarkIndex
+from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
 from .provenance import check_model, model_record
 from .shards import embed_shard
@@ -148,7 +148,8 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                      images: str | Path | None = None, landmarks: list[str] | None = None, label: str | None = None,
                      out: str | Path | None = None, image_size: int | None = None, batch_size: int = 32,
                      workers: int | None = 2, device: str | None = None, overwrite: bool = False,
-                     expect: dict | None = None) -> tuple[Embeddings, list[Reject], dict]:
+                     expect: dict | None = None,
+                     params: IndexParams | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Labelled embeddings to index or enrol: an embeddings file, or photos embedded now.
 
     Either ``embeddings`` (a ``.npy`` from ``landmark embed``; its landmark ids from its
@@ -156,7 +157,9 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
     ``checkpoint`` with ``data`` (a labelled GLDv2 folder or class tree, optionally only
     ``landmarks``) or ``images`` (a folder/CSV of photos of the one landmark ``label``),
     embedded into ``out`` at ``image_size`` pixels (default: the checkpoint's).  With ``expect``
-    (an index's model record), vectors of another model are refused, before embedding.
+    (an index's model record), vectors of another model are refused, before embedding.  With
+    ``params`` (the index to build), settings the photos cannot fill (more IVF cells than
+    photos: :func:`~landmark.retrieval.index.check_cells`) are refused before anything is embedded.
 
     Returns:
         (embeddings ``[N, D]``, rejects, the model's record for the index's metadata: the
@@ -164,7 +167,7 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
 
     Raises:
         ValueError: no source, ``images`` without ``label``, a labels CSV without
-            ``id,landmark_id`` or missing an embedded id.
+            ``id,landmark_id`` or missing an embedded id, ``params`` the photos cannot fill.
         FileNotFoundError / FileExistsError: as :func:`load_embeddings` / :func:`embed_checkpoint`.
         landmark.retrieval.provenance.ModelMismatch: the vectors are not ``expect``'s model's.
     """
@@ -175,12 +178,16 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                         f"re-embed them with `landmark embed {expect.get('checkpoint', 'CHECKPOINT')}`")
         if labels is not None:
             emb.items = _with_labels(emb.items, labels)
+        if params is not None:
+            check_cells(params, len(emb))
         return emb, [], dict(emb.model or {})
     if checkpoint is None:
         raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
     if images is not None and label is None:
         raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
     frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
+    if params is not None:
+        check_cells(params, len(frame))   # before embedding writes OUT/embeddings.npy
     return embed_checkpoint(checkpoint, frame, out, image_size=image_size, batch_size=batch_size,
                             workers=workers, device=device, overwrite=overwrite, expect=expect)
 

@@ -13,15 +13,20 @@ Endpoints (OpenAPI page at ``/docs``):
   paths); ``GET /``: the web page.
 
 The model is loaded once (by the caller, into the :class:`Recognizer`); all state lives on
-``app.state``.  Refusals are 4xx with ``{"error": "..."}``.
+``app.state``.  Refusals are 4xx with ``{"error": "..."}``; a request that does not fit in the
+memory budget of the requests in flight (:mod:`landmark.serving.budget`) gets 503 with
+``Retry-After``.  Uploads are decoded by a pool of ``decoders`` threads and the model runs in
+the batcher's one thread, so the number of threads (and of glibc malloc arenas) is bounded.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import io
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -32,13 +37,15 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ..data.names import check_name
 from ..inference.recognizer import Answer, Recognizer
 from ..models.runtime_info import runtime_info
 from ..retrieval.embeddings import Embeddings
 from .batching import Batcher
+from .budget import RETRY_AFTER_S, MemoryBudget, needed_bytes
+from .settings import DECODERS, MEMORY_BUDGET_MB, check_token
 from .uploads import Limits, Refusal, decode_upload, read_images
 
 _LANDMARK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -93,27 +100,47 @@ class Enrolled(BaseModel):
 
 
 def create_app(recognizer: Recognizer, token: str | None = None, index_dir: str | Path | None = None,
-               limits: Limits | None = None, window: float = 0.010, max_batch: int = 16) -> FastAPI:
+               limits: Limits | None = None, window: float = 0.010, max_batch: int = 16,
+               memory_budget_mb: float = MEMORY_BUDGET_MB, decoders: int = DECODERS) -> FastAPI:
     """The application around a loaded recogniser.
 
     Args:
-        token: enrolment password (``Authorization: Bearer TOKEN``); None disables enrolment.
+        token: enrolment password (``Authorization: Bearer TOKEN``, compared byte for byte);
+            None disables enrolment.
         index_dir: folder of ``recognizer.index``; enrolled photos and the index are saved there.
+            None: enrolment answers 409 (the index a run folder carries is never written).
         limits: upload limits (:class:`~landmark.serving.uploads.Limits`).
         window, max_batch: micro-batching (:class:`~landmark.serving.batching.Batcher`), seconds / images.
+        memory_budget_mb: MB the requests in flight may hold together (bodies, decoded pixels).
+        decoders: threads that decode uploads.
+
+    Raises:
+        ValueError: an empty or blank token (:func:`~landmark.serving.settings.check_token`), a
+            batching window out of range, an ``index_dir`` inside a run folder, a budget below 1 byte.
     """
+    check_token(token)
+    if index_dir is not None and _in_run_folder(Path(index_dir)):
+        raise ValueError(f"{index_dir} belongs to a training run, which the service never changes: copy it "
+                         f"(cp -r {index_dir} my-index) and give the copy with --index")
     batcher = Batcher(recognizer, window, max_batch)
+    budget = MemoryBudget(int(memory_budget_mb * 2**20))
+    if decoders < 1:
+        raise ValueError(f"decoders {decoders}: give at least 1")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         await batcher.close()
+        if app.state.pool is not None:
+            app.state.pool.shutdown(wait=False)
+            app.state.pool = None
 
     app = FastAPI(title="landmark", summary="Landmark recognition: one photo in, a named answer out",
                   version="0.1.0", lifespan=lifespan)
     app.state.recognizer, app.state.batcher, app.state.token = recognizer, batcher, token
     app.state.index_dir = Path(index_dir) if index_dir is not None else None
     app.state.limits = limits or Limits()
+    app.state.budget, app.state.decoders, app.state.pool = budget, decoders, None   # pool: made on first use
     _add_error_handlers(app)
     _add_routes(app)
     return app
@@ -122,7 +149,8 @@ def create_app(recognizer: Recognizer, token: str | None = None, index_dir: str 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refusal)
     async def refused(request: Request, err: Refusal):
-        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else \
+            {"Retry-After": str(RETRY_AFTER_S)} if err.status == 503 else None
         return JSONResponse({"error": str(err)}, status_code=err.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -155,7 +183,11 @@ def _add_routes(app: FastAPI) -> None:
                 "explain": rec.model is not None,   # saliency needs the PyTorch network (not a bare .onnx)
                 "scoring": rec.scoring,
                 "threshold": rec.threshold, "classes": len(rec.classes),
-                "references": len(rec.index) if rec.index is not None else 0, "batches": state.batcher.batches}
+                "references": len(rec.index) if rec.index is not None else 0, "batches": state.batcher.batches,
+                "enrolment": state.token is not None and state.index_dir is not None,
+                "memory_budget": {"limit_mb": round(state.budget.limit / 2**20, 1),
+                                  "held_mb": round(state.budget.held / 2**20, 1),
+                                  "peak_mb": round(state.budget.peak / 2**20, 1), "refused": state.budget.refused}}
 
     @app.get("/v1/landmarks")
     async def landmarks() -> dict:
@@ -169,17 +201,17 @@ def _add_routes(app: FastAPI) -> None:
         if explain and state.recognizer.model is None:
             from ..reporting.explain import EXPLAIN_NEEDS_PYTORCH
             raise Refusal(409, f"explain: {EXPLAIN_NEEDS_PYTORCH}")
-        files, _ = await read_images(request, state.limits)
-        photos = [await run_in_threadpool(decode_upload, name, data, state.limits.max_pixels)
-                  for name, data in files]
-        answers = await state.batcher.recognize(photos, [name for name, _ in files], top_k)
-        out = []
-        for photo, answer in zip(photos, answers):
-            item = public(answer)
-            if explain:
-                item["explain"] = await run_in_threadpool(_explain, state.recognizer, photo, answer)
-            out.append(item)
-        return {"answers": out}
+        with state.budget.reservation() as held:
+            files, _ = await _read(request, state, held)
+            photos = await _decode(files, state, held)
+            answers = await state.batcher.recognize(photos, [name for name, _ in files], top_k)
+            out = []
+            for photo, answer in zip(photos, answers):
+                item = public(answer)
+                if explain:
+                    item["explain"] = await _in_pool(state, _explain, state.recognizer, photo, answer)
+                out.append(item)
+            return {"answers": out}
 
     @app.post("/v1/landmarks/{landmark_id}/images", response_model=Enrolled, openapi_extra=_ENROL_BODY)
     async def enrol(request: Request, landmark_id: str) -> dict:
@@ -188,15 +220,52 @@ def _add_routes(app: FastAPI) -> None:
         Multipart fields ``file`` (one or more) and optionally ``name`` (the landmark's name).
         """
         _authorise(request, state.token)
-        if state.recognizer.index is None or state.index_dir is None:
-            raise Refusal(409, "no index loaded: start the server with --index DIR to enrol photos")
+        if state.index_dir is None or state.recognizer.index is None:
+            whose = ("this server answers with the run's own index, which the service never changes"
+                     if state.recognizer.index is not None and state.index_dir is None else "no index loaded")
+            raise Refusal(409, f"{whose}: start the server with --index DIR (a copy of RUN/index, or one from "
+                               f"landmark index build) to enrol photos")
         if not _LANDMARK_ID.match(landmark_id):
             raise Refusal(400, f"landmark id {landmark_id!r}: use letters, digits, '_', '-', '.' (at most 64)")
-        files, fields = await read_images(request, state.limits)
-        photos = [await run_in_threadpool(decode_upload, name, data, state.limits.max_pixels)
-                  for name, data in files]
-        return await run_in_threadpool(_enrol, state, landmark_id, fields.get("name"), photos,
-                                       [data for _, data in files])
+        with state.budget.reservation() as held:
+            files, fields = await _read(request, state, held)
+            name = fields.get("name")
+            if name is not None:
+                try:
+                    name = check_name(name)   # at most 200 printable characters: data/names.py
+                except ValueError as err:
+                    raise Refusal(422, f"name: {err}") from None
+            photos = await _decode(files, state, held)
+            return await _in_pool(state, _enrol, state, landmark_id, name, photos, [data for _, data in files])
+
+
+async def _in_pool(state, fn, *args):
+    """``fn(*args)`` in the app's bounded thread pool (not anyio's pool of 40 threads)."""
+    if state.pool is None:
+        state.pool = ThreadPoolExecutor(max_workers=state.decoders, thread_name_prefix="landmark-decode")
+    return await asyncio.get_running_loop().run_in_executor(state.pool, fn, *args)
+
+
+async def _read(request: Request, state, held) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+    """:func:`read_images` within the memory budget: twice the declared body length (the size
+    limit when none is declared) is reserved before reading -- the chunks as they arrive and the
+    body they are joined into -- then trimmed to twice what arrived."""
+    declared = request.headers.get("content-length", "")
+    limit = state.limits.max_bytes
+    expected = 2 * (min(int(declared), limit) if declared.isdigit() else limit)
+    held.take(expected, "the upload")
+    files, fields = await read_images(request, state.limits)
+    held.give_back(expected - 2 * sum(len(data) for _, data in files))
+    return files, fields
+
+
+async def _decode(files: list[tuple[str, bytes]], state, held) -> list:
+    """The uploads decoded in the app's pool, the memory each needs reserved first (from its header)."""
+    photos, side = [], state.recognizer.preprocess.resize   # the largest side any view is resized to
+    for name, data in files:
+        held.take(needed_bytes(data, side), name)
+        photos.append(await _in_pool(state, decode_upload, name, data, state.limits.max_pixels))
+    return photos
 
 
 def public(answer: Answer) -> dict:
@@ -218,8 +287,17 @@ def _authorise(request: Request, token: str | None) -> None:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
         raise Refusal(401, "enrolment needs the header 'Authorization: Bearer TOKEN'")
-    if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
+    # the exact bytes after "Bearer " (HTTP header values arrive as latin-1 text); no stripping,
+    # so a non-breaking space is not an empty token
+    given = header[7:].encode("latin-1", errors="replace")
+    if not hmac.compare_digest(given, token.encode("utf-8")):
         raise Refusal(403, "wrong token")
+
+
+def _in_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` lies in a training run (a ``run.json`` in it or a folder above)."""
+    folder = folder.resolve()
+    return any((f / "run.json").is_file() for f in (folder, *folder.parents))
 
 
 def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[bytes]) -> dict:

@@ -2,21 +2,28 @@
 
 Requests put their decoded photos on a queue; one worker task takes the first waiting
 request, collects more for up to ``window`` seconds or until ``max_images`` photos, runs
-:meth:`Recognizer.recognize` once in a worker thread (so the event loop keeps accepting
+:meth:`Recognizer.recognize` once in the batcher's own thread (so the event loop keeps accepting
 connections) and hands each request its answers.  When a shared forward pass fails, each
 of its requests runs alone, so one request's failure reaches its own answer only.  Only
-this worker calls the model, so forward passes never overlap; ``lock`` is also held by enrolment while it changes the index.
+this worker calls the model, so forward passes never overlap; ``lock`` is also held by
+enrolment while it changes the index.
+
+One thread for every forward pass (not a thread of the shared pool) keeps the activations in
+one glibc malloc arena: memory a forward pass freed is reused by the next instead of each pool
+thread growing an arena of its own (:mod:`landmark.memory`).
 """
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
 
 from ..inference.recognizer import Answer, Recognizer
+from .settings import MAX_BATCH_WINDOW_MS
 
 
 @dataclass
@@ -33,6 +40,10 @@ class Batcher:
 
     The worker task starts on the first :meth:`recognize` (in the running event loop) and
     stops with :meth:`close`.  ``batches`` counts forward passes (for tests and /health).
+
+    Raises:
+        ValueError: ``window`` not a number of seconds in [0, MAX_BATCH_WINDOW_MS / 1000]
+            (:mod:`landmark.serving.settings`), ``max_images`` below 1.
     """
 
     recognizer: Recognizer
@@ -42,6 +53,15 @@ class Batcher:
     batches: int = 0
     _queue: asyncio.Queue | None = field(default=None, init=False, repr=False)
     _task: asyncio.Task | None = field(default=None, init=False, repr=False)
+    _thread: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        longest = MAX_BATCH_WINDOW_MS / 1000
+        if not (isinstance(self.window, (int, float)) and math.isfinite(self.window) and 0 <= self.window <= longest):
+            raise ValueError(f"batching window {self.window} s: give 0 to {longest:g} s (every request waits "
+                             f"up to this long)")
+        if self.max_images < 1:
+            raise ValueError(f"max_images {self.max_images}: give at least 1")
 
     async def recognize(self, photos: list[Image.Image], sources: list[str], top_k: int) -> list[Answer]:
         """Answers for ``photos`` (decoded), computed together with other waiting requests."""
@@ -61,6 +81,9 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -82,7 +105,10 @@ class Batcher:
         sources = [s for j in jobs for s in j.sources]
         top_k = max(j.top_k for j in jobs)
         try:
-            answers = await run_in_threadpool(self._forward, photos, sources, top_k)
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmark-forward")
+            answers = await asyncio.get_running_loop().run_in_executor(self._thread, self._forward, photos,
+                                                                       sources, top_k)
         except Exception as err:  # noqa: BLE001 -- the worker lives on
             if len(jobs) == 1:
                 if not jobs[0].future.done():

@@ -1,0 +1,53 @@
+"""Landmark names: the one rule for what a name may hold, and how any stored name is shown.
+
+Names arrive from users (``landmark serve`` enrolment, a names CSV) and end up on terminals,
+in JSON and in the web page.  A new name (:func:`check_name`) is at most
+:data:`MAX_NAME_CHARS` characters, none of them a control or format character (Unicode
+categories ``Cc``, ``Cf``, ``Cs``, ``Co``, ``Cn``, ``Zl``, ``Zp``: ESC sequences, ``\\r``,
+bidirectional overrides, line separators).  A name stored before this rule, or read from a
+file, is shown through :func:`printable_name`, which escapes those characters and cuts the
+length, so printing one never moves a terminal's cursor or floods an answer.
+"""
+from __future__ import annotations
+
+import unicodedata
+
+#: Longest landmark name, in characters (GLDv2's longest category name is about 110).
+MAX_NAME_CHARS = 200
+
+_HIDDEN = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def _hidden(char: str) -> bool:
+    return unicodedata.category(char) in _HIDDEN
+
+
+def check_name(name: str) -> str:
+    """``name`` without surrounding spaces, when it may be stored.
+
+    Raises:
+        ValueError: empty, longer than :data:`MAX_NAME_CHARS`, or holding a control / format
+            character (the message names the first one and its position).
+    """
+    name = name.strip()
+    if not name:
+        raise ValueError("the name is empty: give the landmark's name, or leave the field out")
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"the name has {len(name)} characters; at most {MAX_NAME_CHARS} are kept")
+    bad = next((k for k, c in enumerate(name) if _hidden(c)), None)
+    if bad is not None:
+        raise ValueError(f"the name holds the control character {name[bad]!r} at position {bad}: "
+                         f"use printable characters only")
+    return name
+
+
+def printable_name(name: str) -> str:
+    """``name`` safe to print: control / format characters as escapes (``\\x1b``), at most
+    :data:`MAX_NAME_CHARS` characters (longer ones end in ``…``)."""
+    if len(name) > MAX_NAME_CHARS:
+        name = name[:MAX_NAME_CHARS - 1] + "…"
+    if any(_hidden(c) for c in name):
+        name = "".join(c.encode("unicode_escape").decode("ascii") if _hidden(c) else c for c in name)
+        if len(name) > MAX_NAME_CHARS:
+            name = name[:MAX_NAME_CHARS - 1] + "…"
+    return name
