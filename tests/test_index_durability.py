@@ -175,5 +175,5 @@ def test_a_file_changed_after_it_was_written_is_refused(saved):
     folder, _ = saved
     with open(folder / "items.csv", "a") as f:
         f.write("x,1,/nowhere/x.jpg\n")
-    with pytest.raises(ValueError, match="items.csv is .* bytes, .*meta.json says"):
+    with pytest.raises(ValueError, match="items.csv is damaged: .* bytes, .*meta.json says"):
         LandmarkIndex.load(folder)

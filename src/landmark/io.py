@@ -187,8 +187,8 @@ def artifact_files(marker: str | Path, record: dict, finals: Iterable[str | Path
             out[final.name] = final if final.exists() else None
         path, size = out[final.name], sizes.get(final.name) if isinstance(sizes, dict) else None
         if path is not None and size is not None and path.is_file() and path.stat().st_size != size:
-            raise ValueError(f"{final} is {path.stat().st_size} bytes, {marker} says {size}: it changed after it "
-                             "was written (truncated or replaced); write it again")
+            raise ValueError(f"{final} is damaged: {path.stat().st_size} bytes, {marker} says {size} (truncated "
+                             "or replaced after it was written); write it again")
     return out
 
 
