@@ -15,6 +15,7 @@ import builtins
 import io
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 
 CRASHED = 77   # exit status of a child killed by the fault
@@ -61,11 +62,8 @@ def _install(crash_at: int | None, counter: list[int]) -> None:
         wrap(os, attr)
     wrap(shutil, "rmtree")
     wrap(np, "save")
-    try:
-        import faiss
-        wrap(faiss, "write_index")
-    except ImportError:
-        pass
+    if "faiss" in sys.modules:
+        wrap(sys.modules["faiss"], "write_index")
 
 
 def _child(write: Callable[[], None], crash_at: int | None) -> tuple[int, int]:
@@ -76,16 +74,10 @@ def _child(write: Callable[[], None], crash_at: int | None) -> tuple[int, int]:
         os.close(read_fd)
         status = 0
         try:
-            try:
-                import torch
-                torch.set_num_threads(1)
-            except ImportError:
-                pass
-            try:
-                import faiss
-                faiss.omp_set_num_threads(1)
-            except ImportError:
-                pass
+            if "torch" in sys.modules:   # only what the parent loaded: importing here costs each child
+                sys.modules["torch"].set_num_threads(1)
+            if "faiss" in sys.modules:
+                sys.modules["faiss"].omp_set_num_threads(1)
             counter = [0]
             _install(crash_at, counter)
             try:

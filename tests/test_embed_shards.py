@@ -103,4 +103,4 @@ def test_two_shards_split_the_work_and_merge(setup, tmp_path):
     reference, _ = embed_images(model, PREPROCESS, frame, tmp_path / "ref.npy", workers=0)
     np.testing.assert_allclose(emb.vectors.astype(np.float32), reference.vectors.astype(np.float32), atol=1e-3)
     result = runner.invoke(app, ["embed-merge", str(out), "--out", str(tmp_path / "all.npy")])
-    assert result.exit_code == 2 and "exists" in result.output
+    assert result.exit_code == 2 and "exist" in result.output

@@ -126,3 +126,10 @@ def test_files_without_a_record_load_with_a_warning(made, tmp_path):
         result = runner.invoke(app, ["knn", str(made / "a.pt"), "--index", str(made / "idx"), "--images",
                                      str(tmp_path / "old.npy"), "--out", str(tmp_path / "s.csv"), "--runtime", "torch"])
     assert result.exit_code == 0, result.output
+
+
+def test_recognizer_refuses_an_index_of_another_checkpoint(made):
+    from landmark import Recognizer
+    with pytest.raises(ModelMismatch, match="were made by model b.pt .*this index by a.pt"):
+        Recognizer.load(made / "b.pt", index=made / "idx", runtime="torch")
+    assert len(Recognizer.load(made / "a.pt", index=made / "idx", runtime="torch").index) == 8

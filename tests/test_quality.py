@@ -108,6 +108,8 @@ def test_probe_then_finetune_run_builds_an_index_and_thresholds(l13, tmp_path):
     assert metrics.loc[0, "train_images"] == 21 and metrics.loc[0, "val_images"] == 9
     index = LandmarkIndex.load(run / "index")
     assert len(index) == 21 and set(index.labels) == {"2", "5", "9"}
+    from landmark.models.runtime import file_sha256   # the index records best.pt as it is after the thresholds
+    assert index.meta["model"]["sha256"] == file_sha256(best) and index.meta["model"]["image_size"] == 80
     reference = json.loads((run / "reference.json").read_text())
     assert reference["validation_queries"] == 9
     stored = torch.load(best, weights_only=False)["reject_threshold"]

@@ -499,9 +499,9 @@ def embed_merge(
 
     One part is in memory at a time; then: landmark index build --embeddings NAME.npy.
     """
-    from .retrieval.embeddings import embeddings_path
+    from .io import embedding_files, embeddings_path
+    _refuse_overwrite(embedding_files(embeddings_path(out)), overwrite)   # every side file, before torch loads
     from .retrieval.shards import merge_shards
-    _refuse_overwrite(embeddings_path(out), overwrite)
     try:
         result = merge_shards(folder, out, overwrite=overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as err:

@@ -102,7 +102,8 @@ def commit(files: Iterable[tuple[Path, Path]], marker: Path, record: dict,
 
     1. each finished temporary file is synced and renamed to a hidden version
        ``.FINAL.v<token>`` (the old record still names the old files);
-    2. the record is replaced by the new one naming those versions: *the* switch;
+    2. the record is replaced by the new one naming those versions and their sizes
+       (``bytes``, checked by :func:`artifact_files`): *the* switch;
     3. each version is hard-linked over its final name (``os.link`` + ``os.replace``);
     4. the record is replaced by one naming the final names; the versions, the files of
        ``members`` the new artifact lacks, and leftovers of killed writers are removed.
@@ -128,7 +129,8 @@ def commit(files: Iterable[tuple[Path, Path]], marker: Path, record: dict,
         os.replace(tmp, version)
         versions.append((version, final))
     fsync_dir(folder)
-    record = {k: v for k, v in record.items() if k not in ("files", "version")}
+    record = {k: v for k, v in record.items() if k not in ("files", "version", "bytes")}
+    record["bytes"] = {f.name: v.stat().st_size for v, f in versions}
     write_text_atomic(marker, json.dumps({**record, "version": token,
                                           "files": {f.name: v.name for v, f in versions}}, indent=2))
     for version, final in versions:
@@ -170,14 +172,23 @@ def read_record(marker: str | Path) -> dict | None:
 def artifact_files(marker: str | Path, record: dict, finals: Iterable[str | Path]) -> dict[str, Path | None]:
     """Where each of ``finals`` is held now, following the record's ``files`` (:func:`commit`):
     final name -> path, or None when the artifact has no such file.  A record without
-    ``files`` (written before versions existed) names the final files themselves, those that exist."""
-    folder, names = Path(marker).parent, record.get("files")
+    ``files`` (written before versions existed) names the final files themselves, those that exist.
+
+    Raises:
+        ValueError: a named file's size differs from the record's ``bytes`` (changed since it
+            was written: truncated, appended to, or replaced by hand).
+    """
+    folder, names, sizes = Path(marker).parent, record.get("files"), record.get("bytes") or {}
     out = {}
     for final in map(Path, finals):
         if isinstance(names, dict):
             out[final.name] = folder / names[final.name] if final.name in names else None
         else:
             out[final.name] = final if final.exists() else None
+        path, size = out[final.name], sizes.get(final.name) if isinstance(sizes, dict) else None
+        if path is not None and size is not None and path.is_file() and path.stat().st_size != size:
+            raise ValueError(f"{final} is damaged: {path.stat().st_size} bytes, {marker} says {size} (truncated "
+                             "or replaced after it was written); write it again")
     return out
 
 
@@ -185,7 +196,8 @@ def read_artifact(marker: str | Path, read: Callable[[dict], T], tries: int = 5)
     """``read(record)`` of a multi-file artifact, consistent despite a concurrent :func:`commit`.
 
     The record is read before and after ``read`` (which opens the files the record names);
-    when it changed, or a named file vanished meanwhile, ``read`` runs again.
+    when it changed, or a named file vanished meanwhile, ``read`` runs again.  A record that
+    is not a JSON object reaches ``read`` as ``{}``.
 
     Raises:
         whatever ``read`` raises when the record did not change (the artifact is bad).
@@ -194,7 +206,11 @@ def read_artifact(marker: str | Path, read: Callable[[dict], T], tries: int = 5)
     for attempt in range(tries):
         before = marker.read_bytes() if marker.exists() else b""
         try:
-            out = read(json.loads(before) if before else {})
+            record = json.loads(before)
+        except ValueError:   # empty, damaged or not JSON: ``read`` refuses an empty record
+            record = {}
+        try:
+            out = read(record if isinstance(record, dict) else {})
         except (FileNotFoundError, ValueError):
             after = marker.read_bytes() if marker.exists() else b""
             if after == before or attempt == tries - 1:

@@ -191,6 +191,23 @@ def read_names(source: str | Path | dict | None) -> dict[str, str]:
     raise ValueError(f"{source} needs the columns landmark_id,category (GLDv2) or landmark_id,name")
 
 
+def _check_index_model(index: LandmarkIndex, path: Path, model) -> None:
+    """Refuse an index whose vectors another checkpoint made (its recorded SHA-256; an ONNX
+    export stands for the checkpoint it came from); an index without a record: a warning.
+
+    Raises:
+        landmark.retrieval.provenance.ModelMismatch: another checkpoint made the index.
+    """
+    from ..models.runtime import file_sha256
+    from ..retrieval.provenance import check_model
+    recorded = index.meta.get("model") or {}
+    meta = getattr(model, "meta", None) or {}
+    sha = meta.get("checkpoint_sha256") if path.suffix.lower() == ".onnx" else file_sha256(path)
+    mine = {"checkpoint": str(path), "sha256": sha, "image_size": recorded.get("image_size") or 0}  # sizes: load()
+    check_model(mine, recorded, f"the vectors of {path}",
+                "this index", "give the checkpoint the index was built with, or build an index with this one")
+
+
 def scoring_mode(index: LandmarkIndex | None, classes: list[str]) -> str:
     """``classifier`` without an index; ``reference`` with a run's own reference index
     (``meta['role'] == 'reference'``, written by ``landmark train``) while the classifier knows
@@ -305,7 +322,9 @@ class Recognizer:
 
         Raises:
             FileNotFoundError: a missing model, index or non-landmark folder.
-            ValueError: not a checkpoint; an index of another backbone or dimension.
+            ValueError: not a checkpoint; an index of another backbone, dimension or checkpoint
+                (:class:`~landmark.retrieval.provenance.ModelMismatch`; an index without a
+                model record loads with a warning).
         """
         path = resolve_checkpoint(source)
         if path.suffix.lower() == ".onnx":
@@ -323,6 +342,8 @@ class Recognizer:
         built = index.meta.get("model", {}).get("backbone") if index is not None else None
         if built and built != ckpt["arch"]["backbone"]:
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['arch']['backbone']}")
+        if index is not None:
+            _check_index_model(index, path, model)
         rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device, scoring)
         if rec.model is None and path.suffix.lower() != ".onnx":
             rec.model = network.to(rec.device).eval()

@@ -277,7 +277,7 @@ class LandmarkIndex:
         params = IndexParams.model_validate(meta.pop("params", {}))
         out = cls(index, items, meta.pop("kind"), params, {k: v for k, v in meta.items()
                                                            if k not in ("dim", "count", "landmarks", "files",
-                                                                        "version")})
+                                                                        "version", "bytes")})
         out._tune()
         return out
 

@@ -296,6 +296,9 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
 
     Raises:
         ValueError: the index was built with a different backbone.
+        landmark.retrieval.provenance.ModelMismatch: the checkpoint, or the vectors of an
+            ``images`` / ``nonlandmarks`` ``.npy``, are of another model than the index's
+            (:mod:`~landmark.retrieval.provenance`; files without a record: a warning).
     """
     config = config or RetrievalConfig()
     index = LandmarkIndex.load(index_dir)
