@@ -123,3 +123,11 @@ def test_explain_refuses_to_replace_a_matches_picture(recognizer_run, recognizer
                  "--explain", str(why)], timeout=300)
     assert "--overwrite" in _error_line(done) and "TORCH False" in done.stderr
     assert mine.read_bytes() == b"my own picture" and not list(why.glob("*.saliency.png"))
+
+
+def test_serve_defaults_agree_with_the_upload_limits():
+    """`landmark serve`'s defaults (settings.py) and create_app's (uploads.Limits) are the same limits."""
+    from landmark.serving import Limits
+    from landmark.serving.settings import ServeSettings
+    assert ServeSettings().max_pixels == Limits().max_pixels
+    assert int(ServeSettings().max_mb * 2**20) == Limits().max_bytes

@@ -18,12 +18,12 @@ MAX_BATCH_WINDOW_MS = 1000.0
 
 #: Memory the requests in flight may hold together by default, in MB: their bodies and their
 #: decoded pixels (:mod:`landmark.serving.budget`).  Beyond it a request gets 503 with ``Retry-After``.
-MEMORY_BUDGET_MB = 384
+MEMORY_BUDGET_MB = 512
 
 #: Peak resident memory of one ``landmark serve`` process with the default settings and an
 #: EfficientNet-Lite0 model, in MB: what docs/serving.md states and ``benchmarks/serve_load.py``
 #: checks (50 clients posting photos, a few hostile uploads among them).
-MEMORY_CEILING_MB = 2048
+MEMORY_CEILING_MB = 2560
 
 #: Threads that decode uploads (the forward pass has a thread of its own).
 DECODERS = 2
