@@ -80,6 +80,21 @@ def subset(solution: dict, origin: dict, folder: str) -> dict:
     return {i: v for i, v in solution.items() if origin[i] == folder}
 
 
+def cached_answers(run: Path, work: Path, csv: Path, tta: bool) -> tuple[dict, float]:
+    """``quality.answers`` of ``run`` on the queries of ``csv``, kept in ``run/quality_many.json``
+    until ``best.pt`` changes."""
+    stamp = (run / "checkpoints" / "best.pt").stat().st_mtime
+    cache = run / "quality_many.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved["best_mtime"] == stamp and saved["tta"] >= tta:
+            return {m: pd.DataFrame(v) for m, v in saved["preds"].items()}, saved["rate"]
+    preds, rate = quality.answers(run, work, tta=tta, queries_from=csv)
+    cache.write_text(json.dumps({"best_mtime": stamp, "rate": rate, "tta": tta,
+                                 "preds": {m: p.astype({"landmark_id": str}).to_dict("list") for m, p in preds.items()}}))
+    return preds, rate
+
+
 def recipe_rows(recipe: str, runs: Path, work: Path) -> tuple[list[dict], dict]:
     """Rows of the recipe table and the predictions of every method (cached per best.pt)."""
     from landmark.evaluation import recognition_scores
@@ -87,16 +102,7 @@ def recipe_rows(recipe: str, runs: Path, work: Path) -> tuple[list[dict], dict]:
     source, overrides = RECIPES[recipe]
     run = quality.ensure_run(recipe, source, runs, overrides, data=DATA)
     csv, solution, origin = query_csv(work)
-    stamp = (run / "checkpoints" / "best.pt").stat().st_mtime
-    cache = run / "quality_many.json"
-    if cache.is_file() and json.loads(cache.read_text())["best_mtime"] == stamp:
-        preds = {m: pd.DataFrame(v) for m, v in json.loads(cache.read_text())["preds"].items()}
-        rate = json.loads(cache.read_text())["rate"]
-    else:
-        preds, rate = quality.answers(run, work / recipe, queries_from=csv)
-        cache.write_text(json.dumps({"best_mtime": stamp, "rate": rate,
-                                     "preds": {m: p.astype({"landmark_id": str}).to_dict("list")
-                                               for m, p in preds.items()}}))
+    preds, rate = cached_answers(run, work / recipe, csv, tta=True)
     history = pd.read_csv(run / "metrics.csv")
     base = {"recipe": recipe, "train min": round(history["seconds"].sum() / 60, 1),
             "val gap": round(float(history["val_gap"].max()), 3), "predict img/s": round(rate, 1)}
@@ -139,7 +145,7 @@ def open_set_rows(recipe: str, runs: Path, work: Path) -> list[dict]:
     for k, held in enumerate(HOLDOUTS):
         extra = {**overrides, "data": {**overrides.get("data", {}), "exclude_landmarks": list(held)}}
         run = quality.ensure_run(recipe, source, runs / "open_set", extra, f"-{k}", data=DATA)
-        preds, _ = quality.answers(run, work / f"open_set_{recipe}_{k}", tta=False, queries_from=csv)
+        preds, _ = cached_answers(run, work / f"open_set_{recipe}_{k}", csv, tta=False)
         open_solution = {i: (set() if v & set(held) else v) for i, v in solution.items()}
         pred = preds["classifier x reference"]
         held_ids = {i for i, v in solution.items() if v & set(held)}

@@ -2,7 +2,7 @@
 
 ``train(config, data, run_dir)`` writes into ``run_dir``:
 
-- ``config.yaml`` (resolved), ``run.json`` (data folder, versions), ``split.csv``,
+- ``config.yaml`` (resolved), ``run.json`` (data folder, or the list of them; versions), ``split.csv``,
   ``split_summary.json``, ``rejects.csv``;
 - ``metrics.csv`` / ``metrics.json`` (one row per epoch: loss, accuracy and GAP on
   train and val, lr, frozen layers, crop probability, seconds), then ``on_epoch_end(run_dir)``
