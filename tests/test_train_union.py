@@ -109,6 +109,7 @@ PROBE = {"seed": 0, "data": {"cache_width": 96, "batch_size": 8, "workers": 0, "
          "stages": [{"name": "probe", "probe": True, "probe_iters": 20, "crop": {"resize": 72, "size": 64}}]}
 
 
+@pytest.mark.slow   # a real (tiny) training run: ~25 s on the shared 2-core machine under load
 def test_cli_trains_on_the_union_with_both_names(two, tmp_path):
     import yaml
 
@@ -140,3 +141,12 @@ def test_cli_refuses_colliding_ids_in_one_line_before_writing(two, l13, tmp_path
     assert result.exit_code != 0
     assert "landmark_id 4 is in both" in result.output and len(result.output.strip().splitlines()) == 1
     assert not run.exists()
+
+
+def test_resume_refuses_data_folders(two, tmp_path):
+    """--resume reads the run's own folders from run.json; a --data beside it would be ignored."""
+    from landmark.cli import app
+    a, b = two
+    (tmp_path / "run").mkdir()
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "run"), "--data", str(a), "--data", str(b)])
+    assert result.exit_code == 2 and "--data" in result.output and "--resume" in result.output

@@ -96,8 +96,8 @@ def train(
     with its 'no landmark' thresholds; --resume continues an interrupted run.
     """
     from .io import LOCK_FILE
-    ignored = [flag for flag, value in (("--epochs", epochs), ("--weights", weights), ("--nonlandmarks", nonlandmarks))
-               if value is not None]
+    ignored = [flag for flag, value in (("--data", data or None), ("--epochs", epochs), ("--weights", weights),
+                                        ("--nonlandmarks", nonlandmarks)) if value is not None]
     if resume is not None and ignored:
         _fail(ValueError(f"--resume continues the run with its saved config.yaml; {', '.join(ignored)} would be "
                          f"ignored: start a new run with --out instead"))
@@ -107,9 +107,6 @@ def train(
             "it is not empty (or is a file)"
         _fail(FileExistsError(f"{out} cannot hold a new run: {hint}; or choose another --out folder "
                               "(nothing was changed)"))
-    if resume is not None and data:
-        _fail(ValueError("--resume continues the run on its saved data folder(s); --data would be ignored: "
-                         "start a new run with --out instead"))
     _require(*(("--data", d) for d in data or []), ("--resume", resume), ("--nonlandmarks", nonlandmarks))
     if nonlandmarks is not None and (not nonlandmarks.is_dir() or not any(p.is_file() for p in nonlandmarks.rglob("*"))):
         _fail(ValueError(f"--nonlandmarks {nonlandmarks} must be a folder of photos without landmarks "
