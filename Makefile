@@ -49,3 +49,4 @@ bench: install
 quality: install
 	$(BIN)/python benchmarks/quality_cv.py --write docs/quality.md
 	$(BIN)/python benchmarks/quality.py --open-set --write docs/quality.md
+	$(BIN)/python benchmarks/quality_many.py --open-set --analysis --write docs/quality.md

@@ -53,8 +53,10 @@ HOLDOUTS = [("0", "5", "10"), ("3", "7", "12"), ("1", "8", "11")]   # fixed befo
 METHODS = ["classifier", "classifier tta10", "kNN", "classifier x reference", "tta10 x reference"]
 
 
-def ensure_run(recipe: str, source, runs: Path, overrides: dict | None = None, tag: str = "") -> Path:
-    """Train ``recipe`` into ``runs/<recipe><tag>`` unless a finished run is there; returns the run folder."""
+def ensure_run(recipe: str, source, runs: Path, overrides: dict | None = None, tag: str = "",
+               data=DATA) -> Path:
+    """Train ``recipe`` on ``data`` (a folder, or a list trained on as one) into ``runs/<recipe><tag>``
+    unless a finished run is there; returns the run folder."""
     import landmark
     from landmark.retrieval.reference import build_reference
     run = runs / f"{recipe}{tag}"
@@ -67,7 +69,7 @@ def ensure_run(recipe: str, source, runs: Path, overrides: dict | None = None, t
     else:
         overrides = {**(overrides or {}), "data": {**(overrides or {}).get("data", {}),
                                                    "nonlandmarks": str(NONLANDMARKS)}}
-        landmark.train(landmark.load_config(source, overrides), DATA, run)
+        landmark.train(landmark.load_config(source, overrides), data, run)
     return run
 
 
@@ -90,16 +92,17 @@ def embed(checkpoint: Path, frame: pd.DataFrame, out: Path, top: int) -> tuple[o
     return emb, len(frame) / (time.perf_counter() - tic)
 
 
-def answers(run: Path, work: Path, tta: bool = True) -> tuple[dict, float]:
-    """Predictions of every method (frames ``id, landmark_id, score``) and the predict images/s;
-    the reference index is the run's own (``run/index``: its training photos)."""
+def answers(run: Path, work: Path, tta: bool = True, queries_from=DATA / "test") -> tuple[dict, float]:
+    """Predictions of every method (frames ``id, landmark_id, score``) for the queries of
+    ``queries_from`` (a folder or a CSV ``id,path``) and the predict images/s; the reference
+    index is the run's own (``run/index``: its training photos)."""
     import landmark
     from landmark.data import read_queries
     from landmark.retrieval.index import LandmarkIndex
     from landmark.retrieval.knn import knn_vote, reference_confidence
     from landmark.retrieval.reference import REFERENCE_K
     ckpt = run / "checkpoints" / "best.pt"
-    queries = read_queries(DATA / "test")
+    queries = read_queries(queries_from)
     n_classes = len(landmark.load_model(ckpt)[1]["classes"])
     q, rate = embed(ckpt, queries, work / "queries.npy", n_classes)
     index = LandmarkIndex.load(run / "index")
@@ -114,7 +117,7 @@ def answers(run: Path, work: Path, tta: bool = True) -> tuple[dict, float]:
     out["classifier x reference"] = pd.DataFrame({"id": ids, "landmark_id": label, "score": reference_confidence(
         label, prob, sims, neighbours)})
     if tta:
-        pred, _ = landmark.predict(ckpt, DATA / "test", tta=10, index=False)
+        pred, _ = landmark.predict(ckpt, queries_from, tta=10, index=False)
         pred = pred.set_index("id").loc[ids].reset_index()
         out["classifier tta10"] = pred
         out["tta10 x reference"] = pred.assign(score=reference_confidence(

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from landmark.evaluation import per_class_accuracy
-from landmark.reporting.analysis import (accuracy_vs_count, class_names, confusion_pairs, pick_classes,
+from landmark.reporting.analysis import (accuracy_by_count_bin, accuracy_vs_count, class_names, confusion_pairs, pick_classes,
                                          query_table, train_counts)
 
 
@@ -106,3 +106,18 @@ def test_data_paths_for_gldv2_and_folder_trees(tmp_path):
     (tmp_path / "taj").mkdir()
     os.symlink(image_path(L13, first), tmp_path / "taj" / "photo1.jpg")
     assert data_paths(tmp_path) == {"photo1": str(tmp_path / "taj" / "photo1.jpg")}
+
+
+def test_accuracy_by_count_bin_known_values():
+    # 5 classes: photos 3, 12, 25, 40, 90 -> bins 1-9, 10-29 (two classes), 30-59, >=60
+    table = pd.DataFrame({"landmark_id": ["a", "b", "c", "d", "e"], "queries": [2, 4, 1, 5, 10],
+                          "correct": [0, 3, 1, 5, 9], "accuracy": [0.0, 0.75, 1.0, 1.0, 0.9],
+                          "train_images": [3, 12, 25, 40, 90]})
+    bins = accuracy_by_count_bin(table)
+    assert bins["train_images"].tolist() == ["1-9", "10-29", "30-59", ">=60"]
+    assert bins["classes"].tolist() == [1, 2, 1, 1] and bins["queries"].tolist() == [2, 5, 5, 10]
+    assert bins["accuracy"].tolist() == pytest.approx([0.0, 4 / 5, 1.0, 0.9])      # per query
+    assert bins["class_mean"].tolist() == pytest.approx([0.0, 0.875, 1.0, 0.9])   # per class
+    # other edges; an empty bin is left out, classes under the first edge too
+    bins = accuracy_by_count_bin(table, edges=(10, 50, 60))
+    assert bins["train_images"].tolist() == ["10-49", ">=60"] and bins["classes"].tolist() == [3, 1]

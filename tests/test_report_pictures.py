@@ -7,7 +7,8 @@ from PIL import Image
 
 from landmark.data.dataset_stats import stats_markdown
 from landmark.reporting.analysis import pick_classes
-from landmark.reporting.charts import NAMED_BARS_MAX, plot_accuracy_vs_count, plot_class_frequency, plot_per_class_accuracy
+from landmark.reporting.charts import (NAMED_BARS_MAX, plot_accuracy_by_class, plot_accuracy_vs_count, plot_class_frequency,
+                                       plot_per_class_accuracy)
 from landmark.reporting.photo_grids import Tile, plot_tile_rows
 from landmark.reporting.report_data import pick_samples
 
@@ -122,3 +123,17 @@ def test_samples_never_show_a_class_twice():
     assert list(landmark["truth"]) == ["1", "2", "3"] and list(sample["id"]) == ["q0", "q2", "q4", "q5"]
     no_truth = table.assign(truth="")
     assert list(pick_samples(no_truth, 6)["landmark_id"]) == ["1", "2", "3"]
+
+
+def test_accuracy_by_class_names_every_class_at_52(tmp_path):
+    # 52 classes, ordered by training photos (most at the top), every one named with its photo count
+    table = _joined(52, [3 + k for k in range(52)], np.linspace(0, 1, 52))
+    names = {str(k + 1): f"Landmark {k + 1}" for k in range(52)}
+    groups = {str(k + 1): "a" if k < 13 else "b" for k in range(52)}
+    stats = {"pearson": 0.5, "pearson_p": 0.001, "spearman": 0.4, "spearman_p": 0.01}
+    ax = plot_accuracy_by_class(table, stats, names, tmp_path / "c.png", groups=groups).axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 52 and labels[0] == "52 Landmark 52 (54)" and labels[-1] == "1 Landmark 1 (3)"
+    assert len(_bars(ax)) == 52 and [t.get_text() for t in ax.get_legend().get_texts()] == ["b", "a"]
+    assert "Pearson r = 0.50" in ax.get_title() and "Spearman ρ = 0.40" in ax.get_title()
+    assert Image.open(tmp_path / "c.png").size[1] >= 52 * 16   # about 20 px per class at dpi 100

@@ -93,7 +93,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log each 
 
 @app.command()
 def train(
-    data: Optional[Path] = typer.Option(None, help="GLDv2 folder (train.csv, train/a/b/c/ID.jpg) or folder-per-class tree"),
+    data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="GLDv2 folder (train.csv, train/a/b/c/ID.jpg) or folder-per-class "
+                                              "tree; repeat (--data A --data B) to train on several as one set"),
     config: str = typer.Option("fast", help=f"config YAML path or preset name: {_TRAIN_PRESETS}"),
     out: Optional[Path] = typer.Option(None, help="run folder to create (must be empty or absent)"),
     resume: Optional[Path] = typer.Option(None, help="continue the interrupted run in this folder"),
@@ -110,8 +111,8 @@ def train(
     with its 'no landmark' thresholds; --resume continues an interrupted run.
     """
     from .io import LOCK_FILE
-    ignored = [flag for flag, value in (("--epochs", epochs), ("--weights", weights), ("--nonlandmarks", nonlandmarks))
-               if value is not None]
+    ignored = [flag for flag, value in (("--data", data or None), ("--epochs", epochs), ("--weights", weights),
+                                        ("--nonlandmarks", nonlandmarks)) if value is not None]
     if resume is not None and ignored:
         _fail(ValueError(f"--resume continues the run with its saved config.yaml; {', '.join(ignored)} would be "
                          f"ignored: start a new run with --out instead"))
@@ -121,7 +122,7 @@ def train(
             "it is not empty (or is a file)"
         _fail(FileExistsError(f"{out} cannot hold a new run: {hint}; or choose another --out folder "
                               "(nothing was changed)"))
-    _require(("--data", data), ("--resume", resume), ("--nonlandmarks", nonlandmarks))
+    _require(*(("--data", d) for d in data or []), ("--resume", resume), ("--nonlandmarks", nonlandmarks))
     if nonlandmarks is not None and (not nonlandmarks.is_dir() or not any(p.is_file() for p in nonlandmarks.rglob("*"))):
         _fail(ValueError(f"--nonlandmarks {nonlandmarks} must be a folder of photos without landmarks "
                          f"(it is {'empty' if nonlandmarks.is_dir() else 'not a folder'})"))
@@ -134,13 +135,13 @@ def train(
         if resume is not None:
             best = resume_run(resume, device=device, on_epoch_end=write_training_curves)
         else:
-            if data is None or out is None:
+            if not data or out is None:
                 _fail(ValueError("give --data and --out (or --resume RUN_DIR)"))
             overrides = {"model": {"weights": weights}} if weights else {}
             if nonlandmarks is not None:
                 overrides["data"] = {"nonlandmarks": str(nonlandmarks.resolve())}
             cfg = load_config(config, overrides, epochs=epochs)
-            best = train_run(cfg, data, run_dir=out, device=device, on_epoch_end=write_training_curves)
+            best = train_run(cfg, data[0] if len(data) == 1 else data, run_dir=out, device=device, on_epoch_end=write_training_curves)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
     if os.environ.get("RANK", "0") != "0":

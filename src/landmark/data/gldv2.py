@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -110,11 +111,40 @@ def is_gldv2(root: Path) -> bool:
     return (Path(root) / "train.csv").is_file()
 
 
-def read_train(root: str | Path, clean: bool | str = False, unusable: list | None = None) -> pd.DataFrame:
+#: What ``--data`` / ``train(data=...)`` take: one labelled folder, or several trained on as one.
+DataSource = str | Path | Sequence[str | Path]
+
+
+def data_roots(data: DataSource) -> list[Path]:
+    """The folders of ``data`` (one path, or a list of them as stored in a run's ``run.json``),
+    in order, as paths.
+
+    Raises:
+        ValueError: an empty list, or a folder given twice.
+    """
+    roots = [Path(data)] if isinstance(data, (str, Path)) else [Path(r) for r in data]
+    if not roots:
+        raise ValueError("no data folder given; give --data DIR (once per folder)")
+    seen = [r.resolve() for r in roots]
+    twice = next((r for k, r in enumerate(roots) if seen[k] in seen[:k]), None)
+    if twice is not None:
+        raise ValueError(f"--data {twice} is given twice; give each folder once")
+    return roots
+
+
+def data_source(data: DataSource) -> Path | list[Path]:
+    """``data`` as one ``Path`` when it names one folder, else a list of them (what a run's
+    ``run.json`` stores under ``"data"``: one string, or a list of strings)."""
+    roots = data_roots(data)
+    return roots[0] if len(roots) == 1 else roots
+
+
+def read_train(root: DataSource, clean: bool | str = False, unusable: list | None = None) -> pd.DataFrame:
     """Read the labelled images of ``root`` (GLDv2 layout or folder-per-class tree).
 
     Args:
-        root: a folder with ``train.csv`` (GLDv2) or with one sub-folder per landmark.
+        root: a folder with ``train.csv`` (GLDv2) or with one sub-folder per landmark; or a
+            list of such folders, read as one set by :func:`read_union`.
         clean: ``True``: read ``train_clean.csv`` instead of ``train.csv`` (GLDv2 only);
             ``"auto"``: read it when the folder has one, else ``train.csv`` or the tree.
         unusable: a list that receives ``(id, landmark_id, path, reason)`` for each row or
@@ -123,16 +153,20 @@ def read_train(root: str | Path, clean: bool | str = False, unusable: list | Non
             ``._x.jpg`` AppleDouble files, :data:`OS_JUNK`).  Callers that list rejects pass one.
 
     Returns:
-        frame with columns ``id``, ``landmark_id`` (category), and ``path`` for trees.
+        frame with columns ``id``, ``landmark_id`` (category), and ``path`` for trees and
+        for several folders.
 
     Raises:
         FileNotFoundError: ``root`` is missing, or ``clean`` is asked for and there is no
             ``train_clean.csv``.
         ValueError: ``train.csv`` lacks the ``id`` or ``landmark_id`` column, or a tree
-            holds no image files.
+            holds no image files; for several folders, see :func:`read_union`.
     """
-    root = Path(root)
+    roots = data_roots(root)
     unusable = [] if unusable is None else unusable
+    if len(roots) > 1:
+        return read_union(roots, clean, unusable)
+    root = roots[0]
     if root.is_file():
         raise ValueError(f"{root} is a file; --data takes a GLDv2 folder (with train.csv) or a folder per class")
     if not root.is_dir():
@@ -144,6 +178,55 @@ def read_train(root: str | Path, clean: bool | str = False, unusable: list | Non
     if clean:
         raise FileNotFoundError(f"{root} has no train_clean.csv; set data.clean: false")
     return read_folder_tree(root, unusable)
+
+
+def read_union(roots: list[Path], clean: bool | str = False, unusable: list | None = None) -> pd.DataFrame:
+    """The labelled images of several folders as one set (each read by :func:`read_train`;
+    photos stay where they are: every row gets its ``path``).
+
+    A landmark id found in several folders is one class only when every folder gives it
+    the same name: the category of ``train_label_to_category.csv`` (GLDv2), or the class
+    folder itself (a tree, where the id is the folder's name).  A GLDv2 folder without a
+    category for that id names nothing, so a shared id there is refused: GLDv2 subsets
+    number their landmarks independently, and merging two different landmarks silently
+    would teach the model that they are one.
+
+    Returns:
+        frame ``id, landmark_id`` (category of str), ``path`` (and ``reason`` for bad ids),
+        the folders' rows in the order given.
+
+    Raises:
+        ValueError: a landmark id named differently (or left unnamed) in two folders, or an
+            image id found in two folders (the run's files key photos by id).
+    """
+    frames, names = [], []
+    for root in roots:
+        frame = with_paths(read_train(root, clean, unusable), root)
+        if not is_gldv2(root):
+            named = {str(i): str(i) for i in frame["landmark_id"].cat.categories}
+        else:
+            categories = read_categories(root)
+            named = {str(i): categories.get(str(i)) for i in frame["landmark_id"].cat.categories}
+        frames.append(frame.assign(landmark_id=frame["landmark_id"].astype(str)))
+        names.append(named)
+    for k in range(len(roots)):
+        for j in range(k):
+            for lid in sorted(set(names[k]) & set(names[j]), key=natural_key):
+                a, b = names[j][lid], names[k][lid]
+                if a is None or b is None or a != b:
+                    what = f"named {a!r} and {b!r}" if a and b else \
+                        f"unnamed in {roots[j] if a is None else roots[k]} (no train_label_to_category.csv row)"
+                    raise ValueError(f"landmark_id {lid} is in both {roots[j]} and {roots[k]} but {what}: renumber "
+                                     f"one folder's landmark ids, or give both the same category to merge them")
+            shared = np.intersect1d(frames[k]["id"].to_numpy(dtype=str), frames[j]["id"].to_numpy(dtype=str))
+            if len(shared):
+                raise ValueError(f"image id {shared[0]} is in both {roots[j]} and {roots[k]} ({len(shared)} such "
+                                 f"ids): a photo given twice? remove it from one folder (ids must be unique)")
+    frame = pd.concat(frames, ignore_index=True)
+    if "reason" in frame.columns:
+        frame["reason"] = frame["reason"].fillna("")
+    frame["landmark_id"] = frame["landmark_id"].astype("category")
+    return frame
 
 
 def read_train_csv(path: Path, unusable: list | None = None) -> pd.DataFrame:
@@ -257,8 +340,16 @@ def read_queries(source: str | Path) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def read_categories(root: Path) -> dict[str, str]:
-    """``train_label_to_category.csv`` as {landmark_id: category}; empty when absent."""
+def read_categories(root: DataSource) -> dict[str, str]:
+    """``train_label_to_category.csv`` as {landmark_id: category}; empty when absent.
+
+    Several folders: their categories merged (the first folder's wins on a shared id;
+    :func:`read_union` refuses to train on ids named differently)."""
+    if not isinstance(root, (str, Path)):
+        merged: dict[str, str] = {}
+        for one in reversed(data_roots(root)):
+            merged.update(read_categories(one))
+        return merged
     path = Path(root) / "train_label_to_category.csv"
     if not path.is_file():
         return {}
@@ -274,11 +365,12 @@ def category_name(category: str) -> str:
     return unquote(name).replace("_", " ").strip() or category
 
 
-def landmark_names(root: str | Path | None, landmark_ids) -> dict[str, str]:
+def landmark_names(root: DataSource | None, landmark_ids) -> dict[str, str]:
     """{landmark_id: readable name} for ``landmark_ids``: the GLDv2 category of ``root``
-    (:func:`category_name` of ``train_label_to_category.csv``) when there is one, else the
-    id itself, which for a folder-per-class tree is the class folder's name."""
-    categories = read_categories(Path(root)) if root is not None and Path(root).is_dir() else {}
+    (:func:`category_name` of ``train_label_to_category.csv``; of each folder when ``root``
+    is several) when there is one, else the id itself, which for a folder-per-class tree is
+    the class folder's name."""
+    categories = read_categories(root) if root is not None else {}
     return {str(i): category_name(categories[str(i)]) if str(i) in categories else str(i) for i in landmark_ids}
 
 

@@ -15,15 +15,15 @@ from ..data import read_categories
 from ..data.gldv2 import category_name
 
 
-def class_names(data_root: str | Path | None) -> dict[str, str]:
-    """{landmark_id: readable name} from ``train_label_to_category.csv`` of a GLDv2 folder.
+def class_names(data_root: str | Path | list | None) -> dict[str, str]:
+    """{landmark_id: readable name} from ``train_label_to_category.csv`` of a GLDv2 folder (of each, for a list).
 
     The category is a Wikimedia Commons URL (``.../Category:Taj_Mahal``); the name is its
     last part with underscores as spaces.  Empty when the folder or file is absent.
     """
     if data_root is None:
         return {}
-    return {lid: category_name(cat) for lid, cat in read_categories(Path(data_root)).items()}
+    return {lid: category_name(cat) for lid, cat in read_categories(data_root).items()}
 
 
 def label(lid: str, names: dict[str, str], width: int = 22) -> str:
@@ -71,6 +71,38 @@ def accuracy_vs_count(per_class: pd.DataFrame, counts: pd.Series) -> tuple[pd.Da
         out.update(pearson=float(p.statistic), pearson_p=float(p.pvalue),
                    spearman=float(s.statistic), spearman_p=float(s.pvalue))
     return table, out
+
+
+#: Training photos per class: the bins of :func:`accuracy_by_count_bin` (lower edges).
+COUNT_BINS = (1, 10, 30, 60)
+
+
+def accuracy_by_count_bin(table: pd.DataFrame, edges: tuple[int, ...] = COUNT_BINS) -> pd.DataFrame:
+    """Accuracy of the classes grouped by training photos per class (a long tail's view).
+
+    Args:
+        table: :func:`accuracy_vs_count` frame (``landmark_id, queries, correct, accuracy,
+            train_images``).
+        edges: ascending lower edges; bin ``k`` holds ``edges[k] <= train_images < edges[k+1]``
+            (the last is open-ended; classes below ``edges[0]`` are left out).
+
+    Returns:
+        frame ``train_images`` (``"10-29"``, ``">=60"``), ``classes``, ``queries``, ``correct``,
+        ``accuracy`` (correct / queries: each query counts once), ``class_mean`` (the mean of the
+        classes' accuracies), one row per non-empty bin, fewest photos first.
+    """
+    rows = []
+    for k, low in enumerate(edges):
+        high = edges[k + 1] if k + 1 < len(edges) else None
+        inside = (table["train_images"] >= low) & (True if high is None else table["train_images"] < high)
+        part = table[inside]
+        if part.empty:
+            continue
+        rows.append({"train_images": f">={low}" if high is None else f"{low}-{high - 1}", "classes": int(len(part)),
+                     "queries": int(part["queries"].sum()), "correct": int(part["correct"].sum()),
+                     "accuracy": float(part["correct"].sum() / part["queries"].sum()),
+                     "class_mean": float(part["accuracy"].mean())})
+    return pd.DataFrame(rows, columns=["train_images", "classes", "queries", "correct", "accuracy", "class_mean"])
 
 
 def pick_classes(per_class: pd.DataFrame, worst: int = 3, middle: int = 3) -> tuple[list[str], list[str]]:

@@ -209,6 +209,52 @@ def plot_accuracy_vs_count(table: pd.DataFrame, stats: dict, names: dict[str, st
     return fig
 
 
+def plot_accuracy_by_class(table: pd.DataFrame, stats: dict, names: dict[str, str], path: str | Path | None,
+                           groups: dict[str, str] | None = None) -> Figure:
+    """Per-class accuracy as one named bar per class, classes ordered by training photos (most
+    at the top), for many classes (readable at 50 and more, where :func:`plot_accuracy_vs_count`
+    names no point).  Each label reads ``name (photos)``; each bar ends with ``correct/queries``.
+
+    Args:
+        table: :func:`landmark.reporting.analysis.accuracy_vs_count` frame.
+        stats: its coefficients (Pearson, Spearman), shown in the title.
+        names: landmark_id -> name.
+        groups: landmark_id -> group (e.g. the data folder); one colour per group, with a legend.
+
+    Returns:
+        the figure (a plain ``matplotlib.figure.Figure``, outside pyplot), saved to ``path`` when given.
+    """
+    rows = table.assign(landmark_id=table["landmark_id"].astype(str))
+    rows = rows.sort_values(["train_images", "landmark_id"], ascending=[False, True], kind="mergesort")
+    palette = ["#4575b4", "#f46d43", "#66bd63", "#984ea3", "#999999"]
+    kinds = list(dict.fromkeys((groups or {}).get(k, "") for k in rows["landmark_id"]))
+    colour = {g: palette[k % len(palette)] for k, g in enumerate(kinds)}
+    fig = Figure(figsize=(8, 0.2 * len(rows) + 1.4))
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    for g in kinds:
+        mine = np.array([(groups or {}).get(k, "") == g for k in rows["landmark_id"]])
+        ax.barh(y[mine], rows["accuracy"].to_numpy()[mine], color=colour[g], height=0.75, label=g or None)
+    ax.set_yticks(y, [f"{label(k, names, 30)} ({n})" for k, n in zip(rows["landmark_id"], rows["train_images"])],
+                  fontsize=7)
+    ax.invert_yaxis()
+    for yi, row in zip(y, rows.itertuples()):
+        ax.text(row.accuracy, yi, f" {row.correct}/{row.queries}", va="center", fontsize=6)
+    ax.set_xlim(0, 1.12)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("accuracy on the test photos (label: landmark (training photos); bar: correct/queries)")
+    ax.set_title(f"{len(rows)} classes by training photos: Pearson r = {stats['pearson']:.2f} "
+                 f"(p = {stats['pearson_p']:.2g}), Spearman ρ = {stats['spearman']:.2f} (p = {stats['spearman_p']:.2g})",
+                 fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    if groups:
+        ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
 def plot_confidence(queries: pd.DataFrame, path: str | Path) -> None:
     """Histogram of prediction confidence for correct, wrong, and non-landmark queries —
     what decides GAP, which ranks all predictions by confidence."""

@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data import ImageError, Reject, image_path, load_image, read_queries, read_train, with_paths
-from ..data.gldv2 import natural_key
+from ..data.gldv2 import data_source, natural_key
 from ..data.kaggle import read_solution
 from ..evaluation import per_class_accuracy, recognition_scores
 from ..inference import predict_images
@@ -47,7 +47,7 @@ class RunInfo:
 
     run_dir: Path
     info: dict
-    data: Path | None
+    data: Path | list[Path] | None
     split: pd.DataFrame | None
     history: pd.DataFrame | None
     train_rejects: int | None
@@ -132,16 +132,16 @@ def read_run(run_dir: str | Path) -> RunInfo:
         if (run_dir / "split.csv").is_file() else None
     history = pd.read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else None
     rejects = len(pd.read_csv(run_dir / "rejects.csv")) if (run_dir / "rejects.csv").is_file() else None
-    return RunInfo(run_dir, info, Path(info["data"]) if info.get("data") else None, split, history, rejects)
+    return RunInfo(run_dir, info, data_source(info["data"]) if info.get("data") else None, split, history, rejects)
 
 
-def data_paths(data: Path) -> dict[str, str]:
-    """id -> file of every labelled image in the run's data folder (GLDv2 layout or folder tree)."""
+def data_paths(data: Path | list[Path]) -> dict[str, str]:
+    """id -> file of every labelled image in the run's data folder(s) (GLDv2 layout or folder tree)."""
     frame = with_paths(read_train(data), data)
     return dict(zip(frame["id"], frame["path"]))
 
 
-def evaluation_set(split: pd.DataFrame | None, data: Path | None, images: Path | None = None,
+def evaluation_set(split: pd.DataFrame | None, data: Path | list[Path] | None, images: Path | None = None,
                    solution: Path | None = None) -> EvalSet:
     """The queries to evaluate on (see the module docstring).
 

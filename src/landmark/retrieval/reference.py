@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..config import load_config
 from ..data import read_queries, read_train, with_paths
+from ..data.gldv2 import data_source
 from ..evaluation.metrics import rejection_threshold
 from ..io import commit, embedding_files, sidecar, temp_path
 from ..models import load_model
@@ -39,7 +40,7 @@ REFERENCE_K = 50
 
 def split_frames(run_dir: Path) -> dict[str, pd.DataFrame]:
     """The run's labelled photos per split (``id, landmark_id, path``), from ``split.csv``."""
-    data = Path(json.loads((run_dir / "run.json").read_text())["data"])
+    data = data_source(json.loads((run_dir / "run.json").read_text())["data"])
     clean = load_config(run_dir / "config.yaml").data.clean
     split = pd.read_csv(run_dir / "split.csv", dtype=str, keep_default_na=False)
     frame = with_paths(read_train(data, clean=clean), data)

@@ -15,7 +15,7 @@ import pandas as pd
 from ..config import DataConfig
 from ..data import Reject, read_train, select_classes, split_per_class, with_paths
 from ..data.cache import build_cache
-from ..data.gldv2 import natural_key
+from ..data.gldv2 import DataSource, data_source, natural_key
 
 
 @dataclass
@@ -31,13 +31,15 @@ class Prepared:
         return self.frames[split]["landmark_id"].astype(str).map(index).to_numpy()
 
 
-def prepare_data(data: str | Path, config: DataConfig, seed: int, run_dir: Path) -> Prepared:
+def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path) -> Prepared:
     """Read, select classes, split (or reread ``split.csv`` on resume), cache, and list rejects.
+
+    ``data``: one folder, or several read as one set (:func:`landmark.data.gldv2.read_union`).
 
     On resume, ids of ``split.csv`` that the data folder no longer has are rejects too
     (never silently dropped).
     """
-    data, run_dir = Path(data), Path(run_dir)
+    data, run_dir = data_source(data), Path(run_dir)
     split_file = run_dir / "split.csv"
     unusable: list = []   # rows and files read_train leaves out (empty labels, OS metadata): rejects too
     frame = read_train(data, clean=config.clean, unusable=unusable)

@@ -2,7 +2,7 @@
 
 ``train(config, data, run_dir)`` writes into ``run_dir``:
 
-- ``config.yaml`` (resolved), ``run.json`` (data folder, versions), ``split.csv``,
+- ``config.yaml`` (resolved), ``run.json`` (data folder, or the list of them; versions), ``split.csv``,
   ``split_summary.json``, ``rejects.csv``;
 - ``metrics.csv`` / ``metrics.json`` (one row per epoch: loss, accuracy and GAP on
   train and val, lr, frozen layers, crop probability, seconds), then ``on_epoch_end(run_dir)``
@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from ..config import Stage, TrainConfig, dump_config, load_config
 from ..data import ImageDataset, collate, read_train, write_rejects
-from ..data.gldv2 import landmark_names
+from ..data.gldv2 import DataSource, data_roots, data_source, landmark_names
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
 from ..io import LOCK_FILE, folder_lock
@@ -77,16 +77,21 @@ def _refuse_taken(run_dir: Path) -> None:
                          f"(nothing was changed)")
 
 
-def _refuse_inside(run_dir: Path, data: Path) -> None:
-    """A run folder inside the data folder would be read back as data (a class of a tree)."""
-    if run_dir.resolve().is_relative_to(Path(data).resolve()):
-        raise ValueError(f"--out {run_dir} is inside --data {data}; its files would be read as photos of a "
-                         f"class: choose a run folder outside the data folder (nothing was changed)")
+def _refuse_inside(run_dir: Path, data: DataSource) -> None:
+    """A run folder inside a data folder would be read back as data (a class of a tree)."""
+    for data in data_roots(data):
+        if run_dir.resolve().is_relative_to(data.resolve()):
+            raise ValueError(f"--out {run_dir} is inside --data {data}; its files would be read as photos of a "
+                             f"class: choose a run folder outside the data folder (nothing was changed)")
 
 
-def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: str | None = None,
+def train(config: TrainConfig, data: DataSource, run_dir: str | Path, device: str | None = None,
           on_epoch_end: EpochHook | None = None) -> Path:
     """Train a new run into ``run_dir`` (which must be empty or absent).
+
+    ``data``: a GLDv2 folder or folder-per-class tree, or a list of them trained on as one
+    set (:func:`landmark.data.gldv2.read_union`: landmark ids and names of every folder kept,
+    photos read where they are; ids named differently in two folders are refused).
 
     ``on_epoch_end(run_dir)`` is called after each epoch once ``metrics.csv`` is written
     (rank 0 only); e.g. :func:`landmark.reporting.charts.write_training_curves` draws
@@ -111,20 +116,21 @@ def train(config: TrainConfig, data: str | Path, run_dir: str | Path, device: st
     dist.barrier()  # every rank has looked before rank 0 writes
     if taken:
         _refuse_taken(run_dir)
-    _refuse_inside(run_dir, Path(data))
+    data = data_source(data)   # one Path, or a list of them
+    _refuse_inside(run_dir, data)
     # fail fast, before anything is written: bad data folder, unknown backbone, unreachable weights
-    _check_exclusions(read_train(data, clean=config.data.clean), config.data.exclude_landmarks, Path(data))
+    _check_exclusions(read_train(data, clean=config.data.clean), config.data.exclude_landmarks, data)
     _check_model(config)
     if not dist.is_main():
-        return _run(config, Path(data), run_dir, device, checkpoint=None, on_epoch_end=on_epoch_end)
+        return _run(config, data, run_dir, device, checkpoint=None, on_epoch_end=on_epoch_end)
     run_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(run_dir):
         if _taken(run_dir):  # another process started a run here between our look and the lock
             _refuse_taken(run_dir)
         dump_config(config, run_dir / "config.yaml")
         (run_dir / "run.json").write_text(json.dumps({
-            "data": str(Path(data).resolve()), "torch": torch.__version__, "python": platform.python_version()}))
-        return _run(config, Path(data), run_dir, device, checkpoint=None, on_epoch_end=on_epoch_end)
+            "data": str(data.resolve()) if isinstance(data, Path) else [str(d.resolve()) for d in data], "torch": torch.__version__, "python": platform.python_version()}))
+        return _run(config, data, run_dir, device, checkpoint=None, on_epoch_end=on_epoch_end)
 
 
 def resume(run_dir: str | Path, device: str | None = None, on_epoch_end: EpochHook | None = None) -> Path:
@@ -141,7 +147,7 @@ def resume(run_dir: str | Path, device: str | None = None, on_epoch_end: EpochHo
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml/run.json); start it with --out")
     config = load_config(run_dir / "config.yaml")
-    data = Path(json.loads((run_dir / "run.json").read_text())["data"])
+    data = data_source(json.loads((run_dir / "run.json").read_text())["data"])
     last = run_dir / "checkpoints" / "last.pt"
     hint = "; delete it to restart the run from its first epoch"
     checkpoint = read_checkpoint(last, hint, ("history", "epoch", "best_val_gap", "optimizer")) \
@@ -152,7 +158,7 @@ def resume(run_dir: str | Path, device: str | None = None, on_epoch_end: EpochHo
         return _run(config, data, run_dir, dist.setup(device), checkpoint, on_epoch_end)
 
 
-def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, checkpoint: dict | None,
+def _run(config: TrainConfig, data: Path | list[Path], run_dir: Path, device: torch.device, checkpoint: dict | None,
          on_epoch_end: EpochHook | None = None) -> Path:
     """Prepare the data, build (or restore) the model, run every remaining epoch, then test,
     index and choose the thresholds.  Each step is one function below."""
@@ -194,7 +200,7 @@ def _run(config: TrainConfig, data: Path, run_dir: Path, device: torch.device, c
     return run_dir / "checkpoints" / "best.pt"
 
 
-def _prepare(data: Path, config: TrainConfig, run_dir: Path) -> Prepared:
+def _prepare(data: Path | list[Path], config: TrainConfig, run_dir: Path) -> Prepared:
     """Rank 0 splits and caches; the others then reread split.csv and the cache.
 
     Raises:
@@ -206,7 +212,7 @@ def _prepare(data: Path, config: TrainConfig, run_dir: Path) -> Prepared:
     if not dist.is_main():
         prepared = prepare_data(data, config.data, config.seed, run_dir)
     if len(prepared.frames["train"]) == 0:
-        raise ValueError(f"no training images left in {data} after class selection and rejects")
+        raise ValueError(f"no training images left in {' + '.join(map(str, data_roots(data)))} after class selection and rejects")
     return prepared
 
 
@@ -321,19 +327,20 @@ def _check_model(config: TrainConfig) -> None:
         freeze_depth(layers, stage.freeze)
 
 
-def _check_exclusions(frame: pd.DataFrame, excluded: list[str], data: Path) -> None:
+def _check_exclusions(frame: pd.DataFrame, excluded: list[str], data: Path | list[Path]) -> None:
     """Refuse, before anything is written, exclusions that name no landmark or leave none.
 
     Raises:
         ValueError: an excluded id is not in the data, or no landmark is left.
     """
+    shown = " + ".join(str(d) for d in data_roots(data))
     present = set(frame["landmark_id"].astype(str))
     unknown = sorted(set(excluded) - present)
     if unknown:
-        raise ValueError(f"data.exclude_landmarks names {', '.join(unknown[:5])}, not landmarks of {data} "
+        raise ValueError(f"data.exclude_landmarks names {', '.join(unknown[:5])}, not landmarks of {shown} "
                          f"(nothing was written)")
     if excluded and not present - set(excluded):
-        raise ValueError(f"data.exclude_landmarks leaves no landmark of {data} to train on (nothing was written)")
+        raise ValueError(f"data.exclude_landmarks leaves no landmark of {shown} to train on (nothing was written)")
 
 
 def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict,
