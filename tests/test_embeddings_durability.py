@@ -46,6 +46,7 @@ def shard_folder(folder, parts: int, rows: int, seed: int, prefix: str, models=N
     return x, ids
 
 
+@pytest.mark.slow   # one forked child per file operation (about 40): 26 s on 2 shared cores at load 16
 def test_merge_killed_at_every_step_leaves_the_old_or_the_new_file(tmp_path):
     old_x, old_ids = shard_folder(tmp_path / "old.shards", 2, 30, 0, "old")
     new_x, new_ids = shard_folder(tmp_path / "new.shards", 2, 15, 1, "new")

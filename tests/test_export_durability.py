@@ -39,7 +39,7 @@ def exported_from(path) -> str:
     return json.loads(props[METADATA_KEY])["checkpoint_sha256"]
 
 
-@pytest.mark.slow   # about 13 s: one tiny export per file operation
+@pytest.mark.slow   # one tiny export per file operation: 13-20 s on 2 shared cores
 def test_export_killed_at_every_step_leaves_the_old_or_the_new_model(two):
     work = two
     old, new = file_sha256(work / "a.pt"), file_sha256(work / "b.pt")

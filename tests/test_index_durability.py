@@ -50,6 +50,7 @@ def restore(folder, pristine) -> None:
     shutil.copytree(pristine, folder)
 
 
+@pytest.mark.slow   # one forked child per file operation: 12-15 s on 2 shared cores at load 16
 @pytest.mark.parametrize("writer", ["enrol", "save"])
 def test_crash_at_every_write_step_leaves_the_old_or_the_new_index(saved, writer):
     folder, pristine = saved
