@@ -114,41 +114,62 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
         raise ValueError("no images to embed")
     check_image_size(image_size)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     size = image_size or preprocess["size"]
-    write_manifest(folder, _manifest(frame, part_size, {"dtype": dtype, "image_size": size, "shards_of": shard[1],
-                                                        "top_classes": top_classes}))
-    parts = shard_parts(len(frame), part_size, shard)
-    done_before = embedded = rejects = rows = 0
-    for k in parts:
-        for stale in folder.glob(f".{part_name(k)}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if (folder / part_name(k)).is_dir():
-            done_before += 1
-            continue
+    parts, todo = pending_parts(folder, frame, shard=shard, part_size=part_size, dtype=dtype, image_size=size,
+                                top_classes=top_classes)
+    embedded = rejects = rows = 0
+    for k in todo:
         n, bad = _embed_part(model, preprocess, frame.iloc[k * part_size:(k + 1) * part_size], folder, k,
                              classes=classes, top_classes=top_classes, dtype=dtype, image_size=image_size,
                              batch_size=batch_size, workers=workers, device=device)
         rows, rejects, embedded = rows + n, rejects + bad, embedded + 1
-    return {"folder": str(folder), "shard": f"{shard[0]}/{shard[1]}", "parts": len(parts), "done_before": done_before,
-            "embedded": embedded, "rejects": rejects, "rows": rows}
+    return {"folder": str(folder), "shard": f"{shard[0]}/{shard[1]}", "parts": len(parts),
+            "done_before": len(parts) - len(todo), "embedded": embedded, "rejects": rejects, "rows": rows}
+
+
+def pending_parts(folder: Path, frame: pd.DataFrame, *, shard: tuple[int, int], part_size: int, dtype: str,
+                  image_size: int, top_classes: int) -> tuple[list[int], list[int]]:
+    """Open ``folder`` for shard ``shard`` of ``frame``: write its manifest (or check that it
+    matches), remove the shard's stale temporary parts; every engine starts here.
+
+    Returns:
+        (the shard's parts, those not finished yet).
+
+    Raises:
+        ValueError: the folder holds a run over other images or settings.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    write_manifest(folder, _manifest(frame, part_size, {"dtype": dtype, "image_size": image_size,
+                                                        "shards_of": shard[1], "top_classes": top_classes}))
+    parts = shard_parts(len(frame), part_size, shard)
+    for k in parts:
+        for stale in folder.glob(f".{part_name(k)}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return parts, [k for k in parts if not (folder / part_name(k)).is_dir()]
+
+
+def write_part(folder: Path, k: int, fill) -> tuple[int, int]:
+    """Write part ``k`` into a temporary folder renamed to ``part-K`` when done (a folder rename
+    is atomic): ``fill(tmp / "part.npy")`` writes the embeddings file and returns (rows, rejects)."""
+    tmp = folder / f".{part_name(k)}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    rows, rejects = fill(tmp / "part.npy")
+    os.replace(tmp, folder / part_name(k))
+    return rows, rejects
 
 
 def _embed_part(model, preprocess: dict, chunk: pd.DataFrame, folder: Path, k: int, **options) -> tuple[int, int]:
-    """Embed part ``k`` (``chunk``) into a temporary folder renamed to ``part-K`` when done;
-    returns (rows embedded, rejects).  A part of unreadable images only is a finished part."""
-    tmp = folder / f".{part_name(k)}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        emb, bad = embed_images(model, preprocess, chunk, tmp / "part.npy", **options)
-        n = len(emb)
-        del emb
-    except ValueError as err:
-        if "could be read" not in str(err):
-            raise
-        n, bad = 0, _rejects_of(tmp / "part.rejects.csv")
-    os.replace(tmp, folder / part_name(k))
-    return n, len(bad)
+    """Embed part ``k`` (``chunk``) with :func:`write_part`; returns (rows embedded, rejects).
+    A part of unreadable images only is a finished part."""
+    def fill(path: Path) -> tuple[int, int]:
+        try:
+            emb, bad = embed_images(model, preprocess, chunk, path, **options)
+            return len(emb), len(bad)
+        except ValueError as err:
+            if "could be read" not in str(err):
+                raise
+            return 0, len(_rejects_of(path.parent / "part.rejects.csv"))
+    return write_part(folder, k, fill)
 
 
 def _rejects_of(path: Path) -> list[Reject]:
