@@ -150,6 +150,23 @@ def test_predict_on_ray_writes_the_csvs_of_the_single_process_command(ray_cluste
     assert set(pd.read_csv(tmp_path / "ray.rejects.csv")["id"]) == REJECTED
 
 
+@needs_ray
+def test_decoding_and_the_model_stay_separate_stages(ray_cluster):
+    """Ray fuses map stages with equal resources (ray-project/ray#54433): the photos would then be
+    decoded inside the model actor, one batch at a time, with the decoding CPUs idle."""
+    import contextlib
+    import io
+
+    from landmark.models.ray_engine import build_pipeline
+    data = build_pipeline(pd.DataFrame({"id": ["a"], "path": ["a.jpg"]}), np.arange(1), side=8, draft=16,
+                          model=dict, model_args={}, batch_size=4, plan=plan_pool(2))
+    plan = io.StringIO()
+    with contextlib.redirect_stdout(plan):
+        data.explain()
+    assert "TaskPoolMapOperator[MapBatches(decode_batch)]" in plan.getvalue(), plan.getvalue()
+    assert "ActorPoolMapOperator[MapBatches(dict)]" in plan.getvalue(), plan.getvalue()
+
+
 def test_the_pool_always_leaves_cpus_to_decoding():
     small = plan_pool(2)
     assert (small.actors, small.actor_cpus, small.decode_cpus, small.device) == (1, 1.0, 1.0, "cpu")

@@ -24,8 +24,8 @@ runs one Ray Data pipeline (https://docs.ray.io/en/latest/data/batch_inference.h
   (decoding tasks ``max_retries=-1``; actors ``max_restarts=-1`` with their batches retried);
   an exception raised by our code (not a lost process) stops the job, and the parts written so
   far stay (resume).
-* Without ``--ray-address`` a local Ray cluster starts on this machine (about 3 to 7 s) and stops
-  at the end; with one the job joins that cluster (``ray start --head`` ..., docs/distributed.md).
+* Without ``--ray-address`` (nor ``RAY_ADDRESS``) a local Ray cluster starts on this machine (about
+  3 to 7 s) and stops at the end; with one the job joins that cluster (docs/distributed.md).
   A cluster this process already joined (``ray.init`` in a notebook or a test) is used as it is.
 
 Ray is imported inside the functions only: ``import landmark`` and the local engine never load it.
@@ -132,9 +132,9 @@ def plan_pool(cpus: float, gpus: float = 0, *, actors: int | None = None, actor_
 
 @contextlib.contextmanager
 def cluster(address: str | None = None) -> Iterator[dict]:
-    """Join the Ray cluster at ``address``, or start a local one on this machine's CPUs, for the
-    duration of the ``with`` block (a cluster this process had already joined is used and left
-    running).
+    """Join the Ray cluster at ``address`` (None: the ``RAY_ADDRESS`` environment variable's,
+    when set), or start a local one on this machine's CPUs, for the duration of the ``with``
+    block (a cluster this process had already joined is used and left running).
 
     Yields:
         ``ray.cluster_resources()``: ``{"CPU": ..., "GPU": ..., "memory": ...}``.
@@ -142,16 +142,20 @@ def cluster(address: str | None = None) -> Iterator[dict]:
     Raises:
         ValueError: the cluster at ``address`` cannot be reached.
     """
+    import os
+
     import ray
     started = not ray.is_initialized()
+    address = address or os.environ.get("RAY_ADDRESS") or None   # set by `ray job submit` and KubeRay's RayJob
     if started:
         options = {"num_cpus": cpu_count()} if address is None else {}
         try:
             ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING, **options)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            raise ValueError(f"--ray-address {address}: cannot join that Ray cluster ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}); start it with `ray start --head` "
-                             "or leave --ray-address out for a local cluster") from None
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise ValueError(f"cannot join the Ray cluster at {address} (--ray-address or RAY_ADDRESS; "
+                             f"{type(err).__name__}: {first}); start it with `ray start --head`, or give neither "
+                             "for a local cluster") from None
     try:
         yield ray.cluster_resources()
     finally:
@@ -186,9 +190,26 @@ def decode_batch(batch: pd.DataFrame, side: int, draft: int) -> dict:
 
 def run_pipeline(frame: pd.DataFrame, rows: np.ndarray, *, side: int, draft: int, model, model_args: dict,
                  batch_size: int, plan: PoolPlan) -> Iterator[dict]:
-    """Stream ``frame`` through decoding tasks and a pool of ``model`` actors (module docstring).
+    """Stream ``frame`` through decoding tasks and a pool of ``model`` actors (module docstring);
+    arguments as :func:`build_pipeline`.  Call inside :func:`cluster`.
 
-    Call inside :func:`cluster`.
+    Yields:
+        the actors' output batches (numpy dicts), in row order.
+    """
+    data = build_pipeline(frame, rows, side=side, draft=draft, model=model, model_args=model_args,
+                          batch_size=batch_size, plan=plan)
+    batches = data.iter_batches(batch_size=None, batch_format="numpy")
+    try:
+        yield from batches
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def build_pipeline(frame: pd.DataFrame, rows: np.ndarray, *, side: int, draft: int, model, model_args: dict,
+                   batch_size: int, plan: PoolPlan):
+    """The Ray Data ``Dataset`` of :func:`run_pipeline` (lazy: nothing runs until it is iterated).
 
     Args:
         frame: rows with ``id`` and ``path`` (and an optional ``reason``: a bad id, not read).
@@ -199,8 +220,8 @@ def run_pipeline(frame: pd.DataFrame, rows: np.ndarray, *, side: int, draft: int
         batch_size: rows per decoding call and per forward pass.
         plan: :func:`plan_pool`'s sizes.
 
-    Yields:
-        the actors' output batches (numpy dicts), in row order.
+    Returns:
+        a ``ray.data.Dataset`` of the actors' output batches.
     """
     import ray.data
     context = ray.data.DataContext.get_current()
@@ -214,16 +235,9 @@ def run_pipeline(frame: pd.DataFrame, rows: np.ndarray, *, side: int, draft: int
     data = ray.data.from_pandas(blocks)
     decoded = data.map_batches(decode_batch, fn_kwargs={"side": side, "draft": draft}, batch_size=batch_size,
                                batch_format="pandas", num_cpus=1)
-    out = decoded.map_batches(model, fn_constructor_kwargs=model_args, batch_size=batch_size, batch_format="numpy",
-                              compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
-                              num_gpus=plan.actor_gpus or None, memory=ACTOR_MEMORY)
-    batches = out.iter_batches(batch_size=None, batch_format="numpy")
-    try:
-        yield from batches
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
+    return decoded.map_batches(model, fn_constructor_kwargs=model_args, batch_size=batch_size, batch_format="numpy",
+                               compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
+                               num_gpus=plan.actor_gpus or None, memory=ACTOR_MEMORY)
 
 
 def set_actor_threads(plan_threads: int) -> None:
