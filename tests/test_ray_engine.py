@@ -183,6 +183,9 @@ def test_the_pool_always_leaves_cpus_to_decoding():
         plan_pool(8, 1, actors=2, actor_gpus=1)
     with pytest.raises(ValueError, match="at least 2"):
         plan_pool(1)
+    assert plan_pool(16, memory=2.5 * 2**30).actors == 2   # an actor per ACTOR_MEMORY, else Ray never starts them all
+    with pytest.raises(ValueError, match="memory"):
+        plan_pool(16, memory=2.5 * 2**30, actors=3)
 
 
 def _fresh_python(code: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import typer
 from .config import PRESETS_DIR
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
-from .models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, ENGINES, MAX_THREADS_PER_CPU, RAY_EXTRA, check_engine
+from .models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, ENGINES, MAX_THREADS_PER_CPU, check_engine
 from .retrieval.config import RetrievalConfig, retrieval_presets
 
 # Every default below is read from the library's own settings (these modules import
@@ -30,9 +30,10 @@ _RUNTIME_HELP = ("torch | onnx | auto (auto: onnx for a .onnx, and for a .pt whe
 _THREADS_HELP = f"ONNX Runtime threads (default: all CPUs; at most {MAX_THREADS_PER_CPU} per CPU)"
 _BATCH_HELP = "images per forward pass"
 _ENGINE_HELP = (f"{' | '.join(ENGINES)}: this process, or Ray Data (photos decoded in CPU tasks, the model in a pool "
-                f"of actors on CPUs or GPUs; a local Ray cluster unless --ray-address; needs {RAY_EXTRA}; "
-                "docs/distributed.md)")
-_RAY_ADDRESS_HELP = "with --engine ray: a running Ray cluster to join (e.g. HEAD_IP:6379 or auto); default: a local one"
+                "of actors on CPUs or GPUs; a local Ray cluster unless --ray-address; needs the optional 'ray' extra "
+                "of landmark; docs/distributed.md)")
+_RAY_ADDRESS_HELP = ("with --engine ray: a running Ray cluster to join (e.g. HEAD_IP:6379 or auto); default: "
+                     "$RAY_ADDRESS when set, else a local cluster for the command")
 _ACTORS_HELP = "with --engine ray: model actors (default: one per GPU, or as many as leave a quarter of the CPUs to decoding)"
 _NUM_CPUS_HELP = "with --engine ray: CPUs (and threads) per model actor (default: 1; 2 where actors get 4 CPUs or more)"
 _NUM_GPUS_HELP = "with --engine ray: GPUs per model actor, e.g. 1 or 0.5 (default: 1 when the cluster has GPUs, else 0)"

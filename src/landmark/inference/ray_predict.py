@@ -84,8 +84,8 @@ def predict_ray(checkpoint: str | Path, images: str | Path, *, tta: int = 1, bat
     rec = Recognizer.load(checkpoint, index=index, device="cpu", runtime=runtime, threads=threads)
     path = resolve_checkpoint(checkpoint)
     with cluster(ray_address) as resources:
-        plan = plan_pool(resources.get("CPU", 0), resources.get("GPU", 0), actors=actors, actor_cpus=actor_cpus,
-                         actor_gpus=actor_gpus)
+        plan = plan_pool(resources.get("CPU", 0), resources.get("GPU", 0), memory=resources.get("memory"),
+                         actors=actors, actor_cpus=actor_cpus, actor_gpus=actor_gpus)
         if plan.actor_gpus > 0 and (runtime == "onnx" or path.suffix.lower() == ".onnx"):
             raise ValueError("ONNX Runtime runs on the CPU here: give the .pt checkpoint (--runtime auto or torch) "
                              "for GPU actors, or --num-gpus 0")
@@ -111,4 +111,6 @@ def predict_ray(checkpoint: str | Path, images: str | Path, *, tta: int = 1, bat
                     else:
                         best[int(row)] = (str(label), float(score))
                 bar.update(len(batch["row"]))
+    if len(best) + len(rejects) != len(queries):   # never seen; a photo must not vanish silently
+        raise RuntimeError(f"Ray returned {len(best) + len(rejects)} of {len(queries)} rows; run the command again")
     return answers_frame(rec, queries, best), rejects

@@ -82,8 +82,8 @@ class PoolPlan:
         return max(1, int(self.actor_cpus))
 
 
-def plan_pool(cpus: float, gpus: float = 0, *, actors: int | None = None, actor_cpus: float | None = None,
-              actor_gpus: float | None = None) -> PoolPlan:
+def plan_pool(cpus: float, gpus: float = 0, *, memory: float | None = None, actors: int | None = None,
+              actor_cpus: float | None = None, actor_gpus: float | None = None) -> PoolPlan:
     """Size the actor pool for a cluster of ``cpus`` CPUs and ``gpus`` GPUs (module docstring).
 
     Defaults: with GPUs in the cluster, one actor per GPU holding 1 CPU (decoding gets the other
@@ -93,6 +93,8 @@ def plan_pool(cpus: float, gpus: float = 0, *, actors: int | None = None, actor_
 
     Args:
         cpus, gpus: the cluster's totals (``ray.cluster_resources()``).
+        memory: bytes of the cluster's ``memory`` resource (None: not limiting); at most one
+            actor per :data:`ACTOR_MEMORY` of it, or Ray could never start the whole pool.
         actors: model actors (None: as many as fit).
         actor_cpus: CPUs per actor (None: as above).
         actor_gpus: GPUs per actor, may be fractional (0.5: two actors share a GPU); None: 1
@@ -100,7 +102,7 @@ def plan_pool(cpus: float, gpus: float = 0, *, actors: int | None = None, actor_
 
     Raises:
         ValueError: a pool that would leave no CPU to decoding (it would never finish), more
-            GPUs than the cluster has, or non-positive sizes.
+            GPUs or memory than the cluster has, or non-positive sizes.
     """
     if actors is not None and actors < 1 or actor_cpus is not None and actor_cpus <= 0 \
             or actor_gpus is not None and actor_gpus < 0:
@@ -109,6 +111,7 @@ def plan_pool(cpus: float, gpus: float = 0, *, actors: int | None = None, actor_
     if cpus < 2:
         raise ValueError(f"the Ray cluster has {cpus:g} CPU: decoding tasks and model actors need at least 2 "
                          "(start Ray with more CPUs, or use --engine local)")
+    given_actors = actors is not None
     if actor_gpus is None:
         actor_gpus = 1.0 if gpus >= 1 else 0.0
     if actor_gpus > 0:
@@ -121,6 +124,14 @@ def plan_pool(cpus: float, gpus: float = 0, *, actors: int | None = None, actor_
         free = cpus - max(1.0, round(cpus * DECODE_SHARE))
         actor_cpus = actor_cpus or (2.0 if free >= 4 else 1.0)
         actors = actors or max(1, math.floor(free / actor_cpus + 1e-9))
+    fit = math.inf if memory is None else math.floor(memory / ACTOR_MEMORY)
+    if actors > fit:
+        if not given_actors and fit >= 1:
+            actors = fit
+        else:
+            raise ValueError(f"{actors} model actors need {actors * ACTOR_MEMORY / 2**30:g} GiB of memory, the Ray "
+                             f"cluster offers {(memory or 0) / 2**30:.1f} GiB; give --actors {max(1, fit)} or fewer, "
+                             "or add memory")
     taken = actors * actor_cpus
     if taken > cpus - 1 + 1e-9:
         raise ValueError(f"{actors} actors x {actor_cpus:g} CPU would take {taken:g} of the cluster's {cpus:g} CPUs "

@@ -118,8 +118,8 @@ def embed_shard_ray(checkpoint: str | Path, frame: pd.DataFrame, folder: str | P
         return summary
     rows = np.concatenate([np.arange(k * part_size, min((k + 1) * part_size, len(frame))) for k in todo])
     with cluster(ray_address) as resources:
-        plan = plan_pool(resources.get("CPU", 0), resources.get("GPU", 0), actors=actors, actor_cpus=actor_cpus,
-                         actor_gpus=actor_gpus)
+        plan = plan_pool(resources.get("CPU", 0), resources.get("GPU", 0), memory=resources.get("memory"),
+                         actors=actors, actor_cpus=actor_cpus, actor_gpus=actor_gpus)
         if plan.actor_gpus > 0 and (runtime == "onnx" or Path(checkpoint).suffix.lower() == ".onnx"):
             raise ValueError("ONNX Runtime runs on the CPU here: give the .pt checkpoint (--runtime auto or torch) "
                              "for GPU actors, or --num-gpus 0")
@@ -142,6 +142,9 @@ def embed_shard_ray(checkpoint: str | Path, frame: pd.DataFrame, folder: str | P
                     if on_part is not None:
                         on_part(k)
                 bar.update(len(batch["row"]))
+    if writer.left:   # never seen; a photo must not vanish silently if Ray ever lost rows
+        raise RuntimeError(f"Ray returned no rows for parts {sorted(writer.left)}; run the same command again "
+                           "to embed them")
     return summary
 
 
@@ -164,6 +167,7 @@ class _PartWriter:
             self.pieces[k].append({name: column[mask] for name, column in batch.items()})
             self.left[k] -= int(mask.sum())
             if self.left[k] == 0:
+                del self.left[k]
                 yield (k, *self._write(k))
 
     def _write(self, k: int) -> tuple[int, int]:
