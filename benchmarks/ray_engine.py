@@ -5,21 +5,21 @@ Run from the repository root (needs the extra: ``pip install 'landmark[ray]'``):
     .venv/bin/python benchmarks/ray_engine.py [--data ../shared/data/landmarks13] [--checkpoint CKPT]
         [--size 224] [--part-size 100] [--batch-size 32] [--runtime torch] [--actors N] [--num-cpus C]
 
-Both engines embed every photo of ``DATA/test`` and ``DATA/train`` (995 files of landmarks13)
+Both engines embed every photo of ``DATA/test`` and ``DATA/train`` (994 photos of landmarks13)
 into a folder of parts, as ``landmark embed --shard 0/1`` and ``landmark embed --engine ray``
 do: ``embed_checkpoint_shard(engine="local")`` (one process, decoding threads beside the
-network), then ``engine="ray"`` (a local Ray cluster on this machine's CPUs, started inside the
-timed call; decoding tasks and a pool of model actors sized by ``plan_pool``).  Each row is
-timed from the call to the last part written, model loading and cluster start-up included; a
-second ``ray`` row times the pipeline on a cluster that is already running (``ray.init`` first,
-as on a long-lived cluster).  The merged outputs are compared (largest difference of a vector
-component, ids in the same order, the same rejects).
+network), then ``engine="ray"`` (a local Ray cluster on this machine's CPUs, started and stopped
+inside the timed row; decoding tasks and a pool of model actors sized by ``plan_pool``).  Each
+row is timed from the call to the last part written, model loading and cluster start-up
+included.  The merged outputs are compared (largest difference of a vector component, ids in
+the same order, the same rejects).
 
-``CPU s/photo`` is the wall time multiplied by the machine's CPUs, divided by the photos: what a
-photo costs in CPU time when the CPUs are saturated, so the GLDv2 estimate (4.1M photos on N
-nodes of C CPUs, assuming throughput scales with CPUs as Ray schedules one decoding task or
-actor per CPU) is ``4.1M x CPU s/photo / (N x C)``; it is printed for the measured rows.
-Without ``--checkpoint`` an ImageNet EfficientNet-Lite0 with a seeded random 13-class head at
+``CPU s/photo`` is the CPU time (user + system) of this process and of every process it
+started (Ray's workers, raylet and GCS included, read from /proc before the cluster stops), per photo: on
+a CPU shared with other work it hardly depends on the load, unlike wall time, so the GLDv2
+estimate (4.1M photos on N nodes of C CPUs, throughput assumed to scale with CPUs as Ray
+schedules one decoding task or actor per CPU) is ``4.1M x CPU s/photo / (N x C)``.  Without
+``--checkpoint`` an ImageNet EfficientNet-Lite0 with a seeded random 13-class head at
 ``--size`` px is used (the ``fast`` preset's network): speed is the same as a trained one.  The
 CPU is shared with other work here: the load average before and after is printed, and Ray's
 workers run at the driver's priority (``RAY_worker_niceness=0``; Ray's default makes them nicer).
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -68,14 +69,50 @@ def _checkpoint(args, work: Path) -> Path:
     return path
 
 
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _descendants_cpu_seconds() -> float:
+    """User + system CPU seconds of every live descendant of this process (and of their reaped
+    children), from /proc (Linux): Ray's raylet, GCS and workers are not reaped by this process."""
+    parents, times = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")   # utime stime cutime cstime
+    me, total = os.getpid(), 0.0
+    for pid in times:
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, me):
+            ancestor = parents.get(ancestor)
+        total += times[pid] if ancestor == me else 0.0
+    return total
+
+
 def _run(name: str, checkpoint: Path, frame: pd.DataFrame, out: Path, args, **engine) -> dict:
-    start = time.perf_counter()
-    summary = embed_checkpoint_shard(checkpoint, frame, out, part_size=args.part_size, batch_size=args.batch_size,
-                                     runtime=args.runtime, **engine)
-    wall = time.perf_counter() - start
+    """One engine over ``frame``; the ray row starts its cluster here (timed) so that its processes'
+    CPU time can be read from /proc before it stops."""
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    if engine.get("engine") == "ray":
+        import ray
+        ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, logging_level="warning")
+    try:
+        summary = embed_checkpoint_shard(checkpoint, frame, out, part_size=args.part_size,
+                                         batch_size=args.batch_size, runtime=args.runtime, **engine)
+    finally:
+        children = _descendants_cpu_seconds()
+        if engine.get("engine") == "ray":
+            ray.shutdown()
+    wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu + children
     photos = summary["rows"] + summary["rejects"]
-    print(f"  {name}: {wall:.1f} s for {photos} photos", file=sys.stderr)
-    return {"engine": name, "photos": photos, "wall": wall, "summary": summary}
+    print(f"  {name}: {wall:.1f} s, {cpu:.1f} CPU s for {photos} photos", file=sys.stderr)
+    return {"engine": name, "photos": photos, "wall": wall, "cpu": cpu, "summary": summary}
 
 
 def main() -> None:
@@ -98,42 +135,29 @@ def main() -> None:
         checkpoint = _checkpoint(args, work)
         ray_options = {"actors": args.actors, "actor_cpus": args.num_cpus}
         rows = [_run("local", checkpoint, frame, work / "local", args, engine="local"),
-                _run("ray (cluster started in the call)", checkpoint, frame, work / "ray", args, engine="ray",
-                     **ray_options)]
-        import ray
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="warning")
-        try:
-            rows.append(_run("ray (cluster already running)", checkpoint, frame, work / "ray2", args, engine="ray",
-                             **ray_options))
-        finally:
-            ray.shutdown()
-        merged = {name: merge_shards(work / name, work / f"{name}.npy") for name in ("local", "ray", "ray2")}
+                _run("ray", checkpoint, frame, work / "ray", args, engine="ray", **ray_options)]
+        merged = {name: merge_shards(work / name, work / f"{name}.npy") for name in ("local", "ray")}
         from landmark.retrieval.embeddings import load_embeddings, sidecar
-        local = load_embeddings(work / "local.npy")
-        diffs, same = [], True
-        for name in ("ray", "ray2"):
-            other = load_embeddings(work / f"{name}.npy")
-            same &= local.ids.tolist() == other.ids.tolist()
-            same &= pd.read_csv(sidecar(work / "local.npy", "rejects.csv")).equals(
-                pd.read_csv(sidecar(work / f"{name}.npy", "rejects.csv")))
-            diffs.append(float(np.abs(np.asarray(local.vectors, np.float32) - np.asarray(other.vectors, np.float32)).max()))
+        local, other = load_embeddings(work / "local.npy"), load_embeddings(work / "ray.npy")
+        same = local.ids.tolist() == other.ids.tolist() and pd.read_csv(sidecar(work / "local.npy", "rejects.csv")).equals(
+            pd.read_csv(sidecar(work / "ray.npy", "rejects.csv")))
+        diff = float(np.abs(np.asarray(local.vectors, np.float32) - np.asarray(other.vectors, np.float32)).max())
     load_after = os.getloadavg()
     plan = rows[1]["summary"]
     print(f"\nmachine: {cpus} CPUs; load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"(1 min); {len(frame)} photos of {data} (test + train), {merged['local']['rows']} embedded, "
           f"{merged['local']['rejects']} rejected; runtime {args.runtime}, {args.size} px, batch {args.batch_size}, "
           f"parts of {args.part_size}; ray pool: {plan.get('actors')} actors x {plan.get('actor_cpus')} CPU\n")
-    print("| engine | photos | wall s | photos/s | CPU s/photo | GLDv2 4.1M on 1 node of "
-          f"{cpus} CPUs | on 10 nodes of 16 CPUs |")
-    print("|---|---|---|---|---|---|---|")
+    print("| engine | photos | wall s | photos/s | CPU s | CPU s/photo | GLDv2 4.1M: CPU-hours | "
+          "1 node of 16 CPUs | 10 nodes of 16 CPUs |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        per_photo = row["wall"] * cpus / row["photos"]
-        one = GLDV2_PHOTOS * per_photo / cpus / 3600
-        ten = GLDV2_PHOTOS * per_photo / 160 / 3600
+        per_photo = row["cpu"] / row["photos"]
+        hours = GLDV2_PHOTOS * per_photo / 3600
         print(f"| {row['engine']} | {row['photos']} | {row['wall']:.1f} | {row['photos'] / row['wall']:.1f} | "
-              f"{per_photo:.3f} | {one:.1f} h | {ten:.1f} h |")
+              f"{row['cpu']:.0f} | {per_photo:.3f} | {hours:.0f} | {hours / 16:.1f} h | {hours / 160:.2f} h |")
     print(f"\nray vs local: same ids in the same order and the same rejects: {same}; "
-          f"largest vector difference {max(diffs):.2e} (float16 storage)")
+          f"largest vector difference {diff:.2e} (float16 storage)")
 
 
 if __name__ == "__main__":
