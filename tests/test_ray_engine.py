@@ -119,7 +119,14 @@ def test_killed_ray_job_resumes_where_it_stopped(ray_cluster, setup, local_parts
     with pytest.raises(KeyboardInterrupt):
         _embed(checkpoint, frame, tmp_path / "parts", "ray", on_part=stop_after_two)
     assert sorted(p.name for p in (tmp_path / "parts").glob("part-*")) == ["part-00000", "part-00001"]
-    summary = _embed(checkpoint, frame, tmp_path / "parts", "ray")
+    from typer.testing import CliRunner
+
+    from landmark.cli import app
+    result = CliRunner().invoke(app, ["embed", str(checkpoint), "--images", str(work / "photos.csv"), "--out",
+                                      str(tmp_path / "parts"), "--part-size", "7", "--top-classes", "2",
+                                      "--batch-size", "4", "--runtime", "torch", "--engine", "ray"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["done_before"], summary["embedded"]) == (2, 3)
     assert not list((tmp_path / "parts").glob(".part-*"))   # no temporary folder left
     merge_shards(tmp_path / "parts", tmp_path / "all.npy")
