@@ -15,7 +15,8 @@ $(BIN)/landmark: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch/torchvision first and pinned: 2.14.1/0.29.1 install from local files here (CPU-capable CUDA build)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	# the test extra, and ray for --engine ray (tests/test_ray_engine.py skips without it)
+	$(BIN)/pip install -q -e '.[test,ray]'
 	touch $@
 
 install: $(BIN)/landmark

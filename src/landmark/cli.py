@@ -12,7 +12,7 @@ import typer
 from .config import PRESETS_DIR
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
-from .models.runtime_info import DEFAULT_RUNTIME, MAX_THREADS_PER_CPU
+from .models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, ENGINES, MAX_THREADS_PER_CPU, check_engine
 from .retrieval.config import RetrievalConfig, check_threshold, retrieval_presets
 from .serving.settings import MAX_BATCH_WINDOW_MS, ServeSettings
 
@@ -31,6 +31,14 @@ _RUNTIME_HELP = ("torch | onnx | auto (auto: onnx for a .onnx, and for a .pt whe
                  "the choice is printed on stderr)")
 _THREADS_HELP = f"ONNX Runtime threads (default: all CPUs; at most {MAX_THREADS_PER_CPU} per CPU)"
 _BATCH_HELP = "images per forward pass"
+_ENGINE_HELP = (f"{' | '.join(ENGINES)}: this process, or Ray Data (photos decoded in CPU tasks, the model in a pool "
+                "of actors on CPUs or GPUs; a local Ray cluster unless --ray-address; needs the optional 'ray' extra "
+                "of landmark; docs/distributed.md)")
+_RAY_ADDRESS_HELP = ("with --engine ray: a running Ray cluster to join (e.g. HEAD_IP:6379 or auto); default: "
+                     "$RAY_ADDRESS when set, else a local cluster for the command")
+_ACTORS_HELP = "with --engine ray: model actors (default: one per GPU, or as many as leave a quarter of the CPUs to decoding)"
+_NUM_CPUS_HELP = "with --engine ray: CPUs (and threads) per model actor (default: 1; 2 where actors get 4 CPUs or more)"
+_NUM_GPUS_HELP = "with --engine ray: GPUs per model actor, e.g. 1 or 0.5 (default: 1 when the cluster has GPUs, else 0)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Landmark recognition: train, predict and evaluate (GLDv2 / Kaggle formats).")
@@ -49,6 +57,22 @@ def _refuse_overwrite(path, overwrite: bool) -> None:
         refuse_existing([path] if isinstance(path, Path) else path, overwrite)
     except FileExistsError as err:
         _fail(err)
+
+
+def _engine_options(engine: str, ray_address: Optional[str], actors: Optional[int], num_cpus: Optional[float],
+                    num_gpus: Optional[float]) -> dict:
+    """The library's engine keywords; one ``error:`` line, before any slow import, for an unknown
+    engine, Ray missing (how to install it), or Ray options without ``--engine ray``."""
+    try:
+        check_engine(engine)
+    except ValueError as err:
+        _fail(err)
+    given = [flag for flag, value in (("--ray-address", ray_address), ("--actors", actors), ("--num-cpus", num_cpus),
+                                      ("--num-gpus", num_gpus)) if value is not None]
+    if engine != "ray" and given:
+        _fail(ValueError(f"{', '.join(given)} only apply with --engine ray"))
+    return {"engine": engine, "ray_address": ray_address, "actors": actors, "actor_cpus": num_cpus,
+            "actor_gpus": num_gpus}
 
 
 def _require(*named: tuple[str, Optional[Path]]) -> None:
@@ -170,6 +194,11 @@ def predict(
     overwrite: bool = typer.Option(False, help="replace --out (and OUT.answers.csv) if they exist"),
     runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
     threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
+    engine: str = typer.Option(DEFAULT_ENGINE, help=_ENGINE_HELP),
+    ray_address: Optional[str] = typer.Option(None, help=_RAY_ADDRESS_HELP),
+    actors: Optional[int] = typer.Option(None, min=1, help=_ACTORS_HELP),
+    num_cpus: Optional[float] = typer.Option(None, min=0.01, help=_NUM_CPUS_HELP),
+    num_gpus: Optional[float] = typer.Option(None, min=0, help=_NUM_GPUS_HELP),
 ) -> None:
     """Predict one landmark per image and write a Kaggle submission (--out).
 
@@ -184,13 +213,14 @@ def predict(
     if classifier_only and index is not None:
         _fail(ValueError("--classifier-only and --index contradict each other: give one"))
     _require(("CHECKPOINT", checkpoint), ("--images", images), ("--index", index))
+    engine_options = _engine_options(engine, ray_address, actors, num_cpus, num_gpus)
     from .data import write_rejects
     from .data.kaggle import write_submission
     from .inference import predict as run_predict
     try:
         predictions, rejects = run_predict(checkpoint, images, tta=tta, batch_size=batch_size, workers=workers,
                                            device=device, index=False if classifier_only else index,
-                                           runtime=runtime, threads=threads)
+                                           runtime=runtime, threads=threads, **engine_options)
         write_submission(predictions, out)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
@@ -457,27 +487,39 @@ def embed(
     threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
     shard: Optional[str] = typer.Option(None, help="i/n: embed shard i of n into the folder --out (resumable; "
                                                    "then landmark embed-merge)"),
-    part_size: int = typer.Option(10000, min=1, help="with --shard: images per atomically written part"),
+    part_size: int = typer.Option(10000, min=1, help="with --shard or --engine ray: images per atomically written part"),
+    engine: str = typer.Option(DEFAULT_ENGINE, help=_ENGINE_HELP + "; ray writes the folder of parts of --shard "
+                               "into --out (resumable), merged by landmark embed-merge"),
+    ray_address: Optional[str] = typer.Option(None, help=_RAY_ADDRESS_HELP),
+    actors: Optional[int] = typer.Option(None, min=1, help=_ACTORS_HELP),
+    num_cpus: Optional[float] = typer.Option(None, min=0.01, help=_NUM_CPUS_HELP),
+    num_gpus: Optional[float] = typer.Option(None, min=0, help=_NUM_GPUS_HELP),
 ) -> None:
     """L2-normalised global descriptors (LandmarkNet.embed) streamed into a memory-mapped .npy.
 
-    With --shard i/n, --out is a folder of parts shared by all shards; a
-    restarted shard skips the parts already written.
+    With --shard i/n or --engine ray, --out is a folder of parts (shared by
+    all shards); a restarted job skips the parts already written; then
+    landmark embed-merge FOLDER --out NAME.npy.
     """
+    engine_options = _engine_options(engine, ray_address, actors, num_cpus, num_gpus)
+    if engine == "ray" and out.suffix.lower() == ".npy":
+        _fail(ValueError(f"--engine ray writes a folder of parts: give --out a folder (e.g. {out.with_suffix('')}"
+                         f".parts), then landmark embed-merge FOLDER --out {out}"))
     from .io import embedding_files, embeddings_path, sidecar
     from .retrieval.pipeline import embed_checkpoint, image_frame
-    if shard is None:
+    if shard is None and engine != "ray":
         _refuse_overwrite(embedding_files(embeddings_path(out)), overwrite)
     try:
         frame = image_frame(images=images, data=data, landmarks=_landmark_list(landmarks), label=label)
-        if shard is not None:
+        if shard is not None or engine == "ray":
             from .retrieval.pipeline import embed_checkpoint_shard
             from .retrieval.shards import parse_shard
-            typer.echo(json.dumps(embed_checkpoint_shard(checkpoint, frame, folder=out, shard=parse_shard(shard),
+            typer.echo(json.dumps(embed_checkpoint_shard(checkpoint, frame, folder=out,
+                                                         shard=parse_shard(shard) if shard else (0, 1),
                                                          part_size=part_size, top_classes=top_classes, dtype=dtype,
                                                          image_size=image_size, batch_size=batch_size,
                                                          workers=workers, device=device, runtime=runtime,
-                                                         threads=threads)))
+                                                         threads=threads, **engine_options)))
             return
         emb, rejects, _ = embed_checkpoint(checkpoint, frame, out=embeddings_path(out), top_classes=top_classes,
                                            dtype=dtype, image_size=image_size, batch_size=batch_size, workers=workers,

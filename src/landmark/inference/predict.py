@@ -18,7 +18,7 @@ from ..data import Reject, read_queries
 from ..data.dataset import good_batches, image_loader
 from ..models import LandmarkNet
 from ..models.runtime import Runtime, decode_threads, decode_workers, load_runtime
-from ..models.runtime_info import DEFAULT_RUNTIME
+from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, check_engine
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
@@ -123,6 +123,12 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
     for batch in good_batches(loader, rejects, f"predict (tta={tta})"):
         x = rec.preprocess.finish_batch(batch["image"], tta)
         best.update(zip(batch["index"].tolist(), (c[0] for c in rec.rank(x, tta, top_k=1))))
+    return answers_frame(rec, queries, best), rejects
+
+
+def answers_frame(rec, queries: pd.DataFrame, best: dict[int, tuple[str, float]]) -> pd.DataFrame:
+    """The frame :func:`predict_images` returns, from the best ``(landmark_id, score)`` of each
+    decoded query row (``best``: row number -> answer; rows missing from it were unreadable)."""
     labels = [best[i][0] if i in best else "" for i in range(len(queries))]
     scores = [best[i][1] if i in best else float("nan") for i in range(len(queries))]
     verdicts = [("unreadable" if i not in best else rec.name(best[i][0]) if best[i][1] >= rec.threshold
@@ -130,29 +136,42 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
     out = pd.DataFrame({"id": queries["id"].astype(str).to_numpy(), "landmark_id": labels, "score": scores,
                         "name": [rec.name(lid) if lid else "" for lid in labels], "verdict": verdicts,
                         "path": queries["path"].astype(str).to_numpy()})
-    return out, rejects
+    return out
 
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32,
             workers: int | None = None, device: str | None = None, runtime: str = DEFAULT_RUNTIME,
-            threads: int | None = None, index: str | Path | bool | None = None) -> tuple[pd.DataFrame, list[Reject]]:
+            threads: int | None = None, index: str | Path | bool | None = None, *, engine: str = DEFAULT_ENGINE,
+            ray_address: str | None = None, actors: int | None = None, actor_cpus: float | None = None,
+            actor_gpus: float | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """Load a checkpoint (or a run folder's best) and predict the images of a folder, a CSV or
     one image file (see :func:`predict_images`).
 
     Args:
         checkpoint: ``.pt`` from ``landmark train`` (or its run folder) or ``.onnx`` from ``landmark export``.
         runtime: ``torch``, ``onnx`` or ``auto`` (:func:`landmark.models.runtime.load_runtime`).
-        threads: ONNX Runtime intra-op threads (default: all CPUs).
+        threads: ONNX Runtime intra-op threads (default: all CPUs; with ``engine="ray"`` each actor's CPUs).
         index: an index folder to score with; None: the run's own ``RUN/index`` when the
             checkpoint sits in a run folder that has one (confidence confirmed by the
             reference photos, docs/quality.md); False: the classifier alone.
+        engine: ``local`` (this process) or ``ray``: decoding in Ray tasks and the model in a
+            pool of actors, on this machine or the cluster at ``ray_address``
+            (:func:`landmark.inference.ray_predict.predict_ray`; ``actors``, ``actor_cpus``,
+            ``actor_gpus`` size the pool, ``workers`` is not used); the same rows either way.
 
     Raises:
         FileNotFoundError: no such checkpoint or image source.
-        ValueError: not a checkpoint, no images, a bad ``tta``, device or runtime.
+        ValueError: not a checkpoint, no images, a bad ``tta``, device or runtime; an unknown
+            engine, or ``ray`` without Ray installed (one line saying how to install it).
     """
     from .recognizer import Recognizer
+    check_engine(engine)
     check_tta(tta)
+    if engine == "ray":
+        from .ray_predict import predict_ray
+        return predict_ray(checkpoint, images, tta=tta, batch_size=batch_size, device=device, runtime=runtime,
+                           threads=threads, index=index, ray_address=ray_address, actors=actors,
+                           actor_cpus=actor_cpus, actor_gpus=actor_gpus)
     queries = read_queries(images)
     if queries.empty:
         raise ValueError(f"{images} holds no image files")

@@ -29,6 +29,29 @@ DEFAULT_RUNTIME = "auto"
 # (100,000 threads hung at start-up).
 MAX_THREADS_PER_CPU = 4
 
+# Where batch prediction and embedding run: ``local`` (this process: decoding threads beside
+# the network) or ``ray`` (Ray Data: decoding in CPU tasks, the network in an actor pool, on
+# this machine or a cluster; landmark.models.ray_engine).  The optional extra installs Ray.
+ENGINES = ("local", "ray")
+DEFAULT_ENGINE = "local"
+RAY_EXTRA = "pip install 'landmark[ray]'"
+
+
+def check_engine(engine: str) -> None:
+    """Refuse an unknown engine, or ``ray`` where Ray is not installed, in one line and
+    before anything slow is imported (Ray and pyarrow are only looked up, not imported).
+
+    Raises:
+        ValueError: ``engine`` is not one of :data:`ENGINES`, or it is ``ray`` and the
+            ``ray`` package (with Ray Data) is missing: the message says how to install it.
+    """
+    import importlib.util
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    # Ray Data needs pyarrow, which plain `pip install ray` leaves out; neither is imported here
+    if engine == "ray" and (importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None):
+        raise ValueError(f"--engine ray needs Ray, which is not installed: {RAY_EXTRA} (or pip install 'ray[data]')")
+
 
 def runtime_info(runtime, paths: bool = True) -> dict:
     """``{name, model?, precision?, device?}`` of a loaded runtime.

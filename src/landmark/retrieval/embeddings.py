@@ -237,18 +237,21 @@ class _RowWriter:
 
     def add(self, emb: torch.Tensor, logits: torch.Tensor, rows: list[int]) -> None:
         """Store ``emb`` ``[B, D]`` (normalised here) and, when asked, the top classes of ``logits`` ``[B, K]``."""
-        emb = F.normalize(emb.float(), dim=1)
+        self.store(*stored_outputs(emb, logits, self.top_classes, len(self.classes or [])), rows)
+
+    def store(self, vectors: np.ndarray, probs: np.ndarray | None, indices: np.ndarray | None, rows: list[int]) -> None:
+        """Store rows of :func:`stored_outputs` (``vectors`` float32 ``[B, D]`` normalised; the
+        top-k ``probs`` float32 and class ``indices`` int ``[B, k]`` when asked)."""
         if self.vectors is None:
-            self.dim = int(emb.shape[1])
+            self.dim = int(vectors.shape[1])
             self.vectors = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype,
                                                      shape=(self.capacity, self.dim))
-        self.vectors[self.rows:self.rows + len(emb)] = emb.cpu().numpy().astype(self.dtype)
-        self.rows += len(emb)
+        self.vectors[self.rows:self.rows + len(vectors)] = vectors.astype(self.dtype)
+        self.rows += len(vectors)
         self.kept += rows
         if self.top_classes:
-            prob, idx = logits.float().softmax(1).topk(min(self.top_classes, len(self.classes)), dim=1)
-            self.top_probs.append(prob.cpu().numpy())
-            self.top_labels.append(np.asarray(self.classes, dtype=object)[idx.cpu().numpy()].astype(str))
+            self.top_probs.append(probs)
+            self.top_labels.append(np.asarray(self.classes, dtype=object)[indices].astype(str))
 
     def close(self) -> None:
         """Flush the array and cut it to the rows written (rejects leave it shorter)."""
@@ -258,6 +261,48 @@ class _RowWriter:
         self.vectors = None
         if self.rows < self.capacity:
             shrink_npy(self.path, self.rows)
+
+
+def stored_outputs(emb: torch.Tensor, logits: torch.Tensor, top_classes: int = 0,
+                   num_classes: int = 0) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """What an embeddings file keeps of one forward pass (``emb`` ``[B, D]``, ``logits`` ``[B, K]``):
+    the L2-normalised embeddings float32 ``[B, D]`` and, with ``top_classes``, the classifier's
+    top-k softmax probabilities float32 ``[B, k]`` and class indices int64 ``[B, k]``
+    (``k = min(top_classes, num_classes)``; None and None without)."""
+    vectors = F.normalize(emb.float(), dim=1).cpu().numpy()
+    if not top_classes:
+        return vectors, None, None
+    prob, idx = logits.float().softmax(1).topk(min(top_classes, num_classes), dim=1)
+    return vectors, prob.cpu().numpy(), idx.cpu().numpy()
+
+
+def write_embeddings(out: str | Path, items: pd.DataFrame, vectors: np.ndarray, rejects: list[Reject], *,
+                     dtype: str = "float16", image_size: int, classes: list[str] | None = None,
+                     probs: np.ndarray | None = None, indices: np.ndarray | None = None,
+                     model_info: dict | None = None) -> None:
+    """Write rows computed elsewhere (:func:`stored_outputs` of a model actor: ``landmark embed
+    --engine ray``) as the embeddings file :func:`embed_images` would: the same files, the same
+    temporary names and ``NAME.json`` completion marker last.
+
+    Args:
+        items: ``id`` (``landmark_id``, ``path``) of each row, ``N`` rows.
+        vectors: float32 ``[N, D]``, L2-normalised; stored as ``dtype``.
+        probs, indices: the top-k ``[N, k]`` with ``classes`` (the checkpoint's), or None.
+        image_size: pixels the photos were embedded at (recorded in ``NAME.json``).
+        model_info: the model's record (:func:`~landmark.retrieval.provenance.model_record`),
+            stored in ``NAME.json`` as :func:`embed_images` stores it.
+
+    Raises:
+        ValueError: no rows, or ``items`` and ``vectors`` differ in length.
+    """
+    if len(vectors) == 0 or len(items) != len(vectors):
+        raise ValueError(f"{len(vectors)} vectors for {len(items)} items: need as many, at least one")
+    path = embeddings_path(out)
+    top = 0 if probs is None else int(probs.shape[1])
+    writer = _RowWriter(temp_path(path), len(vectors), dtype, classes if top else None, top)
+    writer.store(np.asarray(vectors, np.float32), probs, indices, list(range(len(vectors))))
+    writer.close()
+    _commit_files(path, writer, items, rejects, {"dtype": dtype, "image_size": image_size, "model": model_info})
 
 
 def _commit_files(path: Path, writer: _RowWriter, items: pd.DataFrame, rejects: list[Reject], info: dict) -> None:

@@ -13,20 +13,20 @@ Settings come from :mod:`landmark.retrieval.config` (presets ``exact``, ``ivfpq`
 from __future__ import annotations
 
 import time
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from ..data import Reject, read_queries
 from ..models.runtime import Runtime, load_runtime
-from ..models.runtime_info import DEFAULT_RUNTIME, announce
+from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, announce, check_engine
 from ..io import read_csv
 from .config import DEFAULT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
-from .provenance import check_model, model_record
+from .provenance import check_model, runtime_record
 from .shards import embed_shard
 
 
@@ -90,48 +90,42 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
 
 
 def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: str | Path, *,
-                           shard: tuple[int, int], part_size: int = 10_000, runtime: str = DEFAULT_RUNTIME,
-                           threads: int | None = None, device: str | None = None, **options) -> dict:
+                           shard: tuple[int, int] = (0, 1), part_size: int = 10_000, runtime: str = DEFAULT_RUNTIME,
+                           threads: int | None = None, device: str | None = None, engine: str = DEFAULT_ENGINE,
+                           ray_address: str | None = None, actors: int | None = None,
+                           actor_cpus: float | None = None, actor_gpus: float | None = None, **options) -> dict:
     """Load ``checkpoint`` and embed shard ``(i, n)`` of ``frame`` into ``folder`` (resumable;
     :func:`landmark.retrieval.shards.embed_shard`, then :func:`~landmark.retrieval.shards.merge_shards`).
 
     Args:
         part_size: images per atomically written part.
-        options: ``top_classes``, ``dtype``, ``image_size``, ``batch_size``, ``workers`` as in ``embed_images``.
+        engine: ``local`` (this process) or ``ray`` (Ray Data: decoding tasks and a pool of model
+            actors on this machine or the cluster at ``ray_address``;
+            :func:`landmark.retrieval.ray_embed.embed_shard_ray`, which takes ``ray_address``,
+            ``actors``, ``actor_cpus`` and ``actor_gpus``); both write the same parts.
+        options: ``top_classes``, ``dtype``, ``image_size``, ``batch_size``, ``workers`` (local
+            engine only) as in ``embed_images``.
 
     Returns:
-        ``embed_shard``'s summary ``{folder, shard, parts, done_before, embedded, rejects, rows}``.
+        ``embed_shard``'s summary ``{folder, shard, parts, done_before, embedded, rejects, rows}``
+        (the Ray engine adds ``engine`` and the pool's size).
 
     Raises:
-        FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_shard``.
+        FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_shard``; an unknown
+            engine, or ``ray`` without Ray installed (one line saying how to install it).
     """
-    engine = load_runtime(checkpoint, runtime, device, threads, image_size=options.get("image_size"))
-    announce(engine, runtime)
-    return embed_shard(engine, engine.preprocess, frame, folder, shard=shard, part_size=part_size,
-                       classes=engine.classes, device=device,
-                       model_info=runtime_record(engine, checkpoint, options.get("image_size")), **options)
-
-
-@lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    from ..models.runtime import file_sha256
-    return file_sha256(path)
-
-
-def checkpoint_sha256(checkpoint: str | Path) -> str:
-    """SHA-256 of a checkpoint file (cached while its size and time stamp stay)."""
-    path = Path(checkpoint).resolve()
-    stat = path.stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-def runtime_record(engine: Runtime, checkpoint: str | Path, image_size: int | None) -> dict:
-    """The record (:func:`~landmark.retrieval.provenance.model_record`) of ``engine`` embedding at
-    ``image_size`` px: an ONNX export is recorded as the checkpoint it was exported from."""
-    meta = getattr(engine, "meta", None) or {}
-    sha = meta.get("checkpoint_sha256") if engine.name == "onnx" else None
-    return model_record(checkpoint, sha or checkpoint_sha256(checkpoint), engine.preprocess, image_size,
-                        engine.arch.get("backbone"), engine.name)
+    check_engine(engine)
+    if engine == "ray":
+        from .ray_embed import embed_shard_ray
+        options.pop("workers", None)   # decoding runs in Ray tasks, one CPU each
+        return embed_shard_ray(checkpoint, frame, folder, shard=shard, part_size=part_size, runtime=runtime,
+                               threads=threads, device=device, ray_address=ray_address, actors=actors,
+                               actor_cpus=actor_cpus, actor_gpus=actor_gpus, **options)
+    model = load_runtime(checkpoint, runtime, device, threads, image_size=options.get("image_size"))
+    announce(model, runtime)
+    return embed_shard(model, model.preprocess, frame, folder, shard=shard, part_size=part_size,
+                       classes=model.classes, device=device,
+                       model_info=runtime_record(model, checkpoint, options.get("image_size")), **options)
 
 
 def _embed(engine: Runtime, checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, image_size: int | None,

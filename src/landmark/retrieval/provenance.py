@@ -17,6 +17,7 @@ existed carry none: they are read with a :class:`ProvenanceWarning`, not refused
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 #: the fields that make two sets of vectors comparable
@@ -79,3 +80,25 @@ def check_model(made_by: dict | None, expected: dict | None, what: str, against:
     if not same_model(made_by, expected):
         raise ModelMismatch(f"{what} were made by model {describe(made_by)}, {against} by {describe(expected)}: "
                             f"{fix}")
+
+
+@lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    from ..models.runtime import file_sha256
+    return file_sha256(path)
+
+
+def checkpoint_sha256(checkpoint: str | Path) -> str:
+    """SHA-256 of a checkpoint file (cached while its size and time stamp stay)."""
+    path = Path(checkpoint).resolve()
+    stat = path.stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def runtime_record(engine, checkpoint: str | Path, image_size: int | None) -> dict:
+    """The record (:func:`model_record`) of ``engine`` (a :class:`~landmark.models.runtime.Runtime`)
+    embedding at ``image_size`` px: an ONNX export is recorded as the checkpoint it was exported from."""
+    meta = getattr(engine, "meta", None) or {}
+    sha = meta.get("checkpoint_sha256") if engine.name == "onnx" else None
+    return model_record(checkpoint, sha or checkpoint_sha256(checkpoint), engine.preprocess, image_size,
+                        engine.arch.get("backbone"), engine.name)

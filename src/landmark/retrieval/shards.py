@@ -30,6 +30,8 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -130,51 +132,78 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
         raise ValueError("no images to embed")
     check_image_size(image_size)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     size = image_size or preprocess["size"]
-    pinned = {"dtype": dtype, "image_size": size, "shards_of": shard[1], "top_classes": top_classes}
+    with shard_lock(folder, shard):
+        parts, todo = pending_parts(folder, frame, shard=shard, part_size=part_size, dtype=dtype, image_size=size,
+                                    top_classes=top_classes, model_info=model_info)
+        embedded = rejects = rows = 0
+        for k in todo:
+            n, bad = _embed_part(model, preprocess, frame.iloc[k * part_size:(k + 1) * part_size], folder, k,
+                                 classes=classes, top_classes=top_classes, dtype=dtype, image_size=image_size,
+                                 batch_size=batch_size, workers=workers, device=device, model_info=model_info)
+            rows, rejects, embedded = rows + n, rejects + bad, embedded + 1
+    return {"folder": str(folder), "shard": f"{shard[0]}/{shard[1]}", "parts": len(parts),
+            "done_before": len(parts) - len(todo), "embedded": embedded, "rejects": rejects, "rows": rows}
+
+
+@contextmanager
+def shard_lock(folder: Path, shard: tuple[int, int]) -> Iterator[None]:
+    """Hold shard ``shard``'s lock in ``folder`` (made if missing): one process per shard, so a
+    second run of the same shard cannot remove the first's unfinished parts.
+
+    Raises:
+        landmark.io.LockedError: this shard is running in another process.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder, name=f".shard-{shard[0]}-of-{shard[1]}.lock"):
+        yield
+
+
+def pending_parts(folder: Path, frame: pd.DataFrame, *, shard: tuple[int, int], part_size: int, dtype: str,
+                  image_size: int, top_classes: int, model_info: dict | None = None) -> tuple[list[int], list[int]]:
+    """Open ``folder`` for shard ``shard`` of ``frame``: write its manifest (or check that it
+    matches), remove the shard's stale temporary parts; every engine starts here.
+
+    Returns:
+        (the shard's parts, those not finished yet).
+
+    Raises:
+        ValueError: the folder holds a run over other images or settings.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    pinned = {"dtype": dtype, "image_size": image_size, "shards_of": shard[1], "top_classes": top_classes}
     if model_info is not None:
         pinned["model_sha256"] = model_info.get("sha256")
     write_manifest(folder, _manifest(frame, part_size, pinned))
-    with folder_lock(folder, name=f".shard-{shard[0]}-of-{shard[1]}.lock"):
-        return _embed_parts(model, preprocess, frame, folder, shard, part_size, classes=classes,
-                            top_classes=top_classes, dtype=dtype, image_size=image_size, batch_size=batch_size,
-                            workers=workers, device=device, model_info=model_info)
-
-
-def _embed_parts(model, preprocess: dict, frame: pd.DataFrame, folder: Path, shard: tuple[int, int], part_size: int,
-                 **options) -> dict:
-    """:func:`embed_shard` once the manifest is checked and the shard's lock is held."""
     parts = shard_parts(len(frame), part_size, shard)
-    done_before = embedded = rejects = rows = 0
     for k in parts:
         for stale in folder.glob(f".{part_name(k)}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        if (folder / part_name(k)).is_dir():
-            done_before += 1
-            continue
-        n, bad = _embed_part(model, preprocess, frame.iloc[k * part_size:(k + 1) * part_size], folder, k,
-                             **options)
-        rows, rejects, embedded = rows + n, rejects + bad, embedded + 1
-    return {"folder": str(folder), "shard": f"{shard[0]}/{shard[1]}", "parts": len(parts), "done_before": done_before,
-            "embedded": embedded, "rejects": rejects, "rows": rows}
+    return parts, [k for k in parts if not (folder / part_name(k)).is_dir()]
+
+
+def write_part(folder: Path, k: int, fill) -> tuple[int, int]:
+    """Write part ``k`` into a temporary folder renamed to ``part-K`` when done (a folder rename
+    is atomic): ``fill(tmp / "part.npy")`` writes the embeddings file and returns (rows, rejects)."""
+    tmp = folder / f".{part_name(k)}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    rows, rejects = fill(tmp / "part.npy")
+    os.replace(tmp, folder / part_name(k))
+    return rows, rejects
 
 
 def _embed_part(model, preprocess: dict, chunk: pd.DataFrame, folder: Path, k: int, **options) -> tuple[int, int]:
-    """Embed part ``k`` (``chunk``) into a temporary folder renamed to ``part-K`` when done;
-    returns (rows embedded, rejects).  A part of unreadable images only is a finished part."""
-    tmp = folder / f".{part_name(k)}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        emb, bad = embed_images(model, preprocess, chunk, tmp / "part.npy", **options)
-        n = len(emb)
-        del emb
-    except ValueError as err:
-        if "could be read" not in str(err):
-            raise
-        n, bad = 0, _rejects_of(tmp / "part.rejects.csv")
-    os.replace(tmp, folder / part_name(k))
-    return n, len(bad)
+    """Embed part ``k`` (``chunk``) with :func:`write_part`; returns (rows embedded, rejects).
+    A part of unreadable images only is a finished part."""
+    def fill(path: Path) -> tuple[int, int]:
+        try:
+            emb, bad = embed_images(model, preprocess, chunk, path, **options)
+            return len(emb), len(bad)
+        except ValueError as err:
+            if "could be read" not in str(err):
+                raise
+            return 0, len(_rejects_of(path.parent / "part.rejects.csv"))
+    return write_part(folder, k, fill)
 
 
 def _rejects_of(path: Path) -> list[Reject]:
