@@ -57,3 +57,14 @@ def test_the_command_sets_the_spin_count_before_torch_loads(tmp_path):
             "print('SPIN', os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules, file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "SPIN 30000 False" in out.stderr, out.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc setting")
+def test_service_arenas_are_limited_unless_the_environment_sets_it(monkeypatch):
+    import os
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert memory.limit_arenas(8 * os.cpu_count()) is True   # glibc's own default on 64-bit: nothing changes
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert memory.limit_arenas(2) is False
+    with pytest.raises(ValueError, match="at least 1"):
+        memory.limit_arenas(0)
