@@ -91,6 +91,7 @@ def _same_embeddings(got: Path, want: Path):
 
 
 @needs_ray
+@pytest.mark.slow
 def test_embed_on_ray_writes_the_parts_of_the_single_process_command(ray_cluster, setup, local_parts, tmp_path):
     from landmark.retrieval.shards import merge_shards
     work, checkpoint, frame = setup
@@ -106,6 +107,7 @@ def test_embed_on_ray_writes_the_parts_of_the_single_process_command(ray_cluster
 
 
 @needs_ray
+@pytest.mark.slow
 def test_killed_ray_job_resumes_where_it_stopped(ray_cluster, setup, local_parts, tmp_path):
     from landmark.retrieval.shards import merge_shards
     work, checkpoint, frame = setup
@@ -134,6 +136,7 @@ def test_killed_ray_job_resumes_where_it_stopped(ray_cluster, setup, local_parts
 
 
 @needs_ray
+@pytest.mark.slow
 def test_predict_on_ray_writes_the_csvs_of_the_single_process_command(ray_cluster, setup, tmp_path):
     from typer.testing import CliRunner
 
