@@ -150,3 +150,26 @@ def test_resume_refuses_data_folders(two, tmp_path):
     (tmp_path / "run").mkdir()
     result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "run"), "--data", str(a), "--data", str(b)])
     assert result.exit_code == 2 and "--data" in result.output and "--resume" in result.output
+
+
+def test_run_folder_of_several_folders_is_read_back(two, tmp_path):
+    """A run's run.json with a list of folders: the reference index, the report and the saliency
+    names find every photo and name again (no training needed to check the reading)."""
+    from landmark.config import dump_config, load_config
+    from landmark.reporting.analysis import class_names
+    from landmark.reporting.report_data import data_paths, read_run
+    from landmark.retrieval.reference import split_frames
+    a, b = two
+    run = tmp_path / "run"
+    run.mkdir()
+    dump_config(load_config("fast"), run / "config.yaml")
+    (run / "run.json").write_text(json.dumps({"data": [str(a), str(b)]}))
+    frame = read_train([a, b])
+    frame.assign(split=["val" if k % 4 == 0 else "train" for k in range(len(frame))])[
+        ["id", "landmark_id", "split"]].to_csv(run / "split.csv", index=False)
+    frames = split_frames(run)
+    assert (len(frames["train"]), len(frames["val"])) == (18, 6)
+    assert set(frames["val"]["path"]) == set(frame["path"][::4])
+    info = read_run(run)
+    assert info.data == [a, b] and len(data_paths(info.data)) == 24
+    assert class_names(info.data) == NAMES

@@ -101,8 +101,9 @@ def report_summary(data: ReportData) -> dict:
 
 def _run_section(page: Page, data: ReportData, out: Path) -> None:
     page.section("Run")
+    shown = " + ".join(map(str, data.run.data)) if isinstance(data.run.data, list) else data.run.data
     page.text(f"Run folder {data.run.run_dir}, checkpoint {data.checkpoint} (backbone {data.arch['backbone']}, "
-              f"head {data.arch['head']}, {len(data.classes)} classes); data {data.run.data}; "
+              f"head {data.arch['head']}, {len(data.classes)} classes); data {shown}; "
               f"evaluation set: {data.evalset.source}.")
 
 
