@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,13 +161,46 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
-def read_record(marker: str | Path) -> dict | None:
-    """The JSON completion record ``marker`` (None when missing or unreadable)."""
+def _read_regular(path: str | Path) -> bytes:
+    """The bytes of ``path`` when it is a regular file, else ``b""`` (missing, a folder, or a
+    FIFO or device that would block or never end: opened non-blocking, checked on the open file)."""
     try:
-        record = json.loads(Path(marker).read_text())
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as f:
+        return f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+
+
+def _json_object(data: bytes) -> dict | None:
+    """``data`` as a JSON object, None when it is not one (damaged, or nested past the parser's depth)."""
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def read_record(marker: str | Path) -> dict | None:
+    """The JSON completion record ``marker`` (None when missing, not a regular file, or unreadable)."""
+    return _json_object(_read_regular(marker))
+
+
+def _named_file(folder: Path, marker: Path, final: Path, name: object) -> Path:
+    """The file a record names for ``final``: a plain file name in the record's own folder.
+
+    Raises:
+        ValueError: the name is not a string, names a path (a separator, ``.``, ``..``: a file
+            outside the folder would be read), or names something that is not a regular file
+            (a FIFO or device would block the reader or never end).
+    """
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"{marker} is not a valid record: it names {name!r} for {final.name} (a file name "
+                         f"in {folder} is expected); write it again")
+    path = folder / name
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file ({marker} names it for {final.name}); write it again")
+    return path
 
 
 def artifact_files(marker: str | Path, record: dict, finals: Iterable[str | Path]) -> dict[str, Path | None]:
@@ -182,9 +216,10 @@ def artifact_files(marker: str | Path, record: dict, finals: Iterable[str | Path
     out = {}
     for final in map(Path, finals):
         if isinstance(names, dict):
-            out[final.name] = folder / names[final.name] if final.name in names else None
+            out[final.name] = _named_file(folder, Path(marker), final, names[final.name]) \
+                if final.name in names else None
         else:
-            out[final.name] = final if final.exists() else None
+            out[final.name] = _named_file(folder, Path(marker), final, final.name) if final.exists() else None
         path, size = out[final.name], sizes.get(final.name) if isinstance(sizes, dict) else None
         if path is not None and size is not None and path.is_file() and path.stat().st_size != size:
             raise ValueError(f"{final} is damaged: {path.stat().st_size} bytes, {marker} says {size} (truncated "
@@ -204,19 +239,16 @@ def read_artifact(marker: str | Path, read: Callable[[dict], T], tries: int = 5)
     """
     marker = Path(marker)
     for attempt in range(tries):
-        before = marker.read_bytes() if marker.exists() else b""
+        before = _read_regular(marker)   # missing, a FIFO, damaged or not JSON: ``read`` refuses ``{}``
+        record = _json_object(before) or {}
         try:
-            record = json.loads(before)
-        except ValueError:   # empty, damaged or not JSON: ``read`` refuses an empty record
-            record = {}
-        try:
-            out = read(record if isinstance(record, dict) else {})
+            out = read(record)
         except (FileNotFoundError, ValueError):
-            after = marker.read_bytes() if marker.exists() else b""
+            after = _read_regular(marker)
             if after == before or attempt == tries - 1:
                 raise
             continue
-        after = marker.read_bytes() if marker.exists() else b""
+        after = _read_regular(marker)
         if after == before:
             return out
     return out

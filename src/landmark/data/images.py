@@ -27,6 +27,28 @@ MAX_DECODED_BYTES = 480 * 10**6     # the decoded pixels in the file's own mode 
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
 
 
+#: Formats Pillow reads that are never opened: the size an ICO or ICNS header declares is not
+#: the size of the PNG it holds (Pillow decodes an ICO's image while opening it, a 0.9 MB
+#: "16 x 16" ICO decoded to 900 MB before any limit was checked), and EPS runs Ghostscript,
+#: an external interpreter, on the file.  No camera or web photo comes in these.
+REFUSED_FORMATS = frozenset({"ICO", "ICNS", "EPS"})
+
+
+@functools.cache
+def _formats() -> tuple[str, ...]:
+    Image.init()
+    return tuple(f for f in Image.OPEN if f not in REFUSED_FORMATS)
+
+
+def open_image(source: str | Path | bytes | BinaryIO) -> Image.Image:
+    """``Image.open`` (lazy: the header only) of the formats this package reads (all Pillow
+    reads but :data:`REFUSED_FORMATS`); ``source`` as :func:`load_image` takes it.
+
+    Raises:
+        PIL.UnidentifiedImageError: not an image, or a refused format; as ``Image.open`` otherwise.
+    """
+    return Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, formats=_formats())
+
 EXIF_ORIENTATION = 0x0112   # EXIF tag: how the camera was turned (1: upright)
 
 
@@ -70,7 +92,7 @@ def probe(source: str | Path | bytes | BinaryIO, max_pixels: int = MAX_PIXELS) -
     if isinstance(source, (str, os.PathLike)):
         _check_regular_file(source)
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
+        with open_image(source) as img:
             check_shape(img.width, img.height, img.mode, max_pixels)
             return img.width, img.height
     except Exception as err:  # noqa: BLE001 - any decoder's error is a reason, never a crash
@@ -82,7 +104,7 @@ def load_image(path: str | Path | bytes | BinaryIO, draft: int | None = None,
     """Decode an image file (or its bytes) by content and return it upright in RGB.
 
     JPEG, PNG, WebP, AVIF, GIF (first frame), BMP, TIFF and the rest of what Pillow
-    reads; EXIF orientation applied; transparency composited onto white; 16-bit
+    reads but :data:`REFUSED_FORMATS`; EXIF orientation applied; transparency composited onto white; 16-bit
     greyscale scaled to 8 bits (a plain ``convert('RGB')`` would clip it); CMYK,
     palette and greyscale converted to RGB.
 
@@ -107,7 +129,7 @@ def load_image(path: str | Path | bytes | BinaryIO, draft: int | None = None,
         # No warnings.catch_warnings() here: it swaps process-wide filters and is not thread-safe
         # (decoding threads, the service's pool); the size check below refuses what Pillow's
         # bomb warning (moved to MAX_PIXELS above) would have flagged.
-        with Image.open(io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path) as img:
+        with open_image(path) as img:
             check_shape(img.width, img.height, img.mode, max_pixels)
             img.seek(0)  # first frame of GIF / animated WebP
             if draft and img.format == "JPEG":
@@ -127,7 +149,8 @@ def _reason(err: Exception, source) -> ImageError:
     if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return ImageError(f"too large: {err}")
     if isinstance(err, Image.UnidentifiedImageError):
-        return ImageError("empty file" if _size(source) == 0 else "not an image (unidentified format)")
+        return ImageError("empty file" if _size(source) == 0 else
+                          f"not an image (unidentified format; {', '.join(sorted(REFUSED_FORMATS))} are refused)")
     if isinstance(err, MemoryError):
         return ImageError("too large: out of memory while decoding")
     detail = " ".join(str(err).split())[:160]
@@ -170,7 +193,7 @@ def load_uint8(path: str | Path, draft: int | None = None, max_pixels: int = MAX
     if decode_jpeg is not None:
         try:
             data = Path(path).read_bytes()
-            with Image.open(io.BytesIO(data)) as img:   # the header only
+            with open_image(data) as img:   # the header only
                 check_shape(img.width, img.height, img.mode, max_pixels)
                 plain = (img.format == "JPEG" and img.mode in ("RGB", "L")
                          and not (draft and min(img.width, img.height) >= 2 * draft)

@@ -269,6 +269,9 @@ class LandmarkIndex:
         except RuntimeError as err:   # FAISS raises RuntimeError for damaged or truncated files
             raise ValueError(f"{folder / 'index.faiss'} is damaged ({str(err).splitlines()[-1][:120]}); "
                              f"build the index again") from None
+        if not _is_kind(index, meta["kind"]):
+            raise ValueError(f"{folder / 'meta.json'} says kind {meta['kind']!r}, index.faiss holds a "
+                             f"{type(index).__name__}; build the index again")
         items = pd.read_csv(files["items.csv"], dtype=str, keep_default_na=False)
         if not len(items) == index.ntotal == meta.get("count", index.ntotal):
             raise ValueError(f"{folder}: items.csv lists {len(items)} images, the index holds {index.ntotal}, "
@@ -300,6 +303,14 @@ class LandmarkIndex:
             faiss.extract_index_ivf(self.index).nprobe = self.params.nprobe
         elif self.kind == "hnsw":
             self.index.hnsw.efSearch = self.params.ef_search
+
+
+def _is_kind(index: faiss.Index, kind: object) -> bool:
+    """Whether ``index`` (read from a file) is what :func:`_new_index` makes for ``kind``: a
+    record that names another kind would make the search-time tuning fail with a FAISS traceback."""
+    types = {"flat": (faiss.IndexFlat,), "hnsw": (faiss.IndexHNSW,), "ivf": (faiss.IndexIVFFlat,),
+             "ivfpq": (faiss.IndexIVFPQ,)}
+    return isinstance(kind, str) and isinstance(index, types.get(kind, ()))
 
 
 def _new_index(kind: str, d: int, n: int, params: IndexParams) -> faiss.Index:

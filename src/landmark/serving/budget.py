@@ -12,12 +12,10 @@ never fit (more than the whole budget) gets 413.
 """
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass, field
 
-from PIL import Image
-
+from ..data.images import open_image
 from .uploads import Refusal
 
 #: Bytes held per decoded pixel: the decoded image in its own mode (up to 4), the RGB image the
@@ -103,7 +101,7 @@ def needed_bytes(data: bytes, side: int) -> int:
     ``side x max(width, height) x BYTES_PER_RESIZED``; 0 when Pillow cannot read the header
     (the decoder then refuses the upload and says why)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data) as img:
             width, height = img.size
     except Exception:  # noqa: BLE001 -- not an image: decode_upload says why
         return 0

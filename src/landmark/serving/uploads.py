@@ -5,7 +5,9 @@ JSON body ``{"error": "..."}``; nothing a client sends is ever used as a path.
 """
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -42,12 +44,17 @@ class Limits:
         max_files: images per request.
         max_request_pixels: width x height of all the images of one request together (at
             least ``max_pixels``: one image within that limit always passes).
+        body_seconds: time the whole body may take to arrive (408 after it). A client that
+            declares 20 MB and then sends nothing held the memory reserved for its body for as
+            long as it kept the connection open; 60 s is nginx's ``proxy_read_timeout`` default
+            (a proxy in front buffers the body, so proxied uploads arrive at once).
     """
 
     max_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000
     max_files: int = 16
     max_request_pixels: int = 100_000_000
+    body_seconds: float = 60.0
 
 
 # a file name is shown back to the client, never used to open anything; still, refuse
@@ -55,22 +62,34 @@ class Limits:
 _PLAIN_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}$")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, seconds: float | None = None,
+                    arrived: Callable[[int], None] | None = None) -> bytes:
     """The request body, refusing (413) a declared or actual length above ``max_bytes``
-    before reading past it (chunked bodies are counted as they stream in)."""
+    before reading past it (chunked bodies are counted as they stream in), and (408) a body
+    still arriving after ``seconds``.  ``arrived(n)`` is called with each chunk's length
+    before it is kept (the service reserves memory for what arrived, not for what a client
+    declares: raising there stops the read)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise Refusal(413, f"upload of {int(declared)} bytes is over the limit of {_mb(max_bytes)}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise Refusal(413, f"upload is over the limit of {_mb(max_bytes)}")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise Refusal(413, f"upload is over the limit of {_mb(max_bytes)}")
+                if arrived is not None:
+                    arrived(len(chunk))
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refusal(408, f"the upload took over {seconds:g} s ({size} bytes arrived): send it again "
+                           f"on a faster connection") from None
     return b"".join(chunks)
 
 
-async def read_images(request: Request, limits: Limits) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+async def read_images(request: Request, limits: Limits, arrived: Callable[[int], None] | None = None
+                      ) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
     """Uploaded images as ``(name, bytes)``: multipart fields named ``file`` (other text
     fields are returned as a dict), or the raw body (name ``upload``).
 
@@ -80,7 +99,7 @@ async def read_images(request: Request, limits: Limits) -> tuple[list[tuple[str,
             before any is decoded (:func:`check_headers`): 413 an image beyond a limit or
             all of them over ``limits.max_request_pixels``, 415 not an image, 400 corrupt.
     """
-    body = await read_body(request, limits.max_bytes)
+    body = await read_body(request, limits.max_bytes, limits.body_seconds, arrived)
     if not body:
         raise Refusal(400, "empty body: send an image as the multipart field 'file' or as the raw request body")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
