@@ -81,10 +81,10 @@ def main() -> None:
             writer.add(d["x"], d["y"], np.repeat([0, 1], n), np.tile(np.arange(n).astype(str), 2))
             features = writer.finish()
             runs = [("L-BFGS (fast, 300 iterations)", None)]
-            runs += [(f"stream: class means + {e} epochs, batch {b}, lr {lr:g}",
-                      stage.model_copy(update={"stream_epochs": e, "stream_batch": b, "stream_lr": lr}))
-                     for e, b, lr in ((0, 256, 1e-3), (2, 256, 1e-3), (5, 256, 1e-3), (10, 256, 1e-3),
-                                      (5, 256, 3e-3), (20, 256, 1e-3))]
+            runs += [("stream: class means only", stage.model_copy(update={"stream_epochs": 0})),
+                     (f"stream (fast: {stage.stream_epochs} epochs, at least {stage.stream_min_steps} steps of "
+                      f"{stage.stream_batch}, lr {stage.stream_lr:g})", stage),
+                     ("stream, at least 600 steps", stage.model_copy(update={"stream_min_steps": 600}))]
             for name, cfg in runs:
                 torch.manual_seed(0)
                 head = GeMHead(d["x"].shape[1], classes)

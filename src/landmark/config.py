@@ -96,9 +96,11 @@ class Stage(_Strict):
                                    "logits of every photo and view over every class, L-BFGS history); its time grows "
                                    "with the same logits: at 0.25 GiB, 300 iterations take about 15 min on 2 CPU cores")
     stream_epochs: int = Field(2, ge=0, description="streaming probe fit: AdamW epochs after the class-mean start")
-    stream_batch: int = Field(4096, ge=1, description="streaming probe fit: photo views per minibatch")
-    stream_lr: float = Field(1e-3, gt=0.0, description="streaming probe fit: AdamW learning rate (cosine decay)")
-    stream_classes: int = Field(8192, ge=2, description="streaming probe fit: above this many classes each "
+    stream_min_steps: int = Field(150, ge=0, description="streaming probe fit: more epochs when these are fewer "
+                                  "minibatches (small data)")
+    stream_batch: int = Field(2048, ge=1, description="streaming probe fit: photo views per minibatch")
+    stream_lr: float = Field(1e-2, gt=0.0, description="streaming probe fit: AdamW learning rate (cosine decay)")
+    stream_classes: int = Field(2048, ge=2, description="streaming probe fit: above this many classes each "
                                 "minibatch's softmax covers its own classes plus random others, this many in all")
     crop: CropSchedule = CropSchedule()
 

@@ -171,7 +171,8 @@ def fit_streamed(head: nn.Module, features: FeatureFile, classes: int, stage: St
     with the stage's ``stream_*`` settings, ``weight_decay`` and ``label_smoothing``; returns its summary."""
     return fit_stream(head, features, classes, epochs=stage.stream_epochs, batch=stage.stream_batch,
                       lr=stage.stream_lr, weight_decay=stage.weight_decay, label_smoothing=stage.label_smoothing,
-                      sampled_above=stage.stream_classes, loss_logits=loss_logits, seed=seed)
+                      sampled_above=stage.stream_classes, loss_logits=loss_logits, min_steps=stage.stream_min_steps,
+                      seed=seed)
 
 
 @torch.no_grad()
