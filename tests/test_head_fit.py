@@ -166,3 +166,33 @@ def test_fit_probe_streams_from_a_file_it_writes_once(tmp_path, model):
     again = fit_probe(model, loader, "cpu", {}, stage, feature_dir=tmp_path / "features")
     assert calls == [] and again["images"] == 7   # the same backbone and photos: read back, not computed
     assert fit_probe(model, loader, "cpu", {}, STAGE)["fit"] == "lbfgs"   # auto at this size
+
+
+@pytest.mark.slow
+def test_classes_of_one_and_two_photos_are_trained_on(l13, tmp_path):
+    """A real `fast` run on landmarks13 photos with classes of 5, 5, 2 and 1 photo: the small
+    classes are kept, trained on and counted; the run records the fit it used."""
+    import landmark
+    from landmark.models import load_model
+    frame = pd.read_csv(l13 / "train.csv", dtype=str)
+    data = tmp_path / "data"
+    for label, n in {"0": 5, "1": 5, "2": 2, "3": 1}.items():
+        (data / label).mkdir(parents=True)
+        for image_id in frame.loc[frame["landmark_id"] == label, "id"].head(n):
+            source = l13 / "train" / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
+            (data / label / f"{image_id}.jpg").symlink_to(source)
+    config = load_config("fast", {"data": {"workers": 0, "batch_size": 8}})
+    best = landmark.train(config, data, tmp_path / "run")
+    split = pd.read_csv(tmp_path / "run" / "split.csv", dtype=str)
+    assert split.groupby("landmark_id").size().to_dict() == {"0": 5, "1": 5, "2": 2, "3": 1}
+    assert set(split.loc[split["landmark_id"].isin(["2", "3"]), "split"]) == {"train"}   # too small to validate
+    summary = json.loads((tmp_path / "run" / "split_summary.json").read_text())
+    assert summary["small_classes"] == {"classes_with_1_photo": 1, "classes_with_2_photos": 1}
+    assert summary["split"]["classes_without_val"] == 2
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert history[0]["train_fit"] == "lbfgs"
+    model, ckpt = load_model(best)
+    assert ckpt["classes"] == ["0", "1", "2", "3"] and ckpt["final_fit"]["fit"] == "lbfgs"
+    assert ckpt["final_fit"]["images"] == 13
+    # the head answers the singleton's own photo with its class
+    assert history[0]["train_accuracy"] == 1.0
