@@ -114,18 +114,28 @@ class FeatureFile:
                              f"delete it and compute the features again")
         return cls(path, x, targets, views, ids, meta)
 
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as float32 ``[n, C]``, read from the file (not through the memory
+        map, so that streamed chunks do not stay mapped in the process's resident memory)."""
+        stop = min(stop, len(self))
+        if stop <= start:
+            return np.empty((0, self.dim), dtype=np.float32)
+        offset = self.x.offset + start * self.dim * self.x.dtype.itemsize
+        with open(self.path, "rb") as f:
+            block = np.fromfile(f, dtype=self.x.dtype, count=(stop - start) * self.dim, offset=offset)
+        return block.reshape(stop - start, self.dim).astype(np.float32)
+
     def chunks(self, rows: np.ndarray | None = None, chunk: int = CHUNK_ROWS):
         """Yield ``(row indices int64 [<=chunk], float32 [<=chunk, C])`` over ``rows`` (default:
         all, in file order), read ``chunk`` rows at a time."""
-        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        if rows is None:
+            for start in range(0, len(self), chunk):
+                yield np.arange(start, min(start + chunk, len(self))), self.read(start, start + chunk)
+            return
+        rows = np.sort(np.asarray(rows))
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
-            if len(part) and part[-1] - part[0] == len(part) - 1 and (np.diff(part) == 1).all():
-                block = self.x[part[0]:part[-1] + 1]
-            else:
-                block = self.x[np.sort(part)]
-                part = np.sort(part)
-            yield part, np.asarray(block, dtype=np.float32)
+            yield part, np.asarray(self.x[part], dtype=np.float32)
 
 
 class FeatureWriter:
@@ -292,7 +302,7 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
     for epoch in range(epochs):
         loss_sum, seen = 0.0, 0
         for start in rng.permutation(starts):
-            x = torch.from_numpy(np.asarray(features.x[start:start + chunk], dtype=np.float32))
+            x = torch.from_numpy(features.read(start, start + chunk))
             y = torch.from_numpy(features.targets[start:start + chunk])
             order = torch.from_numpy(rng.permutation(len(x)))
             for b in range(0, len(x), batch):
@@ -371,7 +381,7 @@ def _sampled_columns(y: torch.Tensor, classes: int, width: int, rng: np.random.G
 
 
 @torch.no_grad()
-def top_classes(head: nn.Module, x: np.ndarray | torch.Tensor, top: int = 1, chunk: int = 4096
+def top_classes(head: nn.Module, x: np.ndarray | torch.Tensor, top: int = 1, chunk: int = 1024
                 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``top`` classes of each row by softmax probability, ``chunk`` rows at a time (the
     logits ``[chunk, K]`` are the only photos x classes array).
