@@ -103,7 +103,7 @@ def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
         ``images`` and ``fit`` (``lbfgs`` or ``stream``).
     """
     fc = getattr(model.head, "fc", None)
-    classes = fc.out_features if isinstance(fc, nn.Linear) else len(loader.dataset.targets.unique())
+    classes = fc.out_features if isinstance(fc, nn.Linear) else int(np.max(loader.dataset.targets)) + 1
     photos = len(loader.sampler) if loader.sampler is not None else len(loader.dataset)
     fit = choose_fit(2 * photos, classes, model.backbone.num_features, stage.probe_memory_gb, stage.probe_fit)
     log.info("probe: %s fit (%d photos x 2 views, %d classes: L-BFGS would hold %.2f GB, budget %.2f GB)", fit,
@@ -213,12 +213,15 @@ def _fit_streaming(model: LandmarkNet, loader, device, rejects: dict, stage: Sta
     stats = fit_streamed(model.head, features, classes, stage, _margin(model))
     model.head.to(device)
     log.info("probe: %s", small_class_note(features.targets[features.views == 0], classes))
-    plain = np.flatnonzero(features.views == 0)
-    pred, prob = top_classes(model.head.cpu(), features.x[plain])
+    preds, probs, ys = [], [], []
+    for rows, x in features.chunks(rows=np.flatnonzero(features.views == 0)):   # the photos, not their mirrors
+        pred, prob = top_classes(model.head.cpu(), x)
+        preds.append(pred[:, 0])
+        probs.append(prob[:, 0].astype(np.float64))
+        ys.append(features.targets[rows])
     model.head.to(device)
-    y = features.targets[plain]
-    p = np.clip(prob[:, 0].astype(np.float64), 1e-12, 1.0)
-    return {**_scores(pred[:, 0], p, y), "loss": stats["loss"], "fit": "stream"}
+    cat = (lambda parts: np.concatenate(parts) if parts else np.empty(0))
+    return {**_scores(cat(preds), cat(probs), cat(ys)), "loss": stats["loss"], "fit": "stream"}
 
 
 def _scores(pred: np.ndarray, prob: np.ndarray, y: np.ndarray) -> dict:
