@@ -89,6 +89,19 @@ class Stage(_Strict):
     freeze_bn: bool = Field(False, description="keep every backbone BatchNorm on its ImageNet statistics")
     probe: bool = Field(False, description="fit the head by L-BFGS on frozen features (see above)")
     probe_iters: int = Field(300, ge=1, description="L-BFGS iterations of a probe stage")
+    probe_fit: Literal["auto", "lbfgs", "stream"] = Field(
+        "auto", description="how a probe fits its head: auto = L-BFGS when its features and logits fit "
+        "probe_memory_gb, else a streaming fit from features on disk (landmark.training.head_fit)")
+    probe_memory_gb: float = Field(0.25, gt=0.0, description="GiB a full-batch L-BFGS probe fit may hold (features, "
+                                   "logits of every photo and view over every class, L-BFGS history); its time grows "
+                                   "with the same logits: at 0.25 GiB, 300 iterations take about 15 min on 2 CPU cores")
+    stream_epochs: int = Field(2, ge=0, description="streaming probe fit: AdamW epochs after the class-mean start")
+    stream_min_steps: int = Field(150, ge=0, description="streaming probe fit: more epochs when these are fewer "
+                                  "minibatches (small data)")
+    stream_batch: int = Field(2048, ge=1, description="streaming probe fit: photo views per minibatch")
+    stream_lr: float = Field(1e-2, gt=0.0, description="streaming probe fit: AdamW learning rate (cosine decay)")
+    stream_classes: int = Field(2048, ge=2, description="streaming probe fit: above this many classes each "
+                                "minibatch's softmax covers its own classes plus random others, this many in all")
     crop: CropSchedule = CropSchedule()
 
     @field_validator("freeze", mode="before")

@@ -34,8 +34,8 @@ from ..config import PRESETS_DIR, _Strict, read_config, validate_config
 RETRIEVAL_PRESETS_DIR = PRESETS_DIR / "retrieval"
 
 #: Index kinds (:mod:`landmark.retrieval.index`); ``auto`` picks by the number of vectors.
-KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
-IndexKind = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
+KINDS = ("auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq")
+IndexKind = Literal["auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq"]
 
 #: RANSAC model of geometric verification (:func:`landmark.retrieval.verification.ransac_inliers`).
 GeometricModel = Literal["fundamental", "homography"]
@@ -78,8 +78,11 @@ class IndexParams(_Strict):
     """Construction and search parameters of a FAISS index (:mod:`landmark.retrieval.index`).
 
     Attributes:
-        kind: ``auto`` (flat < 100k vectors, ivf < 2M, ivfpq above), ``flat``, ``hnsw``,
-            ``ivf`` or ``ivfpq``.
+        kind: ``auto`` (:func:`landmark.retrieval.index.choose_kind`: flat below 100k vectors,
+            then the least compressed of ivf, ivfsq, ivfpq whose vectors fit ``memory_gb``),
+            ``flat``, ``hnsw``, ``ivf``, ``ivfsq`` (8-bit scalar-quantised vectors) or ``ivfpq``.
+        memory_gb: GiB the indexed vectors may take for ``auto`` (float32 ``4 * D`` bytes each
+            for flat/ivf, ``D`` for ivfsq, ``pq_m`` for ivfpq).
         nlist: IVF cells (0: ~4 sqrt(N), :func:`landmark.retrieval.index.default_nlist`).
         nprobe: IVF cells probed per query.
         pq_m: PQ sub-quantisers = bytes per vector; must divide the dimension.
@@ -89,6 +92,7 @@ class IndexParams(_Strict):
     """
 
     kind: IndexKind = "auto"
+    memory_gb: float = Field(4.0, gt=0.0)
     nlist: int = Field(0, ge=0)
     nprobe: int = Field(16, ge=1)
     pq_m: int = Field(64, ge=1)

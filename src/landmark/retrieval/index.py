@@ -9,10 +9,15 @@ similarity search with GPUs", IEEE TBD 2019; FAISS wiki "Guidelines to choose an
   about 4*D + 8*M bytes per vector, fast and accurate, slower to build;
 * ``ivf``: inverted file over ``nlist`` k-means cells (``IndexIVFFlat``), probes
   ``nprobe`` cells per query;
+* ``ivfsq``: the same cells with 8-bit scalar-quantised vectors (``IndexIVFScalarQuantizer``,
+  ``QT_8bit``), ``D`` bytes per vector: a quarter of ``ivf``, nearly its recall;
 * ``ivfpq``: the same cells with product-quantised vectors (``IndexIVFPQ``,
   Jegou et al., TPAMI 2011), ``pq_m`` bytes per vector: for millions of images.
 
-``kind='auto'`` picks ``flat`` below 100k vectors, ``ivf`` below 2M, ``ivfpq`` above:
+``kind='auto'`` (:func:`choose_kind`) picks ``flat`` below 100k vectors, then the least
+compressed of ``ivf`` (below 2M vectors), ``ivfsq`` and ``ivfpq`` whose vectors fit
+``IndexParams.memory_gb`` (4 GiB: GLDv2-clean's 1.6M x 1280 descriptors are 8.2 GB float32
+as flat or ivf, 2.0 GB as ivfsq; docs/scale.md measures recall and speed).
 ``benchmarks/knn_speed.py`` measured IVF-Flat building ~40x faster than HNSW at 100k
 (4 s vs 155 s on one shared CPU core) for the same recall@1 (0.985 vs 0.975), so HNSW is
 only built when asked for.
@@ -53,11 +58,22 @@ ITEM_COLUMNS = ["id", "landmark_id", "path"]
 LOCK_WAIT = 60.0
 
 
-def choose_kind(n: int) -> str:
-    """The ``auto`` choice for ``n`` vectors (module docstring)."""
-    if n < AUTO_FLAT_BELOW:
+def vector_bytes(kind: str, n: int, d: int, pq_m: int = 64) -> int:
+    """Bytes the ``n`` stored vectors of dimension ``d`` take in an index of ``kind`` (codes
+    only: IVF lists add 8 bytes of id per vector, the coarse centroids ``4 * d * nlist``)."""
+    per = {"flat": 4 * d, "ivf": 4 * d, "hnsw": 4 * d, "ivfsq": d, "ivfpq": pq_m}[kind]
+    return n * per
+
+
+def choose_kind(n: int, d: int = 0, memory_gb: float = float("inf"), pq_m: int = 64) -> str:
+    """The ``auto`` choice for ``n`` vectors of dimension ``d`` within ``memory_gb`` GiB
+    (module docstring); ``ivfpq`` when nothing else fits."""
+    budget = memory_gb * 2**30
+    if n < AUTO_FLAT_BELOW and vector_bytes("flat", n, d) <= budget:
         return "flat"
-    return "ivf" if n < AUTO_IVF_BELOW else "ivfpq"
+    if n < AUTO_IVF_BELOW and vector_bytes("ivf", n, d) <= budget:
+        return "ivf"
+    return "ivfsq" if d and vector_bytes("ivfsq", n, d) <= budget else "ivfpq"
 
 
 def default_nlist(n: int) -> int:
@@ -69,17 +85,18 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(nlist, n // 39)))
 
 
-def check_cells(params: IndexParams, n: int) -> None:
+def check_cells(params: IndexParams, n: int, d: int = 0) -> None:
     """Refuse IVF settings that ``n`` vectors cannot train: k-means needs at least one training
     vector per cell, and FAISS stops with an exception otherwise.  Called before anything is
     written (by :meth:`LandmarkIndex.build` and, before embedding, by ``index_embeddings``).
 
     Raises:
-        ValueError: ``params.nlist`` above ``min(n, params.train_size)`` for an IVF kind (explicit or auto).
+        ValueError: ``params.nlist`` above ``min(n, params.train_size)`` for an IVF kind (explicit or
+            auto; ``d``, the vectors' width when known, lets ``auto`` weigh the memory budget).
     """
-    kind = choose_kind(n) if params.kind == "auto" else params.kind
+    kind = choose_kind(n, d, params.memory_gb, params.pq_m) if params.kind == "auto" else params.kind
     trainable = min(n, params.train_size)
-    if kind in ("ivf", "ivfpq") and params.nlist and params.nlist > trainable:
+    if kind in ("ivf", "ivfsq", "ivfpq") and params.nlist and params.nlist > trainable:
         raise ValueError(f"--nlist {params.nlist}: an IVF index learns its cells from its {trainable} training "
                          f"vectors, so it can have at most {trainable} cells; give --nlist "
                          f"{default_nlist(n)} (or 0 for ~4 sqrt(N)), or --kind flat for so few photos")
@@ -129,8 +146,8 @@ class LandmarkIndex:
         if params.kind not in KINDS:
             raise ValueError(f"index kind {params.kind!r}: choose one of {KINDS}")
         n, d = embeddings.vectors.shape
-        check_cells(params, n)
-        kind = choose_kind(n) if params.kind == "auto" else params.kind
+        check_cells(params, n, d)
+        kind = choose_kind(n, d, params.memory_gb, params.pq_m) if params.kind == "auto" else params.kind
         index = _new_index(kind, d, n, params)
         if not index.is_trained:
             rng = np.random.default_rng(0)
@@ -299,7 +316,7 @@ class LandmarkIndex:
                     bar.update(len(x))
 
     def _tune(self) -> None:
-        if self.kind in ("ivf", "ivfpq"):
+        if self.kind in ("ivf", "ivfsq", "ivfpq"):
             faiss.extract_index_ivf(self.index).nprobe = self.params.nprobe
         elif self.kind == "hnsw":
             self.index.hnsw.efSearch = self.params.ef_search
@@ -325,6 +342,8 @@ def _new_index(kind: str, d: int, n: int, params: IndexParams) -> faiss.Index:
     quantizer = faiss.IndexFlatIP(d)
     if kind == "ivf":
         return faiss.IndexIVFFlat(quantizer, d, nlist, ip)
+    if kind == "ivfsq":
+        return faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, ip)
     if kind == "ivfpq":
         if d % params.pq_m:
             raise ValueError(f"pq_m={params.pq_m} must divide the dimension {d}")

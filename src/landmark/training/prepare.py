@@ -7,6 +7,7 @@ classes), ``rejects.csv`` (unreadable images with the reason).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from ..config import DataConfig
 from ..data import Reject, read_train, select_classes, split_per_class, with_paths
 from ..data.cache import build_cache
 from ..data.gldv2 import DataSource, data_source, natural_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +32,12 @@ class Prepared:
     def targets(self, split: str):
         index = {c: k for k, c in enumerate(self.classes)}
         return self.frames[split]["landmark_id"].astype(str).map(index).to_numpy()
+
+
+def _small_classes(frame: pd.DataFrame) -> dict:
+    """Classes of 1 and 2 kept photos (GLDv2 has tens of thousands): trained on like any other."""
+    counts = frame["landmark_id"].value_counts()
+    return {"classes_with_1_photo": int((counts == 1).sum()), "classes_with_2_photos": int((counts == 2).sum())}
 
 
 def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path) -> Prepared:
@@ -56,8 +65,12 @@ def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path)
         labels, summary = split_per_class(frame, config.val_frac, config.test_frac, seed)
         frame["split"] = labels
         frame[["id", "landmark_id", "split"]].to_csv(split_file, index=False)
+        small = _small_classes(frame)
+        log.info("%d classes with 1 photo and %d with 2 are trained on (min_images_per_class %d); %d classes have "
+                 "no validation photo, so their answers are not validated", small["classes_with_1_photo"],
+                 small["classes_with_2_photos"], config.min_images_per_class, summary.classes_without_val)
         (run_dir / "split_summary.json").write_text(json.dumps(
-            {"selection": selection, "split": summary.as_dict(),
+            {"selection": selection, "split": summary.as_dict(), "small_classes": small,
              "note": "classes too small to split keep at least one image in train; test gives way first, "
                      "then val (see landmark.data.split.split_per_class)"}, indent=2))
     frame = with_paths(frame, data)

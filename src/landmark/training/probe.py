@@ -9,12 +9,20 @@ every training photo and its mirror are computed once (no augmentation; kept in 
 fit), and every head parameter except the pooling is fitted by full-batch L-BFGS on
 cross-entropy (with the angular margin for ArcFace heads) plus an L2 penalty on the weights.
 
-Memory: ``2 * N * C`` float32 features (``N`` photos, ``C`` backbone channels), e.g. 7.4 MB
-for 720 photos of EfficientNet-Lite0 (C = 1280) and 16 GB for the 1.6M photos of GLDv2's
-clean train set; at that scale use an Adam head stage instead (``probe: false``).
+Memory: ``2 * N * C`` float32 features (``N`` photos, ``C`` backbone channels) and ``2 * N * K``
+logits (``K`` classes), e.g. 7.5 MB for 720 photos of landmarks13 (C = 1280, K = 13), but about
+1 TB for the 1.6M photos x 81k classes of GLDv2-clean.  :func:`fit_probe` therefore fits by
+L-BFGS only within the stage's ``probe_memory_gb`` and otherwise streams descriptors from
+disk (:mod:`landmark.training.head_fit`); the choice is logged and returned as ``fit``.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -22,10 +30,17 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from ..config import Stage
+from ..data import Reject
+from ..data.dataset import good_batches
 from ..evaluation.metrics import gap
 from ..models import LandmarkNet
+from ..models.heads import Head
 from . import distributed as dist
-from .features import FeatureStore
+from .features import FeatureStore, fingerprint
+from .head_fit import (FeatureFile, FeatureWriter, choose_fit, fit_stream, lbfgs_bytes, small_class_note,
+                       top_classes)
+
+log = logging.getLogger(__name__)
 
 
 def _fitted(model: LandmarkNet) -> list[nn.Parameter]:
@@ -66,29 +81,67 @@ def _all_ranks(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> tuple[to
 
 
 def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
-              store: FeatureStore | None = None) -> dict:
-    """Fit ``model.head`` (all but its pooling) by L-BFGS on frozen features of ``loader``.
+              store: FeatureStore | None = None, feature_dir: str | Path | None = None) -> dict:
+    """Fit ``model.head`` (all but its pooling) on frozen features of ``loader``, by full-batch
+    L-BFGS when it fits ``stage.probe_memory_gb``, else by a streaming fit from descriptors
+    written to disk (:mod:`landmark.training.head_fit`; ``stage.probe_fit`` forces either).
 
     Args:
         loader: the training images without augmentation (batches of ``image``, ``target``);
             under torchrun, a DistributedSampler's shards are gathered so that every rank fits
-            the same head on every photo.
-        stage: ``probe_iters`` (L-BFGS iterations) and ``weight_decay`` (L2 on weights).
+            the same head on every photo (L-BFGS only).
+        stage: ``probe_fit``, ``probe_memory_gb``, ``probe_iters`` (L-BFGS iterations),
+            ``weight_decay`` (L2 on weights), ``label_smoothing``, ``stream_*``.
         store: the run's :class:`~landmark.training.features.FeatureStore`: descriptors of
             photos it holds for this backbone and transform are not computed again (None:
             every descriptor is computed; the fit is the same).
+        feature_dir: where the streaming fit keeps its descriptor file (``probe-<key>.npy``,
+            reused while the backbone, transform and photos are the same); None: a temporary folder.
 
     Returns:
         ``loss``, ``accuracy``, ``gap`` of the fitted head on the un-mirrored features,
-        and ``images``.
+        ``images`` and ``fit`` (``lbfgs`` or ``stream``).
     """
+    fc = getattr(model.head, "fc", None)
+    classes = fc.out_features if isinstance(fc, nn.Linear) else int(np.max(loader.dataset.targets)) + 1
+    photos = len(loader.sampler) if loader.sampler is not None else len(loader.dataset)
+    fit = choose_fit(2 * photos, classes, model.backbone.num_features, stage.probe_memory_gb, stage.probe_fit)
+    log.info("probe: %s fit (%d photos x 2 views, %d classes: L-BFGS would hold %.2f GB, budget %.2f GB)", fit,
+             photos, classes, lbfgs_bytes(2 * photos, classes, model.backbone.num_features) / 2**30,
+             stage.probe_memory_gb)
+    if fit == "stream":
+        if isinstance(loader.sampler, DistributedSampler):
+            raise ValueError("the streaming probe fit runs in one process; run it without torchrun, or raise "
+                             "probe_memory_gb so that L-BFGS is chosen")
+        with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
+            return _fit_streaming(model, loader, device, rejects, stage, Path(feature_dir or tmp), classes)
     store = store if store is not None else FeatureStore(max_bytes=0)
     x, y, rows = store.pooled(model, loader, device, rejects, views=2, desc="probe: features")
     if isinstance(loader.sampler, DistributedSampler):   # torchrun: every rank fits one head on every photo
         x, y = _all_ranks(x, y, rows)
     x, y = x.to(device), y.to(device)
-    head = model.head
-    params = _fitted(model)
+    fit_lbfgs(model.head, x, y, stage, _margin(model))
+    with torch.no_grad():
+        n = len(y) // 2
+        logits = model.head.classify(x[:n])
+        loss = float(F.cross_entropy(logits, y[:n]))
+        prob, pred = logits.softmax(1).max(1)
+    return {**_scores(pred.cpu().numpy(), prob.cpu().numpy(), y[:n].cpu().numpy()), "loss": loss, "fit": "lbfgs"}
+
+
+def _margin(model: LandmarkNet):
+    """``model.loss_logits`` for angular-margin heads, None for heads whose loss sees the logits."""
+    return model.loss_logits if type(model.head).margin_logits is not Head.margin_logits else None
+
+
+def fit_lbfgs(head: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, loss_logits=None) -> None:
+    """Fit ``head`` (all but its pooling) by full-batch L-BFGS (``stage.probe_iters``
+    iterations, strong Wolfe line search) on descriptors ``x`` float32 ``[R, C]`` with targets
+    ``y`` int64 ``[R]``: cross-entropy (``stage.label_smoothing``; the angular margin of
+    ArcFace heads: ``loss_logits(logits, y)``) plus ``stage.weight_decay * ||W||^2`` (Nocedal &
+    Wright, Numerical Optimization, ch. 7).  Holds the logits ``[R, K]``: see
+    :func:`~landmark.training.head_fit.lbfgs_bytes`."""
+    params = [p for name, p in head.named_parameters() if not name.startswith("pool.")]
     weights = [p for p in params if p.ndim > 1]
     for p in params:
         p.requires_grad_(True)
@@ -102,20 +155,80 @@ def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         logits = head.classify(x)
-        loss = F.cross_entropy(model.loss_logits(logits, y), y, label_smoothing=stage.label_smoothing)
+        loss = F.cross_entropy(loss_logits(logits, y) if loss_logits else logits, y,
+                               label_smoothing=stage.label_smoothing)
         loss = loss + stage.weight_decay * sum((w * w).sum() for w in weights)
         loss.backward()
         return loss
 
     optimizer.step(closure)
     head.eval()
-    with torch.no_grad():
-        n = len(y) // 2
-        logits = head.classify(x[:n])
-        loss = float(F.cross_entropy(logits, y[:n]))
-        prob, pred = logits.softmax(1).max(1)
-    frame = pd.DataFrame({"id": [str(i) for i in range(n)], "landmark_id": pred.cpu().numpy().astype(str),
-                          "score": prob.cpu().numpy()})
-    solution = {str(i): {str(t)} for i, t in enumerate(y[:n].cpu().tolist())}
-    return {"loss": loss, "accuracy": float((pred == y[:n]).float().mean()) if n else float("nan"),
+
+
+def fit_streamed(head: nn.Module, features: FeatureFile, classes: int, stage: Stage, loss_logits=None,
+                 seed: int = 0) -> dict:
+    """Fit ``head`` on a descriptor file by :func:`~landmark.training.head_fit.fit_stream`
+    with the stage's ``stream_*`` settings, ``weight_decay`` and ``label_smoothing``; returns its summary."""
+    return fit_stream(head, features, classes, epochs=stage.stream_epochs, batch=stage.stream_batch,
+                      lr=stage.stream_lr, weight_decay=stage.weight_decay, label_smoothing=stage.label_smoothing,
+                      sampled_above=stage.stream_classes, loss_logits=loss_logits, min_steps=stage.stream_min_steps,
+                      seed=seed)
+
+
+@torch.no_grad()
+def write_pooled(model: LandmarkNet, loader, device, rejects: dict, path: Path, views: int = 2) -> FeatureFile:
+    """The pooled descriptors of ``loader``'s photos (and mirrors) written to a
+    :class:`~landmark.training.head_fit.FeatureFile` batch by batch, or the finished file at
+    ``path`` when it was written for the same backbone, transform and photos (its marker's ``key``).
+    Unreadable photos join ``rejects``."""
+    dataset = loader.dataset
+    key = hashlib.sha1(f"{fingerprint(model)}|{dataset.transform!r}|{views}|".encode()
+                       + "\n".join(map(str, dataset.ids)).encode()).hexdigest()
+    path = Path(path)
+    try:
+        done = FeatureFile.open(path)
+        if done.meta.get("key") == key:
+            rejects.update({r["id"]: Reject(r["id"], r["path"], r["reason"]) for r in done.meta.get("rejects", [])})
+            return done
+    except (FileNotFoundError, ValueError):
+        pass
+    model.eval()
+    writer = FeatureWriter(path, views * len(dataset), model.backbone.num_features, {"key": key})
+    bad: dict = {}
+    for batch in good_batches(loader, bad, "probe: features", leave=False):
+        ids = dataset.ids[batch["index"].numpy()]
+        x = batch["image"].to(device)
+        for v in range(views):
+            out = model.head.pool(model.forward_features(x.flip(3) if v else x)).float().cpu()
+            writer.add(out, batch["target"].numpy(), np.full(len(ids), v), ids)
+    rejects.update(bad)
+    writer.meta["rejects"] = [{"id": r.id, "path": r.path, "reason": r.reason} for r in bad.values()]
+    return writer.finish()
+
+
+def _fit_streaming(model: LandmarkNet, loader, device, rejects: dict, stage: Stage, folder: Path,
+                   classes: int) -> dict:
+    features = write_pooled(model, loader, device, rejects, folder / "probe.npy")
+    model.head.to("cpu")
+    stats = fit_streamed(model.head, features, classes, stage, _margin(model))
+    model.head.to(device)
+    log.info("probe: %s", small_class_note(features.targets[features.views == 0], classes))
+    preds, probs, ys = [], [], []
+    for rows, x in features.chunks(rows=np.flatnonzero(features.views == 0)):   # the photos, not their mirrors
+        pred, prob = top_classes(model.head.cpu(), x)
+        preds.append(pred[:, 0])
+        probs.append(prob[:, 0].astype(np.float64))
+        ys.append(features.targets[rows])
+    model.head.to(device)
+    cat = (lambda parts: np.concatenate(parts) if parts else np.empty(0))
+    return {**_scores(cat(preds), cat(probs), cat(ys)), "loss": stats["loss"], "fit": "stream"}
+
+
+def _scores(pred: np.ndarray, prob: np.ndarray, y: np.ndarray) -> dict:
+    """Accuracy and GAP of top-1 answers ``pred`` with confidences ``prob`` against ``y`` (all ``[n]``)."""
+    n = len(y)
+    frame = pd.DataFrame({"id": [str(i) for i in range(n)], "landmark_id": np.asarray(pred).astype(str),
+                          "score": np.asarray(prob, dtype=np.float64)})
+    solution = {str(i): {str(t)} for i, t in enumerate(np.asarray(y).tolist())}
+    return {"accuracy": float((np.asarray(pred) == np.asarray(y)).mean()) if n else float("nan"),
             "gap": gap(frame, solution) if n else float("nan"), "images": int(n)}

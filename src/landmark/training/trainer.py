@@ -181,7 +181,7 @@ def _run(config: TrainConfig, data: Path | list[Path], run_dir: Path, device: to
             if not stage.probe:
                 store.clear()   # the backbone moves from now on: nothing stored would be reused
         row = _train_epoch(model, net, optimizer, prepared, config, stage, e, epoch, len(plan), device, rejects,
-                           store)
+                           store, run_dir / "features")
         if val_loader is not None:
             val = _probe_validation(model, val_loader, device, rejects, store) if stage.probe else \
                 _epoch(model, val_loader, device, rejects, None, desc=f"epoch {epoch + 1}/{len(plan)} val")
@@ -257,9 +257,11 @@ def _enter_stage(model: LandmarkNet, stage: Stage, device: torch.device, checkpo
 
 
 def _train_epoch(model: LandmarkNet, net, optimizer, prepared: Prepared, config: TrainConfig, stage: Stage,
-                 e: int, epoch: int, epochs: int, device, rejects: dict, store: FeatureStore) -> dict:
+                 e: int, epoch: int, epochs: int, device, rejects: dict, store: FeatureStore,
+                 feature_dir: Path | None = None) -> dict:
     """One training epoch (``e`` of its stage, ``epoch`` of the run): a probe fit (its descriptors
-    kept in ``store``), or a pass of augmented batches with the scheduled crop.  Returns the
+    kept in ``store``, or for a streaming fit in ``feature_dir``; the fit used is the row's
+    ``train_fit``), or a pass of augmented batches with the scheduled crop.  Returns the
     history row so far."""
     mean, std = model.preprocess.mean, model.preprocess.std
     transform = train_transform(config.augment, stage.crop, mean, std)
@@ -269,7 +271,7 @@ def _train_epoch(model: LandmarkNet, net, optimizer, prepared: Prepared, config:
     tic = time.perf_counter()
     if stage.probe:
         stats = fit_probe(model, _loader(prepared, "train", eval_transform(stage.crop.size, mean, std), config,
-                                         False), device, rejects, stage, store)
+                                         False), device, rejects, stage, store, feature_dir)
     else:
         loader = _loader(prepared, "train", transform, config, True, seed=config.seed * 100_003 + epoch)
         lr_at = functools.partial(lr_factor, stage, e * len(loader), len(loader) * stage.epochs)
@@ -357,10 +359,11 @@ def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
                     prepared.classes)
     # rank 0 alone refits (the other ranks are done): a loader over every photo, not a rank's shard
     loader = _loader(both, "train", model.preprocess.transform(), config, False, shard=False)
-    stats = fit_probe(model, loader, device, rejects, stage, store)
+    stats = fit_probe(model, loader, device, rejects, stage, store, run_dir / "features")
     extra = {k: v for k, v in ckpt.items() if k not in STORED}
     save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes,
-                    **{**extra, "final_fit": {"images": stats["images"], "train_loss": stats["loss"]}})
+                    **{**extra, "final_fit": {"images": stats["images"], "train_loss": stats["loss"],
+                                              "fit": stats["fit"]}})
     return build_reference(run_dir, device=str(device), workers=config.data.workers, splits=("train", "val"),
                            thresholds=thresholds, reuse=not refits_embedding(model))
 

@@ -1,0 +1,61 @@
+"""Table, growth exponents and log-log plot of benchmarks/scale.py runs.
+
+    .venv/bin/python benchmarks/scale_plot.py runs/scale-*.jsonl --png docs/scale.png
+
+Reads the JSON lines of several ``scale.py`` runs (one file per size), prints a Markdown table
+(seconds and peak RSS per stage and size), each stage's growth exponent ``b`` of
+``seconds ~ N^b`` (least squares over the sizes measured) and its extrapolation to GLDv2's
+4,132,914 photos, and draws time and memory against N on log-log axes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+GLDV2 = 4_132_914
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--png", default=None)
+    args = parser.parse_args()
+    rows = [json.loads(line) for path in args.runs for line in Path(path).read_text().splitlines() if line.strip()]
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    sizes = sorted({(r["photos"], r["classes"]) for r in rows})
+    by = {(r["stage"], r["photos"]): r for r in rows}
+    print("| stage | " + " | ".join(f"{n:,} x {k:,}: s / GB" for n, k in sizes) + " | exponent | at 4.1M (s) |")
+    print("|---|" + "---|" * (len(sizes) + 2))
+    fits = {}
+    for stage in stages:
+        pts = [(n, by[stage, n]["seconds"]) for n, _ in sizes if (stage, n) in by and by[stage, n]["seconds"] > 0]
+        cells = [f"{by[stage, n]['seconds']:.1f} / {by[stage, n]['peak_rss_gb']:.2f}" if (stage, n) in by else "-"
+                 for n, _ in sizes]
+        if len(pts) >= 2:
+            b, a = np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)
+            fits[stage] = (b, a)
+            extra = f"{b:.2f} | {np.exp(a) * GLDV2 ** b:,.0f}"
+        else:
+            extra = "- | -"
+        print(f"| {stage} | " + " | ".join(cells) + f" | {extra} |")
+    if args.png:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+        for stage in stages:
+            ns = [n for n, _ in sizes if (stage, n) in by]
+            left.loglog(ns, [by[stage, n]["seconds"] for n in ns], "o-", label=stage, ms=3)
+            right.loglog(ns, [by[stage, n]["peak_rss_gb"] for n in ns], "o-", label=stage, ms=3)
+        left.set(xlabel="photos N", ylabel="wall seconds", title="time per stage")
+        right.set(xlabel="photos N", ylabel="peak RSS (GB)", title="memory per stage")
+        left.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=80)
+
+
+if __name__ == "__main__":
+    main()
