@@ -106,7 +106,7 @@ class FeatureFile:
             raise ValueError(f"{path} is unfinished (no {marker.name}: an interrupted write); delete it and "
                              f"compute the features again")
         meta = json.loads(marker.read_text())
-        x = np.load(path, mmap_mode="r")
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
         with np.load(path.with_suffix(".rows.npz"), allow_pickle=False) as rows:
             targets, views, ids = rows["targets"], rows["views"], rows["ids"]
         if not len(x) == len(targets) == len(views) == len(ids) == meta.get("rows"):
@@ -177,7 +177,7 @@ class FeatureWriter:
         dim = self.x.shape[1]
         del self.x
         if self.n < self._capacity():   # rejected photos: fewer rows than announced
-            full = np.load(self.tmp, mmap_mode="r")
+            full = np.load(self.tmp, mmap_mode="r", allow_pickle=False)
             trimmed = temp_path(self.path.with_name(self.path.name + ".trim"))
             out = np.lib.format.open_memmap(trimmed, mode="w+", dtype=np.float16, shape=(self.n, dim))
             for start in range(0, self.n, CHUNK_ROWS):
@@ -191,11 +191,11 @@ class FeatureWriter:
             np.savez(f, targets=cat(self.targets, np.int64), views=cat(self.views, np.int8),
                      ids=cat(self.ids, str))
         commit([(self.tmp, self.files[0]), (rows_tmp, self.files[1])], self.path.with_suffix(".json"),
-               json.dumps({**self.meta, "rows": self.n, "dim": dim, "dtype": "float16"}))
+               {**self.meta, "rows": self.n, "dim": dim, "dtype": "float16"}, members=self.files)
         return FeatureFile.open(self.path)
 
     def _capacity(self) -> int:
-        return int(np.load(self.tmp, mmap_mode="r").shape[0])
+        return int(np.load(self.tmp, mmap_mode="r", allow_pickle=False).shape[0])
 
 
 # --- the fits -----------------------------------------------------------------------------------
