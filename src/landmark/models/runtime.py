@@ -137,9 +137,14 @@ class OnnxRuntime:
         meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if meta is None:
             raise ValueError(f"{path} has no '{METADATA_KEY}' metadata; export it with `landmark export`")
-        self.path, self.meta = path, json.loads(meta)
+        try:
+            self.path, self.meta = path, json.loads(meta)
+        except (ValueError, RecursionError) as err:   # RecursionError: JSON nested past the parser's depth
+            raise ValueError(f"{path}: its '{METADATA_KEY}' metadata is not JSON ({type(err).__name__}); "
+                             f"export it again") from None
         if not isinstance(self.meta, dict) or not isinstance(self.meta.get("classes"), list):
             raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has no list of classes; export it again")
+        _check_metadata(path, self.meta, self.session)
         try:   # checked like a checkpoint's: a huge or NaN preprocessing must not reach the photos
             preprocess = Preprocess.of(self.meta.get("preprocess")).to_dict()
         except (ValueError, TypeError) as err:
@@ -153,6 +158,28 @@ class OnnxRuntime:
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
         logits, emb = self.session.run(["logits", "embedding"], {self.input: np.ascontiguousarray(x, np.float32)})
         return torch.from_numpy(logits), torch.from_numpy(emb)
+
+
+def _check_metadata(path: Path, meta: dict, session) -> None:
+    """Refuse an export whose metadata cannot describe its graph: classes that are not distinct
+    strings or do not match the width of the ``logits`` output (every photo would fail with a
+    reshape traceback), ``names`` / ``arch`` that are not objects.
+
+    Raises:
+        ValueError: one line naming the file and what is wrong.
+    """
+    classes = meta["classes"]
+    bad = (f"{len(classes)} classes" if not classes else
+           "classes that are not strings" if not all(isinstance(c, str) for c in classes) else
+           "repeated classes" if len(set(classes)) != len(classes) else None)
+    widths = [o.shape[-1] for o in session.get_outputs() if o.name == "logits" and o.shape]
+    if bad is None and widths and isinstance(widths[0], int) and widths[0] != len(classes):
+        bad = f"{len(classes)} classes for a graph of {widths[0]} logits"
+    for key in ("names", "arch"):
+        if bad is None and meta.get(key) is not None and not isinstance(meta[key], dict):
+            bad = f"'{key}' that is not an object"
+    if bad is not None:
+        raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has {bad}; export it again")
 
 
 def check_threads(threads: int | None) -> None:
