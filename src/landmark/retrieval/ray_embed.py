@@ -22,9 +22,9 @@ from ..data.preprocess import Preprocess
 from ..models.ray_engine import cluster, plan_pool, run_pipeline, set_actor_threads
 from ..models.runtime import load_runtime
 from ..models.runtime_info import LOGGER, announce
-from .embeddings import DTYPES, check_image_size, sidecar, stored_outputs, write_embeddings
+from .embeddings import sidecar, stored_outputs, write_embeddings
 from .provenance import runtime_record
-from .shards import pending_parts, shard_lock, write_part
+from .shards import check_shard_request, pending_parts, shard_lock, write_part
 
 log = logging.getLogger(LOGGER)
 
@@ -95,13 +95,7 @@ def embed_shard_ray(checkpoint: str | Path, frame: pd.DataFrame, folder: str | P
         FileNotFoundError / ValueError: as :func:`.shards.embed_shard` and
             :func:`~landmark.models.ray_engine.plan_pool`; an unreachable ``ray_address``.
     """
-    if part_size < 1:
-        raise ValueError("part_size must be >= 1")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
-    if len(frame) == 0:
-        raise ValueError("no images to embed")
-    check_image_size(image_size)
+    check_shard_request(frame, part_size=part_size, dtype=dtype, image_size=image_size)
     probe = load_runtime(checkpoint, runtime, "cpu", threads, image_size=image_size)   # bad files fail here, before Ray
     announce(probe, runtime)
     if probe.name == "onnx" and image_size not in (None, probe.preprocess["size"]):

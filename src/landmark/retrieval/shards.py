@@ -124,13 +124,7 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
             (other images, settings or model).
         landmark.io.LockedError: this shard is running in another process.
     """
-    if part_size < 1:
-        raise ValueError("part_size must be >= 1")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
-    if len(frame) == 0:
-        raise ValueError("no images to embed")
-    check_image_size(image_size)
+    check_shard_request(frame, part_size=part_size, dtype=dtype, image_size=image_size)
     folder = Path(folder)
     size = image_size or preprocess["size"]
     with shard_lock(folder, shard):
@@ -144,6 +138,22 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
             rows, rejects, embedded = rows + n, rejects + bad, embedded + 1
     return {"folder": str(folder), "shard": f"{shard[0]}/{shard[1]}", "parts": len(parts),
             "done_before": len(parts) - len(todo), "embedded": embedded, "rejects": rejects, "rows": rows}
+
+
+def check_shard_request(frame: pd.DataFrame, *, part_size: int, dtype: str, image_size: int | None) -> None:
+    """The ValueErrors of a sharded embedding's arguments, before any work (every engine).
+
+    Raises:
+        ValueError: ``part_size`` under 1, an unknown ``dtype``, an empty ``frame`` or an
+            ``image_size`` no network takes.
+    """
+    if part_size < 1:
+        raise ValueError("part_size must be >= 1")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    if len(frame) == 0:
+        raise ValueError("no images to embed")
+    check_image_size(image_size)
 
 
 @contextmanager
