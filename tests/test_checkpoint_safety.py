@@ -3,14 +3,13 @@
 pickle; checkpoints this project writes still load, and none is written with non-finite weights."""
 import builtins
 import pickle
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from landmark.cli import main
+from _helpers import run
 from landmark.models import create_model, load_model, read_checkpoint, save_checkpoint
 
 PRE = {"size": 32, "resize": 40, "mean": [0.5] * 3, "std": [0.5] * 3}
@@ -33,16 +32,6 @@ def evil_checkpoint(path, marker):
                 "preprocess": PRE, "state_dict": model.state_dict(), "names": Payload(marker)}, path)
     return path
 
-
-def run(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["landmark", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:
-        code = done.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def test_checkpoints_this_project_writes_load_with_the_safe_reader(tmp_path):

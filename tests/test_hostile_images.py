@@ -3,8 +3,6 @@ reject with a reason; limits bound the work a file asks for (checked from its he
 and rows are used or listed as rejects, never silently dropped.  Files are made here, the AVIF
 from a real one of the dirty set."""
 import struct
-import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import yaml
 from PIL import Image
 
 from conftest import DIRTY
-from landmark.cli import main
+from _helpers import blank_png, run
 from landmark.data import ImageError, load_image, load_uint8, read_train
 from landmark.data import images as images_module
 from landmark.models import create_model, save_checkpoint
@@ -62,25 +60,6 @@ def tall_png(path: Path, size=(1, 39_000_000)) -> Path:
     return path
 
 
-def blank_png(width: int, height: int) -> bytes:
-    """A real greyscale PNG of ``width`` x ``height`` black pixels, compressed by hand (1 x 39,000,000
-    px: 76 KB in 2 s, where Pillow's encoder takes 8 s)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    pixels = zlib.compress(bytes((width + 1) * height), 9)   # each row: filter byte 0, then the pixels
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
-
-
-def run(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["landmark", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:
-        code = done.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 @pytest.fixture(scope="module")

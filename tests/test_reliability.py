@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 import landmark
-from landmark.cli import main
+from _helpers import run
 from landmark.config import load_config
 from landmark.data import image_path, load_image, read_queries, read_train
 from landmark.data.cache import build_cache
@@ -42,17 +42,6 @@ def photo(path: Path, seed: int, size=(40, 30), fmt: str | None = None) -> Path:
     Image.fromarray(pixels).save(path, fmt or ("PNG" if path.suffix == ".png" else "JPEG"))
     return path
 
-
-def run(monkeypatch, capsys, *args) -> tuple[int, str]:
-    """``landmark ARGS`` in this process: (exit code, stdout + stderr)."""
-    monkeypatch.setattr(sys, "argv", ["landmark", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:
-        code = done.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def one_error_line(out: str) -> bool:

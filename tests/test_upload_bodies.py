@@ -5,20 +5,15 @@ long as they kept their connections open, and every 12-Mpixel photo got 503."""
 import asyncio
 
 import pytest
-import torch
 
-from landmark.models import create_model, save_checkpoint
+from _helpers import tiny_recognizer
 
-PRE = {"size": 32, "resize": 40, "mean": [0.5] * 3, "std": [0.5] * 3}
+
 
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
-    from landmark import Recognizer
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "m.pt"
-    save_checkpoint(path, create_model("tf_efficientnet_lite0", 2, weights="none"), ["a", "b"], preprocess=PRE)
-    return Recognizer.load(path, index=False)
+    return tiny_recognizer(tmp_path_factory.mktemp("model"))
 
 
 async def stalled_upload(app, declared: int, sent: bytes, watch: float, deadline: float = 10.0):

@@ -4,17 +4,14 @@ answers (issue 19, cases 2 and 3); on files made here and a real AVIF of the dir
 import asyncio
 import io
 import struct
-import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from _helpers import blank_png, tiny_recognizer
 from conftest import DIRTY
-from landmark.models import create_model, save_checkpoint
 
-PRE = {"size": 32, "resize": 40, "mean": [0.5] * 3, "std": [0.5] * 3}
 AVIF = DIRTY / "32aad146-2d5a-49a3-b45e-462982af3cb1.jpg"   # AVIF RGB 626x626 (MANIFEST.csv)
 
 
@@ -23,15 +20,6 @@ def png(size, mode="RGB", colour=0) -> bytes:
     Image.new(mode, size, colour).save(buf, "PNG")
     return buf.getvalue()
 
-
-def blank_png(width: int, height: int) -> bytes:
-    """A real greyscale PNG of ``width`` x ``height`` black pixels, compressed by hand (1 x 39,000,000
-    px: 76 KB in 2 s, where Pillow's encoder takes 8 s)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    pixels = zlib.compress(bytes((width + 1) * height), 9)   # each row: filter byte 0, then the pixels
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
 
 def jpeg(seed=0, size=(48, 40)) -> bytes:
@@ -58,11 +46,7 @@ def dds_header() -> bytes:
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
-    from landmark import Recognizer
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "m.pt"
-    save_checkpoint(path, create_model("tf_efficientnet_lite0", 2, weights="none"), ["a", "b"], preprocess=PRE)
-    return Recognizer.load(path, index=False)
+    return tiny_recognizer(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
