@@ -134,3 +134,31 @@ def test_an_embeddings_record_naming_a_file_elsewhere_is_refused(embeddings, tmp
     edit(embeddings.with_suffix(".json"), lambda record: record["files"].update({"ref.npy": str(elsewhere / "ref.npy")}))
     with pytest.raises(ValueError, match="is not a valid record"):
         load_embeddings(embeddings)
+
+
+def test_an_index_whose_items_lack_the_landmark_column_is_refused_in_one_line(index_folder):
+    items = index_folder / "items.csv"
+    items.write_text(items.read_text().replace("landmark_id", "label", 1))
+    edit(index_folder / "meta.json", lambda meta: meta["bytes"].update({"items.csv": items.stat().st_size}))
+    with pytest.raises(ValueError, match="items.csv has no column landmark_id"):   # was KeyError at the first answer
+        LandmarkIndex.load(index_folder)
+
+
+def replace_array(embeddings, array) -> None:
+    np.save(embeddings.parent / "x.npy", array)
+    edit(embeddings.with_suffix(".json"), lambda record: (record["files"].update({"ref.npy": "x.npy"}),
+                                                          record.pop("bytes")))
+
+
+def test_an_embeddings_file_of_complex_numbers_is_refused(embeddings):
+    replace_array(embeddings, np.zeros((12, 16), np.complex64))
+    with pytest.raises(ValueError, match="holds complex64, not floating-point vectors"):
+        load_embeddings(embeddings)
+
+
+def test_vectors_with_nan_never_reach_an_index(embeddings):
+    vectors = np.asarray(load_embeddings(embeddings).vectors).copy()
+    vectors[7, 3] = np.nan
+    replace_array(embeddings, vectors)
+    with pytest.raises(ValueError, match="row 7 of the vectors holds NaN or inf"):
+        LandmarkIndex.build(load_embeddings(embeddings), IndexParams(kind="flat"), {})

@@ -382,6 +382,9 @@ def _read(path: Path, record: dict) -> Embeddings:
         vectors = np.load(files[path.name], mmap_mode="r", allow_pickle=False)
     except ValueError as err:
         raise ValueError(unfinished + f"{err}; embed again with --overwrite") from None
+    if vectors.dtype.kind != "f":   # a complex array lost its imaginary part silently, ints read as vectors
+        raise ValueError(unfinished + f"its array holds {vectors.dtype}, not floating-point vectors; "
+                         f"embed again with --overwrite")
     items = pd.read_csv(ids_file, dtype=str, keep_default_na=False)
     if not len(items) == len(vectors) == rows or vectors.ndim != 2 or \
             record.get("dim", vectors.shape[1]) != vectors.shape[1]:
@@ -397,7 +400,17 @@ def _read(path: Path, record: dict) -> Embeddings:
 
 
 def iter_chunks(vectors: np.ndarray, chunk: int = 65536):
-    """Yield ``(start, float32 [<=chunk, D])`` slices of a (memory-mapped) array."""
+    """Yield ``(start, float32 [<=chunk, D])`` slices of a (memory-mapped) array.
+
+    Raises:
+        ValueError: a row holds NaN or inf (a hand-made or damaged file: an index of such
+            vectors answered every photo "no landmark" with an empty name).
+    """
     for start in range(0, len(vectors), chunk):
-        yield start, np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
+        x = np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"row {start + int(np.flatnonzero(~finite)[0])} of the vectors holds NaN or inf "
+                             f"(a damaged or hand-made embeddings file); embed again")
+        yield start, x
 

@@ -290,6 +290,8 @@ class LandmarkIndex:
             raise ValueError(f"{folder / 'meta.json'} says kind {meta['kind']!r}, index.faiss holds a "
                              f"{type(index).__name__}; build the index again")
         items = pd.read_csv(files["items.csv"], dtype=str, keep_default_na=False)
+        if missing := [c for c in ITEM_COLUMNS[:2] if c not in items.columns]:
+            raise ValueError(f"{folder / 'items.csv'} has no column {', '.join(missing)}; build the index again")
         if not len(items) == index.ntotal == meta.get("count", index.ntotal):
             raise ValueError(f"{folder}: items.csv lists {len(items)} images, the index holds {index.ntotal}, "
                              f"meta.json says {meta.get('count')}; build it again with --overwrite")

@@ -303,14 +303,45 @@ def _finished_parts(folder: Path) -> tuple[dict, list[Path]]:
     """
     if not (folder / MANIFEST).is_file():
         raise FileNotFoundError(f"{folder} has no {MANIFEST}; write it with `landmark embed --shard i/n`")
-    manifest = json.loads((folder / MANIFEST).read_text())
-    missing = [k for k in range(manifest["parts"]) if not (folder / part_name(k)).is_dir()]
-    if missing:
-        n = manifest["shards_of"]
+    manifest = _checked_manifest(folder)
+    # loops bounded by the folders that exist, not by the number the manifest claims
+    done = {p.name for p in folder.iterdir() if p.name.startswith("part-") and p.is_dir()}
+    parts, n = manifest["parts"], manifest["shards_of"]
+    have = sum(1 for name in done if name[5:].isdigit() and int(name[5:]) < parts and name == part_name(int(name[5:])))
+    if have < parts:
+        missing = [k for k in range(min(parts, len(done) + n)) if part_name(k) not in done]   # the first ones
         shards = ", ".join(f"{s}/{n}" for s in sorted({k % n for k in missing}))
-        raise ValueError(f"{len(missing)} of {manifest['parts']} parts are not done yet "
-                         f"(e.g. {part_name(missing[0])}); finish shard(s) {shards} first")
-    return manifest, [folder / part_name(k) for k in range(manifest["parts"])]
+        raise ValueError(f"{parts - have} of {parts} parts are not done yet (e.g. {part_name(missing[0])}); "
+                         f"finish shard(s) {shards} first")
+    return manifest, [folder / part_name(k) for k in range(parts)]
+
+
+def _checked_manifest(folder: Path) -> dict:
+    """``manifest.json`` of ``folder`` as :func:`_manifest` writes it.
+
+    Raises:
+        ValueError: not a JSON object, or counts that are not whole numbers that agree
+            (``parts`` = ceil(``rows`` / ``part_size``)), or an unknown ``dtype``: a hand-edited
+            ``"parts": 1000000000`` made embed-merge look for a billion folders.
+    """
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as err:
+        raise ValueError(f"{path} is unreadable ({type(err).__name__}); run `landmark embed --shard i/n` "
+                         "into a new --out") from None
+    whole = {k: manifest.get(k) if isinstance(manifest, dict) else None
+             for k in ("rows", "part_size", "parts", "shards_of")}
+    bad = [f"{k}={v!r}" for k, v in whole.items()
+           if not isinstance(v, int) or isinstance(v, bool) or v < (0 if k in ("rows", "parts") else 1)]
+    if not bad and whole["parts"] != math.ceil(whole["rows"] / whole["part_size"]):
+        bad = [f"parts={whole['parts']} for rows={whole['rows']} in parts of {whole['part_size']}"]
+    if not bad and manifest.get("dtype") not in DTYPES:
+        bad = [f"dtype={manifest.get('dtype')!r}"]
+    if bad:
+        raise ValueError(f"{path} is not a shard manifest ({', '.join(bad)}); run `landmark embed --shard i/n` "
+                         "into a new --out")
+    return manifest
 
 
 def _copy_parts(files: list[Path], path: Path, dtype) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray] | None, int]:
