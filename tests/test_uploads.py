@@ -123,3 +123,13 @@ def test_a_failing_request_never_reaches_the_answer_of_one_batched_with_it(rec):
     assert answer["source"] == "good.jpg" and answer["landmark_id"] == expected.landmark_id
     np.testing.assert_allclose(answer["score"], expected.score, rtol=1e-4)
     assert bad.status_code == 500 and bad.json()["error"].startswith("internal error (RuntimeError)")
+
+
+@pytest.mark.parametrize("name", ["..\u202egpj.exe", "a\u200bb.jpg", "x\x7f.jpg", "x\x9b2J.jpg"])
+def test_upload_names_with_control_or_format_characters_are_refused(client, name):
+    """The file name is echoed back as `source`: the landmark-name rule (data.names) applies to it too."""
+    res = client.post("/v1/recognize", files={"file": (name, jpeg(), "image/jpeg")})
+    assert res.status_code == 400
+    assert "control character" in res.json()["error"]
+    ok = client.post("/v1/recognize", files={"file": ("Mont Saint-Michel été.jpg", jpeg(), "image/jpeg")})
+    assert ok.status_code == 200 and ok.json()["answers"][0]["source"] == "Mont Saint-Michel été.jpg"

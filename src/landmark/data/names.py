@@ -22,6 +22,12 @@ def _hidden(char: str) -> bool:
     return unicodedata.category(char) in _HIDDEN
 
 
+def first_hidden(text: str) -> int | None:
+    """Position of the first control / format character of ``text`` (None: there is none);
+    the rule of :func:`check_name`, also applied to upload file names that the service shows back."""
+    return next((k for k, c in enumerate(text) if _hidden(c)), None)
+
+
 def check_name(name: str) -> str:
     """``name`` without surrounding spaces, when it may be stored.
 
@@ -34,7 +40,7 @@ def check_name(name: str) -> str:
         raise ValueError("the name is empty: give the landmark's name, or leave the field out")
     if len(name) > MAX_NAME_CHARS:
         raise ValueError(f"the name has {len(name)} characters; at most {MAX_NAME_CHARS} are kept")
-    bad = next((k for k, c in enumerate(name) if _hidden(c)), None)
+    bad = first_hidden(name)
     if bad is not None:
         raise ValueError(f"the name holds the control character {name[bad]!r} at position {bad}: "
                          f"use printable characters only")

@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from ..data import ImageError
 from ..data.images import probe
+from ..data.names import first_hidden
 from ..inference.recognizer import decode
 
 
@@ -121,6 +122,10 @@ async def read_images(request: Request, limits: Limits, arrived: Callable[[int],
             name = value.filename or "upload"
             if not _PLAIN_NAME.match(name) or name in (".", ".."):
                 raise Refusal(400, f"file name {name!r} looks like a path: send a plain file name")
+            hidden = first_hidden(name)
+            if hidden is not None:   # bidi overrides, zero-width and C1 characters would be echoed as `source`
+                raise Refusal(400, f"file name {name!r} holds the control character {name[hidden]!r}: "
+                                   f"send a file name of printable characters")
             files.append((name, await value.read()))
         else:
             fields[key] = str(value)
