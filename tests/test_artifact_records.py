@@ -162,3 +162,11 @@ def test_vectors_with_nan_never_reach_an_index(embeddings):
     replace_array(embeddings, vectors)
     with pytest.raises(ValueError, match="row 7 of the vectors holds NaN or inf"):
         LandmarkIndex.build(load_embeddings(embeddings), IndexParams(kind="flat"), {})
+
+
+@pytest.mark.parametrize("params", [{"nprobe": -5}, {"kind": "nonsense"}, "not a mapping"])
+def test_bad_index_settings_in_a_record_are_one_line_naming_the_file(index_folder, params):
+    edit(index_folder / "meta.json", lambda meta: meta.update(params=params))
+    with pytest.raises(ValueError, match="meta.json has bad index settings") as err:
+        LandmarkIndex.load(index_folder)
+    assert "\n" not in str(err.value)

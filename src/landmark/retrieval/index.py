@@ -296,7 +296,13 @@ class LandmarkIndex:
             raise ValueError(f"{folder}: items.csv lists {len(items)} images, the index holds {index.ntotal}, "
                              f"meta.json says {meta.get('count')}; build it again with --overwrite")
         meta = dict(meta)
-        params = IndexParams.model_validate(meta.pop("params", {}))
+        try:
+            params = IndexParams.model_validate(meta.pop("params", {}))
+        except ValueError as err:   # pydantic's ValidationError: several lines, no file named
+            first = err.errors()[0] if hasattr(err, "errors") else {"loc": (), "msg": str(err)}
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise ValueError(f"{folder / 'meta.json'} has bad index settings ({where}: {first.get('msg')}); "
+                             f"build the index again") from None
         out = cls(index, items, meta.pop("kind"), params, {k: v for k, v in meta.items()
                                                            if k not in ("dim", "count", "landmarks", "files",
                                                                         "version", "bytes")})
