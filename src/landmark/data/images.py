@@ -140,6 +140,27 @@ def load_image(path: str | Path | bytes | BinaryIO, draft: int | None = None,
         raise _reason(err, path) from None
 
 
+def _refused_kind(source) -> str | None:
+    """Which of :data:`REFUSED_FORMATS` the first bytes of ``source`` announce (Pillow's own
+    format check on 16 bytes; nothing is decoded), else None."""
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            head = bytes(source[:16])
+        elif isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                head = f.read(16)
+        else:
+            at = source.tell()
+            source.seek(0)
+            head = source.read(16)
+            source.seek(at)
+    except (OSError, AttributeError, ValueError):
+        return None
+    Image.init()
+    return next((kind for kind in sorted(REFUSED_FORMATS)
+                 if kind in Image.OPEN and Image.OPEN[kind][1] and Image.OPEN[kind][1](head)), None)
+
+
 def _reason(err: Exception, source) -> ImageError:
     """The :class:`ImageError` for whatever opening or decoding ``source`` raised."""
     if isinstance(err, ImageError):
@@ -149,8 +170,11 @@ def _reason(err: Exception, source) -> ImageError:
     if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return ImageError(f"too large: {err}")
     if isinstance(err, Image.UnidentifiedImageError):
-        return ImageError("empty file" if _size(source) == 0 else
-                          f"not an image (unidentified format; {', '.join(sorted(REFUSED_FORMATS))} are refused)")
+        if _size(source) == 0:
+            return ImageError("empty file")
+        kind = _refused_kind(source)
+        return ImageError(f"not an image (a {kind} file: {', '.join(sorted(REFUSED_FORMATS))} are refused)" if kind
+                          else "not an image (unidentified format)")
     if isinstance(err, MemoryError):
         return ImageError("too large: out of memory while decoding")
     detail = " ".join(str(err).split())[:160]
