@@ -27,26 +27,30 @@ CACHE = ROOT / "runs" / "quality" / "cv_features.npz"
 
 
 @torch.inference_mode()
+def pooled(paths) -> np.ndarray:
+    """GeM-pooled ImageNet EfficientNet-Lite0 descriptors at 224 px of each photo and its mirror,
+    float32 ``[N, 2, C]`` (what the ``fast`` probe is fitted on)."""
+    from landmark.data import load_image
+    from landmark.data.transforms import eval_transform
+    from landmark.models import create_backbone, gem
+    backbone = create_backbone("tf_efficientnet_lite0", "imagenet").eval()
+    cfg = backbone.pretrained_cfg
+    transform = eval_transform(224, cfg["mean"], cfg["std"])
+    out = []
+    for k in range(0, len(paths), 32):
+        x = torch.stack([transform(load_image(p)) for p in paths[k:k + 32]])
+        out.append(torch.stack([gem(backbone.forward_features(v), 3.0) for v in (x, x.flip(3))], 1).numpy())
+    return np.concatenate(out)
+
+
+@torch.inference_mode()
 def features() -> dict:
     """``train`` float32 ``[N, 2, C]`` (photo, mirror), ``labels``, ``ids``, ``noisy`` (by-eye noise),
     ``nonlandmarks`` ``[M, C]``; cached in :data:`CACHE`."""
     if CACHE.is_file():
         with np.load(CACHE, allow_pickle=True) as z:
             return dict(z)
-    from landmark.data import load_image, read_queries, read_train, with_paths
-    from landmark.data.transforms import eval_transform
-    from landmark.models import create_backbone, gem
-    backbone = create_backbone("tf_efficientnet_lite0", "imagenet").eval()
-    cfg = backbone.pretrained_cfg
-    transform = eval_transform(224, cfg["mean"], cfg["std"])
-
-    def pooled(paths) -> np.ndarray:
-        out = []
-        for k in range(0, len(paths), 32):
-            x = torch.stack([transform(load_image(p)) for p in paths[k:k + 32]])
-            out.append(torch.stack([gem(backbone.forward_features(v), 3.0) for v in (x, x.flip(3))], 1).numpy())
-        return np.concatenate(out)
-
+    from landmark.data import read_queries, read_train, with_paths
     train = with_paths(read_train(DATA / "landmarks13"), DATA / "landmarks13")
     noise = pd.read_csv(DATA / "landmarks13" / "known_noise.csv", dtype=str)
     noisy = set(noise.loc[noise["kind"].isin(["other_place", "no_landmark", "graphic"]), "id"])

@@ -39,20 +39,8 @@ def features(cache: Path) -> dict:
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             return dict(z)
-    from landmark.data import load_image, read_queries, read_train
-    from landmark.data.transforms import eval_transform
-    from landmark.models import create_backbone, gem
-    backbone = create_backbone("tf_efficientnet_lite0", "imagenet").eval()
-    cfg = backbone.pretrained_cfg
-    transform = eval_transform(224, cfg["mean"], cfg["std"])
-
-    def pooled(paths) -> np.ndarray:
-        out = []
-        for k in range(0, len(paths), 32):
-            x = torch.stack([transform(load_image(p)) for p in paths[k:k + 32]])
-            out.append(torch.stack([gem(backbone.forward_features(v), 3.0) for v in (x, x.flip(3))], 1).numpy())
-        return np.concatenate(out)
-
+    from landmark.data import read_queries, read_train
+    pooled = quality_cv.pooled
     train = read_train(FOLDERS)
     out = {"train": pooled(list(train["path"])), "labels": train["landmark_id"].astype(str).to_numpy(),
            "ids": train["id"].to_numpy(), "nonlandmarks": pooled(list(read_queries(DATA / "nonlandmarks")["path"]))[:, 0]}

@@ -76,6 +76,20 @@ def recognizer_index(l13, recognizer_run, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture
+def no_hang():
+    """Fail (instead of hanging the suite) when the test blocks for 5 s, e.g. a reader on a FIFO."""
+    import signal
+
+    def timeout(*_):
+        raise TimeoutError("blocked for 5 s")
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(5)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for a module: tiny tensors gain nothing from two, and the CPUs may be shared."""

@@ -7,7 +7,6 @@ one line instead of a FAISS or recursion traceback."""
 import json
 import os
 import shutil
-import signal
 
 import numpy as np
 import pandas as pd
@@ -29,17 +28,6 @@ def index_folder(tmp_path):
     LandmarkIndex.build(photos(), IndexParams(kind="flat"), {}).save(folder)
     return folder
 
-
-@pytest.fixture
-def no_hang():
-    """Fail (instead of hanging the suite) when a reader blocks for 5 s, e.g. on a FIFO."""
-    def timeout(*_):
-        raise TimeoutError("the reader blocked")
-    old = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(5)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def edit(marker, change) -> None:

@@ -4,7 +4,6 @@ a ``shards_of`` of 0 or an unknown ``dtype`` are refused in one line, and the se
 missing parts is bounded by the folders that exist (a hand-edited ``"parts": 1000000000``
 looked for a billion folders; ``"parts": "x"`` was a TypeError traceback)."""
 import json
-import signal
 
 import pytest
 
@@ -13,16 +12,6 @@ from landmark.retrieval.shards import merge_shards
 GOOD = {"rows": 6, "part_size": 10000, "parts": 1, "ids_sha256": "0" * 64, "dtype": "float16",
         "image_size": 128, "shards_of": 2, "top_classes": 0}
 
-
-@pytest.fixture
-def no_hang():
-    def timeout(*_):
-        raise TimeoutError("embed-merge kept looking for parts")
-    old = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(5)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def shard_folder(tmp_path, **change):
