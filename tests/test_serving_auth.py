@@ -219,3 +219,21 @@ def test_threads_are_bounded_under_concurrent_requests(rec, photo):
     assert sum(n.startswith("landmark-decode") for n in new) <= 2
     assert sum(n.startswith("landmark-forward") for n in new) == 1
     assert len(new) <= 3, new
+
+
+def test_an_empty_token_variable_is_refused_not_taken_for_unset(monkeypatch, tmp_path):
+    """click treats LANDMARK_TOKEN="" as unset; an empty variable is a mistake (`$UNSET`), refused."""
+    from landmark.serving.settings import TOKEN_ENV, read_token
+    monkeypatch.setenv(TOKEN_ENV, "")
+    with pytest.raises(ValueError, match="empty or blank"):
+        read_token()
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    assert read_token() == TOKEN
+    monkeypatch.delenv(TOKEN_ENV)
+    assert read_token() is None
+    from typer.testing import CliRunner
+
+    from landmark.cli import app
+    (tmp_path / "m.pt").write_bytes(b"not read: the settings are refused first")
+    res = CliRunner().invoke(app, ["serve", str(tmp_path / "m.pt")], env={TOKEN_ENV: ""})
+    assert res.exit_code == 2 and "empty or blank" in res.output, res.output

@@ -173,3 +173,20 @@ def test_run_folder_of_several_folders_is_read_back(two, tmp_path):
     info = read_run(run)
     assert info.data == [a, b] and len(data_paths(info.data)) == 24
     assert class_names(info.data) == NAMES
+
+
+def test_index_build_and_embed_take_every_repeated_data_folder(two, recognizer_run, tmp_path):
+    """`--data A --data B` on the retrieval commands reads both folders (typer kept only the last one)."""
+    from landmark.cli import app
+    from landmark.retrieval.index import LandmarkIndex
+    a, b = two
+    ckpt = recognizer_run / "checkpoints" / "best.pt"
+    res = CliRunner().invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--data", str(a), "--data", str(b),
+                                   "--out", str(tmp_path / "idx"), "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    index = LandmarkIndex.load(tmp_path / "idx")
+    assert sorted(index.items["landmark_id"].astype(str).unique()) == sorted(NAMES)
+    assert {index.meta["names"][k] for k in NAMES} == set(NAMES.values())
+    again = CliRunner().invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--data", str(a), "--data", str(a),
+                                     "--out", str(tmp_path / "idx2")])
+    assert again.exit_code == 2 and "given twice" in again.output

@@ -75,6 +75,15 @@ def _engine_options(engine: str, ray_address: Optional[str], actors: Optional[in
             "actor_gpus": num_gpus}
 
 
+def _data_source(data: Optional[list[Path]]):
+    """Repeated ``--data`` as the library takes it: None, one folder, or a list read as one set
+    (:func:`landmark.data.gldv2.data_source`; ValueError for a folder given twice)."""
+    if not data:
+        return None
+    from .data.gldv2 import data_source
+    return data_source(data)
+
+
 def _require(*named: tuple[str, Optional[Path]]) -> None:
     """Refuse missing input files before anything heavy (torch) is imported."""
     for name, path in named:
@@ -472,7 +481,8 @@ def embed(
     checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or a .onnx export "
                                                "(landmark export)"),
     images: Optional[Path] = typer.Option(None, help="folder of images (recursive) or CSV with an id column"),
-    data: Optional[Path] = typer.Option(None, help="labelled set instead: GLDv2 folder (train.csv) or class tree"),
+    data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled set instead: GLDv2 folder (train.csv) "
+                                              "or class tree; repeat for several folders as one set"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 3,7"),
     label: Optional[str] = typer.Option(None, help="with --images: give every image this landmark id"),
     out: Path = typer.Option(..., help="NAME.npy to write (+ NAME.ids.csv, NAME.rejects.csv, NAME.json)"),
@@ -510,7 +520,7 @@ def embed(
     if shard is None and engine != "ray":
         _refuse_overwrite(embedding_files(embeddings_path(out)), overwrite)
     try:
-        frame = image_frame(images=images, data=data, landmarks=_landmark_list(landmarks), label=label)
+        frame = image_frame(images=images, data=_data_source(data), landmarks=_landmark_list(landmarks), label=label)
         if shard is not None or engine == "ray":
             from .retrieval.pipeline import embed_checkpoint_shard
             from .retrieval.shards import parse_shard
@@ -578,7 +588,8 @@ _INDEX, _KNN = _RETRIEVAL.index, _RETRIEVAL.knn
 def index_build(
     out: Path = typer.Option(..., help="index folder to create (index.faiss, items.csv, meta.json)"),
     checkpoint: Optional[Path] = typer.Option(None, help="model that embeds --data/--images"),
-    data: Optional[Path] = typer.Option(None, help="labelled GLDv2 folder (train.csv) or class tree"),
+    data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled GLDv2 folder (train.csv) or class "
+                                              "tree; repeat for several folders as one set"),
     images: Optional[Path] = typer.Option(None, help="folder/CSV of images of one landmark (with --label)"),
     label: Optional[str] = typer.Option(None, help="landmark id of every --images image"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 0,1,2"),
@@ -608,6 +619,7 @@ def index_build(
     from .data.gldv2 import landmark_names
     from .retrieval.pipeline import build_index, index_embeddings
     try:
+        data = _data_source(data)
         emb, rejects, info = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
                                               images=images, landmarks=_landmark_list(landmarks), label=label,
                                               out=out / "embeddings.npy", image_size=image_size,
@@ -625,7 +637,8 @@ def index_add(
     index: Path = typer.Argument(..., help="index folder written by landmark index build"),
     checkpoint: Optional[Path] = typer.Option(None, help="the model the index was built with (default: the one "
                                               "recorded in the index)"),
-    data: Optional[Path] = typer.Option(None, help="labelled GLDv2 folder or class tree to enrol"),
+    data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled GLDv2 folder or class tree to "
+                                              "enrol; repeat for several folders"),
     images: Optional[Path] = typer.Option(None, help="folder/CSV of photos of one landmark (with --label)"),
     label: Optional[str] = typer.Option(None, help="landmark id of every --images photo (new or known)"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids"),
@@ -640,6 +653,7 @@ def index_add(
     from .data.gldv2 import landmark_names
     from .retrieval.pipeline import enrol, index_embeddings, index_model
     try:
+        data = _data_source(data)
         info = index_model(index)
         if checkpoint is None and info.get("checkpoint") and embeddings is None:
             checkpoint = Path(info["checkpoint"])

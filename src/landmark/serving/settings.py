@@ -6,6 +6,7 @@ alike (``--threshold 5``) or leave enrolment open (``--token ""``) is refused in
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -72,6 +73,10 @@ class ServeSettings(BaseModel):
         return check_threshold(value)
 
 
+#: the environment variable that may hold the enrolment token
+TOKEN_ENV = "LANDMARK_TOKEN"
+
+
 def check_token(token: str | None) -> str | None:
     """The enrolment token unchanged, or None (enrolment off).
 
@@ -96,7 +101,8 @@ def check_token(token: str | None) -> str | None:
 
 
 def read_token(token: str | None = None, token_file: str | Path | None = None) -> str | None:
-    """The token given directly or as the first line of ``token_file`` (which keeps it out of ``ps``), checked.
+    """The token given directly, as the first line of ``token_file`` (which keeps it out of ``ps``)
+    or in the environment variable :data:`TOKEN_ENV` (also when set but empty), checked.
 
     Raises:
         ValueError: both given; the token refused by :func:`check_token`.
@@ -104,6 +110,8 @@ def read_token(token: str | None = None, token_file: str | Path | None = None) -
     """
     if token is not None and token_file is not None:
         raise ValueError("give the token once: --token (or LANDMARK_TOKEN) or --token-file")
+    if token is None and token_file is None:
+        token = os.environ.get(TOKEN_ENV)   # set but empty: refused below (click treats it as unset)
     if token_file is not None:
         path = Path(token_file)
         if not path.is_file():
