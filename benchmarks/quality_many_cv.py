@@ -43,7 +43,7 @@ def features(cache: Path) -> dict:
     pooled = quality_cv.pooled
     train = read_train(FOLDERS)
     out = {"train": pooled(list(train["path"])), "labels": train["landmark_id"].astype(str).to_numpy(),
-           "ids": train["id"].to_numpy(), "nonlandmarks": pooled(list(read_queries(DATA / "nonlandmarks")["path"]))[:, 0]}
+           "ids": train["id"].to_numpy(dtype=str), "nonlandmarks": pooled(list(read_queries(DATA / "nonlandmarks")["path"]))[:, 0]}
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **out)
     return out
