@@ -42,6 +42,8 @@ def l13() -> Path:
 # --- a small recogniser shared by the recognizer / serving tests (built once per session) ---
 KNOWN_LANDMARKS = ("9", "11")  # Machu Picchu, Petra: in the reference index
 NEW_LANDMARK = "10"  # Palace of Versailles: enrolled by the tests
+TOKEN = "s3cret-token"       # the enrolment token of the serving tests
+PHOTO = "0003de5a85b027b5"   # a landmarks13 test photo the serving tests post
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +60,14 @@ def recognizer_run(l13, tmp_path_factory) -> Path:
     save_checkpoint(run / "checkpoints" / "best.pt", model, classes, names=landmark_names(l13, classes),
                     preprocess={"size": 128, "resize": 144, "mean": model.arch["mean"], "std": model.arch["std"]})
     return run
+
+
+@pytest.fixture(scope="module")
+def rec(recognizer_run):
+    """The :func:`recognizer_run` loaded, one per test module (modules enrol into theirs);
+    a module that defines its own ``rec`` uses that one."""
+    from landmark import Recognizer
+    return Recognizer.load(recognizer_run)
 
 
 @pytest.fixture(scope="session")

@@ -23,12 +23,6 @@ def photos(l13):
     return [p for p in paths if p.is_file()]
 
 
-@pytest.fixture(scope="module")
-def rec(recognizer_run):
-    from landmark import Recognizer
-    return Recognizer.load(recognizer_run)
-
-
 @pytest.mark.parametrize("tta", [1, 10])
 def test_same_labels_and_scores_as_predict(rec, recognizer_run, photos, tta, tmp_path):
     import pandas as pd

@@ -10,19 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import DIRTY, NEW_LANDMARK
+from conftest import DIRTY, NEW_LANDMARK, PHOTO, TOKEN
 from landmark.data import image_path
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "s3cret-token"
-PHOTO = "0003de5a85b027b5"  # landmarks13 test photo
-
-
-@pytest.fixture(scope="module")
-def rec(recognizer_run):
-    from landmark import Recognizer
-    return Recognizer.load(recognizer_run)
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NEW_LANDMARK
+from conftest import NEW_LANDMARK, PHOTO, TOKEN
 from landmark.data import image_path
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "s3cret-token"
-PHOTO = "0003de5a85b027b5"  # landmarks13 test photo
-
-
-@pytest.fixture(scope="module")
-def rec(recognizer_run):
-    from landmark import Recognizer
-    return Recognizer.load(recognizer_run)
 
 
 @pytest.fixture(scope="module")
