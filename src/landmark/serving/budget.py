@@ -1,7 +1,8 @@
 """An enforced memory budget for the requests in flight (``landmark serve``).
 
-Each request reserves, before it reads its body, twice the body's declared length (the size
-limit when none is declared; chunks and the joined body), and before it decodes an image, the memory that image needs to be
+Each request reserves twice each chunk of its body as the chunk arrives (the chunks and the
+joined body; a declared length reserves nothing, so a client that declares 20 MB and sends
+10 bytes holds 20 bytes), and before it decodes an image, the memory that image needs to be
 answered, from the width and height in its header (:func:`needed_bytes`): the decoded pixels
 and the resize to the network's input, whose separable first pass holds ``side x longest
 side`` values (a 1 x 39,000,000 PNG would need 60 GB there).  What is reserved is held
