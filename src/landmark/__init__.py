@@ -34,7 +34,7 @@ _EXPORTS = {
     "predict": "inference", "Recognizer": "inference.recognizer", "Answer": "inference.recognizer",
     "create_model": "models", "load_model": "models", "ModelSpec": "models", "save_checkpoint": "models",
     "list_heads": "models", "register_head": "models", "Preprocess": "data",
-    "resume": "training", "train": "training",
+    "RunFolder": "runs", "resume": "training", "train": "training",
     "RetrievalConfig": "retrieval.config", "load_retrieval_config": "retrieval.config",
     "image_frame": "retrieval.pipeline", "embed_checkpoint": "retrieval.pipeline", "build_index": "retrieval.pipeline",
     "enrol": "retrieval.pipeline", "knn_predict": "retrieval.pipeline",

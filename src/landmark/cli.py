@@ -143,18 +143,17 @@ def train(
     Writes checkpoints, metrics, curves and the reference index (RUN/index)
     with its 'no landmark' thresholds; --resume continues an interrupted run.
     """
-    from .io import LOCK_FILE
+    from .runs import RunFolder
     ignored = [flag for flag, value in (("--data", data or None), ("--epochs", epochs), ("--weights", weights),
                                         ("--nonlandmarks", nonlandmarks)) if value is not None]
     if resume is not None and ignored:
         _fail(ValueError(f"--resume continues the run with its saved config.yaml; {', '.join(ignored)} would be "
                          f"ignored: start a new run with --out instead"))
-    if resume is None and out is not None and out.exists() and (
-            not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
-        hint = f"continue it with --resume {out}" if (out / "config.yaml").is_file() else \
-            "it is not empty (or is a file)"
-        _fail(FileExistsError(f"{out} cannot hold a new run: {hint}; or choose another --out folder "
-                              "(nothing was changed)"))
+    if resume is None and out is not None:
+        try:   # before torch loads; the trainer checks again under its lock
+            RunFolder(out).refuse_taken()
+        except FileExistsError as err:
+            _fail(err)
     _require(*(("--data", d) for d in data or []), ("--resume", resume), ("--nonlandmarks", nonlandmarks))
     if nonlandmarks is not None and (not nonlandmarks.is_dir() or not any(p.is_file() for p in nonlandmarks.rglob("*"))):
         _fail(ValueError(f"--nonlandmarks {nonlandmarks} must be a folder of photos without landmarks "
@@ -179,12 +178,10 @@ def train(
         _fail(err)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
-    run_dir = best.parent.parent
-    test = json.loads((run_dir / "test_metrics.json").read_text())
-    reference = run_dir / "reference.json"
-    typer.echo(json.dumps({"best_checkpoint": str(best), "held_out_test": test,
-                           "reference": json.loads(reference.read_text()) if reference.is_file() else None,
-                           "curves": str(run_dir / "curves.png"), "rejects": str(run_dir / "rejects.csv")}, indent=2))
+    run = RunFolder(best.parent.parent)
+    test = json.loads(run.test_metrics.read_text())
+    typer.echo(json.dumps({"best_checkpoint": str(best), "held_out_test": test, "reference": run.reference_info(),
+                           "curves": str(run.curves), "rejects": str(run.rejects)}, indent=2))
 
 
 @app.command()

@@ -91,12 +91,13 @@ def run_photos(checkpoint: str | Path, split: str) -> pd.DataFrame:
         FileNotFoundError: the checkpoint is not inside a run folder with ``run.json`` and ``split.csv``.
     """
     from ..retrieval.embeddings import labelled_images
-    run = Path(checkpoint).resolve().parent.parent
-    if not (run / "run.json").is_file() or not (run / "split.csv").is_file():
-        raise FileNotFoundError(f"{checkpoint} is not in a run folder (no run.json/split.csv in {run}); "
+    from ..runs import RunFolder
+    run = RunFolder.of_checkpoint(checkpoint)
+    if not run.is_run() or not run.split_file.is_file():
+        raise FileNotFoundError(f"{checkpoint} is not in a run folder (no run.json/split.csv in {run.root}); "
                                 "give --images with real photos")
-    data = json.loads((run / "run.json").read_text())["data"]
-    split_rows = pd.read_csv(run / "split.csv", dtype=str)
+    data = run.info()["data"]
+    split_rows = run.split()
     ids = split_rows.loc[split_rows["split"] == split, "id"]
     frame = labelled_images(data)
     return frame[frame["id"].isin(set(ids))][["id", "path"]].reset_index(drop=True)

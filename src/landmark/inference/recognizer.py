@@ -56,6 +56,7 @@ from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
 from ..retrieval.embeddings import Embeddings, load_embeddings
 from ..retrieval.index import LandmarkIndex
+from ..runs import RunFolder
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, reference_confidence
 from ..retrieval.reference import REFERENCE_K
 from .predict import TTA_ORDER, vote_scores
@@ -164,11 +165,7 @@ def resolve_checkpoint(source: str | Path) -> Path:
     """
     source = Path(source)
     if source.is_dir():
-        best = source / "checkpoints" / "best.pt"
-        if not best.is_file():
-            raise FileNotFoundError(f"{source} is a folder without checkpoints/best.pt; give a run folder "
-                                    "written by landmark train, or a .pt file")
-        return best
+        return RunFolder(source).best_checkpoint()
     if not source.is_file():
         raise FileNotFoundError(f"model {source} does not exist (give a run folder or a .pt checkpoint)")
     return source
@@ -237,17 +234,8 @@ def run_index(source: str | Path) -> Path | None:
         FileNotFoundError: the run was trained with an index (``reference.json``) that is gone;
             an unfinished or damaged one is refused when it is loaded.
     """
-    source = Path(source)
-    folders = [source] if source.is_dir() else [source.parent.parent, source.parent]   # best.pt, or RUN/model.onnx
-    run = next((f for f in folders if (f / "run.json").is_file()), None)
-    if run is None:
-        return None
-    if (run / "index").is_dir():
-        return run / "index"
-    if (run / "reference.json").is_file():
-        raise FileNotFoundError(f"{run / 'index'} is missing (the run was trained with one); train again, "
-                                f"or answer with the classifier alone (--classifier-only, index=False)")
-    return None
+    run = RunFolder.of(source)   # the folder, or the one of RUN/checkpoints/best.pt or RUN/model.onnx
+    return run.index_dir() if run is not None else None
 
 
 class Recognizer:

@@ -53,9 +53,10 @@ def write_training_curves(run_dir: str | Path) -> Path:
     Returns:
         the path of the picture.
     """
-    run_dir = Path(run_dir)
-    plot_training_curves(pd.read_csv(run_dir / "metrics.csv"), run_dir / "curves.png")
-    return run_dir / "curves.png"
+    from ..runs import RunFolder
+    run = RunFolder(run_dir)
+    plot_training_curves(pd.read_csv(run.metrics_file), run.curves)
+    return run.curves
 
 
 def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,

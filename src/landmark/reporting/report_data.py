@@ -10,7 +10,6 @@ held-out split (``split.csv`` rows with ``split == test``).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data import ImageError, Reject, image_path, load_image, read_queries, read_train, with_paths
-from ..data.gldv2 import data_source, natural_key
+from ..data.gldv2 import natural_key
 from ..data.kaggle import read_solution
+from ..runs import RunFolder
 from ..evaluation import per_class_accuracy, recognition_scores
 from ..inference import predict_images
 from ..models import WeightsError, load_model
@@ -127,12 +127,9 @@ def read_run(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    split = pd.read_csv(run_dir / "split.csv", dtype=str, keep_default_na=False) \
-        if (run_dir / "split.csv").is_file() else None
-    history = pd.read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else None
-    rejects = len(pd.read_csv(run_dir / "rejects.csv")) if (run_dir / "rejects.csv").is_file() else None
-    return RunInfo(run_dir, info, data_source(info["data"]) if info.get("data") else None, split, history, rejects)
+    run = RunFolder(run_dir)
+    rejects = len(pd.read_csv(run.rejects)) if run.rejects.is_file() else None
+    return RunInfo(run_dir, run.info(), run.data(), run.split(), run.metrics(), rejects)
 
 
 def data_paths(data: Path | list[Path]) -> dict[str, str]:
@@ -198,7 +195,7 @@ def compute_report(run_dir: str | Path, images: str | Path | None = None, soluti
     if not 2 <= tta <= 10:
         raise ValueError(f"tta={tta}: the report compares 1 crop with 2 to 10 crops")
     run = read_run(run_dir)
-    checkpoint = Path(checkpoint) if checkpoint else run.run_dir / "checkpoints" / "best.pt"
+    checkpoint = Path(checkpoint) if checkpoint else RunFolder(run.run_dir).best
     evalset = evaluation_set(run.split, run.data, Path(images) if images else None,
                              Path(solution) if solution else None)
     model, ckpt = load_model(checkpoint)

@@ -184,13 +184,12 @@ def explain_files(checkpoint: str | Path, images: list[str | Path], out: str | P
         FileNotFoundError: the checkpoint does not exist.
         FileExistsError: a picture to write exists, without ``overwrite``.
     """
-    import json
-
     import pandas as pd
     from tqdm import tqdm
 
     from ..data import ImageError, Reject, load_image, write_rejects
     from ..models import load_model
+    from ..runs import RunFolder
     from .analysis import class_names, label
     model, ckpt = load_model(checkpoint)
     out = Path(out)
@@ -201,8 +200,8 @@ def explain_files(checkpoint: str | Path, images: list[str | Path], out: str | P
         for t in targets + [out / "saliency.csv", out / "rejects.csv"]:
             if t.exists():
                 raise FileExistsError(f"{t} exists; pass --overwrite or choose another --out")
-    run_json = Path(checkpoint).resolve().parent.parent / "run.json"
-    names = class_names(json.loads(run_json.read_text()).get("data")) if run_json.is_file() else {}
+    run = RunFolder.of_checkpoint(checkpoint)
+    names = class_names(run.info().get("data")) if run.is_run() else {}
     out.mkdir(parents=True, exist_ok=True)
     guided = guided_copy(model)
     rows, rejects, written = [], [], []

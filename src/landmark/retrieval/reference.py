@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import load_config
 from ..data import read_queries, read_train, with_paths
-from ..data.gldv2 import data_source
 from ..evaluation.metrics import rejection_threshold
 from ..io import commit, embedding_files, sidecar, temp_path
 from ..models import load_model
 from ..models.factory import load_checkpoint_file, write_checkpoint
+from ..runs import RunFolder
 from .config import IndexParams
 from .embeddings import Embeddings, embed_images, load_embeddings
 from .index import LandmarkIndex
@@ -40,9 +39,10 @@ REFERENCE_K = 50
 
 def split_frames(run_dir: Path) -> dict[str, pd.DataFrame]:
     """The run's labelled photos per split (``id, landmark_id, path``), from ``split.csv``."""
-    data = data_source(json.loads((run_dir / "run.json").read_text())["data"])
-    clean = load_config(run_dir / "config.yaml").data.clean
-    split = pd.read_csv(run_dir / "split.csv", dtype=str, keep_default_na=False)
+    run = RunFolder(run_dir)
+    data = run.data()
+    clean = run.config().data.clean
+    split = run.split()
     frame = with_paths(read_train(data, clean=clean), data)
     frame = frame.assign(landmark_id=frame["landmark_id"].astype(str)).merge(split[["id", "split"]], on="id")
     return {s: frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
@@ -78,11 +78,11 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
     Raises:
         FileNotFoundError: ``run_dir`` has no best checkpoint or split.
     """
-    run_dir = Path(run_dir)
-    best = run_dir / "checkpoints" / "best.pt"
+    run = RunFolder(run_dir)
+    best = run.best
     model, ckpt = load_model(best)
-    frames = split_frames(run_dir)
-    work = run_dir / "index" / "embeddings"
+    frames = split_frames(run.root)
+    work = run.index / "embeddings"
     classes = ckpt["classes"]
     indexed = pd.concat([frames[s] for s in splits], ignore_index=True)
     emb = _copy_embedded(work, indexed, ckpt["preprocess"]["size"]) if reuse else None
@@ -110,8 +110,8 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
     from .provenance import model_record
     index.meta["model"] = model_record(best, file_sha256(best), ckpt["preprocess"], backbone=ckpt["arch"]["backbone"],
                                        runtime="torch")
-    index.save(run_dir / "index", overwrite=True)
-    return {"index": str(run_dir / "index"), "count": len(index), "reject_threshold": thresholds,
+    index.save(run.index, overwrite=True)
+    return {"index": str(run.index), "count": len(index), "reject_threshold": thresholds,
             "validation_queries": int(len(queries))}
 
 

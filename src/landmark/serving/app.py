@@ -299,8 +299,9 @@ def _authorise(request: Request, token: str | None) -> None:
 
 def _in_run_folder(folder: Path) -> bool:
     """Whether ``folder`` lies in a training run (a ``run.json`` in it or a folder above)."""
+    from ..runs import RunFolder
     folder = folder.resolve()
-    return any((f / "run.json").is_file() for f in (folder, *folder.parents))
+    return any(RunFolder(f).is_run() for f in (folder, *folder.parents))
 
 
 def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[bytes]) -> dict:

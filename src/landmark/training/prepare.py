@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import DataConfig
+from ..runs import RunFolder
 from ..data import Reject, read_train, select_classes, split_per_class, with_paths
 from ..data.cache import build_cache
 from ..data.gldv2 import DataSource, data_source, natural_key
@@ -49,7 +50,7 @@ def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path)
     (never silently dropped).
     """
     data, run_dir = data_source(data), Path(run_dir)
-    split_file = run_dir / "split.csv"
+    split_file = RunFolder(run_dir).split_file
     unusable: list = []   # rows and files read_train leaves out (empty labels, OS metadata): rejects too
     frame = read_train(data, clean=config.clean, unusable=unusable)
     gone: list[Reject] = [Reject(str(i), path, reason) for i, _, path, reason in unusable]
@@ -69,7 +70,7 @@ def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path)
         log.info("%d classes with 1 photo and %d with 2 are trained on (min_images_per_class %d); %d classes have "
                  "no validation photo, so their answers are not validated", small["classes_with_1_photo"],
                  small["classes_with_2_photos"], config.min_images_per_class, summary.classes_without_val)
-        (run_dir / "split_summary.json").write_text(json.dumps(
+        RunFolder(run_dir).split_summary.write_text(json.dumps(
             {"selection": selection, "split": summary.as_dict(), "small_classes": small,
              "note": "classes too small to split keep at least one image in train; test gives way first, "
                      "then val (see landmark.data.split.split_per_class)"}, indent=2))

@@ -36,16 +36,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..config import Stage, TrainConfig, dump_config, load_config
+from ..config import Stage, TrainConfig, dump_config
 from ..data import ImageDataset, collate, read_train, write_rejects
 from ..data.gldv2 import DataSource, data_roots, data_source, landmark_names
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
-from ..io import LOCK_FILE, folder_lock
+from ..io import folder_lock
 from ..models import LandmarkNet, create_backbone, create_model, load_model, save_checkpoint
 from ..models.factory import STORED, backbone_layers, freeze_depth, list_heads, read_checkpoint
 from ..models.margin import class_counts
 from ..retrieval.reference import build_reference
+from ..runs import RunExistsError, RunFolder  # noqa: F401  (RunExistsError: landmark.training's too)
 from . import distributed as dist
 from .prepare import Prepared, prepare_data
 from .features import FeatureStore
@@ -57,24 +58,8 @@ log = logging.getLogger(__name__)
 EpochHook = Callable[[Path], None]
 
 
-class RunExistsError(FileExistsError):
-    """The run folder already holds a run and ``resume`` was not asked for."""
-
-
 class NonFiniteLossError(ValueError):
     """A training step gave a NaN or infinite loss; the run stops (nothing non-finite is saved)."""
-
-
-def _taken(run_dir: Path) -> bool:
-    """True when ``run_dir`` is a file or holds anything but a lock file."""
-    return run_dir.exists() and (not run_dir.is_dir() or any(p.name != LOCK_FILE for p in run_dir.iterdir()))
-
-
-def _refuse_taken(run_dir: Path) -> None:
-    hint = f"continue it with --resume {run_dir}" if (run_dir / "config.yaml").is_file() else \
-        "it is not empty (or is a file)"
-    raise RunExistsError(f"{run_dir} cannot hold a new run: {hint}; or choose another --out folder "
-                         f"(nothing was changed)")
 
 
 def _refuse_inside(run_dir: Path, data: DataSource) -> None:
@@ -112,10 +97,10 @@ def train(config: TrainConfig, data: DataSource, run_dir: str | Path, device: st
     """
     run_dir = Path(run_dir)
     device = dist.setup(device)
-    taken = _taken(run_dir)
+    taken = RunFolder(run_dir).taken()
     dist.barrier()  # every rank has looked before rank 0 writes
     if taken:
-        _refuse_taken(run_dir)
+        RunFolder(run_dir).refuse_taken()
     data = data_source(data)   # one Path, or a list of them
     _refuse_inside(run_dir, data)
     # fail fast, before anything is written: bad data folder, unknown backbone, unreachable weights
@@ -125,11 +110,9 @@ def train(config: TrainConfig, data: DataSource, run_dir: str | Path, device: st
         return _run(config, data, run_dir, device, checkpoint=None, on_epoch_end=on_epoch_end)
     run_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(run_dir):
-        if _taken(run_dir):  # another process started a run here between our look and the lock
-            _refuse_taken(run_dir)
-        dump_config(config, run_dir / "config.yaml")
-        (run_dir / "run.json").write_text(json.dumps({
-            "data": str(data.resolve()) if isinstance(data, Path) else [str(d.resolve()) for d in data], "torch": torch.__version__, "python": platform.python_version()}))
+        RunFolder(run_dir).refuse_taken()  # another process started a run here between our look and the lock
+        dump_config(config, RunFolder(run_dir).config_file)
+        RunFolder(run_dir).write_info(data, torch=torch.__version__, python=platform.python_version())
         return _run(config, data, run_dir, device, checkpoint=None, on_epoch_end=on_epoch_end)
 
 
@@ -144,11 +127,10 @@ def resume(run_dir: str | Path, device: str | None = None, on_epoch_end: EpochHo
         landmark.io.LockedError: another process is using ``run_dir``.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml/run.json); start it with --out")
-    config = load_config(run_dir / "config.yaml")
-    data = data_source(json.loads((run_dir / "run.json").read_text())["data"])
-    last = run_dir / "checkpoints" / "last.pt"
+    run = RunFolder(run_dir).require()
+    config = run.config()
+    data = run.data()
+    last = run.last
     hint = "; delete it to restart the run from its first epoch"
     checkpoint = read_checkpoint(last, hint, ("history", "epoch", "best_val_gap", "optimizer")) \
         if last.is_file() else None
@@ -181,7 +163,7 @@ def _run(config: TrainConfig, data: Path | list[Path], run_dir: Path, device: to
             if not stage.probe:
                 store.clear()   # the backbone moves from now on: nothing stored would be reused
         row = _train_epoch(model, net, optimizer, prepared, config, stage, e, epoch, len(plan), device, rejects,
-                           store, run_dir / "features")
+                           store, RunFolder(run_dir).features)
         if val_loader is not None:
             val = _probe_validation(model, val_loader, device, rejects, store) if stage.probe else \
                 _epoch(model, val_loader, device, rejects, None, desc=f"epoch {epoch + 1}/{len(plan)} val")
@@ -197,7 +179,7 @@ def _run(config: TrainConfig, data: Path | list[Path], run_dir: Path, device: to
         _reference(run_dir, prepared, config, device, rejects, store)
     log.info("backbone descriptors: %d photo views computed, %d reused", store.computed, store.reused)
     dist.barrier()
-    return run_dir / "checkpoints" / "best.pt"
+    return RunFolder(run_dir).best
 
 
 def _prepare(data: Path | list[Path], config: TrainConfig, run_dir: Path) -> Prepared:
@@ -235,7 +217,7 @@ def _build(config: TrainConfig, prepared: Prepared, checkpoint: dict | None, run
         try:
             model.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as err:
-            raise ValueError(f"{run_dir / 'checkpoints' / 'last.pt'} does not fit this run's config and classes "
+            raise ValueError(f"{RunFolder(run_dir).last} does not fit this run's config and classes "
                              f"({str(err).splitlines()[0]}); delete it to restart the run") from None
         state = {"history": checkpoint["history"], "epoch": checkpoint["epoch"], "best": checkpoint["best_val_gap"]}
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
@@ -295,8 +277,8 @@ def _save_epoch(model: LandmarkNet, optimizer, prepared: Prepared, config: Train
              "optimizer": optimizer.state_dict() if optimizer is not None else {},
              "config": config.model_dump(mode="json"), "names": names}
     if improved:
-        save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes, **extra)
-    save_checkpoint(run_dir / "checkpoints" / "last.pt", model, prepared.classes, **extra)
+        save_checkpoint(RunFolder(run_dir).best, model, prepared.classes, **extra)
+    save_checkpoint(RunFolder(run_dir).last, model, prepared.classes, **extra)
     _write_history(state["history"], run_dir)
     log.info("epoch %d: %s", row["epoch"], {k: v for k, v in row.items() if isinstance(v, float)})
 
@@ -310,7 +292,7 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
         refit = _final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"], store)
         # the thresholds were chosen on the validation photos before the refit indexed them too
         reference = {**refit, "validation_queries": reference["validation_queries"], "final_fit": True}
-    (run_dir / "reference.json").write_text(json.dumps(reference, indent=2))
+    RunFolder(run_dir).reference.write_text(json.dumps(reference, indent=2))
 
 
 def _check_model(config: TrainConfig) -> None:
@@ -352,16 +334,16 @@ def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
     ``best.pt`` has the same backbone), then index both (with the vectors of the first index and
     of the validation queries when the refit left the embedding as it was); returns
     ``build_reference``'s summary."""
-    model, ckpt = load_model(run_dir / "checkpoints" / "best.pt")
+    model, ckpt = load_model(RunFolder(run_dir).best)
     model.to(device)
     stage = config.stages[-1]
     both = Prepared({"train": pd.concat([prepared.frames["train"], prepared.frames["val"]], ignore_index=True)},
                     prepared.classes)
     # rank 0 alone refits (the other ranks are done): a loader over every photo, not a rank's shard
     loader = _loader(both, "train", model.preprocess.transform(), config, False, shard=False)
-    stats = fit_probe(model, loader, device, rejects, stage, store, run_dir / "features")
+    stats = fit_probe(model, loader, device, rejects, stage, store, RunFolder(run_dir).features)
     extra = {k: v for k, v in ckpt.items() if k not in STORED}
-    save_checkpoint(run_dir / "checkpoints" / "best.pt", model, prepared.classes,
+    save_checkpoint(RunFolder(run_dir).best, model, prepared.classes,
                     **{**extra, "final_fit": {"images": stats["images"], "train_loss": stats["loss"],
                                               "fit": stats["fit"]}})
     return build_reference(run_dir, device=str(device), workers=config.data.workers, splits=("train", "val"),
@@ -370,7 +352,7 @@ def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
 
 def _save_rejects(rejects: dict, run_dir: Path) -> None:
     if dist.is_main():
-        write_rejects(rejects, run_dir / "rejects.csv")
+        write_rejects(rejects, RunFolder(run_dir).rejects)
 
 
 def _loader(prepared: Prepared, split: str, transform, config: TrainConfig, shuffle: bool, seed: int = 0,
@@ -491,16 +473,16 @@ def _summary(parts: list[tuple], rejects: dict) -> dict:
 
 def _write_history(history: list[dict], run_dir: Path) -> None:
     frame = pd.DataFrame(history)
-    frame.to_csv(run_dir / "metrics.csv", index=False)
-    (run_dir / "metrics.json").write_text(json.dumps(history, indent=2))
+    frame.to_csv(RunFolder(run_dir).metrics_file, index=False)
+    RunFolder(run_dir).metrics_json.write_text(json.dumps(history, indent=2))
 
 
 def _test_best(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict) -> None:
-    model, best = load_model(run_dir / "checkpoints" / "best.pt")
+    model, best = load_model(RunFolder(run_dir).best)
     model.to(device)
     loader = _loader(prepared, "test", model.preprocess.transform(), config, False)
     stats = _epoch(model, loader, device, rejects, None, desc="held-out test") if loader else {}
     stats["images"] = int(len(prepared.frames["test"]))
     stats["best_epoch"] = int(best["epoch"])
     if dist.is_main():
-        (run_dir / "test_metrics.json").write_text(json.dumps(stats, indent=2))
+        RunFolder(run_dir).test_metrics.write_text(json.dumps(stats, indent=2))
