@@ -153,3 +153,21 @@ def test_load_model_points_an_onnx_file_to_the_runtime(tmp_path):
     with pytest.raises(ValueError, match="is an ONNX export, not a PyTorch checkpoint: run it with "
                                          "landmark.models.load_runtime"):
         load_model(tmp_path / "model.onnx")
+
+
+def test_head_constructors_take_their_defaults_from_the_spec():
+    """One set of head defaults: the ModelSpec's (issue 20)."""
+    import inspect
+
+    from landmark.models.heads import FCHead, GeM, GeMHead
+    from landmark.models.margin import ArcMarginHead
+    spec = ModelSpec()
+    wanted = {"dropout": spec.dropout, "p": spec.gem_p, "hidden": spec.fc_dim, "scale": spec.arcface_s,
+              "embedding_dim": spec.embedding_dim, "margins": spec.margin_a + spec.margin_b,
+              "a": spec.margin_a, "b": spec.margin_b, "power": spec.margin_power}
+    for fn in (GeM, GeMHead, FCHead, ArcMarginHead, dynamic_margins):
+        for name, param in inspect.signature(fn).parameters.items():
+            if name in wanted:
+                assert param.default == pytest.approx(wanted[name]) if wanted[name] is not None \
+                    else param.default is None, f"{fn.__name__}({name}={param.default})"
+    assert ArcMarginHead(8, 2).margins.tolist() == pytest.approx([0.55, 0.55])

@@ -59,13 +59,34 @@ def test_export_round_trip_matches_torch_and_describes_itself(tiny):
     # dynamic batch axis: batch 1 and 5 give what eager PyTorch gives
     model, _ = load_model(ckpt)
     eager, ort = TorchRuntime(model, CLASSES, PREPROCESS, device="cpu"), OnnxRuntime(path, threads=1)
-    assert ort.classes == CLASSES and ort.preprocess == PREPROCESS and ort.arch["backbone"] == "test_efficientnet"
+    assert ort.classes == CLASSES and ort.preprocess == PREPROCESS and ort.spec.backbone == "test_efficientnet"
+    assert isinstance(ort.preprocess, Preprocess) and isinstance(eager.preprocess, Preprocess)
+    assert "arch" not in meta and meta["spec"] == model.spec.model_dump(mode="json") and eager.spec == model.spec
     for batch in (1, 5):
         x = torch.randn(batch, 3, 64, 64)
         (la, ea), (lb, eb) = eager(x), ort(x)
         assert lb.shape == (batch, 3) and eb.shape == ea.shape
         torch.testing.assert_close(lb, la, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(eb, ea, atol=1e-4, rtol=1e-4)
+
+
+def test_an_export_with_the_older_arch_metadata_is_upgraded(tiny, tmp_path):
+    """Exports written before the spec existed carry an ``arch`` dict: read as a ModelSpec."""
+    import shutil
+
+    from landmark.inference.export import set_metadata
+    _, path, _ = tiny
+    meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}[METADATA_KEY])
+    old = tmp_path / "old.onnx"
+    shutil.copy(path, old)
+    arch = {"backbone": "test_efficientnet", "num_classes": 3, "head": "gem", "dropout": 0.0, "gem_p": 3.0,
+            "loss": "softmax", "embedding_dim": None, "mean": PREPROCESS["mean"], "std": PREPROCESS["std"]}
+    set_metadata(old, {k: v for k, v in meta.items() if k != "spec"} | {"arch": arch})
+    runtime = OnnxRuntime(old, threads=1)
+    assert runtime.spec.backbone == "test_efficientnet" and runtime.spec.dropout == 0.0 and runtime.spec.subcenters == 1
+    set_metadata(old, {k: v for k, v in meta.items() if k != "spec"} | {"arch": {**arch, "gem_p": -1}})
+    with pytest.raises(ValueError, match="invalid preprocessing or spec .*gem_p.*export it again"):
+        OnnxRuntime(old, threads=1)
 
 
 def test_export_refuses_to_overwrite_and_needs_photos_outside_a_run(tiny, photos, tmp_path):

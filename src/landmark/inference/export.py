@@ -4,7 +4,7 @@ The exported graph is :class:`~landmark.models.runtime.TwoOutputs`: input ``imag
 float32 ``[batch, 3, size, size]`` (normalised), outputs ``logits`` ``[batch, K]`` and
 ``embedding`` ``[batch, D]``; the batch axis is dynamic.  The model's metadata
 (``metadata_props['landmark']``, JSON) holds ``classes``, ``names``, ``preprocess``,
-``arch``, the SHA-256 of the checkpoint it came from and, for int8, how it was quantised,
+``spec`` (older exports: ``arch``, upgraded on reading), the SHA-256 of the checkpoint it came from and, for int8, how it was quantised,
 so the ``.onnx`` file alone is enough to predict (:class:`OnnxRuntime`).
 
 Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter), opset 17.
@@ -111,9 +111,8 @@ def photo_batches(frame: pd.DataFrame, preprocess: dict, limit: int, batch: int 
         ValueError: none of the photos could be read.
     """
     from ..data import ImageDataset, collate
-    from ..data.transforms import eval_transform
-    size = preprocess["size"]
-    dataset = ImageDataset(frame.head(limit * 2), eval_transform(size, preprocess["mean"], preprocess["std"]))
+    from ..data.preprocess import Preprocess
+    dataset = ImageDataset(frame.head(limit * 2), Preprocess.of(preprocess).transform())
     images = []
     for k in range(len(dataset)):
         item = dataset[k]
@@ -354,7 +353,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
     model, ckpt = load_model(checkpoint)
     blocks = len(getattr(model.backbone, "blocks", ()))
     if asked is not None and asked > blocks:
-        raise ValueError(f"--fp32-blocks {asked}: {model.arch.get('backbone', 'the backbone')} has {blocks} blocks; "
+        raise ValueError(f"--fp32-blocks {asked}: {model.spec.backbone} has {blocks} blocks; "
                          f"give 0 to {blocks}")
     preprocess = ckpt["preprocess"]
     if images is not None:
@@ -365,7 +364,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
     verify = photo_batches(verify_frame, preprocess, verify_images)
     metadata = {"format_version": 1, "classes": [str(c) for c in ckpt["classes"]], "names": ckpt.get("names"),
                 "reject_threshold": ckpt.get("reject_threshold"),
-                "preprocess": preprocess, "arch": model.arch, "checkpoint": str(Path(checkpoint).resolve()),
+                "preprocess": preprocess, "spec": ckpt["spec"], "checkpoint": str(Path(checkpoint).resolve()),
                 "checkpoint_sha256": file_sha256(checkpoint), "opset": opset, "precision": "fp32"}
     reference = TorchRuntime(model, ckpt["classes"], preprocess, device="cpu")
     out.parent.mkdir(parents=True, exist_ok=True)

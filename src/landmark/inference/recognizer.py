@@ -317,7 +317,8 @@ class Recognizer:
         path = resolve_checkpoint(source)
         if path.suffix.lower() == ".onnx":
             model = load_runtime(path, runtime, device, threads)   # refuses runtime torch for a .onnx
-            ckpt = {"classes": model.classes, "preprocess": model.preprocess, "arch": model.arch,
+            ckpt = {"classes": model.classes, "preprocess": model.preprocess,
+                    "spec": model.spec.model_dump(mode="json") if model.spec else {},
                     "names": model.names or {}, **{k: model.meta[k] for k in ("reject_threshold",) if k in model.meta}}
         else:
             model, ckpt = load_model(path)
@@ -328,8 +329,8 @@ class Recognizer:
         if index is not None and not isinstance(index, LandmarkIndex):
             index = LandmarkIndex.load(index)
         built = index.meta.get("model", {}).get("backbone") if index is not None else None
-        if built and built != ckpt["arch"]["backbone"]:
-            raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['arch']['backbone']}")
+        if built and built != ckpt["spec"].get("backbone", built):
+            raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['spec']['backbone']}")
         if index is not None:
             _check_index_model(index, path, model)
         rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device, scoring)

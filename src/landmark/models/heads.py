@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .spec import spec_default
+
 
 def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     """Generalized-mean pooling over the spatial dimensions.
@@ -29,7 +31,7 @@ def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> to
 class GeM(nn.Module):
     """:func:`gem` with a learnable exponent ``p`` (initial value ``p``)."""
 
-    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+    def __init__(self, p: float = spec_default("gem_p"), eps: float = 1e-6):
         super().__init__()
         self.p = nn.Parameter(torch.tensor(float(p)))
         self.eps = eps
@@ -88,8 +90,8 @@ class GeMHead(Head):
     ``[B, C]`` (``[B, embedding_dim]``) used by retrieval.
     """
 
-    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.2, p: float = 3.0,
-                 embedding_dim: int | None = None):
+    def __init__(self, in_features: int, num_classes: int, dropout: float = spec_default("dropout"),
+                 p: float = spec_default("gem_p"), embedding_dim: int | None = spec_default("embedding_dim")):
         super().__init__()
         self.pool = GeM(p)
         if embedding_dim:   # only then, so state dicts of neck-less heads keep their keys
@@ -110,7 +112,8 @@ class FCHead(Head):
     pooling replaces Keras' ``Flatten`` so that any input size works.
     """
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int = 256, dropout: float = 0.2):
+    def __init__(self, in_features: int, num_classes: int, hidden: int = spec_default("fc_dim"),
+                 dropout: float = spec_default("dropout")):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, hidden), nn.ReLU(inplace=True))

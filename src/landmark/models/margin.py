@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .heads import GeM, Head, Neck
+from .spec import spec_default
 
 
-def dynamic_margins(counts: Sequence[int] | np.ndarray | torch.Tensor, a: float = 0.5, b: float = 0.05,
-                    power: float = 0.25) -> torch.Tensor:
+def dynamic_margins(counts: Sequence[int] | np.ndarray | torch.Tensor, a: float = spec_default("margin_a"),
+                    b: float = spec_default("margin_b"), power: float = spec_default("margin_power")) -> torch.Tensor:
     """Per-class angular margins ``m_j = a * n_j ** -power + b`` in radians.
 
     Ha et al., arXiv:2010.05350 (GLR 2020, 3rd place), with ``power = 1/4``.
@@ -107,10 +108,15 @@ class ArcMarginHead(Head):
             restores them.
         dropout: on the embedding, before normalisation (training only).
         p: initial GeM exponent.
+
+    Defaults are :class:`~landmark.models.spec.ModelSpec`'s (``margins``: ``margin_a +
+    margin_b``, the dynamic margin of a class with one photo; ``subcenters`` 1: ArcFace).
     """
 
-    def __init__(self, in_features: int, num_classes: int, embedding_dim: int | None = None, subcenters: int = 1,
-                 scale: float = 30.0, margins: torch.Tensor | float = 0.3, dropout: float = 0.0, p: float = 3.0):
+    def __init__(self, in_features: int, num_classes: int, embedding_dim: int | None = spec_default("embedding_dim"),
+                 subcenters: int = 1, scale: float = spec_default("arcface_s"),
+                 margins: torch.Tensor | float = spec_default("margin_a") + spec_default("margin_b"),
+                 dropout: float = spec_default("dropout"), p: float = spec_default("gem_p")):
         super().__init__()
         if subcenters < 1:
             raise ValueError(f"subcenters must be >= 1, not {subcenters}")

@@ -10,8 +10,10 @@ A *runtime* is a callable ``runtime(x) -> (logits, embedding)``:
 
 Both come from one backbone pass.  Every runtime also carries ``name`` (``torch``,
 ``onnx``), ``classes`` (landmark ids, index = logit column), ``names`` (landmark names or
-None) and ``preprocess`` (``size``, ``resize``, ``mean``, ``std``), so callers need
-nothing but the runtime; ``arch`` is the checkpoint's architecture dict (``backbone`` ...).
+None), ``preprocess`` (a :class:`~landmark.data.preprocess.Preprocess`: ``size``, ``resize``,
+``mean``, ``std``; ``preprocess.transform()`` builds the photos' transform) and ``spec`` (the
+network's :class:`~landmark.models.spec.ModelSpec`: ``backbone`` ...; None for an export
+whose metadata names none), so callers need nothing but the runtime.
 
 :class:`TorchRuntime` wraps a :class:`~landmark.models.LandmarkNet`; :class:`OnnxRuntime`
 runs a file written by :func:`landmark.inference.export.export_onnx` (the class list and
@@ -37,6 +39,7 @@ from torch import nn
 from ..data.preprocess import Preprocess
 from ..devices import resolve_device
 from .runtime_info import DEFAULT_RUNTIME, MAX_THREADS_PER_CPU, RUNTIMES
+from .spec import ModelSpec, spec_from_arch
 
 METADATA_KEY = "landmark"   # metadata_props key of the exported model's JSON description
 MAX_ONNX_BYTES = 2**31      # protobuf's limit for one message: no single-file .onnx is larger
@@ -49,8 +52,8 @@ class Runtime(Protocol):
     device: torch.device     # where the network computes (``cpu`` for ONNX Runtime)
     classes: list[str]
     names: dict[str, str] | None   # landmark id -> readable name
-    preprocess: dict
-    arch: dict
+    preprocess: Preprocess
+    spec: ModelSpec | None
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -77,13 +80,13 @@ class TorchRuntime:
     name = "torch"
     why_not_onnx = ""   # set by load_runtime when ``auto`` found no usable export
 
-    def __init__(self, model: nn.Module, classes: list[str], preprocess: dict, names: dict[str, str] | None = None,
-                 device: str | None = None):
+    def __init__(self, model: nn.Module, classes: list[str], preprocess: Preprocess | dict,
+                 names: dict[str, str] | None = None, device: str | None = None):
         from ..devices import resolve_device
         self.device = resolve_device(device)
         self.net = TwoOutputs(model).to(self.device).eval()
-        self.classes, self.preprocess, self.names = list(classes), dict(preprocess), names
-        self.arch = dict(getattr(model, "arch", {}))
+        self.classes, self.preprocess, self.names = list(classes), Preprocess.of(preprocess), names
+        self.spec: ModelSpec | None = getattr(model, "spec", None)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,12 +149,13 @@ class OnnxRuntime:
             raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has no list of classes; export it again")
         _check_metadata(path, self.meta, self.session)
         try:   # checked like a checkpoint's: a huge or NaN preprocessing must not reach the photos
-            preprocess = Preprocess.of(self.meta.get("preprocess")).to_dict()
+            preprocess = Preprocess.of(self.meta.get("preprocess"))
+            spec = metadata_spec(self.meta)
         except (ValueError, TypeError) as err:
-            raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has an invalid preprocessing ({err}); "
-                             f"export it again") from None
+            raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has an invalid preprocessing or spec "
+                             f"({' '.join(str(err).split())[:160]}); export it again") from None
         self.classes, self.preprocess = list(self.meta["classes"]), preprocess
-        self.names, self.arch = self.meta.get("names"), dict(self.meta.get("arch", {}))
+        self.names, self.spec = self.meta.get("names"), spec
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,10 +164,25 @@ class OnnxRuntime:
         return torch.from_numpy(logits), torch.from_numpy(emb)
 
 
+def metadata_spec(meta: dict) -> ModelSpec | None:
+    """The :class:`ModelSpec` an export's metadata records: its ``spec``, or (exports written
+    before the spec existed) the ``arch`` dict upgraded as a format-1 checkpoint's is; None
+    when it records neither.
+
+    Raises:
+        ValueError: the recorded spec or arch is invalid (pydantic's ValidationError is one).
+    """
+    if isinstance(meta.get("spec"), dict):
+        return ModelSpec.model_validate(meta["spec"])
+    if isinstance(meta.get("arch"), dict):
+        return spec_from_arch(meta["arch"])
+    return None
+
+
 def _check_metadata(path: Path, meta: dict, session) -> None:
     """Refuse an export whose metadata cannot describe its graph: classes that are not distinct
     strings or do not match the width of the ``logits`` output (every photo would fail with a
-    reshape traceback), ``names`` / ``arch`` that are not objects.
+    reshape traceback), ``names`` / ``spec`` / ``arch`` (older exports) that are not objects.
 
     Raises:
         ValueError: one line naming the file and what is wrong.
@@ -175,7 +194,7 @@ def _check_metadata(path: Path, meta: dict, session) -> None:
     widths = [o.shape[-1] for o in session.get_outputs() if o.name == "logits" and o.shape]
     if bad is None and widths and isinstance(widths[0], int) and widths[0] != len(classes):
         bad = f"{len(classes)} classes for a graph of {widths[0]} logits"
-    for key in ("names", "arch"):
+    for key in ("names", "spec", "arch"):
         if bad is None and meta.get(key) is not None and not isinstance(meta[key], dict):
             bad = f"'{key}' that is not an object"
     if bad is not None:

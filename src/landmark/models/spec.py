@@ -181,3 +181,13 @@ def spec_from_arch(arch: dict) -> ModelSpec:
     known.setdefault("dropout", 0.0)
     known.setdefault("subcenters", 1)
     return ModelSpec(**known)
+
+
+def spec_default(name: str):
+    """The :class:`ModelSpec` default of field ``name``: the one home of the head constructors'
+    defaults (``models/heads.py``, ``models/margin.py``).
+
+    Raises:
+        KeyError: no such field.
+    """
+    return ModelSpec.model_fields[name].default

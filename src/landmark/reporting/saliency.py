@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..data.transforms import eval_transform
+from ..data.preprocess import Preprocess
 
 
 class _GuidedReLU(nn.ReLU):
@@ -96,7 +96,7 @@ def saliency_maps(model: nn.Module, photo: Image.Image, preprocess: dict, target
     """
     from captum.attr import GuidedBackprop, Saliency
     model = model.eval()
-    x = eval_transform(preprocess["size"], preprocess["mean"], preprocess["std"])(photo).unsqueeze(0)
+    x = Preprocess.of(preprocess).transform()(photo).unsqueeze(0)
     device = next(model.parameters()).device
     x = x.to(device)
     with torch.no_grad():

@@ -337,7 +337,7 @@ def _index_image_size(index: LandmarkIndex, engine: Runtime) -> int:
         ValueError: the index was built with another backbone than ``engine``'s.
     """
     built = index.meta.get("model", {})
-    backbone = engine.arch.get("backbone")
+    backbone = getattr(engine.spec, "backbone", None)
     if built.get("backbone") and backbone and built["backbone"] != backbone:
         raise ValueError(f"the index was built with {built['backbone']}, the checkpoint is {backbone}")
     return built.get("image_size") or engine.preprocess["size"]
