@@ -61,3 +61,65 @@ def test_library_steps_take_settings_by_keyword():
         positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         assert len(positional) <= 4, f"{fn.__qualname__} takes {positional} by position"
         assert any(p.kind is p.KEYWORD_ONLY for p in params), f"{fn.__qualname__} has no keyword-only options"
+
+
+def _typer_literal(default: ast.expr | None):
+    """The literal default of ``typer.Option(<literal>, ...)`` / ``typer.Argument``; None if not one."""
+    if isinstance(default, ast.Call) and ast.unparse(default.func) in ("typer.Option", "typer.Argument") \
+            and default.args and isinstance(default.args[0], ast.Constant) \
+            and default.args[0].value is not None and default.args[0].value is not Ellipsis \
+            and not isinstance(default.args[0].value, bool):   # --x/--no-x: the flag's state, not a setting
+        return default.args[0].value
+    if isinstance(default, ast.Call) and ast.unparse(default.func) in ("typer.Option", "typer.Argument") \
+            and default.args and isinstance(default.args[0], ast.Call) and ast.unparse(default.args[0].func) == "Path" \
+            and default.args[0].args and isinstance(default.args[0].args[0], ast.Constant):
+        return Path(default.args[0].args[0].value)
+    return None
+
+
+def _library_object(command: ast.FunctionDef, tree: ast.Module, func: ast.expr):
+    """The library function or class a call in ``command`` reaches (imports at module or function level)."""
+    import importlib
+    import inspect
+    name = _called_name(func)
+    for node in [*ast.walk(command), *tree.body]:
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("landmark")):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    module = importlib.import_module("landmark" + ("." + node.module if node.module else "")
+                                                     if node.level else node.module)
+                    found = getattr(module, alias.name)
+                    if isinstance(func, ast.Attribute):
+                        found = getattr(found, func.attr, None)
+                    return found if callable(found) or inspect.isclass(found) else None
+    return None
+
+
+def test_cli_states_no_default_the_library_states():
+    """A typer default written as a literal and passed to a library parameter that has the same
+    default is a second home of that default: take it from the library instead (issue 20)."""
+    import inspect
+    tree = ast.parse(CLI.read_text())
+    offenders = []
+    for command in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        args = command.args.args + command.args.kwonlyargs
+        defaults = [None] * (len(command.args.args) - len(command.args.defaults)) + command.args.defaults \
+            + command.args.kw_defaults
+        literal = {a.arg: _typer_literal(d) for a, d in zip(args, defaults) if _typer_literal(d) is not None}
+        for call in (n for n in ast.walk(command) if isinstance(n, ast.Call)):
+            passed = {kw.arg: kw.value.id for kw in call.keywords
+                      if kw.arg and isinstance(kw.value, ast.Name) and kw.value.id in literal}
+            if not passed:
+                continue
+            target = _library_object(command, tree, call.func)
+            try:
+                params = inspect.signature(target).parameters if target is not None else {}
+            except (TypeError, ValueError):
+                continue
+            for keyword, option in passed.items():
+                param = params.get(keyword)
+                if param is not None and param.default is not param.empty and param.default == literal[option] \
+                        and type(param.default) is type(literal[option]):
+                    offenders.append(f"{command.name}: --{option.replace('_', '-')} states {literal[option]!r}, "
+                                     f"the default of {ast.unparse(call.func)}({keyword}=)")
+    assert not offenders, "\n".join(offenders)

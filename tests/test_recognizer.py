@@ -56,9 +56,9 @@ def test_every_input_kind_gives_the_same_answer(rec, photos):
 
 def test_names_and_threshold_verdict(recognizer_run, photos):
     from landmark import Recognizer
-    from landmark.inference.recognizer import DEFAULT_THRESHOLD
+    from landmark.retrieval.config import REJECT_THRESHOLD
     rec = Recognizer.load(recognizer_run)
-    assert rec.threshold == DEFAULT_THRESHOLD["classifier"]
+    assert rec.threshold == REJECT_THRESHOLD["classifier"]
     assert rec.name("4") == "Colosseum Rome" and rec.name("12") == "Taj Mahal"
     answer, = rec.recognize(photos[0])
     assert answer.name == rec.name(answer.landmark_id) and answer.name != answer.landmark_id

@@ -10,10 +10,12 @@ from typing import Optional
 import typer
 
 from .config import PRESETS_DIR
+from .defaults import (BATCH_SIZE, CALIBRATION_IMAGES, EMBED_DTYPE, PART_SIZE, REPORT_SAMPLES, REPORT_TTA,
+                       STATS_TOP, STATS_WORKERS, TOP_CLASSES, TOP_K, TTA, VERIFY_IMAGES, WORKERS)
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
 from .models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, ENGINES, MAX_THREADS_PER_CPU, check_engine
-from .retrieval.config import RetrievalConfig, check_threshold, retrieval_presets
+from .retrieval.config import RANSAC_THRESHOLD_PX, RetrievalConfig, check_threshold, retrieval_presets
 from .serving.settings import MAX_BATCH_WINDOW_MS, ServeSettings
 
 # Every default below is read from the library's own settings (these modules import
@@ -190,8 +192,8 @@ def predict(
                                                "export (landmark export)"),
     images: Path = typer.Option(..., help="folder of images (recursive), CSV with an id column, or one image"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
-    tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
-    batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
+    tta: int = typer.Option(TTA, min=1, max=10, help="test-time voting over K crops (1 = none, 10 = TenCrop)"),
+    batch_size: int = typer.Option(BATCH_SIZE, min=1, help="images per forward pass (divided by --tta)"),
     workers: Optional[int] = typer.Option(None, min=0, help=_DECODERS),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     index: Optional[Path] = typer.Option(None, help="index folder whose photos confirm the classifier's answers "
@@ -245,8 +247,8 @@ def export(
                                           "where static fails)"),
     images: Optional[Path] = typer.Option(None, help="real photos (folder/CSV) for verification and calibration "
                                                      "(default: the run's test split, else val, and its train split)"),
-    verify_images: int = typer.Option(32, min=1, help="photos compared between ONNX Runtime and PyTorch"),
-    calibration_images: int = typer.Option(64, min=1, help="photos that calibrate int8 activations"),
+    verify_images: int = typer.Option(VERIFY_IMAGES, min=1, help="photos compared between ONNX Runtime and PyTorch"),
+    calibration_images: int = typer.Option(CALIBRATION_IMAGES, min=1, help="photos that calibrate int8 activations"),
     fp32_blocks: Optional[int] = typer.Option(None, min=0, help="with --int8: leading backbone blocks kept fp32 "
                                                                 "besides the stem (default: the first; more: closer "
                                                                 "to fp32, slower; docs/runtime.md)"),
@@ -346,8 +348,8 @@ def stats(
     out: Path = typer.Option(Path("stats"), help="folder for stats.md/.json, CSVs and PNGs"),
     images: bool = typer.Option(True, help="read every file: duplicates and unreadable files"),
     near_duplicates: bool = typer.Option(False, help="also group images with identical pHash (imagehash)"),
-    workers: int = typer.Option(4, min=1, help="threads reading files"),
-    top: int = typer.Option(20, min=1, help="classes in each panel of class_frequency.png"),
+    workers: int = typer.Option(STATS_WORKERS, min=1, help="threads reading files"),
+    top: int = typer.Option(STATS_TOP, min=1, help="classes in each panel of class_frequency.png"),
     overwrite: bool = typer.Option(False, help="write into an existing non-empty --out"),
 ) -> None:
     """Class balance, long tail, duplicates and unreadable files of a dataset (Markdown, JSON, PNG)."""
@@ -374,10 +376,10 @@ def report(
     out: Path = typer.Option(Path("report"), help="folder for report.html, the PNGs, report.json and CSVs"),
     checkpoint: Optional[Path] = typer.Option(None, help="checkpoint to report on (default: "
                                               "RUN_DIR/checkpoints/best.pt)"),
-    samples: int = typer.Option(6, min=1, help="photos for the ImageNet top-3 and saliency sections"),
-    tta: int = typer.Option(10, help="crops of the voted prediction compared with the single view (2..10)"),
-    batch_size: int = typer.Option(32, min=1, help="images per forward pass (divided by --tta)"),
-    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
+    samples: int = typer.Option(REPORT_SAMPLES, min=1, help="photos for the ImageNet top-3 and saliency sections"),
+    tta: int = typer.Option(REPORT_TTA, help="crops of the voted prediction compared with the single view (2..10)"),
+    batch_size: int = typer.Option(BATCH_SIZE, min=1, help="images per forward pass (divided by --tta)"),
+    workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help="cpu, cuda ... for prediction (saliency runs on cpu; default: "
                                          "cuda if available)"),
     overwrite: bool = typer.Option(False, help="write into a non-empty --out"),
@@ -427,7 +429,8 @@ def match(
     ratio: float = typer.Option(_VERIFY.ratio, min=0.01, max=1.0, help="Lowe ratio test threshold"),
     model: str = typer.Option(_VERIFY.model, help="RANSAC model: fundamental | homography"),
     threshold: Optional[float] = typer.Option(_VERIFY.ransac_threshold, min=0.01,
-                                              help="RANSAC threshold in pixels (default 3 fundamental, 6 homography)"),
+                                              help="RANSAC threshold in pixels (default: " + ", ".join(
+                                                  f"{v:g} {k}" for k, v in RANSAC_THRESHOLD_PX.items()) + ")"),
     tentative: bool = typer.Option(False, help="also draw the rejected tentative matches (red)"),
     overwrite: bool = typer.Option(False, help="replace --out if it exists"),
 ) -> None:
@@ -483,10 +486,10 @@ def embed(
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 3,7"),
     label: Optional[str] = typer.Option(None, help="with --images: give every image this landmark id"),
     out: Path = typer.Option(..., help="NAME.npy to write (+ NAME.ids.csv, NAME.rejects.csv, NAME.json)"),
-    dtype: str = typer.Option("float16", help="storage type: float16 | float32"),
+    dtype: str = typer.Option(EMBED_DTYPE, help="storage type: float16 | float32"),
     image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels (square); default: the checkpoint's size"),
-    top_classes: int = typer.Option(0, min=0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
-    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
+    top_classes: int = typer.Option(TOP_CLASSES, min=0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
+    batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     workers: Optional[int] = typer.Option(None, min=0, help=_DECODERS),
     overwrite: bool = typer.Option(False, help="replace NAME.npy and its side files"),
@@ -494,7 +497,7 @@ def embed(
     threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
     shard: Optional[str] = typer.Option(None, help="i/n: embed shard i of n into the folder --out (resumable; "
                                                    "then landmark embed-merge)"),
-    part_size: int = typer.Option(10000, min=1, help="with --shard or --engine ray: images per atomically written part"),
+    part_size: int = typer.Option(PART_SIZE, min=1, help="with --shard or --engine ray: images per atomically written part"),
     engine: str = typer.Option(DEFAULT_ENGINE, help=_ENGINE_HELP + "; ray writes the folder of parts of --shard "
                                "into --out (resumable), merged by landmark embed-merge"),
     ray_address: Optional[str] = typer.Option(None, help=_RAY_ADDRESS_HELP),
@@ -602,8 +605,8 @@ def index_build(
     hnsw_m: Optional[int] = typer.Option(None, min=2, help=f"HNSW links per node ({_default(_INDEX.hnsw_m)})"),
     ef_search: Optional[int] = typer.Option(None, min=1, help=f"HNSW search beam ({_default(_INDEX.ef_search)})"),
     image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels; default: the checkpoint's size"),
-    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
+    batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
+    workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace an index in --out"),
 ) -> None:
@@ -641,8 +644,8 @@ def index_add(
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids"),
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy"),
     labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
-    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
+    batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
+    workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
@@ -694,8 +697,8 @@ def knn(
     min_inliers: Optional[int] = typer.Option(None, min=0, help="with --verify-top: queries below this are ranked "
                                               f"last ({_default(_VERIFY.min_inliers)})"),
     verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
-    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
+    batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
+    workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
     runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
@@ -748,9 +751,9 @@ def recognize(
     index: Optional[Path] = typer.Option(None, help="index folder (landmark index build): reference photos that "
                                          "confirm answers, kNN for enrolled landmarks (default: the run's RUN/index)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
-    top_k: int = typer.Option(3, min=1, help="alternatives (and nearest reference photos) per photo"),
+    top_k: int = typer.Option(TOP_K, min=1, help="alternatives (and nearest reference photos) per photo"),
     threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
-    tta: int = typer.Option(1, min=1, max=10, help="test-time voting over K crops"),
+    tta: int = typer.Option(TTA, min=1, max=10, help="test-time voting over K crops"),
     as_json: bool = typer.Option(False, "--json", help="print the answers as a JSON array"),
     explain: Optional[Path] = typer.Option(None, help="folder for <n>_<photo>.saliency.png (.matches.png with --index)"),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),

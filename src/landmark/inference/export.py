@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..defaults import CALIBRATION_IMAGES, VERIFY_IMAGES
 from ..io import fsync_dir, fsync_file, pid_alive
 from ..models.runtime import METADATA_KEY, OnnxRuntime, Runtime, TorchRuntime, TwoOutputs, file_sha256
 
@@ -306,7 +307,7 @@ def fp32_convolutions(convs: list[str], fp32_blocks: int) -> list[str]:
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, images: str | Path | None = None,
-                verify_images: int = 32, calibration_images: int = 64, overwrite: bool = False,
+                verify_images: int = VERIFY_IMAGES, calibration_images: int = CALIBRATION_IMAGES, overwrite: bool = False,
                 threads: int | None = None, opset: int = OPSET, fp32_blocks: int | None = None) -> dict:
     """Export ``checkpoint`` to ``out`` (module docstring) and verify it on real photos.
 

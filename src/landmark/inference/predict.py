@@ -16,6 +16,7 @@ import torch
 
 from ..data import Reject, read_queries
 from ..data.dataset import good_batches, image_loader
+from ..defaults import BATCH_SIZE, TTA
 from ..models import LandmarkNet
 from ..models.runtime import Runtime, decode_threads, decode_workers, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, check_engine
@@ -139,7 +140,7 @@ def answers_frame(rec, queries: pd.DataFrame, best: dict[int, tuple[str, float]]
     return out
 
 
-def predict(checkpoint: str | Path, images: str | Path, tta: int = 1, batch_size: int = 32,
+def predict(checkpoint: str | Path, images: str | Path, tta: int = TTA, batch_size: int = BATCH_SIZE,
             workers: int | None = None, device: str | None = None, runtime: str = DEFAULT_RUNTIME,
             threads: int | None = None, index: str | Path | bool | None = None, *, engine: str = DEFAULT_ENGINE,
             ray_address: str | None = None, actors: int | None = None, actor_cpus: float | None = None,

@@ -32,7 +32,7 @@ Scores (:meth:`Recognizer._score`, the one place that turns network outputs into
 The verdict is ``score >= threshold``: the ``threshold`` argument, else the one stored for
 the scoring mode (``landmark train`` chooses ``classifier`` and ``reference`` thresholds on
 the validation photos and stores them in the checkpoint's ``reject_threshold``; an index's
-``meta['reject_threshold']`` for ``knn``), else :data:`DEFAULT_THRESHOLD`.
+``meta['reject_threshold']`` for ``knn``), else :data:`~landmark.retrieval.config.REJECT_THRESHOLD`.
 
 A run folder loads its own index (``RUN/index``) unless ``index=False``.
 """
@@ -52,6 +52,7 @@ from pydantic import BaseModel, computed_field
 from ..data import ImageError, load_image, read_queries
 from ..data.images import MAX_PIXELS, _to_rgb, check_shape
 from ..data.preprocess import Preprocess
+from ..defaults import TOP_K, TTA
 from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
 from ..retrieval.embeddings import Embeddings, load_embeddings
@@ -63,7 +64,7 @@ from .predict import TTA_ORDER, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
 from ..data.names import printable_name
-from ..retrieval.config import DEFAULT_THRESHOLD, check_threshold
+from ..retrieval.config import REJECT_THRESHOLD, check_threshold
 
 
 #: What :meth:`Recognizer.recognize` accepts per image.
@@ -266,8 +267,8 @@ class Recognizer:
         self.index, self.knn = index, knn or KnnConfig()
         self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)
         check_threshold(threshold)   # in [0, 1]: retrieval/config.py
-        if scoring not in (None, *DEFAULT_THRESHOLD):
-            raise ValueError(f"scoring {scoring!r}: choose one of {', '.join(DEFAULT_THRESHOLD)} (or None: automatic)")
+        if scoring not in (None, *REJECT_THRESHOLD):
+            raise ValueError(f"scoring {scoring!r}: choose one of {', '.join(REJECT_THRESHOLD)} (or None: automatic)")
         if scoring in ("reference", "knn") and index is None:
             raise ValueError(f"{scoring} scoring needs an index")
         self._checkpoint, self._given_threshold, self._given_scoring = checkpoint, threshold, scoring
@@ -287,7 +288,7 @@ class Recognizer:
         stored = stored_threshold(self._checkpoint, self.index, self.scoring)
         given = self._given_threshold
         self.threshold = float(given if given is not None else
-                               stored if stored is not None else DEFAULT_THRESHOLD[self.scoring])
+                               stored if stored is not None else REJECT_THRESHOLD[self.scoring])
 
     @classmethod
     def load(cls, source: str | Path, index: str | Path | LandmarkIndex | bool | None = None,
@@ -361,7 +362,7 @@ class Recognizer:
         """Image -> tensor ``[3, S, S]`` (``tta=1``) or ``[10, 3, S, S]`` (TenCrop) as in training."""
         return self.preprocess.transform(tta)
 
-    def recognize(self, images: ImageInput | list[ImageInput], top_k: int = 5, tta: int = 1,
+    def recognize(self, images: ImageInput | list[ImageInput], top_k: int = TOP_K, tta: int = TTA,
                   sources: list[str] | None = None, batch_size: int = 16) -> list[Answer]:
         """Answer each image (module docstring).
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from ..data.dataset_stats import dataset_stats, stats_markdown
 from .charts import plot_class_frequency
+from ..defaults import STATS_TOP, STATS_WORKERS
 
 
 def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> None:
@@ -40,7 +41,7 @@ def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> Non
 
 
 def write_stats_report(root: str | Path, out: str | Path, check_images: bool = True,
-                       near_duplicates: bool = False, workers: int = 4, top: int = 20,
+                       near_duplicates: bool = False, workers: int = STATS_WORKERS, top: int = STATS_TOP,
                        progress: bool = True) -> dict:
     """Compute :func:`landmark.data.dataset_stats.dataset_stats` of ``root`` and write into ``out``.
 

@@ -21,11 +21,12 @@ from ..data import write_rejects
 from . import charts, imagenet, photo_grids, saliency
 from .html import Page
 from .report_data import ReportData, compute_report
+from ..defaults import BATCH_SIZE, REPORT_SAMPLES, REPORT_TTA, WORKERS
 
 
 def build_report(run_dir: str | Path, out: str | Path, images: str | Path | None = None,
-                 solution: str | Path | None = None, checkpoint: str | Path | None = None, samples: int = 6,
-                 tta: int = 10, batch_size: int = 32, workers: int = 2, device: str | None = None,
+                 solution: str | Path | None = None, checkpoint: str | Path | None = None, samples: int = REPORT_SAMPLES,
+                 tta: int = REPORT_TTA, batch_size: int = BATCH_SIZE, workers: int = WORKERS, device: str | None = None,
                  overwrite: bool = False) -> dict:
     """Write ``out/report.html``, its PNGs, ``report.json`` and CSVs for one run.
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..data import ImageError, Reject, image_path, load_image, read_queries, read_train, with_paths
 from ..data.gldv2 import natural_key
 from ..data.kaggle import read_solution
+from ..defaults import BATCH_SIZE, REPORT_SAMPLES, REPORT_TTA, WORKERS
 from ..runs import RunFolder
 from ..evaluation import per_class_accuracy, recognition_scores
 from ..inference import predict_images
@@ -182,8 +183,8 @@ def pick_samples(table: pd.DataFrame, count: int) -> pd.DataFrame:
 
 
 def compute_report(run_dir: str | Path, images: str | Path | None = None, solution: str | Path | None = None,
-                   checkpoint: str | Path | None = None, samples: int = 6, tta: int = 10, batch_size: int = 32,
-                   workers: int = 2, device: str | None = None) -> ReportData:
+                   checkpoint: str | Path | None = None, samples: int = REPORT_SAMPLES, tta: int = REPORT_TTA, batch_size: int = BATCH_SIZE,
+                   workers: int = WORKERS, device: str | None = None) -> ReportData:
     """Load, predict, score and pick photos for the report of one run; writes nothing.
 
     Args: as :func:`landmark.reporting.report.build_report`.

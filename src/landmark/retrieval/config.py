@@ -44,7 +44,11 @@ GeometricModel = Literal["fundamental", "homography"]
 #: (:class:`landmark.inference.recognizer.Recognizer`) and of ``landmark knn``, when neither the
 #: caller nor the checkpoint / index gives one.  Softmax probabilities and kNN votes live on
 #: different scales (a kNN vote of 10 neighbours at cosine 0.6 is 0.6^3 = 0.22).
-DEFAULT_THRESHOLD = {"classifier": 0.40, "reference": 0.10, "knn": 0.15}
+REJECT_THRESHOLD = {"classifier": 0.40, "reference": 0.10, "knn": 0.15}
+
+#: RANSAC inlier thresholds in pixels of the resized (<= ``VerifyConfig.max_side`` px) images,
+#: per geometric model (:func:`landmark.retrieval.verification.ransac_inliers`).
+RANSAC_THRESHOLD_PX: dict[str, float] = {"fundamental": 3.0, "homography": 6.0}
 
 #: Every score the recogniser gives (softmax probability, reference score, kNN vote) lies in
 #: [0, 1], so a "no landmark" threshold outside this range would answer every photo alike.
@@ -137,7 +141,7 @@ class VerifyConfig(_Strict):
         max_side: pixels; longest side the images are shrunk to before SIFT.
         ratio: Lowe's ratio test threshold.
         model: RANSAC model, ``fundamental`` (any rigid 3D scene) or ``homography``.
-        ransac_threshold: pixels in the shrunk images; None: 3 (fundamental) or 6 (homography).
+        ransac_threshold: pixels in the shrunk images; None: :data:`RANSAC_THRESHOLD_PX` of the model.
     """
 
     top: int = Field(0, ge=0)

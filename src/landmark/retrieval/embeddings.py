@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from ..data import Reject, read_train, with_paths, write_rejects
 from ..data.dataset import ThreadedBatches, good_batches, image_loader
 from ..data.preprocess import MAX_SIDE, Preprocess
+from ..defaults import EMBED_DTYPE, TOP_CLASSES
 from ..models.runtime import Runtime, as_runtime, decode_threads, decode_workers
 from ..io import (artifact_files, clear_temps, commit, embedding_files, embeddings_path, folder_lock, read_artifact,
                   refuse_existing, sidecar, temp_path)
@@ -99,7 +100,7 @@ def labelled_images(root: str | Path, landmarks: list[str] | None = None, split:
 
 @torch.no_grad()
 def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataFrame, out: str | Path, *,
-                 classes: list[str] | None = None, top_classes: int = 0, dtype: str = "float16",
+                 classes: list[str] | None = None, top_classes: int = TOP_CLASSES, dtype: str = EMBED_DTYPE,
                  image_size: int | None = None, batch_size: int = 32, workers: int | None = None,
                  device: str | None = None, overwrite: bool = False,
                  model_info: dict | None = None) -> tuple[Embeddings, list[Reject]]:
@@ -277,7 +278,7 @@ def stored_outputs(emb: torch.Tensor, logits: torch.Tensor, top_classes: int = 0
 
 
 def write_embeddings(out: str | Path, items: pd.DataFrame, vectors: np.ndarray, rejects: list[Reject], *,
-                     dtype: str = "float16", image_size: int, classes: list[str] | None = None,
+                     dtype: str = EMBED_DTYPE, image_size: int, classes: list[str] | None = None,
                      probs: np.ndarray | None = None, indices: np.ndarray | None = None,
                      model_info: dict | None = None) -> None:
     """Write rows computed elsewhere (:func:`stored_outputs` of a model actor: ``landmark embed

@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import Reject, read_queries
+from ..defaults import BATCH_SIZE, EMBED_DTYPE, PART_SIZE, TOP_CLASSES, WORKERS
 from ..models.runtime import Runtime, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, announce, check_engine
 from ..io import read_csv
-from .config import DEFAULT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
+from .config import REJECT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
@@ -55,9 +56,9 @@ def image_frame(*, images: str | Path | None = None, data: str | Path | None = N
     return frame
 
 
-def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, top_classes: int = 0,
-                     dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
-                     workers: int | None = 2, device: str | None = None, overwrite: bool = False,
+def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, top_classes: int = TOP_CLASSES,
+                     dtype: str = EMBED_DTYPE, image_size: int | None = None, batch_size: int = BATCH_SIZE,
+                     workers: int | None = WORKERS, device: str | None = None, overwrite: bool = False,
                      runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
                      expect: dict | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Load ``checkpoint`` and :func:`~landmark.retrieval.embeddings.embed_images` ``frame`` into ``out``.
@@ -90,7 +91,7 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
 
 
 def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: str | Path, *,
-                           shard: tuple[int, int] = (0, 1), part_size: int = 10_000, runtime: str = DEFAULT_RUNTIME,
+                           shard: tuple[int, int] = (0, 1), part_size: int = PART_SIZE, runtime: str = DEFAULT_RUNTIME,
                            threads: int | None = None, device: str | None = None, engine: str = DEFAULT_ENGINE,
                            ray_address: str | None = None, actors: int | None = None,
                            actor_cpus: float | None = None, actor_gpus: float | None = None, **options) -> dict:
@@ -140,8 +141,8 @@ def _embed(engine: Runtime, checkpoint: str | Path, frame: pd.DataFrame, out: st
 def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | Path | None = None,
                      labels: str | Path | None = None, data: str | Path | None = None,
                      images: str | Path | None = None, landmarks: list[str] | None = None, label: str | None = None,
-                     out: str | Path | None = None, image_size: int | None = None, batch_size: int = 32,
-                     workers: int | None = 2, device: str | None = None, overwrite: bool = False,
+                     out: str | Path | None = None, image_size: int | None = None, batch_size: int = BATCH_SIZE,
+                     workers: int | None = WORKERS, device: str | None = None, overwrite: bool = False,
                      expect: dict | None = None,
                      params: IndexParams | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Labelled embeddings to index or enrol: an embeddings file, or photos embedded now.
@@ -263,7 +264,7 @@ def index_model(index_dir: str | Path) -> dict:
 
 def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Path, *, work: str | Path,
                 config: RetrievalConfig | None = None, nonlandmarks: str | Path | None = None,
-                verify_cache: str | Path | None = None, batch_size: int = 32, workers: int | None = 2,
+                verify_cache: str | Path | None = None, batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
                 device: str | None = None, overwrite: bool = False, runtime: str = DEFAULT_RUNTIME,
                 threads: int | None = None) -> tuple[pd.DataFrame, list[Reject], Recognition]:
     """Embed queries (and the non-landmark set) with ``checkpoint`` and recognise them by kNN.
@@ -347,7 +348,7 @@ def _with_names(predictions: pd.DataFrame, names: dict, config: KnnConfig, index
                 unreadable: set) -> pd.DataFrame:
     """Add ``name`` and ``verdict`` columns (see :func:`knn_predict`)."""
     threshold = config.reject_below if config.reject_below is not None else \
-        index.meta.get("reject_threshold", DEFAULT_THRESHOLD["knn"])
+        index.meta.get("reject_threshold", REJECT_THRESHOLD["knn"])
     lids = predictions["landmark_id"].astype(str)
     named = [names.get(lid) or lid for lid in lids]
     verdict = ["unreadable" if i in unreadable else "no landmark" if lid == "" or not s >= threshold else n

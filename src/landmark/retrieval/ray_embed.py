@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..data import Reject, write_rejects
 from ..data.preprocess import Preprocess
+from ..defaults import EMBED_DTYPE, PART_SIZE, TOP_CLASSES
 from ..models.ray_engine import cluster, plan_pool, run_pipeline, set_actor_threads
 from ..models.runtime import load_runtime
 from ..models.runtime_info import LOGGER, announce
@@ -70,7 +71,7 @@ class EmbedActor:
 
 
 def embed_shard_ray(checkpoint: str | Path, frame: pd.DataFrame, folder: str | Path, *, shard: tuple[int, int] = (0, 1),
-                    part_size: int = 10_000, top_classes: int = 0, dtype: str = "float16",
+                    part_size: int = PART_SIZE, top_classes: int = TOP_CLASSES, dtype: str = EMBED_DTYPE,
                     image_size: int | None = None, batch_size: int = 32, runtime: str = "auto",
                     threads: int | None = None, device: str | None = None, ray_address: str | None = None,
                     actors: int | None = None, actor_cpus: float | None = None, actor_gpus: float | None = None,

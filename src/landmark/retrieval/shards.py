@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Reject, write_rejects
+from ..defaults import BATCH_SIZE, EMBED_DTYPE, PART_SIZE, TOP_CLASSES
 from ..io import commit, embedding_files, folder_lock, refuse_existing, temp_path
 from .embeddings import DTYPES, check_image_size, embed_images, load_embeddings, sidecar
 from .provenance import check_model, describe, known, same_model
@@ -102,8 +103,8 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 
 
 def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path, *, shard: tuple[int, int] = (0, 1),
-                part_size: int = 10_000, classes: list[str] | None = None, top_classes: int = 0,
-                dtype: str = "float16", image_size: int | None = None, batch_size: int = 32,
+                part_size: int = PART_SIZE, classes: list[str] | None = None, top_classes: int = TOP_CLASSES,
+                dtype: str = EMBED_DTYPE, image_size: int | None = None, batch_size: int = BATCH_SIZE,
                 workers: int | None = None, device: str | None = None, model_info: dict | None = None) -> dict:
     """Embed the parts of ``shard`` of ``frame`` into ``folder`` (module docstring).
 

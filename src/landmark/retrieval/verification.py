@@ -41,15 +41,12 @@ import numpy as np
 from PIL import Image
 
 from ..data.images import ImageError, load_image
-from .config import SAME_LANDMARK_INLIERS, GeometricModel, VerifyConfig
+from .config import RANSAC_THRESHOLD_PX, SAME_LANDMARK_INLIERS, GeometricModel, VerifyConfig
 
 #: Fewest tentative matches RANSAC is run on; below this the inlier count is 0.
 #: (7 points determine a fundamental matrix, 4 a homography; one more than the
 #: minimal sample is required so that a model is ever *verified* by another point.)
 MIN_MATCHES: dict[str, int] = {"fundamental": 8, "homography": 5}
-
-#: Default RANSAC thresholds in pixels of the resized (<= 640 px) images.
-DEFAULT_THRESHOLD: dict[str, float] = {"fundamental": 3.0, "homography": 6.0}
 
 #: Defaults of the functions below (one place: :class:`~landmark.retrieval.config.VerifyConfig`).
 _VERIFY = VerifyConfig()
@@ -202,7 +199,7 @@ def ransac_inliers(a: LocalFeatures, b: LocalFeatures, matches: np.ndarray, mode
         matches: int ``[M, 2]`` from :func:`mutual_matches`.
         model: ``"fundamental"`` (``cv2.findFundamentalMat``, epipolar distance) or
             ``"homography"`` (``cv2.findHomography``, reprojection distance).
-        threshold: pixels in the resized images; default ``DEFAULT_THRESHOLD[model]``.
+        threshold: pixels in the resized images; default ``RANSAC_THRESHOLD_PX[model]``.
             For MAGSAC++ it is the upper bound of the noise scale it marginalises over.
 
     Returns:
@@ -214,7 +211,7 @@ def ransac_inliers(a: LocalFeatures, b: LocalFeatures, matches: np.ndarray, mode
     """
     if model not in MIN_MATCHES:
         raise ValueError(f"model must be 'fundamental' or 'homography', not {model!r}")
-    threshold = DEFAULT_THRESHOLD[model] if threshold is None else threshold
+    threshold = RANSAC_THRESHOLD_PX[model] if threshold is None else threshold
     mask = np.zeros(len(matches), dtype=bool)
     if len(matches) < MIN_MATCHES[model]:
         return mask, None
@@ -247,7 +244,7 @@ def count_inliers(a: LocalFeatures, b: LocalFeatures, ratio: float = _VERIFY.rat
     """Number of RANSAC inliers between two images' features (0 when too few matches).
 
     ``ransac_threshold`` is in pixels of the resized images (default
-    ``DEFAULT_THRESHOLD[model]``: 3 px epipolar distance for the fundamental matrix).
+    ``RANSAC_THRESHOLD_PX[model]``: 3 px epipolar distance for the fundamental matrix).
     Compare with :data:`~landmark.retrieval.config.SAME_LANDMARK_INLIERS` to decide "same landmark".
     """
     return match(a, b, ratio, model, ransac_threshold).num_inliers
@@ -310,4 +307,4 @@ class FeatureCache:
 
 __all__ = ["LocalFeatures", "MatchResult", "FeatureCache", "ImageError", "local_features", "sift_features",
            "root_sift", "mutual_matches", "ransac_inliers", "match", "count_inliers", "shrink",
-           "MIN_MATCHES", "DEFAULT_THRESHOLD", "SAME_LANDMARK_INLIERS", "GeometricModel"]
+           "MIN_MATCHES", "RANSAC_THRESHOLD_PX", "SAME_LANDMARK_INLIERS", "GeometricModel"]

@@ -40,6 +40,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from ..data.names import check_name
+from ..defaults import TOP_K
 from ..inference.recognizer import Answer, Recognizer
 from ..models.runtime_info import runtime_info
 from ..retrieval.embeddings import Embeddings
@@ -195,7 +196,7 @@ def _add_routes(app: FastAPI) -> None:
         return state.recognizer.describe()
 
     @app.post("/v1/recognize", response_model=Recognitions, openapi_extra=_IMAGES_BODY)
-    async def recognize(request: Request, top_k: int = Query(3, ge=1, le=20),
+    async def recognize(request: Request, top_k: int = Query(TOP_K, ge=1, le=20),
                         explain: bool = Query(False, description="add saliency and match pictures (slower)")) -> dict:
         """Recognise the uploaded images (multipart fields ``file``, or the raw body)."""
         if explain and state.recognizer.model is None:
