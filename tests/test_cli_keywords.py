@@ -123,3 +123,33 @@ def test_cli_states_no_default_the_library_states():
                     offenders.append(f"{command.name}: --{option.replace('_', '-')} states {literal[option]!r}, "
                                      f"the default of {ast.unparse(call.func)}({keyword}=)")
     assert not offenders, "\n".join(offenders)
+
+
+#: modules whose functions the package calls with many positional arguments by their own convention
+_EXTERNAL = {"cv2", "faiss", "F", "np", "log", "torch", "asyncio", "pool", "os", "logging", "TF"}
+
+
+def test_package_calls_its_own_functions_with_at_most_four_positional_arguments():
+    """Package-wide (issue 20): a call of a function or class defined in ``landmark`` passes at
+    most 4 arguments by position, the rest by keyword (``fn(*args)`` pass-throughs aside)."""
+    package = CLI.parent
+    trees = {p: ast.parse(p.read_text()) for p in sorted(package.rglob("*.py"))}
+    defined, passthrough = set(), set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+                if not isinstance(node, ast.ClassDef) and node.args.vararg is not None:
+                    passthrough.add(node.name)
+    offenders = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or len(node.args) <= 4 or any(isinstance(a, ast.Starred) for a in node.args):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) and \
+                isinstance(func.value, ast.Name) and func.value.id not in _EXTERNAL else None
+            if name == "cls" or (name in defined and name not in passthrough):
+                offenders.append(f"{path.relative_to(package)}:{node.lineno} {ast.unparse(func)} "
+                                 f"with {len(node.args)} positional arguments")
+    assert not offenders, "\n".join(offenders)

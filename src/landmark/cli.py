@@ -221,7 +221,7 @@ def predict(
     if classifier_only and index is not None:
         _fail(ValueError("--classifier-only and --index contradict each other: give one"))
     _require(("CHECKPOINT", checkpoint), ("--images", images), ("--index", index))
-    engine_options = _engine_options(engine, ray_address, actors, num_cpus, num_gpus)
+    engine_options = _engine_options(engine, ray_address, actors, num_cpus, num_gpus=num_gpus)
     from .data import write_rejects
     from .data.kaggle import write_submission
     from .inference import predict as run_predict
@@ -511,7 +511,7 @@ def embed(
     all shards); a restarted job skips the parts already written; then
     landmark embed-merge FOLDER --out NAME.npy.
     """
-    engine_options = _engine_options(engine, ray_address, actors, num_cpus, num_gpus)
+    engine_options = _engine_options(engine, ray_address, actors, num_cpus, num_gpus=num_gpus)
     if engine == "ray" and out.suffix.lower() == ".npy":
         _fail(ValueError(f"--engine ray writes a folder of parts: give --out a folder (e.g. {out.with_suffix('')}"
                          f".parts), then landmark embed-merge FOLDER --out {out}"))
@@ -804,7 +804,7 @@ def recognize(
     answers = rec.recognize([img for _, _, img in good], top_k=top_k, tta=tta,
                             sources=[str(p) for _, p, _ in good]) if good else []
     if explain is not None:
-        _write_explanations(rec, good, answers, explain, photos)
+        _write_explanations(rec, good, answers, explain, photos=photos)
     if as_json:
         typer.echo(json.dumps([a.model_dump() for a in answers] + errors, indent=2))
     else:

@@ -161,9 +161,9 @@ def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: 
         pd.DataFrame({"id": ids[bad_index], "landmark_id": labels[bad_index],
                       "path": image_paths(root, frame, bad_index), "reason": [r for _, r in bad]}),
         pd.DataFrame(unusable, columns=["id", "landmark_id", "path", "reason"], dtype=str)], ignore_index=True)
-    groups = [_groups(sha1, readable & (sha1 != b""), "same bytes", ids, labels, root, frame)]
+    groups = [_groups(sha1, readable & (sha1 != b""), "same bytes", ids, labels=labels, root=root, frame=frame)]
     if near_duplicates:
-        groups.append(_groups(phashes, readable, "same phash", ids, labels, root, frame))
+        groups.append(_groups(phashes, readable, "same phash", ids, labels=labels, root=root, frame=frame))
     tables["duplicates"] = pd.concat(groups, ignore_index=True)
     for kind, key in (("same bytes", "duplicates"), ("same phash", "near_duplicates")):
         part = tables["duplicates"][tables["duplicates"]["kind"] == kind]

@@ -338,7 +338,7 @@ class _Worker:
             dest = image_path(self.out, image_id, self.opts.split)
             if is_valid_image(dest):
                 return "present", ""
-            fetch(self.session(), url, raw, self.opts, self.limiter)
+            fetch(self.session(), url, raw, self.opts, limiter=self.limiter)
             store_image(raw, dest, self.opts.max_width, self.opts.jpeg_quality)
             return "saved", ""
         except FetchError as err:

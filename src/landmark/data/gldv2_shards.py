@@ -206,7 +206,7 @@ def download_shards(split: str, shards: list[int], out: str | Path, opts: Downlo
             report.shards_skipped += 1
             continue
         try:
-            detail = _download_shard(fetcher, split, shard, out, partial, mark, keep_tars)
+            detail = _download_shard(fetcher, split, shard, out, partial=partial, mark=mark, keep_tars=keep_tars)
         except _ShardFailed as err:
             failed_shards.append(err.row)
             report.shards_failed += 1
@@ -237,7 +237,7 @@ class _ShardFetcher:
         self.session = new_session(opts)
 
     def __call__(self, url: str, dest: Path) -> None:
-        fetch_url(self.session, url, dest, self.opts, self.limiter)
+        fetch_url(self.session, url, dest, self.opts, limiter=self.limiter)
 
     def verified_tar(self, split: str, shard: int, partial: Path) -> tuple[Path, str]:
         """Fetch a shard's md5 file, then its TAR until the md5 matches (at most ``retries + 1``
@@ -273,7 +273,8 @@ def _download_shard(fetcher: _ShardFetcher, split: str, shard: int, out: Path, p
     tar_path = partial / f"images_{shard:03d}.tar"
     try:
         tar_path, expected = fetcher.verified_tar(split, shard, partial)
-        stored, bad = extract_shard(tar_path, out, split, opts.max_width, opts.workers, partial, opts.jpeg_quality)
+        stored, bad = extract_shard(tar_path, out, split, opts.max_width, workers=opts.workers, partial=partial,
+                                    jpeg_quality=opts.jpeg_quality)
     except (FetchError, ValueError, tarfile.TarError) as err:
         tar_path.unlink(missing_ok=True)
         reason = err.reason if isinstance(err, FetchError) else f"bad shard ({err})"

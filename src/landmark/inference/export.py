@@ -373,7 +373,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.{os.getpid()}.") as tmp:
         work = Path(tmp)
         fp32 = work / "fp32.onnx"
-        write_fp32(model, preprocess["size"], fp32, metadata, opset)
+        write_fp32(model, preprocess["size"], fp32, metadata, opset=opset)
         check = compare(reference, OnnxRuntime(fp32, threads), verify)
         if check["max_abs_logits"] > FP32_ATOL or check["max_abs_embedding"] > FP32_ATOL:
             raise ExportError(f"ONNX Runtime differs from PyTorch by {check['max_abs_logits']:.2e} (logits) / "
@@ -381,8 +381,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False, ima
         report = {"onnx": str(out), "format": "fp32", "verification": check}
         final = fp32
         if int8:
-            final, report = _int8(fp32, work, metadata, reference, verify, calib_frame, calibration_images, threads,
-                                  report, fp32_blocks)
+            final, report = _int8(fp32, work, metadata, reference, verify=verify, calib_frame=calib_frame,
+                                  calibration_images=calibration_images, threads=threads,
+                                  report=report, fp32_blocks=fp32_blocks)
         fsync_file(final)
         os.replace(final, out)
         fsync_dir(out.parent)
@@ -416,7 +417,7 @@ def _int8(fp32: Path, work: Path, metadata: dict, reference: Runtime, verify: li
     for mode in ("static", "dynamic"):
         path = work / f"int8_{mode}.onnx"
         try:
-            kept = quantize(fp32, path, mode, calibration, work, fp32_blocks)
+            kept = quantize(fp32, path, mode, calibration, work=work, fp32_blocks=fp32_blocks)
             set_metadata(path, {**metadata, "precision": f"int8-{mode}"})
             check = compare(reference, OnnxRuntime(path, threads), verify)
         except Exception as err:  # an op ORT cannot quantise/run in this mode: try the next one

@@ -70,9 +70,9 @@ def _fc_head(spec: ModelSpec, channels: int, num_classes: int, margins: torch.Te
 @register_head("gem")
 def _gem_head(spec: ModelSpec, channels: int, num_classes: int, margins: torch.Tensor) -> Head:
     if spec.loss == "softmax":
-        return GeMHead(channels, num_classes, spec.dropout, spec.gem_p, spec.embedding_dim)
-    return ArcMarginHead(channels, num_classes, spec.embedding_dim, spec.centres, spec.arcface_s, margins,
-                         spec.dropout, spec.gem_p)
+        return GeMHead(channels, num_classes, spec.dropout, spec.gem_p, embedding_dim=spec.embedding_dim)
+    return ArcMarginHead(channels, num_classes, spec.embedding_dim, spec.centres, scale=spec.arcface_s, margins=margins,
+                         dropout=spec.dropout, p=spec.gem_p)
 
 
 def backbone_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:

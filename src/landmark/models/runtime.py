@@ -100,7 +100,7 @@ class TorchRuntime:
         ``loaded``, what :func:`~landmark.models.load_model` already returned for it."""
         from .factory import load_model
         model, ckpt = loaded or load_model(checkpoint)
-        return cls(model, ckpt["classes"], ckpt["preprocess"], ckpt.get("names"), device)
+        return cls(model, ckpt["classes"], ckpt["preprocess"], ckpt.get("names"), device=device)
 
 
 class OnnxRuntime:

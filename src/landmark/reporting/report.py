@@ -50,7 +50,8 @@ def build_report(run_dir: str | Path, out: str | Path, images: str | Path | None
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
-    data = compute_report(run_dir, images, solution, checkpoint, samples, tta, batch_size, workers, device)
+    data = compute_report(run_dir, images, solution, checkpoint, samples=samples, tta=tta, batch_size=batch_size,
+                          workers=workers, device=device)
     return render_report(data, out)
 
 
@@ -199,7 +200,7 @@ def _confusion_section(page: Page, data: ReportData, out: Path) -> None:
     page.table(pairs.assign(name_a=[names.get(a, "") for a in pairs["class_a"]],
                             name_b=[names.get(b, "") for b in pairs["class_b"]]))
     photo_grids.plot_confusion_examples(pairs, data.queries, data.accuracy.references, names,
-                                        out / "confused_pairs.png")
+                                        path=out / "confused_pairs.png")
     page.image(out / "confused_pairs.png", "confused pairs")
 
 

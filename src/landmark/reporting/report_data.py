@@ -130,7 +130,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     run = RunFolder(run_dir)
     rejects = len(pd.read_csv(run.rejects)) if run.rejects.is_file() else None
-    return RunInfo(run_dir, run.info(), run.data(), run.split(), run.metrics(), rejects)
+    return RunInfo(run_dir, run.info(), run.data(), run.split(), history=run.metrics(), train_rejects=rejects)
 
 
 def data_paths(data: Path | list[Path]) -> dict[str, str]:
@@ -203,20 +203,22 @@ def compute_report(run_dir: str | Path, images: str | Path | None = None, soluti
     names = analysis.class_names(run.data)
     predictions, rejects = {}, {}
     for k in (1, tta):
-        predictions[k], bad = predict_images(model, ckpt["classes"], ckpt["preprocess"], evalset.queries, k,
-                                             batch_size, workers, device)
+        predictions[k], bad = predict_images(model, ckpt["classes"], ckpt["preprocess"], evalset.queries, tta=k,
+                                             batch_size=batch_size, workers=workers, device=device)
         rejects.update({r.id: r for r in bad})
     truth = evalset.solution or {}
     queries = analysis.query_table(evalset.queries, predictions[1], truth)
     counts = analysis.train_counts(run.split) if run.split is not None else pd.Series(dtype=int)
     scored = any(truth.values())
     scores = {k: recognition_scores(p, truth) for k, p in predictions.items()} if scored else None
-    accuracy = accuracy_data(queries, truth, predictions[1], counts, names, run) if scored else None
+    accuracy = accuracy_data(queries, truth, predictions[1], counts, names=names, run=run) if scored else None
     picked = sample_photos(queries, samples, names, rejects)
     picked.imagenet_top3, picked.imagenet_skipped = imagenet_top3(picked.photos, ckpt["arch"]["backbone"])
     picked.saliency = saliency_of(model, ckpt["preprocess"], picked.photos)
-    return ReportData(run, checkpoint, ckpt["arch"], list(ckpt["classes"]), names, evalset, counts, tta,
-                      predictions, rejects, queries, scores, accuracy, picked)
+    return ReportData(run, checkpoint, ckpt["arch"], list(ckpt["classes"]), names=names, evalset=evalset,
+                      train_counts=counts, tta=tta,
+                      predictions=predictions, rejects=rejects, queries=queries, scores=scores, accuracy=accuracy,
+                      samples=picked)
 
 
 def accuracy_data(queries: pd.DataFrame, truth: dict[str, set[str]], predictions: pd.DataFrame,
@@ -226,8 +228,9 @@ def accuracy_data(queries: pd.DataFrame, truth: dict[str, set[str]], predictions
     joined, correlation = analysis.accuracy_vs_count(per_class, counts)
     joined.insert(1, "name", [names.get(k, "") for k in joined["landmark_id"]])
     worst, middle = analysis.pick_classes(per_class)
-    return AccuracyData(per_class, joined, correlation, worst, middle, analysis.confusion_pairs(predictions, truth),
-                        training_examples(run))
+    return AccuracyData(per_class, joined, correlation, worst, near_50=middle,
+                        pairs=analysis.confusion_pairs(predictions, truth),
+                        references=training_examples(run))
 
 
 def training_examples(run: RunInfo) -> dict[str, str]:

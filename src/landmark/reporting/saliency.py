@@ -112,7 +112,7 @@ def saliency_maps(model: nn.Module, photo: Image.Image, preprocess: dict, target
     gb = guided[0].detach().cpu().permute(1, 2, 0).numpy().astype(np.float32)
     gb_full = cv2.resize(gb, size, interpolation=cv2.INTER_LINEAR)
     return SaliencyResult(target, float(prob[target]), cv2.resize(g, size, interpolation=cv2.INTER_LINEAR),
-                          np.abs(gb_full).max(2), gb_full)
+                          np.abs(gb_full).max(2), guided_rgb=gb_full)
 
 
 def normalise(saliency: np.ndarray, percentile: float = 99.0) -> np.ndarray:

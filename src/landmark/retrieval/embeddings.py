@@ -149,8 +149,9 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
     refuse_existing(embedding_files(path), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(path.parent, name=f".{path.name}.lock"):
-        return _embed_locked(runtime, preprocess, frame, path, image_size, dtype, classes, top_classes,
-                             batch_size, workers, model_info)
+        return _embed_locked(runtime, preprocess, frame, path, image_size=image_size, dtype=dtype, classes=classes,
+                             top_classes=top_classes,
+                             batch_size=batch_size, workers=workers, model_info=model_info)
 
 
 def _embed_locked(runtime: Runtime, preprocess: dict, frame: pd.DataFrame, path: Path, image_size: int | None,
@@ -161,13 +162,13 @@ def _embed_locked(runtime: Runtime, preprocess: dict, frame: pd.DataFrame, path:
     clear_temps(embedding_files(path), keep=_named(path, record))  # left by a killed run; never read
     contract = Preprocess(size=image_size or preprocess["size"], mean=preprocess["mean"], std=preprocess["std"])
     size = contract.size
-    writer = _RowWriter(temp_path(path), len(frame), dtype, classes if top_classes else None, top_classes)
-    rejects = writer.consume(runtime, contract, _loader(frame, runtime, contract, batch_size, workers))
+    writer = _RowWriter(temp_path(path), len(frame), dtype, classes if top_classes else None, top_classes=top_classes)
+    rejects = writer.consume(runtime, contract, _loader(frame, runtime, contract, batch_size, workers=workers))
     if writer.rows == 0:
         write_rejects(rejects, sidecar(path, "rejects.csv"))
         raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
     info = {"dtype": dtype, "image_size": size, "model": model_info}
-    _commit_files(path, writer, frame.iloc[writer.kept], rejects, info)
+    _commit_files(path, writer, frame.iloc[writer.kept], rejects, info=info)
     return load_embeddings(path), rejects
 
 
@@ -300,10 +301,10 @@ def write_embeddings(out: str | Path, items: pd.DataFrame, vectors: np.ndarray, 
         raise ValueError(f"{len(vectors)} vectors for {len(items)} items: need as many, at least one")
     path = embeddings_path(out)
     top = 0 if probs is None else int(probs.shape[1])
-    writer = _RowWriter(temp_path(path), len(vectors), dtype, classes if top else None, top)
+    writer = _RowWriter(temp_path(path), len(vectors), dtype, classes if top else None, top_classes=top)
     writer.store(np.asarray(vectors, np.float32), probs, indices, list(range(len(vectors))))
     writer.close()
-    _commit_files(path, writer, items, rejects, {"dtype": dtype, "image_size": image_size, "model": model_info})
+    _commit_files(path, writer, items, rejects, info={"dtype": dtype, "image_size": image_size, "model": model_info})
 
 
 def _commit_files(path: Path, writer: _RowWriter, items: pd.DataFrame, rejects: list[Reject], info: dict) -> None:

@@ -153,7 +153,7 @@ class LandmarkIndex:
             rng = np.random.default_rng(0)
             sample = np.sort(rng.choice(n, size=min(n, params.train_size), replace=False))
             index.train(np.ascontiguousarray(embeddings.vectors[sample], dtype=np.float32))
-        out = cls(index, _items(embeddings.items), kind, params, dict(meta or {}))
+        out = cls(index, _items(embeddings.items), kind, params, meta=dict(meta or {}))
         out._add_vectors(embeddings.vectors, chunk)
         out._tune()
         return out
@@ -303,7 +303,7 @@ class LandmarkIndex:
             where = ".".join(str(p) for p in first.get("loc", ()))
             raise ValueError(f"{folder / 'meta.json'} has bad index settings ({where}: {first.get('msg')}); "
                              f"build the index again") from None
-        out = cls(index, items, meta.pop("kind"), params, {k: v for k, v in meta.items()
+        out = cls(index, items, meta.pop("kind"), params, meta={k: v for k, v in meta.items()
                                                            if k not in ("dim", "count", "landmarks", "files",
                                                                         "version", "bytes")})
         out._tune()

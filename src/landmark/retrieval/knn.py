@@ -201,7 +201,7 @@ def verify_rerank(candidates: pd.DataFrame, neighbours: np.ndarray, sims: np.nda
         is float ``[Q]`` and ``attrs['failures']`` a list of ``(query_id, item_id, reason)``.
     """
     verified, max_inliers, failures = _verify_neighbours(neighbours[:, :config.top], sims[:, :config.top],
-                                                         query_items, index_items, pair_inliers)
+                                                         query_items, index_items, pair_inliers=pair_inliers)
     out = candidates.drop(columns=["inliers"], errors="ignore").merge(verified, on=["query", "landmark_id"],
                                                                       how="outer")
     out["inliers"] = out["inliers"].fillna(0).astype(int)
@@ -281,7 +281,7 @@ def recognise(index: LandmarkIndex, queries: Embeddings, config: KnnConfig | Non
             scores, or ``verify.top > 0`` without ``pair_inliers``.
     """
     config, verify = config or KnnConfig(), verify or VerifyConfig()
-    _check_queries(index, queries, config, verify, pair_inliers)
+    _check_queries(index, queries, config, verify, pair_inliers=pair_inliers)
     sims, neighbours = index.search(queries.vectors, max(config.k, verify.top))
     labels = np.where(neighbours >= 0, index.labels[np.clip(neighbours, 0, None)], "")
     candidates = knn_vote(sims[:, :config.k], labels[:, :config.k], config.p)
@@ -303,7 +303,7 @@ def recognise(index: LandmarkIndex, queries: Embeddings, config: KnnConfig | Non
         best.loc[best["score"] < config.reject_below, "landmark_id"] = ""
     predictions = pd.DataFrame({"id": queries.ids, "landmark_id": best["landmark_id"].to_numpy(),
                                 "score": best["score"].to_numpy()})
-    return Recognition(predictions, candidates, penalty, max_inliers, failures)
+    return Recognition(predictions, candidates, penalty, max_inliers, failures=failures)
 
 
 def _check_queries(index: LandmarkIndex, queries: Embeddings, config: KnnConfig, verify: VerifyConfig,

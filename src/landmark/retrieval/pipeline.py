@@ -85,7 +85,7 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
     announce(engine, runtime)
     if expect is not None:
         check_model(runtime_record(engine, checkpoint, image_size), expect, f"the vectors of {checkpoint}",
-                    "this index", "give the checkpoint the index was built with, or build a new index")
+                    "this index", fix="give the checkpoint the index was built with, or build a new index")
     return _embed(engine, checkpoint, frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
                   batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
 
@@ -170,7 +170,7 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
         emb = load_embeddings(embeddings)
         if expect is not None:
             check_model(emb.model, expect, f"the vectors of {embeddings}", "this index",
-                        f"re-embed them with `landmark embed {expect.get('checkpoint', 'CHECKPOINT')}`")
+                        fix=f"re-embed them with `landmark embed {expect.get('checkpoint', 'CHECKPOINT')}`")
         if labels is not None:
             emb.items = _with_labels(emb.items, labels)
         if params is not None:
@@ -244,7 +244,7 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
     """
     def change(index: LandmarkIndex) -> tuple[set, int, list]:
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
-                    "embed the photos with the index's checkpoint (landmark index add --checkpoint)")
+                    fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
         before = set(index.items["landmark_id"])
         added, skipped = index.add(embeddings)
         if names:
@@ -303,12 +303,12 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
     built = index.meta.get("model")
     fix = f"re-embed them with `landmark embed {built.get('checkpoint') if built else 'CHECKPOINT'}`"
     check_model(runtime_record(engine, checkpoint, size), built, f"the vectors of {checkpoint}", "this index",
-                "give the checkpoint the index was built with, or build an index with this one")
+                fix="give the checkpoint the index was built with, or build an index with this one")
     embed = partial(_embed, engine, checkpoint, image_size=size, batch_size=batch_size, workers=workers,
                     device=device, overwrite=overwrite)
     if str(images).endswith(".npy"):
         queries, rejects = load_embeddings(images), []
-        check_model(queries.model, built, f"the queries of {images}", "this index", fix)
+        check_model(queries.model, built, f"the queries of {images}", "this index", fix=fix)
         listed = queries.items[["id"]]
     else:
         frame = read_queries(images)
@@ -318,7 +318,7 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
     reference = None
     if nonlandmarks is not None and str(nonlandmarks).endswith(".npy"):
         reference = load_embeddings(nonlandmarks)
-        check_model(reference.model, built, f"the non-landmarks of {nonlandmarks}", "this index", fix)
+        check_model(reference.model, built, f"the non-landmarks of {nonlandmarks}", "this index", fix=fix)
     elif nonlandmarks is not None:
         reference, _, _ = embed(read_queries(nonlandmarks), embeddings_path(f"{work}.nonlandmarks"))
     pair_inliers = None
@@ -328,7 +328,7 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
     predictions = listed.merge(result.predictions, on="id", how="left")
     predictions["landmark_id"] = predictions["landmark_id"].fillna("")
     names = {**(engine.names or {}), **index.meta.get("names", {})}
-    return _with_names(predictions, names, config.knn, index, {r.id for r in rejects}), rejects, result
+    return _with_names(predictions, names, config.knn, index, unreadable={r.id for r in rejects}), rejects, result
 
 
 def _index_image_size(index: LandmarkIndex, engine: Runtime) -> int:

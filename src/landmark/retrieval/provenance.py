@@ -101,4 +101,4 @@ def runtime_record(engine, checkpoint: str | Path, image_size: int | None) -> di
     meta = getattr(engine, "meta", None) or {}
     sha = meta.get("checkpoint_sha256") if engine.name == "onnx" else None
     return model_record(checkpoint, sha or checkpoint_sha256(checkpoint), engine.preprocess, image_size,
-                        getattr(engine.spec, "backbone", None), engine.name)
+                        backbone=getattr(engine.spec, "backbone", None), runtime=engine.name)

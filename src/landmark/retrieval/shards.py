@@ -133,7 +133,7 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
                                     top_classes=top_classes, model_info=model_info)
         embedded = rejects = rows = 0
         for k in todo:
-            n, bad = _embed_part(model, preprocess, frame.iloc[k * part_size:(k + 1) * part_size], folder, k,
+            n, bad = _embed_part(model, preprocess, frame.iloc[k * part_size:(k + 1) * part_size], folder, k=k,
                                  classes=classes, top_classes=top_classes, dtype=dtype, image_size=image_size,
                                  batch_size=batch_size, workers=workers, device=device, model_info=model_info)
             rows, rejects, embedded = rows + n, rejects + bad, embedded + 1
@@ -291,7 +291,7 @@ def _parts_model(folder: Path, files: list[Path], manifest: dict) -> dict | None
                                 "checkpoint (delete the parts of the other, then run its shards again)")
     if len(recorded) < len(models):
         check_model(None, first[1] if first else None, f"some parts of {folder}", "the merged file",
-                    "merge only parts of one checkpoint")
+                    fix="merge only parts of one checkpoint")
     return first[1] if first else None
 
 

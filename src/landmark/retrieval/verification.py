@@ -234,7 +234,7 @@ def match(a: LocalFeatures, b: LocalFeatures, ratio: float = _VERIFY.ratio, mode
           ransac_threshold: float | None = _VERIFY.ransac_threshold) -> MatchResult:
     """Tentative matches (:func:`mutual_matches`) and their RANSAC inliers (:func:`ransac_inliers`)."""
     matches = mutual_matches(a, b, ratio)
-    mask, matrix = ransac_inliers(a, b, matches, model, ransac_threshold)
+    mask, matrix = ransac_inliers(a, b, matches, model, threshold=ransac_threshold)
     return MatchResult(matches, matches[mask], model, matrix)
 
 
@@ -247,7 +247,7 @@ def count_inliers(a: LocalFeatures, b: LocalFeatures, ratio: float = _VERIFY.rat
     ``RANSAC_THRESHOLD_PX[model]``: 3 px epipolar distance for the fundamental matrix).
     Compare with :data:`~landmark.retrieval.config.SAME_LANDMARK_INLIERS` to decide "same landmark".
     """
-    return match(a, b, ratio, model, ransac_threshold).num_inliers
+    return match(a, b, ratio, model, ransac_threshold=ransac_threshold).num_inliers
 
 
 class FeatureCache:

@@ -112,7 +112,7 @@ class FeatureFile:
         if not len(x) == len(targets) == len(views) == len(ids) == meta.get("rows"):
             raise ValueError(f"{path}: {len(x)} rows, {len(targets)} targets, marker says {meta.get('rows')}; "
                              f"delete it and compute the features again")
-        return cls(path, x, targets, views, ids, meta)
+        return cls(path, x, targets, views, ids=ids, meta=meta)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as float32 ``[n, C]``, read from the file (not through the memory
@@ -278,7 +278,8 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
         sample = np.sort(np.random.default_rng(seed).choice(len(features), size=min(512, len(features)),
                                                             replace=False))
         prototype_init(fc, means, torch.from_numpy(np.asarray(features.x[sample], dtype=np.float32)),
-                       torch.from_numpy(features.targets[sample]), weight_decay, label_smoothing)
+                       torch.from_numpy(features.targets[sample]), weight_decay=weight_decay,
+                       label_smoothing=label_smoothing)
         init = "prototype"
         del means
     params = [p for name, p in head.named_parameters() if not name.startswith("pool.")]
@@ -287,7 +288,7 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
     weights = [p for p in params if p.ndim > 1]
     sampled = plain and classes > sampled_above
     optimizer = None if sampled else torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    lazy = _LazyAdam(fc, classes, sampled_above, weight_decay, label_smoothing) if sampled else None
+    lazy = _LazyAdam(fc, classes, sampled_above, weight_decay, label_smoothing=label_smoothing) if sampled else None
     rng = np.random.default_rng(seed)
     head.train()
     for m in head.modules():

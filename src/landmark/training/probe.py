@@ -105,7 +105,7 @@ def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
     fc = getattr(model.head, "fc", None)
     classes = fc.out_features if isinstance(fc, nn.Linear) else int(np.max(loader.dataset.targets)) + 1
     photos = len(loader.sampler) if loader.sampler is not None else len(loader.dataset)
-    fit = choose_fit(2 * photos, classes, model.backbone.num_features, stage.probe_memory_gb, stage.probe_fit)
+    fit = choose_fit(2 * photos, classes, model.backbone.num_features, stage.probe_memory_gb, fit=stage.probe_fit)
     log.info("probe: %s fit (%d photos x 2 views, %d classes: L-BFGS would hold %.2f GB, budget %.2f GB)", fit,
              photos, classes, lbfgs_bytes(2 * photos, classes, model.backbone.num_features) / 2**30,
              stage.probe_memory_gb)
@@ -114,13 +114,14 @@ def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
             raise ValueError("the streaming probe fit runs in one process; run it without torchrun, or raise "
                              "probe_memory_gb so that L-BFGS is chosen")
         with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
-            return _fit_streaming(model, loader, device, rejects, stage, Path(feature_dir or tmp), classes)
+            return _fit_streaming(model, loader, device, rejects, stage=stage, folder=Path(feature_dir or tmp),
+                                  classes=classes)
     store = store if store is not None else FeatureStore(max_bytes=0)
     x, y, rows = store.pooled(model, loader, device, rejects, views=2, desc="probe: features")
     if isinstance(loader.sampler, DistributedSampler):   # torchrun: every rank fits one head on every photo
         x, y = _all_ranks(x, y, rows)
     x, y = x.to(device), y.to(device)
-    fit_lbfgs(model.head, x, y, stage, _margin(model))
+    fit_lbfgs(model.head, x, y, stage, loss_logits=_margin(model))
     with torch.no_grad():
         n = len(y) // 2
         logits = model.head.classify(x[:n])
@@ -208,9 +209,9 @@ def write_pooled(model: LandmarkNet, loader, device, rejects: dict, path: Path, 
 
 def _fit_streaming(model: LandmarkNet, loader, device, rejects: dict, stage: Stage, folder: Path,
                    classes: int) -> dict:
-    features = write_pooled(model, loader, device, rejects, folder / "probe.npy")
+    features = write_pooled(model, loader, device, rejects, path=folder / "probe.npy")
     model.head.to("cpu")
-    stats = fit_streamed(model.head, features, classes, stage, _margin(model))
+    stats = fit_streamed(model.head, features, classes, stage, loss_logits=_margin(model))
     model.head.to(device)
     log.info("probe: %s", small_class_note(features.targets[features.views == 0], classes))
     preds, probs, ys = [], [], []

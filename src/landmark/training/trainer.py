@@ -135,9 +135,9 @@ def resume(run_dir: str | Path, device: str | None = None, on_epoch_end: EpochHo
     checkpoint = read_checkpoint(last, hint, ("history", "epoch", "best_val_gap", "optimizer")) \
         if last.is_file() else None
     if not dist.is_main():
-        return _run(config, data, run_dir, dist.setup(device), checkpoint, on_epoch_end)
+        return _run(config, data, run_dir, dist.setup(device), checkpoint=checkpoint, on_epoch_end=on_epoch_end)
     with folder_lock(run_dir):
-        return _run(config, data, run_dir, dist.setup(device), checkpoint, on_epoch_end)
+        return _run(config, data, run_dir, dist.setup(device), checkpoint=checkpoint, on_epoch_end=on_epoch_end)
 
 
 def _run(config: TrainConfig, data: Path | list[Path], run_dir: Path, device: torch.device, checkpoint: dict | None,
@@ -148,9 +148,9 @@ def _run(config: TrainConfig, data: Path | list[Path], run_dir: Path, device: to
     prepared = _prepare(data, config, run_dir)
     rejects = {r.id: r for r in prepared.rejects}
     _save_rejects(rejects, run_dir)
-    model, state = _build(config, prepared, checkpoint, run_dir, device)
+    model, state = _build(config, prepared, checkpoint, run_dir, device=device)
     plan = [(k, stage, e) for k, stage in enumerate(config.stages) for e in range(stage.epochs)]
-    val_loader = _loader(prepared, "val", model.preprocess.transform(), config, False)
+    val_loader = _loader(prepared, "val", model.preprocess.transform(), config, shuffle=False)
     names = landmark_names(data, prepared.classes)  # stored in every checkpoint: answers carry names
     current, net, optimizer = None, model, None
     store = FeatureStore()   # frozen-backbone descriptors: probe, its validation, the final fit
@@ -162,21 +162,22 @@ def _run(config: TrainConfig, data: Path | list[Path], run_dir: Path, device: to
             current = k
             if not stage.probe:
                 store.clear()   # the backbone moves from now on: nothing stored would be reused
-        row = _train_epoch(model, net, optimizer, prepared, config, stage, e, epoch, len(plan), device, rejects,
-                           store, RunFolder(run_dir).features)
+        row = _train_epoch(model, net, optimizer, prepared, config=config, stage=stage, e=e, epoch=epoch,
+                           epochs=len(plan), device=device, rejects=rejects,
+                           store=store, feature_dir=RunFolder(run_dir).features)
         if val_loader is not None:
-            val = _probe_validation(model, val_loader, device, rejects, store) if stage.probe else \
-                _epoch(model, val_loader, device, rejects, None, desc=f"epoch {epoch + 1}/{len(plan)} val")
+            val = _probe_validation(model, val_loader, device, rejects, store=store) if stage.probe else \
+                _epoch(model, val_loader, device, rejects, optimizer=None, desc=f"epoch {epoch + 1}/{len(plan)} val")
             row.update({f"val_{key}": v for key, v in val.items()})
-        _save_epoch(model, optimizer, prepared, config, run_dir, state, row, k, names)
+        _save_epoch(model, optimizer, prepared, config, run_dir=run_dir, state=state, row=row, stage=k, names=names)
         if on_epoch_end is not None and dist.is_main():
             on_epoch_end(run_dir)
         _save_rejects(rejects, run_dir)
     dist.barrier()
-    _test_best(run_dir, prepared, config, device, rejects)
+    _test_best(run_dir, prepared, config, device, rejects=rejects)
     _save_rejects(rejects, run_dir)
     if dist.is_main() and config.data.reference_index:
-        _reference(run_dir, prepared, config, device, rejects, store)
+        _reference(run_dir, prepared, config, device, rejects=rejects, store=store)
     log.info("backbone descriptors: %d photo views computed, %d reused", store.computed, store.reused)
     dist.barrier()
     return RunFolder(run_dir).best
@@ -253,11 +254,12 @@ def _train_epoch(model: LandmarkNet, net, optimizer, prepared: Prepared, config:
     tic = time.perf_counter()
     if stage.probe:
         stats = fit_probe(model, _loader(prepared, "train", eval_transform(stage.crop.size, mean, std), config,
-                                         False), device, rejects, stage, store, feature_dir)
+                                         shuffle=False), device, rejects, stage=stage, store=store,
+                          feature_dir=feature_dir)
     else:
-        loader = _loader(prepared, "train", transform, config, True, seed=config.seed * 100_003 + epoch)
+        loader = _loader(prepared, "train", transform, config, shuffle=True, seed=config.seed * 100_003 + epoch)
         lr_at = functools.partial(lr_factor, stage, e * len(loader), len(loader) * stage.epochs)
-        stats = _epoch(model, loader, device, rejects, optimizer, desc=f"epoch {epoch + 1}/{epochs} train",
+        stats = _epoch(model, loader, device, rejects, optimizer=optimizer, desc=f"epoch {epoch + 1}/{epochs} train",
                        net=net, lr_at=lr_at, label_smoothing=stage.label_smoothing)
     return {"epoch": epoch + 1, "stage": stage.name, "lr": 0.0 if stage.probe else stage.lr,
             "frozen_layers": model.frozen, "crop_p": round(p, 4), **{f"train_{k}": v for k, v in stats.items()},
@@ -289,7 +291,8 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
     (``final_fit``) refit the probe on every labelled photo; writes reference.json."""
     reference = build_reference(run_dir, config.data.nonlandmarks, device=str(device), workers=config.data.workers)
     if config.data.final_fit:
-        refit = _final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"], store)
+        refit = _final_fit(run_dir, prepared, config, device, rejects=rejects,
+                           thresholds=reference["reject_threshold"], store=store)
         # the thresholds were chosen on the validation photos before the refit indexed them too
         reference = {**refit, "validation_queries": reference["validation_queries"], "final_fit": True}
     RunFolder(run_dir).reference.write_text(json.dumps(reference, indent=2))
@@ -340,8 +343,8 @@ def _final_fit(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
     both = Prepared({"train": pd.concat([prepared.frames["train"], prepared.frames["val"]], ignore_index=True)},
                     prepared.classes)
     # rank 0 alone refits (the other ranks are done): a loader over every photo, not a rank's shard
-    loader = _loader(both, "train", model.preprocess.transform(), config, False, shard=False)
-    stats = fit_probe(model, loader, device, rejects, stage, store, RunFolder(run_dir).features)
+    loader = _loader(both, "train", model.preprocess.transform(), config, shuffle=False, shard=False)
+    stats = fit_probe(model, loader, device, rejects, stage=stage, store=store, feature_dir=RunFolder(run_dir).features)
     extra = {k: v for k, v in ckpt.items() if k not in STORED}
     save_checkpoint(RunFolder(run_dir).best, model, prepared.classes,
                     **{**extra, "final_fit": {"images": stats["images"], "train_loss": stats["loss"],
@@ -480,8 +483,8 @@ def _write_history(history: list[dict], run_dir: Path) -> None:
 def _test_best(run_dir: Path, prepared: Prepared, config: TrainConfig, device, rejects: dict) -> None:
     model, best = load_model(RunFolder(run_dir).best)
     model.to(device)
-    loader = _loader(prepared, "test", model.preprocess.transform(), config, False)
-    stats = _epoch(model, loader, device, rejects, None, desc="held-out test") if loader else {}
+    loader = _loader(prepared, "test", model.preprocess.transform(), config, shuffle=False)
+    stats = _epoch(model, loader, device, rejects, optimizer=None, desc="held-out test") if loader else {}
     stats["images"] = int(len(prepared.frames["test"]))
     stats["best_epoch"] = int(best["epoch"])
     if dist.is_main():
