@@ -106,3 +106,61 @@ def test_importing_reporting_keeps_the_matplotlib_backend():
             "import sys\n"
             "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n")
     assert _fresh_python(code).split() == ["svg", "False"]
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycles() -> list[list[str]]:
+    """Circles of modules importing each other, counting imports inside functions too (not
+    ``if TYPE_CHECKING:`` ones): strongly connected components of the import graph (Tarjan)."""
+    files = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        targets = set()
+        for _, target in _imports(path):
+            while target and target not in files:   # from .x import name -> module .x
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                targets.add(target)
+        graph[name] = sorted(targets)
+    index, low, stack, on, cycles = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on.discard(component[-1])
+            if len(component) > 1:
+                cycles.append(sorted(component))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    assert import_cycles() == []
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function(tmp_path, monkeypatch):
+    package = tmp_path / "landmark"
+    (package / "inference").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "inference" / "__init__.py").write_text("")
+    (package / "inference" / "a.py").write_text("from .b import x\n")
+    (package / "inference" / "b.py").write_text("def x():\n    from .a import y\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    assert import_cycles() == [["landmark.inference.a", "landmark.inference.b"]]

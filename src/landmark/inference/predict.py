@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from ..data import Reject, read_queries
 from ..data.dataset import good_batches, image_loader
@@ -20,47 +19,7 @@ from ..defaults import BATCH_SIZE, TTA
 from ..models import LandmarkNet
 from ..models.runtime import Runtime, decode_threads, decode_workers, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, check_engine
-
-# Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
-# Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
-TTA_ORDER = [4, 0, 1, 2, 3, 9, 5, 6, 7, 8]
-# JPEGs are decoded (Pillow draft, DCT scaling) to at least this many times the side the
-# network input is resized from: 2, as the training cache (cache.py: draft=2*width).
-DRAFT_FACTOR = 2
-
-
-def vote_scores(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every landmark's rank key and score under the voting rule (module docstring).
-
-    Landmarks that got votes rank by votes, ties by summed probability, and score the
-    module's confidence; the others rank after them by mean probability and score it
-    (with one crop, every score is the plain softmax probability).
-
-    Args:
-        probs: float tensor ``[N, K, C]`` of softmax probabilities (K crops per image).
-    Returns:
-        (rank keys float ``[N, C]``, higher first; scores float ``[N, C]`` in [0, 1]).
-    """
-    n, k, c = probs.shape
-    votes = torch.nn.functional.one_hot(probs.argmax(2), c).to(probs.dtype)  # [N, K, C]
-    count, support, mean = votes.sum(1), (probs * votes).sum(1), probs.mean(1)  # [N, C]
-    voted = count > 0
-    key = count + torch.where(voted, support, mean) / (k + 1)
-    return key, torch.where(voted, support / k, mean)
-
-
-def tta_vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test-time majority vote over the crops of each image.
-
-    Args:
-        probs: float tensor ``[N, K, C]`` of softmax probabilities (K crops per image).
-    Returns:
-        (labels int64 ``[N]``, confidences float ``[N]`` in [0, 1]) by the module's rule.
-    """
-    key, score = vote_scores(probs)
-    labels = key.argmax(1)
-    return labels, score.gather(1, labels[:, None]).squeeze(1)
-
+from .answers import DRAFT_FACTOR, TTA_ORDER, answers_frame, check_tta, tta_vote, vote_scores  # noqa: F401 (re-exported)
 
 def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess: dict, queries: pd.DataFrame,
                    tta: int = 1, batch_size: int = 32, workers: int | None = None,
@@ -97,13 +56,7 @@ def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess:
     check_tta(tta)
     rec = Recognizer(model, {**(checkpoint or {}), "classes": classes, "preprocess": preprocess}, index=index,
                      device=device)
-    return recognize_queries(rec, queries, tta, batch_size, workers)
-
-
-def check_tta(tta: int) -> None:
-    """Raise ``ValueError`` unless ``tta`` is 1 (no voting) to 10 crops (before any work)."""
-    if isinstance(tta, bool) or not isinstance(tta, int) or not 1 <= tta <= 10:
-        raise ValueError(f"tta={tta!r}: choose 1 (no voting) to 10 crops")
+    return recognize_queries(rec, queries, tta, batch_size, workers=workers)
 
 
 def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int = 32,
@@ -125,19 +78,6 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
         x = rec.preprocess.finish_batch(batch["image"], tta)
         best.update(zip(batch["index"].tolist(), (c[0] for c in rec.rank(x, tta, top_k=1))))
     return answers_frame(rec, queries, best), rejects
-
-
-def answers_frame(rec, queries: pd.DataFrame, best: dict[int, tuple[str, float]]) -> pd.DataFrame:
-    """The frame :func:`predict_images` returns, from the best ``(landmark_id, score)`` of each
-    decoded query row (``best``: row number -> answer; rows missing from it were unreadable)."""
-    labels = [best[i][0] if i in best else "" for i in range(len(queries))]
-    scores = [best[i][1] if i in best else float("nan") for i in range(len(queries))]
-    verdicts = [("unreadable" if i not in best else rec.name(best[i][0]) if best[i][1] >= rec.threshold
-                 else "no landmark") for i in range(len(queries))]
-    out = pd.DataFrame({"id": queries["id"].astype(str).to_numpy(), "landmark_id": labels, "score": scores,
-                        "name": [rec.name(lid) if lid else "" for lid in labels], "verdict": verdicts,
-                        "path": queries["path"].astype(str).to_numpy()})
-    return out
 
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = TTA, batch_size: int = BATCH_SIZE,
@@ -177,4 +117,4 @@ def predict(checkpoint: str | Path, images: str | Path, tta: int = TTA, batch_si
     if queries.empty:
         raise ValueError(f"{images} holds no image files")
     rec = Recognizer.load(checkpoint, index=index, device=device, runtime=runtime, threads=threads)
-    return recognize_queries(rec, queries, tta, batch_size, workers)
+    return recognize_queries(rec, queries, tta, batch_size, workers=workers)

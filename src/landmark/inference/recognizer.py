@@ -13,7 +13,7 @@ order given (one image in: a list of one).  Nothing is written to disk.
 Scores (:meth:`Recognizer._score`, the one place that turns network outputs into scores):
 
 * classifier only (no index): the softmax probability of the best landmark; with
-  ``tta=K`` crops the vote of :func:`landmark.inference.predict.vote_scores` (the same
+  ``tta=K`` crops the vote of :func:`landmark.inference.answers.vote_scores` (the same
   rule and the same numbers as ``landmark predict --tta K``);
 * ``reference`` (the run's own ``RUN/index`` written by ``landmark train``, whose
   landmarks the classifier knows): the classifier's candidates, each with the
@@ -60,7 +60,7 @@ from ..retrieval.index import LandmarkIndex
 from ..runs import RunFolder
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, reference_confidence
 from ..retrieval.reference import REFERENCE_K
-from .predict import TTA_ORDER, vote_scores
+from .answers import TTA_ORDER, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
 from ..data.names import printable_name
@@ -203,7 +203,7 @@ def _check_index_model(index: LandmarkIndex, path: Path, model) -> None:
     sha = meta.get("checkpoint_sha256") if path.suffix.lower() == ".onnx" else file_sha256(path)
     mine = {"checkpoint": str(path), "sha256": sha, "image_size": recorded.get("image_size") or 0}  # sizes: load()
     check_model(mine, recorded, f"the vectors of {path}",
-                "this index", "give the checkpoint the index was built with, or build an index with this one")
+                "this index", fix="give the checkpoint the index was built with, or build an index with this one")
 
 
 def scoring_mode(index: LandmarkIndex | None, classes: list[str]) -> str:
@@ -334,7 +334,8 @@ class Recognizer:
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['spec']['backbone']}")
         if index is not None:
             _check_index_model(index, path, model)
-        rec = cls(model, ckpt, index, None, threshold, read_names(names), knn, device, scoring)
+        rec = cls(model, ckpt, index, None, threshold=threshold, names=read_names(names), knn=knn, device=device,
+                  scoring=scoring)
         if rec.model is None and path.suffix.lower() != ".onnx":
             rec.model = network.to(rec.device).eval()
         announce(rec.runtime, runtime)   # "runtime: onnx (RUN/model.onnx, fp32)" on the CLI's stderr
