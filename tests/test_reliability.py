@@ -72,7 +72,7 @@ def gldv2_folder(root: Path, ids_by_class: dict[str, list[str]]) -> Path:
 # --- 1-4: ids -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_1_3_same_and_short_file_names_in_class_folders_all_train(tmp_path):
+def test_same_and_short_file_names_in_class_folders_all_train(tmp_path):
     """4 classes x 6 photos named alike in every class folder (``1.jpg`` among them): all 24
     are read, split, cached and trained on; ``stats`` and ``embed --data`` see 24 too."""
     from landmark.retrieval.embeddings import labelled_images
@@ -95,7 +95,7 @@ def test_1_3_same_and_short_file_names_in_class_folders_all_train(tmp_path):
     assert len(list((run_dir / "cache").rglob("*.jpg"))) == 24
 
 
-def test_2_query_folder_with_repeated_names_gives_one_row_per_file(monkeypatch, capsys, tmp_path, checkpoint):
+def test_query_folder_with_repeated_names_gives_one_row_per_file(monkeypatch, capsys, tmp_path, checkpoint):
     queries = tmp_path / "q"
     for k, name in enumerate(["a/same.jpg", "b/same.jpg", "same.png", "other.jpg"]):
         photo(queries / name, k)
@@ -119,7 +119,7 @@ def test_2_query_folder_with_repeated_names_gives_one_row_per_file(monkeypatch, 
     assert not (tmp_path / "dup_sub.csv").exists()
 
 
-def test_3_4_bad_csv_ids_are_rejects_with_a_reason_and_never_paths(tmp_path):
+def test_bad_csv_ids_are_rejects_with_a_reason_and_never_paths(tmp_path):
     """GLDv2 ids that are short or path-like: listed with a reason by stats and the cache;
     no file outside the data root is ever read (a photo waits where ``../`` would lead)."""
     data = tmp_path / "data"
@@ -148,7 +148,7 @@ def test_3_4_bad_csv_ids_are_rejects_with_a_reason_and_never_paths(tmp_path):
     assert image_path(data, "1") == data / "train" / "1" / "_" / "_" / "1.jpg"
 
 
-def test_4_query_csv_ids_are_not_paths(monkeypatch, capsys, tmp_path, checkpoint):
+def test_query_csv_ids_are_not_paths(monkeypatch, capsys, tmp_path, checkpoint):
     """A query CSV without a path column: ``../`` ids are rejected with a reason, the photo they
     point at is not read, and the row stays in the submission with no prediction."""
     base = tmp_path / "queries"
@@ -166,7 +166,7 @@ def test_4_query_csv_ids_are_not_paths(monkeypatch, capsys, tmp_path, checkpoint
     assert rejects.loc[escape, "reason"].startswith("bad id") and rejects.loc[escape, "path"] == ""
 
 
-def test_1_resume_lists_split_ids_the_data_no_longer_has(tmp_path):
+def test_resume_lists_split_ids_the_data_no_longer_has(tmp_path):
     """A photo renamed or removed between a run and its resume is a reject, not a silent loss."""
     from landmark.config import DataConfig
     from landmark.training.prepare import prepare_data
@@ -198,7 +198,7 @@ def test_file_ids_are_unique_and_safe():
 
 # --- 5-6: one bad row or image fails alone ----------------------------------------------------------
 
-def test_5_bad_download_rows_fail_alone_and_partial_keeps_user_files(tmp_path):
+def test_bad_download_rows_fail_alone_and_partial_keeps_user_files(tmp_path):
     from landmark.data.download import DownloadOptions, download_csv
     out = tmp_path / "dl"
     (out / ".partial").mkdir(parents=True)
@@ -220,7 +220,7 @@ def test_5_bad_download_rows_fail_alone_and_partial_keeps_user_files(tmp_path):
     assert sorted(p.name for p in (out / ".partial").iterdir()) == ["notes.txt"]
 
 
-def test_6_a_strip_jpeg_cannot_hold_is_a_reject_with_its_reason(tmp_path):
+def test_a_strip_jpeg_cannot_hold_is_a_reject_with_its_reason(tmp_path):
     """1 x 100,000 px (over JPEG's 65,500) was cached as PNG; since issue 19 its shape is refused
     from the header (a side over 30,000 px), before decoding or resizing."""
     strip = photo(tmp_path / "strip.png", 3, size=(1, 100_000))
@@ -232,7 +232,7 @@ def test_6_a_strip_jpeg_cannot_hold_is_a_reject_with_its_reason(tmp_path):
 
 # --- 7-9: outputs, locks, interrupted writes ----------------------------------------------------------
 
-def test_7_every_file_a_command_writes_is_checked_first(monkeypatch, capsys, tmp_path, checkpoint):
+def test_every_file_a_command_writes_is_checked_first(monkeypatch, capsys, tmp_path, checkpoint):
     queries = tmp_path / "q"
     photo(queries / "p1.jpg", 1)
     (tmp_path / "mine.rejects.csv").write_text("user data")
@@ -271,7 +271,7 @@ def test_7_every_file_a_command_writes_is_checked_first(monkeypatch, capsys, tmp
     assert sorted(p.name for p in ev.iterdir()) == ["per_class_accuracy.csv"]
 
 
-def test_8_a_run_folder_in_use_is_locked_and_never_inside_the_data(monkeypatch, capsys, tmp_path):
+def test_a_run_folder_in_use_is_locked_and_never_inside_the_data(monkeypatch, capsys, tmp_path):
     from landmark.io import LockedError, folder_lock
     from landmark.training import train
     tree = tmp_path / "tree"
@@ -295,7 +295,7 @@ def test_8_a_run_folder_in_use_is_locked_and_never_inside_the_data(monkeypatch, 
 
 
 @pytest.mark.slow
-def test_9_interrupted_embed_overwrite_leaves_the_old_embeddings_whole(tmp_path, checkpoint):
+def test_interrupted_embed_overwrite_leaves_the_old_embeddings_whole(tmp_path, checkpoint):
     """``embed --overwrite`` killed (SIGKILL) while writing: the finished embeddings stay
     byte for byte, and ``index build`` uses them; a half-committed set is refused."""
     from landmark.retrieval.embeddings import embed_images, load_embeddings
@@ -340,7 +340,7 @@ def test_9_interrupted_embed_overwrite_leaves_the_old_embeddings_whole(tmp_path,
         load_embeddings(out)
 
 
-def test_9_index_folder_without_its_marker_is_refused(tmp_path, checkpoint):
+def test_index_folder_without_its_marker_is_refused(tmp_path, checkpoint):
     from landmark.models import load_model
     from landmark.retrieval.embeddings import embed_images
     from landmark.retrieval.index import LandmarkIndex
@@ -363,7 +363,7 @@ def test_9_index_folder_without_its_marker_is_refused(tmp_path, checkpoint):
 # --- 10-11: non-finite numbers, wrong files -------------------------------------------------------------
 
 @pytest.mark.slow
-def test_10_non_finite_settings_losses_and_scores_are_refused(monkeypatch, capsys, tmp_path):
+def test_non_finite_settings_losses_and_scores_are_refused(monkeypatch, capsys, tmp_path):
     from landmark.training import train
     from landmark.training.trainer import NonFiniteLossError
     for value in (".inf", ".nan", "-.inf"):
@@ -386,7 +386,7 @@ def test_10_non_finite_settings_losses_and_scores_are_refused(monkeypatch, capsy
         assert code == 2 and one_error_line(out) and "finite" in out, score
 
 
-def test_10_a_model_with_nan_weights_is_refused(monkeypatch, capsys, tmp_path):
+def test_a_model_with_nan_weights_is_refused(monkeypatch, capsys, tmp_path):
     model = create_model("tf_efficientnet_lite0", 2, weights="none")
     save_checkpoint(tmp_path / "nan.pt", model, ["a", "b"], preprocess=PRE)
     ckpt = torch.load(tmp_path / "nan.pt", weights_only=True)   # the writer refuses NaN: put it in by hand
@@ -398,7 +398,7 @@ def test_10_a_model_with_nan_weights_is_refused(monkeypatch, capsys, tmp_path):
     assert code == 2 and one_error_line(out) and "non-finite weights" in out and not (tmp_path / "s.csv").exists()
 
 
-def test_11_wrong_weights_and_checkpoint_files_give_one_error_line(monkeypatch, capsys, tmp_path, checkpoint):
+def test_wrong_weights_and_checkpoint_files_give_one_error_line(monkeypatch, capsys, tmp_path, checkpoint):
     import timm
     torch.save(timm.create_model("tf_efficientnet_lite2", num_classes=0).state_dict(), tmp_path / "lite2.pth")
     tree = tmp_path / "tree"
@@ -433,7 +433,7 @@ def test_11_wrong_weights_and_checkpoint_files_give_one_error_line(monkeypatch, 
 
 # --- 12: quieter weak spots -------------------------------------------------------------------------------
 
-def test_12_csv_decoding_errors_name_the_file(monkeypatch, capsys, tmp_path):
+def test_csv_decoding_errors_name_the_file(monkeypatch, capsys, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.csv").write_bytes("id,url,landmark_id\nabc,,caf\xe9\n".encode("latin-1"))
@@ -445,7 +445,7 @@ def test_12_csv_decoding_errors_name_the_file(monkeypatch, capsys, tmp_path):
     assert code == 2 and one_error_line(out) and "sol.csv" in out
 
 
-def test_12_evaluate_refuses_a_solution_that_cannot_be_one(monkeypatch, capsys, tmp_path):
+def test_evaluate_refuses_a_solution_that_cannot_be_one(monkeypatch, capsys, tmp_path):
     (tmp_path / "s.csv").write_text("id,landmarks\nq1,1 0.9\nq2,2 0.4\n")
     code, out = run(monkeypatch, capsys, "evaluate", tmp_path / "s.csv", "--solution", tmp_path / "s.csv")
     assert code == 2 and one_error_line(out) and "submission itself" in out
@@ -460,7 +460,7 @@ def test_12_evaluate_refuses_a_solution_that_cannot_be_one(monkeypatch, capsys, 
     assert code == 0 and json.loads(out)["accuracy"] == 1.0
 
 
-def test_12_ninety_megapixels_are_read_and_a_fifo_never_blocks(monkeypatch, capsys, tmp_path):
+def test_ninety_megapixels_are_read_and_a_fifo_never_blocks(monkeypatch, capsys, tmp_path):
     from landmark.data import ImageError
     big = tmp_path / "big.png"
     Image.new("1", (9_500, 9_500)).save(big)  # 90.25 Mpixel, under the documented 100 Mpixel limit
@@ -478,7 +478,7 @@ def test_12_ninety_megapixels_are_read_and_a_fifo_never_blocks(monkeypatch, caps
     assert code == 2 and one_error_line(out) and "not a regular file (a FIFO)" in out
 
 
-def test_12_nonsense_numbers_are_refused_by_report_and_stats(monkeypatch, capsys, tmp_path):
+def test_nonsense_numbers_are_refused_by_report_and_stats(monkeypatch, capsys, tmp_path):
     code, out = run(monkeypatch, capsys, "report", tmp_path, "--batch-size", 0, "--out", tmp_path / "r")
     assert code == 2 and "batch-size" in out and not (tmp_path / "r").exists()
     code, out = run(monkeypatch, capsys, "stats", tmp_path, "--top", -3, "--out", tmp_path / "s")
