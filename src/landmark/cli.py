@@ -649,21 +649,16 @@ def index_add(
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
-    import time
     from .data.gldv2 import landmark_names
-    from .retrieval.pipeline import enrol, index_embeddings, index_model
+    from .retrieval.pipeline import enrol, enrolment_file, index_embeddings, index_model
     try:
         data = _data_source(data)
         info = index_model(index)
         if checkpoint is None and info.get("checkpoint") and embeddings is None:
             checkpoint = Path(info["checkpoint"])
-        stamp, k = time.strftime('%Y%m%d-%H%M%S'), 1
-        out = index / f"added-{stamp}.npy"
-        while out.exists():   # two enrolments within one second (a small enrolment takes well under one)
-            k += 1
-            out = index / f"added-{stamp}-{k}.npy"
         emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
-                                           images=images, landmarks=_landmark_list(landmarks), label=label, out=out,
+                                           images=images, landmarks=_landmark_list(landmarks), label=label,
+                                           out=enrolment_file(index),
                                            image_size=info.get("image_size"), batch_size=batch_size,
                                            workers=workers, device=device, expect=info)
         names = landmark_names(data, emb.items["landmark_id"].unique()) if data else None

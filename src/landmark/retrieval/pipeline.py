@@ -257,6 +257,18 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
             "new_landmarks": new}
 
 
+def enrolment_file(index_dir: str | Path) -> Path:
+    """A new file for the embeddings of one enrolment, inside the index folder:
+    ``added-YYYYmmdd-HHMMSS.npy`` (local time), ``added-...-2.npy`` ... when that name is taken
+    (two enrolments within one second)."""
+    stamp, k = time.strftime("%Y%m%d-%H%M%S"), 1
+    out = Path(index_dir) / f"added-{stamp}.npy"
+    while out.exists():
+        k += 1
+        out = Path(index_dir) / f"added-{stamp}-{k}.npy"
+    return out
+
+
 def index_model(index_dir: str | Path) -> dict:
     """The model info stored with an index (``{}`` when unknown)."""
     return LandmarkIndex.load(index_dir).meta.get("model", {})
