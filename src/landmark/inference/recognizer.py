@@ -60,7 +60,7 @@ from ..retrieval.index import LandmarkIndex
 from ..runs import RunFolder
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, reference_confidence
 from ..retrieval.reference import REFERENCE_K
-from .answers import TTA_ORDER, vote_scores
+from .answers import TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
 from ..data.names import printable_name
@@ -381,8 +381,9 @@ class Recognizer:
             ValueError: ``tta`` outside 1..10, ``top_k < 1``.
         """
         items = images if isinstance(images, list) else [images]
-        if not 1 <= tta <= 10 or top_k < 1:
-            raise ValueError(f"tta={tta}, top_k={top_k}: choose tta 1..10 and top_k >= 1")
+        check_tta(tta)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k={top_k!r}: choose 1 or more candidates")
         sources = sources or [str(x) if isinstance(x, (str, Path)) else f"image {k}" for k, x in enumerate(items)]
         photos = []
         for k, item in enumerate(items):

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..data import ImageError, load_image
 from ..inference.recognizer import Answer, Recognizer
+from ..retrieval.config import VerifyConfig
 
 
 @dataclass
@@ -37,12 +38,14 @@ EXPLAIN_NEEDS_PYTORCH = ("saliency needs the PyTorch network: load the .pt check
                          "(an export beside it still answers), not a .onnx file")
 
 
-def explain(rec: Recognizer, photo: Image.Image, answer: Answer, max_side: int = 640) -> Explanation:
+def explain(rec: Recognizer, photo: Image.Image, answer: Answer,
+            max_side: int = VerifyConfig.model_fields["max_side"].default) -> Explanation:
     """Saliency overlay and (with neighbours) inlier matches of one answered photo.
 
     Args:
         photo: the RGB photo that was answered (:func:`landmark.inference.recognizer.decode`).
-        max_side: pixels; longest side of the pictures.
+        max_side: pixels; longest side of the pictures (default: geometric verification's,
+            :class:`~landmark.retrieval.config.VerifyConfig`, so the matches drawn are those counted).
 
     Raises:
         ValueError: ``rec`` has no PyTorch network (it was loaded from a ``.onnx`` export).
