@@ -789,10 +789,11 @@ def recognize(
         _fail(ValueError("--explain computes saliency with PyTorch gradients: give the .pt checkpoint or its run "
                          "folder (its export still answers)"))
     from .data import ImageError
-    from .inference.recognizer import Recognizer, decode
+    from .inference.answers import decode
+    from .inference.instant import open_recognizer   # an export answers without torch (docs/runtime.md)
     try:
-        rec = Recognizer.load(model, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
-                              runtime=runtime, threads=threads)
+        rec = open_recognizer(model, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
+                              runtime=runtime, threads=threads, tta=tta, explain=explain is not None)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     good, errors = [], []
