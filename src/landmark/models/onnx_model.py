@@ -161,8 +161,8 @@ def why_not(path: Path, meta: dict, checkpoint: str | Path, digest: str, fp32_on
     return ""
 
 
-def open_export(checkpoint: str | Path, fp32_only: bool = False,
-                threads: int | None = None) -> tuple[OnnxModel | None, str]:
+def open_export(checkpoint: str | Path, fp32_only: bool = False, threads: int | None = None,
+                image_size: int | None = None, opener: type[OnnxModel] = OnnxModel) -> tuple[OnnxModel | None, str]:
     """The first :func:`onnx_candidates` file exported from exactly this checkpoint, opened.
 
     The checkpoint is hashed (its bytes read, never unpickled) and each candidate's metadata
@@ -171,6 +171,9 @@ def open_export(checkpoint: str | Path, fp32_only: bool = False,
     Args:
         fp32_only: skip int8 exports (``auto``: answers must equal PyTorch's within 1e-4).
         threads: ONNX Runtime intra-op threads.
+        image_size: skip an export made for another input size.
+        opener: the class that opens the file (:class:`landmark.models.runtime.OnnxRuntime`
+            for torch tensors).
 
     Returns:
         (the opened model or None, a sentence saying why none fits).
@@ -190,11 +193,11 @@ def open_export(checkpoint: str | Path, fp32_only: bool = False,
                            "(protobuf holds < 2 GiB; re-export it)")
             continue
         try:
-            model = OnnxModel(path, threads)
+            model = opener(path, threads)
         except ValueError as err:
             skipped.append(f"{err} (re-export it)")
             continue
-        reason = why_not(path, model.meta, checkpoint, digest, fp32_only)
+        reason = why_not(path, model.meta, checkpoint, digest, fp32_only, image_size)
         if not reason:
             return model, ""
         skipped.append(reason)

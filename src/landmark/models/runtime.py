@@ -34,7 +34,8 @@ from torch import nn
 
 from ..devices import resolve_device
 from .onnx_model import (  # noqa: F401  (re-exported: the torch-free half of this module)
-    MAX_ONNX_BYTES, METADATA_KEY, OnnxModel, check_threads, cpu_count, file_sha256, onnx_candidates, why_not)
+    MAX_ONNX_BYTES, METADATA_KEY, OnnxModel, check_threads, cpu_count, file_sha256, onnx_candidates, open_export,
+    why_not)
 from .runtime_info import DEFAULT_RUNTIME, RUNTIMES
 
 
@@ -218,6 +219,12 @@ def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device:
         raise ValueError(f"{path} is a folder; give the checkpoint file, e.g. {path / 'checkpoints' / 'best.pt'}, "
                          "or its .onnx export")
     auto = runtime == "auto"
+    # the usual case, an export of this checkpoint that loads, without importing the onnx package
+    # (1 s of CPU): its metadata read from the ONNX Runtime session that then runs it
+    opened, _ = open_export(path, fp32_only=auto, threads=threads, image_size=image_size if auto else None,
+                            opener=OnnxRuntime)
+    if opened is not None:
+        return opened
     onnx_path, why = exported_model(path, fp32_only=auto, image_size=image_size if auto else None)
     if onnx_path is not None:
         try:
