@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .config import PRESETS_DIR
+from .config_files import PRESETS_DIR
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
 from .models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, ENGINES, MAX_THREADS_PER_CPU, check_engine

@@ -236,7 +236,7 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
             if ref is not None:
                 _check_index_model(ref, path, model)
             rec = InstantRecognizer(model, ref, threshold)
-            note = "" if path.suffix.lower() == ".onnx" else f"auto: the export of {path.name}, without PyTorch"
+            note = "without PyTorch" if path.suffix.lower() == ".onnx" else f"auto: the export of {path.name}, without PyTorch"
             log.info("%s", runtime_line(model, note))
             log.info("scoring: %s", rec.scoring_line())
             return rec
