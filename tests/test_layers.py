@@ -10,10 +10,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "landmark"
 #: Layers, lowest first: a module imports its own layer and those before it, never a later one.
-LAYERS = [("io", "devices", "_lazy", "memory", "threads", "defaults"), ("data",), ("models",), ("config", "runs"), ("evaluation",), ("retrieval",),
-          ("inference",), ("training",), ("reporting",), ("serving", "cli")]
+LAYERS = [("io", "devices", "_lazy", "memory", "threads", "defaults"), ("data",), ("models",), ("config", "config_files", "runs"),
+          ("evaluation",), ("retrieval",), ("inference",), ("training",), ("reporting",), ("serving", "cli")]
 #: Packages and modules below reporting: none of them may draw.
-LOWER = ("config.py", "runs.py", "defaults.py", "devices.py", "io.py", "memory.py", "threads.py", "data", "models", "training", "inference", "retrieval", "evaluation")
+LOWER = ("config.py", "config_files.py", "runs.py", "defaults.py", "devices.py", "io.py", "memory.py", "threads.py", "data",
+         "models", "training", "inference", "retrieval", "evaluation")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

@@ -315,7 +315,8 @@ def test_cli_says_on_stderr_which_runtime_runs_the_model(tiny, photos, tmp_path,
     assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
     photo = pd.read_csv(photos)["path"].iloc[0]
     result = runner.invoke(app, ["recognize", photo, "--model", str(ckpt), "--runtime", "auto", "--json"])
-    assert result.exit_code == 0 and runtime_lines(result) == [onnx_line], result.output
+    assert result.exit_code == 0, result.output   # recognize says its export answers without PyTorch
+    assert runtime_lines(result) == [f"runtime: onnx ({path}, fp32; auto: the export of {ckpt.name}, without PyTorch)"]
     assert json.loads(result.stdout)[0]["source"] == photo
     # auto on a checkpoint whose folder holds another checkpoint's export says why it stayed on torch
     other = ckpt.parent / "other.pt"

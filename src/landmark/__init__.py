@@ -32,6 +32,7 @@ _EXPORTS = {
     "read_solution": "data.kaggle", "read_submission": "data.kaggle", "write_submission": "data.kaggle",
     "evaluate": "evaluation", "gap": "evaluation",
     "predict": "inference", "Recognizer": "inference.recognizer", "Answer": "inference.recognizer",
+    "open_recognizer": "inference.instant",
     "create_model": "models", "load_model": "models", "ModelSpec": "models", "save_checkpoint": "models",
     "list_heads": "models", "register_head": "models", "Preprocess": "data",
     "RunFolder": "runs", "resume": "training", "train": "training",

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .config import PRESETS_DIR
+from .config_files import PRESETS_DIR
 from .defaults import (BATCH_SIZE, CALIBRATION_IMAGES, EMBED_DTYPE, PART_SIZE, REPORT_SAMPLES, REPORT_TTA,
                        STATS_TOP, STATS_WORKERS, TOP_CLASSES, TOP_K, TTA, VERIFY_IMAGES, WORKERS)
 from .data.download_options import DownloadOptions
@@ -784,10 +784,11 @@ def recognize(
         _fail(ValueError("--explain computes saliency with PyTorch gradients: give the .pt checkpoint or its run "
                          "folder (its export still answers)"))
     from .data import ImageError
-    from .inference.recognizer import Recognizer, decode
+    from .inference.answers import decode
+    from .inference.instant import open_recognizer   # an export answers without torch (docs/runtime.md)
     try:
-        rec = Recognizer.load(model, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
-                              runtime=runtime, threads=threads)
+        rec = open_recognizer(model, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
+                              runtime=runtime, threads=threads, tta=tta, explain=explain is not None)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     good, errors = [], []

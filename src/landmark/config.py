@@ -9,28 +9,16 @@ lr 1e-4, then bottom 20 frozen at lr 1e-5).  Presets shipped with the package
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .data.preprocess import MAX_SIDE
-from .models.spec import ModelSpec, refuse_bool_numbers, validation_fields
+from .config_files import PRESETS_DIR, _M, _merge, _Strict, read_config, validate_config, yaml_problem  # noqa: F401
+from .models.spec import ModelSpec, refuse_bool_numbers, validation_fields  # noqa: F401
 
-PRESETS_DIR = Path(__file__).parent / "configs"
-
-
-class _Strict(BaseModel):
-    """Unknown keys, non-finite numbers (``.inf``, ``.nan``) and true/false for numbers are refused."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, value, info: ValidationInfo):
-        return refuse_bool_numbers(cls, value, info)
 
 
 class CropSchedule(_Strict):
@@ -225,73 +213,6 @@ def load_config(source: str | Path, overrides: dict | None = None, epochs: int |
     return read_config(source, TrainConfig, PRESETS_DIR, overrides, adjust=with_epochs)
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def dump_config(config: TrainConfig, path: Path) -> None:
     """Write the resolved config (every default filled in) as YAML."""
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def read_config(source: str | Path, schema: type[_M], presets: Path, overrides: dict | None = None,
-                what: str = "config", adjust: Callable[[dict], dict] | None = None) -> _M:
-    """Validate a YAML file, or the preset ``presets/<source>.yaml``, against ``schema``.
-
-    The one loader behind :func:`load_config` and
-    :func:`landmark.retrieval.config.load_retrieval_config`.  ``overrides`` (a nested
-    mapping) is merged over the file, then ``adjust`` (raw mapping -> raw mapping) applied,
-    before validation; ``what`` names the kind of config in error messages.
-
-    Raises:
-        FileNotFoundError: neither a file nor a preset of that name exists (one line
-            naming the presets).
-        ValueError: not YAML, not a mapping, or it does not validate; the message names
-            each bad field.
-    """
-    path = Path(source)
-    if not path.is_file():   # a folder named like a preset (a run folder 'fast') does not hide the preset
-        preset = presets / f"{source}.yaml"
-        if not preset.is_file():
-            names = ", ".join(sorted(p.stem for p in presets.glob("*.yaml")))
-            kind = "a folder, not a YAML file," if path.is_dir() else "neither a file"
-            raise FileNotFoundError(f"{what} {str(source)!r} is {kind} nor a preset ({names})")
-        path = preset
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{what} {path} is not valid YAML: {yaml_problem(err)}") from None
-    if not isinstance(raw, dict):
-        keys = ", ".join(f"{k}:" for k in schema.model_fields)
-        raise ValueError(f"{what} {path} must be a YAML mapping ({keys} ...), "
-                         f"found {'an empty file' if raw is None else type(raw).__name__}")
-    raw = _merge(raw, overrides or {})
-    return validate_config(schema, adjust(raw) if adjust else raw, f"{what} {path}")
-
-
-def yaml_problem(err: yaml.YAMLError) -> str:
-    """A YAML parser error on one line: ``line 2, column 1: expected ',' or ']', but got
-    '<stream end>' (while parsing a flow sequence from line 1, column 9)``."""
-    if not isinstance(err, yaml.MarkedYAMLError) or err.problem is None:
-        return " ".join(str(err).split())
-    mark, context = err.problem_mark, err.context_mark
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    since = ""
-    if err.context and context is not None and (context.line, context.column) != (mark.line, mark.column):
-        since = f" ({err.context} from line {context.line + 1}, column {context.column + 1})"
-    return where + err.problem + since
-
-
-def validate_config(schema: type[_M], raw: dict, where: str) -> _M:
-    """``schema.model_validate(raw)``; a one-line ValueError names ``where`` it came from and each
-    bad field with what to change (:func:`landmark.models.spec.validation_fields`)."""
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as err:
-        raise ValueError(f"invalid {where}: {validation_fields(err, schema)}") from None

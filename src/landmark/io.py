@@ -13,9 +13,10 @@ import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
-import pandas as pd
+if TYPE_CHECKING:   # pandas is imported where a CSV is read: the torch-free recogniser reads index records without it
+    import pandas as pd
 
 LOCK_FILE = ".lock"
 T = TypeVar("T")
@@ -28,6 +29,7 @@ def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
         FileNotFoundError: no such file.
         ValueError: the file is not UTF-8 text, is empty, or is not parseable CSV.
     """
+    import pandas as pd
     try:
         return pd.read_csv(path, **kwargs)
     except UnicodeDecodeError as err:

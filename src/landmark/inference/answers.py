@@ -1,75 +1,161 @@
-"""Voting over test-time crops and the answers table: the torch-light helpers that
-:mod:`~landmark.inference.predict`, :mod:`~landmark.inference.ray_predict` and
-:class:`~landmark.inference.recognizer.Recognizer` share (one module below all three, so none
-of them imports another at import time or inside a function in a circle).
+"""What a recogniser answers, and the parts of loading one that need neither torch nor pandas.
 
-Voting rule (``tta=K`` crops per image): each crop votes for its arg-max landmark;
-the landmark with most votes wins (a tie goes to the larger summed probability);
-its confidence is the sum of its probability over the crops that voted for it,
-divided by K.  So ten unanimous crops at 0.9 give 0.9, while six crops at 0.9 with
-four dissenting give 0.54: disagreement between crops lowers the confidence, which
-is what GAP's ranking rewards.
+:class:`Answer` (with :class:`Candidate`, :class:`Neighbour`) is what
+:class:`~landmark.inference.recognizer.Recognizer` and the torch-free
+:class:`~landmark.inference.instant.InstantRecognizer` return; :func:`decode` turns any
+:data:`ImageInput` into an upright RGB image; :func:`resolve_checkpoint`, :func:`run_index`,
+:func:`scoring_mode` and :func:`stored_threshold` say where a run keeps its model and index
+and how its answers are scored.  This module imports pydantic, numpy and Pillow only.
 """
 from __future__ import annotations
 
-import pandas as pd
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
-# Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
-# Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
-TTA_ORDER = [4, 0, 1, 2, 3, 9, 5, 6, 7, 8]
-# JPEGs are decoded (Pillow draft, DCT scaling) to at least this many times the side the
-# network input is resized from: 2, as the training cache (cache.py: draft=2*width).
-DRAFT_FACTOR = 2
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, computed_field
+
+from ..data.images import MAX_PIXELS, ImageError, _to_rgb, check_shape, load_image
+from ..runs import RunFolder
+
+if TYPE_CHECKING:
+    from ..retrieval.index import LandmarkIndex
 
 
-def vote_scores(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every landmark's rank key and score under the voting rule (module docstring).
+#: What :meth:`Recognizer.recognize` accepts per image.
+ImageInput = Union[Image.Image, np.ndarray, bytes, str, Path]
 
-    Landmarks that got votes rank by votes, ties by summed probability, and score the
-    module's confidence; the others rank after them by mean probability and score it
-    (with one crop, every score is the plain softmax probability).
 
-    Args:
-        probs: float tensor ``[N, K, C]`` of softmax probabilities (K crops per image).
-    Returns:
-        (rank keys float ``[N, C]``, higher first; scores float ``[N, C]`` in [0, 1]).
+class Candidate(BaseModel):
+    """One landmark a photo may show, with its score (same scale as :attr:`Answer.score`)."""
+
+    landmark_id: str
+    name: str
+    score: float
+
+
+class Neighbour(BaseModel):
+    """An indexed reference photo close to the query (cosine ``similarity`` in [-1, 1])."""
+
+    id: str
+    landmark_id: str
+    name: str
+    similarity: float
+    path: str
+
+
+class Answer(BaseModel):
+    """The recogniser's answer for one photo.
+
+    Attributes:
+        source: what was asked (file name, or ``image <k>`` for in-memory images).
+        landmark_id, name, score: the best landmark, even when below the threshold.
+        is_landmark: ``score >= threshold``.
+        threshold: the threshold used.
+        scoring: ``reference``, ``classifier`` or ``knn``.
+        top_k: the candidates, the first being the answer itself: best score first with
+            ``classifier`` and ``knn``; with ``reference`` in the classifier's order, each with
+            its reference score, so a later candidate may score higher than the answer (the
+            classifier chooses the landmark, its reference photos only confirm it).
+        neighbours: the most similar indexed photos (empty without an index).
     """
-    n, k, c = probs.shape
-    votes = torch.nn.functional.one_hot(probs.argmax(2), c).to(probs.dtype)  # [N, K, C]
-    count, support, mean = votes.sum(1), (probs * votes).sum(1), probs.mean(1)  # [N, C]
-    voted = count > 0
-    key = count + torch.where(voted, support, mean) / (k + 1)
-    return key, torch.where(voted, support / k, mean)
+
+    source: str
+    landmark_id: str
+    name: str
+    score: float
+    is_landmark: bool
+    threshold: float
+    scoring: str
+    top_k: list[Candidate]
+    neighbours: list[Neighbour] = []
+
+    @computed_field
+    @property
+    def verdict(self) -> str:
+        """The landmark's name, or ``no landmark``."""
+        return self.name if self.is_landmark else "no landmark"
+
+    def line(self) -> str:
+        """One readable line: ``photo.jpg  Colosseum  0.93`` or
+        ``photo.jpg  no landmark (best: Petra 0.12 < 0.40)``."""
+        if self.is_landmark:
+            return f"{self.source}  {self.name}  {self.score:.2f}"
+        digits = 2   # enough that the score visibly falls below the threshold (not "0.09 < 0.09")
+        while digits < 6 and f"{self.score:.{digits}f}" == f"{self.threshold:.{digits}f}":
+            digits += 1
+        return (f"{self.source}  no landmark (best: {self.name} {self.score:.{digits}f} < "
+                f"{self.threshold:.{digits}f})")
 
 
-def tta_vote(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test-time majority vote over the crops of each image.
+def decode(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Any :data:`ImageInput` as an upright RGB PIL image.
 
-    Args:
-        probs: float tensor ``[N, K, C]`` of softmax probabilities (K crops per image).
-    Returns:
-        (labels int64 ``[N]``, confidences float ``[N]`` in [0, 1]) by the module's rule.
+    Bytes and paths are decoded by content with :func:`landmark.data.load_image` (pixel
+    cap ``max_pixels`` checked before decoding); arrays are ``[H, W]`` or ``[H, W, 3|4]`` uint8.
+
+    Raises:
+        ImageError: undecodable, beyond a limit of :func:`landmark.data.images.check_shape` (also a
+            PIL image or array given directly), or an array of another shape or dtype.
     """
-    key, score = vote_scores(probs)
-    labels = key.argmax(1)
-    return labels, score.gather(1, labels[:, None]).squeeze(1)
+    if isinstance(image, Image.Image):
+        check_shape(image.width, image.height, image.mode, max_pixels)
+        return _to_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise ImageError(f"array of shape {image.shape} and dtype {image.dtype}: give HxWx3 uint8 (RGB)")
+        check_shape(image.shape[1], image.shape[0], "RGB", max_pixels)
+        return _to_rgb(Image.fromarray(image))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return load_image(bytes(image), max_pixels=max_pixels)
+    if isinstance(image, (str, Path)):
+        return load_image(image, max_pixels=max_pixels)
+    raise ImageError(f"cannot read a {type(image).__name__} as an image: give a PIL image, array, bytes or path")
 
 
-def check_tta(tta: int) -> None:
-    """Raise ``ValueError`` unless ``tta`` is 1 (no voting) to 10 crops (before any work)."""
-    if isinstance(tta, bool) or not isinstance(tta, int) or not 1 <= tta <= 10:
-        raise ValueError(f"tta={tta!r}: choose 1 (no voting) to 10 crops")
+def resolve_checkpoint(source: str | Path) -> Path:
+    """A checkpoint file, or a run folder's ``checkpoints/best.pt``.
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    source = Path(source)
+    if source.is_dir():
+        return RunFolder(source).best_checkpoint()
+    if not source.is_file():
+        raise FileNotFoundError(f"model {source} does not exist (give a run folder or a .pt checkpoint)")
+    return source
 
 
-def answers_frame(rec, queries: pd.DataFrame, best: dict[int, tuple[str, float]]) -> pd.DataFrame:
-    """The frame :func:`~landmark.inference.predict.predict_images` returns, from the best ``(landmark_id, score)`` of each
-    decoded query row (``best``: row number -> answer; rows missing from it were unreadable)."""
-    labels = [best[i][0] if i in best else "" for i in range(len(queries))]
-    scores = [best[i][1] if i in best else float("nan") for i in range(len(queries))]
-    verdicts = [("unreadable" if i not in best else rec.name(best[i][0]) if best[i][1] >= rec.threshold
-                 else "no landmark") for i in range(len(queries))]
-    out = pd.DataFrame({"id": queries["id"].astype(str).to_numpy(), "landmark_id": labels, "score": scores,
-                        "name": [rec.name(lid) if lid else "" for lid in labels], "verdict": verdicts,
-                        "path": queries["path"].astype(str).to_numpy()})
-    return out
+def scoring_mode(index: LandmarkIndex | None, classes: list[str]) -> str:
+    """``classifier`` without an index; ``reference`` with a run's own reference index
+    (``meta['role'] == 'reference'``, written by ``landmark train``) while the classifier knows
+    every landmark in it; ``knn`` otherwise (an index built with ``landmark index build``, or
+    one that enrolment gave a landmark the classifier does not know)."""
+    if index is None:
+        return "classifier"
+    own = index.meta.get("role") == "reference"
+    return "reference" if own and set(index.labels) <= set(classes) else "knn"
+
+
+def stored_threshold(checkpoint: dict, index: LandmarkIndex | None, scoring: str) -> float | None:
+    """The "no landmark" threshold stored for ``scoring``: the checkpoint's ``reject_threshold``
+    (a dict per mode; a plain number means the classifier's), the index's for ``knn``."""
+    if scoring == "knn":
+        return index.meta.get("reject_threshold") if index is not None else None
+    stored = checkpoint.get("reject_threshold")
+    if isinstance(stored, dict):
+        return stored.get(scoring)
+    return stored if scoring == "classifier" else None
+
+
+def run_index(source: str | Path) -> Path | None:
+    """The index a run folder carries (``RUN/index``), for a run folder or a checkpoint in one.
+
+    Raises:
+        FileNotFoundError: the run was trained with an index (``reference.json``) that is gone;
+            an unfinished or damaged one is refused when it is loaded.
+    """
+    run = RunFolder.of(source)   # the folder, or the one of RUN/checkpoints/best.pt or RUN/model.onnx
+    return run.index_dir() if run is not None else None

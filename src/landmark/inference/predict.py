@@ -19,7 +19,7 @@ from ..defaults import BATCH_SIZE, TTA
 from ..models import LandmarkNet
 from ..models.runtime import Runtime, decode_threads, decode_workers, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, check_engine
-from .answers import DRAFT_FACTOR, TTA_ORDER, answers_frame, check_tta, tta_vote, vote_scores  # noqa: F401 (re-exported)
+from .voting import DRAFT_FACTOR, TTA_ORDER, answers_frame, check_tta, tta_vote, vote_scores  # noqa: F401 (re-exported)
 
 def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess: dict, queries: pd.DataFrame,
                    tta: int = 1, batch_size: int = 32, workers: int | None = None,

@@ -4,7 +4,7 @@ The queries go through the pipeline of :mod:`landmark.models.ray_engine` (decodi
 :class:`PredictActor` model actors holding a :class:`~landmark.inference.recognizer.Recognizer`
 each); this process receives each row's best ``(landmark_id, score)`` in order and builds the
 frame of :func:`~landmark.inference.predict.predict_images` with the same code
-(:func:`~landmark.inference.answers.answers_frame`), so the submission, the answers CSV and the
+(:func:`~landmark.inference.voting.answers_frame`), so the submission, the answers CSV and the
 rejects are those of the single-process command.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 from ..data import Reject, read_queries
 from ..models.ray_engine import cluster, plan_pool, run_pipeline, set_actor_threads
 from ..models.runtime_info import LOGGER
-from .answers import DRAFT_FACTOR, answers_frame, check_tta
+from .voting import DRAFT_FACTOR, answers_frame, check_tta
 
 log = logging.getLogger(LOGGER)
 

@@ -13,7 +13,7 @@ order given (one image in: a list of one).  Nothing is written to disk.
 Scores (:meth:`Recognizer._score`, the one place that turns network outputs into scores):
 
 * classifier only (no index): the softmax probability of the best landmark; with
-  ``tta=K`` crops the vote of :func:`landmark.inference.answers.vote_scores` (the same
+  ``tta=K`` crops the vote of :func:`landmark.inference.voting.vote_scores` (the same
   rule and the same numbers as ``landmark predict --tta K``);
 * ``reference`` (the run's own ``RUN/index`` written by ``landmark train``, whose
   landmarks the classifier knows): the classifier's candidates, each with the
@@ -40,136 +40,30 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import BaseModel, computed_field
 
 from ..data import ImageError, load_image, read_queries
-from ..data.images import MAX_PIXELS, _to_rgb, check_shape
 from ..data.preprocess import Preprocess
 from ..defaults import TOP_K, TTA
 from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
 from ..retrieval.embeddings import Embeddings, load_embeddings
 from ..retrieval.index import LandmarkIndex
-from ..runs import RunFolder
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, reference_confidence
 from ..retrieval.reference import REFERENCE_K
-from .answers import TTA_ORDER, check_tta, vote_scores
+from .voting import TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
 from ..data.names import printable_name
 from ..retrieval.config import REJECT_THRESHOLD, check_threshold
-
-
-#: What :meth:`Recognizer.recognize` accepts per image.
-ImageInput = Union[Image.Image, np.ndarray, bytes, str, Path]
-
-
-class Candidate(BaseModel):
-    """One landmark a photo may show, with its score (same scale as :attr:`Answer.score`)."""
-
-    landmark_id: str
-    name: str
-    score: float
-
-
-class Neighbour(BaseModel):
-    """An indexed reference photo close to the query (cosine ``similarity`` in [-1, 1])."""
-
-    id: str
-    landmark_id: str
-    name: str
-    similarity: float
-    path: str
-
-
-class Answer(BaseModel):
-    """The recogniser's answer for one photo.
-
-    Attributes:
-        source: what was asked (file name, or ``image <k>`` for in-memory images).
-        landmark_id, name, score: the best landmark, even when below the threshold.
-        is_landmark: ``score >= threshold``.
-        threshold: the threshold used.
-        scoring: ``reference``, ``classifier`` or ``knn``.
-        top_k: the candidates, the first being the answer itself: best score first with
-            ``classifier`` and ``knn``; with ``reference`` in the classifier's order, each with
-            its reference score, so a later candidate may score higher than the answer (the
-            classifier chooses the landmark, its reference photos only confirm it).
-        neighbours: the most similar indexed photos (empty without an index).
-    """
-
-    source: str
-    landmark_id: str
-    name: str
-    score: float
-    is_landmark: bool
-    threshold: float
-    scoring: str
-    top_k: list[Candidate]
-    neighbours: list[Neighbour] = []
-
-    @computed_field
-    @property
-    def verdict(self) -> str:
-        """The landmark's name, or ``no landmark``."""
-        return self.name if self.is_landmark else "no landmark"
-
-    def line(self) -> str:
-        """One readable line: ``photo.jpg  Colosseum  0.93`` or
-        ``photo.jpg  no landmark (best: Petra 0.12 < 0.40)``."""
-        if self.is_landmark:
-            return f"{self.source}  {self.name}  {self.score:.2f}"
-        digits = 2   # enough that the score visibly falls below the threshold (not "0.09 < 0.09")
-        while digits < 6 and f"{self.score:.{digits}f}" == f"{self.threshold:.{digits}f}":
-            digits += 1
-        return (f"{self.source}  no landmark (best: {self.name} {self.score:.{digits}f} < "
-                f"{self.threshold:.{digits}f})")
-
-
-def decode(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Any :data:`ImageInput` as an upright RGB PIL image.
-
-    Bytes and paths are decoded by content with :func:`landmark.data.load_image` (pixel
-    cap ``max_pixels`` checked before decoding); arrays are ``[H, W]`` or ``[H, W, 3|4]`` uint8.
-
-    Raises:
-        ImageError: undecodable, beyond a limit of :func:`landmark.data.images.check_shape` (also a
-            PIL image or array given directly), or an array of another shape or dtype.
-    """
-    if isinstance(image, Image.Image):
-        check_shape(image.width, image.height, image.mode, max_pixels)
-        return _to_rgb(image)
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-            raise ImageError(f"array of shape {image.shape} and dtype {image.dtype}: give HxWx3 uint8 (RGB)")
-        check_shape(image.shape[1], image.shape[0], "RGB", max_pixels)
-        return _to_rgb(Image.fromarray(image))
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return load_image(bytes(image), max_pixels=max_pixels)
-    if isinstance(image, (str, Path)):
-        return load_image(image, max_pixels=max_pixels)
-    raise ImageError(f"cannot read a {type(image).__name__} as an image: give a PIL image, array, bytes or path")
-
-
-def resolve_checkpoint(source: str | Path) -> Path:
-    """A checkpoint file, or a run folder's ``checkpoints/best.pt``.
-
-    Raises:
-        FileNotFoundError: neither exists.
-    """
-    source = Path(source)
-    if source.is_dir():
-        return RunFolder(source).best_checkpoint()
-    if not source.is_file():
-        raise FileNotFoundError(f"model {source} does not exist (give a run folder or a .pt checkpoint)")
-    return source
+# torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
+from .answers import (  # noqa: F401
+    Answer, Candidate, ImageInput, Neighbour, decode, resolve_checkpoint, run_index, scoring_mode, stored_threshold)
 
 
 def read_names(source: str | Path | dict | None) -> dict[str, str]:
@@ -204,39 +98,6 @@ def _check_index_model(index: LandmarkIndex, path: Path, model) -> None:
     mine = {"checkpoint": str(path), "sha256": sha, "image_size": recorded.get("image_size") or 0}  # sizes: load()
     check_model(mine, recorded, f"the vectors of {path}",
                 "this index", fix="give the checkpoint the index was built with, or build an index with this one")
-
-
-def scoring_mode(index: LandmarkIndex | None, classes: list[str]) -> str:
-    """``classifier`` without an index; ``reference`` with a run's own reference index
-    (``meta['role'] == 'reference'``, written by ``landmark train``) while the classifier knows
-    every landmark in it; ``knn`` otherwise (an index built with ``landmark index build``, or
-    one that enrolment gave a landmark the classifier does not know)."""
-    if index is None:
-        return "classifier"
-    own = index.meta.get("role") == "reference"
-    return "reference" if own and set(index.labels) <= set(classes) else "knn"
-
-
-def stored_threshold(checkpoint: dict, index: LandmarkIndex | None, scoring: str) -> float | None:
-    """The "no landmark" threshold stored for ``scoring``: the checkpoint's ``reject_threshold``
-    (a dict per mode; a plain number means the classifier's), the index's for ``knn``."""
-    if scoring == "knn":
-        return index.meta.get("reject_threshold") if index is not None else None
-    stored = checkpoint.get("reject_threshold")
-    if isinstance(stored, dict):
-        return stored.get(scoring)
-    return stored if scoring == "classifier" else None
-
-
-def run_index(source: str | Path) -> Path | None:
-    """The index a run folder carries (``RUN/index``), for a run folder or a checkpoint in one.
-
-    Raises:
-        FileNotFoundError: the run was trained with an index (``reference.json``) that is gone;
-            an unfinished or damaged one is refused when it is loaded.
-    """
-    run = RunFolder.of(source)   # the folder, or the one of RUN/checkpoints/best.pt or RUN/model.onnx
-    return run.index_dir() if run is not None else None
 
 
 class Recognizer:

@@ -26,9 +26,7 @@ differ more (top-1 agreement and GAP difference reported by ``landmark export --
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Protocol
 
@@ -38,11 +36,11 @@ from torch import nn
 
 from ..data.preprocess import Preprocess
 from ..devices import resolve_device
-from .runtime_info import DEFAULT_RUNTIME, MAX_THREADS_PER_CPU, RUNTIMES
-from .spec import ModelSpec, spec_from_arch
-
-METADATA_KEY = "landmark"   # metadata_props key of the exported model's JSON description
-MAX_ONNX_BYTES = 2**31      # protobuf's limit for one message: no single-file .onnx is larger
+from .onnx_model import (  # noqa: F401  (re-exported: the torch-free half of this module)
+    MAX_ONNX_BYTES, METADATA_KEY, OnnxModel, check_threads, cpu_count, file_sha256, metadata_spec, onnx_candidates,
+    open_export, why_not)
+from .runtime_info import DEFAULT_RUNTIME, RUNTIMES
+from .spec import ModelSpec
 
 
 class Runtime(Protocol):
@@ -103,118 +101,16 @@ class TorchRuntime:
         return cls(model, ckpt["classes"], ckpt["preprocess"], ckpt.get("names"), device=device)
 
 
-class OnnxRuntime:
-    """ONNX Runtime on the CPU: ``OnnxRuntime(path, threads=None)``.
+class OnnxRuntime(OnnxModel):
+    """ONNX Runtime on the CPU: ``OnnxRuntime(path, threads=None)``, an
+    :class:`~landmark.models.onnx_model.OnnxModel` (arguments, attributes and errors there)
+    called with and returning torch tensors."""
 
-    Args:
-        path: a ``.onnx`` file written by ``landmark export`` (input ``image``
-            ``[batch, 3, H, W]``, outputs ``logits`` and ``embedding``, JSON metadata).
-        threads: intra-op threads (default: the CPUs this process may use; at most
-            :data:`MAX_THREADS_PER_CPU` per CPU).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not an ONNX model, or one without the landmark metadata; too many threads.
-    """
-
-    name = "onnx"
     device = torch.device("cpu")
 
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model {path} does not exist (write it with `landmark export`)")
-        check_threads(threads)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or cpu_count()
-        options.inter_op_num_threads = 1
-        # Idle intra-op threads sleep instead of spinning: beside decoding workers and on CPUs
-        # shared with other work, spinning threads burnt CPU the decoders needed (measured:
-        # docs/runtime.md); with one thread there is nothing to spin.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # ORT raises its own exception types for bad files
-            raise ValueError(f"{path} is not a loadable ONNX model ({type(err).__name__}: {err})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if meta is None:
-            raise ValueError(f"{path} has no '{METADATA_KEY}' metadata; export it with `landmark export`")
-        try:
-            self.path, self.meta = path, json.loads(meta)
-        except (ValueError, RecursionError) as err:   # RecursionError: JSON nested past the parser's depth
-            raise ValueError(f"{path}: its '{METADATA_KEY}' metadata is not JSON ({type(err).__name__}); "
-                             f"export it again") from None
-        if not isinstance(self.meta, dict) or not isinstance(self.meta.get("classes"), list):
-            raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has no list of classes; export it again")
-        _check_metadata(path, self.meta, self.session)
-        try:   # checked like a checkpoint's: a huge or NaN preprocessing must not reach the photos
-            preprocess = Preprocess.of(self.meta.get("preprocess"))
-            spec = metadata_spec(self.meta)
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has an invalid preprocessing or spec "
-                             f"({' '.join(str(err).split())[:160]}); export it again") from None
-        self.classes, self.preprocess = list(self.meta["classes"]), preprocess
-        self.names, self.spec = self.meta.get("names"), spec
-        self.input = self.session.get_inputs()[0].name
-
     def __call__(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
-        logits, emb = self.session.run(["logits", "embedding"], {self.input: np.ascontiguousarray(x, np.float32)})
+        logits, emb = self.run(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
         return torch.from_numpy(logits), torch.from_numpy(emb)
-
-
-def metadata_spec(meta: dict) -> ModelSpec | None:
-    """The :class:`ModelSpec` an export's metadata records: its ``spec``, or (exports written
-    before the spec existed) the ``arch`` dict upgraded as a format-1 checkpoint's is; None
-    when it records neither.
-
-    Raises:
-        ValueError: the recorded spec or arch is invalid (pydantic's ValidationError is one).
-    """
-    if isinstance(meta.get("spec"), dict):
-        return ModelSpec.model_validate(meta["spec"])
-    if isinstance(meta.get("arch"), dict):
-        return spec_from_arch(meta["arch"])
-    return None
-
-
-def _check_metadata(path: Path, meta: dict, session) -> None:
-    """Refuse an export whose metadata cannot describe its graph: classes that are not distinct
-    strings or do not match the width of the ``logits`` output (every photo would fail with a
-    reshape traceback), ``names`` / ``spec`` / ``arch`` (older exports) that are not objects.
-
-    Raises:
-        ValueError: one line naming the file and what is wrong.
-    """
-    classes = meta["classes"]
-    bad = (f"{len(classes)} classes" if not classes else
-           "classes that are not strings" if not all(isinstance(c, str) for c in classes) else
-           "repeated classes" if len(set(classes)) != len(classes) else None)
-    widths = [o.shape[-1] for o in session.get_outputs() if o.name == "logits" and o.shape]
-    if bad is None and widths and isinstance(widths[0], int) and widths[0] != len(classes):
-        bad = f"{len(classes)} classes for a graph of {widths[0]} logits"
-    for key in ("names", "spec", "arch"):
-        if bad is None and meta.get(key) is not None and not isinstance(meta[key], dict):
-            bad = f"'{key}' that is not an object"
-    if bad is not None:
-        raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has {bad}; export it again")
-
-
-def check_threads(threads: int | None) -> None:
-    """Refuse an ONNX Runtime thread count above :data:`MAX_THREADS_PER_CPU` per CPU.
-
-    Raises:
-        ValueError: too many threads (the message says how many this process may use).
-    """
-    if threads is not None and threads > MAX_THREADS_PER_CPU * cpu_count():
-        raise ValueError(f"--threads {threads}: this process may use {cpu_count()} CPUs; give at most "
-                         f"{MAX_THREADS_PER_CPU * cpu_count()} (more threads only wait for each other)")
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (affinity-aware where the OS tells)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def decode_threads(runtime: Runtime) -> bool:
@@ -238,23 +134,6 @@ def decode_workers(threads: bool = False) -> int:
     123; 1 worker process, 110 to 114; 2 processes beside 2 network threads fell further behind.
     """
     return cpu_count() if threads else max(1, cpu_count() // 2)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (read in 1 MiB blocks); ties an export to its checkpoint."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def onnx_candidates(checkpoint: str | Path) -> list[Path]:
-    """Where an exported model of ``checkpoint`` is looked for, in order:
-    ``CKPT.onnx`` beside it (``best.pt`` -> ``best.onnx``), ``model.onnx`` in its folder,
-    ``model.onnx`` in the run folder (the folder above ``checkpoints/``)."""
-    checkpoint = Path(checkpoint)
-    return [checkpoint.with_suffix(".onnx"), checkpoint.parent / "model.onnx", checkpoint.parent.parent / "model.onnx"]
 
 
 def exported_model(checkpoint: str | Path, fp32_only: bool = False,
@@ -285,16 +164,9 @@ def exported_model(checkpoint: str | Path, fp32_only: bool = False,
         except Exception as err:   # protobuf's DecodeError, bad JSON, an unreadable file: not an export to use
             skipped.append(f"{path} is not a readable ONNX model ({type(err).__name__}; re-export it)")
             continue
-        if not isinstance(meta, dict) or "checkpoint_sha256" not in meta:
-            skipped.append(f"{path} was not written by landmark export (no '{METADATA_KEY}' metadata)")
-        elif meta["checkpoint_sha256"] != digest:
-            skipped.append(f"{path} was exported from another checkpoint (re-export it, or export this one to "
-                           f"{Path(checkpoint).with_suffix('.onnx')})")
-        elif fp32_only and meta.get("precision", "fp32") != "fp32":
-            skipped.append(f"{path} is {meta['precision']}, whose answers differ slightly "
-                           "(auto runs fp32 exports only; --runtime onnx runs it)")
-        elif image_size not in (None, size := (meta.get("preprocess") or {}).get("size")):
-            skipped.append(f"{path} takes {size} px inputs only, {image_size} px asked for")
+        reason = why_not(path, meta, checkpoint, digest, fp32_only=fp32_only, image_size=image_size)
+        if reason:
+            skipped.append(reason)
         else:
             return path, ""
     return None, "; ".join(skipped)
@@ -351,6 +223,12 @@ def load_runtime(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device:
         raise ValueError(f"{path} is a folder; give the checkpoint file, e.g. {path / 'checkpoints' / 'best.pt'}, "
                          "or its .onnx export")
     auto = runtime == "auto"
+    # the usual case, an export of this checkpoint that loads, without importing the onnx package
+    # (1 s of CPU): its metadata read from the ONNX Runtime session that then runs it
+    opened, _ = open_export(path, fp32_only=auto, threads=threads, image_size=image_size if auto else None,
+                            opener=OnnxRuntime)
+    if opened is not None:
+        return opened
     onnx_path, why = exported_model(path, fp32_only=auto, image_size=image_size if auto else None)
     if onnx_path is not None:
         try:

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..config import PRESETS_DIR, _Strict, read_config, validate_config
+from ..config_files import PRESETS_DIR, _Strict, read_config, validate_config
 
 RETRIEVAL_PRESETS_DIR = PRESETS_DIR / "retrieval"
 

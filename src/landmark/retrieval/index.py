@@ -46,14 +46,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..io import INDEX_FILES as FILES, artifact_files, commit, folder_lock, read_artifact, refuse_existing, temp_path
+from ..io import INDEX_FILES as FILES, commit, folder_lock, read_artifact, refuse_existing, temp_path
 from .config import KINDS, IndexParams
 from .embeddings import Embeddings, iter_chunks
+from .index_reader import (FILE_KEYS, ITEM_COLUMNS, check_count, check_marker, read_faiss, read_params, search,
+                           tune)
 
 T = TypeVar("T")
 AUTO_FLAT_BELOW = 100_000
 AUTO_IVF_BELOW = 2_000_000
-ITEM_COLUMNS = ["id", "landmark_id", "path"]
 #: seconds a writer waits for another process saving the same index folder
 LOCK_WAIT = 60.0
 
@@ -193,14 +194,7 @@ class LandmarkIndex:
             (similarities float32 ``[Q, k]`` descending, row indices int64 ``[Q, k]``
             into :attr:`items`; -1 with similarity -inf where fewer than k exist).
         """
-        k = max(1, int(k))
-        sims = np.empty((len(queries), k), dtype=np.float32)
-        idx = np.empty((len(queries), k), dtype=np.int64)
-        for start, q in iter_chunks(queries, chunk):
-            s, i = self.index.search(q, k)
-            s[i < 0] = -np.inf
-            sims[start:start + len(q)], idx[start:start + len(q)] = s, i
-        return sims, idx
+        return search(self.index, queries, k, chunk)
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write ``index.faiss``, ``items.csv`` and ``meta.json`` into ``folder`` (module docstring:
@@ -263,49 +257,21 @@ class LandmarkIndex:
                 unreadable, or names files that disagree in length or are damaged.
         """
         folder = Path(folder)
-        marker = folder / "meta.json"
-        if not marker.is_file():
-            for name in FILES[:2]:
-                if not (folder / name).is_file():
-                    raise FileNotFoundError(f"{folder / name} does not exist (build it with `landmark index build`)")
-            raise ValueError(f"{folder} holds an unfinished index (no meta.json: an interrupted build or add); "
-                             f"build it again with --overwrite")
+        marker = check_marker(folder)
         return read_artifact(marker, lambda meta: cls._read(folder, meta))
 
     @classmethod
     def _read(cls, folder: Path, meta: dict) -> "LandmarkIndex":
         """The index the record ``meta`` (``meta.json``'s content) names."""
-        if "kind" not in meta:
-            raise ValueError(f"{folder / 'meta.json'} is not an index record (no kind); build the index again")
-        files = artifact_files(folder / "meta.json", meta, [folder / name for name in FILES[:2]])
-        for name, path in files.items():
-            if path is None or not path.is_file():
-                raise FileNotFoundError(f"{folder / name} does not exist (build it with `landmark index build`)")
-        try:
-            index = faiss.read_index(str(files["index.faiss"]))
-        except RuntimeError as err:   # FAISS raises RuntimeError for damaged or truncated files
-            raise ValueError(f"{folder / 'index.faiss'} is damaged ({str(err).splitlines()[-1][:120]}); "
-                             f"build the index again") from None
-        if not _is_kind(index, meta["kind"]):
-            raise ValueError(f"{folder / 'meta.json'} says kind {meta['kind']!r}, index.faiss holds a "
-                             f"{type(index).__name__}; build the index again")
+        index, files = read_faiss(folder, meta)
         items = pd.read_csv(files["items.csv"], dtype=str, keep_default_na=False)
         if missing := [c for c in ITEM_COLUMNS[:2] if c not in items.columns]:
             raise ValueError(f"{folder / 'items.csv'} has no column {', '.join(missing)}; build the index again")
-        if not len(items) == index.ntotal == meta.get("count", index.ntotal):
-            raise ValueError(f"{folder}: items.csv lists {len(items)} images, the index holds {index.ntotal}, "
-                             f"meta.json says {meta.get('count')}; build it again with --overwrite")
+        check_count(folder, len(items), index, meta)
+        params = read_params(folder, meta)
         meta = dict(meta)
-        try:
-            params = IndexParams.model_validate(meta.pop("params", {}))
-        except ValueError as err:   # pydantic's ValidationError: several lines, no file named
-            first = err.errors()[0] if hasattr(err, "errors") else {"loc": (), "msg": str(err)}
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise ValueError(f"{folder / 'meta.json'} has bad index settings ({where}: {first.get('msg')}); "
-                             f"build the index again") from None
-        out = cls(index, items, meta.pop("kind"), params, meta={k: v for k, v in meta.items()
-                                                           if k not in ("dim", "count", "landmarks", "files",
-                                                                        "version", "bytes")})
+        meta.pop("params", None)
+        out = cls(index, items, meta.pop("kind"), params, meta={k: v for k, v in meta.items() if k not in FILE_KEYS})
         out._tune()
         return out
 
@@ -324,18 +290,7 @@ class LandmarkIndex:
                     bar.update(len(x))
 
     def _tune(self) -> None:
-        if self.kind in ("ivf", "ivfsq", "ivfpq"):
-            faiss.extract_index_ivf(self.index).nprobe = self.params.nprobe
-        elif self.kind == "hnsw":
-            self.index.hnsw.efSearch = self.params.ef_search
-
-
-def _is_kind(index: faiss.Index, kind: object) -> bool:
-    """Whether ``index`` (read from a file) is what :func:`_new_index` makes for ``kind``: a
-    record that names another kind would make the search-time tuning fail with a FAISS traceback."""
-    types = {"flat": (faiss.IndexFlat,), "hnsw": (faiss.IndexHNSW,), "ivf": (faiss.IndexIVFFlat,),
-             "ivfpq": (faiss.IndexIVFPQ,)}
-    return isinstance(kind, str) and isinstance(index, types.get(kind, ()))
+        tune(self.index, self.kind, self.params)
 
 
 def _new_index(kind: str, d: int, n: int, params: IndexParams) -> faiss.Index:

@@ -32,9 +32,7 @@ from .config import IndexParams
 from .embeddings import Embeddings, embed_images, load_embeddings
 from .index import LandmarkIndex
 from .knn import reference_confidence
-
-#: neighbours searched per query for :func:`reference_confidence`
-REFERENCE_K = 50
+from .scores import REFERENCE_K  # noqa: F401  (re-exported: neighbours searched per query)
 
 
 def split_frames(run_dir: Path) -> dict[str, pd.DataFrame]:

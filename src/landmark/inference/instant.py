@@ -1,0 +1,263 @@
+"""Answers in under a second: the recogniser on an ONNX export, without torch.
+
+``landmark recognize photo.jpg --model RUN`` spent 6 to 11 seconds and about 1 GB on one
+photo, nearly all of it starting up (``import torch`` alone 1.3 to 1.9 s here).  When the
+run has an export (``landmark export``), :func:`open_recognizer` answers with
+:class:`InstantRecognizer` instead, which needs numpy, Pillow, ONNX Runtime and FAISS only:
+
+* the model, its classes, names, preprocessing and "no landmark" thresholds come from the
+  export's JSON metadata (:class:`~landmark.models.onnx_model.OnnxModel`); the ``.pt``
+  checkpoint is hashed (to know the export is of this very checkpoint) but never loaded;
+* the photo goes through the preprocessing contract (:class:`~landmark.data.preprocess.Preprocess`)
+  in numpy (:func:`landmark.data.arrays.eval_input`): the same pixels as the torchvision
+  transform of :meth:`Preprocess.transform <landmark.data.preprocess.Preprocess.transform>`,
+  inputs equal within 1e-6 (tests/test_instant.py);
+* the run's reference index is read without pandas
+  (:class:`~landmark.retrieval.index_reader.ReadOnlyIndex`) and answers are scored with the
+  same functions as :class:`~landmark.inference.recognizer.Recognizer`: the softmax
+  probability alone (``classifier``) or ``prob * s_ref^3``
+  (:func:`~landmark.retrieval.scores.reference_confidence`, ``reference``), verdict
+  ``score >= threshold`` with the same stored thresholds.
+
+Anything else (``--device`` other than the CPU, ``--runtime torch``, ``--tta`` > 1,
+``--nonlandmarks``, ``--explain``, an index scored by kNN such as one with enrolled
+landmarks, or no usable export) is answered by the PyTorch-based
+:class:`~landmark.inference.recognizer.Recognizer`, which :func:`open_recognizer` loads then.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..data.arrays import eval_input
+from ..data.names import printable_name
+from ..data.preprocess import Preprocess
+from ..models.onnx_model import OnnxModel, check_threads, open_export
+from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, RUNTIMES, runtime_line
+from ..retrieval.config import REJECT_THRESHOLD, check_threshold
+from ..retrieval.scores import REFERENCE_K, reference_confidence
+from .answers import (Answer, Candidate, ImageError, ImageInput, Neighbour, decode, resolve_checkpoint, run_index,
+                      scoring_mode, stored_threshold)
+
+log = logging.getLogger(RUNTIME_LOGGER)
+
+
+def to_input(photos: list[Image.Image], preprocess: Preprocess) -> np.ndarray:
+    """RGB photos -> the network's input, float32 ``[N, 3, size, size]``
+    (:func:`landmark.data.arrays.eval_input`: the pixels of the PyTorch path's resize, exactly)."""
+    return eval_input(photos, preprocess)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of float32 ``[N, C]`` logits (float32 probabilities)."""
+    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalised rows (``torch.nn.functional.normalize``: norm at least 1e-12), rounded to
+    float16 as indexes store them, as float32 ``[N, D]``."""
+    vectors = vectors.astype(np.float32)
+    norm = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))
+    return (vectors / norm).astype(np.float16).astype(np.float32)
+
+
+class InstantRecognizer:
+    """The answers of :class:`~landmark.inference.recognizer.Recognizer` (classifier or
+    reference scoring, one view), from an ONNX export and an optional reference index, without torch.
+
+    Args:
+        model: the opened export.
+        index: the run's reference index (:class:`~landmark.retrieval.index_reader.ReadOnlyIndex`)
+            or None (the classifier alone).
+        threshold: "no landmark" below it (None: the one stored in the export for the scoring mode).
+
+    Raises:
+        ValueError: a threshold outside [0, 1]; an index scored by kNN (give it to the
+            Recognizer), of another backbone, image size or dimension.
+    """
+
+    def __init__(self, model: OnnxModel, index=None, threshold: float | None = None):
+        check_threshold(threshold)
+        self.runtime, self.index = model, index
+        self.classes = [str(c) for c in model.classes]
+        self.preprocess = Preprocess.of(model.preprocess)
+        self.scoring = scoring_mode(index, self.classes)
+        if self.scoring not in ("classifier", "reference"):
+            raise ValueError(f"{self.scoring} scoring needs the PyTorch-based Recognizer")
+        stored = stored_threshold({"reject_threshold": model.meta.get("reject_threshold")}, index, self.scoring)
+        self.threshold = float(threshold if threshold is not None else
+                               stored if stored is not None else REJECT_THRESHOLD[self.scoring])
+        names = model.names or {}
+        self.names = {**names, **(index.meta.get("names", {}) if index is not None else {})}
+        if index is not None:
+            built = index.meta.get("model") or {}
+            backbone = model.spec.backbone if model.spec is not None else None
+            if built.get("backbone") and built["backbone"] != backbone:
+                raise ValueError(f"the index was built with {built['backbone']}, the model is {backbone}")
+            if built.get("image_size") is not None and built["image_size"] != self.preprocess.size:
+                raise ValueError(f"the index holds embeddings of {built['image_size']} px images, the model answers "
+                                 f"at {self.preprocess.size} px; build the index without --image-size")
+            width = [o.shape[-1] for o in model.session.get_outputs() if o.name == "embedding" and o.shape]
+            if width and isinstance(width[0], int) and width[0] != index.dim:
+                raise ValueError(f"the index holds {index.dim}-dimensional vectors, the model's differ; "
+                                 "build the index with this checkpoint")
+
+    def scoring_line(self) -> str:
+        """How answers are scored, in words (as :meth:`Recognizer.scoring_line
+        <landmark.inference.recognizer.Recognizer.scoring_line>`)."""
+        if self.index is None:
+            return "classifier alone (no index beside the model; --index RUN/index confirms answers with its photos)"
+        return f"{self.scoring} (index of {len(self.index)} photos)"
+
+    def name(self, landmark_id: str) -> str:
+        """Readable name of a landmark (its id when none is known), safe to print."""
+        return printable_name(self.names.get(str(landmark_id)) or str(landmark_id))
+
+    def recognize(self, images: ImageInput | list[ImageInput], top_k: int = 5, tta: int = 1,
+                  sources: list[str] | None = None, batch_size: int = 16) -> list[Answer]:
+        """Answer each image as :meth:`Recognizer.recognize <landmark.inference.recognizer.Recognizer.recognize>`.
+
+        Raises:
+            ImageError: an image cannot be decoded (its position and the reason are named).
+            ValueError: ``tta`` other than 1 (voting needs the Recognizer), ``top_k < 1``.
+        """
+        items = images if isinstance(images, list) else [images]
+        if tta != 1 or top_k < 1:
+            raise ValueError(f"tta={tta}, top_k={top_k}: this recogniser answers one view (tta 1) with top_k >= 1")
+        sources = sources or [str(x) if isinstance(x, (str, Path)) else f"image {k}" for k, x in enumerate(items)]
+        photos = []
+        for k, item in enumerate(items):
+            try:
+                photos.append(decode(item))
+            except ImageError as err:
+                raise ImageError(f"{sources[k]}: {err}") from None
+        answers: list[Answer] = []
+        for start in range(0, len(photos), batch_size):
+            answers += self._answers(photos[start:start + batch_size], sources[start:start + batch_size], top_k)
+        return answers
+
+    def _answers(self, photos: list[Image.Image], sources: list[str], top_k: int) -> list[Answer]:
+        logits, emb = self.runtime.run(to_input(photos, self.preprocess))
+        probs, vectors = softmax(logits), normalise(emb)                        # [N, C], [N, D]
+        t = min(top_k, probs.shape[1])
+        # one view: Recognizer's vote (inference.predict.vote_scores) ranks by probability, scores it
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :t]                # [N, t]
+        labels = np.asarray(self.classes, dtype=object)[order].astype(str)
+        if self.scoring == "reference":
+            sims, rows = self.index.search(vectors, REFERENCE_K)
+            neighbours = np.where(rows >= 0, self.index.labels[np.clip(rows, 0, None)], "")
+            rows_n = np.arange(len(order))
+            scores = np.stack([reference_confidence(labels[:, j], probs[rows_n, order[:, j]].astype(np.float64),
+                                                    sims, neighbours) for j in range(t)], axis=1)
+        else:
+            scores = np.take_along_axis(probs, order, axis=1).astype(np.float64)
+        near = self._neighbours(vectors, top_k) if self.index is not None else [[] for _ in photos]
+        out = []
+        for i, source in enumerate(sources):
+            cands = [(labels[i, j], float(scores[i, j])) for j in range(t)]
+            lid, score = cands[0]
+            out.append(Answer(source=source, landmark_id=lid, name=self.name(lid), score=score,
+                              is_landmark=score >= self.threshold, threshold=self.threshold, scoring=self.scoring,
+                              neighbours=near[i],
+                              top_k=[Candidate(landmark_id=c, name=self.name(c), score=s) for c, s in cands]))
+        return out
+
+    def _neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        sims, rows = self.index.search(vectors, k)
+        ix = self.index
+        return [[Neighbour(id=ix.ids[j], landmark_id=ix.landmark_ids[j], name=self.name(ix.landmark_ids[j]),
+                           similarity=float(s), path=ix.paths[j]) for s, j in zip(sims[i], rows[i]) if j >= 0]
+                for i in range(len(vectors))]
+
+
+def instant_model(source: str | Path, runtime: str = DEFAULT_RUNTIME, device: str | None = None,
+                  threads: int | None = None) -> tuple[OnnxModel | None, Path | None, str]:
+    """The export :class:`InstantRecognizer` would answer with for ``source`` (a run folder, a
+    ``.pt`` or a ``.onnx``), found as :func:`~landmark.models.runtime.load_runtime` finds it
+    (``auto``: an fp32 export of this very checkpoint; ``onnx``: any export of it).
+
+    Returns:
+        (the opened model or None, the model path to name in messages (the ``.pt`` or the
+        ``.onnx``), why none when None).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: unknown runtime, too many threads, a ``.onnx`` that is not a landmark export.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    check_threads(threads)
+    if runtime == "torch":
+        return None, None, "--runtime torch"
+    if device not in (None, "cpu"):
+        return None, None, f"--device {device}"
+    path = resolve_checkpoint(source)
+    if path.suffix.lower() == ".onnx":
+        return OnnxModel(path, threads), path, ""
+    model, why = open_export(path, fp32_only=runtime == "auto", threads=threads)
+    return model, path, why
+
+
+def open_recognizer(source: str | Path, index: str | Path | None = None, nonlandmarks: str | Path | None = None,
+                    threshold: float | None = None, device: str | None = None, runtime: str = DEFAULT_RUNTIME,
+                    threads: int | None = None, tta: int = 1, explain: bool = False):
+    """The recogniser ``landmark recognize`` answers with: :class:`InstantRecognizer` when
+    ``source`` has a usable ONNX export and nothing asked needs PyTorch (module docstring),
+    else :meth:`Recognizer.load <landmark.inference.recognizer.Recognizer.load>` with the same
+    arguments.  The ``landmark.runtime`` logger says which (INFO: ``runtime: onnx (...)``).
+
+    Args:
+        source: a run folder, a ``.pt`` checkpoint or a ``.onnx`` export.
+        index: an index folder (None: the run's own ``RUN/index``).
+        tta, explain: what the caller will ask (voting and saliency need the Recognizer).
+        Others: as :meth:`Recognizer.load <landmark.inference.recognizer.Recognizer.load>`.
+
+    Returns:
+        an object with ``recognize(images, top_k=, tta=, sources=)`` returning
+        :class:`~landmark.inference.answers.Answer` lists, ``scoring``, ``threshold``, ``runtime``.
+
+    Raises:
+        FileNotFoundError, ValueError: as :meth:`Recognizer.load`.
+    """
+    check_threshold(threshold)
+    needs = ("--tta > 1" if tta != 1 else "--explain" if explain else
+             "--nonlandmarks" if nonlandmarks is not None else "")
+    model, path, why = (None, None, needs) if needs else instant_model(source, runtime, device, threads)
+    if model is not None:
+        from ..retrieval.index_reader import ReadOnlyIndex
+        folder = run_index(source) if index is None else Path(index)
+        ref = ReadOnlyIndex.load(folder) if folder is not None else None
+        if ref is None or scoring_mode(ref, [str(c) for c in model.classes]) != "knn":
+            if ref is not None:
+                _check_index_model(ref, path, model)
+            rec = InstantRecognizer(model, ref, threshold)
+            note = "without PyTorch" if path.suffix.lower() == ".onnx" else f"auto: the export of {path.name}, without PyTorch"
+            log.info("%s", runtime_line(model, note))
+            log.info("scoring: %s", rec.scoring_line())
+            return rec
+        why = "an index scored by kNN"
+    from .recognizer import Recognizer
+    if why and runtime != "torch":
+        log.debug("PyTorch recogniser: %s", why)
+    return Recognizer.load(source, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
+                           runtime=runtime, threads=threads)
+
+
+def _check_index_model(index, path: Path, model: OnnxModel) -> None:
+    """Refuse an index whose vectors another checkpoint made (as the Recognizer does: the
+    export stands for the checkpoint it came from); an index without a record: a warning.
+
+    Raises:
+        landmark.retrieval.provenance.ModelMismatch: another checkpoint made the index.
+    """
+    from ..retrieval.provenance import check_model
+    recorded = index.meta.get("model") or {}
+    mine = {"checkpoint": str(path), "sha256": model.meta.get("checkpoint_sha256"),
+            "image_size": recorded.get("image_size") or 0}
+    check_model(mine, recorded, f"the vectors of {path}",
+                "this index", fix="give the checkpoint the index was built with, or build an index with this one")
