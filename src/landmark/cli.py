@@ -816,6 +816,45 @@ def recognize(
         raise typer.Exit(1)
 
 
+@app.command()
+def tag(
+    photos: list[Path] = typer.Argument(..., help="photos and folders of photos (folders walked recursively)"),
+    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt), a .pt file, or a "
+                                                          ".onnx export (landmark export)"),
+    in_place: bool = typer.Option(False, "--in-place", help="write into the photos' own XMP instead of "
+                                  "photo.jpg.xmp sidecars (what Lightroom reads for JPEG; docs/tagging.md)"),
+    names: Optional[Path] = typer.Option(None, help="CSV landmark_id,name: names to write instead of the run's"),
+    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help=_BATCH_HELP + " (default: 16)"),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
+) -> None:
+    """Write the landmark of each photo where photo software reads it: an XMP sidecar photo.jpg.xmp
+    (keywords dc:subject, lr:hierarchicalSubject "Landmarks|Name", and score and model in the
+    landmark: namespace), merged with any sidecar already there.  Photos already tagged by this
+    model are skipped, so a stopped run resumes.  Ends with a summary (exit code 1 when a photo
+    was unreadable)."""
+    _require(("--model", model), ("--names", names))
+    for path in photos:
+        if not path.exists():
+            _fail(FileNotFoundError(f"{path} does not exist: give photos or folders of photos"))
+    try:
+        check_threshold(threshold)
+    except ValueError as err:
+        _fail(err)
+    from .inference.tagging import tag as run_tag
+    extra = {} if batch_size is None else {"batch_size": batch_size}
+    try:
+        summary = run_tag(model, photos, in_place=in_place, threshold=threshold, names=names, device=device,
+                          runtime=runtime, **extra)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        _fail(err)
+    for line in summary.lines():
+        typer.echo(line)
+    if summary.unreadable:
+        raise typer.Exit(1)
+
+
 def _write_explanations(rec, good: list, answers: list, folder: Path, photos: list[Path]) -> None:
     """``<k>_<stem>.saliency.png`` (and ``.matches.png``) per answered photo into ``folder``
     (``k``: the photo's position on the command line; names from :func:`landmark.io.explain_files`)."""

@@ -61,7 +61,8 @@ from ..retrieval.reference import REFERENCE_K
 from .predict import TTA_ORDER, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
-from ..data.names import printable_name
+from ..data.names import display_name
+from .words import certainty, sentence
 from ..retrieval.config import DEFAULT_THRESHOLD, check_threshold
 
 
@@ -118,6 +119,19 @@ class Answer(BaseModel):
     def verdict(self) -> str:
         """The landmark's name, or ``no landmark``."""
         return self.name if self.is_landmark else "no landmark"
+
+    @computed_field
+    @property
+    def certainty(self) -> str:
+        """``probably``, ``not sure`` or ``no landmark`` (:func:`landmark.inference.words.certainty`)."""
+        return certainty(self.score, self.threshold, self.is_landmark)
+
+    @computed_field
+    @property
+    def words(self) -> str:
+        """The answer in plain words: ``probably Colosseum``, ``not sure: maybe Colosseum``,
+        ``no landmark`` (:func:`landmark.inference.words.sentence`)."""
+        return sentence(self.name, self.score, self.threshold, self.is_landmark)
 
     def line(self) -> str:
         """One readable line: ``photo.jpg  Colosseum  0.93`` or
@@ -364,9 +378,10 @@ class Recognizer:
         return f"{self.scoring} (index of {len(self.index)} photos)"
 
     def name(self, landmark_id: str) -> str:
-        """Readable name of a landmark (its id when no name is known), safe to print: control
-        characters escaped, at most 200 characters (:func:`landmark.data.names.printable_name`)."""
-        return printable_name(self.names.get(str(landmark_id)) or str(landmark_id))
+        """Readable name of a landmark (:func:`landmark.data.names.display_name`: the stored name,
+        else its class folder's name made readable, ``hue_imperial_city`` -> ``Hue Imperial City``),
+        safe to print: control characters escaped, at most 200 characters."""
+        return display_name(landmark_id, self.names.get(str(landmark_id)))
 
     def transform(self, tta: int = 1):
         """Image -> tensor ``[3, S, S]`` (``tta=1``) or ``[10, 3, S, S]`` (TenCrop) as in training."""
