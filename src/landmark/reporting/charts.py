@@ -100,13 +100,17 @@ def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,
 
 def write_per_class_accuracy(folder: str | Path, names: dict[str, str] | None = None) -> Path:
     """Draw ``folder/per_class_accuracy.png`` from the ``folder/per_class_accuracy.csv`` that
-    :func:`landmark.evaluation.evaluate` wrote (:func:`plot_per_class_accuracy`).
+    :func:`landmark.evaluation.evaluate` wrote (:func:`plot_per_class_accuracy`), its bars named
+    by ``names`` or else by the CSV's ``name`` column.
 
     Returns:
         the path of the picture.
     """
     folder = Path(folder)
-    table = pd.read_csv(folder / "per_class_accuracy.csv", dtype={"landmark_id": str}, keep_default_na=False)
+    table = pd.read_csv(folder / "per_class_accuracy.csv", dtype={"landmark_id": str, "name": str},
+                        keep_default_na=False)
+    if names is None and "name" in table:   # written by evaluate when it knew the names
+        names = dict(zip(table["landmark_id"], table["name"]))
     plot_per_class_accuracy(table, folder / "per_class_accuracy.png", names)
     return folder / "per_class_accuracy.png"
 
