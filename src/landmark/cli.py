@@ -290,7 +290,7 @@ def evaluate(
 ) -> None:
     """Print GAP, GAP over landmark queries only, and accuracy as one JSON object.
 
-    landmark evaluate SUB.csv --solution recognition_solution.csv | --solution FOLDER_TREE;
+    Solutions: landmark evaluate SUB.csv --solution recognition_solution.csv | --solution FOLDER_TREE;
     landmark evaluate --model RUN --folder FOLDER_TREE [--nonlandmarks DIR] predicts and scores."""
     if usage is not None and usage.lower() not in ("public", "private"):
         _fail(ValueError(f"--usage {usage!r}: use Public or Private"))
@@ -851,11 +851,12 @@ def tag(
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
 ) -> None:
-    """Write the landmark of each photo where photo software reads it: an XMP sidecar photo.jpg.xmp
-    (keywords dc:subject, lr:hierarchicalSubject "Landmarks|Name", and score and model in the
-    landmark: namespace), merged with any sidecar already there.  Photos already tagged by this
+    """Write the landmark of each photo where photo software reads it (XMP sidecars photo.jpg.xmp).
+
+    Keywords dc:subject and lr:hierarchicalSubject "Landmarks|Name", and score and model in the
+    landmark: namespace, merged with any sidecar already there.  Photos already tagged by this
     model are skipped, so a stopped run resumes.  Ends with a summary (exit code 1 when a photo
-    was unreadable)."""
+    was unreadable); docs/tagging.md."""
     _require(("--model", model), ("--names", names))
     for path in photos:
         if not path.exists():
