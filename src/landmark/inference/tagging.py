@@ -278,7 +278,9 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
     """Recognise every photo below ``paths`` and write the answers as XMP (module docstring).
 
     Args:
-        recognizer: a loaded :class:`~landmark.inference.recognizer.Recognizer`.
+        recognizer: a loaded :class:`~landmark.inference.recognizer.Recognizer`, or a function
+            without arguments that loads one: called at the first photo to recognise, so a run
+            that finds every photo tagged already never loads the model.
         paths: photo files and folders (walked recursively by :func:`walk_photos`).
         model: the identity recorded in ``landmark:model`` and compared to skip photos
             already tagged (the checkpoint's SHA-256: :func:`model_identity`).
@@ -295,16 +297,19 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
     """
     from tqdm import tqdm
 
-    from .recognizer import decode
+    from ..data.images import load_image   # what Recognizer's decode does for a path, without torch
     exiv2 = _exiv2()
     summary, not_photos, landmarks = TagSummary(), Counter(), Counter()
+    loaded = [] if callable(recognizer) and not hasattr(recognizer, "recognize") else [recognizer]
     bar = tqdm(unit="photo", desc="tag", disable=not progress, file=sys.stderr)
     batch: list[tuple[Path, object, object]] = []   # (photo, decoded image, XmpData)
 
     def flush() -> None:
         if not batch:
             return
-        answers = recognizer.recognize([image for _, image, _ in batch], sources=[str(p) for p, _, _ in batch])
+        if not loaded:
+            loaded.append(recognizer())
+        answers = loaded[0].recognize([image for _, image, _ in batch], sources=[str(p) for p, _, _ in batch])
         for (photo, _, data), answer in zip(batch, answers):
             try:
                 apply_answer(data, answer, model)
@@ -333,7 +338,7 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
             bar.update(1)
             continue
         try:
-            image = decode(photo)
+            image = load_image(photo)
         except (ImageError, OSError) as err:
             summary.unreadable.append((str(photo), str(err)))
             bar.update(1)
@@ -348,16 +353,31 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
     return summary
 
 
+def _checkpoint_file(source: str | Path) -> Path:
+    """The checkpoint (or export) file of a run folder or file, as
+    :func:`~landmark.inference.recognizer.resolve_checkpoint` finds it (without importing torch).
+
+    Raises:
+        FileNotFoundError: there is none.
+    """
+    source = Path(source)
+    path = source / "checkpoints" / "best.pt" if source.is_dir() else source
+    if not path.is_file():
+        raise FileNotFoundError(f"model {source} has no {path.name}: give a run folder written by landmark train, "
+                                f"a .pt checkpoint or a .onnx export")
+    return path
+
+
 def model_identity(source: str | Path, runtime=None) -> str:
     """The SHA-256 (hex) recorded as ``landmark:model``: of the run's ``checkpoints/best.pt`` or
     the checkpoint given; for an ONNX export, of the checkpoint it came from (the export's
     metadata, read from its loaded ``runtime``)."""
-    from ..models.runtime import file_sha256
-    from .recognizer import resolve_checkpoint
-    path = resolve_checkpoint(source)
-    if path.suffix.lower() == ".onnx":
-        return (getattr(runtime, "meta", None) or {}).get("checkpoint_sha256") or file_sha256(path)
-    return file_sha256(path)
+    import hashlib
+    path = _checkpoint_file(source)
+    if path.suffix.lower() == ".onnx" and (getattr(runtime, "meta", None) or {}).get("checkpoint_sha256"):
+        return runtime.meta["checkpoint_sha256"]
+    with open(path, "rb") as f:   # the digest models.runtime.file_sha256 gives, without importing torch
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 #: Photos per forward pass of ``landmark tag``.
@@ -368,7 +388,8 @@ def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, 
         threshold: float | None = None, names: str | Path | None = None, progress: bool = True,
         **load) -> TagSummary:
     """Load ``model`` (a run folder or checkpoint, as :meth:`Recognizer.load`) and tag ``photos``
-    (:func:`tag_photos`).  ``names``: a CSV ``landmark_id,name`` whose names replace the stored
+    (:func:`tag_photos`); a checkpoint is loaded only when a photo needs recognising (a run over
+    a library tagged already reads the sidecars and stops).  ``names``: a CSV ``landmark_id,name`` whose names replace the stored
     ones; ``threshold``: the "no landmark" threshold instead of the run's; ``load``: further
     keywords of :meth:`Recognizer.load` (``index``, ``device``, ``runtime``, ``threads``).
 
@@ -380,7 +401,12 @@ def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, 
     for path in photos:
         if not Path(path).exists():
             raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
-    from .recognizer import Recognizer
-    rec = Recognizer.load(model, threshold=threshold, names=names, **load)
-    return tag_photos(rec, photos, model_identity(model, rec.runtime), in_place=in_place, batch_size=batch_size,
+    def load_recognizer():
+        from .recognizer import Recognizer
+        return Recognizer.load(model, threshold=threshold, names=names, **load)
+    if _checkpoint_file(model).suffix.lower() == ".onnx":   # its identity is in the export's metadata
+        rec = load_recognizer()
+        return tag_photos(rec, photos, model_identity(model, rec.runtime), in_place=in_place,
+                          batch_size=batch_size, progress=progress)
+    return tag_photos(load_recognizer, photos, model_identity(model), in_place=in_place, batch_size=batch_size,
                       progress=progress)

@@ -144,8 +144,9 @@ def data_paths(data: Path | list[Path]) -> dict[str, str]:
 
 
 def evaluation_set(split: pd.DataFrame | None, data: Path | list[Path] | None, images: Path | None = None,
-                   solution: Path | None = None) -> EvalSet:
-    """The queries to evaluate on (see the module docstring).
+                   solution: Path | None = None, final_fit: bool = False) -> EvalSet:
+    """The queries to evaluate on (see the module docstring); ``final_fit``: the run's last fit
+    also trained on its validation photos (said when they are the evaluation set).
 
     Raises:
         FileNotFoundError: ``images``/``solution`` missing; or no ``images`` and the run has
@@ -165,9 +166,9 @@ def evaluation_set(split: pd.DataFrame | None, data: Path | list[Path] | None, i
     source = f"held-out test split of the run ({len(test)} images of {data})"
     if test.empty:
         test = split[split["split"] == "val"]
+        used = "chose its checkpoint and threshold" + (" and its final fit trained on them" if final_fit else "")
         source = (f"validation photos of the run ({len(test)} images of {data}; the run kept no test split, and "
-                  f"these chose its checkpoint and threshold, so the numbers are optimistic: pass --images "
-                  f"for photos it never saw)")
+                  f"these {used}, so the numbers are optimistic: pass --images for photos it never saw)")
     if test.empty:
         raise ValueError("the run's split.csv has neither test nor validation rows; pass --images")
     paths = data_paths(data)
@@ -206,8 +207,13 @@ def compute_report(run_dir: str | Path, images: str | Path | None = None, soluti
         raise ValueError(f"tta={tta}: the report compares 1 crop with 2 to 10 crops")
     run = read_run(run_dir)
     checkpoint = Path(checkpoint) if checkpoint else run.run_dir / "checkpoints" / "best.pt"
+    reference = run.run_dir / "reference.json"
+    try:
+        final_fit = bool(json.loads(reference.read_text()).get("final_fit")) if reference.is_file() else False
+    except (ValueError, AttributeError, OSError):   # an unreadable record only costs the remark
+        final_fit = False
     evalset = evaluation_set(run.split, run.data, Path(images) if images else None,
-                             Path(solution) if solution else None)
+                             Path(solution) if solution else None, final_fit=final_fit)
     model, ckpt = load_model(checkpoint)
     names = analysis.class_names(run.data)
     predictions, rejects = {}, {}
