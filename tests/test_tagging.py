@@ -212,3 +212,12 @@ def test_tag_command(recognizer_run, library):
     assert again.exit_code == 0 and "tagged 0, no landmark 0, skipped 2" in again.output
     missing = CliRunner().invoke(app, ["tag", str(library / "nope"), "--model", str(recognizer_run)])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    # a names file: its names are the keywords (another threshold is no other model: remove a sidecar to redo it)
+    (library / "names.csv").write_text("landmark_id,name\n" + "".join(f"{k},Place {k}\n" for k in range(13)))
+    photo = library / "misc" / f"{PHOTOS[0]}.jpg"
+    sidecar_path(photo).unlink()
+    named = CliRunner().invoke(app, ["tag", str(photo), "--model", str(recognizer_run), "--threshold", "0",
+                                     "--names", str(library / "names.csv")])
+    assert named.exit_code == 0, named.output
+    lid = read_xmp(sidecar_path(photo))["Xmp.landmark.landmarkId"][0]
+    assert read_xmp(sidecar_path(photo))["Xmp.dc.subject"] == [f"Place {lid}"]
