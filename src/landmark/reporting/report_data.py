@@ -163,7 +163,7 @@ def evaluation_set(split: pd.DataFrame | None, data: Path | list[Path] | None, i
     if split is None or data is None:
         raise FileNotFoundError("the run has no split.csv or no data folder in run.json; pass --images")
     test = split[split["split"] == "test"]
-    source = f"held-out test split of the run ({len(test)} images of {data})"
+    source = f"held-out split of the run ({len(test)} images of {data})"
     if test.empty:
         test = split[split["split"] == "val"]
         used = "chose its checkpoint and threshold" + (" and its final fit trained on them" if final_fit else "")
