@@ -221,3 +221,34 @@ def test_tag_command(recognizer_run, library):
     assert named.exit_code == 0, named.output
     lid = read_xmp(sidecar_path(photo))["Xmp.landmark.landmarkId"][0]
     assert read_xmp(sidecar_path(photo))["Xmp.dc.subject"] == [f"Place {lid}"]
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes(rec, recognizer_run, library):
+    """SIGKILL a real `landmark tag` after its first sidecar: every sidecar left is whole XMP,
+    and the next run tags only the rest."""
+    import os
+    import signal
+    import sys
+    import time
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tagging.__file__).rsplit("/landmark/", 1)[0],
+                                                        os.environ.get("PYTHONPATH", "")])}
+    code = "import sys; from landmark.cli import main; sys.argv = ['landmark'] + sys.argv[1:]; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "tag", str(library), "--model", str(recognizer_run),
+                             "--batch-size", "1", "--threshold", "0"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(library.rglob("*.jpg.xmp")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    done = sorted(library.rglob("*.jpg.xmp"))
+    assert done, "no sidecar was written before the kill"
+    for sidecar in done:
+        assert read_xmp(sidecar)["Xmp.landmark.verdict"]   # whole, readable XMP
+    model = tagging.model_identity(recognizer_run)
+    summary = tagging.tag_photos(rec, [library], model, progress=False)
+    assert summary.skipped == len(done) and summary.skipped + summary.tagged + summary.no_landmark == 4
+    assert not [p for p in library.rglob(".*") if ".tmp" in p.name]
