@@ -58,9 +58,10 @@ def test_a_submission_of_the_tree_is_scored(tree, tmp_path):
 
     def row(folder, name, lid, score):
         return {"id": ids[str(tree / folder / name)], "landmark_id": lid, "score": score}
-    rows = [row("Petra_Jordan", f"{PETRA[0]}.jpg", "Petra_Jordan", 0.9), row("Petra_Jordan", f"{PETRA[1]}.jpg", "Petra_Jordan", 0.8),
-            row("Petra_Jordan", f"{PETRA[2]}.jpg", "machu_picchu", 0.7), row("machu_picchu/2019", f"{MACHU[0]}.jpg", "Petra_Jordan", 0.6),
-            row("machu_picchu/2019", f"{MACHU[1]}.jpg", "Petra_Jordan", 0.5), row("no_landmark", "basket.jpg", "Petra_Jordan", 0.1),
+    petra, machu = "Petra_Jordan", "machu_picchu/2019"
+    rows = [row(petra, f"{PETRA[0]}.jpg", "Petra_Jordan", 0.9), row(petra, f"{PETRA[1]}.jpg", "Petra_Jordan", 0.8),
+            row(petra, f"{PETRA[2]}.jpg", "machu_picchu", 0.7), row(machu, f"{MACHU[0]}.jpg", "Petra_Jordan", 0.6),
+            row(machu, f"{MACHU[1]}.jpg", "Petra_Jordan", 0.5), row("no_landmark", "basket.jpg", "Petra_Jordan", 0.1),
             {"id": ids[str(tree / "loose.jpg")], "landmark_id": "Petra_Jordan", "score": 0.95}]
     write_submission(pd.DataFrame(rows), tmp_path / "sub.csv")
     result = evaluate(tmp_path / "sub.csv", tree, out=tmp_path / "eval")
@@ -68,7 +69,8 @@ def test_a_submission_of_the_tree_is_scored(tree, tmp_path):
     assert result["accuracy"] == pytest.approx(2 / 5)
     assert result["gap"] == pytest.approx((1 / 1 + 2 / 2) / 5)   # ranked: Petra c, Petra c, then wrong ones
     table = pd.read_csv(tmp_path / "eval" / "per_class_accuracy.csv", dtype=str)
-    assert dict(zip(table["landmark_id"], table["name"])) == {"Petra_Jordan": "Petra Jordan", "machu_picchu": "Machu Picchu"}
+    assert dict(zip(table["landmark_id"], table["name"])) == {"Petra_Jordan": "Petra Jordan",
+                                                              "machu_picchu": "Machu Picchu"}
     cli = CliRunner().invoke(__import__("landmark.cli", fromlist=["app"]).app,
                              ["evaluate", str(tmp_path / "sub.csv"), "--solution", str(tree),
                               "--out", str(tmp_path / "eval2")])
@@ -78,7 +80,8 @@ def test_a_submission_of_the_tree_is_scored(tree, tmp_path):
 
 
 def test_a_submission_of_other_photos_is_refused(tree, tmp_path):
-    write_submission(pd.DataFrame([{"id": "elsewhere", "landmark_id": "Petra_Jordan", "score": 0.5}]), tmp_path / "s.csv")
+    elsewhere = pd.DataFrame([{"id": "elsewhere", "landmark_id": "Petra_Jordan", "score": 0.5}])
+    write_submission(elsewhere, tmp_path / "s.csv")
     with pytest.raises(ValueError, match="predict the folder itself"):
         evaluate(tmp_path / "s.csv", tree)
     empty = tmp_path / "empty"
@@ -98,13 +101,14 @@ def test_model_and_folder_predict_and_score(recognizer_run, rec, tree, tmp_path)
     assert printed["folders"] == {"machu_picchu": "9", "Petra_Jordan": "11", "no_landmark": ""}
     assert printed["queries"] == 6 and printed["unreadable"] == 0
     # the same numbers as the library's answers scored by hand
-    photos = [tree / "machu_picchu/2019" / f"{i}.jpg" for i in MACHU] + [tree / "Petra_Jordan" / f"{i}.jpg" for i in PETRA]
+    photos = ([tree / "machu_picchu/2019" / f"{i}.jpg" for i in MACHU]
+              + [tree / "Petra_Jordan" / f"{i}.jpg" for i in PETRA])
     answers = rec.recognize(photos)
     right = sum(a.landmark_id == lid for a, lid in zip(answers, ["9"] * 2 + ["11"] * 3))
     assert printed["accuracy"] == pytest.approx(right / 5)
     table = pd.read_csv(tmp_path / "eval" / "per_class_accuracy.csv", dtype=str)
     assert set(table["name"]) <= set(rec.names.values()) and not any(n.isdigit() for n in table["name"])
     assert (tmp_path / "eval" / "submission.csv").is_file()
-    both = CliRunner().invoke(app, ["evaluate", str(tmp_path / "eval" / "submission.csv"), "--model", str(recognizer_run),
-                                    "--folder", str(tree)])
+    both = CliRunner().invoke(app, ["evaluate", str(tmp_path / "eval" / "submission.csv"),
+                                    "--model", str(recognizer_run), "--folder", str(tree)])
     assert both.exit_code == 2 and "not both" in both.output

@@ -14,7 +14,7 @@ from landmark.data import image_path
 exiv2 = pytest.importorskip("exiv2", reason="exiv2 not installed: pip install 'landmark[tag]'")
 
 from landmark.inference import tagging  # noqa: E402
-from landmark.inference.tagging import read_xmp, sidecar_path, tag  # noqa: E402
+from landmark.inference.tagging import read_xmp, sidecar_path  # noqa: E402
 
 PHOTOS = ["0293bfc9c30f70fe", "03ebea6fd7624da2", "0691d80cdbb46d03"]   # landmarks13 test photos
 NONLANDMARK = DATA / "nonlandmarks" / "images"

@@ -847,7 +847,7 @@ def tag(
                                   "photo.jpg.xmp sidecars (what Lightroom reads for JPEG; docs/tagging.md)"),
     names: Optional[Path] = typer.Option(None, help="CSV landmark_id,name: names to write instead of the run's"),
     threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
-    batch_size: Optional[int] = typer.Option(None, min=1, help=_BATCH_HELP + " (default: 16)"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help=_BATCH_HELP + " (default: tagging.TAG_BATCH)"),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
 ) -> None:

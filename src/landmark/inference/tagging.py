@@ -47,6 +47,8 @@ HIERARCHY_ROOT = "Landmarks"
 #: File name endings walked as photos (lower case); other files are counted, not read.
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif",
                   ".heic", ".heif", ".avif")
+#: Photos per forward pass of ``landmark tag``.
+TAG_BATCH = 16
 #: The sidecar's ending: ``photo.jpg`` -> ``photo.jpg.xmp``.
 SIDECAR_SUFFIX = ".xmp"
 
@@ -274,7 +276,7 @@ def write_in_place(photo: Path, data) -> None:
 
 
 def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place: bool = False,
-               batch_size: int = 16, progress: bool = True) -> TagSummary:
+               batch_size: int = TAG_BATCH, progress: bool = True) -> TagSummary:
     """Recognise every photo below ``paths`` and write the answers as XMP (module docstring).
 
     Args:
@@ -380,18 +382,15 @@ def model_identity(source: str | Path, runtime=None) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-#: Photos per forward pass of ``landmark tag``.
-TAG_BATCH = 16
-
-
 def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, batch_size: int = TAG_BATCH,
         threshold: float | None = None, names: str | Path | None = None, progress: bool = True,
         **load) -> TagSummary:
     """Load ``model`` (a run folder or checkpoint, as :meth:`Recognizer.load`) and tag ``photos``
     (:func:`tag_photos`); a checkpoint is loaded only when a photo needs recognising (a run over
-    a library tagged already reads the sidecars and stops).  ``names``: a CSV ``landmark_id,name`` whose names replace the stored
-    ones; ``threshold``: the "no landmark" threshold instead of the run's; ``load``: further
-    keywords of :meth:`Recognizer.load` (``index``, ``device``, ``runtime``, ``threads``).
+    a library tagged already reads the sidecars and stops).  ``names``: a CSV ``landmark_id,name``
+    whose names replace the stored ones; ``threshold``: the "no landmark" threshold instead of the
+    run's; ``load``: further keywords of :meth:`Recognizer.load` (``index``, ``device``, ``runtime``,
+    ``threads``).
 
     Raises:
         ImportError: exiv2 is not installed (checked before the model loads).
