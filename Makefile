@@ -15,8 +15,8 @@ $(BIN)/landmark: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch/torchvision first and pinned: 2.14.1/0.29.1 install from local files here (CPU-capable CUDA build)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	# the test extra, and ray for --engine ray (tests/test_ray_engine.py skips without it)
-	$(BIN)/pip install -q -e '.[test,ray]'
+	# the test extra, ray for --engine ray (tests/test_ray_engine.py skips without it), exiv2 for landmark tag
+	$(BIN)/pip install -q -e '.[test,ray,tag]'
 	touch $@
 
 install: $(BIN)/landmark
@@ -31,10 +31,13 @@ demo: install
 	$(BIN)/landmark evaluate $(RUN)/submission_tta10.csv --solution $(DATA)/test/recognition_solution.csv --out $(RUN)/eval_tta10
 	@echo "results: $(RUN)/ (curves.png, metrics.csv, eval*/metrics.json, eval*/per_class_accuracy.png)"
 
-# Debian's Chromium renders the HTML report in a test (skipped, with the reason, where it cannot be installed)
+# Debian's Chromium renders the HTML report in a test, Debian's exiftool reads the XMP that landmark tag
+# writes (each test is skipped, with the reason, where its tool cannot be installed)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 		|| echo "chromium not installed: the HTML rendering test will be skipped"
+	@command -v exiftool >/dev/null || { apt-get update -qq && apt-get install -y -qq libimage-exiftool-perl >/dev/null; } \
+		|| echo "exiftool not installed: the exiftool check of landmark tag's sidecars will be skipped"
 
 test: install browser
 	$(BIN)/python -m pytest -q --durations=10

@@ -86,7 +86,7 @@ def test_predict_bad_device_and_single_image(monkeypatch, capsys, tmp_path):
     rows = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False)
     assert rows["id"].tolist() == ["synthetic_1x1"] and rows["landmarks"].iloc[0].split()[0] in ("a", "b")
     named = pd.read_csv(tmp_path / "s.answers.csv", dtype=str, keep_default_na=False)
-    assert named.loc[0, "path"] == str(DIRTY / "synthetic_1x1.jpg") and named.loc[0, "name"] in ("a", "b")
+    assert named.loc[0, "path"] == str(DIRTY / "synthetic_1x1.jpg") and named.loc[0, "name"] in ("A", "B")   # class folders a, b shown readable (display_name)
 
 
 def test_evaluate_guards(monkeypatch, capsys, tmp_path):

@@ -273,24 +273,46 @@ def export(
 
 @app.command()
 def evaluate(
-    submission: Path = typer.Argument(..., help="Kaggle submission (id,landmarks)"),
-    solution: Path = typer.Option(..., help="recognition_solution.csv (id,landmarks,Usage)"),
-    out: Optional[Path] = typer.Option(None, help="folder for per_class_accuracy.csv/.png and metrics.json"),
+    submission: Optional[Path] = typer.Argument(None, help="Kaggle submission (id,landmarks); leave out with --model"),
+    solution: Optional[Path] = typer.Option(None, help="recognition_solution.csv (id,landmarks,Usage), or a labelled "
+                                            "folder tree: one folder per landmark, photos of no landmark in "
+                                            "no_landmark/ (the submission predicted from that folder)"),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="run folder, .pt or .onnx: predict --folder "
+                                         "and score it in one go (no SUBMISSION)"),
+    folder: Optional[Path] = typer.Option(None, help="with --model: the labelled folder tree to predict and score"),
+    nonlandmarks: Optional[Path] = typer.Option(None, help="with a folder tree: a folder of photos without "
+                                                "landmarks, scored as 'no landmark'"),
+    out: Optional[Path] = typer.Option(None, help="folder for per_class_accuracy.csv/.png and metrics.json "
+                                       "(and submission.csv with --model)"),
     usage: Optional[str] = typer.Option(None, help="score only the solution's Public or Private rows (default: all)"),
     overwrite: bool = typer.Option(False, help="replace the files of an earlier evaluation in --out"),
 ) -> None:
-    """Print GAP, GAP over landmark queries only, and accuracy as one JSON object."""
+    """Print GAP, GAP over landmark queries only, and accuracy as one JSON object.
+
+    Solutions: landmark evaluate SUB.csv --solution recognition_solution.csv | --solution FOLDER_TREE;
+    landmark evaluate --model RUN --folder FOLDER_TREE [--nonlandmarks DIR] predicts and scores."""
     if usage is not None and usage.lower() not in ("public", "private"):
         _fail(ValueError(f"--usage {usage!r}: use Public or Private"))
+    if model is not None or folder is not None:
+        if model is None or folder is None or submission is not None or solution is not None:
+            _fail(ValueError("give --model RUN --folder TREE (predict and score), or SUBMISSION --solution "
+                             "(score a submission), not both"))
+    elif submission is None or solution is None:
+        _fail(ValueError("give SUBMISSION --solution SOLUTION, or --model RUN --folder TREE"))
     if out is not None:
         if out.exists() and not out.is_dir():
             _fail(ValueError(f"--out {out} is a file; give a folder"))
         from .io import evaluate_files
-        _refuse_overwrite(evaluate_files(out), overwrite)
-    _require(("SUBMISSION", submission), ("--solution", solution))
-    from .evaluation import evaluate as run_evaluate
+        _refuse_overwrite(evaluate_files(out) + ([out / "submission.csv"] if model is not None else []), overwrite)
+    _require(("SUBMISSION", submission), ("--solution", solution), ("--model", model), ("--folder", folder),
+             ("--nonlandmarks", nonlandmarks))
     try:
-        result = run_evaluate(submission, solution, out=out, usage=usage)
+        if model is not None:
+            from .inference.labelled import evaluate_folder
+            result = evaluate_folder(model, folder, nonlandmarks=nonlandmarks, out=out)
+        else:
+            from .evaluation import evaluate as run_evaluate
+            result = run_evaluate(submission, solution, out=out, usage=usage, nonlandmarks=nonlandmarks)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     if out is not None:
@@ -809,6 +831,46 @@ def recognize(
     for e in errors:
         typer.secho(f"{e['source']}  unreadable: {e['error']}", fg=typer.colors.RED, err=True)
     if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tag(
+    photos: list[Path] = typer.Argument(..., help="photos and folders of photos (folders walked recursively)"),
+    model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt), a .pt file, or a "
+                                                          ".onnx export (landmark export)"),
+    in_place: bool = typer.Option(False, "--in-place", help="write into the photos' own XMP instead of "
+                                  "photo.jpg.xmp sidecars (what Lightroom reads for JPEG; docs/tagging.md)"),
+    names: Optional[Path] = typer.Option(None, help="CSV landmark_id,name: names to write instead of the run's"),
+    threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help=_BATCH_HELP + " (default: tagging.TAG_BATCH)"),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
+) -> None:
+    """Write the landmark of each photo where photo software reads it (XMP sidecars photo.jpg.xmp).
+
+    Keywords dc:subject and lr:hierarchicalSubject "Landmarks|Name", and score and model in the
+    landmark: namespace, merged with any sidecar already there.  Photos already tagged by this
+    model are skipped, so a stopped run resumes.  Ends with a summary (exit code 1 when a photo
+    was unreadable); docs/tagging.md."""
+    _require(("--model", model), ("--names", names))
+    for path in photos:
+        if not path.exists():
+            _fail(FileNotFoundError(f"{path} does not exist: give photos or folders of photos"))
+    try:
+        check_threshold(threshold)
+    except ValueError as err:
+        _fail(err)
+    from .inference.tagging import tag as run_tag
+    extra = {} if batch_size is None else {"batch_size": batch_size}
+    try:
+        summary = run_tag(model, photos, in_place=in_place, threshold=threshold, names=names, device=device,
+                          runtime=runtime, **extra)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        _fail(err)
+    for line in summary.lines():
+        typer.echo(line)
+    if summary.unreadable:
         raise typer.Exit(1)
 
 

@@ -7,9 +7,16 @@ categories ``Cc``, ``Cf``, ``Cs``, ``Co``, ``Cn``, ``Zl``, ``Zp``: ESC sequences
 bidirectional overrides, line separators).  A name stored before this rule, or read from a
 file, is shown through :func:`printable_name`, which escapes those characters and cuts the
 length, so printing one never moves a terminal's cursor or floods an answer.
+
+Every place that shows a landmark to a person (``predict``'s ``name`` column, ``recognize``,
+the web page, ``landmark tag``'s keywords, the report's charts) goes through
+:func:`display_name`: the stored name (a GLDv2 category, a names file, an enrolled name)
+when there is one, else the class folder's name made readable by :func:`pretty_name`
+(``hue_imperial_city`` -> ``Hue Imperial City``).
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 
 #: Longest landmark name, in characters (GLDv2's longest category name is about 110).
@@ -57,3 +64,29 @@ def printable_name(name: str) -> str:
         if len(name) > MAX_NAME_CHARS:
             name = name[:MAX_NAME_CHARS - 1] + "…"
     return name
+
+
+_SEPARATORS = re.compile(r"[\s_]+")
+
+
+def pretty_name(folder: str) -> str:
+    """A class folder's name as people write it: ``_`` and runs of spaces become one space,
+    and a name written all in lower case gets capital initials (``hue_imperial_city`` ->
+    ``Hue Imperial City``, ``st-paul's_cathedral`` -> ``St-Paul's Cathedral``).  A name that
+    already has a capital letter (``Piazza_San_Marco``, ``McDonald's``) keeps its case; an id
+    without letters (``12345``) is returned as it is."""
+    text = _SEPARATORS.sub(" ", str(folder)).strip()
+    if not text:
+        return str(folder)
+    if text == text.lower():
+        text = re.sub(r"(^|[\s-])(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
+    return text
+
+
+def display_name(landmark_id: str, name: str | None = None) -> str:
+    """What a person reads for a landmark: ``name`` when one was stored and differs from the id
+    (GLDv2 category, names file, enrolment), else :func:`pretty_name` of the id (a folder
+    tree's class folder); always through :func:`printable_name` (safe to print)."""
+    landmark_id = str(landmark_id)
+    shown = name if name and str(name) != landmark_id else pretty_name(landmark_id)
+    return printable_name(str(shown))

@@ -1,12 +1,86 @@
-"""Score a submission against a GLDv2 recognition solution (numbers only; the pictures are
-:mod:`landmark.reporting`'s)."""
+"""Score a submission against a GLDv2 recognition solution, or against a labelled folder tree
+(numbers only; the pictures are :mod:`landmark.reporting`'s).
+
+A labelled folder tree (:func:`folder_solution`) is what a person has: one folder per landmark
+(``tree/colosseum/*.jpg``, sub-folders allowed) and the photos without a landmark in a folder
+named as in :data:`NO_LANDMARK_FOLDERS` (``tree/no_landmark/``) or given apart
+(``nonlandmarks``).  Its photos get the ids ``landmark predict --images tree`` gives them
+(:func:`landmark.data.read_queries`), so a submission predicted from the tree is scored
+against the tree.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pandas as pd
+
+from ..data.gldv2 import read_queries
 from ..data.kaggle import read_solution, read_submission
+from ..data.names import display_name, pretty_name
 from .metrics import per_class_accuracy, recognition_scores
+
+#: Folder names (any case; ``_``, ``-`` or space) that hold the photos of no landmark in a labelled tree.
+NO_LANDMARK_FOLDERS = ("no landmark", "no landmarks", "nonlandmarks", "non landmarks", "not landmarks")
+#: Prefix of the ids of the photos given apart as ``nonlandmarks`` (kept apart from the tree's ids).
+NONLANDMARK_PREFIX = "nonlandmark-"
+
+
+def _is_no_landmark(folder: str) -> bool:
+    return pretty_name(folder.replace("-", " ")).lower() in NO_LANDMARK_FOLDERS
+
+
+def folder_solution(tree: str | Path, nonlandmarks: str | Path | None = None,
+                    names: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """The queries and ground truth of a labelled folder tree (module docstring).
+
+    Args:
+        tree: one folder per landmark (its first level), photos anywhere below it; a folder of
+            :data:`NO_LANDMARK_FOLDERS` holds photos of no landmark.
+        nonlandmarks: a folder of photos without landmarks, given apart (ids prefixed
+            :data:`NONLANDMARK_PREFIX`).
+        names: ``{landmark_id: name}`` of a model: a class folder named as a landmark's id
+            (``3``) or as its readable name (``angkor_wat``, ``Angkor Wat``) is that landmark;
+            without it the folder's own name is the landmark id.
+
+    Returns:
+        (queries ``id, path, landmarks`` with ``landmarks`` '' for no landmark; a summary
+        ``{"truth": {id: set}, "unlabelled": [paths of photos directly in tree], "folders": {folder: landmark_id}}``).
+
+    Raises:
+        FileNotFoundError: ``tree`` (or ``nonlandmarks``) is not a folder.
+        ValueError: no photo in a class folder; an id of ``nonlandmarks`` repeats one of the tree.
+    """
+    tree = Path(tree)
+    if not tree.is_dir():
+        raise FileNotFoundError(f"{tree} is not a folder: give a folder with one sub-folder of photos per landmark")
+    queries = read_queries(tree)
+    top = [Path(p).relative_to(tree).parts for p in queries["path"]]
+    by_name = {display_name(i, n).lower(): i for i, n in (names or {}).items()}
+    folders: dict[str, str] = {}
+    for parts in top:
+        if len(parts) > 1 and parts[0] not in folders:
+            folder = parts[0]
+            folders[folder] = ("" if _is_no_landmark(folder) else folder if names is None or folder in names
+                               else by_name.get(pretty_name(folder).lower(), by_name.get(folder.lower(), folder)))
+    queries["landmarks"] = [folders[parts[0]] if len(parts) > 1 else None for parts in top]
+    unlabelled = queries.loc[queries["landmarks"].isna(), "path"].tolist()
+    queries = queries[queries["landmarks"].notna()].reset_index(drop=True)
+    if nonlandmarks is not None:
+        if not Path(nonlandmarks).is_dir():
+            raise FileNotFoundError(f"--nonlandmarks {nonlandmarks} is not a folder of photos")
+        extra = read_queries(nonlandmarks)
+        extra["id"] = NONLANDMARK_PREFIX + extra["id"]
+        extra["landmarks"] = ""
+        if extra["id"].isin(queries["id"]).any():
+            raise ValueError(f"photo ids of {nonlandmarks} repeat ids of {tree}: move those photos into "
+                             f"{tree}/no_landmark instead")
+        queries = pd.concat([queries, extra], ignore_index=True)
+    if not (queries["landmarks"] != "").any():
+        raise ValueError(f"{tree} has no photo in a landmark folder: put each landmark's photos in a folder "
+                         f"named after it ({tree}/colosseum/...)")
+    truth = {i: ({lm} if lm else set()) for i, lm in zip(queries["id"], queries["landmarks"])}
+    return queries, {"truth": truth, "unlabelled": unlabelled, "folders": folders}
 
 
 def _check_solution(submission: Path, solution: Path, predictions, truth: dict) -> None:
@@ -27,6 +101,20 @@ def _check_solution(submission: Path, solution: Path, predictions, truth: dict) 
                          f"of these images?")
 
 
+def _solution_names(solution: Path) -> dict[str, str]:
+    """Names of a GLDv2 solution's landmarks: ``train_label_to_category.csv`` beside it or one
+    folder up (``landmarks13/test/recognition_solution.csv``); {} when there is none."""
+    from ..data.gldv2 import category_name
+    for folder in (solution.parent, solution.parent.parent):
+        if (folder / "train_label_to_category.csv").is_file():
+            try:
+                frame = pd.read_csv(folder / "train_label_to_category.csv", dtype=str, keep_default_na=False)
+                return {k: category_name(v) for k, v in zip(frame["landmark_id"], frame["category"])}
+            except (ValueError, KeyError, OSError):
+                return {}
+    return {}
+
+
 def _is_score(text: str) -> bool:
     try:
         return "." in text and 0.0 <= float(text) <= 1.0
@@ -35,11 +123,18 @@ def _is_score(text: str) -> bool:
 
 
 def evaluate(submission: str | Path, solution: str | Path, out: str | Path | None = None,
-             usage: str | None = None) -> dict:
+             usage: str | None = None, nonlandmarks: str | Path | None = None,
+             names: dict[str, str] | None = None) -> dict:
     """Compute ``gap``, ``gap_landmarks_only`` and ``accuracy`` of a submission file.
 
+    ``solution`` is ``recognition_solution.csv``, or a labelled folder tree
+    (:func:`folder_solution`, with ``nonlandmarks`` and ``names``; the result then also says
+    ``unlabelled``: photos directly in the tree, not scored, and ``folders``: each class
+    folder's landmark id).
+
     With ``out``, also write ``metrics.json`` and ``per_class_accuracy.csv``
-    (``landmark_id, queries, correct, accuracy``) there.  Nothing is drawn: ``landmark
+    (``landmark_id, [name,] queries, correct, accuracy``; ``name`` from ``names``, a folder
+    tree's folder names, or a GLDv2 ``train_label_to_category.csv`` beside the solution) there.  Nothing is drawn: ``landmark
     evaluate --out`` adds ``per_class_accuracy.png`` with
     :func:`landmark.reporting.charts.write_per_class_accuracy`.
 
@@ -53,8 +148,21 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
             or a solution that cannot belong to this submission (:func:`_check_solution`).
     """
     predictions = read_submission(submission)
-    _check_solution(Path(submission), Path(solution), predictions, read_solution(solution))
-    truth = read_solution(solution, usage)
+    extra = {}
+    if Path(solution).is_dir():
+        if usage:
+            raise ValueError("--usage selects rows of a recognition_solution.csv; a folder has none: drop it")
+        _, found = folder_solution(solution, nonlandmarks, names)
+        truth = found["truth"]
+        if len(predictions) and not predictions["id"].isin(truth.keys()).any():
+            raise ValueError(f"no id of {submission} is a photo of {solution}: predict the folder itself "
+                             f"(landmark predict RUN --images {solution}), or use landmark evaluate --model RUN --folder")
+        extra = {"unlabelled": len(found["unlabelled"]), "folders": found["folders"]}
+        names = {**{lid: pretty_name(f) for f, lid in found["folders"].items() if lid}, **(names or {})}
+    else:
+        _check_solution(Path(submission), Path(solution), predictions, read_solution(solution))
+        truth = read_solution(solution, usage)
+        names = names or _solution_names(Path(solution))
     in_solution = predictions["id"].isin(truth.keys())
     known = predictions["id"].isin(read_solution(solution).keys()) if usage else in_solution
     result = {
@@ -67,9 +175,13 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
     }
     if usage:
         result["usage"] = usage
+    result.update(extra)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        per_class_accuracy(predictions, truth).to_csv(out / "per_class_accuracy.csv", index=False)
+        table = per_class_accuracy(predictions, truth)
+        if names and "landmark_id" in table:   # the chart labels its bars with these
+            table.insert(1, "name", [display_name(i, names.get(str(i))) for i in table["landmark_id"].astype(str)])
+        table.to_csv(out / "per_class_accuracy.csv", index=False)
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result

@@ -18,6 +18,7 @@ from pydantic import BaseModel, computed_field
 
 from ..data.images import MAX_PIXELS, ImageError, _to_rgb, check_shape, load_image
 from ..runs import RunFolder
+from .words import certainty, sentence
 
 if TYPE_CHECKING:
     from ..retrieval.index import LandmarkIndex
@@ -76,6 +77,19 @@ class Answer(BaseModel):
     def verdict(self) -> str:
         """The landmark's name, or ``no landmark``."""
         return self.name if self.is_landmark else "no landmark"
+
+    @computed_field
+    @property
+    def certainty(self) -> str:
+        """``probably``, ``not sure`` or ``no landmark`` (:func:`landmark.inference.words.certainty`)."""
+        return certainty(self.score, self.threshold, self.is_landmark)
+
+    @computed_field
+    @property
+    def words(self) -> str:
+        """The answer in plain words: ``probably Colosseum``, ``not sure: maybe Colosseum``,
+        ``no landmark`` (:func:`landmark.inference.words.sentence`)."""
+        return sentence(self.name, self.score, self.threshold, self.is_landmark)
 
     def line(self) -> str:
         """One readable line: ``photo.jpg  Colosseum  0.93`` or

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.arrays import eval_input
-from ..data.names import printable_name
+from ..data.names import display_name
 from ..data.preprocess import Preprocess
 from ..models.onnx_model import OnnxModel, check_threads, open_export
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, RUNTIMES, runtime_line
@@ -116,7 +116,7 @@ class InstantRecognizer:
 
     def name(self, landmark_id: str) -> str:
         """Readable name of a landmark (its id when none is known), safe to print."""
-        return printable_name(self.names.get(str(landmark_id)) or str(landmark_id))
+        return display_name(landmark_id, self.names.get(str(landmark_id)))
 
     def recognize(self, images: ImageInput | list[ImageInput], top_k: int = 5, tta: int = 1,
                   sources: list[str] | None = None, batch_size: int = 16) -> list[Answer]:

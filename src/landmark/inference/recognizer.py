@@ -59,7 +59,7 @@ from ..retrieval.reference import REFERENCE_K
 from .voting import TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
-from ..data.names import printable_name
+from ..data.names import display_name
 from ..retrieval.config import REJECT_THRESHOLD, check_threshold
 # torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
 from .answers import (  # noqa: F401
@@ -216,9 +216,10 @@ class Recognizer:
         return f"{self.scoring} (index of {len(self.index)} photos)"
 
     def name(self, landmark_id: str) -> str:
-        """Readable name of a landmark (its id when no name is known), safe to print: control
-        characters escaped, at most 200 characters (:func:`landmark.data.names.printable_name`)."""
-        return printable_name(self.names.get(str(landmark_id)) or str(landmark_id))
+        """Readable name of a landmark (:func:`landmark.data.names.display_name`: the stored name,
+        else its class folder's name made readable, ``hue_imperial_city`` -> ``Hue Imperial City``),
+        safe to print: control characters escaped, at most 200 characters."""
+        return display_name(landmark_id, self.names.get(str(landmark_id)))
 
     def transform(self, tta: int = 1):
         """Image -> tensor ``[3, S, S]`` (``tta=1``) or ``[10, 3, S, S]`` (TenCrop) as in training."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.names import display_name
 from ..data import read_categories
 from ..data.gldv2 import category_name
 
@@ -27,11 +28,16 @@ def class_names(data_root: str | Path | list | None) -> dict[str, str]:
 
 
 def label(lid: str, names: dict[str, str], width: int = 22) -> str:
-    """``"12 Taj Mahal"`` (name cut to ``width`` characters); the bare id when unnamed."""
-    name = names.get(str(lid), "")
+    """A class as charts show it: ``"12 Taj Mahal"`` for a numeric (GLDv2) id with a name,
+    ``"Hue Imperial City"`` for a class folder (:func:`landmark.data.names.display_name`), the
+    name cut to ``width`` characters; the bare id when it has no other name."""
+    lid = str(lid)
+    name = display_name(lid, names.get(lid))
     if len(name) > width:
         name = name[: width - 1] + "…"
-    return f"{lid} {name}".strip()
+    if name == lid:
+        return lid
+    return f"{lid} {name}" if lid.isdigit() else name
 
 
 def train_counts(split: pd.DataFrame) -> pd.Series:

@@ -18,30 +18,57 @@ NAMED_BARS_MAX = 30
 GREEN, RED, GREY = "#1a9850", "#d73027", "#555555"
 
 
-def plot_training_curves(history: pd.DataFrame, path: str | Path) -> None:
+#: Up to this many epochs the curves write each value beside its marker (a curve of one or two
+#: points says little by its shape).
+ANNOTATED_EPOCHS = 3
+
+
+def plot_training_curves(history: pd.DataFrame, path: str | Path | None = None) -> Figure:
     """Loss, accuracy and GAP per epoch, train and validation, stage boundaries dashed.
+
+    Accuracy and GAP are drawn on 0..1 and the loss from 0, whatever the values, so one epoch
+    is a readable marker (with its value written beside it, up to :data:`ANNOTATED_EPOCHS`
+    epochs) rather than a dot on an axis zoomed to 0.96..1.04; the epoch axis has whole epochs.
 
     Args:
         history: one row per epoch with ``epoch`` (1-based), ``stage`` and the columns
             ``train_loss, val_loss, train_accuracy, val_accuracy, train_gap, val_gap``.
+
+    Returns:
+        the figure (a plain ``matplotlib.figure.Figure``), saved to ``path`` when given.
     """
     fig = Figure(figsize=(15, 4))
     axes = fig.subplots(1, 3)
+    epochs = history["epoch"].to_numpy() if len(history) else np.array([1])
+    few = len(history) <= ANNOTATED_EPOCHS
     for ax, metric in zip(axes, ("loss", "accuracy", "gap")):
+        top = 0.0
         for split, style in (("train", "-o"), ("val", "-s")):
             column = f"{split}_{metric}"
             if column in history and history[column].notna().any():
-                ax.plot(history["epoch"], history[column], style, label=split, markersize=4)
-        starts = history.groupby("stage", sort=False)["epoch"].min().iloc[1:]
-        for stage, epoch in starts.items():
+                ax.plot(history["epoch"], history[column], style, label=split, markersize=8 if few else 4)
+                top = max(top, float(history[column].max()))
+                if few:
+                    for x, y in zip(history["epoch"], history[column]):
+                        if pd.notna(y):
+                            ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points",
+                                        xytext=(8, -12 if split == "val" else 4), fontsize=8)
+        ax.set_ylim(0, (top * 1.15 or 1.0) if metric == "loss" else 1.05)
+        ax.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
+        ax.set_xticks(range(int(epochs.min()), int(epochs.max()) + 1, max(1, len(epochs) // 10)))
+        starts = history.groupby("stage", sort=False)["epoch"].min().iloc[1:] if len(history) else []
+        for stage, epoch in (starts.items() if len(history) else []):
             ax.axvline(epoch - 0.5, color="grey", linestyle="--", linewidth=1)
             ax.text(epoch - 0.45, ax.get_ylim()[1], str(stage), va="top", fontsize=8, color="grey")
         ax.set_title(metric.upper() if metric == "gap" else metric)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
 
 
 def write_training_curves(run_dir: str | Path) -> Path:
@@ -101,13 +128,17 @@ def plot_per_class_accuracy(table: pd.DataFrame, path: str | Path | None = None,
 
 def write_per_class_accuracy(folder: str | Path, names: dict[str, str] | None = None) -> Path:
     """Draw ``folder/per_class_accuracy.png`` from the ``folder/per_class_accuracy.csv`` that
-    :func:`landmark.evaluation.evaluate` wrote (:func:`plot_per_class_accuracy`).
+    :func:`landmark.evaluation.evaluate` wrote (:func:`plot_per_class_accuracy`), its bars named
+    by ``names`` or else by the CSV's ``name`` column.
 
     Returns:
         the path of the picture.
     """
     folder = Path(folder)
-    table = pd.read_csv(folder / "per_class_accuracy.csv", dtype={"landmark_id": str}, keep_default_na=False)
+    table = pd.read_csv(folder / "per_class_accuracy.csv", dtype={"landmark_id": str, "name": str},
+                        keep_default_na=False)
+    if names is None and "name" in table:   # written by evaluate when it knew the names
+        names = dict(zip(table["landmark_id"], table["name"]))
     plot_per_class_accuracy(table, folder / "per_class_accuracy.png", names)
     return folder / "per_class_accuracy.png"
 

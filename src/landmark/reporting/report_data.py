@@ -6,7 +6,9 @@ a :class:`ReportData` that :mod:`landmark.reporting.report` renders (HTML, PNGs,
 
 The evaluation set is ``images`` (a folder or CSV, scored when a
 ``recognition_solution.csv`` is beside it or given) or, by default, the run's own
-held-out split (``split.csv`` rows with ``split == test``).
+held-out split (``split.csv`` rows with ``split == test``); a run that kept no test photos
+(the ``fast`` and ``finetune`` presets) is reported on its validation photos, and the page says
+so: they chose the checkpoint and the threshold, so their numbers are optimistic.
 """
 from __future__ import annotations
 
@@ -140,13 +142,14 @@ def data_paths(data: Path | list[Path]) -> dict[str, str]:
 
 
 def evaluation_set(split: pd.DataFrame | None, data: Path | list[Path] | None, images: Path | None = None,
-                   solution: Path | None = None) -> EvalSet:
-    """The queries to evaluate on (see the module docstring).
+                   solution: Path | None = None, final_fit: bool = False) -> EvalSet:
+    """The queries to evaluate on (see the module docstring); ``final_fit``: the run's last fit
+    also trained on its validation photos (said when they are the evaluation set).
 
     Raises:
         FileNotFoundError: ``images``/``solution`` missing; or no ``images`` and the run has
             no ``split.csv`` or data folder.
-        ValueError: the run's split has no test rows.
+        ValueError: the run's split has neither test nor validation rows.
     """
     if images is not None:
         queries = read_queries(images)
@@ -158,13 +161,18 @@ def evaluation_set(split: pd.DataFrame | None, data: Path | list[Path] | None, i
     if split is None or data is None:
         raise FileNotFoundError("the run has no split.csv or no data folder in run.json; pass --images")
     test = split[split["split"] == "test"]
+    source = f"held-out split of the run ({len(test)} images of {data})"
     if test.empty:
-        raise ValueError("the run's split.csv has no test rows; pass --images")
+        test = split[split["split"] == "val"]
+        used = "chose its checkpoint and threshold" + (" and its final fit trained on them" if final_fit else "")
+        source = (f"validation photos of the run ({len(test)} images of {data}; the run kept no test split, and "
+                  f"these {used}, so the numbers are optimistic: pass --images for photos it never saw)")
+    if test.empty:
+        raise ValueError("the run's split.csv has neither test nor validation rows; pass --images")
     paths = data_paths(data)
     queries = pd.DataFrame({"id": test["id"].to_numpy(),
                             "path": [paths[i] if i in paths else str(image_path(data, i)) for i in test["id"]]})
-    return EvalSet(queries, {i: {lid} for i, lid in zip(test["id"], test["landmark_id"])},
-                   f"held-out split of the run ({len(test)} images of {data})")
+    return EvalSet(queries, {i: {lid} for i, lid in zip(test["id"], test["landmark_id"])}, source)
 
 
 def pick_samples(table: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -197,8 +205,12 @@ def compute_report(run_dir: str | Path, images: str | Path | None = None, soluti
         raise ValueError(f"tta={tta}: the report compares 1 crop with 2 to 10 crops")
     run = read_run(run_dir)
     checkpoint = Path(checkpoint) if checkpoint else RunFolder(run.run_dir).best
+    try:
+        final_fit = bool((RunFolder(run.run_dir).reference_info() or {}).get("final_fit"))
+    except (ValueError, AttributeError, OSError):   # an unreadable record only costs the remark
+        final_fit = False
     evalset = evaluation_set(run.split, run.data, Path(images) if images else None,
-                             Path(solution) if solution else None)
+                             Path(solution) if solution else None, final_fit=final_fit)
     model, ckpt = load_model(checkpoint)
     names = analysis.class_names(run.data)
     predictions, rejects = {}, {}

@@ -6,6 +6,9 @@ Endpoints (OpenAPI page at ``/docs``):
   the raw body -> ``{"answers": [Answer, ...]}`` (with ``explain``: saliency overlay and
   inlier matches as PNG ``data:`` URLs);
 * ``GET /v1/landmarks``: known landmarks with names and reference photo counts;
+* ``GET /v1/references/{photo_id}/thumbnail``: a JPEG thumbnail (at most
+  :data:`THUMBNAIL_SIDE` px) of one indexed reference photo, found by its id in the index (the
+  ids answers give as ``neighbours``); any other id is a 404, and the id never becomes a path;
 * ``POST /v1/landmarks/{landmark_id}/images``: enrol photos into the index
   (``Authorization: Bearer TOKEN``; optional form field ``name``); saved before answering;
 * ``GET /health``: what is loaded, the runtime included (``{"name": "onnx", "model": "model.onnx",
@@ -35,7 +38,7 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -50,6 +53,9 @@ from .settings import DECODERS, MEMORY_BUDGET_MB, check_token
 from .uploads import Limits, Refusal, decode_upload, read_images
 
 _LANDMARK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Longest side, in pixels, of the reference thumbnails the web page shows.
+THUMBNAIL_SIDE = 256
+_PHOTO_ID = re.compile(r"^[^/\\\x00]{1,256}$")   # refused before the index is searched
 
 # request bodies are read by hand (size cap before parsing); these describe them on /docs
 _IMAGES_BODY = {"requestBody": {"required": True, "content": {
@@ -214,6 +220,22 @@ def _add_routes(app: FastAPI) -> None:
                 out.append(item)
             return {"answers": out}
 
+    @app.get("/v1/references/{photo_id}/thumbnail", response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "not an indexed photo"}})
+    async def thumbnail(photo_id: str) -> Response:
+        """A JPEG thumbnail of the indexed reference photo ``photo_id`` (a neighbour's ``id``)."""
+        index = state.recognizer.index
+        if index is None or not _PHOTO_ID.match(photo_id):
+            raise Refusal(404, f"no reference photo {photo_id[:80]!r}: ids come from an answer's neighbours")
+        rows = np.flatnonzero(index.items["id"].to_numpy() == photo_id)
+        if not len(rows):
+            raise Refusal(404, f"no reference photo {photo_id[:80]!r}: ids come from an answer's neighbours")
+        path = index.items["path"].iat[int(rows[0])]
+        jpeg = await _in_pool(state, _thumbnail, path, state.limits.max_pixels)
+        if jpeg is None:
+            raise Refusal(404, f"reference photo {photo_id[:80]!r} is indexed but its file cannot be read")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
     @app.post("/v1/landmarks/{landmark_id}/images", response_model=Enrolled, openapi_extra=_ENROL_BODY)
     async def enrol(request: Request, landmark_id: str) -> dict:
         """Add reference photos of a landmark (new or known) to the index; needs the token.
@@ -334,6 +356,20 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
         references = int((rec.index.items["landmark_id"] == landmark_id).sum())
     return {"landmark_id": landmark_id, "name": rec.name(landmark_id), "added": added,
             "skipped_duplicates": len(skipped), "references": references}
+
+
+def _thumbnail(path: str, max_pixels: int) -> bytes | None:
+    """JPEG bytes of the photo at ``path`` (a path the index holds), at most :data:`THUMBNAIL_SIDE`
+    px a side; None when it cannot be read (moved, deleted, not an image)."""
+    from ..data import ImageError, load_image
+    try:
+        photo = load_image(path, draft=THUMBNAIL_SIDE, max_pixels=max_pixels)   # JPEGs decoded at 1/2..1/8 scale
+    except (ImageError, OSError):
+        return None
+    photo.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    out = io.BytesIO()
+    photo.save(out, format="JPEG", quality=85)
+    return out.getvalue()
 
 
 def _save_jpeg(photo, path: Path) -> None:

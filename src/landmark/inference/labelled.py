@@ -1,0 +1,53 @@
+"""Predict and score a labelled folder tree in one go: ``landmark evaluate --model RUN --folder TREE``.
+
+The tree is read by :func:`landmark.evaluation.evaluate.folder_solution` (one folder per landmark,
+named by its id or its readable name, ``no_landmark/`` for photos without one, or
+``nonlandmarks`` apart); every photo is answered by the
+:class:`~landmark.inference.recognizer.Recognizer` (the same answers as ``predict`` and
+``recognize``) and the answers are scored as a Kaggle submission (GAP, accuracy).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..data.kaggle import write_submission
+from ..evaluation.evaluate import evaluate, folder_solution
+from ..models.runtime_info import DEFAULT_RUNTIME
+
+
+def evaluate_folder(model: str | Path, folder: str | Path, *, nonlandmarks: str | Path | None = None,
+                    out: str | Path | None = None, tta: int = 1, batch_size: int = 32, workers: int | None = None,
+                    device: str | None = None, runtime: str = DEFAULT_RUNTIME) -> dict:
+    """Answer every photo of a labelled folder tree with ``model`` and score the answers.
+
+    Args:
+        model: a run folder, ``.pt`` or ``.onnx`` (:meth:`Recognizer.load`; the run's index scores).
+        folder: the labelled tree; ``nonlandmarks``: photos without landmarks, apart.
+        out: folder for ``submission.csv`` (the answers), ``metrics.json`` and
+            ``per_class_accuracy.csv``; None writes nothing.
+        tta, batch_size, workers, device, runtime: as :func:`landmark.inference.predict.predict`.
+
+    Returns:
+        :func:`landmark.evaluation.evaluate` 's dict, plus ``unreadable`` (photos that could not be
+        decoded, counted as missing predictions) and ``folders`` (each class folder's landmark id).
+
+    Raises:
+        FileNotFoundError: the model or a folder is missing.
+        ValueError: no photo in a landmark folder (:func:`folder_solution`).
+    """
+    from .predict import recognize_queries
+    from .recognizer import Recognizer
+    folder_solution(folder, nonlandmarks)   # refuse a bad tree before the model loads
+    rec = Recognizer.load(model, device=device, runtime=runtime)
+    known = list(dict.fromkeys(rec.classes + (list(rec.index.labels) if rec.index is not None else [])))
+    names = {str(i): rec.name(i) for i in known}
+    queries, _ = folder_solution(folder, nonlandmarks, names)
+    predictions, rejects = recognize_queries(rec, queries[["id", "path"]], tta=tta, batch_size=batch_size, workers=workers)
+    with tempfile.TemporaryDirectory() as scratch:
+        submission = Path(out) / "submission.csv" if out is not None else Path(scratch) / "submission.csv"
+        submission.parent.mkdir(parents=True, exist_ok=True)
+        write_submission(predictions, submission)
+        result = evaluate(submission, folder, out=out, nonlandmarks=nonlandmarks, names=names)
+    result["unreadable"] = len(rejects)
+    return result

@@ -1,0 +1,411 @@
+"""``landmark tag``: write what the recogniser saw where photo software reads it (XMP).
+
+For each photo below the given files and folders (walked as it goes, never listed whole first)
+the :class:`~landmark.inference.recognizer.Recognizer` answers in batches, and the answer is
+written to the photo's XMP **sidecar** ``photo.jpg.xmp`` (the name darktable and digiKam write
+and Immich reads; docs/tagging.md), or with ``in_place=True`` into the photo's own XMP packet
+(what Lightroom reads for JPEG/TIFF/DNG):
+
+* ``dc:subject`` (keywords): the landmark's name (:func:`landmark.data.names.display_name`);
+* ``lr:hierarchicalSubject``: ``Landmarks|<name>``;
+* ``digiKam:TagsList``: ``Landmarks/<name>`` (digiKam's own tag tree; Immich reads it first);
+* the product's namespace :data:`NAMESPACE` (prefix ``landmark``): ``name``, ``landmarkId``,
+  ``score``, ``threshold``, ``verdict``, ``certainty`` (:mod:`landmark.inference.words`),
+  ``scoring`` and ``model`` (the SHA-256 of the checkpoint, or of the checkpoint an ONNX
+  export came from).
+
+A photo the recogniser finds no landmark in (``not sure`` included) gets only the product's
+fields (verdict ``no landmark``, the best guess and its score): no keyword, but a record that
+this model has seen it.  A photo whose XMP already names this model in ``landmark:model`` is
+skipped unread, so a run killed half-way resumes where it stopped; another model's earlier
+keywords are replaced by this one's.  Every other field of an existing sidecar (keywords,
+ratings, darktable's history, unknown namespaces) is kept: the XMP is read with exiv2
+(https://exiv2.org, Python bindings ``exiv2`` on PyPI), changed, and written to a temporary
+file beside it that replaces the old one (``os.replace``: a crash leaves the old or the new
+sidecar, never half of one).  A sidecar exiv2 cannot read is left alone and the photo is
+listed as unreadable.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from pydantic import BaseModel
+
+from ..data.images import ImageError
+from ..io import fsync_dir, temp_path
+
+#: The product's XMP namespace and its prefix (``Xmp.landmark.*``).
+NAMESPACE = "http://ns.landmark.dev/1.0/"
+PREFIX = "landmark"
+#: Parent of every hierarchical keyword written (``Landmarks|Colosseum``).
+HIERARCHY_ROOT = "Landmarks"
+#: File name endings walked as photos (lower case); other files are counted, not read.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif",
+                  ".heic", ".heif", ".avif")
+#: Photos per forward pass of ``landmark tag``.
+TAG_BATCH = 16
+#: The sidecar's ending: ``photo.jpg`` -> ``photo.jpg.xmp``.
+SIDECAR_SUFFIX = ".xmp"
+
+_SUBJECT, _HIER, _TAGS = "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject", "Xmp.digiKam.TagsList"
+_FIELDS = ("name", "landmarkId", "score", "threshold", "verdict", "certainty", "scoring", "model")
+
+
+class TagSummary(BaseModel):
+    """What a :func:`tag_photos` run did.
+
+    Attributes:
+        tagged: photos that got the landmark's keywords.
+        no_landmark: photos recognised as no landmark (``not sure`` included): product fields only.
+        skipped: photos already tagged by this model (their XMP names it).
+        unreadable: ``(photo, reason)`` of each photo or sidecar that could not be read or written.
+        not_photos: other files met on the way, counted by ending (``{".mp4": 3}``).
+        landmarks: photos tagged per landmark name.
+    """
+
+    tagged: int = 0
+    no_landmark: int = 0
+    skipped: int = 0
+    unreadable: list[tuple[str, str]] = []
+    not_photos: dict[str, int] = {}
+    landmarks: dict[str, int] = {}
+
+    def lines(self) -> list[str]:
+        """The summary as printed by ``landmark tag``."""
+        out = [f"tagged {self.tagged}, no landmark {self.no_landmark}, skipped {self.skipped} "
+               f"(already tagged by this model), unreadable {len(self.unreadable)}"]
+        if self.landmarks:
+            out.append("landmarks: " + ", ".join(f"{n} {c}" for n, c in
+                                                 sorted(self.landmarks.items(), key=lambda x: (-x[1], x[0]))))
+        if self.not_photos:
+            out.append("not photos (left alone): " + ", ".join(f"{k or '(no ending)'} {v}"
+                                                             for k, v in sorted(self.not_photos.items())))
+        out += [f"unreadable: {p}: {why}" for p, why in self.unreadable]
+        return out
+
+
+def sidecar_path(photo: str | Path) -> Path:
+    """The sidecar of ``photo``: ``photo.jpg`` -> ``photo.jpg.xmp`` (docs/tagging.md)."""
+    photo = Path(photo)
+    return photo.with_name(photo.name + SIDECAR_SUFFIX)
+
+
+def _is_our_temp(name: str) -> bool:
+    """A temporary file a killed ``landmark tag`` left (``.photo.jpg.xmp.tmp<pid>``, ``.photo.jpg.tmp<pid>``)."""
+    if not name.startswith("."):
+        return False
+    stem, _, pid = name.rpartition(".tmp")
+    return bool(stem) and pid.isdigit() and stem[1:].lower().endswith((SIDECAR_SUFFIX, *PHOTO_SUFFIXES))
+
+
+def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None) -> Iterator[Path]:
+    """Photos below ``paths`` (files, folders walked recursively in name order, one folder at a
+    time), by :data:`PHOTO_SUFFIXES`.  Hidden folders are not entered; leftovers of a killed
+    run (:func:`_is_our_temp`) are deleted; other files are counted in ``not_photos`` by ending.
+
+    Raises:
+        FileNotFoundError: a path given does not exist.
+    """
+    not_photos = Counter() if not_photos is None else not_photos
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
+        if path.is_file():
+            if path.suffix.lower() in PHOTO_SUFFIXES:
+                yield path
+            else:
+                not_photos[path.suffix.lower()] += 1
+            continue
+        for folder, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if _is_our_temp(name):
+                    Path(folder, name).unlink(missing_ok=True)
+                elif name.lower().endswith(PHOTO_SUFFIXES) and not name.startswith("._"):
+                    yield Path(folder, name)
+                elif not name.lower().endswith(SIDECAR_SUFFIX):
+                    not_photos[Path(name).suffix.lower()] += 1
+
+
+def _exiv2():
+    """The exiv2 module, quiet, with the product's namespace registered.
+
+    Raises:
+        ImportError: not installed (one line: how to install it).
+    """
+    try:
+        import exiv2
+    except ImportError:
+        raise ImportError("landmark tag needs exiv2: pip install 'landmark[tag]'") from None
+    exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.mute)
+    try:
+        exiv2.XmpProperties.ns(PREFIX)
+    except exiv2.Exiv2Error:
+        exiv2.XmpProperties.registerNs(NAMESPACE, PREFIX)
+    return exiv2
+
+
+def read_xmp(path: str | Path) -> dict[str, list[str]]:
+    """The XMP of a sidecar or photo as ``{key: [values]}`` (``Xmp.dc.subject``: every keyword;
+    ``Xmp.landmark.model``: one value); ``{}`` when ``path`` does not exist.
+
+    Raises:
+        ValueError: exiv2 cannot read it (the reason named).
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = _read_data(path)
+    out: dict[str, list[str]] = {}
+    for datum in data:
+        value = datum.value()
+        count = value.count() if datum.typeName() in ("XmpBag", "XmpSeq", "XmpAlt", "LangAlt") else 1
+        out[datum.key()] = [datum.toString(i) for i in range(count)] if count > 1 else [datum.toString()]
+    return out
+
+
+def _read_data(path: Path):
+    """exiv2's ``XmpData`` of ``path`` (a sidecar or a photo)."""
+    exiv2 = _exiv2()
+    try:
+        image = exiv2.ImageFactory.open(path.read_bytes() if path.suffix.lower() == SIDECAR_SUFFIX else str(path))
+        image.readMetadata()
+    except exiv2.Exiv2Error as err:
+        raise ValueError(f"{path} is not readable XMP ({err}); fix or move it away") from None
+    data = exiv2.XmpData()
+    for datum in image.xmpData():
+        data.add(datum)
+    return data
+
+
+def _values(data, key: str) -> list[str]:
+    datum = data.findKey(_exiv2().XmpKey(key))
+    if datum == data.end():
+        return []
+    count = datum.count() if datum.typeName() in ("XmpBag", "XmpSeq") else 1
+    return [datum.toString(i) for i in range(count)] if count > 1 else [datum.toString()]
+
+
+def _erase(data, key: str) -> None:
+    datum = data.findKey(_exiv2().XmpKey(key))
+    if datum != data.end():
+        data.erase(datum)
+
+
+def _set_bag(data, key: str, values: list[str]) -> None:
+    exiv2 = _exiv2()
+    _erase(data, key)
+    if values:
+        bag = exiv2.XmpArrayValue(exiv2.TypeId.xmpBag)
+        for v in values:
+            bag.read(v)
+        data.add(exiv2.XmpKey(key), bag)
+
+
+def tagged_model(data) -> str:
+    """The ``landmark:model`` an XMP records ("" when none)."""
+    found = _values(data, f"Xmp.{PREFIX}.model")
+    return found[0] if found else ""
+
+
+def apply_answer(data, answer, model: str) -> None:
+    """Write ``answer`` (an :class:`~landmark.inference.recognizer.Answer`) into exiv2 ``XmpData``:
+    keywords when it is a landmark (replacing this product's earlier ones), the product's fields
+    always; every other entry is kept."""
+    old = _values(data, f"Xmp.{PREFIX}.name")
+    old_verdict = _values(data, f"Xmp.{PREFIX}.verdict")
+    ours = set()
+    if old and old_verdict and old_verdict[0] == old[0]:   # the keywords an earlier run wrote
+        ours = {old[0], f"{HIERARCHY_ROOT}|{old[0]}", f"{HIERARCHY_ROOT}/{old[0]}"}
+    name = answer.name.replace("|", "/") if answer.is_landmark else ""
+    keys = ((_SUBJECT, name), (_HIER, f"{HIERARCHY_ROOT}|{name}"), (_TAGS, f"{HIERARCHY_ROOT}/{name}"))
+    for key, new in keys:
+        kept = [v for v in _values(data, key) if v not in ours]
+        if name and new not in kept:
+            kept.append(new)
+        if kept != _values(data, key):
+            _set_bag(data, key, kept)
+    fields = {"name": answer.name, "landmarkId": answer.landmark_id, "score": f"{answer.score:.4f}",
+              "threshold": f"{answer.threshold:.4f}", "verdict": answer.verdict, "certainty": answer.certainty,
+              "scoring": answer.scoring, "model": model}
+    for field in _FIELDS:
+        data[f"Xmp.{PREFIX}.{field}"] = fields[field]
+
+
+def _encode(data) -> bytes:
+    exiv2 = _exiv2()
+    status, packet = exiv2.XmpParser.encode(data, exiv2.XmpParser.XmpFormatFlags.useCompactFormat)
+    if status != 0:
+        raise ValueError(f"exiv2 could not write the XMP (code {status})")
+    return packet.encode("utf-8")
+
+
+def write_sidecar(path: Path, data) -> None:
+    """``data`` as the XMP sidecar ``path``: a synced temporary file beside it, then ``os.replace``."""
+    tmp = temp_path(path)
+    with open(tmp, "wb") as f:
+        f.write(_encode(data))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_in_place(photo: Path, data) -> None:
+    """``data`` as the XMP packet inside ``photo``: written into a copy beside it by exiv2, then
+    ``os.replace`` (the photo is whole at every moment; its pixels are not re-encoded)."""
+    exiv2 = _exiv2()
+    tmp = temp_path(photo)
+    shutil.copy2(photo, tmp)
+    try:
+        image = exiv2.ImageFactory.open(str(tmp))
+        image.readMetadata()
+        image.setXmpData(data)
+        image.writeMetadata()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, photo)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(photo.parent)
+
+
+def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place: bool = False,
+               batch_size: int = TAG_BATCH, progress: bool = True) -> TagSummary:
+    """Recognise every photo below ``paths`` and write the answers as XMP (module docstring).
+
+    Args:
+        recognizer: a loaded :class:`~landmark.inference.recognizer.Recognizer`, or a function
+            without arguments that loads one: called at the first photo to recognise, so a run
+            that finds every photo tagged already never loads the model.
+        paths: photo files and folders (walked recursively by :func:`walk_photos`).
+        model: the identity recorded in ``landmark:model`` and compared to skip photos
+            already tagged (the checkpoint's SHA-256: :func:`model_identity`).
+        in_place: write into the photos' own XMP instead of sidecars.
+        batch_size: photos per forward pass.
+        progress: a tqdm bar on stderr (photos done, rate).
+
+    Returns:
+        the :class:`TagSummary`.
+
+    Raises:
+        ImportError: exiv2 is not installed.
+        FileNotFoundError: a path given does not exist.
+    """
+    from tqdm import tqdm
+
+    from ..data.images import load_image   # what Recognizer's decode does for a path, without torch
+    exiv2 = _exiv2()
+    summary, not_photos, landmarks = TagSummary(), Counter(), Counter()
+    loaded = [] if callable(recognizer) and not hasattr(recognizer, "recognize") else [recognizer]
+    bar = tqdm(unit="photo", desc="tag", disable=not progress, file=sys.stderr)
+    batch: list[tuple[Path, object, object]] = []   # (photo, decoded image, XmpData)
+
+    def flush() -> None:
+        if not batch:
+            return
+        if not loaded:
+            loaded.append(recognizer())
+        answers = loaded[0].recognize([image for _, image, _ in batch], sources=[str(p) for p, _, _ in batch])
+        for (photo, _, data), answer in zip(batch, answers):
+            try:
+                apply_answer(data, answer, model)
+                write_in_place(photo, data) if in_place else write_sidecar(sidecar_path(photo), data)
+            except (OSError, ValueError, exiv2.Exiv2Error) as err:
+                summary.unreadable.append((str(photo), f"cannot write its XMP: {err}"))
+                continue
+            if answer.is_landmark:
+                summary.tagged += 1
+                landmarks[answer.name] += 1
+            else:
+                summary.no_landmark += 1
+        bar.update(len(batch))
+        batch.clear()
+
+    for photo in walk_photos(paths, not_photos):
+        target = photo if in_place else sidecar_path(photo)
+        try:
+            data = _read_data(target) if target.exists() else exiv2.XmpData()
+        except (ValueError, OSError) as err:
+            summary.unreadable.append((str(photo), str(err)))
+            bar.update(1)
+            continue
+        if tagged_model(data) == model:
+            summary.skipped += 1
+            bar.update(1)
+            continue
+        try:
+            image = load_image(photo)
+        except (ImageError, OSError) as err:
+            summary.unreadable.append((str(photo), str(err)))
+            bar.update(1)
+            continue
+        batch.append((photo, image, data))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    bar.close()
+    summary.not_photos = dict(not_photos)
+    summary.landmarks = dict(landmarks)
+    return summary
+
+
+def _checkpoint_file(source: str | Path) -> Path:
+    """The checkpoint (or export) file of a run folder or file, as
+    :func:`~landmark.inference.recognizer.resolve_checkpoint` finds it (without importing torch).
+
+    Raises:
+        FileNotFoundError: there is none.
+    """
+    source = Path(source)
+    path = source / "checkpoints" / "best.pt" if source.is_dir() else source
+    if not path.is_file():
+        raise FileNotFoundError(f"model {source} has no {path.name}: give a run folder written by landmark train, "
+                                f"a .pt checkpoint or a .onnx export")
+    return path
+
+
+def model_identity(source: str | Path, runtime=None) -> str:
+    """The SHA-256 (hex) recorded as ``landmark:model``: of the run's ``checkpoints/best.pt`` or
+    the checkpoint given; for an ONNX export, of the checkpoint it came from (the export's
+    metadata, read from its loaded ``runtime``)."""
+    import hashlib
+    path = _checkpoint_file(source)
+    if path.suffix.lower() == ".onnx" and (getattr(runtime, "meta", None) or {}).get("checkpoint_sha256"):
+        return runtime.meta["checkpoint_sha256"]
+    with open(path, "rb") as f:   # the digest models.runtime.file_sha256 gives, without importing torch
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, batch_size: int = TAG_BATCH,
+        threshold: float | None = None, names: str | Path | None = None, progress: bool = True,
+        **load) -> TagSummary:
+    """Load ``model`` (a run folder or checkpoint, as :meth:`Recognizer.load`) and tag ``photos``
+    (:func:`tag_photos`); a checkpoint is loaded only when a photo needs recognising (a run over
+    a library tagged already reads the sidecars and stops).  ``names``: a CSV ``landmark_id,name``
+    whose names replace the stored ones; ``threshold``: the "no landmark" threshold instead of the
+    run's; ``load``: further keywords of :meth:`Recognizer.load` (``index``, ``device``, ``runtime``,
+    ``threads``).
+
+    Raises:
+        ImportError: exiv2 is not installed (checked before the model loads).
+        FileNotFoundError: the model or a photo path does not exist.
+    """
+    _exiv2()
+    for path in photos:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
+    def load_recognizer():
+        from .recognizer import Recognizer
+        return Recognizer.load(model, threshold=threshold, names=names, **load)
+    if _checkpoint_file(model).suffix.lower() == ".onnx":   # its identity is in the export's metadata
+        rec = load_recognizer()
+        return tag_photos(rec, photos, model_identity(model, rec.runtime), in_place=in_place,
+                          batch_size=batch_size, progress=progress)
+    return tag_photos(load_recognizer, photos, model_identity(model), in_place=in_place, batch_size=batch_size,
+                      progress=progress)

@@ -1,0 +1,151 @@
+"""What a person reads: landmark names made readable from folder names (one function, used by every
+answer), sureness in words from one mapping, and the web page showing the name and words first,
+details folded away, reference photos as pictures served by id from the index only."""
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import PHOTO
+from landmark.data import image_path
+from landmark.data.names import display_name, pretty_name
+from landmark.inference.words import NOT_SURE_FRACTION, certainty, sentence
+
+
+@pytest.mark.parametrize("folder, shown", [
+    ("hue_imperial_city", "Hue Imperial City"), ("eiffel  tower", "Eiffel Tower"),
+    ("st-paul's_cathedral", "St-Paul's Cathedral"), ("Piazza_San_Marco", "Piazza San Marco"),
+    ("McDonald's", "McDonald's"), ("12345", "12345"), ("x", "X")])
+def test_pretty_name(folder, shown):
+    assert pretty_name(folder) == shown
+
+
+def test_display_name_prefers_a_stored_name():
+    assert display_name("hue_imperial_city") == "Hue Imperial City"
+    assert display_name("hue_imperial_city", "hue_imperial_city") == "Hue Imperial City"   # folder trees store the id
+    assert display_name("3", "Angkor Wat") == "Angkor Wat"
+    assert display_name("x", "Piazza \x1b[2J") == "Piazza \\x1b[2J"   # still escaped for terminals
+
+
+def test_certainty_words():
+    assert certainty(0.40, 0.30, True) == "probably"
+    assert certainty(0.30 * NOT_SURE_FRACTION, 0.30, False) == "not sure"
+    assert certainty(0.29, 0.30, False) == "not sure"
+    assert certainty(0.14, 0.30, False) == "no landmark"
+    assert certainty(0.0, 0.0, False) == "no landmark"
+    assert sentence("Petra", 0.9, 0.3, True) == "probably Petra"
+    assert sentence("Petra", 0.2, 0.3, False) == "not sure: maybe Petra"
+    assert sentence("Petra", 0.01, 0.3, False) == "no landmark"
+
+
+def test_answers_carry_names_and_words(rec, l13):
+    """The recogniser names a folder-tree class through display_name, and says how sure it is."""
+    answer, = rec.recognize(image_path(l13, PHOTO, "test"))
+    assert answer.words == sentence(answer.name, answer.score, answer.threshold, answer.is_landmark)
+    assert answer.certainty == certainty(answer.score, answer.threshold, answer.is_landmark)
+    assert answer.model_dump()["words"] == answer.words
+    saved = dict(rec.names)
+    try:
+        rec.names["0"] = "0"                    # a folder tree's class, stored as its folder name
+        rec.names.pop("1")
+        assert rec.name("hue_imperial_city") == "Hue Imperial City" and rec.name("0") == "0"
+        assert rec.name("1") == "1"
+    finally:
+        rec.names.clear()
+        rec.names.update(saved)
+
+
+@pytest.fixture(scope="module")
+def indexed(recognizer_run, recognizer_index):
+    from landmark import Recognizer
+    return Recognizer.load(recognizer_run, index=recognizer_index)
+
+
+@pytest.fixture(scope="module")
+def client(indexed):
+    from fastapi.testclient import TestClient
+
+    from landmark.serving import create_app
+    with TestClient(create_app(indexed)) as c:
+        yield c
+
+
+@pytest.mark.slow
+def test_reference_thumbnails_by_id_only(client, indexed, l13):
+    from landmark.serving.app import THUMBNAIL_SIDE
+    photo = image_path(l13, PHOTO, "test")
+    res = client.post("/v1/recognize", files={"file": ("p.jpg", photo.read_bytes(), "image/jpeg")})
+    answer = res.json()["answers"][0]
+    assert answer["words"] and answer["certainty"] in ("probably", "not sure", "no landmark")
+    near = answer["neighbours"][0]
+    assert "path" not in near
+    thumb = client.get(f"/v1/references/{near['id']}/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    picture = Image.open(io.BytesIO(thumb.content))
+    row = indexed.index.items.set_index("id").loc[near["id"]]
+    with Image.open(row["path"]) as original:
+        assert max(picture.size) == min(THUMBNAIL_SIDE, max(original.size))
+    for bad in ["nope", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", str(Path(row["path"]).name)]:
+        refused = client.get(f"/v1/references/{bad}/thumbnail")
+        assert refused.status_code == 404 and "image" not in refused.headers["content-type"], bad
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.slow
+def test_web_page_words_first_details_folded(indexed, l13, tmp_path):
+    """The page shows the verdict and its words, the reference photos as pictures (not ids), and keeps
+    the numbers in a closed <details>; no console error, no broken picture."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is not installed (make browser)")
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from landmark.serving import create_app
+    photo = image_path(l13, "104960ab8aabc137", "test")
+    indexed.threshold, old = 0.0, indexed.threshold   # a landmark answer: its reference photos are shown
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(indexed), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        expected = indexed.recognize(photo, top_k=3)[0]   # the page asks for 3
+        errors = []
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.set_input_files("#pick", str(photo))
+            page.wait_for_selector(".card[data-done='1']", timeout=60_000)
+            assert page.inner_text(".card .verdict") == expected.verdict
+            assert page.inner_text(".card .words").lower() == expected.words.lower()
+            assert page.evaluate("document.querySelector('.card details').open") is False
+            assert page.locator(".card details").get_by_text("score").count() == 1
+            same = [n for n in expected.neighbours if n.landmark_id == expected.landmark_id][:3]
+            assert page.locator(".references img").count() == len(same) > 0
+            page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+            broken = page.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.alt)")
+            assert not broken, broken
+            visible = page.inner_text(".card .info")
+            assert all(n.id not in visible for n in expected.neighbours)   # pictures, not ids
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            browser.close()
+        assert not errors, errors
+    finally:
+        indexed.threshold = old
+        server.should_exit = True
+        thread.join(timeout=10)
