@@ -185,6 +185,8 @@ def train(
     typer.echo(json.dumps({"best_checkpoint": str(best), "held_out_test": test,
                            "reference": json.loads(reference.read_text()) if reference.is_file() else None,
                            "curves": str(run_dir / "curves.png"), "rejects": str(run_dir / "rejects.csv")}, indent=2))
+    if reference.is_file():   # how "no landmark" was chosen, or that it could not be, in one line
+        typer.echo(json.loads(reference.read_text()).get("threshold_line", ""))
 
 
 @app.command()

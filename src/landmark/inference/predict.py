@@ -19,6 +19,7 @@ from ..data.dataset import good_batches, image_loader
 from ..models import LandmarkNet
 from ..models.runtime import Runtime, decode_threads, decode_workers, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, check_engine
+from ..retrieval.scoring import verdict
 
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
@@ -131,8 +132,8 @@ def answers_frame(rec, queries: pd.DataFrame, best: dict[int, tuple[str, float]]
     decoded query row (``best``: row number -> answer; rows missing from it were unreadable)."""
     labels = [best[i][0] if i in best else "" for i in range(len(queries))]
     scores = [best[i][1] if i in best else float("nan") for i in range(len(queries))]
-    verdicts = [("unreadable" if i not in best else rec.name(best[i][0]) if best[i][1] >= rec.threshold
-                 else "no landmark") for i in range(len(queries))]
+    verdicts = [("unreadable" if i not in best else verdict(rec.name(best[i][0]), rec.decide(*best[i])[0]))
+                for i in range(len(queries))]
     out = pd.DataFrame({"id": queries["id"].astype(str).to_numpy(), "landmark_id": labels, "score": scores,
                         "name": [rec.name(lid) if lid else "" for lid in labels], "verdict": verdicts,
                         "path": queries["path"].astype(str).to_numpy()})

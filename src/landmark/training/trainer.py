@@ -310,7 +310,10 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
         refit = _final_fit(run_dir, prepared, config, device, rejects, reference["reject_threshold"], store)
         # the thresholds were chosen on the validation photos before the refit indexed them too
         reference = {**refit, "validation_queries": reference["validation_queries"], "final_fit": True}
+    reference = {**reference, "threshold_method": reference.get("threshold_method"),
+                 "threshold_line": reference.get("threshold_line")}
     (run_dir / "reference.json").write_text(json.dumps(reference, indent=2))
+    log.info("%s", reference["threshold_line"])
 
 
 def _check_model(config: TrainConfig) -> None:
