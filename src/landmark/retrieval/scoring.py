@@ -245,7 +245,7 @@ def calibrate_landmark(own: np.ndarray, neighbour_sims: np.ndarray, neighbour_ro
                       f"show what sets it apart")
     elif weakest is not None and weakest < threshold:
         advice.append("some of its photos are unlike the others: add photos between those views")
-    return {"threshold": round(threshold, 6), "photos": n,
+    return {"threshold": threshold, "photos": n,
             "self_similarity": None if self_sim is None else round(self_sim, 4),
             "nearest_landmark": nearest, "nearest_name": None if nearest is None else name_of(nearest),
             "nearest_similarity": None if nearest_sim is None else round(nearest_sim, 4),
