@@ -56,8 +56,7 @@ def test_three_photos_enrolled_recognise_the_landmarks_other_photos(small_run, l
     assert cover["advice"].startswith("add 2 more photos from other sides") and cover["coverage"] in ("fair", "poor")
     hits = [a for a in after if a["landmark_id"] == HELD_OUT and a["verdict"] == "Kölner Dom"]
     shown = [(a["source"], a["landmark_id"], round(a["score"], 3), a["threshold"]) for a in after]
-    print(len(hits), len(others), shown, reply)
-    assert len(hits) >= 0.5 * len(others), shown
+    assert len(hits) >= 0.5 * len(others), shown   # 17 of 27 measured (all 27 ranked it first)
     assert all(a["threshold"] == reply["threshold"] for a in hits)
     assert not any(a["landmark_id"] == HELD_OUT and a["verdict"] != "no landmark" for a in after_non), \
         [(a["source"], a["landmark_id"], a["score"]) for a in after_non]
