@@ -147,7 +147,10 @@ def test_recognize_command(recognizer_run, recognizer_index, photos, tmp_path):
     assert "unreadable" in res.stderr
     saliency = tmp_path / "why" / f"000_{photos[0].stem}.saliency.png"
     assert Image.open(saliency).size[0] > 100
-    assert (tmp_path / "why" / f"000_{photos[0].stem}.matches.png").is_file()
+    # the matches picture pairs the photo with the nearest indexed photo of the answer's landmark: with
+    # reference scoring the (random-head) classifier's answer may be a landmark without indexed photos
+    shown = any(n["landmark_id"] == out[0]["landmark_id"] for n in out[0]["neighbours"])
+    assert (tmp_path / "why" / f"000_{photos[0].stem}.matches.png").is_file() == shown
 
 
 def _light(args: list[str]) -> tuple[int, str, bool]:
