@@ -95,9 +95,10 @@ def test_index_gives_knn_scores_and_named_neighbours(recognizer_run, recognizer_
 
     from landmark import Recognizer
     from landmark.retrieval.pipeline import knn_predict
-    rec = Recognizer.load(recognizer_run, index=recognizer_index)   # a built index: kNN voting
+    # any index of this checkpoint answers with the one scoring path (reference scores); kNN voting on request
+    assert Recognizer.load(recognizer_run, index=recognizer_index).scoring == "reference"
+    rec = Recognizer.load(recognizer_run, index=recognizer_index, scoring="knn")
     assert rec.scoring == "knn" and rec.name("11") == "Petra Jordan"
-    assert Recognizer.load(recognizer_run, index=recognizer_index, scoring="reference").scoring == "reference"
     solution = pd.read_csv(l13 / "test" / "recognition_solution.csv", dtype=str, keep_default_na=False)
     ids = solution[solution["landmarks"].isin(KNOWN_LANDMARKS)]["id"].head(6).tolist()
     paths = [image_path(l13, i, "test") for i in ids]
@@ -150,7 +151,10 @@ def test_recognize_command(recognizer_run, recognizer_index, photos, tmp_path):
     assert "unreadable" in res.stderr
     saliency = tmp_path / "why" / f"000_{photos[0].stem}.saliency.png"
     assert Image.open(saliency).size[0] > 100
-    assert (tmp_path / "why" / f"000_{photos[0].stem}.matches.png").is_file()
+    # the matches picture pairs the photo with the nearest indexed photo of the answer's landmark: with
+    # reference scoring the (random-head) classifier's answer may be a landmark without indexed photos
+    shown = any(n["landmark_id"] == out[0]["landmark_id"] for n in out[0]["neighbours"])
+    assert (tmp_path / "why" / f"000_{photos[0].stem}.matches.png").is_file() == shown
 
 
 def _light(args: list[str]) -> tuple[int, str, bool]:

@@ -182,8 +182,11 @@ def train(
         return  # under torchrun, rank 0 reports
     run = RunFolder(best.parent.parent)
     test = json.loads(run.test_metrics.read_text())
-    typer.echo(json.dumps({"best_checkpoint": str(best), "held_out_test": test, "reference": run.reference_info(),
+    reference = run.reference_info()
+    typer.echo(json.dumps({"best_checkpoint": str(best), "held_out_test": test, "reference": reference,
                            "curves": str(run.curves), "rejects": str(run.rejects)}, indent=2))
+    if reference:   # how "no landmark" was chosen, or that it could not be, in one line
+        typer.echo(reference.get("threshold_line", ""))
 
 
 @app.command()

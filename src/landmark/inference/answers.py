@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from ..retrieval.index import LandmarkIndex
 
 
+# JPEGs are decoded (Pillow draft, DCT scaling) to at least this many times the side the
+# network input is resized from: 2, as the training cache (cache.py: draft=2*width).
+DRAFT_FACTOR = 2
+
 #: What :meth:`Recognizer.recognize` accepts per image.
 ImageInput = Union[Image.Image, np.ndarray, bytes, str, Path]
 
@@ -103,11 +107,13 @@ class Answer(BaseModel):
                 f"{self.threshold:.{digits}f})")
 
 
-def decode(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def decode(image: ImageInput, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
     """Any :data:`ImageInput` as an upright RGB PIL image.
 
     Bytes and paths are decoded by content with :func:`landmark.data.load_image` (pixel
-    cap ``max_pixels`` checked before decoding); arrays are ``[H, W]`` or ``[H, W, 3|4]`` uint8.
+    cap ``max_pixels`` checked before decoding; a JPEG shrunk while decoding to no less than
+    ``draft`` pixels a side, as ``landmark predict`` decodes it: :meth:`Recognizer.draft`);
+    arrays are ``[H, W]`` or ``[H, W, 3|4]`` uint8.
 
     Raises:
         ImageError: undecodable, beyond a limit of :func:`landmark.data.images.check_shape` (also a
@@ -122,9 +128,9 @@ def decode(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
         check_shape(image.shape[1], image.shape[0], "RGB", max_pixels)
         return _to_rgb(Image.fromarray(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return load_image(bytes(image), max_pixels=max_pixels)
+        return load_image(bytes(image), draft=draft, max_pixels=max_pixels)
     if isinstance(image, (str, Path)):
-        return load_image(image, max_pixels=max_pixels)
+        return load_image(image, draft=draft, max_pixels=max_pixels)
     raise ImageError(f"cannot read a {type(image).__name__} as an image: give a PIL image, array, bytes or path")
 
 
@@ -143,14 +149,21 @@ def resolve_checkpoint(source: str | Path) -> Path:
 
 
 def scoring_mode(index: LandmarkIndex | None, classes: list[str]) -> str:
-    """``classifier`` without an index; ``reference`` with a run's own reference index
-    (``meta['role'] == 'reference'``, written by ``landmark train``) while the classifier knows
-    every landmark in it; ``knn`` otherwise (an index built with ``landmark index build``, or
-    one that enrolment gave a landmark the classifier does not know)."""
-    if index is None:
-        return "classifier"
-    own = index.meta.get("role") == "reference"
-    return "reference" if own and set(index.labels) <= set(classes) else "knn"
+    """``classifier`` without an index, ``reference`` with one (the run's own, a copy, one
+    built with ``landmark index build``; enrolled landmarks keep it: one scoring path,
+    :mod:`landmark.retrieval.scoring`).  ``knn`` is only used when asked for."""
+    return "classifier" if index is None else "reference"
+
+
+def scoring_line(scoring: str, photos: int | None, counts: dict[str, int], classes: list[str]) -> str:
+    """How answers are scored, in words (the CLI prints it under the runtime line), for
+    ``photos`` indexed photos (None: no index) of the landmarks counted in ``counts``:
+    ``reference (index of 720 photos of 13 landmarks; 13 classifier classes)``."""
+    if photos is None:
+        return "classifier alone (no index beside the model; --index RUN/index confirms answers with its photos)"
+    extra = len(set(counts) - set(classes))
+    return (f"{scoring} (index of {photos} photos of {len(counts)} landmarks"
+            f"{f', {extra} enrolled beyond the classifier' if extra else ''}; {len(classes)} classifier classes)")
 
 
 def stored_threshold(checkpoint: dict, index: LandmarkIndex | None, scoring: str) -> float | None:

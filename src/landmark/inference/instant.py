@@ -16,7 +16,7 @@ run has an export (``landmark export``), :func:`open_recognizer` answers with
   (:class:`~landmark.retrieval.index_reader.ReadOnlyIndex`) and answers are scored with the
   same functions as :class:`~landmark.inference.recognizer.Recognizer`: the softmax
   probability alone (``classifier``) or ``prob * s_ref^3``
-  (:func:`~landmark.retrieval.scores.reference_confidence`, ``reference``), verdict
+  (:func:`~landmark.retrieval.scoring.rank`, ``reference``), verdict (:func:`~landmark.retrieval.scoring.decide`)
   ``score >= threshold`` with the same stored thresholds.
 
 Anything else (``--device`` other than the CPU, ``--runtime torch``, ``--tta`` > 1,
@@ -38,9 +38,9 @@ from ..data.preprocess import Preprocess
 from ..models.onnx_model import OnnxModel, check_threads, open_export
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, RUNTIMES, runtime_line
 from ..retrieval.config import REJECT_THRESHOLD, check_threshold
-from ..retrieval.scores import REFERENCE_K, reference_confidence
-from .answers import (Answer, Candidate, ImageError, ImageInput, Neighbour, decode, resolve_checkpoint, run_index,
-                      scoring_mode, stored_threshold)
+from ..retrieval.scoring import REFERENCE_K, counts_of, decide, rank
+from .answers import (DRAFT_FACTOR, Answer, Candidate, ImageError, ImageInput, Neighbour, decode, resolve_checkpoint,
+                      run_index, scoring_line, scoring_mode, stored_threshold)
 
 log = logging.getLogger(RUNTIME_LOGGER)
 
@@ -92,6 +92,10 @@ class InstantRecognizer:
         stored = stored_threshold({"reject_threshold": model.meta.get("reject_threshold")}, index, self.scoring)
         self.threshold = float(threshold if threshold is not None else
                                stored if stored is not None else REJECT_THRESHOLD[self.scoring])
+        # enrolled landmarks' own thresholds (an explicit threshold overrides them all), as the Recognizer's
+        self.landmark_thresholds = (index.meta.get("landmark_thresholds", {})
+                                    if index is not None and threshold is None and self.scoring == "reference" else {})
+        self._counts = counts_of(index.labels) if index is not None else {}
         names = model.names or {}
         self.names = {**names, **(index.meta.get("names", {}) if index is not None else {})}
         if index is not None:
@@ -108,11 +112,8 @@ class InstantRecognizer:
                                  "build the index with this checkpoint")
 
     def scoring_line(self) -> str:
-        """How answers are scored, in words (as :meth:`Recognizer.scoring_line
-        <landmark.inference.recognizer.Recognizer.scoring_line>`)."""
-        if self.index is None:
-            return "classifier alone (no index beside the model; --index RUN/index confirms answers with its photos)"
-        return f"{self.scoring} (index of {len(self.index)} photos)"
+        """How answers are scored, in words (:func:`landmark.inference.answers.scoring_line`)."""
+        return scoring_line(self.scoring, None if self.index is None else len(self.index), self._counts, self.classes)
 
     def name(self, landmark_id: str) -> str:
         """Readable name of a landmark (its id when none is known), safe to print."""
@@ -133,7 +134,7 @@ class InstantRecognizer:
         photos = []
         for k, item in enumerate(items):
             try:
-                photos.append(decode(item))
+                photos.append(decode(item, draft=DRAFT_FACTOR * self.preprocess.side(1)))
             except ImageError as err:
                 raise ImageError(f"{sources[k]}: {err}") from None
         answers: list[Answer] = []
@@ -148,21 +149,21 @@ class InstantRecognizer:
         # one view: Recognizer's vote (inference.predict.vote_scores) ranks by probability, scores it
         order = np.argsort(-probs, axis=1, kind="stable")[:, :t]                # [N, t]
         labels = np.asarray(self.classes, dtype=object)[order].astype(str)
-        if self.scoring == "reference":
+        scores = np.take_along_axis(probs, order, axis=1).astype(np.float64)
+        if self.scoring == "reference":    # the one scoring path (retrieval.scoring.rank), as the Recognizer's
             sims, rows = self.index.search(vectors, REFERENCE_K)
             neighbours = np.where(rows >= 0, self.index.labels[np.clip(rows, 0, None)], "")
-            rows_n = np.arange(len(order))
-            scores = np.stack([reference_confidence(labels[:, j], probs[rows_n, order[:, j]].astype(np.float64),
-                                                    sims, neighbours) for j in range(t)], axis=1)
+            ranked = rank(labels, scores, sims, neighbours, known=frozenset(self.classes), counts=self._counts)
         else:
-            scores = np.take_along_axis(probs, order, axis=1).astype(np.float64)
+            ranked = rank(labels, scores)
         near = self._neighbours(vectors, top_k) if self.index is not None else [[] for _ in photos]
         out = []
         for i, source in enumerate(sources):
-            cands = [(labels[i, j], float(scores[i, j])) for j in range(t)]
-            lid, score = cands[0]
-            out.append(Answer(source=source, landmark_id=lid, name=self.name(lid), score=score,
-                              is_landmark=score >= self.threshold, threshold=self.threshold, scoring=self.scoring,
+            cands = ranked[i][:top_k]
+            lid, score = cands[0] if cands else ("", 0.0)  # no candidate at all: no landmark
+            is_landmark, threshold = decide(lid, score, self.threshold, self.landmark_thresholds)
+            out.append(Answer(source=source, landmark_id=lid, name=self.name(lid) if lid else "", score=score,
+                              is_landmark=is_landmark, threshold=threshold, scoring=self.scoring,
                               neighbours=near[i],
                               top_k=[Candidate(landmark_id=c, name=self.name(c), score=s) for c, s in cands]))
         return out

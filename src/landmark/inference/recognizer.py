@@ -10,29 +10,33 @@
 :meth:`Recognizer.recognize` always returns a list, one :class:`Answer` per image, in the
 order given (one image in: a list of one).  Nothing is written to disk.
 
-Scores (:meth:`Recognizer._score`, the one place that turns network outputs into scores):
+Scores come from :mod:`landmark.retrieval.scoring` (the one scoring path, shared with
+``landmark knn``, the service and the ONNX fast path); :meth:`Recognizer._score` only runs it:
 
-* classifier only (no index): the softmax probability of the best landmark; with
+* ``classifier`` (no index): the softmax probability of the best landmark; with
   ``tta=K`` crops the vote of :func:`landmark.inference.voting.vote_scores` (the same
   rule and the same numbers as ``landmark predict --tta K``);
-* ``reference`` (the run's own ``RUN/index`` written by ``landmark train``, whose
-  landmarks the classifier knows): the classifier's candidates, each with the
+* ``reference`` (any index of this checkpoint: the run's own ``RUN/index`` written by
+  ``landmark train``, a copy of it given with ``--index``, one built with ``landmark index
+  build``, with landmarks enrolled or not): the classifier's candidates, each with the
   confidence ``prob * s_ref^3`` confirmed by the indexed photos of that landmark
-  (:func:`landmark.retrieval.knn.reference_confidence`): photos of no landmark, or of a
-  landmark the model never learnt, fall to the bottom (docs/quality.md);
-* ``knn`` (an index built with ``landmark index build``, or one with landmarks the
-  classifier does not know, e.g. enrolled later):
-  the kNN vote of :func:`landmark.retrieval.knn.recognise` with
-  :class:`~landmark.retrieval.knn.KnnConfig` (``landmark knn``'s defaults), so enrolled
-  landmarks are recognised too;
+  (:func:`landmark.retrieval.scoring.reference_score`): photos of no landmark, or of a
+  landmark the model never learnt, fall to the bottom (docs/quality.md); landmarks the
+  classifier does not know (enrolled) scored by their photos alone
+  (:func:`landmark.retrieval.scoring.rank`);
+* ``knn`` (only when asked for, ``scoring="knn"``): the kNN vote of
+  :func:`landmark.retrieval.knn.recognise` with :class:`~landmark.retrieval.knn.KnnConfig`;
 * with non-landmark photos (classifier and knn scoring; reference scoring already ranks them
   last): the penalty of Henkel & Singer (arXiv:2010.01650) subtracted,
   :func:`landmark.retrieval.knn.nonlandmark_similarity`.
 
-The verdict is ``score >= threshold``: the ``threshold`` argument, else the one stored for
-the scoring mode (``landmark train`` chooses ``classifier`` and ``reference`` thresholds on
-the validation photos and stores them in the checkpoint's ``reject_threshold``; an index's
-``meta['reject_threshold']`` for ``knn``), else :data:`~landmark.retrieval.config.REJECT_THRESHOLD`.
+The verdict (:func:`landmark.retrieval.scoring.decide`) is ``score >= threshold``: the
+``threshold`` argument, else an enrolled landmark's own calibrated threshold (the index's
+``meta['landmark_thresholds']``, :func:`landmark.retrieval.scoring.calibrate_landmark`),
+else the one stored for the scoring mode (``landmark train`` chooses ``classifier`` and
+``reference`` thresholds on the validation photos and stores them in the checkpoint's
+``reject_threshold``; an index's ``meta['reject_threshold']`` for ``knn``), else
+:data:`~landmark.retrieval.config.REJECT_THRESHOLD`.
 
 A run folder loads its own index (``RUN/index``) unless ``index=False``.
 """
@@ -54,16 +58,17 @@ from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
 from ..retrieval.embeddings import Embeddings, load_embeddings
 from ..retrieval.index import LandmarkIndex
-from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise, reference_confidence
-from ..retrieval.reference import REFERENCE_K
-from .voting import TTA_ORDER, check_tta, vote_scores
+from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise
+from ..retrieval.scoring import REFERENCE_K, counts_of, decide, rank as rank_candidates
+from .voting import DRAFT_FACTOR, TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
 from ..data.names import display_name
 from ..retrieval.config import REJECT_THRESHOLD, check_threshold
 # torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
 from .answers import (  # noqa: F401
-    Answer, Candidate, ImageInput, Neighbour, decode, resolve_checkpoint, run_index, scoring_mode, stored_threshold)
+    Answer, Candidate, ImageInput, Neighbour, decode, resolve_checkpoint, run_index, scoring_line, scoring_mode,
+    stored_threshold)
 
 
 def read_names(source: str | Path | dict | None) -> dict[str, str]:
@@ -150,6 +155,10 @@ class Recognizer:
         given = self._given_threshold
         self.threshold = float(given if given is not None else
                                stored if stored is not None else REJECT_THRESHOLD[self.scoring])
+        # enrolled landmarks' own thresholds (an explicit threshold overrides them all)
+        self.landmark_thresholds = (self.index.meta.get("landmark_thresholds", {})
+                                    if self.index is not None and given is None and self.scoring == "reference" else {})
+        self._counts = counts_of(self.index.labels) if self.index is not None else {}
 
     @classmethod
     def load(cls, source: str | Path, index: str | Path | LandmarkIndex | bool | None = None,
@@ -209,17 +218,19 @@ class Recognizer:
         return rec
 
     def scoring_line(self) -> str:
-        """How answers are scored, in words (the CLI prints it under the runtime line):
-        ``reference (index of 720 photos)``, or ``classifier alone (no index; ...)``."""
-        if self.index is None:
-            return "classifier alone (no index beside the model; --index RUN/index confirms answers with its photos)"
-        return f"{self.scoring} (index of {len(self.index)} photos)"
+        """How answers are scored, in words (:func:`landmark.inference.answers.scoring_line`)."""
+        return scoring_line(self.scoring, None if self.index is None else len(self.index), self._counts, self.classes)
 
     def name(self, landmark_id: str) -> str:
         """Readable name of a landmark (:func:`landmark.data.names.display_name`: the stored name,
         else its class folder's name made readable, ``hue_imperial_city`` -> ``Hue Imperial City``),
         safe to print: control characters escaped, at most 200 characters."""
         return display_name(landmark_id, self.names.get(str(landmark_id)))
+
+    def draft(self, tta: int = 1) -> int:
+        """Pixels a JPEG path or bytes is decoded to at least (Pillow draft), as ``landmark
+        predict`` and ``landmark embed`` decode it, so every way of answering sees the same pixels."""
+        return DRAFT_FACTOR * self.preprocess.side(tta)
 
     def transform(self, tta: int = 1):
         """Image -> tensor ``[3, S, S]`` (``tta=1``) or ``[10, 3, S, S]`` (TenCrop) as in training."""
@@ -250,7 +261,7 @@ class Recognizer:
         photos = []
         for k, item in enumerate(items):
             try:
-                photos.append(decode(item))
+                photos.append(decode(item, draft=self.draft(tta)))
             except ImageError as err:
                 raise ImageError(f"{sources[k]}: {err}") from None
         answers: list[Answer] = []
@@ -317,15 +328,15 @@ class Recognizer:
     def _reference_scores(self, key: torch.Tensor, score: torch.Tensor, vectors: np.ndarray,
                           top_k: int | None) -> list[list[tuple[str, float]]]:
         """The classifier's candidates in its order, each scored ``prob * s_ref^3`` against the
-        index (:func:`~landmark.retrieval.knn.reference_confidence`); ``key``/``score`` ``[N, C]``."""
+        index, enrolled landmarks among the neighbours by their photos alone
+        (:func:`landmark.retrieval.scoring.rank`); ``key``/``score`` ``[N, C]``."""
         order = key.topk(min(top_k or key.shape[1], key.shape[1]), dim=1).indices.cpu().numpy()   # [N, t]
         probs = score.cpu().numpy().astype(np.float64)
         sims, rows = self.index.search(vectors, REFERENCE_K)
         neighbours = np.where(rows >= 0, self.index.labels[np.clip(rows, 0, None)], "")
         labels = np.asarray(self.classes, dtype=object)[order].astype(str)                          # [N, t]
-        conf = np.stack([reference_confidence(labels[:, j], probs[np.arange(len(order)), order[:, j]], sims,
-                                              neighbours) for j in range(order.shape[1])], axis=1)
-        return [[(labels[i, j], float(conf[i, j])) for j in range(order.shape[1])] for i in range(len(order))]
+        return rank_candidates(labels, np.take_along_axis(probs, order, 1), sims, neighbours,
+                               known=frozenset(self.classes), counts=self._counts)
 
     def _knn_scores(self, probs: torch.Tensor | None, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
         """kNN vote over the index (:func:`~landmark.retrieval.knn.recognise`); ``probs`` ``[N, C]``
@@ -356,11 +367,17 @@ class Recognizer:
         out = []
         for source, cands, near in zip(sources, ranked, neighbours):
             lid, score = cands[0] if cands else ("", 0.0)  # no candidate at all: no landmark
+            is_landmark, threshold = self.decide(lid, score)
             out.append(Answer(source=source, landmark_id=lid, name=self.name(lid) if lid else "", score=score,
-                              is_landmark=bool(cands) and score >= self.threshold, threshold=self.threshold,
+                              is_landmark=is_landmark, threshold=threshold,
                               scoring=self.scoring, neighbours=near,
                               top_k=[Candidate(landmark_id=c, name=self.name(c), score=s) for c, s in cands[:top_k]]))
         return out
+
+    def decide(self, landmark_id: str, score: float) -> tuple[bool, float]:
+        """``(is_landmark, threshold used)`` of one answer (:func:`landmark.retrieval.scoring.decide`
+        with this recogniser's threshold and its index's enrolled landmarks' thresholds)."""
+        return decide(landmark_id, score, self.threshold, self.landmark_thresholds)
 
     def neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
         """The ``k`` most similar indexed photos of each embedding ``[N, D]``."""

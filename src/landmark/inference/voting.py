@@ -15,12 +15,12 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ..retrieval.scoring import verdict
+from .answers import DRAFT_FACTOR  # noqa: F401 (re-exported)
+
 # Crop order taken by tta=K (first K): centre, corners, then the mirrors of these.
 # Indices into torchvision TenCrop's output (tl, tr, bl, br, centre, mirrored ...).
 TTA_ORDER = [4, 0, 1, 2, 3, 9, 5, 6, 7, 8]
-# JPEGs are decoded (Pillow draft, DCT scaling) to at least this many times the side the
-# network input is resized from: 2, as the training cache (cache.py: draft=2*width).
-DRAFT_FACTOR = 2
 
 
 def vote_scores(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,8 +67,8 @@ def answers_frame(rec, queries: pd.DataFrame, best: dict[int, tuple[str, float]]
     decoded query row (``best``: row number -> answer; rows missing from it were unreadable)."""
     labels = [best[i][0] if i in best else "" for i in range(len(queries))]
     scores = [best[i][1] if i in best else float("nan") for i in range(len(queries))]
-    verdicts = [("unreadable" if i not in best else rec.name(best[i][0]) if best[i][1] >= rec.threshold
-                 else "no landmark") for i in range(len(queries))]
+    verdicts = [("unreadable" if i not in best else verdict(rec.name(best[i][0]), rec.decide(*best[i])[0]))
+                for i in range(len(queries))]
     out = pd.DataFrame({"id": queries["id"].astype(str).to_numpy(), "landmark_id": labels, "score": scores,
                         "name": [rec.name(lid) if lid else "" for lid in labels], "verdict": verdicts,
                         "path": queries["path"].astype(str).to_numpy()})

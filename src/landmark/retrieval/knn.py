@@ -38,7 +38,7 @@ from ..data import ImageError
 from .config import KnnConfig, VerifyConfig
 from .embeddings import Embeddings, iter_chunks
 from .index import LandmarkIndex
-from .scores import REFERENCE_POWER, REFERENCE_TOP, reference_confidence  # noqa: F401  (re-exported)
+from .scoring import REFERENCE_POWER, REFERENCE_TOP, reference_score  # noqa: F401 (re-exported)
 
 #: ``pair_inliers(query_id, query_path, item_id, item_path) -> RANSAC inliers``.
 PairInliers = Callable[[str, str, str, str], int]
@@ -87,6 +87,11 @@ def add_classifier(candidates: pd.DataFrame, top_labels: np.ndarray, top_probs: 
     merged = candidates.merge(cls, on=["query", "landmark_id"], how="outer").fillna({"knn": 0.0, "prob": 0.0})
     merged["score"] = (1.0 - weight) * merged["knn"] + weight * merged["prob"]
     return merged
+
+
+#: ``prob * s_ref ** 3``: one home, :func:`landmark.retrieval.scoring.reference_score` (kept here
+#: under its old name for callers of this module).
+reference_confidence = reference_score
 
 
 def nonlandmark_similarity(queries: np.ndarray, nonlandmarks: np.ndarray, k: int = _KNN.nonlandmark_k,

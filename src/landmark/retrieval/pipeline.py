@@ -16,6 +16,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..data import Reject, read_queries
@@ -28,6 +29,7 @@ from .embeddings import Embeddings, embed_images, embeddings_path, labelled_imag
 from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
 from .provenance import check_model, runtime_record
+from .scoring import CALIBRATION_K, calibrate_landmark, decide, verdict as verdict_words
 from .shards import embed_shard
 
 
@@ -228,33 +230,103 @@ def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams 
             "landmarks": int(index.items["landmark_id"].nunique()), "seconds": round(time.perf_counter() - start, 2)}
 
 
-def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None) -> dict:
+def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
+          classes: list[str] | None = None, threshold: float | None = None, name_of=None,
+          rename: bool = False) -> dict:
     """Add labelled embeddings to a saved index (in place, crash-safe, one writer at a time:
     :meth:`LandmarkIndex.update` reloads the index under its lock, so concurrent enrolments
-    all survive); returns counts and skipped ids.
+    all survive), calibrate each landmark enrolled, and say how well it is covered.  The one
+    enrolment path: ``landmark index add``, the service's ``POST /v1/landmarks/{id}/images``
+    and Python callers (:func:`enrol_index` returns the index too).
 
-    ``names`` (landmark id -> readable name) are stored in ``meta.json`` for ids without one.
+    Each landmark of ``embeddings`` the classifier does not know gets its own "no landmark"
+    threshold from its photos (:func:`landmark.retrieval.scoring.calibrate_landmark`, stored in
+    the index's ``meta['landmark_thresholds']``, never below the run's); every one gets a
+    coverage report (photos, nearest landmark, what would help).
+
+    Args:
+        names: landmark id -> readable name, stored in ``meta.json`` for ids without one.
+        classes: the classifier's landmarks (None: read from the index's checkpoint when it is
+            on disk, else every enrolled landmark is calibrated).
+        threshold: the run's reference threshold, the floor of calibrated ones (None: the
+            index's checkpoint's, else :data:`~landmark.retrieval.config.REJECT_THRESHOLD`).
+        name_of: landmark id -> readable name for the reply (default: ``names`` / the index's).
+        rename: ``names`` replace stored ones for landmarks that got photos now (the service's
+            token holders may rename).
 
     Returns:
-        ``{index, added, skipped_duplicates, count, new_landmarks}``.
+        ``{index, added, skipped_duplicates, count, new_landmarks, landmarks}``; ``landmarks``
+        maps each enrolled landmark id to its calibration and coverage.
 
     Raises:
         FileNotFoundError / ValueError: as :meth:`LandmarkIndex.load` and :meth:`LandmarkIndex.add`.
         landmark.retrieval.provenance.ModelMismatch: ``embeddings.model`` is not the index's model.
     """
-    def change(index: LandmarkIndex) -> tuple[set, int, list]:
+    return enrol_index(index_dir, embeddings, names, classes=classes, threshold=threshold, name_of=name_of,
+                       rename=rename)[1]
+
+
+def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
+                classes: list[str] | None = None, threshold: float | None = None,
+                name_of=None, rename: bool = False) -> tuple[LandmarkIndex, dict]:
+    """:func:`enrol`, returning the updated index (as saved) with the summary."""
+    def change(index: LandmarkIndex) -> tuple[set, int, list, dict]:
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
                     fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
         before = set(index.items["landmark_id"])
         added, skipped = index.add(embeddings)
-        if names:
+        if names and rename and added:
+            index.meta["names"] = {**index.meta.get("names", {}), **names}
+        elif names:
             index.meta["names"] = {**names, **index.meta.get("names", {})}
-        return before, added, skipped
+        known, floor = _run_scoring(index, classes, threshold)
+        shown = name_of or (lambda lid: index.meta.get("names", {}).get(lid) or lid)
+        report = {}
+        for lid in dict.fromkeys(embeddings.labels.tolist()):
+            report[lid] = calibrate_enrolled(index, lid, embeddings, floor, shown)
+            if known is not None and lid in known:   # the classifier's landmark: the run's threshold
+                report[lid] = {**report[lid], "threshold": floor, "calibrated": False}
+            elif added:
+                index.meta.setdefault("landmark_thresholds", {})[lid] = {
+                    k: report[lid][k] for k in ("threshold", "photos", "nearest_landmark", "coverage")}
+        return before, added, skipped, report
 
-    index, (before, added, skipped) = LandmarkIndex.update(index_dir, change)
+    index, (before, added, skipped, report) = LandmarkIndex.update(index_dir, change)
     new = sorted(set(index.items["landmark_id"]) - before)
-    return {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
-            "new_landmarks": new}
+    return index, {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
+                   "new_landmarks": new, "landmarks": report}
+
+
+def _run_scoring(index: LandmarkIndex, classes: list[str] | None, threshold: float | None) -> tuple[set | None, float]:
+    """The classifier's landmarks and the run's reference threshold: as given, else from the
+    checkpoint the index records (when it is on disk), else (None, the default)."""
+    if classes is None or threshold is None:
+        path = Path(index.meta.get("model", {}).get("checkpoint") or "")
+        if path.suffix == ".pt" and path.is_file():
+            from ..models.factory import load_checkpoint_file
+            ckpt = load_checkpoint_file(path)
+            stored = ckpt.get("reject_threshold")
+            classes = classes if classes is not None else [str(c) for c in ckpt.get("classes", [])]
+            if threshold is None and isinstance(stored, dict):
+                threshold = stored.get("reference")
+    return (None if classes is None else set(map(str, classes)),
+            float(threshold if threshold is not None else REJECT_THRESHOLD["reference"]))
+
+
+def calibrate_enrolled(index: LandmarkIndex, landmark_id: str, embeddings: Embeddings, floor: float,
+                       name_of=str) -> dict:
+    """:func:`~landmark.retrieval.scoring.calibrate_landmark` for one landmark of ``index``: its
+    photos' vectors (every indexed one when the index can give them back, else those of
+    ``embeddings``), searched against the index for their nearest other landmarks."""
+    rows = np.flatnonzero(index.labels == str(landmark_id))
+    try:
+        own = np.stack([index.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+    except RuntimeError:   # an IVF-PQ index keeps no exact vectors: the photos enrolled now
+        mine = embeddings.labels == str(landmark_id)
+        own = np.asarray(embeddings.vectors[mine], dtype=np.float32)
+    sims, neighbours = index.search(own, CALIBRATION_K + len(own))
+    labels = np.where(neighbours >= 0, index.labels[np.clip(neighbours, 0, None)], "")
+    return calibrate_landmark(own, sims, neighbours, labels, str(landmark_id), floor, name_of)
 
 
 def enrolment_file(index_dir: str | Path) -> Path:
@@ -363,6 +435,6 @@ def _with_names(predictions: pd.DataFrame, names: dict, config: KnnConfig, index
         index.meta.get("reject_threshold", REJECT_THRESHOLD["knn"])
     lids = predictions["landmark_id"].astype(str)
     named = [names.get(lid) or lid for lid in lids]
-    verdict = ["unreadable" if i in unreadable else "no landmark" if lid == "" or not s >= threshold else n
+    verdict = ["unreadable" if i in unreadable else verdict_words(n, decide(lid, s, threshold)[0])
                for i, lid, s, n in zip(predictions["id"], lids, predictions["score"], named)]
     return predictions.assign(name=named, verdict=verdict)

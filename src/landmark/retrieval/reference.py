@@ -7,12 +7,22 @@ validation photos and chooses, with
 answer becomes "no landmark":
 
 * ``classifier``: on the softmax probability alone (used without an index);
-* ``reference``: on ``prob * s_ref^3`` (:func:`~landmark.retrieval.knn.reference_confidence`,
+* ``reference``: on ``prob * s_ref^3`` (:func:`~landmark.retrieval.scoring.reference_score`,
   used when the index is loaded).
 
-Optional non-landmark photos (``nonlandmarks``: a folder or CSV) join the validation
-queries as queries whose every answer is wrong.  Both thresholds are stored in the best
-checkpoint (``reject_threshold``), where :class:`~landmark.inference.Recognizer` finds them.
+The validation answers alone cannot choose it (they are all of known landmarks), so photos that
+should get "no landmark" join them as queries whose every answer is wrong (:func:`choose_thresholds`):
+
+* with non-landmark photos (``nonlandmarks``: a folder or CSV, ``train --nonlandmarks``): those;
+* without (the default): **leave-class-out** -- each validation photo is answered once more as
+  if its own landmark were unknown, with its class removed from the softmax (renormalised over
+  the others, :func:`~landmark.retrieval.scoring.leave_class_out`) and its landmark's photos
+  removed from the reference index: its best remaining score is what a photo of a landmark the
+  model never learnt scores.  docs/quality.md compares both on the open-set protocol.
+
+Both thresholds are stored in the best checkpoint (``reject_threshold``), where
+:class:`~landmark.inference.Recognizer` finds them, and how they were chosen in
+``threshold_method`` (also in ``reference.json``; :func:`threshold_line` says it in one line).
 """
 from __future__ import annotations
 
@@ -28,11 +38,13 @@ from ..io import commit, embedding_files, sidecar, temp_path
 from ..models import load_model
 from ..models.factory import load_checkpoint_file, write_checkpoint
 from ..runs import RunFolder
-from .config import IndexParams
+from .config import REJECT_THRESHOLD, IndexParams
 from .embeddings import Embeddings, embed_images, load_embeddings
 from .index import LandmarkIndex
-from .knn import reference_confidence
-from .scores import REFERENCE_K  # noqa: F401  (re-exported: neighbours searched per query)
+from .scoring import REFERENCE_K, counts_of, leave_class_out, reference_score
+
+#: classifier candidates kept per validation photo (leave-class-out needs the runner-up)
+VALIDATION_TOP = 5
 
 
 def split_frames(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -48,10 +60,94 @@ def split_frames(run_dir: Path) -> dict[str, pd.DataFrame]:
 
 def answer_with_reference(index: LandmarkIndex, vectors: np.ndarray, labels: np.ndarray,
                           probs: np.ndarray) -> np.ndarray:
-    """``prob * s_ref^3`` of each classifier answer against ``index`` (vectors ``[Q, D]`` L2-normalised)."""
+    """``prob * s_ref^3`` of each classifier answer against ``index`` (vectors ``[Q, D]`` L2-normalised;
+    :func:`~landmark.retrieval.scoring.reference_score`, as the recogniser scores)."""
     sims, rows = index.search(np.ascontiguousarray(vectors, dtype=np.float32), REFERENCE_K)
     neighbours = np.where(rows >= 0, index.labels[np.clip(rows, 0, None)], "")
-    return reference_confidence(labels, probs, sims, neighbours)
+    return reference_score(labels, probs, sims, neighbours, counts=counts_of(index.labels))
+
+
+def answer_without_own_landmark(index: LandmarkIndex, vectors: np.ndarray, truth: np.ndarray,
+                                class_labels: np.ndarray, class_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-class-out answers of labelled photos (module docstring): the classifier score and the
+    reference score of each photo's best landmark other than its own, with its own landmark's
+    photos taken out of the index (the first :data:`REFERENCE_K` other neighbours among the
+    ``4 * REFERENCE_K`` nearest; a landmark with more photos than that leaves fewer).
+
+    Args:
+        vectors: float ``[Q, D]`` L2-normalised; truth: str ``[Q]``; class_labels / class_probs:
+            the classifier's top-t ``[Q, t]`` (t >= 2).
+
+    Returns:
+        (float64 ``[Q]`` classifier scores, float64 ``[Q]`` reference scores).
+    """
+    other, probs = leave_class_out(truth, class_labels, class_probs)
+    sims, rows = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(len(index), 4 * REFERENCE_K))
+    labels = np.where(rows >= 0, index.labels[np.clip(rows, 0, None)], "")
+    mine = labels == np.asarray(truth, dtype=str)[:, None]
+    order = np.argsort(mine, axis=1, kind="stable")[:, :REFERENCE_K]   # the others first, in similarity order
+    sims = np.where(np.take_along_axis(mine, order, 1), -np.inf, np.take_along_axis(sims, order, 1))
+    labels = np.where(np.take_along_axis(mine, order, 1), "", np.take_along_axis(labels, order, 1))
+    counts = counts_of(index.labels)
+    return probs, reference_score(other, probs, sims, labels, counts=counts)
+
+
+def choose_thresholds(index: LandmarkIndex, truth: np.ndarray, class_labels: np.ndarray, class_probs: np.ndarray,
+                      vectors: np.ndarray, simulate_unknown: bool) -> tuple[dict, dict]:
+    """Choose the ``classifier`` and ``reference`` thresholds (module docstring) with
+    :func:`~landmark.evaluation.metrics.rejection_threshold` (the most right decisions).
+
+    Args:
+        truth: str ``[Q]`` each query's landmark, ``""`` for a photo of no landmark.
+        class_labels, class_probs: the classifier's top-t ``[Q, t]``, best first.
+        vectors: float ``[Q, D]`` the queries' L2-normalised embeddings.
+        simulate_unknown: add the leave-class-out answers of the labelled queries.
+
+    Returns:
+        (``{"classifier": t, "reference": t}``, the record of how: ``method``, counts, both
+        thresholds and the fraction of right decisions each makes on the queries used).
+    """
+    truth = np.asarray(truth, dtype=str)
+    labels, probs = np.asarray(class_labels)[:, 0].astype(str), np.asarray(class_probs, dtype=np.float64)[:, 0]
+    correct = labels == truth
+    scores = {"classifier": [probs], "reference": [answer_with_reference(index, vectors, labels, probs)]}
+    flags = [correct]
+    known = truth != ""
+    unknown = 0
+    if simulate_unknown and known.any():
+        cls, ref = answer_without_own_landmark(index, vectors[known], truth[known], class_labels[known],
+                                               class_probs[known])
+        scores["classifier"].append(cls)
+        scores["reference"].append(ref)
+        flags.append(np.zeros(len(cls), dtype=bool))
+        unknown = len(cls)
+    flags = np.concatenate(flags)
+    chosen, right = {}, {}
+    for mode, parts in scores.items():
+        s = np.concatenate(parts)
+        chosen[mode] = rejection_threshold(s, flags)
+        right[mode] = round(float(np.mean((s >= chosen[mode]) == flags)), 4)
+    method = "leave-class-out" if unknown else "non-landmark photos" if (~known).any() else "validation only"
+    record = {"method": method, "validation_photos": int(known.sum()), "simulated_unknown": int(unknown),
+              "nonlandmark_photos": int((~known).sum()), **chosen, "right_decisions": right}
+    return chosen, record
+
+
+def threshold_line(record: dict | None) -> str:
+    """How the run's "no landmark" threshold was chosen, in one line (printed at the end of training)."""
+    if not record or record.get("method") in (None, "none"):
+        reason = (record or {}).get("reason", "the run has no validation photos")
+        return (f"no 'no landmark' threshold chosen: {reason}; answers use the default "
+                f"({REJECT_THRESHOLD['reference']:g} with the index, {REJECT_THRESHOLD['classifier']:g} without) "
+                f"unless --threshold is given")
+    how = {"leave-class-out": f"leave-class-out on {record['validation_photos']} validation photos (each also "
+                              f"scored without its own landmark, as an unseen landmark)",
+           "non-landmark photos": f"{record['validation_photos']} validation photos and "
+                                  f"{record['nonlandmark_photos']} non-landmark photos",
+           "validation only": f"{record['validation_photos']} validation photos alone"}[record["method"]]
+    return (f"no-landmark threshold {record['reference']:.4g} (reference score; classifier alone "
+            f"{record['classifier']:.3g}), chosen by {how}: {record['right_decisions']['reference']:.0%} "
+            f"right decisions")
 
 
 def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None, device: str | None = None,
@@ -71,7 +167,9 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
 
     Returns:
         ``{"index": path, "count": photos indexed, "reject_threshold": {"classifier": t, "reference": t},
-        "validation_queries": n}`` (thresholds are None when the run has no validation photos).
+        "threshold_method": how they were chosen (:func:`choose_thresholds`), "threshold_line": the same
+        in one line, "validation_queries": n}`` (thresholds are None, method ``none``, when the run
+        has no validation photos).
 
     Raises:
         FileNotFoundError: ``run_dir`` has no best checkpoint or split.
@@ -93,23 +191,28 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
     queries = frames["val"][["id", "landmark_id", "path"]] if thresholds is None else frames["val"].iloc[:0]
     if nonlandmarks is not None and thresholds is None:
         queries = pd.concat([queries, read_queries(nonlandmarks).assign(landmark_id="")], ignore_index=True)
+    kept = thresholds is not None
     thresholds = thresholds or {"classifier": None, "reference": None}
+    method = {"method": "none", "reason": "the run has no validation photos (data.val_frac 0, or every "
+                                          "landmark too small to spare one)"}
+    if kept:
+        method = {**ckpt.get("threshold_method", {}), "kept": "chosen before the final fit"}
     if len(queries):
         val, _ = embed_images(model, ckpt["preprocess"], queries, work / "validation.npy", classes=classes,
-                              top_classes=1, device=device, workers=workers, overwrite=True)
+                              top_classes=min(VALIDATION_TOP, len(classes)), device=device, workers=workers,
+                              overwrite=True)
         truth = val.items["landmark_id"].astype(str).to_numpy()
-        labels, probs = val.classes[0][:, 0], val.classes[1][:, 0].astype(np.float64)
-        correct = labels == truth
-        thresholds = {"classifier": rejection_threshold(probs, correct),
-                      "reference": rejection_threshold(answer_with_reference(index, val.vectors, labels, probs),
-                                                       correct)}
-    _store_thresholds(best, thresholds)   # first: the index records the checkpoint's final SHA-256
+        thresholds, method = choose_thresholds(index, truth, val.classes[0], val.classes[1],
+                                               np.asarray(val.vectors, dtype=np.float32),
+                                               simulate_unknown=nonlandmarks is None and len(classes) > 1)
+    _store_thresholds(best, thresholds, method)   # first: the index records the checkpoint's final SHA-256
     from ..models.runtime import file_sha256
     from .provenance import model_record
     index.meta["model"] = model_record(best, file_sha256(best), ckpt["preprocess"], backbone=ckpt["arch"]["backbone"],
                                        runtime="torch")
     index.save(run.index, overwrite=True)
     return {"index": str(run.index), "count": len(index), "reject_threshold": thresholds,
+            "threshold_method": method, "threshold_line": threshold_line(method),
             "validation_queries": int(len(queries))}
 
 
@@ -160,8 +263,10 @@ def _copy_embedded(work: Path, frame: pd.DataFrame, size: int, chunk: int = 6553
     return load_embeddings(path)
 
 
-def _store_thresholds(checkpoint: Path, thresholds: dict) -> None:
-    """Add ``reject_threshold`` to the checkpoint (read with the safe loader, written atomically)."""
+def _store_thresholds(checkpoint: Path, thresholds: dict, method: dict) -> None:
+    """Add ``reject_threshold`` and ``threshold_method`` to the checkpoint (read with the safe
+    loader, written atomically)."""
     ckpt = load_checkpoint_file(checkpoint)
     ckpt["reject_threshold"] = thresholds
+    ckpt["threshold_method"] = method
     write_checkpoint(checkpoint, ckpt)

@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException
 from ..data.names import check_name
 from ..defaults import TOP_K
 from ..inference.recognizer import Answer, Recognizer
+from ..retrieval.pipeline import enrol_index
 from ..models.runtime_info import runtime_info
 from ..retrieval.embeddings import Embeddings
 from .batching import Batcher
@@ -104,6 +105,8 @@ class Enrolled(BaseModel):
     added: int
     skipped_duplicates: int
     references: int
+    threshold: float | None = None   # the landmark's "no landmark" threshold (calibrated when enrolled)
+    coverage: dict = {}                 # photos, nearest landmark, coverage good/fair/poor, advice
 
 
 def create_app(recognizer: Recognizer, token: str | None = None, index_dir: str | Path | None = None,
@@ -290,7 +293,8 @@ async def _decode(files: list[tuple[str, bytes]], state, held) -> list:
     photos, side = [], state.recognizer.preprocess.resize   # the largest side any view is resized to
     for name, data in files:
         held.take(needed_bytes(data, side), name)
-        photos.append(await _in_pool(state, decode_upload, name, data, state.limits.max_pixels))
+        photos.append(await _in_pool(state, decode_upload, name, data, state.limits.max_pixels,
+                                     state.recognizer.draft(1)))
     return photos
 
 
@@ -343,19 +347,18 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
             if not path.exists():
                 _save_jpeg(photo, path)
         items = pd.DataFrame({"id": ids, "landmark_id": landmark_id, "path": [str(p) for p in paths]})
-
-        def change(index):   # on the index as saved now (another server may have enrolled since)
-            added, skipped = index.add(Embeddings(np.asarray(vectors, np.float32), items))
-            if name and added:   # a name comes with photos actually enrolled (token holders may rename)
-                index.meta.setdefault("names", {})[landmark_id] = name
-            return added, skipped
-        rec.index, (added, skipped) = type(rec.index).update(folder, change)   # locked, crash-safe
-        if name and added:
+        emb = Embeddings(np.asarray(vectors, np.float32), items, model=rec.index.meta.get("model"))
+        # the one enrolment path (locked, crash-safe; calibrates the landmark's threshold)
+        rec.index, result = enrol_index(folder, emb, {landmark_id: name} if name else None, classes=rec.classes,
+                                        threshold=rec.threshold, name_of=rec.name, rename=True)
+        if name and result["added"]:
             rec.names[landmark_id] = name
-        rec.rescore()   # a landmark the classifier does not know switches scoring to kNN
+        rec.rescore()   # the index's counts and enrolled landmarks' thresholds
         references = int((rec.index.items["landmark_id"] == landmark_id).sum())
-    return {"landmark_id": landmark_id, "name": rec.name(landmark_id), "added": added,
-            "skipped_duplicates": len(skipped), "references": references}
+    coverage = result["landmarks"].get(landmark_id, {})
+    return {"landmark_id": landmark_id, "name": rec.name(landmark_id), "added": result["added"],
+            "skipped_duplicates": result["skipped_duplicates"], "references": references,
+            "threshold": coverage.get("threshold"), "coverage": coverage}
 
 
 def _thumbnail(path: str, max_pixels: int) -> bytes | None:

@@ -84,7 +84,8 @@ def serve(model: str | Path, *, index: str | Path | None = None, nonlandmarks: s
                      else "enrolment off (start with --index DIR to enrol)" if chosen.token
                      else "enrolment off (no token)")
         port = sock.getsockname()[1]   # the one chosen by the system for --port 0
-        announce(f"landmark: {len(rec.classes)} classes, {rec.scoring} scoring; http://{chosen.host}:{port}/ "
+        known = len(set(rec.classes) | set(rec.index.labels)) if rec.index is not None else len(rec.classes)
+        announce(f"landmark: {known} landmarks ({len(rec.classes)} classifier classes), {rec.scoring} scoring; http://{chosen.host}:{port}/ "
                  f"(API docs at /docs); {enrolment}; at most {chosen.memory_budget_mb:g} MB of requests in flight")
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         if ready is not None:

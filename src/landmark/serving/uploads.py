@@ -164,8 +164,9 @@ def check_headers(files: list[tuple[str, bytes]], limits: Limits) -> int:
     return total
 
 
-def decode_upload(name: str, data: bytes, max_pixels: int) -> Image.Image:
-    """Decode one upload by content (:func:`landmark.inference.recognizer.decode`).
+def decode_upload(name: str, data: bytes, max_pixels: int, draft: int | None = None) -> Image.Image:
+    """Decode one upload by content (:func:`landmark.inference.recognizer.decode`; a JPEG to at
+    least ``draft`` pixels a side, as the recogniser decodes a file: the same answers).
 
     Raises:
         Refusal: 400 empty / truncated, 413 over ``max_pixels``, 415 not an image.
@@ -173,7 +174,7 @@ def decode_upload(name: str, data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise Refusal(400, f"{name}: empty file")
     try:
-        return decode(data, max_pixels=max_pixels)
+        return decode(data, max_pixels=max_pixels, draft=draft)
     except ImageError as err:
         raise _refusal(name, err) from None
 

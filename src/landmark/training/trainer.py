@@ -295,7 +295,10 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
                            thresholds=reference["reject_threshold"], store=store)
         # the thresholds were chosen on the validation photos before the refit indexed them too
         reference = {**refit, "validation_queries": reference["validation_queries"], "final_fit": True}
+    reference = {**reference, "threshold_method": reference.get("threshold_method"),
+                 "threshold_line": reference.get("threshold_line")}
     RunFolder(run_dir).reference.write_text(json.dumps(reference, indent=2))
+    log.info("%s", reference["threshold_line"])
 
 
 def _check_model(config: TrainConfig) -> None:

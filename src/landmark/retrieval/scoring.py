@@ -1,0 +1,259 @@
+"""The one scoring path: reference scores, ranked candidates, verdicts and enrolment calibration.
+
+Every way of answering (``landmark predict``, ``recognize``, ``knn``, the
+:class:`~landmark.inference.recognizer.Recognizer`, the HTTP service, the ONNX fast path) turns
+network outputs into an answer with these functions, so the same photo gets the same name,
+score and verdict everywhere.  numpy only: no torch, FAISS or pandas is imported here (the
+callers search the index and pass the neighbours in).
+
+Scores:
+
+* without an index: the classifier's (voted) softmax probability;
+* with an index (the run's ``RUN/index``, a copy of it, or one built with ``landmark index
+  build`` from the same checkpoint): :func:`reference_score` ``prob * s_ref ** 3`` for the
+  classifier's candidates, where ``s_ref`` is the mean similarity of the query to the 3 closest
+  indexed photos of that landmark.  A landmark the classifier was never trained on (enrolled
+  later) has no probability; its photos alone speak (``prob = 1``) and it is answered when it
+  scores higher than the classifier's own answer.
+
+Verdict (:func:`decide`): a landmark when ``score >= threshold`` of that landmark: its own
+calibrated threshold when it was enrolled (:func:`calibrate_landmark`, stored in the index's
+``meta['landmark_thresholds']``), else the run's threshold for the scoring mode.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+#: Defaults of :func:`reference_score`, chosen by 5-fold cross-validation on the landmarks13
+#: train split with ../shared/data/nonlandmarks as non-landmark queries (docs/quality.md): the
+#: top 3 same-landmark photos, cubed similarity.
+REFERENCE_TOP = 3
+REFERENCE_POWER = 3.0
+#: neighbours searched per query for :func:`reference_score`
+REFERENCE_K = 50
+#: photos of a landmark from which enrolment calls it well covered (the reply's advice)
+WELL_COVERED = 5
+#: neighbours of each enrolled photo looked at for the nearest other landmark
+CALIBRATION_K = 50
+
+NO_LANDMARK = "no landmark"
+
+
+def reference_score(labels: np.ndarray, probs: np.ndarray, sims: np.ndarray, neighbour_labels: np.ndarray,
+                    top: int = REFERENCE_TOP, power: float = REFERENCE_POWER,
+                    counts: Mapping[str, int] | None = None) -> np.ndarray:
+    """Classifier confidence confirmed by the reference photos of the predicted landmark.
+
+    ``score = prob * s_ref ** power`` where ``s_ref`` is the mean cosine similarity of the
+    query to the ``top`` most similar indexed photos labelled with the predicted landmark
+    among its neighbours (missing ones count 0, negative similarities 0).  The softmax alone
+    cannot say "none of these": over known landmarks it sums to 1 even for a photo of a dog.
+    A photo of no landmark, or of a landmark the model never learnt, is far from every
+    reference photo of its predicted class, so its score falls to the bottom (Kaggle GLR 2020
+    winners re-score classifier predictions by retrieval similarity in the same spirit:
+    Henkel & Singer, arXiv:2010.01650).
+
+    Args:
+        labels: str ``[Q]`` predicted landmark of each query.
+        probs: float ``[Q]`` its softmax probability (1 for a landmark the classifier lacks).
+        sims: float ``[Q, k]`` similarities of the query's ``k`` nearest indexed photos
+            (-inf where fewer exist).
+        neighbour_labels: str ``[Q, k]`` their landmarks.
+        counts: photos per landmark in the index; a landmark with fewer than ``top`` photos
+            averages over the ones it has (an enrolled landmark of 1 or 2 photos is not
+            marked down for the photos it lacks).  None: always ``top``.
+
+    Returns:
+        float64 ``[Q]`` in [0, 1].
+
+    Raises:
+        ValueError: shapes disagree, or ``top`` < 1.
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, not {top}")
+    labels = np.asarray(labels, dtype=str)
+    if sims.shape != neighbour_labels.shape or len(sims) != len(labels) or len(labels) != len(probs):
+        raise ValueError(f"shapes disagree: labels {labels.shape}, probs {np.shape(probs)}, sims {sims.shape}, "
+                         f"neighbour_labels {neighbour_labels.shape}")
+    same = neighbour_labels.astype(str) == labels[:, None]
+    s = np.where(same & np.isfinite(sims), np.clip(sims, 0.0, None), 0.0)
+    top_sims = -np.sort(-s, axis=1)[:, :top]
+    if top_sims.shape[1] < top:
+        top_sims = np.pad(top_sims, ((0, 0), (0, top - top_sims.shape[1])))
+    n = np.full(len(labels), float(top))
+    if counts is not None:
+        n = np.array([min(top, max(1, int(counts.get(lab, top)))) for lab in labels], dtype=np.float64)
+    mean = np.array([row[:int(k)].sum() / k for row, k in zip(top_sims, n)]) if len(labels) else np.zeros(0)
+    return np.asarray(probs, dtype=np.float64) * mean ** power
+
+
+def rank(class_labels: np.ndarray, class_scores: np.ndarray, sims: np.ndarray | None = None,
+         neighbour_labels: np.ndarray | None = None, known: set[str] | frozenset[str] | None = None,
+         counts: Mapping[str, int] | None = None) -> list[list[tuple[str, float]]]:
+    """Ranked candidates ``[(landmark_id, score), ...]`` of each query (module docstring).
+
+    Args:
+        class_labels: str ``[Q, t]`` the classifier's candidates, its best first.
+        class_scores: float ``[Q, t]`` their (voted) probabilities.
+        sims, neighbour_labels: float / str ``[Q, k]`` the query's nearest indexed photos and
+            their landmarks (None: no index; the classifier's scores as they are).
+        known: the landmarks the classifier was trained on; indexed landmarks outside it
+            (enrolled) become candidates scored by their photos alone.  None: every landmark.
+        counts: photos per landmark in the index (:func:`reference_score`).
+
+    Returns:
+        Q lists: the classifier's candidates in its order, each with its reference score; an
+        enrolled landmark that outscores the classifier's first answer comes first, the others
+        after the classifier's candidates (best first).
+    """
+    class_labels = np.asarray(class_labels).astype(str)
+    class_scores = np.asarray(class_scores, dtype=np.float64)
+    if sims is None:
+        return [[(lab, float(s)) for lab, s in zip(labs, scores)] for labs, scores in zip(class_labels, class_scores)]
+    scores = np.stack([reference_score(class_labels[:, j], class_scores[:, j], sims, neighbour_labels,
+                                       counts=counts) for j in range(class_labels.shape[1])], axis=1) \
+        if class_labels.shape[1] else np.zeros((len(sims), 0))
+    ranked = []
+    for q in range(len(sims)):
+        cands = [(lab, float(s)) for lab, s in zip(class_labels[q], scores[q])]
+        extra = [] if known is None else sorted({str(n) for n in neighbour_labels[q] if n and str(n) not in known})
+        if extra:
+            ones = np.ones(len(extra))
+            own = reference_score(np.array(extra), ones, np.repeat(sims[q:q + 1], len(extra), 0),
+                                  np.repeat(neighbour_labels[q:q + 1], len(extra), 0), counts=counts)
+            enrolled = sorted(zip(extra, own.tolist()), key=lambda c: -c[1])
+            first = cands[0][1] if cands else -1.0
+            cands = [c for c in enrolled if c[1] > first] + cands + [c for c in enrolled if c[1] <= first]
+        ranked.append(cands)
+    return ranked
+
+
+def threshold_for(landmark_id: str, default: float, landmark_thresholds: Mapping[str, dict | float] | None = None) -> float:
+    """The "no landmark" threshold of one landmark: its calibrated one (enrolled landmarks,
+    :func:`calibrate_landmark`), else ``default`` (the run's threshold for the scoring mode)."""
+    own = (landmark_thresholds or {}).get(str(landmark_id))
+    if isinstance(own, Mapping):
+        own = own.get("threshold")
+    return float(default) if own is None else float(own)
+
+
+def decide(landmark_id: str, score: float, default: float,
+           landmark_thresholds: Mapping[str, dict | float] | None = None) -> tuple[bool, float]:
+    """The verdict on one answer: ``(is_landmark, threshold used)``; no landmark id or a NaN
+    score is never a landmark.  The one place a verdict is decided (module docstring)."""
+    threshold = threshold_for(landmark_id, default, landmark_thresholds)
+    return bool(landmark_id) and bool(score >= threshold), threshold
+
+
+def verdict(name: str, is_landmark: bool) -> str:
+    """The words shown for an answer: the landmark's name, or ``no landmark``."""
+    return name if is_landmark else NO_LANDMARK
+
+
+def leave_class_out(truth: np.ndarray, class_labels: np.ndarray, class_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What a landmark the model never learnt looks like, simulated with labelled photos.
+
+    Each photo is answered as if its own landmark were not among the classes: its best
+    remaining class, with the softmax renormalised over the remaining classes
+    (``p_other / (1 - p_own)``).  A photo whose own class is not among the ``t`` candidates
+    given keeps the first candidate's probability (``p_own`` taken as 0: a lower bound).
+
+    Args:
+        truth: str ``[Q]`` each photo's landmark.
+        class_labels: str ``[Q, t]`` the classifier's top-t (t >= 2), best first.
+        class_probs: float ``[Q, t]`` their probabilities.
+
+    Returns:
+        (str ``[Q]`` the best other landmark, float64 ``[Q]`` its renormalised probability).
+    """
+    truth = np.asarray(truth, dtype=str)
+    labels, probs = np.asarray(class_labels).astype(str), np.asarray(class_probs, dtype=np.float64)
+    own = labels == truth[:, None]
+    p_own = np.where(own, probs, 0.0).sum(1)
+    first_other = np.argmax(~own, axis=1)
+    rows = np.arange(len(truth))
+    other = labels[rows, first_other]
+    p = probs[rows, first_other] / np.clip(1.0 - p_own, 1e-12, None)
+    return other, np.clip(p, 0.0, 1.0)
+
+
+def calibrate_landmark(own: np.ndarray, neighbour_sims: np.ndarray, neighbour_rows: np.ndarray,
+                       neighbour_labels: np.ndarray, landmark_id: str, default: float, name_of=str) -> dict:
+    """The threshold and coverage of an enrolled landmark, from its photos alone.
+
+    Positives: each photo of the landmark scored (:func:`reference_score`, ``prob = 1``) against
+    its other photos (leave one out).  Impostors: the indexed photos of other landmarks closest
+    to its photos, each scored against its photos as if it were a query (its similarities to
+    them, the ones not among the neighbours counting 0): the best of them is what a photo of its
+    nearest landmark scores.  The threshold sits halfway between the best impostor and the
+    weakest positive when they are apart (at the best impostor otherwise), and never below
+    ``default``, the run's own threshold.
+
+    Args:
+        own: float32 ``[n, D]`` L2-normalised embeddings of the landmark's photos (all of them).
+        neighbour_sims: float ``[n, k]`` similarity of each of its photos to its nearest indexed
+            photos (-inf: none); neighbour_rows: int ``[n, k]`` their index rows (-1: none);
+            neighbour_labels: str ``[n, k]`` their landmarks (its own photos are skipped).
+        landmark_id: the landmark; default: the run's threshold (the floor).
+        name_of: landmark id -> readable name (for the advice).
+
+    Returns:
+        ``{threshold, photos, self_similarity, nearest_landmark, nearest_name, nearest_similarity,
+        positive_scores, impostor_score, coverage, advice}`` (JSON-ready; ``coverage`` is
+        ``good``, ``fair`` or ``poor``).
+    """
+    own = np.asarray(own, dtype=np.float32)
+    n = len(own)
+    gram = own @ own.T
+    pos = []
+    for i in range(n):   # leave-one-out: photo i against the landmark's other photos
+        others = np.sort(np.clip(np.delete(gram[i], i), 0, None))[::-1]
+        if len(others):
+            pos.append(float(np.mean(others[:min(REFERENCE_TOP, len(others))]) ** REFERENCE_POWER))
+    self_sim = float(np.mean(gram[~np.eye(n, dtype=bool)])) if n > 1 else None
+    sims = np.asarray(neighbour_sims, dtype=np.float64)
+    labels = np.asarray(neighbour_labels).astype(str)
+    rows = np.asarray(neighbour_rows)
+    valid = (rows >= 0) & (labels != "") & (labels != str(landmark_id)) & np.isfinite(sims)
+    nearest, nearest_sim, impostor = None, None, 0.0
+    if valid.any():
+        best = np.unravel_index(int(np.argmax(np.where(valid, sims, -np.inf))), sims.shape)
+        nearest, nearest_sim = labels[best], float(sims[best])
+        per_row: dict[int, np.ndarray] = {}
+        for i, j in zip(*np.nonzero(valid)):
+            per_row.setdefault(int(rows[i, j]), np.zeros(n))[i] = max(float(sims[i, j]), 0.0)
+        top = min(REFERENCE_TOP, n)
+        impostor = max(float(np.mean(np.sort(v)[::-1][:top]) ** REFERENCE_POWER) for v in per_row.values())
+    weakest = min(pos) if pos else None
+    threshold = impostor if weakest is None or weakest <= impostor else (impostor + weakest) / 2
+    threshold = float(max(threshold, default))
+    margin = None if self_sim is None or nearest_sim is None else self_sim - nearest_sim
+    if n >= WELL_COVERED and (margin is None or margin > 0) and (weakest is None or weakest >= threshold):
+        coverage = "good"
+    elif n >= 3 and (weakest is None or weakest >= threshold):
+        coverage = "fair"
+    else:
+        coverage = "poor"
+    advice = []
+    if n < WELL_COVERED:
+        advice.append(f"add {WELL_COVERED - n} more photo{'s' if WELL_COVERED - n > 1 else ''} from other sides "
+                      f"and distances")
+    if nearest is not None and margin is not None and margin <= 0:
+        advice.append(f"its photos look as much like {name_of(nearest)} as like each other: add photos that "
+                      f"show what sets it apart")
+    elif weakest is not None and weakest < threshold:
+        advice.append("some of its photos are unlike the others: add photos between those views")
+    return {"threshold": threshold, "photos": n,
+            "self_similarity": None if self_sim is None else round(self_sim, 4),
+            "nearest_landmark": nearest, "nearest_name": None if nearest is None else name_of(nearest),
+            "nearest_similarity": None if nearest_sim is None else round(nearest_sim, 4),
+            "positive_scores": [round(p, 6) for p in pos], "impostor_score": round(impostor, 6),
+            "coverage": coverage, "advice": "; ".join(advice) or "well covered"}
+
+
+def counts_of(labels: Sequence[str] | np.ndarray) -> dict[str, int]:
+    """Photos per landmark (``labels``: str ``[N]``, an index's labels)."""
+    values, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist()))
