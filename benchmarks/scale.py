@@ -180,8 +180,18 @@ def run_stage(stage: str, work: Path, args, clock: dict) -> dict:
             x = torch.from_numpy(np.asarray(train.x, dtype=np.float32))
             fit_lbfgs(head, x, torch.from_numpy(train.targets), stage_cfg)
         else:
-            stats = fit_streamed(head, train, args.classes, stage_cfg)
-            out.update({k: stats[k] for k in ("epochs", "init", "sampled_softmax")})
+            if args.epochs is not None:
+                stage_cfg = stage_cfg.model_copy(update={"stream_epochs": args.epochs})
+            if args.batch:
+                stage_cfg = stage_cfg.model_copy(update={"stream_batch": args.batch})
+            stats = fit_streamed(head, train, args.classes, stage_cfg, max_steps=args.max_steps)
+            out.update({k: stats[k] for k in ("epochs", "init", "sampled_softmax", "steps", "steps_planned")})
+            out["init_seconds"] = round(stats["init_seconds"], 1)
+            out["batch"] = stage_cfg.stream_batch
+            if stats["steps"] < stats["steps_planned"]:   # a fraction was run: extrapolate the steps
+                per_step = (stats["seconds"] - stats["init_seconds"]) / max(stats["steps"], 1)
+                out["seconds_per_step"] = round(per_step, 3)
+                out["extrapolated_seconds"] = round(stats["init_seconds"] + per_step * stats["steps_planned"], 1)
         torch.save({k: v.detach() for k, v in head.fc.state_dict().items()}, work / "head.pt")
         return out
     head.fc.load_state_dict(torch.load(work / "head.pt", weights_only=True))
@@ -255,6 +265,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--recall-queries", type=int, default=1000)
     parser.add_argument("--fit", default="auto", choices=("auto", "lbfgs", "stream"))
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="fit: stop the streaming fit after this many minibatches and extrapolate (0: all)")
+    parser.add_argument("--epochs", type=int, default=None, help="fit: streaming epochs (default: the preset's)")
+    parser.add_argument("--batch", type=int, default=0, help="fit: streaming minibatch rows (0: the preset's)")
     parser.add_argument("--kind", default="auto", help="index kind (auto: the library's choice)")
     parser.add_argument("--nprobe", type=int, default=0, help="IVF cells searched (0: the library default)")
     parser.add_argument("--work", default=None, help="folder for the features (default /tmp/scale-N-K)")
@@ -271,13 +285,15 @@ def main() -> None:
     for stage in args.stages.split(","):
         cmd = [sys.executable, __file__, "--stage", stage, "--work", str(work)] + \
             [a for a in sys.argv[1:] if not a.startswith("--json")]
+        load_before = round(os.getloadavg()[0], 2)
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"stage {stage} failed:\n{done.stderr[-3000:]}")
         line = json.loads(done.stdout.strip().splitlines()[-1])
-        line["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        line["load_avg_1m"] = round(os.getloadavg()[0], 2)   # after the stage
+        line["load_avg_1m_before"] = load_before
         if stage in FIT_STAGES:
-            total += line["seconds"]
+            total += line.get("extrapolated_seconds", line["seconds"])   # a fraction of the fit: its extrapolation
             line["fit_total_seconds"] = round(total, 1)
         lines.append(line)
         if not args.json:
