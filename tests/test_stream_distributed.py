@@ -13,6 +13,7 @@ from landmark.models.heads import GeMHead
 from landmark.training.head_fit import FeatureFile, FeatureWriter, fit_stream
 
 TOLERANCE = 1e-4   # max |W_2 ranks - W_1 process|: only the order of float32 sums differs
+SETTINGS = (64, 5)   # 12 classes: full softmax, then sampled softmax (5 columns or the minibatch's classes)
 
 
 def _tiny(path, rows=600, classes=12, dim=16, seed=0):
@@ -34,15 +35,16 @@ def _fit(path, classes, sampled_above):
     return head, stats
 
 
-def _worker(rank, world, port, path, classes, sampled_above, out):
+def _worker(rank, world, port, path, classes, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        head, stats = _fit(path, classes, sampled_above)
-        if rank == 0:
-            torch.save({"w": head.fc.weight.detach(), "b": head.fc.bias.detach(), "loss": stats["loss"],
-                        "ranks": stats["ranks"], "steps": stats["steps"]}, out)
+        for sampled_above in SETTINGS:
+            head, stats = _fit(path, classes, sampled_above)
+            if rank == 0:
+                torch.save({"w": head.fc.weight.detach(), "b": head.fc.bias.detach(), "loss": stats["loss"],
+                            "ranks": stats["ranks"], "steps": stats["steps"]}, out / f"{sampled_above}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -53,16 +55,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("sampled_above", [64, 5])   # 12 classes: full softmax, then sampled softmax (5 columns+)
-def test_two_gloo_ranks_fit_the_head_one_process_fits(tmp_path, sampled_above):
+@pytest.mark.slow   # starts two processes that import torch (a minute under load here)
+def test_two_gloo_ranks_fit_the_head_one_process_fits(tmp_path):
     classes = 12
     path = tmp_path / "f.npy"
     _tiny(path, classes=classes)
+    mp.spawn(_worker, args=(2, _free_port(), path, classes, tmp_path), nprocs=2, join=True)
+    for sampled_above in SETTINGS:
+        _check(path, classes, sampled_above, torch.load(tmp_path / f"{sampled_above}.pt", weights_only=True))
+
+
+def _check(path, classes, sampled_above, two):
     one, stats = _fit(path, classes, sampled_above)
     assert stats["ranks"] == 1 and stats["steps"] == 2 * (4 + 4 + 2)   # chunks of 250, 250, 100 rows
-    out = tmp_path / "two.pt"
-    mp.spawn(_worker, args=(2, _free_port(), path, classes, sampled_above, out), nprocs=2, join=True)
-    two = torch.load(out, weights_only=True)
     assert two["ranks"] == 2 and two["steps"] == stats["steps"]
     assert torch.allclose(two["w"], one.fc.weight, atol=TOLERANCE, rtol=0)
     assert torch.allclose(two["b"], one.fc.bias, atol=TOLERANCE, rtol=0)
