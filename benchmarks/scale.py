@@ -192,6 +192,9 @@ def run_stage(stage: str, work: Path, args, clock: dict) -> dict:
                 per_step = (stats["seconds"] - stats["init_seconds"]) / max(stats["steps"], 1)
                 out["seconds_per_step"] = round(per_step, 3)
                 out["extrapolated_seconds"] = round(stats["init_seconds"] + per_step * stats["steps_planned"], 1)
+                cpu_step = (stats["cpu_seconds"] - stats["init_cpu_seconds"]) / max(stats["steps"], 1)
+                out.update(init_cpu_seconds=round(stats["init_cpu_seconds"], 1), cpu_seconds_per_step=round(cpu_step, 3),
+                           extrapolated_cpu_seconds=round(stats["init_cpu_seconds"] + cpu_step * stats["steps_planned"], 1))
         if int(os.environ.get("RANK", "0")) == 0:
             torch.save({k: v.detach() for k, v in head.fc.state_dict().items()}, work / "head.pt")
         return out

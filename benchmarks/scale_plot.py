@@ -34,8 +34,7 @@ def main() -> None:
 
     def secs(r: dict) -> float:
         if args.cpu:
-            whole = r.get("extrapolated_seconds")
-            return r["cpu_seconds"] * (whole / r["seconds"] if whole else 1.0)   # the fraction's CPU share, scaled
+            return r.get("extrapolated_cpu_seconds", r["cpu_seconds"])
         return r.get("extrapolated_seconds", r["seconds"])
 
     unit = "CPU s" if args.cpu else "s"

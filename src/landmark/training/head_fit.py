@@ -284,10 +284,11 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
 
     Returns:
         ``{"fit": "stream", "epochs", "init": "prototype"|"none", "seconds", "init_seconds" (class
-        means and scale), "loss", "steps", "steps_planned", "ranks"}`` (loss: mean training loss of
+        means and scale), "cpu_seconds", "init_cpu_seconds" (this process, all threads), "loss",
+        "steps", "steps_planned", "ranks"}`` (loss: mean training loss of
         the last epoch run).
     """
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     fc = getattr(head, "fc", None)
     plain = isinstance(fc, nn.Linear) and not hasattr(head, "neck") and loss_logits is None \
         and type(head).__name__ == "GeMHead"
@@ -301,7 +302,7 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
                        torch.from_numpy(features.targets[sample]), weight_decay, label_smoothing)
         init = "prototype"
         del means
-    init_seconds = time.perf_counter() - tic
+    init_seconds, init_cpu = time.perf_counter() - tic, time.process_time() - cpu
     params = [p for name, p in head.named_parameters() if not name.startswith("pool.")]
     for p in params:
         p.requires_grad_(True)
@@ -367,7 +368,8 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
         p.requires_grad_(False)
     head.eval()
     return {"fit": "stream", "epochs": epochs, "init": init, "sampled_softmax": bool(sampled), "steps": step,
-            "steps_planned": total, "ranks": world, "init_seconds": init_seconds, "seconds": time.perf_counter() - tic, "loss": loss_sum / max(seen, 1) if epochs else float("nan")}
+            "steps_planned": total, "ranks": world, "init_seconds": init_seconds, "seconds": time.perf_counter() - tic,
+            "init_cpu_seconds": init_cpu, "cpu_seconds": time.process_time() - cpu, "loss": loss_sum / max(seen, 1) if epochs else float("nan")}
 
 
 class _LazyAdam:
