@@ -180,9 +180,23 @@ def run_stage(stage: str, work: Path, args, clock: dict) -> dict:
             x = torch.from_numpy(np.asarray(train.x, dtype=np.float32))
             fit_lbfgs(head, x, torch.from_numpy(train.targets), stage_cfg)
         else:
-            stats = fit_streamed(head, train, args.classes, stage_cfg)
-            out.update({k: stats[k] for k in ("epochs", "init", "sampled_softmax")})
-        torch.save({k: v.detach() for k, v in head.fc.state_dict().items()}, work / "head.pt")
+            if args.epochs is not None:
+                stage_cfg = stage_cfg.model_copy(update={"stream_epochs": args.epochs})
+            if args.batch:
+                stage_cfg = stage_cfg.model_copy(update={"stream_batch": args.batch})
+            stats = fit_streamed(head, train, args.classes, stage_cfg, max_steps=args.max_steps)
+            out.update({k: stats[k] for k in ("epochs", "init", "sampled_softmax", "steps", "steps_planned")})
+            out["init_seconds"] = round(stats["init_seconds"], 1)
+            out["batch"] = stage_cfg.stream_batch
+            if stats["steps"] < stats["steps_planned"]:   # a fraction was run: extrapolate the steps
+                per_step = (stats["seconds"] - stats["init_seconds"]) / max(stats["steps"], 1)
+                out["seconds_per_step"] = round(per_step, 3)
+                out["extrapolated_seconds"] = round(stats["init_seconds"] + per_step * stats["steps_planned"], 1)
+                cpu_step = (stats["cpu_seconds"] - stats["init_cpu_seconds"]) / max(stats["steps"], 1)
+                out.update(init_cpu_seconds=round(stats["init_cpu_seconds"], 1), cpu_seconds_per_step=round(cpu_step, 3),
+                           extrapolated_cpu_seconds=round(stats["init_cpu_seconds"] + cpu_step * stats["steps_planned"], 1))
+        if int(os.environ.get("RANK", "0")) == 0:
+            torch.save({k: v.detach() for k, v in head.fc.state_dict().items()}, work / "head.pt")
         return out
     head.fc.load_state_dict(torch.load(work / "head.pt", weights_only=True))
     if stage == "thresholds":
@@ -238,7 +252,15 @@ def run_stage(stage: str, work: Path, args, clock: dict) -> dict:
 def _child(args) -> None:
     clock = {"start": time.perf_counter()}
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    if ranks > 1:   # under torchrun (--ranks): the streaming fit's ranks sum their gradients over gloo
+        import torch.distributed as dist
+        dist.init_process_group("gloo")
     result = run_stage(args.stage, Path(args.work), args, clock)
+    if ranks > 1:
+        result["ranks"] = ranks
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
     seconds = time.perf_counter() - clock["start"]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     peak = usage.ru_maxrss / 2**20   # Linux: KiB -> GiB
@@ -255,6 +277,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--recall-queries", type=int, default=1000)
     parser.add_argument("--fit", default="auto", choices=("auto", "lbfgs", "stream"))
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="fit: stop the streaming fit after this many minibatches and extrapolate (0: all)")
+    parser.add_argument("--epochs", type=int, default=None, help="fit: streaming epochs (default: the preset's)")
+    parser.add_argument("--batch", type=int, default=0, help="fit: streaming minibatch rows (0: the preset's)")
+    parser.add_argument("--ranks", type=int, default=1,
+                        help="fit: processes under torchrun (gloo), each streaming its slice (peak RSS: rank 0's)")
     parser.add_argument("--kind", default="auto", help="index kind (auto: the library's choice)")
     parser.add_argument("--nprobe", type=int, default=0, help="IVF cells searched (0: the library default)")
     parser.add_argument("--work", default=None, help="folder for the features (default /tmp/scale-N-K)")
@@ -269,15 +297,19 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     lines, total = [], 0.0
     for stage in args.stages.split(","):
-        cmd = [sys.executable, __file__, "--stage", stage, "--work", str(work)] + \
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                  str(args.ranks)] if stage == "fit" and args.ranks > 1 else [sys.executable]
+        cmd = launch + [__file__, "--stage", stage, "--work", str(work)] + \
             [a for a in sys.argv[1:] if not a.startswith("--json")]
+        load_before = round(os.getloadavg()[0], 2)
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"stage {stage} failed:\n{done.stderr[-3000:]}")
-        line = json.loads(done.stdout.strip().splitlines()[-1])
-        line["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        line = json.loads([x for x in done.stdout.strip().splitlines() if x.startswith("{")][-1])
+        line["load_avg_1m"] = round(os.getloadavg()[0], 2)   # after the stage
+        line["load_avg_1m_before"] = load_before
         if stage in FIT_STAGES:
-            total += line["seconds"]
+            total += line.get("extrapolated_seconds", line["seconds"])   # a fraction of the fit: its extrapolation
             line["fit_total_seconds"] = round(total, 1)
         lines.append(line)
         if not args.json:

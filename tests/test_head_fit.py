@@ -125,6 +125,36 @@ def test_the_index_switches_to_a_compressed_kind_within_its_budget_and_keeps_rec
     assert (got[:, 0] == want[:, 0]).mean() >= 0.95
 
 
+@pytest.mark.parametrize("kind", ["ivfsq", "hnswsq"])
+def test_compressed_indexes_load_back_and_keep_recall(tmp_path, kind):
+    # a saved ivfsq index was refused at load ("meta.json says kind 'ivfsq', index.faiss holds a
+    # IndexIVFScalarQuantizer"); hnswsq is the graph over 8-bit codes
+    rng = np.random.default_rng(1)
+    n, d = 3000, 32
+    base = rng.normal(size=(n, d)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    queries = base[:200] + 0.05 * rng.normal(size=(200, d)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    emb = Embeddings(base, pd.DataFrame({"id": np.arange(n).astype(str), "landmark_id": "x"}))
+    built = LandmarkIndex.build(emb, IndexParams(kind=kind, nprobe=16, ef_search=64))
+    built.save(tmp_path / "index")
+    again = LandmarkIndex.load(tmp_path / "index")
+    assert again.kind == kind and len(again) == n
+    assert (faiss_efsearch(again) == 64) if kind == "hnswsq" else (faiss_nprobe(again) == 16)
+    _, want = LandmarkIndex.build(emb, IndexParams(kind="flat")).search(queries, 1)
+    _, got = again.search(queries, 1)
+    assert (got[:, 0] == want[:, 0]).mean() >= 0.95
+
+
+def faiss_nprobe(index):
+    import faiss
+    return faiss.extract_index_ivf(index.index).nprobe
+
+
+def faiss_efsearch(index):
+    return index.index.hnsw.efSearch
+
+
 @pytest.fixture()
 def model():
     from landmark.models import create_model

@@ -621,7 +621,7 @@ def index_build(
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy from landmark embed"),
     labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
     preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
-    kind: Optional[str] = typer.Option(None, help=f"auto | flat | hnsw | ivf | ivfsq | ivfpq (auto: flat <100k, then "
+    kind: Optional[str] = typer.Option(None, help=f"auto | flat | hnsw | hnswsq | ivf | ivfsq | ivfpq (auto: flat <100k, then "
                                                   f"ivf <2M, ivfsq, ivfpq as memory_gb allows; {_default(_INDEX.kind)})"),
     nlist: Optional[int] = typer.Option(None, min=0, help=f"IVF cells (0: ~4 sqrt(N); {_default(_INDEX.nlist)})"),
     nprobe: Optional[int] = typer.Option(None, min=1, help=f"IVF cells searched per query ({_default(_INDEX.nprobe)})"),

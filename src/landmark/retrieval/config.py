@@ -34,8 +34,8 @@ from ..config_files import PRESETS_DIR, _Strict, read_config, validate_config
 RETRIEVAL_PRESETS_DIR = PRESETS_DIR / "retrieval"
 
 #: Index kinds (:mod:`landmark.retrieval.index`); ``auto`` picks by the number of vectors.
-KINDS = ("auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq")
-IndexKind = Literal["auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq"]
+KINDS = ("auto", "flat", "hnsw", "hnswsq", "ivf", "ivfsq", "ivfpq")
+IndexKind = Literal["auto", "flat", "hnsw", "hnswsq", "ivf", "ivfsq", "ivfpq"]
 
 #: RANSAC model of geometric verification (:func:`landmark.retrieval.verification.ransac_inliers`).
 GeometricModel = Literal["fundamental", "homography"]
@@ -84,7 +84,8 @@ class IndexParams(_Strict):
     Attributes:
         kind: ``auto`` (:func:`landmark.retrieval.index.choose_kind`: flat below 100k vectors,
             then the least compressed of ivf, ivfsq, ivfpq whose vectors fit ``memory_gb``),
-            ``flat``, ``hnsw``, ``ivf``, ``ivfsq`` (8-bit scalar-quantised vectors) or ``ivfpq``.
+            ``flat``, ``hnsw``, ``hnswsq`` (HNSW over 8-bit scalar-quantised vectors), ``ivf``, ``ivfsq``
+            (8-bit scalar-quantised vectors) or ``ivfpq``.
         memory_gb: GiB the indexed vectors may take for ``auto`` (float32 ``4 * D`` bytes each
             for flat/ivf, ``D`` for ivfsq, ``pq_m`` for ivfpq).
         nlist: IVF cells (0: ~4 sqrt(N), :func:`landmark.retrieval.index.default_nlist`).

@@ -7,6 +7,8 @@ similarity search with GPUs", IEEE TBD 2019; FAISS wiki "Guidelines to choose an
 * ``flat``: exact search (``IndexFlatIP``), 4*D bytes per vector;
 * ``hnsw``: graph search (``IndexHNSWFlat``, Malkov & Yashunin, TPAMI 2018), no training,
   about 4*D + 8*M bytes per vector, fast and accurate, slower to build;
+* ``hnswsq``: the same graph over 8-bit scalar-quantised vectors (``IndexHNSWSQ``, ``QT_8bit``),
+  about ``D + 8*M`` bytes per vector;
 * ``ivf``: inverted file over ``nlist`` k-means cells (``IndexIVFFlat``), probes
   ``nprobe`` cells per query;
 * ``ivfsq``: the same cells with 8-bit scalar-quantised vectors (``IndexIVFScalarQuantizer``,
@@ -62,7 +64,7 @@ LOCK_WAIT = 60.0
 def vector_bytes(kind: str, n: int, d: int, pq_m: int = 64) -> int:
     """Bytes the ``n`` stored vectors of dimension ``d`` take in an index of ``kind`` (codes
     only: IVF lists add 8 bytes of id per vector, the coarse centroids ``4 * d * nlist``)."""
-    per = {"flat": 4 * d, "ivf": 4 * d, "hnsw": 4 * d, "ivfsq": d, "ivfpq": pq_m}[kind]
+    per = {"flat": 4 * d, "ivf": 4 * d, "hnsw": 4 * d, "hnswsq": d, "ivfsq": d, "ivfpq": pq_m}[kind]
     return n * per
 
 
@@ -299,6 +301,10 @@ def _new_index(kind: str, d: int, n: int, params: IndexParams) -> faiss.Index:
         return faiss.IndexFlatIP(d)
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, params.hnsw_m, ip)
+        index.hnsw.efConstruction = params.ef_construction
+        return index
+    if kind == "hnswsq":
+        index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, params.hnsw_m, ip)
         index.hnsw.efConstruction = params.ef_construction
         return index
     nlist = params.nlist or default_nlist(n)

@@ -27,8 +27,8 @@ FILE_KEYS = ("dim", "count", "landmarks", "files", "version", "bytes")
 def is_kind(index: faiss.Index, kind: object) -> bool:
     """Whether ``index`` (read from a file) is what an index of ``kind`` is built as: a
     record that names another kind would make the search-time tuning fail with a FAISS traceback."""
-    types = {"flat": (faiss.IndexFlat,), "hnsw": (faiss.IndexHNSW,), "ivf": (faiss.IndexIVFFlat,),
-             "ivfpq": (faiss.IndexIVFPQ,)}
+    types = {"flat": (faiss.IndexFlat,), "hnsw": (faiss.IndexHNSWFlat,), "hnswsq": (faiss.IndexHNSWSQ,),
+             "ivf": (faiss.IndexIVFFlat,), "ivfsq": (faiss.IndexIVFScalarQuantizer,), "ivfpq": (faiss.IndexIVFPQ,)}
     return isinstance(kind, str) and isinstance(index, types.get(kind, ()))
 
 
@@ -99,7 +99,7 @@ def tune(index: faiss.Index, kind: str, params: IndexParams) -> None:
     """Search-time settings: ``nprobe`` of IVF kinds, ``efSearch`` of HNSW."""
     if kind in ("ivf", "ivfsq", "ivfpq"):
         faiss.extract_index_ivf(index).nprobe = params.nprobe
-    elif kind == "hnsw":
+    elif kind in ("hnsw", "hnswsq"):
         index.hnsw.efSearch = params.ef_search
 
 

@@ -209,12 +209,19 @@ def class_means(features: FeatureFile, classes: int, chunk: int = CHUNK_ROWS) ->
     sums = torch.zeros(classes, dim, dtype=torch.float64)
     counts = torch.zeros(classes, dtype=torch.int64)
     sq = torch.zeros(classes, dtype=torch.float64)
-    for rows, x in features.chunks(chunk=chunk):
-        y = torch.from_numpy(features.targets[rows])
+    rank, world = _rank_world()
+    share = -(-len(features) // world)
+    lo, hi = rank * share, min(len(features), (rank + 1) * share)   # this rank's slice of the rows
+    for first in range(lo, hi, chunk):
+        x = features.read(first, min(first + chunk, hi))
+        y = torch.from_numpy(features.targets[first:first + len(x)])
         xt = torch.from_numpy(x).double()
         sums.index_add_(0, y, xt)
         sq.index_add_(0, y, (xt * xt).sum(1))
         counts += torch.bincount(y, minlength=classes)
+    if world > 1:
+        for t in (sums, sq, counts):
+            torch.distributed.all_reduce(t)
     n = counts.clamp(min=1).double()
     means = sums / n[:, None]
     within = float((sq - n * (means * means).sum(1)).clamp(min=0).sum() / max(1, int(counts.sum())) / dim)
@@ -247,7 +254,7 @@ def prototype_init(fc: nn.Linear, means: torch.Tensor, x: torch.Tensor, y: torch
 
 def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: int, batch: int, lr: float,
                weight_decay: float, label_smoothing: float, sampled_above: int, loss_logits=None,
-               min_steps: int = 0, seed: int = 0, chunk: int = CHUNK_ROWS) -> dict:
+               min_steps: int = 0, seed: int = 0, chunk: int = CHUNK_ROWS, max_steps: int = 0) -> dict:
     """Fit ``head`` on the rows of ``features`` without holding them: class-mean initialisation
     (plain linear heads, :func:`prototype_init`), then ``epochs`` passes of AdamW minibatches
     (more when that is fewer than ``min_steps`` minibatches: small data needs more passes).
@@ -258,21 +265,35 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
     ``sampled_above`` columns (sampled softmax).  The L2 penalty ``weight_decay * ||W||^2``
     is added as in the L-BFGS fit (on the rows used, for a sampled step).
 
+    Under ``torch.distributed`` (``torchrun``, gloo or NCCL; every rank opens the same file) each
+    rank reads only its share of every chunk (rank ``r`` of ``W``: the ``r``-th of ``W``
+    contiguous slices), computes the summed loss of the minibatch rows that fall in its slice,
+    and the gradients are summed over ranks (``all_reduce``) before one identical optimizer step
+    on every rank.  Every rank draws the same chunk order, shuffles and sampled columns (same
+    ``seed``), so the minibatches and the steps are those of one process: the head equals the
+    single-process head up to the order of floating-point sums (the class means are all-reduced
+    as well).  Rank 0's head is broadcast at the end.
+
     Args:
         head: the model's head (``classify(pooled [B, C]) -> [B, K]``); a GeM head without
             neck (``head.fc`` on the pooled descriptor) is initialised from class means.
         features: the training rows (targets in ``0..classes-1``).
         loss_logits: ``(logits, target) -> logits`` the loss sees (margin heads); None: identity.
+        max_steps: stop after this many minibatches (0: all; the learning-rate schedule still
+            spans every epoch): for measuring the time per step on a fraction of a large fit.
 
     Returns:
-        ``{"fit": "stream", "epochs", "init": "prototype"|"none", "seconds", "loss"}`` (loss: mean
-        training loss of the last epoch).
+        ``{"fit": "stream", "epochs", "init": "prototype"|"none", "seconds", "init_seconds" (class
+        means and scale), "cpu_seconds", "init_cpu_seconds" (this process, all threads), "loss",
+        "steps", "steps_planned", "ranks"}`` (loss: mean training loss of
+        the last epoch run).
     """
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     fc = getattr(head, "fc", None)
     plain = isinstance(fc, nn.Linear) and not hasattr(head, "neck") and loss_logits is None \
         and type(head).__name__ == "GeMHead"
     init = "none"
+    rank, world = _rank_world()
     if plain:
         means, _, _ = class_means(features, classes, chunk)
         sample = np.sort(np.random.default_rng(seed).choice(len(features), size=min(512, len(features)),
@@ -282,6 +303,7 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
                        label_smoothing=label_smoothing)
         init = "prototype"
         del means
+    init_seconds, init_cpu = time.perf_counter() - tic, time.process_time() - cpu
     params = [p for name, p in head.named_parameters() if not name.startswith("pool.")]
     for p in params:
         p.requires_grad_(True)
@@ -300,38 +322,55 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
         epochs = max(epochs, math.ceil(min_steps / per_epoch))
     total = per_epoch * epochs
     step, loss_sum, seen = 0, 0.0, 0
+    done = False
     for epoch in range(epochs):
         loss_sum, seen = 0.0, 0
         for start in rng.permutation(starts):
-            x = torch.from_numpy(features.read(start, start + chunk))
-            y = torch.from_numpy(features.targets[start:start + chunk])
-            order = torch.from_numpy(rng.permutation(len(x)))
-            for b in range(0, len(x), batch):
+            n = min(chunk, len(features) - int(start))
+            lo, hi = start + (n * rank) // world, start + (n * (rank + 1)) // world   # this rank's slice
+            x = torch.from_numpy(features.read(lo, hi))
+            y = torch.from_numpy(features.targets[start:start + n])
+            order = torch.from_numpy(rng.permutation(n))
+            for b in range(0, n, batch):
                 pick = order[b:b + batch]
-                xb, yb = x[pick], y[pick]
+                mine = pick[(pick >= lo - start) & (pick < hi - start)]
+                xb, yb, total_rows = x[mine - (lo - start)], y[pick], len(pick)
                 rate = lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))   # cosine decay
                 if sampled:
-                    loss = lazy.step(xb, yb, rate, rng)
+                    loss = lazy.step(xb, yb, rate, rng, y[mine])
                 else:
                     for group in optimizer.param_groups:
                         group["lr"] = rate
                     optimizer.zero_grad(set_to_none=True)
+                    ymine = y[mine]
                     logits = head.classify(xb)
                     if loss_logits is not None:
-                        logits = loss_logits(logits, yb)
-                    loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing) \
-                        + weight_decay * sum((w * w).sum() for w in weights)
+                        logits = loss_logits(logits, ymine)
+                    loss = F.cross_entropy(logits, ymine, label_smoothing=label_smoothing, reduction="sum") \
+                        / total_rows + weight_decay * sum((w * w).sum() for w in weights) / world
                     loss.backward()
+                    loss = _sum_ranks(params, loss, world)
                     optimizer.step()
-                loss_sum += float(loss.detach()) * len(yb)
-                seen += len(yb)
+                loss_sum += float(loss.detach()) * total_rows
+                seen += total_rows
                 step += 1
+                if max_steps and step >= max_steps:
+                    done = True
+                    break
+            if done:
+                break
         log.info("probe (stream): epoch %d/%d, loss %.4f", epoch + 1, epochs, loss_sum / max(seen, 1))
+        if done:
+            break
+    if world > 1:
+        for p in params:
+            torch.distributed.broadcast(p.data, src=0)
     for p in params:
         p.requires_grad_(False)
     head.eval()
-    return {"fit": "stream", "epochs": epochs, "init": init, "sampled_softmax": bool(sampled),
-            "seconds": time.perf_counter() - tic, "loss": loss_sum / max(seen, 1) if epochs else float("nan")}
+    return {"fit": "stream", "epochs": epochs, "init": init, "sampled_softmax": bool(sampled), "steps": step,
+            "steps_planned": total, "ranks": world, "init_seconds": init_seconds, "seconds": time.perf_counter() - tic,
+            "init_cpu_seconds": init_cpu, "cpu_seconds": time.process_time() - cpu, "loss": loss_sum / max(seen, 1) if epochs else float("nan")}
 
 
 class _LazyAdam:
@@ -346,15 +385,23 @@ class _LazyAdam:
         self.v = torch.zeros(classes, fc.in_features + 1)
         self.t = torch.zeros(classes)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, rng: np.random.Generator) -> torch.Tensor:
-        cols, target = _sampled_columns(y, self.classes, self.width, rng)
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, rng: np.random.Generator,
+             y_mine: torch.Tensor | None = None) -> torch.Tensor:
+        """One step on the minibatch with targets ``y`` ``[B]`` (every rank's), of which this
+        rank holds the rows ``x`` ``[b, C]`` with targets ``y_mine`` ``[b]`` (default: all of ``y``);
+        returns the minibatch's loss (summed over ranks)."""
+        world = _rank_world()[1]
+        y_mine = y if y_mine is None else y_mine
+        cols, _ = _sampled_columns(y, self.classes, self.width, rng)
+        target = torch.searchsorted(cols[:len(torch.unique(y))], y_mine)   # the minibatch's classes come first, sorted
         with torch.no_grad():
             wb = torch.cat([self.fc.weight[cols], self.fc.bias[cols, None]], 1)
         wb.requires_grad_(True)
         logits = F.linear(x, wb[:, :-1], wb[:, -1])
-        loss = F.cross_entropy(logits, target, label_smoothing=self.smoothing) \
-            + self.wd * (wb[:, :-1] ** 2).sum() * (len(cols) / self.classes)
+        loss = F.cross_entropy(logits, target, label_smoothing=self.smoothing, reduction="sum") / len(y) \
+            + self.wd * (wb[:, :-1] ** 2).sum() * (len(cols) / self.classes) / world
         loss.backward()
+        loss = _sum_ranks([wb], loss, world)
         with torch.no_grad():
             g, (b1, b2) = wb.grad, self.betas
             m = self.m[cols].mul_(b1).add_(g, alpha=1 - b1)
@@ -366,6 +413,28 @@ class _LazyAdam:
             self.fc.weight[cols] = new[:, :-1]
             self.fc.bias[cols] = new[:, -1]
         return loss.detach()
+
+
+def _rank_world() -> tuple[int, int]:
+    """(rank, world size) under ``torch.distributed``, (0, 1) otherwise."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sum_ranks(params, loss: torch.Tensor, world: int) -> torch.Tensor:
+    """Sum the gradients of ``params`` and ``loss`` over ranks (in place; nothing when ``world`` is 1)."""
+    if world == 1:
+        return loss
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1)])
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset:offset + g.numel()].view_as(g)
+        offset += g.numel()
+    return flat[-1]
 
 
 def _sampled_columns(y: torch.Tensor, classes: int, width: int, rng: np.random.Generator

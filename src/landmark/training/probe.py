@@ -167,13 +167,14 @@ def fit_lbfgs(head: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, l
 
 
 def fit_streamed(head: nn.Module, features: FeatureFile, classes: int, stage: Stage, loss_logits=None,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, max_steps: int = 0) -> dict:
     """Fit ``head`` on a descriptor file by :func:`~landmark.training.head_fit.fit_stream`
-    with the stage's ``stream_*`` settings, ``weight_decay`` and ``label_smoothing``; returns its summary."""
+    with the stage's ``stream_*`` settings, ``weight_decay`` and ``label_smoothing`` (``max_steps``:
+    stop early, for timing a fraction of a large fit); returns its summary."""
     return fit_stream(head, features, classes, epochs=stage.stream_epochs, batch=stage.stream_batch,
                       lr=stage.stream_lr, weight_decay=stage.weight_decay, label_smoothing=stage.label_smoothing,
                       sampled_above=stage.stream_classes, loss_logits=loss_logits, min_steps=stage.stream_min_steps,
-                      seed=seed)
+                      seed=seed, max_steps=max_steps)
 
 
 @torch.no_grad()
