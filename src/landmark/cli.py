@@ -281,8 +281,11 @@ def evaluate(
     usage: Optional[str] = typer.Option(None, help="score only the solution's Public or Private rows (default: all)"),
     overwrite: bool = typer.Option(False, help="replace the files of an earlier evaluation in --out"),
 ) -> None:
-    """Print GAP, GAP over landmark queries only, and accuracy as one JSON object (a retrieval
-    solution: mAP@100, precision@10 and, with easy/hard/junk labels, Revisited mAP E/M/H)."""
+    """Print GAP, GAP over landmark queries only, and accuracy as one JSON object.
+
+    Given a retrieval solution (id,images,Usage) and a landmark retrieve submission: mAP@100,
+    precision@10 and, where the solution has easy/hard/junk columns, Revisited mAP Easy/Medium/Hard.
+    """
     if usage is not None and usage.lower() not in ("public", "private"):
         _fail(ValueError(f"--usage {usage!r}: use Public or Private"))
     if out is not None:
