@@ -45,7 +45,7 @@ def test_submission_and_json(recognizer_index, retrieved):
     by_id = {a["id"]: a for a in answers}
     assert [i["id"] for i in by_id["test"]["images"]] == ranked["test"]
     scores = [i["score"] for i in by_id["self"]["images"]]
-    assert scores[0] == pytest.approx(1.0, abs=1e-3) and scores == sorted(scores, reverse=True)
+    assert scores[0] > 0.9 and scores == sorted(scores, reverse=True)   # alpha-QE (default): not exactly 1
     assert by_id["self"]["images"][0]["path"] == items["path"].iloc[3]
     assert out.with_name("retrieval.queries.npy").is_file()
 
