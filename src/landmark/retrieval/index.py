@@ -369,7 +369,7 @@ def _is_kind(index: faiss.Index, kind: object) -> bool:
     """Whether ``index`` (read from a file) is what :func:`_new_index` makes for ``kind``: a
     record that names another kind would make the search-time tuning fail with a FAISS traceback."""
     types = {"flat": (faiss.IndexFlat,), "hnsw": (faiss.IndexHNSW,), "ivf": (faiss.IndexIVFFlat,),
-             "ivfpq": (faiss.IndexIVFPQ,)}
+             "ivfsq": (faiss.IndexIVFScalarQuantizer,), "ivfpq": (faiss.IndexIVFPQ,)}
     if isinstance(index, faiss.IndexPreTransform):   # a whitened index: its kind is the inner index's
         index = faiss.downcast_index(index.index)
     return isinstance(kind, str) and isinstance(index, types.get(kind, ()))
