@@ -277,7 +277,8 @@ def export(
 @app.command()
 def evaluate(
     submission: Optional[Path] = typer.Argument(None, help="Kaggle submission (id,landmarks); leave out with --model"),
-    solution: Optional[Path] = typer.Option(None, help="recognition_solution.csv (id,landmarks,Usage), or a labelled "
+    solution: Optional[Path] = typer.Option(None, help="recognition_solution.csv (id,landmarks,Usage), a retrieval solution "
+                                            "(id,images,Usage[,easy,hard,junk]) for a landmark retrieve submission, or a labelled "
                                             "folder tree: one folder per landmark, photos of no landmark in "
                                             "no_landmark/ (the submission predicted from that folder)"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="run folder, .pt or .onnx: predict --folder "
@@ -293,7 +294,9 @@ def evaluate(
     """Print GAP, GAP over landmark queries only, and accuracy as one JSON object.
 
     Solutions: landmark evaluate SUB.csv --solution recognition_solution.csv | --solution FOLDER_TREE;
-    landmark evaluate --model RUN --folder FOLDER_TREE [--nonlandmarks DIR] predicts and scores."""
+    landmark evaluate --model RUN --folder FOLDER_TREE [--nonlandmarks DIR] predicts and scores.
+    Given a retrieval solution (id,images,Usage) and a landmark retrieve submission: mAP@100,
+    precision@10 and, where the solution has easy/hard/junk columns, Revisited mAP Easy/Medium/Hard."""
     if usage is not None and usage.lower() not in ("public", "private"):
         _fail(ValueError(f"--usage {usage!r}: use Public or Private"))
     if model is not None or folder is not None:
@@ -309,6 +312,14 @@ def evaluate(
         _refuse_overwrite(evaluate_files(out) + ([out / "submission.csv"] if model is not None else []), overwrite)
     _require(("SUBMISSION", submission), ("--solution", solution), ("--model", model), ("--folder", folder),
              ("--nonlandmarks", nonlandmarks))
+    if solution is not None and solution.is_file():
+        from .evaluation.evaluate import evaluate_retrieval, is_retrieval_solution
+        if is_retrieval_solution(solution):
+            try:
+                typer.echo(json.dumps(evaluate_retrieval(submission, solution, out=out, usage=usage)))
+            except (FileNotFoundError, ValueError) as err:
+                _fail(err)
+            return
     try:
         if model is not None:
             from .inference.labelled import evaluate_folder
@@ -760,6 +771,64 @@ def knn(
                            "rejects_file": str(rejects_file),
                            "predicted": int((predictions["landmark_id"] != "").sum()),
                            "verification_failures": len(result.failures or [])}))
+
+
+_RETRIEVE = _RETRIEVAL.retrieve
+
+
+@app.command()
+def retrieve(
+    queries: Path = typer.Argument(..., help="query photos: a folder (recursive), a CSV with an id column, one photo, "
+                                             "or query embeddings .npy of the index's model"),
+    index: Path = typer.Option(..., help="index folder (landmark index build)"),
+    out: Path = typer.Option(Path("retrieval.csv"), help="Kaggle retrieval submission to write (id,images)"),
+    checkpoint: Optional[Path] = typer.Option(None, help="the model the index was built with (default: the one "
+                                              "recorded in the index)"),
+    preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    top_k: Optional[int] = typer.Option(None, min=1, help=f"index photos per query ({_default(_RETRIEVE.top_k)})"),
+    qe: Optional[int] = typer.Option(None, min=0, help="alpha-query expansion over this many nearest photos, then "
+                                     f"a second search (0 = off; {_default(_RETRIEVE.qe)})"),
+    qe_alpha: Optional[float] = typer.Option(None, min=0.0, help="alpha-QE weight exponent "
+                                             f"({_default(_RETRIEVE.qe_alpha)})"),
+    as_json: bool = typer.Option(False, "--json", help="print every query's photos (ids, paths, scores) as JSON"),
+    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
+    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
+    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
+    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
+) -> None:
+    """For each query photo, the index photos most similar to it, most similar first.
+
+    Writes OUT (Kaggle retrieval submission: id,images with space-separated ids, scored by
+    landmark evaluate OUT --solution retrieval_solution.csv), OUT.rejects.csv and, for photos,
+    OUT.queries.npy.
+    """
+    settings = _retrieval_settings(preset, retrieve={"top_k": top_k, "qe": qe, "qe_alpha": qe_alpha})
+    work = out.with_suffix("")
+    rejects_file = out.with_name(out.stem + ".rejects.csv")
+    from .io import embedding_files
+    _refuse_overwrite([out, rejects_file] + (embedding_files(f"{work}.queries") if not str(queries).endswith(".npy")
+                                             else []), overwrite)
+    _require(("--index", index), ("QUERIES", queries))
+    from .data import write_rejects
+    from .data.kaggle import write_retrieval_submission
+    from .retrieval.pipeline import retrieval_answers, retrieval_rankings, retrieve as run_retrieve
+    try:
+        found, rejects = run_retrieve(index, queries, work=work, checkpoint=checkpoint, config=settings.retrieve,
+                                      batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
+                                      runtime=runtime, threads=threads)
+        unreadable = {r.id for r in rejects}
+        rankings = retrieval_rankings(found)
+        write_retrieval_submission(rankings, out)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _fail(err)
+    write_rejects(rejects, rejects_file)
+    if as_json:
+        typer.echo(json.dumps(retrieval_answers(found), indent=2))
+        return
+    typer.echo(json.dumps({"submission": str(out), "queries": len(rankings), "rejects": len(unreadable),
+                           "rejects_file": str(rejects_file), "top_k": settings.retrieve.top_k}))
 
 
 # --- recognize, serve: the Recognizer on the terminal and over HTTP ---

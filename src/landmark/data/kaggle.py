@@ -92,3 +92,79 @@ def read_solution(path: str | Path, usage: str | None = None) -> dict[str, set[s
             raise ValueError(f"{path} has no Usage column; drop --usage")
         frame = frame[frame["Usage"].str.lower() == usage.lower()]
     return {i: set(lm.split()) for i, lm in zip(frame["id"], frame["landmarks"])}
+
+
+# --- retrieval (Kaggle Landmark Retrieval 2019/2020, GLDv2) ---
+# Submission: ``id,images``, ``images`` = up to 100 index image ids, space-separated, most
+# similar first.  Solution (``retrieval_solution_v2.1.csv``): ``id,images,Usage``, ``images`` =
+# the relevant index ids (``None`` / empty for queries that have none: Usage ``Ignored``).
+# A solution may also carry the Revisited Oxford/Paris labels as columns ``easy``, ``hard``,
+# ``junk`` (space-separated ids); then ``images`` is easy + hard.
+RETRIEVAL_LABELS = ("easy", "hard", "junk")
+
+
+def write_retrieval_submission(rankings: dict[str, list[str]], path: str | Path) -> None:
+    """Write {query id: ranked index ids} as a Kaggle retrieval submission (atomically).
+
+    Raises:
+        ValueError: an index id holds a space or a comma (the field would not read back).
+    """
+    path = Path(path)
+    for query, ids in rankings.items():
+        if bad := next((i for i in [query, *ids] if not i or any(c in i for c in " ,\n")), None):
+            raise ValueError(f"id {bad!r} (query {query}) is empty or holds a space or comma; give plain ids")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "images"])
+        for query, ids in rankings.items():
+            writer.writerow([query, " ".join(ids)])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_retrieval_submission(path: str | Path) -> dict[str, list[str]]:
+    """Read a retrieval submission into {query id: ranked index ids}.
+
+    Raises:
+        ValueError: no ``id,images`` columns, or a query listed twice (names the row).
+    """
+    frame = read_csv(path, dtype=str, keep_default_na=False)
+    if not {"id", "images"} <= set(frame.columns):
+        raise ValueError(f"{path}: a retrieval submission needs the columns id,images (found {list(frame.columns)})")
+    out: dict[str, list[str]] = {}
+    for line, (query, field) in enumerate(zip(frame["id"], frame["images"]), start=2):
+        if query in out:
+            raise ValueError(f"{path}:{line}: query {query} is listed twice; one row per query")
+        out[query] = field.split()
+    return out
+
+
+def read_retrieval_solution(path: str | Path, usage: str | None = None) -> tuple[dict[str, list[str]], dict | None]:
+    """Read a retrieval solution into {query id: relevant index ids} and, when the file has the
+    columns ``easy``, ``hard``, ``junk``, {query id: {easy, hard, junk: ids}}.
+
+    Queries with no relevant image (``None`` or empty, Kaggle's ``Ignored`` rows) are left out,
+    as GLDv2's metric leaves them out.
+
+    Args:
+        usage: keep only rows whose ``Usage`` is this (``Public``/``Private``); None = all.
+
+    Raises:
+        ValueError: no ``id,images`` columns, or ``usage`` without a Usage column.
+    """
+    frame = read_csv(path, dtype=str, keep_default_na=False)
+    if not {"id", "images"} <= set(frame.columns):
+        raise ValueError(f"{path}: a retrieval solution needs the columns id,images[,Usage]")
+    if usage:
+        if "Usage" not in frame.columns:
+            raise ValueError(f"{path} has no Usage column; drop --usage")
+        frame = frame[frame["Usage"].str.lower() == usage.lower()]
+    relevant = {q: ids.split() for q, ids in zip(frame["id"], frame["images"]) if ids.strip() not in ("", "None")}
+    if not set(RETRIEVAL_LABELS) <= set(frame.columns):
+        return relevant, None
+    labels = {q: {name: row[name].split() for name in RETRIEVAL_LABELS}
+              for q, row in frame.set_index("id").iterrows() if q in relevant}
+    return relevant, labels

@@ -16,9 +16,62 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.gldv2 import read_queries
-from ..data.kaggle import read_solution, read_submission
+from ..data.kaggle import read_retrieval_solution, read_retrieval_submission, read_solution, read_submission
 from ..data.names import display_name, pretty_name
+from ..io import write_text_atomic
 from .metrics import per_class_accuracy, recognition_scores
+from .retrieval_metrics import mean_average_precision, precision_at_k, revisited_map_ranked
+
+#: Predictions per query that GLDv2's retrieval metric reads (Kaggle Landmark Retrieval: mAP@100).
+RETRIEVAL_MAX_PREDICTIONS = 100
+
+
+def is_retrieval_solution(solution: str | Path) -> bool:
+    """Whether ``solution`` is a retrieval solution (header with ``images``) rather than a
+    recognition one (``landmarks``); reads the first line only."""
+    with open(solution, newline="") as f:
+        header = f.readline().strip().split(",")
+    return "images" in header and "landmarks" not in header
+
+
+def evaluate_retrieval(submission: str | Path, solution: str | Path, out: str | Path | None = None,
+                       usage: str | None = None) -> dict:
+    """Score a retrieval submission (``id,images``) against a retrieval solution (``id,images,Usage``).
+
+    ``map@100``: GLDv2 / Kaggle Landmark Retrieval mAP@100
+    (:func:`~landmark.evaluation.retrieval_metrics.mean_average_precision`); ``precision@10``;
+    and, when the solution has ``easy,hard,junk`` columns, the Revisited Oxford/Paris mAP of the
+    Easy, Medium and Hard setups (``revisited``, :func:`~landmark.evaluation.retrieval_metrics.revisited_map`).
+    With ``out``, also ``metrics.json`` there.
+
+    Returns:
+        dict with map@100, precision@10, queries (solution queries with a relevant image),
+        ranked (of those, queries the submission ranks), unknown_ids (submitted queries not in
+        the solution, ignored) and optionally revisited and usage.
+
+    Raises:
+        ValueError: a malformed file, or no submitted query in the solution.
+    """
+    ranked = read_retrieval_submission(submission)
+    relevant, labels = read_retrieval_solution(solution, usage)
+    every, _ = read_retrieval_solution(solution)
+    if ranked and not set(ranked) & set(every) and every:
+        raise ValueError(f"no query of {submission} is in {solution} ({len(every)} queries); is it the solution "
+                         f"of these queries?")
+    mine = {q: ids for q, ids in ranked.items() if q in relevant}
+    result = {"map@100": mean_average_precision(mine, relevant, RETRIEVAL_MAX_PREDICTIONS),
+              "precision@10": precision_at_k(mine, relevant, 10),
+              "queries": len(relevant), "ranked": len(mine),
+              "unknown_ids": sum(1 for q in ranked if q not in every)}
+    if labels is not None:
+        result["revisited"] = revisited_map_ranked({q: ids[:RETRIEVAL_MAX_PREDICTIONS] for q, ids in mine.items()},
+                                                   labels)
+    if usage:
+        result["usage"] = usage
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(out) / "metrics.json", json.dumps(result, indent=2))
+    return result
 
 #: Folder names (any case; ``_``, ``-`` or space) that hold the photos of no landmark in a labelled tree.
 NO_LANDMARK_FOLDERS = ("no landmark", "no landmarks", "nonlandmarks", "non landmarks", "not landmarks")

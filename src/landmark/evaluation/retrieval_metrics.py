@@ -70,6 +70,48 @@ def mean_average_precision(predictions: Mapping[str, Sequence[str]], solution: M
     return total / len(solution)
 
 
+def precision_at_k(predictions: Mapping[str, Sequence[str]], solution: Mapping[str, Sequence[str]],
+                   k: int = 10) -> float:
+    """Mean precision@``k``: the share of relevant ids among each query's first ``k`` predictions
+    (repeats count once), averaged over every solution query (no predictions = 0).
+
+    Args, Raises: as :func:`mean_average_precision`.
+    """
+    if not solution:
+        return 0.0
+    total = 0.0
+    for key, ranked in predictions.items():
+        if key not in solution:
+            raise ValueError(f"query {key} is not part of the retrieval solution")
+        total += len(set(list(ranked)[:k]) & set(solution[key])) / k
+    return total / len(solution)
+
+
+def revisited_map_ranked(predictions: Mapping[str, Sequence[str]], labels: Mapping[str, Mapping[str, Sequence[str]]],
+                         kappas: Sequence[int] = (1, 5, 10)) -> dict:
+    """:func:`revisited_map` on rankings of ids (a retrieval submission) instead of a full
+    ``[n_db, n_queries]`` matrix: positives missing from a query's ranking count as not
+    retrieved, as with a ranking cut at 100.
+
+    Args:
+        predictions: query id -> ranked index ids (queries of ``labels`` without one rank nothing).
+        labels: query id -> ``{'easy', 'hard', 'junk'}`` index ids.
+
+    Returns:
+        as :func:`revisited_map`.
+    """
+    queries = list(labels)
+    code: dict[str, int] = {}
+    rankings = [[code.setdefault(i, len(code)) for i in dict.fromkeys(predictions.get(q, []))] for q in queries]
+    width = max([len(r) for r in rankings] + [1])
+    ranks = np.full((width, len(queries)), -1, dtype=np.int64)
+    for q, ranking in enumerate(rankings):
+        ranks[:len(ranking), q] = ranking
+    gnd = [{name: [code.setdefault(i, len(code)) for i in labels[q].get(name, [])] for name in ("easy", "hard", "junk")}
+           for q in queries]
+    return revisited_map(ranks, gnd, kappas)
+
+
 def average_precision_trapezoid(positions: np.ndarray, n_positives: int) -> float:
     """AP of one query from the 0-based ranks of its retrieved positives (cirtorch ``compute_ap``).
 

@@ -64,7 +64,8 @@ from .voting import DRAFT_FACTOR, TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
 from ..data.names import display_name
-from ..retrieval.config import REJECT_THRESHOLD, check_threshold
+from ..retrieval.config import REJECT_THRESHOLD, RetrieveConfig, check_threshold
+from ..retrieval.pipeline import rank_index
 # torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
 from .answers import (  # noqa: F401
     Answer, Candidate, ImageInput, Neighbour, decode, resolve_checkpoint, run_index, scoring_line, scoring_mode,
@@ -385,6 +386,38 @@ class Recognizer:
         items = self.index.items
         return [[Neighbour(id=items["id"].iat[j], landmark_id=items["landmark_id"].iat[j],
                            name=self.name(items["landmark_id"].iat[j]), similarity=float(s), path=items["path"].iat[j])
+                 for s, j in zip(sims[i], rows[i]) if j >= 0] for i in range(len(vectors))]
+
+    def retrieve(self, images: ImageInput | list[ImageInput], top_k: int = 10,
+                 config: RetrieveConfig | None = None, batch_size: int = 16) -> list[list[Neighbour]]:
+        """The indexed photos most similar to each image, most similar first (``landmark
+        retrieve`` on in-memory photos: :func:`landmark.retrieval.pipeline.rank_index`, the index's
+        whitening and ``config``'s alpha-QE; ``top_k`` overrides ``config.top_k``).
+
+        Returns:
+            one list of :class:`Neighbour` per image (``similarity``: cosine of the searched vectors).
+
+        Raises:
+            ValueError: no index loaded, or ``top_k < 1``.
+            ImageError: an image cannot be decoded (its position and the reason are named).
+        """
+        if self.index is None:
+            raise ValueError("retrieval needs an index: load the recogniser with index=DIR (landmark index build)")
+        if top_k < 1:
+            raise ValueError(f"top_k={top_k}: give at least 1")
+        config = (config or RetrieveConfig()).model_copy(update={"top_k": top_k})
+        items = images if isinstance(images, list) else [images]
+        photos = []
+        for k, item in enumerate(items):
+            try:
+                photos.append(decode(item))
+            except ImageError as err:
+                raise ImageError(f"{item if isinstance(item, (str, Path)) else f'image {k}'}: {err}") from None
+        vectors = np.concatenate([self.embed(photos[i:i + batch_size]) for i in range(0, len(photos), batch_size)])
+        sims, rows = rank_index(self.index, vectors, config)
+        items_ = self.index.items
+        return [[Neighbour(id=items_["id"].iat[j], landmark_id=items_["landmark_id"].iat[j],
+                           name=self.name(items_["landmark_id"].iat[j]), similarity=float(s), path=items_["path"].iat[j])
                  for s, j in zip(sims[i], rows[i]) if j >= 0] for i in range(len(vectors))]
 
     def _nonlandmark_vectors(self, source: Path) -> np.ndarray:

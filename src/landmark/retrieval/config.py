@@ -94,6 +94,9 @@ class IndexParams(_Strict):
         hnsw_m: HNSW links per node.
         ef_construction, ef_search: HNSW beam widths when building / searching.
         train_size: at most this many vectors train IVF k-means / PQ.
+        whiten: PCA-whitening to this many dimensions, fitted on the indexed vectors at build time
+            and stored in ``index.faiss``, so enrolled photos and queries are whitened alike
+            (:mod:`landmark.retrieval.ranking`); 0 = none.
     """
 
     kind: IndexKind = "auto"
@@ -105,6 +108,7 @@ class IndexParams(_Strict):
     ef_construction: int = Field(80, ge=1)
     ef_search: int = Field(128, ge=1)
     train_size: int = Field(200_000, ge=1)
+    whiten: int = Field(0, ge=0)
 
 
 class KnnConfig(_Strict):
@@ -156,12 +160,31 @@ class VerifyConfig(_Strict):
     ransac_threshold: float | None = Field(None, gt=0.0)
 
 
+class RetrieveConfig(_Strict):
+    """Photo retrieval of ``landmark retrieve`` (:func:`landmark.retrieval.pipeline.retrieve`):
+    the index photos most similar to each query, most similar first.
+
+    Attributes:
+        top_k: index photos per query (the Kaggle retrieval metric, mAP@100, reads 100).
+        qe: alpha-query expansion over this many nearest index photos, then a second search
+            (:func:`landmark.retrieval.ranking.alpha_query_expansion`); 0 = off.  5: the best of 2, 5,
+            10 on the validation side of ``benchmarks/retrieval_quality.py`` (mAP@100 0.206 -> 0.238;
+            seen 0.342 -> 0.378, docs/retrieval.md).
+        qe_alpha: similarity exponent of the expansion's weights.
+    """
+
+    top_k: int = Field(100, ge=1)
+    qe: int = Field(5, ge=0)
+    qe_alpha: float = Field(3.0, ge=0.0)
+
+
 class RetrievalConfig(_Strict):
-    """All retrieval settings: ``index``, ``knn`` and ``verify`` sections (module docstring)."""
+    """All retrieval settings: ``index``, ``knn``, ``verify`` and ``retrieve`` sections (module docstring)."""
 
     index: IndexParams = IndexParams()
     knn: KnnConfig = KnnConfig()
     verify: VerifyConfig = VerifyConfig()
+    retrieve: RetrieveConfig = RetrieveConfig()
 
 
 def retrieval_presets() -> list[str]:

@@ -53,6 +53,7 @@ from .config import KINDS, IndexParams
 from .embeddings import Embeddings, iter_chunks
 from .index_reader import (FILE_KEYS, ITEM_COLUMNS, check_count, check_marker, read_faiss, read_params, search,
                            tune)
+from .ranking import check_whiten_dim, fit_whitening, whitening_chain
 
 T = TypeVar("T")
 AUTO_FLAT_BELOW = 100_000
@@ -132,6 +133,33 @@ class LandmarkIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
+    @property
+    def searched(self) -> faiss.Index:
+        """The index that holds the vectors as searched: the inner index of a whitened one."""
+        if isinstance(self.index, faiss.IndexPreTransform):
+            return faiss.downcast_index(self.index.index)
+        return self.index
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors ``[N, D]`` as the index compares them: whitened and L2-normalised
+        (``[N, params.whiten]``) for a whitened index, else unchanged; float32."""
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not isinstance(self.index, faiss.IndexPreTransform):
+            return x
+        for k in range(self.index.chain.size()):
+            x = self.index.chain.at(k).apply(x)
+        return x
+
+    def stored(self, rows: np.ndarray) -> np.ndarray:
+        """The indexed vectors of ``rows`` (int ``[M]``) as searched (after whitening), float32
+        ``[M, d]``: exact for flat, HNSW and IVF-Flat kinds, decoded codes for ivfsq / ivfpq."""
+        inner = self.searched
+        ivf = faiss.try_extract_index_ivf(inner)
+        if ivf is not None and not ivf.direct_map.type:
+            ivf.make_direct_map()
+        rows = np.asarray(rows, dtype=np.int64)
+        return inner.reconstruct_batch(rows) if len(rows) else np.zeros((0, inner.d), dtype=np.float32)
+
     @classmethod
     def build(cls, embeddings: Embeddings, params: IndexParams | None = None, meta: dict | None = None,
               chunk: int = 65536) -> "LandmarkIndex":
@@ -151,10 +179,17 @@ class LandmarkIndex:
         n, d = embeddings.vectors.shape
         check_cells(params, n, d)
         kind = choose_kind(n, d, params.memory_gb, params.pq_m) if params.kind == "auto" else params.kind
-        index = _new_index(kind, d, n, params)
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(n, size=min(n, params.train_size), replace=False))
+        if params.whiten:
+            check_whiten_dim(params.whiten, len(sample), d)
+            chain = whitening_chain(fit_whitening(embeddings.vectors[sample], params.whiten))
+            index = faiss.IndexPreTransform(_new_index(kind, params.whiten, n, params))
+            for transform in reversed(chain):
+                index.prepend_transform(transform)
+        else:
+            index = _new_index(kind, d, n, params)
         if not index.is_trained:
-            rng = np.random.default_rng(0)
-            sample = np.sort(rng.choice(n, size=min(n, params.train_size), replace=False))
             index.train(np.ascontiguousarray(embeddings.vectors[sample], dtype=np.float32))
         out = cls(index, _items(embeddings.items), kind, params, meta=dict(meta or {}))
         out._add_vectors(embeddings.vectors, chunk)

@@ -29,6 +29,8 @@ def is_kind(index: faiss.Index, kind: object) -> bool:
     record that names another kind would make the search-time tuning fail with a FAISS traceback."""
     types = {"flat": (faiss.IndexFlat,), "hnsw": (faiss.IndexHNSWFlat,), "hnswsq": (faiss.IndexHNSWSQ,),
              "ivf": (faiss.IndexIVFFlat,), "ivfsq": (faiss.IndexIVFScalarQuantizer,), "ivfpq": (faiss.IndexIVFPQ,)}
+    if isinstance(index, faiss.IndexPreTransform):   # a whitened index: its kind is the inner index's
+        index = faiss.downcast_index(index.index)
     return isinstance(kind, str) and isinstance(index, types.get(kind, ()))
 
 
@@ -99,8 +101,9 @@ def tune(index: faiss.Index, kind: str, params: IndexParams) -> None:
     """Search-time settings: ``nprobe`` of IVF kinds, ``efSearch`` of HNSW."""
     if kind in ("ivf", "ivfsq", "ivfpq"):
         faiss.extract_index_ivf(index).nprobe = params.nprobe
-    elif kind in ("hnsw", "hnswsq"):
-        index.hnsw.efSearch = params.ef_search
+    elif kind in ("hnsw", "hnswsq"):   # a whitened index searches its inner index
+        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+        inner.hnsw.efSearch = params.ef_search
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:

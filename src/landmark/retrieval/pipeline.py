@@ -24,12 +24,13 @@ from ..defaults import BATCH_SIZE, EMBED_DTYPE, PART_SIZE, TOP_CLASSES, WORKERS
 from ..models.runtime import Runtime, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, announce, check_engine
 from ..io import read_csv
-from .config import REJECT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig
+from .config import REJECT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig, RetrieveConfig
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
 from .provenance import check_model, runtime_record
 from .scoring import CALIBRATION_K, calibrate_landmark, decide, verdict as verdict_words
+from .ranking import normalise
 from .shards import embed_shard
 
 
@@ -438,3 +439,114 @@ def _with_names(predictions: pd.DataFrame, names: dict, config: KnnConfig, index
     verdict = ["unreadable" if i in unreadable else verdict_words(n, decide(lid, s, threshold)[0])
                for i, lid, s, n in zip(predictions["id"], lids, predictions["score"], named)]
     return predictions.assign(name=named, verdict=verdict)
+
+
+def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``config.top_k`` index photos most similar to each query, with alpha-QE when ``config.qe``.
+
+    Args:
+        queries: float ``[Q, D]`` L2-normalised descriptors of the index's model (whitened by the
+            index when it stores a whitening).
+
+    Returns:
+        (similarities float32 ``[Q, k]`` descending, item rows int64 ``[Q, k]``; -1 with -inf
+        where the index holds fewer than ``k`` photos).  With alpha-QE the similarities are those
+        of the expanded query.
+    """
+    config = config or RetrieveConfig()
+    k = config.top_k
+    if config.qe <= 0 or len(index) == 0:
+        return index.search(queries, k)
+    sims, rows = index.search(queries, max(config.qe, 1))
+    stored = index.stored(np.clip(rows, 0, None).ravel()).reshape(len(rows), rows.shape[1], -1)
+    weights = np.where(rows >= 0, np.clip(sims, 0.0, None) ** config.qe_alpha, 0.0).astype(np.float32)
+    expanded = normalise(index.transform(queries) + np.einsum("qn,qnd->qd", weights, stored))
+    k = min(k, len(index))
+    sims, rows = faiss_search(index.searched, expanded, k)
+    if k < config.top_k:   # as LandmarkIndex.search: -1 / -inf beyond the index's size
+        pad = config.top_k - k
+        sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+        rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+    return sims, rows
+
+
+def faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search`` of float32 ``queries`` ``[Q, d]``: (similarities ``[Q, k]``, rows ``[Q, k]``)."""
+    sims, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    sims[rows < 0] = -np.inf
+    return sims, rows
+
+
+def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, checkpoint: str | Path | None = None,
+             config: RetrieveConfig | None = None, batch_size: int = 32, workers: int | None = 2,
+             device: str | None = None, overwrite: bool = False, runtime: str = DEFAULT_RUNTIME,
+             threads: int | None = None) -> tuple[pd.DataFrame, list[Reject]]:
+    """For each query photo, the index photos most similar to it (Kaggle Landmark Retrieval;
+    docs/retrieval.md): queries embedded with the index's model, searched with
+    :func:`rank_index` (the index's own whitening, alpha-QE as ``config`` says).
+
+    Args:
+        images: query folder, CSV or one photo; or an embeddings ``.npy`` of the index's model.
+        work: path prefix of the query embeddings (``WORK.queries.npy``).
+        checkpoint: the model (default: the one recorded in the index's ``meta.json``).
+        config: ``top_k``, ``qe``, ``qe_alpha`` (default :class:`RetrieveConfig`).
+
+    Returns:
+        (one row per query and neighbour, best first: ``query, query_path, rank`` (1-based),
+        ``id, landmark_id, path, score`` (cosine similarity of the searched vectors); a query
+        that could not be read has none and is in the rejects; the rejects).
+
+    Raises:
+        FileNotFoundError: no index, images or checkpoint.
+        ValueError: an index without a recorded model and no ``checkpoint``.
+        landmark.retrieval.provenance.ModelMismatch: the checkpoint or the ``.npy`` is of another model.
+    """
+    config = config or RetrieveConfig()
+    index = LandmarkIndex.load(index_dir)
+    built = index.meta.get("model") or {}
+    checkpoint = checkpoint or built.get("checkpoint")
+    if str(images).endswith(".npy"):
+        queries, rejects = load_embeddings(images), []
+        check_model(queries.model, built or None, f"the queries of {images}", "this index",
+                    f"embed them with `landmark embed {checkpoint or 'CHECKPOINT'}`")
+    else:
+        if checkpoint is None:
+            raise ValueError(f"{index_dir} records no model; give --checkpoint (the model the index was built with)")
+        engine = load_runtime(checkpoint, runtime, device, threads, image_size=built.get("image_size"))
+        announce(engine, runtime)
+        size = _index_image_size(index, engine)
+        check_model(runtime_record(engine, checkpoint, size), built or None, f"the vectors of {checkpoint}",
+                    "this index", "give the checkpoint the index was built with")
+        queries, rejects, _ = _embed(engine, checkpoint, read_queries(images), embeddings_path(f"{work}.queries"),
+                                     image_size=size, batch_size=batch_size, workers=workers, device=device,
+                                     overwrite=overwrite)
+    sims, rows = rank_index(index, np.asarray(queries.vectors, dtype=np.float32), config)
+    items = index.items
+    found = rows >= 0
+    q, r = np.nonzero(found)
+    paths = queries.items["path"].astype(str).to_numpy() if "path" in queries.items else np.full(len(queries), "")
+    frame = pd.DataFrame({"query": queries.ids[q], "query_path": paths[q], "rank": r + 1,
+                          "id": items["id"].to_numpy()[rows[found]],
+                          "landmark_id": items["landmark_id"].to_numpy()[rows[found]],
+                          "path": items["path"].to_numpy()[rows[found]], "score": sims[found].astype(float)})
+    return frame, rejects
+
+
+def retrieval_rankings(frame: pd.DataFrame, queries: list[str] | None = None) -> dict[str, list[str]]:
+    """{query id: ranked index ids} of :func:`retrieve`'s frame (``queries``: also those with none)."""
+    out: dict[str, list[str]] = {q: [] for q in (queries or [])}
+    for q, image_id in zip(frame["query"], frame["id"]):
+        out.setdefault(q, []).append(image_id)
+    return out
+
+
+def retrieval_answers(frame: pd.DataFrame) -> list[dict]:
+    """:func:`retrieve`'s frame as one dict per query, for JSON: ``{id, path, images: [{id,
+    landmark_id, path, score}, ...]}``, most similar first."""
+    out: dict[str, dict] = {}
+    for row in frame.itertuples(index=False):
+        entry = out.setdefault(row.query, {"id": row.query, "path": row.query_path, "images": []})
+        entry["images"].append({"id": row.id, "landmark_id": row.landmark_id, "path": row.path,
+                                "score": round(float(row.score), 6)})
+    return list(out.values())

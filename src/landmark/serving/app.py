@@ -99,6 +99,17 @@ class Recognitions(BaseModel):
     answers: list[PublicAnswer]
 
 
+class Retrieved(BaseModel):
+    """The indexed photos most similar to one uploaded photo, most similar first."""
+
+    source: str
+    images: list[PublicNeighbour]
+
+
+class Retrievals(BaseModel):
+    results: list[Retrieved]
+
+
 class Enrolled(BaseModel):
     landmark_id: str
     name: str
@@ -238,6 +249,18 @@ def _add_routes(app: FastAPI) -> None:
         if jpeg is None:
             raise Refusal(404, f"reference photo {photo_id[:80]!r} is indexed but its file cannot be read")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.post("/v1/retrieve", response_model=Retrievals, openapi_extra=_IMAGES_BODY)
+    async def retrieve(request: Request, top_k: int = Query(10, ge=1, le=100)) -> dict:
+        """The indexed photos most similar to each uploaded image (``landmark retrieve``; needs an index)."""
+        if state.recognizer.index is None:
+            raise Refusal(409, "no index loaded: start the server with --index DIR (landmark index build) to retrieve")
+        with state.budget.reservation() as held:
+            files, _ = await _read(request, state, held)
+            photos = await _decode(files, state, held)
+            found = await _in_pool(state, state.recognizer.retrieve, photos, top_k)
+            return {"results": [{"source": name, "images": [n.model_dump(exclude={"path"}) for n in near]}
+                                for (name, _), near in zip(files, found)]}
 
     @app.post("/v1/landmarks/{landmark_id}/images", response_model=Enrolled, openapi_extra=_ENROL_BODY)
     async def enrol(request: Request, landmark_id: str) -> dict:

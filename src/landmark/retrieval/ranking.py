@@ -1,0 +1,175 @@
+"""Stronger global retrieval: learned PCA-whitening, multi-scale descriptors, alpha-QE and DBA.
+
+The methods of Radenovic, Tolias, Chum, "Fine-tuning CNN Image Retrieval with No Human
+Annotation", TPAMI 2018 (cirtorch), measured on ``../shared/data`` by
+``benchmarks/retrieval_quality.py`` (docs/retrieval.md says which one is on by default, and why):
+
+* **PCA-whitening** (:func:`fit_whitening`, :func:`whiten`): ``x -> normalise(diag(l)^-1/2
+  V^T (x - mean))`` with the ``dim`` leading eigenvectors ``V`` / eigenvalues ``l`` of the
+  descriptors' covariance, fitted without labels on training or index photos (Jegou & Chum,
+  ECCV 2012; the unsupervised counterpart of the paper's learned whitening).  FAISS's
+  ``PCAMatrix`` (``eigen_power=-0.5``) does the fit and the projection, so an index stores it
+  inside ``index.faiss`` (an ``IndexPreTransform``, :mod:`landmark.retrieval.index`) and applies
+  the very same matrix to every vector it adds and every query it searches.
+* **Multi-scale descriptors** (:func:`multiscale`): the mean of the L2-normalised descriptors
+  of one photo at several input sizes (scales 1, 1/sqrt 2, sqrt 2 of the checkpoint's size),
+  renormalised (cirtorch ``extract_ms`` with ``msp=1``).
+* **alpha-query expansion** (:func:`alpha_query_expansion`): each query is replaced by the
+  normalised sum of itself and its ``n`` nearest database vectors, each weighted by its
+  similarity to the query raised to ``alpha``, and searched again (Radenovic et al. 2018, sec. 5.2).
+* **Database-side augmentation** (:func:`database_augmentation`): the same weighted mean
+  applied to every database vector over its own ``n`` nearest database vectors (itself
+  included), before queries search them (Arandjelovic & Zisserman, CVPR 2012; alpha-weighted as
+  in Radenovic et al. 2018).
+
+Every function takes and returns float32 numpy arrays; nothing here reads files.
+"""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+#: Input sizes of :func:`multiscale`, as multiples of the checkpoint's size (Radenovic et al. 2018).
+SCALES = (1.0, 2 ** -0.5, 2 ** 0.5)
+#: Added to every eigenvalue before whitening, as a fraction of the largest: keeps the directions
+#: of (nearly) zero variance of a small fitting set from being blown up by ``l^-1/2``.
+WHITEN_EPSILON = 1e-3
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` ``[N, D]`` scaled to unit L2 norm, float32 (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def check_whiten_dim(dim: int, n: int, d: int) -> None:
+    """Refuse a whitening of ``dim`` output dimensions that ``n`` fitting vectors of width ``d`` cannot fit.
+
+    Raises:
+        ValueError: ``dim`` not in ``1 .. min(d, n - 1)`` (a covariance of ``n`` vectors has rank
+            at most ``n - 1``); the message names the largest possible value.
+    """
+    top = min(d, n - 1)
+    if not 1 <= dim <= top:
+        raise ValueError(f"whitening to {dim} dimensions needs at least {dim + 1} photos of at least {dim} "
+                         f"dimensions ({n} photos of {d}); give a whitening dimension of at most {max(top, 0)}, "
+                         f"or 0 for none")
+
+
+def fit_whitening(vectors: np.ndarray, dim: int, epsilon: float = WHITEN_EPSILON) -> faiss.PCAMatrix:
+    """Fit PCA-whitening on ``vectors`` (module docstring).
+
+    Args:
+        vectors: float16/32 ``[N, D]`` L2-normalised descriptors (no labels needed).
+        dim: output dimensions, ``1 .. min(D, N - 1)``.
+        epsilon: added to every eigenvalue, times the largest eigenvalue (:data:`WHITEN_EPSILON`).
+
+    Returns:
+        a trained ``faiss.PCAMatrix`` (``D -> dim``); :func:`whiten` applies it.
+
+    Raises:
+        ValueError: ``dim`` out of range (:func:`check_whiten_dim`).
+    """
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    check_whiten_dim(dim, len(x), x.shape[1])
+    pca = faiss.PCAMatrix(x.shape[1], dim, -0.5, False)
+    pca.max_points_per_d = max(1000, -(-len(x) // x.shape[1]))   # fit on every vector given
+    pca.train(x)
+    pca.epsilon = float(epsilon * faiss.vector_to_array(pca.eigenvalues)[0])
+    pca.prepare_Ab()   # the projection again, with the regularised eigenvalues
+    return pca
+
+
+def whitening_chain(pca: faiss.PCAMatrix) -> list[faiss.VectorTransform]:
+    """The transforms an index applies in order: the whitening, then L2 normalisation."""
+    return [pca, faiss.NormalizationTransform(pca.d_out, 2.0)]
+
+
+def whiten(pca: faiss.PCAMatrix, vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` float ``[N, D]`` whitened and L2-normalised: float32 ``[N, dim]``."""
+    return normalise(pca.apply(np.ascontiguousarray(vectors, dtype=np.float32)))
+
+
+def multiscale(scales: list[np.ndarray]) -> np.ndarray:
+    """One descriptor per photo from its descriptors at several input sizes.
+
+    Args:
+        scales: one float ``[N, D]`` array per scale, rows of the same photos in the same order.
+
+    Returns:
+        float32 ``[N, D]``: the normalised mean of the normalised descriptors.
+
+    Raises:
+        ValueError: no array, or arrays of different shapes.
+    """
+    if not scales or any(np.shape(s) != np.shape(scales[0]) for s in scales):
+        raise ValueError("give the descriptors of the same photos at each scale (arrays of one shape)")
+    return normalise(sum(normalise(s) for s in scales))
+
+
+def knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product search (``faiss.knn`` on the CPU).
+
+    Args:
+        queries: float ``[Q, D]``; database: float ``[N, D]``.
+
+    Returns:
+        (similarities float32 ``[Q, min(k, N)]`` descending, database rows int64 of the same shape).
+    """
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    db = np.ascontiguousarray(database, dtype=np.float32)
+    return faiss.knn(q, db, min(int(k), len(db)), metric=faiss.METRIC_INNER_PRODUCT)
+
+
+def _weighted_mean(vectors: np.ndarray, sims: np.ndarray, rows: np.ndarray, database: np.ndarray,
+                   alpha: float, include_self: bool) -> np.ndarray:
+    """``normalise(self + sum_j max(s_j, 0)^alpha * database[rows_j])`` row by row."""
+    weights = np.where(rows >= 0, np.clip(sims, 0.0, None) ** alpha, 0.0).astype(np.float32)   # [Q, n]
+    neighbours = np.asarray(database, dtype=np.float32)[np.clip(rows, 0, None)]                 # [Q, n, D]
+    total = np.einsum("qn,qnd->qd", weights, neighbours)
+    if include_self:
+        total = total + np.asarray(vectors, dtype=np.float32)
+    return normalise(total)
+
+
+def alpha_query_expansion(queries: np.ndarray, database: np.ndarray, n: int, alpha: float,
+                          sims: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+    """alpha-QE (module docstring): each query plus its ``n`` nearest database vectors weighted by
+    ``similarity^alpha``, renormalised.
+
+    Args:
+        queries: float ``[Q, D]`` L2-normalised; database: float ``[N, D]`` L2-normalised.
+        n: neighbours averaged (0: the queries unchanged).
+        alpha: weight exponent (0: plain average query expansion of Chum et al. 2007).
+        sims, rows: the queries' first search (``[Q, >=n]``, :func:`knn`) when already done.
+
+    Returns:
+        float32 ``[Q, D]`` expanded queries, to search again.
+    """
+    if n <= 0 or len(database) == 0:
+        return normalise(queries)
+    if sims is None or rows is None or sims.shape[1] < n:
+        sims, rows = knn(queries, database, n)
+    return _weighted_mean(queries, sims[:, :n], rows[:, :n], database, alpha, include_self=True)
+
+
+def database_augmentation(database: np.ndarray, n: int, alpha: float, chunk: int = 4096) -> np.ndarray:
+    """DBA (module docstring): each database vector replaced by the ``similarity^alpha``-weighted
+    mean of its ``n`` nearest database vectors, itself (similarity 1) among them.
+
+    Args:
+        database: float ``[N, D]`` L2-normalised.
+        n: neighbours averaged, itself included (``n <= 1``: unchanged).
+
+    Returns:
+        float32 ``[N, D]``; memory ``chunk * n * D`` floats at a time.
+    """
+    database = normalise(database)
+    if n <= 1:
+        return database
+    out = np.empty_like(database)
+    for start in range(0, len(database), chunk):
+        part = database[start:start + chunk]
+        sims, rows = knn(part, database, n)
+        out[start:start + chunk] = _weighted_mean(part, sims, rows, database, alpha, include_self=False)
+    return out
