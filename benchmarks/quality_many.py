@@ -122,6 +122,19 @@ def recipe_rows(recipe: str, runs: Path, work: Path) -> tuple[list[dict], dict]:
     return rows, preds
 
 
+def unfinished_rows(recipe: str, runs: Path) -> list[dict]:
+    """One row per finished epoch of a run stopped before its end (no test answers: the test columns
+    say so), from its ``metrics.csv``; none when no epoch finished."""
+    path = runs / recipe / "metrics.csv"
+    if not path.is_file():
+        return []
+    history = pd.read_csv(path)
+    return [{"recipe": f"{recipe} (stopped)", "train min": round(history["seconds"][:k + 1].sum() / 60, 1),
+             "val gap": round(float(r.val_gap), 3), "predict img/s": "-",
+             "method": f"epoch {r.epoch} ({r.stage}), val accuracy {r.val_accuracy:.3f}", "gap": "not run"}
+            for k, r in enumerate(history.itertuples())]
+
+
 def scoring_rows(run: Path, work: Path, base: dict) -> list[dict]:
     """The fast run's single-view answers re-scored by each scoring of ``quality_many_cv.SCORINGS``
     (post-hoc logit adjustment, temperature, classifier + kNN votes; all then ``x reference``) from its
@@ -218,6 +231,8 @@ def main() -> None:
     from landmark.memory import keep_freed_memory
     keep_freed_memory()
     parser.add_argument("--recipes", nargs="*", default=["fast", "arcface-probe"], choices=list(RECIPES))
+    parser.add_argument("--stopped", nargs="*", default=[], choices=list(RECIPES),
+                        help="recipes whose run was stopped before its end: a validation row per finished epoch")
     parser.add_argument("--open-set", nargs="*", default=None, metavar="RECIPE",
                         help="run the open-set protocol for these recipes (default with the flag: fast)")
     parser.add_argument("--holdouts", type=int, default=len(HOLDOUTS), choices=range(1, len(HOLDOUTS) + 1),
@@ -233,6 +248,8 @@ def main() -> None:
         rows += got
         fast_preds = preds if name == "fast" else fast_preds
         print(quality.markdown(rows), flush=True)
+    for name in args.stopped:
+        rows += unfinished_rows(name, args.runs)
     if rows and args.write:
         quality.write_section(args.write, "many", quality.markdown(rows))
     if args.analysis:
