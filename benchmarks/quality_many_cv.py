@@ -252,7 +252,8 @@ def main() -> None:
         if key not in done or (kwargs.get("scorings") == tuple(SCORINGS) and "confusion" not in done):
             z = feature_set(args.runs, spec)
             if z is None:
-                print(f"| {label} | (features {spec} not computed: --extract {spec}) |", flush=True)
+                lines.append(f"| {label} | not measured: features not computed (--extract {' '.join(spec.split('+'))}) |")
+                print(lines[-1], flush=True)
                 continue
             got = run(z, confusion=confusion if kwargs.get("scorings") == tuple(SCORINGS) else None, **kwargs)
             done[key] = {k: list(map(float, v)) for k, v in got.items()}
