@@ -14,13 +14,19 @@ run's validation photos, what the trainer keeps the best epoch by).
 mixing both folders and the long tail), their test photos are scored as non-landmark
 queries; as in ``quality.py``.
 
+The fast recipe's rows also re-score its single-view answers by each scoring of
+``quality_many_cv.SCORINGS`` (post-hoc logit adjustment, temperature, classifier + kNN votes),
+from its cached class probabilities and embeddings: each one tried in cross-validation is read
+once on the test sets.  ``--stopped RECIPE``: a run stopped before its end (CPU time) gets one
+validation row per finished epoch, its test columns marked "not run".
+
 ``--analysis``: per-class accuracy of the fast preset (``classifier x reference``, what
 ``landmark predict`` answers) against the landmark's training photos (``train.csv`` rows:
 the final fit trains on all of them), Pearson and Spearman coefficients, accuracy per bin
 of training photos, and ``docs/many_class_accuracy.png``.
 
-    .venv/bin/python benchmarks/quality_many.py --recipes fast arcface --open-set --analysis \\
-        --write docs/quality.md
+    .venv/bin/python benchmarks/quality_many.py --recipes fast arcface-probe --stopped arcface-short \\
+        --open-set --analysis --write docs/quality.md
 
 Settings are never chosen here: this script reports the test set once per recipe.
 """
@@ -250,6 +256,7 @@ def main() -> None:
         print(quality.markdown(rows), flush=True)
     for name in args.stopped:
         rows += unfinished_rows(name, args.runs)
+        print(quality.markdown(rows[-1:]) if rows else "", flush=True)
     if rows and args.write:
         quality.write_section(args.write, "many", quality.markdown(rows))
     if args.analysis:
