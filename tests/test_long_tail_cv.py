@@ -17,6 +17,7 @@ def test_knn_votes_hand_computed():
     np.testing.assert_allclose(votes, [[0.9 / 3, 0.5 / 3], [0.4 / 3, 0.9 / 3]])
 
 
+@pytest.mark.slow   # three L-BFGS fits: 18 s measured at a load average of ~20 on 2 cores
 def test_logit_adjusted_loss_learns_the_balanced_posterior():
     # features carry no information: the plain fit learns the prior, the logit-adjusted one
     # (Menon et al. 2021) the uniform, class-balanced posterior
