@@ -791,8 +791,8 @@ def retrieve(
     qe_alpha: Optional[float] = typer.Option(None, min=0.0, help="alpha-QE weight exponent "
                                              f"({_default(_RETRIEVE.qe_alpha)})"),
     as_json: bool = typer.Option(False, "--json", help="print every query's photos (ids, paths, scores) as JSON"),
-    batch_size: int = typer.Option(32, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(2, min=0, help=_WORKERS_HELP),
+    batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
+    workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
     runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),

@@ -284,7 +284,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         shown = name_of or (lambda lid: index.meta.get("names", {}).get(lid) or lid)
         report = {}
         for lid in dict.fromkeys(embeddings.labels.tolist()):
-            report[lid] = calibrate_enrolled(index, lid, embeddings, floor, shown)
+            report[lid] = calibrate_enrolled(index, lid, embeddings, floor, name_of=shown)
             if known is not None and lid in known:   # the classifier's landmark: the run's threshold
                 report[lid] = {**report[lid], "threshold": floor, "calibrated": False}
             elif added:
@@ -327,7 +327,7 @@ def calibrate_enrolled(index: LandmarkIndex, landmark_id: str, embeddings: Embed
         own = np.asarray(embeddings.vectors[mine], dtype=np.float32)
     sims, neighbours = index.search(own, CALIBRATION_K + len(own))
     labels = np.where(neighbours >= 0, index.labels[np.clip(neighbours, 0, None)], "")
-    return calibrate_landmark(own, sims, neighbours, labels, str(landmark_id), floor, name_of)
+    return calibrate_landmark(own, sims, neighbours, labels, landmark_id=str(landmark_id), default=floor, name_of=name_of)
 
 
 def enrolment_file(index_dir: str | Path) -> Path:
@@ -479,7 +479,7 @@ def faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 
 def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, checkpoint: str | Path | None = None,
-             config: RetrieveConfig | None = None, batch_size: int = 32, workers: int | None = 2,
+             config: RetrieveConfig | None = None, batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
              device: str | None = None, overwrite: bool = False, runtime: str = DEFAULT_RUNTIME,
              threads: int | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """For each query photo, the index photos most similar to it (Kaggle Landmark Retrieval;
@@ -509,7 +509,7 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
     if str(images).endswith(".npy"):
         queries, rejects = load_embeddings(images), []
         check_model(queries.model, built or None, f"the queries of {images}", "this index",
-                    f"embed them with `landmark embed {checkpoint or 'CHECKPOINT'}`")
+                    fix=f"embed them with `landmark embed {checkpoint or 'CHECKPOINT'}`")
     else:
         if checkpoint is None:
             raise ValueError(f"{index_dir} records no model; give --checkpoint (the model the index was built with)")
@@ -517,7 +517,7 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
         announce(engine, runtime)
         size = _index_image_size(index, engine)
         check_model(runtime_record(engine, checkpoint, size), built or None, f"the vectors of {checkpoint}",
-                    "this index", "give the checkpoint the index was built with")
+                    "this index", fix="give the checkpoint the index was built with")
         queries, rejects, _ = _embed(engine, checkpoint, read_queries(images), embeddings_path(f"{work}.queries"),
                                      image_size=size, batch_size=batch_size, workers=workers, device=device,
                                      overwrite=overwrite)

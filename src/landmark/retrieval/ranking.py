@@ -150,7 +150,7 @@ def alpha_query_expansion(queries: np.ndarray, database: np.ndarray, n: int, alp
         return normalise(queries)
     if sims is None or rows is None or sims.shape[1] < n:
         sims, rows = knn(queries, database, n)
-    return _weighted_mean(queries, sims[:, :n], rows[:, :n], database, alpha, include_self=True)
+    return _weighted_mean(queries, sims[:, :n], rows[:, :n], database, alpha=alpha, include_self=True)
 
 
 def database_augmentation(database: np.ndarray, n: int, alpha: float, chunk: int = 4096) -> np.ndarray:
@@ -171,5 +171,5 @@ def database_augmentation(database: np.ndarray, n: int, alpha: float, chunk: int
     for start in range(0, len(database), chunk):
         part = database[start:start + chunk]
         sims, rows = knn(part, database, n)
-        out[start:start + chunk] = _weighted_mean(part, sims, rows, database, alpha, include_self=False)
+        out[start:start + chunk] = _weighted_mean(part, sims, rows, database, alpha=alpha, include_self=False)
     return out

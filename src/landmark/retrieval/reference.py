@@ -116,7 +116,7 @@ def choose_thresholds(index: LandmarkIndex, truth: np.ndarray, class_labels: np.
     unknown = 0
     if simulate_unknown and known.any():
         cls, ref = answer_without_own_landmark(index, vectors[known], truth[known], class_labels[known],
-                                               class_probs[known])
+                                               class_probs=class_probs[known])
         scores["classifier"].append(cls)
         scores["reference"].append(ref)
         flags.append(np.zeros(len(cls), dtype=bool))
@@ -203,7 +203,7 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
                               overwrite=True)
         truth = val.items["landmark_id"].astype(str).to_numpy()
         thresholds, method = choose_thresholds(index, truth, val.classes[0], val.classes[1],
-                                               np.asarray(val.vectors, dtype=np.float32),
+                                               vectors=np.asarray(val.vectors, dtype=np.float32),
                                                simulate_unknown=nonlandmarks is None and len(classes) > 1)
     _store_thresholds(best, thresholds, method)   # first: the index records the checkpoint's final SHA-256
     from ..models.runtime import file_sha256

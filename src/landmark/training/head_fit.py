@@ -337,7 +337,7 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
                 xb, yb, total_rows = x[mine - (lo - start)], y[pick], len(pick)
                 rate = lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))   # cosine decay
                 if sampled:
-                    loss = lazy.step(xb, yb, rate, rng, y[mine])
+                    loss = lazy.step(xb, yb, rate, rng, y_mine=y[mine])
                 else:
                     for group in optimizer.param_groups:
                         group["lr"] = rate
