@@ -74,6 +74,25 @@ def check_threshold(value: float | None) -> float | None:
 SAME_LANDMARK_INLIERS = 15
 
 
+#: Local features of ``landmark match --features`` and of re-ranking (:mod:`landmark.retrieval.local`):
+#: ALIKED (Zhao et al., IEEE TIM 2023) or DISK (Tyszkiewicz et al., NeurIPS 2020) keypoints matched by
+#: LightGlue (Lindenberger et al., ICCV 2023) need the optional ``local`` extra; ``rootsift`` needs nothing.
+LocalFeatureKind = Literal["aliked", "disk", "rootsift"]
+LOCAL_FEATURES = ("aliked", "disk", "rootsift")
+LEARNED_FEATURES = ("aliked", "disk")
+
+#: LightGlue + MAGSAC++ inliers (fundamental model, banner and static matches discounted) from which
+#: two photos are taken to show the same landmark, per learned feature: set from the measured
+#: same-landmark / different-landmark pair distributions (benchmarks/local_inliers.py,
+#: docs/verification.md).  RootSIFT keeps :data:`SAME_LANDMARK_INLIERS`.
+LIGHTGLUE_SAME_LANDMARK_INLIERS = {"aliked": 25, "disk": 25}
+
+
+def same_landmark_inliers(features: str) -> int:
+    """The same-landmark inlier threshold of ``features`` (``aliked``, ``disk`` or ``rootsift``)."""
+    return LIGHTGLUE_SAME_LANDMARK_INLIERS.get(features, SAME_LANDMARK_INLIERS)
+
+
 class IndexParams(_Strict):
     """Construction and search parameters of a FAISS index (:mod:`landmark.retrieval.index`).
 
@@ -151,12 +170,52 @@ class VerifyConfig(_Strict):
     ransac_threshold: float | None = Field(None, gt=0.0)
 
 
+class LocalConfig(_Strict):
+    """Learned local features, LightGlue matching and the re-ranking they drive
+    (:mod:`landmark.retrieval.local`, :func:`landmark.retrieval.local.rerank`).
+
+    Attributes:
+        features: ``aliked``, ``disk`` (both need the ``local`` extra) or ``rootsift``.
+        max_keypoints: keypoints per image (bounds LightGlue's time: its attention is
+            quadratic in them).
+        max_side: pixels; longest side the image is shrunk to before extraction.
+        filter_threshold: LightGlue's match confidence threshold.
+        threads: torch CPU threads for extraction and matching (1: measured fastest on a
+            loaded 2-core machine; OpenMP spin-waits when cores are oversubscribed).
+        ransac_threshold: MAGSAC++ noise bound in pixels of the shrunk images (fundamental model).
+        static_tolerance: a match whose position, as a fraction of each image's width and
+            height, moves less than this between the two photos is "static"; static matches
+            are discounted when either photo has a stock-photo banner (agency watermarks sit
+            at the same place in every preview).
+        banner_search: fraction of the height searched from the bottom for a banner strip;
+            keypoints on a detected strip are dropped (0: no banner detection).
+        top: candidates re-ranked per query (0: no re-ranking).
+        weight: score bonus of a candidate with ``inlier_cap`` or more inliers.
+        inlier_cap: inliers at which the bonus saturates.
+        min_inliers: fewer inliers give no bonus (None: :func:`same_landmark_inliers`).
+    """
+
+    features: LocalFeatureKind = "aliked"
+    max_keypoints: int = Field(512, ge=8)
+    max_side: int = Field(512, ge=64)
+    filter_threshold: float = Field(0.1, gt=0.0, lt=1.0)
+    threads: int = Field(1, ge=1)
+    ransac_threshold: float = Field(3.0, gt=0.0)
+    static_tolerance: float = Field(0.01, ge=0.0, lt=1.0)
+    banner_search: float = Field(0.15, ge=0.0, le=0.5)
+    top: int = Field(0, ge=0)
+    weight: float = Field(1.0, ge=0.0)
+    inlier_cap: int = Field(100, ge=1)
+    min_inliers: int | None = Field(None, ge=0)
+
+
 class RetrievalConfig(_Strict):
-    """All retrieval settings: ``index``, ``knn`` and ``verify`` sections (module docstring)."""
+    """All retrieval settings: ``index``, ``knn``, ``verify`` and ``local`` sections (module docstring)."""
 
     index: IndexParams = IndexParams()
     knn: KnnConfig = KnnConfig()
     verify: VerifyConfig = VerifyConfig()
+    local: LocalConfig = LocalConfig()
 
 
 def retrieval_presets() -> list[str]:
