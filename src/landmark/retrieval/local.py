@@ -313,6 +313,18 @@ class LocalFeatureCache:
                              banner=feats.banner)
 
 
+def pair_inliers(matcher: LocalMatcher, cache: LocalFeatureCache | None = None):
+    """A ``pair_inliers(query_id, query_path, item_id, item_path) -> int`` for kNN recognition's
+    verification re-ranking (:func:`landmark.retrieval.knn.verify_rerank`), counting
+    :attr:`PairResult.num_inliers` of ``matcher`` (features through ``cache`` when given)."""
+    get = cache.get if cache is not None else matcher.extract
+
+    def count(query_id: str, query_path: str, item_id: str, item_path: str) -> int:
+        return verify_pair(matcher, get(query_path), get(item_path)).num_inliers
+
+    return count
+
+
 @dataclass
 class PhotoMatch:
     """:func:`match_photos`' answer: ``summary`` (what ``landmark match`` prints), and what
@@ -442,4 +454,4 @@ def rerank(query: str | Path, candidates: Sequence[str | Path], scores: Sequence
 
 
 __all__ = ["LocalMatcher", "LocalFeatureCache", "PairResult", "Candidate", "MissingPackageError", "rerank",
-           "verify_pair", "match_photos", "PhotoMatch", "bottom_banner", "require_lightglue", "INSTALL_HINT", "MIN_MATCHES"]
+           "verify_pair", "pair_inliers", "match_photos", "PhotoMatch", "bottom_banner", "require_lightglue", "INSTALL_HINT", "MIN_MATCHES"]
