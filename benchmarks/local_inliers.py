@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--pairs", type=int, default=60, help="same and different pairs per split")
     ap.add_argument("--features", default="aliked", choices=["aliked", "disk", "rootsift"])
+    ap.add_argument("--matcher", default="lightglue", choices=["lightglue", "mnn"])
     ap.add_argument("--max-keypoints", type=int, default=LocalConfig().max_keypoints)
     ap.add_argument("--max-side", type=int, default=LocalConfig().max_side)
     ap.add_argument("--cache", type=Path, required=True, help="feature cache folder")
@@ -93,7 +94,7 @@ def main() -> None:
 
     frame = photos(args.data)
     pairs = draw_pairs(frame, args.pairs, np.random.default_rng(args.seed))
-    matcher = LocalMatcher(LocalConfig(features=args.features, max_keypoints=args.max_keypoints,
+    matcher = LocalMatcher(LocalConfig(features=args.features, matcher=args.matcher, max_keypoints=args.max_keypoints,
                                        max_side=args.max_side))
     cache = LocalFeatureCache(args.cache, matcher)
     raw, counted, ms = [], [], []
@@ -109,7 +110,7 @@ def main() -> None:
     if args.csv:
         pairs.to_csv(args.csv, index=False)
 
-    print(f"{args.features}, {args.max_keypoints} keypoints at {args.max_side} px; {len(pairs)} pairs; "
+    print(f"{args.features} + {args.matcher}, {args.max_keypoints} keypoints at {args.max_side} px; {len(pairs)} pairs; "
           f"matching + MAGSAC++ median {np.median(ms):.0f} ms per pair\n")
     print("| split | group | pairs | median raw | max raw | median | 90% | 99% | max |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")

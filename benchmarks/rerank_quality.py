@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, nargs="+", default=[10, 20, 50])
     ap.add_argument("--queries", type=int, default=0, help="first N solution queries by id (0: all)")
     ap.add_argument("--features", default="aliked", choices=["aliked", "disk", "rootsift"])
+    ap.add_argument("--matcher", default="lightglue", choices=["lightglue", "mnn"])
     ap.add_argument("--weight", type=float, nargs="+", default=[LocalConfig().weight])
     ap.add_argument("--min-inliers", type=int, default=None, help="default: same_landmark_inliers(features)")
     ap.add_argument("--cap", type=int, default=LocalConfig().inlier_cap)
@@ -75,7 +76,7 @@ def main() -> None:
     for folder in args.images:
         for p in folder.rglob("*.jpg"):
             paths.setdefault(p.stem, p)
-    matcher = LocalMatcher(LocalConfig(features=args.features))
+    matcher = LocalMatcher(LocalConfig(features=args.features, matcher=args.matcher))
     cache = LocalFeatureCache(args.cache, matcher)
     threshold = same_landmark_inliers(args.features) if args.min_inliers is None else args.min_inliers
     kmax = max(args.top_k)
@@ -113,7 +114,7 @@ def main() -> None:
         pairs.to_csv(args.pairs_csv, index=False)
 
     relevant = pd.Series([c in set(solution[q]) for q, c in zip(pairs["query"], pairs["candidate"])], dtype=bool)
-    print(f"{len(queries)} queries ({len(missing)} photos not found), {args.features}, "
+    print(f"{len(queries)} queries ({len(missing)} photos not found), {args.features} + {args.matcher}, "
           f"{matcher.config.max_keypoints} keypoints at {matcher.config.max_side} px, threshold {threshold} inliers, "
           f"{len(pairs)} pairs; extraction of {extracted} photos: {extract_s:.0f} s "
           f"({1000 * extract_s / max(extracted, 1):.0f} ms per photo)")

@@ -182,6 +182,9 @@ class LocalConfig(_Strict):
         max_keypoints: keypoints per image (bounds LightGlue's time: its attention is
             quadratic in them).
         max_side: pixels; longest side the image is shrunk to before extraction.
+        matcher: ``lightglue`` (learned features' default) or ``mnn`` (mutual nearest
+            neighbours with Lowe's ratio test 0.9 on the learned descriptors: no transformer,
+            milliseconds per pair); RootSIFT always uses mutual ratio-test matching.
         filter_threshold: LightGlue's match confidence threshold.
         threads: torch CPU threads for extraction and matching (1: measured fastest on a
             loaded 2-core machine; OpenMP spin-waits when cores are oversubscribed).
@@ -199,6 +202,7 @@ class LocalConfig(_Strict):
     """
 
     features: LocalFeatureKind = "aliked"
+    matcher: Literal["lightglue", "mnn"] = "lightglue"
     max_keypoints: int = Field(512, ge=8)
     max_side: int = Field(512, ge=64)
     filter_threshold: float = Field(0.1, gt=0.0, lt=1.0)

@@ -211,6 +211,8 @@ class LocalMatcher:
             return np.zeros((0, 2), np.int64)
         if self.config.features == "rootsift":
             return mutual_matches(a, b)
+        if self.config.matcher == "mnn":
+            return mutual_matches(a, b, ratio=0.9)
         import torch
         _, lightglue = self._models()
 
