@@ -78,7 +78,7 @@ def main() -> None:
             paths.setdefault(p.stem, p)
     matcher = LocalMatcher(LocalConfig(features=args.features, matcher=args.matcher))
     cache = LocalFeatureCache(args.cache, matcher)
-    threshold = same_landmark_inliers(args.features) if args.min_inliers is None else args.min_inliers
+    threshold = same_landmark_inliers(args.features, args.matcher) if args.min_inliers is None else args.min_inliers
     kmax = max(args.top_k)
 
     # 1. extraction (once; what is cached already costs a read)

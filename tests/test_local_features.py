@@ -60,6 +60,12 @@ def test_lightglue_same_building_passes_and_different_buildings_stay_below(alike
         assert verify_pair(aliked, f(ra, a), f(rb, b)).num_inliers >= threshold, (a, b)
     for ra, a, rb, b in different:
         assert verify_pair(aliked, f(ra, a), f(rb, b)).num_inliers < threshold, (a, b)
+    # mutual nearest neighbours on the same ALIKED descriptors, with their own threshold
+    mnn = LocalMatcher(LocalConfig(features="aliked", matcher="mnn"))
+    for ra, a, rb, b in same:
+        assert verify_pair(mnn, f(ra, a), f(rb, b)).num_inliers >= same_landmark_inliers("aliked", "mnn"), (a, b)
+    for ra, a, rb, b in different:
+        assert verify_pair(mnn, f(ra, a), f(rb, b)).num_inliers < same_landmark_inliers("aliked", "mnn"), (a, b)
     # the two stock previews: their banner is found and dropped, the watermark grid's static matches discounted
     assert feats[MOSQUE_STOCK].banner > 0 and feats[VERSAILLES_STOCK].banner > 0
     assert feats[HERZ_3].banner == 0

@@ -90,10 +90,16 @@ LEARNED_FEATURES = ("aliked", "disk")
 #: RootSIFT keeps :data:`SAME_LANDMARK_INLIERS`.
 LIGHTGLUE_SAME_LANDMARK_INLIERS = {"aliked": 30, "disk": 30}
 
+#: The same with ``matcher="mnn"`` (mutual ratio-test nearest neighbours of the learned descriptors):
+#: measured on the same pairs, unrelated ones reach at most 9 inliers, so 10.
+MNN_SAME_LANDMARK_INLIERS = {"aliked": 10, "disk": 10}
 
-def same_landmark_inliers(features: str) -> int:
-    """The same-landmark inlier threshold of ``features`` (``aliked``, ``disk`` or ``rootsift``)."""
-    return LIGHTGLUE_SAME_LANDMARK_INLIERS.get(features, SAME_LANDMARK_INLIERS)
+
+def same_landmark_inliers(features: str, matcher: str = "lightglue") -> int:
+    """The same-landmark inlier threshold of ``features`` (``aliked``, ``disk`` or ``rootsift``)
+    matched by ``matcher`` (``lightglue`` or ``mnn``; RootSIFT always uses :data:`SAME_LANDMARK_INLIERS`)."""
+    table = MNN_SAME_LANDMARK_INLIERS if matcher == "mnn" else LIGHTGLUE_SAME_LANDMARK_INLIERS
+    return table.get(features, SAME_LANDMARK_INLIERS)
 
 
 class IndexParams(_Strict):

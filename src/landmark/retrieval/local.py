@@ -379,7 +379,7 @@ def match_photos(image_a: str | Path, image_b: str | Path, *, features: str = _L
             raise ValueError(f"cannot read {path}: {err}") from None
     fa, fb = (matcher.extract(img) for img in images)
     result = verify_pair(matcher, fa, fb)
-    threshold = same_landmark_inliers(features)
+    threshold = same_landmark_inliers(features, config.matcher)
     counted = result.inliers & ~result.static if result.discounted else result.inliers
     summary = {"inliers": result.num_inliers, "raw_inliers": int(result.inliers.sum()),
                "static_inliers": int(result.static.sum()), "tentative_matches": int(len(result.matches)),
@@ -437,7 +437,8 @@ def rerank(query: str | Path, candidates: Sequence[str | Path], scores: Sequence
     """
     if len(candidates) != len(scores):
         raise ValueError(f"{len(candidates)} candidates but {len(scores)} scores: give one score per candidate")
-    threshold = same_landmark_inliers(matcher.config.features) if min_inliers is None else min_inliers
+    config = matcher.config
+    threshold = same_landmark_inliers(config.features, config.matcher) if min_inliers is None else min_inliers
     get = cache.get if cache is not None else matcher.extract
     out = [Candidate(c, float(s), score=float(s)) for c, s in zip(candidates, scores)]
     if top <= 0 or not out:
