@@ -52,35 +52,8 @@ def reorder(ids: list[str], inliers: list[int], k: int, *, weight: float, cap: i
     return head + ids[k:]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--submission", type=Path, required=True)
-    ap.add_argument("--solution", type=Path, required=True)
-    ap.add_argument("--images", type=Path, action="append", required=True, help="folder of photos (repeat)")
-    ap.add_argument("--cache", type=Path, required=True, help="local-feature cache folder")
-    ap.add_argument("--top-k", type=int, nargs="+", default=[10, 20, 50])
-    ap.add_argument("--queries", type=int, default=0, help="first N solution queries by id (0: all)")
-    ap.add_argument("--features", default="aliked", choices=["aliked", "disk", "rootsift"])
-    ap.add_argument("--matcher", default="lightglue", choices=["lightglue", "mnn"])
-    ap.add_argument("--weight", type=float, nargs="+", default=[LocalConfig().weight])
-    ap.add_argument("--min-inliers", type=int, default=None, help="default: same_landmark_inliers(features)")
-    ap.add_argument("--cap", type=int, default=LocalConfig().inlier_cap)
-    ap.add_argument("--pairs-csv", type=Path, help="write every (query, candidate, rank, inliers, ms) here")
-    args = ap.parse_args()
-
-    submission, solution = read_ranked(args.submission), read_ranked(args.solution)
-    solution = {q: rel for q, rel in solution.items() if rel}
-    queries = sorted(solution)[:args.queries] if args.queries else sorted(solution)
-    solution = {q: solution[q] for q in queries}
-    paths: dict[str, Path] = {}
-    for folder in args.images:
-        for p in folder.rglob("*.jpg"):
-            paths.setdefault(p.stem, p)
-    matcher = LocalMatcher(LocalConfig(features=args.features, matcher=args.matcher))
-    cache = LocalFeatureCache(args.cache, matcher)
-    threshold = same_landmark_inliers(args.features, args.matcher) if args.min_inliers is None else args.min_inliers
-    kmax = max(args.top_k)
-
+def match_pairs(queries, submission, paths, cache, matcher, kmax):
+    """(pairs frame, ids not found, photos extracted, extraction seconds) of every query's first kmax."""
     # 1. extraction (once; what is cached already costs a read)
     needed = {q for q in queries} | {c for q in queries for c in submission.get(q, [])[:kmax]}
     missing = sorted(i for i in needed if i not in paths)
@@ -110,8 +83,48 @@ def main() -> None:
             t2 = time.perf_counter()
             rows.append((q, c, r, m, 1000 * (t2 - t1), 1000 * (t1 - t) + (read_ms if r == 0 else 0.0)))
     pairs = pd.DataFrame(rows, columns=["query", "candidate", "rank", "inliers", "match_ms", "read_ms"])
-    if args.pairs_csv:
-        pairs.to_csv(args.pairs_csv, index=False)
+    return pairs, missing, extracted, extract_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--submission", type=Path, required=True)
+    ap.add_argument("--solution", type=Path, required=True)
+    ap.add_argument("--images", type=Path, action="append", required=True, help="folder of photos (repeat)")
+    ap.add_argument("--cache", type=Path, required=True, help="local-feature cache folder")
+    ap.add_argument("--top-k", type=int, nargs="+", default=[10, 20, 50])
+    ap.add_argument("--queries", type=int, default=0, help="first N solution queries by id (0: all)")
+    ap.add_argument("--features", default="aliked", choices=["aliked", "disk", "rootsift"])
+    ap.add_argument("--matcher", default="lightglue", choices=["lightglue", "mnn"])
+    ap.add_argument("--weight", type=float, nargs="+", default=[LocalConfig().weight])
+    ap.add_argument("--min-inliers", type=int, default=None, help="default: same_landmark_inliers(features)")
+    ap.add_argument("--cap", type=int, default=LocalConfig().inlier_cap)
+    ap.add_argument("--pairs-csv", type=Path, help="write every (query, candidate, rank, inliers, ms) here")
+    ap.add_argument("--from-pairs", type=Path, help="read the pairs of an earlier --pairs-csv instead of matching "
+                                                     "(sweeps of --min-inliers / --weight)")
+    args = ap.parse_args()
+
+    submission, solution = read_ranked(args.submission), read_ranked(args.solution)
+    solution = {q: rel for q, rel in solution.items() if rel}
+    queries = sorted(solution)[:args.queries] if args.queries else sorted(solution)
+    solution = {q: solution[q] for q in queries}
+    paths: dict[str, Path] = {}
+    for folder in args.images:
+        for p in folder.rglob("*.jpg"):
+            paths.setdefault(p.stem, p)
+    matcher = LocalMatcher(LocalConfig(features=args.features, matcher=args.matcher))
+    cache = LocalFeatureCache(args.cache, matcher)
+    threshold = same_landmark_inliers(args.features, args.matcher) if args.min_inliers is None else args.min_inliers
+    kmax = max(args.top_k)
+
+    if args.from_pairs:
+        pairs = pd.read_csv(args.from_pairs, dtype={"query": str, "candidate": str})
+        pairs = pairs[pairs["query"].isin(set(queries)) & (pairs["rank"] < kmax)]
+        missing, extracted, extract_s = [], 0, 0.0
+    else:
+        pairs, missing, extracted, extract_s = match_pairs(queries, submission, paths, cache, matcher, kmax)
+        if args.pairs_csv:
+            pairs.to_csv(args.pairs_csv, index=False)
 
     relevant = pd.Series([c in set(solution[q]) for q, c in zip(pairs["query"], pairs["candidate"])], dtype=bool)
     print(f"{len(queries)} queries ({len(missing)} photos not found), {args.features} + {args.matcher}, "
