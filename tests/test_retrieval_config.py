@@ -90,8 +90,13 @@ def test_cli_defaults_are_the_librarys():
     assert f"default {KnnConfig().k}," in knn_help["k"]
     assert f"default {SAME_LANDMARK_INLIERS}," in knn_help["min_inliers"]
     verify, match = VerifyConfig(), _defaults("match")
-    assert (match["max_keypoints"], match["max_side"], match["ratio"], match["model"], match["threshold"]) == \
-        (verify.max_keypoints, verify.max_side, verify.ratio, verify.model, verify.ransac_threshold)
+    assert (match["ratio"], match["model"], match["threshold"]) == (verify.ratio, verify.model, verify.ransac_threshold)
+    # keypoints and size fall back to the chosen features' settings: VerifyConfig's (rootsift) or LocalConfig's
+    assert match["max_keypoints"] is None and match["max_side"] is None and match["features"] == "rootsift"
+    match_help = {p.name: p.help for p in _command("match").params}
+    local = RetrievalConfig().local
+    assert f"{verify.max_keypoints} rootsift, {local.max_keypoints} learned" in match_help["max_keypoints"]
+    assert f"{verify.max_side} rootsift, {local.max_side} learned" in match_help["max_side"]
     opts, download = DownloadOptions(), _defaults("download")
     assert (download["max_width"], download["workers"], download["timeout"], download["retries"],
             download["backoff"], download["rate"], download["split"], download["base_url"]) == \

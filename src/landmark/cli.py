@@ -460,8 +460,10 @@ def match(
     image_a: Path = typer.Argument(..., help="first image (any format Pillow reads)"),
     image_b: Path = typer.Argument(..., help="second image"),
     out: Optional[Path] = typer.Option(None, help="PNG to write: both images side by side with the inlier matches"),
-    max_keypoints: int = typer.Option(_VERIFY.max_keypoints, min=1, help="SIFT keypoints per image, strongest first"),
-    max_side: int = typer.Option(_VERIFY.max_side, min=16, help="pixels; longest side the images are shrunk to"),
+    max_keypoints: Optional[int] = typer.Option(None, min=1, help="keypoints per image, strongest first (default: "
+                                                f"{_VERIFY.max_keypoints} rootsift, {_RETRIEVAL.local.max_keypoints} learned)"),
+    max_side: Optional[int] = typer.Option(None, min=16, help="pixels; longest side the images are shrunk to (default: "
+                                           f"{_VERIFY.max_side} rootsift, {_RETRIEVAL.local.max_side} learned)"),
     ratio: float = typer.Option(_VERIFY.ratio, min=0.01, max=1.0, help="Lowe ratio test threshold"),
     model: str = typer.Option(_VERIFY.model, help="RANSAC model: fundamental | homography"),
     threshold: Optional[float] = typer.Option(_VERIFY.ransac_threshold, min=0.01,
@@ -469,20 +471,32 @@ def match(
                                                   f"{v:g} {k}" for k, v in RANSAC_THRESHOLD_PX.items()) + ")"),
     tentative: bool = typer.Option(False, help="also draw the rejected tentative matches (red)"),
     overwrite: bool = typer.Option(False, help="replace --out if it exists"),
+    features: str = typer.Option("rootsift", help="local features: rootsift (no extra package) | aliked | disk "
+                                                  "(LightGlue; the 'local' extra)"),
 ) -> None:
-    """Geometric verification of two photos: RootSIFT + mutual ratio-test matches + MAGSAC++ inliers.
+    """Geometric verification of two photos: local features, matches, MAGSAC++ inliers.
 
-    Prints JSON with the inlier count and whether it reaches the
-    same-landmark threshold (SAME_LANDMARK_INLIERS); with --out draws the
-    inlier matches.
+    RootSIFT + mutual ratio-test matches (default), or ALIKED/DISK keypoints matched
+    by LightGlue (--features aliked|disk). Prints JSON with the inlier count and
+    whether it reaches the same-landmark threshold of those features; with --out
+    draws the inlier matches.
     """
+    from .retrieval.config import LOCAL_FEATURES
+    if features not in LOCAL_FEATURES:
+        _fail(ValueError(f"--features must be one of {', '.join(LOCAL_FEATURES)}, not {features!r}"))
+    if out is not None:
+        _refuse_overwrite(out, overwrite)
+    if features != "rootsift":
+        _match_learned(image_a, image_b, out=out, features=features, tentative=tentative,
+                       max_keypoints=max_keypoints, max_side=max_side)
+        return
+    max_keypoints = _VERIFY.max_keypoints if max_keypoints is None else max_keypoints
+    max_side = _VERIFY.max_side if max_side is None else max_side
     from .data import ImageError, load_image
     from .reporting.match_plot import draw_matches
     from .retrieval.config import SAME_LANDMARK_INLIERS
     from .retrieval.verification import local_features
     from .retrieval.verification import match as run_match
-    if out is not None:
-        _refuse_overwrite(out, overwrite)
     images = []
     for path in (image_a, image_b):
         try:
@@ -501,6 +515,21 @@ def match(
                            "keypoints": [len(fa), len(fb)], "model": model,
                            "same_landmark": result.num_inliers >= SAME_LANDMARK_INLIERS,
                            "threshold_inliers": SAME_LANDMARK_INLIERS, "out": str(out) if out else None}))
+
+
+def _match_learned(image_a: Path, image_b: Path, *, out: Optional[Path], features: str, tentative: bool,
+                   max_keypoints: Optional[int], max_side: Optional[int]) -> None:
+    """``landmark match --features aliked|disk``: LightGlue matches and MAGSAC++ inliers."""
+    from .retrieval.local import MissingPackageError, match_photos
+    try:
+        found = match_photos(image_a, image_b, features=features, max_keypoints=max_keypoints, max_side=max_side)
+    except (MissingPackageError, ValueError) as err:
+        _fail(err)
+    if out is not None:
+        from .reporting.match_plot import draw_matches
+        draw_matches(found.result, out, images=found.images, features=found.features, max_side=found.max_side,
+                     tentative=tentative)
+    typer.echo(json.dumps({**found.summary, "out": str(out) if out else None}))
 
 
 # --- retrieval: embed, index, knn ---

@@ -31,6 +31,9 @@ _EXPORTS = {
     # geometric verification
     "FeatureCache": "verification", "LocalFeatures": "verification", "MatchResult": "verification",
     "count_inliers": "verification", "local_features": "verification", "match": "verification",
+    # learned local features (optional extra "local"), LightGlue, re-ranking
+    "LocalConfig": "config", "LocalMatcher": "local", "LocalFeatureCache": "local", "rerank": "local",
+    "MissingPackageError": "local",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -78,6 +78,34 @@ def check_threshold(value: float | None) -> float | None:
 SAME_LANDMARK_INLIERS = 15
 
 
+#: Local features of ``landmark match --features`` and of re-ranking (:mod:`landmark.retrieval.local`):
+#: ALIKED (Zhao et al., IEEE TIM 2023) or DISK (Tyszkiewicz et al., NeurIPS 2020) keypoints matched by
+#: LightGlue (Lindenberger et al., ICCV 2023) need the optional ``local`` extra; ``rootsift`` needs nothing.
+LocalFeatureKind = Literal["aliked", "disk", "rootsift"]
+LOCAL_FEATURES = ("aliked", "disk", "rootsift")
+LEARNED_FEATURES = ("aliked", "disk")
+
+#: LightGlue + MAGSAC++ inliers (fundamental model, banner and static matches discounted) from which
+#: two photos are taken to show the same landmark, per learned feature.  ALIKED, 512 keypoints at
+#: 512 px, measured (benchmarks/local_inliers.py, docs/verification.md): unrelated pairs of
+#: landmarks13 + landmarks_many training photos reach up to 25 inliers (LightGlue matches more than
+#: ratio-tested SIFT, and MAGSAC++ fits a fundamental matrix to any 8+ of them), so 30; half of the
+#: same-landmark pairs reach it.  DISK was not measured: it borrows ALIKED's value.
+#: RootSIFT keeps :data:`SAME_LANDMARK_INLIERS`.
+LIGHTGLUE_SAME_LANDMARK_INLIERS = {"aliked": 30, "disk": 30}
+
+#: The same with ``matcher="mnn"`` (mutual ratio-test nearest neighbours of the learned descriptors):
+#: measured on the same pairs, unrelated ones reach at most 9 inliers, so 10.
+MNN_SAME_LANDMARK_INLIERS = {"aliked": 10, "disk": 10}
+
+
+def same_landmark_inliers(features: str, matcher: str = "lightglue") -> int:
+    """The same-landmark inlier threshold of ``features`` (``aliked``, ``disk`` or ``rootsift``)
+    matched by ``matcher`` (``lightglue`` or ``mnn``; RootSIFT always uses :data:`SAME_LANDMARK_INLIERS`)."""
+    table = MNN_SAME_LANDMARK_INLIERS if matcher == "mnn" else LIGHTGLUE_SAME_LANDMARK_INLIERS
+    return table.get(features, SAME_LANDMARK_INLIERS)
+
+
 class IndexParams(_Strict):
     """Construction and search parameters of a FAISS index (:mod:`landmark.retrieval.index`).
 
@@ -178,12 +206,56 @@ class RetrieveConfig(_Strict):
     qe_alpha: float = Field(3.0, ge=0.0)
 
 
+class LocalConfig(_Strict):
+    """Learned local features, LightGlue matching and the re-ranking they drive
+    (:mod:`landmark.retrieval.local`, :func:`landmark.retrieval.local.rerank`).
+
+    Attributes:
+        features: ``aliked``, ``disk`` (both need the ``local`` extra) or ``rootsift``.
+        max_keypoints: keypoints per image (bounds LightGlue's time: its attention is
+            quadratic in them).
+        max_side: pixels; longest side the image is shrunk to before extraction.
+        matcher: ``lightglue`` (learned features' default) or ``mnn`` (mutual nearest
+            neighbours with Lowe's ratio test 0.9 on the learned descriptors: no transformer,
+            milliseconds per pair); RootSIFT always uses mutual ratio-test matching.
+        filter_threshold: LightGlue's match confidence threshold.
+        threads: torch CPU threads for extraction and matching (1: measured fastest on a
+            loaded 2-core machine; OpenMP spin-waits when cores are oversubscribed).
+        ransac_threshold: MAGSAC++ noise bound in pixels of the shrunk images (fundamental model).
+        static_tolerance: a match whose position, as a fraction of each image's width and
+            height, moves less than this between the two photos is "static"; static matches
+            are discounted when either photo has a stock-photo banner (agency watermarks sit
+            at the same place in every preview).
+        banner_search: fraction of the height searched from the bottom for a banner strip;
+            keypoints on a detected strip are dropped (0: no banner detection).
+        top: candidates re-ranked per query (0: no re-ranking).
+        weight: score bonus of a candidate with ``inlier_cap`` or more inliers.
+        inlier_cap: inliers at which the bonus saturates.
+        min_inliers: fewer inliers give no bonus (None: :func:`same_landmark_inliers`).
+    """
+
+    features: LocalFeatureKind = "aliked"
+    matcher: Literal["lightglue", "mnn"] = "lightglue"
+    max_keypoints: int = Field(512, ge=8)
+    max_side: int = Field(512, ge=64)
+    filter_threshold: float = Field(0.1, gt=0.0, lt=1.0)
+    threads: int = Field(1, ge=1)
+    ransac_threshold: float = Field(3.0, gt=0.0)
+    static_tolerance: float = Field(0.01, ge=0.0, lt=1.0)
+    banner_search: float = Field(0.15, ge=0.0, le=0.5)
+    top: int = Field(0, ge=0)
+    weight: float = Field(1.0, ge=0.0)
+    inlier_cap: int = Field(100, ge=1)
+    min_inliers: int | None = Field(None, ge=0)
+
+
 class RetrievalConfig(_Strict):
-    """All retrieval settings: ``index``, ``knn``, ``verify`` and ``retrieve`` sections (module docstring)."""
+    """All retrieval settings: ``index``, ``knn``, ``verify``, ``local`` and ``retrieve`` sections (module docstring)."""
 
     index: IndexParams = IndexParams()
     knn: KnnConfig = KnnConfig()
     verify: VerifyConfig = VerifyConfig()
+    local: LocalConfig = LocalConfig()
     retrieve: RetrieveConfig = RetrieveConfig()
 
 

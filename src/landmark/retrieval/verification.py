@@ -60,11 +60,14 @@ class LocalFeatures:
         keypoints: float32 ``[N, 2]``, (x, y) in pixels of the *resized* image.
         descriptors: float32 ``[N, 128]``, RootSIFT (non-negative, unit L2 norm).
         size: ``(width, height)`` of the resized image in pixels.
+        banner: rows of a stock-photo banner along the bottom of the resized image whose
+            keypoints were dropped (0: none or not looked for; :func:`landmark.retrieval.local.bottom_banner`).
     """
 
     keypoints: np.ndarray
     descriptors: np.ndarray
     size: tuple[int, int]
+    banner: int = 0
 
     def __len__(self) -> int:
         return len(self.keypoints)
