@@ -29,8 +29,8 @@ RETRIEVAL_MAX_PREDICTIONS = 100
 def is_retrieval_solution(solution: str | Path) -> bool:
     """Whether ``solution`` is a retrieval solution (header with ``images``) rather than a
     recognition one (``landmarks``); reads the first line only."""
-    with open(solution, newline="") as f:
-        header = f.readline().strip().split(",")
+    with open(solution, "rb") as f:   # bytes: a file in another encoding is refused, naming it, by its reader
+        header = f.readline().decode("utf-8", errors="replace").strip().split(",")
     return "images" in header and "landmarks" not in header
 
 

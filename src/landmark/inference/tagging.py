@@ -38,6 +38,7 @@ from pydantic import BaseModel
 
 from ..data.images import ImageError
 from ..io import fsync_dir, temp_path
+from ..runs import RunFolder
 
 #: The product's XMP namespace and its prefix (``Xmp.landmark.*``).
 NAMESPACE = "http://ns.landmark.dev/1.0/"
@@ -363,7 +364,7 @@ def _checkpoint_file(source: str | Path) -> Path:
         FileNotFoundError: there is none.
     """
     source = Path(source)
-    path = source / "checkpoints" / "best.pt" if source.is_dir() else source
+    path = RunFolder(source).best if source.is_dir() else source
     if not path.is_file():
         raise FileNotFoundError(f"model {source} has no {path.name}: give a run folder written by landmark train, "
                                 f"a .pt checkpoint or a .onnx export")

@@ -320,11 +320,11 @@ def calibrate_enrolled(index: LandmarkIndex, landmark_id: str, embeddings: Embed
     photos' vectors (every indexed one when the index can give them back, else those of
     ``embeddings``), searched against the index for their nearest other landmarks."""
     rows = np.flatnonzero(index.labels == str(landmark_id))
-    try:
-        own = np.stack([index.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+    mine = np.asarray(embeddings.vectors[embeddings.labels == str(landmark_id)], dtype=np.float32)
+    try:   # none indexed under this landmark (its photos were already there, as duplicates): those given
+        own = np.stack([index.index.reconstruct(int(r)) for r in rows]).astype(np.float32) if len(rows) else mine
     except RuntimeError:   # an IVF-PQ index keeps no exact vectors: the photos enrolled now
-        mine = embeddings.labels == str(landmark_id)
-        own = np.asarray(embeddings.vectors[mine], dtype=np.float32)
+        own = mine
     sims, neighbours = index.search(own, CALIBRATION_K + len(own))
     labels = np.where(neighbours >= 0, index.labels[np.clip(neighbours, 0, None)], "")
     return calibrate_landmark(own, sims, neighbours, labels, landmark_id=str(landmark_id), default=floor, name_of=name_of)
