@@ -1,6 +1,7 @@
 """Helpers shared by several test modules (import as ``from _helpers import ...``)."""
 from __future__ import annotations
 
+import contextlib
 import struct
 import sys
 import zlib
@@ -44,3 +45,39 @@ def tiny_recognizer(folder: Path):
     save_checkpoint(path, create_model("tf_efficientnet_lite0", 2, weights="none"), ["a", "b"],
                     preprocess=TINY_PREPROCESS)
     return Recognizer.load(path, index=False)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app):
+    """Run the ASGI ``app`` with uvicorn in a thread on a free 127.0.0.1 port; yields the port,
+    stops the server on leaving."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def open_page(playwright, chromium, errors: list):
+    """A page of Debian's Chromium (``chromium``: its path) that appends console errors and
+    page errors to ``errors``; returns ``(browser, page)``."""
+    browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return browser, page

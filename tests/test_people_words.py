@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from _helpers import open_page, serve_in_thread
 from conftest import PHOTO
 from landmark.data import image_path
 from landmark.data.names import display_name, pretty_name
@@ -101,12 +102,6 @@ def test_web_page_words_first_details_folded(indexed, l13, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is not installed (make browser)")
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
     from landmark.serving import create_app
     indexed.threshold, old = 0.0, indexed.threshold   # a landmark answer: its reference photos are shown
     # a test photo whose answer has indexed photos of its own landmark among its neighbours (the
@@ -115,42 +110,28 @@ def test_web_page_words_first_details_folded(indexed, l13, tmp_path):
     photo = next((p for p in tests if any(n.landmark_id == a.landmark_id for a in indexed.recognize(p, top_k=3)
                                           for n in a.neighbours)), None)
     assert photo is not None, "no test photo among 40 has a neighbour of its answer's landmark"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(indexed), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        expected = indexed.recognize(photo, top_k=3)[0]   # the page asks for 3
-        errors = []
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.set_input_files("#pick", str(photo))
-            page.wait_for_selector(".card[data-done='1']", timeout=60_000)
-            assert page.inner_text(".card .verdict") == expected.verdict
-            assert page.inner_text(".card .words").lower() == expected.words.lower()
-            assert page.evaluate("document.querySelector('.card details').open") is False
-            assert page.locator(".card details").get_by_text("score").count() == 1
-            same = [n for n in expected.neighbours if n.landmark_id == expected.landmark_id][:3]
-            assert page.locator(".references img").count() == len(same) > 0
-            page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-            broken = page.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.alt)")
-            assert not broken, broken
-            visible = page.inner_text(".card .info")
-            assert all(n.id not in visible for n in expected.neighbours)   # pictures, not ids
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-            browser.close()
-        assert not errors, errors
+        with serve_in_thread(create_app(indexed)) as port:
+            expected = indexed.recognize(photo, top_k=3)[0]   # the page asks for 3
+            errors = []
+            with playwright.sync_playwright() as p:
+                browser, page = open_page(p, CHROMIUM, errors)
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.set_input_files("#pick", str(photo))
+                page.wait_for_selector(".card[data-done='1']", timeout=60_000)
+                assert page.inner_text(".card .verdict") == expected.verdict
+                assert page.inner_text(".card .words").lower() == expected.words.lower()
+                assert page.evaluate("document.querySelector('.card details').open") is False
+                assert page.locator(".card details").get_by_text("score").count() == 1
+                same = [n for n in expected.neighbours if n.landmark_id == expected.landmark_id][:3]
+                assert page.locator(".references img").count() == len(same) > 0
+                page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+                broken = page.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.alt)")
+                assert not broken, broken
+                visible = page.inner_text(".card .info")
+                assert all(n.id not in visible for n in expected.neighbours)   # pictures, not ids
+                page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+                browser.close()
+            assert not errors, errors
     finally:
         indexed.threshold = old
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _helpers import open_page, serve_in_thread
 from conftest import DIRTY, NEW_LANDMARK, PHOTO, TOKEN
 from landmark.data import image_path
 
@@ -217,31 +218,12 @@ def test_web_page_in_headless_chromium(rec, onnx_rec, photo, tmp_path, served):
     playwright = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is not installed (make browser)")
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
     from landmark.serving import create_app
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(rec), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
+    with serve_in_thread(create_app(rec)) as port:
         expected = rec.recognize(photo)[0]
         errors = []
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            browser, page = open_page(p, CHROMIUM, errors)
             page.on("requestfailed", lambda r: errors.append(f"failed {r.url}"))
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_function("document.getElementById('status').textContent.includes('landmarks known')")
@@ -256,6 +238,3 @@ def test_web_page_in_headless_chromium(rec, onnx_rec, photo, tmp_path, served):
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             browser.close()
         assert not errors, errors
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -34,14 +34,8 @@ def write_submission(predictions: pd.DataFrame, path: str | Path) -> None:
     predicted = predictions["landmark_id"].astype(str) != ""
     if not pd.Series(predictions["score"], dtype=float)[predicted].map(math.isfinite).all():
         raise ValueError(f"a prediction for {path} has a non-finite score; the model gives NaN or inf")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "landmarks"])
-        for image_id, lid, score in zip(predictions["id"], predictions["landmark_id"], predictions["score"]):
-            writer.writerow([image_id, f"{lid} {score:.6f}" if lid != "" else ""])
-    os.replace(tmp, path)
+    _write_rows(path, ["id", "landmarks"], ([image_id, f"{lid} {score:.6f}" if lid != "" else ""] for image_id, lid, score
+                                           in zip(predictions["id"], predictions["landmark_id"], predictions["score"])))
 
 
 def read_submission(path: str | Path) -> pd.DataFrame:
@@ -84,13 +78,7 @@ def read_solution(path: str | Path, usage: str | None = None) -> dict[str, set[s
     Raises:
         ValueError: missing ``id`` or ``landmarks`` column, or ``usage`` without a Usage column.
     """
-    frame = read_csv(path, dtype=str, keep_default_na=False)
-    if not {"id", "landmarks"} <= set(frame.columns):
-        raise ValueError(f"{path}: a solution needs the columns id,landmarks[,Usage]")
-    if usage:
-        if "Usage" not in frame.columns:
-            raise ValueError(f"{path} has no Usage column; drop --usage")
-        frame = frame[frame["Usage"].str.lower() == usage.lower()]
+    frame = _solution_rows(path, "landmarks", usage)
     return {i: set(lm.split()) for i, lm in zip(frame["id"], frame["landmarks"])}
 
 
@@ -113,16 +101,7 @@ def write_retrieval_submission(rankings: dict[str, list[str]], path: str | Path)
     for query, ids in rankings.items():
         if bad := next((i for i in [query, *ids] if not i or any(c in i for c in " ,\n")), None):
             raise ValueError(f"id {bad!r} (query {query}) is empty or holds a space or comma; give plain ids")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "images"])
-        for query, ids in rankings.items():
-            writer.writerow([query, " ".join(ids)])
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_rows(path, ["id", "images"], ([query, " ".join(ids)] for query, ids in rankings.items()))
 
 
 def read_retrieval_submission(path: str | Path) -> dict[str, list[str]]:
@@ -155,16 +134,41 @@ def read_retrieval_solution(path: str | Path, usage: str | None = None) -> tuple
     Raises:
         ValueError: no ``id,images`` columns, or ``usage`` without a Usage column.
     """
-    frame = read_csv(path, dtype=str, keep_default_na=False)
-    if not {"id", "images"} <= set(frame.columns):
-        raise ValueError(f"{path}: a retrieval solution needs the columns id,images[,Usage]")
-    if usage:
-        if "Usage" not in frame.columns:
-            raise ValueError(f"{path} has no Usage column; drop --usage")
-        frame = frame[frame["Usage"].str.lower() == usage.lower()]
+    frame = _solution_rows(path, "images", usage)
     relevant = {q: ids.split() for q, ids in zip(frame["id"], frame["images"]) if ids.strip() not in ("", "None")}
     if not set(RETRIEVAL_LABELS) <= set(frame.columns):
         return relevant, None
     labels = {q: {name: row[name].split() for name in RETRIEVAL_LABELS}
               for q, row in frame.set_index("id").iterrows() if q in relevant}
     return relevant, labels
+
+
+def _solution_rows(path: str | Path, column: str, usage: str | None):
+    """A solution CSV's rows (str), those of ``usage`` (Public/Private) only when given.
+
+    Raises:
+        ValueError: no ``id`` and ``column`` columns, or ``usage`` without a Usage column.
+    """
+    frame = read_csv(path, dtype=str, keep_default_na=False)
+    if not {"id", column} <= set(frame.columns):
+        kind = "a retrieval solution" if column == "images" else "a solution"
+        raise ValueError(f"{path}: {kind} needs the columns id,{column}[,Usage]")
+    if usage:
+        if "Usage" not in frame.columns:
+            raise ValueError(f"{path} has no Usage column; drop --usage")
+        frame = frame[frame["Usage"].str.lower() == usage.lower()]
+    return frame
+
+
+def _write_rows(path: Path, header: list[str], rows) -> None:
+    """Write a CSV atomically: ``header`` then ``rows`` to a temp file in the same folder, fsync,
+    then rename over ``path`` (a crash leaves the old file or the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -31,6 +31,18 @@ import numpy as np
 REVISITED_SETUPS = ("easy", "medium", "hard")
 
 
+def _in_solution(predictions: Mapping[str, Sequence[str]], solution: Mapping[str, Sequence[str]]):
+    """``predictions.items()``, refusing a query the solution does not have.
+
+    Raises:
+        ValueError: a predicted query is not in ``solution``.
+    """
+    for key, ranked in predictions.items():
+        if key not in solution:
+            raise ValueError(f"query {key} is not part of the retrieval solution")
+        yield key, ranked
+
+
 def mean_average_precision(predictions: Mapping[str, Sequence[str]], solution: Mapping[str, Sequence[str]],
                            max_predictions: int = 100) -> float:
     """GLDv2 retrieval mAP@``max_predictions`` (module docstring).
@@ -51,9 +63,7 @@ def mean_average_precision(predictions: Mapping[str, Sequence[str]], solution: M
     if not solution:
         return 0.0
     total = 0.0
-    for key, ranked in predictions.items():
-        if key not in solution:
-            raise ValueError(f"query {key} is not part of the retrieval solution")
+    for key, ranked in _in_solution(predictions, solution):
         relevant = set(solution[key])
         if not relevant:
             raise ValueError(f"query {key} has no relevant image in the solution")
@@ -80,9 +90,7 @@ def precision_at_k(predictions: Mapping[str, Sequence[str]], solution: Mapping[s
     if not solution:
         return 0.0
     total = 0.0
-    for key, ranked in predictions.items():
-        if key not in solution:
-            raise ValueError(f"query {key} is not part of the retrieval solution")
+    for key, ranked in _in_solution(predictions, solution):
         total += len(set(list(ranked)[:k]) & set(solution[key])) / k
     return total / len(solution)
 

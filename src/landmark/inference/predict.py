@@ -1,11 +1,6 @@
-"""Predict landmarks for query images, with optional test-time voting over crops.
-
-Voting rule (``tta=K`` crops per image): each crop votes for its arg-max landmark;
-the landmark with most votes wins (a tie goes to the larger summed probability);
-its confidence is the sum of its probability over the crops that voted for it,
-divided by K.  So ten unanimous crops at 0.9 give 0.9, while six crops at 0.9 with
-four dissenting give 0.54: disagreement between crops lowers the confidence, which
-is what GAP's ranking rewards.
+"""Predict landmarks for query images, with optional test-time voting over crops (the voting
+rule: :mod:`landmark.inference.voting`; disagreement between crops lowers the confidence,
+which is what GAP's ranking rewards).
 """
 from __future__ import annotations
 

@@ -179,6 +179,23 @@ def why_not(path: Path, meta: dict, checkpoint: str | Path, digest: str, fp32_on
     return ""
 
 
+def candidate_files(checkpoint: str | Path) -> tuple[list[Path], list[str]]:
+    """The :func:`onnx_candidates` files of ``checkpoint`` that exist and that protobuf can hold,
+    and a sentence for each one passed over (none exists: one saying where it looked)."""
+    candidates = onnx_candidates(checkpoint)
+    found = [p for p in candidates if p.is_file()]
+    if not found:
+        return [], [f"no exported model beside {checkpoint} (looked for {', '.join(map(str, candidates))})"]
+    usable, skipped = [], []
+    for path in found:   # a file is read whole when opened: a huge one would exhaust memory
+        if path.stat().st_size >= MAX_ONNX_BYTES:
+            skipped.append(f"{path} is {path.stat().st_size / 2**30:.1f} GiB, too large for an ONNX model "
+                           "(protobuf holds < 2 GiB; re-export it)")
+        else:
+            usable.append(path)
+    return usable, skipped
+
+
 def open_export(checkpoint: str | Path, fp32_only: bool = False, threads: int | None = None,
                 image_size: int | None = None, opener: type[OnnxModel] = OnnxModel) -> tuple[OnnxModel | None, str]:
     """The first :func:`onnx_candidates` file exported from exactly this checkpoint, opened.
@@ -200,16 +217,9 @@ def open_export(checkpoint: str | Path, fp32_only: bool = False, threads: int | 
         ValueError: ``threads`` too many.
     """
     check_threads(threads)
-    found = [p for p in onnx_candidates(checkpoint) if p.is_file()]
-    if not found:
-        looked = ", ".join(map(str, onnx_candidates(checkpoint)))
-        return None, f"no exported model beside {checkpoint} (looked for {looked})"
-    digest, skipped = file_sha256(checkpoint), []
+    found, skipped = candidate_files(checkpoint)
+    digest = file_sha256(checkpoint) if found else ""
     for path in found:
-        if path.stat().st_size >= MAX_ONNX_BYTES:
-            skipped.append(f"{path} is {path.stat().st_size / 2**30:.1f} GiB, too large for an ONNX model "
-                           "(protobuf holds < 2 GiB; re-export it)")
-            continue
         try:
             model = opener(path, threads)
         except ValueError as err:

@@ -37,8 +37,8 @@ from torch import nn
 from ..data.preprocess import Preprocess
 from ..devices import resolve_device
 from .onnx_model import (  # noqa: F401  (re-exported: the torch-free half of this module)
-    MAX_ONNX_BYTES, METADATA_KEY, OnnxModel, check_threads, cpu_count, file_sha256, metadata_spec, onnx_candidates,
-    open_export, why_not)
+    MAX_ONNX_BYTES, METADATA_KEY, OnnxModel, candidate_files, check_threads, cpu_count, file_sha256, metadata_spec,
+    onnx_candidates, open_export, why_not)
 from .runtime_info import DEFAULT_RUNTIME, RUNTIMES
 from .spec import ModelSpec
 
@@ -148,16 +148,9 @@ def exported_model(checkpoint: str | Path, fp32_only: bool = False,
         (path or None, a sentence saying why none fits, for error messages).
     """
     import onnx
-    found = [p for p in onnx_candidates(checkpoint) if p.is_file()]
-    if not found:
-        looked = ", ".join(map(str, onnx_candidates(checkpoint)))
-        return None, f"no exported model beside {checkpoint} (looked for {looked})"
-    digest, skipped = file_sha256(checkpoint), []
+    found, skipped = candidate_files(checkpoint)
+    digest = file_sha256(checkpoint) if found else ""
     for path in found:
-        if path.stat().st_size >= MAX_ONNX_BYTES:   # read whole by onnx.load: a huge file would exhaust memory
-            skipped.append(f"{path} is {path.stat().st_size / 2**30:.1f} GiB, too large for an ONNX model "
-                           "(protobuf holds < 2 GiB; re-export it)")
-            continue
         try:
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             meta = json.loads(props.get(METADATA_KEY, "{}"))

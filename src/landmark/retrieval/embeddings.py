@@ -44,6 +44,7 @@ from ..models.runtime import Runtime, as_runtime, decode_threads, decode_workers
 from ..io import (artifact_files, clear_temps, commit, embedding_files, embeddings_path, folder_lock, read_artifact,
                   refuse_existing, sidecar, temp_path)
 from ..models import LandmarkNet
+from .index_reader import iter_chunks  # noqa: F401  (re-exported: numpy only, below this module)
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -400,19 +401,4 @@ def _read(path: Path, record: dict) -> Embeddings:
     model = record.get("model")
     return Embeddings(vectors, items, classes, model if isinstance(model, dict) else None)
 
-
-def iter_chunks(vectors: np.ndarray, chunk: int = 65536):
-    """Yield ``(start, float32 [<=chunk, D])`` slices of a (memory-mapped) array.
-
-    Raises:
-        ValueError: a row holds NaN or inf (a hand-made or damaged file: an index of such
-            vectors answered every photo "no landmark" with an empty name).
-    """
-    for start in range(0, len(vectors), chunk):
-        x = np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
-            raise ValueError(f"row {start + int(np.flatnonzero(~finite)[0])} of the vectors holds NaN or inf "
-                             f"(a damaged or hand-made embeddings file); embed again")
-        yield start, x
 

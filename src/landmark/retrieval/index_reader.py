@@ -106,6 +106,22 @@ def tune(index: faiss.Index, kind: str, params: IndexParams) -> None:
         inner.hnsw.efSearch = params.ef_search
 
 
+def iter_chunks(vectors: np.ndarray, chunk: int = 65536):
+    """Yield ``(start, float32 [<=chunk, D])`` slices of a (memory-mapped) array.
+
+    Raises:
+        ValueError: a row holds NaN or inf (a hand-made or damaged file: an index of such
+            vectors answered every photo "no landmark" with an empty name).
+    """
+    for start in range(0, len(vectors), chunk):
+        x = np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"row {start + int(np.flatnonzero(~finite)[0])} of the vectors holds NaN or inf "
+                             f"(a damaged or hand-made embeddings file); embed again")
+        yield start, x
+
+
 def search(index: faiss.Index, queries: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most similar indexed vectors of each query.
 
@@ -121,12 +137,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, chunk: int = 4096) -
     k = max(1, int(k))
     sims = np.empty((len(queries), k), dtype=np.float32)
     idx = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), chunk):
-        q = np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32)
-        finite = np.isfinite(q).all(axis=1)
-        if not finite.all():
-            raise ValueError(f"row {start + int(np.flatnonzero(~finite)[0])} of the vectors holds NaN or inf "
-                             f"(a damaged or hand-made embeddings file); embed again")
+    for start, q in iter_chunks(queries, chunk):
         s, i = index.search(q, k)
         s[i < 0] = -np.inf
         sims[start:start + len(q)], idx[start:start + len(q)] = s, i
