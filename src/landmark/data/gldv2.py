@@ -263,7 +263,8 @@ def read_train_clean(path: Path) -> pd.DataFrame:
 
 
 def read_folder_tree(root: Path, unusable: list | None = None) -> pd.DataFrame:
-    """``root/<landmark_id>/<file>``: every file below a class folder is an image candidate,
+    """``root/<landmark folder>/<file>``: every file below a class folder is an image candidate
+    of the landmark :func:`folder_landmark_id` names,
     hidden ones (``.x.jpg``) included; operating-system metadata (:func:`os_junk`) is
     appended to ``unusable`` as ``(relative path, landmark_id, path, reason)`` instead."""
     rows = []
@@ -274,14 +275,22 @@ def read_folder_tree(root: Path, unusable: list | None = None) -> pd.DataFrame:
             junk = os_junk(f.name)
             if junk:
                 if unusable is not None:
-                    unusable.append((f.relative_to(root).as_posix(), cls.name, str(f), junk))
+                    unusable.append((f.relative_to(root).as_posix(), folder_landmark_id(cls.name), str(f), junk))
             else:
-                rows.append((cls.name, f))
+                rows.append((folder_landmark_id(cls.name), f))
     if not rows:
         raise ValueError(f"{root} has neither train.csv nor class folders with images")
     files = [f for _, f in rows]
     return _finish(pd.DataFrame({"id": file_ids(files, root), "landmark_id": [c for c, _ in rows],
                                  "path": [str(f) for f in files]}))
+
+
+def folder_landmark_id(folder: str) -> str:
+    """The landmark id of a class folder: its name with each run of whitespace made one ``_``
+    (``Porto Cathedral`` -> ``Porto_Cathedral``), since the Kaggle formats separate a
+    prediction's fields with spaces; shown to people as the folder's name again
+    (:func:`landmark.data.names.display_name`)."""
+    return "_".join(folder.split())
 
 
 def os_junk(name: str) -> str:

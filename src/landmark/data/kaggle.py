@@ -31,6 +31,11 @@ def write_submission(predictions: pd.DataFrame, path: str | Path) -> None:
     if repeated.any():
         raise ValueError(f"id {predictions['id'][repeated].iloc[0]!r} would appear twice in {path}; "
                          f"a submission has one row per id")
+    spaced = predictions["landmark_id"].astype(str).str.contains(r"\s", regex=True)
+    if spaced.any():
+        raise ValueError(f"landmark id {predictions['landmark_id'][spaced].iloc[0]!r} holds a space, which the "
+                         f"Kaggle format uses between id and score; train again (class folders' ids are their "
+                         f"names with '_' for spaces)")
     predicted = predictions["landmark_id"].astype(str) != ""
     if not pd.Series(predictions["score"], dtype=float)[predicted].map(math.isfinite).all():
         raise ValueError(f"a prediction for {path} has a non-finite score; the model gives NaN or inf")

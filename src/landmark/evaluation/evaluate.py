@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data.gldv2 import read_queries
+from ..data.gldv2 import folder_landmark_id, read_queries
 from ..data.kaggle import read_retrieval_solution, read_retrieval_submission, read_solution, read_submission
 from ..data.names import display_name, pretty_name
 from ..io import write_text_atomic
@@ -114,8 +114,9 @@ def folder_solution(tree: str | Path, nonlandmarks: str | Path | None = None,
     for parts in top:
         if len(parts) > 1 and parts[0] not in folders:
             folder = parts[0]
-            folders[folder] = ("" if _is_no_landmark(folder) else folder if names is None or folder in names
-                               else by_name.get(pretty_name(folder).lower(), by_name.get(folder.lower(), folder)))
+            lid = folder_landmark_id(folder)
+            folders[folder] = ("" if _is_no_landmark(folder) else lid if names is None or lid in names
+                               else by_name.get(pretty_name(folder).lower(), by_name.get(folder.lower(), lid)))
     queries["landmarks"] = [folders[parts[0]] if len(parts) > 1 else None for parts in top]
     unlabelled = queries.loc[queries["landmarks"].isna(), "path"].tolist()
     queries = queries[queries["landmarks"].notna()].reset_index(drop=True)

@@ -1,0 +1,51 @@
+"""Class folders named as people name them ("Porto Cathedral") give landmark ids without spaces,
+so a model trained on them writes Kaggle submissions that read back."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from landmark.data.gldv2 import folder_landmark_id, read_folder_tree
+from landmark.data.kaggle import read_submission, write_submission
+from landmark.data.names import display_name
+from landmark.evaluation.evaluate import folder_solution
+
+
+def _tree(root: Path) -> Path:
+    for folder in ("Porto Cathedral", "Torre  dos\tClérigos", "no_landmark"):
+        (root / folder).mkdir(parents=True)
+        for k in range(2):
+            Image.new("RGB", (8, 8), (k * 80, 10, 10)).save(root / folder / f"{folder[:3].strip()}{k}.jpg")
+    return root
+
+
+def test_class_folder_ids_have_no_spaces_and_show_as_the_folder_name(tmp_path):
+    frame = read_folder_tree(_tree(tmp_path / "trips"))
+    ids = set(frame["landmark_id"].astype(str))
+    assert {"Porto_Cathedral", "Torre_dos_Clérigos"} <= ids
+    assert not any(" " in i or "\t" in i for i in ids)
+    assert display_name("Porto_Cathedral") == "Porto Cathedral"
+    assert folder_landmark_id("  Christ the   Redeemer ") == "Christ_the_Redeemer"
+
+
+def test_a_labelled_tree_scores_against_the_ids_training_gave(tmp_path):
+    queries, summary = folder_solution(_tree(tmp_path / "held"))
+    assert summary["folders"]["Porto Cathedral"] == "Porto_Cathedral"
+    assert summary["folders"]["no_landmark"] == ""
+    # with a model's names the folder is matched to the model's id
+    _, named = folder_solution(tmp_path / "held", names={"Porto_Cathedral": "Porto_Cathedral"})
+    assert named["folders"]["Porto Cathedral"] == "Porto_Cathedral"
+
+
+def test_submission_round_trips_and_refuses_an_id_with_a_space(tmp_path):
+    rows = pd.DataFrame({"id": ["a", "b"], "landmark_id": ["Porto_Cathedral", ""], "score": [0.5, 0.0]})
+    write_submission(rows, tmp_path / "sub.csv")
+    back = read_submission(tmp_path / "sub.csv")
+    assert back["landmark_id"].tolist() == ["Porto_Cathedral", ""]
+    rows.loc[0, "landmark_id"] = "Porto Cathedral"
+    with pytest.raises(ValueError, match="holds a space"):
+        write_submission(rows, tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()
