@@ -969,6 +969,10 @@ def tag(
                           runtime=runtime, **extra)
     except (FileNotFoundError, ValueError, ImportError) as err:
         _fail(err)
+    except KeyboardInterrupt:   # each sidecar is written whole: what is done stays done
+        typer.echo("stopped: the sidecars written so far are whole; run the same command again to tag the rest "
+                   "(photos already tagged by this model are skipped)", err=True)
+        raise typer.Exit(130) from None
     for line in summary.lines():
         typer.echo(line)
     if summary.unreadable:
