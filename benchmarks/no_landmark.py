@@ -119,9 +119,10 @@ def enrolment_rows(k: int, held, rec, run: Path, work: Path, held_photos: pd.Dat
                    queries: pd.DataFrame, probs, vectors) -> list[dict]:
     """Recall on held-out landmarks after enrolling n of their photos, and what it costs the others."""
     from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.local import LocalFeatureCache
     from landmark.retrieval.pipeline import enrol_index
     original = rec.index
-    rows = []
+    rows, memo = [], {}
     for n in ENROLLED:
         folder = work / f"enrol-{k}-{n}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -135,8 +136,17 @@ def enrolment_rows(k: int, held, rec, run: Path, work: Path, held_photos: pd.Dat
         q_truth = np.concatenate([held_photos["landmark_id"].to_numpy()[rest], queries["truth"].to_numpy()])
         q_kind = np.concatenate([np.full(len(rest), "held-out"), queries["kind"].to_numpy()])
         import torch
-        labels, scores = best(rec, torch.cat([h_probs[rest], probs]), np.concatenate([h_vectors[rest], vectors]))
-        named = np.array([rec.decide(lab, s)[0] for lab, s in zip(labels, scores)])
+        q_vectors = np.concatenate([h_vectors[rest], vectors])
+        ranked = rec._score(torch.cat([h_probs[rest], probs]), q_vectors, 1)
+        if rec.confirmer is not None:   # local features (retrieval/confirm.py), features cached on disk
+            rec.confirmer.cache = LocalFeatureCache(work / "local-features", rec.confirmer.matcher)
+            rec.confirmer.memo = memo
+        q_paths = [*held_photos["path"].to_numpy()[rest], *queries["path"]]
+        ranked, inliers = rec.confirm_enrolled(ranked, q_paths, q_vectors)
+        labels = np.array([c[0][0] if c else "" for c in ranked])
+        scores = np.array([c[0][1] if c else 0.0 for c in ranked])
+        named = np.array([rec.decide(lab, s, n)[0] for lab, s, n in zip(labels, scores, inliers)])
+        c = rec.confirmer
         enrolled = q_kind == "held-out"
         non = q_kind == "no landmark"
         known = q_kind == "known"
@@ -145,6 +155,8 @@ def enrolment_rows(k: int, held, rec, run: Path, work: Path, held_photos: pd.Dat
                      "held-out recognised": round(float((named & (labels == q_truth))[enrolled].mean()), 3),
                      "non-landmarks named as enrolled": round(float((named & np.isin(labels, held))[non].mean()), 3),
                      "known still right": round(float((named & (labels == q_truth))[known].mean()), 3),
+                     "local features": "off" if c is None else f"mnn >= {c.min_inliers} inliers",
+                     "ms per matched query": "" if c is None or not c.queries else round(1000 * c.seconds / c.queries),
                      "thresholds": " ".join(f"{cover[h]['threshold']:.3f}" for h in held),
                      "coverage": " ".join(cover[h]["coverage"] for h in held)})
         shutil.rmtree(folder, ignore_errors=True)

@@ -106,6 +106,21 @@ def same_landmark_inliers(features: str, matcher: str = "lightglue") -> int:
     return table.get(features, SAME_LANDMARK_INLIERS)
 
 
+#: Geometric confirmation of enrolled landmarks (:mod:`landmark.retrieval.confirm`): the enrolled
+#: landmarks (most similar first, by their photos' best similarity to the query) whose photos are
+#: matched against each query, and the photos of each matched at most.  Bounds the time per query:
+#: at most ``3 x 5`` pairs at ~22 ms each with mnn (docs/verification.md) plus one extraction.
+CONFIRM_LANDMARKS = 3
+CONFIRM_PHOTOS = 5
+
+
+def confirm_local_config() -> "LocalConfig":
+    """The local features that confirm enrolled landmarks: ALIKED, mutual nearest neighbours
+    (``matcher="mnn"``, 22 ms per pair, threshold :func:`same_landmark_inliers` = 10), 512
+    keypoints on photos shrunk to 512 px."""
+    return LocalConfig(features="aliked", matcher="mnn", max_keypoints=512, max_side=512)
+
+
 class IndexParams(_Strict):
     """Construction and search parameters of a FAISS index (:mod:`landmark.retrieval.index`).
 
