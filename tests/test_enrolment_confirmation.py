@@ -100,3 +100,12 @@ def test_the_enrolment_reply_says_how_its_photos_match_by_local_features(photos,
     items = items.assign(id=["d", "e", "f"], landmark_id="off")
     off = enrol(tmp_path / "index", Embeddings(new, items), classes=[COLOGNE, OTHER], threshold=0.1, confirm=False)
     assert off["landmarks"]["off"]["confirmation"]["local_features"].startswith("off (switched off)")
+
+
+def test_a_trained_landmark_named_by_its_global_score_is_not_overturned():
+    from landmark.retrieval.scoring import needs_confirmation
+    known = {"9", "11"}
+    assert not needs_confirmation([("9", 0.30), ("new", 0.01)], known, 0.1)   # named: no matching
+    assert needs_confirmation([("9", 0.05), ("new", 0.01)], known, 0.1)       # no landmark: match
+    assert needs_confirmation([("new", 0.5), ("9", 0.30)], known, 0.1)        # an enrolled answer: match
+    assert needs_confirmation([], known, 0.1)

@@ -60,7 +60,7 @@ from ..retrieval.embeddings import Embeddings, load_embeddings
 from ..retrieval.index import LandmarkIndex
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise
 from ..retrieval.confirm import EnrolledConfirmer, available as confirm_available, enrolled_landmarks
-from ..retrieval.scoring import REFERENCE_K, confirm, counts_of, decide, rank as rank_candidates
+from ..retrieval.scoring import REFERENCE_K, confirm, counts_of, decide, needs_confirmation, rank as rank_candidates
 from .voting import DRAFT_FACTOR, TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
@@ -187,12 +187,18 @@ class Recognizer:
         Returns:
             (the lists re-ordered by :func:`~landmark.retrieval.scoring.confirm`, the inliers of
             each list's first candidate when it was matched, else None); as given without a
-            confirmer.
+            confirmer.  A photo already named after a trained landmark by its global score is
+            not matched (:func:`~landmark.retrieval.scoring.needs_confirmation`).
         """
         if self.confirmer is None:
             return ranked, [None] * len(ranked)
         out, counts = [], []
+        known = frozenset(self.classes)
         for i, cands in enumerate(ranked):
+            if not needs_confirmation(cands, known, self.threshold, self.landmark_thresholds):
+                out.append(cands)
+                counts.append(None)
+                continue
             lids = self.confirmer.candidates(vectors[i], None if neighbour_labels is None else neighbour_labels[i])
             inliers = self.confirmer.inliers(photos[i], lids) if lids else {}
             cands = confirm(cands, inliers, self.confirmer.min_inliers)

@@ -152,6 +152,23 @@ def decide(landmark_id: str, score: float, default: float,
     return bool(landmark_id) and (bool(score >= threshold) or geometric), threshold
 
 
+def needs_confirmation(cands: list[tuple[str, float]], known, default: float,
+                       landmark_thresholds: Mapping[str, dict | float] | None = None) -> bool:
+    """Whether a query's enrolled landmarks are matched by local features (:func:`confirm`):
+    unless its answer is already a landmark the classifier knows, named by its global score
+    (a confident answer of a trained landmark is not overturned by a few enrolled photos, and
+    costs no local features).
+
+    Args:
+        cands: ``[(landmark_id, score), ...]`` best first (:func:`rank`'s answer for one query).
+        known: the classifier's landmarks; default, landmark_thresholds: as :func:`decide`.
+    """
+    if not cands:
+        return True
+    lid, score = cands[0]
+    return not (lid in known and decide(lid, score, default, landmark_thresholds)[0])
+
+
 def confirm(cands: list[tuple[str, float]], inliers: Mapping[str, int], min_inliers: int) -> list[tuple[str, float]]:
     """Candidates re-ordered by geometric confirmation of enrolled landmarks.
 
