@@ -8,7 +8,7 @@ enrolled landmarks whose photos are most similar to it (their best photo's cosin
 have up to :data:`~landmark.retrieval.config.CONFIRM_PHOTOS` of their photos matched against
 the query (:func:`landmark.retrieval.local.verify_pair`: ALIKED, mutual nearest neighbours,
 MAGSAC++; :func:`~landmark.retrieval.config.confirm_local_config`); a landmark whose best photo
-has at least :func:`~landmark.retrieval.config.same_landmark_inliers` inliers is confirmed
+has at least :data:`~landmark.retrieval.config.CONFIRM_INLIERS` (12) inliers is confirmed
 (:func:`landmark.retrieval.scoring.confirm` puts it first, :func:`~landmark.retrieval.scoring.decide`
 names it).
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CONFIRM_LANDMARKS, CONFIRM_PHOTOS, confirm_local_config, same_landmark_inliers
+from .config import CONFIRM_INLIERS, CONFIRM_LANDMARKS, CONFIRM_PHOTOS, confirm_local_config
 
 
 def available() -> bool:
@@ -59,7 +59,7 @@ class EnrolledConfirmer:
         from .local import LocalFeatureCache, LocalMatcher
         self.config = confirm_local_config()
         self.matcher = LocalMatcher(self.config)
-        self.min_inliers = same_landmark_inliers(self.config.features, self.config.matcher)
+        self.min_inliers = CONFIRM_INLIERS
         self.cache = None if cache is None else LocalFeatureCache(cache, self.matcher)
         self.index, self.memo = index, memo
         labels = np.asarray(index.labels).astype(str)
@@ -166,7 +166,7 @@ def geometric_coverage(paths: list[str | Path]) -> dict:
     from .local import LocalMatcher, verify_pair
     config = confirm_local_config()
     matcher = LocalMatcher(config)
-    threshold = same_landmark_inliers(config.features, config.matcher)
+    threshold = CONFIRM_INLIERS
     feats, unreadable = [], 0
     for path in list(paths)[:CONFIRM_PHOTOS]:
         try:
