@@ -429,8 +429,8 @@ class Recognizer:
         """``(is_landmark, threshold used)`` of one answer (:func:`landmark.retrieval.scoring.decide`
         with this recogniser's threshold, its index's enrolled landmarks' thresholds and, for an
         enrolled landmark matched by local features, its ``inliers``)."""
-        return decide(landmark_id, score, self.threshold, self.landmark_thresholds, inliers,
-                      None if self.confirmer is None else self.confirmer.min_inliers)
+        return decide(landmark_id, score, self.threshold, self.landmark_thresholds, inliers=inliers,
+                      min_inliers=None if self.confirmer is None else self.confirmer.min_inliers)
 
     def neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
         """The ``k`` most similar indexed photos of each embedding ``[N, D]``."""
