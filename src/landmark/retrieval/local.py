@@ -390,7 +390,7 @@ def match_photos(image_a: str | Path, image_b: str | Path, *, features: str = _L
                "keypoints": [len(fa), len(fb)], "banner_rows": [fa.banner, fb.banner], "features": features,
                "same_landmark": result.num_inliers >= threshold, "threshold_inliers": threshold}
     return PhotoMatch(summary, MatchResult(result.matches, result.matches[counted], "fundamental"), (fa, fb),
-                      (images[0], images[1]), config.max_side)
+                      (images[0], images[1]), max_side=config.max_side)
 
 
 @dataclass
