@@ -77,6 +77,10 @@ class InstantRecognizer:
             or None (the classifier alone).
         threshold: "no landmark" below it (None: the one stored in the export for the scoring mode).
 
+    It never confirms enrolled landmarks by local features (ALIKED needs PyTorch): for an index
+    with enrolled landmarks :func:`open_recognizer` loads the Recognizer instead where the
+    ``local`` extra is installed, so both answer alike (without the extra neither confirms).
+
     Raises:
         ValueError: a threshold outside [0, 1]; an index scored by kNN (give it to the
             Recognizer), of another backbone, image size or dimension.
