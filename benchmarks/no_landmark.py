@@ -21,7 +21,10 @@ Enrolment: into a copy of the run's index, the first n (1, 3, 5) training photos
 held-out landmark are enrolled (:func:`landmark.retrieval.pipeline.enrol_index`: per-landmark
 calibrated thresholds); queries: the held-out landmarks' other photos (their other training
 photos and their test photos), the non-landmark queries above and the trained landmarks'
-test photos.
+test photos.  Where the ``local`` extra is installed the recogniser confirms enrolled landmarks
+by local features (:mod:`landmark.retrieval.confirm`; ``--no-confirm``: the global scores
+alone); the queries' features are extracted once (timed: ``ms per query: extraction``), then
+each n is matched (``ms per query: matching``, features read from the disk cache).
 
     .venv/bin/python benchmarks/no_landmark.py --write docs/quality.md
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import time
 import shutil
 import sys
 from pathlib import Path
@@ -119,9 +123,10 @@ def enrolment_rows(k: int, held, rec, run: Path, work: Path, held_photos: pd.Dat
                    queries: pd.DataFrame, probs, vectors) -> list[dict]:
     """Recall on held-out landmarks after enrolling n of their photos, and what it costs the others."""
     from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.local import LocalFeatureCache
     from landmark.retrieval.pipeline import enrol_index
     original = rec.index
-    rows = []
+    rows, extract_ms = [], None
     for n in ENROLLED:
         folder = work / f"enrol-{k}-{n}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -135,8 +140,23 @@ def enrolment_rows(k: int, held, rec, run: Path, work: Path, held_photos: pd.Dat
         q_truth = np.concatenate([held_photos["landmark_id"].to_numpy()[rest], queries["truth"].to_numpy()])
         q_kind = np.concatenate([np.full(len(rest), "held-out"), queries["kind"].to_numpy()])
         import torch
-        labels, scores = best(rec, torch.cat([h_probs[rest], probs]), np.concatenate([h_vectors[rest], vectors]))
-        named = np.array([rec.decide(lab, s)[0] for lab, s in zip(labels, scores)])
+        q_vectors = np.concatenate([h_vectors[rest], vectors])
+        ranked = rec._score(torch.cat([h_probs[rest], probs]), q_vectors, 1)
+        q_paths = [*held_photos["path"].to_numpy()[rest], *queries["path"]]
+        if rec.confirmer is not None:   # local features (retrieval/confirm.py): extracted once, timed apart
+            rec.confirmer.cache = LocalFeatureCache(work / "local-features", rec.confirmer.matcher)
+            if extract_ms is None:
+                start = time.perf_counter()
+                misses = rec.confirmer.cache.misses
+                for p in q_paths:
+                    rec.confirmer.cache.get(p)
+                done = rec.confirmer.cache.misses - misses
+                extract_ms = round(1000 * (time.perf_counter() - start) / done) if done else "cached"
+        ranked, inliers = rec.confirm_enrolled(ranked, q_paths, q_vectors)
+        labels = np.array([c[0][0] if c else "" for c in ranked])
+        scores = np.array([c[0][1] if c else 0.0 for c in ranked])
+        named = np.array([rec.decide(lab, s, n)[0] for lab, s, n in zip(labels, scores, inliers)])
+        c = rec.confirmer
         enrolled = q_kind == "held-out"
         non = q_kind == "no landmark"
         known = q_kind == "known"
@@ -145,6 +165,9 @@ def enrolment_rows(k: int, held, rec, run: Path, work: Path, held_photos: pd.Dat
                      "held-out recognised": round(float((named & (labels == q_truth))[enrolled].mean()), 3),
                      "non-landmarks named as enrolled": round(float((named & np.isin(labels, held))[non].mean()), 3),
                      "known still right": round(float((named & (labels == q_truth))[known].mean()), 3),
+                     "local features": "off" if c is None else f"mnn >= {c.min_inliers} inliers",
+                     "ms per query: extraction": "" if c is None else extract_ms,
+                     "ms per query: matching": "" if c is None or not c.queries else round(1000 * c.seconds / c.queries),
                      "thresholds": " ".join(f"{cover[h]['threshold']:.3f}" for h in held),
                      "coverage": " ".join(cover[h]["coverage"] for h in held)})
         shutil.rmtree(folder, ignore_errors=True)
@@ -158,6 +181,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "no_landmark")
     parser.add_argument("--holdouts", type=int, default=len(HOLDOUTS), help="how many of the hold-outs")
     parser.add_argument("--write", type=Path, default=None, help="replace the tables in this markdown file")
+    parser.add_argument("--no-confirm", action="store_true", help="no confirmation of enrolled landmarks by local features")
     args = parser.parse_args()
     from landmark import Recognizer
     from landmark.data import read_queries, read_train, with_paths
@@ -173,7 +197,7 @@ def main() -> None:
     t_rows, e_rows = [], []
     for k, held in enumerate(HOLDOUTS[:args.holdouts]):
         run = ensure_run(args.runs, k, held)
-        rec = Recognizer.load(run)
+        rec = Recognizer.load(run, confirm_enrolled=False if args.no_confirm else None)
         truth = test["landmarks"].str.split().str[0].fillna("")
         kind = np.where(truth.isin(held), "held-out", np.where(truth == "", "no landmark", "known"))
         queries = pd.concat([

@@ -159,3 +159,34 @@ def test_recognize_with_an_export_imports_no_torch(run, test_photos):
     assert loaded == dict.fromkeys(HEAVY, False), loaded
     done, loaded = _recognize_in_fresh_python(["recognize", test_photos[0], "--model", str(run), "--runtime", "torch"])
     assert done.returncode == 0 and loaded["torch"], done.stderr
+
+
+def test_an_index_with_enrolled_landmarks_gets_the_same_answers_on_both_paths(run, l13, tmp_path):
+    """Landmark 3 (Cologne Cathedral, not a class) enrolled with 3 photos: with the local extra
+    installed, ``open_recognizer`` hands the index to the Recognizer (it confirms enrolled
+    landmarks by local features); the torch-free recogniser on the same index answers as the
+    Recognizer without confirmation (``confirm_enrolled=False``), for every photo."""
+    import shutil
+
+    from landmark.retrieval.confirm import available
+    from landmark.retrieval.index_reader import ReadOnlyIndex
+    from landmark.retrieval.pipeline import enrol
+    folder = tmp_path / "index"
+    shutil.copytree(run / "index", folder)
+    rows = pd.read_csv(l13 / "train.csv", dtype=str)
+    cologne = rows[rows["landmark_id"] == "3"].sort_values("id").head(6)
+    paths = [str(l13 / "train" / i[0] / i[1] / i[2] / f"{i}.jpg") for i in cologne["id"]]
+    slow = Recognizer.load(run, runtime="torch", index=folder, confirm_enrolled=False)
+    vectors = slow.embed([decode(p) for p in paths[:3]])
+    enrol(folder, Embeddings(vectors, cologne.head(3)[["id", "landmark_id"]].assign(path=paths[:3]),
+                             model=slow.index.meta.get("model")))
+    rec = open_recognizer(run, index=folder)
+    assert isinstance(rec, Recognizer if available() else InstantRecognizer)
+    slow = Recognizer.load(run, runtime="torch", index=folder, confirm_enrolled=False)
+    assert slow.confirmer is None and "3" in slow.landmark_thresholds
+    fast = InstantRecognizer(open_recognizer(run / "model.onnx").runtime, ReadOnlyIndex.load(folder))
+    photos = paths[3:] + [str(p) for p in sorted((l13 / "test").rglob("*.jpg"))[:6]]
+    a, b = fast.recognize(photos, top_k=3), slow.recognize(photos, top_k=3)
+    for x, y in zip(a, b):
+        assert (x.landmark_id, x.is_landmark, x.threshold, x.inliers) == (y.landmark_id, y.is_landmark, y.threshold, None)
+        assert x.score == pytest.approx(y.score, rel=1e-4, abs=1e-9)

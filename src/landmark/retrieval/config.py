@@ -106,6 +106,29 @@ def same_landmark_inliers(features: str, matcher: str = "lightglue") -> int:
     return table.get(features, SAME_LANDMARK_INLIERS)
 
 
+#: Geometric confirmation of enrolled landmarks (:mod:`landmark.retrieval.confirm`): the enrolled
+#: landmarks (most similar first, by their photos' best similarity to the query) whose photos are
+#: matched against each query, and the photos of each matched at most.  Bounds the time per query:
+#: at most ``3 x 5`` pairs at ~22 ms each with mnn (docs/verification.md) plus one extraction.
+CONFIRM_LANDMARKS = 3
+CONFIRM_PHOTOS = 5
+#: Inliers (ALIKED + mnn + MAGSAC++) with one of an enrolled landmark's photos that confirm it:
+#: the smallest count that no query of another landmark and no non-landmark photo reached
+#: against 5 photos of a landmark, chosen on landmarks13's trained landmarks' training photos
+#: (10 landmarks x 5 "enrolled" photos; 100 same-landmark, 100 other-landmark and 100
+#: non-landmark queries from nonlandmarks' choosing half; never a held-out or test photo):
+#: 10 inliers (``same_landmark_inliers`` for pairs) confirmed 4 % of other landmarks' photos,
+#: 12 none, and 31 % of the same landmark's other photos (26 % with 3 photos, 12 % with 1).
+CONFIRM_INLIERS = 12
+
+
+def confirm_local_config() -> "LocalConfig":
+    """The local features that confirm enrolled landmarks: ALIKED, mutual nearest neighbours
+    (``matcher="mnn"``, 22 ms per pair; threshold :data:`CONFIRM_INLIERS`), 512 keypoints on
+    photos shrunk to 512 px."""
+    return LocalConfig(features="aliked", matcher="mnn", max_keypoints=512, max_side=512)
+
+
 class IndexParams(_Strict):
     """Construction and search parameters of a FAISS index (:mod:`landmark.retrieval.index`).
 

@@ -233,7 +233,7 @@ def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams 
 
 def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
           classes: list[str] | None = None, threshold: float | None = None, name_of=None,
-          rename: bool = False) -> dict:
+          rename: bool = False, confirm: bool | None = None) -> dict:
     """Add labelled embeddings to a saved index (in place, crash-safe, one writer at a time:
     :meth:`LandmarkIndex.update` reloads the index under its lock, so concurrent enrolments
     all survive), calibrate each landmark enrolled, and say how well it is covered.  The one
@@ -254,6 +254,9 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
         name_of: landmark id -> readable name for the reply (default: ``names`` / the index's).
         rename: ``names`` replace stored ones for landmarks that got photos now (the service's
             token holders may rename).
+        confirm: report how its photos match by local features (``confirmation``: pairs of its
+            first 5 photos with >= 10 inliers, :func:`landmark.retrieval.confirm.geometric_coverage`;
+            seconds of CPU) and add it to the advice; None: when the ``local`` extra is installed.
 
     Returns:
         ``{index, added, skipped_duplicates, count, new_landmarks, landmarks}``; ``landmarks``
@@ -264,12 +267,12 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
         landmark.retrieval.provenance.ModelMismatch: ``embeddings.model`` is not the index's model.
     """
     return enrol_index(index_dir, embeddings, names, classes=classes, threshold=threshold, name_of=name_of,
-                       rename=rename)[1]
+                       rename=rename, confirm=confirm)[1]
 
 
 def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
                 classes: list[str] | None = None, threshold: float | None = None,
-                name_of=None, rename: bool = False) -> tuple[LandmarkIndex, dict]:
+                name_of=None, rename: bool = False, confirm: bool | None = None) -> tuple[LandmarkIndex, dict]:
     """:func:`enrol`, returning the updated index (as saved) with the summary."""
     def change(index: LandmarkIndex) -> tuple[set, int, list, dict]:
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
@@ -293,9 +296,30 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         return before, added, skipped, report
 
     index, (before, added, skipped, report) = LandmarkIndex.update(index_dir, change)
+    for lid, cover in report.items():   # outside the index's lock: local features take seconds
+        if cover.get("calibrated", True):
+            confirmation, advice = _local_coverage(index, lid, confirm)
+            report[lid] = {**cover, "confirmation": confirmation,
+                           "advice": cover["advice"] if advice is None else f"{cover['advice']}; {advice}"}
     new = sorted(set(index.items["landmark_id"]) - before)
     return index, {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
                    "new_landmarks": new, "landmarks": report}
+
+
+def _local_coverage(index: LandmarkIndex, landmark_id: str, confirm: bool | None) -> tuple[dict, str | None]:
+    """What the enrolment reply says of confirmation by local features (:mod:`landmark.retrieval.confirm`):
+    (``confirmation``: its pairs of photos sharing geometry, or why there is none; advice to add)."""
+    from .confirm import available, geometric_coverage
+    if confirm is False or not available():
+        why = "switched off" if confirm is False else "the local extra is not installed"
+        return {"local_features": f"off ({why}): its global similarity alone decides"}, None
+    paths = index.items.loc[index.labels == str(landmark_id), "path"].astype(str).tolist() if "path" in index.items else []
+    geo = geometric_coverage(paths)
+    return geo, (
+        "its photos share no geometry with each other: add photos of the same side from nearby viewpoints"
+        if geo["pairs"] and not geo["matched_pairs"] else
+        f"{geo['matched_pairs']} of {geo['pairs']} pairs of its photos match by local features"
+        if geo["pairs"] else "a second photo lets photos of it be confirmed from more viewpoints")
 
 
 def _run_scoring(index: LandmarkIndex, classes: list[str] | None, threshold: float | None) -> tuple[set | None, float]:

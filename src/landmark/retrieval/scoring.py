@@ -140,11 +140,57 @@ def threshold_for(landmark_id: str, default: float, landmark_thresholds: Mapping
 
 
 def decide(landmark_id: str, score: float, default: float,
-           landmark_thresholds: Mapping[str, dict | float] | None = None) -> tuple[bool, float]:
+           landmark_thresholds: Mapping[str, dict | float] | None = None,
+           inliers: int | None = None, min_inliers: int | None = None) -> tuple[bool, float]:
     """The verdict on one answer: ``(is_landmark, threshold used)``; no landmark id or a NaN
-    score is never a landmark.  The one place a verdict is decided (module docstring)."""
+    score is never a landmark.  The one place a verdict is decided (module docstring).
+
+    ``inliers``: local-feature inliers between the query and the answer's photos (enrolled
+    landmarks, :func:`confirm`); ``inliers >= min_inliers`` names the landmark whatever its score."""
     threshold = threshold_for(landmark_id, default, landmark_thresholds)
-    return bool(landmark_id) and bool(score >= threshold), threshold
+    geometric = inliers is not None and min_inliers is not None and inliers >= min_inliers
+    return bool(landmark_id) and (bool(score >= threshold) or geometric), threshold
+
+
+def needs_confirmation(cands: list[tuple[str, float]], known, default: float,
+                       landmark_thresholds: Mapping[str, dict | float] | None = None) -> bool:
+    """Whether a query's enrolled landmarks are matched by local features (:func:`confirm`):
+    unless its answer is already a landmark the classifier knows, named by its global score
+    (a confident answer of a trained landmark is not overturned by a few enrolled photos, and
+    costs no local features).
+
+    Args:
+        cands: ``[(landmark_id, score), ...]`` best first (:func:`rank`'s answer for one query).
+        known: the classifier's landmarks; default, landmark_thresholds: as :func:`decide`.
+    """
+    if not cands:
+        return True
+    lid, score = cands[0]
+    return not (lid in known and decide(lid, score, default, landmark_thresholds)[0])
+
+
+def confirm(cands: list[tuple[str, float]], inliers: Mapping[str, int], min_inliers: int) -> list[tuple[str, float]]:
+    """Candidates re-ordered by geometric confirmation of enrolled landmarks.
+
+    An enrolled landmark with ``inliers[lid] >= min_inliers`` (its best photo's local-feature
+    inliers with the query, :mod:`landmark.retrieval.confirm`) comes first (most inliers
+    first), added when the global ranking lacked it, with its reference score (0 when it had
+    none); the other candidates keep their order.  Few photos of a landmark rarely make its
+    global similarity stand out from its nearest landmark's (docs/quality.md), a shared
+    geometry does (Philbin et al., "Object retrieval with large vocabularies and fast spatial
+    matching", CVPR 2007: spatial verification of retrieval candidates).
+
+    Args:
+        cands: ``[(landmark_id, score), ...]`` best first (:func:`rank`'s answer for one query).
+        inliers: landmark id -> counted inliers of the best of its photos.
+        min_inliers: the same-landmark threshold
+            (:func:`landmark.retrieval.config.same_landmark_inliers`).
+    """
+    confirmed = sorted((lid for lid, n in inliers.items() if n >= min_inliers), key=lambda lid: -inliers[lid])
+    if not confirmed:
+        return cands
+    score = dict(cands)
+    return [(lid, float(score.get(lid, 0.0))) for lid in confirmed] + [c for c in cands if c[0] not in confirmed]
 
 
 def verdict(name: str, is_landmark: bool) -> str:
