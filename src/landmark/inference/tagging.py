@@ -27,6 +27,7 @@ listed as unreadable.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -173,15 +174,47 @@ def read_xmp(path: str | Path) -> dict[str, list[str]]:
 def _read_data(path: Path):
     """exiv2's ``XmpData`` of ``path`` (a sidecar or a photo)."""
     exiv2 = _exiv2()
+    # exiv2 logs a packet it cannot parse (broken XML, a DTD: entities are refused) and reads it
+    # as empty XMP; writing that back would erase the user's keywords, so the logged error is caught.
+    errors = _Errors()
+    logger = logging.getLogger("exiv2")   # where exiv2.pythonHandler logs
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(errors)
+    exiv2.LogMsg.setHandler(exiv2.pythonHandler)
+    exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.error)
     try:
         image = exiv2.ImageFactory.open(path.read_bytes() if path.suffix.lower() == SIDECAR_SUFFIX else str(path))
         image.readMetadata()
     except exiv2.Exiv2Error as err:
         raise ValueError(f"{path} is not readable XMP ({err}); fix or move it away") from None
+    finally:
+        exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.mute)
+        logger.removeHandler(errors)
+        logger.propagate = propagate
+    if errors.messages:
+        raise ValueError(f"{path} is not readable XMP ({errors.messages[0]}); fix or move it away")
     data = exiv2.XmpData()
     for datum in image.xmpData():
         data.add(datum)
     return data
+
+
+class _Errors(logging.Handler):
+    """The error messages exiv2 logs while one file is read."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _keywords(name: str) -> tuple[str, str, str]:
+    """The keywords written for landmark ``name``: ``dc:subject``, ``lr:hierarchicalSubject`` and
+    ``digiKam:TagsList`` values (a ``|`` in the name, Lightroom's separator, is written as ``/``)."""
+    name = name.replace("|", "/")
+    return name, f"{HIERARCHY_ROOT}|{name}", f"{HIERARCHY_ROOT}/{name}"
 
 
 def _values(data, key: str) -> list[str]:
@@ -222,10 +255,9 @@ def apply_answer(data, answer, model: str) -> None:
     old_verdict = _values(data, f"Xmp.{PREFIX}.verdict")
     ours = set()
     if old and old_verdict and old_verdict[0] == old[0]:   # the keywords an earlier run wrote
-        ours = {old[0], f"{HIERARCHY_ROOT}|{old[0]}", f"{HIERARCHY_ROOT}/{old[0]}"}
-    name = answer.name.replace("|", "/") if answer.is_landmark else ""
-    keys = ((_SUBJECT, name), (_HIER, f"{HIERARCHY_ROOT}|{name}"), (_TAGS, f"{HIERARCHY_ROOT}/{name}"))
-    for key, new in keys:
+        ours = set(_keywords(old[0]))
+    name = _keywords(answer.name)[0] if answer.is_landmark else ""
+    for key, new in zip((_SUBJECT, _HIER, _TAGS), _keywords(name)):
         kept = [v for v in _values(data, key) if v not in ours]
         if name and new not in kept:
             kept.append(new)
