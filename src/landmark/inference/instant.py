@@ -89,7 +89,8 @@ class InstantRecognizer:
         self.scoring = scoring_mode(index, self.classes)
         if self.scoring not in ("classifier", "reference"):
             raise ValueError(f"{self.scoring} scoring needs the PyTorch-based Recognizer")
-        stored = stored_threshold({"reject_threshold": model.meta.get("reject_threshold")}, index, self.scoring)
+        stored = (stored_threshold({"reject_threshold": model.meta.get("reject_threshold")}, index, self.scoring)
+                  if threshold is None else None)
         self.threshold = float(threshold if threshold is not None else
                                stored if stored is not None else REJECT_THRESHOLD[self.scoring])
         # enrolled landmarks' own thresholds (an explicit threshold overrides them all), as the Recognizer's

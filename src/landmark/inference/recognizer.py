@@ -152,8 +152,8 @@ class Recognizer:
     def rescore(self) -> None:
         """Choose the scoring mode and threshold for the index as it is now (call after enrolling)."""
         self.scoring = self._given_scoring or scoring_mode(self.index, self.classes)
-        stored = stored_threshold(self._checkpoint, self.index, self.scoring)
         given = self._given_threshold
+        stored = stored_threshold(self._checkpoint, self.index, self.scoring) if given is None else None
         self.threshold = float(given if given is not None else
                                stored if stored is not None else REJECT_THRESHOLD[self.scoring])
         # enrolled landmarks' own thresholds (an explicit threshold overrides them all)
