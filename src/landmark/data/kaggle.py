@@ -12,6 +12,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..io import read_csv
@@ -75,6 +76,19 @@ def read_submission(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame({"id": frame["id"], "landmark_id": lids, "score": scores})
 
 
+def _refuse_repeats(path: str | Path, ids: pd.Series) -> None:
+    """Refuse a solution that lists a query twice (the later row would silently replace the earlier).
+
+    Raises:
+        ValueError: names the id and both lines (1-based, the header is line 1).
+    """
+    repeated = ids.duplicated()
+    if repeated.any():
+        query = ids[repeated].iloc[0]
+        first, again = (int(np.flatnonzero(ids.to_numpy() == query)[k]) + 2 for k in (0, 1))
+        raise ValueError(f"{path}:{again}: query {query} is listed twice (also on line {first}); one row per query")
+
+
 def read_solution(path: str | Path, usage: str | None = None) -> dict[str, set[str]]:
     """Read ``recognition_solution.csv`` into {id: set of landmark ids}.
 
@@ -82,11 +96,13 @@ def read_solution(path: str | Path, usage: str | None = None) -> dict[str, set[s
         usage: keep only rows whose ``Usage`` is this (``Public``/``Private``); None = all.
 
     Raises:
-        ValueError: missing ``id`` or ``landmarks`` column, or ``usage`` without a Usage column.
+        ValueError: missing ``id`` or ``landmarks`` column, ``usage`` without a Usage column, or
+            a query listed twice.
     """
     frame = read_csv(path, dtype=str, keep_default_na=False)
     if not {"id", "landmarks"} <= set(frame.columns):
         raise ValueError(f"{path}: a solution needs the columns id,landmarks[,Usage]")
+    _refuse_repeats(path, frame["id"])
     if usage:
         if "Usage" not in frame.columns:
             raise ValueError(f"{path} has no Usage column; drop --usage")
@@ -153,11 +169,13 @@ def read_retrieval_solution(path: str | Path, usage: str | None = None) -> tuple
         usage: keep only rows whose ``Usage`` is this (``Public``/``Private``); None = all.
 
     Raises:
-        ValueError: no ``id,images`` columns, or ``usage`` without a Usage column.
+        ValueError: no ``id,images`` columns, ``usage`` without a Usage column, or a query
+            listed twice.
     """
     frame = read_csv(path, dtype=str, keep_default_na=False)
     if not {"id", "images"} <= set(frame.columns):
         raise ValueError(f"{path}: a retrieval solution needs the columns id,images[,Usage]")
+    _refuse_repeats(path, frame["id"])
     if usage:
         if "Usage" not in frame.columns:
             raise ValueError(f"{path} has no Usage column; drop --usage")
