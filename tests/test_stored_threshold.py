@@ -26,6 +26,8 @@ def test_good_stored_thresholds_are_returned():
     assert stored_threshold({"reject_threshold": {"classifier": 0, "reference": 1}}, None, "reference") == 1
     assert stored_threshold({"reject_threshold": 0.25}, None, "reference") is None
     assert stored_threshold({}, None, "classifier") is None
+    above_one = float(np.nextafter(1.0, 2.0))   # what rejection_threshold chooses when no answer is right
+    assert stored_threshold({"reject_threshold": above_one}, None, "classifier") == above_one
 
 
 def test_an_export_with_a_nan_threshold(tmp_path):

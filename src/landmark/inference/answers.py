@@ -182,7 +182,8 @@ def stored_threshold(checkpoint: dict, index: LandmarkIndex | None, scoring: str
         stored = checkpoint.get("reject_threshold")
         stored = stored.get(scoring) if isinstance(stored, dict) else stored if scoring == "classifier" else None
     if stored is not None and (isinstance(stored, bool) or not isinstance(stored, (int, float))
-                               or not THRESHOLD_RANGE[0] <= stored <= THRESHOLD_RANGE[1]):   # also refuses NaN
+                               or not THRESHOLD_RANGE[0] <= stored <= np.nextafter(THRESHOLD_RANGE[1], 2.0)):
+        # (also refuses NaN; rejection_threshold may choose the float just above 1: "no answer is right")
         raise ValueError(f"the model's stored 'no landmark' threshold for {scoring} scoring is {stored!r}, "
                          f"not a number in [0, 1]: give --threshold, or export or train the model again")
     return stored

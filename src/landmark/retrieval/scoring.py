@@ -167,9 +167,15 @@ def leave_class_out(truth: np.ndarray, class_labels: np.ndarray, class_probs: np
 
     Returns:
         (str ``[Q]`` the best other landmark, float64 ``[Q]`` its renormalised probability).
+
+    Raises:
+        ValueError: fewer than 2 candidates per photo (a model of one class has no other landmark
+            to answer: each photo would "answer" its own landmark with probability 1, flagged wrong).
     """
     truth = np.asarray(truth, dtype=str)
     labels, probs = np.asarray(class_labels).astype(str), np.asarray(class_probs, dtype=np.float64)
+    if labels.ndim != 2 or labels.shape[1] < 2:
+        raise ValueError(f"leave-class-out needs the top 2 or more classes of each photo, got shape {labels.shape}")
     own = labels == truth[:, None]
     p_own = np.where(own, probs, 0.0).sum(1)
     first_other = np.argmax(~own, axis=1)
