@@ -186,6 +186,7 @@ def test_unreadable_sidecar_is_left_alone(rec, library):
 def test_in_place_writes_into_the_photo_only(rec, library):
     from PIL import Image
     photo = library / "misc" / f"{PHOTOS[0]}.jpg"
+    photo.chmod(0o644)   # a copy of the read-only data: a read-only photo is not written in place
     pixels = Image.open(photo).tobytes()
     rec.threshold, old = 0.0, rec.threshold
     try:

@@ -83,3 +83,30 @@ def test_an_empty_but_valid_sidecar_is_still_written(photo):
     summary = tagging.tag_photos(Saying("Petra"), [photo], "model-a", progress=False)
     assert summary.tagged == 1 and not summary.unreadable
     assert read_xmp(sidecar_path(photo))["Xmp.dc.subject"] == ["Petra"]
+
+
+def test_a_private_sidecar_stays_private(photo):
+    """The replacement keeps the old sidecar's permissions (was: a 0600 sidecar came back 0644)."""
+    sidecar = sidecar_path(photo)
+    sidecar.write_text(HEAD + DESCRIPTION % "Rome" + END)
+    sidecar.chmod(0o600)
+    summary = tagging.tag_photos(Saying("Petra"), [photo], "model-a", progress=False)
+    assert summary.tagged == 1
+    assert read_xmp(sidecar)["Xmp.dc.subject"] == ["Holiday", "Rome", "Petra"]
+    assert sidecar.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["sidecar", "in place"])
+def test_a_read_only_file_is_left_alone(photo, in_place):
+    """A sidecar (or, in place, a photo) its owner may not write is listed, not replaced, even by
+    a process that could replace it (root, or anyone with a writable folder: os.replace)."""
+    target = photo if in_place else sidecar_path(photo)
+    if not in_place:
+        target.write_text(HEAD + DESCRIPTION % "Rome" + END)
+    target.chmod(0o444)
+    before = target.read_bytes()
+    summary = tagging.tag_photos(Saying("Petra"), [photo], "model-a", in_place=in_place, progress=False)
+    assert summary.tagged == 0 and len(summary.unreadable) == 1
+    assert "is read-only: make it writable (chmod u+w)" in summary.unreadable[0][1]
+    assert target.read_bytes() == before and target.stat().st_mode & 0o777 == 0o444
+    assert sorted(p.name for p in photo.parent.iterdir()) == (["a.jpg"] if in_place else ["a.jpg", "a.jpg.xmp"])

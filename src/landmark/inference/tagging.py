@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import sys
 from collections import Counter
 from pathlib import Path
@@ -278,12 +279,37 @@ def _encode(data) -> bytes:
     return packet.encode("utf-8")
 
 
+def _kept_mode(path: Path) -> int | None:
+    """The permission bits of the existing file ``path`` (None when there is none), which its
+    replacement keeps (a private 0600 sidecar stays private).
+
+    Raises:
+        PermissionError: its owner may not write it (0444): the user protected it, so it is left
+            alone even where the process could replace it (root, a writable folder).
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    if not mode & stat.S_IWUSR:
+        raise PermissionError(f"{path} is read-only: make it writable (chmod u+w) to tag it")
+    return stat.S_IMODE(mode)
+
+
 def write_sidecar(path: Path, data) -> None:
-    """``data`` as the XMP sidecar ``path``: a synced temporary file beside it, then ``os.replace``."""
+    """``data`` as the XMP sidecar ``path``: a synced temporary file beside it, then ``os.replace``;
+    an existing sidecar's permissions are kept.
+
+    Raises:
+        PermissionError: the existing sidecar is read-only (:func:`_kept_mode`).
+    """
+    mode = _kept_mode(path)
     tmp = temp_path(path)
     with open(tmp, "wb") as f:
         f.write(_encode(data))
         f.flush()
+        if mode is not None:
+            os.fchmod(f.fileno(), mode)
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
@@ -291,8 +317,13 @@ def write_sidecar(path: Path, data) -> None:
 
 def write_in_place(photo: Path, data) -> None:
     """``data`` as the XMP packet inside ``photo``: written into a copy beside it by exiv2, then
-    ``os.replace`` (the photo is whole at every moment; its pixels are not re-encoded)."""
+    ``os.replace`` (the photo is whole at every moment; its pixels are not re-encoded).
+
+    Raises:
+        PermissionError: the photo is read-only (:func:`_kept_mode`).
+    """
     exiv2 = _exiv2()
+    _kept_mode(photo)
     tmp = temp_path(photo)
     shutil.copy2(photo, tmp)
     try:
