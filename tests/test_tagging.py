@@ -162,7 +162,7 @@ def test_second_run_skips_and_a_stopped_run_resumes(rec, library, monkeypatch):
         tagging.tag_photos(rec, [library], "model-a", progress=False, batch_size=1)
     monkeypatch.setattr(tagging, "write_sidecar", real)
     assert len(written) == 2
-    stale = written[0].with_name(f".{written[0].name}.tmp99999")   # what SIGKILL mid-write leaves
+    stale = written[0].with_name(f".{written[0].name}.tmp99999999")   # what SIGKILL mid-write leaves (a pid no process has)
     stale.write_text("<half")
     stamps = {p: p.stat().st_mtime_ns for p in written}
     summary = tagging.tag_photos(rec, [library], "model-a", progress=False)

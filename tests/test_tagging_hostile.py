@@ -110,3 +110,16 @@ def test_a_read_only_file_is_left_alone(photo, in_place):
     assert "is read-only: make it writable (chmod u+w)" in summary.unreadable[0][1]
     assert target.read_bytes() == before and target.stat().st_mode & 0o777 == 0o444
     assert sorted(p.name for p in photo.parent.iterdir()) == (["a.jpg"] if in_place else ["a.jpg", "a.jpg.xmp"])
+
+
+def test_a_second_run_leaves_the_first_runs_temporary_files(photo):
+    """Two ``landmark tag`` on one folder: the walk deletes only temporary files of processes
+    that are gone (was: every one, so the other run's os.replace failed mid-write)."""
+    import os
+    alive = photo.with_name(f".a.jpg.xmp.tmp{os.getppid()}")   # a running process (pytest's parent)
+    dead = photo.with_name(".a.jpg.xmp.tmp99999999")            # above any pid Linux gives
+    alive.write_text("<being written")
+    dead.write_text("<left by a kill")
+    summary = tagging.tag_photos(Saying("Petra"), [photo.parent], "model-a", progress=False)
+    assert summary.tagged == 1
+    assert alive.exists() and not dead.exists()

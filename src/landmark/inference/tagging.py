@@ -99,11 +99,26 @@ def sidecar_path(photo: str | Path) -> Path:
 
 
 def _is_our_temp(name: str) -> bool:
-    """A temporary file a killed ``landmark tag`` left (``.photo.jpg.xmp.tmp<pid>``, ``.photo.jpg.tmp<pid>``)."""
+    """A temporary file a killed ``landmark tag`` left (``.photo.jpg.xmp.tmp<pid>``, ``.photo.jpg.tmp<pid>``):
+    its process is gone (another ``landmark tag`` running on the same folder is writing its own)."""
     if not name.startswith("."):
         return False
     stem, _, pid = name.rpartition(".tmp")
-    return bool(stem) and pid.isdigit() and stem[1:].lower().endswith((SIDECAR_SUFFIX, *PHOTO_SUFFIXES))
+    return (bool(stem) and pid.isdigit() and stem[1:].lower().endswith((SIDECAR_SUFFIX, *PHOTO_SUFFIXES))
+            and not _running(int(pid)))
+
+
+def _running(pid: int) -> bool:
+    """Whether another process ``pid`` runs (this one writes no temporary file while it walks)."""
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)   # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):   # gone, or a pid no process can have
+        return False
+    except PermissionError:   # another user's process
+        return True
+    return True
 
 
 def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None) -> Iterator[Path]:
