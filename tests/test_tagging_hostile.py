@@ -123,3 +123,29 @@ def test_a_second_run_leaves_the_first_runs_temporary_files(photo):
     summary = tagging.tag_photos(Saying("Petra"), [photo.parent], "model-a", progress=False)
     assert summary.tagged == 1
     assert alive.exists() and not dead.exists()
+
+
+def test_pipes_are_listed_not_read(photo):
+    """A named pipe as a photo (in a folder or given itself) or as a sidecar is listed and not
+    opened (was: a pipe given was skipped silently; a pipe sidecar blocked the run forever)."""
+    import os
+    import signal
+
+    def hung(*_):
+        raise TimeoutError("landmark tag blocked reading a pipe")
+    os.mkfifo(photo.with_name("pipe.jpg"))
+    second = photo.with_name("b.jpg")
+    shutil.copy(photo, second)
+    os.mkfifo(sidecar_path(second))
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        whole = tagging.tag_photos(Saying("Petra"), [photo.parent], "model-a", progress=False)
+        alone = tagging.tag_photos(Saying("Petra"), [photo.with_name("pipe.jpg")], "model-a", progress=False)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert whole.tagged == 1   # a.jpg
+    assert sorted(p for p, _ in whole.unreadable) == [str(second), str(photo.with_name("pipe.jpg"))]
+    assert all("is not a regular file" in why for _, why in whole.unreadable)
+    assert [p for p, _ in alone.unreadable] == [str(photo.with_name("pipe.jpg"))]

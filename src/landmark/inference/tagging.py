@@ -133,7 +133,7 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None) 
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
-        if path.is_file():
+        if not path.is_dir():   # a file (or a pipe, socket or device: tag_photos lists it)
             if path.suffix.lower() in PHOTO_SUFFIXES:
                 yield path
             else:
@@ -408,6 +408,12 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
 
     for photo in walk_photos(paths, not_photos):
         target = photo if in_place else sidecar_path(photo)
+        irregular = next((p for p in (photo, target) if p.exists() and not p.is_file()), None)
+        if irregular is not None:   # a pipe would block the read forever; a folder cannot be read
+            summary.unreadable.append((str(photo), f"{irregular} is not a regular file (a folder, pipe, socket "
+                                                   f"or device); move it away to tag this photo"))
+            bar.update(1)
+            continue
         try:
             data = _read_data(target) if target.exists() else exiv2.XmpData()
         except (ValueError, OSError) as err:
