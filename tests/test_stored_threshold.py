@@ -43,3 +43,16 @@ def test_an_export_with_a_nan_threshold(tmp_path):
         InstantRecognizer(model)
     answer = InstantRecognizer(model, threshold=0.5).recognize([np.full((40, 40, 3), 200, np.uint8)])[0]
     assert answer.threshold == 0.5 and answer.landmark_id in GOOD["classes"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), "x", -0.5, 2.0, None], ids=repr)
+def test_an_index_with_a_damaged_landmark_threshold_is_refused(value):
+    """An enrolled landmark's calibrated threshold in the index's meta.json: NaN made the landmark
+    never answered, "x" crashed float() on the first photo of it, mid-run."""
+    from landmark.retrieval.scoring import checked_landmark_thresholds
+    meta = {"landmark_thresholds": {"new-1": {"threshold": 0.2, "photos": 5}, "new-2": {"threshold": value}}}
+    with pytest.raises(ValueError, match="calibrated threshold of landmark new-2 is .*: enrol its photos again"):
+        checked_landmark_thresholds(meta)
+    assert checked_landmark_thresholds({"landmark_thresholds": {"new-1": {"threshold": 0.2}, "new-3": 1}}) == \
+        {"new-1": {"threshold": 0.2}, "new-3": 1}
+    assert checked_landmark_thresholds({}) == {}

@@ -38,7 +38,7 @@ from ..data.preprocess import Preprocess
 from ..models.onnx_model import OnnxModel, check_threads, open_export
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, RUNTIMES, runtime_line
 from ..retrieval.config import REJECT_THRESHOLD, check_threshold
-from ..retrieval.scoring import REFERENCE_K, counts_of, decide, rank
+from ..retrieval.scoring import REFERENCE_K, checked_landmark_thresholds, counts_of, decide, rank
 from .answers import (DRAFT_FACTOR, Answer, Candidate, ImageError, ImageInput, Neighbour, decode, resolve_checkpoint,
                       run_index, scoring_line, scoring_mode, stored_threshold)
 
@@ -94,7 +94,7 @@ class InstantRecognizer:
         self.threshold = float(threshold if threshold is not None else
                                stored if stored is not None else REJECT_THRESHOLD[self.scoring])
         # enrolled landmarks' own thresholds (an explicit threshold overrides them all), as the Recognizer's
-        self.landmark_thresholds = (index.meta.get("landmark_thresholds", {})
+        self.landmark_thresholds = (checked_landmark_thresholds(index.meta)
                                     if index is not None and threshold is None and self.scoring == "reference" else {})
         self._counts = counts_of(index.labels) if index is not None else {}
         names = model.names or {}

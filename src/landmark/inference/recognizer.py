@@ -59,7 +59,7 @@ from ..models import LandmarkNet, load_model
 from ..retrieval.embeddings import Embeddings, load_embeddings
 from ..retrieval.index import LandmarkIndex
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise
-from ..retrieval.scoring import REFERENCE_K, counts_of, decide, rank as rank_candidates
+from ..retrieval.scoring import REFERENCE_K, checked_landmark_thresholds, counts_of, decide, rank as rank_candidates
 from .voting import DRAFT_FACTOR, TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
@@ -157,7 +157,7 @@ class Recognizer:
         self.threshold = float(given if given is not None else
                                stored if stored is not None else REJECT_THRESHOLD[self.scoring])
         # enrolled landmarks' own thresholds (an explicit threshold overrides them all)
-        self.landmark_thresholds = (self.index.meta.get("landmark_thresholds", {})
+        self.landmark_thresholds = (checked_landmark_thresholds(self.index.meta)
                                     if self.index is not None and given is None and self.scoring == "reference" else {})
         self._counts = counts_of(self.index.labels) if self.index is not None else {}
 
