@@ -58,3 +58,13 @@ def test_hostile_metadata_is_refused_in_one_line_when_the_model_loads(tmp_path, 
     with pytest.raises(ValueError, match=words) as err:
         OnnxRuntime(path, threads=1)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_preprocessing_size_the_graph_does_not_take_is_refused(tmp_path):
+    """The graph takes 32 x 32 px; metadata saying 40 px was loaded and then failed on every photo
+    with ONNX Runtime's INVALID_ARGUMENT traceback."""
+    from landmark.models.onnx_model import OnnxModel
+    meta = json.dumps(dict(GOOD, preprocess=dict(PRE, size=40, resize=48)))
+    with pytest.raises(ValueError, match="resizes photos to 40 px, its graph takes 32 x 32 px; export it again"):
+        OnnxModel(export(tmp_path, meta))
+    assert OnnxModel(export(tmp_path, json.dumps(GOOD))).preprocess.size == 32

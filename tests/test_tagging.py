@@ -162,7 +162,7 @@ def test_second_run_skips_and_a_stopped_run_resumes(rec, library, monkeypatch):
         tagging.tag_photos(rec, [library], "model-a", progress=False, batch_size=1)
     monkeypatch.setattr(tagging, "write_sidecar", real)
     assert len(written) == 2
-    stale = written[0].with_name(f".{written[0].name}.tmp99999")   # what SIGKILL mid-write leaves
+    stale = written[0].with_name(f".{written[0].name}.tmp99999999")   # what SIGKILL mid-write leaves (a pid no process has)
     stale.write_text("<half")
     stamps = {p: p.stat().st_mtime_ns for p in written}
     summary = tagging.tag_photos(rec, [library], "model-a", progress=False)
@@ -186,6 +186,7 @@ def test_unreadable_sidecar_is_left_alone(rec, library):
 def test_in_place_writes_into_the_photo_only(rec, library):
     from PIL import Image
     photo = library / "misc" / f"{PHOTOS[0]}.jpg"
+    photo.chmod(0o644)   # a copy of the read-only data: a read-only photo is not written in place
     pixels = Image.open(photo).tobytes()
     rec.threshold, old = 0.0, rec.threshold
     try:

@@ -12,6 +12,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..io import read_csv
@@ -74,6 +75,19 @@ def read_submission(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame({"id": frame["id"], "landmark_id": lids, "score": scores})
 
 
+def _refuse_repeats(path: str | Path, ids: pd.Series) -> None:
+    """Refuse a solution that lists a query twice (the later row would silently replace the earlier).
+
+    Raises:
+        ValueError: names the id and both lines (1-based, the header is line 1).
+    """
+    repeated = ids.duplicated()
+    if repeated.any():
+        query = ids[repeated].iloc[0]
+        first, again = (int(np.flatnonzero(ids.to_numpy() == query)[k]) + 2 for k in (0, 1))
+        raise ValueError(f"{path}:{again}: query {query} is listed twice (also on line {first}); one row per query")
+
+
 def read_solution(path: str | Path, usage: str | None = None) -> dict[str, set[str]]:
     """Read ``recognition_solution.csv`` into {id: set of landmark ids}.
 
@@ -81,7 +95,8 @@ def read_solution(path: str | Path, usage: str | None = None) -> dict[str, set[s
         usage: keep only rows whose ``Usage`` is this (``Public``/``Private``); None = all.
 
     Raises:
-        ValueError: missing ``id`` or ``landmarks`` column, or ``usage`` without a Usage column.
+        ValueError: missing ``id`` or ``landmarks`` column, ``usage`` without a Usage column, or
+            a query listed twice.
     """
     frame = _solution_rows(path, "landmarks", usage)
     return {i: set(lm.split()) for i, lm in zip(frame["id"], frame["landmarks"])}
@@ -137,7 +152,8 @@ def read_retrieval_solution(path: str | Path, usage: str | None = None) -> tuple
         usage: keep only rows whose ``Usage`` is this (``Public``/``Private``); None = all.
 
     Raises:
-        ValueError: no ``id,images`` columns, or ``usage`` without a Usage column.
+        ValueError: no ``id,images`` columns, ``usage`` without a Usage column, or a query
+            listed twice.
     """
     frame = _solution_rows(path, "images", usage)
     relevant = {q: ids.split() for q, ids in zip(frame["id"], frame["images"]) if ids.strip() not in ("", "None")}
@@ -158,6 +174,7 @@ def _solution_rows(path: str | Path, column: str, usage: str | None):
     if not {"id", column} <= set(frame.columns):
         kind = "a retrieval solution" if column == "images" else "a solution"
         raise ValueError(f"{path}: {kind} needs the columns id,{column}[,Usage]")
+    _refuse_repeats(path, frame["id"])
     if usage:
         if "Usage" not in frame.columns:
             raise ValueError(f"{path} has no Usage column; drop --usage")

@@ -17,6 +17,7 @@ from PIL import Image
 from pydantic import BaseModel, computed_field
 
 from ..data.images import MAX_PIXELS, ImageError, _to_rgb, check_shape, load_image
+from ..retrieval.config import THRESHOLD_RANGE
 from ..runs import RunFolder
 from .words import certainty, sentence
 
@@ -172,13 +173,24 @@ def scoring_line(scoring: str, photos: int | None, counts: dict[str, int], class
 
 def stored_threshold(checkpoint: dict, index: LandmarkIndex | None, scoring: str) -> float | None:
     """The "no landmark" threshold stored for ``scoring``: the checkpoint's ``reject_threshold``
-    (a dict per mode; a plain number means the classifier's), the index's for ``knn``."""
+    (a dict per mode; a plain number means the classifier's), the index's for ``knn``.
+
+    Raises:
+        ValueError: the value stored is not a finite number in [0, 1] (an edited export's
+            metadata or index: NaN or 7 would silently answer "no landmark" for every photo,
+            -1 a landmark for every one).
+    """
     if scoring == "knn":
-        return index.meta.get("reject_threshold") if index is not None else None
-    stored = checkpoint.get("reject_threshold")
-    if isinstance(stored, dict):
-        return stored.get(scoring)
-    return stored if scoring == "classifier" else None
+        stored = index.meta.get("reject_threshold") if index is not None else None
+    else:
+        stored = checkpoint.get("reject_threshold")
+        stored = stored.get(scoring) if isinstance(stored, dict) else stored if scoring == "classifier" else None
+    if stored is not None and (isinstance(stored, bool) or not isinstance(stored, (int, float))
+                               or not THRESHOLD_RANGE[0] <= stored <= np.nextafter(THRESHOLD_RANGE[1], 2.0)):
+        # (also refuses NaN; rejection_threshold may choose the float just above 1: "no answer is right")
+        raise ValueError(f"the model's stored 'no landmark' threshold for {scoring} scoring is {stored!r}, "
+                         f"not a number in [0, 1]: give --threshold, or export or train the model again")
+    return stored
 
 
 def run_index(source: str | Path) -> Path | None:

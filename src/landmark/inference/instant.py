@@ -39,7 +39,7 @@ from ..models.onnx_model import OnnxModel, check_threads, open_export
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, RUNTIMES, runtime_line
 from ..retrieval.config import REJECT_THRESHOLD, check_threshold
 from ..retrieval.confirm import available as confirm_available, enrolled_landmarks
-from ..retrieval.scoring import REFERENCE_K, counts_of, decide, rank
+from ..retrieval.scoring import REFERENCE_K, checked_landmark_thresholds, counts_of, decide, rank
 from .answers import (DRAFT_FACTOR, Answer, Candidate, ImageError, ImageInput, Neighbour, decode, resolve_checkpoint,
                       run_index, scoring_line, scoring_mode, stored_threshold)
 
@@ -94,11 +94,12 @@ class InstantRecognizer:
         self.scoring = scoring_mode(index, self.classes)
         if self.scoring not in ("classifier", "reference"):
             raise ValueError(f"{self.scoring} scoring needs the PyTorch-based Recognizer")
-        stored = stored_threshold({"reject_threshold": model.meta.get("reject_threshold")}, index, self.scoring)
+        stored = (stored_threshold({"reject_threshold": model.meta.get("reject_threshold")}, index, self.scoring)
+                  if threshold is None else None)
         self.threshold = float(threshold if threshold is not None else
                                stored if stored is not None else REJECT_THRESHOLD[self.scoring])
         # enrolled landmarks' own thresholds (an explicit threshold overrides them all), as the Recognizer's
-        self.landmark_thresholds = (index.meta.get("landmark_thresholds", {})
+        self.landmark_thresholds = (checked_landmark_thresholds(index.meta)
                                     if index is not None and threshold is None and self.scoring == "reference" else {})
         self._counts = counts_of(index.labels) if index is not None else {}
         names = model.names or {}

@@ -60,7 +60,7 @@ from ..retrieval.embeddings import Embeddings, load_embeddings
 from ..retrieval.index import LandmarkIndex
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise
 from ..retrieval.confirm import EnrolledConfirmer, available as confirm_available, enrolled_landmarks
-from ..retrieval.scoring import REFERENCE_K, confirm, counts_of, decide, needs_confirmation, rank as rank_candidates
+from ..retrieval.scoring import REFERENCE_K, checked_landmark_thresholds, confirm, counts_of, decide, needs_confirmation, rank as rank_candidates
 from .voting import DRAFT_FACTOR, TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
@@ -154,12 +154,12 @@ class Recognizer:
     def rescore(self) -> None:
         """Choose the scoring mode and threshold for the index as it is now (call after enrolling)."""
         self.scoring = self._given_scoring or scoring_mode(self.index, self.classes)
-        stored = stored_threshold(self._checkpoint, self.index, self.scoring)
         given = self._given_threshold
+        stored = stored_threshold(self._checkpoint, self.index, self.scoring) if given is None else None
         self.threshold = float(given if given is not None else
                                stored if stored is not None else REJECT_THRESHOLD[self.scoring])
         # enrolled landmarks' own thresholds (an explicit threshold overrides them all)
-        self.landmark_thresholds = (self.index.meta.get("landmark_thresholds", {})
+        self.landmark_thresholds = (checked_landmark_thresholds(self.index.meta)
                                     if self.index is not None and given is None and self.scoring == "reference" else {})
         self._counts = counts_of(self.index.labels) if self.index is not None else {}
         # enrolled landmarks confirmed by local features (retrieval/confirm.py) where the local extra is

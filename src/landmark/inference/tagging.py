@@ -27,8 +27,10 @@ listed as unreadable.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import stat
 import sys
 from collections import Counter
 from pathlib import Path
@@ -97,11 +99,26 @@ def sidecar_path(photo: str | Path) -> Path:
 
 
 def _is_our_temp(name: str) -> bool:
-    """A temporary file a killed ``landmark tag`` left (``.photo.jpg.xmp.tmp<pid>``, ``.photo.jpg.tmp<pid>``)."""
+    """A temporary file a killed ``landmark tag`` left (``.photo.jpg.xmp.tmp<pid>``, ``.photo.jpg.tmp<pid>``):
+    its process is gone (another ``landmark tag`` running on the same folder is writing its own)."""
     if not name.startswith("."):
         return False
     stem, _, pid = name.rpartition(".tmp")
-    return bool(stem) and pid.isdigit() and stem[1:].lower().endswith((SIDECAR_SUFFIX, *PHOTO_SUFFIXES))
+    return (bool(stem) and pid.isdigit() and stem[1:].lower().endswith((SIDECAR_SUFFIX, *PHOTO_SUFFIXES))
+            and not _running(int(pid)))
+
+
+def _running(pid: int) -> bool:
+    """Whether another process ``pid`` runs (this one writes no temporary file while it walks)."""
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)   # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):   # gone, or a pid no process can have
+        return False
+    except PermissionError:   # another user's process
+        return True
+    return True
 
 
 def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None) -> Iterator[Path]:
@@ -116,7 +133,7 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None) 
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
-        if path.is_file():
+        if not path.is_dir():   # a file (or a pipe, socket or device: tag_photos lists it)
             if path.suffix.lower() in PHOTO_SUFFIXES:
                 yield path
             else:
@@ -173,15 +190,47 @@ def read_xmp(path: str | Path) -> dict[str, list[str]]:
 def _read_data(path: Path):
     """exiv2's ``XmpData`` of ``path`` (a sidecar or a photo)."""
     exiv2 = _exiv2()
+    # exiv2 logs a packet it cannot parse (broken XML, a DTD: entities are refused) and reads it
+    # as empty XMP; writing that back would erase the user's keywords, so the logged error is caught.
+    errors = _Errors()
+    logger = logging.getLogger("exiv2")   # where exiv2.pythonHandler logs
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(errors)
+    exiv2.LogMsg.setHandler(exiv2.pythonHandler)
+    exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.error)
     try:
         image = exiv2.ImageFactory.open(path.read_bytes() if path.suffix.lower() == SIDECAR_SUFFIX else str(path))
         image.readMetadata()
     except exiv2.Exiv2Error as err:
         raise ValueError(f"{path} is not readable XMP ({err}); fix or move it away") from None
+    finally:
+        exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.mute)
+        logger.removeHandler(errors)
+        logger.propagate = propagate
+    if errors.messages:
+        raise ValueError(f"{path} is not readable XMP ({errors.messages[0]}); fix or move it away")
     data = exiv2.XmpData()
     for datum in image.xmpData():
         data.add(datum)
     return data
+
+
+class _Errors(logging.Handler):
+    """The error messages exiv2 logs while one file is read."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _keywords(name: str) -> tuple[str, str, str]:
+    """The keywords written for landmark ``name``: ``dc:subject``, ``lr:hierarchicalSubject`` and
+    ``digiKam:TagsList`` values (a ``|`` in the name, Lightroom's separator, is written as ``/``)."""
+    name = name.replace("|", "/")
+    return name, f"{HIERARCHY_ROOT}|{name}", f"{HIERARCHY_ROOT}/{name}"
 
 
 def _values(data, key: str) -> list[str]:
@@ -222,10 +271,9 @@ def apply_answer(data, answer, model: str) -> None:
     old_verdict = _values(data, f"Xmp.{PREFIX}.verdict")
     ours = set()
     if old and old_verdict and old_verdict[0] == old[0]:   # the keywords an earlier run wrote
-        ours = {old[0], f"{HIERARCHY_ROOT}|{old[0]}", f"{HIERARCHY_ROOT}/{old[0]}"}
-    name = answer.name.replace("|", "/") if answer.is_landmark else ""
-    keys = ((_SUBJECT, name), (_HIER, f"{HIERARCHY_ROOT}|{name}"), (_TAGS, f"{HIERARCHY_ROOT}/{name}"))
-    for key, new in keys:
+        ours = set(_keywords(old[0]))
+    name = _keywords(answer.name)[0] if answer.is_landmark else ""
+    for key, new in zip((_SUBJECT, _HIER, _TAGS), _keywords(name)):
         kept = [v for v in _values(data, key) if v not in ours]
         if name and new not in kept:
             kept.append(new)
@@ -246,12 +294,37 @@ def _encode(data) -> bytes:
     return packet.encode("utf-8")
 
 
+def _kept_mode(path: Path) -> int | None:
+    """The permission bits of the existing file ``path`` (None when there is none), which its
+    replacement keeps (a private 0600 sidecar stays private).
+
+    Raises:
+        PermissionError: its owner may not write it (0444): the user protected it, so it is left
+            alone even where the process could replace it (root, a writable folder).
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    if not mode & stat.S_IWUSR:
+        raise PermissionError(f"{path} is read-only: make it writable (chmod u+w) to tag it")
+    return stat.S_IMODE(mode)
+
+
 def write_sidecar(path: Path, data) -> None:
-    """``data`` as the XMP sidecar ``path``: a synced temporary file beside it, then ``os.replace``."""
+    """``data`` as the XMP sidecar ``path``: a synced temporary file beside it, then ``os.replace``;
+    an existing sidecar's permissions are kept.
+
+    Raises:
+        PermissionError: the existing sidecar is read-only (:func:`_kept_mode`).
+    """
+    mode = _kept_mode(path)
     tmp = temp_path(path)
     with open(tmp, "wb") as f:
         f.write(_encode(data))
         f.flush()
+        if mode is not None:
+            os.fchmod(f.fileno(), mode)
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
@@ -259,8 +332,13 @@ def write_sidecar(path: Path, data) -> None:
 
 def write_in_place(photo: Path, data) -> None:
     """``data`` as the XMP packet inside ``photo``: written into a copy beside it by exiv2, then
-    ``os.replace`` (the photo is whole at every moment; its pixels are not re-encoded)."""
+    ``os.replace`` (the photo is whole at every moment; its pixels are not re-encoded).
+
+    Raises:
+        PermissionError: the photo is read-only (:func:`_kept_mode`).
+    """
     exiv2 = _exiv2()
+    _kept_mode(photo)
     tmp = temp_path(photo)
     shutil.copy2(photo, tmp)
     try:
@@ -330,6 +408,12 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
 
     for photo in walk_photos(paths, not_photos):
         target = photo if in_place else sidecar_path(photo)
+        irregular = next((p for p in (photo, target) if p.exists() and not p.is_file()), None)
+        if irregular is not None:   # a pipe would block the read forever; a folder cannot be read
+            summary.unreadable.append((str(photo), f"{irregular} is not a regular file (a folder, pipe, socket "
+                                                   f"or device); move it away to tag this photo"))
+            bar.update(1)
+            continue
         try:
             data = _read_data(target) if target.exists() else exiv2.XmpData()
         except (ValueError, OSError) as err:

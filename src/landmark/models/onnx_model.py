@@ -41,7 +41,8 @@ class OnnxModel:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not an ONNX model, or one without the landmark metadata; too many threads.
+        ValueError: not an ONNX model, or one without the landmark metadata; a preprocessing
+            size that is not the graph's fixed input size; too many threads.
     """
 
     name = "onnx"
@@ -80,6 +81,10 @@ class OnnxModel:
         except (ValueError, TypeError) as err:
             raise ValueError(f"{path}: its '{METADATA_KEY}' metadata has an invalid preprocessing or spec "
                              f"({' '.join(str(err).split())[:160]}); export it again") from None
+        sides = list(self.session.get_inputs()[0].shape or [])[2:]   # [batch, 3, H, W]: ints when fixed
+        if any(isinstance(d, int) and d != preprocess.size for d in sides):
+            raise ValueError(f"{path}: its '{METADATA_KEY}' metadata resizes photos to {preprocess.size} px, its graph "
+                             f"takes {' x '.join(map(str, sides))} px; export it again")
         self.classes, self.preprocess = list(self.meta["classes"]), preprocess
         self.names, self.spec = self.meta.get("names"), spec
         self.input = self.session.get_inputs()[0].name

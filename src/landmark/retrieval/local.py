@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,10 @@ MIN_MATCHES = 8
 
 class MissingPackageError(ImportError):
     """An optional package is not installed; the message is one line naming the install command."""
+
+
+#: Descriptor width of every kind in ``LOCAL_FEATURES`` (ALIKED-n16, DISK and RootSIFT: 128).
+DESCRIPTOR_DIM = 128
 
 
 def require_lightglue():
@@ -300,11 +305,11 @@ class LocalFeatureCache:
             try:
                 with np.load(target, allow_pickle=False) as z:
                     if str(z["key"]) == key:
+                        cached = _checked(z["keypoints"], z["descriptors"], z["size"], z["banner"])
                         self.hits += 1
-                        return LocalFeatures(z["keypoints"], z["descriptors"].astype(np.float32),
-                                             tuple(int(v) for v in z["size"]), banner=int(z["banner"]))
-            except (OSError, KeyError, ValueError):
-                pass   # unreadable cache file: extract again and replace it
+                        return cached
+            except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+                pass   # unreadable or damaged cache file: extract again and replace it
         self.misses += 1
         feats = self.matcher.extract(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -317,6 +322,27 @@ class LocalFeatureCache:
         os.replace(tmp, target)
         return LocalFeatures(feats.keypoints, feats.descriptors.astype(np.float16).astype(np.float32), feats.size,
                              banner=feats.banner)
+
+
+def _checked(keypoints: np.ndarray, descriptors: np.ndarray, size: np.ndarray, banner: np.ndarray) -> LocalFeatures:
+    """A cache file's arrays as :class:`LocalFeatures`, after checking that they can be matched:
+    finite float keypoints ``[N, 2]``, finite float descriptors ``[N, 128]``, a positive
+    ``(width, height)``, a banner between 0 and the height.
+
+    Raises:
+        ValueError: any of these does not hold (the file was damaged or edited).
+    """
+    if (keypoints.ndim != 2 or keypoints.shape[1] != 2 or descriptors.ndim != 2
+            or descriptors.shape != (len(keypoints), DESCRIPTOR_DIM) or size.shape != (2,)
+            or banner.shape != () or not all(a.dtype.kind == "f" for a in (keypoints, descriptors))
+            or size.dtype.kind not in "iu" or banner.dtype.kind not in "iu"):
+        raise ValueError("cached arrays of the wrong shape or type")
+    width, height = (int(v) for v in size)
+    if (width < 1 or height < 1 or not 0 <= int(banner) <= height
+            or not (np.isfinite(keypoints).all() and np.isfinite(descriptors).all())):
+        raise ValueError("cached values out of range")
+    return LocalFeatures(keypoints.astype(np.float32), descriptors.astype(np.float32), (width, height),
+                         banner=int(banner))
 
 
 def pair_inliers(matcher: LocalMatcher, cache: LocalFeatureCache | None = None):

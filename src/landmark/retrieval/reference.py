@@ -101,7 +101,8 @@ def choose_thresholds(index: LandmarkIndex, truth: np.ndarray, class_labels: np.
         truth: str ``[Q]`` each query's landmark, ``""`` for a photo of no landmark.
         class_labels, class_probs: the classifier's top-t ``[Q, t]``, best first.
         vectors: float ``[Q, D]`` the queries' L2-normalised embeddings.
-        simulate_unknown: add the leave-class-out answers of the labelled queries.
+        simulate_unknown: add the leave-class-out answers of the labelled queries (skipped for a
+            model of one class: no other landmark to answer).
 
     Returns:
         (``{"classifier": t, "reference": t}``, the record of how: ``method``, counts, both
@@ -114,7 +115,7 @@ def choose_thresholds(index: LandmarkIndex, truth: np.ndarray, class_labels: np.
     flags = [correct]
     known = truth != ""
     unknown = 0
-    if simulate_unknown and known.any():
+    if simulate_unknown and known.any() and np.asarray(class_labels).shape[1] >= 2:   # one class: nothing to leave out
         cls, ref = answer_without_own_landmark(index, vectors[known], truth[known], class_labels[known],
                                                class_probs=class_probs[known])
         scores["classifier"].append(cls)

@@ -139,6 +139,28 @@ def threshold_for(landmark_id: str, default: float, landmark_thresholds: Mapping
     return float(default) if own is None else float(own)
 
 
+def checked_landmark_thresholds(meta: Mapping) -> dict:
+    """An index's ``meta['landmark_thresholds']`` (``{}`` when none), each threshold checked,
+    so an edited or damaged ``meta.json`` is refused when the index loads rather than by a
+    ``float()`` crash mid-run, or a NaN that silently makes a landmark never answered.
+
+    Raises:
+        ValueError: not a mapping, or a threshold that is not a finite number in [0, 1] (the
+            float just above 1 that "no photo is right" chooses included).
+    """
+    raw = meta.get("landmark_thresholds") or {}
+    if not isinstance(raw, Mapping):
+        raise ValueError("the index's landmark_thresholds is not an object: enrol the landmarks again or remove it "
+                         "from meta.json")
+    for lid, own in raw.items():
+        value = own.get("threshold") if isinstance(own, Mapping) else own
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0.0 <= value <= np.nextafter(1.0, 2.0)):
+            raise ValueError(f"the index's calibrated threshold of landmark {lid} is {value!r}, not a number in "
+                             f"[0, 1]: enrol its photos again (landmark index add) or remove it from meta.json")
+    return dict(raw)
+
+
 def decide(landmark_id: str, score: float, default: float,
            landmark_thresholds: Mapping[str, dict | float] | None = None,
            inliers: int | None = None, min_inliers: int | None = None) -> tuple[bool, float]:
@@ -213,9 +235,15 @@ def leave_class_out(truth: np.ndarray, class_labels: np.ndarray, class_probs: np
 
     Returns:
         (str ``[Q]`` the best other landmark, float64 ``[Q]`` its renormalised probability).
+
+    Raises:
+        ValueError: fewer than 2 candidates per photo (a model of one class has no other landmark
+            to answer: each photo would "answer" its own landmark with probability 1, flagged wrong).
     """
     truth = np.asarray(truth, dtype=str)
     labels, probs = np.asarray(class_labels).astype(str), np.asarray(class_probs, dtype=np.float64)
+    if labels.ndim != 2 or labels.shape[1] < 2:
+        raise ValueError(f"leave-class-out needs the top 2 or more classes of each photo, got shape {labels.shape}")
     own = labels == truth[:, None]
     p_own = np.where(own, probs, 0.0).sum(1)
     first_other = np.argmax(~own, axis=1)
