@@ -202,3 +202,21 @@ def run_index(source: str | Path) -> Path | None:
     """
     run = RunFolder.of(source)   # the folder, or the one of RUN/checkpoints/best.pt or RUN/model.onnx
     return run.index_dir() if run is not None else None
+
+
+def check_index_model(index, path: Path, model) -> None:
+    """Refuse an index whose vectors another checkpoint made (its recorded SHA-256; an ONNX
+    export stands for the checkpoint it came from, its metadata's ``checkpoint_sha256``); an
+    index without a record: a warning.  Reads no checkpoint (the ``.pt`` is only hashed).
+
+    Raises:
+        landmark.retrieval.provenance.ModelMismatch: another checkpoint made the index.
+    """
+    from ..models.onnx_model import file_sha256
+    from ..retrieval.provenance import check_model
+    recorded = index.meta.get("model") or {}
+    meta = getattr(model, "meta", None) or {}
+    sha = meta.get("checkpoint_sha256") if path.suffix.lower() == ".onnx" else file_sha256(path)
+    mine = {"checkpoint": str(path), "sha256": sha, "image_size": recorded.get("image_size") or 0}  # sizes: load()
+    check_model(mine, recorded, f"the vectors of {path}",
+                "this index", fix="give the checkpoint the index was built with, or build an index with this one")

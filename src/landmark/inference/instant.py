@@ -40,8 +40,8 @@ from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, RUN
 from ..retrieval.config import REJECT_THRESHOLD, check_threshold
 from ..retrieval.confirm import available as confirm_available, enrolled_landmarks
 from ..retrieval.scoring import REFERENCE_K, checked_landmark_thresholds, counts_of, decide, rank
-from .answers import (DRAFT_FACTOR, Answer, Candidate, ImageError, ImageInput, Neighbour, decode, resolve_checkpoint,
-                      run_index, scoring_line, scoring_mode, stored_threshold)
+from .answers import (DRAFT_FACTOR, Answer, Candidate, ImageError, ImageInput, Neighbour, check_index_model, decode,
+                      resolve_checkpoint, run_index, scoring_line, scoring_mode, stored_threshold)
 
 log = logging.getLogger(RUNTIME_LOGGER)
 
@@ -246,7 +246,7 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
             why = "enrolled landmarks confirmed by local features (PyTorch)"
         elif ref is None or scoring_mode(ref, classes) != "knn":
             if ref is not None:
-                _check_index_model(ref, path, model)
+                check_index_model(ref, path, model)
             rec = InstantRecognizer(model, ref, threshold)
             note = "without PyTorch" if path.suffix.lower() == ".onnx" else f"auto: the export of {path.name}, without PyTorch"
             log.info("%s", runtime_line(model, note))
@@ -259,18 +259,3 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
         log.debug("PyTorch recogniser: %s", why)
     return Recognizer.load(source, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
                            runtime=runtime, threads=threads)
-
-
-def _check_index_model(index, path: Path, model: OnnxModel) -> None:
-    """Refuse an index whose vectors another checkpoint made (as the Recognizer does: the
-    export stands for the checkpoint it came from); an index without a record: a warning.
-
-    Raises:
-        landmark.retrieval.provenance.ModelMismatch: another checkpoint made the index.
-    """
-    from ..retrieval.provenance import check_model
-    recorded = index.meta.get("model") or {}
-    mine = {"checkpoint": str(path), "sha256": model.meta.get("checkpoint_sha256"),
-            "image_size": recorded.get("image_size") or 0}
-    check_model(mine, recorded, f"the vectors of {path}",
-                "this index", fix="give the checkpoint the index was built with, or build an index with this one")

@@ -69,8 +69,8 @@ from ..retrieval.config import REJECT_THRESHOLD, RetrieveConfig, check_threshold
 from ..retrieval.pipeline import rank_index
 # torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
 from .answers import (  # noqa: F401
-    Answer, Candidate, ImageInput, Neighbour, decode, resolve_checkpoint, run_index, scoring_line, scoring_mode,
-    stored_threshold)
+    Answer, Candidate, ImageInput, Neighbour, check_index_model, decode, resolve_checkpoint, run_index, scoring_line,
+    scoring_mode, stored_threshold)
 
 
 def read_names(source: str | Path | dict | None) -> dict[str, str]:
@@ -88,23 +88,6 @@ def read_names(source: str | Path | dict | None) -> dict[str, str]:
     if {"landmark_id", "name"} <= set(frame.columns):
         return dict(zip(frame["landmark_id"], frame["name"]))
     raise ValueError(f"{source} needs the columns landmark_id,category (GLDv2) or landmark_id,name")
-
-
-def _check_index_model(index: LandmarkIndex, path: Path, model) -> None:
-    """Refuse an index whose vectors another checkpoint made (its recorded SHA-256; an ONNX
-    export stands for the checkpoint it came from); an index without a record: a warning.
-
-    Raises:
-        landmark.retrieval.provenance.ModelMismatch: another checkpoint made the index.
-    """
-    from ..models.runtime import file_sha256
-    from ..retrieval.provenance import check_model
-    recorded = index.meta.get("model") or {}
-    meta = getattr(model, "meta", None) or {}
-    sha = meta.get("checkpoint_sha256") if path.suffix.lower() == ".onnx" else file_sha256(path)
-    mine = {"checkpoint": str(path), "sha256": sha, "image_size": recorded.get("image_size") or 0}  # sizes: load()
-    check_model(mine, recorded, f"the vectors of {path}",
-                "this index", fix="give the checkpoint the index was built with, or build an index with this one")
 
 
 class Recognizer:
@@ -253,7 +236,7 @@ class Recognizer:
         if built and built != ckpt["spec"].get("backbone", built):
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['spec']['backbone']}")
         if index is not None:
-            _check_index_model(index, path, model)
+            check_index_model(index, path, model)
         rec = cls(model, ckpt, index, None, threshold=threshold, names=read_names(names), knn=knn, device=device,
                   scoring=scoring, confirm_enrolled=confirm_enrolled)
         if rec.model is None and path.suffix.lower() != ".onnx":

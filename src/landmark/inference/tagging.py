@@ -40,7 +40,7 @@ from pydantic import BaseModel
 
 from ..data.images import ImageError
 from ..io import fsync_dir, temp_path
-from ..runs import RunFolder
+from .answers import resolve_checkpoint
 
 #: The product's XMP namespace and its prefix (``Xmp.landmark.*``).
 NAMESPACE = "http://ns.landmark.dev/1.0/"
@@ -440,27 +440,12 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
     return summary
 
 
-def _checkpoint_file(source: str | Path) -> Path:
-    """The checkpoint (or export) file of a run folder or file, as
-    :func:`~landmark.inference.recognizer.resolve_checkpoint` finds it (without importing torch).
-
-    Raises:
-        FileNotFoundError: there is none.
-    """
-    source = Path(source)
-    path = RunFolder(source).best if source.is_dir() else source
-    if not path.is_file():
-        raise FileNotFoundError(f"model {source} has no {path.name}: give a run folder written by landmark train, "
-                                f"a .pt checkpoint or a .onnx export")
-    return path
-
-
 def model_identity(source: str | Path, runtime=None) -> str:
     """The SHA-256 (hex) recorded as ``landmark:model``: of the run's ``checkpoints/best.pt`` or
     the checkpoint given; for an ONNX export, of the checkpoint it came from (the export's
     metadata, read from its loaded ``runtime``)."""
     import hashlib
-    path = _checkpoint_file(source)
+    path = resolve_checkpoint(source)
     if path.suffix.lower() == ".onnx" and (getattr(runtime, "meta", None) or {}).get("checkpoint_sha256"):
         return runtime.meta["checkpoint_sha256"]
     with open(path, "rb") as f:   # the digest models.runtime.file_sha256 gives, without importing torch
@@ -488,7 +473,7 @@ def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, 
     def load_recognizer():
         from .recognizer import Recognizer
         return Recognizer.load(model, threshold=threshold, names=names, **load)
-    if _checkpoint_file(model).suffix.lower() == ".onnx":   # its identity is in the export's metadata
+    if resolve_checkpoint(model).suffix.lower() == ".onnx":   # its identity is in the export's metadata
         rec = load_recognizer()
         return tag_photos(rec, photos, model_identity(model, rec.runtime), in_place=in_place,
                           batch_size=batch_size, progress=progress)
