@@ -106,6 +106,46 @@ def test_export_refuses_to_overwrite_and_needs_photos_outside_a_run(tiny, photos
     assert report["verification"]["max_abs_logits"] < 1e-3
 
 
+def test_export_without_out_writes_where_recognize_looks_and_refuses_to_overwrite(tiny, photos, tmp_path):
+    """`landmark export RUN` (no --out) writes RUN/model.onnx, the export `recognize --model RUN`
+    runs; a second export is refused in one line unless --overwrite; a .pt outside a run gets
+    CKPT.onnx beside it."""
+    import shutil
+
+    from landmark.runs import RunFolder
+    ckpt, _, _ = tiny
+    run = RunFolder(tmp_path / "run")
+    run.best.parent.mkdir(parents=True)
+    shutil.copy(ckpt, run.best)
+    run.info_file.write_text(json.dumps({"data": str(tmp_path)}))
+    args = ["--images", str(photos), "--verify-images", "2", "--threads", "1"]
+    runner = CliRunner()
+    for given in (run.root, run.best):   # the folder, or its best.pt: the same file
+        assert RunFolder.export_of(given) == run.export
+    result = runner.invoke(app, ["export", str(run.root), *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["onnx"] == str(run.export) and run.export.is_file()
+    written = run.export.read_bytes()
+    result = runner.invoke(app, ["export", str(run.best), *args])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"{run.export} exists; pass --overwrite" in result.stderr and run.export.read_bytes() == written
+    result = runner.invoke(app, ["export", str(run.root), *args, "--overwrite"])
+    assert result.exit_code == 0 and run.export.is_file(), result.output
+    photo = pd.read_csv(photos)["path"].iloc[0]
+    result = runner.invoke(app, ["recognize", photo, "--model", str(run.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert runtime_lines(result)[0].startswith(f"runtime: onnx ({run.export}, fp32"), result.output
+    # another checkpoint of the run (last.pt) or a .pt outside a run: CKPT.onnx beside it
+    shutil.copy(ckpt, run.last)
+    assert RunFolder.export_of(run.last) == run.last.with_suffix(".onnx")
+    loose = tmp_path / "loose" / "mine.pt"
+    loose.parent.mkdir()
+    shutil.copy(ckpt, loose)
+    assert RunFolder.export_of(loose) == loose.with_suffix(".onnx")
+    result = runner.invoke(app, ["export", str(tmp_path / "nothing"), *args])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
 def test_auto_runtime_stays_on_pytorch_when_the_network_runs_on_a_gpu(tiny, monkeypatch):
     """ONNX Runtime runs on the CPU here: auto with a GPU (given or found) keeps eager PyTorch on
     it and says why; an explicit .onnx still runs on ONNX Runtime."""

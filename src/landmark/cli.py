@@ -244,8 +244,10 @@ def predict(
 @app.command()
 def export(
     checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or its run folder"),
-    out: Path = typer.Option(..., help="the .onnx file to write (model.onnx in the run folder is then run "
-                                       "by predict, embed, recognize ... on the CPU: --runtime auto)"),
+    out: Optional[Path] = typer.Option(None, help="the .onnx file to write (default: RUN/model.onnx for a run "
+                                                 "folder or its best.pt, else CHECKPOINT.onnx beside it; either is "
+                                                 "then run by predict, embed, recognize ... on the CPU: --runtime "
+                                                 "auto)"),
     int8: bool = typer.Option(False, help="quantise to int8 (static, calibrated on training photos; dynamic "
                                           "where static fails)"),
     images: Optional[Path] = typer.Option(None, help="real photos (folder/CSV) for verification and calibration "
@@ -264,6 +266,13 @@ def export(
     classes and preprocessing in its metadata; nothing is written when ONNX
     Runtime and PyTorch disagree.
     """
+    if out is None:   # where recognize --model RUN looks for it (runs.RunFolder), before torch loads
+        from .runs import RunFolder
+        try:
+            out = RunFolder.export_of(checkpoint)
+        except FileNotFoundError as err:
+            _fail(err)
+        _refuse_overwrite(out, overwrite)
     from .inference.export import export_onnx   # it refuses a bad --out before any work
     try:
         report = export_onnx(checkpoint, out, int8=int8, images=images, verify_images=verify_images,

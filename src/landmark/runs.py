@@ -105,6 +105,29 @@ class RunFolder:
             raise RunExistsError(f"{self.root} cannot hold a new run: {hint}; or choose another --out folder "
                                   f"(nothing was changed)")
 
+    @classmethod
+    def export_of(cls, source: str | Path) -> Path:
+        """Where ``landmark export`` writes the export of ``source`` when no ``--out`` is given:
+        ``RUN/model.onnx`` for a run folder or its ``checkpoints/best.pt`` (where ``recognize
+        --model RUN``, ``predict`` ... look for it first: :attr:`export`), else the checkpoint's
+        name with ``.onnx`` beside it (``other.pt`` -> ``other.onnx``, also looked for).
+
+        Raises:
+            FileNotFoundError: ``source`` is neither a checkpoint file nor a folder with
+                ``checkpoints/best.pt``.
+        """
+        source = Path(source)
+        if source.is_dir():
+            run = cls(source)
+            run.best_checkpoint()
+            return run.export
+        if not source.is_file():
+            raise FileNotFoundError(f"{source} does not exist (give a run folder or a .pt checkpoint)")
+        run = cls.of_checkpoint(source)
+        if run.is_run() and run.best.is_file() and run.best.resolve() == source.resolve():
+            return run.export
+        return source.with_suffix(".onnx")
+
     def best_checkpoint(self) -> Path:
         """``checkpoints/best.pt``.
 
