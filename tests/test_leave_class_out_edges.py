@@ -57,3 +57,27 @@ def test_two_classes_of_one_photo_each():
     # 2 right answers (0.7, 0.6) against 2 simulated unknowns at 1.0: rejecting all makes as many
     # right decisions as accepting all; the widest gap puts the threshold just above 1
     assert chosen["classifier"] == float(np.nextafter(1.0, 2.0))
+
+
+def test_the_end_of_training_lines_say_how_the_threshold_was_chosen_and_on_how_many_photos():
+    """One line: the method (leave-class-out when no --nonlandmarks was given) and the value; one
+    more when it rests on fewer than FEW_VALIDATION_PHOTOS validation photos; one line when none."""
+    from landmark.retrieval.reference import FEW_VALIDATION_PHOTOS, threshold_line, threshold_warning
+    record = {"method": "leave-class-out", "validation_photos": 8, "simulated_unknown": 8, "nonlandmark_photos": 0,
+              "classifier": 0.7977, "reference": 0.17859, "right_decisions": {"classifier": 0.81, "reference": 0.875}}
+    assert threshold_line(record) == (
+        "no-landmark threshold 0.1786 (reference score; classifier alone 0.798), chosen without --nonlandmarks, "
+        "by leave-class-out on 8 validation photos (each also scored as if its landmark were unknown): "
+        "88% right decisions")
+    assert threshold_warning(record).startswith("warning: the no-landmark threshold rests on only 8 validation "
+                                                "photos (fewer than 50)")
+    assert "--nonlandmarks" in threshold_warning(record)
+    many = {**record, "validation_photos": FEW_VALIDATION_PHOTOS}
+    assert threshold_warning(many) is None
+    given = {**record, "method": "non-landmark photos", "validation_photos": 1, "nonlandmark_photos": 30}
+    assert "on 1 validation photos and 30 non-landmark photos (--nonlandmarks)" in threshold_line(given)
+    assert "only 1 validation photo (" in threshold_warning(given) and "--nonlandmarks" not in threshold_warning(given)
+    none = {"method": "none", "reason": "the run has no validation photos"}
+    assert threshold_line(none).startswith("no 'no landmark' threshold chosen: the run has no validation photos; "
+                                           "answers use the default")
+    assert threshold_warning(none) is None and "\n" not in threshold_line(none)

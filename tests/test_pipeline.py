@@ -114,6 +114,13 @@ def test_cli_train_predict_evaluate_on_real_test_photos(tree, l13, tmp_path):
     result = runner.invoke(app, ["train", "--data", str(tree), "--config", str(config), "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert (run / "curves.png").is_file()  # drawn by the CLI's epoch hook, not by train()
+    # no --nonlandmarks: the last lines say how the threshold was chosen, its value, and that it rests on few photos
+    method = json.loads((run / "reference.json").read_text())["threshold_method"]
+    *_, how, warning = result.stdout.strip().splitlines()
+    assert how.startswith(f"no-landmark threshold {method['reference']:.4g} (reference score")
+    assert f"without --nonlandmarks, by leave-class-out on {method['validation_photos']} validation photos" in how
+    assert warning.startswith(f"warning: the no-landmark threshold rests on only {method['validation_photos']} "
+                              f"validation photos (fewer than 50)")
     # queries: 6 landmark photos of the 3 trained classes, 2 distractors, 1 unreadable file
     solution = pd.read_csv(l13 / "test" / "recognition_solution.csv", dtype=str, keep_default_na=False)
     picked = pd.concat([solution[solution["landmarks"] == lid].head(2) for lid in ("0", "4", "7")]

@@ -122,6 +122,8 @@ def test_cli_trains_on_the_union_with_both_names(two, tmp_path):
     result = CliRunner().invoke(app, ["train", "--data", str(a), "--data", str(b), "--config", str(config),
                                       "--out", str(run)])
     assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1].startswith(   # one line: no threshold, and why
+        "no 'no landmark' threshold chosen: the run built no reference index (data.reference_index: false)")
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     assert best["classes"] == ["0", "4", "13", "30"] and best["names"] == NAMES
     assert json.loads((run / "run.json").read_text())["data"] == [str(a.resolve()), str(b.resolve())]

@@ -185,8 +185,14 @@ def train(
     reference = run.reference_info()
     typer.echo(json.dumps({"best_checkpoint": str(best), "held_out_test": test, "reference": reference,
                            "curves": str(run.curves), "rejects": str(run.rejects)}, indent=2))
-    if reference:   # how "no landmark" was chosen, or that it could not be, in one line
-        typer.echo(reference.get("threshold_line", ""))
+    from .retrieval.reference import threshold_line, threshold_warning
+    # how "no landmark" was chosen and its value, or that it could not be, in one line; one more when
+    # it rests on few validation photos
+    record = (reference or {}).get("threshold_method") or {
+        "method": "none", "reason": "the run built no reference index (data.reference_index: false)"}
+    for line in (threshold_line(record), threshold_warning(record)):
+        if line:
+            typer.echo(line)
 
 
 @app.command()

@@ -296,9 +296,12 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
         # the thresholds were chosen on the validation photos before the refit indexed them too
         reference = {**refit, "validation_queries": reference["validation_queries"], "final_fit": True}
     reference = {**reference, "threshold_method": reference.get("threshold_method"),
-                 "threshold_line": reference.get("threshold_line")}
+                 "threshold_line": reference.get("threshold_line"),
+                 "threshold_warning": reference.get("threshold_warning")}
     RunFolder(run_dir).reference.write_text(json.dumps(reference, indent=2))
-    log.info("%s", reference["threshold_line"])
+    for line in (reference["threshold_line"], reference["threshold_warning"]):
+        if line:
+            log.info("%s", line)
 
 
 def _check_model(config: TrainConfig) -> None:
