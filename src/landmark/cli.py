@@ -423,7 +423,9 @@ def report(
     run_dir: Path = typer.Argument(..., help="run folder written by landmark train"),
     images: Optional[Path] = typer.Option(None, help="evaluation images (folder or CSV); default: the run's held-out "
                                           "test split (fast and finetune runs keep none: give --images)"),
-    solution: Optional[Path] = typer.Option(None, help="recognition_solution.csv (default: the one beside --images)"),
+    solution: Optional[Path] = typer.Option(None, help="recognition_solution.csv, or a labelled folder tree as "
+                                            "evaluate reads it (default: the CSV beside --images, else --images "
+                                            "itself when its folders name the run's landmarks)"),
     out: Path = typer.Option(Path("report"), help="folder for report.html, the PNGs, report.json and CSVs"),
     checkpoint: Optional[Path] = typer.Option(None, help="checkpoint to report on (default: "
                                               "RUN_DIR/checkpoints/best.pt)"),

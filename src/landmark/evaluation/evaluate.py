@@ -83,6 +83,32 @@ def _is_no_landmark(folder: str) -> bool:
     return pretty_name(folder.replace("-", " ")).lower() in NO_LANDMARK_FOLDERS
 
 
+def folder_landmarks(folders: list[str], names: dict[str, str] | None = None) -> dict[str, str]:
+    """The landmark id of each class folder of a labelled tree (``""``: a folder of
+    :data:`NO_LANDMARK_FOLDERS`): with ``names`` (a model's ``{landmark_id: name}``) a folder
+    named as a landmark's id or as its readable name is that landmark; any other folder (and
+    every one without ``names``) is the landmark :func:`folder_landmark_id` names."""
+    by_name = {display_name(i, n).lower(): i for i, n in (names or {}).items()}
+    found: dict[str, str] = {}
+    for folder in dict.fromkeys(folders):
+        lid = folder_landmark_id(folder)
+        found[folder] = ("" if _is_no_landmark(folder) else lid if names is None or lid in names
+                         else by_name.get(pretty_name(folder).lower(), by_name.get(folder.lower(), lid)))
+    return found
+
+
+def is_labelled_tree(folder: str | Path, names: dict[str, str]) -> bool:
+    """Whether ``folder`` reads as a labelled folder tree for a model of ``names`` (``landmark
+    report --images TREE``): a sub-folder names one of its landmarks (by id or readable name,
+    :func:`folder_landmarks`), and the sub-folders are not only single hexadecimal characters
+    (GLDv2's ``test/a/b/c/ID.jpg`` layout, unlabelled)."""
+    folder = Path(folder)
+    subs = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
+    if not subs or all(len(s) == 1 and s in "0123456789abcdef" for s in subs):
+        return False
+    return any(lid in names for lid in folder_landmarks(subs, names).values())
+
+
 def folder_solution(tree: str | Path, nonlandmarks: str | Path | None = None,
                     names: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
     """The queries and ground truth of a labelled folder tree (module docstring).
@@ -109,14 +135,7 @@ def folder_solution(tree: str | Path, nonlandmarks: str | Path | None = None,
         raise FileNotFoundError(f"{tree} is not a folder: give a folder with one sub-folder of photos per landmark")
     queries = read_queries(tree)
     top = [Path(p).relative_to(tree).parts for p in queries["path"]]
-    by_name = {display_name(i, n).lower(): i for i, n in (names or {}).items()}
-    folders: dict[str, str] = {}
-    for parts in top:
-        if len(parts) > 1 and parts[0] not in folders:
-            folder = parts[0]
-            lid = folder_landmark_id(folder)
-            folders[folder] = ("" if _is_no_landmark(folder) else lid if names is None or lid in names
-                               else by_name.get(pretty_name(folder).lower(), by_name.get(folder.lower(), lid)))
+    folders = folder_landmarks([parts[0] for parts in top if len(parts) > 1], names)
     queries["landmarks"] = [folders[parts[0]] if len(parts) > 1 else None for parts in top]
     unlabelled = queries.loc[queries["landmarks"].isna(), "path"].tolist()
     queries = queries[queries["landmarks"].notna()].reset_index(drop=True)

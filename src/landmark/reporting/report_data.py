@@ -5,7 +5,8 @@ one view and with test-time voting, scores it, and picks the photos to show; the
 a :class:`ReportData` that :mod:`landmark.reporting.report` renders (HTML, PNGs, CSVs).
 
 The evaluation set is ``images`` (a folder or CSV, scored when a
-``recognition_solution.csv`` is beside it or given) or, by default, the run's own
+``recognition_solution.csv`` is beside it or given, or when it is a labelled folder tree as
+``landmark evaluate`` reads it) or, by default, the run's own
 held-out split (``split.csv`` rows with ``split == test``); a run that kept no test photos
 (the ``fast`` and ``finetune`` presets) is reported on its validation photos, and the page says
 so: they chose the checkpoint and the threshold, so their numbers are optimistic.
@@ -142,20 +143,44 @@ def data_paths(data: Path | list[Path]) -> dict[str, str]:
 
 
 def evaluation_set(split: pd.DataFrame | None, data: Path | list[Path] | None, images: Path | None = None,
-                   solution: Path | None = None, final_fit: bool = False) -> EvalSet:
+                   solution: Path | None = None, final_fit: bool = False,
+                   names: dict[str, str] | None = None) -> EvalSet:
     """The queries to evaluate on (see the module docstring); ``final_fit``: the run's last fit
     also trained on its validation photos (said when they are the evaluation set).
+
+    A labelled folder tree (one folder per landmark, ``no_landmark/``) is read as ``landmark
+    evaluate`` reads it (:func:`landmark.evaluation.evaluate.folder_solution`, its folders
+    matched to the run's landmarks ``names``): given as ``solution`` (a folder), or as
+    ``images`` without a ``recognition_solution.csv`` beside it when
+    :func:`~landmark.evaluation.evaluate.is_labelled_tree`.
 
     Raises:
         FileNotFoundError: ``images``/``solution`` missing; or no ``images`` and the run has
             no ``split.csv`` or data folder.
-        ValueError: the run's split has neither test nor validation rows.
+        ValueError: the run's split has neither test nor validation rows; a folder ``solution``
+            that is not the ``images`` folder; a tree without photos in a landmark folder.
     """
+    from ..evaluation.evaluate import folder_solution, is_labelled_tree
+    if solution is not None and solution.is_dir():
+        if images is not None and images.resolve() != solution.resolve():
+            raise ValueError(f"--solution {solution} is a folder tree, which labels its own photos: give it "
+                             f"alone (or as --images), not with --images {images}")
+        images = solution
     if images is not None:
-        queries = read_queries(images)
         if solution is None:
             beside = (images if images.is_dir() else images.parent) / SOLUTION_NAME
             solution = beside if beside.is_file() else None
+            if solution is None and is_labelled_tree(images, names or {}):
+                solution = images
+        if solution is not None and solution.is_dir():
+            queries, found = folder_solution(solution, names=names or None)
+            landmarks = sorted({lid for lid in found["folders"].values() if lid})
+            empty = sum(1 for lid in found["folders"].values() if not lid)
+            return EvalSet(queries[["id", "path"]], found["truth"],
+                           f"{images} (labelled folder tree: {len(landmarks)} landmark folders"
+                           f"{f', {empty} of photos without a landmark' if empty else ''}; "
+                           f"{len(queries)} photos)")
+        queries = read_queries(images)
         truth = read_solution(solution) if solution is not None else None
         return EvalSet(queries, truth, str(images))
     if split is None or data is None:
@@ -209,10 +234,12 @@ def compute_report(run_dir: str | Path, images: str | Path | None = None, soluti
         final_fit = bool((RunFolder(run.run_dir).reference_info() or {}).get("final_fit"))
     except (ValueError, AttributeError, OSError):   # an unreadable record only costs the remark
         final_fit = False
-    evalset = evaluation_set(run.split, run.data, Path(images) if images else None,
-                             Path(solution) if solution else None, final_fit=final_fit)
-    model, ckpt = load_model(checkpoint)
     names = analysis.class_names(run.data)
+    trained = run.split["landmark_id"].astype(str).unique() if run.split is not None else []
+    evalset = evaluation_set(run.split, run.data, Path(images) if images else None,
+                             Path(solution) if solution else None, final_fit=final_fit,
+                             names={**{lid: None for lid in trained}, **names})   # a tree's folders: by id or name
+    model, ckpt = load_model(checkpoint)
     predictions, rejects = {}, {}
     for k in (1, tta):
         predictions[k], bad = predict_images(model, ckpt["classes"], ckpt["preprocess"], evalset.queries, tta=k,
