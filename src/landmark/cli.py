@@ -46,8 +46,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Landmark recognition: train, predict and evaluate (GLDv2 / Kaggle formats).")
 
 
+def _bars_aside():
+    """A context in which a line written to stderr gets a line of its own: tqdm's progress bars
+    are cleared while it is written and drawn again below it (without it, a runtime, warning or
+    error line written while a bar is shown lands on the bar's line).  No-op before tqdm loads."""
+    import contextlib
+    import sys
+    loaded = sys.modules.get("tqdm")
+    return loaded.tqdm.external_write_mode(file=sys.stderr) if loaded else contextlib.nullcontext()
+
+
+def _say(text: str, **style) -> None:
+    """``text`` on one stderr line of its own, over any progress bar (:func:`_bars_aside`)."""
+    with _bars_aside():
+        typer.secho(text, err=True, **style)
+
+
 def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    _say(f"error: {err}", fg=typer.colors.RED)
     raise typer.Exit(2)
 
 
@@ -97,7 +113,7 @@ class _Stderr(logging.Handler):
     """Log records as plain lines on the current stderr (click's, so tests capture them)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        typer.echo(self.format(record), err=True)
+        _say(self.format(record))
 
 
 def _one_line_warnings() -> None:
@@ -110,11 +126,20 @@ def _one_line_warnings() -> None:
             return f"warning: {message}\n"
         return plain(message, category, filename, lineno, line)
     warnings.formatwarning = one_line
+    if not getattr(warnings.showwarning, "over_bars", False):   # each on its own line, never on a progress bar
+        shown = warnings.showwarning
+
+        def over_bars(*args, **kwargs):
+            with _bars_aside():
+                shown(*args, **kwargs)
+        over_bars.over_bars = True
+        warnings.showwarning = over_bars
 
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log each epoch")) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s",
+                        handlers=[_Stderr()])   # -v's lines too: each on its own line, over progress bars
     _one_line_warnings()
     # Commands that load a model say on one stderr line which runtime runs it (--runtime auto
     # picks ONNX Runtime when an export of the checkpoint sits beside it): models/runtime_info.py.
@@ -947,7 +972,7 @@ def recognize(
         for a in answers:
             typer.echo(a.line())
     for e in errors:
-        typer.secho(f"{e['source']}  unreadable: {e['error']}", fg=typer.colors.RED, err=True)
+        _say(f"{e['source']}  unreadable: {e['error']}", fg=typer.colors.RED)
     if errors:
         raise typer.Exit(1)
 
@@ -987,8 +1012,8 @@ def tag(
     except (FileNotFoundError, ValueError, ImportError) as err:
         _fail(err)
     except KeyboardInterrupt:   # each sidecar is written whole: what is done stays done
-        typer.echo("stopped: the sidecars written so far are whole; run the same command again to tag the rest "
-                   "(photos already tagged by this model are skipped)", err=True)
+        _say("stopped: the sidecars written so far are whole; run the same command again to tag the rest "
+             "(photos already tagged by this model are skipped)")
         raise typer.Exit(130) from None
     for line in summary.lines():
         typer.echo(line)

@@ -140,11 +140,11 @@ def good_batches(loader, rejects: list | dict, desc: str, **progress) -> Iterato
     """The decoded batches of a :func:`collate` loader, with a tqdm progress bar (``progress``:
     more tqdm options); each unreadable image is added to ``rejects`` (appended to a list, or
     stored by id in a dict), so none disappears silently."""
-    bar = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, **progress)
-    for batch, bad in bar:
-        if isinstance(rejects, dict):
-            rejects.update({r.id: r for r in bad})
-        else:
-            rejects.extend(bad)
-        if batch is not None:
-            yield batch
+    with tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, **progress) as bar:
+        for batch, bad in bar:   # the bar is closed however the caller stops (a line printed next is its own)
+            if isinstance(rejects, dict):
+                rejects.update({r.id: r for r in bad})
+            else:
+                rejects.extend(bad)
+            if batch is not None:
+                yield batch

@@ -406,35 +406,37 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
         bar.update(len(batch))
         batch.clear()
 
-    for photo in walk_photos(paths, not_photos):
-        target = photo if in_place else sidecar_path(photo)
-        irregular = next((p for p in (photo, target) if p.exists() and not p.is_file()), None)
-        if irregular is not None:   # a pipe would block the read forever; a folder cannot be read
-            summary.unreadable.append((str(photo), f"{irregular} is not a regular file (a folder, pipe, socket "
-                                                   f"or device); move it away to tag this photo"))
-            bar.update(1)
-            continue
-        try:
-            data = _read_data(target) if target.exists() else exiv2.XmpData()
-        except (ValueError, OSError) as err:
-            summary.unreadable.append((str(photo), str(err)))
-            bar.update(1)
-            continue
-        if tagged_model(data) == model:
-            summary.skipped += 1
-            bar.update(1)
-            continue
-        try:
-            image = load_image(photo)
-        except (ImageError, OSError) as err:
-            summary.unreadable.append((str(photo), str(err)))
-            bar.update(1)
-            continue
-        batch.append((photo, image, data))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
-    bar.close()
+    try:
+        for photo in walk_photos(paths, not_photos):
+            target = photo if in_place else sidecar_path(photo)
+            irregular = next((p for p in (photo, target) if p.exists() and not p.is_file()), None)
+            if irregular is not None:   # a pipe would block the read forever; a folder cannot be read
+                summary.unreadable.append((str(photo), f"{irregular} is not a regular file (a folder, pipe, socket "
+                                                       f"or device); move it away to tag this photo"))
+                bar.update(1)
+                continue
+            try:
+                data = _read_data(target) if target.exists() else exiv2.XmpData()
+            except (ValueError, OSError) as err:
+                summary.unreadable.append((str(photo), str(err)))
+                bar.update(1)
+                continue
+            if tagged_model(data) == model:
+                summary.skipped += 1
+                bar.update(1)
+                continue
+            try:
+                image = load_image(photo)
+            except (ImageError, OSError) as err:
+                summary.unreadable.append((str(photo), str(err)))
+                bar.update(1)
+                continue
+            batch.append((photo, image, data))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    finally:   # closed however the run ends (Ctrl-C, an error), so the next line printed gets a line of its own
+        bar.close()
     summary.not_photos = dict(not_photos)
     summary.landmarks = dict(landmarks)
     return summary

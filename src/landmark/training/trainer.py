@@ -408,8 +408,8 @@ def _epoch(model: LandmarkNet, loader, device, rejects: dict, optimizer=None, de
     of ``model`` when distributed)."""
     model.train(optimizer is not None)
     total_loss, seen, ids, labels, scores, truths, bad_all = 0.0, 0, [], [], [], [], []
-    with torch.set_grad_enabled(optimizer is not None):
-        bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=not dist.is_main())
+    with torch.set_grad_enabled(optimizer is not None), \
+            tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=not dist.is_main()) as bar:
         for step, (batch, bad) in enumerate(bar):
             bad_all += bad
             if batch is None:
