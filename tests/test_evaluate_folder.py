@@ -112,3 +112,23 @@ def test_model_and_folder_predict_and_score(recognizer_run, rec, tree, tmp_path)
     both = CliRunner().invoke(app, ["evaluate", str(tmp_path / "eval" / "submission.csv"),
                                     "--model", str(recognizer_run), "--folder", str(tree)])
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_json_for_people_keeps_non_ascii_names(l13, tmp_path):
+    """evaluate's printed JSON and metrics.json write Sacré-Cœur as it is (UTF-8, valid JSON), not
+    Sacr\\u00e9-C\\u0153ur."""
+    from landmark.cli import app
+    tree = tmp_path / "tree"
+    (tree / "Sacré-Cœur").mkdir(parents=True)
+    for i in PETRA:
+        (tree / "Sacré-Cœur" / f"{i}.jpg").symlink_to(image_path(l13, i, "test"))
+    ids = read_queries(tree)["id"]
+    write_submission(pd.DataFrame({"id": ids, "landmark_id": "Sacré-Cœur", "score": 0.9}), tmp_path / "sub.csv")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "sub.csv"), "--solution", str(tree),
+                                      "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert '"Sacré-Cœur": "Sacré-Cœur"' in result.stdout and "\\u00e9" not in result.stdout
+    assert json.loads(result.stdout)["folders"] == {"Sacré-Cœur": "Sacré-Cœur"}
+    raw = (tmp_path / "eval" / "metrics.json").read_bytes()
+    assert "Sacré-Cœur".encode("utf-8") in raw and b"\\u00e9" not in raw
+    assert json.loads(raw.decode("utf-8"))["accuracy"] == 1.0

@@ -14,6 +14,7 @@ from .defaults import (BATCH_SIZE, CALIBRATION_IMAGES, EMBED_DTYPE, PART_SIZE, R
                        STATS_TOP, STATS_WORKERS, TOP_CLASSES, TOP_K, TTA, VERIFY_IMAGES, WORKERS)
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
+from .io import json_text
 from .models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, ENGINES, MAX_THREADS_PER_CPU, check_engine
 from .retrieval.config import RANSAC_THRESHOLD_PX, RetrievalConfig, check_threshold, retrieval_presets
 from .serving.settings import MAX_BATCH_WINDOW_MS, ServeSettings
@@ -208,7 +209,7 @@ def train(
     run = RunFolder(best.parent.parent)
     test = json.loads(run.test_metrics.read_text())
     reference = run.reference_info()
-    typer.echo(json.dumps({"best_checkpoint": str(best), "held_out_test": test, "reference": reference,
+    typer.echo(json_text({"best_checkpoint": str(best), "held_out_test": test, "reference": reference,
                            "curves": str(run.curves), "rejects": str(run.rejects)}, indent=2))
     from .retrieval.reference import threshold_line, threshold_warning
     # how "no landmark" was chosen and its value, or that it could not be, in one line; one more when
@@ -268,7 +269,7 @@ def predict(
         _fail(err)
     predictions.to_csv(answers_file, index=False)
     write_rejects(rejects, rejects_file)
-    typer.echo(json.dumps({"submission": str(out), "answers": str(answers_file), "images": len(predictions),
+    typer.echo(json_text({"submission": str(out), "answers": str(answers_file), "images": len(predictions),
                            "rejects": len(rejects), "rejects_file": str(rejects_file)}))
 
 
@@ -311,7 +312,7 @@ def export(
                              fp32_blocks=fp32_blocks)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
-    typer.echo(json.dumps(report, indent=2))
+    typer.echo(json_text(report, indent=2))
 
 
 @app.command()
@@ -356,7 +357,7 @@ def evaluate(
         from .evaluation.evaluate import evaluate_retrieval, is_retrieval_solution
         if is_retrieval_solution(solution):
             try:
-                typer.echo(json.dumps(evaluate_retrieval(submission, solution, out=out, usage=usage)))
+                typer.echo(json_text(evaluate_retrieval(submission, solution, out=out, usage=usage)))
             except (FileNotFoundError, ValueError) as err:
                 _fail(err)
             return
@@ -372,7 +373,7 @@ def evaluate(
     if out is not None:
         from .reporting.charts import write_per_class_accuracy
         write_per_class_accuracy(out)
-    typer.echo(json.dumps(result))
+    typer.echo(json_text(result))
 
 
 # --- data: download, stats ---
@@ -415,7 +416,7 @@ def download(
                                      progress=progress).as_dict()
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
-    typer.echo(json.dumps(result, indent=2))
+    typer.echo(json_text(result, indent=2))
 
 
 @app.command()
@@ -439,7 +440,7 @@ def stats(
         _fail(err)
     keys = ("images", "classes", "images_per_class", "classes_by_size", "top1pct", "duplicates",
             "near_duplicates", "unreadable")
-    typer.echo(json.dumps({k: summary.get(k) for k in keys} | {"report": str(out / "stats.md")}, indent=2))
+    typer.echo(json_text({k: summary.get(k) for k in keys} | {"report": str(out / "stats.md")}, indent=2))
 
 
 # --- report, saliency ---
@@ -472,7 +473,7 @@ def report(
                               overwrite=overwrite)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as err:
         _fail(err)
-    typer.echo(json.dumps({"html": result["html"], "metrics": result.get("metrics"),
+    typer.echo(json_text({"html": result["html"], "metrics": result.get("metrics"),
                            "rejects": result["rejects"]}, indent=2))
 
 
@@ -490,7 +491,7 @@ def saliency(
         result = explain_files(checkpoint, images, out=out, overwrite=overwrite)
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         _fail(err)
-    typer.echo(json.dumps(result, indent=2))
+    typer.echo(json_text(result, indent=2))
 
 
 # --- match ---
@@ -553,7 +554,7 @@ def match(
     if out is not None:
         draw_matches(result, out, images=(images[0], images[1]), features=(fa, fb), max_side=max_side,
                      tentative=tentative)
-    typer.echo(json.dumps({"inliers": result.num_inliers, "tentative_matches": int(len(result.matches)),
+    typer.echo(json_text({"inliers": result.num_inliers, "tentative_matches": int(len(result.matches)),
                            "keypoints": [len(fa), len(fb)], "model": model,
                            "same_landmark": result.num_inliers >= SAME_LANDMARK_INLIERS,
                            "threshold_inliers": SAME_LANDMARK_INLIERS, "out": str(out) if out else None}))
@@ -571,7 +572,7 @@ def _match_learned(image_a: Path, image_b: Path, *, out: Optional[Path], feature
         from .reporting.match_plot import draw_matches
         draw_matches(found.result, out, images=found.images, features=found.features, max_side=found.max_side,
                      tentative=tentative)
-    typer.echo(json.dumps({**found.summary, "out": str(out) if out else None}))
+    typer.echo(json_text({**found.summary, "out": str(out) if out else None}))
 
 
 # --- retrieval: embed, index, knn ---
@@ -631,7 +632,7 @@ def embed(
         if shard is not None or engine == "ray":
             from .retrieval.pipeline import embed_checkpoint_shard
             from .retrieval.shards import parse_shard
-            typer.echo(json.dumps(embed_checkpoint_shard(checkpoint, frame, folder=out,
+            typer.echo(json_text(embed_checkpoint_shard(checkpoint, frame, folder=out,
                                                          shard=parse_shard(shard) if shard else (0, 1),
                                                          part_size=part_size, top_classes=top_classes, dtype=dtype,
                                                          image_size=image_size, batch_size=batch_size,
@@ -644,7 +645,7 @@ def embed(
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     path = embeddings_path(out)
-    typer.echo(json.dumps({"embeddings": str(path), "rows": len(emb), "dim": int(emb.vectors.shape[1]),
+    typer.echo(json_text({"embeddings": str(path), "rows": len(emb), "dim": int(emb.vectors.shape[1]),
                            "ids": str(sidecar(path, "ids.csv")), "rejects": len(rejects),
                            "rejects_file": str(sidecar(path, "rejects.csv"))}))
 
@@ -666,7 +667,7 @@ def embed_merge(
         result = merge_shards(folder, out, overwrite=overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
-    typer.echo(json.dumps(result))
+    typer.echo(json_text(result))
 
 
 _PRESET_HELP = (f"retrieval settings: a preset ({', '.join(retrieval_presets())}) or a YAML file with index, "
@@ -736,7 +737,7 @@ def index_build(
         result = build_index(emb, out, params=settings.index, model_info=info, overwrite=overwrite, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
-    typer.echo(json.dumps({**result, "rejects": len(rejects)}))
+    typer.echo(json_text({**result, "rejects": len(rejects)}))
 
 
 @index_app.command("add")
@@ -772,7 +773,7 @@ def index_add(
         result = enrol(index, emb, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
-    typer.echo(json.dumps({**result, "rejects": len(rejects)}))
+    typer.echo(json_text({**result, "rejects": len(rejects)}))
 
 
 @app.command()
@@ -837,7 +838,7 @@ def knn(
         _fail(err)
     predictions.to_csv(answers_file, index=False)
     write_rejects(rejects, rejects_file)
-    typer.echo(json.dumps({"submission": str(out), "answers": str(answers_file),
+    typer.echo(json_text({"submission": str(out), "answers": str(answers_file),
                            "images": len(predictions), "rejects": len(rejects),
                            "rejects_file": str(rejects_file),
                            "predicted": int((predictions["landmark_id"] != "").sum()),
@@ -896,9 +897,9 @@ def retrieve(
         _fail(err)
     write_rejects(rejects, rejects_file)
     if as_json:
-        typer.echo(json.dumps(retrieval_answers(found), indent=2))
+        typer.echo(json_text(retrieval_answers(found), indent=2))
         return
-    typer.echo(json.dumps({"submission": str(out), "queries": len(rankings), "rejects": len(unreadable),
+    typer.echo(json_text({"submission": str(out), "queries": len(rankings), "rejects": len(unreadable),
                            "rejects_file": str(rejects_file), "top_k": settings.retrieve.top_k}))
 
 
@@ -967,7 +968,7 @@ def recognize(
     if explain is not None:
         _write_explanations(rec, good, answers, explain, photos=photos)
     if as_json:
-        typer.echo(json.dumps([a.model_dump() for a in answers] + errors, indent=2))
+        typer.echo(json_text([a.model_dump() for a in answers] + errors, indent=2))
     else:
         for a in answers:
             typer.echo(a.line())

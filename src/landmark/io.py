@@ -151,11 +151,17 @@ def commit(files: Iterable[tuple[Path, Path]], marker: Path, record: dict,
     clear_temps([f for _, f in files] + list(map(Path, members)) + [marker])
 
 
+def json_text(value, indent: int | None = None, **options) -> str:
+    """JSON meant for people (printed by the CLI, ``metrics.json``, ``report.json``): names as they are
+    written (``Sacré-Cœur``, not ``Sacr\\u00e9-C\\u0153ur``); still valid JSON, to be written as UTF-8."""
+    return json.dumps(value, ensure_ascii=False, indent=indent, **options)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a synced temporary file and a rename (never half written)."""
+    """Write ``text`` (UTF-8) to ``path`` through a synced temporary file and a rename (never half written)."""
     path = Path(path)
     tmp = temp_path(path)
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

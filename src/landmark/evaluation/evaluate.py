@@ -10,7 +10,6 @@ against the tree.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,7 @@ import pandas as pd
 from ..data.gldv2 import folder_landmark_id, read_queries
 from ..data.kaggle import read_retrieval_solution, read_retrieval_submission, read_solution, read_submission
 from ..data.names import display_name, pretty_name
-from ..io import write_text_atomic
+from ..io import json_text, write_text_atomic
 from .metrics import per_class_accuracy, recognition_scores
 from .retrieval_metrics import mean_average_precision, precision_at_k, revisited_map_ranked
 
@@ -70,7 +69,7 @@ def evaluate_retrieval(submission: str | Path, solution: str | Path, out: str | 
         result["usage"] = usage
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        write_text_atomic(Path(out) / "metrics.json", json.dumps(result, indent=2))
+        write_text_atomic(Path(out) / "metrics.json", json_text(result, indent=2))
     return result
 
 #: Folder names (any case; ``_``, ``-`` or space) that hold the photos of no landmark in a labelled tree.
@@ -256,5 +255,5 @@ def evaluate(submission: str | Path, solution: str | Path, out: str | Path | Non
         if names and "landmark_id" in table:   # the chart labels its bars with these
             table.insert(1, "name", [display_name(i, names.get(str(i))) for i in table["landmark_id"].astype(str)])
         table.to_csv(out / "per_class_accuracy.csv", index=False)
-        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        write_text_atomic(out / "metrics.json", json_text(result, indent=2))
     return result

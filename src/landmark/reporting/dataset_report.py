@@ -7,7 +7,6 @@ GLDv2 (Weyand et al., CVPR 2020, Fig. 2 "number of images per landmark").
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from matplotlib.figure import Figure
 from ..data.dataset_stats import dataset_stats, stats_markdown
 from .charts import plot_class_frequency
 from ..defaults import STATS_TOP, STATS_WORKERS
+from ..io import json_text
 
 
 def plot_count_distribution(class_counts: pd.DataFrame, path: str | Path) -> None:
@@ -62,6 +62,6 @@ def write_stats_report(root: str | Path, out: str | Path, check_images: bool = T
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
     summary["files"] = {name: str(out / f"{name}.csv") for name in tables} | {f.stem: str(f) for f in figures}
-    (out / "stats.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "stats.json").write_text(json_text(summary, indent=2) + "\n", encoding="utf-8")
     (out / "stats.md").write_text(stats_markdown(summary, tables["class_counts"], [str(f) for f in figures]))
     return summary

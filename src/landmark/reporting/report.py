@@ -12,7 +12,6 @@ prediction, scoring; nothing written) followed by :func:`render_report` (picture
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +21,7 @@ from . import charts, imagenet, photo_grids, saliency
 from .html import Page
 from .report_data import ReportData, compute_report
 from ..defaults import BATCH_SIZE, REPORT_SAMPLES, REPORT_TTA, WORKERS
+from ..io import json_text
 
 
 def build_report(run_dir: str | Path, out: str | Path, images: str | Path | None = None,
@@ -69,7 +69,7 @@ def render_report(data: ReportData, out: str | Path) -> dict:
                     _saliency_section):
         section(page, data, out)
     summary = report_summary(data)
-    (out / "report.json").write_text(json.dumps(summary, indent=2, default=float))
+    (out / "report.json").write_text(json_text(summary, indent=2, default=float), encoding="utf-8")
     page.write(out / "report.html")
     return {**summary, "html": str(out / "report.html")}
 
