@@ -149,3 +149,31 @@ def test_pipes_are_listed_not_read(photo):
     assert sorted(p for p, _ in whole.unreadable) == [str(second), str(photo.with_name("pipe.jpg"))]
     assert all("is not a regular file" in why for _, why in whole.unreadable)
     assert [p for p, _ in alone.unreadable] == [str(photo.with_name("pipe.jpg"))]
+
+
+def test_linked_folders_are_followed_once_and_what_is_not_entered_is_listed(tmp_path):
+    """Links to folders are followed; a link back up (a loop), a link to a folder walked already, a
+    folder given twice and a broken link are each listed with the reason, and each photo is tagged once."""
+    library, elsewhere = tmp_path / "Pictures", tmp_path / "External" / "trip"
+    (library / "2019").mkdir(parents=True)
+    elsewhere.mkdir(parents=True)
+    shutil.copy(PHOTO, library / "2019" / "a.jpg")
+    shutil.copy(PHOTO, elsewhere / "b.jpg")
+    (library / "trip").symlink_to(elsewhere)                      # a photo library spread over disks
+    (library / "2019" / "up").symlink_to(library)                 # a loop
+    (library / "zz-trip-again").symlink_to(elsewhere)             # the same folder twice
+    (library / "gone").symlink_to(tmp_path / "unplugged-disk")    # a broken link
+    summary = tagging.tag_photos(Saying("Colosseum"), [library, library / "2019"], "model-a", progress=False)
+    assert summary.tagged == 2 and summary.unreadable == []
+    assert read_xmp(sidecar_path(elsewhere / "b.jpg"))["Xmp.dc.subject"] == ["Colosseum"]   # beside the real photo
+    reasons = dict(summary.not_entered)
+    assert set(reasons) == {str(library / "2019" / "up"), str(library / "zz-trip-again"), str(library / "gone"),
+                            str(library / "2019")}
+    assert reasons[str(library / "2019" / "up")].startswith(f"{library} (a link) is walked already as {library}")
+    assert f"is walked already as {library / 'trip'}" in reasons[str(library / "zz-trip-again")]
+    assert "a broken link" in reasons[str(library / "gone")]
+    lines = summary.lines()
+    assert f"not entered: {library / 'gone'}: a broken link (to {tmp_path / 'unplugged-disk'}, which does not exist)" \
+        in lines
+    again = tagging.tag_photos(Saying("Colosseum"), [library], "model-a", progress=False)
+    assert again.skipped == 2 and again.tagged == 0

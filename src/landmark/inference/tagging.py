@@ -68,6 +68,8 @@ class TagSummary(BaseModel):
         skipped: photos already tagged by this model (their XMP names it).
         unreadable: ``(photo, reason)`` of each photo or sidecar that could not be read or written.
         not_photos: other files met on the way, counted by ending (``{".mp4": 3}``).
+        not_entered: ``(folder, reason)`` of each folder not walked (:func:`walk_photos`: a link to
+            a folder walked already, a broken link, a folder that cannot be read).
         landmarks: photos tagged per landmark name.
     """
 
@@ -76,6 +78,7 @@ class TagSummary(BaseModel):
     skipped: int = 0
     unreadable: list[tuple[str, str]] = []
     not_photos: dict[str, int] = {}
+    not_entered: list[tuple[str, str]] = []
     landmarks: dict[str, int] = {}
 
     def lines(self) -> list[str]:
@@ -89,6 +92,7 @@ class TagSummary(BaseModel):
             out.append("not photos (left alone): " + ", ".join(f"{k or '(no ending)'} {v}"
                                                              for k, v in sorted(self.not_photos.items())))
         out += [f"unreadable: {p}: {why}" for p, why in self.unreadable]
+        out += [f"not entered: {p}: {why}" for p, why in self.not_entered]
         return out
 
 
@@ -121,15 +125,38 @@ def _running(pid: int) -> bool:
     return True
 
 
-def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None) -> Iterator[Path]:
+def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
+                not_entered: list | None = None) -> Iterator[Path]:
     """Photos below ``paths`` (files, folders walked recursively in name order, one folder at a
     time), by :data:`PHOTO_SUFFIXES`.  Hidden folders are not entered; leftovers of a killed
     run (:func:`_is_our_temp`) are deleted; other files are counted in ``not_photos`` by ending.
+
+    Links to folders are followed, each real folder walked once (by its resolved path): a link
+    back to a folder above it (a loop), or to one walked already (or given twice), is not entered
+    again.  Each folder not entered, but for hidden ones, is appended to ``not_entered`` as
+    ``(path, reason)``: those links, broken links, folders that cannot be read.
 
     Raises:
         FileNotFoundError: a path given does not exist.
     """
     not_photos = Counter() if not_photos is None else not_photos
+    not_entered = [] if not_entered is None else not_entered
+    walked: dict[str, str] = {}   # resolved folder -> the path it was walked as
+
+    def enter(folder: str) -> bool:
+        real = os.path.realpath(folder)
+        if real in walked:
+            link = " (a link)" if os.path.islink(folder) else ""
+            not_entered.append((folder, f"{real}{link} is walked already as {walked[real]}: each folder is "
+                                        f"tagged once (a link back to a folder above it would loop)"))
+            return False
+        walked[real] = folder
+        return True
+
+    def unreadable(err: OSError) -> None:
+        not_entered.append((err.filename or "?", f"cannot be read ({err.strerror or err}): its photos are "
+                                                 f"not tagged"))
+
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
@@ -139,13 +166,18 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None) 
             else:
                 not_photos[path.suffix.lower()] += 1
             continue
-        for folder, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if not enter(str(path)):
+            continue
+        for folder, dirs, files in os.walk(path, followlinks=True, onerror=unreadable):
+            dirs[:] = [d for d in sorted(dirs) if not d.startswith(".") and enter(os.path.join(folder, d))]
             for name in sorted(files):
+                full = os.path.join(folder, name)
                 if _is_our_temp(name):
-                    Path(folder, name).unlink(missing_ok=True)
+                    Path(full).unlink(missing_ok=True)
                 elif name.lower().endswith(PHOTO_SUFFIXES) and not name.startswith("._"):
-                    yield Path(folder, name)
+                    yield Path(full)   # a broken link named as a photo: listed unreadable by tag_photos
+                elif os.path.islink(full) and not os.path.exists(full):   # a link to a folder, maybe
+                    not_entered.append((full, f"a broken link (to {os.readlink(full)}, which does not exist)"))
                 elif not name.lower().endswith(SIDECAR_SUFFIX):
                     not_photos[Path(name).suffix.lower()] += 1
 
@@ -407,7 +439,7 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
         batch.clear()
 
     try:
-        for photo in walk_photos(paths, not_photos):
+        for photo in walk_photos(paths, not_photos, summary.not_entered):
             target = photo if in_place else sidecar_path(photo)
             irregular = next((p for p in (photo, target) if p.exists() and not p.is_file()), None)
             if irregular is not None:   # a pipe would block the read forever; a folder cannot be read
