@@ -209,6 +209,12 @@ def read_union(roots: list[Path], clean: bool | str = False, unusable: list | No
             named = {str(i): categories.get(str(i)) for i in frame["landmark_id"].cat.categories}
         frames.append(frame.assign(landmark_id=frame["landmark_id"].astype(str)))
         names.append(named)
+    trees = [(root, lid) for root, named in zip(roots, names) if not is_gldv2(root) for lid in named]
+    clash = same_name_folders(lid for _, lid in trees)
+    if clash:   # one id in several trees is one landmark; two ids named alike would look like one
+        (a, b) = (next(root / d.name for root, lid in trees if lid == c for d in root.iterdir()
+                        if d.is_dir() and folder_landmark_id(d.name) == c) for c in clash)
+        refuse_same_name(a, b)
     for k in range(len(roots)):
         for j in range(k):
             for lid in sorted(set(names[k]) & set(names[j]), key=natural_key):
@@ -280,9 +286,43 @@ def read_folder_tree(root: Path, unusable: list | None = None) -> pd.DataFrame:
                 rows.append((folder_landmark_id(cls.name), f))
     if not rows:
         raise ValueError(f"{root} has neither train.csv nor class folders with images")
+    used = list(dict.fromkeys(f.relative_to(root).parts[0] for _, f in rows))
+    clash = same_name_folders(used)
+    if clash:
+        refuse_same_name(root / clash[0], root / clash[1])
     files = [f for _, f in rows]
     return _finish(pd.DataFrame({"id": file_ids(files, root), "landmark_id": [c for c, _ in rows],
                                  "path": [str(f) for f in files]}))
+
+
+def folder_key(folder: str) -> str:
+    """What people read of a class folder's name, compared: case, ``_`` and runs of spaces
+    ignored (``Petra``, ``petra`` and ``PETRA``; ``Porto_Cathedral`` and ``porto  cathedral``)."""
+    return " ".join(str(folder).replace("_", " ").split()).casefold()
+
+
+def same_name_folders(folders) -> tuple[str, str] | None:
+    """The first two of ``folders`` (class folder names) with the same :func:`folder_key` (they
+    would be two landmarks shown with one name, or one landmark made of two folders); None."""
+    seen: dict[str, str] = {}
+    for folder in folders:
+        key = folder_key(folder)
+        if key in seen and seen[key] != folder:
+            return seen[key], folder
+        seen.setdefault(key, folder)
+    return None
+
+
+def refuse_same_name(a: Path, b: Path) -> None:
+    """Raise the one-line refusal of two class folders named alike (:func:`same_name_folders`).
+
+    Raises:
+        ValueError: always.
+    """
+    from .names import pretty_name
+    raise ValueError(f"class folders {a} and {b} differ only in case, '_' or spaces, so both would be shown as "
+                     f"'{pretty_name(a.name)}': move the photos of one into the other if they are one landmark, "
+                     f"or rename one so the names differ (nothing was written)")
 
 
 def folder_landmark_id(folder: str) -> str:
