@@ -70,7 +70,7 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
 
 
 REASONS = {"avif": "RuntimeError: Failed to decode", "dds": "NotImplementedError",
-           "tall": "a side over the limit of 30000 px", "wide": "aspect ratio over the limit of 20:1"}
+           "tall": "a side over the limit of 30000 px", "wide": "aspect ratio 25:1 over the limit of 20:1: 5000x200 pixels is too wide"}
 
 
 @pytest.mark.parametrize("decode", ["load_image", "load_uint8", "load_uint8 via torchcodec"])
@@ -175,3 +175,16 @@ def test_hidden_photos_are_read_and_os_metadata_is_named(tmp_path):
     frame = read_train(tmp_path / "tree", unusable=unusable)
     assert len(frame) == 24 and frame["id"].is_unique
     assert sorted(u[0] for u in unusable) == ["2/.DS_Store", "3/._x1.jpg"]
+
+
+def test_an_aspect_ratio_refusal_says_what_is_wrong_and_the_limit():
+    """Not "too large": the ratio, the limit, which way, and that the service and downloads keep it."""
+    from landmark.data.download import image_reason
+    from landmark.data.images import LIMIT_PREFIXES, MAX_ASPECT, check_shape
+    with pytest.raises(ImageError) as refused:
+        check_shape(200, 4100)
+    assert str(refused.value) == ("aspect ratio 20.5:1 over the limit of 20:1: 200x4100 pixels is too tall "
+                                  "(long side / short side; a panorama up to 20:1 is read)")
+    assert "too large" not in str(refused.value) and str(refused.value).startswith(LIMIT_PREFIXES)
+    assert image_reason(refused.value) == str(refused.value)
+    check_shape(200 * MAX_ASPECT, 200)   # exactly at the limit: read

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from .download_options import DownloadOptions
 from .gldv2 import BAD_ID, GLDV2_ID, image_path
-from .images import ImageError, load_image, resize_to_width
+from .images import LIMIT_PREFIXES, ImageError, load_image, resize_to_width
 
 # Ids become file names: letters, digits, '_' and '-' only (no path tricks), at least 3
 # characters for the a/b/c folders and at most 128 (file names have a length limit).
@@ -237,7 +237,7 @@ def store_image(raw: Path, dest: Path, max_width: int, jpeg_quality: int = 90) -
 def image_reason(err: ImageError) -> str:
     """Failures-file reason for an image that did not decode."""
     text = str(err)
-    return text if text.startswith(("too large", "not an image")) else f"not an image ({text})"
+    return text if text.startswith((*LIMIT_PREFIXES, "not an image")) else f"not an image ({text})"
 
 
 def is_valid_image(path: Path) -> bool:

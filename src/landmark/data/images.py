@@ -22,6 +22,9 @@ MAX_PIXELS = 120_000_000            # width x height: a decompression bomb (20,0
 MAX_SIDE = 30_000                   # pixels along either side
 MAX_ASPECT = 20                     # long side / short side; the resize of 1 x 39,000,000 px asked for 26 GB
 MAX_DECODED_BYTES = 480 * 10**6     # the decoded pixels in the file's own mode (120 Mpixel x 4 bytes)
+#: How the reason of an image refused by one of these limits starts (:func:`check_shape`): the
+#: service answers it 413, a download records it as it is.
+LIMIT_PREFIXES = ("too large", "aspect ratio")
 # Pillow's own bomb check (a warning from 89.5 Mpixel on) would refuse photos under
 # MAX_PIXELS; it is moved to MAX_PIXELS, which load_image checks itself.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
@@ -67,14 +70,18 @@ def check_shape(width: int, height: int, mode: str = "RGB", max_pixels: int = MA
     Raises:
         ImageError: a side of 0 or over :data:`MAX_SIDE`, an aspect ratio over :data:`MAX_ASPECT`:1,
             over ``max_pixels``, or over :data:`MAX_DECODED_BYTES` decoded; the message starts
-            with "too large" and names the limit.
+            with one of :data:`LIMIT_PREFIXES` ("aspect ratio" for a too narrow or too wide
+            image, "too large" for the others) and names the limit.
     """
     if width < 1 or height < 1:
         raise ImageError(f"not an image: {width}x{height} pixels")
     if max(width, height) > MAX_SIDE:
         raise ImageError(f"too large: {width}x{height} pixels, a side over the limit of {MAX_SIDE} px")
     if max(width, height) > MAX_ASPECT * min(width, height):
-        raise ImageError(f"too large: {width}x{height} pixels, an aspect ratio over the limit of {MAX_ASPECT}:1")
+        ratio = max(width, height) / min(width, height)
+        raise ImageError(f"aspect ratio {ratio:.3g}:1 over the limit of {MAX_ASPECT}:1: {width}x{height} pixels is too "
+                         f"{'wide' if width > height else 'tall'} (long side / short side; a panorama up to "
+                         f"{MAX_ASPECT}:1 is read)")
     if width * height > max_pixels:
         raise ImageError(f"too large: {width}x{height} pixels (limit {max_pixels})")
     decoded = width * height * _bytes_per_pixel(mode)

@@ -16,7 +16,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from ..data import ImageError
-from ..data.images import probe
+from ..data.images import LIMIT_PREFIXES, probe
 from ..data.names import first_hidden
 from ..inference.recognizer import decode
 
@@ -182,7 +182,7 @@ def decode_upload(name: str, data: bytes, max_pixels: int, draft: int | None = N
 def _refusal(name: str, err: ImageError) -> Refusal:
     """413 an image beyond a limit, 415 not an image, 400 anything else (corrupt, truncated)."""
     reason = str(err)
-    status = 413 if reason.startswith("too large") else 415 if reason.startswith("not an image") else 400
+    status = 413 if reason.startswith(LIMIT_PREFIXES) else 415 if reason.startswith("not an image") else 400
     return Refusal(status, f"{name}: {reason}")
 
 
