@@ -56,3 +56,30 @@ def test_an_index_with_a_damaged_landmark_threshold_is_refused(value):
     assert checked_landmark_thresholds({"landmark_thresholds": {"new-1": {"threshold": 0.2}, "new-3": 1}}) == \
         {"new-1": {"threshold": 0.2}, "new-3": 1}
     assert checked_landmark_thresholds({}) == {}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 7.0, -1.0, "high", [0.1], True])
+def test_the_floor_of_enrolled_thresholds_is_checked_given_or_stored(tmp_path, value):
+    """enrol's floor (pipeline._run_scoring: the run's reference threshold, given or read from the
+    index's checkpoint) outside [0, 1] or not finite is refused in one line, as stored thresholds are."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from landmark.retrieval.config import is_stored_threshold
+    from landmark.retrieval.pipeline import _run_scoring
+    assert not is_stored_threshold(value)
+    index = SimpleNamespace(meta={"model": {"checkpoint": str(tmp_path / "best.pt")}})
+    torch.save({"classes": ["a", "b"], "reject_threshold": {"classifier": 0.5, "reference": value}},
+               tmp_path / "best.pt")
+    if not isinstance(value, (str, list, bool)):   # a number given (the service passes the recogniser's)
+        with pytest.raises(ValueError, match=r"threshold .* given as the floor .* not a number in \[0, 1\]"):
+            _run_scoring(index, ["a", "b"], value)
+    with pytest.raises(ValueError) as refused:
+        _run_scoring(index, None, None)
+    assert "\n" not in str(refused.value)
+    assert f"{tmp_path / 'best.pt'} stores the reference 'no landmark' threshold" in str(refused.value)
+    torch.save({"classes": ["a", "b"], "reject_threshold": {"classifier": 0.5, "reference": 0.25}},
+               tmp_path / "best.pt")
+    assert _run_scoring(index, None, None) == ({"a", "b"}, 0.25)
+    assert _run_scoring(index, None, 1) == ({"a", "b"}, 1.0) and is_stored_threshold(float(np.nextafter(1.0, 2.0)))

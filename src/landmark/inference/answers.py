@@ -17,7 +17,7 @@ from PIL import Image
 from pydantic import BaseModel, computed_field
 
 from ..data.images import MAX_PIXELS, ImageError, _to_rgb, check_shape, load_image
-from ..retrieval.config import THRESHOLD_RANGE
+from ..retrieval.config import is_stored_threshold
 from ..runs import RunFolder
 from .words import certainty, sentence
 
@@ -185,9 +185,8 @@ def stored_threshold(checkpoint: dict, index: LandmarkIndex | None, scoring: str
     else:
         stored = checkpoint.get("reject_threshold")
         stored = stored.get(scoring) if isinstance(stored, dict) else stored if scoring == "classifier" else None
-    if stored is not None and (isinstance(stored, bool) or not isinstance(stored, (int, float))
-                               or not THRESHOLD_RANGE[0] <= stored <= np.nextafter(THRESHOLD_RANGE[1], 2.0)):
-        # (also refuses NaN; rejection_threshold may choose the float just above 1: "no answer is right")
+    if stored is not None and not is_stored_threshold(stored):
+        # (rejection_threshold may choose the float just above 1: "no answer is right")
         raise ValueError(f"the model's stored 'no landmark' threshold for {scoring} scoring is {stored!r}, "
                          f"not a number in [0, 1]: give --threshold, or export or train the model again")
     return stored

@@ -55,6 +55,16 @@ RANSAC_THRESHOLD_PX: dict[str, float] = {"fundamental": 3.0, "homography": 6.0}
 THRESHOLD_RANGE = (0.0, 1.0)
 
 
+def is_stored_threshold(value) -> bool:
+    """Whether ``value``, read from a checkpoint, an export's metadata or an index's ``meta.json``,
+    is a threshold to use: a real number (not a bool) in :data:`THRESHOLD_RANGE`, or the float
+    just above 1 that :func:`~landmark.evaluation.metrics.rejection_threshold` chooses when no
+    answer is right.  NaN, infinities, 7, -1, "high" or [0.1] are not."""
+    import math
+    return (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            and THRESHOLD_RANGE[0] <= value <= math.nextafter(THRESHOLD_RANGE[1], 2.0))
+
+
 def check_threshold(value: float | None) -> float | None:
     """``value`` unchanged when it is None or a number in :data:`THRESHOLD_RANGE`.
 

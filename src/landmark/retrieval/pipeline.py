@@ -24,7 +24,7 @@ from ..defaults import BATCH_SIZE, EMBED_DTYPE, PART_SIZE, TOP_CLASSES, WORKERS
 from ..models.runtime import Runtime, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, announce, check_engine
 from ..io import read_csv
-from .config import REJECT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig, RetrieveConfig
+from .config import REJECT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig, RetrieveConfig, is_stored_threshold
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
@@ -277,13 +277,13 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
     def change(index: LandmarkIndex) -> tuple[set, int, list, dict]:
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
                     fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
+        known, floor = _run_scoring(index, classes, threshold)   # a bad floor is refused before anything changes
         before = set(index.items["landmark_id"])
         added, skipped = index.add(embeddings)
         if names and rename and added:
             index.meta["names"] = {**index.meta.get("names", {}), **names}
         elif names:
             index.meta["names"] = {**names, **index.meta.get("names", {})}
-        known, floor = _run_scoring(index, classes, threshold)
         shown = name_of or (lambda lid: index.meta.get("names", {}).get(lid) or lid)
         report = {}
         for lid in dict.fromkeys(embeddings.labels.tolist()):
@@ -323,8 +323,17 @@ def _local_coverage(index: LandmarkIndex, landmark_id: str, confirm: bool | None
 
 
 def _run_scoring(index: LandmarkIndex, classes: list[str] | None, threshold: float | None) -> tuple[set | None, float]:
-    """The classifier's landmarks and the run's reference threshold: as given, else from the
-    checkpoint the index records (when it is on disk), else (None, the default)."""
+    """The classifier's landmarks and the run's reference threshold (the floor of the thresholds
+    calibrated for enrolled landmarks): as given, else from the checkpoint the index records
+    (when it is on disk), else (None, the default).
+
+    Raises:
+        ValueError: the floor given or stored is not a finite number in [0, 1] (one line: NaN
+            would calibrate every enrolled landmark to NaN, 7 to "never answered").
+    """
+    if threshold is not None and not is_stored_threshold(threshold):
+        raise ValueError(f"the 'no landmark' threshold {threshold!r} given as the floor of enrolled landmarks' "
+                         f"thresholds is not a number in [0, 1]: give one in [0, 1], or none (the run's)")
     if classes is None or threshold is None:
         path = Path(index.meta.get("model", {}).get("checkpoint") or "")
         if path.suffix == ".pt" and path.is_file():
@@ -334,6 +343,10 @@ def _run_scoring(index: LandmarkIndex, classes: list[str] | None, threshold: flo
             classes = classes if classes is not None else [str(c) for c in ckpt.get("classes", [])]
             if threshold is None and isinstance(stored, dict):
                 threshold = stored.get("reference")
+                if threshold is not None and not is_stored_threshold(threshold):
+                    raise ValueError(f"the checkpoint {path} stores the reference 'no landmark' threshold "
+                                     f"{threshold!r}, not a number in [0, 1]: train the run again (or export it "
+                                     f"again), or give the threshold (enrol(threshold=...))")
     return (None if classes is None else set(map(str, classes)),
             float(threshold if threshold is not None else REJECT_THRESHOLD["reference"]))
 

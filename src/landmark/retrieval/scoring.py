@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .config import is_stored_threshold
+
 #: Defaults of :func:`reference_score`, chosen by 5-fold cross-validation on the landmarks13
 #: train split with ../shared/data/nonlandmarks as non-landmark queries (docs/quality.md): the
 #: top 3 same-landmark photos, cubed similarity.
@@ -154,8 +156,7 @@ def checked_landmark_thresholds(meta: Mapping) -> dict:
                          "from meta.json")
     for lid, own in raw.items():
         value = own.get("threshold") if isinstance(own, Mapping) else own
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not 0.0 <= value <= np.nextafter(1.0, 2.0)):
+        if not is_stored_threshold(value):
             raise ValueError(f"the index's calibrated threshold of landmark {lid} is {value!r}, not a number in "
                              f"[0, 1]: enrol its photos again (landmark index add) or remove it from meta.json")
     return dict(raw)
