@@ -75,7 +75,7 @@ def test_the_end_of_training_lines_say_how_the_threshold_was_chosen_and_on_how_m
     many = {**record, "validation_photos": FEW_VALIDATION_PHOTOS}
     assert threshold_warning(many) is None
     given = {**record, "method": "non-landmark photos", "validation_photos": 1, "nonlandmark_photos": 30}
-    assert "on 1 validation photos and 30 non-landmark photos (--nonlandmarks)" in threshold_line(given)
+    assert "on 1 validation photo and 30 non-landmark photos (--nonlandmarks)" in threshold_line(given)
     assert "only 1 validation photo (" in threshold_warning(given) and "--nonlandmarks" not in threshold_warning(given)
     none = {"method": "none", "reason": "the run has no validation photos"}
     assert threshold_line(none).startswith("no 'no landmark' threshold chosen: the run has no validation photos; "

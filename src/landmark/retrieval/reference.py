@@ -148,12 +148,11 @@ def threshold_line(record: dict | None) -> str:
         return (f"no 'no landmark' threshold chosen: {reason}; answers use the default "
                 f"({REJECT_THRESHOLD['reference']:g} with the index, {REJECT_THRESHOLD['classifier']:g} without) "
                 f"unless --threshold is given")
-    how = {"leave-class-out": f"without --nonlandmarks, by leave-class-out on {record['validation_photos']} "
-                              f"validation photos (each also scored as if its landmark were unknown)",
-           "non-landmark photos": f"on {record['validation_photos']} validation photos and "
-                                  f"{record['nonlandmark_photos']} non-landmark photos (--nonlandmarks)",
-           "validation only": f"on {record['validation_photos']} validation photos alone (one landmark: none "
-                              f"to leave out, and no --nonlandmarks)"}[record["method"]]
+    val = f"{record['validation_photos']} validation photo{'s' * (record['validation_photos'] != 1)}"
+    how = {"leave-class-out": f"without --nonlandmarks, by leave-class-out on {val} (each also scored as if its "
+                              f"landmark were unknown)",
+           "non-landmark photos": f"on {val} and {record['nonlandmark_photos']} non-landmark photos (--nonlandmarks)",
+           "validation only": f"on {val} alone (one landmark: none to leave out, and no --nonlandmarks)"}[record["method"]]
     return (f"no-landmark threshold {record['reference']:.4g} (reference score; classifier alone "
             f"{record['classifier']:.3g}), chosen {how}: {record['right_decisions']['reference']:.0%} "
             f"right decisions")
