@@ -730,6 +730,9 @@ def index_add(
         result = enrol(index, emb, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
+    for lid, cover in result["landmarks"].items():   # how well each is covered, in words (JSON on stdout)
+        if "summary" in cover:
+            typer.echo(f"{lid}: {cover['summary']}", err=True)
     typer.echo(json.dumps({**result, "rejects": len(rejects)}))
 
 
