@@ -44,6 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from no_landmark import half, outputs  # noqa: E402
 from quality import DATA, NONLANDMARKS, ROOT, markdown, write_section  # noqa: E402
+from landmark.retrieval.config import CONFIRM_INLIERS  # noqa: E402
 
 MANY = ROOT.parent / "shared" / "data" / "landmarks_many"
 ENROLLED = (1, 3, 5)
@@ -76,14 +77,25 @@ def landmark_sets(train: pd.DataFrame) -> tuple[list[str], list[str]]:
     return sorted(reported, key=int), [lid for lid in eligible if lid not in reported]
 
 
-def cached_outputs(rec, paths: list[str], cache: Path):
-    """:func:`no_landmark.outputs` of ``paths``, kept in ``cache`` (``.npz``) for the next run."""
+def cached_outputs(rec, paths: list[str], cache: Path, mirror: bool = False):
+    """:func:`no_landmark.outputs` of ``paths`` (``mirror``: of the photos flipped left to right),
+    kept in ``cache`` (``.npz``) for the next run."""
     import torch
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
         if saved["paths"].tolist() == list(paths):
             return torch.from_numpy(saved["probs"]), saved["vectors"]
-    probs, vectors = outputs(rec, list(paths))
+    if mirror:
+        from landmark.data import load_image
+        t, probs, vectors = rec.transform(1), [], []
+        for start in range(0, len(paths), 16):
+            x = torch.stack([t(load_image(p)) for p in paths[start:start + 16]]).flip(-1)
+            p, v = rec.forward(x, 1)
+            probs.append(p)
+            vectors.append(v)
+        probs, vectors = torch.cat(probs), np.concatenate(vectors)
+    else:
+        probs, vectors = outputs(rec, list(paths))
     np.savez(cache, paths=np.asarray(paths), probs=probs.numpy(), vectors=vectors)
     return probs, vectors
 
@@ -106,10 +118,18 @@ def answer(rec, run: Path, work: Path, enrol: pd.DataFrame, e_vectors: np.ndarra
     enrol_s = time.perf_counter() - start
     rec.rescore()
     ranked = rec._score(q_probs, q_vectors, 1)
+    extract_ms = None
     if rec.confirmer is not None:
         from landmark.retrieval.local import LocalFeatureCache
+        from landmark.retrieval.scoring import needs_confirmation
         rec.confirmer.cache = LocalFeatureCache(work.parent / "local-features", rec.confirmer.matcher)
         rec.confirmer.memo = MEMO
+        start, misses = time.perf_counter(), rec.confirmer.cache.misses
+        for path, cands in zip(queries["path"], ranked):   # the queries that will be matched, extracted apart
+            if needs_confirmation(cands, frozenset(rec.classes), rec.threshold, rec.landmark_thresholds):
+                rec.confirmer.cache.get(path)
+        done = rec.confirmer.cache.misses - misses
+        extract_ms = 1000 * (time.perf_counter() - start) / done if done else None
     ranked, inliers = rec.confirm_enrolled(ranked, queries["path"].tolist(), q_vectors)
     labels = [c[0][0] if c else "" for c in ranked]
     scores = [c[0][1] if c else 0.0 for c in ranked]
@@ -118,7 +138,7 @@ def answer(rec, run: Path, work: Path, enrol: pd.DataFrame, e_vectors: np.ndarra
         label=labels, score=scores, inliers=[-1 if n is None else n for n in inliers],
         named=[d[0] for d in decided], threshold=[d[1] for d in decided]).reset_index(drop=True)
     c = rec.confirmer
-    timing = {"enrol_s": enrol_s, "matching_ms": None if c is None or not c.queries else 1000 * c.seconds / c.queries,
+    timing = {"enrol_s": enrol_s, "extract_ms": extract_ms, "matching_ms": None if c is None or not c.queries else 1000 * c.seconds / c.queries,
               "min_inliers": None if c is None else c.min_inliers}
     rec.index = original
     rec.rescore()
@@ -138,9 +158,32 @@ def rates(frame: pd.DataFrame, enrolled: list[str]) -> dict:
            "enrolled recognised": round(float((named & right)[kind == "enrolled"].mean()), 3),
            "enrolled named wrong": round(float((named & ~right)[kind == "enrolled"].mean()), 3),
            "non-landmarks named as enrolled": round(float(as_enrolled[kind == "no landmark"].mean()), 3)}
+    if (kind == "unknown").any():
+        out["unknown landmarks named as enrolled"] = round(float(as_enrolled[kind == "unknown"].mean()), 3)
     if (kind == "known").any():
         out["known still right"] = round(float((named & right)[kind == "known"].mean()), 3)
         out["known named as enrolled"] = round(float(as_enrolled[kind == "known"].mean()), 3)
+    return out
+
+
+RULES = {   # an enrolled landmark's threshold from its calibration (``calibrate_landmark``) and the run's
+    "calibrated (now)": lambda c, floor: c["threshold"],
+    "run's threshold": lambda c, floor: floor,
+    **{f"max(run's, {m:g} x impostor)": (lambda m: lambda c, floor: max(floor, m * c["impostor_score"]))(m)
+       for m in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)},
+}
+
+
+def threshold_rules(frame: pd.DataFrame, report: dict, floor: float, enrolled: list[str], n: int) -> list[dict]:
+    """The choosing set's answers under other thresholds for the enrolled landmarks (the ranking and
+    the local-feature inliers do not depend on them; trained landmarks keep the run's)."""
+    out = []
+    for name, rule in RULES.items():
+        own = {lid: rule(report[lid], floor) for lid in enrolled}
+        thr = frame["label"].map(own).fillna(floor).to_numpy()
+        named = (frame["label"] != "").to_numpy() & ((frame["score"].to_numpy() >= thr) | (frame["inliers"].to_numpy() >= CONFIRM_INLIERS))
+        named = np.where(frame["label"].isin(enrolled).to_numpy(), named, frame["named"].to_numpy())
+        out.append({"photos enrolled": n, "threshold": name, **rates(frame.assign(named=named), enrolled)})
     return out
 
 
@@ -149,6 +192,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "enrolment")
     parser.add_argument("--choose", action="store_true", help="answer the choosing set only and print its table")
     parser.add_argument("--write", type=Path, default=None, help="replace the enrolment table in this markdown file")
+    parser.add_argument("--mirror", action="store_true", help="enrol each photo's mirror image too")
     parser.add_argument("--no-confirm", action="store_true", help="no confirmation of enrolled landmarks by local features")
     args = parser.parse_args()
     from landmark import Recognizer
@@ -164,7 +208,7 @@ def main() -> None:
     reported, choosing = landmark_sets(many)
     print(f"reported: {' '.join(reported)}\nchoosing: {' '.join(choosing)}", flush=True)
     nonlandmarks = read_queries(NONLANDMARKS)
-    rows = []
+    rows, rule_rows = [], []
     for which, lids in (("choosing", choosing), ("reported", reported)):
         if which == "reported" and args.choose:
             break
@@ -172,7 +216,11 @@ def main() -> None:
         photos["rank"] = photos.groupby("landmark_id").cumcount()
         if which == "choosing":
             asked = photos[(photos["rank"] >= 5) & (photos["rank"] < 5 + CHOOSE_QUERIES)]
-            extra = half(nonlandmarks, 0).assign(truth="", kind="no landmark")
+            # negatives: the choosing half of nonlandmarks, and the landmarks_many landmarks too small for
+            # either set (never enrolled: unknown landmarks, which must not be named after an enrolled one)
+            small = many[~many["landmark_id"].isin([*reported, *choosing])]
+            extra = pd.concat([half(nonlandmarks, 0).assign(truth="", kind="no landmark"),
+                               small.assign(truth="", kind="unknown")], ignore_index=True)
         else:
             solution = pd.read_csv(MANY / "test" / "recognition_solution.csv", dtype=str, keep_default_na=False)
             test = read_queries(MANY / "test").merge(solution[["id", "landmarks"]], on="id")
@@ -186,24 +234,36 @@ def main() -> None:
                                half(nonlandmarks, 1).assign(truth="", kind="no landmark")], ignore_index=True)
         paths = list(dict.fromkeys([*photos["path"].astype(str), *extra["path"].astype(str)]))
         probs, vectors = cached_outputs(rec, paths, work / f"outputs-{which}.npz")
+        if args.mirror:
+            flipped = cached_outputs(rec, paths, work / f"outputs-{which}-mirror.npz", mirror=True)[1]
         where = {p: i for i, p in enumerate(paths)}
         for n in ENROLLED:
             enrol = photos[photos["rank"] < n]
+            e_vectors = vectors[np.array([where[str(p)] for p in enrol["path"]])]
+            if args.mirror:   # each photo's mirror image as one more photo of the landmark
+                e_vectors = np.concatenate([e_vectors, flipped[np.array([where[str(p)] for p in enrol["path"]])]])
+                enrol = pd.concat([enrol, enrol.assign(id=enrol["id"].astype(str) + "-mirror")], ignore_index=True)
             q = pd.concat([asked[asked["rank"] >= n].assign(truth=lambda f: f["landmark_id"], kind="enrolled"),
                            extra], ignore_index=True)[["path", "truth", "kind"]]
             qi = np.array([where[str(p)] for p in q["path"]])
-            ei = np.array([where[str(p)] for p in enrol["path"]])
             start = time.perf_counter()
-            frame, report, timing = answer(rec, run, work, enrol, vectors[ei], q, probs[qi], vectors[qi], f"{which}-{n}")
-            frame.to_csv(work / f"answers-{which}-{n}.csv", index=False)
-            (work / f"report-{which}-{n}.json").write_text(json.dumps(report, indent=1, default=str))
+            tag = f"{which}-{n}{'-mirror' if args.mirror else ''}"
+            frame, report, timing = answer(rec, run, work, enrol, e_vectors, q, probs[qi], vectors[qi], tag)
+            frame.to_csv(work / f"answers-{tag}.csv", index=False)
+            (work / f"report-{tag}.json").write_text(json.dumps(report, indent=1, default=str))
+            if which == "choosing":
+                rule_rows += threshold_rules(frame, report, rec.threshold, choosing, n)
             covered = pd.Series([report[lid]["coverage"] for lid in lids]).value_counts()
             rows.append({"landmarks": f"{which} ({len(lids)})", "photos enrolled": n, **rates(frame, lids),
                          "local features": "off" if timing["min_inliers"] is None else f"mnn >= {timing['min_inliers']} inliers",
+                         "ms per photo: extraction": "cached" if timing["extract_ms"] is None else round(timing["extract_ms"]),
                          "ms per query: matching": "" if timing["matching_ms"] is None else round(timing["matching_ms"]),
                          "thresholds (median)": round(float(np.median([report[lid]["threshold"] for lid in lids])), 3),
                          "coverage": " ".join(f"{k} {covered.get(k, 0)}" for k in ("good", "fair", "poor"))})
             print(markdown(rows[-1:]), f"({time.perf_counter() - start:.0f} s)", flush=True)
+    pd.DataFrame([(q, e, n) for (q, e), n in MEMO.items()], columns=["query", "photo", "inliers"]).to_csv(
+        work / "inliers.csv", index=False)   # every pair matched (choosing other inlier rules)
+    print(markdown(rule_rows))
     table = markdown(rows)
     print(table)
     if args.write and not args.choose:
