@@ -96,7 +96,14 @@ def test_the_enrolment_reply_says_how_many_photos_how_distinct_and_what_would_he
     close = calibrate_landmark(own, np.array([[0.6], [0.3], [0.55]]), rows, labels, "new", default=0.01)
     assert close["photos_nearest_own"] == 1 and close["distinct"].endswith(
         "1 of its 3 photos is closest to another of its own, the others to another landmark's: partly distinct")
-    assert "look as much like other as like each other" in close["advice"] and close["coverage"] == "fair"
+    assert "most of its photos look more like a photo of other than like each other" in close["advice"]
+    assert close["coverage"] == "poor" and apart["coverage"] == "fair"   # 3 photos: distinct or not
+    five = np.eye(6, dtype=np.float32)[:5]
+    five[:, 5] = 1.0
+    five /= np.linalg.norm(five, axis=1, keepdims=True)
+    rows5, labels5 = np.arange(5)[:, None] + 7, np.full((5, 1), "other")
+    assert calibrate_landmark(five, np.full((5, 1), 0.3), rows5, labels5, "new", default=0.01)["coverage"] == "good"
+    assert calibrate_landmark(five, np.full((5, 1), 0.6), rows5, labels5, "new", default=0.01)["coverage"] == "fair"
     one = calibrate_landmark(own[:1], np.array([[0.4]]), rows[:1], labels[:1], "new", default=0.01)
     assert one["photos_nearest_own"] is None and one["summary"].startswith(
         "1 photo; its nearest other landmark is other (similarity 0.40); with one photo how alike")
