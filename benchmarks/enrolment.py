@@ -266,8 +266,9 @@ def main() -> None:
     print(markdown(rule_rows))
     table = markdown(rows)
     print(table)
-    if args.write and not args.choose:
-        write_section(args.write, "enrolment-new", table)
+    if args.write and not args.choose and not args.mirror:
+        write_section(args.write, "enrolment-many", table)
+        write_section(args.write, "enrolment-rules", markdown(rule_rows))
 
 
 if __name__ == "__main__":
