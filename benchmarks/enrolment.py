@@ -47,7 +47,7 @@ from quality import DATA, NONLANDMARKS, ROOT, markdown, write_section  # noqa: E
 from landmark.retrieval.config import CONFIRM_INLIERS  # noqa: E402
 
 MANY = ROOT.parent / "shared" / "data" / "landmarks_many"
-ENROLLED = (1, 3, 5)
+ENROLLED = (0, 1, 3, 5)   # 0: nothing enrolled, the run as trained
 MIN_TRAIN = 6          # photos a landmark needs to be used: 5 to enrol, one more to ask
 CHOOSE_QUERIES = 10    # choosing set: its training photos 6..15
 
@@ -111,10 +111,12 @@ def answer(rec, run: Path, work: Path, enrol: pd.DataFrame, e_vectors: np.ndarra
     folder = work / f"index-{tag}"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(run / "index", folder, ignore=shutil.ignore_patterns("embeddings"))
-    emb = Embeddings(e_vectors, enrol[["id", "landmark_id", "path"]].reset_index(drop=True),
-                     model=original.meta.get("model"))
     start = time.perf_counter()
-    rec.index, result = enrol_index(folder, emb, classes=rec.classes, threshold=rec.threshold, name_of=rec.name)
+    result = {"landmarks": {}}   # nothing enrolled: the run as trained (the baseline row)
+    if len(enrol):
+        emb = Embeddings(e_vectors, enrol[["id", "landmark_id", "path"]].reset_index(drop=True),
+                         model=original.meta.get("model"))
+        rec.index, result = enrol_index(folder, emb, classes=rec.classes, threshold=rec.threshold, name_of=rec.name)
     enrol_s = time.perf_counter() - start
     rec.rescore()
     ranked = rec._score(q_probs, q_vectors, 1)
@@ -239,9 +241,9 @@ def main() -> None:
         where = {p: i for i, p in enumerate(paths)}
         for n in ENROLLED:
             enrol = photos[photos["rank"] < n]
-            e_vectors = vectors[np.array([where[str(p)] for p in enrol["path"]])]
+            e_vectors = vectors[np.array([where[str(p)] for p in enrol["path"]], dtype=int)]
             if args.mirror:   # each photo's mirror image as one more photo of the landmark
-                e_vectors = np.concatenate([e_vectors, flipped[np.array([where[str(p)] for p in enrol["path"]])]])
+                e_vectors = np.concatenate([e_vectors, flipped[np.array([where[str(p)] for p in enrol["path"]], dtype=int)]])
                 enrol = pd.concat([enrol, enrol.assign(id=enrol["id"].astype(str) + "-mirror")], ignore_index=True)
             q = pd.concat([asked[asked["rank"] >= n].assign(truth=lambda f: f["landmark_id"], kind="enrolled"),
                            extra], ignore_index=True)[["path", "truth", "kind"]]
@@ -251,20 +253,23 @@ def main() -> None:
             frame, report, timing = answer(rec, run, work, enrol, e_vectors, q, probs[qi], vectors[qi], tag)
             frame.to_csv(work / f"answers-{tag}.csv", index=False)
             (work / f"report-{tag}.json").write_text(json.dumps(report, indent=1, default=str))
-            if which == "choosing":
+            if which == "choosing" and n:
                 rule_rows += threshold_rules(frame, report, rec.threshold, choosing, n)
-            covered = pd.Series([report[lid]["coverage"] for lid in lids]).value_counts()
+            covered = pd.Series([report[lid]["coverage"] for lid in lids if lid in report]).value_counts()
             rows.append({"landmarks": f"{which} ({len(lids)})", "photos enrolled": n, **rates(frame, lids),
                          "local features": "off" if timing["min_inliers"] is None else f"mnn >= {timing['min_inliers']} inliers",
                          "ms per photo: extraction": "cached" if timing["extract_ms"] is None else round(timing["extract_ms"]),
                          "ms per query: matching": "" if timing["matching_ms"] is None else round(timing["matching_ms"]),
-                         "thresholds (median)": round(float(np.median([report[lid]["threshold"] for lid in lids])), 3),
-                         "coverage": " ".join(f"{k} {covered.get(k, 0)}" for k in ("good", "fair", "poor"))})
+                         "thresholds (median)": round(float(np.median([report[lid]["threshold"] for lid in lids])), 3)
+                         if report else "",
+                         "coverage": " ".join(f"{k} {covered.get(k, 0)}" for k in ("good", "fair", "poor"))
+                         if report else ""})
             print(markdown(rows[-1:]), f"({time.perf_counter() - start:.0f} s)", flush=True)
     pd.DataFrame([(q, e, n) for (q, e), n in MEMO.items()], columns=["query", "photo", "inliers"]).to_csv(
         work / "inliers.csv", index=False)   # every pair matched (choosing other inlier rules)
     print(markdown(rule_rows))
-    table = markdown(rows)
+    columns = list(dict.fromkeys(c for r in rows for c in r))   # the reported set's rows have more columns
+    table = markdown([{c: r.get(c, "") for c in columns} for r in rows])
     print(table)
     if args.write and not args.choose and not args.mirror:
         write_section(args.write, "enrolment-many", table)

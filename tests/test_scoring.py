@@ -103,7 +103,9 @@ def test_the_enrolment_reply_says_how_many_photos_how_distinct_and_what_would_he
     five /= np.linalg.norm(five, axis=1, keepdims=True)
     rows5, labels5 = np.arange(5)[:, None] + 7, np.full((5, 1), "other")
     assert calibrate_landmark(five, np.full((5, 1), 0.3), rows5, labels5, "new", default=0.01)["coverage"] == "good"
-    assert calibrate_landmark(five, np.full((5, 1), 0.6), rows5, labels5, "new", default=0.01)["coverage"] == "fair"
+    near = calibrate_landmark(five, np.full((5, 1), 0.6), rows5, labels5, "new", default=0.01)
+    assert near["coverage"] == "fair" and near["distinct"].endswith(
+        "none of its 5 photos is closest to another of its own: hardly distinct")
     one = calibrate_landmark(own[:1], np.array([[0.4]]), rows[:1], labels[:1], "new", default=0.01)
     assert one["photos_nearest_own"] is None and one["summary"].startswith(
         "1 photo; its nearest other landmark is other (similarity 0.40); with one photo how alike")

@@ -359,8 +359,10 @@ def _distinct_words(n: int, apart: int | None, self_sim: float | None, nearest_s
     near += f" against {self_sim:.2f} among its own photos)"
     if apart == n:
         return f"{near}; each of its photos is closest to another of its own: distinct"
+    if apart == 0:
+        return f"{near}; none of its {n} photos is closest to another of its own: hardly distinct"
     return (f"{near}; {apart} of its {n} photos {'is' if apart == 1 else 'are'} closest to another of its own, "
-            f"the others to another landmark's: {'hardly ' if apart == 0 else 'partly '}distinct")
+            f"the others to another landmark's: partly distinct")
 
 
 def counts_of(labels: Sequence[str] | np.ndarray) -> dict[str, int]:
