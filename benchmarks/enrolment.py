@@ -22,7 +22,10 @@ Two sets of landmarks, fixed by rule before any result was seen:
 
 Answers: the run's :class:`~landmark.Recognizer` with the enrolled index (reference scoring,
 enrolled landmarks confirmed by local features where the ``local`` extra is installed; their
-features are cached in ``RUNS/local-features``).
+features are cached in ``RUNS/local-features``).  ``0`` photos: nothing enrolled (the run as
+trained).  On the choosing set the answers are also read under other thresholds for the
+enrolled landmarks (:data:`RULES`); ``--mirror`` enrols each photo's mirror image as one more
+photo of its landmark (measured, not part of enrolment: docs/quality.md).
 
     .venv/bin/python benchmarks/enrolment.py --write docs/quality.md
     .venv/bin/python benchmarks/enrolment.py --choose      # the choosing set's table only
