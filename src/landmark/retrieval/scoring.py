@@ -333,7 +333,8 @@ def calibrate_landmark(own: np.ndarray, neighbour_sims: np.ndarray, neighbour_ro
     elif weakest is not None and weakest < threshold:
         advice.append("some of its photos are unlike the others: add photos between those views")
     advice = "; ".join(advice) or "well covered"
-    distinct = _distinct_words(n, apart, self_sim, nearest_sim, None if nearest is None else name_of(nearest))
+    distinct = _distinct_words(n, apart, self_sim=self_sim, nearest_sim=nearest_sim,
+                               nearest_name=None if nearest is None else name_of(nearest))
     return {"threshold": threshold, "photos": n,
             "self_similarity": None if self_sim is None else round(self_sim, 4),
             "nearest_landmark": nearest, "nearest_name": None if nearest is None else name_of(nearest),
@@ -348,7 +349,7 @@ def coverage_summary(photos: int, distinct: str, coverage: str, advice: str) -> 
     return f"{photos} photo{'s' if photos != 1 else ''}; {distinct}; coverage {coverage}: {advice}"
 
 
-def _distinct_words(n: int, apart: int | None, self_sim: float | None, nearest_sim: float | None,
+def _distinct_words(n: int, apart: int | None, *, self_sim: float | None, nearest_sim: float | None,
                     nearest_name: str | None) -> str:
     """How distinct an enrolled landmark is from its nearest neighbours, in words (the reply's ``distinct``)."""
     if nearest_name is None:
