@@ -15,7 +15,7 @@ Two sets of landmarks, fixed by rule before any result was seen:
   and their test photos; the other half of ``nonlandmarks`` (``no_landmark.half(..., 1)``) and
   landmarks13's test photos (the trained landmarks' must be named right, as before enrolment;
   its distractors must not be named after an enrolled landmark).
-* **choosing**: every other landmarks_many landmark with at least 6 training photos (26, mostly
+* **choosing**: every other landmarks_many landmark with at least 6 training photos (25, mostly
   Indian monuments of one collection).  Queries: their training photos 6 to 15 (the same for
   every n), and the choosing half of ``nonlandmarks``.  Settings are chosen on this set only
   (``--choose`` prints its table); the reported set is answered once per setting kept.
