@@ -53,7 +53,8 @@ bench: install
 	$(BIN)/python benchmarks/runtimes.py --data $(DATA) $(if $(wildcard $(RUN)/checkpoints/best.pt),--checkpoint $(RUN)/checkpoints/best.pt)
 
 # Recognition quality of every recipe on landmarks13 and the open-set protocol ("no landmark" without
-# --nonlandmarks and few-photo enrolment: benchmarks/no_landmark.py, three more runs), then at 52 classes
+# --nonlandmarks and few-photo enrolment: benchmarks/no_landmark.py, three more runs; enrolment of landmarks_many
+# landmarks into a run of all landmarks13: benchmarks/enrolment.py, one more run), then at 52 classes
 # (landmarks13 + landmarks_many); rewrites the tables in docs/quality.md (trains what runs/quality and
 # runs/many lack: about 40 min on 2 idle CPU cores for landmarks13, over an hour more for 52 classes,
 # plus the 52-class cross-validation features of two more backbones/sizes, roughly half an hour more)
@@ -61,5 +62,6 @@ quality: install
 	$(BIN)/python benchmarks/quality_cv.py --write docs/quality.md
 	$(BIN)/python benchmarks/quality.py --open-set --write docs/quality.md
 	$(BIN)/python benchmarks/no_landmark.py --write docs/quality.md
+	$(BIN)/python benchmarks/enrolment.py --write docs/quality.md
 	$(BIN)/python benchmarks/quality_many_cv.py --extract lite0@224 lite2@260 lite0@320 --write docs/quality.md
 	$(BIN)/python benchmarks/quality_many.py --open-set --analysis --write docs/quality.md

@@ -54,6 +54,10 @@ def test_three_photos_enrolled_recognise_the_landmarks_other_photos(small_run, l
     assert reply["threshold"] == cover["threshold"] >= rec.threshold > 0
     assert cover["nearest_landmark"] in ("2", "5", "9", "11") and 0 < cover["nearest_similarity"] < 1
     assert cover["advice"].startswith("add 2 more photos from other sides") and cover["coverage"] in ("fair", "poor")
+    # how many photos, how distinct from its nearest neighbours, what would help: in one sentence too
+    assert cover["photos_nearest_own"] in (0, 1, 2, 3) and cover["summary"] == (
+        f"3 photos; {cover['distinct']}; coverage {cover['coverage']}: {cover['advice']}")
+    assert f"its nearest other landmark is {cover['nearest_name']} (similarity" in cover["distinct"]
     hits = [a for a in after if a["landmark_id"] == HELD_OUT and a["verdict"] == "Kölner Dom"]
     shown = [(a["source"], a["landmark_id"], round(a["score"], 3), a["threshold"]) for a in after]
     assert len(hits) >= 0.5 * len(others), shown   # 17 of 27 measured (all 27 ranked it first)

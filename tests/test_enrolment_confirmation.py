@@ -97,6 +97,8 @@ def test_the_enrolment_reply_says_how_its_photos_match_by_local_features(photos,
     geo = report["landmarks"]["new"]["confirmation"]
     assert (geo["pairs"], geo["min_inliers"], geo["unreadable"]) == (3, 12, 0) and geo["matched_pairs"] >= 2, geo
     assert f"{geo['matched_pairs']} of 3 pairs of its photos match by local features" in report["landmarks"]["new"]["advice"]
+    assert report["landmarks"]["new"]["summary"].startswith("3 photos; its nearest other landmark is ")
+    assert report["landmarks"]["new"]["summary"].endswith(report["landmarks"]["new"]["advice"])   # the one sentence too
     items = items.assign(id=["d", "e", "f"], landmark_id="off")
     off = enrol(tmp_path / "index", Embeddings(new, items), classes=[COLOGNE, OTHER], threshold=0.1, confirm=False)
     assert off["landmarks"]["off"]["confirmation"]["local_features"].startswith("off (switched off)")

@@ -81,6 +81,36 @@ def test_calibration_sits_between_the_nearest_landmark_and_the_landmarks_own_pho
     assert single["threshold"] == pytest.approx(0.5 ** 3) and single["coverage"] == "poor"
 
 
+def test_the_enrolment_reply_says_how_many_photos_how_distinct_and_what_would_help():
+    own = np.eye(4, dtype=np.float32)[:3]
+    own[:, 3] = 1.0
+    own /= np.linalg.norm(own, axis=1, keepdims=True)    # each pair of its photos: similarity 0.5
+    rows = np.array([[7], [8], [9]])
+    labels = np.array([["other"], ["other"], ["other"]])
+    apart = calibrate_landmark(own, np.array([[0.4], [0.3], [0.45]]), rows, labels, "new", default=0.01,
+                               name_of={"other": "Hue Imperial City"}.get)
+    assert apart["photos_nearest_own"] == 3 and apart["distinct"].endswith(": distinct")
+    assert "Hue Imperial City (similarity 0.45 against 0.50 among its own photos)" in apart["distinct"]
+    assert apart["summary"].startswith("3 photos; its nearest other landmark is Hue Imperial City")
+    assert apart["summary"].endswith("coverage fair: add 2 more photos from other sides and distances")
+    close = calibrate_landmark(own, np.array([[0.6], [0.3], [0.55]]), rows, labels, "new", default=0.01)
+    assert close["photos_nearest_own"] == 1 and close["distinct"].endswith(
+        "1 of its 3 photos is closest to another of its own, the others to another landmark's: partly distinct")
+    assert "most of its photos look more like a photo of other than like each other" in close["advice"]
+    assert close["coverage"] == "poor" and apart["coverage"] == "fair"   # 3 photos: distinct or not
+    five = np.eye(6, dtype=np.float32)[:5]
+    five[:, 5] = 1.0
+    five /= np.linalg.norm(five, axis=1, keepdims=True)
+    rows5, labels5 = np.arange(5)[:, None] + 7, np.full((5, 1), "other")
+    assert calibrate_landmark(five, np.full((5, 1), 0.3), rows5, labels5, "new", default=0.01)["coverage"] == "good"
+    near = calibrate_landmark(five, np.full((5, 1), 0.6), rows5, labels5, "new", default=0.01)
+    assert near["coverage"] == "fair" and near["distinct"].endswith(
+        "none of its 5 photos is closest to another of its own: hardly distinct")
+    one = calibrate_landmark(own[:1], np.array([[0.4]]), rows[:1], labels[:1], "new", default=0.01)
+    assert one["photos_nearest_own"] is None and one["summary"].startswith(
+        "1 photo; its nearest other landmark is other (similarity 0.40); with one photo how alike")
+
+
 def test_scoring_imports_neither_torch_nor_faiss():
     code = ("import sys, landmark.retrieval.scoring; "
             "print(sorted(m for m in ('torch', 'faiss', 'pandas', 'timm') if m in sys.modules))")

@@ -773,6 +773,9 @@ def index_add(
         result = enrol(index, emb, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
+    for lid, cover in result["landmarks"].items():   # how well each is covered, in words (JSON on stdout)
+        if "summary" in cover:
+            _say(f"{lid}: {cover['summary']}")
     typer.echo(json_text({**result, "rejects": len(rejects)}))
 
 

@@ -29,7 +29,7 @@ from .embeddings import Embeddings, embed_images, embeddings_path, labelled_imag
 from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
 from .provenance import check_model, runtime_record
-from .scoring import CALIBRATION_K, calibrate_landmark, decide, verdict as verdict_words
+from .scoring import CALIBRATION_K, calibrate_landmark, coverage_summary, decide, verdict as verdict_words
 from .ranking import normalise
 from .shards import embed_shard
 
@@ -299,8 +299,9 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
     for lid, cover in report.items():   # outside the index's lock: local features take seconds
         if cover.get("calibrated", True):
             confirmation, advice = _local_coverage(index, lid, confirm)
-            report[lid] = {**cover, "confirmation": confirmation,
-                           "advice": cover["advice"] if advice is None else f"{cover['advice']}; {advice}"}
+            advice = cover["advice"] if advice is None else f"{cover['advice']}; {advice}"
+            report[lid] = {**cover, "confirmation": confirmation, "advice": advice,
+                           "summary": coverage_summary(cover["photos"], cover["distinct"], cover["coverage"], advice)}
     new = sorted(set(index.items["landmark_id"]) - before)
     return index, {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
                    "new_landmarks": new, "landmarks": report}
