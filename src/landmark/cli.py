@@ -5,7 +5,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -648,6 +648,14 @@ def _default(value) -> str:
 
 _INDEX, _KNN = _RETRIEVAL.index, _RETRIEVAL.knn
 
+# The query-embedding options `knn` and `retrieve` share (one declaration each; defaults stay the library's).
+_BatchOption = Annotated[int, typer.Option(min=1, help=_BATCH_HELP)]
+_WorkersOption = Annotated[int, typer.Option(min=0, help=_WORKERS_HELP)]
+_DeviceOption = Annotated[Optional[str], typer.Option(help=_DEVICE_HELP)]
+_OverwriteQueriesOption = Annotated[bool, typer.Option(help="replace --out and its query embeddings")]
+_RuntimeOption = Annotated[str, typer.Option(help=_RUNTIME_HELP)]
+_ThreadsOption = Annotated[Optional[int], typer.Option(min=1, help=_THREADS_HELP)]
+
 
 @index_app.command("build")
 def index_build(
@@ -757,12 +765,12 @@ def knn(
     min_inliers: Optional[int] = typer.Option(None, min=0, help="with --verify-top: queries below this are ranked "
                                               f"last ({_default(_VERIFY.min_inliers)})"),
     verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
-    batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
-    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
-    overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
-    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
-    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
+    batch_size: _BatchOption = BATCH_SIZE,
+    workers: _WorkersOption = WORKERS,
+    device: _DeviceOption = None,
+    overwrite: _OverwriteQueriesOption = False,
+    runtime: _RuntimeOption = DEFAULT_RUNTIME,
+    threads: _ThreadsOption = None,
 ) -> None:
     """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
 
@@ -820,12 +828,12 @@ def retrieve(
     qe_alpha: Optional[float] = typer.Option(None, min=0.0, help="alpha-QE weight exponent "
                                              f"({_default(_RETRIEVE.qe_alpha)})"),
     as_json: bool = typer.Option(False, "--json", help="print every query's photos (ids, paths, scores) as JSON"),
-    batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
-    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
-    overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
-    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
-    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
+    batch_size: _BatchOption = BATCH_SIZE,
+    workers: _WorkersOption = WORKERS,
+    device: _DeviceOption = None,
+    overwrite: _OverwriteQueriesOption = False,
+    runtime: _RuntimeOption = DEFAULT_RUNTIME,
+    threads: _ThreadsOption = None,
 ) -> None:
     """For each query photo, the index photos most similar to it, most similar first.
 
