@@ -161,6 +161,38 @@ def test_recognize_with_an_export_imports_no_torch(run, test_photos):
     assert done.returncode == 0 and loaded["torch"], done.stderr
 
 
+def test_tag_with_an_export_imports_no_torch(run, test_photos, tmp_path):
+    """`landmark tag` on a run with an export answers through the torch-free recogniser, in a fresh
+    interpreter: none of torch, timm, torchvision, pandas, matplotlib or onnx imported, and each
+    sidecar holds the answer `landmark recognize --model RUN` gives; with --runtime torch the same
+    command imports torch (so this test can fail)."""
+    import shutil
+    pytest.importorskip("exiv2", reason="exiv2 not installed: pip install 'landmark[tag]'")
+    from landmark.inference.tagging import read_xmp, sidecar_path
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in test_photos[:3]:
+        shutil.copy(p, photos / Path(p).name)
+    done, loaded = _recognize_in_fresh_python(["tag", str(photos), "--model", str(run)])
+    assert done.returncode == 0, done.stderr
+    assert "tagged" in done.stdout and loaded == dict.fromkeys(HEAVY, False), (loaded, done.stdout)
+    files = sorted(photos.glob("*.jpg"))
+    rec = open_recognizer(run)
+    assert isinstance(rec, InstantRecognizer)
+    for photo, answer in zip(files, rec.recognize([decode(f) for f in files])):
+        xmp = read_xmp(sidecar_path(photo))
+        assert xmp["Xmp.landmark.landmarkId"] == [answer.landmark_id]
+        assert xmp["Xmp.landmark.verdict"] == [answer.verdict]
+        assert xmp["Xmp.landmark.score"] == [f"{answer.score:.4f}"] and xmp["Xmp.landmark.scoring"] == ["reference"]
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(test_photos[0], other / "a.jpg")
+    done, loaded = _recognize_in_fresh_python(["tag", str(other), "--model", str(run), "--runtime", "torch"])
+    assert done.returncode == 0 and loaded["torch"], done.stderr
+    assert read_xmp(sidecar_path(other / "a.jpg"))["Xmp.landmark.landmarkId"] == \
+        read_xmp(sidecar_path(files[[f.name for f in files].index(Path(test_photos[0]).name)]))["Xmp.landmark.landmarkId"]
+
+
 def test_an_index_with_enrolled_landmarks_gets_the_same_answers_on_both_paths(run, l13, tmp_path):
     """Landmark 3 (Cologne Cathedral, not a class) enrolled with 3 photos: with the local extra
     installed, ``open_recognizer`` hands the index to the Recognizer (it confirms enrolled
