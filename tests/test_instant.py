@@ -179,7 +179,7 @@ def test_tag_with_an_export_imports_no_torch(run, test_photos, tmp_path):
     files = sorted(photos.glob("*.jpg"))
     rec = open_recognizer(run)
     assert isinstance(rec, InstantRecognizer)
-    for photo, answer in zip(files, rec.recognize([decode(f) for f in files])):
+    for photo, answer in zip(files, rec.recognize(files)):
         xmp = read_xmp(sidecar_path(photo))
         assert xmp["Xmp.landmark.landmarkId"] == [answer.landmark_id]
         assert xmp["Xmp.landmark.verdict"] == [answer.verdict]
@@ -191,6 +191,35 @@ def test_tag_with_an_export_imports_no_torch(run, test_photos, tmp_path):
     assert done.returncode == 0 and loaded["torch"], done.stderr
     assert read_xmp(sidecar_path(other / "a.jpg"))["Xmp.landmark.landmarkId"] == \
         read_xmp(sidecar_path(files[[f.name for f in files].index(Path(test_photos[0]).name)]))["Xmp.landmark.landmarkId"]
+
+
+def test_a_large_jpeg_gets_the_same_answer_from_predict_recognize_and_tag(run, test_photos, tmp_path):
+    """A camera-sized JPEG (landmarks13 photos are all under 1024 px: one is enlarged 5x in the test)
+    is decoded by JPEG draft to at least twice the model's side everywhere (as predict decodes it):
+    `landmark predict`, `landmark recognize` and `landmark tag` give the same landmark and score."""
+    import shutil
+    pytest.importorskip("exiv2", reason="exiv2 not installed: pip install 'landmark[tag]'")
+    from typer.testing import CliRunner
+
+    from landmark.cli import app
+    from landmark.inference import predict
+    from landmark.inference.tagging import read_xmp, sidecar_path
+    folder = tmp_path / "big"
+    folder.mkdir()
+    with Image.open(test_photos[1]) as im:
+        im.convert("RGB").resize((im.width * 5, im.height * 5), Image.BICUBIC).save(folder / "big.jpg", quality=92)
+    batch, _ = predict(run, folder, workers=0)
+    want = (batch["landmark_id"].iat[0], f"{batch['score'].iat[0]:.5f}")
+    done = CliRunner().invoke(app, ["recognize", str(folder / "big.jpg"), "--model", str(run), "--json"])
+    assert done.exit_code == 0, done.output
+    said = json.loads(done.stdout)[0]
+    assert (said["landmark_id"], f"{said['score']:.5f}") == want
+    assert (open_recognizer(run).recognize(folder / "big.jpg")[0].landmark_id,) == want[:1]
+    shutil.copytree(folder, tmp_path / "lib")
+    done = CliRunner().invoke(app, ["tag", str(tmp_path / "lib"), "--model", str(run)])
+    assert done.exit_code == 0, done.output
+    xmp = read_xmp(sidecar_path(tmp_path / "lib" / "big.jpg"))
+    assert (xmp["Xmp.landmark.landmarkId"][0], xmp["Xmp.landmark.score"][0]) == (want[0], f"{float(want[1]):.4f}")
 
 
 def test_an_index_with_enrolled_landmarks_gets_the_same_answers_on_both_paths(run, l13, tmp_path):

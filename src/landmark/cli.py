@@ -944,7 +944,7 @@ def recognize(
     good, errors = [], []
     for k, path in enumerate(photos):
         try:
-            good.append((k, path, decode(path)))
+            good.append((k, path, decode(path, draft=rec.draft(tta))))   # the pixels predict decodes
         except ImageError as err:
             errors.append({"source": str(path), "error": str(err)})
     answers = rec.recognize([img for _, _, img in good], top_k=top_k, tta=tta,

@@ -124,6 +124,11 @@ class InstantRecognizer:
         """How answers are scored, in words (:func:`landmark.inference.answers.scoring_line`)."""
         return scoring_line(self.scoring, None if self.index is None else len(self.index), self._counts, self.classes)
 
+    def draft(self, tta: int = 1) -> int:
+        """Pixels a JPEG path or bytes is decoded to at least (Pillow draft), as ``landmark predict``
+        decodes it (:meth:`Recognizer.draft <landmark.inference.recognizer.Recognizer.draft>`)."""
+        return DRAFT_FACTOR * self.preprocess.side(tta)
+
     def name(self, landmark_id: str) -> str:
         """Readable name of a landmark (its id when none is known), safe to print."""
         return display_name(landmark_id, self.names.get(str(landmark_id)))
@@ -143,7 +148,7 @@ class InstantRecognizer:
         photos = []
         for k, item in enumerate(items):
             try:
-                photos.append(decode(item, draft=DRAFT_FACTOR * self.preprocess.side(1)))
+                photos.append(decode(item, draft=self.draft(1)))
             except ImageError as err:
                 raise ImageError(f"{sources[k]}: {err}") from None
         answers: list[Answer] = []

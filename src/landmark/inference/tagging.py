@@ -387,11 +387,28 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
     bar = tqdm(unit="photo", desc="tag", disable=not progress, file=sys.stderr)
     batch: list[tuple[Path, object, object]] = []   # (photo, decoded image, XmpData)
 
+    def draft() -> int | None:
+        """JPEGs are decoded as ``landmark predict`` and ``recognize`` decode them (shrunk by JPEG
+        draft to at least twice the model's side: the same pixels, the same answer), once the
+        recogniser is loaded; before that (the first batch) in full, and again at :func:`flush`."""
+        own = getattr(loaded[0], "draft", None) if loaded else None   # a stand-in recogniser may have none
+        return own(1) if own is not None else None
+
     def flush() -> None:
         if not batch:
             return
         if not loaded:
             loaded.append(recognizer())
+        for k, (photo, image, data) in enumerate(batch):
+            if image is None:   # read before the recogniser was loaded: again, at its draft size (if any)
+                try:
+                    batch[k] = (photo, load_image(photo, draft=draft()), data)
+                except (ImageError, OSError) as err:   # changed since it was first read
+                    summary.unreadable.append((str(photo), str(err)))
+                    bar.update(1)
+        batch[:] = [b for b in batch if b[1] is not None]
+        if not batch:
+            return
         answers = loaded[0].recognize([image for _, image, _ in batch], sources=[str(p) for p, _, _ in batch])
         for (photo, _, data), answer in zip(batch, answers):
             try:
@@ -427,12 +444,13 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
             bar.update(1)
             continue
         try:
-            image = load_image(photo)
+            size = draft()
+            image = load_image(photo, draft=size)   # read before the model loads: an unreadable photo never loads it
         except (ImageError, OSError) as err:
             summary.unreadable.append((str(photo), str(err)))
             bar.update(1)
             continue
-        batch.append((photo, image, data))
+        batch.append((photo, image if size is not None else None, data))
         if len(batch) >= batch_size:
             flush()
     flush()
