@@ -70,10 +70,34 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
     loader = image_loader(queries, rec.preprocess.decode_transform(tta), batch_size=max(1, batch_size // tta),
                           workers=workers, draft=draft, threads=threads and workers > 0)
     best, rejects = {}, []
+    paths = queries["path"].astype(str).to_numpy()
     for batch in good_batches(loader, rejects, f"predict (tta={tta})"):
         x = rec.preprocess.finish_batch(batch["image"], tta)
-        best.update(zip(batch["index"].tolist(), (c[0] for c in rec.rank(x, tta, top_k=1))))
+        rows = batch["index"].tolist()
+        if getattr(rec, "confirmer", None) is None:
+            best.update(zip(rows, (c[0] for c in rec.rank(x, tta, top_k=1))))
+            continue
+        # enrolled landmarks confirmed by local features, as Recognizer.recognize does (the photo
+        # decoded as it decodes it; only photos that need it are read again)
+        probs, vectors = rec.forward(x, tta)
+        ranked, inliers = rec.confirm_enrolled(rec._score(probs, vectors, 1), _Decoded(paths[rows], rec.draft(tta)),
+                                               vectors)
+        best.update((r, (*(cands[0] if cands else ("", 0.0)), n)) for r, cands, n in zip(rows, ranked, inliers))
     return answers_frame(rec, queries, best), rejects
+
+
+class _Decoded:
+    """Photos decoded on access (``photos[i]``: the path's RGB image at JPEG draft ``draft``)."""
+
+    def __init__(self, paths, draft: int):
+        self.paths, self.draft = list(paths), draft
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from .answers import decode
+        return decode(self.paths[i], draft=self.draft)
 
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = TTA, batch_size: int = BATCH_SIZE,
