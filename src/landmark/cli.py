@@ -806,7 +806,9 @@ def knn(
                                            ("--verify-top", verify_top), ("--min-inliers", min_inliers),
                                            ("--verify-cache", verify_cache)) if value is not None]
     if vote_flags and not voting:
-        _fail(ValueError(f"{', '.join(vote_flags)} only apply with --scoring knn-vote (the default, reference, "
+        one = len(vote_flags) == 1
+        _fail(ValueError(f"{', '.join(vote_flags)} {'is an option' if one else 'are options'} of the kNN vote: add "
+                         f"--scoring knn-vote, or leave {'it' if one else 'them'} out (the default scoring, reference, "
                          "answers as predict and recognize do)"))
     from .data import write_rejects
     from .data.kaggle import write_submission

@@ -190,8 +190,8 @@ def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Pat
                                        ("verify settings", config is not None and config.verify != VerifyConfig()))
               if given]
     if voting:
-        raise ValueError(f"{', '.join(voting)} only apply to the kNN vote (scoring knn-vote); the default "
-                         f"reference scoring answers as predict and recognize do")
+        raise ValueError(f"{', '.join(voting)}: settings of the kNN vote, used only with scoring='knn-vote' (the "
+                         f"default scoring, reference, answers as predict and recognize do)")
     if str(images).endswith(".npy"):
         raise ValueError(f"{images}: query embeddings are scored by the kNN vote only (scoring knn-vote); give the "
                          f"photos (a folder, a CSV or one photo) to answer as predict and recognize do")
