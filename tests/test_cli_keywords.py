@@ -52,8 +52,10 @@ def test_library_steps_take_settings_by_keyword():
 
     from landmark.data.download import download_csv
     from landmark.data.gldv2_shards import download_shards
+    from landmark.inference.predict import knn_predict
     from landmark.retrieval import embeddings, knn, pipeline
-    steps = [pipeline.embed_checkpoint, pipeline.index_embeddings, pipeline.build_index, pipeline.knn_predict,
+    steps = [pipeline.embed_checkpoint, pipeline.index_embeddings, pipeline.build_index, pipeline.knn_vote_predict,
+             knn_predict,
              pipeline.image_frame, embeddings.embed_images, knn.recognise, knn.verify_rerank, download_csv,
              download_shards]
     for fn in steps:

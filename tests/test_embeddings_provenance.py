@@ -80,7 +80,7 @@ def test_index_add_refuses_vectors_of_another_model(made, tmp_path):
 
 def test_knn_refuses_queries_nonlandmarks_and_checkpoint_of_another_model(made, tmp_path):
     base = ["knn", str(made / "a.pt"), "--index", str(made / "idx"), "--out", str(tmp_path / "s.csv"),
-            "--workers", "0", "--runtime", "torch"]
+            "--workers", "0", "--runtime", "torch", "--scoring", "knn-vote"]   # query embeddings: the kNN vote
     line = one_error_line(runner.invoke(app, base + ["--images", str(made / "b.npy")]))
     assert "the queries of" in line and "were made by model b.pt" in line
     line = one_error_line(runner.invoke(app, base + ["--images", str(made / "a.npy"),
@@ -124,7 +124,8 @@ def test_files_without_a_record_load_with_a_warning(made, tmp_path):
         assert enrol(fresh_index(made, tmp_path), old)["skipped_duplicates"] == 8
     with pytest.warns(ProvenanceWarning, match="the queries of .*no model recorded"):
         result = runner.invoke(app, ["knn", str(made / "a.pt"), "--index", str(made / "idx"), "--images",
-                                     str(tmp_path / "old.npy"), "--out", str(tmp_path / "s.csv"), "--runtime", "torch"])
+                                     str(tmp_path / "old.npy"), "--out", str(tmp_path / "s.csv"), "--runtime", "torch",
+                                     "--scoring", "knn-vote"])
     assert result.exit_code == 0, result.output
 
 

@@ -5,6 +5,7 @@ are not named after it, and a restarted Recognizer answers as the service did.""
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -67,3 +68,28 @@ def test_three_photos_enrolled_recognise_the_landmarks_other_photos(small_run, l
     # a restart answers as the service did: the calibrated threshold is stored with the index
     again = Recognizer.load(small_run, index=folder).recognize(others)
     assert [(a.landmark_id, a.verdict) for a in again] == [(a["landmark_id"], a["verdict"]) for a in after]
+    # and so do predict and knn over that index (enrolled landmarks confirmed by local features there too)
+    from typer.testing import CliRunner
+
+    from landmark.cli import app
+    from landmark.inference import predict
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    confirmed = [p for p, a in zip(others, after) if a["inliers"] is not None and a["score"] < a["threshold"]
+                 and a["is_landmark"]]   # named only because local features matched one of its photos
+    assert confirmed, [(a["source"], a["inliers"], a["score"], a["threshold"]) for a in after]
+    for p in dict.fromkeys(confirmed[:4] + others[:4]):
+        (queries / p.name).symlink_to(p)
+    batch, _ = predict(small_run, queries, index=folder, workers=0)
+    served = {Path(a["source"]).stem: a for a in after}
+    want = [(served[i]["landmark_id"], served[i]["verdict"]) for i in batch["id"]]
+    scores = [served[i]["score"] for i in batch["id"]]
+    assert list(zip(batch["landmark_id"], batch["verdict"])) == want
+    np.testing.assert_allclose(batch["score"], scores, rtol=1e-4)
+    res = CliRunner().invoke(app, ["knn", str(small_run / "checkpoints" / "best.pt"), "--index", str(folder),
+                                   "--images", str(queries), "--out", str(tmp_path / "knn.csv"), "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    knn = pd.read_csv(tmp_path / "knn.answers.csv", dtype={"id": str, "landmark_id": str}, keep_default_na=False)
+    knn = knn.set_index("id").loc[batch["id"]]
+    assert list(zip(knn["landmark_id"], knn["verdict"])) == want
+    np.testing.assert_allclose(knn["score"], scores, rtol=1e-4)

@@ -161,6 +161,67 @@ def test_recognize_with_an_export_imports_no_torch(run, test_photos):
     assert done.returncode == 0 and loaded["torch"], done.stderr
 
 
+def test_tag_with_an_export_imports_no_torch(run, test_photos, tmp_path):
+    """`landmark tag` on a run with an export answers through the torch-free recogniser, in a fresh
+    interpreter: none of torch, timm, torchvision, pandas, matplotlib or onnx imported, and each
+    sidecar holds the answer `landmark recognize --model RUN` gives; with --runtime torch the same
+    command imports torch (so this test can fail)."""
+    import shutil
+    pytest.importorskip("exiv2", reason="exiv2 not installed: pip install 'landmark[tag]'")
+    from landmark.inference.tagging import read_xmp, sidecar_path
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in test_photos[:3]:
+        shutil.copy(p, photos / Path(p).name)
+    done, loaded = _recognize_in_fresh_python(["tag", str(photos), "--model", str(run)])
+    assert done.returncode == 0, done.stderr
+    assert "tagged" in done.stdout and loaded == dict.fromkeys(HEAVY, False), (loaded, done.stdout)
+    files = sorted(photos.glob("*.jpg"))
+    rec = open_recognizer(run)
+    assert isinstance(rec, InstantRecognizer)
+    for photo, answer in zip(files, rec.recognize(files)):
+        xmp = read_xmp(sidecar_path(photo))
+        assert xmp["Xmp.landmark.landmarkId"] == [answer.landmark_id]
+        assert xmp["Xmp.landmark.verdict"] == [answer.verdict]
+        assert xmp["Xmp.landmark.score"] == [f"{answer.score:.4f}"] and xmp["Xmp.landmark.scoring"] == ["reference"]
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(test_photos[0], other / "a.jpg")
+    done, loaded = _recognize_in_fresh_python(["tag", str(other), "--model", str(run), "--runtime", "torch"])
+    assert done.returncode == 0 and loaded["torch"], done.stderr
+    assert read_xmp(sidecar_path(other / "a.jpg"))["Xmp.landmark.landmarkId"] == \
+        read_xmp(sidecar_path(files[[f.name for f in files].index(Path(test_photos[0]).name)]))["Xmp.landmark.landmarkId"]
+
+
+def test_a_large_jpeg_gets_the_same_answer_from_predict_recognize_and_tag(run, test_photos, tmp_path):
+    """A camera-sized JPEG (landmarks13 photos are all under 1024 px: one is enlarged 5x in the test)
+    is decoded by JPEG draft to at least twice the model's side everywhere (as predict decodes it):
+    `landmark predict`, `landmark recognize` and `landmark tag` give the same landmark and score."""
+    import shutil
+    pytest.importorskip("exiv2", reason="exiv2 not installed: pip install 'landmark[tag]'")
+    from typer.testing import CliRunner
+
+    from landmark.cli import app
+    from landmark.inference import predict
+    from landmark.inference.tagging import read_xmp, sidecar_path
+    folder = tmp_path / "big"
+    folder.mkdir()
+    with Image.open(test_photos[1]) as im:
+        im.convert("RGB").resize((im.width * 5, im.height * 5), Image.BICUBIC).save(folder / "big.jpg", quality=92)
+    batch, _ = predict(run, folder, workers=0)
+    want = (batch["landmark_id"].iat[0], f"{batch['score'].iat[0]:.5f}")
+    done = CliRunner().invoke(app, ["recognize", str(folder / "big.jpg"), "--model", str(run), "--json"])
+    assert done.exit_code == 0, done.output
+    said = json.loads(done.stdout)[0]
+    assert (said["landmark_id"], f"{said['score']:.5f}") == want
+    assert (open_recognizer(run).recognize(folder / "big.jpg")[0].landmark_id,) == want[:1]
+    shutil.copytree(folder, tmp_path / "lib")
+    done = CliRunner().invoke(app, ["tag", str(tmp_path / "lib"), "--model", str(run)])
+    assert done.exit_code == 0, done.output
+    xmp = read_xmp(sidecar_path(tmp_path / "lib" / "big.jpg"))
+    assert (xmp["Xmp.landmark.landmarkId"][0], xmp["Xmp.landmark.score"][0]) == (want[0], f"{float(want[1]):.4f}")
+
+
 def test_an_index_with_enrolled_landmarks_gets_the_same_answers_on_both_paths(run, l13, tmp_path):
     """Landmark 3 (Cologne Cathedral, not a class) enrolled with 3 photos: with the local extra
     installed, ``open_recognizer`` hands the index to the Recognizer (it confirms enrolled

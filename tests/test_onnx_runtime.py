@@ -316,7 +316,8 @@ def test_knn_gives_the_same_answers_with_either_runtime(tiny, photos, tmp_path):
     for rt in ("torch", "onnx"):
         out = tmp_path / f"knn_{rt}.csv"
         result = runner.invoke(app, ["knn", str(ckpt), "--index", str(tmp_path / "idx"), "--images", str(photos),
-                                     "--out", str(out), "--k", "3", "--workers", "0", "--runtime", rt])
+                                     "--out", str(out), "--scoring", "knn-vote", "--k", "3", "--workers", "0",
+                                     "--runtime", rt])
         assert result.exit_code == 0, result.output
         subs[rt] = pd.read_csv(out, dtype=str).sort_values("id").reset_index(drop=True)
     assert len(subs["torch"]) == 6 and subs["torch"]["landmarks"].str.startswith("7 ").all()

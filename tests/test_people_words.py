@@ -92,13 +92,40 @@ def test_reference_thumbnails_by_id_only(client, indexed, l13):
         assert refused.status_code == 404 and "image" not in refused.headers["content-type"], bad
 
 
+@pytest.mark.slow
+def test_nearest_photos_come_from_the_retrieval_and_are_served_by_id_only(client, indexed, l13):
+    """Issue 22 on the web page: the page asks POST /v1/retrieve for the nearest photos; every id it
+    returns (those of Recognizer.retrieve) is served as a JPEG thumbnail; paths, file names and ids not
+    in the index get a 404, never a file."""
+    page = client.get("/").text
+    assert "v1/retrieve?top_k=" in page and "Nearest photos in the index" in page
+    photo = image_path(l13, PHOTO, "test")
+    res = client.post("/v1/retrieve?top_k=6", files={"file": ("p.jpg", photo.read_bytes(), "image/jpeg")})
+    assert res.status_code == 200, res.text
+    images = res.json()["results"][0]["images"]
+    assert [n["id"] for n in images] == [n.id for n in indexed.retrieve(photo, top_k=6)[0]] and len(images) == 6
+    assert all(set(n) == {"id", "landmark_id", "name", "similarity"} for n in images)   # no server paths
+    for n in images:
+        thumb = client.get(f"/v1/references/{n['id']}/thumbnail")
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg", n
+        assert Image.open(io.BytesIO(thumb.content)).format == "JPEG"
+    indexed_path = indexed.index.items.set_index("id").loc[images[0]["id"], "path"]
+    from urllib.parse import quote
+    for bad in [quote(str(photo), safe=""), quote(str(indexed_path), safe=""), Path(indexed_path).name, "..", "0",
+                quote("../" + images[0]["id"], safe=""), images[0]["id"] + ".jpg"]:
+        refused = client.get(f"/v1/references/{bad}/thumbnail")
+        assert 400 <= refused.status_code < 500 and "image" not in refused.headers["content-type"], bad
+    assert client.post(f"/v1/references/{images[0]['id']}/thumbnail").status_code == 405
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.mark.slow
 def test_web_page_words_first_details_folded(indexed, l13, tmp_path):
-    """The page shows the verdict and its words, the reference photos as pictures (not ids), and keeps
-    the numbers in a closed <details>; no console error, no broken picture."""
+    """The page shows the verdict and its words, the reference photos and the nearest photos of the
+    index as pictures (not ids), and keeps the numbers in closed <details>; no console error, no
+    broken picture."""
     playwright = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is not installed (make browser)")
@@ -130,6 +157,14 @@ def test_web_page_words_first_details_folded(indexed, l13, tmp_path):
                 assert not broken, broken
                 visible = page.inner_text(".card .info")
                 assert all(n.id not in visible for n in expected.neighbours)   # pictures, not ids
+                # the nearest photos of the index (the retrieval of POST /v1/retrieve) as named pictures
+                near = indexed.retrieve(photo, top_k=6)[0]
+                assert page.locator(".nearest img").count() == len(near) > 0
+                captions = page.locator(".nearest figcaption").all_inner_texts()
+                assert [c.splitlines()[0] for c in captions] == [n.name for n in near]
+                assert all(c.endswith("alike") for c in captions)
+                assert page.evaluate("document.querySelector('.card details.nearest-numbers').open") is False
+                assert all(n.id not in visible for n in near)
                 page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
                 browser.close()
             assert not errors, errors

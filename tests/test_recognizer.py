@@ -94,7 +94,7 @@ def test_index_gives_knn_scores_and_named_neighbours(recognizer_run, recognizer_
     import pandas as pd
 
     from landmark import Recognizer
-    from landmark.retrieval.pipeline import knn_predict
+    from landmark.retrieval.pipeline import knn_vote_predict
     # any index of this checkpoint answers with the one scoring path (reference scores); kNN voting on request
     assert Recognizer.load(recognizer_run, index=recognizer_index).scoring == "reference"
     rec = Recognizer.load(recognizer_run, index=recognizer_index, scoring="knn")
@@ -109,10 +109,10 @@ def test_index_gives_knn_scores_and_named_neighbours(recognizer_run, recognizer_
         assert a.neighbours[0].name in ("Machu Picchu", "Petra Jordan")
     truth = solution.set_index("id").loc[ids, "landmarks"].tolist()
     assert sum(a.landmark_id == t for a, t in zip(answers, truth)) >= 4
-    # the same scores as `landmark knn` over the same index
+    # the same scores as `landmark knn --scoring knn-vote` over the same index
     (l13_csv := recognizer_index.parent / "q.csv").write_text(
         "id,path\n" + "".join(f"{i},{p}\n" for i, p in zip(ids, paths)))
-    batch, _, _ = knn_predict(recognizer_run / "checkpoints" / "best.pt", recognizer_index, l13_csv,
+    batch, _, _ = knn_vote_predict(recognizer_run / "checkpoints" / "best.pt", recognizer_index, l13_csv,
                               work=recognizer_index.parent / "work", workers=0, overwrite=True)
     assert batch["landmark_id"].tolist() == [a.landmark_id for a in answers]
     assert batch["name"].tolist() == [a.name for a in answers]

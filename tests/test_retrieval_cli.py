@@ -1,4 +1,5 @@
-"""End to end on real photos: build an index, enrol a landmark held out of it, recognise it by kNN."""
+"""End to end on real photos: build an index, enrol a landmark held out of it, recognise it by the kNN vote
+(``landmark knn --scoring knn-vote``: an ImageNet backbone with an untrained head, so the vote alone)."""
 import json
 
 import pandas as pd
@@ -41,7 +42,8 @@ def test_enrol_new_landmark_and_recognise_it(tmp_path, l13, imagenet_checkpoint,
     def recognise(name: str) -> pd.DataFrame:
         out = tmp_path / f"{name}.csv"
         res = runner.invoke(app, ["knn", str(imagenet_checkpoint), "--index", str(idx), "--images",
-                                  str(tmp_path / "queries.csv"), "--out", str(out), "--k", "5", "--workers", "0"])
+                                  str(tmp_path / "queries.csv"), "--out", str(out), "--scoring", "knn-vote", "--k", "5",
+                                  "--workers", "0"])
         assert res.exit_code == 0, res.output
         from landmark.data.kaggle import read_submission
         return read_submission(out).set_index("id")

@@ -53,6 +53,20 @@ def test_bad_preset_is_one_line_naming_the_presets(tmp_path):
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and "index.kind" in res.output
 
 
+def test_knn_refuses_options_of_the_vote_without_scoring_knn_vote(tmp_path):
+    """`landmark knn` answers through the one scoring path by default; an option of the kNN vote without
+    --scoring knn-vote is refused in one line before anything loads, and an unknown scoring too."""
+    base = ["knn", str(tmp_path / "m.pt"), "--index", str(tmp_path), "--images", str(tmp_path),
+            "--out", str(tmp_path / "k.csv")]
+    for extra, said in ((["--k", "5"], "--k is an option of the kNN vote"),
+                        (["--preset", "verified", "--p", "2"], "--preset, --p are options of the kNN vote"),
+                        (["--scoring", "vote"], "choose one of reference, knn-vote")):
+        res = CliRunner().invoke(app, base + extra)
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 2 and len(lines) == 1 and said in lines[0], res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_yaml_file_and_bad_fields(tmp_path):
     good = tmp_path / "mine.yaml"
     good.write_text("knn:\n  k: 20\nverify:\n  top: 5\n")

@@ -1,6 +1,7 @@
 """The one scoring path (issue 21): "no landmark" chosen without non-landmark photos
-(leave-class-out), the same answer (name, score, verdict) through predict, the Recognizer with the
-run's index or a copy given as --index, and the HTTP service; the scoring module imports no torch."""
+(leave-class-out), the same answer (name, score, verdict) through predict, recognize, knn, the
+Recognizer with the run's index or a copy given as --index, and the HTTP service, with and without an
+index; the scoring module imports no torch."""
 import json
 import shutil
 import subprocess
@@ -190,13 +191,43 @@ def test_a_run_without_nonlandmarks_chooses_its_threshold_by_leave_class_out(sma
     assert alone["reference"] < stored["reference"]
 
 
-@pytest.mark.slow
-def test_same_answer_through_predict_recognizer_index_copy_and_service(small_run, l13, tmp_path):
+def _triples(answers) -> list[tuple[str, float, str]]:
+    """(name, score, verdict) of each answer: Answer objects, the service's / recognize --json's
+    dicts, or an answers frame (predict, knn)."""
+    if isinstance(answers, pd.DataFrame):
+        return list(zip(answers["name"].astype(str), answers["score"].astype(float), answers["verdict"].astype(str)))
+    get = (lambda x, k: x[k]) if isinstance(answers[0], dict) else getattr
+    return [(str(get(x, "name")), float(get(x, "score")), str(get(x, "verdict"))) for x in answers]
+
+
+def _same(answers, expected, where: str) -> None:
+    """Identical names and verdicts, scores equal to 4 significant digits (float32 network outputs)."""
+    got, want = _triples(answers), _triples(expected)
+    assert [(n, v) for n, _, v in got] == [(n, v) for n, _, v in want], where
+    np.testing.assert_allclose([s for _, s, _ in got], [s for _, s, _ in want], rtol=1e-4, err_msg=where)
+
+
+def _served(rec, paths: list[Path], index_dir: Path | None) -> list[dict]:
     from fastapi.testclient import TestClient
 
-    from landmark import Recognizer
-    from landmark.inference import predict
     from landmark.serving import create_app
+    with TestClient(create_app(rec, token=TOKEN, index_dir=index_dir)) as client:
+        res = client.post("/v1/recognize", files=[("file", (p.name, p.read_bytes(), "image/jpeg")) for p in paths])
+    assert res.status_code == 200, res.text
+    return res.json()["answers"]
+
+
+@pytest.mark.slow
+def test_same_answer_through_predict_recognize_knn_recognizer_and_service(small_run, l13, tmp_path):
+    """Issue 21, one scoring path: the same photos get the same (name, score, verdict) from
+    `landmark predict`, `landmark recognize`, `landmark knn` (default scoring), the Recognizer
+    (the run's own index or a copy given as --index) and the service, with the index; and from
+    predict --classifier-only, the Recognizer and the service without one (knn always has one)."""
+    from typer.testing import CliRunner
+
+    from landmark import Recognizer
+    from landmark.cli import app
+    from landmark.inference import predict
     folder = tmp_path / "q"
     truth = queries(l13, folder)
     copy = tmp_path / "my-index"
@@ -208,15 +239,31 @@ def test_same_answer_through_predict_recognizer_index_copy_and_service(small_run
     assert "of 4 landmarks" in own.scoring_line()
     paths = [Path(p) for p in batch["path"]]
     a, b = own.recognize(paths), given.recognize(paths)
-    with TestClient(create_app(given, token=TOKEN, index_dir=copy)) as client:
-        res = client.post("/v1/recognize", files=[("file", (p.name, p.read_bytes(), "image/jpeg")) for p in paths])
-    served = res.json()["answers"]
-    assert res.status_code == 200
-    for answers in (a, b, served):
-        get = (lambda x, k: x[k]) if isinstance(answers[0], dict) else getattr
-        assert [get(x, "landmark_id") for x in answers] == batch["landmark_id"].tolist()
-        assert [get(x, "verdict") for x in answers] == batch["verdict"].tolist()
-        np.testing.assert_allclose([get(x, "score") for x in answers], batch["score"], rtol=1e-4)
+    runner = CliRunner()
+    knn_out = tmp_path / "knn.csv"
+    res = runner.invoke(app, ["knn", str(small_run / "checkpoints" / "best.pt"), "--index", str(copy), "--images",
+                              str(folder), "--out", str(knn_out), "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["scoring"] == "reference"
+    knn = pd.read_csv(tmp_path / "knn.answers.csv", dtype={"id": str, "landmark_id": str, "name": str, "verdict": str},
+                      keep_default_na=False).set_index("id").loc[batch["id"]].reset_index()
+    res = runner.invoke(app, ["recognize", *map(str, paths), "--model", str(small_run), "--json"])
+    assert res.exit_code == 0, res.output
+    recognized = json.loads(res.stdout)
+    for answers, where in ((a, "Recognizer, run index"), (b, "Recognizer, --index copy"), (knn, "landmark knn"),
+                           (recognized, "landmark recognize"), (_served(given, paths, copy), "service")):
+        _same(answers, batch, where)
+        if where != "landmark recognize":   # the same ids as predict (recognize --json names the file)
+            ids = answers["landmark_id"] if isinstance(answers, pd.DataFrame) else \
+                [x["landmark_id"] if isinstance(x, dict) else x.landmark_id for x in answers]
+            assert list(ids) == batch["landmark_id"].tolist(), where
+    assert (knn["score"].to_numpy() == batch["score"].to_numpy()).all()   # knn runs predict's very loop
+    # without an index: the classifier alone, the same everywhere
+    alone, _ = predict(small_run, folder, workers=0, index=False)
+    bare = Recognizer.load(small_run, index=False)
+    assert bare.scoring == "classifier"
+    _same(bare.recognize(paths), alone, "Recognizer without index")
+    _same(_served(bare, paths, None), alone, "service without index")
     # the run knows its landmarks: most of their test photos named right, the non-landmarks not named
     shown = [(Path(x.source).name, truth[Path(x.source).name], x.landmark_id, round(x.score, 4)) for x in a]
     right = sum(x.is_landmark and x.landmark_id == truth[Path(x.source).name] for x in a)

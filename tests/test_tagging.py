@@ -86,6 +86,10 @@ def test_sidecars_read_back_by_the_library(rec, recognizer_run, library):
             assert "Xmp.dc.subject" not in xmp and "Xmp.lr.hierarchicalSubject" not in xmp
         assert _sha(photo) == before[photo]   # the photo itself is untouched
     assert file_sha256(recognizer_run / "checkpoints" / "best.pt") == tagging.model_identity(recognizer_run)
+    # predict / knn / embed on the tagged library: its sidecars are not photos (they were listed as unreadable)
+    from landmark.data import read_queries
+    listed = read_queries(library)["path"].tolist()
+    assert not [p for p in listed if p.endswith(".xmp")] and len(listed) == 5, listed   # 4 photos + broken.jpg
 
 
 def test_exiftool_reads_the_keywords(rec, library):

@@ -13,7 +13,7 @@ The whole job in a few lines::
     answer, = rec.recognize("photo.jpg")
     print(answer.name, answer.score, answer.is_landmark)
 
-    settings = landmark.load_retrieval_config("exact")   # retrieval: embed -> index -> kNN
+    settings = landmark.load_retrieval_config("exact")   # retrieval: embed -> index -> recognise against it
     emb, rejects, info = landmark.embed_checkpoint(best, landmark.image_frame(data="../shared/data/landmarks13"),
                                                    "runs/py/emb.npy")
     landmark.build_index(emb, "runs/py/idx", params=settings.index, model_info=info)
@@ -38,7 +38,7 @@ _EXPORTS = {
     "RunFolder": "runs", "resume": "training", "train": "training",
     "RetrievalConfig": "retrieval.config", "load_retrieval_config": "retrieval.config",
     "image_frame": "retrieval.pipeline", "embed_checkpoint": "retrieval.pipeline", "build_index": "retrieval.pipeline",
-    "enrol": "retrieval.pipeline", "knn_predict": "retrieval.pipeline",
+    "enrol": "retrieval.pipeline", "knn_predict": "inference.predict", "knn_vote_predict": "retrieval.pipeline",
     "load_embeddings": "retrieval.embeddings", "LandmarkIndex": "retrieval.index",
 }
 

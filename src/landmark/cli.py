@@ -5,7 +5,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -16,7 +16,8 @@ from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
 from .io import json_text
 from .models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, ENGINES, MAX_THREADS_PER_CPU, check_engine
-from .retrieval.config import RANSAC_THRESHOLD_PX, RetrievalConfig, check_threshold, retrieval_presets
+from .retrieval.config import (KNN_SCORING, KNN_SCORINGS, RANSAC_THRESHOLD_PX, RetrievalConfig, check_threshold,
+                               retrieval_presets)
 from .serving.settings import MAX_BATCH_WINDOW_MS, ServeSettings
 
 # Every default below is read from the library's own settings (these modules import
@@ -691,6 +692,14 @@ def _default(value) -> str:
 
 _INDEX, _KNN = _RETRIEVAL.index, _RETRIEVAL.knn
 
+# The query-embedding options `knn` and `retrieve` share (one declaration each; defaults stay the library's).
+_BatchOption = Annotated[int, typer.Option(min=1, help=_BATCH_HELP)]
+_WorkersOption = Annotated[int, typer.Option(min=0, help=_WORKERS_HELP)]
+_DeviceOption = Annotated[Optional[str], typer.Option(help=_DEVICE_HELP)]
+_OverwriteQueriesOption = Annotated[bool, typer.Option(help="replace --out and its query embeddings")]
+_RuntimeOption = Annotated[str, typer.Option(help=_RUNTIME_HELP)]
+_ThreadsOption = Annotated[Optional[int], typer.Option(min=1, help=_THREADS_HELP)]
+
 
 @index_app.command("build")
 def index_build(
@@ -786,7 +795,10 @@ def knn(
     index: Path = typer.Option(..., help="index folder (landmark index build)"),
     images: Path = typer.Option(..., help="query folder, CSV with an id column, or query embeddings .npy"),
     out: Path = typer.Option(Path("submission.csv"), help="Kaggle submission to write (id,landmarks)"),
-    preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    scoring: str = typer.Option(KNN_SCORING, help=f"{' | '.join(KNN_SCORINGS)}: reference = the one scoring path (the "
+                                "answers of predict, recognize and the service); knn-vote = the kNN vote, an "
+                                "alternative kept for benchmarks, whose settings are the options below"),
+    preset: Optional[str] = typer.Option(None, help=_PRESET_HELP + " (--scoring knn-vote)"),
     k: Optional[int] = typer.Option(None, min=1, help=f"neighbours that vote ({_default(_KNN.k)})"),
     p: Optional[float] = typer.Option(None, help=f"vote weight = similarity ** p ({_default(_KNN.p)})"),
     combine: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="classifier weight w: score = (1-w) knn + "
@@ -803,36 +815,53 @@ def knn(
     min_inliers: Optional[int] = typer.Option(None, min=0, help="with --verify-top: queries below this are ranked "
                                               f"last ({_default(_VERIFY.min_inliers)})"),
     verify_cache: Optional[Path] = typer.Option(None, help="local-feature cache (default OUT.local_features)"),
-    batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
-    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
-    overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
-    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
-    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
+    batch_size: _BatchOption = BATCH_SIZE,
+    workers: _WorkersOption = WORKERS,
+    device: _DeviceOption = None,
+    overwrite: _OverwriteQueriesOption = False,
+    runtime: _RuntimeOption = DEFAULT_RUNTIME,
+    threads: _ThreadsOption = None,
 ) -> None:
-    """Recognise landmarks by kNN voting over an index; writes a Kaggle submission.
+    """Recognise landmarks against an index; writes a Kaggle submission.
 
-    Also writes OUT.answers.csv (id, landmark_id, score, name, verdict: the
-    name or "no landmark"), OUT.queries.npy (query embeddings),
-    OUT.rejects.csv and, with --nonlandmarks, OUT.nonlandmarks.npy.
+    By default the answers of predict, recognize and the service (--scoring reference: the
+    classifier's answer confirmed by the index's photos, enrolled landmarks by their photos).
+    --scoring knn-vote votes by the nearest photos instead (docs/retrieval.md), with the
+    options from --preset on.  Also writes OUT.answers.csv (id, landmark_id, score, name,
+    verdict: the name or "no landmark"), OUT.rejects.csv and, with knn-vote,
+    OUT.queries.npy (query embeddings) and, with --nonlandmarks, OUT.nonlandmarks.npy.
     """
+    if scoring not in KNN_SCORINGS:
+        _fail(ValueError(f"--scoring {scoring!r}: choose one of {', '.join(KNN_SCORINGS)}"))
     knn_flags = {"k": k, "p": p, "classifier_weight": combine, "nonlandmark_k": nonlandmark_k,
                  "nonlandmark_weight": nonlandmark_weight, "reject_below": reject_below}
     settings = _retrieval_settings(preset, knn=knn_flags,
                                    verify={"top": verify_top, "min_inliers": min_inliers})
+    voting = scoring == "knn-vote"
     work = out.with_suffix("")
     answers_file, rejects_file = (out.with_name(out.stem + suffix) for suffix in (".answers.csv", ".rejects.csv"))
     from .io import embedding_files
     _refuse_overwrite([out, rejects_file, answers_file]
-                      + (embedding_files(f"{work}.queries") if not str(images).endswith(".npy") else [])
-                      + (embedding_files(f"{work}.nonlandmarks") if nonlandmarks and not str(nonlandmarks).endswith(
-                          ".npy") else []), overwrite)
+                      + (embedding_files(f"{work}.queries") if voting and not str(images).endswith(".npy") else [])
+                      + (embedding_files(f"{work}.nonlandmarks") if voting and nonlandmarks
+                         and not str(nonlandmarks).endswith(".npy") else []), overwrite)
     _require(("--index", index), ("--images", images), ("--nonlandmarks", nonlandmarks))  # before any query is embedded
+    vote_flags = [flag for flag, value in (("--preset", preset), ("--k", k), ("--p", p), ("--combine", combine),
+                                           ("--nonlandmarks", nonlandmarks), ("--nonlandmark-weight", nonlandmark_weight),
+                                           ("--nonlandmark-k", nonlandmark_k), ("--reject-below", reject_below),
+                                           ("--verify-top", verify_top), ("--min-inliers", min_inliers),
+                                           ("--verify-cache", verify_cache)) if value is not None]
+    if vote_flags and not voting:
+        one = len(vote_flags) == 1
+        _fail(ValueError(f"{', '.join(vote_flags)} {'is an option' if one else 'are options'} of the kNN vote: add "
+                         f"--scoring knn-vote, or leave {'it' if one else 'them'} out (the default scoring, reference, "
+                         "answers as predict and recognize do)"))
     from .data import write_rejects
     from .data.kaggle import write_submission
-    from .retrieval.pipeline import knn_predict
+    from .inference.predict import knn_predict
     try:
-        predictions, rejects, result = knn_predict(checkpoint, index, images=images, work=work, config=settings,
+        predictions, rejects, result = knn_predict(checkpoint, index, images=images, scoring=scoring,
+                                                   work=work if voting else None, config=settings if voting else None,
                                                    nonlandmarks=nonlandmarks, verify_cache=verify_cache,
                                                    batch_size=batch_size, workers=workers, device=device,
                                                    overwrite=overwrite, runtime=runtime, threads=threads)
@@ -841,11 +870,11 @@ def knn(
         _fail(err)
     predictions.to_csv(answers_file, index=False)
     write_rejects(rejects, rejects_file)
-    typer.echo(json_text({"submission": str(out), "answers": str(answers_file),
+    typer.echo(json_text({"submission": str(out), "answers": str(answers_file), "scoring": scoring,
                            "images": len(predictions), "rejects": len(rejects),
                            "rejects_file": str(rejects_file),
                            "predicted": int((predictions["landmark_id"] != "").sum()),
-                           "verification_failures": len(result.failures or [])}))
+                           "verification_failures": len(result.failures or []) if result is not None else 0}))
 
 
 _RETRIEVE = _RETRIEVAL.retrieve
@@ -866,12 +895,12 @@ def retrieve(
     qe_alpha: Optional[float] = typer.Option(None, min=0.0, help="alpha-QE weight exponent "
                                              f"({_default(_RETRIEVE.qe_alpha)})"),
     as_json: bool = typer.Option(False, "--json", help="print every query's photos (ids, paths, scores) as JSON"),
-    batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
-    workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
-    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
-    overwrite: bool = typer.Option(False, help="replace --out and its query embeddings"),
-    runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
-    threads: Optional[int] = typer.Option(None, min=1, help=_THREADS_HELP),
+    batch_size: _BatchOption = BATCH_SIZE,
+    workers: _WorkersOption = WORKERS,
+    device: _DeviceOption = None,
+    overwrite: _OverwriteQueriesOption = False,
+    runtime: _RuntimeOption = DEFAULT_RUNTIME,
+    threads: _ThreadsOption = None,
 ) -> None:
     """For each query photo, the index photos most similar to it, most similar first.
 
@@ -963,7 +992,7 @@ def recognize(
     good, errors = [], []
     for k, path in enumerate(photos):
         try:
-            good.append((k, path, decode(path)))
+            good.append((k, path, decode(path, draft=rec.draft(tta))))   # the pixels predict decodes
         except ImageError as err:
             errors.append({"source": str(path), "error": str(err)})
     answers = rec.recognize([img for _, _, img in good], top_k=top_k, tta=tta,

@@ -33,7 +33,8 @@ import pandas as pd
 from ..io import read_csv
 
 # Files that are never images, skipped when a directory of queries is listed.
-NOT_IMAGES = {".csv", ".md", ".txt", ".json", ".yaml", ".yml", ".tsv", ".py"}
+NOT_IMAGES = {".csv", ".md", ".txt", ".json", ".yaml", ".yml", ".tsv", ".py",
+              ".xmp"}   # XMP sidecars, which `landmark tag` writes beside photos
 # Metadata operating systems leave beside photos (lower-case names); a hidden file that is
 # none of these (``.x.jpg``) is a photo like any other.
 OS_JUNK = {".ds_store": "macOS folder settings", "thumbs.db": "Windows thumbnail cache",

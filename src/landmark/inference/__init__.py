@@ -10,7 +10,7 @@ import types
 
 from .._lazy import lazy_exports
 
-_EXPORTS = {"predict": "predict", "predict_images": "predict", "tta_vote": "predict"}
+_EXPORTS = {"predict": "predict", "predict_images": "predict", "tta_vote": "predict", "knn_predict": "predict"}
 
 
 class _Package(types.ModuleType):

@@ -219,3 +219,22 @@ def check_index_model(index, path: Path, model) -> None:
     mine = {"checkpoint": str(path), "sha256": sha, "image_size": recorded.get("image_size") or 0}  # sizes: load()
     check_model(mine, recorded, f"the vectors of {path}",
                 "this index", fix="give the checkpoint the index was built with, or build an index with this one")
+
+
+def read_names(source: str | Path | dict | None) -> dict[str, str]:
+    """Landmark names from a dict, a GLDv2 folder / ``train_label_to_category.csv``, or a CSV
+    with ``landmark_id,name`` columns (torch-free: pandas is imported only for a file)."""
+    if source is None or isinstance(source, dict):
+        return {str(k): str(v) for k, v in (source or {}).items()}
+    import pandas as pd
+
+    from ..data.gldv2 import category_name, read_categories
+    source = Path(source)
+    if source.is_dir():
+        return {k: category_name(v) for k, v in read_categories(source).items()}
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    if {"landmark_id", "category"} <= set(frame.columns):
+        return {k: category_name(v) for k, v in zip(frame["landmark_id"], frame["category"])}
+    if {"landmark_id", "name"} <= set(frame.columns):
+        return dict(zip(frame["landmark_id"], frame["name"]))
+    raise ValueError(f"{source} needs the columns landmark_id,category (GLDv2) or landmark_id,name")

@@ -41,7 +41,7 @@ from ..retrieval.config import REJECT_THRESHOLD, check_threshold
 from ..retrieval.confirm import available as confirm_available, enrolled_landmarks
 from ..retrieval.scoring import REFERENCE_K, checked_landmark_thresholds, counts_of, decide, rank
 from .answers import (DRAFT_FACTOR, Answer, Candidate, ImageError, ImageInput, Neighbour, check_index_model, decode,
-                      resolve_checkpoint, run_index, scoring_line, scoring_mode, stored_threshold)
+                      read_names, resolve_checkpoint, run_index, scoring_line, scoring_mode, stored_threshold)
 
 log = logging.getLogger(RUNTIME_LOGGER)
 
@@ -76,6 +76,8 @@ class InstantRecognizer:
         index: the run's reference index (:class:`~landmark.retrieval.index_reader.ReadOnlyIndex`)
             or None (the classifier alone).
         threshold: "no landmark" below it (None: the one stored in the export for the scoring mode).
+        names: landmark id -> name, added to (and overriding) the export's and the index's
+            (:meth:`Recognizer.load <landmark.inference.recognizer.Recognizer.load>`'s ``names``, read).
 
     It never confirms enrolled landmarks by local features (ALIKED needs PyTorch): for an index
     with enrolled landmarks :func:`open_recognizer` loads the Recognizer instead where the
@@ -86,7 +88,8 @@ class InstantRecognizer:
             Recognizer), of another backbone, image size or dimension.
     """
 
-    def __init__(self, model: OnnxModel, index=None, threshold: float | None = None):
+    def __init__(self, model: OnnxModel, index=None, threshold: float | None = None,
+                 names: dict[str, str] | None = None):
         check_threshold(threshold)
         self.runtime, self.index = model, index
         self.classes = [str(c) for c in model.classes]
@@ -102,8 +105,8 @@ class InstantRecognizer:
         self.landmark_thresholds = (checked_landmark_thresholds(index.meta)
                                     if index is not None and threshold is None and self.scoring == "reference" else {})
         self._counts = counts_of(index.labels) if index is not None else {}
-        names = model.names or {}
-        self.names = {**names, **(index.meta.get("names", {}) if index is not None else {})}
+        names, names_given = model.names or {}, names
+        self.names = {**names, **(index.meta.get("names", {}) if index is not None else {}), **(names_given or {})}
         if index is not None:
             built = index.meta.get("model") or {}
             backbone = model.spec.backbone if model.spec is not None else None
@@ -120,6 +123,11 @@ class InstantRecognizer:
     def scoring_line(self) -> str:
         """How answers are scored, in words (:func:`landmark.inference.answers.scoring_line`)."""
         return scoring_line(self.scoring, None if self.index is None else len(self.index), self._counts, self.classes)
+
+    def draft(self, tta: int = 1) -> int:
+        """Pixels a JPEG path or bytes is decoded to at least (Pillow draft), as ``landmark predict``
+        decodes it (:meth:`Recognizer.draft <landmark.inference.recognizer.Recognizer.draft>`)."""
+        return DRAFT_FACTOR * self.preprocess.side(tta)
 
     def name(self, landmark_id: str) -> str:
         """Readable name of a landmark (its id when none is known), safe to print."""
@@ -140,7 +148,7 @@ class InstantRecognizer:
         photos = []
         for k, item in enumerate(items):
             try:
-                photos.append(decode(item, draft=DRAFT_FACTOR * self.preprocess.side(1)))
+                photos.append(decode(item, draft=self.draft(1)))
             except ImageError as err:
                 raise ImageError(f"{sources[k]}: {err}") from None
         answers: list[Answer] = []
@@ -212,7 +220,8 @@ def instant_model(source: str | Path, runtime: str = DEFAULT_RUNTIME, device: st
 
 def open_recognizer(source: str | Path, index: str | Path | None = None, nonlandmarks: str | Path | None = None,
                     threshold: float | None = None, device: str | None = None, runtime: str = DEFAULT_RUNTIME,
-                    threads: int | None = None, tta: int = 1, explain: bool = False):
+                    threads: int | None = None, tta: int = 1, explain: bool = False,
+                    names: str | Path | dict | None = None):
     """The recogniser ``landmark recognize`` answers with: :class:`InstantRecognizer` when
     ``source`` has a usable ONNX export and nothing asked needs PyTorch (module docstring),
     else :meth:`Recognizer.load <landmark.inference.recognizer.Recognizer.load>` with the same
@@ -222,6 +231,8 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
         source: a run folder, a ``.pt`` checkpoint or a ``.onnx`` export.
         index: an index folder (None: the run's own ``RUN/index``).
         tta, explain: what the caller will ask (voting and saliency need the Recognizer).
+        names: extra landmark names (:func:`~landmark.inference.answers.read_names`: a dict, a CSV
+            ``landmark_id,name``, a GLDv2 folder), overriding the stored ones on either path.
         Others: as :meth:`Recognizer.load <landmark.inference.recognizer.Recognizer.load>`.
 
     Returns:
@@ -247,7 +258,7 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
         elif ref is None or scoring_mode(ref, classes) != "knn":
             if ref is not None:
                 check_index_model(ref, path, model)
-            rec = InstantRecognizer(model, ref, threshold)
+            rec = InstantRecognizer(model, ref, threshold, names=read_names(names))
             note = "without PyTorch" if path.suffix.lower() == ".onnx" else f"auto: the export of {path.name}, without PyTorch"
             log.info("%s", runtime_line(model, note))
             log.info("scoring: %s", rec.scoring_line())
@@ -258,4 +269,4 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
     if why and runtime != "torch":
         log.debug("PyTorch recogniser: %s", why)
     return Recognizer.load(source, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
-                           runtime=runtime, threads=threads)
+                           runtime=runtime, threads=threads, names=names)

@@ -10,10 +10,11 @@ import pandas as pd
 
 from ..data import Reject, read_queries
 from ..data.dataset import good_batches, image_loader
-from ..defaults import BATCH_SIZE, TTA
+from ..defaults import BATCH_SIZE, TTA, WORKERS
 from ..models import LandmarkNet
 from ..models.runtime import Runtime, decode_threads, decode_workers, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, check_engine
+from ..retrieval.config import KNN_SCORING, KNN_SCORINGS, KnnConfig, RetrievalConfig, VerifyConfig
 from .voting import DRAFT_FACTOR, TTA_ORDER, answers_frame, check_tta, tta_vote, vote_scores  # noqa: F401 (re-exported)
 
 def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess: dict, queries: pd.DataFrame,
@@ -69,10 +70,34 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
     loader = image_loader(queries, rec.preprocess.decode_transform(tta), batch_size=max(1, batch_size // tta),
                           workers=workers, draft=draft, threads=threads and workers > 0)
     best, rejects = {}, []
+    paths = queries["path"].astype(str).to_numpy()
     for batch in good_batches(loader, rejects, f"predict (tta={tta})"):
         x = rec.preprocess.finish_batch(batch["image"], tta)
-        best.update(zip(batch["index"].tolist(), (c[0] for c in rec.rank(x, tta, top_k=1))))
+        rows = batch["index"].tolist()
+        if getattr(rec, "confirmer", None) is None:
+            best.update(zip(rows, (c[0] for c in rec.rank(x, tta, top_k=1))))
+            continue
+        # enrolled landmarks confirmed by local features, as Recognizer.recognize does (the photo
+        # decoded as it decodes it; only photos that need it are read again)
+        probs, vectors = rec.forward(x, tta)
+        ranked, inliers = rec.confirm_enrolled(rec._score(probs, vectors, 1), _Decoded(paths[rows], rec.draft(tta)),
+                                               vectors)
+        best.update((r, (*(cands[0] if cands else ("", 0.0)), n)) for r, cands, n in zip(rows, ranked, inliers))
     return answers_frame(rec, queries, best), rejects
+
+
+class _Decoded:
+    """Photos decoded on access (``photos[i]``: the path's RGB image at JPEG draft ``draft``)."""
+
+    def __init__(self, paths, draft: int):
+        self.paths, self.draft = list(paths), draft
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from .answers import decode
+        return decode(self.paths[i], draft=self.draft)
 
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = TTA, batch_size: int = BATCH_SIZE,
@@ -113,3 +138,67 @@ def predict(checkpoint: str | Path, images: str | Path, tta: int = TTA, batch_si
         raise ValueError(f"{images} holds no image files")
     rec = Recognizer.load(checkpoint, index=index, device=device, runtime=runtime, threads=threads)
     return recognize_queries(rec, queries, tta, batch_size, workers=workers)
+
+
+def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Path, *,
+                scoring: str = KNN_SCORING, work: str | Path | None = None, config: RetrievalConfig | None = None,
+                nonlandmarks: str | Path | None = None, verify_cache: str | Path | None = None,
+                batch_size: int = BATCH_SIZE, workers: int | None = WORKERS, device: str | None = None,
+                overwrite: bool = False, runtime: str = DEFAULT_RUNTIME, threads: int | None = None):
+    """Recognise query photos against an index (``landmark knn``).
+
+    ``scoring="reference"`` (the default) answers through the one scoring path
+    (:mod:`landmark.retrieval.scoring`): ``checkpoint`` loaded as a
+    :class:`~landmark.inference.recognizer.Recognizer` over ``index_dir`` and the photos run
+    through :func:`recognize_queries`, the very loop of :func:`predict`, so each photo gets the
+    same landmark, score and verdict as ``landmark predict --index DIR``, ``recognize``, the
+    Recognizer and the service.  ``scoring="knn-vote"`` is the similarity-weighted kNN vote
+    (:func:`landmark.retrieval.pipeline.knn_vote_predict`, settings ``config.knn``/``config.verify``,
+    ``nonlandmarks``, ``verify_cache``, ``work``), a named alternative kept for benchmarks.
+
+    Args:
+        images: query folder, CSV or one photo; ``knn-vote`` also takes query embeddings ``.npy``.
+        work: with ``knn-vote``: path prefix of the query (and non-landmark) embeddings it writes.
+        config: with ``reference`` only the index section may differ from the defaults (it is
+            not used: the index is built already).
+        batch_size, workers, device, runtime, threads: as :func:`predict`.
+
+    Returns:
+        (predictions ``id, landmark_id, score, name, verdict`` (+ ``path`` with ``reference``),
+        one row per query, unreadable ones with an empty landmark and verdict ``unreadable``;
+        the rejects; the kNN vote's :class:`~landmark.retrieval.knn.Recognition`, None with
+        ``reference``).
+
+    Raises:
+        FileNotFoundError: no checkpoint, index or images.
+        ValueError: an unknown ``scoring``; kNN-vote settings (``config.knn``/``config.verify``
+            other than the defaults, ``nonlandmarks``, ``verify_cache``) or an embeddings ``.npy``
+            with ``reference``; ``knn-vote`` without ``work``; as :meth:`Recognizer.load`.
+    """
+    if scoring not in KNN_SCORINGS:
+        raise ValueError(f"scoring {scoring!r}: choose one of {', '.join(KNN_SCORINGS)}")
+    if scoring == "knn-vote":
+        from ..retrieval.pipeline import knn_vote_predict
+        if work is None:
+            raise ValueError("knn-vote scoring writes the query embeddings: give work=PATH_PREFIX")
+        return knn_vote_predict(checkpoint, index_dir, images, work=work, config=config, nonlandmarks=nonlandmarks,
+                                verify_cache=verify_cache, batch_size=batch_size, workers=workers, device=device,
+                                overwrite=overwrite, runtime=runtime, threads=threads)
+    voting = [name for name, given in (("nonlandmarks", nonlandmarks is not None),
+                                       ("verify_cache", verify_cache is not None),
+                                       ("knn settings", config is not None and config.knn != KnnConfig()),
+                                       ("verify settings", config is not None and config.verify != VerifyConfig()))
+              if given]
+    if voting:
+        raise ValueError(f"{', '.join(voting)}: settings of the kNN vote, used only with scoring='knn-vote' (the "
+                         f"default scoring, reference, answers as predict and recognize do)")
+    if str(images).endswith(".npy"):
+        raise ValueError(f"{images}: query embeddings are scored by the kNN vote only (scoring knn-vote); give the "
+                         f"photos (a folder, a CSV or one photo) to answer as predict and recognize do")
+    from .recognizer import Recognizer
+    queries = read_queries(images)
+    if queries.empty:
+        raise ValueError(f"{images} holds no image files")
+    rec = Recognizer.load(checkpoint, index=index_dir, device=device, runtime=runtime, threads=threads)
+    predictions, rejects = recognize_queries(rec, queries, tta=1, batch_size=batch_size, workers=workers)
+    return predictions, rejects, None

@@ -69,25 +69,8 @@ from ..retrieval.config import REJECT_THRESHOLD, RetrieveConfig, check_threshold
 from ..retrieval.pipeline import rank_index
 # torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
 from .answers import (  # noqa: F401
-    Answer, Candidate, ImageInput, Neighbour, check_index_model, decode, resolve_checkpoint, run_index, scoring_line,
-    scoring_mode, stored_threshold)
-
-
-def read_names(source: str | Path | dict | None) -> dict[str, str]:
-    """Landmark names from a dict, a GLDv2 folder / ``train_label_to_category.csv``, or a CSV
-    with ``landmark_id,name`` columns."""
-    from ..data.gldv2 import category_name, read_categories
-    if source is None or isinstance(source, dict):
-        return {str(k): str(v) for k, v in (source or {}).items()}
-    source = Path(source)
-    if source.is_dir():
-        return {k: category_name(v) for k, v in read_categories(source).items()}
-    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-    if {"landmark_id", "category"} <= set(frame.columns):
-        return {k: category_name(v) for k, v in zip(frame["landmark_id"], frame["category"])}
-    if {"landmark_id", "name"} <= set(frame.columns):
-        return dict(zip(frame["landmark_id"], frame["name"]))
-    raise ValueError(f"{source} needs the columns landmark_id,category (GLDv2) or landmark_id,name")
+    Answer, Candidate, ImageInput, Neighbour, check_index_model, decode, read_names, resolve_checkpoint, run_index,
+    scoring_line, scoring_mode, stored_threshold)
 
 
 class Recognizer:

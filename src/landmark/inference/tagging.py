@@ -1,7 +1,8 @@
 """``landmark tag``: write what the recogniser saw where photo software reads it (XMP).
 
 For each photo below the given files and folders (walked as it goes, never listed whole first)
-the :class:`~landmark.inference.recognizer.Recognizer` answers in batches, and the answer is
+the recogniser of ``landmark recognize`` (:func:`~landmark.inference.instant.open_recognizer`: the
+torch-free one on a run with an ONNX export, else the PyTorch Recognizer) answers in batches, and the answer is
 written to the photo's XMP **sidecar** ``photo.jpg.xmp`` (the name darktable and digiKam write
 and Immich reads; docs/tagging.md), or with ``in_place=True`` into the photo's own XMP packet
 (what Lightroom reads for JPEG/TIFF/DNG):
@@ -391,7 +392,8 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
     """Recognise every photo below ``paths`` and write the answers as XMP (module docstring).
 
     Args:
-        recognizer: a loaded :class:`~landmark.inference.recognizer.Recognizer`, or a function
+        recognizer: a loaded recogniser (:class:`~landmark.inference.recognizer.Recognizer` or
+            :class:`~landmark.inference.instant.InstantRecognizer`), or a function
             without arguments that loads one: called at the first photo to recognise, so a run
             that finds every photo tagged already never loads the model.
         paths: photo files and folders (walked recursively by :func:`walk_photos`).
@@ -417,11 +419,28 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
     bar = tqdm(unit="photo", desc="tag", disable=not progress, file=sys.stderr)
     batch: list[tuple[Path, object, object]] = []   # (photo, decoded image, XmpData)
 
+    def draft() -> int | None:
+        """JPEGs are decoded as ``landmark predict`` and ``recognize`` decode them (shrunk by JPEG
+        draft to at least twice the model's side: the same pixels, the same answer), once the
+        recogniser is loaded; before that (the first batch) in full, and again at :func:`flush`."""
+        own = getattr(loaded[0], "draft", None) if loaded else None   # a stand-in recogniser may have none
+        return own(1) if own is not None else None
+
     def flush() -> None:
         if not batch:
             return
         if not loaded:
             loaded.append(recognizer())
+        for k, (photo, image, data) in enumerate(batch):
+            if image is None:   # read before the recogniser was loaded: again, at its draft size (if any)
+                try:
+                    batch[k] = (photo, load_image(photo, draft=draft()), data)
+                except (ImageError, OSError) as err:   # changed since it was first read
+                    summary.unreadable.append((str(photo), str(err)))
+                    bar.update(1)
+        batch[:] = [b for b in batch if b[1] is not None]
+        if not batch:
+            return
         answers = loaded[0].recognize([image for _, image, _ in batch], sources=[str(p) for p, _, _ in batch])
         for (photo, _, data), answer in zip(batch, answers):
             try:
@@ -458,12 +477,13 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
                 bar.update(1)
                 continue
             try:
-                image = load_image(photo)
+                size = draft()
+                image = load_image(photo, draft=size)   # read before the model loads: an unreadable photo never loads it
             except (ImageError, OSError) as err:
                 summary.unreadable.append((str(photo), str(err)))
                 bar.update(1)
                 continue
-            batch.append((photo, image, data))
+            batch.append((photo, image if size is not None else None, data))
             if len(batch) >= batch_size:
                 flush()
         flush()
@@ -489,12 +509,16 @@ def model_identity(source: str | Path, runtime=None) -> str:
 def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, batch_size: int = TAG_BATCH,
         threshold: float | None = None, names: str | Path | None = None, progress: bool = True,
         **load) -> TagSummary:
-    """Load ``model`` (a run folder or checkpoint, as :meth:`Recognizer.load`) and tag ``photos``
-    (:func:`tag_photos`); a checkpoint is loaded only when a photo needs recognising (a run over
-    a library tagged already reads the sidecars and stops).  ``names``: a CSV ``landmark_id,name``
-    whose names replace the stored ones; ``threshold``: the "no landmark" threshold instead of the
-    run's; ``load``: further keywords of :meth:`Recognizer.load` (``index``, ``device``, ``runtime``,
-    ``threads``).
+    """Load ``model`` (a run folder or checkpoint) and tag ``photos`` (:func:`tag_photos`); a
+    checkpoint is loaded only when a photo needs recognising (a run over a library tagged already
+    reads the sidecars and stops).  The recogniser is the one ``landmark recognize --model`` uses
+    (:func:`~landmark.inference.instant.open_recognizer`): on a run with an ONNX export the
+    torch-free :class:`~landmark.inference.instant.InstantRecognizer` (no PyTorch imported: about
+    a quarter of the memory, docs/tagging.md), else the PyTorch
+    :class:`~landmark.inference.recognizer.Recognizer`; the same answers either way.  ``names``: a
+    CSV ``landmark_id,name`` whose names replace the stored ones; ``threshold``: the "no landmark"
+    threshold instead of the run's; ``load``: further keywords of ``open_recognizer`` (``index``,
+    ``device``, ``runtime``, ``threads``).
 
     Raises:
         ImportError: exiv2 is not installed (checked before the model loads).
@@ -505,8 +529,8 @@ def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, 
         if not Path(path).exists():
             raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
     def load_recognizer():
-        from .recognizer import Recognizer
-        return Recognizer.load(model, threshold=threshold, names=names, **load)
+        from .instant import open_recognizer   # torch only where no export answers (docs/runtime.md)
+        return open_recognizer(model, threshold=threshold, names=names, **load)
     if resolve_checkpoint(model).suffix.lower() == ".onnx":   # its identity is in the export's metadata
         rec = load_recognizer()
         return tag_photos(rec, photos, model_identity(model, rec.runtime), in_place=in_place,

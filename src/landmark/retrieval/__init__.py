@@ -6,8 +6,10 @@ The job from Python, each step one call that writes a reloadable artifact::
     from landmark import retrieval as r
     emb, rejects, info = r.embed_checkpoint("runs/l13/checkpoints/best.pt", r.image_frame(data="DATA"), "emb.npy")
     r.build_index(emb, "runs/l13-index", params=r.load_retrieval_config("exact").index, model_info=info)
-    predictions, rejects, result = r.knn_predict("runs/l13/checkpoints/best.pt", "runs/l13-index", "photos/",
-                                                 work="runs/knn", config=r.load_retrieval_config("verified"))
+    predictions, rejects, result = r.knn_vote_predict("runs/l13/checkpoints/best.pt", "runs/l13-index", "photos/",
+                                                      work="runs/knn", config=r.load_retrieval_config("verified"))
+
+(the kNN vote, kept for benchmarks; ``landmark.knn_predict`` answers through the one scoring path).
 
 Names are imported on first use (PEP 562): ``landmark.retrieval.config`` (the settings) is
 importable without loading torch, FAISS or OpenCV.
@@ -27,7 +29,7 @@ _EXPORTS = {
     # file-level steps (what the command line calls)
     "image_frame": "pipeline", "embed_checkpoint": "pipeline", "embed_checkpoint_shard": "pipeline",
     "index_embeddings": "pipeline",
-    "build_index": "pipeline", "enrol": "pipeline", "knn_predict": "pipeline",
+    "build_index": "pipeline", "enrol": "pipeline", "knn_vote_predict": "pipeline",
     # geometric verification
     "FeatureCache": "verification", "LocalFeatures": "verification", "MatchResult": "verification",
     "count_inliers": "verification", "local_features": "verification", "match": "verification",

@@ -46,6 +46,13 @@ GeometricModel = Literal["fundamental", "homography"]
 #: different scales (a kNN vote of 10 neighbours at cosine 0.6 is 0.6^3 = 0.22).
 REJECT_THRESHOLD = {"classifier": 0.40, "reference": 0.10, "knn": 0.15}
 
+#: How ``landmark knn`` / :func:`landmark.inference.predict.knn_predict` score: ``reference`` (the
+#: default: the one scoring path of :mod:`landmark.retrieval.scoring`, the same answers as
+#: ``predict``, ``recognize``, the Recognizer and the service) or ``knn-vote`` (the similarity-weighted
+#: kNN vote of :mod:`landmark.retrieval.knn`, kept as a named alternative for benchmarks).
+KNN_SCORINGS = ("reference", "knn-vote")
+KNN_SCORING = KNN_SCORINGS[0]
+
 #: RANSAC inlier thresholds in pixels of the resized (<= ``VerifyConfig.max_side`` px) images,
 #: per geometric model (:func:`landmark.retrieval.verification.ransac_inliers`).
 RANSAC_THRESHOLD_PX: dict[str, float] = {"fundamental": 3.0, "homography": 6.0}

@@ -6,7 +6,7 @@ benchmark scripts and Python users call the same code::
 
     emb, rejects, info = embed_checkpoint(ckpt, image_frame(data="DATA"), "runs/emb.npy")
     build_index(emb, "runs/idx", params=load_retrieval_config("exact").index, model_info=info)
-    predictions, rejects, result = knn_predict(ckpt, "runs/idx", "photos/", work="runs/knn")
+    predictions, rejects, result = knn_vote_predict(ckpt, "runs/idx", "photos/", work="runs/knn")
 
 Settings come from :mod:`landmark.retrieval.config` (presets ``exact``, ``ivfpq``, ``verified``).
 """
@@ -385,14 +385,17 @@ def index_model(index_dir: str | Path) -> dict:
     return LandmarkIndex.load(index_dir).meta.get("model", {})
 
 
-def knn_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Path, *, work: str | Path,
+def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str | Path, *, work: str | Path,
                 config: RetrievalConfig | None = None, nonlandmarks: str | Path | None = None,
                 verify_cache: str | Path | None = None, batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
                 device: str | None = None, overwrite: bool = False, runtime: str = DEFAULT_RUNTIME,
                 threads: int | None = None) -> tuple[pd.DataFrame, list[Reject], Recognition]:
-    """Embed queries (and the non-landmark set) with ``checkpoint`` and recognise them by kNN.
+    """Embed queries (and the non-landmark set) with ``checkpoint`` and recognise them by kNN voting.
 
-    The checkpoint is loaded once.
+    The named alternative to the one scoring path (``landmark knn --scoring knn-vote``,
+    :func:`landmark.inference.predict.knn_predict` with ``scoring="knn-vote"``), kept for the
+    benchmarks that compare methods (docs/retrieval.md): its scores are votes, not the reference
+    scores ``predict``/``recognize``/the service give.  The checkpoint is loaded once.
 
     Args:
         images: query folder or CSV; or an embeddings ``.npy`` already made with this checkpoint.
@@ -469,7 +472,7 @@ def _index_image_size(index: LandmarkIndex, engine: Runtime) -> int:
 
 def _with_names(predictions: pd.DataFrame, names: dict, config: KnnConfig, index: LandmarkIndex,
                 unreadable: set) -> pd.DataFrame:
-    """Add ``name`` and ``verdict`` columns (see :func:`knn_predict`)."""
+    """Add ``name`` and ``verdict`` columns (see :func:`knn_vote_predict`)."""
     threshold = config.reject_below if config.reject_below is not None else \
         index.meta.get("reject_threshold", REJECT_THRESHOLD["knn"])
     lids = predictions["landmark_id"].astype(str)

@@ -8,7 +8,10 @@ Endpoints (OpenAPI page at ``/docs``):
 * ``GET /v1/landmarks``: known landmarks with names and reference photo counts;
 * ``GET /v1/references/{photo_id}/thumbnail``: a JPEG thumbnail (at most
   :data:`THUMBNAIL_SIDE` px) of one indexed reference photo, found by its id in the index (the
-  ids answers give as ``neighbours``); any other id is a 404, and the id never becomes a path;
+  ids answers give as ``neighbours`` and ``/v1/retrieve`` returns: the web page shows both as
+  pictures); any other id is a 404, and the id never becomes a path;
+* ``POST /v1/retrieve[?top_k=10]``: the indexed photos most similar to each uploaded image
+  (``landmark retrieve``, :meth:`Recognizer.retrieve`) -> ``{"results": [{source, images}]}``;
 * ``POST /v1/landmarks/{landmark_id}/images``: enrol photos into the index
   (``Authorization: Bearer TOKEN``; optional form field ``name``); saved before answering;
 * ``GET /health``: what is loaded, the runtime included (``{"name": "onnx", "model": "model.onnx",
