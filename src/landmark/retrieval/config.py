@@ -221,12 +221,28 @@ class RetrieveConfig(_Strict):
             (:func:`landmark.retrieval.ranking.alpha_query_expansion`); 0 = off.  5: the best of 2, 5,
             10 on the validation side of ``benchmarks/retrieval_quality.py`` (mAP@100 0.206 -> 0.238;
             seen 0.342 -> 0.378, docs/retrieval.md).
-        qe_alpha: similarity exponent of the expansion's weights.
+        qe_alpha: similarity exponent of the expansion's weights (and of DBA's).
+        dba: database-side augmentation over this many nearest index photos (itself included),
+            recomputed from the loaded index's vectors at search time, so photos enrolled later are
+            augmented like the others and nothing extra is stored
+            (:func:`landmark.retrieval.ranking.database_augmentation`); 0 or 1 = off.  5: with ``qe`` 5
+            the best on the validation side (mAP@100 0.206 -> 0.312; docs/retrieval.md).
+        diffusion: kNN-graph diffusion over the index with this many neighbours per photo
+            (:class:`landmark.retrieval.ranking.Diffusion`); 0 = off (docs/retrieval.md says why).
+        diffusion_alpha, diffusion_seeds: its random-walk continuation and the query's seed neighbours.
+        max_augmented: largest index that ``dba`` / ``diffusion`` are computed on (they read every
+            indexed vector: a few seconds at 100k photos); a larger index is searched without them,
+            with a warning.
     """
 
     top_k: int = Field(100, ge=1)
     qe: int = Field(5, ge=0)
     qe_alpha: float = Field(3.0, ge=0.0)
+    dba: int = Field(5, ge=0)
+    diffusion: int = Field(0, ge=0)
+    diffusion_alpha: float = Field(0.9, gt=0.0, lt=1.0)
+    diffusion_seeds: int = Field(10, ge=1)
+    max_augmented: int = Field(100_000, ge=1)
 
 
 class LocalConfig(_Strict):
