@@ -85,10 +85,16 @@ def test_alpha_qe_dba_and_multiscale_by_hand():
 def test_rank_index_with_alpha_qe_on_a_whitened_index():
     x, labels = _vectors(seed=2)
     index = LandmarkIndex.build(_embeddings(x, labels), IndexParams(kind="flat", whiten=16))
-    sims, rows = rank_index(index, x[:4].astype(np.float32), RetrieveConfig(top_k=300, qe=3))
+    sims, rows = rank_index(index, x[:4].astype(np.float32), RetrieveConfig(top_k=300, qe=3, dba=0))
     assert rows.shape == (4, 300) and (rows[:, 240:] == -1).all() and np.isinf(sims[:, 240:]).all()
     w = index.transform(x)
     ranks = index.search(x[:4], 3)
     expanded = alpha_query_expansion(w[:4], w, 3, 3.0, *ranks)
     assert np.array_equal(rows[:, :240], np.argsort(-(expanded @ w.T), axis=1, kind="stable")[:, :240]) or \
         np.allclose(np.take_along_axis(expanded @ w.T, rows[:, :240], 1), sims[:, :240], atol=1e-5)
+    # DBA 5 (recomputed from the index's whitened vectors at search time), then alpha-QE over the augmented ones
+    sims, rows = rank_index(index, x[:4].astype(np.float32), RetrieveConfig(top_k=10, qe=3, dba=5))
+    aug = database_augmentation(w, 5, 3.0)
+    expanded = alpha_query_expansion(w[:4], aug, 3, 3.0)
+    assert np.allclose(sims, np.sort(expanded @ aug.T, axis=1)[:, ::-1][:, :10], atol=1e-5)
+    assert np.allclose(np.take_along_axis(expanded @ aug.T, rows, 1), sims, atol=1e-5)
