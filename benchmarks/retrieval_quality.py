@@ -243,11 +243,12 @@ def main() -> None:
         run(method)
     if args.diffusion:   # kNN-graph diffusion (Iscen et al. 2017), alone and over the QE + DBA default
         expansions = [{}] + ([{"qe": best["qe"], "dba": best["dba"]}] if "qe" in best and "dba" in best else [])
-        for dk in (10, 30):
-            for da in (0.8, 0.95):
-                for extra in expansions:
-                    tag = f" + qe {extra['qe']} + dba {extra['dba']}" if extra else ""
-                    run({"name": f"diffusion k {dk} alpha {da:g}{tag}", "diffusion": (dk, da, 10), **extra})
+        grid = [(dk, da, extra) for dk in (10, 30) for da in (0.8, 0.95) for extra in expansions]
+        grid += [(dk, da, expansions[-1]) for dk, da in ((50, 0.8), (50, 0.95), (30, 0.99))] if len(expansions) > 1 \
+            else []
+        for dk, da, extra in grid:
+            tag = f" + qe {extra['qe']} + dba {extra['dba']}" if extra else ""
+            run({"name": f"diffusion k {dk} alpha {da:g}{tag}", "diffusion": (dk, da, 10), **extra})
     names = list(dict.fromkeys(name for name, _ in results))
     seen_map = {name: results[name, side][1]["map@100"] for name in names if (name, side) in results}
     # the default: best on the validation side among the methods that keep the seen side at the baseline or above

@@ -474,25 +474,32 @@ def augmented_database(index: LandmarkIndex, config: RetrieveConfig):
         None), or None when neither is on, or the index holds more than ``config.max_augmented`` photos
         (then a warning is printed on stderr once per index and size).
     """
-    from .ranking import Diffusion, database_augmentation
-    if (config.dba <= 1 and config.diffusion <= 0) or len(index) == 0:
-        return None
-    key = (len(index), config.dba, config.qe_alpha, config.diffusion, config.diffusion_alpha)
-    cached = getattr(index, "_augmented", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    if len(index) > config.max_augmented:
-        import sys
-        print(f"warning: DBA / diffusion skipped: the index holds {len(index)} photos, more than "
-              f"retrieve.max_augmented={config.max_augmented}", file=sys.stderr)
+    import sys
+
+    from .ranking import DIFFUSION_MAX_DENSE, Diffusion, database_augmentation
+    n = len(index)
+    dba = config.dba if n <= config.max_augmented else 0
+    diffusion = config.diffusion if n <= min(config.max_augmented, DIFFUSION_MAX_DENSE) else 0
+    if (dba <= 1 and diffusion <= 0) or n == 0:
         value = None
     else:
-        db = index.stored(np.arange(len(index)))
-        if config.dba > 1:
-            db = database_augmentation(db, config.dba, config.qe_alpha)
-        graph = Diffusion(db, k=config.diffusion, alpha=config.diffusion_alpha) if config.diffusion > 0 else None
+        key = (n, dba, config.qe_alpha, diffusion, config.diffusion_alpha)
+        cached = getattr(index, "_augmented", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        db = index.stored(np.arange(n))
+        if dba > 1:
+            db = database_augmentation(db, dba, config.qe_alpha)
+        graph = Diffusion(db, k=diffusion, alpha=config.diffusion_alpha) if diffusion > 0 else None
         value = (db, graph)
-    index._augmented = (key, value)
+        index._augmented = (key, value)
+    skipped = [name for name, asked, done in (("DBA", config.dba > 1, dba > 1), ("diffusion", config.diffusion > 0,
+                                              diffusion > 0)) if asked and not done]
+    if skipped and getattr(index, "_warned", None) != n:
+        index._warned = n
+        print(f"warning: {' and '.join(skipped)} skipped: the index holds {n} photos, more than "
+              f"retrieve.max_augmented={config.max_augmented} (DBA) / {DIFFUSION_MAX_DENSE} (diffusion)",
+              file=sys.stderr)
     return value
 
 
@@ -509,7 +516,7 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
     Returns:
         (similarities float32 ``[Q, k]`` descending, item rows int64 ``[Q, k]``; -1 with -inf
         where the index holds fewer than ``k`` photos).  With alpha-QE the similarities are those
-        of the expanded query; with diffusion its scores.
+        of the expanded query; with diffusion its scores divided by the query's best.
     """
     from .ranking import alpha_query_expansion, knn
     config = config or RetrieveConfig()
@@ -528,7 +535,11 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
         q = index.transform(queries)
         if config.qe > 0:
             q = alpha_query_expansion(q, db, config.qe, config.qe_alpha)
-        sims, rows = graph.rank(q, k, query_k=config.diffusion_seeds) if graph is not None else knn(q, db, k)
+        if graph is not None:
+            sims, rows = graph.rank(q, k, query_k=config.diffusion_seeds)
+            sims = sims / np.maximum(sims[:, :1], 1e-12)   # 1 for each query's best: one scale for re-ranking
+        else:
+            sims, rows = knn(q, db, k)
     if k < config.top_k:   # as LandmarkIndex.search: -1 / -inf beyond the index's size
         pad = config.top_k - k
         sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
