@@ -249,6 +249,17 @@ def main() -> None:
         for dk, da, extra in grid:
             tag = f" + qe {extra['qe']} + dba {extra['dba']}" if extra else ""
             run({"name": f"diffusion k {dk} alpha {da:g}{tag}", "diffusion": (dk, da, 10), **extra})
+    # the best expansion (QE + DBA, with the best diffusion when measured) at the larger and mixed scales
+    on_side = [(r["map@100"], m) for (name, d), (m, r) in results.items()
+               if d == (args.validation if args.validation in found else "seen") and "scale" not in m
+               and ("qe" in m and "dba" in m) and not m.get("whiten")]
+    if on_side:
+        top = max(on_side, key=lambda t: t[0])[1]
+        for scale, label in (("sqrt2", "317 px"), ("ms", "ms")):
+            run({**{k: v for k, v in top.items() if k not in ("name", "scales")}, "scale": scale,
+                 "name": f"{label} + {top['name']}"})
+            run({"name": f"{label} + qe {top['qe']} + dba {top['dba']}", "scale": scale, "qe": top["qe"],
+                 "dba": top["dba"]}) if scale == "sqrt2" else None
     names = list(dict.fromkeys(name for name, _ in results))
     seen_map = {name: results[name, side][1]["map@100"] for name in names if (name, side) in results}
     # the default: best on the validation side among the methods that keep the seen side at the baseline or above

@@ -660,10 +660,11 @@ def retrieval_rankings(frame: pd.DataFrame, queries: list[str] | None = None) ->
 
 def retrieval_answers(frame: pd.DataFrame) -> list[dict]:
     """:func:`retrieve`'s frame as one dict per query, for JSON: ``{id, path, images: [{id,
-    landmark_id, path, score}, ...]}``, most similar first."""
+    landmark_id, path, score[, inliers]}, ...]}``, most similar first (``inliers``: verified by re-ranking)."""
     out: dict[str, dict] = {}
     for row in frame.itertuples(index=False):
         entry = out.setdefault(row.query, {"id": row.query, "path": row.query_path, "images": []})
         entry["images"].append({"id": row.id, "landmark_id": row.landmark_id, "path": row.path,
-                                "score": round(float(row.score), 6)})
+                                "score": round(float(row.score), 6),
+                                **({"inliers": int(row.inliers)} if getattr(row, "inliers", -1) >= 0 else {})})
     return list(out.values())
