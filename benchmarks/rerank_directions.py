@@ -194,7 +194,7 @@ def main() -> None:
             t_sub = {qids[i]: truth[qids[i]] for i in sub}
             tag = f" [{len(sub)} of {len(keep)} queries]"
             res[f"global, the same queries{tag}"] = (*scores({qids[i]: base[qids[i]] for i in sub}, t_sub), "")
-            grid = list(product((0.1, 0.25, 0.5, 1.0, 2.0), sorted({thr0, 8, 12, 15, 20})))
+            grid = list(product((0.1, 0.25, 0.5, 1.0, 2.0, 5.0), sorted({thr0, 8, 12, 15, 20})))
             if direction == "many->l13":
                 chosen[top, "rerank"] = max(grid, key=lambda g: mean_average_precision(rerank(sub, top, *g), t_sub, K))
                 w, t = chosen[top, "rerank"]

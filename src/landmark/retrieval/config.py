@@ -270,7 +270,10 @@ class LocalConfig(_Strict):
             at the same place in every preview).
         banner_search: fraction of the height searched from the bottom for a banner strip;
             keypoints on a detected strip are dropped (0: no banner detection).
-        top: candidates re-ranked per query (0: no re-ranking).
+        top: candidates re-ranked per query (0: no re-ranking; the default: over ``landmark retrieve``'s
+            diffusion ranking, ALIKED + mnn re-ranking of the top 5/10/20 added <= 0.003 mAP@100 on the
+            validation direction, far below the 0.05 that would pay for ~0.5 s per query;
+            docs/retrieval.md).
         weight: score bonus of a candidate with ``inlier_cap`` or more inliers.
         inlier_cap: inliers at which the bonus saturates.
         min_inliers: fewer inliers give no bonus (None: :func:`same_landmark_inliers`).

@@ -22,7 +22,8 @@ matches, the fallback that needs no extra package):
    min(inliers, cap) / cap`` for candidates with at least the same-landmark number of
    inliers (:func:`landmark.retrieval.config.same_landmark_inliers`).  Off by default
    (``LocalConfig.top = 0``): on the benchmarks of docs/verification.md re-ranking the
-   top-10 moved mAP@100 by < 0.01 at ~2 s per LightGlue pair on a loaded 2-core CPU.
+   top-10 moved mAP@100 by < 0.01 at ~2 s per LightGlue pair on a loaded 2-core CPU, and over
+   ``landmark retrieve``'s diffusion ranking the top 5/10/20 with mnn by <= 0.005 (docs/retrieval.md).
 
 Features are cached per photo on disk (:class:`LocalFeatureCache`: ``.npz`` read without
 pickle, keyed by the photo's path, size and modification time and the extractor's
