@@ -114,12 +114,13 @@ def main() -> None:
     ap.add_argument("--depth", type=int, nargs="+", default=[20, 50], help="candidates re-ranked per query")
     ap.add_argument("--diffusion", type=float, nargs=2, metavar=("K", "ALPHA"), help="global ranking with "
                     "diffusion over the QE + DBA default (the benchmark's default when it chose one)")
+    ap.add_argument("--directions", nargs="+", default=["many->l13", "l13->many"], help="validation first")
     ap.add_argument("--no-match", action="store_true", help="only the pairs already in pairs_<matcher>.csv")
     args = ap.parse_args()
     data = directions(args.work, 224)
     thr0 = same_landmark_inliers("aliked", args.matcher)
     results, chosen = {}, {}
-    for direction in ("many->l13", "l13->many"):   # validation first: it chooses what the target gets
+    for direction in args.directions:   # validation first: it chooses what the target gets
         queries, index, _ = data[direction]
         q, db0 = normalise(stack(queries)), normalise(stack(index))
         diff = (int(args.diffusion[0]), args.diffusion[1]) if args.diffusion else None
