@@ -1,4 +1,4 @@
-"""Stronger global retrieval: learned PCA-whitening, multi-scale descriptors, alpha-QE and DBA.
+"""Stronger global retrieval: learned PCA-whitening, multi-scale descriptors, alpha-QE, DBA and diffusion.
 
 The methods of Radenovic, Tolias, Chum, "Fine-tuning CNN Image Retrieval with No Human
 Annotation", TPAMI 2018 (cirtorch), measured on ``../shared/data`` by
@@ -21,6 +21,9 @@ Annotation", TPAMI 2018 (cirtorch), measured on ``../shared/data`` by
   applied to every database vector over its own ``n`` nearest database vectors (itself
   included), before queries search them (Arandjelovic & Zisserman, CVPR 2012; alpha-weighted as
   in Radenovic et al. 2018).
+* **Diffusion** (:class:`Diffusion`): ranking by a random walk on the database's mutual-kNN graph
+  seeded at the query's nearest neighbours (Iscen et al., CVPR 2017), the default of ``landmark
+  retrieve`` over alpha-QE + DBA.
 
 Every function takes and returns float32 numpy arrays; nothing here reads files.
 """
@@ -178,8 +181,9 @@ def database_augmentation(database: np.ndarray, n: int, alpha: float, chunk: int
 # --- kNN-graph diffusion (Iscen et al., CVPR 2017) ------------------------------------------------
 
 #: Graph size up to which :class:`Diffusion` precomputes the dense inverse ``(I - alpha S)^-1``
-#: (``N^2`` float32: 37 MB at 3k photos, 400 MB at 10k); larger graphs would need conjugate gradient.
-DIFFUSION_MAX_DENSE = 10_000
+#: (``N^2`` float32, ``N^3`` time: 40 MB and 2.3 s CPU at 3.2k photos, so ~100 MB and ~9 s at 5k);
+#: larger graphs would need conjugate gradient per query (not done).
+DIFFUSION_MAX_DENSE = 5_000
 
 
 class Diffusion:
