@@ -42,8 +42,8 @@ import pandas as pd
 from landmark.data.kaggle import read_solution, write_retrieval_submission
 from landmark.evaluation.retrieval_metrics import mean_average_precision, precision_at_k
 from landmark.retrieval.embeddings import load_embeddings
-from landmark.retrieval.ranking import (WHITEN_EPSILON, alpha_query_expansion, database_augmentation, fit_whitening,
-                                        knn, multiscale, normalise, whiten)
+from landmark.retrieval.ranking import (WHITEN_EPSILON, Diffusion, alpha_query_expansion, database_augmentation,
+                                        fit_whitening, knn, multiscale, normalise, whiten)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIZES = {"1": 224, "1/sqrt2": 158, "sqrt2": 317}
@@ -117,14 +117,19 @@ def stack(frame: pd.DataFrame) -> np.ndarray:
     return np.stack(frame["vector"].to_numpy()).astype(np.float32)
 
 
-def rank(q: np.ndarray, db: np.ndarray, *, qe: int = 0, dba: int = 0) -> tuple[np.ndarray, float]:
-    """Top-100 rows of each query (alpha-QE / DBA as asked) and the seconds per query of the search."""
+def rank(q: np.ndarray, db: np.ndarray, *, qe: int = 0, dba: int = 0,
+         diffusion: tuple | None = None) -> tuple[np.ndarray, float]:
+    """Top-100 rows of each query (alpha-QE / DBA / diffusion ``(k, alpha, query_k)`` as asked) and the
+    seconds per query of the search."""
     if dba:
         db = database_augmentation(db, dba, ALPHA)   # index-side, built once: not counted per query
+    graph = Diffusion(db, k=diffusion[0], alpha=diffusion[1]) if diffusion else None   # index-side too
     start = time.perf_counter()
     sims, rows = knn(q, db, max(K, qe))
     if qe:
         sims, rows = knn(alpha_query_expansion(q, db, qe, ALPHA, sims, rows), db, K)
+    if graph is not None:
+        _, rows = graph.rank(q if not qe else alpha_query_expansion(q, db, qe, ALPHA), K, query_k=diffusion[2])
     return rows[:, :K], (time.perf_counter() - start) / max(1, len(q))
 
 
@@ -177,7 +182,8 @@ def evaluate(method: dict, data: dict, direction: str) -> dict | None:
         pca = fit_whitening(db if method.get("fit") == "index" else f, method["whiten"],
                             method.get("eps", WHITEN_EPSILON))
         q, db = whiten(pca, q), whiten(pca, db)
-    rows, seconds = rank(normalise(q), normalise(db), qe=method.get("qe", 0), dba=method.get("dba", 0))
+    rows, seconds = rank(normalise(q), normalise(db), qe=method.get("qe", 0), dba=method.get("dba", 0),
+                         diffusion=method.get("diffusion"))
     ids = index["id"].to_numpy()
     ranked = {qid: list(ids[r]) for qid, r in zip(queries["id"], rows)}
     truth = solution_of(queries, index)
@@ -205,6 +211,7 @@ def main() -> None:
     parser.add_argument("--dims", default="32,512", help="whitening dimensions tried")
     parser.add_argument("--validation", default="many->l13", help="direction that chooses the default and the "
                         "combined settings (not the unseen target l13->many; seen when it is missing)")
+    parser.add_argument("--diffusion", action="store_true", help="also the kNN-graph diffusion rows (slower)")
     parser.add_argument("--default", default=None, help="method name to write as submission_default.csv "
                         "(default: the best on --validation)")
     args = parser.parse_args()
@@ -234,6 +241,25 @@ def main() -> None:
             best.update({k: v for k, v in max(family, key=lambda t: t[0])[1].items() if k != "name"})
     for method in combos(best) if best.get("whiten") else []:
         run(method)
+    if args.diffusion:   # kNN-graph diffusion (Iscen et al. 2017), alone and over the QE + DBA default
+        expansions = [{}] + ([{"qe": best["qe"], "dba": best["dba"]}] if "qe" in best and "dba" in best else [])
+        grid = [(dk, da, extra) for dk in (10, 30) for da in (0.8, 0.95) for extra in expansions]
+        grid += [(dk, da, expansions[-1]) for dk, da in ((50, 0.8), (50, 0.95), (30, 0.99))] if len(expansions) > 1 \
+            else []
+        for dk, da, extra in grid:
+            tag = f" + qe {extra['qe']} + dba {extra['dba']}" if extra else ""
+            run({"name": f"diffusion k {dk} alpha {da:g}{tag}", "diffusion": (dk, da, 10), **extra})
+    # the best expansion (QE + DBA, with the best diffusion when measured) at the larger and mixed scales
+    on_side = [(r["map@100"], m) for (name, d), (m, r) in results.items()
+               if d == (args.validation if args.validation in found else "seen") and "scale" not in m
+               and ("qe" in m and "dba" in m) and not m.get("whiten")]
+    if on_side:
+        top = max(on_side, key=lambda t: t[0])[1]
+        for scale, label in (("sqrt2", "317 px"), ("ms", "ms")):
+            run({**{k: v for k, v in top.items() if k not in ("name", "scales")}, "scale": scale,
+                 "name": f"{label} + {top['name']}"})
+            run({"name": f"{label} + qe {top['qe']} + dba {top['dba']}", "scale": scale, "qe": top["qe"],
+                 "dba": top["dba"]}) if scale == "sqrt2" else None
     names = list(dict.fromkeys(name for name, _ in results))
     seen_map = {name: results[name, side][1]["map@100"] for name in names if (name, side) in results}
     # the default: best on the validation side among the methods that keep the seen side at the baseline or above

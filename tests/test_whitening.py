@@ -9,7 +9,7 @@ from landmark.retrieval.config import IndexParams, RetrieveConfig
 from landmark.retrieval.embeddings import Embeddings
 from landmark.retrieval.index import LandmarkIndex
 from landmark.retrieval.pipeline import rank_index
-from landmark.retrieval.ranking import (alpha_query_expansion, database_augmentation, fit_whitening, multiscale,
+from landmark.retrieval.ranking import (Diffusion, alpha_query_expansion, database_augmentation, fit_whitening, multiscale,
                                         normalise, whiten)
 
 
@@ -85,10 +85,21 @@ def test_alpha_qe_dba_and_multiscale_by_hand():
 def test_rank_index_with_alpha_qe_on_a_whitened_index():
     x, labels = _vectors(seed=2)
     index = LandmarkIndex.build(_embeddings(x, labels), IndexParams(kind="flat", whiten=16))
-    sims, rows = rank_index(index, x[:4].astype(np.float32), RetrieveConfig(top_k=300, qe=3))
+    sims, rows = rank_index(index, x[:4].astype(np.float32), RetrieveConfig(top_k=300, qe=3, dba=0, diffusion=0))
     assert rows.shape == (4, 300) and (rows[:, 240:] == -1).all() and np.isinf(sims[:, 240:]).all()
     w = index.transform(x)
     ranks = index.search(x[:4], 3)
     expanded = alpha_query_expansion(w[:4], w, 3, 3.0, *ranks)
     assert np.array_equal(rows[:, :240], np.argsort(-(expanded @ w.T), axis=1, kind="stable")[:, :240]) or \
         np.allclose(np.take_along_axis(expanded @ w.T, rows[:, :240], 1), sims[:, :240], atol=1e-5)
+    # DBA 5 (recomputed from the index's whitened vectors at search time), then alpha-QE over the augmented ones
+    sims, rows = rank_index(index, x[:4].astype(np.float32), RetrieveConfig(top_k=10, qe=3, dba=5, diffusion=0))
+    aug = database_augmentation(w, 5, 3.0)
+    expanded = alpha_query_expansion(w[:4], aug, 3, 3.0)
+    assert np.allclose(sims, np.sort(expanded @ aug.T, axis=1)[:, ::-1][:, :10], atol=1e-5)
+    assert np.allclose(np.take_along_axis(expanded @ aug.T, rows, 1), sims, atol=1e-5)
+    # the default adds diffusion (k 30, alpha 0.95) over the augmented vectors, scores divided by the best
+    sims, rows = rank_index(index, x[:4].astype(np.float32), RetrieveConfig(top_k=10, qe=3))
+    f = Diffusion(aug, k=30, alpha=0.95).scores(expanded, query_k=10)
+    assert np.array_equal(rows, np.argsort(-f, axis=1, kind="stable")[:, :10])
+    assert np.allclose(sims, np.take_along_axis(f, rows, 1) / f.max(axis=1, keepdims=True), atol=1e-5)

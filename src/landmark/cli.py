@@ -894,6 +894,13 @@ def retrieve(
                                      f"a second search (0 = off; {_default(_RETRIEVE.qe)})"),
     qe_alpha: Optional[float] = typer.Option(None, min=0.0, help="alpha-QE weight exponent "
                                              f"({_default(_RETRIEVE.qe_alpha)})"),
+    dba: Optional[int] = typer.Option(None, min=0, help="database-side augmentation over this many nearest index "
+                                      f"photos, computed at search time (0 = off; {_default(_RETRIEVE.dba)})"),
+    diffusion: Optional[int] = typer.Option(None, min=0, help="kNN-graph diffusion over the index with this many "
+                                            f"neighbours per photo (0 = off; {_default(_RETRIEVE.diffusion)})"),
+    rerank: Optional[int] = typer.Option(None, min=0, help="re-rank this many first photos by local-feature inliers "
+                                         "(ALIKED, needs the local extra; features cached in OUT.local_features/; "
+                                         f"0 = off; {_default(_RETRIEVAL.local.top)})"),
     as_json: bool = typer.Option(False, "--json", help="print every query's photos (ids, paths, scores) as JSON"),
     batch_size: _BatchOption = BATCH_SIZE,
     workers: _WorkersOption = WORKERS,
@@ -908,7 +915,8 @@ def retrieve(
     landmark evaluate OUT --solution retrieval_solution.csv), OUT.rejects.csv and, for photos,
     OUT.queries.npy.
     """
-    settings = _retrieval_settings(preset, retrieve={"top_k": top_k, "qe": qe, "qe_alpha": qe_alpha})
+    settings = _retrieval_settings(preset, retrieve={"top_k": top_k, "qe": qe, "qe_alpha": qe_alpha, "dba": dba,
+                                                     "diffusion": diffusion}, local={"top": rerank})
     work = out.with_suffix("")
     rejects_file = out.with_name(out.stem + ".rejects.csv")
     from .io import embedding_files
@@ -920,12 +928,12 @@ def retrieve(
     from .retrieval.pipeline import retrieval_answers, retrieval_rankings, retrieve as run_retrieve
     try:
         found, rejects = run_retrieve(index, queries, work=work, checkpoint=checkpoint, config=settings.retrieve,
-                                      batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
+                                      local=settings.local, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
                                       runtime=runtime, threads=threads)
         unreadable = {r.id for r in rejects}
         rankings = retrieval_rankings(found)
         write_retrieval_submission(rankings, out)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
         _fail(err)
     write_rejects(rejects, rejects_file)
     if as_json:

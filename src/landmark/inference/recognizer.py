@@ -65,7 +65,7 @@ from .voting import DRAFT_FACTOR, TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
 from ..data.names import display_name
-from ..retrieval.config import REJECT_THRESHOLD, RetrieveConfig, check_threshold
+from ..retrieval.config import REJECT_THRESHOLD, LocalConfig, RetrieveConfig, check_threshold
 from ..retrieval.pipeline import rank_index
 # torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
 from .answers import (  # noqa: F401
@@ -407,13 +407,17 @@ class Recognizer:
                  for s, j in zip(sims[i], rows[i]) if j >= 0] for i in range(len(vectors))]
 
     def retrieve(self, images: ImageInput | list[ImageInput], top_k: int = 10,
-                 config: RetrieveConfig | None = None, batch_size: int = 16) -> list[list[Neighbour]]:
+                 config: RetrieveConfig | None = None, batch_size: int = 16, local: LocalConfig | None = None,
+                 cache_dir: str | Path | None = None) -> list[list[Neighbour]]:
         """The indexed photos most similar to each image, most similar first (``landmark
         retrieve`` on in-memory photos: :func:`landmark.retrieval.pipeline.rank_index`, the index's
-        whitening and ``config``'s alpha-QE; ``top_k`` overrides ``config.top_k``).
+        whitening and ``config``'s alpha-QE, DBA, diffusion; ``top_k`` overrides ``config.top_k``;
+        ``local.top > 0``: the first ``local.top`` re-ranked by local-feature inliers,
+        :func:`landmark.retrieval.pipeline.rerank_frame`, index photos' features cached in ``cache_dir``).
 
         Returns:
-            one list of :class:`Neighbour` per image (``similarity``: cosine of the searched vectors).
+            one list of :class:`Neighbour` per image (``similarity``: score of the searched vectors, plus the
+            inlier bonus when re-ranked).
 
         Raises:
             ValueError: no index loaded, or ``top_k < 1``.
@@ -434,6 +438,18 @@ class Recognizer:
         vectors = np.concatenate([self.embed(photos[i:i + batch_size]) for i in range(0, len(photos), batch_size)])
         sims, rows = rank_index(self.index, vectors, config)
         items_ = self.index.items
+        local = local or LocalConfig()
+        if local.top > 0:
+            import pandas as pd
+            from ..retrieval.pipeline import rerank_frame
+            q, r = np.nonzero(rows >= 0)
+            frame = pd.DataFrame({"query": q, "query_path": "", "rank": r + 1, "row": rows[q, r],
+                                  "path": items_["path"].to_numpy()[rows[q, r]], "score": sims[q, r].astype(float)})
+            frame = rerank_frame(frame, local, cache_dir=cache_dir, queries=dict(enumerate(photos)))
+            sims = np.full(rows.shape, -np.inf, dtype=np.float32)
+            rows = np.full(rows.shape, -1, dtype=np.int64)
+            sims[frame["query"], frame["rank"] - 1] = frame["score"]
+            rows[frame["query"], frame["rank"] - 1] = frame["row"]
         return [[Neighbour(id=items_["id"].iat[j], landmark_id=items_["landmark_id"].iat[j],
                            name=self.name(items_["landmark_id"].iat[j]), similarity=float(s), path=items_["path"].iat[j])
                  for s, j in zip(sims[i], rows[i]) if j >= 0] for i in range(len(vectors))]

@@ -238,12 +238,31 @@ class RetrieveConfig(_Strict):
             (:func:`landmark.retrieval.ranking.alpha_query_expansion`); 0 = off.  5: the best of 2, 5,
             10 on the validation side of ``benchmarks/retrieval_quality.py`` (mAP@100 0.206 -> 0.238;
             seen 0.342 -> 0.378, docs/retrieval.md).
-        qe_alpha: similarity exponent of the expansion's weights.
+        qe_alpha: similarity exponent of the expansion's weights (and of DBA's).
+        dba: database-side augmentation over this many nearest index photos (itself included),
+            recomputed from the loaded index's vectors at search time, so photos enrolled later are
+            augmented like the others and nothing extra is stored
+            (:func:`landmark.retrieval.ranking.database_augmentation`); 0 or 1 = off.  5: with ``qe`` 5
+            the best on the validation side (mAP@100 0.206 -> 0.312; docs/retrieval.md).
+        diffusion: kNN-graph diffusion over the (augmented) index with this many neighbours per photo,
+            after alpha-QE (:class:`landmark.retrieval.ranking.Diffusion`, Iscen et al. CVPR 2017); 0 = off.
+            30 with ``diffusion_alpha`` 0.95: the best of k 10/30/50 x alpha 0.8/0.95/0.99 on the validation
+            side (mAP@100 0.312 -> 0.395 over QE + DBA; docs/retrieval.md).  Its dense inverse is computed
+            once per loaded index (seconds at 3k photos); an index of more than
+            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos is searched without it, with a warning.
+        diffusion_alpha, diffusion_seeds: its random-walk continuation and the query's seed neighbours.
+        max_augmented: largest index that ``dba`` is computed on (it reads every indexed vector: a few
+            seconds at 100k photos); a larger index is searched without it, with a warning.
     """
 
     top_k: int = Field(100, ge=1)
     qe: int = Field(5, ge=0)
     qe_alpha: float = Field(3.0, ge=0.0)
+    dba: int = Field(5, ge=0)
+    diffusion: int = Field(30, ge=0)
+    diffusion_alpha: float = Field(0.95, gt=0.0, lt=1.0)
+    diffusion_seeds: int = Field(10, ge=1)
+    max_augmented: int = Field(100_000, ge=1)
 
 
 class LocalConfig(_Strict):
@@ -268,7 +287,10 @@ class LocalConfig(_Strict):
             at the same place in every preview).
         banner_search: fraction of the height searched from the bottom for a banner strip;
             keypoints on a detected strip are dropped (0: no banner detection).
-        top: candidates re-ranked per query (0: no re-ranking).
+        top: candidates re-ranked per query (0: no re-ranking; the default: over ``landmark retrieve``'s
+            diffusion ranking, ALIKED + mnn re-ranking of the top 5/10/20 added <= 0.003 mAP@100 on the
+            validation direction, far below the 0.05 that would pay for ~0.5 s per query;
+            docs/retrieval.md).
         weight: score bonus of a candidate with ``inlier_cap`` or more inliers.
         inlier_cap: inliers at which the bonus saturates.
         min_inliers: fewer inliers give no bonus (None: :func:`same_landmark_inliers`).

@@ -22,7 +22,8 @@ matches, the fallback that needs no extra package):
    min(inliers, cap) / cap`` for candidates with at least the same-landmark number of
    inliers (:func:`landmark.retrieval.config.same_landmark_inliers`).  Off by default
    (``LocalConfig.top = 0``): on the benchmarks of docs/verification.md re-ranking the
-   top-10 moved mAP@100 by < 0.01 at ~2 s per LightGlue pair on a loaded 2-core CPU.
+   top-10 moved mAP@100 by < 0.01 at ~2 s per LightGlue pair on a loaded 2-core CPU, and over
+   ``landmark retrieve``'s diffusion ranking the top 5/10/20 with mnn by <= 0.005 (docs/retrieval.md).
 
 Features are cached per photo on disk (:class:`LocalFeatureCache`: ``.npz`` read without
 pickle, keyed by the photo's path, size and modification time and the extractor's
@@ -438,7 +439,7 @@ class Candidate:
     error: str | None = field(default=None, repr=False)
 
 
-def rerank(query: str | Path, candidates: Sequence[str | Path], scores: Sequence[float], *,
+def rerank(query: str | Path | Image.Image, candidates: Sequence[str | Path], scores: Sequence[float], *,
            matcher: LocalMatcher, cache: LocalFeatureCache | None = None, top: int = 20,
            weight: float = _LOCAL.weight, inlier_cap: int = _LOCAL.inlier_cap,
            min_inliers: int | None = _LOCAL.min_inliers) -> list[Candidate]:
@@ -452,7 +453,7 @@ def rerank(query: str | Path, candidates: Sequence[str | Path], scores: Sequence
     (``Candidate.error``); an unreadable query raises.
 
     Args:
-        query: photo path.
+        query: photo path, or a decoded photo (PIL; extracted, not cached).
         candidates: photo paths, best first.
         scores: float global similarities of ``candidates`` (same length).
         matcher: :class:`LocalMatcher`; ``cache``: optional :class:`LocalFeatureCache` of it.
@@ -473,7 +474,7 @@ def rerank(query: str | Path, candidates: Sequence[str | Path], scores: Sequence
     out = [Candidate(c, float(s), score=float(s)) for c, s in zip(candidates, scores)]
     if top <= 0 or not out:
         return out
-    q = get(query)
+    q = matcher.extract(query) if isinstance(query, Image.Image) else get(query)
     for cand in out[:top]:
         try:
             cand.inliers = verify_pair(matcher, q, get(cand.item)).num_inliers

@@ -24,7 +24,8 @@ from ..defaults import BATCH_SIZE, EMBED_DTYPE, PART_SIZE, TOP_CLASSES, WORKERS
 from ..models.runtime import Runtime, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, announce, check_engine
 from ..io import read_csv
-from .config import REJECT_THRESHOLD, IndexParams, KnnConfig, RetrievalConfig, RetrieveConfig, is_stored_threshold
+from .config import (REJECT_THRESHOLD, IndexParams, KnnConfig, LocalConfig, RetrievalConfig, RetrieveConfig,
+                     is_stored_threshold)
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
@@ -482,9 +483,49 @@ def _with_names(predictions: pd.DataFrame, names: dict, config: KnnConfig, index
     return predictions.assign(name=named, verdict=verdict)
 
 
+def augmented_database(index: LandmarkIndex, config: RetrieveConfig):
+    """The index's vectors after DBA and the diffusion graph that ``config`` asks for, computed once per
+    index size and settings and kept on the index object (a Recognizer's index is augmented once).
+
+    Returns:
+        (float32 ``[N, d]`` searched vectors, augmented; :class:`~landmark.retrieval.ranking.Diffusion` or
+        None), or None when neither is on, or the index holds more than ``config.max_augmented`` photos
+        (then a warning is printed on stderr once per index and size).
+    """
+    import sys
+
+    from .ranking import DIFFUSION_MAX_DENSE, Diffusion, database_augmentation
+    n = len(index)
+    dba = config.dba if n <= config.max_augmented else 0
+    diffusion = config.diffusion if n <= min(config.max_augmented, DIFFUSION_MAX_DENSE) else 0
+    if (dba <= 1 and diffusion <= 0) or n == 0:
+        value = None
+    else:
+        key = (n, dba, config.qe_alpha, diffusion, config.diffusion_alpha)
+        cached = getattr(index, "_augmented", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        db = index.stored(np.arange(n))
+        if dba > 1:
+            db = database_augmentation(db, dba, config.qe_alpha)
+        graph = Diffusion(db, k=diffusion, alpha=config.diffusion_alpha) if diffusion > 0 else None
+        value = (db, graph)
+        index._augmented = (key, value)
+    skipped = [name for name, asked, done in (("DBA", config.dba > 1, dba > 1), ("diffusion", config.diffusion > 0,
+                                              diffusion > 0)) if asked and not done]
+    if skipped and getattr(index, "_warned", None) != n:
+        index._warned = n
+        print(f"warning: {' and '.join(skipped)} skipped: the index holds {n} photos, more than "
+              f"retrieve.max_augmented={config.max_augmented} (DBA) / {DIFFUSION_MAX_DENSE} (diffusion)",
+              file=sys.stderr)
+    return value
+
+
 def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``config.top_k`` index photos most similar to each query, with alpha-QE when ``config.qe``.
+    """The ``config.top_k`` index photos most similar to each query: alpha-QE when ``config.qe``, against the
+    DBA-augmented index vectors when ``config.dba`` (exact search), ranked by diffusion when
+    ``config.diffusion`` (:func:`augmented_database`).
 
     Args:
         queries: float ``[Q, D]`` L2-normalised descriptors of the index's model (whitened by the
@@ -493,18 +534,30 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
     Returns:
         (similarities float32 ``[Q, k]`` descending, item rows int64 ``[Q, k]``; -1 with -inf
         where the index holds fewer than ``k`` photos).  With alpha-QE the similarities are those
-        of the expanded query.
+        of the expanded query; with diffusion its scores divided by the query's best.
     """
+    from .ranking import alpha_query_expansion, knn
     config = config or RetrieveConfig()
-    k = config.top_k
-    if config.qe <= 0 or len(index) == 0:
-        return index.search(queries, k)
-    sims, rows = index.search(queries, max(config.qe, 1))
-    stored = index.stored(np.clip(rows, 0, None).ravel()).reshape(len(rows), rows.shape[1], -1)
-    weights = np.where(rows >= 0, np.clip(sims, 0.0, None) ** config.qe_alpha, 0.0).astype(np.float32)
-    expanded = normalise(index.transform(queries) + np.einsum("qn,qnd->qd", weights, stored))
-    k = min(k, len(index))
-    sims, rows = faiss_search(index.searched, expanded, k)
+    k = min(config.top_k, len(index))
+    augmented = augmented_database(index, config)
+    if augmented is None:
+        if config.qe <= 0 or len(index) == 0:
+            return index.search(queries, config.top_k)
+        sims, rows = index.search(queries, max(config.qe, 1))
+        stored = index.stored(np.clip(rows, 0, None).ravel()).reshape(len(rows), rows.shape[1], -1)
+        weights = np.where(rows >= 0, np.clip(sims, 0.0, None) ** config.qe_alpha, 0.0).astype(np.float32)
+        expanded = normalise(index.transform(queries) + np.einsum("qn,qnd->qd", weights, stored))
+        sims, rows = faiss_search(index.searched, expanded, k)
+    else:
+        db, graph = augmented
+        q = index.transform(queries)
+        if config.qe > 0:
+            q = alpha_query_expansion(q, db, config.qe, config.qe_alpha)
+        if graph is not None:
+            sims, rows = graph.rank(q, k, query_k=config.diffusion_seeds)
+            sims = sims / np.maximum(sims[:, :1], 1e-12)   # 1 for each query's best: one scale for re-ranking
+        else:
+            sims, rows = knn(q, db, k)
     if k < config.top_k:   # as LandmarkIndex.search: -1 / -inf beyond the index's size
         pad = config.top_k - k
         sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
@@ -520,7 +573,7 @@ def faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 
 def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, checkpoint: str | Path | None = None,
-             config: RetrieveConfig | None = None, batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
+             config: RetrieveConfig | None = None, local: LocalConfig | None = None, batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
              device: str | None = None, overwrite: bool = False, runtime: str = DEFAULT_RUNTIME,
              threads: int | None = None) -> tuple[pd.DataFrame, list[Reject]]:
     """For each query photo, the index photos most similar to it (Kaggle Landmark Retrieval;
@@ -531,12 +584,16 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
         images: query folder, CSV or one photo; or an embeddings ``.npy`` of the index's model.
         work: path prefix of the query embeddings (``WORK.queries.npy``).
         checkpoint: the model (default: the one recorded in the index's ``meta.json``).
-        config: ``top_k``, ``qe``, ``qe_alpha`` (default :class:`RetrieveConfig`).
+        config: ``top_k``, ``qe``, ``dba``, ``diffusion`` ... (default :class:`RetrieveConfig`).
+        local: local-feature re-ranking of the first ``local.top`` photos of each query
+            (:func:`rerank_frame`; default :class:`LocalConfig`, whose ``top`` 0 is off); features cached in
+            ``WORK.local_features/``.
 
     Returns:
         (one row per query and neighbour, best first: ``query, query_path, rank`` (1-based),
-        ``id, landmark_id, path, score`` (cosine similarity of the searched vectors); a query
-        that could not be read has none and is in the rejects; the rejects).
+        ``id, landmark_id, path, score`` (cosine similarity of the searched vectors, plus the inlier
+        bonus when re-ranked), ``inliers`` (-1: not verified); a query that could not be read has none
+        and is in the rejects; the rejects).
 
     Raises:
         FileNotFoundError: no index, images or checkpoint.
@@ -570,8 +627,45 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
     frame = pd.DataFrame({"query": queries.ids[q], "query_path": paths[q], "rank": r + 1,
                           "id": items["id"].to_numpy()[rows[found]],
                           "landmark_id": items["landmark_id"].to_numpy()[rows[found]],
-                          "path": items["path"].to_numpy()[rows[found]], "score": sims[found].astype(float)})
+                          "path": items["path"].to_numpy()[rows[found]], "score": sims[found].astype(float),
+                          "inliers": -1})
+    local = local or LocalConfig()
+    if local.top > 0 and len(frame):
+        frame = rerank_frame(frame, local, cache_dir=Path(f"{work}.local_features"))
     return frame, rejects
+
+
+def rerank_frame(frame: pd.DataFrame, local: LocalConfig, cache_dir: str | Path | None = None,
+                 queries: dict | None = None) -> pd.DataFrame:
+    """:func:`retrieve`'s frame with each query's first ``local.top`` photos re-ordered by local-feature inliers
+    (:func:`landmark.retrieval.local.rerank`: ``score + weight * min(inliers, inlier_cap) / inlier_cap`` for
+    ``inliers >= min_inliers``), ``rank``, ``score`` and ``inliers`` updated.
+
+    Args:
+        frame: rows ``query, query_path, rank, id, landmark_id, path, score`` (best first per query).
+        local: :class:`LocalConfig` (features, matcher, top, weight, inlier_cap, min_inliers).
+        cache_dir: :class:`~landmark.retrieval.local.LocalFeatureCache` folder (None: extract every time).
+        queries: {query id: PIL image} for queries given in memory (their ``query_path`` is not read).
+
+    Raises:
+        landmark.retrieval.local.MissingPackageError: learned features without the ``local`` extra.
+    """
+    from .local import LocalFeatureCache, LocalMatcher, rerank
+    matcher = LocalMatcher(local)
+    cache = LocalFeatureCache(cache_dir, matcher) if cache_dir is not None else None
+    parts = []
+    for query, rows in frame.groupby("query", sort=False):
+        rows = rows.sort_values("rank")
+        source = (queries or {}).get(query, rows["query_path"].iat[0])
+        ranked = rerank(source, list(rows["path"]), list(rows["score"]), matcher=matcher, cache=cache, top=local.top,
+                        weight=local.weight, inlier_cap=local.inlier_cap, min_inliers=local.min_inliers)
+        order = {p: i for i, p in enumerate(rows["path"])}
+        picked = rows.iloc[[order[c.item] for c in ranked]].copy()
+        picked["score"] = [c.score for c in ranked]
+        picked["inliers"] = [c.inliers for c in ranked]
+        picked["rank"] = np.arange(1, len(picked) + 1)
+        parts.append(picked)
+    return pd.concat(parts, ignore_index=True)
 
 
 def retrieval_rankings(frame: pd.DataFrame, queries: list[str] | None = None) -> dict[str, list[str]]:
@@ -584,10 +678,11 @@ def retrieval_rankings(frame: pd.DataFrame, queries: list[str] | None = None) ->
 
 def retrieval_answers(frame: pd.DataFrame) -> list[dict]:
     """:func:`retrieve`'s frame as one dict per query, for JSON: ``{id, path, images: [{id,
-    landmark_id, path, score}, ...]}``, most similar first."""
+    landmark_id, path, score[, inliers]}, ...]}``, most similar first (``inliers``: verified by re-ranking)."""
     out: dict[str, dict] = {}
     for row in frame.itertuples(index=False):
         entry = out.setdefault(row.query, {"id": row.query, "path": row.query_path, "images": []})
         entry["images"].append({"id": row.id, "landmark_id": row.landmark_id, "path": row.path,
-                                "score": round(float(row.score), 6)})
+                                "score": round(float(row.score), 6),
+                                **({"inliers": int(row.inliers)} if getattr(row, "inliers", -1) >= 0 else {})})
     return list(out.values())
