@@ -177,3 +177,23 @@ def test_linked_folders_are_followed_once_and_what_is_not_entered_is_listed(tmp_
         in lines
     again = tagging.tag_photos(Saying("Colosseum"), [library], "model-a", progress=False)
     assert again.skipped == 2 and again.tagged == 0
+
+
+def test_a_link_that_cannot_be_read_is_listed(tmp_path, monkeypatch):
+    """A link whose target cannot be read (``/proc/1/cwd`` under a library holding a link to
+    ``/proc``: EACCES) or that is gone since its folder was listed is listed as not entered
+    (was: ``PermissionError`` from os.readlink ended the whole run)."""
+    import os
+    shutil.copy(PHOTO, tmp_path / "a.jpg")
+    (tmp_path / "cwd").symlink_to(tmp_path / "elsewhere")
+    link = str(tmp_path / "cwd")
+    readlink = os.readlink
+
+    def denied(path, *args, **kwargs):
+        if str(path) == link:
+            raise PermissionError(13, "Permission denied", link)
+        return readlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "readlink", denied)
+    summary = tagging.tag_photos(Saying("Petra"), [tmp_path], "model-a", progress=False)
+    assert summary.tagged == 1
+    assert summary.not_entered == [(link, "a link that cannot be followed (Permission denied)")]

@@ -178,7 +178,12 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
                 elif name.lower().endswith(PHOTO_SUFFIXES) and not name.startswith("._"):
                     yield Path(full)   # a broken link named as a photo: listed unreadable by tag_photos
                 elif os.path.islink(full) and not os.path.exists(full):   # a link to a folder, maybe
-                    not_entered.append((full, f"a broken link (to {os.readlink(full)}, which does not exist)"))
+                    try:
+                        to = os.readlink(full)
+                    except OSError as err:   # /proc/1/cwd (EACCES), or gone since the folder was listed
+                        not_entered.append((full, f"a link that cannot be followed ({err.strerror or err})"))
+                    else:
+                        not_entered.append((full, f"a broken link (to {to}, which does not exist)"))
                 elif not name.lower().endswith(SIDECAR_SUFFIX):
                     not_photos[Path(name).suffix.lower()] += 1
 
