@@ -197,3 +197,26 @@ def test_a_link_that_cannot_be_read_is_listed(tmp_path, monkeypatch):
     summary = tagging.tag_photos(Saying("Petra"), [tmp_path], "model-a", progress=False)
     assert summary.tagged == 1
     assert summary.not_entered == [(link, "a link that cannot be followed (Permission denied)")]
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["sidecar", "in place"])
+def test_a_link_is_not_replaced_by_a_file(photo, tmp_path_factory, in_place):
+    """A sidecar (or, in place, a photo) that is a link to a file elsewhere is listed and left
+    as it is (was: os.replace silently put a new file, in place a whole copy of the photo, where
+    the link was, and the file it points to kept its old tags)."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")   # outside the folder tagged
+    real = elsewhere / ("b.jpg" if in_place else "a.jpg.xmp")
+    if in_place:
+        shutil.copy(photo, real)
+        real.chmod(0o644)
+        photo.unlink()
+    else:
+        real.write_text(HEAD + DESCRIPTION % "Rome" + END)
+    link = photo if in_place else sidecar_path(photo)
+    link.symlink_to(real)
+    before = real.read_bytes()
+    summary = tagging.tag_photos(Saying("Petra"), [photo.parent], "model-a", in_place=in_place, progress=False)
+    assert summary.tagged == 0 and [p for p, _ in summary.unreadable] == [str(photo)]
+    assert f"{link} is a link (to {real}): not written" in summary.unreadable[0][1]
+    assert link.is_symlink() and real.read_bytes() == before
+    assert sorted(p.name for p in photo.parent.iterdir()) == ["a.jpg"] + ([] if in_place else ["a.jpg.xmp"])

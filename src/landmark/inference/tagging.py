@@ -471,6 +471,13 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
                                                        f"or device); move it away to tag this photo"))
                 bar.update(1)
                 continue
+            if target.is_symlink():   # os.replace would put a file where the link was, the file it points to unchanged
+                what = "the photo" if in_place else "its sidecar"
+                summary.unreadable.append((str(photo), f"{what} {target} is a link (to {os.path.realpath(target)}): "
+                                                       f"not written, writing would replace the link by a file; tag "
+                                                       f"the file it points to{'' if in_place else ' or replace the link by a copy'}"))
+                bar.update(1)
+                continue
             try:
                 data = _read_data(target) if target.exists() else exiv2.XmpData()
             except (ValueError, OSError) as err:
