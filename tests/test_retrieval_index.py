@@ -207,3 +207,21 @@ def test_embed_images_streams_and_lists_rejects(tmp_path, l13):
     np.testing.assert_array_equal(np.asarray(back.vectors), np.asarray(emb.vectors))
     with pytest.raises(FileExistsError):
         embed_images(model, pre, frame, tmp_path / "e", workers=0)
+
+
+def test_enrolling_photos_indexed_already_under_another_landmark_says_nothing_was_enrolled(tmp_path):
+    """Photos whose ids the index holds already (as another landmark's) are skipped as duplicates;
+    the reply said '2 photos; ... coverage poor' for a landmark with no photo in the index, which
+    no answer can ever name. Now: 0 photos, coverage 'none', and whose photos they are."""
+    from landmark.retrieval.pipeline import enrol_index
+    x, labels = clustered(60, seed=2)
+    LandmarkIndex.build(as_embeddings(x, labels), IndexParams(kind="flat")).save(tmp_path / "idx")
+    again = as_embeddings(x[:2], ["PETRA", "PETRA"])   # ids i0, i1: photos of landmarks labels[0], labels[1]
+    _, result = enrol_index(tmp_path / "idx", again, {"PETRA": "Petra"}, classes=[], threshold=0.2, confirm=False)
+    assert result["added"] == 0 and result["skipped_duplicates"] == 2 and result["new_landmarks"] == []
+    cover = result["landmarks"]["PETRA"]
+    owners = ", ".join(dict.fromkeys(str(v) for v in labels[:2]))
+    assert cover["photos"] == 0 and cover["coverage"] == "none" and cover["threshold"] is None
+    assert cover["summary"] == (f"0 photos; nothing enrolled: all 2 of its photos are in the index already, as "
+                                f"photos of {owners}; send other photos of it")
+    assert "PETRA" not in LandmarkIndex.load(tmp_path / "idx").meta.get("landmark_thresholds", {})

@@ -302,6 +302,17 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
             advice = cover["advice"] if advice is None else f"{cover['advice']}; {advice}"
             report[lid] = {**cover, "confirmation": confirmation, "advice": advice,
                            "summary": coverage_summary(cover["photos"], cover["distinct"], cover["coverage"], advice)}
+    for lid, cover in report.items():   # every photo given is indexed already, under another landmark
+        if not (index.labels == str(lid)).any():
+            given = embeddings.items.loc[embeddings.labels == str(lid), "id"].astype(str)
+            held = index.items.loc[index.items["id"].astype(str).isin(given), "landmark_id"].astype(str)
+            owners = ", ".join((name_of or (lambda x: index.meta.get("names", {}).get(x) or x))(o)
+                               for o in dict.fromkeys(held)) or "another landmark"
+            advice = (f"nothing enrolled: {'its photo is' if len(given) == 1 else f'all {len(given)} of its photos are'}"
+                      f" in the index already, as {'a photo' if len(given) == 1 else 'photos'} of {owners}; send other "
+                      f"photos of it")
+            report[lid] = {**cover, "threshold": None, "photos": 0, "coverage": "none", "advice": advice,
+                           "summary": f"0 photos; {advice}"}
     new = sorted(set(index.items["landmark_id"]) - before)
     return index, {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
                    "new_landmarks": new, "landmarks": report}
