@@ -2,6 +2,7 @@
 reject with a reason; limits bound the work a file asks for (checked from its header); photos
 and rows are used or listed as rejects, never silently dropped.  Files are made here, the AVIF
 from a real one of the dirty set."""
+import re
 import struct
 from pathlib import Path
 
@@ -188,3 +189,7 @@ def test_an_aspect_ratio_refusal_says_what_is_wrong_and_the_limit():
     assert "too large" not in str(refused.value) and str(refused.value).startswith(LIMIT_PREFIXES)
     assert image_reason(refused.value) == str(refused.value)
     check_shape(200 * MAX_ASPECT, 200)   # exactly at the limit: read
+    for (width, height), ratio in {(20000, 1): "20000", (1, 2999): "2999", (20001, 1000): "20.001",
+                                   (2101, 100): "21.01", (1000, 25001): "25"}.items():
+        with pytest.raises(ImageError, match=rf"^aspect ratio {re.escape(ratio)}:1 over the limit of 20:1: "):
+            check_shape(width, height)   # was '2e+04:1', and '20:1 over the limit of 20:1'
