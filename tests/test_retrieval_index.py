@@ -225,3 +225,25 @@ def test_enrolling_photos_indexed_already_under_another_landmark_says_nothing_wa
     assert cover["summary"] == (f"0 photos; nothing enrolled: all 2 of its photos are in the index already, as "
                                 f"photos of {owners}; send other photos of it")
     assert "PETRA" not in LandmarkIndex.load(tmp_path / "idx").meta.get("landmark_thresholds", {})
+
+
+def test_photos_sent_again_store_the_threshold_the_reply_gives(tmp_path):
+    """Re-enrolling a landmark's photos (all duplicates) recalibrates it and stores what the reply
+    says: an index whose stored threshold went bad (1.00004, written by the calibration before it
+    clipped similarities) is mended by what the refusal says, 'enrol its photos again' (was: the
+    reply said 1.0 and meta.json kept 1.00004, the index refused at every load)."""
+    import json
+    from landmark.retrieval.pipeline import enrol_index
+    x, labels = clustered(60, seed=3)
+    LandmarkIndex.build(as_embeddings(x[:50], labels[:50]), IndexParams(kind="flat")).save(tmp_path / "idx")
+    new = as_embeddings(x[50:], ["new"] * 10, prefix="n")
+    _, first = enrol_index(tmp_path / "idx", new, classes=[], threshold=0.2, confirm=False)
+    meta_file = tmp_path / "idx" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["landmark_thresholds"]["new"]["threshold"] == first["landmarks"]["new"]["threshold"] <= 1
+    meta["landmark_thresholds"]["new"]["threshold"] = 1.0000400548560744
+    meta_file.write_text(json.dumps(meta))
+    _, again = enrol_index(tmp_path / "idx", new, classes=[], threshold=0.2, confirm=False)
+    assert again["added"] == 0 and again["skipped_duplicates"] == 10
+    stored = json.loads(meta_file.read_text())["landmark_thresholds"]["new"]["threshold"]
+    assert stored == again["landmarks"]["new"]["threshold"] == pytest.approx(first["landmarks"]["new"]["threshold"])

@@ -290,7 +290,9 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
             report[lid] = calibrate_enrolled(index, lid, embeddings, floor, name_of=shown)
             if known is not None and lid in known:   # the classifier's landmark: the run's threshold
                 report[lid] = {**report[lid], "threshold": floor, "calibrated": False}
-            elif added:
+            elif added or (lid in index.meta.get("landmark_thresholds", {}) and (index.labels == str(lid)).any()):
+                # photos sent again: recalibrated from its indexed photos, stored as replied (what the
+                # refusal of a stored threshold outside [0, 1] tells to do: enrol its photos again)
                 index.meta.setdefault("landmark_thresholds", {})[lid] = {
                     k: report[lid][k] for k in ("threshold", "photos", "nearest_landmark", "coverage")}
         return before, added, skipped, report
