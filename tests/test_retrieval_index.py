@@ -247,3 +247,28 @@ def test_photos_sent_again_store_the_threshold_the_reply_gives(tmp_path):
     assert again["added"] == 0 and again["skipped_duplicates"] == 10
     stored = json.loads(meta_file.read_text())["landmark_thresholds"]["new"]["threshold"]
     assert stored == again["landmarks"]["new"]["threshold"] == pytest.approx(first["landmarks"]["new"]["threshold"])
+
+
+def test_a_new_landmark_named_as_another_but_for_case_is_refused(tmp_path):
+    """'petra_JORDAN' (shown 'petra JORDAN') or 'Petra' named 'petra jordan' beside 'Petra Jordan':
+    answers and photo keywords could not tell them apart; refused in one line, the index unchanged,
+    as class folders named alike are refused when data loads."""
+    from landmark.retrieval.pipeline import enrol_index
+    x, labels = clustered(40, seed=4)
+    base = as_embeddings(x[:30], ["11" if v % 2 else "9" for v in labels[:30]])
+    built = LandmarkIndex.build(base, IndexParams(kind="flat"))
+    built.meta["names"] = {"11": "Petra Jordan", "9": "Machu Picchu"}
+    built.save(tmp_path / "idx")
+    before = (tmp_path / "idx" / "items.csv").read_bytes()
+    for label, names in (("petra_JORDAN", None), ("petra", {"petra": "petra  jordan"})):
+        with pytest.raises(ValueError, match=rf"^landmark '{label}' would be shown as .*, as landmark 11 is "
+                                             r"\('Petra Jordan'\): enrol its photos as 11 if it is that landmark"):
+            enrol_index(tmp_path / "idx", as_embeddings(x[30:], [label] * 10, prefix="n"), names, classes=[],
+                        threshold=0.2, confirm=False)
+    assert (tmp_path / "idx" / "items.csv").read_bytes() == before
+    _, ok = enrol_index(tmp_path / "idx", as_embeddings(x[30:], ["petra-2"] * 10, prefix="n"), {"petra-2": "Petra Jordan (north)"},
+                        classes=[], threshold=0.2, confirm=False)
+    assert ok["added"] == 10
+    _, known = enrol_index(tmp_path / "idx", as_embeddings(x[30:32], ["11"] * 2, prefix="k"), classes=[],
+                           threshold=0.2, confirm=False)   # more photos of the landmark itself: as before
+    assert known["added"] == 2

@@ -278,6 +278,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
                     fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
         known, floor = _run_scoring(index, classes, threshold)   # a bad floor is refused before anything changes
+        _refuse_names_alike(index, embeddings, names, classes=classes, name_of=name_of)
         before = set(index.items["landmark_id"])
         added, skipped = index.add(embeddings)
         if names and rename and added:
@@ -318,6 +319,33 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
     new = sorted(set(index.items["landmark_id"]) - before)
     return index, {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
                    "new_landmarks": new, "landmarks": report}
+
+
+def _refuse_names_alike(index: LandmarkIndex, embeddings: Embeddings, names: dict[str, str] | None, *,
+                        classes: list[str] | None = None, name_of=None) -> None:
+    """Refuse a landmark new to the index that would be shown with another one's name, but for
+    case, ``_`` or spaces (``petra_jordan`` beside the trained ``Petra Jordan``), as class folders
+    named alike are refused (:func:`landmark.data.gldv2.same_name_folders`): answers and photo
+    keywords could not tell them apart.
+
+    Raises:
+        ValueError: one line naming both landmarks and what to do, before the index changes.
+    """
+    from ..data.gldv2 import folder_key
+    from ..data.names import display_name
+    stored, given = index.meta.get("names", {}), names or {}
+    held = list(dict.fromkeys(index.items["landmark_id"].astype(str).tolist() + [str(c) for c in classes or []]))
+    shown = {lid: (name_of(lid) if name_of else display_name(lid, stored.get(lid))) for lid in held}
+    keys = {folder_key(text): lid for lid, text in shown.items()}
+    for lid in dict.fromkeys(embeddings.labels.astype(str).tolist()):
+        if lid in shown:
+            continue
+        text = display_name(lid, given.get(lid) or stored.get(lid))
+        other = keys.get(folder_key(text))
+        if other is not None:
+            raise ValueError(f"landmark {lid!r} would be shown as '{text}', as landmark {other} is ('{shown[other]}'): "
+                             f"enrol its photos as {other} if it is that landmark, or give it a name that differs in "
+                             f"more than case, '_' or spaces (nothing was enrolled)")
 
 
 def _local_coverage(index: LandmarkIndex, landmark_id: str, confirm: bool | None) -> tuple[dict, str | None]:
