@@ -220,3 +220,13 @@ def test_a_link_is_not_replaced_by_a_file(photo, tmp_path_factory, in_place):
     assert f"{link} is a link (to {real}): not written" in summary.unreadable[0][1]
     assert link.is_symlink() and real.read_bytes() == before
     assert sorted(p.name for p in photo.parent.iterdir()) == ["a.jpg"] + ([] if in_place else ["a.jpg.xmp"])
+
+
+def test_a_photo_given_twice_is_tagged_once(photo):
+    """``landmark tag a.jpg FOLDER a.jpg``: the photo was recognised and written three times, and the
+    summary said 'tagged 3' and 'Petra 3' for one photo."""
+    second = photo.with_name("b.jpg")
+    shutil.copy(photo, second)
+    summary = tagging.tag_photos(Saying("Petra"), [photo, photo.parent, photo, f"{photo.parent}/./a.jpg"],
+                                 "model-a", progress=False)
+    assert summary.tagged == 2 and summary.landmarks == {"Petra": 2} and summary.unreadable == []

@@ -135,7 +135,9 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
     Links to folders are followed, each real folder walked once (by its resolved path): a link
     back to a folder above it (a loop), or to one walked already (or given twice), is not entered
     again.  Each folder not entered, but for hidden ones, is appended to ``not_entered`` as
-    ``(path, reason)``: those links, broken links, folders that cannot be read.
+    ``(path, reason)``: those links, broken links, folders that cannot be read.  A photo given
+    twice, or given and found again in a folder given, is yielded once (by its absolute path; a
+    link to a photo elsewhere is a photo of its own, with its sidecar beside the link).
 
     Raises:
         FileNotFoundError: a path given does not exist.
@@ -143,6 +145,14 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
     not_photos = Counter() if not_photos is None else not_photos
     not_entered = [] if not_entered is None else not_entered
     walked: dict[str, str] = {}   # resolved folder -> the path it was walked as
+    given: set[str] = set()       # photos yielded, by absolute path: a photo given and in a folder given is tagged once
+
+    def first(photo: str) -> bool:
+        key = os.path.abspath(photo)
+        if key in given:
+            return False
+        given.add(key)
+        return True
 
     def enter(folder: str) -> bool:
         real = os.path.realpath(folder)
@@ -163,7 +173,8 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
             raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
         if not path.is_dir():   # a file (or a pipe, socket or device: tag_photos lists it)
             if path.suffix.lower() in PHOTO_SUFFIXES:
-                yield path
+                if first(str(path)):
+                    yield path
             else:
                 not_photos[path.suffix.lower()] += 1
             continue
@@ -176,7 +187,8 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
                 if _is_our_temp(name):
                     Path(full).unlink(missing_ok=True)
                 elif name.lower().endswith(PHOTO_SUFFIXES) and not name.startswith("._"):
-                    yield Path(full)   # a broken link named as a photo: listed unreadable by tag_photos
+                    if first(full):
+                        yield Path(full)   # a broken link named as a photo: listed unreadable by tag_photos
                 elif os.path.islink(full) and not os.path.exists(full):   # a link to a folder, maybe
                     try:
                         to = os.readlink(full)
