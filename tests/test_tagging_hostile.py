@@ -230,3 +230,32 @@ def test_a_photo_given_twice_is_tagged_once(photo):
     summary = tagging.tag_photos(Saying("Petra"), [photo, photo.parent, photo, f"{photo.parent}/./a.jpg"],
                                  "model-a", progress=False)
     assert summary.tagged == 2 and summary.landmarks == {"Petra": 2} and summary.unreadable == []
+
+
+def test_a_link_to_a_folder_above_the_library_is_not_entered(tmp_path):
+    """Pictures/root -> / (or -> a parent of Pictures) walked the whole disk and wrote sidecars
+    beside every photo on it; now listed as not entered, the photos outside untouched."""
+    library = tmp_path / "home" / "Pictures"
+    library.mkdir(parents=True)
+    shutil.copy(PHOTO, library / "a.jpg")
+    shutil.copy(PHOTO, tmp_path / "home" / "elsewhere.jpg")
+    (library / "up").symlink_to(tmp_path / "home")
+    summary = tagging.tag_photos(Saying("Petra"), [library], "model-a", progress=False)
+    assert summary.tagged == 1 and not sidecar_path(tmp_path / "home" / "elsewhere.jpg").exists()
+    assert summary.not_entered == [(str(library / "up"), f"{tmp_path / 'home'} holds {library}, a folder given: "
+                                    f"entering it would tag photos outside the folders given (give "
+                                    f"{tmp_path / 'home'} itself to tag it all)")]
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="no /proc on this system")
+def test_a_link_into_proc_is_not_entered(tmp_path):
+    """Pictures/proc -> /proc: through /proc/PID/cwd the walk reached the working folder of every
+    process (8605 photos of other trees here); now the link is listed and nothing below it walked."""
+    shutil.copy(PHOTO, tmp_path / "a.jpg")
+    (tmp_path / "proc").symlink_to("/proc")
+    (tmp_path / "me").symlink_to("/proc/self")
+    not_entered = []
+    photos = list(tagging.walk_photos([tmp_path], None, not_entered))
+    assert photos == [tmp_path / "a.jpg"]
+    assert [p for p, _ in not_entered] == [str(tmp_path / "me"), str(tmp_path / "proc")]
+    assert not_entered[1][1] == "/proc is in /proc, the kernel's view of the system, not photos"

@@ -97,6 +97,11 @@ class TagSummary(BaseModel):
         return out
 
 
+#: Folders a link is never followed into (the kernel's pseudo file systems): a link to /proc led,
+#: through /proc/PID/cwd, into the working folder of every process on the machine.
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+
+
 def sidecar_path(photo: str | Path) -> Path:
     """The sidecar of ``photo``: ``photo.jpg`` -> ``photo.jpg.xmp`` (docs/tagging.md)."""
     photo = Path(photo)
@@ -154,12 +159,24 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
         given.add(key)
         return True
 
+    paths = [Path(p) for p in paths]
+    roots = [os.path.realpath(p) for p in paths if p.is_dir()]
+
     def enter(folder: str) -> bool:
         real = os.path.realpath(folder)
         if real in walked:
             link = " (a link)" if os.path.islink(folder) else ""
             not_entered.append((folder, f"{real}{link} is walked already as {walked[real]}: each folder is "
                                         f"tagged once (a link back to a folder above it would loop)"))
+            return False
+        above = None if real in roots else next((r for r in roots if r.startswith(real.rstrip(os.sep) + os.sep)), None)
+        system = None if real in roots else next((d for d in SYSTEM_FOLDERS if real == d or real.startswith(d + os.sep)), None)
+        if system is not None:   # /proc/<pid>/cwd leads into every process's working folder
+            not_entered.append((folder, f"{real} is in {system}, the kernel's view of the system, not photos"))
+            return False
+        if above is not None:   # a link to / or to a parent: it would tag photos outside the folders given
+            not_entered.append((folder, f"{real} holds {above}, a folder given: entering it would tag photos "
+                                        f"outside the folders given (give {real} itself to tag it all)"))
             return False
         walked[real] = folder
         return True
@@ -168,7 +185,7 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
         not_entered.append((err.filename or "?", f"cannot be read ({err.strerror or err}): its photos are "
                                                  f"not tagged"))
 
-    for path in map(Path, paths):
+    for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
         if not path.is_dir():   # a file (or a pipe, socket or device: tag_photos lists it)
