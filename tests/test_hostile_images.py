@@ -178,6 +178,26 @@ def test_hidden_photos_are_read_and_os_metadata_is_named(tmp_path):
     assert sorted(u[0] for u in unusable) == ["2/.DS_Store", "3/._x1.jpg"]
 
 
+def test_temporary_files_of_a_killed_write_are_not_photos(tmp_path):
+    """A killed ``landmark tag --in-place`` leaves ``.p0.jpg.tmp<pid>``, a whole copy of the photo, and
+    a sidecar write ``.p0.jpg.xmp.tmp<pid>``: predict read the copy as one more photo and the other
+    as an unreadable one, train trained on the copy; now both are metadata with a reason."""
+    from landmark.data.gldv2 import read_queries
+    for c in range(2):
+        for k in range(3):
+            photo(tmp_path / "tree" / str(c) / f"p{k}.jpg", 10 * c + k)
+    folder = tmp_path / "tree" / "1"
+    (folder / ".p0.jpg.tmp4242").write_bytes((folder / "p0.jpg").read_bytes())
+    (folder / ".p0.jpg.xmp.tmp4242").write_text("<x:xmpmeta")
+    (folder / ".p9.jpg").write_bytes((folder / "p1.jpg").read_bytes())   # a hidden photo is still a photo
+    assert sorted(read_queries(folder)["id"]) == ["_p9", "p0", "p1", "p2"]
+    unusable: list = []
+    assert len(read_train(tmp_path / "tree", unusable=unusable)) == 7
+    assert sorted((u[0], u[-1]) for u in unusable) == [
+        ("1/.p0.jpg.tmp4242", "temporary file of an interrupted write (.p0.jpg.tmp4242), not a photo"),
+        ("1/.p0.jpg.xmp.tmp4242", "temporary file of an interrupted write (.p0.jpg.xmp.tmp4242), not a photo")]
+
+
 def test_an_aspect_ratio_refusal_says_what_is_wrong_and_the_limit():
     """Not "too large": the ratio, the limit, which way, and that the service and downloads keep it."""
     from landmark.data.download import image_reason
