@@ -91,6 +91,23 @@ def test_a_submission_of_other_photos_is_refused(tree, tmp_path):
         folder_solution(empty)
 
 
+def test_folders_named_alike_are_refused_as_train_refuses_them(tree, tmp_path):
+    """tree/Petra_Jordan/ beside tree/petra jordan/: landmark train refuses such a tree; evaluate
+    scored the two as two landmarks (a submission of a model trained on one of them counted the
+    other folder's photos wrong) and, with a model's names, silently made them one."""
+    (tree / "petra jordan").mkdir()
+    (tree / "petra jordan" / "more.jpg").symlink_to(image_path(DATA / "landmarks13", MACHU[0], "test"))
+    for names in (None, {"11": "Petra Jordan"}):
+        with pytest.raises(ValueError, match=r"class folders .*Petra_Jordan and .*petra jordan differ only in case"):
+            folder_solution(tree, names=names)
+    rows = pd.DataFrame([{"id": PETRA[0], "landmark_id": "Petra_Jordan", "score": 0.9}])
+    write_submission(rows, tmp_path / "sub.csv")
+    cli = CliRunner().invoke(__import__("landmark.cli", fromlist=["app"]).app,
+                             ["evaluate", str(tmp_path / "sub.csv"), "--solution", str(tree)])
+    assert cli.exit_code != 0 and "differ only in case, '_' or spaces" in cli.output
+    assert not (tmp_path / "eval").exists()
+
+
 @pytest.mark.slow
 def test_model_and_folder_predict_and_score(recognizer_run, rec, tree, tmp_path):
     from landmark.cli import app

@@ -2,6 +2,7 @@
 reject with a reason; limits bound the work a file asks for (checked from its header); photos
 and rows are used or listed as rejects, never silently dropped.  Files are made here, the AVIF
 from a real one of the dirty set."""
+import re
 import struct
 from pathlib import Path
 
@@ -177,6 +178,26 @@ def test_hidden_photos_are_read_and_os_metadata_is_named(tmp_path):
     assert sorted(u[0] for u in unusable) == ["2/.DS_Store", "3/._x1.jpg"]
 
 
+def test_temporary_files_of_a_killed_write_are_not_photos(tmp_path):
+    """A killed ``landmark tag --in-place`` leaves ``.p0.jpg.tmp<pid>``, a whole copy of the photo, and
+    a sidecar write ``.p0.jpg.xmp.tmp<pid>``: predict read the copy as one more photo and the other
+    as an unreadable one, train trained on the copy; now both are metadata with a reason."""
+    from landmark.data.gldv2 import read_queries
+    for c in range(2):
+        for k in range(3):
+            photo(tmp_path / "tree" / str(c) / f"p{k}.jpg", 10 * c + k)
+    folder = tmp_path / "tree" / "1"
+    (folder / ".p0.jpg.tmp4242").write_bytes((folder / "p0.jpg").read_bytes())
+    (folder / ".p0.jpg.xmp.tmp4242").write_text("<x:xmpmeta")
+    (folder / ".p9.jpg").write_bytes((folder / "p1.jpg").read_bytes())   # a hidden photo is still a photo
+    assert sorted(read_queries(folder)["id"]) == ["_p9", "p0", "p1", "p2"]
+    unusable: list = []
+    assert len(read_train(tmp_path / "tree", unusable=unusable)) == 7
+    assert sorted((u[0], u[-1]) for u in unusable) == [
+        ("1/.p0.jpg.tmp4242", "temporary file of an interrupted write (.p0.jpg.tmp4242), not a photo"),
+        ("1/.p0.jpg.xmp.tmp4242", "temporary file of an interrupted write (.p0.jpg.xmp.tmp4242), not a photo")]
+
+
 def test_an_aspect_ratio_refusal_says_what_is_wrong_and_the_limit():
     """Not "too large": the ratio, the limit, which way, and that the service and downloads keep it."""
     from landmark.data.download import image_reason
@@ -188,3 +209,7 @@ def test_an_aspect_ratio_refusal_says_what_is_wrong_and_the_limit():
     assert "too large" not in str(refused.value) and str(refused.value).startswith(LIMIT_PREFIXES)
     assert image_reason(refused.value) == str(refused.value)
     check_shape(200 * MAX_ASPECT, 200)   # exactly at the limit: read
+    for (width, height), ratio in {(20000, 1): "20000", (1, 2999): "2999", (20001, 1000): "20.001",
+                                   (2101, 100): "21.01", (1000, 25001): "25"}.items():
+        with pytest.raises(ImageError, match=rf"^aspect ratio {re.escape(ratio)}:1 over the limit of 20:1: "):
+            check_shape(width, height)   # was '2e+04:1', and '20:1 over the limit of 20:1'

@@ -154,3 +154,26 @@ def test_cli_report_passes_keywords(monkeypatch, tmp_path):
                                       "--tta", "4", "--batch-size", "5", "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert seen == {"images": None, "samples": 3, "tta": 4, "batch_size": 5, "workers": 1}
+
+
+def test_example_files_of_odd_landmark_ids_stay_in_the_report_folder(tmp_path, monkeypatch):
+    """A solution CSV's landmark ids become file names: '../../pwn' ended a whole report at its last
+    section ('No such file or directory: .../examples_worst_../../pwn.png'); a 300-character id
+    is over the file-name limit. Each is now one file inside the folder."""
+    from types import SimpleNamespace
+
+    from landmark.reporting import report
+    from landmark.reporting.html import Page
+    written = []
+
+    def plot(queries, lid, names, path):
+        path.write_bytes(b"png")   # where the grid would be drawn
+        written.append(path)
+    monkeypatch.setattr(report.photo_grids, "plot_class_examples", plot)
+    odd = ["../../pwn", "a/b", "x" * 300, "Sacré-Cœur"]
+    data = SimpleNamespace(accuracy=SimpleNamespace(worst=odd + ["11"], near_50=["0f3a"]), queries=None, names={})
+    report._examples_section(Page("t"), data, tmp_path)
+    assert len(written) == 6 and all(p.parent == tmp_path and p.is_file() for p in written)
+    assert [p.name for p in written[-2:]] == ["examples_worst_11.png", "examples_near50_0f3a.png"]
+    assert len({p.name for p in written}) == 6 and all(len(p.name) < 80 for p in written)
+    assert report.file_part("../../pwn").startswith("pwn-") and report.file_part("Petra_Jordan") == "Petra_Jordan"

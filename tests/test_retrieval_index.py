@@ -207,3 +207,68 @@ def test_embed_images_streams_and_lists_rejects(tmp_path, l13):
     np.testing.assert_array_equal(np.asarray(back.vectors), np.asarray(emb.vectors))
     with pytest.raises(FileExistsError):
         embed_images(model, pre, frame, tmp_path / "e", workers=0)
+
+
+def test_enrolling_photos_indexed_already_under_another_landmark_says_nothing_was_enrolled(tmp_path):
+    """Photos whose ids the index holds already (as another landmark's) are skipped as duplicates;
+    the reply said '2 photos; ... coverage poor' for a landmark with no photo in the index, which
+    no answer can ever name. Now: 0 photos, coverage 'none', and whose photos they are."""
+    from landmark.retrieval.pipeline import enrol_index
+    x, labels = clustered(60, seed=2)
+    LandmarkIndex.build(as_embeddings(x, labels), IndexParams(kind="flat")).save(tmp_path / "idx")
+    again = as_embeddings(x[:2], ["PETRA", "PETRA"])   # ids i0, i1: photos of landmarks labels[0], labels[1]
+    _, result = enrol_index(tmp_path / "idx", again, {"PETRA": "Petra"}, classes=[], threshold=0.2, confirm=False)
+    assert result["added"] == 0 and result["skipped_duplicates"] == 2 and result["new_landmarks"] == []
+    cover = result["landmarks"]["PETRA"]
+    owners = ", ".join(dict.fromkeys(str(v) for v in labels[:2]))
+    assert cover["photos"] == 0 and cover["coverage"] == "none" and cover["threshold"] is None
+    assert cover["summary"] == (f"0 photos; nothing enrolled: all 2 of its photos are in the index already, as "
+                                f"photos of {owners}; send other photos of it")
+    assert "PETRA" not in LandmarkIndex.load(tmp_path / "idx").meta.get("landmark_thresholds", {})
+
+
+def test_photos_sent_again_store_the_threshold_the_reply_gives(tmp_path):
+    """Re-enrolling a landmark's photos (all duplicates) recalibrates it and stores what the reply
+    says: an index whose stored threshold went bad (1.00004, written by the calibration before it
+    clipped similarities) is mended by what the refusal says, 'enrol its photos again' (was: the
+    reply said 1.0 and meta.json kept 1.00004, the index refused at every load)."""
+    import json
+    from landmark.retrieval.pipeline import enrol_index
+    x, labels = clustered(60, seed=3)
+    LandmarkIndex.build(as_embeddings(x[:50], labels[:50]), IndexParams(kind="flat")).save(tmp_path / "idx")
+    new = as_embeddings(x[50:], ["new"] * 10, prefix="n")
+    _, first = enrol_index(tmp_path / "idx", new, classes=[], threshold=0.2, confirm=False)
+    meta_file = tmp_path / "idx" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["landmark_thresholds"]["new"]["threshold"] == first["landmarks"]["new"]["threshold"] <= 1
+    meta["landmark_thresholds"]["new"]["threshold"] = 1.0000400548560744
+    meta_file.write_text(json.dumps(meta))
+    _, again = enrol_index(tmp_path / "idx", new, classes=[], threshold=0.2, confirm=False)
+    assert again["added"] == 0 and again["skipped_duplicates"] == 10
+    stored = json.loads(meta_file.read_text())["landmark_thresholds"]["new"]["threshold"]
+    assert stored == again["landmarks"]["new"]["threshold"] == pytest.approx(first["landmarks"]["new"]["threshold"])
+
+
+def test_a_new_landmark_named_as_another_but_for_case_is_refused(tmp_path):
+    """'petra_JORDAN' (shown 'petra JORDAN') or 'Petra' named 'petra jordan' beside 'Petra Jordan':
+    answers and photo keywords could not tell them apart; refused in one line, the index unchanged,
+    as class folders named alike are refused when data loads."""
+    from landmark.retrieval.pipeline import enrol_index
+    x, labels = clustered(40, seed=4)
+    base = as_embeddings(x[:30], ["11" if v % 2 else "9" for v in labels[:30]])
+    built = LandmarkIndex.build(base, IndexParams(kind="flat"))
+    built.meta["names"] = {"11": "Petra Jordan", "9": "Machu Picchu"}
+    built.save(tmp_path / "idx")
+    before = (tmp_path / "idx" / "items.csv").read_bytes()
+    for label, names in (("petra_JORDAN", None), ("petra", {"petra": "petra  jordan"})):
+        with pytest.raises(ValueError, match=rf"^landmark '{label}' would be shown as .*, as landmark 11 is "
+                                             r"\('Petra Jordan'\): enrol its photos as 11 if it is that landmark"):
+            enrol_index(tmp_path / "idx", as_embeddings(x[30:], [label] * 10, prefix="n"), names, classes=[],
+                        threshold=0.2, confirm=False)
+    assert (tmp_path / "idx" / "items.csv").read_bytes() == before
+    _, ok = enrol_index(tmp_path / "idx", as_embeddings(x[30:], ["petra-2"] * 10, prefix="n"), {"petra-2": "Petra Jordan (north)"},
+                        classes=[], threshold=0.2, confirm=False)
+    assert ok["added"] == 10
+    _, known = enrol_index(tmp_path / "idx", as_embeddings(x[30:32], ["11"] * 2, prefix="k"), classes=[],
+                           threshold=0.2, confirm=False)   # more photos of the landmark itself: as before
+    assert known["added"] == 2

@@ -82,6 +82,24 @@ def test_calibration_sits_between_the_nearest_landmark_and_the_landmarks_own_pho
     assert single["threshold"] == pytest.approx(0.5 ** 3) and single["coverage"] == "poor"
 
 
+def test_a_photo_indexed_already_under_another_landmark_calibrates_a_threshold_an_index_can_store():
+    """Enrolling a copy of a photo the index holds for another landmark (or two copies of one
+    photo): float32 similarities of 1.0000001, cubed, made a threshold of 1.00004, which
+    every later load of the index refused ('not a number in [0, 1]'): the whole index unusable."""
+    from landmark.retrieval.config import is_stored_threshold
+    rng = np.random.default_rng(1)
+    photo = rng.normal(size=(1, 512)).astype(np.float32)
+    photo /= np.linalg.norm(photo, axis=1, keepdims=True)
+    own = np.concatenate([photo, photo])
+    same = float((photo @ photo.T)[0, 0])
+    sims = np.array([[same], [same]], dtype=np.float32)
+    out = calibrate_landmark(own, sims, np.array([[7], [7]]), np.array([["other"], ["other"]]), "new", default=0.01)
+    assert out["threshold"] <= 1.0 and is_stored_threshold(out["threshold"])
+    copy = calibrate_landmark(own[:1], np.array([[1.0000001]]), np.array([[7]]), np.array([["other"]]), "new",
+                              default=0.01)
+    assert copy["threshold"] == 1.0 and copy["impostor_score"] == 1.0
+
+
 def test_the_enrolment_reply_says_how_many_photos_how_distinct_and_what_would_help():
     own = np.eye(4, dtype=np.float32)[:3]
     own[:, 3] = 1.0

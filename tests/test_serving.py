@@ -238,3 +238,24 @@ def test_web_page_in_headless_chromium(rec, onnx_rec, photo, tmp_path, served):
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             browser.close()
         assert not errors, errors
+
+
+def test_enrolling_a_name_alike_a_known_landmarks_is_refused(recognizer_run, recognizer_index, l13, tmp_path):
+    """POST /v1/landmarks/petra/images with name 'petra  JORDAN' beside the index's 'Petra Jordan'
+    (landmark 11): 409 in one line naming both, the index unchanged (the ValueError was a 500)."""
+    from fastapi.testclient import TestClient
+
+    from landmark import Recognizer
+    from landmark.serving import create_app
+    folder = tmp_path / "idx"
+    shutil.copytree(recognizer_index, folder)
+    before = (folder / "items.csv").read_bytes()
+    app = create_app(Recognizer.load(recognizer_run, index=folder), token=TOKEN, index_dir=folder)
+    photo = image_path(l13, PHOTO, "test").read_bytes()
+    with TestClient(app) as c:
+        res = c.post("/v1/landmarks/petra/images", files=[("file", ("a.jpg", photo, "image/jpeg"))],
+                     data={"name": "petra  JORDAN"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert res.status_code == 409, res.text
+    assert res.json()["error"].startswith("landmark 'petra' would be shown as 'petra  JORDAN', as landmark 11 is "
+                                          "('Petra Jordan')")
+    assert (folder / "items.csv").read_bytes() == before

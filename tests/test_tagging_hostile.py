@@ -177,3 +177,85 @@ def test_linked_folders_are_followed_once_and_what_is_not_entered_is_listed(tmp_
         in lines
     again = tagging.tag_photos(Saying("Colosseum"), [library], "model-a", progress=False)
     assert again.skipped == 2 and again.tagged == 0
+
+
+def test_a_link_that_cannot_be_read_is_listed(tmp_path, monkeypatch):
+    """A link whose target cannot be read (``/proc/1/cwd`` under a library holding a link to
+    ``/proc``: EACCES) or that is gone since its folder was listed is listed as not entered
+    (was: ``PermissionError`` from os.readlink ended the whole run)."""
+    import os
+    shutil.copy(PHOTO, tmp_path / "a.jpg")
+    (tmp_path / "cwd").symlink_to(tmp_path / "elsewhere")
+    link = str(tmp_path / "cwd")
+    readlink = os.readlink
+
+    def denied(path, *args, **kwargs):
+        if str(path) == link:
+            raise PermissionError(13, "Permission denied", link)
+        return readlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "readlink", denied)
+    summary = tagging.tag_photos(Saying("Petra"), [tmp_path], "model-a", progress=False)
+    assert summary.tagged == 1
+    assert summary.not_entered == [(link, "a link that cannot be followed (Permission denied)")]
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["sidecar", "in place"])
+def test_a_link_is_not_replaced_by_a_file(photo, tmp_path_factory, in_place):
+    """A sidecar (or, in place, a photo) that is a link to a file elsewhere is listed and left
+    as it is (was: os.replace silently put a new file, in place a whole copy of the photo, where
+    the link was, and the file it points to kept its old tags)."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")   # outside the folder tagged
+    real = elsewhere / ("b.jpg" if in_place else "a.jpg.xmp")
+    if in_place:
+        shutil.copy(photo, real)
+        real.chmod(0o644)
+        photo.unlink()
+    else:
+        real.write_text(HEAD + DESCRIPTION % "Rome" + END)
+    link = photo if in_place else sidecar_path(photo)
+    link.symlink_to(real)
+    before = real.read_bytes()
+    summary = tagging.tag_photos(Saying("Petra"), [photo.parent], "model-a", in_place=in_place, progress=False)
+    assert summary.tagged == 0 and [p for p, _ in summary.unreadable] == [str(photo)]
+    assert f"{link} is a link (to {real}): not written" in summary.unreadable[0][1]
+    assert link.is_symlink() and real.read_bytes() == before
+    assert sorted(p.name for p in photo.parent.iterdir()) == ["a.jpg"] + ([] if in_place else ["a.jpg.xmp"])
+
+
+def test_a_photo_given_twice_is_tagged_once(photo):
+    """``landmark tag a.jpg FOLDER a.jpg``: the photo was recognised and written three times, and the
+    summary said 'tagged 3' and 'Petra 3' for one photo."""
+    second = photo.with_name("b.jpg")
+    shutil.copy(photo, second)
+    summary = tagging.tag_photos(Saying("Petra"), [photo, photo.parent, photo, f"{photo.parent}/./a.jpg"],
+                                 "model-a", progress=False)
+    assert summary.tagged == 2 and summary.landmarks == {"Petra": 2} and summary.unreadable == []
+
+
+def test_a_link_to_a_folder_above_the_library_is_not_entered(tmp_path):
+    """Pictures/root -> / (or -> a parent of Pictures) walked the whole disk and wrote sidecars
+    beside every photo on it; now listed as not entered, the photos outside untouched."""
+    library = tmp_path / "home" / "Pictures"
+    library.mkdir(parents=True)
+    shutil.copy(PHOTO, library / "a.jpg")
+    shutil.copy(PHOTO, tmp_path / "home" / "elsewhere.jpg")
+    (library / "up").symlink_to(tmp_path / "home")
+    summary = tagging.tag_photos(Saying("Petra"), [library], "model-a", progress=False)
+    assert summary.tagged == 1 and not sidecar_path(tmp_path / "home" / "elsewhere.jpg").exists()
+    assert summary.not_entered == [(str(library / "up"), f"{tmp_path / 'home'} holds {library}, a folder given: "
+                                    f"entering it would tag photos outside the folders given (give "
+                                    f"{tmp_path / 'home'} itself to tag it all)")]
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="no /proc on this system")
+def test_a_link_into_proc_is_not_entered(tmp_path):
+    """Pictures/proc -> /proc: through /proc/PID/cwd the walk reached the working folder of every
+    process (8605 photos of other trees here); now the link is listed and nothing below it walked."""
+    shutil.copy(PHOTO, tmp_path / "a.jpg")
+    (tmp_path / "proc").symlink_to("/proc")
+    (tmp_path / "me").symlink_to("/proc/self")
+    not_entered = []
+    photos = list(tagging.walk_photos([tmp_path], None, not_entered))
+    assert photos == [tmp_path / "a.jpg"]
+    assert [p for p, _ in not_entered] == [str(tmp_path / "me"), str(tmp_path / "proc")]
+    assert not_entered[1][1] == "/proc is in /proc, the kernel's view of the system, not photos"

@@ -334,10 +334,16 @@ def folder_landmark_id(folder: str) -> str:
     return "_".join(folder.split())
 
 
+#: What :func:`landmark.io.temp_path` names (``.photo.jpg.tmp<pid>``) and a killed writer leaves.
+_TEMP_FILE = re.compile(r"^\..+\.tmp\d+$")
+
+
 def os_junk(name: str) -> str:
     """Why a file named ``name`` is operating-system metadata rather than a photo ('' when it may be one)."""
     if name.startswith("._"):
         return "macOS AppleDouble metadata file (._name), not a photo"
+    if _TEMP_FILE.match(name):   # landmark.io.temp_path: a killed `landmark tag --in-place` leaves a whole copy
+        return f"temporary file of an interrupted write ({name}), not a photo"
     kind = OS_JUNK.get(name.lower())
     return f"{kind} file ({name}), not a photo" if kind else ""
 

@@ -78,8 +78,11 @@ def check_shape(width: int, height: int, mode: str = "RGB", max_pixels: int = MA
     if max(width, height) > MAX_SIDE:
         raise ImageError(f"too large: {width}x{height} pixels, a side over the limit of {MAX_SIDE} px")
     if max(width, height) > MAX_ASPECT * min(width, height):
-        ratio = max(width, height) / min(width, height)
-        raise ImageError(f"aspect ratio {ratio:.3g}:1 over the limit of {MAX_ASPECT}:1: {width}x{height} pixels is too "
+        ratio, digits = max(width, height) / min(width, height), 2
+        while round(ratio, digits) <= MAX_ASPECT and digits < 9:   # 20001x1000 is 20.001:1, not 20:1
+            digits += 1
+        ratio = f"{ratio:.{digits}f}".rstrip("0").rstrip(".")      # 20000x1 is 20000:1 (was 2e+04:1)
+        raise ImageError(f"aspect ratio {ratio}:1 over the limit of {MAX_ASPECT}:1: {width}x{height} pixels is too "
                          f"{'wide' if width > height else 'tall'} (long side / short side; a panorama up to "
                          f"{MAX_ASPECT}:1 is read)")
     if width * height > max_pixels:

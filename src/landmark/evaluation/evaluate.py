@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data.gldv2 import folder_landmark_id, read_queries
+from ..data.gldv2 import folder_landmark_id, read_queries, refuse_same_name, same_name_folders
 from ..data.kaggle import read_retrieval_solution, read_retrieval_submission, read_solution, read_submission
 from ..data.names import display_name, pretty_name
 from ..io import json_text, write_text_atomic
@@ -127,14 +127,20 @@ def folder_solution(tree: str | Path, nonlandmarks: str | Path | None = None,
 
     Raises:
         FileNotFoundError: ``tree`` (or ``nonlandmarks``) is not a folder.
-        ValueError: no photo in a class folder; an id of ``nonlandmarks`` repeats one of the tree.
+        ValueError: no photo in a class folder; an id of ``nonlandmarks`` repeats one of the tree;
+            two class folders whose names differ only in case, ``_`` or spaces (``Petra``,
+            ``petra``: two landmarks without ``names``, as ``landmark train`` refuses them).
     """
     tree = Path(tree)
     if not tree.is_dir():
         raise FileNotFoundError(f"{tree} is not a folder: give a folder with one sub-folder of photos per landmark")
     queries = read_queries(tree)
     top = [Path(p).relative_to(tree).parts for p in queries["path"]]
-    folders = folder_landmarks([parts[0] for parts in top if len(parts) > 1], names)
+    class_folders = [parts[0] for parts in top if len(parts) > 1]
+    clash = same_name_folders(dict.fromkeys(class_folders))   # as landmark train refuses them
+    if clash:
+        refuse_same_name(tree / clash[0], tree / clash[1])
+    folders = folder_landmarks(class_folders, names)
     queries["landmarks"] = [folders[parts[0]] if len(parts) > 1 else None for parts in top]
     unlabelled = queries.loc[queries["landmarks"].isna(), "path"].tolist()
     queries = queries[queries["landmarks"].notna()].reset_index(drop=True)

@@ -97,6 +97,11 @@ class TagSummary(BaseModel):
         return out
 
 
+#: Folders a link is never followed into (the kernel's pseudo file systems): a link to /proc led,
+#: through /proc/PID/cwd, into the working folder of every process on the machine.
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+
+
 def sidecar_path(photo: str | Path) -> Path:
     """The sidecar of ``photo``: ``photo.jpg`` -> ``photo.jpg.xmp`` (docs/tagging.md)."""
     photo = Path(photo)
@@ -135,7 +140,9 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
     Links to folders are followed, each real folder walked once (by its resolved path): a link
     back to a folder above it (a loop), or to one walked already (or given twice), is not entered
     again.  Each folder not entered, but for hidden ones, is appended to ``not_entered`` as
-    ``(path, reason)``: those links, broken links, folders that cannot be read.
+    ``(path, reason)``: those links, broken links, folders that cannot be read.  A photo given
+    twice, or given and found again in a folder given, is yielded once (by its absolute path; a
+    link to a photo elsewhere is a photo of its own, with its sidecar beside the link).
 
     Raises:
         FileNotFoundError: a path given does not exist.
@@ -143,6 +150,17 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
     not_photos = Counter() if not_photos is None else not_photos
     not_entered = [] if not_entered is None else not_entered
     walked: dict[str, str] = {}   # resolved folder -> the path it was walked as
+    given: set[str] = set()       # photos yielded, by absolute path: a photo given and in a folder given is tagged once
+
+    def first(photo: str) -> bool:
+        key = os.path.abspath(photo)
+        if key in given:
+            return False
+        given.add(key)
+        return True
+
+    paths = [Path(p) for p in paths]
+    roots = [os.path.realpath(p) for p in paths if p.is_dir()]
 
     def enter(folder: str) -> bool:
         real = os.path.realpath(folder)
@@ -151,6 +169,15 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
             not_entered.append((folder, f"{real}{link} is walked already as {walked[real]}: each folder is "
                                         f"tagged once (a link back to a folder above it would loop)"))
             return False
+        above = None if real in roots else next((r for r in roots if r.startswith(real.rstrip(os.sep) + os.sep)), None)
+        system = None if real in roots else next((d for d in SYSTEM_FOLDERS if real == d or real.startswith(d + os.sep)), None)
+        if system is not None:   # /proc/<pid>/cwd leads into every process's working folder
+            not_entered.append((folder, f"{real} is in {system}, the kernel's view of the system, not photos"))
+            return False
+        if above is not None:   # a link to / or to a parent: it would tag photos outside the folders given
+            not_entered.append((folder, f"{real} holds {above}, a folder given: entering it would tag photos "
+                                        f"outside the folders given (give {real} itself to tag it all)"))
+            return False
         walked[real] = folder
         return True
 
@@ -158,12 +185,13 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
         not_entered.append((err.filename or "?", f"cannot be read ({err.strerror or err}): its photos are "
                                                  f"not tagged"))
 
-    for path in map(Path, paths):
+    for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
         if not path.is_dir():   # a file (or a pipe, socket or device: tag_photos lists it)
             if path.suffix.lower() in PHOTO_SUFFIXES:
-                yield path
+                if first(str(path)):
+                    yield path
             else:
                 not_photos[path.suffix.lower()] += 1
             continue
@@ -176,9 +204,15 @@ def walk_photos(paths: Iterable[str | Path], not_photos: Counter | None = None,
                 if _is_our_temp(name):
                     Path(full).unlink(missing_ok=True)
                 elif name.lower().endswith(PHOTO_SUFFIXES) and not name.startswith("._"):
-                    yield Path(full)   # a broken link named as a photo: listed unreadable by tag_photos
+                    if first(full):
+                        yield Path(full)   # a broken link named as a photo: listed unreadable by tag_photos
                 elif os.path.islink(full) and not os.path.exists(full):   # a link to a folder, maybe
-                    not_entered.append((full, f"a broken link (to {os.readlink(full)}, which does not exist)"))
+                    try:
+                        to = os.readlink(full)
+                    except OSError as err:   # /proc/1/cwd (EACCES), or gone since the folder was listed
+                        not_entered.append((full, f"a link that cannot be followed ({err.strerror or err})"))
+                    else:
+                        not_entered.append((full, f"a broken link (to {to}, which does not exist)"))
                 elif not name.lower().endswith(SIDECAR_SUFFIX):
                     not_photos[Path(name).suffix.lower()] += 1
 
@@ -464,6 +498,13 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
             if irregular is not None:   # a pipe would block the read forever; a folder cannot be read
                 summary.unreadable.append((str(photo), f"{irregular} is not a regular file (a folder, pipe, socket "
                                                        f"or device); move it away to tag this photo"))
+                bar.update(1)
+                continue
+            if target.is_symlink():   # os.replace would put a file where the link was, the file it points to unchanged
+                what = "the photo" if in_place else "its sidecar"
+                summary.unreadable.append((str(photo), f"{what} {target} is a link (to {os.path.realpath(target)}): "
+                                                       f"not written, writing would replace the link by a file; tag "
+                                                       f"the file it points to{'' if in_place else ' or replace the link by a copy'}"))
                 bar.update(1)
                 continue
             try:

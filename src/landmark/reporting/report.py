@@ -175,6 +175,20 @@ def _per_class_section(page: Page, data: ReportData, out: Path) -> None:
     page.text("Lowest 15 classes shown; all in per_class_accuracy.csv.", note=True)
 
 
+def file_part(landmark_id: str) -> str:
+    """``landmark_id`` as part of a file name inside the report folder: itself when it is letters,
+    digits, ``_ - .`` and at most 64 characters (every GLDv2 id and class folder name), else its
+    safe characters (at most 40) and 8 hex digits of its SHA-256 (a solution CSV's ``a/b``,
+    ``../x`` or a 300-character id stays one file in the folder, one per id)."""
+    import hashlib
+    import re
+    text = str(landmark_id)
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", text):
+        return text
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:40]
+    return f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def _examples_section(page: Page, data: ReportData, out: Path) -> None:
     if data.accuracy is None:
         return
@@ -183,7 +197,7 @@ def _examples_section(page: Page, data: ReportData, out: Path) -> None:
               "its confidence (single view, the same view the saliency maps explain).", note=True)
     for kind, ids in (("worst", data.accuracy.worst), ("near50", data.accuracy.near_50)):
         for lid in ids:
-            name = f"examples_{kind}_{lid}.png"
+            name = f"examples_{kind}_{file_part(lid)}.png"
             photo_grids.plot_class_examples(data.queries, lid, data.names, out / name)
             page.image(out / name, f"examples of class {lid}")
 

@@ -279,6 +279,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
                     fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
         known, floor = _run_scoring(index, classes, threshold)   # a bad floor is refused before anything changes
+        _refuse_names_alike(index, embeddings, names, classes=classes, name_of=name_of)
         before = set(index.items["landmark_id"])
         added, skipped = index.add(embeddings)
         if names and rename and added:
@@ -291,7 +292,9 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
             report[lid] = calibrate_enrolled(index, lid, embeddings, floor, name_of=shown)
             if known is not None and lid in known:   # the classifier's landmark: the run's threshold
                 report[lid] = {**report[lid], "threshold": floor, "calibrated": False}
-            elif added:
+            elif added or (lid in index.meta.get("landmark_thresholds", {}) and (index.labels == str(lid)).any()):
+                # photos sent again: recalibrated from its indexed photos, stored as replied (what the
+                # refusal of a stored threshold outside [0, 1] tells to do: enrol its photos again)
                 index.meta.setdefault("landmark_thresholds", {})[lid] = {
                     k: report[lid][k] for k in ("threshold", "photos", "nearest_landmark", "coverage")}
         return before, added, skipped, report
@@ -303,9 +306,47 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
             advice = cover["advice"] if advice is None else f"{cover['advice']}; {advice}"
             report[lid] = {**cover, "confirmation": confirmation, "advice": advice,
                            "summary": coverage_summary(cover["photos"], cover["distinct"], cover["coverage"], advice)}
+    for lid, cover in report.items():   # every photo given is indexed already, under another landmark
+        if not (index.labels == str(lid)).any():
+            given = embeddings.items.loc[embeddings.labels == str(lid), "id"].astype(str)
+            held = index.items.loc[index.items["id"].astype(str).isin(given), "landmark_id"].astype(str)
+            owners = ", ".join((name_of or (lambda x: index.meta.get("names", {}).get(x) or x))(o)
+                               for o in dict.fromkeys(held)) or "another landmark"
+            advice = (f"nothing enrolled: {'its photo is' if len(given) == 1 else f'all {len(given)} of its photos are'}"
+                      f" in the index already, as {'a photo' if len(given) == 1 else 'photos'} of {owners}; send other "
+                      f"photos of it")
+            report[lid] = {**cover, "threshold": None, "photos": 0, "coverage": "none", "advice": advice,
+                           "summary": f"0 photos; {advice}"}
     new = sorted(set(index.items["landmark_id"]) - before)
     return index, {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
                    "new_landmarks": new, "landmarks": report}
+
+
+def _refuse_names_alike(index: LandmarkIndex, embeddings: Embeddings, names: dict[str, str] | None, *,
+                        classes: list[str] | None = None, name_of=None) -> None:
+    """Refuse a landmark new to the index that would be shown with another one's name, but for
+    case, ``_`` or spaces (``petra_jordan`` beside the trained ``Petra Jordan``), as class folders
+    named alike are refused (:func:`landmark.data.gldv2.same_name_folders`): answers and photo
+    keywords could not tell them apart.
+
+    Raises:
+        ValueError: one line naming both landmarks and what to do, before the index changes.
+    """
+    from ..data.gldv2 import folder_key
+    from ..data.names import display_name
+    stored, given = index.meta.get("names", {}), names or {}
+    held = list(dict.fromkeys(index.items["landmark_id"].astype(str).tolist() + [str(c) for c in classes or []]))
+    shown = {lid: (name_of(lid) if name_of else display_name(lid, stored.get(lid))) for lid in held}
+    keys = {folder_key(text): lid for lid, text in shown.items()}
+    for lid in dict.fromkeys(embeddings.labels.astype(str).tolist()):
+        if lid in shown:
+            continue
+        text = display_name(lid, given.get(lid) or stored.get(lid))
+        other = keys.get(folder_key(text))
+        if other is not None:
+            raise ValueError(f"landmark {lid!r} would be shown as '{text}', as landmark {other} is ('{shown[other]}'): "
+                             f"enrol its photos as {other} if it is that landmark, or give it a name that differs in "
+                             f"more than case, '_' or spaces (nothing was enrolled)")
 
 
 def _local_coverage(index: LandmarkIndex, landmark_id: str, confirm: bool | None) -> tuple[dict, str | None]:

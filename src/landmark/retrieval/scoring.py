@@ -289,7 +289,7 @@ def calibrate_landmark(own: np.ndarray, neighbour_sims: np.ndarray, neighbour_ro
     gram = own @ own.T
     pos = []
     for i in range(n):   # leave-one-out: photo i against the landmark's other photos
-        others = np.sort(np.clip(np.delete(gram[i], i), 0, None))[::-1]
+        others = np.sort(np.clip(np.delete(gram[i], i), 0, 1))[::-1]   # float32 rounding: 1.0000001 for a copy
         if len(others):
             pos.append(float(np.mean(others[:min(REFERENCE_TOP, len(others))]) ** REFERENCE_POWER))
     self_sim = float(np.mean(gram[~np.eye(n, dtype=bool)])) if n > 1 else None
@@ -303,7 +303,7 @@ def calibrate_landmark(own: np.ndarray, neighbour_sims: np.ndarray, neighbour_ro
         nearest, nearest_sim = labels[best], float(sims[best])
         per_row: dict[int, np.ndarray] = {}
         for i, j in zip(*np.nonzero(valid)):
-            per_row.setdefault(int(rows[i, j]), np.zeros(n))[i] = max(float(sims[i, j]), 0.0)
+            per_row.setdefault(int(rows[i, j]), np.zeros(n))[i] = min(max(float(sims[i, j]), 0.0), 1.0)
         top = min(REFERENCE_TOP, n)
         impostor = max(float(np.mean(np.sort(v)[::-1][:top]) ** REFERENCE_POWER) for v in per_row.values())
     # distinct from its nearest neighbours: each photo's most similar photo is one of its own

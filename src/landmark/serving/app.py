@@ -375,8 +375,11 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
         items = pd.DataFrame({"id": ids, "landmark_id": landmark_id, "path": [str(p) for p in paths]})
         emb = Embeddings(np.asarray(vectors, np.float32), items, model=rec.index.meta.get("model"))
         # the one enrolment path (locked, crash-safe; calibrates the landmark's threshold)
-        rec.index, result = enrol_index(folder, emb, {landmark_id: name} if name else None, classes=rec.classes,
-                                        threshold=rec.threshold, name_of=rec.name, rename=True)
+        try:
+            rec.index, result = enrol_index(folder, emb, {landmark_id: name} if name else None, classes=rec.classes,
+                                            threshold=rec.threshold, name_of=rec.name, rename=True)
+        except ValueError as err:   # refused before the index changed: a name alike another's, a bad floor
+            raise Refusal(409, str(err)) from None
         if name and result["added"]:
             rec.names[landmark_id] = name
         rec.rescore()   # the index's counts and enrolled landmarks' thresholds
