@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,14 @@ def pooled(paths, backbone: str = "tf_efficientnet_lite0", size: int = 224) -> n
     cfg = net.pretrained_cfg
     transform = eval_transform(size, cfg["mean"], cfg["std"])
     out = []
+    start, cpu = time.perf_counter(), time.process_time()
     for k in range(0, len(paths), 32):
         x = torch.stack([transform(load_image(p)) for p in paths[k:k + 32]])
         out.append(torch.stack([gem(net.forward_features(v), 3.0) for v in (x, x.flip(3))], 1).numpy())
+        done, wall = k + len(x), time.perf_counter() - start
+        print(f"{backbone}@{size}: {done}/{len(paths)} photos (x2 with mirrors), {wall:.0f} s wall, "
+              f"{time.process_time() - cpu:.0f} s CPU, {done / wall:.2f} photos/s, load {os.getloadavg()[0]:.1f}",
+              file=sys.stderr, flush=True)
     return np.concatenate(out)
 
 
