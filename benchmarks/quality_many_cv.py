@@ -77,7 +77,7 @@ def features(cache: Path, backbone: str = "tf_efficientnet_lite0", size: int = 2
             return dict(z)
     from landmark.data import read_queries, read_train
     train = read_train(FOLDERS)
-    out = {"train": pooled(list(train["path"]), backbone, size), "labels": train["landmark_id"].astype(str).to_numpy(),
+    out = {"train": pooled(list(train["path"]), backbone, size), "labels": train["landmark_id"].to_numpy(dtype=str),
            "ids": train["id"].to_numpy(dtype=str),
            "nonlandmarks": pooled(list(read_queries(DATA / "nonlandmarks")["path"]), backbone, size)[:, 0]}
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -257,15 +257,16 @@ def main() -> None:
             continue
         if key not in done or (kwargs.get("scorings") == tuple(SCORINGS) and "confusion" not in done):
             z = feature_set(args.runs, spec)
-            if z is None:
+            if z is None and key not in done:
                 lines.append(f"| {label} | not measured: features not computed (--extract {' '.join(spec.split('+'))}) |")
                 print(lines[-1], flush=True)
                 continue
-            got = run(z, confusion=confusion if kwargs.get("scorings") == tuple(SCORINGS) else None, **kwargs)
-            done[key] = {k: list(map(float, v)) for k, v in got.items()}
-            if confusion:
-                done["confusion"] = [[t, p, n] for (t, p), n in sorted(confusion.items(), key=lambda kv: -kv[1])]
-            done_path.write_text(json.dumps(done))
+            if z is not None:   # else: measured, only the confusion list waits for the features
+                got = run(z, confusion=confusion if kwargs.get("scorings") == tuple(SCORINGS) else None, **kwargs)
+                done[key] = {k: list(map(float, v)) for k, v in got.items()}
+                if confusion:
+                    done["confusion"] = [[t, p, n] for (t, p), n in sorted(confusion.items(), key=lambda kv: -kv[1])]
+                done_path.write_text(json.dumps(done))
         for scoring, values in done[key].items():
             lines.append(f"| {label} | {scoring} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values) + " |")
             print(lines[-1], flush=True)
