@@ -206,6 +206,7 @@ ROWS = [
     ("52 classes: lite2 at 260 px", "lite2@260", dict(scorings=("shipped", "classifier + 0.5 kNN"))),
     ("13 classes only, lite2 at 260 px", "lite2@260", dict(only13=True)),
     ("52 classes: lite0 at 320 px", "lite0@320", dict(scorings=("shipped", "classifier + 0.5 kNN"))),
+    ("13 classes only, lite0 at 320 px", "lite0@320", dict(only13=True)),
     ("52 classes: lite0 224 + 320 px concatenated", "lite0@224+lite0@320", dict(scorings=("shipped", "classifier + 0.5 kNN"))),
     ("52 classes: class-balanced loss n^-1", "lite0@224", dict(balance=1.0)),
     ("52 classes: L2 1e-4", "lite0@224", dict(weight_decay=1e-4)),
