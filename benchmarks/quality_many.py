@@ -62,7 +62,7 @@ RECIPES = {   # name -> (preset or YAML, overrides); in the order of the table
     # cross-validation (quality_many_cv.py)
     "fast-320": (ROOT / "benchmarks" / "recipes" / "fast_320.yaml", {}),
 }
-#: recipes answered without 10-crop voting (CPU time: 740 queries x 10 crops took ~35 min under load; fast-320: ~5 min at load 4)
+#: recipes answered without 10-crop voting (CPU time: 740 queries x 10 crops took ~35 min under load)
 NO_TTA = {"arcface-probe", "arcface", "arcface-short"}
 #: fixed before any result was seen: one landmarks13 landmark, three of landmarks_many (head and tail)
 HOLDOUTS = [("0", "16", "29", "44"), ("6", "26", "36", "48"), ("12", "19", "39", "46")]
