@@ -27,6 +27,7 @@ of training photos, and ``docs/many_class_accuracy.png``.
 
     .venv/bin/python benchmarks/quality_many.py --recipes fast arcface-probe --stopped arcface-short \\
         --open-set --analysis --write docs/quality.md
+    .venv/bin/python benchmarks/quality_many.py --recipes fast-320 --write docs/quality.md --keep   # add one recipe
 
 Settings are never chosen here: this script reports the test set once per recipe.
 """
@@ -57,6 +58,9 @@ RECIPES = {   # name -> (preset or YAML, overrides); in the order of the table
     # the same, cut to 1 frozen + 1 fine-tuning epoch (benchmarks/recipes/arcface_short.yaml): what fits
     # the CPU time of one session on the shared machine
     "arcface-short": (ROOT / "benchmarks" / "recipes" / "arcface_short.yaml", {}),
+    # fast at 320 px (benchmarks/recipes/fast_320.yaml): the one backbone/resolution that led in
+    # cross-validation (quality_many_cv.py)
+    "fast-320": (ROOT / "benchmarks" / "recipes" / "fast_320.yaml", {}),
 }
 #: recipes answered without 10-crop voting (CPU time: 740 queries x 10 crops took ~35 min under load)
 NO_TTA = {"arcface-probe", "arcface", "arcface-short"}
@@ -232,6 +236,30 @@ def open_set_rows(recipe: str, runs: Path, work: Path, choices: int = len(HOLDOU
     return rows
 
 
+def kept_rows(path: Path, recipes_now: set) -> list[dict]:
+    """The rows of ``path``'s generated 'many' table whose recipe is not in ``recipes_now`` (cells as
+    text), so that a recipe read once on the test sets keeps its rows when another is added
+    (``--keep``); none when the file has no table there."""
+    text = path.read_text()
+    start, end = "<!-- quality:many -->", "<!-- /quality:many -->"
+    if start not in text or end not in text:
+        return []
+    lines = [ln for ln in text.split(start, 1)[1].split(end, 1)[0].splitlines() if ln.startswith("|")]
+    if len(lines) < 3:
+        return []
+    cells = lambda ln: [c.strip() for c in ln.strip().strip("|").split("|")]
+    header = cells(lines[0])
+    rows = [dict(zip(header, cells(ln))) for ln in lines[2:]]
+    return [r for r in rows if r.get("recipe", "").removesuffix(" (stopped)") not in recipes_now]
+
+
+def recipe_order(row: dict) -> int:
+    """Position of the row's recipe in :data:`RECIPES` (the table's order)."""
+    names = list(RECIPES)
+    name = str(row["recipe"]).removesuffix(" (stopped)")
+    return names.index(name) if name in names else len(names)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     from landmark.memory import keep_freed_memory
@@ -246,6 +274,9 @@ def main() -> None:
     parser.add_argument("--analysis", action="store_true", help="per-class analysis of the fast preset")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "many")
     parser.add_argument("--write", type=Path, help="markdown file whose generated tables to replace")
+    parser.add_argument("--keep", action="store_true",
+                        help="with --write: keep the table's rows of the recipes not run now (their test sets "
+                             "were read once already; no retraining to add a recipe)")
     args = parser.parse_args()
     work = args.runs / "work"
     rows, fast_preds = [], None
@@ -258,6 +289,9 @@ def main() -> None:
         rows += unfinished_rows(name, args.runs)
         print(quality.markdown(rows[-1:]) if rows else "", flush=True)
     if rows and args.write:
+        if args.keep:
+            now = {str(r["recipe"]).removesuffix(" (stopped)") for r in rows}
+            rows = sorted(kept_rows(args.write, now) + rows, key=recipe_order)
         quality.write_section(args.write, "many", quality.markdown(rows))
     if args.analysis:
         if fast_preds is None:

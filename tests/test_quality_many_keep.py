@@ -1,0 +1,46 @@
+"""benchmarks/quality_many.py --keep: rows of recipes not run now survive a --write."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import quality  # noqa: E402
+import quality_many as qm  # noqa: E402
+
+TABLE = """intro
+<!-- quality:many -->
+| recipe | val gap | method | gap |
+|---|---|---|---|
+| fast | 0.891 | classifier | 0.883 |
+| arcface-short (stopped) | 0.754 | epoch 1 | not run |
+| fast-320 | 0.5 | classifier | 0.5 |
+<!-- /quality:many -->
+outro
+"""
+
+
+def test_kept_rows_drop_the_recipes_run_now_and_keep_the_others(tmp_path):
+    doc = tmp_path / "q.md"
+    doc.write_text(TABLE)
+    kept = qm.kept_rows(doc, {"fast-320"})
+    assert [r["recipe"] for r in kept] == ["fast", "arcface-short (stopped)"]
+    assert kept[0] == {"recipe": "fast", "val gap": "0.891", "method": "classifier", "gap": "0.883"}
+    assert [r["recipe"] for r in qm.kept_rows(doc, {"arcface-short"})] == ["fast", "fast-320"]
+
+
+def test_rows_written_in_recipe_order_with_the_kept_ones(tmp_path):
+    doc = tmp_path / "q.md"
+    doc.write_text(TABLE)
+    new = [{"recipe": "fast-320", "val gap": 0.931, "method": "classifier", "gap": 0.924}]
+    rows = sorted(qm.kept_rows(doc, {"fast-320"}) + new, key=qm.recipe_order)
+    quality.write_section(doc, "many", quality.markdown(rows))
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert lines[1:] == ["| fast | 0.891 | classifier | 0.883 |", "| arcface-short (stopped) | 0.754 | epoch 1 | not run |",
+                         "| fast-320 | 0.931 | classifier | 0.924 |"]
+
+
+def test_no_table_keeps_nothing(tmp_path):
+    doc = tmp_path / "q.md"
+    doc.write_text("no markers\n")
+    assert qm.kept_rows(doc, set()) == []
