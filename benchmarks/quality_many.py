@@ -58,9 +58,9 @@ RECIPES = {   # name -> (preset or YAML, overrides); in the order of the table
     # the same, cut to 1 frozen + 1 fine-tuning epoch (benchmarks/recipes/arcface_short.yaml): what fits
     # the CPU time of one session on the shared machine
     "arcface-short": (ROOT / "benchmarks" / "recipes" / "arcface_short.yaml", {}),
-    # fast at 320 px (benchmarks/recipes/fast_320.yaml): the one backbone/resolution that led in
+    # the `accurate` preset (fast at 320 px): the one backbone/resolution that led in
     # cross-validation (quality_many_cv.py)
-    "fast-320": (ROOT / "benchmarks" / "recipes" / "fast_320.yaml", {}),
+    "fast-320": ("accurate", {}),
 }
 #: recipes answered without 10-crop voting (CPU time: 740 queries x 10 crops took ~35 min under load)
 NO_TTA = {"arcface-probe", "arcface", "arcface-short"}
