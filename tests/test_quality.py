@@ -208,3 +208,15 @@ def test_probe_under_torchrun_fits_every_photo_like_one_process(l13, tmp_path):
     for name, value in single["state_dict"].items():
         if name.startswith("head."):
             torch.testing.assert_close(ddp["state_dict"][name], value, atol=1e-2, rtol=0)
+
+
+def test_accurate_preset_is_fast_at_320_px():
+    """`accurate` changes only the input size (and the resize/cache widths that follow it) of `fast`."""
+    fast, accurate = load_config("fast").model_dump(), load_config("accurate").model_dump()
+    assert accurate["stages"][0]["crop"]["size"] == 320 and accurate["stages"][0]["crop"]["resize"] == 366
+    assert accurate["data"]["cache_width"] == 412 and accurate["model"]["input_size"] == 320
+    for part in (fast, accurate):
+        part["stages"][0].pop("crop")
+        part["data"].pop("cache_width")
+        part["model"].pop("input_size")
+    assert accurate == fast
