@@ -2,6 +2,8 @@
 the disk-backed descriptor file, the memory-aware index choice, and classes of 1 or 2 photos."""
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,6 +87,29 @@ def test_streamed_rows_equal_the_written_ones(tmp_path):
     assert done.ids.tolist() == list("abcdefghij")
     _, picked = next(again.chunks(rows=np.array([7, 2])))   # any rows, returned in file order
     assert np.array_equal(picked, x[[2, 7]].astype(np.float16).astype(np.float32))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from /proc")
+def test_writing_features_does_not_keep_them_in_memory(tmp_path):
+    # 128 MB of float16 rows (GLDv2-clean's file is 8.2 GB): the writer's resident memory stays
+    # that of one batch (a memory map of the file kept every written page resident: +128 MB)
+    rows, dim, batch = 50_000, 1280, 5_000
+    x = np.random.default_rng(0).normal(size=(batch, dim)).astype(np.float16)
+    writer = FeatureWriter(tmp_path / "f.npy", rows, dim)
+    before = _rss_bytes()
+    for start in range(0, rows, batch):
+        writer.add(x + np.float16(start / rows), np.zeros(batch), np.zeros(batch), ["a"] * batch)
+    grown = _rss_bytes() - before
+    done = writer.finish()
+    assert grown < 48 * 2**20, f"RSS grew by {grown / 2**20:.0f} MB while writing 128 MB"
+    with pytest.raises(ValueError, match=r"expected \[B, 1280\]"):
+        FeatureWriter(tmp_path / "g.npy", 2, dim).add(np.zeros((2, 5)), [0, 0], [0, 0], ["a", "b"])
+    assert np.array_equal(done.read(45_000, 45_002), (x[:2] + np.float16(0.9)).astype(np.float32))
 
 
 def test_an_interrupted_write_is_not_accepted(tmp_path):
