@@ -251,3 +251,24 @@ def test_classes_of_one_and_two_photos_are_trained_on(l13, tmp_path):
     assert ckpt["final_fit"]["images"] == 13
     # the head answers the singleton's own photo with its class
     assert history[0]["train_accuracy"] == 1.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from /proc")
+def test_indexing_a_mapped_file_does_not_keep_it_in_memory(tmp_path):
+    # the index build streams memory-mapped embeddings chunk by chunk (iter_chunks): 128 MB of
+    # float16 rows read through the map leave the process's RSS (the map kept them: +128 MB)
+    from landmark.retrieval.index_reader import iter_chunks
+    rows, dim = 50_000, 1280
+    x = np.lib.format.open_memmap(tmp_path / "v.npy", mode="w+", dtype=np.float16, shape=(rows, dim))
+    x[:] = np.float16(0.5)
+    x[-1, 0] = np.float16(2.0)
+    del x
+    vectors = np.load(tmp_path / "v.npy", mmap_mode="r")
+    before = _rss_bytes()
+    total, last = 0.0, None
+    for start, chunk in iter_chunks(vectors, chunk=5_000):
+        total += float(chunk.sum())
+        last = chunk
+    grown = _rss_bytes() - before
+    assert grown < 48 * 2**20, f"RSS grew by {grown / 2**20:.0f} MB while reading 128 MB"
+    assert last.dtype == np.float32 and last[-1, 0] == 2.0 and total == 0.5 * rows * dim + 1.5
