@@ -272,3 +272,21 @@ def test_indexing_a_mapped_file_does_not_keep_it_in_memory(tmp_path):
     grown = _rss_bytes() - before
     assert grown < 48 * 2**20, f"RSS grew by {grown / 2**20:.0f} MB while reading 128 MB"
     assert last.dtype == np.float32 and last[-1, 0] == 2.0 and total == 0.5 * rows * dim + 1.5
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from /proc")
+def test_a_training_sample_of_a_mapped_file_leaves_no_pages_in_memory(tmp_path):
+    # an IVF build takes a random training sample of the memory-mapped vectors first, which touches
+    # most pages of the file (1M x 1280: 2.6 GB mapped during k-means); drop_pages unmaps them
+    from landmark.retrieval.index_reader import drop_pages
+    x = np.lib.format.open_memmap(tmp_path / "v.npy", mode="w+", dtype=np.float16, shape=(50_000, 1280))
+    x[:] = np.float16(0.25)
+    del x
+    vectors = np.load(tmp_path / "v.npy", mmap_mode="r")
+    before = _rss_bytes()
+    sample = np.ascontiguousarray(vectors[np.arange(0, 50_000, 5)], dtype=np.float32)   # 10k rows of 50k
+    drop_pages(vectors)
+    grown = _rss_bytes() - before
+    assert grown < 48 * 2**20 + sample.nbytes, f"RSS grew by {grown / 2**20:.0f} MB for a 49 MB sample"
+    assert sample.shape == (10_000, 1280) and float(sample.mean()) == 0.25
+    drop_pages(np.zeros(3))   # not a map: nothing to do
