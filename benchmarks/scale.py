@@ -23,8 +23,14 @@ calls:
 * ``reference``: :func:`~landmark.retrieval.reference.answer_with_reference` (50 neighbours)
   and the reference threshold;
 * ``knn``: :func:`~landmark.retrieval.knn.recognise` of the queries (queries per second);
-* ``recall``: exact search of ``--recall-queries`` queries (streamed, flat) against the
-  index's top-1 (not part of the fit).
+* ``exact``: exact top-1 of the first ``--recall-queries`` queries (streamed, flat), cached in
+  the work folder, so that it can run beside the fit and every index setting reuses it;
+* ``recall``: the index's top-1 of those queries against the exact one (not part of the fit).
+
+Stages read what earlier ones left in ``--work`` (keep it with ``--keep``), so any stage can
+run alone, or again with other settings (``--stages knn,recall --nprobe 64``); ``index``
+records what the library chose (cells, k-means training points and iterations) and its
+k-means and add seconds apart (the first does not grow with N, the second does).
 
 One JSON line per stage: ``stage, seconds, peak_rss_gb`` and what it measured.
 """
@@ -42,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 DIM = 1280
-STAGES = ("features", "fit", "thresholds", "index", "reference", "knn", "recall")
+STAGES = ("features", "fit", "thresholds", "index", "reference", "knn", "recall")   # and "exact" (below)
 FIT_STAGES = ("fit", "thresholds", "index", "reference")
 
 
@@ -151,7 +157,30 @@ def _embeddings(features, rows: np.ndarray, path: Path, with_labels: bool = True
     return Embeddings(np.load(path, mmap_mode="r"), items)
 
 
+def _exact_top1(work: Path, qs: np.ndarray) -> np.ndarray:
+    """Row of the exact nearest indexed vector (inner product, float32) of each query ``[n, D]``,
+    streamed over ``index_vectors.npy`` in blocks of 262,144 rows; cached in ``exact-top1-{n}.npy``
+    (the first ``n`` queries), so every index setting is compared with one exact search."""
+    import faiss
+    cache = work / f"exact-top1-{len(qs)}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    best_s = np.full(len(qs), -np.inf, dtype=np.float32)
+    best_i = np.full(len(qs), -1, dtype=np.int64)
+    vectors = np.load(work / "index_vectors.npy", mmap_mode="r")
+    for start in range(0, len(vectors), 262144):
+        flat = faiss.IndexFlatIP(DIM)
+        flat.add(np.asarray(vectors[start:start + 262144], dtype=np.float32))
+        s, i = flat.search(qs, 1)
+        better = s[:, 0] > best_s
+        best_s[better], best_i[better] = s[better, 0], i[better, 0] + start
+    np.save(cache.with_suffix(".tmp.npy"), best_i)
+    os.replace(cache.with_suffix(".tmp.npy"), cache)
+    return best_i
+
+
 def run_stage(stage: str, work: Path, args, clock: dict) -> dict:
+    import faiss
     import torch
 
     from landmark.config import load_config
@@ -198,19 +227,45 @@ def run_stage(stage: str, work: Path, args, clock: dict) -> dict:
         if int(os.environ.get("RANK", "0")) == 0:
             torch.save({k: v.detach() for k, v in head.fc.state_dict().items()}, work / "head.pt")
         return out
-    head.fc.load_state_dict(torch.load(work / "head.pt", weights_only=True))
     if stage == "thresholds":
+        head.fc.load_state_dict(torch.load(work / "head.pt", weights_only=True))
         pred, prob = top_classes(head, queries.x)
         correct = pred[:, 0] == queries.targets
         np.savez(work / "answers.npz", pred=pred[:, 0], prob=prob[:, 0])
         return {"queries": len(queries), "accuracy": round(float(correct.mean()), 4),
                 "threshold": round(rejection_threshold(prob[:, 0].astype(np.float64), correct), 4)}
+    if stage == "exact":   # exact top-1 of the recall queries (not part of the fit), cached for every index setting
+        _embeddings(train, np.flatnonzero(train.views == 0), work / "index_vectors.npy")
+        q = _embeddings(queries, np.arange(len(queries)), work / "query_vectors.npy", with_labels=False)
+        n = min(args.recall_queries, len(q))
+        _exact_top1(work, np.asarray(q.vectors[:n], dtype=np.float32))
+        return {"queries": n, "vectors": int(len(np.load(work / "index_vectors.npy", mmap_mode="r")))}
     if stage == "index":
         emb = _embeddings(train, np.flatnonzero(train.views == 0), work / "index_vectors.npy")
-        index = LandmarkIndex.build(emb, IndexParams(kind=args.kind, **({"nprobe": args.nprobe} if args.nprobe else {})))
+        params = IndexParams(kind=args.kind, **({"nprobe": args.nprobe} if args.nprobe else {}),
+                             **({"nlist": args.nlist} if args.nlist else {}))
+        # when k-means ends and adding starts (the add is linear in N, the training is not)
+        phases = {"wall": time.perf_counter(), "cpu": time.process_time()}
+        add_vectors = LandmarkIndex._add_vectors
+
+        def timed_add(self, *a, **kw):
+            phases["train_seconds"] = time.perf_counter() - phases["wall"]
+            phases["train_cpu_seconds"] = time.process_time() - phases["cpu"]
+            return add_vectors(self, *a, **kw)
+        LandmarkIndex._add_vectors = timed_add
+        index = LandmarkIndex.build(emb, params)
+        add_seconds = time.perf_counter() - phases["wall"] - phases["train_seconds"]
+        add_cpu = time.process_time() - phases["cpu"] - phases["train_cpu_seconds"]
         index.save(work / "index", overwrite=True)
-        return {"kind": index.kind, "vectors": len(index), "index_gb": round(
+        out = {"kind": index.kind, "vectors": len(index), "index_gb": round(
             os.path.getsize(work / "index" / "index.faiss") / 2**30, 3)}
+        ivf = faiss.try_extract_index_ivf(index.searched)
+        if ivf is not None:   # what the library chose for the cells
+            out.update(nlist=int(ivf.nlist), train_points=min(len(index), params.train_size),
+                       kmeans_iterations=int(ivf.cp.niter), nprobe=int(ivf.nprobe))
+        out.update(train_seconds=round(phases["train_seconds"], 1), train_cpu_seconds=round(phases["train_cpu_seconds"], 1),
+                   add_seconds=round(add_seconds, 1), add_cpu_seconds=round(add_cpu, 1))
+        return out
     index = LandmarkIndex.load(work / "index")
     if args.nprobe:
         index.params.nprobe = args.nprobe
@@ -229,23 +284,17 @@ def run_stage(stage: str, work: Path, args, clock: dict) -> dict:
         accuracy = float((result.predictions["landmark_id"].to_numpy() == queries.targets.astype(str)).mean())
         return {"queries": len(q), "queries_per_s": round(len(q) / seconds, 1), "knn_accuracy": round(accuracy, 4)}
     if stage == "recall":
-        import faiss
         n = min(args.recall_queries, len(q))
         qs = np.asarray(q.vectors[:n], dtype=np.float32)
+        tic = time.perf_counter()
         _, approx = index.search(qs, 1)
-        best_s = np.full(n, -np.inf, dtype=np.float32)
-        best_i = np.full(n, -1, dtype=np.int64)
-        vectors = np.load(work / "index_vectors.npy", mmap_mode="r")
-        for start in range(0, len(vectors), 262144):
-            flat = faiss.IndexFlatIP(DIM)
-            flat.add(np.asarray(vectors[start:start + 262144], dtype=np.float32))
-            s, i = flat.search(qs, 1)
-            better = s[:, 0] > best_s
-            best_s[better], best_i[better] = s[better, 0], i[better, 0] + start
+        search_seconds = time.perf_counter() - tic
+        best_i = _exact_top1(work, qs)
         labels = index.labels
+        out = {"search_queries_per_s": round(n / search_seconds, 1)}
         return {"queries": n, "recall_at_1": round(float((approx[:, 0] == best_i).mean()), 4),
                 "same_landmark_at_1": round(float((labels[approx[:, 0]] == labels[best_i]).mean()), 4),
-                "nprobe": index.params.nprobe if index.kind != "flat" else None}
+                "nprobe": index.params.nprobe if index.kind != "flat" else None, **out}
     raise ValueError(f"unknown stage {stage}")
 
 
@@ -285,6 +334,7 @@ def main() -> None:
                         help="fit: processes under torchrun (gloo), each streaming its slice (peak RSS: rank 0's)")
     parser.add_argument("--kind", default="auto", help="index kind (auto: the library's choice)")
     parser.add_argument("--nprobe", type=int, default=0, help="IVF cells searched (0: the library default)")
+    parser.add_argument("--nlist", type=int, default=0, help="IVF cells (0: the library default, ~4 sqrt(N))")
     parser.add_argument("--work", default=None, help="folder for the features (default /tmp/scale-N-K)")
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--keep", action="store_true", help="keep the work folder")

@@ -2,6 +2,8 @@
 the disk-backed descriptor file, the memory-aware index choice, and classes of 1 or 2 photos."""
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,6 +87,29 @@ def test_streamed_rows_equal_the_written_ones(tmp_path):
     assert done.ids.tolist() == list("abcdefghij")
     _, picked = next(again.chunks(rows=np.array([7, 2])))   # any rows, returned in file order
     assert np.array_equal(picked, x[[2, 7]].astype(np.float16).astype(np.float32))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from /proc")
+def test_writing_features_does_not_keep_them_in_memory(tmp_path):
+    # 128 MB of float16 rows (GLDv2-clean's file is 8.2 GB): the writer's resident memory stays
+    # that of one batch (a memory map of the file kept every written page resident: +128 MB)
+    rows, dim, batch = 50_000, 1280, 5_000
+    x = np.random.default_rng(0).normal(size=(batch, dim)).astype(np.float16)
+    writer = FeatureWriter(tmp_path / "f.npy", rows, dim)
+    before = _rss_bytes()
+    for start in range(0, rows, batch):
+        writer.add(x + np.float16(start / rows), np.zeros(batch), np.zeros(batch), ["a"] * batch)
+    grown = _rss_bytes() - before
+    done = writer.finish()
+    assert grown < 48 * 2**20, f"RSS grew by {grown / 2**20:.0f} MB while writing 128 MB"
+    with pytest.raises(ValueError, match=r"expected \[B, 1280\]"):
+        FeatureWriter(tmp_path / "g.npy", 2, dim).add(np.zeros((2, 5)), [0, 0], [0, 0], ["a", "b"])
+    assert np.array_equal(done.read(45_000, 45_002), (x[:2] + np.float16(0.9)).astype(np.float32))
 
 
 def test_an_interrupted_write_is_not_accepted(tmp_path):
@@ -226,3 +251,42 @@ def test_classes_of_one_and_two_photos_are_trained_on(l13, tmp_path):
     assert ckpt["final_fit"]["images"] == 13
     # the head answers the singleton's own photo with its class
     assert history[0]["train_accuracy"] == 1.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from /proc")
+def test_indexing_a_mapped_file_does_not_keep_it_in_memory(tmp_path):
+    # the index build streams memory-mapped embeddings chunk by chunk (iter_chunks): 128 MB of
+    # float16 rows read through the map leave the process's RSS (the map kept them: +128 MB)
+    from landmark.retrieval.index_reader import iter_chunks
+    rows, dim = 50_000, 1280
+    x = np.lib.format.open_memmap(tmp_path / "v.npy", mode="w+", dtype=np.float16, shape=(rows, dim))
+    x[:] = np.float16(0.5)
+    x[-1, 0] = np.float16(2.0)
+    del x
+    vectors = np.load(tmp_path / "v.npy", mmap_mode="r")
+    before = _rss_bytes()
+    total, last = 0.0, None
+    for start, chunk in iter_chunks(vectors, chunk=5_000):
+        total += float(chunk.sum())
+        last = chunk
+    grown = _rss_bytes() - before
+    assert grown < 48 * 2**20, f"RSS grew by {grown / 2**20:.0f} MB while reading 128 MB"
+    assert last.dtype == np.float32 and last[-1, 0] == 2.0 and total == 0.5 * rows * dim + 1.5
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from /proc")
+def test_a_training_sample_of_a_mapped_file_leaves_no_pages_in_memory(tmp_path):
+    # an IVF build takes a random training sample of the memory-mapped vectors first, which touches
+    # most pages of the file (1M x 1280: 2.6 GB mapped during k-means); drop_pages unmaps them
+    from landmark.retrieval.index_reader import drop_pages
+    x = np.lib.format.open_memmap(tmp_path / "v.npy", mode="w+", dtype=np.float16, shape=(50_000, 1280))
+    x[:] = np.float16(0.25)
+    del x
+    vectors = np.load(tmp_path / "v.npy", mmap_mode="r")
+    before = _rss_bytes()
+    sample = np.ascontiguousarray(vectors[np.arange(0, 50_000, 5)], dtype=np.float32)   # 10k rows of 50k
+    drop_pages(vectors)
+    grown = _rss_bytes() - before
+    assert grown < 48 * 2**20 + sample.nbytes, f"RSS grew by {grown / 2**20:.0f} MB for a 49 MB sample"
+    assert sample.shape == (10_000, 1280) and float(sample.mean()) == 0.25
+    drop_pages(np.zeros(3))   # not a map: nothing to do

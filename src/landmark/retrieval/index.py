@@ -51,8 +51,8 @@ from tqdm import tqdm
 from ..io import INDEX_FILES as FILES, commit, folder_lock, read_artifact, refuse_existing, temp_path
 from .config import KINDS, IndexParams
 from .embeddings import Embeddings, iter_chunks
-from .index_reader import (FILE_KEYS, ITEM_COLUMNS, check_count, check_marker, read_faiss, read_params, search,
-                           tune)
+from .index_reader import (FILE_KEYS, ITEM_COLUMNS, check_count, check_marker, drop_pages, read_faiss, read_params,
+                           search, tune)
 from .ranking import check_whiten_dim, fit_whitening, whitening_chain
 
 T = TypeVar("T")
@@ -190,7 +190,10 @@ class LandmarkIndex:
         else:
             index = _new_index(kind, d, n, params)
         if not index.is_trained:
-            index.train(np.ascontiguousarray(embeddings.vectors[sample], dtype=np.float32))
+            train = np.ascontiguousarray(embeddings.vectors[sample], dtype=np.float32)
+            drop_pages(embeddings.vectors)   # the sample touched most pages of a memory-mapped file
+            index.train(train)
+            del train
         out = cls(index, _items(embeddings.items), kind, params, meta=dict(meta or {}))
         out._add_vectors(embeddings.vectors, chunk)
         out._tune()

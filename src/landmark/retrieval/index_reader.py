@@ -10,6 +10,7 @@ here writes or enrols; use :class:`~landmark.retrieval.index.LandmarkIndex` for 
 from __future__ import annotations
 
 import csv
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,16 @@ def tune(index: faiss.Index, kind: str, params: IndexParams) -> None:
         inner.hnsw.efSearch = params.ef_search
 
 
+def drop_pages(vectors: np.ndarray) -> None:
+    """Unmap the pages read so far from a read-only memory-mapped array (``np.load(mmap_mode="r")``,
+    ``np.memmap`` or a view of one): they stay in the page cache, not in this process's resident
+    memory, which otherwise grows with the file (a 1.6M x 1280 float16 file: 4.1 GB).  Nothing for
+    other arrays, or for copy-on-write maps, whose private changes ``MADV_DONTNEED`` would discard."""
+    mapped = getattr(vectors, "_mmap", None) if getattr(vectors, "mode", None) == "r" else None
+    if mapped is not None and hasattr(mapped, "madvise"):
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
 def iter_chunks(vectors: np.ndarray, chunk: int = 65536):
     """Yield ``(start, float32 [<=chunk, D])`` slices of a (memory-mapped) array.
 
@@ -115,6 +126,7 @@ def iter_chunks(vectors: np.ndarray, chunk: int = 65536):
     """
     for start in range(0, len(vectors), chunk):
         x = np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
+        drop_pages(vectors)
         finite = np.isfinite(x).all(axis=1)
         if not finite.all():
             raise ValueError(f"row {start + int(np.flatnonzero(~finite)[0])} of the vectors holds NaN or inf "

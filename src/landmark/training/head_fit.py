@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,16 +157,24 @@ class FeatureWriter:
         self.files = [self.path, self.path.with_suffix(".rows.npz")]
         clear_temps(self.files)
         self.tmp = temp_path(self.path)
-        self.x = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=(max(capacity, 1), dim))
+        # the .npy header and a sparse file of the announced size, then plain positional writes: a
+        # memory map would keep every written page in this process's resident set (8 GB at GLDv2-clean)
+        np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=(max(capacity, 1), dim))
+        self.capacity, self.dim = max(capacity, 1), dim
+        self.offset = np.load(self.tmp, mmap_mode="r", allow_pickle=False).offset
+        self.file = open(self.tmp, "r+b")
         self.targets, self.views, self.ids = [], [], []
         self.n, self.meta = 0, dict(meta or {})
 
     def add(self, x: np.ndarray | torch.Tensor, targets, views, ids) -> None:
         """Append rows ``x`` ``[B, C]`` with their int targets ``[B]``, views ``[B]`` and str ids ``[B]``."""
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        if self.n + len(x) > len(self.x):
-            raise ValueError(f"{self.path}: more than the {len(self.x)} rows announced")
-        self.x[self.n:self.n + len(x)] = x
+        if self.n + len(x) > self.capacity:
+            raise ValueError(f"{self.path}: more than the {self.capacity} rows announced")
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{self.path}: rows of shape {x.shape}, expected [B, {self.dim}]")
+        os.pwrite(self.file.fileno(), np.ascontiguousarray(x, dtype=np.float16).tobytes(),
+                  self.offset + self.n * self.dim * 2)
         self.targets.append(np.asarray(targets, dtype=np.int64))
         self.views.append(np.asarray(views, dtype=np.int8))
         self.ids.append(np.asarray(ids, dtype=str))
@@ -173,9 +182,8 @@ class FeatureWriter:
 
     def finish(self) -> FeatureFile:
         """Flush, trim to the rows written, commit (marker last) and open the result."""
-        self.x.flush()
-        dim = self.x.shape[1]
-        del self.x
+        self.file.close()
+        dim = self.dim
         if self.n < self._capacity():   # rejected photos: fewer rows than announced
             full = np.load(self.tmp, mmap_mode="r", allow_pickle=False)
             trimmed = temp_path(self.path.with_name(self.path.name + ".trim"))
