@@ -1038,7 +1038,7 @@ def tag(
 
     Keywords dc:subject and lr:hierarchicalSubject "Landmarks|Name", and score and model in the
     landmark: namespace, merged with any sidecar already there.  Photos already tagged by this
-    model are skipped, so a stopped run resumes.  Ends with a summary (exit code 1 when a photo
+    model and index state are skipped, so a stopped run resumes (an enrolment re-answers them).  Ends with a summary (exit code 1 when a photo
     was unreadable); docs/tagging.md."""
     _require(("--model", model), ("--index", index), ("--names", names))
     for path in photos:
