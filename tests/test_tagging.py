@@ -314,6 +314,11 @@ def test_enrolment_into_the_index_re_answers_the_photos(l13, recognizer_run, rec
     hits = [a for a in want if a.is_landmark]
     assert hits, shown   # 1 of 5 above its calibrated threshold measured (random head, 12 photos enrolled)
     assert all(after[Path(a.source).name]["Xmp.dc.subject"] == [a.name] for a in hits)
+    old = tagging._read_data(sidecar_path(photos[0]))   # a sidecar of an earlier version: the bare SHA-256
+    old["Xmp.landmark.model"] = sha
+    tagging.write_sidecar(sidecar_path(photos[0]), old)
+    out, last = tag_library()   # answered once more (its index state was not recorded), the others skipped
+    assert f"skipped {len(photos) - 1}" in out and last[photos[0].name]["Xmp.landmark.model"] == [second]
     assert f"skipped {len(photos)}" in tag_library()[0]   # and again nothing changed: skipped
 
 
