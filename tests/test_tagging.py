@@ -4,6 +4,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -257,3 +258,81 @@ def test_a_killed_run_resumes(rec, recognizer_run, library):
     summary = tagging.tag_photos(rec, [library], model, progress=False)
     assert summary.skipped == len(done) and summary.skipped + summary.tagged + summary.no_landmark == 4
     assert not [p for p in library.rglob(".*") if ".tmp" in p.name]
+
+
+@pytest.mark.slow
+def test_enrolment_into_the_index_re_answers_the_photos(l13, recognizer_run, recognizer_index, tmp_path):
+    """`tag --index DIR` answers as `recognize --index DIR`; enrolling into DIR changes the identity
+    written (checkpoint SHA-256 + index state), so the next `tag` answers the photos again, and a run
+    with nothing changed skips them."""
+    import pandas as pd
+
+    from conftest import NEW_LANDMARK
+    from landmark.cli import app
+    from landmark.models.runtime import file_sha256
+    folder = tmp_path / "my-index"
+    shutil.copytree(recognizer_index, folder)
+    solution = pd.read_csv(l13 / "test" / "recognition_solution.csv", dtype=str, keep_default_na=False)
+    library = tmp_path / "Pictures"
+    library.mkdir()
+    for i in sorted(solution.loc[solution["landmarks"] == NEW_LANDMARK, "id"]):   # 5 photos of Versailles
+        shutil.copy(image_path(l13, i, "test"), library / f"{i}.jpg")
+    photos = sorted(library.glob("*.jpg"))
+
+    def tag_library():
+        res = CliRunner().invoke(app, ["tag", str(library), "--model", str(recognizer_run), "--index", str(folder)])
+        assert res.exit_code == 0, res.output
+        return res.output, {p.name: read_xmp(sidecar_path(p)) for p in photos}
+
+    out, before = tag_library()
+    sha = file_sha256(recognizer_run / "checkpoints" / "best.pt")
+    first = tagging.model_identity(recognizer_run, index=folder)
+    assert first.startswith(sha + "+index:") and len(first) == 64 + 7 + 16
+    assert {x["Xmp.landmark.model"][0] for x in before.values()} == {first}
+    assert not any(x["Xmp.landmark.landmarkId"] == ["versailles"] for x in before.values())   # never seen
+    assert f"skipped {len(photos)}" in tag_library()[0]   # nothing changed: skipped
+
+    enrol = tmp_path / "versailles"
+    enrol.mkdir()
+    train = pd.read_csv(l13 / "train.csv", dtype=str)
+    for i in sorted(train.loc[train["landmark_id"] == NEW_LANDMARK, "id"])[:12]:
+        (enrol / f"{i}.jpg").symlink_to(image_path(l13, i))
+    added = CliRunner().invoke(app, ["index", "add", str(folder), "--images", str(enrol), "--label", "versailles",
+                                     "--workers", "0"])
+    assert added.exit_code == 0, added.output
+    second = tagging.model_identity(recognizer_run, index=folder)
+    assert second != first and second.startswith(sha + "+index:")
+    out, after = tag_library()
+    assert "skipped 0" in out   # every photo answered again
+    assert {x["Xmp.landmark.model"][0] for x in after.values()} == {second}
+    from landmark import Recognizer
+    want = Recognizer.load(recognizer_run, index=folder).recognize(photos)   # what recognize --index answers
+    assert [after[p.name]["Xmp.landmark.landmarkId"][0] for p in photos] == [a.landmark_id for a in want]
+    assert [after[p.name]["Xmp.landmark.verdict"][0] for p in photos] == [a.verdict for a in want]
+    shown = [(a.landmark_id, a.score, a.threshold) for a in want]
+    assert all(a.landmark_id == "versailles" for a in want), shown   # its best guess now (5 of 5 measured)
+    hits = [a for a in want if a.is_landmark]
+    assert hits, shown   # 1 of 5 above its calibrated threshold measured (random head, 12 photos enrolled)
+    assert all(after[Path(a.source).name]["Xmp.dc.subject"] == [a.name] for a in hits)
+    old = tagging._read_data(sidecar_path(photos[0]))   # a sidecar of an earlier version: the bare SHA-256
+    old["Xmp.landmark.model"] = sha
+    tagging.write_sidecar(sidecar_path(photos[0]), old)
+    out, last = tag_library()   # answered once more (its index state was not recorded), the others skipped
+    assert f"skipped {len(photos) - 1}" in out and last[photos[0].name]["Xmp.landmark.model"] == [second]
+    assert f"skipped {len(photos)}" in tag_library()[0]   # and again nothing changed: skipped
+
+
+def test_index_identity_follows_the_index_state(recognizer_index, tmp_path):
+    """The index part of the identity: deterministic, blind to the versioned file names of a
+    save, changed by the count; a missing index is one line."""
+    folder = tmp_path / "idx"
+    shutil.copytree(recognizer_index, folder)
+    first = tagging.index_identity(folder)
+    assert len(first) == 16 and first == tagging.index_identity(recognizer_index)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "version": "other", "files": {}}))
+    assert tagging.index_identity(folder) == first
+    (folder / "meta.json").write_text(json.dumps({**meta, "count": meta["count"] + 1}))
+    assert tagging.index_identity(folder) != first
+    with pytest.raises(FileNotFoundError, match="holds no index"):
+        tagging.index_identity(tmp_path)

@@ -1023,6 +1023,9 @@ def tag(
     photos: list[Path] = typer.Argument(..., help="photos and folders of photos (folders walked recursively)"),
     model: Path = typer.Option(..., "--model", "-m", help="run folder (its checkpoints/best.pt), a .pt file, or a "
                                                           ".onnx export (landmark export)"),
+    index: Optional[Path] = typer.Option(None, help="index folder (landmark index build / index add): reference "
+                                         "photos and enrolled landmarks, as recognize --index (default: the run's "
+                                         "RUN/index)"),
     in_place: bool = typer.Option(False, "--in-place", help="write into the photos' own XMP instead of "
                                   "photo.jpg.xmp sidecars (what Lightroom reads for JPEG; docs/tagging.md)"),
     names: Optional[Path] = typer.Option(None, help="CSV landmark_id,name: names to write instead of the run's"),
@@ -1035,9 +1038,9 @@ def tag(
 
     Keywords dc:subject and lr:hierarchicalSubject "Landmarks|Name", and score and model in the
     landmark: namespace, merged with any sidecar already there.  Photos already tagged by this
-    model are skipped, so a stopped run resumes.  Ends with a summary (exit code 1 when a photo
+    model and index state are skipped, so a stopped run resumes (an enrolment re-answers them).  Ends with a summary (exit code 1 when a photo
     was unreadable); docs/tagging.md."""
-    _require(("--model", model), ("--names", names))
+    _require(("--model", model), ("--index", index), ("--names", names))
     for path in photos:
         if not path.exists():
             _fail(FileNotFoundError(f"{path} does not exist: give photos or folders of photos"))
@@ -1048,8 +1051,8 @@ def tag(
     from .inference.tagging import tag as run_tag
     extra = {} if batch_size is None else {"batch_size": batch_size}
     try:
-        summary = run_tag(model, photos, in_place=in_place, threshold=threshold, names=names, device=device,
-                          runtime=runtime, **extra)
+        summary = run_tag(model, photos, index=index, in_place=in_place, threshold=threshold, names=names,
+                          device=device, runtime=runtime, **extra)
     except (FileNotFoundError, ValueError, ImportError) as err:
         _fail(err)
     except KeyboardInterrupt:   # each sidecar is written whole: what is done stays done

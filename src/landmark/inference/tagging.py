@@ -13,12 +13,13 @@ and Immich reads; docs/tagging.md), or with ``in_place=True`` into the photo's o
 * the product's namespace :data:`NAMESPACE` (prefix ``landmark``): ``name``, ``landmarkId``,
   ``score``, ``threshold``, ``verdict``, ``certainty`` (:mod:`landmark.inference.words`),
   ``scoring`` and ``model`` (the SHA-256 of the checkpoint, or of the checkpoint an ONNX
-  export came from).
+  export came from, and, when an index answers too, ``+index:`` and a short hash of its state:
+  :func:`model_identity`).
 
 A photo the recogniser finds no landmark in (``not sure`` included) gets only the product's
 fields (verdict ``no landmark``, the best guess and its score): no keyword, but a record that
-this model has seen it.  A photo whose XMP already names this model in ``landmark:model`` is
-skipped unread, so a run killed half-way resumes where it stopped; another model's earlier
+this model has seen it.  A photo whose XMP already names this model (and index state) in
+``landmark:model`` is skipped unread, so a run killed half-way resumes where it stopped; another model's earlier
 keywords are replaced by this one's.  Every other field of an existing sidecar (keywords,
 ratings, darktable's history, unknown namespaces) is kept: the XMP is read with exiv2
 (https://exiv2.org, Python bindings ``exiv2`` on PyPI), changed, and written to a temporary
@@ -66,7 +67,7 @@ class TagSummary(BaseModel):
     Attributes:
         tagged: photos that got the landmark's keywords.
         no_landmark: photos recognised as no landmark (``not sure`` included): product fields only.
-        skipped: photos already tagged by this model (their XMP names it).
+        skipped: photos already tagged by this model and index state (their XMP names its identity).
         unreadable: ``(photo, reason)`` of each photo or sidecar that could not be read or written.
         not_photos: other files met on the way, counted by ending (``{".mp4": 3}``).
         not_entered: ``(folder, reason)`` of each folder not walked (:func:`walk_photos`: a link to
@@ -85,7 +86,7 @@ class TagSummary(BaseModel):
     def lines(self) -> list[str]:
         """The summary as printed by ``landmark tag``."""
         out = [f"tagged {self.tagged}, no landmark {self.no_landmark}, skipped {self.skipped} "
-               f"(already tagged by this model), unreadable {len(self.unreadable)}"]
+               f"(already tagged by this model and index), unreadable {len(self.unreadable)}"]
         if self.landmarks:
             out.append("landmarks: " + ", ".join(f"{n} {c}" for n, c in
                                                  sorted(self.landmarks.items(), key=lambda x: (-x[1], x[0]))))
@@ -432,7 +433,7 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
             that finds every photo tagged already never loads the model.
         paths: photo files and folders (walked recursively by :func:`walk_photos`).
         model: the identity recorded in ``landmark:model`` and compared to skip photos
-            already tagged (the checkpoint's SHA-256: :func:`model_identity`).
+            already tagged (the checkpoint's SHA-256 and the index state: :func:`model_identity`).
         in_place: write into the photos' own XMP instead of sidecars.
         batch_size: photos per forward pass.
         progress: a tqdm bar on stderr (photos done, rate).
@@ -535,21 +536,59 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
     return summary
 
 
-def model_identity(source: str | Path, runtime=None) -> str:
-    """The SHA-256 (hex) recorded as ``landmark:model``: of the run's ``checkpoints/best.pt`` or
-    the checkpoint given; for an ONNX export, of the checkpoint it came from (the export's
-    metadata, read from its loaded ``runtime``)."""
+#: Joins the checkpoint's SHA-256 and the index state in ``landmark:model`` (``<sha256>+index:<16 hex>``).
+INDEX_MARK = "+index:"
+
+
+def index_identity(folder: str | Path) -> str:
+    """A short hash (16 hex digits of a SHA-256) of an index folder's state: its ``meta.json``
+    record without the fields that name files or the write (``files``, ``version``), i.e. its
+    count, landmarks, file sizes, names, calibrated thresholds and model.  Enrolment changes it
+    (more photos, new sizes); reading the folder, or a save of the same content, does not.
+    Reads only ``meta.json`` (a few KB), deterministic.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no readable ``meta.json`` (not an index folder).
+    """
     import hashlib
+    import json
+
+    from ..io import read_record
+    record = read_record(Path(folder) / "meta.json")
+    if record is None:
+        raise FileNotFoundError(f"{folder} holds no index (no readable meta.json): give a folder of landmark "
+                                f"index build")
+    state = {k: v for k, v in record.items() if k not in ("files", "version")}
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_identity(source: str | Path, runtime=None, index: str | Path | None = None) -> str:
+    """The identity recorded as ``landmark:model`` and compared to skip photos: what decides the
+    answers.  The SHA-256 (hex) of the run's ``checkpoints/best.pt`` or the checkpoint given (for
+    an ONNX export, of the checkpoint it came from: the export's metadata, read from its loaded
+    ``runtime``), followed, when an index answers too (``index``, else the run's own
+    ``RUN/index``), by ``+index:`` and :func:`index_identity`: ``<sha256>+index:<16 hex>``.  A
+    run without an index keeps the bare SHA-256 (what earlier versions wrote).
+
+    Raises:
+        FileNotFoundError: the checkpoint, or the index's ``meta.json``, is missing.
+    """
+    import hashlib
+
+    from .answers import run_index
     path = resolve_checkpoint(source)
     if path.suffix.lower() == ".onnx" and (getattr(runtime, "meta", None) or {}).get("checkpoint_sha256"):
-        return runtime.meta["checkpoint_sha256"]
-    with open(path, "rb") as f:   # the digest models.runtime.file_sha256 gives, without importing torch
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        digest = runtime.meta["checkpoint_sha256"]
+    else:
+        with open(path, "rb") as f:   # the digest models.runtime.file_sha256 gives, without importing torch
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    folder = run_index(source) if index is None else Path(index)   # the index open_recognizer answers with
+    return digest if folder is None else f"{digest}{INDEX_MARK}{index_identity(folder)}"
 
 
-def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, batch_size: int = TAG_BATCH,
-        threshold: float | None = None, names: str | Path | None = None, progress: bool = True,
-        **load) -> TagSummary:
+def tag(model: str | Path, photos: list[str | Path], *, index: str | Path | None = None, in_place: bool = False,
+        batch_size: int = TAG_BATCH, threshold: float | None = None, names: str | Path | None = None,
+        progress: bool = True, **load) -> TagSummary:
     """Load ``model`` (a run folder or checkpoint) and tag ``photos`` (:func:`tag_photos`); a
     checkpoint is loaded only when a photo needs recognising (a run over a library tagged already
     reads the sidecars and stops).  The recogniser is the one ``landmark recognize --model`` uses
@@ -558,8 +597,10 @@ def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, 
     a quarter of the memory, docs/tagging.md), else the PyTorch
     :class:`~landmark.inference.recognizer.Recognizer`; the same answers either way.  ``names``: a
     CSV ``landmark_id,name`` whose names replace the stored ones; ``threshold``: the "no landmark"
-    threshold instead of the run's; ``load``: further keywords of ``open_recognizer`` (``index``,
-    ``device``, ``runtime``, ``threads``).
+    threshold instead of the run's; ``index``: an index folder (``landmark index build`` / ``index
+    add``) instead of the run's own ``RUN/index``, as ``landmark recognize --index``; its state is
+    part of the identity recorded (:func:`model_identity`), so photos are answered again after an
+    enrolment; ``load``: further keywords of ``open_recognizer`` (``device``, ``runtime``, ``threads``).
 
     Raises:
         ImportError: exiv2 is not installed (checked before the model loads).
@@ -571,10 +612,10 @@ def tag(model: str | Path, photos: list[str | Path], *, in_place: bool = False, 
             raise FileNotFoundError(f"{path} does not exist: give photos or folders of photos")
     def load_recognizer():
         from .instant import open_recognizer   # torch only where no export answers (docs/runtime.md)
-        return open_recognizer(model, threshold=threshold, names=names, **load)
+        return open_recognizer(model, index=index, threshold=threshold, names=names, **load)
     if resolve_checkpoint(model).suffix.lower() == ".onnx":   # its identity is in the export's metadata
         rec = load_recognizer()
-        return tag_photos(rec, photos, model_identity(model, rec.runtime), in_place=in_place,
+        return tag_photos(rec, photos, model_identity(model, rec.runtime, index=index), in_place=in_place,
                           batch_size=batch_size, progress=progress)
-    return tag_photos(load_recognizer, photos, model_identity(model), in_place=in_place, batch_size=batch_size,
-                      progress=progress)
+    return tag_photos(load_recognizer, photos, model_identity(model, index=index), in_place=in_place,
+                      batch_size=batch_size, progress=progress)
