@@ -49,3 +49,22 @@ def test_submission_round_trips_and_refuses_an_id_with_a_space(tmp_path):
     with pytest.raises(ValueError, match="holds a space"):
         write_submission(rows, tmp_path / "bad.csv")
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_a_label_with_spaces_is_enrolled_under_its_id_and_keeps_its_name(tmp_path):
+    from landmark.retrieval.pipeline import image_frame, source_names
+    photos = tmp_path / "photos.csv"
+    pd.DataFrame({"id": ["a", "b"], "path": ["a.jpg", "b.jpg"]}).to_csv(photos, index=False)
+    frame = image_frame(images=photos, label="India  Gate")
+    assert frame["landmark_id"].tolist() == ["India_Gate", "India_Gate"]
+    assert source_names(label="India  Gate") == {"India_Gate": "India  Gate"}
+    assert source_names(label="7") is None   # an id already: no name to keep
+    with pytest.raises(ValueError, match="--label"):
+        image_frame(images=photos, label="  ")
+
+
+def test_the_refusal_of_a_spaced_id_says_how_an_enrolled_one_is_mended(tmp_path):
+    rows = pd.DataFrame({"id": ["a"], "landmark_id": ["India Gate"], "score": [0.5]})
+    with pytest.raises(ValueError, match="--label NAME") as err:
+        write_submission(rows, tmp_path / "bad.csv")
+    assert "build the index again" in str(err.value) and "\n" not in str(err.value)

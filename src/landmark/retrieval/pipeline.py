@@ -38,7 +38,8 @@ from .shards import embed_shard
 def image_frame(*, images: str | Path | None = None, data: str | Path | None = None,
                 landmarks: list[str] | None = None, label: str | None = None) -> pd.DataFrame:
     """The images to embed: ``--data`` (labelled GLDv2 / class tree) or ``--images``
-    (folder or CSV; all given ``label`` when set).
+    (folder or CSV; all given the landmark id of ``label`` when set: :func:`label_id`,
+    ``India Gate`` -> ``India_Gate``, as class folders are named).
 
     Args:
         landmarks: with ``data``: only these landmark ids (None: all).
@@ -56,8 +57,34 @@ def image_frame(*, images: str | Path | None = None, data: str | Path | None = N
         return labelled_images(data, landmarks)
     frame = read_queries(images)
     if label is not None:
-        frame["landmark_id"] = str(label)
+        frame["landmark_id"] = label_id(label)
     return frame
+
+
+def label_id(label: str) -> str:
+    """The landmark id of ``--label``: a person's name made one (``India Gate`` -> ``India_Gate``,
+    :func:`landmark.data.gldv2.folder_landmark_id`), since the Kaggle formats separate a
+    prediction's fields with spaces; the label itself is kept as the name (:func:`source_names`).
+
+    Raises:
+        ValueError: the label is empty or only spaces."""
+    from ..data.gldv2 import folder_landmark_id
+    lid = folder_landmark_id(str(label))
+    if not lid:
+        raise ValueError(f"--label {label!r} is empty: give the landmark's name, e.g. --label 'India Gate'")
+    return lid
+
+
+def source_names(*, data=None, label: str | None = None, landmark_ids=()) -> dict[str, str] | None:
+    """{landmark_id: readable name} of photos to index or enrol: ``data``'s GLDv2 categories /
+    class folders (:func:`landmark.data.gldv2.landmark_names`), or ``{label_id(label): label}``
+    when ``--label`` is a name other than its id (``India Gate``); None when there is none."""
+    if data is not None:
+        from ..data.gldv2 import landmark_names
+        return landmark_names(data, landmark_ids)
+    if label is not None and label_id(label) != str(label):
+        return {label_id(label): str(label)}
+    return None
 
 
 def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, top_classes: int = TOP_CLASSES,
