@@ -298,6 +298,13 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
                        rename=rename, confirm=confirm)[1]
 
 
+def _stored_name(index: LandmarkIndex, landmark_id: str) -> str:
+    """What a person reads for an index's landmark (:func:`landmark.data.names.display_name` of
+    its stored name): ``Gateway of India`` for the id ``Gateway_of_India``, as the service says."""
+    from ..data.names import display_name
+    return display_name(landmark_id, index.meta.get("names", {}).get(str(landmark_id)))
+
+
 def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
                 classes: list[str] | None = None, threshold: float | None = None,
                 name_of=None, rename: bool = False, confirm: bool | None = None) -> tuple[LandmarkIndex, dict]:
@@ -313,7 +320,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
             index.meta["names"] = {**index.meta.get("names", {}), **names}
         elif names:
             index.meta["names"] = {**names, **index.meta.get("names", {})}
-        shown = name_of or (lambda lid: index.meta.get("names", {}).get(lid) or lid)
+        shown = name_of or partial(_stored_name, index)
         report = {}
         for lid in dict.fromkeys(embeddings.labels.tolist()):
             report[lid] = calibrate_enrolled(index, lid, embeddings, floor, name_of=shown)
@@ -337,7 +344,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         if not (index.labels == str(lid)).any():
             given = embeddings.items.loc[embeddings.labels == str(lid), "id"].astype(str)
             held = index.items.loc[index.items["id"].astype(str).isin(given), "landmark_id"].astype(str)
-            owners = ", ".join((name_of or (lambda x: index.meta.get("names", {}).get(x) or x))(o)
+            owners = ", ".join((name_of or partial(_stored_name, index))(o)
                                for o in dict.fromkeys(held)) or "another landmark"
             advice = (f"nothing enrolled: {'its photo is' if len(given) == 1 else f'all {len(given)} of its photos are'}"
                       f" in the index already, as {'a photo' if len(given) == 1 else 'photos'} of {owners}; send other "
