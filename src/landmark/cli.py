@@ -11,7 +11,7 @@ import typer
 
 from .config_files import PRESETS_DIR
 from .defaults import (BATCH_SIZE, CALIBRATION_IMAGES, EMBED_DTYPE, PART_SIZE, REPORT_SAMPLES, REPORT_TTA,
-                       STATS_TOP, STATS_WORKERS, TOP_CLASSES, TOP_K, TTA, VERIFY_IMAGES, WORKERS)
+                       STATS_TOP, STATS_WORKERS, TAG_BATCH, TOP_CLASSES, TOP_K, TTA, VERIFY_IMAGES, WORKERS)
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
 from .io import json_text
@@ -1029,7 +1029,7 @@ def tag(
                                   "photo.jpg.xmp sidecars (what Lightroom reads for JPEG; docs/tagging.md)"),
     names: Optional[Path] = typer.Option(None, help="CSV landmark_id,name: names to write instead of the run's"),
     threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
-    batch_size: Optional[int] = typer.Option(None, min=1, help=_BATCH_HELP + " (default: tagging.TAG_BATCH)"),
+    batch_size: int = typer.Option(TAG_BATCH, min=1, help=_BATCH_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
 ) -> None:
@@ -1048,10 +1048,9 @@ def tag(
     except ValueError as err:
         _fail(err)
     from .inference.tagging import tag as run_tag
-    extra = {} if batch_size is None else {"batch_size": batch_size}
     try:
         summary = run_tag(model, photos, in_place=in_place, threshold=threshold, names=names, device=device,
-                          runtime=runtime, **extra)
+                          runtime=runtime, batch_size=batch_size)
     except (FileNotFoundError, ValueError, ImportError) as err:
         _fail(err)
     except KeyboardInterrupt:   # each sidecar is written whole: what is done stays done
