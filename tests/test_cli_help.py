@@ -36,3 +36,10 @@ def test_help_lists_every_training_preset_and_says_what_none_means():
     for preset in PRESETS_DIR.glob("*.yaml"):
         assert preset.stem in result.output, preset.stem
     assert _default(None) == "default off, or the preset's" and _default(10) == "default 10, or the preset's"
+
+
+def test_tag_help_shows_its_batch_size_as_a_number():
+    from landmark.defaults import TAG_BATCH
+    result = CliRunner().invoke(app, ["tag", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "TAG_BATCH" not in result.output and f"[default: {TAG_BATCH}]" in result.output

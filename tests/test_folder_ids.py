@@ -49,3 +49,44 @@ def test_submission_round_trips_and_refuses_an_id_with_a_space(tmp_path):
     with pytest.raises(ValueError, match="holds a space"):
         write_submission(rows, tmp_path / "bad.csv")
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_a_label_with_spaces_is_enrolled_under_its_id_and_keeps_its_name(tmp_path):
+    from landmark.retrieval.pipeline import image_frame, source_names
+    photos = tmp_path / "photos.csv"
+    pd.DataFrame({"id": ["a", "b"], "path": ["a.jpg", "b.jpg"]}).to_csv(photos, index=False)
+    frame = image_frame(images=photos, label="India  Gate")
+    assert frame["landmark_id"].tolist() == ["India_Gate", "India_Gate"]
+    assert source_names(label="India  Gate") == {"India_Gate": "India  Gate"}
+    assert source_names(label="7") is None   # an id already: no name to keep
+    with pytest.raises(ValueError, match="--label"):
+        image_frame(images=photos, label="  ")
+
+
+def test_the_refusal_of_a_spaced_id_says_how_an_enrolled_one_is_mended(tmp_path):
+    rows = pd.DataFrame({"id": ["a"], "landmark_id": ["India Gate"], "score": [0.5]})
+    with pytest.raises(ValueError, match="--label NAME") as err:
+        write_submission(rows, tmp_path / "bad.csv")
+    assert "build the index again" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_index_add_says_the_nearest_landmark_by_its_name_not_its_id(tmp_path):
+    """A class tree's landmark is stored named as its id (Gateway_of_India): the coverage report
+    of `index add` reads "Gateway of India", as the service's reply does."""
+    import numpy as np
+    from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.index import IndexParams, LandmarkIndex
+    from landmark.retrieval.pipeline import enrol
+
+    def photos(n, prefix, landmark, seed):
+        x = np.random.default_rng(seed).normal(size=(n, 16)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return Embeddings(x, pd.DataFrame({"id": [f"{prefix}{i}" for i in range(n)], "landmark_id": landmark}))
+    LandmarkIndex.build(photos(6, "g", "Gateway_of_India", 0), IndexParams(kind="flat"),
+                        {"names": {"Gateway_of_India": "Gateway_of_India"}}).save(tmp_path / "idx")
+    with pytest.warns(UserWarning, match="no model recorded"):   # vectors made in memory
+        report = enrol(tmp_path / "idx", photos(4, "n", "India_Gate", 1), names={"India_Gate": "India Gate"},
+                       classes=[], threshold=0.1, confirm=False)
+    cover = report["landmarks"]["India_Gate"]
+    assert cover["nearest_landmark"] == "Gateway_of_India" and cover["nearest_name"] == "Gateway of India"
+    assert "its nearest other landmark is Gateway of India (similarity" in cover["summary"]

@@ -523,6 +523,26 @@ def test_auto_keeps_pytorch_for_an_image_size_the_export_cannot_take(tiny, photo
     assert result.exit_code == 0, result.output
 
 
+
+def test_index_add_takes_a_label_as_people_write_it(tiny, photos, tmp_path):
+    """--label "India Gate": enrolled as the id India_Gate named India Gate (as the class folders
+    are), so predict and evaluate can write it (was: enrolled as 'India Gate', refused later)."""
+    ckpt, _, _ = tiny
+    frame = pd.read_csv(photos, dtype=str)   # 3 photos indexed, 3 others enrolled
+    frame[:3].to_csv(tmp_path / "known.csv", index=False)
+    frame[3:].to_csv(tmp_path / "new.csv", index=False)
+    result = CliRunner().invoke(app, ["index", "build", "--out", str(tmp_path / "idx"), "--checkpoint", str(ckpt),
+                                      "--images", str(tmp_path / "known.csv"), "--label", "7", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["index", "add", str(tmp_path / "idx"), "--images", str(tmp_path / "new.csv"),
+                                      "--label", "India Gate", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    added = json.loads(result.stdout.strip().splitlines()[-1])
+    assert added["new_landmarks"] == ["India_Gate"]
+    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    assert meta["names"]["India_Gate"] == "India Gate"
+
+
 def test_export_refuses_to_write_over_its_own_checkpoint(tiny, tmp_path):
     import shutil
     ckpt, _, _ = tiny

@@ -105,6 +105,19 @@ def test_nearest_photos_come_from_the_retrieval_and_are_served_by_id_only(client
     images = res.json()["results"][0]["images"]
     assert [n["id"] for n in images] == [n.id for n in indexed.retrieve(photo, top_k=6)[0]] and len(images) == 6
     assert all(set(n) == {"id", "landmark_id", "name", "similarity"} for n in images)   # no server paths
+    # each photo's own cosine similarity to the query, not the diffusion's score divided by the best
+    # (which read 1.0, "100% alike", for every query's first photo)
+    from landmark.data.images import load_image
+    near = indexed.retrieve(photo, top_k=6)[0]
+    query = indexed.index.transform(indexed.embed([load_image(photo)]))[0]
+    rows = indexed.index.items.reset_index(drop=True).reset_index().set_index("id").loc[[n.id for n in near], "index"]
+    cosines = indexed.index.stored(rows.to_numpy()) @ query
+    assert [n.similarity for n in near] == pytest.approx(cosines.tolist(), abs=1e-4)
+    assert max(n.similarity for n in near) < 0.999   # a test photo is not in the index
+    assert [n["similarity"] for n in images] == pytest.approx(cosines.tolist(), abs=1e-4)
+    # a "no landmark" answer's photos are not "photos of" it; trained and enrolled landmarks counted apart
+    assert "not close enough to name it" in page and "a.is_landmark ? \"Looks like these photos of" in page
+    assert "landmarks known to the classifier" in page and "enrolled by photos" in page
     for n in images:
         thumb = client.get(f"/v1/references/{n['id']}/thumbnail")
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg", n

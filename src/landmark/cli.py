@@ -11,7 +11,7 @@ import typer
 
 from .config_files import PRESETS_DIR
 from .defaults import (BATCH_SIZE, CALIBRATION_IMAGES, EMBED_DTYPE, PART_SIZE, REPORT_SAMPLES, REPORT_TTA,
-                       STATS_TOP, STATS_WORKERS, TOP_CLASSES, TOP_K, TTA, VERIFY_IMAGES, WORKERS)
+                       STATS_TOP, STATS_WORKERS, TAG_BATCH, TOP_CLASSES, TOP_K, TTA, VERIFY_IMAGES, WORKERS)
 from .data.download_options import DownloadOptions
 from .data.preprocess import MAX_SIDE
 from .io import json_text
@@ -708,7 +708,8 @@ def index_build(
     data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled GLDv2 folder (train.csv) or class "
                                               "tree; repeat for several folders as one set"),
     images: Optional[Path] = typer.Option(None, help="folder/CSV of images of one landmark (with --label)"),
-    label: Optional[str] = typer.Option(None, help="landmark id of every --images image"),
+    label: Optional[str] = typer.Option(None, help="landmark of every --images image, as people name it ('India "
+                                        "Gate': id India_Gate, named India Gate)"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 0,1,2"),
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy from landmark embed"),
     labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
@@ -733,8 +734,7 @@ def index_build(
                                                   "hnsw_m": hnsw_m, "ef_search": ef_search})
     _refuse_overwrite([out / name for name in INDEX_FILES]
                       + (embedding_files(out / "embeddings.npy") if embeddings is None else []), overwrite)
-    from .data.gldv2 import landmark_names
-    from .retrieval.pipeline import build_index, index_embeddings
+    from .retrieval.pipeline import build_index, index_embeddings, source_names
     try:
         data = _data_source(data)
         emb, rejects, info = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
@@ -742,7 +742,8 @@ def index_build(
                                               out=out / "embeddings.npy", image_size=image_size,
                                               batch_size=batch_size, workers=workers, device=device,
                                               overwrite=overwrite, params=settings.index)
-        names = landmark_names(data, emb.items["landmark_id"].unique()) if data is not None else None
+        names = source_names(data=data, label=label if images is not None else None,
+                             landmark_ids=emb.items["landmark_id"].unique())
         result = build_index(emb, out, params=settings.index, model_info=info, overwrite=overwrite, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
@@ -757,7 +758,8 @@ def index_add(
     data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled GLDv2 folder or class tree to "
                                               "enrol; repeat for several folders"),
     images: Optional[Path] = typer.Option(None, help="folder/CSV of photos of one landmark (with --label)"),
-    label: Optional[str] = typer.Option(None, help="landmark id of every --images photo (new or known)"),
+    label: Optional[str] = typer.Option(None, help="landmark of every --images photo (new or known), as people name "
+                                        "it: 'India Gate' is enrolled as the id India_Gate named India Gate"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids"),
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy"),
     labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
@@ -766,8 +768,7 @@ def index_add(
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
-    from .data.gldv2 import landmark_names
-    from .retrieval.pipeline import enrol, enrolment_file, index_embeddings, index_model
+    from .retrieval.pipeline import enrol, enrolment_file, index_embeddings, index_model, source_names
     try:
         data = _data_source(data)
         info = index_model(index)
@@ -778,7 +779,8 @@ def index_add(
                                            out=enrolment_file(index),
                                            image_size=info.get("image_size"), batch_size=batch_size,
                                            workers=workers, device=device, expect=info)
-        names = landmark_names(data, emb.items["landmark_id"].unique()) if data else None
+        names = source_names(data=data or None, label=label if images is not None else None,
+                             landmark_ids=emb.items["landmark_id"].unique())
         result = enrol(index, emb, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
@@ -1030,7 +1032,7 @@ def tag(
                                   "photo.jpg.xmp sidecars (what Lightroom reads for JPEG; docs/tagging.md)"),
     names: Optional[Path] = typer.Option(None, help="CSV landmark_id,name: names to write instead of the run's"),
     threshold: Optional[float] = typer.Option(None, help="'no landmark' below this score (default: the model's)"),
-    batch_size: Optional[int] = typer.Option(None, min=1, help=_BATCH_HELP + " (default: tagging.TAG_BATCH)"),
+    batch_size: int = typer.Option(TAG_BATCH, min=1, help=_BATCH_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     runtime: str = typer.Option(DEFAULT_RUNTIME, help=_RUNTIME_HELP),
 ) -> None:
@@ -1049,10 +1051,9 @@ def tag(
     except ValueError as err:
         _fail(err)
     from .inference.tagging import tag as run_tag
-    extra = {} if batch_size is None else {"batch_size": batch_size}
     try:
         summary = run_tag(model, photos, index=index, in_place=in_place, threshold=threshold, names=names,
-                          device=device, runtime=runtime, **extra)
+                          device=device, runtime=runtime, batch_size=batch_size)
     except (FileNotFoundError, ValueError, ImportError) as err:
         _fail(err)
     except KeyboardInterrupt:   # each sidecar is written whole: what is done stays done

@@ -30,6 +30,8 @@ CALIBRATION_IMAGES = 64
 EMBED_DTYPE = "float16"
 #: classifier top-K classes stored beside embeddings (0: none)
 TOP_CLASSES = 0
+#: photos per forward pass of ``landmark tag`` (``landmark.inference.tagging.tag``)
+TAG_BATCH = 16
 #: images per atomically written part of a sharded or Ray ``embed``
 PART_SIZE = 10_000
 #: threads reading files for the dataset statistics report

@@ -35,8 +35,11 @@ def write_submission(predictions: pd.DataFrame, path: str | Path) -> None:
     spaced = predictions["landmark_id"].astype(str).str.contains(r"\s", regex=True)
     if spaced.any():
         raise ValueError(f"landmark id {predictions['landmark_id'][spaced].iloc[0]!r} holds a space, which the "
-                         f"Kaggle format uses between id and score; train again (class folders' ids are their "
-                         f"names with '_' for spaces)")
+                         f"Kaggle format uses between id and score. An index's landmark enrolled so (by a "
+                         f"labels CSV or an older `landmark index add --label`): build the index again without it "
+                         f"and enrol its photos with `landmark index add INDEX --images PHOTOS --label NAME` (now "
+                         f"the id is NAME with '_' for spaces, NAME kept for replies); a model's class: train again "
+                         f"on class folders (their ids have '_' for spaces)")
     predicted = predictions["landmark_id"].astype(str) != ""
     if not pd.Series(predictions["score"], dtype=float)[predicted].map(math.isfinite).all():
         raise ValueError(f"a prediction for {path} has a non-finite score; the model gives NaN or inf")

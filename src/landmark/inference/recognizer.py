@@ -416,8 +416,10 @@ class Recognizer:
         :func:`landmark.retrieval.pipeline.rerank_frame`, index photos' features cached in ``cache_dir``).
 
         Returns:
-            one list of :class:`Neighbour` per image (``similarity``: score of the searched vectors, plus the
-            inlier bonus when re-ranked).
+            one list of :class:`Neighbour` per image, in the ranking's order (QE, DBA, diffusion,
+            re-ranking); ``similarity``: the cosine similarity of the query's and the photo's vectors as
+            the index compares them (whitened), not the ranking's score (diffusion's is divided by the
+            query's best, so the first photo would always read 1.0).
 
         Raises:
             ValueError: no index loaded, or ``top_k < 1``.
@@ -450,9 +452,14 @@ class Recognizer:
             rows = np.full(rows.shape, -1, dtype=np.int64)
             sims[frame["query"], frame["rank"] - 1] = frame["score"]
             rows[frame["query"], frame["rank"] - 1] = frame["row"]
+        # each photo's cosine similarity to the query as the index compares them (whitened), not the
+        # ranking's score (diffusion divides by the best: every query's first photo would read 1.0)
+        queries = self.index.transform(vectors)
+        cosines = np.einsum("qkd,qd->qk", self.index.stored(np.clip(rows, 0, None).ravel()).reshape(
+            *rows.shape, -1), queries)
         return [[Neighbour(id=items_["id"].iat[j], landmark_id=items_["landmark_id"].iat[j],
-                           name=self.name(items_["landmark_id"].iat[j]), similarity=float(s), path=items_["path"].iat[j])
-                 for s, j in zip(sims[i], rows[i]) if j >= 0] for i in range(len(vectors))]
+                           name=self.name(items_["landmark_id"].iat[j]), similarity=float(c), path=items_["path"].iat[j])
+                 for c, j in zip(cosines[i], rows[i]) if j >= 0] for i in range(len(vectors))]
 
     def _nonlandmark_vectors(self, source: Path) -> np.ndarray:
         """Embeddings of the non-landmark photos: an ``.npy`` as is, a folder embedded now."""

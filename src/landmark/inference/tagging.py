@@ -41,6 +41,7 @@ from typing import Iterable, Iterator
 from pydantic import BaseModel
 
 from ..data.images import ImageError
+from ..defaults import TAG_BATCH   # photos per forward pass of `landmark tag` (one home: defaults.py)
 from ..io import fsync_dir, temp_path
 from .answers import resolve_checkpoint
 
@@ -52,8 +53,6 @@ HIERARCHY_ROOT = "Landmarks"
 #: File name endings walked as photos (lower case); other files are counted, not read.
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif",
                   ".heic", ".heif", ".avif")
-#: Photos per forward pass of ``landmark tag``.
-TAG_BATCH = 16
 #: The sidecar's ending: ``photo.jpg`` -> ``photo.jpg.xmp``.
 SIDECAR_SUFFIX = ".xmp"
 

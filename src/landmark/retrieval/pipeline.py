@@ -38,7 +38,8 @@ from .shards import embed_shard
 def image_frame(*, images: str | Path | None = None, data: str | Path | None = None,
                 landmarks: list[str] | None = None, label: str | None = None) -> pd.DataFrame:
     """The images to embed: ``--data`` (labelled GLDv2 / class tree) or ``--images``
-    (folder or CSV; all given ``label`` when set).
+    (folder or CSV; all given the landmark id of ``label`` when set: :func:`label_id`,
+    ``India Gate`` -> ``India_Gate``, as class folders are named).
 
     Args:
         landmarks: with ``data``: only these landmark ids (None: all).
@@ -56,8 +57,34 @@ def image_frame(*, images: str | Path | None = None, data: str | Path | None = N
         return labelled_images(data, landmarks)
     frame = read_queries(images)
     if label is not None:
-        frame["landmark_id"] = str(label)
+        frame["landmark_id"] = label_id(label)
     return frame
+
+
+def label_id(label: str) -> str:
+    """The landmark id of ``--label``: a person's name made one (``India Gate`` -> ``India_Gate``,
+    :func:`landmark.data.gldv2.folder_landmark_id`), since the Kaggle formats separate a
+    prediction's fields with spaces; the label itself is kept as the name (:func:`source_names`).
+
+    Raises:
+        ValueError: the label is empty or only spaces."""
+    from ..data.gldv2 import folder_landmark_id
+    lid = folder_landmark_id(str(label))
+    if not lid:
+        raise ValueError(f"--label {label!r} is empty: give the landmark's name, e.g. --label 'India Gate'")
+    return lid
+
+
+def source_names(*, data=None, label: str | None = None, landmark_ids=()) -> dict[str, str] | None:
+    """{landmark_id: readable name} of photos to index or enrol: ``data``'s GLDv2 categories /
+    class folders (:func:`landmark.data.gldv2.landmark_names`), or ``{label_id(label): label}``
+    when ``--label`` is a name other than its id (``India Gate``); None when there is none."""
+    if data is not None:
+        from ..data.gldv2 import landmark_names
+        return landmark_names(data, landmark_ids)
+    if label is not None and label_id(label) != str(label):
+        return {label_id(label): str(label)}
+    return None
 
 
 def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, top_classes: int = TOP_CLASSES,
@@ -271,6 +298,13 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
                        rename=rename, confirm=confirm)[1]
 
 
+def _stored_name(index: LandmarkIndex, landmark_id: str) -> str:
+    """What a person reads for an index's landmark (:func:`landmark.data.names.display_name` of
+    its stored name): ``Gateway of India`` for the id ``Gateway_of_India``, as the service says."""
+    from ..data.names import display_name
+    return display_name(landmark_id, index.meta.get("names", {}).get(str(landmark_id)))
+
+
 def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
                 classes: list[str] | None = None, threshold: float | None = None,
                 name_of=None, rename: bool = False, confirm: bool | None = None) -> tuple[LandmarkIndex, dict]:
@@ -286,7 +320,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
             index.meta["names"] = {**index.meta.get("names", {}), **names}
         elif names:
             index.meta["names"] = {**names, **index.meta.get("names", {})}
-        shown = name_of or (lambda lid: index.meta.get("names", {}).get(lid) or lid)
+        shown = name_of or partial(_stored_name, index)
         report = {}
         for lid in dict.fromkeys(embeddings.labels.tolist()):
             report[lid] = calibrate_enrolled(index, lid, embeddings, floor, name_of=shown)
@@ -310,7 +344,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         if not (index.labels == str(lid)).any():
             given = embeddings.items.loc[embeddings.labels == str(lid), "id"].astype(str)
             held = index.items.loc[index.items["id"].astype(str).isin(given), "landmark_id"].astype(str)
-            owners = ", ".join((name_of or (lambda x: index.meta.get("names", {}).get(x) or x))(o)
+            owners = ", ".join((name_of or partial(_stored_name, index))(o)
                                for o in dict.fromkeys(held)) or "another landmark"
             advice = (f"nothing enrolled: {'its photo is' if len(given) == 1 else f'all {len(given)} of its photos are'}"
                       f" in the index already, as {'a photo' if len(given) == 1 else 'photos'} of {owners}; send other "
