@@ -12,8 +12,8 @@ that nothing has to fit in memory.  Beside it:
   per row (``labels`` str ``[N, k]``, ``probs`` float32 ``[N, k]``), computed in the same
   pass, for combining kNN with the classifier.
 
-Rows are written batch by batch into a ``numpy.lib.format.open_memmap`` file sized for
-all images; if some are rejected, the file is shrunk at the end by rewriting the shape in
+Rows are written batch by batch into a ``.npy`` sized for all images, by positional writes
+(:class:`landmark.io.NpyRows`: a memory map would keep every written page resident); if some are rejected, the file is shrunk at the end by rewriting the shape in
 its header and truncating (no copy), so memory stays flat whatever the number of images.
 
 Every file is first written under a temporary name, synced, and published by
@@ -41,8 +41,8 @@ from ..data.dataset import ThreadedBatches, good_batches, image_loader
 from ..data.preprocess import MAX_SIDE, Preprocess
 from ..defaults import EMBED_DTYPE, TOP_CLASSES
 from ..models.runtime import Runtime, as_runtime, decode_threads, decode_workers
-from ..io import (artifact_files, clear_temps, commit, embedding_files, embeddings_path, folder_lock, read_artifact,
-                  refuse_existing, sidecar, temp_path)
+from ..io import (NpyRows, artifact_files, clear_temps, commit, embedding_files, embeddings_path, folder_lock,
+                  read_artifact, refuse_existing, sidecar, temp_path)
 from ..models import LandmarkNet
 from .index_reader import iter_chunks  # noqa: F401  (re-exported: numpy only, below this module)
 
@@ -218,12 +218,12 @@ def _loader(frame: pd.DataFrame, runtime: Runtime, contract: Preprocess, batch_s
 
 class _RowWriter:
     """L2-normalised embeddings (and the classifier's top-k) written row by row into a
-    memory-mapped ``.npy`` sized for every image; ``kept`` are the frame rows written."""
+    ``.npy`` sized for every image (:class:`~landmark.io.NpyRows`); ``kept`` are the frame rows written."""
 
     def __init__(self, path: Path, capacity: int, dtype: str, classes: list[str] | None, top_classes: int):
         self.path, self.capacity, self.dtype = path, capacity, DTYPES[dtype]
         self.classes, self.top_classes = classes, top_classes
-        self.vectors: np.ndarray | None = None
+        self.vectors: NpyRows | None = None
         self.rows, self.dim = 0, 0
         self.kept: list[int] = []
         self.top_labels: list[np.ndarray] = []
@@ -245,11 +245,10 @@ class _RowWriter:
     def store(self, vectors: np.ndarray, probs: np.ndarray | None, indices: np.ndarray | None, rows: list[int]) -> None:
         """Store rows of :func:`stored_outputs` (``vectors`` float32 ``[B, D]`` normalised; the
         top-k ``probs`` float32 and class ``indices`` int ``[B, k]`` when asked)."""
-        if self.vectors is None:
+        if self.vectors is None:   # positional writes: a memory map would keep every written page resident
             self.dim = int(vectors.shape[1])
-            self.vectors = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype,
-                                                     shape=(self.capacity, self.dim))
-        self.vectors[self.rows:self.rows + len(vectors)] = vectors.astype(self.dtype)
+            self.vectors = NpyRows(self.path, (self.capacity, self.dim), self.dtype)
+        self.vectors.write(self.rows, vectors)
         self.rows += len(vectors)
         self.kept += rows
         if self.top_classes:
@@ -260,7 +259,7 @@ class _RowWriter:
         """Flush the array and cut it to the rows written (rejects leave it shorter)."""
         if self.vectors is None:
             return
-        self.vectors.flush()
+        self.vectors.close()
         self.vectors = None
         if self.rows < self.capacity:
             shrink_npy(self.path, self.rows)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..data import read_queries, read_train, with_paths
 from ..evaluation.metrics import rejection_threshold
-from ..io import commit, embedding_files, sidecar, temp_path
+from ..io import NpyRows, commit, embedding_files, sidecar, temp_path
 from ..models import load_model
 from ..models.factory import load_checkpoint_file, write_checkpoint
 from ..runs import RunFolder
@@ -268,15 +268,16 @@ def _copy_embedded(work: Path, frame: pd.DataFrame, size: int, chunk: int = 6553
     source = np.array([where[i] for i in ids[kept]]).reshape(-1, 2)
     path = work / "train.npy"
     temps = {p: temp_path(p) for p in embedding_files(path)}
-    out = np.lib.format.open_memmap(temps[path], mode="w+", dtype=parts[0].vectors.dtype,
-                                    shape=(len(kept), parts[0].vectors.shape[1]))
+    dtype, dim = parts[0].vectors.dtype, parts[0].vectors.shape[1]
+    out = NpyRows(temps[path], (len(kept), dim), dtype)   # positional writes: no written page stays resident
     for start in range(0, len(kept), chunk):
-        block, rows = source[start:start + chunk], out[start:start + chunk]
+        block = source[start:start + chunk]
+        rows = np.empty((len(block), dim), dtype=dtype)
         for k, part in enumerate(parts):
             mine = block[:, 0] == k
             rows[mine] = part.vectors[block[mine, 1]]
-    out.flush()
-    del out
+        out.write(start, rows)
+    out.close()
     items = frame.iloc[kept].reset_index(drop=True)
     items[[c for c in ("id", "landmark_id", "path") if c in items.columns]].to_csv(temps[sidecar(path, "ids.csv")],
                                                                                   index=False)

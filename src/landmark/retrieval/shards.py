@@ -39,11 +39,15 @@ import pandas as pd
 
 from ..data import Reject, write_rejects
 from ..defaults import BATCH_SIZE, EMBED_DTYPE, PART_SIZE, TOP_CLASSES
-from ..io import commit, embedding_files, folder_lock, refuse_existing, temp_path
+from ..io import NpyRows, commit, embedding_files, folder_lock, refuse_existing, temp_path
 from .embeddings import DTYPES, check_image_size, embed_images, load_embeddings, sidecar
 from .provenance import check_model, describe, known, same_model
 
 MANIFEST = "manifest.json"
+
+
+#: rows of a part copied at a time by :func:`merge_shards` (65,536 x 1280 float16 = 160 MB)
+_COPY_ROWS = 65_536
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -225,8 +229,8 @@ def _rejects_of(path: Path) -> list[Reject]:
 def merge_shards(folder: str | Path, out: str | Path, overwrite: bool = False) -> dict:
     """Concatenate every part of ``folder``, in order, into one embeddings file ``out``.
 
-    Streams part by part into a ``numpy.lib.format.open_memmap`` file under a temporary
-    name; memory holds one part at a time.  Every part must record the same model (that of
+    Streams part by part into a ``.npy`` under a temporary name (positional writes,
+    :class:`~landmark.io.NpyRows`); memory holds 65,536 rows at a time.  Every part must record the same model (that of
     the manifest); the merged file records it too.  Published like every embeddings file
     (:func:`landmark.io.commit`): a crash at any step leaves ``out`` as it was or merged.
 
@@ -346,25 +350,25 @@ def _checked_manifest(folder: Path) -> dict:
 
 
 def _copy_parts(files: list[Path], path: Path, dtype) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray] | None, int]:
-    """Copy the parts' vectors, in order, into one memory-mapped ``path`` (one part in memory
-    at a time), synced; returns their items, when stored their classifier top-k ``(labels, probs)``,
+    """Copy the parts' vectors, in order, into one ``path`` (:class:`~landmark.io.NpyRows`: 65,536
+    rows in memory at a time); returns their items, when stored their classifier top-k ``(labels, probs)``,
     and the width D."""
     shapes = [np.load(f, mmap_mode="r", allow_pickle=False).shape for f in files]
     widths = sorted({s[1] for s in shapes})
     if len(widths) > 1:
         raise ValueError(f"the parts hold vectors of widths {widths}: made by different models; re-embed with one")
-    vectors = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(sum(s[0] for s in shapes), shapes[0][1]))
+    vectors = NpyRows(path, (sum(s[0] for s in shapes), shapes[0][1]), dtype)
     row, items, labels, probs = 0, [], [], []
     for f in files:
         part = load_embeddings(f)
-        vectors[row:row + len(part)] = part.vectors
+        for start in range(0, len(part), _COPY_ROWS):   # rows of the part in memory at a time
+            vectors.write(row + start, part.vectors[start:start + _COPY_ROWS])
         row += len(part)
         items.append(part.items)
         if part.classes is not None:
             labels.append(part.classes[0])
             probs.append(part.classes[1])
         del part
-    vectors.flush()
-    del vectors
+    vectors.close()
     classes = (np.concatenate(labels), np.concatenate(probs)) if labels else None
     return pd.concat(items, ignore_index=True), classes, widths[0]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import clear_temps, commit, temp_path
+from ..io import NpyRows, clear_temps, commit, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +156,9 @@ class FeatureWriter:
         self.files = [self.path, self.path.with_suffix(".rows.npz")]
         clear_temps(self.files)
         self.tmp = temp_path(self.path)
-        # the .npy header and a sparse file of the announced size, then plain positional writes: a
-        # memory map would keep every written page in this process's resident set (8 GB at GLDv2-clean)
-        np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=(max(capacity, 1), dim))
+        # positional writes, not a memory map (which would keep every written page resident: 8 GB at GLDv2-clean)
         self.capacity, self.dim = max(capacity, 1), dim
-        self.offset = np.load(self.tmp, mmap_mode="r", allow_pickle=False).offset
-        self.file = open(self.tmp, "r+b")
+        self.file = NpyRows(self.tmp, (self.capacity, dim), np.float16)
         self.targets, self.views, self.ids = [], [], []
         self.n, self.meta = 0, dict(meta or {})
 
@@ -173,8 +169,7 @@ class FeatureWriter:
             raise ValueError(f"{self.path}: more than the {self.capacity} rows announced")
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{self.path}: rows of shape {x.shape}, expected [B, {self.dim}]")
-        os.pwrite(self.file.fileno(), np.ascontiguousarray(x, dtype=np.float16).tobytes(),
-                  self.offset + self.n * self.dim * 2)
+        self.file.write(self.n, x)
         self.targets.append(np.asarray(targets, dtype=np.int64))
         self.views.append(np.asarray(views, dtype=np.int8))
         self.ids.append(np.asarray(ids, dtype=str))
@@ -187,11 +182,11 @@ class FeatureWriter:
         if self.n < self._capacity():   # rejected photos: fewer rows than announced
             full = np.load(self.tmp, mmap_mode="r", allow_pickle=False)
             trimmed = temp_path(self.path.with_name(self.path.name + ".trim"))
-            out = np.lib.format.open_memmap(trimmed, mode="w+", dtype=np.float16, shape=(self.n, dim))
+            out = NpyRows(trimmed, (self.n, dim), np.float16)
             for start in range(0, self.n, CHUNK_ROWS):
-                out[start:start + CHUNK_ROWS] = full[start:min(start + CHUNK_ROWS, self.n)]
-            out.flush()
-            del out, full
+                out.write(start, full[start:min(start + CHUNK_ROWS, self.n)])
+            out.close()
+            del full
             trimmed.replace(self.tmp)
         cat = (lambda parts, dtype: np.concatenate(parts) if parts else np.empty(0, dtype=dtype))
         rows_tmp = temp_path(self.files[1])
