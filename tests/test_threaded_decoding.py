@@ -42,14 +42,21 @@ def test_threaded_batches_drop_the_rest_of_a_batch_when_a_decode_raises():
 
 def test_threaded_batches_drop_the_rest_of_a_batch_on_keyboard_interrupt():
     import _thread
+    import signal
     from landmark.data.dataset import ThreadedBatches
     before, photos = threading.active_count(), _SlowDataset(400, 0.02)
+    # interrupt_main() raises KeyboardInterrupt only through Python's own SIGINT handler, which a
+    # library used earlier in the same process may have replaced (then it does nothing): set it here
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        for _ in ThreadedBatches(photos, batch_size=200, threads=1):
-            pass
-    timer.join()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            for _ in ThreadedBatches(photos, batch_size=200, threads=1):
+                pass
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, old)
     assert photos.started < 150     # interrupted after ~15 decodes; the rest dropped (was: all 200 first)
     assert threading.active_count() == before
 
