@@ -47,6 +47,8 @@ def test_submission_and_json(recognizer_index, retrieved):
     scores = [i["score"] for i in by_id["self"]["images"]]
     assert scores[0] > 0.9 and scores == sorted(scores, reverse=True)   # alpha-QE (default): not exactly 1
     assert by_id["self"]["images"][0]["path"] == items["path"].iloc[3]
+    assert by_id["self"]["images"][0]["similarity"] == pytest.approx(1.0, abs=2e-3)   # the photo itself: cosine 1
+    assert all(-1.0 <= i["similarity"] <= 1.001 for a in answers for i in a["images"])
     assert out.with_name("retrieval.queries.npy").is_file()
 
 
@@ -61,6 +63,8 @@ def test_recognizer_and_service_return_the_same_photos(recognizer_run, recognize
     photo = image_path(l13, PHOTO, "test")
     near, = rec.retrieve(photo, top_k=5)
     assert [n.id for n in near] == expected
+    cli_similarity = [i["similarity"] for i in {a["id"]: a for a in answers}["test"]["images"]]
+    assert [n.similarity for n in near] == pytest.approx(cli_similarity, abs=1e-3)   # one "how alike" for both
     with TestClient(create_app(rec)) as client:
         found = client.post("/v1/retrieve?top_k=5", files={"file": ("p.jpg", photo.read_bytes(), "image/jpeg")})
         assert found.status_code == 200, found.text

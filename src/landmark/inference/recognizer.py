@@ -66,7 +66,7 @@ from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
 from ..data.names import display_name
 from ..retrieval.config import REJECT_THRESHOLD, LocalConfig, RetrieveConfig, check_threshold
-from ..retrieval.pipeline import rank_index
+from ..retrieval.pipeline import rank_index, similarities
 # torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
 from .answers import (  # noqa: F401
     Answer, Candidate, ImageInput, Neighbour, check_index_model, decode, read_names, resolve_checkpoint, run_index,
@@ -452,11 +452,7 @@ class Recognizer:
             rows = np.full(rows.shape, -1, dtype=np.int64)
             sims[frame["query"], frame["rank"] - 1] = frame["score"]
             rows[frame["query"], frame["rank"] - 1] = frame["row"]
-        # each photo's cosine similarity to the query as the index compares them (whitened), not the
-        # ranking's score (diffusion divides by the best: every query's first photo would read 1.0)
-        queries = self.index.transform(vectors)
-        cosines = np.einsum("qkd,qd->qk", self.index.stored(np.clip(rows, 0, None).ravel()).reshape(
-            *rows.shape, -1), queries)
+        cosines = similarities(self.index, vectors, rows)   # "how alike", not the ranking's score
         return [[Neighbour(id=items_["id"].iat[j], landmark_id=items_["landmark_id"].iat[j],
                            name=self.name(items_["landmark_id"].iat[j]), similarity=float(c), path=items_["path"].iat[j])
                  for c, j in zip(cosines[i], rows[i]) if j >= 0] for i in range(len(vectors))]

@@ -596,6 +596,17 @@ def augmented_database(index: LandmarkIndex, config: RetrieveConfig):
     return value
 
 
+def similarities(index: LandmarkIndex, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cosine similarity float32 ``[Q, k]`` of each query ``[Q, D]`` (L2-normalised, the index's
+    model) and its ranked photos ``rows`` int ``[Q, k]`` (-1: none, similarity -inf), as the index
+    compares them (whitened when it stores a whitening): what a person reads as "how alike",
+    unlike :func:`rank_index`'s scores (diffusion's are divided by the query's best, so every
+    query's first photo would read 1.0)."""
+    stored = index.stored(np.clip(rows, 0, None).ravel()).reshape(*rows.shape, -1)
+    cos = np.einsum("qkd,qd->qk", stored, index.transform(np.asarray(queries, dtype=np.float32)))
+    return np.where(rows >= 0, cos, -np.inf).astype(np.float32)
+
+
 def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """The ``config.top_k`` index photos most similar to each query: alpha-QE when ``config.qe``, against the
@@ -666,8 +677,8 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
 
     Returns:
         (one row per query and neighbour, best first: ``query, query_path, rank`` (1-based),
-        ``id, landmark_id, path, score`` (cosine similarity of the searched vectors, plus the inlier
-        bonus when re-ranked), ``inliers`` (-1: not verified); a query that could not be read has none
+        ``id, landmark_id, path, score`` (:func:`rank_index`'s, plus the inlier bonus when re-ranked),
+        ``similarity`` (:func:`similarities`: the cosine a person reads), ``inliers`` (-1: not verified); a query that could not be read has none
         and is in the rejects; the rejects).
 
     Raises:
@@ -694,7 +705,9 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
         queries, rejects, _ = _embed(engine, checkpoint, read_queries(images), embeddings_path(f"{work}.queries"),
                                      image_size=size, batch_size=batch_size, workers=workers, device=device,
                                      overwrite=overwrite)
-    sims, rows = rank_index(index, np.asarray(queries.vectors, dtype=np.float32), config)
+    vectors = np.asarray(queries.vectors, dtype=np.float32)
+    sims, rows = rank_index(index, vectors, config)
+    cosines = similarities(index, vectors, rows)
     items = index.items
     found = rows >= 0
     q, r = np.nonzero(found)
@@ -703,7 +716,7 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
                           "id": items["id"].to_numpy()[rows[found]],
                           "landmark_id": items["landmark_id"].to_numpy()[rows[found]],
                           "path": items["path"].to_numpy()[rows[found]], "score": sims[found].astype(float),
-                          "inliers": -1})
+                          "similarity": cosines[found].astype(float), "inliers": -1})
     local = local or LocalConfig()
     if local.top > 0 and len(frame):
         frame = rerank_frame(frame, local, cache_dir=Path(f"{work}.local_features"))
@@ -753,11 +766,13 @@ def retrieval_rankings(frame: pd.DataFrame, queries: list[str] | None = None) ->
 
 def retrieval_answers(frame: pd.DataFrame) -> list[dict]:
     """:func:`retrieve`'s frame as one dict per query, for JSON: ``{id, path, images: [{id,
-    landmark_id, path, score[, inliers]}, ...]}``, most similar first (``inliers``: verified by re-ranking)."""
+    landmark_id, path, score, similarity[, inliers]}, ...]}``, most similar first (``score``: the
+    ranking's, ``similarity``: :func:`similarities`; ``inliers``: verified by re-ranking)."""
     out: dict[str, dict] = {}
     for row in frame.itertuples(index=False):
         entry = out.setdefault(row.query, {"id": row.query, "path": row.query_path, "images": []})
         entry["images"].append({"id": row.id, "landmark_id": row.landmark_id, "path": row.path,
                                 "score": round(float(row.score), 6),
+                                **({"similarity": round(float(row.similarity), 6)} if hasattr(row, "similarity") else {}),
                                 **({"inliers": int(row.inliers)} if getattr(row, "inliers", -1) >= 0 else {})})
     return list(out.values())
