@@ -32,6 +32,11 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from .config import RetrieveConfig
+
+#: ``landmark retrieve``'s diffusion settings (:class:`~landmark.retrieval.config.RetrieveConfig`: their one home)
+_RETRIEVE = RetrieveConfig()
+
 #: Input sizes of :func:`multiscale`, as multiples of the checkpoint's size (Radenovic et al. 2018).
 SCALES = (1.0, 2 ** -0.5, 2 ** 0.5)
 #: Added to every eigenvalue before whitening, as a fraction of the largest: keeps the directions
@@ -206,7 +211,8 @@ class Diffusion:
         ValueError: ``N`` above :data:`DIFFUSION_MAX_DENSE`, ``alpha`` outside ``(0, 1)`` or ``k < 1``.
     """
 
-    def __init__(self, database: np.ndarray, k: int = 20, alpha: float = 0.9, gamma: float = 3.0):
+    def __init__(self, database: np.ndarray, k: int = _RETRIEVE.diffusion, alpha: float = _RETRIEVE.diffusion_alpha,
+                 gamma: float = 3.0):
         database = normalise(database)
         n = len(database)
         if n > DIFFUSION_MAX_DENSE:
@@ -227,7 +233,7 @@ class Diffusion:
         self.inverse = np.linalg.inv(np.eye(n, dtype=np.float64) - alpha * s.astype(np.float64)).astype(np.float32)
         self.inverse *= 1.0 - alpha
 
-    def scores(self, queries: np.ndarray, query_k: int = 10,
+    def scores(self, queries: np.ndarray, query_k: int = _RETRIEVE.diffusion_seeds,
                sims: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """Diffusion scores float32 ``[Q, N]`` of float ``[Q, D]`` queries (larger = more similar).
 
@@ -242,7 +248,7 @@ class Diffusion:
         y[qi[ok], rows.ravel()[ok]] = np.clip(sims.ravel()[ok], 0.0, None) ** self.gamma
         return y @ self.inverse.T
 
-    def rank(self, queries: np.ndarray, top_k: int, query_k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def rank(self, queries: np.ndarray, top_k: int, query_k: int = _RETRIEVE.diffusion_seeds) -> tuple[np.ndarray, np.ndarray]:
         """(scores float32 ``[Q, top_k]`` descending, database rows int64 ``[Q, top_k]``)."""
         f = self.scores(queries, query_k)
         top_k = min(top_k, f.shape[1])
