@@ -222,7 +222,7 @@ def test_a_large_jpeg_gets_the_same_answer_from_predict_recognize_and_tag(run, t
     assert (xmp["Xmp.landmark.landmarkId"][0], xmp["Xmp.landmark.score"][0]) == (want[0], f"{float(want[1]):.4f}")
 
 
-def test_an_index_with_enrolled_landmarks_gets_the_same_answers_on_both_paths(run, l13, tmp_path):
+def test_an_index_with_enrolled_landmarks_gets_the_same_answers_on_both_paths(run, l13, tmp_path, caplog):
     """Landmark 3 (Cologne Cathedral, not a class) enrolled with 3 photos: with the local extra
     installed, ``open_recognizer`` hands the index to the Recognizer (it confirms enrolled
     landmarks by local features); the torch-free recogniser on the same index answers as the
@@ -241,8 +241,11 @@ def test_an_index_with_enrolled_landmarks_gets_the_same_answers_on_both_paths(ru
     vectors = slow.embed([decode(p) for p in paths[:3]])
     enrol(folder, Embeddings(vectors, cologne.head(3)[["id", "landmark_id"]].assign(path=paths[:3]),
                              model=slow.index.meta.get("model")))
-    rec = open_recognizer(run, index=folder)
+    with caplog.at_level("INFO", logger="landmark.runtime"):
+        rec = open_recognizer(run, index=folder)
     assert isinstance(rec, Recognizer if available() else InstantRecognizer)
+    said = "PyTorch recogniser loaded, not the export alone: enrolled landmarks confirmed by local features"
+    assert (said in caplog.text) == available()   # the user is told why it is not the light path
     slow = Recognizer.load(run, runtime="torch", index=folder, confirm_enrolled=False)
     assert slow.confirmer is None and "3" in slow.landmark_thresholds
     fast = InstantRecognizer(open_recognizer(run / "model.onnx").runtime, ReadOnlyIndex.load(folder))

@@ -58,7 +58,7 @@ def test_enrol_new_landmark_and_recognise_it(tmp_path, l13, imagenet_checkpoint,
     added = json.loads(result.stdout.strip().splitlines()[-1])
     assert added["added"] == 33 and added["new_landmarks"] == [NEW] and added["count"] == 37 + 31 + 33
     # how well it is covered, in words, on stderr (the JSON alone on stdout)
-    assert f"{NEW}: 33 photos; its nearest other landmark is " in result.stderr
+    assert "Palace Of Versailles: 33 photos; its nearest other landmark is " in result.stderr   # by name, not id
     assert added["landmarks"][NEW]["summary"] in result.stderr
 
     after = recognise("after")

@@ -768,6 +768,7 @@ def index_add(
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
+    from .data.names import display_name
     from .retrieval.pipeline import enrol, enrolment_file, index_embeddings, index_model, source_names
     try:
         data = _data_source(data)
@@ -786,7 +787,7 @@ def index_add(
         _fail(err)
     for lid, cover in result["landmarks"].items():   # how well each is covered, in words (JSON on stdout)
         if "summary" in cover:
-            _say(f"{lid}: {cover['summary']}")
+            _say(f"{display_name(lid, (names or {}).get(lid))}: {cover['summary']}")
     typer.echo(json_text({**result, "rejects": len(rejects)}))
 
 

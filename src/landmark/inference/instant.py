@@ -267,6 +267,6 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
             why = "an index scored by kNN"
     from .recognizer import Recognizer
     if why and runtime != "torch":
-        log.debug("PyTorch recogniser: %s", why)
+        log.info("PyTorch recogniser loaded, not the export alone: %s", why)   # said with the runtime line
     return Recognizer.load(source, index=index, nonlandmarks=nonlandmarks, threshold=threshold, device=device,
                            runtime=runtime, threads=threads, names=names)
