@@ -95,6 +95,35 @@ def _rss_bytes() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from /proc")
+def test_shards_join_in_one_process_row_order(tmp_path):
+    """The descriptor files of 2 torchrun ranks (DistributedSampler shards: rank r holds photos
+    r, r + 2, ..., the last shard padded with photo 0 again) join into the rows one process writes
+    for batches of 3: each batch's photos in dataset order, then their mirrors; each row once."""
+    from types import SimpleNamespace
+
+    from landmark.training.probe import _join_shards
+    n, dim, batch = 7, 4, 3
+    ids = [f"p{k}" for k in range(n)]
+    value = (lambda k, v: np.full(dim, 10 * k + v, dtype=np.float32))   # photo k, view v
+    padded = list(range(n)) + [0]
+    parts = []
+    for rank in range(2):
+        shard = padded[rank::2]
+        writer = FeatureWriter(tmp_path / f"probe.rank{rank}-of-2.npy", 2 * len(shard), dim)
+        for v in range(2):
+            writer.add(np.stack([value(k, v) for k in shard]), [k % 3 for k in shard], [v] * len(shard),
+                       [ids[k] for k in shard])
+        writer.finish()
+        parts.append(tmp_path / f"probe.rank{rank}-of-2.npy")
+    joined = _join_shards(parts, tmp_path / "probe.npy", SimpleNamespace(ids=np.array(ids)), batch, {"key": "k"})
+    expected = [(k, v) for b in range(0, n, batch) for v in range(2) for k in range(b, min(b + batch, n))]
+    assert [(int(i[1:]), int(v)) for i, v in zip(joined.ids, joined.views)] == expected
+    np.testing.assert_array_equal(np.asarray(joined.x, dtype=np.float32), np.stack([value(k, v) for k, v in expected]))
+    np.testing.assert_array_equal(joined.targets, [k % 3 for k, _ in expected])
+    assert joined.meta["key"] == "k" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "probe.json", "probe.npy", "probe.rows.npz"]
+
+
 def test_writing_features_does_not_keep_them_in_memory(tmp_path):
     # 128 MB of float16 rows (GLDv2-clean's file is 8.2 GB): the writer's resident memory stays
     # that of one batch (a memory map of the file kept every written page resident: +128 MB)

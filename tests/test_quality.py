@@ -210,6 +210,45 @@ def test_probe_under_torchrun_fits_every_photo_like_one_process(l13, tmp_path):
             torch.testing.assert_close(ddp["state_dict"][name], value, atol=1e-2, rtol=0)
 
 
+def test_streaming_probe_under_torchrun_fits_like_one_process(l13, tmp_path):
+    """torchrun, 2 CPU processes (gloo), the streaming probe fit forced: each rank writes its shard's
+    descriptors, rank 0 joins them into one file in one process's row order, the ranks fit on their
+    slices of it, and rank 0 alone refits on every labelled photo after (it used to be refused under
+    torchrun, and the final refit hung waiting for the other ranks): the losses and heads agree with
+    one process's (the joined file's row order: test_head_fit)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from landmark.training import train
+    from landmark.training.head_fit import FeatureFile
+    root = _two_landmarks(l13, tmp_path / "tree")
+    streamed = {**FINAL_FIT_PROBE, "stages": [{**FINAL_FIT_PROBE["stages"][0], "probe_fit": "stream"}]}
+    single = torch.load(train(load_config("fast", streamed), root, tmp_path / "one"), weights_only=False)
+    config = tmp_path / "stream.yaml"
+    config.write_text(yaml.safe_dump(load_config("fast", streamed).model_dump(mode="json")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "landmark.cli", "train", "--data", str(root), "--config", str(config),
+                             "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = torch.load(tmp_path / "two" / "checkpoints" / "best.pt", weights_only=False)
+    assert ddp["history"][0]["train_fit"] == single["history"][0]["train_fit"] == "stream"
+    assert ddp["history"][0]["train_images"] == single["history"][0]["train_images"] == 12
+    # rank 0's final refit on all 16 photos streamed in one process (it waited for ranks that had left)
+    assert ddp["final_fit"]["images"] == single["final_fit"]["images"] == 16
+    assert ddp["final_fit"]["fit"] == single["final_fit"]["fit"] == "stream"
+    assert ddp["final_fit"]["train_loss"] == pytest.approx(single["final_fit"]["train_loss"], abs=1e-3)
+    assert not list((tmp_path / "two" / "features").glob("*rank*"))   # the shards' files are gone
+    assert len(FeatureFile.open(tmp_path / "two" / "features" / "probe.npy")) == 32
+    assert ddp["history"][0]["train_loss"] == pytest.approx(single["history"][0]["train_loss"], abs=1e-3)
+    assert ddp["history"][0]["val_gap"] == pytest.approx(single["history"][0]["val_gap"], abs=1e-6)
+    for name, value in single["state_dict"].items():
+        if name.startswith("head."):
+            torch.testing.assert_close(ddp["state_dict"][name], value, atol=1e-2, rtol=0)
+
+
 def test_accurate_preset_is_fast_at_320_px():
     """`accurate` changes only the input size (and the resize/cache widths that follow it) of `fast`."""
     fast, accurate = load_config("fast").model_dump(), load_config("accurate").model_dump()

@@ -57,3 +57,10 @@ def broadcast(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def rank_world() -> tuple[int, int]:
+    """(this process's rank, number of processes); (0, 1) when not distributed."""
+    if not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()

@@ -203,16 +203,17 @@ class FeatureWriter:
 
 # --- the fits -----------------------------------------------------------------------------------
 
-def class_means(features: FeatureFile, classes: int, chunk: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                          float]:
+def class_means(features: FeatureFile, classes: int, chunk: int = CHUNK_ROWS, distributed: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One pass over ``features``: class means float32 ``[K, C]``, rows per class int64 ``[K]``
     and the mean within-class squared distance per dimension (``sigma^2`` of a shared
-    isotropic Gaussian)."""
+    isotropic Gaussian).  Under ``torch.distributed`` each rank reads its slice and the sums are
+    all-reduced (``distributed=False``: this process reads every row alone)."""
     dim = features.dim
     sums = torch.zeros(classes, dim, dtype=torch.float64)
     counts = torch.zeros(classes, dtype=torch.int64)
     sq = torch.zeros(classes, dtype=torch.float64)
-    rank, world = _rank_world()
+    rank, world = _rank_world(distributed)
     share = -(-len(features) // world)
     lo, hi = rank * share, min(len(features), (rank + 1) * share)   # this rank's slice of the rows
     for first in range(lo, hi, chunk):
@@ -257,7 +258,8 @@ def prototype_init(fc: nn.Linear, means: torch.Tensor, x: torch.Tensor, y: torch
 
 def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: int, batch: int, lr: float,
                weight_decay: float, label_smoothing: float, sampled_above: int, loss_logits=None,
-               min_steps: int = 0, seed: int = 0, chunk: int = CHUNK_ROWS, max_steps: int = 0) -> dict:
+               min_steps: int = 0, seed: int = 0, chunk: int = CHUNK_ROWS, max_steps: int = 0,
+               distributed: bool = True) -> dict:
     """Fit ``head`` on the rows of ``features`` without holding them: class-mean initialisation
     (plain linear heads, :func:`prototype_init`), then ``epochs`` passes of AdamW minibatches
     (more when that is fewer than ``min_steps`` minibatches: small data needs more passes).
@@ -284,6 +286,8 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
         loss_logits: ``(logits, target) -> logits`` the loss sees (margin heads); None: identity.
         max_steps: stop after this many minibatches (0: all; the learning-rate schedule still
             spans every epoch): for measuring the time per step on a fraction of a large fit.
+        distributed: False: fit in this process alone even where a process group exists (the
+            final refit that rank 0 runs after the other ranks are done).
 
     Returns:
         ``{"fit": "stream", "epochs", "init": "prototype"|"none", "seconds", "init_seconds" (class
@@ -296,9 +300,9 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
     plain = isinstance(fc, nn.Linear) and not hasattr(head, "neck") and loss_logits is None \
         and type(head).__name__ == "GeMHead"
     init = "none"
-    rank, world = _rank_world()
+    rank, world = _rank_world(distributed)
     if plain:
-        means, _, _ = class_means(features, classes, chunk)
+        means, _, _ = class_means(features, classes, chunk, distributed=distributed)
         sample = np.sort(np.random.default_rng(seed).choice(len(features), size=min(512, len(features)),
                                                             replace=False))
         prototype_init(fc, means, torch.from_numpy(np.asarray(features.x[sample], dtype=np.float32)),
@@ -313,7 +317,8 @@ def fit_stream(head: nn.Module, features: FeatureFile, classes: int, *, epochs: 
     weights = [p for p in params if p.ndim > 1]
     sampled = plain and classes > sampled_above
     optimizer = None if sampled else torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    lazy = _LazyAdam(fc, classes, sampled_above, weight_decay, label_smoothing=label_smoothing) if sampled else None
+    lazy = _LazyAdam(fc, classes, sampled_above, weight_decay, label_smoothing=label_smoothing,
+                     world=world) if sampled else None
     rng = np.random.default_rng(seed)
     head.train()
     for m in head.modules():
@@ -381,8 +386,8 @@ class _LazyAdam:
     and moments: a dense Adam step would touch all ``K x C`` weights every minibatch)."""
 
     def __init__(self, fc: nn.Linear, classes: int, width: int, weight_decay: float, label_smoothing: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.fc, self.classes, self.width = fc, classes, width
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, world: int = 1):
+        self.fc, self.classes, self.width, self.world = fc, classes, width, world
         self.wd, self.smoothing, self.betas, self.eps = weight_decay, label_smoothing, betas, eps
         self.m = torch.zeros(classes, fc.in_features + 1)
         self.v = torch.zeros(classes, fc.in_features + 1)
@@ -393,7 +398,7 @@ class _LazyAdam:
         """One step on the minibatch with targets ``y`` ``[B]`` (every rank's), of which this
         rank holds the rows ``x`` ``[b, C]`` with targets ``y_mine`` ``[b]`` (default: all of ``y``);
         returns the minibatch's loss (summed over ranks)."""
-        world = _rank_world()[1]
+        world = self.world
         y_mine = y if y_mine is None else y_mine
         cols, _ = _sampled_columns(y, self.classes, self.width, rng)
         target = torch.searchsorted(cols[:len(torch.unique(y))], y_mine)   # the minibatch's classes come first, sorted
@@ -418,10 +423,10 @@ class _LazyAdam:
         return loss.detach()
 
 
-def _rank_world() -> tuple[int, int]:
-    """(rank, world size) under ``torch.distributed``, (0, 1) otherwise."""
+def _rank_world(distributed: bool = True) -> tuple[int, int]:
+    """(rank, world size) under ``torch.distributed``, (0, 1) otherwise or when not ``distributed``."""
     dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
+    if distributed and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 

@@ -37,8 +37,8 @@ from ..models import LandmarkNet
 from ..models.heads import Head
 from . import distributed as dist
 from .features import FeatureStore, fingerprint
-from .head_fit import (FeatureFile, FeatureWriter, choose_fit, fit_stream, lbfgs_bytes, small_class_note,
-                       top_classes)
+from .head_fit import (CHUNK_ROWS, FeatureFile, FeatureWriter, choose_fit, fit_stream, lbfgs_bytes,
+                       small_class_note, top_classes)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,10 @@ def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
     Args:
         loader: the training images without augmentation (batches of ``image``, ``target``);
             under torchrun, a DistributedSampler's shards are gathered so that every rank fits
-            the same head on every photo (L-BFGS only).
+            the same head on every photo: L-BFGS on the gathered descriptors, or, for the
+            streaming fit, each rank writes its shard's descriptors, rank 0 joins them into one
+            file in one process's row order, and the ranks fit on their slices of it
+            (:func:`~landmark.training.head_fit.fit_stream`).
         stage: ``probe_fit``, ``probe_memory_gb``, ``probe_iters`` (L-BFGS iterations),
             ``weight_decay`` (L2 on weights), ``label_smoothing``, ``stream_*``.
         store: the run's :class:`~landmark.training.features.FeatureStore`: descriptors of
@@ -110,12 +113,12 @@ def fit_probe(model: LandmarkNet, loader, device, rejects: dict, stage: Stage,
              photos, classes, lbfgs_bytes(2 * photos, classes, model.backbone.num_features) / 2**30,
              stage.probe_memory_gb)
     if fit == "stream":
-        if isinstance(loader.sampler, DistributedSampler):
-            raise ValueError("the streaming probe fit runs in one process; run it without torchrun, or raise "
-                             "probe_memory_gb so that L-BFGS is chosen")
+        sharded = isinstance(loader.sampler, DistributedSampler)
+        if sharded and feature_dir is None:
+            raise ValueError("the streaming probe fit under torchrun needs a feature_dir that every rank sees")
         with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
             return _fit_streaming(model, loader, device, rejects, stage=stage, folder=Path(feature_dir or tmp),
-                                  classes=classes)
+                                  classes=classes, sharded=sharded)
     store = store if store is not None else FeatureStore(max_bytes=0)
     x, y, rows = store.pooled(model, loader, device, rejects, views=2, desc="probe: features")
     if isinstance(loader.sampler, DistributedSampler):   # torchrun: every rank fits one head on every photo
@@ -167,14 +170,16 @@ def fit_lbfgs(head: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, l
 
 
 def fit_streamed(head: nn.Module, features: FeatureFile, classes: int, stage: Stage, loss_logits=None,
-                 seed: int = 0, max_steps: int = 0) -> dict:
+                 seed: int = 0, max_steps: int = 0, distributed: bool = True) -> dict:
     """Fit ``head`` on a descriptor file by :func:`~landmark.training.head_fit.fit_stream`
     with the stage's ``stream_*`` settings, ``weight_decay`` and ``label_smoothing`` (``max_steps``:
-    stop early, for timing a fraction of a large fit); returns its summary."""
+    stop early, for timing a fraction of a large fit; ``distributed``: the ranks of a process
+    group, where there is one, fit together, each on its slice; False: this process alone);
+    returns its summary."""
     return fit_stream(head, features, classes, epochs=stage.stream_epochs, batch=stage.stream_batch,
                       lr=stage.stream_lr, weight_decay=stage.weight_decay, label_smoothing=stage.label_smoothing,
                       sampled_above=stage.stream_classes, loss_logits=loss_logits, min_steps=stage.stream_min_steps,
-                      seed=seed, max_steps=max_steps)
+                      seed=seed, max_steps=max_steps, distributed=distributed)
 
 
 @torch.no_grad()
@@ -184,18 +189,13 @@ def write_pooled(model: LandmarkNet, loader, device, rejects: dict, path: Path, 
     ``path`` when it was written for the same backbone, transform and photos (its marker's ``key``).
     Unreadable photos join ``rejects``."""
     dataset = loader.dataset
-    key = hashlib.sha1(f"{fingerprint(model)}|{dataset.transform!r}|{views}|".encode()
-                       + "\n".join(map(str, dataset.ids)).encode()).hexdigest()
+    key = _pooled_key(model, dataset, views)
     path = Path(path)
-    try:
-        done = FeatureFile.open(path)
-        if done.meta.get("key") == key:
-            rejects.update({r["id"]: Reject(r["id"], r["path"], r["reason"]) for r in done.meta.get("rejects", [])})
-            return done
-    except (FileNotFoundError, ValueError):
-        pass
+    done = _finished(path, key, rejects)
+    if done is not None:
+        return done
     model.eval()
-    writer = FeatureWriter(path, views * len(dataset), model.backbone.num_features, {"key": key})
+    writer = FeatureWriter(path, views * len(loader.sampler), model.backbone.num_features, {"key": key})
     bad: dict = {}
     for batch in good_batches(loader, bad, "probe: features", leave=False):
         ids = dataset.ids[batch["index"].numpy()]
@@ -208,11 +208,93 @@ def write_pooled(model: LandmarkNet, loader, device, rejects: dict, path: Path, 
     return writer.finish()
 
 
+def _pooled_key(model: LandmarkNet, dataset, views: int) -> str:
+    """What a descriptor file was written for: the backbone, the transform, the views and the photos."""
+    return hashlib.sha1(f"{fingerprint(model)}|{dataset.transform!r}|{views}|".encode()
+                        + "\n".join(map(str, dataset.ids)).encode()).hexdigest()
+
+
+def _finished(path: Path, key: str, rejects: dict) -> FeatureFile | None:
+    """The finished descriptor file at ``path`` when it was written for ``key`` (its rejects join
+    ``rejects``), else None."""
+    try:
+        done = FeatureFile.open(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    if done.meta.get("key") != key:
+        return None
+    rejects.update({r["id"]: Reject(r["id"], r["path"], r["reason"]) for r in done.meta.get("rejects", [])})
+    return done
+
+
+def write_pooled_sharded(model: LandmarkNet, loader, device, rejects: dict, path: Path, views: int = 2
+                         ) -> FeatureFile:
+    """:func:`write_pooled` under torchrun: each rank writes the descriptors of its
+    DistributedSampler shard to ``NAME.rankR-of-W.npy``, then rank 0 joins the shards into the
+    file at ``path`` (each photo once: the sampler pads shards with repeats) in the row order one
+    process writes (loader batches in dataset order, each batch's photos then their mirrors), so
+    the fit that follows is one process's fit; every rank then opens it.  A finished file for the
+    same backbone, transform and photos is reused, as by :func:`write_pooled`; the shard files
+    are removed once the joined file is complete.  Every rank's rejects join ``rejects``."""
+    dataset, path = loader.dataset, Path(path)
+    key = _pooled_key(model, dataset, views)
+    if dist.broadcast(_finished(path, key, {}) is not None):
+        return _finished(path, key, rejects)
+    rank, world = dist.rank_world()
+    part = path.with_name(f"{path.stem}.rank{rank}-of-{world}.npy")
+    write_pooled(model, loader, device, rejects, path=part, views=views)
+    for shard in dist.gather(dict(rejects)):
+        rejects.update(shard)
+    dist.barrier()
+    if dist.is_main():
+        _join_shards([path.with_name(f"{path.stem}.rank{r}-of-{world}.npy") for r in range(world)], path,
+                     dataset, loader.batch_size, {"key": key, "rejects": [
+                         {"id": r.id, "path": r.path, "reason": r.reason} for r in rejects.values()]})
+    dist.barrier()
+    return FeatureFile.open(path)
+
+
+def _join_shards(parts: list[Path], path: Path, dataset, batch: int, meta: dict) -> FeatureFile:
+    """One :class:`FeatureFile` at ``path`` of the rows of ``parts`` (each (photo, view) once), ordered
+    by (dataset position // ``batch``, view, position), read and written a chunk at a time; the
+    parts' files are removed after."""
+    files = [FeatureFile.open(p) for p in parts]
+    positions = pd.Index([str(i) for i in dataset.ids])
+    pos = np.concatenate([positions.get_indexer([str(i) for i in f.ids]) for f in files])
+    view = np.concatenate([f.views.astype(np.int64) for f in files])
+    source = np.concatenate([np.full(len(f), k) for k, f in enumerate(files)])
+    row = np.concatenate([np.arange(len(f)) for f in files])
+    _, first = np.unique(pos * 2 + view, return_index=True)   # each (photo, view) once: shards pad with repeats
+    pos, view, source, row = pos[first], view[first], source[first], row[first]
+    order = np.lexsort((pos, view, pos // max(batch, 1)))
+    pos, view, source, row = pos[order], view[order], source[order], row[order]
+    writer = FeatureWriter(path, len(pos), files[0].dim, meta)
+    for start in range(0, len(pos), CHUNK_ROWS):
+        block = slice(start, start + CHUNK_ROWS)
+        x = np.empty((len(pos[block]), files[0].dim), dtype=np.float32)
+        targets, ids = np.empty(len(x), dtype=np.int64), np.empty(len(x), dtype=object)
+        for k, f in enumerate(files):
+            mine = np.flatnonzero(source[block] == k)
+            if len(mine):
+                rows = row[block][mine]
+                x[mine] = np.asarray(f.x[rows], dtype=np.float32)
+                targets[mine], ids[mine] = f.targets[rows], f.ids[rows]
+        writer.add(x, targets, view[block], ids.astype(str))
+    joined = writer.finish()
+    for p in parts:
+        for member in (p, p.with_suffix(".rows.npz"), p.with_suffix(".json")):
+            member.unlink(missing_ok=True)
+    return joined
+
+
 def _fit_streaming(model: LandmarkNet, loader, device, rejects: dict, stage: Stage, folder: Path,
-                   classes: int) -> dict:
-    features = write_pooled(model, loader, device, rejects, path=folder / "probe.npy")
+                   classes: int, sharded: bool = False) -> dict:
+    if sharded:
+        features = write_pooled_sharded(model, loader, device, rejects, path=folder / "probe.npy")
+    else:
+        features = write_pooled(model, loader, device, rejects, path=folder / "probe.npy")
     model.head.to("cpu")
-    stats = fit_streamed(model.head, features, classes, stage, loss_logits=_margin(model))
+    stats = fit_streamed(model.head, features, classes, stage, loss_logits=_margin(model), distributed=sharded)
     model.head.to(device)
     log.info("probe: %s", small_class_note(features.targets[features.views == 0], classes))
     preds, probs, ys = [], [], []
