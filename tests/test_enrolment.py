@@ -2,6 +2,7 @@
 into a copy of the run's own index, let its other photos be recognised (its threshold calibrated
 from its photos), the reply says how well it is covered and what would help, non-landmark photos
 are not named after it, and a restarted Recognizer answers as the service did."""
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -93,3 +94,12 @@ def test_three_photos_enrolled_recognise_the_landmarks_other_photos(small_run, l
     knn = knn.set_index("id").loc[batch["id"]]
     assert list(zip(knn["landmark_id"], knn["verdict"])) == want
     np.testing.assert_allclose(knn["score"], scores, rtol=1e-4)
+    # and so does predict --engine ray (its actors skipped the confirmation: the photos named only
+    # through their inliers were answered "no landmark" there)
+    if importlib.util.find_spec("ray") is not None:
+        import os
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                                    os.environ.get("PYTHONPATH", "")])   # Ray's workers
+        on_ray, _ = predict(small_run, queries, index=folder, engine="ray", actors=1)
+        assert list(zip(on_ray["landmark_id"], on_ray["verdict"])) == want
+        np.testing.assert_allclose(on_ray["score"], scores, rtol=1e-4)

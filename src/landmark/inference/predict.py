@@ -72,18 +72,27 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
     best, rejects = {}, []
     paths = queries["path"].astype(str).to_numpy()
     for batch in good_batches(loader, rejects, f"predict (tta={tta})"):
-        x = rec.preprocess.finish_batch(batch["image"], tta)
         rows = batch["index"].tolist()
-        if getattr(rec, "confirmer", None) is None:
-            best.update(zip(rows, (c[0] for c in rec.rank(x, tta, top_k=1))))
-            continue
-        # enrolled landmarks confirmed by local features, as Recognizer.recognize does (the photo
-        # decoded as it decodes it; only photos that need it are read again)
-        probs, vectors = rec.forward(x, tta)
-        ranked, inliers = rec.confirm_enrolled(rec._score(probs, vectors, 1), _Decoded(paths[rows], rec.draft(tta)),
-                                               vectors)
-        best.update((r, (*(cands[0] if cands else ("", 0.0)), n)) for r, cands, n in zip(rows, ranked, inliers))
+        best.update(zip(rows, best_answers(rec, rec.preprocess.finish_batch(batch["image"], tta), tta, paths[rows])))
     return answers_frame(rec, queries, best), rejects
+
+
+def best_answers(rec, x, tta: int, paths) -> list[tuple]:
+    """The best answer of each photo of a batch, scored as :meth:`Recognizer.recognize` scores it:
+    ``(landmark_id, score)``, or ``(landmark_id, score, inliers)`` when the recogniser confirms
+    enrolled landmarks by local features (``inliers`` None where no confirmation was needed).
+
+    Args:
+        rec: a loaded :class:`~landmark.inference.recognizer.Recognizer`.
+        x: float ``[N, 3, S, S]`` or ``[N, 10, 3, S, S]`` (:meth:`Preprocess.finish_batch`).
+        paths: the ``N`` photos' files, decoded again (as the Recognizer decodes them) only for
+            the photos whose answer needs local features.
+    """
+    if getattr(rec, "confirmer", None) is None:
+        return [c[0] for c in rec.rank(x, tta, top_k=1)]
+    probs, vectors = rec.forward(x, tta)
+    ranked, inliers = rec.confirm_enrolled(rec._score(probs, vectors, 1), _Decoded(paths, rec.draft(tta)), vectors)
+    return [(*(cands[0] if cands else ("", 0.0)), n) for cands, n in zip(ranked, inliers)]
 
 
 class _Decoded:

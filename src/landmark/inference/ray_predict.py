@@ -2,7 +2,9 @@
 
 The queries go through the pipeline of :mod:`landmark.models.ray_engine` (decoding in CPU tasks,
 :class:`PredictActor` model actors holding a :class:`~landmark.inference.recognizer.Recognizer`
-each); this process receives each row's best ``(landmark_id, score)`` in order and builds the
+each, answering with :func:`~landmark.inference.predict.best_answers` as the local loop does,
+enrolled landmarks confirmed by local features included); this process receives each row's best
+``(landmark_id, score)`` (and inliers) in order and builds the
 frame of :func:`~landmark.inference.predict.predict_images` with the same code
 (:func:`~landmark.inference.voting.answers_frame`), so the submission, the answers CSV and the
 rejects are those of the single-process command.
@@ -40,17 +42,23 @@ class PredictActor:
 
     def __call__(self, batch: dict) -> dict:
         """``batch``: :func:`~landmark.models.ray_engine.decode_batch`'s columns -> ``row, reason,
-        reject_path, landmark_id str [B] ("" for a reject), score float64 [B] (NaN for a reject)``."""
+        reject_path, landmark_id str [B] ("" for a reject), score float64 [B] (NaN for a reject),
+        inliers int64 [B]`` (-1 where no enrolled landmark needed local features), each photo
+        answered by :func:`~landmark.inference.predict.best_answers`, as the local loop answers it."""
         import torch
+
+        from .predict import best_answers
         good = batch["reason"] == ""
         labels, scores = np.full(len(good), "", dtype=object), np.full(len(good), np.nan)
+        inliers = np.full(len(good), -1, dtype=np.int64)
         if good.any():
             x = self.rec.preprocess.finish_batch(torch.from_numpy(np.ascontiguousarray(batch["image"][good])), self.tta)
-            best = [c[0] for c in self.rec.rank(x, self.tta, top_k=1)]
-            labels[good] = [str(label) for label, _ in best]
-            scores[good] = [float(score) for _, score in best]
+            best = best_answers(self.rec, x, self.tta, list(batch["path"][good]))
+            labels[good] = [str(b[0]) for b in best]
+            scores[good] = [float(b[1]) for b in best]
+            inliers[good] = [-1 if len(b) < 3 or b[2] is None else int(b[2]) for b in best]
         return {"row": batch["row"], "reason": batch["reason"], "reject_path": batch["reject_path"],
-                "landmark_id": labels, "score": scores}
+                "landmark_id": labels, "score": scores, "inliers": inliers}
 
 
 def predict_ray(checkpoint: str | Path, images: str | Path, *, tta: int = 1, batch_size: int = 32,
@@ -104,12 +112,13 @@ def predict_ray(checkpoint: str | Path, images: str | Path, *, tta: int = 1, bat
         from tqdm import tqdm
         with tqdm(total=len(queries), desc=f"predict (ray, tta={tta})", unit="photo", dynamic_ncols=True) as bar:
             for batch in stream:
-                for row, reason, where, label, score in zip(batch["row"], batch["reason"], batch["reject_path"],
-                                                            batch["landmark_id"], batch["score"]):
+                for row, reason, where, label, score, n in zip(batch["row"], batch["reason"], batch["reject_path"],
+                                                               batch["landmark_id"], batch["score"], batch["inliers"]):
                     if reason:
                         rejects.append(Reject(ids[row], str(where), str(reason)))
-                    else:
-                        best[int(row)] = (str(label), float(score))
+                    else:   # as the local loop: the inliers of an enrolled landmark's confirmation decide too
+                        best[int(row)] = (str(label), float(score)) if rec.confirmer is None else \
+                            (str(label), float(score), None if n < 0 else int(n))
                 bar.update(len(batch["row"]))
     if len(best) + len(rejects) != len(queries):   # never seen; a photo must not vanish silently
         raise RuntimeError(f"Ray returned {len(best) + len(rejects)} of {len(queries)} rows; run the command again")

@@ -180,7 +180,7 @@ def decode_batch(batch: pd.DataFrame, side: int, draft: int) -> dict:
 
     Returns:
         ``{"row": int64 [B], "image": uint8 [B, 3, side, side] (zeros for a reject),
-        "reason": str [B] ("" when decoded), "reject_path": str [B]}``.
+        "reason": str [B] ("" when decoded), "reject_path": str [B], "path": str [B] (the file)}``.
     """
     import torch
 
@@ -196,7 +196,7 @@ def decode_batch(batch: pd.DataFrame, side: int, draft: int) -> dict:
         else:
             images[i] = item["image"].numpy()
     return {"row": batch["row"].to_numpy(np.int64), "image": images, "reason": np.array(reasons, dtype=object),
-            "reject_path": np.array(paths, dtype=object)}
+            "reject_path": np.array(paths, dtype=object), "path": batch["path"].astype(str).to_numpy(dtype=object)}
 
 
 def run_pipeline(frame: pd.DataFrame, rows: np.ndarray, *, side: int, draft: int, model, model_args: dict,
