@@ -178,10 +178,9 @@ def test_final_fit_refits_the_probe_on_every_labelled_photo(l13, tmp_path, monke
         load_config("finetune", {"data": {"final_fit": True}})
 
 
-def test_probe_under_torchrun_fits_every_photo_like_one_process(l13, tmp_path):
-    """torchrun, 2 CPU processes (gloo): the probe is fitted on the descriptors of every training
-    photo, gathered from both ranks (it was fitted on rank 0's half), and the final refit on rank 0
-    reads every labelled photo (it read rank 0's shard): the head equals one process's."""
+def _one_and_two_processes(l13, tmp_path, overrides: dict) -> tuple[dict, dict]:
+    """The best checkpoints of `fast` with ``overrides`` trained on two landmarks by one process
+    (``tmp_path/one``) and by `landmark train` under torchrun, 2 CPU processes (gloo; ``tmp_path/two``)."""
     import subprocess
     import sys
 
@@ -189,15 +188,22 @@ def test_probe_under_torchrun_fits_every_photo_like_one_process(l13, tmp_path):
 
     from landmark.training import train
     root = _two_landmarks(l13, tmp_path / "tree")
-    single = torch.load(train(load_config("fast", FINAL_FIT_PROBE), root, tmp_path / "one"), weights_only=False)
-    config = tmp_path / "probe.yaml"
-    config.write_text(yaml.safe_dump(load_config("fast", FINAL_FIT_PROBE).model_dump(mode="json")))
+    single = torch.load(train(load_config("fast", overrides), root, tmp_path / "one"), weights_only=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(load_config("fast", overrides).model_dump(mode="json")))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              "-m", "landmark.cli", "train", "--data", str(root), "--config", str(config),
                              "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    ddp = torch.load(tmp_path / "two" / "checkpoints" / "best.pt", weights_only=False)
+    return single, torch.load(tmp_path / "two" / "checkpoints" / "best.pt", weights_only=False)
+
+
+def test_probe_under_torchrun_fits_every_photo_like_one_process(l13, tmp_path):
+    """torchrun, 2 CPU processes (gloo): the probe is fitted on the descriptors of every training
+    photo, gathered from both ranks (it was fitted on rank 0's half), and the final refit on rank 0
+    reads every labelled photo (it read rank 0's shard): the head equals one process's."""
+    single, ddp = _one_and_two_processes(l13, tmp_path, FINAL_FIT_PROBE)
     assert ddp["final_fit"]["images"] == single["final_fit"]["images"] == 16
     assert ddp["history"][0]["train_images"] == single["history"][0]["train_images"] == 12
     # the same fit up to the batch-dependent last bits of the descriptors, which L-BFGS amplifies in
@@ -216,24 +222,9 @@ def test_streaming_probe_under_torchrun_fits_like_one_process(l13, tmp_path):
     slices of it, and rank 0 alone refits on every labelled photo after (it used to be refused under
     torchrun, and the final refit hung waiting for the other ranks): the losses and heads agree with
     one process's (the joined file's row order: test_head_fit)."""
-    import subprocess
-    import sys
-
-    import yaml
-
-    from landmark.training import train
     from landmark.training.head_fit import FeatureFile
-    root = _two_landmarks(l13, tmp_path / "tree")
     streamed = {**FINAL_FIT_PROBE, "stages": [{**FINAL_FIT_PROBE["stages"][0], "probe_fit": "stream"}]}
-    single = torch.load(train(load_config("fast", streamed), root, tmp_path / "one"), weights_only=False)
-    config = tmp_path / "stream.yaml"
-    config.write_text(yaml.safe_dump(load_config("fast", streamed).model_dump(mode="json")))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "landmark.cli", "train", "--data", str(root), "--config", str(config),
-                             "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ddp = torch.load(tmp_path / "two" / "checkpoints" / "best.pt", weights_only=False)
+    single, ddp = _one_and_two_processes(l13, tmp_path, streamed)
     assert ddp["history"][0]["train_fit"] == single["history"][0]["train_fit"] == "stream"
     assert ddp["history"][0]["train_images"] == single["history"][0]["train_images"] == 12
     # rank 0's final refit on all 16 photos streamed in one process (it waited for ranks that had left)
