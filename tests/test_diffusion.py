@@ -51,3 +51,49 @@ def test_diffusion_refuses_bad_settings():
     db = normalise(np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match="alpha"):
         Diffusion(db, alpha=1.0)
+
+
+def test_local_diffusion_on_every_photo_is_the_dense_diffusion():
+    """With all N photos as each query's candidates (in any order), the per-query graph is the whole
+    kNN graph: local_diffusion's scores are Diffusion's."""
+    from landmark.retrieval.ranking import local_diffusion
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 16))
+    db = normalise((centres[rng.integers(0, 6, 120)] + 0.5 * rng.normal(size=(120, 16))).astype(np.float32))
+    q = normalise((centres[:3] + 0.5 * rng.normal(size=(3, 16))).astype(np.float32))
+    dense = Diffusion(db, k=8, alpha=0.9).scores(q, query_k=5)
+    order = np.stack([rng.permutation(120) for _ in range(3)])   # each query's candidates, shuffled
+    local = local_diffusion(q, db[order], k=8, alpha=0.9, query_k=5)
+    np.testing.assert_allclose(local, np.take_along_axis(dense, order, 1), rtol=1e-4, atol=1e-6)
+    # fewer candidates: the query's 40 nearest; their best still leads, and the scores differ from the dense ones
+    near = np.argsort(-(q @ db.T), axis=1)[:, :40]
+    part = local_diffusion(q, db[near], k=8, alpha=0.9, query_k=5)
+    assert part.shape == (3, 40) and (part.argmax(1) < 10).all()
+    with pytest.raises(ValueError, match="alpha"):
+        local_diffusion(q, db[order], alpha=0.0)
+
+
+def test_an_index_too_large_for_the_dense_inverse_is_diffused_per_query(monkeypatch):
+    """Above DIFFUSION_MAX_DENSE photos rank_index diffuses each query on its candidates' graph (it
+    used to skip diffusion with a warning); with every photo a candidate the ranking is the dense one."""
+    import landmark.retrieval.ranking as ranking
+    from landmark.retrieval.config import IndexParams, RetrieveConfig
+    from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.index import LandmarkIndex
+    from landmark.retrieval.pipeline import rank_index
+    import pandas as pd
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(5, 16))
+    labels = rng.integers(0, 5, 200)
+    x = normalise((centres[labels] + 0.6 * rng.normal(size=(200, 16))).astype(np.float32))
+    items = pd.DataFrame({"id": [f"p{i}" for i in range(200)], "landmark_id": labels.astype(str),
+                          "path": [f"p{i}.jpg" for i in range(200)]})
+    index = LandmarkIndex.build(Embeddings(items=items, vectors=x), IndexParams(kind="flat"))
+    config = RetrieveConfig(top_k=20, qe=3, dba=0, diffusion=10, diffusion_candidates=200)
+    dense = rank_index(index, x[:5], config)
+    monkeypatch.setattr(ranking, "DIFFUSION_MAX_DENSE", 100)
+    local = rank_index(index, x[:5], config)
+    np.testing.assert_array_equal(local[1], dense[1])
+    np.testing.assert_allclose(local[0], dense[0], rtol=1e-4)
+    few = rank_index(index, x[:5], config.model_copy(update={"diffusion_candidates": 50}))
+    assert few[1].shape == (5, 20) and (few[0][:, 0] == 1.0).all()

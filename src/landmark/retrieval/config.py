@@ -249,8 +249,12 @@ class RetrieveConfig(_Strict):
             30 with ``diffusion_alpha`` 0.95: the best of k 10/30/50 x alpha 0.8/0.95/0.99 on the validation
             side (mAP@100 0.312 -> 0.395 over QE + DBA; docs/retrieval.md).  Its dense inverse is computed
             once per loaded index (seconds at 3k photos); an index of more than
-            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos is searched without it, with a warning.
+            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos is diffused per query on the
+            graph of its ``diffusion_candidates`` nearest photos instead
+            (:func:`landmark.retrieval.ranking.local_diffusion`: a cost per query that does not grow with the index).
         diffusion_alpha, diffusion_seeds: its random-walk continuation and the query's seed neighbours.
+        diffusion_candidates: the nearest photos whose graph a query is diffused on above
+            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos (``M^2 D`` per query).
         max_augmented: largest index that ``dba`` is computed on (it reads every indexed vector: a few
             seconds at 100k photos); a larger index is searched without it, with a warning.
     """
@@ -262,6 +266,7 @@ class RetrieveConfig(_Strict):
     diffusion: int = Field(30, ge=0)
     diffusion_alpha: float = Field(0.95, gt=0.0, lt=1.0)
     diffusion_seeds: int = Field(10, ge=1)
+    diffusion_candidates: int = Field(1000, ge=2)
     max_augmented: int = Field(100_000, ge=1)
 
 

@@ -572,7 +572,7 @@ def augmented_database(index: LandmarkIndex, config: RetrieveConfig):
     from .ranking import DIFFUSION_MAX_DENSE, Diffusion, database_augmentation
     n = len(index)
     dba = config.dba if n <= config.max_augmented else 0
-    diffusion = config.diffusion if n <= min(config.max_augmented, DIFFUSION_MAX_DENSE) else 0
+    diffusion = config.diffusion if n <= min(config.max_augmented, DIFFUSION_MAX_DENSE) else 0   # else local
     if (dba <= 1 and diffusion <= 0) or n == 0:
         value = None
     else:
@@ -586,14 +586,34 @@ def augmented_database(index: LandmarkIndex, config: RetrieveConfig):
         graph = Diffusion(db, k=diffusion, alpha=config.diffusion_alpha) if diffusion > 0 else None
         value = (db, graph)
         index._augmented = (key, value)
-    skipped = [name for name, asked, done in (("DBA", config.dba > 1, dba > 1), ("diffusion", config.diffusion > 0,
-                                              diffusion > 0)) if asked and not done]
-    if skipped and getattr(index, "_warned", None) != n:
+    if config.dba > 1 and dba <= 1 and getattr(index, "_warned", None) != n:
         index._warned = n
-        print(f"warning: {' and '.join(skipped)} skipped: the index holds {n} photos, more than "
-              f"retrieve.max_augmented={config.max_augmented} (DBA) / {DIFFUSION_MAX_DENSE} (diffusion)",
-              file=sys.stderr)
+        print(f"warning: DBA skipped: the index holds {n} photos, more than retrieve.max_augmented="
+              f"{config.max_augmented}", file=sys.stderr)
     return value
+
+
+def _local_diffusion(index: LandmarkIndex, q: np.ndarray, db: np.ndarray | None, config: RetrieveConfig, k: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Diffusion of queries ``q`` ``[Q, d]`` (expanded, in the index's space) on the graph of each one's
+    ``config.diffusion_candidates`` nearest photos (:func:`~landmark.retrieval.ranking.local_diffusion`),
+    found in ``db`` (the DBA-augmented vectors) or else by the index; returns the best ``k``
+    (scores ``[Q, k]`` descending, rows ``[Q, k]``)."""
+    from .ranking import knn, local_diffusion
+    m = min(config.diffusion_candidates, len(index))
+    sims, rows = knn(q, db, m) if db is not None else faiss_search(index.searched, q, m)
+    rows = np.where(np.isfinite(sims), rows, -1)
+    out_scores, out_rows = np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+    for i in range(len(q)):
+        found = rows[i][rows[i] >= 0]
+        if not len(found):
+            continue
+        cand = db[found] if db is not None else index.stored(found)
+        f = local_diffusion(q[i:i + 1], cand[None], k=config.diffusion, alpha=config.diffusion_alpha,
+                            query_k=config.diffusion_seeds)[0]
+        best = np.argsort(-f, kind="stable")[:k]
+        out_scores[i, :len(best)], out_rows[i, :len(best)] = f[best], found[best]
+    return out_scores, out_rows
 
 
 def similarities(index: LandmarkIndex, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -622,18 +642,24 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
         where the index holds fewer than ``k`` photos).  With alpha-QE the similarities are those
         of the expanded query; with diffusion its scores divided by the query's best.
     """
-    from .ranking import alpha_query_expansion, knn
+    from .ranking import DIFFUSION_MAX_DENSE, alpha_query_expansion, knn
     config = config or RetrieveConfig()
     k = min(config.top_k, len(index))
     augmented = augmented_database(index, config)
+    local = config.diffusion > 0 and len(index) > DIFFUSION_MAX_DENSE   # the graph of each query's candidates
     if augmented is None:
-        if config.qe <= 0 or len(index) == 0:
+        if (config.qe <= 0 and not local) or len(index) == 0:
             return index.search(queries, config.top_k)
-        sims, rows = index.search(queries, max(config.qe, 1))
-        stored = index.stored(np.clip(rows, 0, None).ravel()).reshape(len(rows), rows.shape[1], -1)
-        weights = np.where(rows >= 0, np.clip(sims, 0.0, None) ** config.qe_alpha, 0.0).astype(np.float32)
-        expanded = normalise(index.transform(queries) + np.einsum("qn,qnd->qd", weights, stored))
-        sims, rows = faiss_search(index.searched, expanded, k)
+        expanded = index.transform(queries)
+        if config.qe > 0:
+            sims, rows = index.search(queries, max(config.qe, 1))
+            stored = index.stored(np.clip(rows, 0, None).ravel()).reshape(len(rows), rows.shape[1], -1)
+            weights = np.where(rows >= 0, np.clip(sims, 0.0, None) ** config.qe_alpha, 0.0).astype(np.float32)
+            expanded = normalise(expanded + np.einsum("qn,qnd->qd", weights, stored))
+        if local:
+            sims, rows = _local_diffusion(index, expanded, None, config, k)
+        else:
+            sims, rows = faiss_search(index.searched, expanded, k)
     else:
         db, graph = augmented
         q = index.transform(queries)
@@ -641,9 +667,12 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
             q = alpha_query_expansion(q, db, config.qe, config.qe_alpha)
         if graph is not None:
             sims, rows = graph.rank(q, k, query_k=config.diffusion_seeds)
-            sims = sims / np.maximum(sims[:, :1], 1e-12)   # 1 for each query's best: one scale for re-ranking
+        elif local:
+            sims, rows = _local_diffusion(index, q, db, config, k)
         else:
             sims, rows = knn(q, db, k)
+    if config.diffusion > 0 and len(index):
+        sims = sims / np.maximum(sims[:, :1], 1e-12)   # 1 for each query's best: one scale for re-ranking
     if k < config.top_k:   # as LandmarkIndex.search: -1 / -inf beyond the index's size
         pad = config.top_k - k
         sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
