@@ -56,8 +56,9 @@ bench: install
 # --nonlandmarks and few-photo enrolment: benchmarks/no_landmark.py, three more runs; enrolment of landmarks_many
 # landmarks into a run of all landmarks13: benchmarks/enrolment.py, one more run), then at 52 classes
 # (landmarks13 + landmarks_many); rewrites the tables in docs/quality.md (trains what runs/quality and
-# runs/many lack: about 40 min on 2 idle CPU cores for landmarks13, over an hour more for 52 classes,
-# plus the 52-class cross-validation features of two more backbones/sizes, roughly half an hour more)
+# runs/many lack: about 40 min on 2 idle CPU cores for landmarks13, over an hour more for the five 52-class
+# recipes of quality_many.py, every one by default (the full arcface preset alone: 14 min of epochs at a
+# load of 2 to 7), plus the 52-class cross-validation features of two more backbones/sizes, roughly half an hour more)
 quality: install
 	$(BIN)/python benchmarks/quality_cv.py --write docs/quality.md
 	$(BIN)/python benchmarks/quality.py --open-set --write docs/quality.md

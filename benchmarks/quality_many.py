@@ -25,8 +25,7 @@ validation row per finished epoch, its test columns marked "not run".
 the final fit trains on all of them), Pearson and Spearman coefficients, accuracy per bin
 of training photos, and ``docs/many_class_accuracy.png``.
 
-    .venv/bin/python benchmarks/quality_many.py --recipes fast arcface-probe --stopped arcface-short \\
-        --open-set --analysis --write docs/quality.md
+    .venv/bin/python benchmarks/quality_many.py --open-set --analysis --write docs/quality.md   # every recipe
     .venv/bin/python benchmarks/quality_many.py --recipes fast-320 --write docs/quality.md --keep   # add one recipe
 
 Settings are never chosen here: this script reports the test set once per recipe.
@@ -53,15 +52,18 @@ RECIPES = {   # name -> (preset or YAML, overrides); in the order of the table
     "arcface-probe": (ROOT / "benchmarks" / "recipes" / "arcface_probe.yaml", {}),
     # the preset as shipped, but on fast's validation split (same fractions and seed: the same photos),
     # so that the two validation GAPs compare; no held-out test split (the test sets are the benchmark's).
-    # Not in the table yet: ~11 min per frozen-backbone epoch measured on the shared 2-core machine
+    # 3 + 5 epochs: 13.9 min of epochs at a load average of 2 to 7 on the shared 2-core machine
     "arcface": ("arcface", {"data": {"val_frac": 0.15, "test_frac": 0.0}}),
-    # the same, cut to 1 frozen + 1 fine-tuning epoch (benchmarks/recipes/arcface_short.yaml): what fits
-    # the CPU time of one session on the shared machine
+    # the same, cut to 1 frozen + 1 fine-tuning epoch (benchmarks/recipes/arcface_short.yaml): what fitted
+    # a session at a load average of 10 to 22 (51 min of epochs), before the full preset was run
     "arcface-short": (ROOT / "benchmarks" / "recipes" / "arcface_short.yaml", {}),
     # the `accurate` preset (fast at 320 px): the one backbone/resolution that led in
     # cross-validation (quality_many_cv.py)
     "fast-320": ("accurate", {}),
 }
+#: what ``--recipes`` trains and answers when not given (``make quality``): every recipe of the table,
+#: so that a regeneration keeps every row docs/quality.md shows
+TABLE_RECIPES = list(RECIPES)
 #: recipes answered without 10-crop voting (CPU time: 740 queries x 10 crops took ~35 min under load)
 NO_TTA = {"arcface-probe", "arcface", "arcface-short"}
 #: fixed before any result was seen: one landmarks13 landmark, three of landmarks_many (head and tail)
@@ -264,7 +266,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     from landmark.memory import keep_freed_memory
     keep_freed_memory()
-    parser.add_argument("--recipes", nargs="*", default=["fast", "arcface-probe"], choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="*", default=TABLE_RECIPES, choices=list(RECIPES),
+                        help="recipes to train (or reuse) and answer (default: every recipe of the table)")
     parser.add_argument("--stopped", nargs="*", default=[], choices=list(RECIPES),
                         help="recipes whose run was stopped before its end: a validation row per finished epoch")
     parser.add_argument("--open-set", nargs="*", default=None, metavar="RECIPE",

@@ -44,3 +44,12 @@ def test_no_table_keeps_nothing(tmp_path):
     doc = tmp_path / "q.md"
     doc.write_text("no markers\n")
     assert qm.kept_rows(doc, set()) == []
+
+
+def test_every_recipe_of_the_documented_table_is_regenerated_by_default():
+    """``make quality`` runs quality_many.py without ``--recipes`` and without ``--keep``: a recipe
+    whose rows docs/quality.md shows but the default leaves out would lose its rows."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "quality.md"
+    shown = {r["recipe"].removesuffix(" (stopped)") for r in qm.kept_rows(doc, set())}
+    assert {"fast", "arcface-probe", "arcface", "fast-320"} <= shown
+    assert shown <= set(qm.TABLE_RECIPES)
