@@ -450,10 +450,48 @@ def enrolment_file(index_dir: str | Path) -> Path:
     (two enrolments within one second)."""
     stamp, k = time.strftime("%Y%m%d-%H%M%S"), 1
     out = Path(index_dir) / f"added-{stamp}.npy"
-    while out.exists():
+    while out.exists() or out.with_name(f".{out.name}").exists():   # taken, or staged by another enrolment
         k += 1
         out = Path(index_dir) / f"added-{stamp}-{k}.npy"
     return out
+
+
+class StagedEnrolment:
+    """The vectors of one ``landmark index add``, embedded under hidden names in the index folder
+    (``.added-STAMP.npy`` and its side files: :func:`landmark.io.embedding_files`) and given their
+    names (``added-STAMP.npy``, :func:`enrolment_file`) only once the index has taken photos from
+    them; a refused enrolment (names alike, a bad floor, vectors of another model), one that adds
+    nothing (every photo indexed already) and one that fails or is interrupted delete them, so the
+    folder's file list and ``meta.json`` are as before.  A process killed outright leaves only
+    hidden ``.added-*`` files, which no reader opens::
+
+        with StagedEnrolment(index_dir) as staged:
+            emb, _, _ = index_embeddings(..., out=staged.path)
+            staged.added = enrol(index_dir, emb)["added"]
+    """
+
+    def __init__(self, index_dir: str | Path):
+        self.final = enrolment_file(index_dir)
+        self.path = self.final.with_name(f".{self.final.name}")
+        self.added = 0
+
+    def _staged(self) -> list[Path]:
+        from ..io import embedding_files
+        return embedding_files(self.path)
+
+    def __enter__(self) -> "StagedEnrolment":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        from ..io import clear_temps, embedding_files
+        keep = kind is None and self.added > 0
+        for staged, final in zip(self._staged(), embedding_files(self.final)):
+            if keep and staged.exists():
+                staged.replace(final)
+            else:
+                staged.unlink(missing_ok=True)
+        clear_temps(self._staged())   # an embedding stopped half-way: its temporary rows
+        (self.path.parent / f".{self.path.name}.lock").unlink(missing_ok=True)   # embed_images' lock file
 
 
 def index_model(index_dir: str | Path) -> dict:
