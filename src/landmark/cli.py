@@ -769,7 +769,7 @@ def index_add(
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     from .data.names import display_name
-    from .retrieval.pipeline import StagedEnrolment, enrol, index_embeddings, index_model, source_names
+    from .retrieval.pipeline import StagedEnrolment, answer_changes, enrol, index_embeddings, index_model, source_names
     try:
         data = _data_source(data)
         info = index_model(index)
@@ -784,7 +784,9 @@ def index_add(
                                                workers=workers, device=device, expect=info)
             names = source_names(data=data or None, label=label if images is not None else None,
                                  landmark_ids=emb.items["landmark_id"].unique())
-            result = enrol(index, emb, names=names)
+            model = checkpoint or (Path(info["checkpoint"]) if info.get("checkpoint") else None)
+            changes = answer_changes(model, device=device) if model is not None and model.is_file() else None
+            result = enrol(index, emb, names=names, changes=changes)
             staged.added = result["added"] if embeddings is None else 0
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)

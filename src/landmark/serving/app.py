@@ -120,7 +120,7 @@ class Enrolled(BaseModel):
     skipped_duplicates: int
     references: int
     threshold: float | None = None   # the landmark's "no landmark" threshold (calibrated when enrolled)
-    coverage: dict = {}                 # photos, nearest landmark, coverage good/fair/poor, advice
+    coverage: dict = {}                 # photos, nearest landmark, coverage good/fair/poor, advice, answers_changed
 
 
 def create_app(recognizer: Recognizer, token: str | None = None, index_dir: str | Path | None = None,
@@ -380,7 +380,8 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
             emb = Embeddings(np.asarray(vectors, np.float32), items, model=rec.index.meta.get("model"))
             # the one enrolment path (locked, crash-safe; calibrates the landmark's threshold)
             rec.index, result = enrol_index(folder, emb, {landmark_id: name} if name else None, classes=rec.classes,
-                                            threshold=rec.threshold, name_of=rec.name, rename=True)
+                                            threshold=rec.threshold, name_of=rec.name, rename=True,
+                                            changes=rec.enrolment_changes)
         except BaseException as err:
             for path in written:
                 path.unlink(missing_ok=True)
