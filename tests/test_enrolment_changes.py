@@ -90,3 +90,36 @@ def test_a_different_landmark_changes_no_answer(run, tmp_path):
     changed = cover["answers_changed"]
     assert changed["right_before"] > 40 and changed["changed"] == 0, changed
     assert "it changes none of the" in cover["summary"]
+
+
+def test_the_count_is_what_the_recognizer_answers_without_the_photo(run, tmp_path):
+    """Leave-one-out, checked the slow way: each Gateway of India photo counted is answered by the
+    Recognizer itself (recognize) on the index rebuilt without that photo, before and after India
+    Gate's enrolment; the changes counted are exactly those."""
+    from landmark import Recognizer
+    from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.index import IndexParams, LandmarkIndex
+    cover, _ = enrol(run, tmp_path, INDIA_GATE, "India Gate")
+    gateway = next(r for r in cover["answers_changed"]["landmarks"] if r["landmark_id"] == "25")
+    before, after = LandmarkIndex.load(run / "idx"), LandmarkIndex.load(tmp_path / INDIA_GATE)
+
+    def without(index, row):
+        keep = np.flatnonzero(np.arange(len(index)) != row)
+        vectors = np.stack([index.index.reconstruct(int(r)) for r in keep])
+        return LandmarkIndex.build(Embeddings(vectors, index.items.iloc[keep].reset_index(drop=True)),
+                                   IndexParams(kind="flat"), meta=dict(index.meta))
+    rec = Recognizer.load(run / "best.pt", index=before, confirm_enrolled=False)
+    rows = np.flatnonzero(before.labels == "25")
+    assert gateway["checked"] == len(rows) == 20   # every one of its 20 photos (at most 20 are checked)
+    right = changed = 0
+    for row in rows:
+        photo = before.items["path"].iat[row]
+        answers = []
+        for index in (before, after):
+            rec.index = without(index, row)
+            rec.rescore()
+            answers.append(rec.recognize(photo)[0])
+        if answers[0].landmark_id == "25" and answers[0].is_landmark:
+            right += 1
+            changed += not (answers[1].landmark_id == "25" and answers[1].is_landmark)
+    assert (gateway["right_before"], gateway["changed"]) == (right, changed)

@@ -429,20 +429,30 @@ class Recognizer:
         answers = {"before": [], "after": []}
         if pictures:
             transform = self.transform(1)
-            probs, vectors = self.forward(torch.stack([transform(p) for p in pictures]), 1)
-            key, score = vote_scores(probs)
+            outputs = [self.forward(torch.stack([transform(p) for p in pictures[i:i + 16]]), 1)
+                       for i in range(0, len(pictures), 16)]
+            key, score = vote_scores(torch.cat([p for p, _ in outputs]))
+            vectors = np.concatenate([v for _, v in outputs])
             rows_kept = np.asarray([wanted[k] for k in kept])
             depth = min(len(index), REFERENCE_K + 1 + len(index) - before)
             found_sims, found = index.search(vectors, depth)
+            truth = np.asarray([own[k] for k in kept])
             for when, limit, counts, thresholds in (("before", before, counts_of(labels[:before]), thresholds_before),
                                                     ("after", len(index), counts_of(labels),
                                                      checked_landmark_thresholds(index.meta))):
                 near = _leave_out(found_sims, found, rows_kept, limit, labels)
-                ranked = self._reference_scores(key, score, None, TOP_K, near=near, counts=counts)
                 given = {} if self._given_threshold is not None else thresholds
-                for cands in ranked:
-                    lid, s = cands[0] if cands else ("", 0.0)
-                    answers[when].append((lid, decide(lid, s, self.threshold, given)[0]))
+                decided = [None] * len(truth)
+                for lid in dict.fromkeys(truth.tolist()):   # its own photo left out: one photo fewer of it
+                    mine = np.flatnonzero(truth == lid)
+                    pick = torch.as_tensor(mine)
+                    ranked = self._reference_scores(key[pick], score[pick], None, TOP_K,
+                                                    near=(near[0][mine], near[1][mine]),
+                                                    counts={**counts, lid: counts[lid] - 1})
+                    for i, cands in zip(mine, ranked):
+                        answer, s = cands[0] if cands else ("", 0.0)
+                        decided[i] = (answer, decide(answer, s, self.threshold, given)[0])
+                answers[when] = decided
         return changes_summary([own[k] for k in kept], answers["before"], answers["after"], landmark_id,
                                unreadable=len(wanted) - len(kept), name_of=self.name)
 
