@@ -421,4 +421,6 @@ def changes_summary(truth: Sequence[str], before: Sequence[tuple[str, bool]], af
                                                       (total["to_other"], "as another landmark")) if n)
         summary = (f"it changes {total['changed']} of the {total['right_before']} answers right before for the photos "
                    f"of its nearest landmarks checked ({hit}), now {how}")
+    if unreadable:
+        summary += f" ({unreadable} of their indexed photos could not be read: not checked)"
     return {**total, "unreadable": int(unreadable), "landmarks": rows, "summary": summary}
