@@ -81,3 +81,10 @@ def open_page(playwright, chromium, errors: list):
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     return browser, page
+
+
+def answered(xmp: dict) -> str:
+    """The landmark id a ``landmark tag`` sidecar records (:func:`landmark.inference.tagging.read_xmp`'s
+    dict): the landmark's (``landmarkId``), else, for a photo of no landmark, the best guess's
+    (``bestGuessId``)."""
+    return (xmp.get("Xmp.landmark.landmarkId") or xmp["Xmp.landmark.bestGuessId"])[0]

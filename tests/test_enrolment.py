@@ -58,7 +58,12 @@ def test_three_photos_enrolled_recognise_the_landmarks_other_photos(small_run, l
     assert cover["advice"].startswith("add 2 more photos from other sides") and cover["coverage"] in ("fair", "poor")
     # how many photos, how distinct from its nearest neighbours, what would help: in one sentence too
     assert cover["photos_nearest_own"] in (0, 1, 2, 3) and cover["summary"] == (
-        f"3 photos; {cover['distinct']}; coverage {cover['coverage']}: {cover['advice']}")
+        f"3 photos; {cover['distinct']}; coverage {cover['coverage']}: {cover['advice']}; "
+        f"{cover['answers_changed']['summary']}")
+    # what it changes for its nearest landmarks' indexed photos (the service's reply, as index add's)
+    changed = cover["answers_changed"]
+    assert changed["checked"] > 0 and changed["landmarks"][0]["landmark_id"] == cover["nearest_landmark"]
+    assert changed["changed"] == changed["to_new"] + changed["to_no_landmark"] + changed["to_other"]
     assert f"its nearest other landmark is {cover['nearest_name']} (similarity" in cover["distinct"]
     hits = [a for a in after if a["landmark_id"] == HELD_OUT and a["verdict"] == "Kölner Dom"]
     shown = [(a["source"], a["landmark_id"], round(a["score"], 3), a["threshold"]) for a in after]

@@ -123,6 +123,11 @@ def test_model_and_folder_predict_and_score(recognizer_run, rec, tree, tmp_path)
     answers = rec.recognize(photos)
     right = sum(a.landmark_id == lid for a, lid in zip(answers, ["9"] * 2 + ["11"] * 3))
     assert printed["accuracy"] == pytest.approx(right / 5)
+    # how the 6 photos were answered, named or not (the counts were missing before 2026-12-07)
+    everything = rec.recognize(photos + [tree / "no_landmark" / "basket.jpg"])
+    named = sum(a.is_landmark for a in everything)
+    assert printed["verdicts"] == {"named": named, "no_landmark": 6 - named, "unreadable": 0}
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["verdicts"] == printed["verdicts"]
     table = pd.read_csv(tmp_path / "eval" / "per_class_accuracy.csv", dtype=str)
     assert set(table["name"]) <= set(rec.names.values()) and not any(n.isdigit() for n in table["name"])
     assert (tmp_path / "eval" / "submission.csv").is_file()

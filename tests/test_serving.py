@@ -240,6 +240,12 @@ def test_web_page_in_headless_chromium(rec, onnx_rec, photo, tmp_path, served):
         assert not errors, errors
 
 
+def folder_state(folder: Path) -> dict:
+    """Every file under ``folder`` and its bytes (the writers' lock file: only its name, it holds a pid)."""
+    return {p.relative_to(folder): b"" if p.name == ".lock" else p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_enrolling_a_name_alike_a_known_landmarks_is_refused(recognizer_run, recognizer_index, l13, tmp_path):
     """POST /v1/landmarks/petra/images with name 'petra  JORDAN' beside the index's 'Petra Jordan'
     (landmark 11): 409 in one line naming both, the index unchanged (the ValueError was a 500)."""
@@ -250,6 +256,7 @@ def test_enrolling_a_name_alike_a_known_landmarks_is_refused(recognizer_run, rec
     folder = tmp_path / "idx"
     shutil.copytree(recognizer_index, folder)
     before = (folder / "items.csv").read_bytes()
+    state = folder_state(folder)
     app = create_app(Recognizer.load(recognizer_run, index=folder), token=TOKEN, index_dir=folder)
     photo = image_path(l13, PHOTO, "test").read_bytes()
     with TestClient(app) as c:
@@ -259,3 +266,6 @@ def test_enrolling_a_name_alike_a_known_landmarks_is_refused(recognizer_run, rec
     assert res.json()["error"].startswith("landmark 'petra' would be shown as 'petra  JORDAN', as landmark 11 is "
                                           "('Petra Jordan')")
     assert (folder / "items.csv").read_bytes() == before
+    # nothing left behind: the refused photo's JPEG in enrolled/ (it was kept) nor the folder; meta.json as it was
+    assert folder_state(folder) == state
+    assert not (folder / "enrolled").exists()

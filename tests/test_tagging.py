@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from _helpers import answered
 from conftest import DATA
 from landmark.data import image_path
 
@@ -76,7 +77,11 @@ def test_sidecars_read_back_by_the_library(rec, recognizer_run, library):
         answer, = rec.recognize(photo)
         xmp = read_xmp(sidecar_path(photo))
         assert xmp["Xmp.landmark.model"] == ["model-a"]
-        assert xmp["Xmp.landmark.landmarkId"] == [answer.landmark_id]
+        # the answer's id as landmarkId when it is a landmark, else only as the best guess (no name beside
+        # "Verdict: no landmark": a library reading the product's fields would show it as the photo's landmark)
+        own, other = ("landmarkId", "bestGuessId") if answer.is_landmark else ("bestGuessId", "landmarkId")
+        assert xmp[f"Xmp.landmark.{own}"] == [answer.landmark_id] and f"Xmp.landmark.{other}" not in xmp
+        assert ("Xmp.landmark.name" in xmp) == answer.is_landmark != ("Xmp.landmark.bestGuess" in xmp)
         assert xmp["Xmp.landmark.verdict"] == [answer.verdict]
         assert xmp["Xmp.landmark.certainty"] == [answer.certainty]
         assert float(xmp["Xmp.landmark.score"][0]) == pytest.approx(answer.score, abs=1e-4)
@@ -111,6 +116,41 @@ def test_exiftool_reads_the_keywords(rec, library):
     assert subject == [answer.name] and answer.name in {"Angkor Wat", "Petra", "Machu Picchu"} | set(rec.names.values())
     assert (hier if isinstance(hier, list) else [hier]) == [f"Landmarks|{answer.name}"]
     assert found["Model"] == "model-a" and found["Verdict"] == answer.name
+
+
+def test_exiftool_shows_no_name_beside_no_landmark(rec, library):
+    """A photo of no landmark: what exiftool shows of its sidecar has no keyword and no name, only
+    the best guess in fields named so (the guess was landmark:name, 'Name: Petra' beside 'Verdict: no
+    landmark', before 2026-12-07); a later answer naming a landmark drops the guess."""
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool missing: apt-get install libimage-exiftool-perl (make test installs it)")
+    photo = library / "misc" / f"{PHOTOS[0]}.jpg"
+    rec.threshold, old = 1.0, rec.threshold   # nothing reaches it: every photo is no landmark
+    try:
+        tagging.tag_photos(rec, [photo], "model-a", progress=False)
+    finally:
+        rec.threshold = old
+    answer, = rec.recognize(photo)
+
+    def shown() -> dict:
+        done = subprocess.run(["exiftool", "-j", "-a", "-G1", "-XMP:all", str(sidecar_path(photo))],
+                              capture_output=True, text=True, check=True)
+        return {k: v for k, v in json.loads(done.stdout)[0].items() if k.startswith("XMP")}
+    found = shown()
+    assert found["XMP-landmark:Verdict"] == "no landmark"
+    assert found["XMP-landmark:BestGuess"] == answer.name and found["XMP-landmark:BestGuessId"] == \
+        int(answer.landmark_id)
+    assert not any(answer.name == v or answer.name in (v if isinstance(v, list) else [])
+                   for k, v in found.items() if k != "XMP-landmark:BestGuess"), found
+    assert {"XMP-landmark:Name", "XMP-landmark:LandmarkId", "XMP-dc:Subject"}.isdisjoint(found), found
+    rec.threshold, old = 0.0, rec.threshold   # now a landmark: named, the guess gone
+    try:
+        tagging.tag_photos(rec, [photo], "model-b", progress=False)
+    finally:
+        rec.threshold = old
+    found = shown()
+    assert found["XMP-landmark:Name"] == answer.name and found["XMP-dc:Subject"] in (answer.name, [answer.name])
+    assert {"XMP-landmark:BestGuess", "XMP-landmark:BestGuessId"}.isdisjoint(found), found
 
 
 def test_existing_sidecar_keeps_its_tags(rec, library):
@@ -214,19 +254,29 @@ def test_tag_command(recognizer_run, library):
     assert result.exit_code == 1, result.output   # broken.jpg is unreadable
     assert "tagged 4, no landmark 0, skipped 0" in result.output
     assert "broken.jpg" in result.output and "not photos (left alone): .txt 1" in result.output
-    again = CliRunner().invoke(app, ["tag", str(library / "2019"), "--model", str(recognizer_run)])
+    again = CliRunner().invoke(app, ["tag", str(library / "2019"), "--model", str(recognizer_run), "--threshold", "0"])
     assert again.exit_code == 0 and "tagged 0, no landmark 0, skipped 2" in again.output
     missing = CliRunner().invoke(app, ["tag", str(library / "nope"), "--model", str(recognizer_run)])
     assert missing.exit_code == 2 and "does not exist" in missing.output
-    # a names file: its names are the keywords (another threshold is no other model: remove a sidecar to redo it)
+    # the threshold and the names decide the answers: either changed, every photo is answered again
+    # (they were not part of the identity before 2026-12-07: the photos were skipped)
+    default = CliRunner().invoke(app, ["tag", str(library / "2019"), "--model", str(recognizer_run)])
+    assert default.exit_code == 0 and "skipped 0" in default.output, default.output
+    sha = tagging.model_identity(recognizer_run)
+    assert {read_xmp(sidecar_path(p))["Xmp.landmark.model"][0] for p in _photos(library / "2019")} == {sha}
     (library / "names.csv").write_text("landmark_id,name\n" + "".join(f"{k},Place {k}\n" for k in range(13)))
     photo = library / "misc" / f"{PHOTOS[0]}.jpg"
-    sidecar_path(photo).unlink()
     named = CliRunner().invoke(app, ["tag", str(photo), "--model", str(recognizer_run), "--threshold", "0",
                                      "--names", str(library / "names.csv")])
-    assert named.exit_code == 0, named.output
-    lid = read_xmp(sidecar_path(photo))["Xmp.landmark.landmarkId"][0]
-    assert read_xmp(sidecar_path(photo))["Xmp.dc.subject"] == [f"Place {lid}"]
+    assert named.exit_code == 0 and "tagged 1, no landmark 0, skipped 0" in named.output, named.output
+    xmp = read_xmp(sidecar_path(photo))
+    assert xmp["Xmp.dc.subject"] == [f"Place {xmp['Xmp.landmark.landmarkId'][0]}"]
+    assert xmp["Xmp.landmark.model"][0].startswith(f"{sha}+threshold:0.0+names:")
+    (library / "names.csv").write_text("landmark_id,name\n" + "".join(f"{k},Site {k}\n" for k in range(13)))
+    renamed = CliRunner().invoke(app, ["tag", str(photo), "--model", str(recognizer_run), "--threshold", "0",
+                                       "--names", str(library / "names.csv")])
+    assert "tagged 1, no landmark 0, skipped 0" in renamed.output, renamed.output   # other names: answered again
+    assert read_xmp(sidecar_path(photo))["Xmp.dc.subject"] == [f"Site {xmp['Xmp.landmark.landmarkId'][0]}"]
 
 
 @pytest.mark.slow
@@ -254,7 +304,7 @@ def test_a_killed_run_resumes(rec, recognizer_run, library):
     assert done, "no sidecar was written before the kill"
     for sidecar in done:
         assert read_xmp(sidecar)["Xmp.landmark.verdict"]   # whole, readable XMP
-    model = tagging.model_identity(recognizer_run)
+    model = tagging.model_identity(recognizer_run, threshold=0)   # the killed run's identity (--threshold 0)
     summary = tagging.tag_photos(rec, [library], model, progress=False)
     assert summary.skipped == len(done) and summary.skipped + summary.tagged + summary.no_landmark == 4
     assert not [p for p in library.rglob(".*") if ".tmp" in p.name]
@@ -289,7 +339,7 @@ def test_enrolment_into_the_index_re_answers_the_photos(l13, recognizer_run, rec
     first = tagging.model_identity(recognizer_run, index=folder)
     assert first.startswith(sha + "+index:") and len(first) == 64 + 7 + 16
     assert {x["Xmp.landmark.model"][0] for x in before.values()} == {first}
-    assert not any(x["Xmp.landmark.landmarkId"] == ["versailles"] for x in before.values())   # never seen
+    assert not any(answered(x) == "versailles" for x in before.values())   # never seen
     assert f"skipped {len(photos)}" in tag_library()[0]   # nothing changed: skipped
 
     enrol = tmp_path / "versailles"
@@ -307,7 +357,7 @@ def test_enrolment_into_the_index_re_answers_the_photos(l13, recognizer_run, rec
     assert {x["Xmp.landmark.model"][0] for x in after.values()} == {second}
     from landmark import Recognizer
     want = Recognizer.load(recognizer_run, index=folder).recognize(photos)   # what recognize --index answers
-    assert [after[p.name]["Xmp.landmark.landmarkId"][0] for p in photos] == [a.landmark_id for a in want]
+    assert [answered(after[p.name]) for p in photos] == [a.landmark_id for a in want]
     assert [after[p.name]["Xmp.landmark.verdict"][0] for p in photos] == [a.verdict for a in want]
     shown = [(a.landmark_id, a.score, a.threshold) for a in want]
     assert all(a.landmark_id == "versailles" for a in want), shown   # its best guess now (5 of 5 measured)

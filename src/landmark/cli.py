@@ -769,20 +769,25 @@ def index_add(
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     from .data.names import display_name
-    from .retrieval.pipeline import enrol, enrolment_file, index_embeddings, index_model, source_names
+    from .retrieval.pipeline import StagedEnrolment, answer_changes, enrol, index_embeddings, index_model, source_names
     try:
         data = _data_source(data)
         info = index_model(index)
         if checkpoint is None and info.get("checkpoint") and embeddings is None:
             checkpoint = Path(info["checkpoint"])
-        emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
-                                           images=images, landmarks=_landmark_list(landmarks), label=label,
-                                           out=enrolment_file(index),
-                                           image_size=info.get("image_size"), batch_size=batch_size,
-                                           workers=workers, device=device, expect=info)
-        names = source_names(data=data or None, label=label if images is not None else None,
-                             landmark_ids=emb.items["landmark_id"].unique())
-        result = enrol(index, emb, names=names)
+        # photos embedded under hidden names, named added-STAMP.npy once enrolled; refused: deleted
+        with StagedEnrolment(index) as staged:
+            emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels,
+                                               data=data, images=images, landmarks=_landmark_list(landmarks),
+                                               label=label, out=staged.path,
+                                               image_size=info.get("image_size"), batch_size=batch_size,
+                                               workers=workers, device=device, expect=info)
+            names = source_names(data=data or None, label=label if images is not None else None,
+                                 landmark_ids=emb.items["landmark_id"].unique())
+            model = checkpoint or (Path(info["checkpoint"]) if info.get("checkpoint") else None)
+            changes = answer_changes(model, device=device) if model is not None and model.is_file() else None
+            result = enrol(index, emb, names=names, changes=changes)
+            staged.added = result["added"] if embeddings is None else 0
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     for lid, cover in result["landmarks"].items():   # how well each is covered, in words (JSON on stdout)

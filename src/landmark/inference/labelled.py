@@ -30,7 +30,9 @@ def evaluate_folder(model: str | Path, folder: str | Path, *, nonlandmarks: str 
 
     Returns:
         :func:`landmark.evaluation.evaluate` 's dict, plus ``unreadable`` (photos that could not be
-        decoded, counted as missing predictions) and ``folders`` (each class folder's landmark id).
+        decoded, counted as missing predictions), ``folders`` (each class folder's landmark id) and
+        ``verdicts`` (:func:`verdict_counts`: how many photos were named, "no landmark", unreadable;
+        also in ``metrics.json``).
 
     Raises:
         FileNotFoundError: the model or a folder is missing.
@@ -50,4 +52,17 @@ def evaluate_folder(model: str | Path, folder: str | Path, *, nonlandmarks: str 
         write_submission(predictions, submission)
         result = evaluate(submission, folder, out=out, nonlandmarks=nonlandmarks, names=names)
     result["unreadable"] = len(rejects)
+    result["verdicts"] = verdict_counts(predictions["verdict"])
+    if out is not None:   # metrics.json says them too
+        from ..io import json_text, write_text_atomic
+        write_text_atomic(Path(out) / "metrics.json", json_text(result, indent=2))
     return result
+
+
+def verdict_counts(verdicts) -> dict[str, int]:
+    """How the photos were answered: ``{named, no_landmark, unreadable}`` (``verdicts``: the
+    answers' ``verdict`` column, a landmark's name, ``no landmark`` or ``unreadable``)."""
+    from ..retrieval.scoring import NO_LANDMARK
+    values = [str(v) for v in verdicts]
+    no, unreadable = values.count(NO_LANDMARK), values.count("unreadable")
+    return {"named": len(values) - no - unreadable, "no_landmark": no, "unreadable": unreadable}

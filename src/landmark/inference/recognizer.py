@@ -60,7 +60,7 @@ from ..retrieval.embeddings import Embeddings, load_embeddings
 from ..retrieval.index import LandmarkIndex
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise
 from ..retrieval.confirm import EnrolledConfirmer, available as confirm_available, enrolled_landmarks
-from ..retrieval.scoring import REFERENCE_K, checked_landmark_thresholds, confirm, counts_of, decide, needs_confirmation, rank as rank_candidates
+from ..retrieval.scoring import IMPACT_LANDMARKS, IMPACT_PHOTOS, REFERENCE_K, checked_landmark_thresholds, confirm, counts_of, decide, needs_confirmation, rank as rank_candidates
 from .voting import DRAFT_FACTOR, TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
@@ -71,6 +71,21 @@ from ..retrieval.pipeline import rank_index, similarities
 from .answers import (  # noqa: F401
     Answer, Candidate, ImageInput, Neighbour, check_index_model, decode, read_names, resolve_checkpoint, run_index,
     scoring_line, scoring_mode, stored_threshold)
+
+
+def _leave_out(sims: np.ndarray, rows: np.ndarray, own: np.ndarray, limit: int, labels: np.ndarray,
+               k: int = REFERENCE_K) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's first ``k`` neighbours among index rows below ``limit`` other than its own row
+    ``own[i]`` (leave-one-out; the rows of a later enrolment left out): (similarities float32
+    ``[N, k]``, -inf where fewer; their landmarks str ``[N, k]``, "" there)."""
+    keep = (rows >= 0) & (rows < limit) & (rows != own[:, None])
+    out_sims = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    out_labels = np.full((len(rows), k), "", dtype=object)
+    for i in range(len(rows)):
+        picked = rows[i][keep[i]][:k]
+        out_sims[i, :len(picked)] = sims[i][keep[i]][:k]
+        out_labels[i, :len(picked)] = labels[picked]
+    return out_sims, out_labels.astype(str)
 
 
 class Recognizer:
@@ -341,18 +356,105 @@ class Recognizer:
             score = score - self.knn.nonlandmark_weight * self._penalty(vectors)[:, None]
         return [[(self.classes[j], float(score[i, j])) for j in order[i]] for i in range(len(order))]
 
-    def _reference_scores(self, key: torch.Tensor, score: torch.Tensor, vectors: np.ndarray,
-                          top_k: int | None) -> list[list[tuple[str, float]]]:
+    def _reference_scores(self, key: torch.Tensor, score: torch.Tensor, vectors: np.ndarray | None,
+                          top_k: int | None, near: tuple[np.ndarray, np.ndarray] | None = None,
+                          counts: dict | None = None) -> list[list[tuple[str, float]]]:
         """The classifier's candidates in its order, each scored ``prob * s_ref^3`` against the
         index, enrolled landmarks among the neighbours by their photos alone
-        (:func:`landmark.retrieval.scoring.rank`); ``key``/``score`` ``[N, C]``."""
+        (:func:`landmark.retrieval.scoring.rank`); ``key``/``score`` ``[N, C]``.
+
+        ``near``: (similarities float ``[N, k]``, their landmarks str ``[N, k]``) found already
+        (:meth:`enrolment_changes`: the index with a photo or an enrolment left out), with the
+        ``counts`` of photos per landmark of that index; None: ``vectors`` searched in the index."""
         order = key.topk(min(top_k or key.shape[1], key.shape[1]), dim=1).indices.cpu().numpy()   # [N, t]
         probs = score.cpu().numpy().astype(np.float64)
-        sims, rows = self.index.search(vectors, REFERENCE_K)
-        neighbours = np.where(rows >= 0, self.index.labels[np.clip(rows, 0, None)], "")
+        if near is None:
+            sims, rows = self.index.search(vectors, REFERENCE_K)
+            neighbours = np.where(rows >= 0, self.index.labels[np.clip(rows, 0, None)], "")
+        else:
+            sims, neighbours = near
         labels = np.asarray(self.classes, dtype=object)[order].astype(str)                          # [N, t]
         return rank_candidates(labels, np.take_along_axis(probs, order, 1), sims, neighbours,
-                               known=frozenset(self.classes), counts=self._counts)
+                               known=frozenset(self.classes), counts=self._counts if counts is None else counts)
+
+    @torch.no_grad()
+    def enrolment_changes(self, index: LandmarkIndex, before: int, thresholds_before: dict, landmark_id: str,
+                          enrolled: np.ndarray, landmarks: int = IMPACT_LANDMARKS,
+                          photos: int = IMPACT_PHOTOS) -> dict | None:
+        """What enrolling ``landmark_id`` changes for the landmarks nearest to it: the indexed photos
+        of its ``landmarks`` nearest other landmarks (at most ``photos`` each, those most like the
+        enrolled ones), each answered leave-one-out (its own indexed photo left out of its
+        neighbours) by this recogniser's scoring (:meth:`_reference_scores`, :meth:`decide`'s
+        :func:`~landmark.retrieval.scoring.decide`) against the index before the enrolment and after.
+        Bounded by ``landmarks x photos`` forward passes whatever the index's size.  Global scores
+        only: local-feature confirmation of enrolled landmarks (:meth:`confirm_enrolled`) is not
+        applied (it can only name an enrolled landmark matched by geometry).
+
+        Args:
+            index: the index after the enrolment; its first ``before`` rows are the index before it.
+            thresholds_before: the index's ``meta['landmark_thresholds']`` before the enrolment.
+            landmark_id: the landmark enrolled; enrolled: float ``[n, D]`` its photos' embeddings.
+
+        Returns:
+            :func:`~landmark.retrieval.scoring.changes_summary`'s record (``checked, right_before,
+            changed, to_new, to_no_landmark, to_other, unreadable, landmarks: [...]``), or None
+            without reference scoring (no index, or an explicit scoring mode) or nothing enrolled.
+        """
+        from ..retrieval.scoring import CALIBRATION_K, changes_summary
+        scoring = self._given_scoring or scoring_mode(index, self.classes)
+        if scoring != "reference" or len(enrolled) == 0 or before <= 0:
+            return None
+        labels = index.labels
+        sims, rows = index.search(np.asarray(enrolled, dtype=np.float32), CALIBRATION_K)
+        best: dict[str, float] = {}
+        for s, r in zip(sims.ravel(), rows.ravel()):
+            if 0 <= r < before and labels[r] != landmark_id:
+                best[labels[r]] = max(best.get(labels[r], -np.inf), float(s))
+        nearest = sorted(best, key=lambda lid: -best[lid])[:landmarks]
+        wanted, own = [], []
+        probe = index.transform(np.asarray(enrolled, dtype=np.float32))
+        for lid in nearest:
+            theirs = np.flatnonzero(labels[:before] == lid)
+            alike = (index.stored(theirs) @ probe.T).max(axis=1)
+            theirs = theirs[np.argsort(-alike, kind="stable")[:photos]]
+            wanted += theirs.tolist()
+            own += [lid] * len(theirs)
+        pictures, kept = [], []
+        for k, r in enumerate(wanted):
+            try:
+                pictures.append(load_image(index.items["path"].iat[r], draft=self.draft(1)))
+                kept.append(k)
+            except (ImageError, OSError):
+                continue   # moved or deleted since it was indexed: counted as unreadable
+        answers = {"before": [], "after": []}
+        if pictures:
+            transform = self.transform(1)
+            outputs = [self.forward(torch.stack([transform(p) for p in pictures[i:i + 16]]), 1)
+                       for i in range(0, len(pictures), 16)]
+            key, score = vote_scores(torch.cat([p for p, _ in outputs]))
+            vectors = np.concatenate([v for _, v in outputs])
+            rows_kept = np.asarray([wanted[k] for k in kept])
+            depth = min(len(index), REFERENCE_K + 1 + len(index) - before)
+            found_sims, found = index.search(vectors, depth)
+            truth = np.asarray([own[k] for k in kept])
+            for when, limit, counts, thresholds in (("before", before, counts_of(labels[:before]), thresholds_before),
+                                                    ("after", len(index), counts_of(labels),
+                                                     checked_landmark_thresholds(index.meta))):
+                near = _leave_out(found_sims, found, rows_kept, limit, labels)
+                given = {} if self._given_threshold is not None else thresholds
+                decided = [None] * len(truth)
+                for lid in dict.fromkeys(truth.tolist()):   # its own photo left out: one photo fewer of it
+                    mine = np.flatnonzero(truth == lid)
+                    pick = torch.as_tensor(mine)
+                    ranked = self._reference_scores(key[pick], score[pick], None, TOP_K,
+                                                    near=(near[0][mine], near[1][mine]),
+                                                    counts={**counts, lid: counts[lid] - 1})
+                    for i, cands in zip(mine, ranked):
+                        answer, s = cands[0] if cands else ("", 0.0)
+                        decided[i] = (answer, decide(answer, s, self.threshold, given)[0])
+                answers[when] = decided
+        return changes_summary([own[k] for k in kept], answers["before"], answers["after"], landmark_id,
+                               unreadable=len(wanted) - len(kept), name_of=self.name)
 
     def _knn_scores(self, probs: torch.Tensor | None, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
         """kNN vote over the index (:func:`~landmark.retrieval.knn.recognise`); ``probs`` ``[N, C]``

@@ -17,8 +17,9 @@ and Immich reads; docs/tagging.md), or with ``in_place=True`` into the photo's o
   :func:`model_identity`).
 
 A photo the recogniser finds no landmark in (``not sure`` included) gets only the product's
-fields (verdict ``no landmark``, the best guess and its score): no keyword, but a record that
-this model has seen it.  A photo whose XMP already names this model (and index state) in
+fields (verdict ``no landmark``, its score, and the best guess as ``bestGuess`` / ``bestGuessId``,
+never as ``name`` / ``landmarkId``, which would read as the photo's landmark beside ``Verdict:
+no landmark``): no keyword, but a record that this model has seen it.  A photo whose XMP already names this model (and index state) in
 ``landmark:model`` is skipped unread, so a run killed half-way resumes where it stopped; another model's earlier
 keywords are replaced by this one's.  Every other field of an existing sidecar (keywords,
 ratings, darktable's history, unknown namespaces) is kept: the XMP is read with exiv2
@@ -57,7 +58,8 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".b
 SIDECAR_SUFFIX = ".xmp"
 
 _SUBJECT, _HIER, _TAGS = "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject", "Xmp.digiKam.TagsList"
-_FIELDS = ("name", "landmarkId", "score", "threshold", "verdict", "certainty", "scoring", "model")
+_FIELDS = ("name", "landmarkId", "bestGuess", "bestGuessId", "score", "threshold", "verdict", "certainty", "scoring",
+           "model")
 
 
 class TagSummary(BaseModel):
@@ -346,11 +348,17 @@ def apply_answer(data, answer, model: str) -> None:
             kept.append(new)
         if kept != _values(data, key):
             _set_bag(data, key, kept)
-    fields = {"name": answer.name, "landmarkId": answer.landmark_id, "score": f"{answer.score:.4f}",
-              "threshold": f"{answer.threshold:.4f}", "verdict": answer.verdict, "certainty": answer.certainty,
-              "scoring": answer.scoring, "model": model}
+    # a landmark's name and id as landmark:name / landmarkId; a photo of no landmark keeps its best guess
+    # only as bestGuess / bestGuessId, never as a name beside "Verdict: no landmark" (docs/tagging.md)
+    named, guess = ("name", "landmarkId"), ("bestGuess", "bestGuessId")
+    fields = dict(zip(named if answer.is_landmark else guess, (answer.name, answer.landmark_id)))
+    fields.update({"score": f"{answer.score:.4f}", "threshold": f"{answer.threshold:.4f}", "verdict": answer.verdict,
+                   "certainty": answer.certainty, "scoring": answer.scoring, "model": model})
     for field in _FIELDS:
-        data[f"Xmp.{PREFIX}.{field}"] = fields[field]
+        if fields.get(field):
+            data[f"Xmp.{PREFIX}.{field}"] = fields[field]
+        else:
+            _erase(data, f"Xmp.{PREFIX}.{field}")
 
 
 def _encode(data) -> bytes:
@@ -537,6 +545,8 @@ def tag_photos(recognizer, paths: Iterable[str | Path], model: str, *, in_place:
 
 #: Joins the checkpoint's SHA-256 and the index state in ``landmark:model`` (``<sha256>+index:<16 hex>``).
 INDEX_MARK = "+index:"
+#: what follows the identity when ``--threshold`` / ``--names`` are given (:func:`model_identity`)
+THRESHOLD_MARK, NAMES_MARK = "+threshold:", "+names:"
 
 
 def index_identity(folder: str | Path) -> str:
@@ -561,16 +571,20 @@ def index_identity(folder: str | Path) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def model_identity(source: str | Path, runtime=None, index: str | Path | None = None) -> str:
+def model_identity(source: str | Path, runtime=None, index: str | Path | None = None,
+                   threshold: float | None = None, names: str | Path | None = None) -> str:
     """The identity recorded as ``landmark:model`` and compared to skip photos: what decides the
     answers.  The SHA-256 (hex) of the run's ``checkpoints/best.pt`` or the checkpoint given (for
     an ONNX export, of the checkpoint it came from: the export's metadata, read from its loaded
     ``runtime``), followed, when an index answers too (``index``, else the run's own
-    ``RUN/index``), by ``+index:`` and :func:`index_identity`: ``<sha256>+index:<16 hex>``.  A
-    run without an index keeps the bare SHA-256 (what earlier versions wrote).
+    ``RUN/index``), by ``+index:`` and :func:`index_identity`: ``<sha256>+index:<16 hex>``; then
+    by ``+threshold:<value>`` when a "no landmark" threshold is given (``--threshold``: it
+    decides which photos are named) and by ``+names:<16 hex>`` (the SHA-256 of the names CSV's
+    bytes) when ``--names`` replaces the stored names (they are the keywords written).  A run
+    without an index, threshold or names keeps the bare SHA-256 (what earlier versions wrote).
 
     Raises:
-        FileNotFoundError: the checkpoint, or the index's ``meta.json``, is missing.
+        FileNotFoundError: the checkpoint, the index's ``meta.json`` or the names CSV is missing.
     """
     import hashlib
 
@@ -582,7 +596,12 @@ def model_identity(source: str | Path, runtime=None, index: str | Path | None = 
         with open(path, "rb") as f:   # the digest models.runtime.file_sha256 gives, without importing torch
             digest = hashlib.file_digest(f, "sha256").hexdigest()
     folder = run_index(source) if index is None else Path(index)   # the index open_recognizer answers with
-    return digest if folder is None else f"{digest}{INDEX_MARK}{index_identity(folder)}"
+    identity = digest if folder is None else f"{digest}{INDEX_MARK}{index_identity(folder)}"
+    if threshold is not None:
+        identity += f"{THRESHOLD_MARK}{float(threshold)!r}"
+    if names is not None:
+        identity += f"{NAMES_MARK}{hashlib.sha256(Path(names).read_bytes()).hexdigest()[:16]}"
+    return identity
 
 
 def tag(model: str | Path, photos: list[str | Path], *, index: str | Path | None = None, in_place: bool = False,
@@ -614,7 +633,9 @@ def tag(model: str | Path, photos: list[str | Path], *, index: str | Path | None
         return open_recognizer(model, index=index, threshold=threshold, names=names, **load)
     if resolve_checkpoint(model).suffix.lower() == ".onnx":   # its identity is in the export's metadata
         rec = load_recognizer()
-        return tag_photos(rec, photos, model_identity(model, rec.runtime, index=index), in_place=in_place,
+        return tag_photos(rec, photos, model_identity(model, rec.runtime, index=index, threshold=threshold,
+                                                      names=names), in_place=in_place,
                           batch_size=batch_size, progress=progress)
-    return tag_photos(load_recognizer, photos, model_identity(model, index=index), in_place=in_place,
+    return tag_photos(load_recognizer, photos, model_identity(model, index=index, threshold=threshold, names=names),
+                      in_place=in_place,
                       batch_size=batch_size, progress=progress)

@@ -261,7 +261,7 @@ def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams 
 
 def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
           classes: list[str] | None = None, threshold: float | None = None, name_of=None,
-          rename: bool = False, confirm: bool | None = None) -> dict:
+          rename: bool = False, confirm: bool | None = None, changes=None) -> dict:
     """Add labelled embeddings to a saved index (in place, crash-safe, one writer at a time:
     :meth:`LandmarkIndex.update` reloads the index under its lock, so concurrent enrolments
     all survive), calibrate each landmark enrolled, and say how well it is covered.  The one
@@ -285,17 +285,36 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
         confirm: report how its photos match by local features (``confirmation``: pairs of its
             first 5 photos with >= 10 inliers, :func:`landmark.retrieval.confirm.geometric_coverage`;
             seconds of CPU) and add it to the advice; None: when the ``local`` extra is installed.
+        changes: measure what the enrolment changes for the answers of the nearest landmarks'
+            indexed photos (:func:`enrol_index`; :func:`answer_changes` makes one from a checkpoint).
 
     Returns:
         ``{index, added, skipped_duplicates, count, new_landmarks, landmarks}``; ``landmarks``
-        maps each enrolled landmark id to its calibration and coverage.
+        maps each enrolled landmark id to its calibration and coverage (and, with ``changes``,
+        ``answers_changed``).
 
     Raises:
         FileNotFoundError / ValueError: as :meth:`LandmarkIndex.load` and :meth:`LandmarkIndex.add`.
         landmark.retrieval.provenance.ModelMismatch: ``embeddings.model`` is not the index's model.
     """
     return enrol_index(index_dir, embeddings, names, classes=classes, threshold=threshold, name_of=name_of,
-                       rename=rename, confirm=confirm)[1]
+                       rename=rename, confirm=confirm, changes=changes)[1]
+
+
+def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device: str | None = None):
+    """The ``changes`` of :func:`enrol` for ``landmark index add``: the
+    :class:`~landmark.inference.recognizer.Recognizer` of ``checkpoint`` (loaded once, when first
+    needed, on the enrolled index) answering the nearest landmarks' photos before and after
+    (:meth:`~landmark.inference.recognizer.Recognizer.enrolment_changes`)."""
+    loaded = {}
+
+    def changes(index: LandmarkIndex, before: int, thresholds: dict, landmark_id: str, vectors: np.ndarray):
+        if "rec" not in loaded:
+            from ..inference.recognizer import Recognizer
+            loaded["rec"] = Recognizer.load(checkpoint, index=index, runtime=runtime, device=device,
+                                            confirm_enrolled=False)
+        return loaded["rec"].enrolment_changes(index, before, thresholds, landmark_id, vectors)
+    return changes
 
 
 def _stored_name(index: LandmarkIndex, landmark_id: str) -> str:
@@ -307,9 +326,19 @@ def _stored_name(index: LandmarkIndex, landmark_id: str) -> str:
 
 def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
                 classes: list[str] | None = None, threshold: float | None = None,
-                name_of=None, rename: bool = False, confirm: bool | None = None) -> tuple[LandmarkIndex, dict]:
-    """:func:`enrol`, returning the updated index (as saved) with the summary."""
+                name_of=None, rename: bool = False, confirm: bool | None = None,
+                changes=None) -> tuple[LandmarkIndex, dict]:
+    """:func:`enrol`, returning the updated index (as saved) with the summary.
+
+    ``changes``: what enrolling each landmark changes for the answers of its nearest landmarks'
+    photos, ``changes(index, before, thresholds_before, landmark_id, vectors) -> dict | None``
+    (:meth:`landmark.inference.recognizer.Recognizer.enrolment_changes`; ``before``: the index's
+    size before, ``vectors`` ``[n, D]``: the landmark's photos given): added to its report as
+    ``answers_changed``, its sentence to ``summary``; None: not measured."""
+    state = {}
+
     def change(index: LandmarkIndex) -> tuple[set, int, list, dict]:
+        state.update(before=len(index), thresholds=dict(index.meta.get("landmark_thresholds", {})))
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
                     fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
         known, floor = _run_scoring(index, classes, threshold)   # a bad floor is refused before anything changes
@@ -351,6 +380,14 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
                       f"photos of it")
             report[lid] = {**cover, "threshold": None, "photos": 0, "coverage": "none", "advice": advice,
                            "summary": f"0 photos; {advice}"}
+    if changes is not None and added:
+        for lid, cover in report.items():
+            if not (index.labels[state["before"]:] == str(lid)).any():
+                continue   # nothing of it enrolled now
+            vectors = np.asarray(embeddings.vectors[embeddings.labels == str(lid)], dtype=np.float32)
+            found = changes(index, state["before"], state["thresholds"], str(lid), vectors)
+            if found is not None:
+                report[lid] = {**cover, "answers_changed": found, "summary": f"{cover['summary']}; {found['summary']}"}
     new = sorted(set(index.items["landmark_id"]) - before)
     return index, {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
                    "new_landmarks": new, "landmarks": report}
@@ -450,10 +487,48 @@ def enrolment_file(index_dir: str | Path) -> Path:
     (two enrolments within one second)."""
     stamp, k = time.strftime("%Y%m%d-%H%M%S"), 1
     out = Path(index_dir) / f"added-{stamp}.npy"
-    while out.exists():
+    while out.exists() or out.with_name(f".{out.name}").exists():   # taken, or staged by another enrolment
         k += 1
         out = Path(index_dir) / f"added-{stamp}-{k}.npy"
     return out
+
+
+class StagedEnrolment:
+    """The vectors of one ``landmark index add``, embedded under hidden names in the index folder
+    (``.added-STAMP.npy`` and its side files: :func:`landmark.io.embedding_files`) and given their
+    names (``added-STAMP.npy``, :func:`enrolment_file`) only once the index has taken photos from
+    them; a refused enrolment (names alike, a bad floor, vectors of another model), one that adds
+    nothing (every photo indexed already) and one that fails or is interrupted delete them, so the
+    folder's file list and ``meta.json`` are as before.  A process killed outright leaves only
+    hidden ``.added-*`` files, which no reader opens::
+
+        with StagedEnrolment(index_dir) as staged:
+            emb, _, _ = index_embeddings(..., out=staged.path)
+            staged.added = enrol(index_dir, emb)["added"]
+    """
+
+    def __init__(self, index_dir: str | Path):
+        self.final = enrolment_file(index_dir)
+        self.path = self.final.with_name(f".{self.final.name}")
+        self.added = 0
+
+    def _staged(self) -> list[Path]:
+        from ..io import embedding_files
+        return embedding_files(self.path)
+
+    def __enter__(self) -> "StagedEnrolment":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        from ..io import clear_temps, embedding_files
+        keep = kind is None and self.added > 0
+        for staged, final in zip(self._staged(), embedding_files(self.final)):
+            if keep and staged.exists():
+                staged.replace(final)
+            else:
+                staged.unlink(missing_ok=True)
+        clear_temps(self._staged())   # an embedding stopped half-way: its temporary rows
+        (self.path.parent / f".{self.path.name}.lock").unlink(missing_ok=True)   # embed_images' lock file
 
 
 def index_model(index_dir: str | Path) -> dict:

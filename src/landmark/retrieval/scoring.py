@@ -40,6 +40,11 @@ WELL_COVERED = 5
 #: neighbours of each enrolled photo looked at for the nearest other landmark
 CALIBRATION_K = 50
 
+#: enrolment: the nearest other landmarks whose indexed photos are answered again before and after
+#: (:meth:`landmark.inference.recognizer.Recognizer.enrolment_changes`), and at most this many photos of each
+IMPACT_LANDMARKS = 3
+IMPACT_PHOTOS = 20
+
 NO_LANDMARK = "no landmark"
 
 
@@ -371,3 +376,51 @@ def counts_of(labels: Sequence[str] | np.ndarray) -> dict[str, int]:
     """Photos per landmark (``labels``: str ``[N]``, an index's labels)."""
     values, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
     return dict(zip(values.tolist(), counts.tolist()))
+
+
+def changes_summary(truth: Sequence[str], before: Sequence[tuple[str, bool]], after: Sequence[tuple[str, bool]],
+                    new: str, unreadable: int = 0, name_of=str) -> dict:
+    """How an enrolment changes the answers for indexed photos of other landmarks (the enrolment
+    reply's ``answers_changed``).
+
+    Args:
+        truth: str ``[n]`` each photo's own landmark; before, after: ``(landmark_id, is_landmark)``
+            of its answer against the index before and after the enrolment (:func:`decide`).
+        new: the landmark enrolled; unreadable: photos that could not be read (not checked).
+
+    Returns:
+        ``{checked, right_before, changed, to_new, to_no_landmark, to_other, unreadable,
+        landmarks: [{landmark_id, name, checked, right_before, changed, to_new, to_no_landmark, to_other}],
+        summary}``: ``right_before`` photos answered as their own landmark before; ``changed``
+        of them answered otherwise after: as ``new`` (``to_new``), "no landmark" or another
+        landmark; ``summary``: that in one sentence.
+    """
+    per: dict[str, dict] = {}
+    for lid, (b, b_ok), (a, a_ok) in zip(truth, before, after):
+        row = per.setdefault(lid, {"landmark_id": lid, "name": name_of(lid), "checked": 0, "right_before": 0,
+                                   "changed": 0, "to_new": 0, "to_no_landmark": 0, "to_other": 0})
+        row["checked"] += 1
+        if b == lid and b_ok:
+            row["right_before"] += 1
+            if not (a == lid and a_ok):
+                row["changed"] += 1
+                row["to_new" if a == new and a_ok else "to_no_landmark" if not a_ok else "to_other"] += 1
+    rows = list(per.values())
+    total = {k: sum(r.get(k, 0) for r in rows) for k in ("checked", "right_before", "changed", "to_new",
+                                                         "to_no_landmark", "to_other")}
+    names = ", ".join(r["name"] for r in rows)
+    if not rows:
+        summary = "no other landmark's photos could be checked"
+    elif total["changed"] == 0:
+        summary = (f"it changes none of the {total['right_before']} answers right before for the photos of its "
+                   f"nearest landmarks checked ({names})")
+    else:
+        hit = "; ".join(f"{r['name']}: {r['changed']} of {r['right_before']}" for r in rows if r["changed"])
+        how = ", ".join(f"{n} {what}" for n, what in ((total["to_new"], f"as {name_of(new)}"),
+                                                      (total["to_no_landmark"], "as no landmark"),
+                                                      (total["to_other"], "as another landmark")) if n)
+        summary = (f"it changes {total['changed']} of the {total['right_before']} answers right before for the photos "
+                   f"of its nearest landmarks checked ({hit}), now {how}")
+    if unreadable:
+        summary += f" ({unreadable} of their indexed photos could not be read: not checked)"
+    return {**total, "unreadable": int(unreadable), "landmarks": rows, "summary": summary}

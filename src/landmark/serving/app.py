@@ -120,7 +120,7 @@ class Enrolled(BaseModel):
     skipped_duplicates: int
     references: int
     threshold: float | None = None   # the landmark's "no landmark" threshold (calibrated when enrolled)
-    coverage: dict = {}                 # photos, nearest landmark, coverage good/fair/poor, advice
+    coverage: dict = {}                 # photos, nearest landmark, coverage good/fair/poor, advice, answers_changed
 
 
 def create_app(recognizer: Recognizer, token: str | None = None, index_dir: str | Path | None = None,
@@ -365,21 +365,36 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
     keep = sorted(first.values())
     photos, ids = [photos[k] for k in keep], [ids[k] for k in keep]
     store = (folder / "enrolled").resolve()   # absolute paths in items.csv, whatever the server's directory
-    store.mkdir(parents=True, exist_ok=True)
     with state.batcher.lock:
         vectors = rec.embed(photos)
         paths = [store / f"{i}.jpg" for i in ids]
-        for photo, path in zip(photos, paths):
-            if not path.exists():
-                _save_jpeg(photo, path)
-        items = pd.DataFrame({"id": ids, "landmark_id": landmark_id, "path": [str(p) for p in paths]})
-        emb = Embeddings(np.asarray(vectors, np.float32), items, model=rec.index.meta.get("model"))
-        # the one enrolment path (locked, crash-safe; calibrates the landmark's threshold)
+        created = not store.exists()
+        store.mkdir(parents=True, exist_ok=True)
+        written = []   # the photos saved by this request: deleted again when the enrolment is refused or fails
         try:
+            for photo, path in zip(photos, paths):
+                if not path.exists():
+                    _save_jpeg(photo, path)
+                    written.append(path)
+            items = pd.DataFrame({"id": ids, "landmark_id": landmark_id, "path": [str(p) for p in paths]})
+            emb = Embeddings(np.asarray(vectors, np.float32), items, model=rec.index.meta.get("model"))
+            # the one enrolment path (locked, crash-safe; calibrates the landmark's threshold)
             rec.index, result = enrol_index(folder, emb, {landmark_id: name} if name else None, classes=rec.classes,
-                                            threshold=rec.threshold, name_of=rec.name, rename=True)
-        except ValueError as err:   # refused before the index changed: a name alike another's, a bad floor
-            raise Refusal(409, str(err)) from None
+                                            threshold=rec.threshold, name_of=rec.name, rename=True,
+                                            changes=rec.enrolment_changes)
+        except BaseException as err:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if created and not any(store.iterdir()):
+                store.rmdir()
+            if isinstance(err, ValueError):   # refused before the index changed: a name alike another's, a bad floor
+                raise Refusal(409, str(err)) from None
+            raise
+        if result["skipped_duplicates"] and written:   # indexed already, from another file: no copy kept
+            held = set(rec.index.items["path"].astype(str))
+            for path in written:
+                if str(path) not in held:
+                    path.unlink(missing_ok=True)
         if name and result["added"]:
             rec.names[landmark_id] = name
         rec.rescore()   # the index's counts and enrolled landmarks' thresholds

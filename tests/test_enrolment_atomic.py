@@ -1,0 +1,75 @@
+"""A refused, failed or interrupted ``landmark index add`` leaves the index folder exactly as it was:
+the same files, ``meta.json`` and ``items.csv`` byte for byte, no ``added-*.npy`` nor hidden
+staged files (real photos of landmarks13, a small random checkpoint)."""
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from landmark.cli import app
+from landmark.models import create_model, save_checkpoint
+from landmark.retrieval import pipeline
+from landmark.retrieval.embeddings import labelled_images
+from landmark.retrieval.index import IndexParams
+from landmark.retrieval.pipeline import build_index, embed_checkpoint
+
+PREPROCESS = {"size": 64, "resize": 72, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+runner = CliRunner()
+
+
+@pytest.fixture
+def made(l13, tmp_path):
+    """An index of 8 photos of landmarks 9 and 11 (named Machu Picchu, Petra), its checkpoint
+    recorded, and a CSV of 4 other photos of landmark 10 to enrol."""
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "a.pt", create_model("test_efficientnet", 3, weights="none").eval(), ["a", "b", "c"],
+                    preprocess=PREPROCESS)
+    frame = labelled_images(l13, ["9", "11"]).groupby("landmark_id").head(4).reset_index(drop=True)
+    emb, _, info = embed_checkpoint(tmp_path / "a.pt", frame, tmp_path / "a.npy", workers=0, runtime="torch",
+                                    dtype="float32")
+    build_index(emb, tmp_path / "idx", params=IndexParams(kind="flat"), model_info=info,
+                names={"9": "Machu Picchu", "11": "Petra"})
+    labelled_images(l13, ["10"]).head(4)[["id", "path"]].to_csv(tmp_path / "new.csv", index=False)
+    return tmp_path
+
+
+def folder_state(folder):
+    """Every file of the folder and its bytes (the writers' lock file: only its name, it holds a pid)."""
+    return {p.name: b"" if p.name == ".lock" else p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def add(made, label):
+    return runner.invoke(app, ["index", "add", str(made / "idx"), "--images", str(made / "new.csv"),
+                               "--label", label, "--workers", "0"])
+
+
+def test_a_refused_enrolment_leaves_the_folder_as_it_was(made):
+    before = folder_state(made / "idx")
+    assert {"index.faiss", "items.csv", "meta.json"} <= set(before)
+    result = add(made, "petra")   # shown as 'petra' beside the index's 'Petra': refused after embedding
+    assert result.exit_code == 2 and "error: landmark 'petra' would be shown as 'Petra', as landmark 11 is" in result.output, \
+        result.output
+    assert folder_state(made / "idx") == before
+
+
+def test_a_failed_enrolment_leaves_the_folder_as_it_was(made, monkeypatch):
+    before = folder_state(made / "idx")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed mid-calibration")
+    monkeypatch.setattr(pipeline, "calibrate_enrolled", crash)
+    result = add(made, "Versailles")
+    assert isinstance(result.exception, RuntimeError)
+    assert folder_state(made / "idx") == before
+
+
+def test_an_enrolment_keeps_its_vectors_under_their_name(made):
+    before = set(folder_state(made / "idx"))
+    result = add(made, "Versailles")
+    assert result.exit_code == 0, result.output
+    new = set(folder_state(made / "idx")) - before
+    assert {"npy", "ids.csv", "json"} <= {n.split(".", 1)[1] for n in new}, new
+    assert all(n.startswith("added-") for n in new), new
+    # the same photos again: nothing added, so no second file either
+    again = add(made, "Versailles")
+    assert again.exit_code == 0 and '"added": 0' in again.output
+    assert set(folder_state(made / "idx")) - before == new
