@@ -211,11 +211,23 @@ def recall_at(ranked: dict[str, list[str]], truth: dict[str, list[str]], depth: 
     return float(np.mean([len(set(ranked[q][:depth]) & set(rel)) / min(len(rel), depth) for q, rel in truth.items()]))
 
 
+def _combine(vectors: list[np.ndarray], groups: list[list[str]]) -> np.ndarray:
+    """One descriptor ``[N, D]`` from the rows of several embeddings (in ``groups`` order): each
+    group's scales averaged (:func:`multiscale`), the groups' L2-normalised vectors concatenated."""
+    out, start = [], 0
+    for group in groups:
+        part = vectors[start:start + len(group)]
+        out.append(normalise(multiscale(part) if len(part) > 1 else part[0]))
+        start += len(group)
+    return np.concatenate(out, axis=1) if len(out) > 1 else out[0]
+
+
 def descriptor_rows(work: Path, tags: list[str]) -> None:
     """``--descriptors``: each descriptor ``TAG`` (embeddings ``WORK/emb/{set}_{TAG}.npy``, e.g. ``224``,
-    ``317``, ``ar448`` from ``landmark embed --max-side 448``; ``A+B``: the two averaged, multi-scale)
-    with cosine and with the product's ranking (:class:`RetrieveConfig`'s QE + DBA + diffusion), in
-    every direction: mAP@100, P@10, recall@100 and ms per query, one Markdown table."""
+    ``317``, ``ar448`` from ``landmark embed --max-side 448``; ``A+B``: the two averaged, multi-scale;
+    ``A|B``: the two L2-normalised and concatenated, e.g. two backbones) with cosine and with the
+    product's ranking (:class:`RetrieveConfig`'s QE + DBA + diffusion), in every direction: mAP@100,
+    P@10, recall@100 and ms per query, one Markdown table."""
     from landmark.retrieval.config import RetrieveConfig
     cfg = RetrieveConfig()
     product = {"qe": cfg.qe, "dba": cfg.dba, "diffusion": (cfg.diffusion, cfg.diffusion_alpha, cfg.diffusion_seeds)}
@@ -224,7 +236,9 @@ def descriptor_rows(work: Path, tags: list[str]) -> None:
                                                   for m in ("mAP@100", "P@10", "R@100")) + " | ms/query (seen) |")
     print("|---|---|" + "---|" * 10)
     for tag in tags:
-        parts = [directions(work, part) for part in tag.split("+")]
+        groups = [group.split("+") for group in tag.split("|")]
+        atoms = [atom for group in groups for atom in group]
+        parts = [directions(work, atom) for atom in atoms]
         cells = {}
         for ranking, options in (("cosine", {}), (label, product)):
             row = []
@@ -236,8 +250,7 @@ def descriptor_rows(work: Path, tags: list[str]) -> None:
                 q_parts, db_parts = (_common(f) if len(f) > 1 else list(f) for f in
                                      ([fr[0] for fr in frames], [fr[1] for fr in frames]))
                 queries, index = q_parts[0], db_parts[0]
-                q = multiscale([stack(f) for f in q_parts]) if len(parts) > 1 else stack(queries)
-                db = multiscale([stack(f) for f in db_parts]) if len(parts) > 1 else stack(index)
+                q, db = (_combine([stack(f) for f in fs], groups) for fs in (q_parts, db_parts))
                 rows, seconds = rank(normalise(q), normalise(db), alpha=cfg.qe_alpha, **options)
                 ids = index["id"].to_numpy()
                 truth = solution_of(queries, index)
@@ -247,6 +260,28 @@ def descriptor_rows(work: Path, tags: list[str]) -> None:
                 if direction == "seen":
                     cells["ms"] = f"{1000 * seconds:.2f}"
             print(f"| {tag} | {ranking} | " + " | ".join(row) + f" | {cells.get('ms', '')} |", flush=True)
+
+
+def paired(work: Path, a: str, b: str, direction: str = "many->l13", resamples: int = 10_000) -> str:
+    """``--paired A,B``: the product ranking's per-query AP@100 difference of descriptor tags A and B
+    (as ``--descriptors``) on ``direction``'s queries, mean and 95 % paired-bootstrap interval."""
+    from landmark.retrieval.config import RetrieveConfig
+    cfg = RetrieveConfig()
+    options = {"qe": cfg.qe, "dba": cfg.dba, "diffusion": (cfg.diffusion, cfg.diffusion_alpha, cfg.diffusion_seeds)}
+
+    def per_query(tag: str) -> dict[str, float]:
+        queries, index, _ = directions(work, tag)[direction]
+        rows, _ = rank(normalise(stack(queries)), normalise(stack(index)), alpha=cfg.qe_alpha, **options)
+        ids, truth = index["id"].to_numpy(), solution_of(queries, index)
+        return {q: mean_average_precision({q: list(ids[r])}, {q: truth[q]}, K)
+                for q, r in zip(queries["id"], rows) if q in truth}
+
+    first, second = per_query(a), per_query(b)
+    diff = np.array([first[q] - second[q] for q in sorted(first)])
+    rng = np.random.default_rng(0)
+    boot = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(resamples)])
+    return (f"{direction} {a} - {b}: {diff.mean():+.3f} [{np.percentile(boot, 2.5):+.3f}, "
+            f"{np.percentile(boot, 97.5):+.3f}] (95 % paired bootstrap, {len(diff)} queries)")
 
 
 def main() -> None:
@@ -261,7 +296,12 @@ def main() -> None:
     parser.add_argument("--descriptors", default=None, help="only compare these descriptors, comma-separated "
                         "embedding tags (224, 317, ar448 = --max-side 448, ar448+ar317 averaged), cosine and the "
                         "product's ranking, with recall@100")
+    parser.add_argument("--paired", default=None, help="A,B: two descriptor tags' per-query AP difference on the "
+                        "--validation direction, with a 95 %% paired-bootstrap interval (product ranking)")
     args = parser.parse_args()
+    if args.paired:
+        print(paired(args.work, *args.paired.split(","), direction=args.validation))
+        return
     if args.descriptors:
         descriptor_rows(args.work, args.descriptors.split(","))
         return
