@@ -170,7 +170,8 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
 
 
 def _embed_locked(runtime: Runtime, preprocess: dict, frame: pd.DataFrame, path: Path, image_size: int | None,
-                  max_side: int | None, dtype: str, classes: list[str] | None, top_classes: int, batch_size: int, workers: int | None,
+                  max_side: int | None, dtype: str, classes: list[str] | None, top_classes: int, batch_size: int,
+                  workers: int | None,
                   model_info: dict | None) -> tuple[Embeddings, list[Reject]]:
     """:func:`embed_images` once the arguments are checked and ``path``'s lock is held."""
     record = read_record_of(path)
