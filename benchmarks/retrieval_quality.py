@@ -222,6 +222,17 @@ def _combine(vectors: list[np.ndarray], groups: list[list[str]]) -> np.ndarray:
     return np.concatenate(out, axis=1) if len(out) > 1 else out[0]
 
 
+def _descriptor(parts: list[dict], groups: list[list[str]], direction: str):
+    """(queries, index, query vectors, index vectors) of one direction for a descriptor tag's ``groups``
+    (``parts``: :func:`directions` of each of its embeddings, in order), rows restricted to the photos
+    every embedding holds."""
+    frames = [p[direction] for p in parts]
+    q_parts, db_parts = (_common(f) if len(f) > 1 else list(f) for f in
+                         ([fr[0] for fr in frames], [fr[1] for fr in frames]))
+    q, db = (_combine([stack(f) for f in fs], groups) for fs in (q_parts, db_parts))
+    return q_parts[0], db_parts[0], q, db
+
+
 def descriptor_rows(work: Path, tags: list[str]) -> None:
     """``--descriptors``: each descriptor ``TAG`` (embeddings ``WORK/emb/{set}_{TAG}.npy``, e.g. ``224``,
     ``317``, ``ar448`` from ``landmark embed --max-side 448``; ``A+B``: the two averaged, multi-scale;
@@ -237,8 +248,7 @@ def descriptor_rows(work: Path, tags: list[str]) -> None:
     print("|---|---|" + "---|" * 10)
     for tag in tags:
         groups = [group.split("+") for group in tag.split("|")]
-        atoms = [atom for group in groups for atom in group]
-        parts = [directions(work, atom) for atom in atoms]
+        parts = [directions(work, atom) for group in groups for atom in group]
         cells = {}
         for ranking, options in (("cosine", {}), (label, product)):
             row = []
@@ -246,11 +256,7 @@ def descriptor_rows(work: Path, tags: list[str]) -> None:
                 if not all(direction in p for p in parts):
                     row += ["", "", ""]
                     continue
-                frames = [p[direction] for p in parts]
-                q_parts, db_parts = (_common(f) if len(f) > 1 else list(f) for f in
-                                     ([fr[0] for fr in frames], [fr[1] for fr in frames]))
-                queries, index = q_parts[0], db_parts[0]
-                q, db = (_combine([stack(f) for f in fs], groups) for fs in (q_parts, db_parts))
+                queries, index, q, db = _descriptor(parts, groups, direction)
                 rows, seconds = rank(normalise(q), normalise(db), alpha=cfg.qe_alpha, **options)
                 ids = index["id"].to_numpy()
                 truth = solution_of(queries, index)
@@ -270,8 +276,10 @@ def paired(work: Path, a: str, b: str, direction: str = "many->l13", resamples: 
     options = {"qe": cfg.qe, "dba": cfg.dba, "diffusion": (cfg.diffusion, cfg.diffusion_alpha, cfg.diffusion_seeds)}
 
     def per_query(tag: str) -> dict[str, float]:
-        queries, index, _ = directions(work, tag)[direction]
-        rows, _ = rank(normalise(stack(queries)), normalise(stack(index)), alpha=cfg.qe_alpha, **options)
+        groups = [group.split("+") for group in tag.split("|")]
+        queries, index, q, db = _descriptor([directions(work, atom) for group in groups for atom in group], groups,
+                                            direction)
+        rows, _ = rank(normalise(q), normalise(db), alpha=cfg.qe_alpha, **options)
         ids, truth = index["id"].to_numpy(), solution_of(queries, index)
         return {q: mean_average_precision({q: list(ids[r])}, {q: truth[q]}, K)
                 for q, r in zip(queries["id"], rows) if q in truth}
