@@ -98,6 +98,15 @@ def test_index_records_max_side_and_queries_follow_it(made, l13, tmp_path):
     assert first["id"] == items["id"].iloc[2]
     assert first["similarity"] == pytest.approx(1.0, abs=2e-3)   # embedded exactly as the index photo was
     assert json.loads(out.with_name("retrieval.queries.json").read_text())["max_side"] == 96
+    # the kNN vote embeds its queries the same way; the default knn scoring (one square pass) refuses the index
+    sub = tmp_path / "knn" / "submission.csv"
+    done = runner.invoke(app, ["knn", str(work / "a.pt"), "--index", str(idx), "--images", str(queries),
+                               "--out", str(sub), "--scoring", "knn-vote", "--workers", "0"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(sub.with_name("submission.queries.json").read_text())["max_side"] == 96
+    done = runner.invoke(app, ["knn", str(work / "a.pt"), "--index", str(idx), "--images", str(queries),
+                               "--out", str(tmp_path / "knn2.csv"), "--workers", "0"])
+    assert done.exit_code == 2 and "longer side is 96 px" in done.output
     # square vectors of the same checkpoint are another model for this index
     square, _ = embed_images(made[1], PREPROCESS, frame, tmp_path / "sq.npy", image_size=96, workers=0,
                              model_info=model_record(work / "a.pt", built["sha256"], PREPROCESS, image_size=96))

@@ -730,7 +730,7 @@ def index_build(
     ef_search: Optional[int] = typer.Option(None, min=1, help=f"HNSW search beam ({_default(_INDEX.ef_search)})"),
     image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels; default: the checkpoint's size"),
     max_side: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help=_MAX_SIDE_HELP + "; queries follow "
-                                           "the index (landmark retrieve, knn)"),
+                                           "the index (landmark retrieve, knn --scoring knn-vote)"),
     batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
     workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
