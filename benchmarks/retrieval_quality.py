@@ -29,6 +29,11 @@ landmark_id, path) and ``submission_<method>.csv`` for the baseline and the chos
 global rankings the re-ranking benchmark reads; prints one Markdown table.
 
     PYTHONPATH=src python benchmarks/retrieval_quality.py --work runs/retrieval
+
+``--descriptors TAGS`` compares whole descriptors instead (e.g. ``ar448`` = ``landmark embed --max-side
+448`` into ``*_ar448.npy``; ``A+B`` averaged, ``A|B`` concatenated), each with cosine and the product's
+ranking, with recall@100; ``--paired A,B`` gives their per-query difference on the validation side with a
+paired-bootstrap interval.
 """
 from __future__ import annotations
 
