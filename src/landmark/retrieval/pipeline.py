@@ -500,7 +500,7 @@ def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str 
     """
     config = config or RetrievalConfig()
     index = LandmarkIndex.load(index_dir)
-    engine = _index_runtime(index, checkpoint, runtime, device, threads)
+    engine = _index_runtime(index, checkpoint, runtime=runtime, device=device, threads=threads)
     announce(engine, runtime)
     size, max_side = _index_image_size(index, engine)
     built = index.meta.get("model")
@@ -534,7 +534,7 @@ def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str 
     return _with_names(predictions, names, config.knn, index, unreadable={r.id for r in rejects}), rejects, result
 
 
-def _index_runtime(index: LandmarkIndex, checkpoint: str | Path, runtime: str, device: str | None,
+def _index_runtime(index: LandmarkIndex, checkpoint: str | Path, *, runtime: str, device: str | None,
                    threads: int | None) -> Runtime:
     """The runtime that embeds queries as the index's photos were: at its recorded image size; an
     index of aspect-kept photos (``max_side``) needs PyTorch (an ONNX export takes squares only), so
@@ -710,7 +710,7 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
     else:
         if checkpoint is None:
             raise ValueError(f"{index_dir} records no model; give --checkpoint (the model the index was built with)")
-        engine = _index_runtime(index, checkpoint, runtime, device, threads)
+        engine = _index_runtime(index, checkpoint, runtime=runtime, device=device, threads=threads)
         announce(engine, runtime)
         size, max_side = _index_image_size(index, engine)
         check_model(runtime_record(engine, checkpoint, size, max_side), built or None, f"the vectors of {checkpoint}",
