@@ -115,7 +115,8 @@ def test_shards_join_in_one_process_row_order(tmp_path):
                        [ids[k] for k in shard])
         writer.finish()
         parts.append(tmp_path / f"probe.rank{rank}-of-2.npy")
-    joined = _join_shards(parts, tmp_path / "probe.npy", SimpleNamespace(ids=np.array(ids)), batch, {"key": "k"})
+    joined = _join_shards(parts, tmp_path / "probe.npy", SimpleNamespace(ids=np.array(ids)), batch=batch,
+                          meta={"key": "k"})
     expected = [(k, v) for b in range(0, n, batch) for v in range(2) for k in range(b, min(b + batch, n))]
     assert [(int(i[1:]), int(v)) for i, v in zip(joined.ids, joined.views)] == expected
     np.testing.assert_array_equal(np.asarray(joined.x, dtype=np.float32), np.stack([value(k, v) for k, v in expected]))

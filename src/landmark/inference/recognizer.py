@@ -445,7 +445,7 @@ class Recognizer:
             for when, limit, counts, thresholds in (("before", before, counts_of(labels[:before]), thresholds_before),
                                                     ("after", len(index), counts_of(labels),
                                                      checked_landmark_thresholds(index.meta))):
-                near = _leave_out(found_sims, found, rows_kept, limit, labels)
+                near = _leave_out(found_sims, found, rows_kept, limit=limit, labels=labels)
                 given = {} if self._given_threshold is not None else thresholds
                 decided = [None] * len(truth)
                 for lid in dict.fromkeys(truth.tolist()):   # its own photo left out: one photo fewer of it

@@ -319,7 +319,8 @@ def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, devic
             except ValueError:   # the index's embeddings are not the model's own pass (its refusal): search only
                 loaded["rec"] = None
         rec = loaded["rec"]
-        return None if rec is None else rec.enrolment_changes(index, before, thresholds, landmark_id, vectors)
+        return None if rec is None else rec.enrolment_changes(index, before, thresholds, landmark_id=landmark_id,
+                                                                 enrolled=vectors)
     return changes
 
 
@@ -391,7 +392,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
             if not (index.labels[state["before"]:] == str(lid)).any():
                 continue   # nothing of it enrolled now
             vectors = np.asarray(embeddings.vectors[embeddings.labels == str(lid)], dtype=np.float32)
-            found = changes(index, state["before"], state["thresholds"], str(lid), vectors)
+            found = changes(index, state["before"], state["thresholds"], landmark_id=str(lid), vectors=vectors)
             if found is not None:
                 report[lid] = {**cover, "answers_changed": found, "summary": f"{cover['summary']}; {found['summary']}"}
     new = sorted(set(index.items["landmark_id"]) - before)
@@ -750,7 +751,7 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
             weights = np.where(rows >= 0, np.clip(sims, 0.0, None) ** config.qe_alpha, 0.0).astype(np.float32)
             expanded = normalise(expanded + np.einsum("qn,qnd->qd", weights, stored))
         if local:
-            sims, rows = _local_diffusion(index, expanded, None, config, k)
+            sims, rows = _local_diffusion(index, expanded, None, config=config, k=k)
         else:
             sims, rows = faiss_search(index.searched, expanded, k)
     else:
@@ -761,7 +762,7 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
         if graph is not None:
             sims, rows = graph.rank(q, k, query_k=config.diffusion_seeds)
         elif local:
-            sims, rows = _local_diffusion(index, q, db, config, k)
+            sims, rows = _local_diffusion(index, q, db, config=config, k=k)
         else:
             sims, rows = knn(q, db, k)
     if config.diffusion > 0 and len(index):

@@ -248,7 +248,7 @@ def write_pooled_sharded(model: LandmarkNet, loader, device, rejects: dict, path
     dist.barrier()
     if dist.is_main():
         _join_shards([path.with_name(f"{path.stem}.rank{r}-of-{world}.npy") for r in range(world)], path,
-                     dataset, loader.batch_size, {"key": key, "rejects": [
+                     dataset, batch=loader.batch_size, meta={"key": key, "rejects": [
                          {"id": r.id, "path": r.path, "reason": r.reason} for r in rejects.values()]})
     dist.barrier()
     return FeatureFile.open(path)
