@@ -68,5 +68,9 @@ def test_finetune_recipes_validate_on_fasts_photos():
     assert split("fast") == (0, False, 1, 0.15, 0.0)
     assert split("finetune") == split("fast")
     assert split("finetune-320") == split("fast")
+    assert split("finetune-short") == split("fast")
+    short = landmark.load_config(*qm.RECIPES["finetune-short"])
+    assert [s.epochs for s in short.stages[1:]] == [1]
+    assert short.stages[1].model_dump() == {**landmark.load_config("finetune").stages[1].model_dump(), "epochs": 1}
     ft320 = landmark.load_config(*qm.RECIPES["finetune-320"])
     assert (ft320.data.cache_width, ft320.stages[0].crop.size, ft320.stages[1].crop.resize) == (412, 320, 366)
