@@ -65,7 +65,7 @@ RECIPES = {   # name -> (preset or YAML, overrides); in the order of the table
     # and every class kept, as fast, so that the 417 validation photos are the same
     "finetune": ("finetune", {"data": {"clean": False, "min_images_per_class": 1}}),
     # the finetune preset cut to 1 fine-tuning epoch (benchmarks/recipes/finetune_short.yaml), same split:
-    # what fitted a session at a load average of 6 to 7
+    # started when the probe features ran at 11 s per batch (load 6 to 7); the full preset then fitted too
     "finetune-short": (ROOT / "benchmarks" / "recipes" / "finetune_short.yaml", {}),
     # the finetune preset at 320 px (crop 366 / 320, cache width 412, as accurate.yaml changes fast)
     "finetune-320": (ROOT / "benchmarks" / "recipes" / "finetune_320.yaml", {}),
