@@ -53,3 +53,24 @@ def test_every_recipe_of_the_documented_table_is_regenerated_by_default():
     shown = {r["recipe"].removesuffix(" (stopped)") for r in qm.kept_rows(doc, set())}
     assert {"fast", "arcface-probe", "arcface", "fast-320"} <= shown
     assert shown <= set(qm.TABLE_RECIPES)
+
+
+def test_finetune_recipes_validate_on_fasts_photos():
+    """The fine-tuning recipes read the same photos and split as ``fast`` (train.csv, every class,
+    15 % validation, no test split, seed 0), so that their validation GAPs compare: the finetune
+    preset's own ``clean: auto`` would read train_clean.csv and ``min_images_per_class: 2`` drop classes."""
+    import landmark
+    def split(recipe):
+        source, overrides = qm.RECIPES[recipe]
+        c = landmark.load_config(source, overrides)
+        return (c.seed, c.data.clean, c.data.min_images_per_class, c.data.val_frac, c.data.test_frac)
+    assert landmark.load_config("finetune").data.clean == "auto"
+    assert split("fast") == (0, False, 1, 0.15, 0.0)
+    assert split("finetune") == split("fast")
+    assert split("finetune-320") == split("fast")
+    assert split("finetune-short") == split("fast")
+    short = landmark.load_config(*qm.RECIPES["finetune-short"])
+    assert [s.epochs for s in short.stages[1:]] == [1]
+    assert short.stages[1].model_dump() == {**landmark.load_config("finetune").stages[1].model_dump(), "epochs": 1}
+    ft320 = landmark.load_config(*qm.RECIPES["finetune-320"])
+    assert (ft320.data.cache_width, ft320.stages[0].crop.size, ft320.stages[1].crop.resize) == (412, 320, 366)
