@@ -118,18 +118,18 @@ def stack(frame: pd.DataFrame) -> np.ndarray:
 
 
 def rank(q: np.ndarray, db: np.ndarray, *, qe: int = 0, dba: int = 0,
-         diffusion: tuple | None = None) -> tuple[np.ndarray, float]:
+         diffusion: tuple | None = None, alpha: float = ALPHA) -> tuple[np.ndarray, float]:
     """Top-100 rows of each query (alpha-QE / DBA / diffusion ``(k, alpha, query_k)`` as asked) and the
     seconds per query of the search."""
     if dba:
-        db = database_augmentation(db, dba, ALPHA)   # index-side, built once: not counted per query
+        db = database_augmentation(db, dba, alpha)   # index-side, built once: not counted per query
     graph = Diffusion(db, k=diffusion[0], alpha=diffusion[1]) if diffusion else None   # index-side too
     start = time.perf_counter()
     sims, rows = knn(q, db, max(K, qe))
     if qe:
-        sims, rows = knn(alpha_query_expansion(q, db, qe, ALPHA, sims, rows), db, K)
+        sims, rows = knn(alpha_query_expansion(q, db, qe, alpha, sims, rows), db, K)
     if graph is not None:
-        _, rows = graph.rank(q if not qe else alpha_query_expansion(q, db, qe, ALPHA), K, query_k=diffusion[2])
+        _, rows = graph.rank(q if not qe else alpha_query_expansion(q, db, qe, alpha), K, query_k=diffusion[2])
     return rows[:, :K], (time.perf_counter() - start) / max(1, len(q))
 
 
@@ -205,6 +205,50 @@ def write_files(folder: Path, direction: tuple, result: dict, name: str) -> None
     write_retrieval_submission(result["ranked"], folder / f"submission_{name}.csv")
 
 
+def recall_at(ranked: dict[str, list[str]], truth: dict[str, list[str]], depth: int = K) -> float:
+    """Mean over queries of the fraction of their relevant photos (at most ``depth``) within the first
+    ``depth`` of the ranking: the ceiling that re-ordering those can reach (mAP@100 <= recall@100)."""
+    return float(np.mean([len(set(ranked[q][:depth]) & set(rel)) / min(len(rel), depth) for q, rel in truth.items()]))
+
+
+def descriptor_rows(work: Path, tags: list[str]) -> None:
+    """``--descriptors``: each descriptor ``TAG`` (embeddings ``WORK/emb/{set}_{TAG}.npy``, e.g. ``224``,
+    ``317``, ``ar448`` from ``landmark embed --max-side 448``; ``A+B``: the two averaged, multi-scale)
+    with cosine and with the product's ranking (:class:`RetrieveConfig`'s QE + DBA + diffusion), in
+    every direction: mAP@100, P@10, recall@100 and ms per query, one Markdown table."""
+    from landmark.retrieval.config import RetrieveConfig
+    cfg = RetrieveConfig()
+    product = {"qe": cfg.qe, "dba": cfg.dba, "diffusion": (cfg.diffusion, cfg.diffusion_alpha, cfg.diffusion_seeds)}
+    label = f"diffusion k {cfg.diffusion} alpha {cfg.diffusion_alpha:g} + qe {cfg.qe} + dba {cfg.dba}"
+    print("| descriptor | ranking | " + " | ".join(f"{d} {m}" for d in ("seen", "l13->many", "many->l13")
+                                                  for m in ("mAP@100", "P@10", "R@100")) + " | ms/query (seen) |")
+    print("|---|---|" + "---|" * 10)
+    for tag in tags:
+        parts = [directions(work, part) for part in tag.split("+")]
+        cells = {}
+        for ranking, options in (("cosine", {}), (label, product)):
+            row = []
+            for direction in ("seen", "l13->many", "many->l13"):
+                if not all(direction in p for p in parts):
+                    row += ["", "", ""]
+                    continue
+                frames = [p[direction] for p in parts]
+                q_parts, db_parts = (_common(f) if len(f) > 1 else list(f) for f in
+                                     ([fr[0] for fr in frames], [fr[1] for fr in frames]))
+                queries, index = q_parts[0], db_parts[0]
+                q = multiscale([stack(f) for f in q_parts]) if len(parts) > 1 else stack(queries)
+                db = multiscale([stack(f) for f in db_parts]) if len(parts) > 1 else stack(index)
+                rows, seconds = rank(normalise(q), normalise(db), alpha=cfg.qe_alpha, **options)
+                ids = index["id"].to_numpy()
+                truth = solution_of(queries, index)
+                ranked = {qid: list(ids[r]) for qid, r in zip(queries["id"], rows) if qid in truth}
+                row += [f"{mean_average_precision(ranked, truth, K):.3f}", f"{precision_at_k(ranked, truth, 10):.3f}",
+                        f"{recall_at(ranked, truth):.3f}"]
+                if direction == "seen":
+                    cells["ms"] = f"{1000 * seconds:.2f}"
+            print(f"| {tag} | {ranking} | " + " | ".join(row) + f" | {cells.get('ms', '')} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/retrieval"))
@@ -214,7 +258,13 @@ def main() -> None:
     parser.add_argument("--diffusion", action="store_true", help="also the kNN-graph diffusion rows (slower)")
     parser.add_argument("--default", default=None, help="method name to write as submission_default.csv "
                         "(default: the best on --validation)")
+    parser.add_argument("--descriptors", default=None, help="only compare these descriptors, comma-separated "
+                        "embedding tags (224, 317, ar448 = --max-side 448, ar448+ar317 averaged), cosine and the "
+                        "product's ranking, with recall@100")
     args = parser.parse_args()
+    if args.descriptors:
+        descriptor_rows(args.work, args.descriptors.split(","))
+        return
     data = {name: directions(args.work, size) for name, size in SIZES.items()}
     found = sorted(set().union(*(set(d) for d in data.values())), key=["seen", "l13->many", "many->l13"].index)
     print(f"directions: {found}; scales embedded: {[n for n in SIZES if data[n]]}")

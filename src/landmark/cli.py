@@ -35,6 +35,8 @@ _RUNTIME_HELP = ("torch | onnx | auto (auto: onnx for a .onnx, and for a .pt whe
                  "the choice is printed on stderr)")
 _THREADS_HELP = f"ONNX Runtime threads (default: all CPUs; at most {MAX_THREADS_PER_CPU} per CPU)"
 _BATCH_HELP = "images per forward pass"
+_MAX_SIDE_HELP = ("pixels of each photo's longer side, aspect ratio kept (no squashing to a square; photos go "
+                  "through the network one at a time): instead of --image-size")
 _ENGINE_HELP = (f"{' | '.join(ENGINES)}: this process, or Ray Data (photos decoded in CPU tasks, the model in a pool "
                 "of actors on CPUs or GPUs; a local Ray cluster unless --ray-address; needs the optional 'ray' extra "
                 "of landmark; docs/distributed.md)")
@@ -597,6 +599,7 @@ def embed(
     out: Path = typer.Option(..., help="NAME.npy to write (+ NAME.ids.csv, NAME.rejects.csv, NAME.json)"),
     dtype: str = typer.Option(EMBED_DTYPE, help="storage type: float16 | float32"),
     image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels (square); default: the checkpoint's size"),
+    max_side: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help=_MAX_SIDE_HELP),
     top_classes: int = typer.Option(TOP_CLASSES, min=0, help="also store the classifier's top-K classes (NAME.classes.npz)"),
     batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
@@ -629,6 +632,8 @@ def embed(
     if shard is None and engine != "ray":
         _refuse_overwrite(embedding_files(embeddings_path(out)), overwrite)
     try:
+        if max_side is not None and (shard is not None or engine == "ray"):
+            raise ValueError("--max-side embeds in this process only: drop --shard / --engine ray")
         frame = image_frame(images=images, data=_data_source(data), landmarks=_landmark_list(landmarks), label=label)
         if shard is not None or engine == "ray":
             from .retrieval.pipeline import embed_checkpoint_shard
@@ -641,7 +646,8 @@ def embed(
                                                          threads=threads, **engine_options)))
             return
         emb, rejects, _ = embed_checkpoint(checkpoint, frame, out=embeddings_path(out), top_classes=top_classes,
-                                           dtype=dtype, image_size=image_size, batch_size=batch_size, workers=workers,
+                                           dtype=dtype, image_size=image_size, max_side=max_side,
+                                           batch_size=batch_size, workers=workers,
                                            device=device, overwrite=overwrite, runtime=runtime, threads=threads)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
@@ -723,6 +729,8 @@ def index_build(
     hnsw_m: Optional[int] = typer.Option(None, min=2, help=f"HNSW links per node ({_default(_INDEX.hnsw_m)})"),
     ef_search: Optional[int] = typer.Option(None, min=1, help=f"HNSW search beam ({_default(_INDEX.ef_search)})"),
     image_size: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help="pixels; default: the checkpoint's size"),
+    max_side: Optional[int] = typer.Option(None, min=16, max=MAX_SIDE, help=_MAX_SIDE_HELP + "; queries follow "
+                                           "the index (landmark retrieve, knn)"),
     batch_size: int = typer.Option(BATCH_SIZE, min=1, help=_BATCH_HELP),
     workers: int = typer.Option(WORKERS, min=0, help=_WORKERS_HELP),
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
@@ -739,7 +747,7 @@ def index_build(
         data = _data_source(data)
         emb, rejects, info = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
                                               images=images, landmarks=_landmark_list(landmarks), label=label,
-                                              out=out / "embeddings.npy", image_size=image_size,
+                                              out=out / "embeddings.npy", image_size=image_size, max_side=max_side,
                                               batch_size=batch_size, workers=workers, device=device,
                                               overwrite=overwrite, params=settings.index)
         names = source_names(data=data, label=label if images is not None else None,
@@ -770,6 +778,7 @@ def index_add(
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     from .data.names import display_name
     from .retrieval.pipeline import enrol, enrolment_file, index_embeddings, index_model, source_names
+    from .retrieval.provenance import max_side_of
     try:
         data = _data_source(data)
         info = index_model(index)
@@ -778,7 +787,8 @@ def index_add(
         emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels, data=data,
                                            images=images, landmarks=_landmark_list(landmarks), label=label,
                                            out=enrolment_file(index),
-                                           image_size=info.get("image_size"), batch_size=batch_size,
+                                           image_size=None if max_side_of(info) else info.get("image_size"),
+                                           max_side=max_side_of(info), batch_size=batch_size,
                                            workers=workers, device=device, expect=info)
         names = source_names(data=data or None, label=label if images is not None else None,
                              landmark_ids=emb.items["landmark_id"].unique())

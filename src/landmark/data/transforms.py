@@ -95,6 +95,33 @@ def resize_uint8(side: int) -> v2.Compose:
     return v2.Compose([v2.ToImage(), v2.Resize([side, side], antialias=True)])
 
 
+class LongerSide(nn.Module):
+    """Resize a uint8 ``[3, H, W]`` image (antialiased) so that its longer side is ``side`` pixels,
+    keeping its aspect ratio: ``[3, round(H * side / max(H, W)), round(W * side / max(H, W))]``
+    (each side at least 1).  Photos smaller than ``side`` are enlarged, so every photo is seen at
+    one scale whatever its resolution on disk."""
+
+    def __init__(self, side: int):
+        super().__init__()
+        self.side = int(side)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        scale = self.side / max(h, w)
+        return F.resize(img, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
+
+    def extra_repr(self) -> str:
+        return f"side={self.side}"
+
+
+def resize_longer_uint8(side: int) -> v2.Compose:
+    """PIL image (or uint8 ``[3, H, W]``) -> uint8 ``[3, h, w]`` with ``max(h, w) == side``, the
+    aspect ratio kept (:class:`LongerSide`; the same antialiased kernel as :func:`resize_uint8`).
+    The whole photo, neither cropped nor squashed: what landmark retrieval benchmarks feed
+    (revisited Oxford/Paris: the longer side 1024 px)."""
+    return v2.Compose([v2.ToImage(), LongerSide(side)])
+
+
 def train_transform(augment: Augment, crop: CropSchedule, mean, std) -> v2.Compose:
     """flip -> scheduled crop -> rotation/translation/scale -> float tensor ``[3, size, size]`` normalised."""
     steps = [v2.RandomHorizontalFlip(augment.hflip), ScheduledCrop(crop)]

@@ -216,7 +216,8 @@ def check_index_model(index, path: Path, model) -> None:
     recorded = index.meta.get("model") or {}
     meta = getattr(model, "meta", None) or {}
     sha = meta.get("checkpoint_sha256") if path.suffix.lower() == ".onnx" else file_sha256(path)
-    mine = {"checkpoint": str(path), "sha256": sha, "image_size": recorded.get("image_size") or 0}  # sizes: load()
+    mine = {"checkpoint": str(path), "sha256": sha, "image_size": recorded.get("image_size") or 0,   # sizes: load()
+            "max_side": recorded.get("max_side")}
     check_model(mine, recorded, f"the vectors of {path}",
                 "this index", fix="give the checkpoint the index was built with, or build an index with this one")
 

@@ -112,6 +112,10 @@ class InstantRecognizer:
             backbone = model.spec.backbone if model.spec is not None else None
             if built.get("backbone") and built["backbone"] != backbone:
                 raise ValueError(f"the index was built with {built['backbone']}, the model is {backbone}")
+            if built.get("max_side"):   # one forward pass of a square gives logits and embedding
+                raise ValueError(f"the index holds embeddings of photos whose longer side is {built['max_side']} px "
+                                 f"(aspect kept), the model answers on {self.preprocess.size} px squares; build the "
+                                 f"index without --max-side")
             if built.get("image_size") is not None and built["image_size"] != self.preprocess.size:
                 raise ValueError(f"the index holds embeddings of {built['image_size']} px images, the model answers "
                                  f"at {self.preprocess.size} px; build the index without --image-size")

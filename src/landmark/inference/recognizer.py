@@ -112,7 +112,12 @@ class Recognizer:
         if isinstance(stored, list):   # names in class order
             stored = dict(zip(self.classes, stored))
         self.names = {**stored, **(index.meta.get("names", {}) if index is not None else {}), **(names or {})}
-        built = index.meta.get("model", {}).get("image_size") if index is not None else None
+        record = index.meta.get("model", {}) if index is not None else {}
+        built = record.get("image_size")
+        if record.get("max_side"):   # one forward pass of a square gives logits and embedding
+            raise ValueError(f"the index holds embeddings of photos whose longer side is {record['max_side']} px "
+                             f"(aspect kept), the model answers on {self.preprocess.size} px squares; search it "
+                             f"with landmark retrieve, or build the index without --max-side")
         if built is not None and built != self.preprocess.size:   # one forward pass gives logits and embedding
             raise ValueError(f"the index holds embeddings of {built} px images, the model answers at "
                              f"{self.preprocess.size} px; build the index without --image-size")

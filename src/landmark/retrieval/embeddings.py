@@ -102,8 +102,8 @@ def labelled_images(root: str | Path, landmarks: list[str] | None = None, split:
 @torch.no_grad()
 def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataFrame, out: str | Path, *,
                  classes: list[str] | None = None, top_classes: int = TOP_CLASSES, dtype: str = EMBED_DTYPE,
-                 image_size: int | None = None, batch_size: int = 32, workers: int | None = None,
-                 device: str | None = None, overwrite: bool = False,
+                 image_size: int | None = None, max_side: int | None = None, batch_size: int = 32,
+                 workers: int | None = None, device: str | None = None, overwrite: bool = False,
                  model_info: dict | None = None) -> tuple[Embeddings, list[Reject]]:
     """Embed the images of ``frame`` into an embeddings file (module docstring).
 
@@ -112,6 +112,12 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
     (:mod:`landmark.models.runtime`: one backbone pass gives logits and the ``[B, D]``
     descriptor of ``LandmarkNet.embed``, GeM-pooled features or a learned projection) and
     L2-normalised in float32 before storing as ``dtype``.
+
+    With ``max_side``, each image is instead resized so that its *longer* side is
+    ``max_side`` pixels, its aspect ratio kept (neither cropped nor squashed:
+    :func:`~landmark.data.transforms.resize_longer_uint8`), and the descriptor pools the whole
+    ``[C, h, w]`` feature map; photos then go through the network one at a time (their shapes
+    differ), so ``batch_size`` is ignored.  ``NAME.json`` records ``max_side``.
 
     ``model`` is a ``LandmarkNet`` (eager, on ``device``) or any runtime of
     :mod:`landmark.models.runtime` (e.g. ONNX Runtime).  JPEGs are decoded at reduced
@@ -138,11 +144,19 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
         FileExistsError: ``out`` or one of its side files exists and ``overwrite`` is False.
         landmark.io.LockedError: another process is writing ``out``.
         ValueError: unknown ``dtype``, ``top_classes`` without ``classes``, an empty
-            frame, an ``image_size`` other than an ONNX export's own, or no image could be read.
+            frame, an ``image_size`` other than an ONNX export's own, ``max_side`` with an ONNX
+            export (its graph takes one square size) or with ``image_size``, or no image could be read.
     """
     _check_request(frame, dtype, classes, top_classes)
     check_image_size(image_size)
+    check_image_size(max_side, "max_side")
+    if max_side is not None and image_size is not None:
+        raise ValueError(f"image_size {image_size} and max_side {max_side}: give one (max_side keeps the aspect "
+                         f"ratio, image_size squashes to a square)")
     runtime = as_runtime(model, classes, preprocess, device)
+    if runtime.name == "onnx" and max_side is not None:
+        raise ValueError(f"an ONNX export takes {preprocess['size']} px squares only; embed with --max-side "
+                         f"{max_side} with the .pt checkpoint (--runtime torch)")
     if runtime.name == "onnx" and image_size not in (None, preprocess["size"]):
         raise ValueError(f"an ONNX export takes {preprocess['size']} px inputs only; embed at {image_size} px "
                          f"with the .pt checkpoint (--runtime torch), or drop --image-size")
@@ -150,25 +164,27 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
     refuse_existing(embedding_files(path), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(path.parent, name=f".{path.name}.lock"):
-        return _embed_locked(runtime, preprocess, frame, path, image_size=image_size, dtype=dtype, classes=classes,
-                             top_classes=top_classes,
+        return _embed_locked(runtime, preprocess, frame, path, image_size=image_size, max_side=max_side, dtype=dtype,
+                             classes=classes, top_classes=top_classes,
                              batch_size=batch_size, workers=workers, model_info=model_info)
 
 
 def _embed_locked(runtime: Runtime, preprocess: dict, frame: pd.DataFrame, path: Path, image_size: int | None,
-                  dtype: str, classes: list[str] | None, top_classes: int, batch_size: int, workers: int | None,
+                  max_side: int | None, dtype: str, classes: list[str] | None, top_classes: int, batch_size: int, workers: int | None,
                   model_info: dict | None) -> tuple[Embeddings, list[Reject]]:
     """:func:`embed_images` once the arguments are checked and ``path``'s lock is held."""
     record = read_record_of(path)
     clear_temps(embedding_files(path), keep=_named(path, record))  # left by a killed run; never read
-    contract = Preprocess(size=image_size or preprocess["size"], mean=preprocess["mean"], std=preprocess["std"])
+    contract = Preprocess(size=max_side or image_size or preprocess["size"], mean=preprocess["mean"],
+                          std=preprocess["std"])
     size = contract.size
     writer = _RowWriter(temp_path(path), len(frame), dtype, classes if top_classes else None, top_classes=top_classes)
-    rejects = writer.consume(runtime, contract, _loader(frame, runtime, contract, batch_size, workers=workers))
+    rejects = writer.consume(runtime, contract, _loader(frame, runtime, contract, batch_size, workers=workers,
+                                                        keep_aspect=max_side is not None))
     if writer.rows == 0:
         write_rejects(rejects, sidecar(path, "rejects.csv"))
         raise ValueError(f"none of the {len(frame)} images could be read; see {sidecar(path, 'rejects.csv')}")
-    info = {"dtype": dtype, "image_size": size, "model": model_info}
+    info = {"dtype": dtype, "image_size": size, **({"max_side": max_side} if max_side else {}), "model": model_info}
     _commit_files(path, writer, frame.iloc[writer.kept], rejects, info=info)
     return load_embeddings(path), rejects
 
@@ -196,23 +212,28 @@ def _check_request(frame: pd.DataFrame, dtype: str, classes: list[str] | None, t
         raise ValueError("no images to embed")
 
 
-def check_image_size(image_size: int | None) -> None:
-    """Refuse an ``image_size`` no network takes (None: the checkpoint's, already checked).
+def check_image_size(image_size: int | None, name: str = "image_size") -> None:
+    """Refuse an ``image_size`` (or ``max_side``, named ``name``) no network takes (None: the
+    checkpoint's, already checked).
 
     Raises:
         ValueError: outside 16..:data:`~landmark.data.preprocess.MAX_SIDE` pixels.
     """
     if image_size is not None and not 16 <= image_size <= MAX_SIDE:
-        raise ValueError(f"image_size {image_size}: give 16 to {MAX_SIDE} pixels, or none for the checkpoint's size")
+        raise ValueError(f"{name} {image_size}: give 16 to {MAX_SIDE} pixels, or none for the checkpoint's size")
 
 
 def _loader(frame: pd.DataFrame, runtime: Runtime, contract: Preprocess, batch_size: int,
-            workers: int | None) -> DataLoader | ThreadedBatches:
+            workers: int | None, keep_aspect: bool = False) -> DataLoader | ThreadedBatches:
     """Batches of ``contract.size`` px uint8 images (:meth:`Preprocess.decode_transform`) with
-    their rejects, decoded by threads or processes as :func:`~landmark.models.runtime.decode_threads` says."""
+    their rejects, decoded by threads or processes as :func:`~landmark.models.runtime.decode_threads` says;
+    with ``keep_aspect``, batches of one image whose longer side is ``contract.size``
+    (:func:`~landmark.data.transforms.resize_longer_uint8`)."""
+    from ..data.transforms import resize_longer_uint8
     threads = decode_threads(runtime)
     workers = decode_workers(threads) if workers is None else workers
-    return image_loader(frame, contract.decode_transform(), batch_size=batch_size, workers=workers,
+    transform = resize_longer_uint8(contract.size) if keep_aspect else contract.decode_transform()
+    return image_loader(frame, transform, batch_size=1 if keep_aspect else batch_size, workers=workers,
                         draft=2 * contract.size, threads=threads and workers > 0)
 
 

@@ -29,7 +29,7 @@ from .config import (REJECT_THRESHOLD, IndexParams, KnnConfig, LocalConfig, Retr
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
-from .provenance import check_model, runtime_record
+from .provenance import check_model, max_side_of, runtime_record
 from .scoring import CALIBRATION_K, calibrate_landmark, coverage_summary, decide, verdict as verdict_words
 from .ranking import normalise
 from .shards import embed_shard
@@ -88,9 +88,9 @@ def source_names(*, data=None, label: str | None = None, landmark_ids=()) -> dic
 
 
 def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, top_classes: int = TOP_CLASSES,
-                     dtype: str = EMBED_DTYPE, image_size: int | None = None, batch_size: int = BATCH_SIZE,
-                     workers: int | None = WORKERS, device: str | None = None, overwrite: bool = False,
-                     runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
+                     dtype: str = EMBED_DTYPE, image_size: int | None = None, max_side: int | None = None,
+                     batch_size: int = BATCH_SIZE, workers: int | None = WORKERS, device: str | None = None,
+                     overwrite: bool = False, runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
                      expect: dict | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Load ``checkpoint`` and :func:`~landmark.retrieval.embeddings.embed_images` ``frame`` into ``out``.
 
@@ -115,10 +115,10 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
     engine = load_runtime(checkpoint, runtime, device, threads, image_size=image_size)
     announce(engine, runtime)
     if expect is not None:
-        check_model(runtime_record(engine, checkpoint, image_size), expect, f"the vectors of {checkpoint}",
+        check_model(runtime_record(engine, checkpoint, image_size, max_side), expect, f"the vectors of {checkpoint}",
                     "this index", fix="give the checkpoint the index was built with, or build a new index")
     return _embed(engine, checkpoint, frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
-                  batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
+                  max_side=max_side, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
 
 
 def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: str | Path, *,
@@ -161,20 +161,20 @@ def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: 
 
 
 def _embed(engine: Runtime, checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, image_size: int | None,
-           **options) -> tuple[Embeddings, list[Reject], dict]:
+           max_side: int | None = None, **options) -> tuple[Embeddings, list[Reject], dict]:
     """:func:`embed_checkpoint` with the model already loaded (``options``: as ``embed_images``)."""
-    info = runtime_record(engine, checkpoint, image_size)
+    info = runtime_record(engine, checkpoint, image_size, max_side)
     emb, rejects = embed_images(engine, engine.preprocess, frame, out, classes=engine.classes,
-                                image_size=image_size, model_info=info, **options)
+                                image_size=image_size, max_side=max_side, model_info=info, **options)
     return emb, rejects, info
 
 
 def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | Path | None = None,
                      labels: str | Path | None = None, data: str | Path | None = None,
                      images: str | Path | None = None, landmarks: list[str] | None = None, label: str | None = None,
-                     out: str | Path | None = None, image_size: int | None = None, batch_size: int = BATCH_SIZE,
-                     workers: int | None = WORKERS, device: str | None = None, overwrite: bool = False,
-                     expect: dict | None = None,
+                     out: str | Path | None = None, image_size: int | None = None, max_side: int | None = None,
+                     batch_size: int = BATCH_SIZE, workers: int | None = WORKERS, device: str | None = None,
+                     overwrite: bool = False, expect: dict | None = None,
                      params: IndexParams | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Labelled embeddings to index or enrol: an embeddings file, or photos embedded now.
 
@@ -182,7 +182,8 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
     ``ids.csv`` or, when given, from ``labels``, a CSV ``id,landmark_id``), or
     ``checkpoint`` with ``data`` (a labelled GLDv2 folder or class tree, optionally only
     ``landmarks``) or ``images`` (a folder/CSV of photos of the one landmark ``label``),
-    embedded into ``out`` at ``image_size`` pixels (default: the checkpoint's).  With ``expect``
+    embedded into ``out`` at ``image_size`` pixels (default: the checkpoint's; ``max_side``: the
+    longer side at ``max_side`` pixels, aspect ratio kept, :func:`embed_images`).  With ``expect``
     (an index's model record), vectors of another model are refused, before embedding.  With
     ``params`` (the index to build), settings the photos cannot fill (more IVF cells than
     photos: :func:`~landmark.retrieval.index.check_cells`) are refused before anything is embedded.
@@ -214,7 +215,7 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
     frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
     if params is not None:
         check_cells(params, len(frame))   # before embedding writes OUT/embeddings.npy
-    return embed_checkpoint(checkpoint, frame, out, image_size=image_size, batch_size=batch_size,
+    return embed_checkpoint(checkpoint, frame, out, image_size=image_size, max_side=max_side, batch_size=batch_size,
                             workers=workers, device=device, overwrite=overwrite, expect=expect)
 
 
@@ -499,15 +500,15 @@ def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str 
     """
     config = config or RetrievalConfig()
     index = LandmarkIndex.load(index_dir)
-    engine = load_runtime(checkpoint, runtime, device, threads, image_size=index.meta.get("model", {}).get("image_size"))
+    engine = _index_runtime(index, checkpoint, runtime, device, threads)
     announce(engine, runtime)
-    size = _index_image_size(index, engine)
+    size, max_side = _index_image_size(index, engine)
     built = index.meta.get("model")
     fix = f"re-embed them with `landmark embed {built.get('checkpoint') if built else 'CHECKPOINT'}`"
-    check_model(runtime_record(engine, checkpoint, size), built, f"the vectors of {checkpoint}", "this index",
-                fix="give the checkpoint the index was built with, or build an index with this one")
-    embed = partial(_embed, engine, checkpoint, image_size=size, batch_size=batch_size, workers=workers,
-                    device=device, overwrite=overwrite)
+    check_model(runtime_record(engine, checkpoint, size, max_side), built, f"the vectors of {checkpoint}",
+                "this index", fix="give the checkpoint the index was built with, or build an index with this one")
+    embed = partial(_embed, engine, checkpoint, image_size=None if max_side else size, max_side=max_side,
+                    batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
     if str(images).endswith(".npy"):
         queries, rejects = load_embeddings(images), []
         check_model(queries.model, built, f"the queries of {images}", "this index", fix=fix)
@@ -533,8 +534,20 @@ def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str 
     return _with_names(predictions, names, config.knn, index, unreadable={r.id for r in rejects}), rejects, result
 
 
-def _index_image_size(index: LandmarkIndex, engine: Runtime) -> int:
-    """The image size the index was embedded at (queries are embedded alike).
+def _index_runtime(index: LandmarkIndex, checkpoint: str | Path, runtime: str, device: str | None,
+                   threads: int | None) -> Runtime:
+    """The runtime that embeds queries as the index's photos were: at its recorded image size; an
+    index of aspect-kept photos (``max_side``) needs PyTorch (an ONNX export takes squares only), so
+    ``auto`` means ``torch`` there."""
+    built = index.meta.get("model") or {}
+    if max_side_of(built) and runtime == "auto":
+        runtime = "torch"
+    return load_runtime(checkpoint, runtime, device, threads, image_size=built.get("image_size"))
+
+
+def _index_image_size(index: LandmarkIndex, engine: Runtime) -> tuple[int, int | None]:
+    """The image size the index was embedded at and its ``max_side`` (None: squares), so that
+    queries are embedded alike.
 
     Raises:
         ValueError: the index was built with another backbone than ``engine``'s.
@@ -543,7 +556,7 @@ def _index_image_size(index: LandmarkIndex, engine: Runtime) -> int:
     backbone = getattr(engine.spec, "backbone", None)
     if built.get("backbone") and backbone and built["backbone"] != backbone:
         raise ValueError(f"the index was built with {built['backbone']}, the checkpoint is {backbone}")
-    return built.get("image_size") or engine.preprocess["size"]
+    return built.get("image_size") or engine.preprocess["size"], max_side_of(built)
 
 
 def _with_names(predictions: pd.DataFrame, names: dict, config: KnnConfig, index: LandmarkIndex,
@@ -726,14 +739,14 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
     else:
         if checkpoint is None:
             raise ValueError(f"{index_dir} records no model; give --checkpoint (the model the index was built with)")
-        engine = load_runtime(checkpoint, runtime, device, threads, image_size=built.get("image_size"))
+        engine = _index_runtime(index, checkpoint, runtime, device, threads)
         announce(engine, runtime)
-        size = _index_image_size(index, engine)
-        check_model(runtime_record(engine, checkpoint, size), built or None, f"the vectors of {checkpoint}",
+        size, max_side = _index_image_size(index, engine)
+        check_model(runtime_record(engine, checkpoint, size, max_side), built or None, f"the vectors of {checkpoint}",
                     "this index", fix="give the checkpoint the index was built with")
         queries, rejects, _ = _embed(engine, checkpoint, read_queries(images), embeddings_path(f"{work}.queries"),
-                                     image_size=size, batch_size=batch_size, workers=workers, device=device,
-                                     overwrite=overwrite)
+                                     image_size=None if max_side else size, max_side=max_side, batch_size=batch_size,
+                                     workers=workers, device=device, overwrite=overwrite)
     vectors = np.asarray(queries.vectors, dtype=np.float32)
     sims, rows = rank_index(index, vectors, config)
     cosines = similarities(index, vectors, rows)

@@ -8,7 +8,9 @@ model (:func:`model_record`):
 
 * ``sha256``: SHA-256 of the ``.pt`` checkpoint (for an ONNX export, the checkpoint it was
   exported from, as stored in its metadata: an export and its checkpoint make the same vectors);
-* ``image_size``, ``mean``, ``std``: the preprocessing the photos went through;
+* ``image_size``, ``mean``, ``std``: the preprocessing the photos went through; ``max_side``
+  (only when set): the photos kept their aspect ratio, the longer side ``image_size`` px
+  (``landmark embed --max-side``), instead of being squashed to ``image_size`` squares;
 * ``checkpoint``, ``backbone``, ``runtime``: for people reading the record.
 
 Two records are the same model when :data:`IDENTITY` agree.  Files written before records
@@ -20,7 +22,8 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-#: the fields that make two sets of vectors comparable
+#: the fields that make two sets of vectors comparable (and ``max_side``, absent for square inputs:
+#: :func:`same_model`)
 IDENTITY = ("sha256", "image_size")
 
 
@@ -33,11 +36,20 @@ class ModelMismatch(ValueError):
 
 
 def model_record(checkpoint: str | Path, sha256: str, preprocess: dict, image_size: int | None = None,
-                 backbone: str | None = None, runtime: str | None = None) -> dict:
-    """The record of the model that embeds at ``image_size`` px (None: the checkpoint's size)."""
-    return {"checkpoint": str(Path(checkpoint).resolve()), "sha256": sha256, "backbone": backbone,
-            "image_size": int(image_size or preprocess["size"]), "mean": list(preprocess.get("mean", [])),
-            "std": list(preprocess.get("std", [])), "runtime": runtime}
+                 backbone: str | None = None, runtime: str | None = None, max_side: int | None = None) -> dict:
+    """The record of the model that embeds at ``image_size`` px squares (None: the checkpoint's size),
+    or, with ``max_side``, photos whose longer side is ``max_side`` px, aspect ratio kept
+    (``image_size`` is then ``max_side``, and the record has ``max_side``)."""
+    record = {"checkpoint": str(Path(checkpoint).resolve()), "sha256": sha256, "backbone": backbone,
+              "image_size": int(max_side or image_size or preprocess["size"]), "mean": list(preprocess.get("mean", [])),
+              "std": list(preprocess.get("std", [])), "runtime": runtime}
+    return {**record, "max_side": int(max_side)} if max_side else record
+
+
+def max_side_of(record: dict | None) -> int | None:
+    """``max_side`` of a model record (None: square inputs, or no record): what queries of an index
+    must be embedded with, beside ``image_size``."""
+    return int(record["max_side"]) if isinstance(record, dict) and record.get("max_side") else None
 
 
 def known(record: dict | None) -> bool:
@@ -50,12 +62,13 @@ def describe(record: dict | None) -> str:
     if not known(record):
         return "an unrecorded model"
     name = Path(record.get("checkpoint") or "?").name
-    return f"{name} (sha256 {record['sha256'][:12]}, {record['image_size']} px)"
+    shape = f"longer side {record['max_side']} px" if max_side_of(record) else f"{record['image_size']} px"
+    return f"{name} (sha256 {record['sha256'][:12]}, {shape})"
 
 
 def same_model(a: dict | None, b: dict | None) -> bool:
     """Whether two records name the same model and preprocessing (unknown ones never do)."""
-    return known(a) and known(b) and all(a[k] == b[k] for k in IDENTITY)
+    return known(a) and known(b) and all(a[k] == b[k] for k in IDENTITY) and max_side_of(a) == max_side_of(b)
 
 
 def check_model(made_by: dict | None, expected: dict | None, what: str, against: str, fix: str) -> None:
@@ -95,10 +108,11 @@ def checkpoint_sha256(checkpoint: str | Path) -> str:
     return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def runtime_record(engine, checkpoint: str | Path, image_size: int | None) -> dict:
+def runtime_record(engine, checkpoint: str | Path, image_size: int | None, max_side: int | None = None) -> dict:
     """The record (:func:`model_record`) of ``engine`` (a :class:`~landmark.models.runtime.Runtime`)
-    embedding at ``image_size`` px: an ONNX export is recorded as the checkpoint it was exported from."""
+    embedding at ``image_size`` px (or longer side ``max_side`` px): an ONNX export is recorded as
+    the checkpoint it was exported from."""
     meta = getattr(engine, "meta", None) or {}
     sha = meta.get("checkpoint_sha256") if engine.name == "onnx" else None
     return model_record(checkpoint, sha or checkpoint_sha256(checkpoint), engine.preprocess, image_size,
-                        backbone=getattr(engine.spec, "backbone", None), runtime=engine.name)
+                        backbone=getattr(engine.spec, "backbone", None), runtime=engine.name, max_side=max_side)
