@@ -22,7 +22,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from landmark.evaluation.retrieval_metrics import mean_average_precision, precision_at_k
 from retrieval_quality import K, directions, normalise, rank, solution_of, stack
@@ -35,10 +34,8 @@ def recall_at(ranked: dict[str, list[str]], truth: dict[str, list[str]], depth: 
     return float(np.mean([len(set(ranked[q][:depth]) & set(rel)) / min(len(rel), depth) for q, rel in truth.items()]))
 
 
-def score(work: Path, tag: str, direction: str, options: dict, qe_alpha: float,
-          solutions: Path | None = None) -> dict | None:
-    """mAP@100, P@10, recall@100 of one direction embedded under ``tag`` (None: a set is not embedded);
-    with ``solutions``, also ``solutions/<direction>/solution.csv`` (id,images,Usage) for ``landmark evaluate``."""
+def score(work: Path, tag: str, direction: str, options: dict, qe_alpha: float) -> dict | None:
+    """mAP@100, P@10, recall@100 of one direction embedded under ``tag`` (None: a set is not embedded)."""
     sets = directions(work, tag)
     if direction not in sets:
         return None
@@ -46,12 +43,6 @@ def score(work: Path, tag: str, direction: str, options: dict, qe_alpha: float,
     rows, _ = rank(normalise(stack(queries)), normalise(stack(index)), alpha=qe_alpha, **options)
     ids = index["id"].to_numpy()
     truth = solution_of(queries, index)
-    if solutions is not None:
-        folder = solutions / direction.replace("->", "_to_")
-        folder.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([{"id": q, "images": " ".join(truth.get(q, [])) or "None",
-                       "Usage": "Public" if q in truth else "Ignored"} for q in queries["id"]]
-                     ).to_csv(folder / "solution.csv", index=False)
     ranked = {qid: list(ids[r]) for qid, r in zip(queries["id"], rows) if qid in truth}
     return {"map": mean_average_precision(ranked, truth, K), "p10": precision_at_k(ranked, truth, 10),
             "r100": recall_at(ranked, truth), "queries": len(truth), "index": len(index)}
@@ -62,8 +53,6 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/desc"))
     parser.add_argument("--skip", default="", help="directions left out, comma-separated (e.g. l13->many: "
                         "score the validation side first, read the target once per candidate)")
-    parser.add_argument("--solutions", type=Path, default=None, help="also write DIR/<direction>/solution.csv "
-                        "(to score a `landmark retrieve` submission of the same direction with `landmark evaluate`)")
     parser.add_argument("descriptors", nargs="+", help="NAME=L13TAG:MANYTAG (embedding tags of the "
                         "landmarks13 model and of the landmarks_many model)")
     args = parser.parse_args()
@@ -84,7 +73,7 @@ def main() -> None:
             cells = []
             for direction in DIRECTIONS:
                 r = None if direction in skip else score(
-                    args.work, many_tag if direction == "many->l13" else l13_tag, direction, options, cfg.qe_alpha, args.solutions)
+                    args.work, many_tag if direction == "many->l13" else l13_tag, direction, options, cfg.qe_alpha)
                 cells += [f"{r['map']:.3f}", f"{r['p10']:.3f}", f"{r['r100']:.3f}"] if r else ["", "", ""]
             print(f"| {name} | {ranking} | " + " | ".join(cells) + " |", flush=True)
 
