@@ -523,6 +523,25 @@ def test_auto_keeps_pytorch_for_an_image_size_the_export_cannot_take(tiny, photo
     assert result.exit_code == 0, result.output
 
 
+def test_auto_keeps_pytorch_for_aspect_kept_photos_beside_an_export(tiny, photos, tmp_path):
+    """index build --max-side 448 (docs/retrieval.md's advice) after `landmark export`: index build has
+    no --runtime, and auto picked the export and refused ('an ONNX export takes 64 px squares only ...
+    (--runtime torch)'); auto now embeds aspect-kept photos in PyTorch, and index add follows."""
+    ckpt, _, _ = tiny
+    frame = pd.read_csv(photos, dtype=str)
+    emb, _, info = embed_checkpoint(ckpt, frame, tmp_path / "e.npy", workers=0, max_side=96, threads=1)
+    assert info["runtime"] == "torch" and info["max_side"] == 96 and info["image_size"] == 96 and len(emb) == 6
+    with pytest.raises(ValueError, match="squares only"):   # asked for by name, ONNX Runtime still refuses
+        embed_checkpoint(ckpt, frame, tmp_path / "o.npy", workers=0, max_side=96, runtime="onnx", threads=1)
+    idx = tmp_path / "idx"
+    result = CliRunner().invoke(app, ["index", "build", "--out", str(idx), "--checkpoint", str(ckpt),
+                                      "--images", str(photos), "--label", "7", "--max-side", "96", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((idx / "meta.json").read_text())["model"]["max_side"] == 96
+    result = CliRunner().invoke(app, ["index", "add", str(idx), "--images", str(photos), "--label", "11",
+                                      "--workers", "0"])
+    assert result.exit_code == 0, result.output
+
 
 def test_index_add_takes_a_label_as_people_write_it(tiny, photos, tmp_path):
     """--label "India Gate": enrolled as the id India_Gate named India Gate (as the class folders

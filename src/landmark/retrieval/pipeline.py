@@ -109,10 +109,16 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
         image_size, mean, std, runtime``) for index metadata).
 
     Raises:
-        FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_images``.
+        FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_images`` (with ``max_side``, ``auto``
+            loads the ``.pt`` checkpoint in PyTorch, even beside an export; ``onnx`` is refused).
         landmark.retrieval.provenance.ModelMismatch: the checkpoint is not ``expect``'s model.
     """
-    engine = load_runtime(checkpoint, runtime, device, threads, image_size=image_size)
+    # an ONNX export takes squares only: aspect-kept photos (max_side) need PyTorch, so ``auto`` means
+    # ``torch`` there, as for the queries of such an index (_index_runtime)
+    aspect_kept = max_side is not None and runtime == "auto" and Path(checkpoint).suffix.lower() != ".onnx"
+    engine = load_runtime(checkpoint, "torch" if aspect_kept else runtime, device, threads, image_size=image_size)
+    if aspect_kept:
+        engine.why_not_onnx = f"--max-side {max_side}: an ONNX export takes squares only"
     announce(engine, runtime)
     if expect is not None:
         check_model(runtime_record(engine, checkpoint, image_size, max_side), expect, f"the vectors of {checkpoint}",
