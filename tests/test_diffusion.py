@@ -97,3 +97,26 @@ def test_an_index_too_large_for_the_dense_inverse_is_diffused_per_query(monkeypa
     np.testing.assert_allclose(local[0], dense[0], rtol=1e-4)
     few = rank_index(index, x[:5], config.model_copy(update={"diffusion_candidates": 50}))
     assert few[1].shape == (5, 20) and (few[0][:, 0] == 1.0).all()
+
+
+def test_diffusion_is_left_out_when_landmarks_have_few_photos_in_the_index():
+    """An index whose landmarks have fewer than diffusion_min_photos photos (median) is ranked by
+    QE + DBA alone: its 30-neighbour graph would be mostly other landmarks' photos (a new user's
+    24-photo index of 4 landmarks got 20 of 36 right top-3 answers with diffusion, 30 without)."""
+    import pandas as pd
+
+    from landmark.retrieval.config import IndexParams, RetrieveConfig
+    from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.index import LandmarkIndex
+    from landmark.retrieval.pipeline import photos_per_landmark, rank_index
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(4, 16))
+    labels = np.repeat(np.arange(4), 6)
+    x = normalise((centres[labels] + 0.7 * rng.normal(size=(24, 16))).astype(np.float32))
+    items = pd.DataFrame({"id": [f"p{i}" for i in range(24)], "landmark_id": labels.astype(str)})
+    index = LandmarkIndex.build(Embeddings(items=items, vectors=x), IndexParams(kind="flat"))
+    assert photos_per_landmark(index) == 6
+    default, plain = RetrieveConfig(top_k=10), RetrieveConfig(top_k=10, diffusion=0)
+    np.testing.assert_array_equal(rank_index(index, x[:3], default)[1], rank_index(index, x[:3], plain)[1])
+    anyway = rank_index(index, x[:3], default.model_copy(update={"diffusion_min_photos": 0}))[1]
+    assert not np.array_equal(anyway, rank_index(index, x[:3], plain)[1])   # diffusion does change this ranking

@@ -727,6 +727,17 @@ def similarities(index: LandmarkIndex, queries: np.ndarray, rows: np.ndarray) ->
     return np.where(rows >= 0, cos, -np.inf).astype(np.float32)
 
 
+def photos_per_landmark(index: LandmarkIndex) -> float:
+    """The median number of photos an index's landmarks have (0 for an empty index), kept on the
+    index object for its current size."""
+    cached = getattr(index, "_per_landmark", None)
+    if cached is not None and cached[0] == len(index):
+        return cached[1]
+    counts = np.unique(np.asarray(index.labels).astype(str), return_counts=True)[1] if len(index) else [0]
+    index._per_landmark = (len(index), float(np.median(counts)))
+    return index._per_landmark[1]
+
+
 def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """The ``config.top_k`` index photos most similar to each query: alpha-QE when ``config.qe``, against the
@@ -740,10 +751,14 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
     Returns:
         (similarities float32 ``[Q, k]`` descending, item rows int64 ``[Q, k]``; -1 with -inf
         where the index holds fewer than ``k`` photos).  With alpha-QE the similarities are those
-        of the expanded query; with diffusion its scores divided by the query's best.
+        of the expanded query; with diffusion its scores divided by the query's best.  Diffusion
+        is left out when the index's landmarks have fewer than ``config.diffusion_min_photos``
+        photos (median, :func:`photos_per_landmark`).
     """
     from .ranking import DIFFUSION_MAX_DENSE, alpha_query_expansion, knn
     config = config or RetrieveConfig()
+    if config.diffusion > 0 and photos_per_landmark(index) < config.diffusion_min_photos:
+        config = config.model_copy(update={"diffusion": 0})   # too few photos a landmark for its graph
     k = min(config.top_k, len(index))
     augmented = augmented_database(index, config)
     local = config.diffusion > 0 and len(index) > DIFFUSION_MAX_DENSE   # the graph of each query's candidates
