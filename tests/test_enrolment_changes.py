@@ -31,7 +31,7 @@ def test_changes_summary_counts_only_answers_right_before():
         "checked": 4, "right_before": 3, "changed": 2, "to_new": 1, "to_no_landmark": 1, "to_other": 0}
     assert got["landmarks"][0] == {"landmark_id": "25", "name": "Gateway of India", "checked": 3, "right_before": 2,
                                    "changed": 2, "to_new": 1, "to_no_landmark": 1, "to_other": 0}
-    assert got["summary"] == ("it changes 2 of the 3 answers right before for the photos of its nearest landmarks "
+    assert got["summary"] == ("it changes 2 of the 3 answers that were right for the photos of its nearest landmarks "
                               "checked (Gateway of India: 2 of 2), now 1 as India Gate, 1 as no landmark")
     lost = changes_summary([], [], [], "29", unreadable=3)
     assert lost["checked"] == 0 and lost["summary"] == ("no other landmark's photos could be checked (3 of their "

@@ -412,14 +412,14 @@ def changes_summary(truth: Sequence[str], before: Sequence[tuple[str, bool]], af
     if not rows:
         summary = "no other landmark's photos could be checked"
     elif total["changed"] == 0:
-        summary = (f"it changes none of the {total['right_before']} answers right before for the photos of its "
+        summary = (f"it changes none of the {total['right_before']} answers that were right for the photos of its "
                    f"nearest landmarks checked ({names})")
     else:
         hit = "; ".join(f"{r['name']}: {r['changed']} of {r['right_before']}" for r in rows if r["changed"])
         how = ", ".join(f"{n} {what}" for n, what in ((total["to_new"], f"as {name_of(new)}"),
                                                       (total["to_no_landmark"], "as no landmark"),
                                                       (total["to_other"], "as another landmark")) if n)
-        summary = (f"it changes {total['changed']} of the {total['right_before']} answers right before for the photos "
+        summary = (f"it changes {total['changed']} of the {total['right_before']} answers that were right for the photos "
                    f"of its nearest landmarks checked ({hit}), now {how}")
     if unreadable:
         summary += f" ({unreadable} of their indexed photos could not be read: not checked)"
