@@ -73,3 +73,24 @@ def test_an_enrolment_keeps_its_vectors_under_their_name(made):
     again = add(made, "Versailles")
     assert again.exit_code == 0 and '"added": 0' in again.output
     assert set(folder_state(made / "idx")) - before == new
+
+
+def test_a_failure_after_the_index_took_the_photos_keeps_their_vectors(made, monkeypatch):
+    """Ctrl-C (or a crash) while answers_changed is measured, after the index was saved with the
+    new photos: the index keeps them, so their vectors keep their added-*.npy name (they were
+    deleted as for a refused enrolment: an index holding photos whose vectors no file had)."""
+    from landmark.retrieval.index import LandmarkIndex
+
+    def interrupted(*args, **kwargs):
+        def changes(*a, **k):
+            raise KeyboardInterrupt
+        return changes
+    monkeypatch.setattr(pipeline, "answer_changes", interrupted)
+    before = set(folder_state(made / "idx"))
+    result = add(made, "Versailles")
+    assert result.exit_code != 0
+    index = LandmarkIndex.load(made / "idx")
+    assert len(index) == 12 and (index.labels == "Versailles").sum() == 4   # saved before the interruption
+    new = set(folder_state(made / "idx")) - before
+    assert any(n.startswith("added-") and n.endswith(".npy") for n in new), new
+    assert not any(n.startswith(".added-") for n in new), new

@@ -262,7 +262,7 @@ def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams 
 
 def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
           classes: list[str] | None = None, threshold: float | None = None, name_of=None,
-          rename: bool = False, confirm: bool | None = None, changes=None) -> dict:
+          rename: bool = False, confirm: bool | None = None, changes=None, saved=None) -> dict:
     """Add labelled embeddings to a saved index (in place, crash-safe, one writer at a time:
     :meth:`LandmarkIndex.update` reloads the index under its lock, so concurrent enrolments
     all survive), calibrate each landmark enrolled, and say how well it is covered.  The one
@@ -288,6 +288,8 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
             seconds of CPU) and add it to the advice; None: when the ``local`` extra is installed.
         changes: measure what the enrolment changes for the answers of the nearest landmarks'
             indexed photos (:func:`enrol_index`; :func:`answer_changes` makes one from a checkpoint).
+        saved: called ``saved(index, added)`` as soon as the index is saved (before the seconds of
+            coverage and ``changes``), so that a caller interrupted later knows the index took the photos.
 
     Returns:
         ``{index, added, skipped_duplicates, count, new_landmarks, landmarks}``; ``landmarks``
@@ -299,7 +301,7 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
         landmark.retrieval.provenance.ModelMismatch: ``embeddings.model`` is not the index's model.
     """
     return enrol_index(index_dir, embeddings, names, classes=classes, threshold=threshold, name_of=name_of,
-                       rename=rename, confirm=confirm, changes=changes)[1]
+                       rename=rename, confirm=confirm, changes=changes, saved=saved)[1]
 
 
 def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device: str | None = None):
@@ -334,14 +336,15 @@ def _stored_name(index: LandmarkIndex, landmark_id: str) -> str:
 def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
                 classes: list[str] | None = None, threshold: float | None = None,
                 name_of=None, rename: bool = False, confirm: bool | None = None,
-                changes=None) -> tuple[LandmarkIndex, dict]:
+                changes=None, saved=None) -> tuple[LandmarkIndex, dict]:
     """:func:`enrol`, returning the updated index (as saved) with the summary.
 
     ``changes``: what enrolling each landmark changes for the answers of its nearest landmarks'
     photos, ``changes(index, before, thresholds_before, landmark_id, vectors) -> dict | None``
     (:meth:`landmark.inference.recognizer.Recognizer.enrolment_changes`; ``before``: the index's
     size before, ``vectors`` ``[n, D]``: the landmark's photos given): added to its report as
-    ``answers_changed``, its sentence to ``summary``; None: not measured."""
+    ``answers_changed``, its sentence to ``summary``; None: not measured.  ``saved(index, added)``:
+    called once the index is saved, before anything after it can fail or be interrupted."""
     state = {}
 
     def change(index: LandmarkIndex) -> tuple[set, int, list, dict]:
@@ -370,6 +373,8 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         return before, added, skipped, report
 
     index, (before, added, skipped, report) = LandmarkIndex.update(index_dir, change)
+    if saved is not None:   # the photos are in the index now, whatever happens to the report below
+        saved(index, added)
     for lid, cover in report.items():   # outside the index's lock: local features take seconds
         if cover.get("calibrated", True):
             confirmation, advice = _local_coverage(index, lid, confirm)
@@ -511,13 +516,20 @@ class StagedEnrolment:
 
         with StagedEnrolment(index_dir) as staged:
             emb, _, _ = index_embeddings(..., out=staged.path)
-            staged.added = enrol(index_dir, emb)["added"]
+            enrol(index_dir, emb, saved=staged.saved)
+
+    (``saved``: the index took ``added`` photos from them, so they keep their name even when what
+    follows the save, the coverage report and ``answers_changed``, fails or is interrupted.)
     """
 
     def __init__(self, index_dir: str | Path):
         self.final = enrolment_file(index_dir)
         self.path = self.final.with_name(f".{self.final.name}")
         self.added = 0
+
+    def saved(self, index, added: int) -> None:
+        """:func:`enrol`'s ``saved`` hook: the index was saved holding ``added`` photos of these vectors."""
+        self.added = added
 
     def _staged(self) -> list[Path]:
         from ..io import embedding_files
@@ -528,7 +540,7 @@ class StagedEnrolment:
 
     def __exit__(self, kind, error, tb) -> None:
         from ..io import clear_temps, embedding_files
-        keep = kind is None and self.added > 0
+        keep = self.added > 0   # the index holds photos of them (saved), even if an error followed
         for staged, final in zip(self._staged(), embedding_files(self.final)):
             if keep and staged.exists():
                 staged.replace(final)
