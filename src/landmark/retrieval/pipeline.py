@@ -312,7 +312,7 @@ def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, devic
     Recognizer does not answer over (built with ``--image-size`` or ``--max-side``: a search-only index)."""
     loaded = {}
 
-    def changes(index: LandmarkIndex, before: int, thresholds: dict, landmark_id: str, vectors: np.ndarray):
+    def changes(index: LandmarkIndex, before: int, thresholds: dict, landmark_id: str, enrolled: np.ndarray):
         if "rec" not in loaded:
             from ..inference.recognizer import Recognizer
             try:
@@ -322,7 +322,7 @@ def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, devic
                 loaded["rec"] = None
         rec = loaded["rec"]
         return None if rec is None else rec.enrolment_changes(index, before, thresholds, landmark_id=landmark_id,
-                                                                 enrolled=vectors)
+                                                                 enrolled=enrolled)
     return changes
 
 
@@ -340,9 +340,10 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
     """:func:`enrol`, returning the updated index (as saved) with the summary.
 
     ``changes``: what enrolling each landmark changes for the answers of its nearest landmarks'
-    photos, ``changes(index, before, thresholds_before, landmark_id, vectors) -> dict | None``
+    photos, ``changes(index, before, thresholds_before, landmark_id=, enrolled=) -> dict | None``
     (:meth:`landmark.inference.recognizer.Recognizer.enrolment_changes`; ``before``: the index's
-    size before, ``vectors`` ``[n, D]``: the landmark's photos given): added to its report as
+    size before, ``enrolled`` ``[n, D]``: the landmark's photos given; the keywords of
+    ``Recognizer.enrolment_changes``, which the service passes): added to its report as
     ``answers_changed``, its sentence to ``summary``; None: not measured.  ``saved(index, added)``:
     called once the index is saved, before anything after it can fail or be interrupted."""
     state = {}
@@ -397,7 +398,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
             if not (index.labels[state["before"]:] == str(lid)).any():
                 continue   # nothing of it enrolled now
             vectors = np.asarray(embeddings.vectors[embeddings.labels == str(lid)], dtype=np.float32)
-            found = changes(index, state["before"], state["thresholds"], landmark_id=str(lid), vectors=vectors)
+            found = changes(index, state["before"], state["thresholds"], landmark_id=str(lid), enrolled=vectors)
             if found is not None:
                 report[lid] = {**cover, "answers_changed": found, "summary": f"{cover['summary']}; {found['summary']}"}
     new = sorted(set(index.items["landmark_id"]) - before)
