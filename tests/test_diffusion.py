@@ -97,3 +97,31 @@ def test_an_index_too_large_for_the_dense_inverse_is_diffused_per_query(monkeypa
     np.testing.assert_allclose(local[0], dense[0], rtol=1e-4)
     few = rank_index(index, x[:5], config.model_copy(update={"diffusion_candidates": 50}))
     assert few[1].shape == (5, 20) and (few[0][:, 0] == 1.0).all()
+
+
+def _clustered_index(n=300, seed=1):
+    from landmark.retrieval.config import IndexParams
+    from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.index import LandmarkIndex
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(5, 16))
+    x = normalise((centres[rng.integers(0, 5, n)] + 0.6 * rng.normal(size=(n, 16))).astype(np.float32))
+    items = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "landmark_id": "a", "path": [f"p{i}.jpg" for i in range(n)]})
+    return LandmarkIndex.build(Embeddings(items=items, vectors=x), IndexParams(kind="flat")), x
+
+
+def test_an_index_above_max_augmented_is_still_diffused():
+    """retrieve.max_augmented below the index's size (and the index under DIFFUSION_MAX_DENSE): the
+    dense graph is not built, so each query is diffused on its candidates; it was silently not
+    diffused at all (the rows of plain search, no warning since 26f70d5)."""
+    from landmark.retrieval.config import RetrieveConfig
+    from landmark.retrieval.pipeline import rank_index
+    index, x = _clustered_index()
+    asked = RetrieveConfig(top_k=20, qe=3, dba=0, diffusion=10, diffusion_candidates=300)
+    dense = rank_index(index, x[:5], asked)                                     # 300 <= max_augmented
+    capped = rank_index(index, x[:5], asked.model_copy(update={"max_augmented": 100}))
+    plain = rank_index(index, x[:5], asked.model_copy(update={"diffusion": 0}))
+    assert not np.array_equal(dense[1], plain[1])
+    np.testing.assert_array_equal(capped[1], dense[1])
+    np.testing.assert_allclose(capped[0], dense[0], rtol=1e-4)

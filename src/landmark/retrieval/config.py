@@ -256,7 +256,8 @@ class RetrieveConfig(_Strict):
         diffusion_candidates: the nearest photos whose graph a query is diffused on above
             :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos (``M^2 D`` per query).
         max_augmented: largest index that ``dba`` is computed on (it reads every indexed vector: a few
-            seconds at 100k photos); a larger index is searched without it, with a warning.
+            seconds at 100k photos) and the dense diffusion graph is built on; a larger index is searched
+            without DBA, with a warning, and diffused per query (``diffusion_candidates``).
     """
 
     top_k: int = Field(100, ge=1)

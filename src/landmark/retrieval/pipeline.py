@@ -753,7 +753,8 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
     config = config or RetrieveConfig()
     k = min(config.top_k, len(index))
     augmented = augmented_database(index, config)
-    local = config.diffusion > 0 and len(index) > DIFFUSION_MAX_DENSE   # the graph of each query's candidates
+    # no dense graph (above DIFFUSION_MAX_DENSE, or retrieve.max_augmented): the graph of each query's candidates
+    local = config.diffusion > 0 and len(index) > min(config.max_augmented, DIFFUSION_MAX_DENSE)
     if augmented is None:
         if (config.qe <= 0 and not local) or len(index) == 0:
             return index.search(queries, config.top_k)
