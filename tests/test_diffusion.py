@@ -125,3 +125,21 @@ def test_an_index_above_max_augmented_is_still_diffused():
     assert not np.array_equal(dense[1], plain[1])
     np.testing.assert_array_equal(capped[1], dense[1])
     np.testing.assert_allclose(capped[0], dense[0], rtol=1e-4)
+
+
+def test_fewer_diffusion_candidates_than_top_k_still_rank_top_k_photos(monkeypatch):
+    """diffusion_candidates 10 below top_k 50 on an index of 300 (per-query diffusion): 50 photos
+    per query, the 10 diffused first, then the next 40 by cosine (diffusion score 0, as a photo the
+    graph does not reach); it gave 10 photos and 40 rows of -1, as if the index held 10."""
+    import landmark.retrieval.ranking as ranking
+    from landmark.retrieval.config import RetrieveConfig
+    from landmark.retrieval.pipeline import rank_index
+    index, x = _clustered_index()
+    monkeypatch.setattr(ranking, "DIFFUSION_MAX_DENSE", 100)
+    sims, rows = rank_index(index, x[:4], RetrieveConfig(top_k=50, qe=0, dba=0, diffusion=5, diffusion_candidates=10))
+    cosine = np.argsort(-(x[:4] @ x.T), axis=1, kind="stable")
+    assert (rows >= 0).all() and np.isfinite(sims).all()
+    for i in range(4):
+        assert set(rows[i, :10]) == set(cosine[i, :10])
+        np.testing.assert_array_equal(rows[i, 10:], cosine[i, 10:50])
+        assert (sims[i, 10:] == 0).all() and (sims[i, :10] >= 0).all()

@@ -254,7 +254,8 @@ class RetrieveConfig(_Strict):
             (:func:`landmark.retrieval.ranking.local_diffusion`: a cost per query that does not grow with the index).
         diffusion_alpha, diffusion_seeds: its random-walk continuation and the query's seed neighbours.
         diffusion_candidates: the nearest photos whose graph a query is diffused on above
-            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos (``M^2 D`` per query).
+            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos (``M^2 D`` per query); below
+            ``top_k``, the photos after them follow by cosine with score 0.
         max_augmented: largest index that ``dba`` is computed on (it reads every indexed vector: a few
             seconds at 100k photos) and the dense diffusion graph is built on; a larger index is searched
             without DBA, with a warning, and diffused per query (``diffusion_candidates``).

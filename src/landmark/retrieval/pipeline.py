@@ -705,14 +705,18 @@ def _local_diffusion(index: LandmarkIndex, q: np.ndarray, db: np.ndarray | None,
     """Diffusion of queries ``q`` ``[Q, d]`` (expanded, in the index's space) on the graph of each one's
     ``config.diffusion_candidates`` nearest photos (:func:`~landmark.retrieval.ranking.local_diffusion`),
     found in ``db`` (the DBA-augmented vectors) or else by the index; returns the best ``k``
-    (scores ``[Q, k]`` descending, rows ``[Q, k]``)."""
+    (scores ``[Q, k]`` descending, rows ``[Q, k]``).  With fewer candidates than ``k``, the photos
+    after them follow in the search's order with score 0 (what the diffusion gives a photo its
+    graph does not reach), so that ``k`` photos are ranked whatever ``diffusion_candidates``."""
     from .ranking import knn, local_diffusion
     m = min(config.diffusion_candidates, len(index))
-    sims, rows = knn(q, db, m) if db is not None else faiss_search(index.searched, q, m)
+    wanted = max(m, k)
+    sims, rows = knn(q, db, wanted) if db is not None else faiss_search(index.searched, q, wanted)
     rows = np.where(np.isfinite(sims), rows, -1)
     out_scores, out_rows = np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
     for i in range(len(q)):
         found = rows[i][rows[i] >= 0]
+        found, after = found[:m], found[m:]
         if not len(found):
             continue
         cand = db[found] if db is not None else index.stored(found)
@@ -720,6 +724,8 @@ def _local_diffusion(index: LandmarkIndex, q: np.ndarray, db: np.ndarray | None,
                             query_k=config.diffusion_seeds)[0]
         best = np.argsort(-f, kind="stable")[:k]
         out_scores[i, :len(best)], out_rows[i, :len(best)] = f[best], found[best]
+        rest = after[:k - len(best)]
+        out_scores[i, len(best):len(best) + len(rest)], out_rows[i, len(best):len(best) + len(rest)] = 0.0, rest
     return out_scores, out_rows
 
 
