@@ -94,3 +94,20 @@ def test_a_failure_after_the_index_took_the_photos_keeps_their_vectors(made, mon
     new = set(folder_state(made / "idx")) - before
     assert any(n.startswith("added-") and n.endswith(".npy") for n in new), new
     assert not any(n.startswith(".added-") for n in new), new
+
+
+def test_two_enrolments_started_in_one_second_stage_apart(tmp_path):
+    """Two index add started within a second (the service and the CLI, two shells): each stages
+    under its own hidden name. Both took the same .added-STAMP.npy while the first was still
+    embedding (nothing written under it yet), and the second, refused by the first's lock, then
+    deleted the first's staged rows and lock file on its way out."""
+    first = pipeline.StagedEnrolment(tmp_path)
+    second = pipeline.StagedEnrolment(tmp_path)
+    assert first.path != second.path and first.final != second.final
+    first.path.write_bytes(b"rows being embedded")   # the first one's vectors, staged
+    with second:
+        pass   # refused, failed or added nothing: deletes its own staged files only
+    assert first.path.read_bytes() == b"rows being embedded"
+    with first:
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())

@@ -500,10 +500,15 @@ def enrolment_file(index_dir: str | Path) -> Path:
     (two enrolments within one second)."""
     stamp, k = time.strftime("%Y%m%d-%H%M%S"), 1
     out = Path(index_dir) / f"added-{stamp}.npy"
-    while out.exists() or out.with_name(f".{out.name}").exists():   # taken, or staged by another enrolment
+    while any(p.exists() for p in (out, out.with_name(f".{out.name}"), _reservation(out))):   # taken or staged
         k += 1
         out = Path(index_dir) / f"added-{stamp}-{k}.npy"
     return out
+
+
+def _reservation(final: Path) -> Path:
+    """The hidden file that reserves the enrolment file name ``final`` for one enrolment (:class:`StagedEnrolment`)."""
+    return final.with_name(f".{final.name}.reserved")
 
 
 class StagedEnrolment:
@@ -524,7 +529,13 @@ class StagedEnrolment:
     """
 
     def __init__(self, index_dir: str | Path):
-        self.final = enrolment_file(index_dir)
+        while True:   # the name reserved at once (O_EXCL): two enrolments in one second never share it
+            self.final = enrolment_file(index_dir)
+            try:
+                _reservation(self.final).touch(exist_ok=False)
+                break
+            except FileExistsError:
+                continue
         self.path = self.final.with_name(f".{self.final.name}")
         self.added = 0
 
@@ -549,6 +560,7 @@ class StagedEnrolment:
                 staged.unlink(missing_ok=True)
         clear_temps(self._staged())   # an embedding stopped half-way: its temporary rows
         (self.path.parent / f".{self.path.name}.lock").unlink(missing_ok=True)   # embed_images' lock file
+        _reservation(self.final).unlink(missing_ok=True)
 
 
 def index_model(index_dir: str | Path) -> dict:
