@@ -1,6 +1,7 @@
 """A refused, failed or interrupted ``landmark index add`` leaves the index folder exactly as it was:
 the same files, ``meta.json`` and ``items.csv`` byte for byte, no ``added-*.npy`` nor hidden
 staged files (real photos of landmarks13, a small random checkpoint)."""
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -69,6 +70,12 @@ def test_an_enrolment_keeps_its_vectors_under_their_name(made):
     new = set(folder_state(made / "idx")) - before
     assert {"npy", "ids.csv", "json"} <= {n.split(".", 1)[1] for n in new}, new
     assert all(n.startswith("added-") for n in new), new
+    # and they load: the record names the files by their final names (it named the hidden staged
+    # ones, so every added-*.npy was 'unfinished' to load_embeddings)
+    from landmark.retrieval.embeddings import load_embeddings
+    kept = load_embeddings(made / "idx" / next(n for n in new if n.endswith(".npy")))
+    assert len(kept) == 4 and set(kept.labels) == {"Versailles"}
+    assert np.isfinite(np.asarray(kept.vectors, dtype=np.float32)).all()
     # the same photos again: nothing added, so no second file either
     again = add(made, "Versailles")
     assert again.exit_code == 0 and '"added": 0' in again.output

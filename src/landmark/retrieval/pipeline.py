@@ -12,6 +12,7 @@ Settings come from :mod:`landmark.retrieval.config` (presets ``exact``, ``ivfpq`
 """
 from __future__ import annotations
 
+import json
 import time
 from functools import partial
 from pathlib import Path
@@ -551,13 +552,24 @@ class StagedEnrolment:
         return self
 
     def __exit__(self, kind, error, tb) -> None:
-        from ..io import clear_temps, embedding_files
+        from ..io import clear_temps, embedding_files, read_record, sidecar, write_text_atomic
         keep = self.added > 0   # the index holds photos of them (saved), even if an error followed
+        renamed = {}
         for staged, final in zip(self._staged(), embedding_files(self.final)):
-            if keep and staged.exists():
+            if keep and staged.exists() and staged.suffix != ".json":
                 staged.replace(final)
-            else:
+                renamed[staged.name] = final.name
+            elif not keep:
                 staged.unlink(missing_ok=True)
+        marker = sidecar(self.path, "json")
+        if keep and marker.exists():   # the record names the files by their final names, or nothing loads them
+            record = read_record(marker) or {}
+            for key in ("files", "bytes"):
+                if isinstance(record.get(key), dict):
+                    record[key] = {renamed.get(k, k): renamed.get(v, v) if isinstance(v, str) else v
+                                   for k, v in record[key].items()}
+            write_text_atomic(sidecar(self.final, "json"), json.dumps(record, indent=2))
+            marker.unlink()
         clear_temps(self._staged())   # an embedding stopped half-way: its temporary rows
         (self.path.parent / f".{self.path.name}.lock").unlink(missing_ok=True)   # embed_images' lock file
         _reservation(self.final).unlink(missing_ok=True)
