@@ -107,7 +107,8 @@ def _clustered_index(n=300, seed=1):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(5, 16))
     x = normalise((centres[rng.integers(0, 5, n)] + 0.6 * rng.normal(size=(n, 16))).astype(np.float32))
-    items = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "landmark_id": "a", "path": [f"p{i}.jpg" for i in range(n)]})
+    items = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "landmark_id": "a",
+                          "path": [f"p{i}.jpg" for i in range(n)]})
     return LandmarkIndex.build(Embeddings(items=items, vectors=x), IndexParams(kind="flat")), x
 
 
@@ -143,3 +144,16 @@ def test_fewer_diffusion_candidates_than_top_k_still_rank_top_k_photos(monkeypat
         assert set(rows[i, :10]) == set(cosine[i, :10])
         np.testing.assert_array_equal(rows[i, 10:], cosine[i, 10:50])
         assert (sims[i, 10:] == 0).all() and (sims[i, :10] >= 0).all()
+
+
+def test_diffusion_candidates_past_the_dense_limit_are_refused():
+    """retrieve.diffusion_candidates is each query's dense graph (M x M, solved in float64): above
+    DIFFUSION_MAX_DENSE it is refused when the settings are read (100,000 asked for ~300 GB per
+    query on a large index), in one line naming the limit."""
+    from pydantic import ValidationError
+
+    from landmark.retrieval.config import RetrieveConfig
+    from landmark.retrieval.ranking import DIFFUSION_MAX_DENSE
+    assert RetrieveConfig(diffusion_candidates=DIFFUSION_MAX_DENSE).diffusion_candidates == DIFFUSION_MAX_DENSE
+    with pytest.raises(ValidationError, match=f"at most {DIFFUSION_MAX_DENSE}"):
+        RetrieveConfig(diffusion_candidates=100_000)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config_files import PRESETS_DIR, _Strict, read_config, validate_config
 
@@ -253,7 +253,8 @@ class RetrieveConfig(_Strict):
             graph of its ``diffusion_candidates`` nearest photos instead
             (:func:`landmark.retrieval.ranking.local_diffusion`: a cost per query that does not grow with the index).
         diffusion_alpha, diffusion_seeds: its random-walk continuation and the query's seed neighbours.
-        diffusion_candidates: the nearest photos whose graph a query is diffused on above
+        diffusion_candidates: the nearest photos (at most ``DIFFUSION_MAX_DENSE``) whose graph a query
+            is diffused on above
             :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos (``M^2 D`` per query); below
             ``top_k``, the photos after them follow by cosine with score 0.
         max_augmented: largest index that ``dba`` is computed on (it reads every indexed vector: a few
@@ -270,6 +271,15 @@ class RetrieveConfig(_Strict):
     diffusion_seeds: int = Field(10, ge=1)
     diffusion_candidates: int = Field(1000, ge=2)
     max_augmented: int = Field(100_000, ge=1)
+
+    @field_validator("diffusion_candidates")
+    @classmethod
+    def _candidates_fit(cls, value: int) -> int:
+        from .ranking import DIFFUSION_MAX_DENSE   # ranking reads this module's defaults: imported here
+        if value > DIFFUSION_MAX_DENSE:
+            raise ValueError(f"diffusion_candidates {value}: give at most {DIFFUSION_MAX_DENSE} (each query's "
+                             f"graph is a dense {value} x {value} solve; the dense limit of diffusion)")
+        return value
 
 
 class LocalConfig(_Strict):
