@@ -120,3 +120,63 @@ def test_diffusion_is_left_out_when_landmarks_have_few_photos_in_the_index():
     np.testing.assert_array_equal(rank_index(index, x[:3], default)[1], rank_index(index, x[:3], plain)[1])
     anyway = rank_index(index, x[:3], default.model_copy(update={"diffusion_min_photos": 0}))[1]
     assert not np.array_equal(anyway, rank_index(index, x[:3], plain)[1])   # diffusion does change this ranking
+
+
+def _clustered_index(n=300, seed=1):
+    from landmark.retrieval.config import IndexParams
+    from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.index import LandmarkIndex
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(5, 16))
+    x = normalise((centres[rng.integers(0, 5, n)] + 0.6 * rng.normal(size=(n, 16))).astype(np.float32))
+    items = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "landmark_id": "a",
+                          "path": [f"p{i}.jpg" for i in range(n)]})
+    return LandmarkIndex.build(Embeddings(items=items, vectors=x), IndexParams(kind="flat")), x
+
+
+def test_an_index_above_max_augmented_is_still_diffused():
+    """retrieve.max_augmented below the index's size (and the index under DIFFUSION_MAX_DENSE): the
+    dense graph is not built, so each query is diffused on its candidates; it was silently not
+    diffused at all (the rows of plain search, no warning since 26f70d5)."""
+    from landmark.retrieval.config import RetrieveConfig
+    from landmark.retrieval.pipeline import rank_index
+    index, x = _clustered_index()
+    asked = RetrieveConfig(top_k=20, qe=3, dba=0, diffusion=10, diffusion_candidates=300)
+    dense = rank_index(index, x[:5], asked)                                     # 300 <= max_augmented
+    capped = rank_index(index, x[:5], asked.model_copy(update={"max_augmented": 100}))
+    plain = rank_index(index, x[:5], asked.model_copy(update={"diffusion": 0}))
+    assert not np.array_equal(dense[1], plain[1])
+    np.testing.assert_array_equal(capped[1], dense[1])
+    np.testing.assert_allclose(capped[0], dense[0], rtol=1e-4)
+
+
+def test_fewer_diffusion_candidates_than_top_k_still_rank_top_k_photos(monkeypatch):
+    """diffusion_candidates 10 below top_k 50 on an index of 300 (per-query diffusion): 50 photos
+    per query, the 10 diffused first, then the next 40 by cosine (diffusion score 0, as a photo the
+    graph does not reach); it gave 10 photos and 40 rows of -1, as if the index held 10."""
+    import landmark.retrieval.ranking as ranking
+    from landmark.retrieval.config import RetrieveConfig
+    from landmark.retrieval.pipeline import rank_index
+    index, x = _clustered_index()
+    monkeypatch.setattr(ranking, "DIFFUSION_MAX_DENSE", 100)
+    sims, rows = rank_index(index, x[:4], RetrieveConfig(top_k=50, qe=0, dba=0, diffusion=5, diffusion_candidates=10))
+    cosine = np.argsort(-(x[:4] @ x.T), axis=1, kind="stable")
+    assert (rows >= 0).all() and np.isfinite(sims).all()
+    for i in range(4):
+        assert set(rows[i, :10]) == set(cosine[i, :10])
+        np.testing.assert_array_equal(rows[i, 10:], cosine[i, 10:50])
+        assert (sims[i, 10:] == 0).all() and (sims[i, :10] >= 0).all()
+
+
+def test_diffusion_candidates_past_the_dense_limit_are_refused():
+    """retrieve.diffusion_candidates is each query's dense graph (M x M, solved in float64): above
+    DIFFUSION_MAX_DENSE it is refused when the settings are read (100,000 asked for ~300 GB per
+    query on a large index), in one line naming the limit."""
+    from pydantic import ValidationError
+
+    from landmark.retrieval.config import RetrieveConfig
+    from landmark.retrieval.ranking import DIFFUSION_MAX_DENSE
+    assert RetrieveConfig(diffusion_candidates=DIFFUSION_MAX_DENSE).diffusion_candidates == DIFFUSION_MAX_DENSE
+    with pytest.raises(ValidationError, match=f"at most {DIFFUSION_MAX_DENSE}"):
+        RetrieveConfig(diffusion_candidates=100_000)

@@ -1,6 +1,7 @@
 """A refused, failed or interrupted ``landmark index add`` leaves the index folder exactly as it was:
 the same files, ``meta.json`` and ``items.csv`` byte for byte, no ``added-*.npy`` nor hidden
 staged files (real photos of landmarks13, a small random checkpoint)."""
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -69,7 +70,51 @@ def test_an_enrolment_keeps_its_vectors_under_their_name(made):
     new = set(folder_state(made / "idx")) - before
     assert {"npy", "ids.csv", "json"} <= {n.split(".", 1)[1] for n in new}, new
     assert all(n.startswith("added-") for n in new), new
+    # and they load: the record names the files by their final names (it named the hidden staged
+    # ones, so every added-*.npy was 'unfinished' to load_embeddings)
+    from landmark.retrieval.embeddings import load_embeddings
+    kept = load_embeddings(made / "idx" / next(n for n in new if n.endswith(".npy")))
+    assert len(kept) == 4 and set(kept.labels) == {"Versailles"}
+    assert np.isfinite(np.asarray(kept.vectors, dtype=np.float32)).all()
     # the same photos again: nothing added, so no second file either
     again = add(made, "Versailles")
     assert again.exit_code == 0 and '"added": 0' in again.output
     assert set(folder_state(made / "idx")) - before == new
+
+
+def test_a_failure_after_the_index_took_the_photos_keeps_their_vectors(made, monkeypatch):
+    """Ctrl-C (or a crash) while answers_changed is measured, after the index was saved with the
+    new photos: the index keeps them, so their vectors keep their added-*.npy name (they were
+    deleted as for a refused enrolment: an index holding photos whose vectors no file had)."""
+    from landmark.retrieval.index import LandmarkIndex
+
+    def interrupted(*args, **kwargs):
+        def changes(*a, **k):
+            raise KeyboardInterrupt
+        return changes
+    monkeypatch.setattr(pipeline, "answer_changes", interrupted)
+    before = set(folder_state(made / "idx"))
+    result = add(made, "Versailles")
+    assert result.exit_code != 0
+    index = LandmarkIndex.load(made / "idx")
+    assert len(index) == 12 and (index.labels == "Versailles").sum() == 4   # saved before the interruption
+    new = set(folder_state(made / "idx")) - before
+    assert any(n.startswith("added-") and n.endswith(".npy") for n in new), new
+    assert not any(n.startswith(".added-") for n in new), new
+
+
+def test_two_enrolments_started_in_one_second_stage_apart(tmp_path):
+    """Two index add started within a second (the service and the CLI, two shells): each stages
+    under its own hidden name. Both took the same .added-STAMP.npy while the first was still
+    embedding (nothing written under it yet), and the second, refused by the first's lock, then
+    deleted the first's staged rows and lock file on its way out."""
+    first = pipeline.StagedEnrolment(tmp_path)
+    second = pipeline.StagedEnrolment(tmp_path)
+    assert first.path != second.path and first.final != second.final
+    first.path.write_bytes(b"rows being embedded")   # the first one's vectors, staged
+    with second:
+        pass   # refused, failed or added nothing: deletes its own staged files only
+    assert first.path.read_bytes() == b"rows being embedded"
+    with first:
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())

@@ -154,3 +154,24 @@ def test_json_for_people_keeps_non_ascii_names(l13, tmp_path):
     raw = (tmp_path / "eval" / "metrics.json").read_bytes()
     assert "Sacré-Cœur".encode("utf-8") in raw and b"\\u00e9" not in raw
     assert json.loads(raw.decode("utf-8"))["accuracy"] == 1.0
+
+
+def test_verdict_counts_do_not_read_a_landmark_named_like_a_verdict():
+    """A landmark whose name is 'no landmark' or 'unreadable' (a names CSV, an enrolment's name):
+    its photos named as it count as named; counting the verdict words counted them as
+    'no landmark' / 'unreadable'."""
+    from landmark.inference.labelled import verdict_counts
+    from landmark.inference.voting import answers_frame
+
+    class Rec:
+        def name(self, lid):
+            return {"1": "no landmark", "2": "unreadable", "3": "Petra"}.get(lid, lid)
+
+        def decide(self, lid, score, *rest):
+            return score >= 0.5, None
+    queries = pd.DataFrame({"id": list("abcdef"), "path": [f"{i}.jpg" for i in "abcdef"]})
+    best = {0: ("1", 0.9), 1: ("2", 0.8), 2: ("3", 0.7), 3: ("3", 0.1), 4: ("", 0.0)}   # row 5: unreadable
+    frame = answers_frame(Rec(), queries, best)
+    assert list(frame["verdict"]) == ["no landmark", "unreadable", "Petra", "no landmark", "no landmark",
+                                      "unreadable"]
+    assert verdict_counts(Rec(), frame) == {"named": 3, "no_landmark": 2, "unreadable": 1}

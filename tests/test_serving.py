@@ -269,3 +269,31 @@ def test_enrolling_a_name_alike_a_known_landmarks_is_refused(recognizer_run, rec
     # nothing left behind: the refused photo's JPEG in enrolled/ (it was kept) nor the folder; meta.json as it was
     assert folder_state(folder) == state
     assert not (folder / "enrolled").exists()
+
+
+def test_a_failure_after_the_index_took_the_photos_keeps_them(recognizer_run, recognizer_index, l13, tmp_path):
+    """answers_changed failing after the index was saved with the new photos: their JPEGs in
+    enrolled/ stay (items.csv points at them; they were deleted as for a refused enrolment), the
+    answer is no 409 'refused' (the index did change), and the server answers over the saved index."""
+    from fastapi.testclient import TestClient
+
+    from landmark import Recognizer
+    from landmark.retrieval.index import LandmarkIndex
+    from landmark.serving import create_app
+    folder = tmp_path / "idx"
+    shutil.copytree(recognizer_index, folder)
+    rec = Recognizer.load(recognizer_run, index=folder)
+
+    def broken(*args, **kwargs):
+        raise ValueError("measuring answers_changed failed")
+    rec.enrolment_changes = broken
+    app = create_app(rec, token=TOKEN, index_dir=folder)
+    photo = image_path(l13, PHOTO, "test").read_bytes()
+    with TestClient(app, raise_server_exceptions=False) as c:
+        res = c.post(f"/v1/landmarks/{NEW_LANDMARK}/images", files=[("file", ("a.jpg", photo, "image/jpeg"))],
+                     headers={"Authorization": f"Bearer {TOKEN}"})
+    assert res.status_code != 409, res.text
+    saved = LandmarkIndex.load(folder)
+    paths = saved.items.loc[saved.items["landmark_id"].astype(str) == NEW_LANDMARK, "path"].tolist()
+    assert len(paths) == 1 and all(Path(p).is_file() for p in paths), paths
+    assert len(rec.index) == len(saved)   # the server's index is the saved one

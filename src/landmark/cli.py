@@ -796,8 +796,9 @@ def index_add(
                                  landmark_ids=emb.items["landmark_id"].unique())
             model = checkpoint or (Path(info["checkpoint"]) if info.get("checkpoint") else None)
             changes = answer_changes(model, device=device) if model is not None and model.is_file() else None
-            result = enrol(index, emb, names=names, changes=changes)
-            staged.added = result["added"] if embeddings is None else 0
+            # staged.saved: named as soon as the index takes photos from them (a later Ctrl-C keeps them)
+            result = enrol(index, emb, names=names, changes=changes,
+                           saved=staged.saved if embeddings is None else None)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
     for lid, cover in result["landmarks"].items():   # how well each is covered, in words (JSON on stdout)

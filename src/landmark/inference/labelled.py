@@ -52,17 +52,26 @@ def evaluate_folder(model: str | Path, folder: str | Path, *, nonlandmarks: str 
         write_submission(predictions, submission)
         result = evaluate(submission, folder, out=out, nonlandmarks=nonlandmarks, names=names)
     result["unreadable"] = len(rejects)
-    result["verdicts"] = verdict_counts(predictions["verdict"])
+    result["verdicts"] = verdict_counts(rec, predictions)
     if out is not None:   # metrics.json says them too
         from ..io import json_text, write_text_atomic
         write_text_atomic(Path(out) / "metrics.json", json_text(result, indent=2))
     return result
 
 
-def verdict_counts(verdicts) -> dict[str, int]:
-    """How the photos were answered: ``{named, no_landmark, unreadable}`` (``verdicts``: the
-    answers' ``verdict`` column, a landmark's name, ``no landmark`` or ``unreadable``)."""
+def verdict_counts(rec, predictions) -> dict[str, int]:
+    """How the photos were answered: ``{named, no_landmark, unreadable}``, from ``predictions``
+    (:func:`~landmark.inference.predict.recognize_queries`' frame).  An unreadable photo is one
+    without a score and a named one is one whose verdict is not ``no landmark``, not the verdict's
+    words alone: they are a landmark's name, whatever it is ("unreadable" too); only for a landmark
+    named "no landmark" itself is ``rec`` asked (:meth:`Recognizer.decide`, without local features)."""
     from ..retrieval.scoring import NO_LANDMARK
-    values = [str(v) for v in verdicts]
-    no, unreadable = values.count(NO_LANDMARK), values.count("unreadable")
-    return {"named": len(values) - no - unreadable, "no_landmark": no, "unreadable": unreadable}
+    readable = predictions["score"].notna().to_numpy()
+    named = 0
+    for lid, name, verdict, score, ok in zip(predictions["landmark_id"], predictions["name"], predictions["verdict"],
+                                             predictions["score"], readable):
+        if ok and verdict != NO_LANDMARK:
+            named += 1
+        elif ok and name == NO_LANDMARK:
+            named += bool(rec.decide(str(lid), float(score))[0])
+    return {"named": named, "no_landmark": int(readable.sum()) - named, "unreadable": int((~readable).sum())}

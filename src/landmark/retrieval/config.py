@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config_files import PRESETS_DIR, _Strict, read_config, validate_config
 
@@ -258,10 +258,13 @@ class RetrieveConfig(_Strict):
             and diffusion spreads the query over them.  Chosen on the validation direction with its
             index cut to n photos per landmark (docs/retrieval.md): at 12, QE + DBA 0.330 against
             0.288 with diffusion; at 25, 0.373 against 0.420.
-        diffusion_candidates: the nearest photos whose graph a query is diffused on above
-            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos (``M^2 D`` per query).
+        diffusion_candidates: the nearest photos (at most ``DIFFUSION_MAX_DENSE``) whose graph a query
+            is diffused on above
+            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos (``M^2 D`` per query); below
+            ``top_k``, the photos after them follow by cosine with score 0.
         max_augmented: largest index that ``dba`` is computed on (it reads every indexed vector: a few
-            seconds at 100k photos); a larger index is searched without it, with a warning.
+            seconds at 100k photos) and the dense diffusion graph is built on; a larger index is searched
+            without DBA, with a warning, and diffused per query (``diffusion_candidates``).
     """
 
     top_k: int = Field(100, ge=1)
@@ -274,6 +277,15 @@ class RetrieveConfig(_Strict):
     diffusion_candidates: int = Field(1000, ge=2)
     diffusion_min_photos: int = Field(20, ge=0)
     max_augmented: int = Field(100_000, ge=1)
+
+    @field_validator("diffusion_candidates")
+    @classmethod
+    def _candidates_fit(cls, value: int) -> int:
+        from .ranking import DIFFUSION_MAX_DENSE   # ranking reads this module's defaults: imported here
+        if value > DIFFUSION_MAX_DENSE:
+            raise ValueError(f"diffusion_candidates {value}: give at most {DIFFUSION_MAX_DENSE} (each query's "
+                             f"graph is a dense {value} x {value} solve; the dense limit of diffusion)")
+        return value
 
 
 class LocalConfig(_Strict):

@@ -12,6 +12,7 @@ Settings come from :mod:`landmark.retrieval.config` (presets ``exact``, ``ivfpq`
 """
 from __future__ import annotations
 
+import json
 import time
 from functools import partial
 from pathlib import Path
@@ -268,7 +269,7 @@ def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams 
 
 def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
           classes: list[str] | None = None, threshold: float | None = None, name_of=None,
-          rename: bool = False, confirm: bool | None = None, changes=None) -> dict:
+          rename: bool = False, confirm: bool | None = None, changes=None, saved=None) -> dict:
     """Add labelled embeddings to a saved index (in place, crash-safe, one writer at a time:
     :meth:`LandmarkIndex.update` reloads the index under its lock, so concurrent enrolments
     all survive), calibrate each landmark enrolled, and say how well it is covered.  The one
@@ -294,6 +295,8 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
             seconds of CPU) and add it to the advice; None: when the ``local`` extra is installed.
         changes: measure what the enrolment changes for the answers of the nearest landmarks'
             indexed photos (:func:`enrol_index`; :func:`answer_changes` makes one from a checkpoint).
+        saved: called ``saved(index, added)`` as soon as the index is saved (before the seconds of
+            coverage and ``changes``), so that a caller interrupted later knows the index took the photos.
 
     Returns:
         ``{index, added, skipped_duplicates, count, new_landmarks, landmarks}``; ``landmarks``
@@ -305,7 +308,7 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
         landmark.retrieval.provenance.ModelMismatch: ``embeddings.model`` is not the index's model.
     """
     return enrol_index(index_dir, embeddings, names, classes=classes, threshold=threshold, name_of=name_of,
-                       rename=rename, confirm=confirm, changes=changes)[1]
+                       rename=rename, confirm=confirm, changes=changes, saved=saved)[1]
 
 
 def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device: str | None = None):
@@ -316,7 +319,7 @@ def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, devic
     Recognizer does not answer over (built with ``--image-size`` or ``--max-side``: a search-only index)."""
     loaded = {}
 
-    def changes(index: LandmarkIndex, before: int, thresholds: dict, landmark_id: str, vectors: np.ndarray):
+    def changes(index: LandmarkIndex, before: int, thresholds: dict, landmark_id: str, enrolled: np.ndarray):
         if "rec" not in loaded:
             from ..inference.recognizer import Recognizer
             try:
@@ -326,7 +329,7 @@ def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, devic
                 loaded["rec"] = None
         rec = loaded["rec"]
         return None if rec is None else rec.enrolment_changes(index, before, thresholds, landmark_id=landmark_id,
-                                                                 enrolled=vectors)
+                                                                 enrolled=enrolled)
     return changes
 
 
@@ -340,14 +343,16 @@ def _stored_name(index: LandmarkIndex, landmark_id: str) -> str:
 def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
                 classes: list[str] | None = None, threshold: float | None = None,
                 name_of=None, rename: bool = False, confirm: bool | None = None,
-                changes=None) -> tuple[LandmarkIndex, dict]:
+                changes=None, saved=None) -> tuple[LandmarkIndex, dict]:
     """:func:`enrol`, returning the updated index (as saved) with the summary.
 
     ``changes``: what enrolling each landmark changes for the answers of its nearest landmarks'
-    photos, ``changes(index, before, thresholds_before, landmark_id, vectors) -> dict | None``
+    photos, ``changes(index, before, thresholds_before, landmark_id=, enrolled=) -> dict | None``
     (:meth:`landmark.inference.recognizer.Recognizer.enrolment_changes`; ``before``: the index's
-    size before, ``vectors`` ``[n, D]``: the landmark's photos given): added to its report as
-    ``answers_changed``, its sentence to ``summary``; None: not measured."""
+    size before, ``enrolled`` ``[n, D]``: the landmark's photos given; the keywords of
+    ``Recognizer.enrolment_changes``, which the service passes): added to its report as
+    ``answers_changed``, its sentence to ``summary``; None: not measured.  ``saved(index, added)``:
+    called once the index is saved, before anything after it can fail or be interrupted."""
     state = {}
 
     def change(index: LandmarkIndex) -> tuple[set, int, list, dict]:
@@ -376,6 +381,8 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         return before, added, skipped, report
 
     index, (before, added, skipped, report) = LandmarkIndex.update(index_dir, change)
+    if saved is not None:   # the photos are in the index now, whatever happens to the report below
+        saved(index, added)
     for lid, cover in report.items():   # outside the index's lock: local features take seconds
         if cover.get("calibrated", True):
             confirmation, advice = _local_coverage(index, lid, confirm)
@@ -398,7 +405,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
             if not (index.labels[state["before"]:] == str(lid)).any():
                 continue   # nothing of it enrolled now
             vectors = np.asarray(embeddings.vectors[embeddings.labels == str(lid)], dtype=np.float32)
-            found = changes(index, state["before"], state["thresholds"], landmark_id=str(lid), vectors=vectors)
+            found = changes(index, state["before"], state["thresholds"], landmark_id=str(lid), enrolled=vectors)
             if found is not None:
                 report[lid] = {**cover, "answers_changed": found, "summary": f"{cover['summary']}; {found['summary']}"}
     new = sorted(set(index.items["landmark_id"]) - before)
@@ -500,10 +507,15 @@ def enrolment_file(index_dir: str | Path) -> Path:
     (two enrolments within one second)."""
     stamp, k = time.strftime("%Y%m%d-%H%M%S"), 1
     out = Path(index_dir) / f"added-{stamp}.npy"
-    while out.exists() or out.with_name(f".{out.name}").exists():   # taken, or staged by another enrolment
+    while any(p.exists() for p in (out, out.with_name(f".{out.name}"), _reservation(out))):   # taken or staged
         k += 1
         out = Path(index_dir) / f"added-{stamp}-{k}.npy"
     return out
+
+
+def _reservation(final: Path) -> Path:
+    """The hidden file that reserves the enrolment file name ``final`` for one enrolment (:class:`StagedEnrolment`)."""
+    return final.with_name(f".{final.name}.reserved")
 
 
 class StagedEnrolment:
@@ -517,13 +529,26 @@ class StagedEnrolment:
 
         with StagedEnrolment(index_dir) as staged:
             emb, _, _ = index_embeddings(..., out=staged.path)
-            staged.added = enrol(index_dir, emb)["added"]
+            enrol(index_dir, emb, saved=staged.saved)
+
+    (``saved``: the index took ``added`` photos from them, so they keep their name even when what
+    follows the save, the coverage report and ``answers_changed``, fails or is interrupted.)
     """
 
     def __init__(self, index_dir: str | Path):
-        self.final = enrolment_file(index_dir)
+        while True:   # the name reserved at once (O_EXCL): two enrolments in one second never share it
+            self.final = enrolment_file(index_dir)
+            try:
+                _reservation(self.final).touch(exist_ok=False)
+                break
+            except FileExistsError:
+                continue
         self.path = self.final.with_name(f".{self.final.name}")
         self.added = 0
+
+    def saved(self, index, added: int) -> None:
+        """:func:`enrol`'s ``saved`` hook: the index was saved holding ``added`` photos of these vectors."""
+        self.added = added
 
     def _staged(self) -> list[Path]:
         from ..io import embedding_files
@@ -533,15 +558,27 @@ class StagedEnrolment:
         return self
 
     def __exit__(self, kind, error, tb) -> None:
-        from ..io import clear_temps, embedding_files
-        keep = kind is None and self.added > 0
+        from ..io import clear_temps, embedding_files, read_record, sidecar, write_text_atomic
+        keep = self.added > 0   # the index holds photos of them (saved), even if an error followed
+        renamed = {}
         for staged, final in zip(self._staged(), embedding_files(self.final)):
-            if keep and staged.exists():
+            if keep and staged.exists() and staged.suffix != ".json":
                 staged.replace(final)
-            else:
+                renamed[staged.name] = final.name
+            elif not keep:
                 staged.unlink(missing_ok=True)
+        marker = sidecar(self.path, "json")
+        if keep and marker.exists():   # the record names the files by their final names, or nothing loads them
+            record = read_record(marker) or {}
+            for key in ("files", "bytes"):
+                if isinstance(record.get(key), dict):
+                    record[key] = {renamed.get(k, k): renamed.get(v, v) if isinstance(v, str) else v
+                                   for k, v in record[key].items()}
+            write_text_atomic(sidecar(self.final, "json"), json.dumps(record, indent=2))
+            marker.unlink()
         clear_temps(self._staged())   # an embedding stopped half-way: its temporary rows
         (self.path.parent / f".{self.path.name}.lock").unlink(missing_ok=True)   # embed_images' lock file
+        _reservation(self.final).unlink(missing_ok=True)
 
 
 def index_model(index_dir: str | Path) -> dict:
@@ -698,14 +735,18 @@ def _local_diffusion(index: LandmarkIndex, q: np.ndarray, db: np.ndarray | None,
     """Diffusion of queries ``q`` ``[Q, d]`` (expanded, in the index's space) on the graph of each one's
     ``config.diffusion_candidates`` nearest photos (:func:`~landmark.retrieval.ranking.local_diffusion`),
     found in ``db`` (the DBA-augmented vectors) or else by the index; returns the best ``k``
-    (scores ``[Q, k]`` descending, rows ``[Q, k]``)."""
+    (scores ``[Q, k]`` descending, rows ``[Q, k]``).  With fewer candidates than ``k``, the photos
+    after them follow in the search's order with score 0 (what the diffusion gives a photo its
+    graph does not reach), so that ``k`` photos are ranked whatever ``diffusion_candidates``."""
     from .ranking import knn, local_diffusion
     m = min(config.diffusion_candidates, len(index))
-    sims, rows = knn(q, db, m) if db is not None else faiss_search(index.searched, q, m)
+    wanted = max(m, k)
+    sims, rows = knn(q, db, wanted) if db is not None else faiss_search(index.searched, q, wanted)
     rows = np.where(np.isfinite(sims), rows, -1)
     out_scores, out_rows = np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
     for i in range(len(q)):
         found = rows[i][rows[i] >= 0]
+        found, after = found[:m], found[m:]
         if not len(found):
             continue
         cand = db[found] if db is not None else index.stored(found)
@@ -713,6 +754,8 @@ def _local_diffusion(index: LandmarkIndex, q: np.ndarray, db: np.ndarray | None,
                             query_k=config.diffusion_seeds)[0]
         best = np.argsort(-f, kind="stable")[:k]
         out_scores[i, :len(best)], out_rows[i, :len(best)] = f[best], found[best]
+        rest = after[:k - len(best)]
+        out_scores[i, len(best):len(best) + len(rest)], out_rows[i, len(best):len(best) + len(rest)] = 0.0, rest
     return out_scores, out_rows
 
 
@@ -761,7 +804,8 @@ def rank_index(index: LandmarkIndex, queries: np.ndarray, config: RetrieveConfig
         config = config.model_copy(update={"diffusion": 0})   # too few photos a landmark for its graph
     k = min(config.top_k, len(index))
     augmented = augmented_database(index, config)
-    local = config.diffusion > 0 and len(index) > DIFFUSION_MAX_DENSE   # the graph of each query's candidates
+    # no dense graph (above DIFFUSION_MAX_DENSE, or retrieve.max_augmented): the graph of each query's candidates
+    local = config.diffusion > 0 and len(index) > min(config.max_augmented, DIFFUSION_MAX_DENSE)
     if augmented is None:
         if (config.qe <= 0 and not local) or len(index) == 0:
             return index.search(queries, config.top_k)

@@ -371,6 +371,7 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
         created = not store.exists()
         store.mkdir(parents=True, exist_ok=True)
         written = []   # the photos saved by this request: deleted again when the enrolment is refused or fails
+        saved = {}     # the index as saved, once it holds the photos (enrol_index's saved hook)
         try:
             for photo, path in zip(photos, paths):
                 if not path.exists():
@@ -381,12 +382,19 @@ def _enrol(state, landmark_id: str, name: str | None, photos: list, raw: list[by
             # the one enrolment path (locked, crash-safe; calibrates the landmark's threshold)
             rec.index, result = enrol_index(folder, emb, {landmark_id: name} if name else None, classes=rec.classes,
                                             threshold=rec.threshold, name_of=rec.name, rename=True,
-                                            changes=rec.enrolment_changes)
+                                            changes=rec.enrolment_changes,
+                                            saved=lambda index, added: saved.update(index=index))
         except BaseException as err:
+            held = set(saved["index"].items["path"].astype(str)) if saved else set()
             for path in written:
-                path.unlink(missing_ok=True)
+                if str(path) not in held:   # a photo the saved index holds stays (items.csv points at it)
+                    path.unlink(missing_ok=True)
             if created and not any(store.iterdir()):
                 store.rmdir()
+            if saved:   # the index changed, then its report failed: answer over the saved index, no refusal
+                rec.index = saved["index"]
+                rec.rescore()
+                raise
             if isinstance(err, ValueError):   # refused before the index changed: a name alike another's, a bad floor
                 raise Refusal(409, str(err)) from None
             raise
