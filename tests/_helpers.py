@@ -34,6 +34,18 @@ def blank_png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
 
+def tiny_checkpoint(path: Path, preprocess: dict):
+    """An untrained 3-class ``test_efficientnet`` (seed 0), in eval mode, saved at ``path`` with
+    ``preprocess`` and classes a, b, c; returns the model."""
+    import torch
+
+    from landmark.models import create_model, save_checkpoint
+    torch.manual_seed(0)
+    model = create_model("test_efficientnet", 3, weights="none").eval()
+    save_checkpoint(path, model, ["a", "b", "c"], preprocess=preprocess)
+    return model
+
+
 def tiny_recognizer(folder: Path):
     """A ``Recognizer`` of an untrained 2-class EfficientNet-Lite0 at 32 px (no index), saved in ``folder``."""
     import torch

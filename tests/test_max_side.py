@@ -13,7 +13,7 @@ from landmark.cli import app
 from landmark.data.images import load_uint8
 from landmark.data.preprocess import Preprocess
 from landmark.data.transforms import LongerSide, resize_longer_uint8
-from landmark.models import create_model, save_checkpoint
+from _helpers import tiny_checkpoint
 from landmark.retrieval.embeddings import embed_images, labelled_images
 from landmark.retrieval.index import LandmarkIndex
 from landmark.retrieval.provenance import ModelMismatch, check_model, model_record, same_model
@@ -44,9 +44,7 @@ def test_model_records_differ_by_max_side():
 @pytest.fixture(scope="module")
 def made(l13, tmp_path_factory):
     work = tmp_path_factory.mktemp("max_side")
-    torch.manual_seed(0)
-    model = create_model("test_efficientnet", 3, weights="none").eval()
-    save_checkpoint(work / "a.pt", model, ["a", "b", "c"], preprocess=PREPROCESS)
+    model = tiny_checkpoint(work / "a.pt", PREPROCESS)
     frame = labelled_images(l13, ["9", "11"]).groupby("landmark_id").head(3).reset_index(drop=True)
     return work, model, frame
 
