@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from landmark.cli import app
 from landmark.models import create_model, save_checkpoint
+from landmark.inference import recognizer
 from landmark.retrieval import pipeline
 from landmark.retrieval.embeddings import labelled_images
 from landmark.retrieval.index import IndexParams
@@ -92,7 +93,7 @@ def test_a_failure_after_the_index_took_the_photos_keeps_their_vectors(made, mon
         def changes(*a, **k):
             raise KeyboardInterrupt
         return changes
-    monkeypatch.setattr(pipeline, "answer_changes", interrupted)
+    monkeypatch.setattr(recognizer, "answer_changes", interrupted)
     before = set(folder_state(made / "idx"))
     result = add(made, "Versailles")
     assert result.exit_code != 0

@@ -777,7 +777,8 @@ def index_add(
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     from .data.names import display_name
-    from .retrieval.pipeline import StagedEnrolment, answer_changes, enrol, index_embeddings, index_model, source_names
+    from .inference.recognizer import answer_changes
+    from .retrieval.pipeline import StagedEnrolment, enrol, index_embeddings, index_model, source_names
     from .retrieval.provenance import max_side_of
     try:
         data = _data_source(data)

@@ -15,7 +15,7 @@ from ..models import LandmarkNet
 from ..models.runtime import Runtime, decode_threads, decode_workers, load_runtime
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, check_engine
 from ..retrieval.config import KNN_SCORING, KNN_SCORINGS, KnnConfig, RetrievalConfig, VerifyConfig
-from .voting import DRAFT_FACTOR, TTA_ORDER, answers_frame, check_tta, tta_vote, vote_scores  # noqa: F401 (re-exported)
+from .voting import DRAFT_FACTOR, TTA_ORDER, answers_frame, best_answers, check_tta, tta_vote, vote_scores  # noqa: F401 (re-exported)
 
 def predict_images(model: LandmarkNet | Runtime, classes: list[str], preprocess: dict, queries: pd.DataFrame,
                    tta: int = 1, batch_size: int = 32, workers: int | None = None,
@@ -75,38 +75,6 @@ def recognize_queries(rec, queries: pd.DataFrame, tta: int = 1, batch_size: int 
         rows = batch["index"].tolist()
         best.update(zip(rows, best_answers(rec, rec.preprocess.finish_batch(batch["image"], tta), tta, paths[rows])))
     return answers_frame(rec, queries, best), rejects
-
-
-def best_answers(rec, x, tta: int, paths) -> list[tuple]:
-    """The best answer of each photo of a batch, scored as :meth:`Recognizer.recognize` scores it:
-    ``(landmark_id, score)``, or ``(landmark_id, score, inliers)`` when the recogniser confirms
-    enrolled landmarks by local features (``inliers`` None where no confirmation was needed).
-
-    Args:
-        rec: a loaded :class:`~landmark.inference.recognizer.Recognizer`.
-        x: float ``[N, 3, S, S]`` or ``[N, 10, 3, S, S]`` (:meth:`Preprocess.finish_batch`).
-        paths: the ``N`` photos' files, decoded again (as the Recognizer decodes them) only for
-            the photos whose answer needs local features.
-    """
-    if getattr(rec, "confirmer", None) is None:
-        return [c[0] for c in rec.rank(x, tta, top_k=1)]
-    probs, vectors = rec.forward(x, tta)
-    ranked, inliers = rec.confirm_enrolled(rec._score(probs, vectors, 1), _Decoded(paths, rec.draft(tta)), vectors)
-    return [(*(cands[0] if cands else ("", 0.0)), n) for cands, n in zip(ranked, inliers)]
-
-
-class _Decoded:
-    """Photos decoded on access (``photos[i]``: the path's RGB image at JPEG draft ``draft``)."""
-
-    def __init__(self, paths, draft: int):
-        self.paths, self.draft = list(paths), draft
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        from .answers import decode
-        return decode(self.paths[i], draft=self.draft)
 
 
 def predict(checkpoint: str | Path, images: str | Path, tta: int = TTA, batch_size: int = BATCH_SIZE,

@@ -2,7 +2,7 @@
 
 The queries go through the pipeline of :mod:`landmark.models.ray_engine` (decoding in CPU tasks,
 :class:`PredictActor` model actors holding a :class:`~landmark.inference.recognizer.Recognizer`
-each, answering with :func:`~landmark.inference.predict.best_answers` as the local loop does,
+each, answering with :func:`~landmark.inference.voting.best_answers` as the local loop does,
 enrolled landmarks confirmed by local features included); this process receives each row's best
 ``(landmark_id, score)`` (and inliers) in order and builds the
 frame of :func:`~landmark.inference.predict.predict_images` with the same code
@@ -20,7 +20,7 @@ import pandas as pd
 from ..data import Reject, read_queries
 from ..models.ray_engine import cluster, plan_pool, run_pipeline, set_actor_threads
 from ..models.runtime_info import LOGGER
-from .voting import DRAFT_FACTOR, answers_frame, check_tta
+from .voting import DRAFT_FACTOR, answers_frame, best_answers, check_tta
 
 log = logging.getLogger(LOGGER)
 
@@ -44,10 +44,9 @@ class PredictActor:
         """``batch``: :func:`~landmark.models.ray_engine.decode_batch`'s columns -> ``row, reason,
         reject_path, landmark_id str [B] ("" for a reject), score float64 [B] (NaN for a reject),
         inliers int64 [B]`` (-1 where no enrolled landmark needed local features), each photo
-        answered by :func:`~landmark.inference.predict.best_answers`, as the local loop answers it."""
+        answered by :func:`~landmark.inference.voting.best_answers`, as the local loop answers it."""
         import torch
 
-        from .predict import best_answers
         good = batch["reason"] == ""
         labels, scores = np.full(len(good), "", dtype=object), np.full(len(good), np.nan)
         inliers = np.full(len(good), -1, dtype=np.int64)

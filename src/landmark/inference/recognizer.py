@@ -587,3 +587,23 @@ class Recognizer:
                 "landmarks": [{"landmark_id": i, "name": self.name(i), "in_classifier": i in self.classes,
                                "references": int(counts.get(i, 0))} for i in ids]}
 
+
+def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device: str | None = None):
+    """The ``changes`` of :func:`enrol` for ``landmark index add``: the
+    :class:`~landmark.inference.recognizer.Recognizer` of ``checkpoint`` (loaded once, when first
+    needed, on the enrolled index) answering the nearest landmarks' photos before and after
+    (:meth:`~landmark.inference.recognizer.Recognizer.enrolment_changes`); None for an index the
+    Recognizer does not answer over (built with ``--image-size`` or ``--max-side``: a search-only index)."""
+    loaded = {}
+
+    def changes(index: LandmarkIndex, before: int, thresholds: dict, landmark_id: str, enrolled: np.ndarray):
+        if "rec" not in loaded:
+            try:
+                loaded["rec"] = Recognizer.load(checkpoint, index=index, runtime=runtime, device=device,
+                                                confirm_enrolled=False)
+            except ValueError:   # the index's embeddings are not the model's own pass (its refusal): search only
+                loaded["rec"] = None
+        rec = loaded["rec"]
+        return None if rec is None else rec.enrolment_changes(index, before, thresholds, landmark_id=landmark_id,
+                                                                 enrolled=enrolled)
+    return changes

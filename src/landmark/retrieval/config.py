@@ -228,6 +228,13 @@ class VerifyConfig(_Strict):
     ransac_threshold: float | None = Field(None, gt=0.0)
 
 
+#: Graph size up to which :class:`~landmark.retrieval.ranking.Diffusion` precomputes the dense inverse
+#: ``(I - alpha S)^-1`` (``N^2`` float32, ``N^3`` time: 40 MB and 2.3 s CPU at 3.2k photos, so ~100 MB and
+#: ~9 s at 5k); a larger index is diffused per query on the graph of its nearest photos
+#: (:func:`~landmark.retrieval.ranking.local_diffusion`), at most this many of them.
+DIFFUSION_MAX_DENSE = 5_000
+
+
 class RetrieveConfig(_Strict):
     """Photo retrieval of ``landmark retrieve`` (:func:`landmark.retrieval.pipeline.retrieve`):
     the index photos most similar to each query, most similar first.
@@ -249,7 +256,7 @@ class RetrieveConfig(_Strict):
             30 with ``diffusion_alpha`` 0.95: the best of k 10/30/50 x alpha 0.8/0.95/0.99 on the validation
             side (mAP@100 0.312 -> 0.395 over QE + DBA; docs/retrieval.md).  Its dense inverse is computed
             once per loaded index (seconds at 3k photos); an index of more than
-            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos is diffused per query on the
+            :data:`DIFFUSION_MAX_DENSE` photos is diffused per query on the
             graph of its ``diffusion_candidates`` nearest photos instead
             (:func:`landmark.retrieval.ranking.local_diffusion`: a cost per query that does not grow with the index).
         diffusion_alpha, diffusion_seeds: its random-walk continuation and the query's seed neighbours.
@@ -260,7 +267,7 @@ class RetrieveConfig(_Strict):
             0.288 with diffusion; at 25, 0.373 against 0.420.
         diffusion_candidates: the nearest photos (at most ``DIFFUSION_MAX_DENSE``) whose graph a query
             is diffused on above
-            :data:`~landmark.retrieval.ranking.DIFFUSION_MAX_DENSE` photos (``M^2 D`` per query); below
+            :data:`DIFFUSION_MAX_DENSE` photos (``M^2 D`` per query); below
             ``top_k``, the photos after them follow by cosine with score 0.
         max_augmented: largest index that ``dba`` is computed on (it reads every indexed vector: a few
             seconds at 100k photos) and the dense diffusion graph is built on; a larger index is searched
@@ -281,7 +288,6 @@ class RetrieveConfig(_Strict):
     @field_validator("diffusion_candidates")
     @classmethod
     def _candidates_fit(cls, value: int) -> int:
-        from .ranking import DIFFUSION_MAX_DENSE   # ranking reads this module's defaults: imported here
         if value > DIFFUSION_MAX_DENSE:
             raise ValueError(f"diffusion_candidates {value}: give at most {DIFFUSION_MAX_DENSE} (each query's "
                              f"graph is a dense {value} x {value} solve; the dense limit of diffusion)")

@@ -294,7 +294,7 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
             first 5 photos with >= 10 inliers, :func:`landmark.retrieval.confirm.geometric_coverage`;
             seconds of CPU) and add it to the advice; None: when the ``local`` extra is installed.
         changes: measure what the enrolment changes for the answers of the nearest landmarks'
-            indexed photos (:func:`enrol_index`; :func:`answer_changes` makes one from a checkpoint).
+            indexed photos (:func:`enrol_index`; :func:`landmark.inference.recognizer.answer_changes` makes one from a checkpoint).
         saved: called ``saved(index, added)`` as soon as the index is saved (before the seconds of
             coverage and ``changes``), so that a caller interrupted later knows the index took the photos.
 
@@ -309,28 +309,6 @@ def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] |
     """
     return enrol_index(index_dir, embeddings, names, classes=classes, threshold=threshold, name_of=name_of,
                        rename=rename, confirm=confirm, changes=changes, saved=saved)[1]
-
-
-def answer_changes(checkpoint: str | Path, runtime: str = DEFAULT_RUNTIME, device: str | None = None):
-    """The ``changes`` of :func:`enrol` for ``landmark index add``: the
-    :class:`~landmark.inference.recognizer.Recognizer` of ``checkpoint`` (loaded once, when first
-    needed, on the enrolled index) answering the nearest landmarks' photos before and after
-    (:meth:`~landmark.inference.recognizer.Recognizer.enrolment_changes`); None for an index the
-    Recognizer does not answer over (built with ``--image-size`` or ``--max-side``: a search-only index)."""
-    loaded = {}
-
-    def changes(index: LandmarkIndex, before: int, thresholds: dict, landmark_id: str, enrolled: np.ndarray):
-        if "rec" not in loaded:
-            from ..inference.recognizer import Recognizer
-            try:
-                loaded["rec"] = Recognizer.load(checkpoint, index=index, runtime=runtime, device=device,
-                                                confirm_enrolled=False)
-            except ValueError:   # the index's embeddings are not the model's own pass (its refusal): search only
-                loaded["rec"] = None
-        rec = loaded["rec"]
-        return None if rec is None else rec.enrolment_changes(index, before, thresholds, landmark_id=landmark_id,
-                                                                 enrolled=enrolled)
-    return changes
 
 
 def _stored_name(index: LandmarkIndex, landmark_id: str) -> str:

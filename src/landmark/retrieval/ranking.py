@@ -32,7 +32,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from .config import RetrieveConfig
+from .config import DIFFUSION_MAX_DENSE, RetrieveConfig
 
 #: ``landmark retrieve``'s diffusion settings (:class:`~landmark.retrieval.config.RetrieveConfig`: their one home)
 _RETRIEVE = RetrieveConfig()
@@ -185,10 +185,7 @@ def database_augmentation(database: np.ndarray, n: int, alpha: float, chunk: int
 
 # --- kNN-graph diffusion (Iscen et al., CVPR 2017) ------------------------------------------------
 
-#: Graph size up to which :class:`Diffusion` precomputes the dense inverse ``(I - alpha S)^-1``
-#: (``N^2`` float32, ``N^3`` time: 40 MB and 2.3 s CPU at 3.2k photos, so ~100 MB and ~9 s at 5k);
-#: a larger index is diffused per query on the graph of its nearest photos (:func:`local_diffusion`).
-DIFFUSION_MAX_DENSE = 5_000
+# DIFFUSION_MAX_DENSE (its home: landmark.retrieval.config) is read from this module's namespace
 
 
 def _diffusion_operator(database: np.ndarray, k: int, gamma: float) -> np.ndarray:
