@@ -589,8 +589,9 @@ def _landmark_list(landmarks: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def embed(
-    checkpoint: Path = typer.Argument(..., help="a .pt file written by landmark train, or a .onnx export "
-                                               "(landmark export)"),
+    checkpoint: list[Path] = typer.Argument(..., help="a .pt file written by landmark train, or a .onnx export "
+                                                     "(landmark export); several: each photo's descriptors of every "
+                                                     "model, concatenated (an ensemble, docs/retrieval.md)"),
     images: Optional[Path] = typer.Option(None, help="folder of images (recursive) or CSV with an id column"),
     data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled set instead: GLDv2 folder (train.csv) "
                                               "or class tree; repeat for several folders as one set"),
@@ -710,7 +711,8 @@ _ThreadsOption = Annotated[Optional[int], typer.Option(min=1, help=_THREADS_HELP
 @index_app.command("build")
 def index_build(
     out: Path = typer.Option(..., help="index folder to create (index.faiss, items.csv, meta.json)"),
-    checkpoint: Optional[Path] = typer.Option(None, help="model that embeds --data/--images"),
+    checkpoint: Optional[list[Path]] = typer.Option(None, help="model that embeds --data/--images; repeat for an "
+                                                    "ensemble: their descriptors concatenated (docs/retrieval.md)"),
     data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled GLDv2 folder (train.csv) or class "
                                               "tree; repeat for several folders as one set"),
     images: Optional[Path] = typer.Option(None, help="folder/CSV of images of one landmark (with --label)"),
@@ -761,8 +763,8 @@ def index_build(
 @index_app.command("add")
 def index_add(
     index: Path = typer.Argument(..., help="index folder written by landmark index build"),
-    checkpoint: Optional[Path] = typer.Option(None, help="the model the index was built with (default: the one "
-                                              "recorded in the index)"),
+    checkpoint: Optional[list[Path]] = typer.Option(None, help="the model the index was built with (default: the "
+                                                    "one(s) recorded in the index)"),
     data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled GLDv2 folder or class tree to "
                                               "enrol; repeat for several folders"),
     images: Optional[Path] = typer.Option(None, help="folder/CSV of photos of one landmark (with --label)"),
@@ -779,12 +781,12 @@ def index_add(
     from .data.names import display_name
     from .inference.recognizer import answer_changes
     from .retrieval.pipeline import StagedEnrolment, enrol, index_embeddings, index_model, source_names
-    from .retrieval.provenance import max_side_of
+    from .retrieval.provenance import checkpoints_of, max_side_of
     try:
         data = _data_source(data)
         info = index_model(index)
-        if checkpoint is None and info.get("checkpoint") and embeddings is None:
-            checkpoint = Path(info["checkpoint"])
+        if not checkpoint and embeddings is None:
+            checkpoint = checkpoints_of(info) or None
         # photos embedded under hidden names, named added-STAMP.npy once enrolled; refused: deleted
         with StagedEnrolment(index) as staged:
             emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels,
@@ -795,7 +797,8 @@ def index_add(
                                                workers=workers, device=device, expect=info)
             names = source_names(data=data or None, label=label if images is not None else None,
                                  landmark_ids=emb.items["landmark_id"].unique())
-            model = checkpoint or (Path(info["checkpoint"]) if info.get("checkpoint") else None)
+            # what it changes for look-alikes: answered by one model's Recognizer (not for an ensemble's index)
+            model = checkpoint[0] if checkpoint and len(checkpoint) == 1 else None
             changes = answer_changes(model, device=device) if model is not None and model.is_file() else None
             # staged.saved: named as soon as the index takes photos from them (a later Ctrl-C keeps them)
             result = enrol(index, emb, names=names, changes=changes,
@@ -906,8 +909,8 @@ def retrieve(
                                              "or query embeddings .npy of the index's model"),
     index: Path = typer.Option(..., help="index folder (landmark index build)"),
     out: Path = typer.Option(Path("retrieval.csv"), help="Kaggle retrieval submission to write (id,images)"),
-    checkpoint: Optional[Path] = typer.Option(None, help="the model the index was built with (default: the one "
-                                              "recorded in the index)"),
+    checkpoint: Optional[list[Path]] = typer.Option(None, help="the model the index was built with (default: the "
+                                                    "one(s) recorded in the index)"),
     preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
     top_k: Optional[int] = typer.Option(None, min=1, help=f"index photos per query ({_default(_RETRIEVE.top_k)})"),
     qe: Optional[int] = typer.Option(None, min=0, help="alpha-query expansion over this many nearest photos, then "

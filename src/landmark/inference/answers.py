@@ -214,6 +214,9 @@ def check_index_model(index, path: Path, model) -> None:
     from ..models.onnx_model import file_sha256
     from ..retrieval.provenance import check_model
     recorded = index.meta.get("model") or {}
+    if recorded.get("members"):   # several models' descriptors: no single checkpoint made them
+        from ..retrieval.provenance import ModelMismatch, one_pass_refusal
+        raise ModelMismatch(one_pass_refusal(recorded, recorded.get("image_size") or 0))
     meta = getattr(model, "meta", None) or {}
     sha = meta.get("checkpoint_sha256") if path.suffix.lower() == ".onnx" else file_sha256(path)
     mine = {"checkpoint": str(path), "sha256": sha, "image_size": recorded.get("image_size") or 0,   # sizes: load()

@@ -39,6 +39,7 @@ from ..models.onnx_model import OnnxModel, check_threads, open_export
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, RUNTIMES, runtime_line
 from ..retrieval.config import REJECT_THRESHOLD, check_threshold
 from ..retrieval.confirm import available as confirm_available, enrolled_landmarks
+from ..retrieval.provenance import one_pass_refusal
 from ..retrieval.scoring import REFERENCE_K, checked_landmark_thresholds, counts_of, decide, rank
 from .answers import (DRAFT_FACTOR, Answer, Candidate, ImageError, ImageInput, Neighbour, check_index_model, decode,
                       read_names, resolve_checkpoint, run_index, scoring_line, scoring_mode, stored_threshold)
@@ -109,16 +110,12 @@ class InstantRecognizer:
         self.names = {**names, **(index.meta.get("names", {}) if index is not None else {}), **(names_given or {})}
         if index is not None:
             built = index.meta.get("model") or {}
+            refusal = one_pass_refusal(built, self.preprocess.size)   # one square pass: logits and embedding
+            if refusal:
+                raise ValueError(refusal)
             backbone = model.spec.backbone if model.spec is not None else None
             if built.get("backbone") and built["backbone"] != backbone:
                 raise ValueError(f"the index was built with {built['backbone']}, the model is {backbone}")
-            if built.get("max_side"):   # one forward pass of a square gives logits and embedding
-                raise ValueError(f"the index holds embeddings of photos whose longer side is {built['max_side']} px "
-                                 f"(aspect kept), the model answers on {self.preprocess.size} px squares; build the "
-                                 f"index without --max-side")
-            if built.get("image_size") is not None and built["image_size"] != self.preprocess.size:
-                raise ValueError(f"the index holds embeddings of {built['image_size']} px images, the model answers "
-                                 f"at {self.preprocess.size} px; build the index without --image-size")
             width = [o.shape[-1] for o in model.session.get_outputs() if o.name == "embedding" and o.shape]
             if width and isinstance(width[0], int) and width[0] != index.dim:
                 raise ValueError(f"the index holds {index.dim}-dimensional vectors, the model's differ; "

@@ -67,6 +67,7 @@ from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, ann
 from ..data.names import display_name
 from ..retrieval.config import REJECT_THRESHOLD, LocalConfig, RetrieveConfig, check_threshold
 from ..retrieval.pipeline import rank_index, similarities
+from ..retrieval.provenance import one_pass_refusal
 # torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
 from .answers import (  # noqa: F401
     Answer, Candidate, ImageInput, Neighbour, check_index_model, decode, read_names, resolve_checkpoint, run_index,
@@ -127,15 +128,10 @@ class Recognizer:
         if isinstance(stored, list):   # names in class order
             stored = dict(zip(self.classes, stored))
         self.names = {**stored, **(index.meta.get("names", {}) if index is not None else {}), **(names or {})}
-        record = index.meta.get("model", {}) if index is not None else {}
-        built = record.get("image_size")
-        if record.get("max_side"):   # one forward pass of a square gives logits and embedding
-            raise ValueError(f"the index holds embeddings of photos whose longer side is {record['max_side']} px "
-                             f"(aspect kept), the model answers on {self.preprocess.size} px squares; search it "
-                             f"with landmark retrieve, or build the index without --max-side")
-        if built is not None and built != self.preprocess.size:   # one forward pass gives logits and embedding
-            raise ValueError(f"the index holds embeddings of {built} px images, the model answers at "
-                             f"{self.preprocess.size} px; build the index without --image-size")
+        # one forward pass of a square gives logits and embedding: the index's vectors must be of that pass
+        refusal = one_pass_refusal(index.meta.get("model") if index is not None else None, self.preprocess.size)
+        if refusal:
+            raise ValueError(refusal)
 
     def rescore(self) -> None:
         """Choose the scoring mode and threshold for the index as it is now (call after enrolling)."""
@@ -235,7 +231,8 @@ class Recognizer:
         index = run_index(source) if index is None else None if index is False else index
         if index is not None and not isinstance(index, LandmarkIndex):
             index = LandmarkIndex.load(index)
-        built = index.meta.get("model", {}).get("backbone") if index is not None else None
+        record = index.meta.get("model", {}) if index is not None else {}
+        built = record.get("backbone") if not record.get("members") else None   # members: check_index_model
         if built and built != ckpt["spec"].get("backbone", built):
             raise ValueError(f"the index was built with {built}, the checkpoint is {ckpt['spec']['backbone']}")
         if index is not None:

@@ -113,6 +113,67 @@ class OnnxRuntime(OnnxModel):
         return torch.from_numpy(logits), torch.from_numpy(emb)
 
 
+class EnsembleRuntime:
+    """Several networks as one descriptor: ``EnsembleRuntime([runtime_a, runtime_b])``.
+
+    Each member embeds the same input ``x`` ``[B, 3, H, W]``; its ``[B, D_i]`` embedding is
+    L2-normalised, the normalised parts are concatenated and scaled by ``1/sqrt(n)``, so the
+    ``[B, sum D_i]`` float32 result has unit norm and its inner product is the mean of the
+    members' cosines (the concatenation of descriptors of several backbones that landmark-retrieval
+    ensembles use, e.g. the GLDv2 retrieval winners; measured in docs/retrieval.md: lite0 | lite2).
+    ``logits``, ``classes``, ``names``, ``spec`` are the first member's (the classifier answers from
+    one model).  ``checkpoints`` names each member's file, for the vectors' record.
+
+    Raises:
+        ValueError: fewer than two members, or members normalising their inputs differently
+            (another ``mean`` / ``std``: one tensor feeds them all).
+    """
+
+    def __init__(self, members: list, checkpoints: list[str | Path]):
+        if len(members) < 2 or len(members) != len(checkpoints):
+            raise ValueError(f"an ensemble needs two or more models, one checkpoint each (got {len(members)})")
+        first = members[0].preprocess
+        for member, path in zip(members[1:], checkpoints[1:]):
+            if (member.preprocess.mean, member.preprocess.std) != (first.mean, first.std):
+                raise ValueError(f"{path} normalises its inputs with mean {member.preprocess.mean} / std "
+                                 f"{member.preprocess.std}, {checkpoints[0]} with {first.mean} / {first.std}: "
+                                 "an ensemble's models must share them (one photo tensor feeds all)")
+        self.members, self.checkpoints = list(members), [Path(c) for c in checkpoints]
+        self.name = "+".join(m.name for m in members)
+        self.device = members[0].device
+        self.classes, self.names, self.spec = members[0].classes, members[0].names, members[0].spec
+        self.preprocess = first
+        self.why_not_onnx = "; ".join(w for m in members if (w := getattr(m, "why_not_onnx", "")))
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        parts, logits = [], None
+        for member in self.members:
+            out_logits, emb = member(x)
+            logits = out_logits if logits is None else logits
+            parts.append(torch.nn.functional.normalize(emb.float().to(self.device), dim=1))
+        return logits, torch.cat(parts, dim=1) / float(np.sqrt(len(parts)))
+
+
+def load_runtimes(checkpoints: list[str | Path], runtime: str = DEFAULT_RUNTIME, device: str | None = None,
+                  threads: int | None = None, image_size: int | None = None) -> Runtime:
+    """:func:`load_runtime` of one checkpoint, or an :class:`EnsembleRuntime` of several (each
+    loaded by :func:`load_runtime` with the same arguments).
+
+    Raises:
+        ValueError: no checkpoint, the same one twice, and as :func:`load_runtime` / :class:`EnsembleRuntime`.
+        FileNotFoundError: as :func:`load_runtime`.
+    """
+    paths = [Path(c) for c in checkpoints]
+    if not paths:
+        raise ValueError("give a checkpoint")
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise ValueError(f"the same checkpoint is given twice ({', '.join(map(str, paths))}): an ensemble needs "
+                         "different models")
+    loaded = [load_runtime(p, runtime, device, threads, image_size=image_size) for p in paths]
+    return loaded[0] if len(loaded) == 1 else EnsembleRuntime(loaded, paths)
+
+
 def decode_threads(runtime: Runtime) -> bool:
     """Whether images for ``runtime`` are decoded by threads of the calling process (it computes
     on the CPU: ONNX Runtime, or PyTorch on the CPU) rather than by worker processes (a GPU).

@@ -154,10 +154,11 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
         raise ValueError(f"image_size {image_size} and max_side {max_side}: give one (max_side keeps the aspect "
                          f"ratio, image_size squashes to a square)")
     runtime = as_runtime(model, classes, preprocess, device)
-    if runtime.name == "onnx" and max_side is not None:
+    onnx = "onnx" in str(runtime.name).split("+")   # an export, alone or in an ensemble
+    if onnx and max_side is not None:
         raise ValueError(f"an ONNX export takes {preprocess['size']} px squares only; embed with --max-side "
                          f"{max_side} with the .pt checkpoint (--runtime torch)")
-    if runtime.name == "onnx" and image_size not in (None, preprocess["size"]):
+    if onnx and image_size not in (None, preprocess["size"]):
         raise ValueError(f"an ONNX export takes {preprocess['size']} px inputs only; embed at {image_size} px "
                          f"with the .pt checkpoint (--runtime torch), or drop --image-size")
     path = embeddings_path(out)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..data import Reject, read_queries
 from ..defaults import BATCH_SIZE, EMBED_DTYPE, PART_SIZE, TOP_CLASSES, WORKERS
-from ..models.runtime import Runtime, load_runtime
+from ..models.runtime import Runtime, load_runtime, load_runtimes
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, announce, check_engine
 from ..io import read_csv
 from .config import (REJECT_THRESHOLD, IndexParams, KnnConfig, LocalConfig, RetrievalConfig, RetrieveConfig,
@@ -30,7 +30,7 @@ from .config import (REJECT_THRESHOLD, IndexParams, KnnConfig, LocalConfig, Retr
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
 from .index import LandmarkIndex, check_cells
 from .knn import Recognition, recognise, verification_inliers
-from .provenance import check_model, max_side_of, runtime_record
+from .provenance import check_model, checkpoints_of, max_side_of, runtime_record
 from .scoring import CALIBRATION_K, calibrate_landmark, coverage_summary, decide, verdict as verdict_words
 from .ranking import normalise
 from .shards import embed_shard
@@ -88,7 +88,34 @@ def source_names(*, data=None, label: str | None = None, landmark_ids=()) -> dic
     return None
 
 
-def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, top_classes: int = TOP_CLASSES,
+def as_checkpoints(checkpoint) -> list[Path]:
+    """``checkpoint`` as a list of paths: one path, or several (an ensemble whose descriptors are
+    concatenated, :class:`~landmark.models.runtime.EnsembleRuntime`); ``[]`` for None."""
+    if checkpoint is None:
+        return []
+    if isinstance(checkpoint, (str, Path)):
+        return [Path(checkpoint)]
+    return [Path(c) for c in checkpoint]
+
+
+def load_embedder(checkpoint, *, runtime: str = DEFAULT_RUNTIME, device: str | None = None,
+                  threads: int | None = None, image_size: int | None = None, max_side: int | None = None) -> Runtime:
+    """The runtime that embeds with ``checkpoint`` (a path, or several: their descriptors concatenated,
+    :func:`~landmark.models.runtime.load_runtimes`).  Aspect-kept photos (``max_side``) need PyTorch (an
+    ONNX export takes squares only), so ``auto`` loads the ``.pt`` files in PyTorch there.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`~landmark.models.runtime.load_runtimes`.
+    """
+    paths = as_checkpoints(checkpoint)
+    aspect_kept = max_side is not None and runtime == "auto" and all(p.suffix.lower() != ".onnx" for p in paths)
+    engine = load_runtimes(paths, "torch" if aspect_kept else runtime, device, threads, image_size=image_size)
+    if aspect_kept:
+        engine.why_not_onnx = f"--max-side {max_side}: an ONNX export takes squares only"
+    return engine
+
+
+def embed_checkpoint(checkpoint: str | Path | list, frame: pd.DataFrame, out: str | Path, *, top_classes: int = TOP_CLASSES,
                      dtype: str = EMBED_DTYPE, image_size: int | None = None, max_side: int | None = None,
                      batch_size: int = BATCH_SIZE, workers: int | None = WORKERS, device: str | None = None,
                      overwrite: bool = False, runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
@@ -97,7 +124,10 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
 
     Args:
         checkpoint: ``.pt`` written by ``landmark train`` (or a ``.onnx`` export with
-            ``runtime`` ``onnx``/``auto``: :func:`landmark.models.runtime.load_runtime`).
+            ``runtime`` ``onnx``/``auto``: :func:`landmark.models.runtime.load_runtime`); a list of
+            several: each photo's descriptors of every model, L2-normalised, concatenated
+            (``[N, sum D_i]``, :class:`~landmark.models.runtime.EnsembleRuntime`; recorded with
+            :func:`~landmark.retrieval.provenance.ensemble_record`).
         frame: rows ``id``, ``path`` (and ``landmark_id``), e.g. from :func:`image_frame`.
         out: ``NAME.npy`` to write (side files beside it).
         threads: ONNX Runtime threads; the other arguments as in ``embed_images``.
@@ -114,17 +144,15 @@ def embed_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, out: str | Pat
             loads the ``.pt`` checkpoint in PyTorch, even beside an export; ``onnx`` is refused).
         landmark.retrieval.provenance.ModelMismatch: the checkpoint is not ``expect``'s model.
     """
-    # an ONNX export takes squares only: aspect-kept photos (max_side) need PyTorch, so ``auto`` means
-    # ``torch`` there, as for the queries of such an index (_index_runtime)
-    aspect_kept = max_side is not None and runtime == "auto" and Path(checkpoint).suffix.lower() != ".onnx"
-    engine = load_runtime(checkpoint, "torch" if aspect_kept else runtime, device, threads, image_size=image_size)
-    if aspect_kept:
-        engine.why_not_onnx = f"--max-side {max_side}: an ONNX export takes squares only"
+    engine = load_embedder(checkpoint, runtime=runtime, device=device, threads=threads, image_size=image_size,
+                           max_side=max_side)
     announce(engine, runtime)
+    paths = as_checkpoints(checkpoint)
     if expect is not None:
-        check_model(runtime_record(engine, checkpoint, image_size, max_side), expect, f"the vectors of {checkpoint}",
+        check_model(runtime_record(engine, paths[0], image_size, max_side), expect,
+                    f"the vectors of {' + '.join(map(str, paths))}",
                     "this index", fix="give the checkpoint the index was built with, or build a new index")
-    return _embed(engine, checkpoint, frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
+    return _embed(engine, paths[0], frame, out, top_classes=top_classes, dtype=dtype, image_size=image_size,
                   max_side=max_side, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
 
 
@@ -154,6 +182,9 @@ def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: 
             engine, or ``ray`` without Ray installed (one line saying how to install it).
     """
     check_engine(engine)
+    if len(as_checkpoints(checkpoint)) > 1:
+        raise ValueError("several checkpoints (an ensemble) embed in one process: drop --shard / --engine ray")
+    checkpoint = as_checkpoints(checkpoint)[0]
     if engine == "ray":
         from .ray_embed import embed_shard_ray
         options.pop("workers", None)   # decoding runs in Ray tasks, one CPU each
@@ -185,6 +216,7 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                      params: IndexParams | None = None) -> tuple[Embeddings, list[Reject], dict]:
     """Labelled embeddings to index or enrol: an embeddings file, or photos embedded now.
 
+    ``checkpoint``: one path, or a list of several (their descriptors concatenated: :func:`embed_checkpoint`).
     Either ``embeddings`` (a ``.npy`` from ``landmark embed``; its landmark ids from its
     ``ids.csv`` or, when given, from ``labels``, a CSV ``id,landmark_id``), or
     ``checkpoint`` with ``data`` (a labelled GLDv2 folder or class tree, optionally only
@@ -209,13 +241,13 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
         emb = load_embeddings(embeddings)
         if expect is not None:
             check_model(emb.model, expect, f"the vectors of {embeddings}", "this index",
-                        fix=f"re-embed them with `landmark embed {expect.get('checkpoint', 'CHECKPOINT')}`")
+                        fix=f"re-embed them with `landmark embed {' '.join(map(str, checkpoints_of(expect))) or 'CHECKPOINT'}`")
         if labels is not None:
             emb.items = _with_labels(emb.items, labels)
         if params is not None:
             check_cells(params, len(emb))
         return emb, [], dict(emb.model or {})
-    if checkpoint is None:
+    if not as_checkpoints(checkpoint):
         raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
     if images is not None and label is None:
         raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
@@ -606,7 +638,7 @@ def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str 
     announce(engine, runtime)
     size, max_side = _index_image_size(index, engine)
     built = index.meta.get("model")
-    fix = f"re-embed them with `landmark embed {built.get('checkpoint') if built else 'CHECKPOINT'}`"
+    fix = f"re-embed them with `landmark embed {' '.join(map(str, checkpoints_of(built))) or 'CHECKPOINT'}`"
     check_model(runtime_record(engine, checkpoint, size, max_side), built, f"the vectors of {checkpoint}",
                 "this index", fix="give the checkpoint the index was built with, or build an index with this one")
     embed = partial(_embed, engine, checkpoint, image_size=None if max_side else size, max_side=max_side,
@@ -636,15 +668,19 @@ def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str 
     return _with_names(predictions, names, config.knn, index, unreadable={r.id for r in rejects}), rejects, result
 
 
-def _index_runtime(index: LandmarkIndex, checkpoint: str | Path, *, runtime: str, device: str | None,
+def _index_runtime(index: LandmarkIndex, checkpoint, *, runtime: str, device: str | None,
                    threads: int | None) -> Runtime:
     """The runtime that embeds queries as the index's photos were: at its recorded image size; an
     index of aspect-kept photos (``max_side``) needs PyTorch (an ONNX export takes squares only), so
-    ``auto`` means ``torch`` there."""
+    ``auto`` means ``torch`` there.  An index of several models' descriptors concatenated (its record's
+    ``members``) given only its first checkpoint loads every member it records."""
     built = index.meta.get("model") or {}
-    if max_side_of(built) and runtime == "auto":
-        runtime = "torch"
-    return load_runtime(checkpoint, runtime, device, threads, image_size=built.get("image_size"))
+    paths, members = as_checkpoints(checkpoint), checkpoints_of(built)
+    if len(paths) == 1 and len(members) > 1 and paths[0].resolve() == members[0].resolve():
+        paths = members
+    return load_embedder(paths, runtime=runtime, device=device, threads=threads,
+                         image_size=None if max_side_of(built) else built.get("image_size"),
+                         max_side=max_side_of(built))
 
 
 def _index_image_size(index: LandmarkIndex, engine: Runtime) -> tuple[int, int | None]:
@@ -655,8 +691,8 @@ def _index_image_size(index: LandmarkIndex, engine: Runtime) -> tuple[int, int |
         ValueError: the index was built with another backbone than ``engine``'s.
     """
     built = index.meta.get("model", {})
-    backbone = getattr(engine.spec, "backbone", None)
-    if built.get("backbone") and backbone and built["backbone"] != backbone:
+    backbone = getattr(engine.spec, "backbone", None)   # an ensemble's record: provenance.check_model
+    if built.get("backbone") and backbone and built["backbone"] != backbone and not built.get("members"):
         raise ValueError(f"the index was built with {built['backbone']}, the checkpoint is {backbone}")
     return built.get("image_size") or engine.preprocess["size"], max_side_of(built)
 
@@ -824,7 +860,7 @@ def faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     return sims, rows
 
 
-def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, checkpoint: str | Path | None = None,
+def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, checkpoint=None,
              config: RetrieveConfig | None = None, local: LocalConfig | None = None, batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
              device: str | None = None, overwrite: bool = False, runtime: str = DEFAULT_RUNTIME,
              threads: int | None = None) -> tuple[pd.DataFrame, list[Reject]]:
@@ -835,7 +871,8 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
     Args:
         images: query folder, CSV or one photo; or an embeddings ``.npy`` of the index's model.
         work: path prefix of the query embeddings (``WORK.queries.npy``).
-        checkpoint: the model (default: the one recorded in the index's ``meta.json``).
+        checkpoint: the model (default: the one recorded in the index's ``meta.json``); a list for an
+            index of several models' descriptors (default: every member its record names).
         config: ``top_k``, ``qe``, ``dba``, ``diffusion`` ... (default :class:`RetrieveConfig`).
         local: local-feature re-ranking of the first ``local.top`` photos of each query
             (:func:`rerank_frame`; default :class:`LocalConfig`, whose ``top`` 0 is off); features cached in
@@ -855,20 +892,21 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
     config = config or RetrieveConfig()
     index = LandmarkIndex.load(index_dir)
     built = index.meta.get("model") or {}
-    checkpoint = checkpoint or built.get("checkpoint")
+    checkpoint = as_checkpoints(checkpoint) or checkpoints_of(built)
     if str(images).endswith(".npy"):
         queries, rejects = load_embeddings(images), []
         check_model(queries.model, built or None, f"the queries of {images}", "this index",
-                    fix=f"embed them with `landmark embed {checkpoint or 'CHECKPOINT'}`")
+                    fix=f"embed them with `landmark embed {' '.join(map(str, checkpoint)) or 'CHECKPOINT'}`")
     else:
-        if checkpoint is None:
+        if not checkpoint:
             raise ValueError(f"{index_dir} records no model; give --checkpoint (the model the index was built with)")
         engine = _index_runtime(index, checkpoint, runtime=runtime, device=device, threads=threads)
         announce(engine, runtime)
         size, max_side = _index_image_size(index, engine)
-        check_model(runtime_record(engine, checkpoint, size, max_side), built or None, f"the vectors of {checkpoint}",
+        label = " + ".join(map(str, checkpoint))
+        check_model(runtime_record(engine, checkpoint[0], size, max_side), built or None, f"the vectors of {label}",
                     "this index", fix="give the checkpoint the index was built with")
-        queries, rejects, _ = _embed(engine, checkpoint, read_queries(images), embeddings_path(f"{work}.queries"),
+        queries, rejects, _ = _embed(engine, checkpoint[0], read_queries(images), embeddings_path(f"{work}.queries"),
                                      image_size=None if max_side else size, max_side=max_side, batch_size=batch_size,
                                      workers=workers, device=device, overwrite=overwrite)
     vectors = np.asarray(queries.vectors, dtype=np.float32)

@@ -11,7 +11,9 @@ model (:func:`model_record`):
 * ``image_size``, ``mean``, ``std``: the preprocessing the photos went through; ``max_side``
   (only when set): the photos kept their aspect ratio, the longer side ``image_size`` px
   (``landmark embed --max-side``), instead of being squashed to ``image_size`` squares;
-* ``checkpoint``, ``backbone``, ``runtime``: for people reading the record.
+* ``checkpoint``, ``backbone``, ``runtime``: for people reading the record;
+* ``members`` (only for vectors of several models concatenated, :func:`ensemble_record`): each
+  model's own record; ``sha256`` is then the members' joined by ``+`` and ``checkpoint`` the first's.
 
 Two records are the same model when :data:`IDENTITY` agree.  Files written before records
 existed carry none: they are read with a :class:`ProvenanceWarning`, not refused.
@@ -46,6 +48,55 @@ def model_record(checkpoint: str | Path, sha256: str, preprocess: dict, image_si
     return {**record, "max_side": int(max_side)} if max_side else record
 
 
+def ensemble_record(records: list[dict]) -> dict:
+    """The record of vectors that concatenate the descriptors of several models
+    (:class:`landmark.models.runtime.EnsembleRuntime`): ``sha256`` the members' joined by ``+`` (so
+    it equals no single model's, nor the same models in another order), ``members`` each record.
+
+    Raises:
+        ValueError: fewer than two records, or records of other image sizes / ``max_side``.
+    """
+    if len(records) < 2:
+        raise ValueError("an ensemble record needs two or more models")
+    shapes = {(r.get("image_size"), max_side_of(r)) for r in records}
+    if len(shapes) > 1:
+        raise ValueError(f"an ensemble's models must embed the same photos; got image sizes {sorted(shapes, key=str)}")
+    first = records[0]
+    return {**first, "sha256": "+".join(str(r.get("sha256")) for r in records),
+            "backbone": "+".join(str(r.get("backbone")) for r in records),
+            "runtime": "+".join(str(r.get("runtime")) for r in records), "members": [dict(r) for r in records]}
+
+
+def checkpoints_of(record: dict | None) -> list[Path]:
+    """The checkpoint file(s) that made vectors of ``record``: one, or each member's
+    (:func:`ensemble_record`); none when the record names none."""
+    if not isinstance(record, dict):
+        return []
+    if record.get("members"):
+        return [Path(m["checkpoint"]) for m in record["members"] if m.get("checkpoint")]
+    return [Path(record["checkpoint"])] if record.get("checkpoint") else []
+
+
+def one_pass_refusal(record: dict | None, size: int) -> str | None:
+    """Why a model answering from one forward pass of ``size`` px squares (logits and embedding
+    together: the Recognizer, ``recognize``, ``predict --index``, the service) cannot use an index whose
+    vectors ``record`` describes; None when it can (or the record is unknown)."""
+    if not isinstance(record, dict):
+        return None
+    if record.get("members"):
+        return (f"the index holds the descriptors of {len(record['members'])} models concatenated "
+                f"({describe(record)}); the model answers from its own pass: search it with landmark retrieve, "
+                "or build an index with one --checkpoint")
+    if record.get("max_side"):
+        return (f"the index holds embeddings of photos whose longer side is {record['max_side']} px (aspect kept), "
+                f"the model answers on {size} px squares; search it with landmark retrieve, or build the index "
+                "without --max-side")
+    if record.get("image_size") is not None and record["image_size"] != size:
+        return (f"the index holds embeddings of {record['image_size']} px images, the model answers at {size} px; "
+                "build the index without --image-size")
+    return None
+
+
 def max_side_of(record: dict | None) -> int | None:
     """``max_side`` of a model record (None: square inputs, or no record): what queries of an index
     must be embedded with, beside ``image_size``."""
@@ -61,6 +112,10 @@ def describe(record: dict | None) -> str:
     """``best.pt (sha256 1a2b3c4d5e6f, 128 px)`` for messages."""
     if not known(record):
         return "an unrecorded model"
+    shape = f"longer side {record['max_side']} px" if max_side_of(record) else f"{record['image_size']} px"
+    if record.get("members"):
+        names = " + ".join(Path(m.get("checkpoint") or "?").name for m in record["members"])
+        return f"{names} (sha256 {' + '.join(str(m.get('sha256'))[:12] for m in record['members'])}, {shape})"
     name = Path(record.get("checkpoint") or "?").name
     shape = f"longer side {record['max_side']} px" if max_side_of(record) else f"{record['image_size']} px"
     return f"{name} (sha256 {record['sha256'][:12]}, {shape})"
@@ -91,6 +146,9 @@ def check_model(made_by: dict | None, expected: dict | None, what: str, against:
                       ProvenanceWarning, stacklevel=3)
         return
     if not same_model(made_by, expected):
+        if expected.get("members") and not made_by.get("members"):
+            fix = (f"{against} concatenates {len(expected['members'])} models' descriptors: give every one, in "
+                   f"this order ({' '.join('--checkpoint ' + str(c) for c in checkpoints_of(expected))})")
         raise ModelMismatch(f"{what} were made by model {describe(made_by)}, {against} by {describe(expected)}: "
                             f"{fix}")
 
@@ -111,7 +169,11 @@ def checkpoint_sha256(checkpoint: str | Path) -> str:
 def runtime_record(engine, checkpoint: str | Path, image_size: int | None, max_side: int | None = None) -> dict:
     """The record (:func:`model_record`) of ``engine`` (a :class:`~landmark.models.runtime.Runtime`)
     embedding at ``image_size`` px (or longer side ``max_side`` px): an ONNX export is recorded as
-    the checkpoint it was exported from."""
+    the checkpoint it was exported from; an ``EnsembleRuntime`` (``checkpoint`` unused) as
+    :func:`ensemble_record` of its members'."""
+    if getattr(engine, "members", None):   # an EnsembleRuntime: each member with its own checkpoint
+        return ensemble_record([runtime_record(m, c, image_size, max_side)
+                                for m, c in zip(engine.members, engine.checkpoints)])
     meta = getattr(engine, "meta", None) or {}
     sha = meta.get("checkpoint_sha256") if engine.name == "onnx" else None
     return model_record(checkpoint, sha or checkpoint_sha256(checkpoint), engine.preprocess, image_size,

@@ -1,0 +1,149 @@
+"""Several models' descriptors concatenated (an ensemble: `landmark embed A B`, `index build --checkpoint A
+--checkpoint B`): each photo's embedding of every model, L2-normalised, concatenated, unit norm; the index
+records every member, and its queries and enrolled photos are embedded by all of them."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from _helpers import tiny_checkpoint
+from landmark.cli import app
+from landmark.models import create_model, save_checkpoint
+from landmark.models.runtime import EnsembleRuntime, TorchRuntime, load_runtimes
+from landmark.retrieval.embeddings import labelled_images, load_embeddings
+from landmark.retrieval.index import LandmarkIndex
+from landmark.retrieval.pipeline import embed_checkpoint
+from landmark.retrieval.provenance import (ModelMismatch, check_model, checkpoints_of, describe, ensemble_record,
+                                           model_record, one_pass_refusal, same_model)
+
+PREPROCESS = {"size": 64, "resize": 72, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+runner = CliRunner()
+
+
+def _second_checkpoint(path, preprocess=PREPROCESS):
+    """Another untrained 3-class network (seed 1): other weights, so other descriptors."""
+    torch.manual_seed(1)
+    model = create_model("test_efficientnet", 3, weights="none").eval()
+    save_checkpoint(path, model, ["a", "b", "c"], preprocess=preprocess)
+    return model
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ensemble")
+    a = tiny_checkpoint(work / "a.pt", PREPROCESS)
+    b = _second_checkpoint(work / "b.pt")
+    return work, a, b
+
+
+def test_ensemble_runtime_concatenates_normalised_members(two):
+    work, a, b = two
+    engine = load_runtimes([work / "a.pt", work / "b.pt"], "torch")
+    assert isinstance(engine, EnsembleRuntime) and engine.name == "torch+torch"
+    x = torch.randn(2, 3, 64, 48)
+    logits, emb = engine(x)
+    with torch.no_grad():
+        ea, eb = F.normalize(a.embed(x), dim=1), F.normalize(b.embed(x), dim=1)
+        own_logits = a(x)
+    expected = torch.cat([ea, eb], dim=1) / np.sqrt(2)
+    assert emb.shape == (2, ea.shape[1] + eb.shape[1])
+    torch.testing.assert_close(emb, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits, own_logits, atol=1e-5, rtol=1e-5)   # the classifier: the first model's
+    # its inner product is the mean of the members' cosines
+    assert float(emb[0] @ emb[1]) == pytest.approx(float(ea[0] @ ea[1] + eb[0] @ eb[1]) / 2, abs=1e-5)
+    assert load_runtimes([work / "a.pt"], "torch").name == "torch"   # one checkpoint: that runtime alone
+    with pytest.raises(ValueError, match="given twice"):
+        load_runtimes([work / "a.pt", work / "a.pt"], "torch")
+
+
+def test_ensemble_refuses_members_that_normalise_differently(two, tmp_path):
+    work, _, _ = two
+    _second_checkpoint(tmp_path / "c.pt", {**PREPROCESS, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
+    members = [TorchRuntime.from_checkpoint(p) for p in (work / "a.pt", tmp_path / "c.pt")]
+    with pytest.raises(ValueError, match="must share them"):
+        EnsembleRuntime(members, [work / "a.pt", tmp_path / "c.pt"])
+    with pytest.raises(ValueError, match="two or more"):
+        EnsembleRuntime(members[:1], [work / "a.pt"])
+
+
+def test_ensemble_record_is_its_own_model():
+    a = model_record("/m/a.pt", "a" * 64, PREPROCESS, max_side=448)
+    b = model_record("/m/b.pt", "b" * 64, PREPROCESS, max_side=448)
+    both = ensemble_record([a, b])
+    assert both["sha256"] == "a" * 64 + "+" + "b" * 64 and both["max_side"] == 448
+    assert [str(p) for p in checkpoints_of(both)] == ["/m/a.pt", "/m/b.pt"]
+    assert checkpoints_of(a) == [checkpoints_of(a)[0]] and checkpoints_of(None) == []
+    assert not same_model(both, a) and not same_model(both, ensemble_record([b, a]))   # order matters
+    assert same_model(both, json.loads(json.dumps(both)))
+    assert describe(both) == f"a.pt + b.pt (sha256 {'a' * 12} + {'b' * 12}, longer side 448 px)"
+    with pytest.raises(ModelMismatch, match="--checkpoint /m/a.pt --checkpoint /m/b.pt"):
+        check_model(a, both, "the vectors of a.pt", "this index", fix="give the checkpoint the index was built with")
+    with pytest.raises(ValueError, match="same photos"):
+        ensemble_record([a, model_record("/m/b.pt", "b" * 64, PREPROCESS, image_size=224)])
+    assert "2 models concatenated" in one_pass_refusal(both, 224)
+    assert "longer side is 448 px" in one_pass_refusal(a, 224)
+    assert one_pass_refusal(model_record("/m/a.pt", "a" * 64, PREPROCESS), 64) is None
+
+
+def test_embed_checkpoint_with_two_models_equals_their_concatenation(two, l13):
+    work, _, _ = two
+    frame = labelled_images(l13, ["9", "11"]).groupby("landmark_id").head(2).reset_index(drop=True)
+    both, _, info = embed_checkpoint([work / "a.pt", work / "b.pt"], frame, work / "both.npy", max_side=80,
+                                     dtype="float32", workers=0, runtime="auto", top_classes=0)
+    parts = [np.asarray(embed_checkpoint(work / f"{m}.pt", frame, work / f"{m}.npy", max_side=80, dtype="float32",
+                                         workers=0, top_classes=0)[0].vectors) for m in ("a", "b")]
+    np.testing.assert_allclose(np.asarray(both.vectors), np.concatenate(parts, axis=1) / np.sqrt(2), atol=1e-5)
+    assert len(info["members"]) == 2 and info["max_side"] == 80
+    assert load_embeddings(work / "both.npy").model["sha256"] == info["sha256"]
+
+
+@pytest.mark.slow
+def test_index_of_two_models_embeds_queries_and_enrolments_with_both(two, l13, tmp_path):
+    work, _, _ = two
+    idx = tmp_path / "idx"
+    done = runner.invoke(app, ["index", "build", "--checkpoint", str(work / "a.pt"), "--checkpoint",
+                               str(work / "b.pt"), "--data", str(l13), "--landmarks", "9,11", "--max-side", "80",
+                               "--out", str(idx), "--kind", "flat", "--workers", "0"])
+    assert done.exit_code == 0, done.output
+    index = LandmarkIndex.load(idx)
+    assert [m["checkpoint"] for m in index.meta["model"]["members"]] == [str(work / "a.pt"), str(work / "b.pt")]
+    items = pd.read_csv(idx / "items.csv", dtype=str)
+    queries = tmp_path / "q.csv"
+    pd.DataFrame({"id": ["self"], "path": [items["path"].iloc[1]]}).to_csv(queries, index=False)
+    out = tmp_path / "retrieval.csv"
+    done = runner.invoke(app, ["retrieve", str(queries), "--index", str(idx), "--out", str(out), "--top-k", "3",
+                               "--qe", "0", "--dba", "0", "--diffusion", "0", "--json", "--workers", "0"])
+    assert done.exit_code == 0, done.output
+    first = json.loads(done.stdout[done.stdout.index("["):])[0]["images"][0]
+    assert first["id"] == items["id"].iloc[1] and first["similarity"] == pytest.approx(1.0, abs=2e-3)
+    # one member alone is another model for this index: refused, saying which to give
+    done = runner.invoke(app, ["retrieve", str(queries), "--index", str(idx), "--out", str(tmp_path / "r2.csv"),
+                               "--checkpoint", str(work / "b.pt"), "--workers", "0"])
+    assert done.exit_code == 2 and f"--checkpoint {work / 'a.pt'} --checkpoint {work / 'b.pt'}" in done.output
+    # the kNN vote given the first checkpoint embeds with every member the index records
+    sub = tmp_path / "knn" / "submission.csv"
+    done = runner.invoke(app, ["knn", str(work / "a.pt"), "--index", str(idx), "--images", str(queries),
+                               "--out", str(sub), "--scoring", "knn-vote", "--workers", "0"])
+    assert done.exit_code == 0, done.output
+    assert len(json.loads(sub.with_name("submission.queries.json").read_text())["model"]["members"]) == 2
+    # the one-pass scoring (recognize, predict --index, the service) refuses it in one line
+    done = runner.invoke(app, ["knn", str(work / "a.pt"), "--index", str(idx), "--images", str(queries),
+                               "--out", str(tmp_path / "knn2.csv"), "--workers", "0"])
+    assert done.exit_code == 2 and "2 models concatenated" in done.output
+    # index add follows the record: new photos embedded by both models
+    photos = labelled_images(l13, ["3"]).head(2)
+    enrol = tmp_path / "new"
+    enrol.mkdir()
+    for i, path in enumerate(photos["path"]):
+        (enrol / f"n{i}.jpg").write_bytes(open(path, "rb").read())
+    done = runner.invoke(app, ["index", "add", str(idx), "--images", str(enrol), "--label", "New Place",
+                               "--workers", "0"])
+    assert done.exit_code == 0, done.output
+    grown = LandmarkIndex.load(idx)
+    assert len(grown) == len(index) + 2 and grown.dim == index.dim
+    np.testing.assert_allclose(np.linalg.norm(grown.stored(np.arange(len(grown))), axis=1), 1.0, atol=2e-3)
