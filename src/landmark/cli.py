@@ -789,9 +789,9 @@ def index_add(
             checkpoint = Path(info["checkpoint"])
 
         def names_alike(ids: list[str]) -> None:   # before any photo is embedded (seconds each)
-            refuse_names_alike(current, ids, source_names(data=data or None, landmark_ids=ids,
-                                                          label=label if images is not None else None),
-                               checkpoint=checkpoint)
+            refuse_names_alike(current, landmark_ids=ids, checkpoint=checkpoint,
+                               names=source_names(data=data or None, landmark_ids=ids,
+                                                  label=label if images is not None else None))
         # photos embedded under hidden names, named added-STAMP.npy once enrolled; refused: deleted
         with StagedEnrolment(index) as staged:   # a folder this user cannot write: refused here
             emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels,
