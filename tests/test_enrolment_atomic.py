@@ -44,13 +44,89 @@ def add(made, label):
                                "--label", label, "--workers", "0"])
 
 
-def test_a_refused_enrolment_leaves_the_folder_as_it_was(made):
+def no_embedding(monkeypatch):
+    """Make embedding a photo fail the test: a refusal must come before it (seconds a photo)."""
+    def embedded(*args, **kwargs):
+        raise AssertionError("photos were embedded before the refusal")
+    monkeypatch.setattr(pipeline, "embed_checkpoint", embedded)
+
+
+def test_a_refused_enrolment_leaves_the_folder_as_it_was(made, monkeypatch):
     before = folder_state(made / "idx")
     assert {"index.faiss", "items.csv", "meta.json"} <= set(before)
-    result = add(made, "petra")   # shown as 'petra' beside the index's 'Petra': refused after embedding
-    assert result.exit_code == 2 and "error: landmark 'petra' would be shown as 'Petra', as landmark 11 is" in result.output, \
-        result.output
+    no_embedding(monkeypatch)   # refused before any photo is embedded (it was after all of them, ~12 s)
+    result = add(made, "petra")   # 'petra' beside the index's 'Petra' (landmark 11)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == ("error: 'petra' differs from 'Petra', a landmark this index already has, only in case, "
+                             "'_' or spaces: to add photos of Petra, give its id '11' exactly; for another landmark, "
+                             "choose a name that differs in more (nothing was enrolled)\n")
     assert folder_state(made / "idx") == before
+
+
+def test_a_name_alike_a_landmark_of_the_classifier_is_refused_before_embedding(made, l13, monkeypatch):
+    """'India Gate' spelt 'india gate' beside the model's 'India_Gate' (not in the index): refused
+    before embedding, in one line naming both spellings and what to give (index add did not check
+    the classifier's landmarks at all); the model's name given exactly is taken."""
+    from landmark.retrieval.index import LandmarkIndex
+    torch.manual_seed(0)
+    save_checkpoint(made / "g.pt", create_model("test_efficientnet", 3, weights="none").eval(),
+                    ["India_Gate", "b", "c"], preprocess=PREPROCESS)
+    frame = labelled_images(l13, ["9"]).head(2).reset_index(drop=True)
+    emb, _, info = embed_checkpoint(made / "g.pt", frame, made / "g.npy", workers=0, runtime="torch", dtype="float32")
+    build_index(emb, made / "gidx", params=IndexParams(kind="flat"), model_info=info)
+    no_embedding(monkeypatch)
+    before = folder_state(made / "gidx")
+    result = runner.invoke(app, ["index", "add", str(made / "gidx"), "--images", str(made / "new.csv"),
+                                 "--label", "india gate", "--workers", "0"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == ("error: 'india gate' differs from 'India Gate', a landmark the model already has, only "
+                             "in case, '_' or spaces: to add photos of India Gate, give 'India Gate' exactly; for "
+                             "another landmark, choose a name that differs in more (nothing was enrolled)\n")
+    assert folder_state(made / "gidx") == before
+    monkeypatch.undo()
+    ok = runner.invoke(app, ["index", "add", str(made / "gidx"), "--images", str(made / "new.csv"),
+                             "--label", "India Gate", "--workers", "0"])
+    assert ok.exit_code == 0, ok.output
+    assert (LandmarkIndex.load(made / "gidx").labels == "India_Gate").sum() == 4
+
+
+def test_an_index_folder_that_cannot_be_written_is_refused_before_embedding(made, monkeypatch):
+    """A read-only index folder: one line saying what to do, exit 2, before any photo is embedded
+    (it was a PermissionError traceback). Simulated: the tests may run as root, whom chmod does not stop."""
+    import errno
+    from pathlib import Path
+    folder = made / "idx"
+    touch = Path.touch
+
+    def denied(self, *args, **kwargs):
+        if self.parent == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return touch(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "touch", denied)
+    no_embedding(monkeypatch)
+    before = folder_state(folder)
+    result = add(made, "Versailles")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: cannot write to the index folder {folder} (Permission denied): give an index "
+                             f"folder you can write, or copy this one (cp -r {folder} COPY) and add to the copy\n")
+    assert folder_state(folder) == before
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into a folder of mode 0555 (the test above simulates it)")
+def test_a_read_only_index_folder_is_refused(made, monkeypatch):
+    import os
+    folder = made / "idx"
+    no_embedding(monkeypatch)
+    before = folder_state(folder)
+    os.chmod(folder, 0o555)
+    try:
+        result = add(made, "Versailles")
+    finally:
+        os.chmod(folder, 0o755)
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: cannot write to the index folder {folder} "
+                                                              f"(Permission denied)"), result.output
+    assert folder_state(folder) == before
 
 
 def test_a_failed_enrolment_leaves_the_folder_as_it_was(made, monkeypatch):

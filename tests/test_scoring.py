@@ -109,12 +109,12 @@ def test_the_enrolment_reply_says_how_many_photos_how_distinct_and_what_would_he
     apart = calibrate_landmark(own, np.array([[0.4], [0.3], [0.45]]), rows, labels, "new", default=0.01,
                                name_of={"other": "Hue Imperial City"}.get)
     assert apart["photos_nearest_own"] == 3 and apart["distinct"].endswith(": distinct")
-    assert "Hue Imperial City (similarity 0.45 against 0.50 among its own photos)" in apart["distinct"]
+    assert "Hue Imperial City (similarity 0.45, against 0.50 between its own two most alike photos)" in apart["distinct"]
     assert apart["summary"].startswith("3 photos; its nearest other landmark is Hue Imperial City")
     assert apart["summary"].endswith("coverage fair: add 2 more photos from other sides and distances")
     close = calibrate_landmark(own, np.array([[0.6], [0.3], [0.55]]), rows, labels, "new", default=0.01)
     assert close["photos_nearest_own"] == 1 and close["distinct"].endswith(
-        "1 of its 3 photos is closest to another of its own, the others to another landmark's: partly distinct")
+        "1 of its 3 photos is closest to another of its own, the other 2 to another landmark's: partly distinct")
     assert "most of its photos look more like a photo of other than like each other" in close["advice"]
     assert close["coverage"] == "poor" and apart["coverage"] == "fair"   # 3 photos: distinct or not
     five = np.eye(6, dtype=np.float32)[:5]
@@ -128,6 +128,78 @@ def test_the_enrolment_reply_says_how_many_photos_how_distinct_and_what_would_he
     one = calibrate_landmark(own[:1], np.array([[0.4]]), rows[:1], labels[:1], "new", default=0.01)
     assert one["photos_nearest_own"] is None and one["summary"].startswith(
         "1 photo; its nearest other landmark is other (similarity 0.40); with one photo how alike")
+
+
+def _unit(rows):
+    v = np.asarray(rows, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_the_distinct_words_agree_with_their_numbers():
+    """Two close views (similarity 0.9) and a third far from both (0.2): each photo is closest to one
+    of its own, so 'distinct'. The sentence compared the nearest landmark's closest photo (0.60) with
+    the mean over all pairs of its own (0.43): "similarity 0.60 against 0.43 among its own photos ...:
+    distinct", numbers that said the opposite of the words. Like for like now: 0.60 against 0.90."""
+    own = np.array([[1, 0, 0], [0.9, np.sqrt(1 - 0.81), 0], [0.2, 0.02 / np.sqrt(1 - 0.81), 0]], dtype=np.float64)
+    own[2, 2] = np.sqrt(1 - own[2, 0] ** 2 - own[2, 1] ** 2)
+    own = own.astype(np.float32)
+    gram = own @ own.T
+    assert gram[0, 1] == pytest.approx(0.9, abs=1e-5) and gram[0, 2] == pytest.approx(0.2, abs=1e-5) \
+        and gram[1, 2] == pytest.approx(0.2, abs=1e-4)
+    out = calibrate_landmark(own, np.array([[0.6], [0.55], [0.1]]), np.array([[7], [8], [9]]),
+                             np.array([["x"], ["x"], ["x"]]), "new", default=0.01, name_of={"x": "Alhambra"}.get)
+    assert out["photos_nearest_own"] == 3 and out["self_similarity"] == pytest.approx(0.4333, abs=1e-3)
+    assert out["distinct"] == ("its nearest other landmark is Alhambra (similarity 0.60, against 0.90 between its own "
+                               "two most alike photos); each of its photos is closest to another of its own: distinct")
+    # none closest to its own: the other landmark's photo is the closer one in the numbers too
+    none = calibrate_landmark(own, np.array([[0.95], [0.92], [0.5]]), np.array([[7], [8], [9]]),
+                              np.array([["x"], ["x"], ["x"]]), "new", default=0.01, name_of={"x": "Alhambra"}.get)
+    assert none["photos_nearest_own"] == 0 and none["distinct"].startswith(
+        "its nearest other landmark is Alhambra (similarity 0.95, against 0.90 between")
+    assert none["distinct"].endswith("none of its 3 photos is closest to another of its own: hardly distinct")
+
+
+def test_good_coverage_asks_for_no_more_photos():
+    """5 photos, each closest to another of its own: coverage good. One of them far from the rest
+    (its leave-one-out score under the threshold) made the advice go on 'add photos between those
+    views', a rating of good followed by a request for photos."""
+    five = _unit([[1, 0, 0, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0, 1], [0, 0, 1, 0, 0, 0, 1], [0, 0, 0, 1, 0, 0, 1],
+                  [0, 0, 0, 0, 1, 0, 0.2]])   # photo 5 is far from the four others (similarity 0.14)
+    rows, labels = np.arange(5)[:, None] + 7, np.full((5, 1), "other")
+    out = calibrate_landmark(five, np.full((5, 1), 0.1), rows, labels, "new", default=0.01)
+    assert out["coverage"] == "good" and min(out["positive_scores"]) < out["threshold"]   # the case of the defect
+    assert out["advice"] == "well covered: no more photos needed"
+    assert out["summary"].endswith("coverage good: well covered: no more photos needed") and "add" not in out["summary"]
+    # below good the advice still asks: the same photos but one fewer (fair, 4 photos)
+    fair = calibrate_landmark(five[:4], np.full((4, 1), 0.1), rows[:4], labels[:4], "new", default=0.01)
+    assert fair["coverage"] == "fair" and fair["advice"].startswith("add 1 more photo from other sides")
+
+
+def test_good_coverage_with_no_shared_geometry_asks_for_no_more_photos(monkeypatch):
+    """The enrolment's local-feature words, added to the advice: for a landmark rated good they say
+    what was found ('its photos share no geometry with each other') without asking for photos."""
+    from types import SimpleNamespace
+
+    from landmark.retrieval import confirm, pipeline
+    monkeypatch.setattr(confirm, "available", lambda: True)
+    monkeypatch.setattr(confirm, "geometric_coverage", lambda paths: {"pairs": 10, "matched_pairs": 0})
+    index = SimpleNamespace(items=pd.DataFrame({"path": [f"{k}.jpg" for k in range(5)]}), labels=np.array(["new"] * 5))
+    _, good = pipeline._local_coverage(index, "new", None, good=True)
+    assert good == "its photos share no geometry with each other"
+    _, fair = pipeline._local_coverage(index, "new", None, good=False)
+    assert fair == "its photos share no geometry with each other: add photos of the same side from nearby viewpoints"
+
+
+def test_the_advice_says_most_only_when_more_than_half_look_like_another_landmark():
+    """4 photos, 2 closest to their own and 2 to another landmark's: not 'most of its photos look
+    more like a photo of X' (the distinct words said 2 of 4 are closest to their own)."""
+    own = _unit([[1, 0, 0, 0, 1], [0, 1, 0, 0, 1], [0, 0, 1, 0, 1], [0, 0, 0, 1, 1]])   # pairs: 0.5
+    out = calibrate_landmark(own, np.array([[0.4], [0.45], [0.6], [0.7]]), np.arange(4)[:, None] + 7,
+                             np.full((4, 1), "other"), "new", default=0.01, name_of={"other": "Petra"}.get)
+    assert out["photos_nearest_own"] == 2 and "2 of its 4 photos are closest to another of its own, the other 2" \
+        in out["distinct"]
+    assert "2 of 4 of its photos look more like a photo of Petra than like each other" in out["advice"]
+    assert "most of its photos" not in out["advice"]
 
 
 def test_scoring_imports_neither_torch_nor_faiss():

@@ -780,21 +780,28 @@ def index_add(
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     from .data.names import display_name
     from .inference.recognizer import answer_changes
-    from .retrieval.pipeline import StagedEnrolment, enrol, index_embeddings, index_model, source_names
+    from .retrieval.index import LandmarkIndex
+    from .retrieval.pipeline import StagedEnrolment, enrol, index_embeddings, refuse_names_alike, source_names
     from .retrieval.provenance import checkpoints_of, max_side_of
     try:
         data = _data_source(data)
-        info = index_model(index)
+        current = LandmarkIndex.load(index)
+        info = current.meta.get("model", {})
         if not checkpoint and embeddings is None:
-            checkpoint = checkpoints_of(info) or None
+            checkpoint = checkpoints_of(info) or None   # every member of an ensemble's index
+
+        def names_alike(ids: list[str]) -> None:   # before any photo is embedded (seconds each)
+            refuse_names_alike(current, landmark_ids=ids, checkpoint=checkpoint[0] if checkpoint else None,
+                               names=source_names(data=data or None, landmark_ids=ids,
+                                                  label=label if images is not None else None))
         # photos embedded under hidden names, named added-STAMP.npy once enrolled; refused: deleted
-        with StagedEnrolment(index) as staged:
+        with StagedEnrolment(index) as staged:   # a folder this user cannot write: refused here
             emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, labels=labels,
                                                data=data, images=images, landmarks=_landmark_list(landmarks),
                                                label=label, out=staged.path,
                                                image_size=None if max_side_of(info) else info.get("image_size"),
                                                max_side=max_side_of(info), batch_size=batch_size,
-                                               workers=workers, device=device, expect=info)
+                                               workers=workers, device=device, expect=info, check=names_alike)
             names = source_names(data=data or None, label=label if images is not None else None,
                                  landmark_ids=emb.items["landmark_id"].unique())
             # what it changes for look-alikes: answered by one model's Recognizer (not for an ensemble's index)
@@ -803,7 +810,7 @@ def index_add(
             # staged.saved: named as soon as the index takes photos from them (a later Ctrl-C keeps them)
             result = enrol(index, emb, names=names, changes=changes,
                            saved=staged.saved if embeddings is None else None)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, PermissionError, ValueError) as err:
         _fail(err)
     for lid, cover in result["landmarks"].items():   # how well each is covered, in words (JSON on stdout)
         if "summary" in cover:

@@ -90,3 +90,16 @@ def display_name(landmark_id: str, name: str | None = None) -> str:
     landmark_id = str(landmark_id)
     shown = name if name and str(name) != landmark_id else pretty_name(landmark_id)
     return printable_name(str(shown))
+
+
+#: Class folder names (any case; ``_``, ``-`` or spaces between the words) that hold photos of no
+#: landmark in a labelled tree: ``landmark evaluate`` / ``report`` score them as "no landmark", and
+#: ``index build`` / ``index add --data`` leave them out of an index (``landmark knn --nonlandmarks``
+#: is where such photos are used).
+NO_LANDMARK_FOLDERS = ("no landmark", "no landmarks", "nonlandmarks", "non landmarks", "not landmarks")
+
+
+def is_no_landmark_folder(folder: str) -> bool:
+    """Whether a class folder's name (or the landmark id made of it, :func:`landmark.data.gldv2.folder_landmark_id`:
+    ``no_landmark``) is one of :data:`NO_LANDMARK_FOLDERS` (``no_landmark``, ``No Landmarks``, ``non-landmarks``)."""
+    return pretty_name(str(folder).replace("-", " ")).lower() in NO_LANDMARK_FOLDERS

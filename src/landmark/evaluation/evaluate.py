@@ -3,7 +3,7 @@
 
 A labelled folder tree (:func:`folder_solution`) is what a person has: one folder per landmark
 (``tree/colosseum/*.jpg``, sub-folders allowed) and the photos without a landmark in a folder
-named as in :data:`NO_LANDMARK_FOLDERS` (``tree/no_landmark/``) or given apart
+named as in :data:`~landmark.data.names.NO_LANDMARK_FOLDERS` (``tree/no_landmark/``) or given apart
 (``nonlandmarks``).  Its photos get the ids ``landmark predict --images tree`` gives them
 (:func:`landmark.data.read_queries`), so a submission predicted from the tree is scored
 against the tree.
@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..data.gldv2 import folder_landmark_id, read_queries, refuse_same_name, same_name_folders
 from ..data.kaggle import read_retrieval_solution, read_retrieval_submission, read_solution, read_submission
-from ..data.names import display_name, pretty_name
+from ..data.names import display_name, is_no_landmark_folder, pretty_name
 from ..io import json_text, write_text_atomic
 from .metrics import per_class_accuracy, recognition_scores
 from .retrieval_metrics import mean_average_precision, precision_at_k, revisited_map_ranked
@@ -72,26 +72,20 @@ def evaluate_retrieval(submission: str | Path, solution: str | Path, out: str | 
         write_text_atomic(Path(out) / "metrics.json", json_text(result, indent=2))
     return result
 
-#: Folder names (any case; ``_``, ``-`` or space) that hold the photos of no landmark in a labelled tree.
-NO_LANDMARK_FOLDERS = ("no landmark", "no landmarks", "nonlandmarks", "non landmarks", "not landmarks")
 #: Prefix of the ids of the photos given apart as ``nonlandmarks`` (kept apart from the tree's ids).
 NONLANDMARK_PREFIX = "nonlandmark-"
 
 
-def _is_no_landmark(folder: str) -> bool:
-    return pretty_name(folder.replace("-", " ")).lower() in NO_LANDMARK_FOLDERS
-
-
 def folder_landmarks(folders: list[str], names: dict[str, str] | None = None) -> dict[str, str]:
     """The landmark id of each class folder of a labelled tree (``""``: a folder of
-    :data:`NO_LANDMARK_FOLDERS`): with ``names`` (a model's ``{landmark_id: name}``) a folder
+    :data:`~landmark.data.names.NO_LANDMARK_FOLDERS`): with ``names`` (a model's ``{landmark_id: name}``) a folder
     named as a landmark's id or as its readable name is that landmark; any other folder (and
     every one without ``names``) is the landmark :func:`folder_landmark_id` names."""
     by_name = {display_name(i, n).lower(): i for i, n in (names or {}).items()}
     found: dict[str, str] = {}
     for folder in dict.fromkeys(folders):
         lid = folder_landmark_id(folder)
-        found[folder] = ("" if _is_no_landmark(folder) else lid if names is None or lid in names
+        found[folder] = ("" if is_no_landmark_folder(folder) else lid if names is None or lid in names
                          else by_name.get(pretty_name(folder).lower(), by_name.get(folder.lower(), lid)))
     return found
 
@@ -114,7 +108,7 @@ def folder_solution(tree: str | Path, nonlandmarks: str | Path | None = None,
 
     Args:
         tree: one folder per landmark (its first level), photos anywhere below it; a folder of
-            :data:`NO_LANDMARK_FOLDERS` holds photos of no landmark.
+            :data:`~landmark.data.names.NO_LANDMARK_FOLDERS` holds photos of no landmark.
         nonlandmarks: a folder of photos without landmarks, given apart (ids prefixed
             :data:`NONLANDMARK_PREFIX`).
         names: ``{landmark_id: name}`` of a model: a class folder named as a landmark's id

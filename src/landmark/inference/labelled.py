@@ -9,11 +9,19 @@ named by its id or its readable name, ``no_landmark/`` for photos without one, o
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 from ..data.kaggle import write_submission
 from ..evaluation.evaluate import evaluate, folder_solution
 from ..models.runtime_info import DEFAULT_RUNTIME
+
+#: How many of the folders whose landmark the model does not know the warning names.
+UNKNOWN_SHOWN = 3
+
+
+class UnknownFolderWarning(UserWarning):
+    """Class folders of a labelled tree name landmarks the model does not know (:func:`unknown_folders`)."""
 
 
 def evaluate_folder(model: str | Path, folder: str | Path, *, nonlandmarks: str | Path | None = None,
@@ -44,7 +52,16 @@ def evaluate_folder(model: str | Path, folder: str | Path, *, nonlandmarks: str 
     rec = Recognizer.load(model, device=device, runtime=runtime)
     known = list(dict.fromkeys(rec.classes + (list(rec.index.labels) if rec.index is not None else [])))
     names = {str(i): rec.name(i) for i in known}
-    queries, _ = folder_solution(folder, nonlandmarks, names)
+    queries, found = folder_solution(folder, nonlandmarks, names)
+    unknown = unknown_folders(found["folders"], names)
+    if unknown:
+        shown = ", ".join(f"{f}/" for f in unknown[:UNKNOWN_SHOWN]) + (
+            f" and {len(unknown) - UNKNOWN_SHOWN} more" if len(unknown) > UNKNOWN_SHOWN else "")
+        one = len(unknown) == 1
+        warnings.warn(f"{len(unknown)} class folder{'' if one else 's'} of {folder} name{'s' if one else ''} no "
+                      f"landmark the model knows, so {'its' if one else 'their'} photos can never be answered right: "
+                      f"{shown}; name each folder as a landmark of the model (its id or name), or enrol the "
+                      f"landmark into an index (landmark index add)", UnknownFolderWarning, stacklevel=2)
     predictions, rejects = recognize_queries(rec, queries[["id", "path"]], tta=tta, batch_size=batch_size, workers=workers)
     with tempfile.TemporaryDirectory() as scratch:
         submission = Path(out) / "submission.csv" if out is not None else Path(scratch) / "submission.csv"
@@ -57,6 +74,14 @@ def evaluate_folder(model: str | Path, folder: str | Path, *, nonlandmarks: str 
         from ..io import json_text, write_text_atomic
         write_text_atomic(Path(out) / "metrics.json", json_text(result, indent=2))
     return result
+
+
+def unknown_folders(folders: dict[str, str], names: dict[str, str]) -> list[str]:
+    """The class folders of a labelled tree (``folders``: ``{folder: landmark_id}``, ``""`` for no
+    landmark; :func:`~landmark.evaluation.evaluate.folder_solution`) whose landmark is none of the
+    model's ``names`` (``{landmark_id: name}``: its classes and its index's landmarks): their photos
+    can never be answered right."""
+    return [f for f, lid in folders.items() if lid and str(lid) not in names]
 
 
 def verdict_counts(rec, predictions) -> dict[str, int]:

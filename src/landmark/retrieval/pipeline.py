@@ -12,6 +12,7 @@ Settings come from :mod:`landmark.retrieval.config` (presets ``exact``, ``ivfpq`
 """
 from __future__ import annotations
 
+import errno
 import json
 import time
 from functools import partial
@@ -212,8 +213,8 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                      images: str | Path | None = None, landmarks: list[str] | None = None, label: str | None = None,
                      out: str | Path | None = None, image_size: int | None = None, max_side: int | None = None,
                      batch_size: int = BATCH_SIZE, workers: int | None = WORKERS, device: str | None = None,
-                     overwrite: bool = False, expect: dict | None = None,
-                     params: IndexParams | None = None) -> tuple[Embeddings, list[Reject], dict]:
+                     overwrite: bool = False, expect: dict | None = None, params: IndexParams | None = None,
+                     check=None) -> tuple[Embeddings, list[Reject], dict]:
     """Labelled embeddings to index or enrol: an embeddings file, or photos embedded now.
 
     ``checkpoint``: one path, or a list of several (their descriptors concatenated: :func:`embed_checkpoint`).
@@ -226,6 +227,10 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
     (an index's model record), vectors of another model are refused, before embedding.  With
     ``params`` (the index to build), settings the photos cannot fill (more IVF cells than
     photos: :func:`~landmark.retrieval.index.check_cells`) are refused before anything is embedded.
+    Photos of ``data``'s folders of no landmark (``no_landmark/``:
+    :func:`landmark.data.names.is_no_landmark_folder`) are left out, in one line on stderr
+    (:func:`without_no_landmark`).  ``check(landmark_ids)`` (e.g. :func:`refuse_names_alike`) is
+    called with the landmark ids to index before any photo is embedded, and may refuse them.
 
     Returns:
         (embeddings ``[N, D]``, rejects, the model's record for the index's metadata: the
@@ -244,6 +249,8 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                         fix=f"re-embed them with `landmark embed {' '.join(map(str, checkpoints_of(expect))) or 'CHECKPOINT'}`")
         if labels is not None:
             emb.items = _with_labels(emb.items, labels)
+        if check is not None:
+            check(list(dict.fromkeys(emb.labels.astype(str).tolist())))
         if params is not None:
             check_cells(params, len(emb))
         return emb, [], dict(emb.model or {})
@@ -252,10 +259,41 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
     if images is not None and label is None:
         raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
     frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
+    if data is not None:
+        frame = without_no_landmark(frame, data)
+    if check is not None:
+        check(list(dict.fromkeys(frame["landmark_id"].astype(str).tolist())))
     if params is not None:
         check_cells(params, len(frame))   # before embedding writes OUT/embeddings.npy
     return embed_checkpoint(checkpoint, frame, out, image_size=image_size, max_side=max_side, batch_size=batch_size,
                             workers=workers, device=device, overwrite=overwrite, expect=expect)
+
+
+def without_no_landmark(frame: pd.DataFrame, data) -> pd.DataFrame:
+    """``frame`` (labelled photos of ``data``: ``id, landmark_id, path``) without the photos of
+    its folders of no landmark (``no_landmark/``, :func:`landmark.data.names.is_no_landmark_folder`):
+    they show no landmark, so indexed they would be answered as a landmark named "No Landmark"
+    (``landmark knn --nonlandmarks DIR`` is where they are used).  Says how many on one stderr line.
+
+    Raises:
+        ValueError: every photo of ``data`` is in such a folder (nothing to index)."""
+    import sys
+
+    from ..data.names import is_no_landmark_folder
+    ids = frame["landmark_id"].astype(str)
+    folders = [lid for lid in dict.fromkeys(ids) if is_no_landmark_folder(lid)]
+    if not folders:
+        return frame
+    out = ids.isin(folders)
+    shown = ", ".join(f"{f}/" for f in folders)
+    if out.all():
+        given = ", ".join(map(str, data)) if isinstance(data, (list, tuple)) else data
+        raise ValueError(f"every photo of {given} is in {shown}, photos of no landmark: nothing to index; give "
+                         f"folders of landmarks' photos (photos of no landmark go to landmark knn --nonlandmarks DIR)")
+    n = int(out.sum())
+    print(f"left out {n} photo{'s' if n != 1 else ''} of {shown}: they show no landmark, so they are not indexed "
+          f"(landmark knn --nonlandmarks DIR is where such photos are used)", file=sys.stderr)
+    return frame[~out].reset_index(drop=True)
 
 
 def _with_labels(items: pd.DataFrame, labels: str | Path) -> pd.DataFrame:
@@ -370,7 +408,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
                     fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
         known, floor = _run_scoring(index, classes, threshold)   # a bad floor is refused before anything changes
-        _refuse_names_alike(index, embeddings, names, classes=classes, name_of=name_of)
+        _refuse_names_alike(index, embeddings.labels.astype(str).tolist(), names, classes=classes, name_of=name_of)
         before = set(index.items["landmark_id"])
         added, skipped = index.add(embeddings)
         if names and rename and added:
@@ -395,7 +433,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
         saved(index, added)
     for lid, cover in report.items():   # outside the index's lock: local features take seconds
         if cover.get("calibrated", True):
-            confirmation, advice = _local_coverage(index, lid, confirm)
+            confirmation, advice = _local_coverage(index, lid, confirm, good=cover["coverage"] == "good")
             advice = cover["advice"] if advice is None else f"{cover['advice']}; {advice}"
             report[lid] = {**cover, "confirmation": confirmation, "advice": advice,
                            "summary": coverage_summary(cover["photos"], cover["distinct"], cover["coverage"], advice)}
@@ -423,45 +461,82 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
                    "new_landmarks": new, "landmarks": report}
 
 
-def _refuse_names_alike(index: LandmarkIndex, embeddings: Embeddings, names: dict[str, str] | None, *,
-                        classes: list[str] | None = None, name_of=None) -> None:
-    """Refuse a landmark new to the index that would be shown with another one's name, but for
-    case, ``_`` or spaces (``petra_jordan`` beside the trained ``Petra Jordan``), as class folders
-    named alike are refused (:func:`landmark.data.gldv2.same_name_folders`): answers and photo
-    keywords could not tell them apart.
+def refuse_names_alike(index: LandmarkIndex | str | Path, landmark_ids, names: dict[str, str] | None = None, *,
+                       checkpoint: str | Path | None = None) -> None:
+    """Refuse landmarks to enrol whose name differs from a landmark of the index or of its
+    classifier only in case, ``_`` or spaces, before any photo is embedded (``index add``: the
+    ids are known from ``--label`` or the class folders of ``--data``; :func:`enrol` checks again
+    under the index's lock).
+
+    Args:
+        index: the index (or its folder).
+        landmark_ids: the landmarks to enrol; names: their readable names (:func:`source_names`).
+        checkpoint: the classifier (default: the one the index records; not on disk: the index's
+            landmarks only).
 
     Raises:
-        ValueError: one line naming both landmarks and what to do, before the index changes.
+        ValueError: one line naming both spellings and what to do (:func:`_refuse_names_alike`).
     """
-    from ..data.gldv2 import folder_key
+    from ..data.names import display_name
+    index = index if isinstance(index, LandmarkIndex) else LandmarkIndex.load(index)
+    path = Path(checkpoint or index.meta.get("model", {}).get("checkpoint") or "")
+    classes, trained = None, {}
+    if path.suffix == ".pt" and path.is_file():
+        from ..models.factory import load_checkpoint_file
+        ckpt = load_checkpoint_file(path)
+        classes = [str(c) for c in ckpt.get("classes", [])]
+        trained = {str(k): str(v) for k, v in (ckpt.get("names") or {}).items()}
+    stored = index.meta.get("names", {})
+    _refuse_names_alike(index, landmark_ids, names, classes=classes,
+                        name_of=lambda lid: display_name(lid, stored.get(lid) or trained.get(lid)))
+
+
+def _refuse_names_alike(index: LandmarkIndex, landmark_ids, names: dict[str, str] | None, *,
+                        classes: list[str] | None = None, name_of=None) -> None:
+    """Refuse a landmark new to the index (``landmark_ids``: those to enrol) that would be shown
+    with another one's name, but for case, ``_`` or spaces (``petra_jordan`` beside the trained
+    ``Petra Jordan``), as class folders named alike are refused
+    (:func:`landmark.data.gldv2.same_name_folders`): answers and photo keywords could not tell them apart.
+
+    Raises:
+        ValueError: one line naming both spellings and what to do, before the index changes.
+    """
+    from ..data.gldv2 import folder_key, folder_landmark_id
     from ..data.names import display_name
     stored, given = index.meta.get("names", {}), names or {}
+    indexed = set(index.items["landmark_id"].astype(str))
     held = list(dict.fromkeys(index.items["landmark_id"].astype(str).tolist() + [str(c) for c in classes or []]))
     shown = {lid: (name_of(lid) if name_of else display_name(lid, stored.get(lid))) for lid in held}
     keys = {folder_key(text): lid for lid, text in shown.items()}
-    for lid in dict.fromkeys(embeddings.labels.astype(str).tolist()):
+    for lid in dict.fromkeys(str(x) for x in landmark_ids):
         if lid in shown:
             continue
         text = display_name(lid, given.get(lid) or stored.get(lid))
         other = keys.get(folder_key(text))
         if other is not None:
-            raise ValueError(f"landmark {lid!r} would be shown as '{text}', as landmark {other} is ('{shown[other]}'): "
-                             f"enrol its photos as {other} if it is that landmark, or give it a name that differs in "
-                             f"more than case, '_' or spaces (nothing was enrolled)")
+            spelt, known = given.get(lid) or lid, shown[other]
+            where = "this index" if other in indexed else "the model"
+            # what names that landmark exactly: its name where the name makes its id (India Gate: India_Gate), else its id
+            exact = f"'{known}'" if folder_landmark_id(known) == other else f"its id '{other}'"
+            raise ValueError(f"'{spelt}' differs from '{known}', a landmark {where} already has, only in case, '_' or "
+                             f"spaces: to add photos of {known}, give {exact} exactly; for another landmark, choose "
+                             f"a name that differs in more (nothing was enrolled)")
 
 
-def _local_coverage(index: LandmarkIndex, landmark_id: str, confirm: bool | None) -> tuple[dict, str | None]:
+def _local_coverage(index: LandmarkIndex, landmark_id: str, confirm: bool | None, *,
+                    good: bool = False) -> tuple[dict, str | None]:
     """What the enrolment reply says of confirmation by local features (:mod:`landmark.retrieval.confirm`):
-    (``confirmation``: its pairs of photos sharing geometry, or why there is none; advice to add)."""
+    (``confirmation``: its pairs of photos sharing geometry, or why there is none; advice to add).
+    ``good``: its coverage is rated good, so the words say what was found and ask for no more photos."""
     from .confirm import available, geometric_coverage
     if confirm is False or not available():
         why = "switched off" if confirm is False else "the local extra is not installed"
         return {"local_features": f"off ({why}): its global similarity alone decides"}, None
     paths = index.items.loc[index.labels == str(landmark_id), "path"].astype(str).tolist() if "path" in index.items else []
     geo = geometric_coverage(paths)
+    more = "" if good else ": add photos of the same side from nearby viewpoints"
     return geo, (
-        "its photos share no geometry with each other: add photos of the same side from nearby viewpoints"
-        if geo["pairs"] and not geo["matched_pairs"] else
+        f"its photos share no geometry with each other{more}" if geo["pairs"] and not geo["matched_pairs"] else
         f"{geo['matched_pairs']} of {geo['pairs']} pairs of its photos match by local features"
         if geo["pairs"] else "a second photo lets photos of it be confirmed from more viewpoints")
 
@@ -546,6 +621,12 @@ class StagedEnrolment:
     """
 
     def __init__(self, index_dir: str | Path):
+        """Reserve the enrolment's file name in ``index_dir`` (before any photo is embedded).
+
+        Raises:
+            PermissionError: ``index_dir`` cannot be written (a read-only folder or file system):
+                one line saying what to do; nothing is written.
+        """
         while True:   # the name reserved at once (O_EXCL): two enrolments in one second never share it
             self.final = enrolment_file(index_dir)
             try:
@@ -553,6 +634,12 @@ class StagedEnrolment:
                 break
             except FileExistsError:
                 continue
+            except OSError as err:   # EACCES, EPERM, EROFS: seconds of embedding would end in a traceback
+                if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                raise PermissionError(f"cannot write to the index folder {index_dir} ({err.strerror}): "
+                                      f"give an index folder you can write, or copy this one (cp -r {index_dir} "
+                                      f"COPY) and add to the copy") from None
         self.path = self.final.with_name(f".{self.final.name}")
         self.added = 0
 

@@ -334,12 +334,15 @@ def calibrate_landmark(own: np.ndarray, neighbour_sims: np.ndarray, neighbour_ro
         advice.append(f"add {WELL_COVERED - n} more photo{'s' if WELL_COVERED - n > 1 else ''} from other sides "
                       f"and distances")
     if nearest is not None and apart is not None and not most_apart:
-        advice.append(f"most of its photos look more like a photo of {name_of(nearest)} than like each other: add "
-                      f"photos that show what sets it apart")
-    elif weakest is not None and weakest < threshold:
+        closer = n - apart   # at least half of them: 'most' only when more than half
+        advice.append(f"{'most' if 2 * closer > n else f'{closer} of {n}'} of its photos look more like a photo of "
+                      f"{name_of(nearest)} than like each other: add photos that show what sets it apart")
+    elif weakest is not None and weakest < threshold and coverage != "good":
         advice.append("some of its photos are unlike the others: add photos between those views")
-    advice = "; ".join(advice) or "well covered"
-    distinct = _distinct_words(n, apart, self_sim=self_sim, nearest_sim=nearest_sim,
+    # good coverage asks for nothing more: the advice agrees with the rating
+    advice = "; ".join(advice) or "well covered: no more photos needed"
+    own_closest = max(own_best) if own_best else None   # the most alike pair of its own: like for like with nearest_sim
+    distinct = _distinct_words(n, apart, own_sim=own_closest, nearest_sim=nearest_sim,
                                nearest_name=None if nearest is None else name_of(nearest))
     return {"threshold": threshold, "photos": n,
             "self_similarity": None if self_sim is None else round(self_sim, 4),
@@ -355,21 +358,28 @@ def coverage_summary(photos: int, distinct: str, coverage: str, advice: str) -> 
     return f"{photos} photo{'s' if photos != 1 else ''}; {distinct}; coverage {coverage}: {advice}"
 
 
-def _distinct_words(n: int, apart: int | None, *, self_sim: float | None, nearest_sim: float | None,
+def _distinct_words(n: int, apart: int | None, *, own_sim: float | None, nearest_sim: float | None,
                     nearest_name: str | None) -> str:
-    """How distinct an enrolled landmark is from its nearest neighbours, in words (the reply's ``distinct``)."""
+    """How distinct an enrolled landmark is from its nearest neighbours, in words (the reply's ``distinct``).
+
+    ``nearest_sim`` is the similarity of the most alike pair of one of its photos and another
+    landmark's, ``own_sim`` that of the most alike pair of its own photos: like for like, so the
+    numbers never contradict the words (every photo closer to one of its own than to any other
+    landmark's gives ``own_sim > nearest_sim``, none ``own_sim < nearest_sim``).  Before, ``own_sim``
+    was the mean over all pairs of its photos, which read "similarity 0.60 against 0.43 among its
+    own photos ...: distinct" for a landmark of two close views and a third far from both."""
     if nearest_name is None:
         return "no other landmark is indexed near it"
     near = f"its nearest other landmark is {nearest_name} (similarity {nearest_sim:.2f}"
     if n < 2:
         return f"{near}); with one photo how alike its own photos are is unknown"
-    near += f" against {self_sim:.2f} among its own photos)"
+    near += f", against {own_sim:.2f} between its own two most alike photos)"
     if apart == n:
         return f"{near}; each of its photos is closest to another of its own: distinct"
     if apart == 0:
         return f"{near}; none of its {n} photos is closest to another of its own: hardly distinct"
     return (f"{near}; {apart} of its {n} photos {'is' if apart == 1 else 'are'} closest to another of its own, "
-            f"the others to another landmark's: partly distinct")
+            f"the {'other' if n - apart == 1 else f'other {n - apart}'} to another landmark's: partly distinct")
 
 
 def counts_of(labels: Sequence[str] | np.ndarray) -> dict[str, int]:
