@@ -147,3 +147,13 @@ def test_index_of_two_models_embeds_queries_and_enrolments_with_both(two, l13, t
     grown = LandmarkIndex.load(idx)
     assert len(grown) == len(index) + 2 and grown.dim == index.dim
     np.testing.assert_allclose(np.linalg.norm(grown.stored(np.arange(len(grown))), axis=1), 1.0, atol=2e-3)
+
+
+def test_members_of_other_sizes_embed_the_first_ones_squares(two, l13, tmp_path):
+    work, _, _ = two
+    _second_checkpoint(tmp_path / "d.pt", {**PREPROCESS, "size": 80, "resize": 90})
+    frame = labelled_images(l13, ["9"]).head(2).reset_index(drop=True)
+    emb, _, info = embed_checkpoint([work / "a.pt", tmp_path / "d.pt"], frame, tmp_path / "sq.npy", workers=0,
+                                    runtime="torch", top_classes=0)
+    assert info["image_size"] == 64 and [m["image_size"] for m in info["members"]] == [64, 64]
+    assert "max_side" not in info and len(emb) == 2

@@ -172,8 +172,8 @@ def runtime_record(engine, checkpoint: str | Path, image_size: int | None, max_s
     the checkpoint it was exported from; an ``EnsembleRuntime`` (``checkpoint`` unused) as
     :func:`ensemble_record` of its members'."""
     if getattr(engine, "members", None):   # an EnsembleRuntime: each member with its own checkpoint
-        return ensemble_record([runtime_record(m, c, image_size, max_side)
-                                for m, c in zip(engine.members, engine.checkpoints)])
+        size = None if max_side else image_size or engine.preprocess["size"]   # one tensor feeds every member
+        return ensemble_record([runtime_record(m, c, size, max_side) for m, c in zip(engine.members, engine.checkpoints)])
     meta = getattr(engine, "meta", None) or {}
     sha = meta.get("checkpoint_sha256") if engine.name == "onnx" else None
     return model_record(checkpoint, sha or checkpoint_sha256(checkpoint), engine.preprocess, image_size,
