@@ -147,3 +147,64 @@ def test_index_of_two_models_embeds_queries_and_enrolments_with_both(two, l13, t
     grown = LandmarkIndex.load(idx)
     assert len(grown) == len(index) + 2 and grown.dim == index.dim
     np.testing.assert_allclose(np.linalg.norm(grown.stored(np.arange(len(grown))), axis=1), 1.0, atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def exported(two, l13):
+    """``d96.pt`` (another network at 96 px) and its ONNX export ``d96.onnx``, the export ``a.onnx`` of
+    ``a.pt``, and a CSV of 2 real photos."""
+    from landmark.inference.export import export_onnx
+    work, _, _ = two
+    _second_checkpoint(work / "d96.pt", {**PREPROCESS, "size": 96, "resize": 110})
+    files = sorted((l13 / "test").rglob("*.jpg"))[:2]
+    pd.DataFrame({"id": [f.stem for f in files], "path": [str(f) for f in files]}).to_csv(work / "p.csv", index=False)
+    export_onnx(work / "d96.pt", work / "d96.onnx", images=work / "p.csv", verify_images=2, threads=1)
+    export_onnx(work / "a.pt", work / "a.onnx", images=work / "p.csv", verify_images=2, threads=1)
+    return work
+
+
+def test_onnx_member_at_another_size_than_the_first_is_refused_in_one_line(exported):
+    """An ONNX export takes its own size only: fed the first member's size it failed inside ONNX Runtime
+    (a traceback); given its own size, it was refused, naming the first member's size as the export's."""
+    work = exported
+    args = ["embed", str(work / "b.pt"), str(work / "d96.onnx"), "--images", str(work / "p.csv"), "--workers", "0"]
+    done = runner.invoke(app, args + ["--out", str(work / "w64.npy"), "--image-size", "64"])
+    assert done.exit_code == 2, done.output
+    assert f"an ONNX export ({work / 'd96.onnx'}) takes 96 px inputs only; embed at 64 px" in done.output
+    assert "give --image-size 96" in done.output and not (work / "w64.npy").exists()
+    done = runner.invoke(app, args + ["--out", str(work / "w96.npy"), "--image-size", "96"])   # its own size: both at 96
+    assert done.exit_code == 0, done.output
+    record = load_embeddings(work / "w96.npy").model
+    assert [m["image_size"] for m in record["members"]] == [96, 96] and record["runtime"] == "torch+onnx"
+
+
+def test_the_same_model_twice_is_refused_as_an_export_or_a_copy(exported):
+    """A checkpoint and its own export (or a byte copy) make the same vectors: an ensemble of them doubles
+    the index for nothing, as the same path twice (refused) would."""
+    work = exported
+    (work / "a_copy.pt").write_bytes((work / "a.pt").read_bytes())
+    for other in ("a.onnx", "a_copy.pt"):
+        done = runner.invoke(app, ["embed", str(work / "a.pt"), str(work / other), "--images", str(work / "p.csv"),
+                                   "--out", str(work / "same.npy"), "--workers", "0"])
+        assert done.exit_code == 2 and "same model" in done.output and other in done.output, done.output
+        assert not (work / "same.npy").exists()
+
+
+def test_members_of_other_sizes_are_told_to_give_one_size(exported):
+    work = exported
+    done = runner.invoke(app, ["embed", str(work / "a.pt"), str(work / "d96.pt"), "--images", str(work / "p.csv"),
+                               "--out", str(work / "sizes.npy"), "--workers", "0", "--runtime", "torch"])
+    assert done.exit_code == 2 and "--image-size" in done.output, done.output
+
+
+def test_ensemble_refusals_say_what_the_command_given_can_do():
+    """Vectors of a .npy are re-embedded with landmark embed (the command has no --checkpoint to give);
+    members in another order are told the order."""
+    a = model_record("/m/a.pt", "a" * 64, PREPROCESS)
+    b = model_record("/m/b.pt", "b" * 64, PREPROCESS)
+    both = ensemble_record([a, b])
+    with pytest.raises(ModelMismatch, match=r"embed them with `landmark embed /m/a.pt /m/b.pt`$"):
+        check_model(a, both, "the queries of q.npy", "this index", fix="embed them with `landmark embed /m/a.pt /m/b.pt`")
+    with pytest.raises(ModelMismatch, match="in this order .--checkpoint /m/a.pt --checkpoint /m/b.pt"):
+        check_model(ensemble_record([b, a]), both, "the vectors of b + a", "this index",
+                    fix="give the checkpoint the index was built with")
