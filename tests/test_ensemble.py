@@ -14,7 +14,7 @@ from _helpers import tiny_checkpoint
 from landmark.cli import app
 from landmark.models import create_model, save_checkpoint
 from landmark.models.runtime import EnsembleRuntime, TorchRuntime, load_runtimes
-from landmark.retrieval.embeddings import labelled_images, load_embeddings
+from landmark.retrieval.embeddings import Embeddings, labelled_images, load_embeddings
 from landmark.retrieval.index import LandmarkIndex
 from landmark.retrieval.pipeline import embed_checkpoint
 from landmark.retrieval.provenance import (ModelMismatch, check_model, checkpoints_of, describe, ensemble_record,
@@ -208,3 +208,19 @@ def test_ensemble_refusals_say_what_the_command_given_can_do():
     with pytest.raises(ModelMismatch, match="in this order .--checkpoint /m/a.pt --checkpoint /m/b.pt"):
         check_model(ensemble_record([b, a]), both, "the vectors of b + a", "this index",
                     fix="give the checkpoint the index was built with")
+
+
+def test_knn_vote_given_another_member_is_told_the_first_checkpoint(two, tmp_path):
+    """`landmark knn` takes one CHECKPOINT: an ensemble index's refusal told it to give '--checkpoint A
+    --checkpoint B', an option knn does not have; it is given the first member (the others follow the record)."""
+    work, _, _ = two
+    both = ensemble_record([model_record(work / f"{m}.pt", "0" * 63 + m, PREPROCESS) for m in ("a", "b")])
+    items = pd.DataFrame({"id": ["x", "y"], "landmark_id": ["a", "b"], "path": ["", ""]})
+    LandmarkIndex.build(Embeddings(np.eye(2, 512, dtype=np.float32), items, model=both),
+                        meta={"model": both}).save(tmp_path / "idx")
+    queries = tmp_path / "q.npy"
+    queries.write_bytes(b"")   # refused before it is read
+    done = runner.invoke(app, ["knn", str(work / "b.pt"), "--index", str(tmp_path / "idx"), "--images", str(queries),
+                               "--scoring", "knn-vote", "--out", str(tmp_path / "s.csv")])
+    assert done.exit_code == 2 and f"give its first model, `landmark knn {work / 'a.pt'}`" in done.output, done.output
+    assert "--checkpoint" not in done.output

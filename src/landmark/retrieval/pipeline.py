@@ -726,8 +726,11 @@ def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str 
     size, max_side = _index_image_size(index, engine)
     built = index.meta.get("model")
     fix = f"re-embed them with `landmark embed {' '.join(map(str, checkpoints_of(built))) or 'CHECKPOINT'}`"
+    members = checkpoints_of(built) if (built or {}).get("members") else []   # knn takes one CHECKPOINT: the first
     check_model(runtime_record(engine, checkpoint, size, max_side), built, f"the vectors of {checkpoint}",
-                "this index", fix="give the checkpoint the index was built with, or build an index with this one")
+                "this index", fix=f"give its first model, `landmark knn {members[0]}` (the others, "
+                f"{' '.join(map(str, members[1:]))}, are loaded as the index records)" if members else
+                "give the checkpoint the index was built with, or build an index with this one")
     embed = partial(_embed, engine, checkpoint, image_size=None if max_side else size, max_side=max_side,
                     batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
     if str(images).endswith(".npy"):

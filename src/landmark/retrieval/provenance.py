@@ -95,8 +95,8 @@ def one_pass_refusal(record: dict | None, size: int) -> str | None:
         return None
     if record.get("members"):
         return (f"the index holds the descriptors of {len(record['members'])} models concatenated "
-                f"({describe(record)}); the model answers from its own pass: search it with landmark retrieve, "
-                "or build an index with one --checkpoint")
+                f"({describe(record)}); the model answers from its own pass: search it with landmark retrieve "
+                "(or landmark knn --scoring knn-vote), or build an index with one --checkpoint")
     if record.get("max_side"):
         return (f"the index holds embeddings of photos whose longer side is {record['max_side']} px (aspect kept), "
                 f"the model answers on {size} px squares; search it with landmark retrieve, or build the index "
