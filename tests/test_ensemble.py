@@ -2,6 +2,7 @@
 --checkpoint B`): each photo's embedding of every model, L2-normalised, concatenated, unit norm; the index
 records every member, and its queries and enrolled photos are embedded by all of them."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -224,3 +225,28 @@ def test_knn_vote_given_another_member_is_told_the_first_checkpoint(two, tmp_pat
                                "--scoring", "knn-vote", "--out", str(tmp_path / "s.csv")])
     assert done.exit_code == 2 and f"give its first model, `landmark knn {work / 'a.pt'}`" in done.output, done.output
     assert "--checkpoint" not in done.output
+
+
+def test_recognizer_refuses_nonlandmark_vectors_of_another_model(exported):
+    """`recognize --nonlandmarks NAME.npy` took any vectors: an ensemble's (512-d) failed as 'ValueError:
+    queries have dimension 256, non-landmarks 512', another model's of the same width silently moved every
+    score.  They are checked against the model's record, as knn --scoring knn-vote checks them."""
+    from landmark import Recognizer
+    work = exported
+    frame = pd.read_csv(work / "p.csv", dtype=str)
+    embed_checkpoint([work / "a.pt", work / "b.pt"], frame, work / "nl_ab.npy", dtype="float32", workers=0,
+                     runtime="torch", top_classes=0)
+    embed_checkpoint(work / "b.pt", frame, work / "nl_b.npy", dtype="float32", workers=0, runtime="torch",
+                     top_classes=0)
+    embed_checkpoint(work / "a.pt", frame, work / "nl_a.npy", dtype="float32", workers=0, runtime="torch",
+                     top_classes=0)
+    for other, made_by in (("nl_ab.npy", "a.pt + b.pt"), ("nl_b.npy", "b.pt")):
+        with pytest.raises(ModelMismatch, match=f"the non-landmarks of .*{other} were made by model {re.escape(made_by)} "):
+            Recognizer.load(work / "a.pt", index=False, runtime="torch", nonlandmarks=work / other)
+    done = runner.invoke(app, ["recognize", frame["path"][0], "--model", str(work / "a.pt"), "--runtime", "torch",
+                               "--nonlandmarks", str(work / "nl_ab.npy")])
+    assert done.exit_code == 2 and "error: the non-landmarks of" in done.output, done.output
+    rec = Recognizer.load(work / "a.pt", index=False, runtime="torch", nonlandmarks=work / "nl_a.npy")   # its own
+    assert rec.nonlandmarks.shape == (2, 256)
+    # the export stands for its checkpoint
+    assert Recognizer.load(work / "a.onnx", index=False, nonlandmarks=work / "nl_a.npy").nonlandmarks.shape == (2, 256)
