@@ -250,3 +250,25 @@ def test_recognizer_refuses_nonlandmark_vectors_of_another_model(exported):
     assert rec.nonlandmarks.shape == (2, 256)
     # the export stands for its checkpoint
     assert Recognizer.load(work / "a.onnx", index=False, nonlandmarks=work / "nl_a.npy").nonlandmarks.shape == (2, 256)
+
+
+def test_a_member_gone_since_the_build_is_named_with_what_to_do(two, tmp_path):
+    """A member read from meta.json and gone was 'checkpoint B does not exist': `landmark knn A` had
+    never named B, and knn cannot be given it; the refusal says which model it is and what to do."""
+    work, _, _ = two
+    gone = tmp_path / "moved" / "b.pt"
+    both = ensemble_record([model_record(work / "a.pt", "0" * 63 + "a", PREPROCESS),
+                            model_record(gone, "0" * 63 + "b", PREPROCESS)])
+    items = pd.DataFrame({"id": ["x", "y"], "landmark_id": ["a", "b"], "path": ["", ""]})
+    LandmarkIndex.build(Embeddings(np.eye(2, 512, dtype=np.float32), items, model=both),
+                        meta={"model": both}).save(tmp_path / "idx")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "p.jpg").write_bytes(b"")   # refused before it is read
+    expected = f"checkpoint {gone} does not exist: it is model 2 of the 2"
+    for args in (["knn", str(work / "a.pt"), "--index", str(tmp_path / "idx"), "--images", str(photos),
+                  "--scoring", "knn-vote", "--out", str(tmp_path / "s.csv")],
+                 ["retrieve", str(photos), "--index", str(tmp_path / "idx"), "--out", str(tmp_path / "r.csv")],
+                 ["index", "add", str(tmp_path / "idx"), "--images", str(photos), "--label", "x"]):
+        done = runner.invoke(app, args)
+        assert done.exit_code == 2 and expected in done.output, (args[0], done.output)
