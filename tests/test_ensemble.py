@@ -272,3 +272,11 @@ def test_a_member_gone_since_the_build_is_named_with_what_to_do(two, tmp_path):
                  ["index", "add", str(tmp_path / "idx"), "--images", str(photos), "--label", "x"]):
         done = runner.invoke(app, args)
         assert done.exit_code == 2 and expected in done.output, (args[0], done.output)
+
+
+def test_runtime_line_says_which_member_has_no_export(exported):
+    """`runtime: onnx+torch (cpu; auto: no export of this checkpoint ...)` read as if the first had none."""
+    work = exported
+    engine = load_runtimes([work / "a.pt", work / "b.pt"], "auto", "cpu")
+    assert engine.name == "onnx+torch"
+    assert engine.why_not_onnx == "b.pt: no export of it (landmark export writes one)"
