@@ -173,7 +173,8 @@ def test_onnx_member_at_another_size_than_the_first_is_refused_in_one_line(expor
     assert done.exit_code == 2, done.output
     assert f"an ONNX export ({work / 'd96.onnx'}) takes 96 px inputs only; embed at 64 px" in done.output
     assert "give --image-size 96" in done.output and not (work / "w64.npy").exists()
-    done = runner.invoke(app, args + ["--out", str(work / "w96.npy"), "--image-size", "96"])   # its own size: both at 96
+    # its own size: both members embed at 96
+    done = runner.invoke(app, args + ["--out", str(work / "w96.npy"), "--image-size", "96"])
     assert done.exit_code == 0, done.output
     record = load_embeddings(work / "w96.npy").model
     assert [m["image_size"] for m in record["members"]] == [96, 96] and record["runtime"] == "torch+onnx"
@@ -205,7 +206,8 @@ def test_ensemble_refusals_say_what_the_command_given_can_do():
     b = model_record("/m/b.pt", "b" * 64, PREPROCESS)
     both = ensemble_record([a, b])
     with pytest.raises(ModelMismatch, match=r"embed them with `landmark embed /m/a.pt /m/b.pt`$"):
-        check_model(a, both, "the queries of q.npy", "this index", fix="embed them with `landmark embed /m/a.pt /m/b.pt`")
+        check_model(a, both, "the queries of q.npy", "this index",
+                    fix="embed them with `landmark embed /m/a.pt /m/b.pt`")
     with pytest.raises(ModelMismatch, match="in this order .--checkpoint /m/a.pt --checkpoint /m/b.pt"):
         check_model(ensemble_record([b, a]), both, "the vectors of b + a", "this index",
                     fix="give the checkpoint the index was built with")
@@ -241,7 +243,8 @@ def test_recognizer_refuses_nonlandmark_vectors_of_another_model(exported):
     embed_checkpoint(work / "a.pt", frame, work / "nl_a.npy", dtype="float32", workers=0, runtime="torch",
                      top_classes=0)
     for other, made_by in (("nl_ab.npy", "a.pt + b.pt"), ("nl_b.npy", "b.pt")):
-        with pytest.raises(ModelMismatch, match=f"the non-landmarks of .*{other} were made by model {re.escape(made_by)} "):
+        expected = f"the non-landmarks of .*{other} were made by model {re.escape(made_by)} "
+        with pytest.raises(ModelMismatch, match=expected):
             Recognizer.load(work / "a.pt", index=False, runtime="torch", nonlandmarks=work / other)
     done = runner.invoke(app, ["recognize", frame["path"][0], "--model", str(work / "a.pt"), "--runtime", "torch",
                                "--nonlandmarks", str(work / "nl_ab.npy")])
