@@ -2,6 +2,7 @@
 --checkpoint B`): each photo's embedding of every model, L2-normalised, concatenated, unit norm; the index
 records every member, and its queries and enrolled photos are embedded by all of them."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from _helpers import tiny_checkpoint
 from landmark.cli import app
 from landmark.models import create_model, save_checkpoint
 from landmark.models.runtime import EnsembleRuntime, TorchRuntime, load_runtimes
-from landmark.retrieval.embeddings import labelled_images, load_embeddings
+from landmark.retrieval.embeddings import Embeddings, labelled_images, load_embeddings
 from landmark.retrieval.index import LandmarkIndex
 from landmark.retrieval.pipeline import embed_checkpoint
 from landmark.retrieval.provenance import (ModelMismatch, check_model, checkpoints_of, describe, ensemble_record,
@@ -157,3 +158,138 @@ def test_members_of_other_sizes_embed_the_first_ones_squares(two, l13, tmp_path)
                                     runtime="torch", top_classes=0)
     assert info["image_size"] == 64 and [m["image_size"] for m in info["members"]] == [64, 64]
     assert "max_side" not in info and len(emb) == 2
+
+
+@pytest.fixture(scope="module")
+def exported(two, l13):
+    """``d96.pt`` (another network at 96 px) and its ONNX export ``d96.onnx``, the export ``a.onnx`` of
+    ``a.pt``, and a CSV of 2 real photos."""
+    from landmark.inference.export import export_onnx
+    work, _, _ = two
+    _second_checkpoint(work / "d96.pt", {**PREPROCESS, "size": 96, "resize": 110})
+    files = sorted((l13 / "test").rglob("*.jpg"))[:2]
+    pd.DataFrame({"id": [f.stem for f in files], "path": [str(f) for f in files]}).to_csv(work / "p.csv", index=False)
+    export_onnx(work / "d96.pt", work / "d96.onnx", images=work / "p.csv", verify_images=2, threads=1)
+    export_onnx(work / "a.pt", work / "a.onnx", images=work / "p.csv", verify_images=2, threads=1)
+    return work
+
+
+def test_onnx_member_at_another_size_than_the_first_is_refused_in_one_line(exported):
+    """An ONNX export takes its own size only: fed the first member's size it failed inside ONNX Runtime
+    (a traceback); given its own size, it was refused, naming the first member's size as the export's."""
+    work = exported
+    args = ["embed", str(work / "b.pt"), str(work / "d96.onnx"), "--images", str(work / "p.csv"), "--workers", "0"]
+    done = runner.invoke(app, args + ["--out", str(work / "w64.npy"), "--image-size", "64"])
+    assert done.exit_code == 2, done.output
+    assert f"an ONNX export ({work / 'd96.onnx'}) takes 96 px inputs only; embed at 64 px" in done.output
+    assert "give --image-size 96" in done.output and not (work / "w64.npy").exists()
+    # its own size: both members embed at 96
+    done = runner.invoke(app, args + ["--out", str(work / "w96.npy"), "--image-size", "96"])
+    assert done.exit_code == 0, done.output
+    record = load_embeddings(work / "w96.npy").model
+    assert [m["image_size"] for m in record["members"]] == [96, 96] and record["runtime"] == "torch+onnx"
+
+
+def test_the_same_model_twice_is_refused_as_an_export_or_a_copy(exported):
+    """A checkpoint and its own export (or a byte copy) make the same vectors: an ensemble of them doubles
+    the index for nothing, as the same path twice (refused) would."""
+    work = exported
+    (work / "a_copy.pt").write_bytes((work / "a.pt").read_bytes())
+    for other in ("a.onnx", "a_copy.pt"):
+        done = runner.invoke(app, ["embed", str(work / "a.pt"), str(work / other), "--images", str(work / "p.csv"),
+                                   "--out", str(work / "same.npy"), "--workers", "0"])
+        assert done.exit_code == 2 and "same model" in done.output and other in done.output, done.output
+        assert not (work / "same.npy").exists()
+
+
+def test_members_of_other_sizes_are_told_to_give_one_size(exported):
+    work = exported
+    done = runner.invoke(app, ["embed", str(work / "a.pt"), str(work / "d96.pt"), "--images", str(work / "p.csv"),
+                               "--out", str(work / "sizes.npy"), "--workers", "0", "--runtime", "torch"])
+    assert done.exit_code == 2 and "--image-size" in done.output, done.output
+
+
+def test_ensemble_refusals_say_what_the_command_given_can_do():
+    """Vectors of a .npy are re-embedded with landmark embed (the command has no --checkpoint to give);
+    members in another order are told the order."""
+    a = model_record("/m/a.pt", "a" * 64, PREPROCESS)
+    b = model_record("/m/b.pt", "b" * 64, PREPROCESS)
+    both = ensemble_record([a, b])
+    with pytest.raises(ModelMismatch, match=r"embed them with `landmark embed /m/a.pt /m/b.pt`$"):
+        check_model(a, both, "the queries of q.npy", "this index",
+                    fix="embed them with `landmark embed /m/a.pt /m/b.pt`")
+    with pytest.raises(ModelMismatch, match="in this order .--checkpoint /m/a.pt --checkpoint /m/b.pt"):
+        check_model(ensemble_record([b, a]), both, "the vectors of b + a", "this index",
+                    fix="give the checkpoint the index was built with")
+
+
+def test_knn_vote_given_another_member_is_told_the_first_checkpoint(two, tmp_path):
+    """`landmark knn` takes one CHECKPOINT: an ensemble index's refusal told it to give '--checkpoint A
+    --checkpoint B', an option knn does not have; it is given the first member (the others follow the record)."""
+    work, _, _ = two
+    both = ensemble_record([model_record(work / f"{m}.pt", "0" * 63 + m, PREPROCESS) for m in ("a", "b")])
+    items = pd.DataFrame({"id": ["x", "y"], "landmark_id": ["a", "b"], "path": ["", ""]})
+    LandmarkIndex.build(Embeddings(np.eye(2, 512, dtype=np.float32), items, model=both),
+                        meta={"model": both}).save(tmp_path / "idx")
+    queries = tmp_path / "q.npy"
+    queries.write_bytes(b"")   # refused before it is read
+    done = runner.invoke(app, ["knn", str(work / "b.pt"), "--index", str(tmp_path / "idx"), "--images", str(queries),
+                               "--scoring", "knn-vote", "--out", str(tmp_path / "s.csv")])
+    assert done.exit_code == 2 and f"give its first model, `landmark knn {work / 'a.pt'}`" in done.output, done.output
+    assert "--checkpoint" not in done.output
+
+
+def test_recognizer_refuses_nonlandmark_vectors_of_another_model(exported):
+    """`recognize --nonlandmarks NAME.npy` took any vectors: an ensemble's (512-d) failed as 'ValueError:
+    queries have dimension 256, non-landmarks 512', another model's of the same width silently moved every
+    score.  They are checked against the model's record, as knn --scoring knn-vote checks them."""
+    from landmark import Recognizer
+    work = exported
+    frame = pd.read_csv(work / "p.csv", dtype=str)
+    embed_checkpoint([work / "a.pt", work / "b.pt"], frame, work / "nl_ab.npy", dtype="float32", workers=0,
+                     runtime="torch", top_classes=0)
+    embed_checkpoint(work / "b.pt", frame, work / "nl_b.npy", dtype="float32", workers=0, runtime="torch",
+                     top_classes=0)
+    embed_checkpoint(work / "a.pt", frame, work / "nl_a.npy", dtype="float32", workers=0, runtime="torch",
+                     top_classes=0)
+    for other, made_by in (("nl_ab.npy", "a.pt + b.pt"), ("nl_b.npy", "b.pt")):
+        expected = f"the non-landmarks of .*{other} were made by model {re.escape(made_by)} "
+        with pytest.raises(ModelMismatch, match=expected):
+            Recognizer.load(work / "a.pt", index=False, runtime="torch", nonlandmarks=work / other)
+    done = runner.invoke(app, ["recognize", frame["path"][0], "--model", str(work / "a.pt"), "--runtime", "torch",
+                               "--nonlandmarks", str(work / "nl_ab.npy")])
+    assert done.exit_code == 2 and "error: the non-landmarks of" in done.output, done.output
+    rec = Recognizer.load(work / "a.pt", index=False, runtime="torch", nonlandmarks=work / "nl_a.npy")   # its own
+    assert rec.nonlandmarks.shape == (2, 256)
+    # the export stands for its checkpoint
+    assert Recognizer.load(work / "a.onnx", index=False, nonlandmarks=work / "nl_a.npy").nonlandmarks.shape == (2, 256)
+
+
+def test_a_member_gone_since_the_build_is_named_with_what_to_do(two, tmp_path):
+    """A member read from meta.json and gone was 'checkpoint B does not exist': `landmark knn A` had
+    never named B, and knn cannot be given it; the refusal says which model it is and what to do."""
+    work, _, _ = two
+    gone = tmp_path / "moved" / "b.pt"
+    both = ensemble_record([model_record(work / "a.pt", "0" * 63 + "a", PREPROCESS),
+                            model_record(gone, "0" * 63 + "b", PREPROCESS)])
+    items = pd.DataFrame({"id": ["x", "y"], "landmark_id": ["a", "b"], "path": ["", ""]})
+    LandmarkIndex.build(Embeddings(np.eye(2, 512, dtype=np.float32), items, model=both),
+                        meta={"model": both}).save(tmp_path / "idx")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "p.jpg").write_bytes(b"")   # refused before it is read
+    expected = f"checkpoint {gone} does not exist: it is model 2 of the 2"
+    for args in (["knn", str(work / "a.pt"), "--index", str(tmp_path / "idx"), "--images", str(photos),
+                  "--scoring", "knn-vote", "--out", str(tmp_path / "s.csv")],
+                 ["retrieve", str(photos), "--index", str(tmp_path / "idx"), "--out", str(tmp_path / "r.csv")],
+                 ["index", "add", str(tmp_path / "idx"), "--images", str(photos), "--label", "x"]):
+        done = runner.invoke(app, args)
+        assert done.exit_code == 2 and expected in done.output, (args[0], done.output)
+
+
+def test_runtime_line_says_which_member_has_no_export(exported):
+    """`runtime: onnx+torch (cpu; auto: no export of this checkpoint ...)` read as if the first had none."""
+    work = exported
+    engine = load_runtimes([work / "a.pt", work / "b.pt"], "auto", "cpu")
+    assert engine.name == "onnx+torch"
+    assert engine.why_not_onnx == "b.pt: no export of it (landmark export writes one)"

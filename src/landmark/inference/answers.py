@@ -203,6 +203,16 @@ def run_index(source: str | Path) -> Path | None:
     return run.index_dir() if run is not None else None
 
 
+def own_record(path: Path, model, size: int) -> dict:
+    """The record (:func:`landmark.retrieval.provenance.model_record`'s identity fields) of the vectors
+    the recogniser of checkpoint ``path`` makes from one pass over ``size`` px squares: the SHA-256 of the
+    ``.pt`` (an ONNX export, ``model``, stands for the checkpoint it came from)."""
+    from ..models.onnx_model import file_sha256
+    meta = getattr(model, "meta", None) or {}
+    sha = meta.get("checkpoint_sha256") if path.suffix.lower() == ".onnx" else file_sha256(path)
+    return {"checkpoint": str(path), "sha256": sha, "image_size": int(size)}
+
+
 def check_index_model(index, path: Path, model) -> None:
     """Refuse an index whose vectors another checkpoint made (its recorded SHA-256; an ONNX
     export stands for the checkpoint it came from, its metadata's ``checkpoint_sha256``); an

@@ -67,11 +67,11 @@ from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, ann
 from ..data.names import display_name
 from ..retrieval.config import REJECT_THRESHOLD, LocalConfig, RetrieveConfig, check_threshold
 from ..retrieval.pipeline import rank_index, similarities
-from ..retrieval.provenance import one_pass_refusal
+from ..retrieval.provenance import check_model, one_pass_refusal
 # torch-free halves (the answer, decoding, where a run keeps its model and index), re-exported
 from .answers import (  # noqa: F401
-    Answer, Candidate, ImageInput, Neighbour, check_index_model, decode, read_names, resolve_checkpoint, run_index,
-    scoring_line, scoring_mode, stored_threshold)
+    Answer, Candidate, ImageInput, Neighbour, check_index_model, decode, own_record, read_names, resolve_checkpoint,
+    run_index, scoring_line, scoring_mode, stored_threshold)
 
 
 def _leave_out(sims: np.ndarray, rows: np.ndarray, own: np.ndarray, limit: int, labels: np.ndarray,
@@ -244,7 +244,8 @@ class Recognizer:
         announce(rec.runtime, runtime)   # "runtime: onnx (RUN/model.onnx, fp32)" on the CLI's stderr
         logging.getLogger(RUNTIME_LOGGER).info("scoring: %s", rec.scoring_line())
         if nonlandmarks is not None:
-            rec.nonlandmarks = rec._nonlandmark_vectors(Path(nonlandmarks))
+            rec.nonlandmarks = rec._nonlandmark_vectors(Path(nonlandmarks),
+                                                        made_by=own_record(path, model, rec.preprocess["size"]))
         if index is not None and index.dim != rec.embed(Image.new("RGB", (8, 8))).shape[1]:
             raise ValueError(f"the index holds {index.dim}-dimensional vectors, the model's differ; "
                              "build the index with this checkpoint")
@@ -561,10 +562,21 @@ class Recognizer:
                            name=self.name(items_["landmark_id"].iat[j]), similarity=float(c), path=items_["path"].iat[j])
                  for c, j in zip(cosines[i], rows[i]) if j >= 0] for i in range(len(vectors))]
 
-    def _nonlandmark_vectors(self, source: Path) -> np.ndarray:
-        """Embeddings of the non-landmark photos: an ``.npy`` as is, a folder embedded now."""
+    def _nonlandmark_vectors(self, source: Path, made_by: dict | None = None) -> np.ndarray:
+        """Embeddings of the non-landmark photos: an ``.npy`` as is, a folder embedded now.
+
+        Raises:
+            landmark.retrieval.provenance.ModelMismatch: the ``.npy`` records another model than
+                ``made_by`` (:func:`own_record` of this recogniser; an ensemble's vectors, another
+                checkpoint, another image size); one without a record passes with a warning.
+        """
         if source.suffix == ".npy":
-            return np.asarray(load_embeddings(source).vectors, dtype=np.float32)
+            found = load_embeddings(source)
+            if made_by is not None:
+                check_model(found.model, made_by, f"the non-landmarks of {source}", "this model",
+                            fix=f"embed them with `landmark embed {made_by['checkpoint']}` (no --image-size or "
+                                "--max-side), or give their folder")
+            return np.asarray(found.vectors, dtype=np.float32)
         frame = read_queries(source)
         photos = []
         for path in frame["path"]:

@@ -143,7 +143,10 @@ class EnsembleRuntime:
         self.device = members[0].device
         self.classes, self.names, self.spec = members[0].classes, members[0].names, members[0].spec
         self.preprocess = first
-        self.why_not_onnx = "; ".join(w for m in members if (w := getattr(m, "why_not_onnx", "")))
+        # auto's reasons, each with its member's file (runtime_info.announce shortens a lone model's only)
+        self.why_not_onnx = "; ".join(
+            f"{path.name}: {'no export of it (landmark export writes one)' if w.startswith('no exported') else w}"
+            for m, path in zip(members, self.checkpoints) if (w := getattr(m, "why_not_onnx", "")))
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -154,13 +154,20 @@ def embed_images(model: LandmarkNet | Runtime, preprocess: dict, frame: pd.DataF
         raise ValueError(f"image_size {image_size} and max_side {max_side}: give one (max_side keeps the aspect "
                          f"ratio, image_size squashes to a square)")
     runtime = as_runtime(model, classes, preprocess, device)
-    onnx = "onnx" in str(runtime.name).split("+")   # an export, alone or in an ensemble
-    if onnx and max_side is not None:
-        raise ValueError(f"an ONNX export takes {preprocess['size']} px squares only; embed with --max-side "
-                         f"{max_side} with the .pt checkpoint (--runtime torch)")
-    if onnx and image_size not in (None, preprocess["size"]):
-        raise ValueError(f"an ONNX export takes {preprocess['size']} px inputs only; embed at {image_size} px "
-                         f"with the .pt checkpoint (--runtime torch), or drop --image-size")
+    # an export, alone or in an ensemble, takes its own size only (an ensemble's photos are made at its first
+    # member's size, or image_size)
+    members = getattr(runtime, "members", None)
+    size = image_size or preprocess["size"]
+    for member in (m for m in (members or [runtime]) if m.name == "onnx"):
+        own, which = member.preprocess["size"], f" ({member.path})" if members else ""
+        if max_side is not None:
+            raise ValueError(f"an ONNX export{which} takes {own} px squares only; embed with --max-side "
+                             f"{max_side} with the .pt checkpoint (--runtime torch)")
+        if size != own:
+            fix = "drop --image-size" if image_size is not None and own == preprocess["size"] else \
+                f"give --image-size {own}"
+            raise ValueError(f"an ONNX export{which} takes {own} px inputs only; embed at {size} px "
+                             f"with the .pt checkpoint (--runtime torch), or {fix}")
     path = embeddings_path(out)
     refuse_existing(embedding_files(path), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,7 @@ def embed_checkpoint(checkpoint: str | Path | list, frame: pd.DataFrame, out: st
             loads the ``.pt`` checkpoint in PyTorch, even beside an export; ``onnx`` is refused).
         landmark.retrieval.provenance.ModelMismatch: the checkpoint is not ``expect``'s model.
     """
+    refuse_missing_members(expect, as_checkpoints(checkpoint))
     engine = load_embedder(checkpoint, runtime=runtime, device=device, threads=threads, image_size=image_size,
                            max_side=max_side)
     announce(engine, runtime)
@@ -726,8 +727,11 @@ def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str 
     size, max_side = _index_image_size(index, engine)
     built = index.meta.get("model")
     fix = f"re-embed them with `landmark embed {' '.join(map(str, checkpoints_of(built))) or 'CHECKPOINT'}`"
+    members = checkpoints_of(built) if (built or {}).get("members") else []   # knn takes one CHECKPOINT: the first
     check_model(runtime_record(engine, checkpoint, size, max_side), built, f"the vectors of {checkpoint}",
-                "this index", fix="give the checkpoint the index was built with, or build an index with this one")
+                "this index", fix=f"give its first model, `landmark knn {members[0]}` (the others, "
+                f"{' '.join(map(str, members[1:]))}, are loaded as the index records)" if members else
+                "give the checkpoint the index was built with, or build an index with this one")
     embed = partial(_embed, engine, checkpoint, image_size=None if max_side else size, max_side=max_side,
                     batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
     if str(images).endswith(".npy"):
@@ -765,9 +769,29 @@ def _index_runtime(index: LandmarkIndex, checkpoint, *, runtime: str, device: st
     paths, members = as_checkpoints(checkpoint), checkpoints_of(built)
     if len(paths) == 1 and len(members) > 1 and paths[0].resolve() == members[0].resolve():
         paths = members
+    refuse_missing_members(built, paths)
     return load_embedder(paths, runtime=runtime, device=device, threads=threads,
                          image_size=None if max_side_of(built) else built.get("image_size"),
                          max_side=max_side_of(built))
+
+
+def refuse_missing_members(record: dict | None, paths: list[Path]) -> None:
+    """Refuse, naming what to do, a checkpoint of ``paths`` that an ensemble index's ``record`` names
+    (:func:`~landmark.retrieval.provenance.ensemble_record`) at the same place and that is gone: a
+    member read from ``meta.json`` (``retrieve`` / ``index add`` without ``--checkpoint``, ``knn`` given
+    the first) is a file the user may never have named.
+
+    Raises:
+        FileNotFoundError: one line naming the file, its place among the members and what to give.
+    """
+    members = checkpoints_of(record) if isinstance(record, dict) and record.get("members") else []
+    for i, (path, member) in enumerate(zip(paths, members)):
+        if path == member and not path.exists():
+            raise FileNotFoundError(
+                f"checkpoint {path} does not exist: it is model {i + 1} of the {len(members)} whose descriptors "
+                f"this index concatenates (its meta.json records where each was); put it back there (landmark knn "
+                f"reads every model but the first from there), or give landmark retrieve / index add each model "
+                f"where it is now, in order (--checkpoint once for each)")
 
 
 def _index_image_size(index: LandmarkIndex, engine: Runtime) -> tuple[int, int | None]:

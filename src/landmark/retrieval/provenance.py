@@ -54,13 +54,23 @@ def ensemble_record(records: list[dict]) -> dict:
     it equals no single model's, nor the same models in another order), ``members`` each record.
 
     Raises:
-        ValueError: fewer than two records, or records of other image sizes / ``max_side``.
+        ValueError: fewer than two records, the same model twice (one ``sha256``: a checkpoint and
+            its own export, or a copy), or records of other image sizes / ``max_side``.
     """
     if len(records) < 2:
         raise ValueError("an ensemble record needs two or more models")
+    seen: dict[str, str] = {}
+    for r in records:
+        if (sha := str(r.get("sha256"))) in seen:
+            raise ValueError(f"{seen[sha]} and {r.get('checkpoint')} are the same model (sha256 {sha[:12]}; an "
+                             "ONNX export stands for the checkpoint it came from): an ensemble needs different "
+                             "models, give each once")
+        seen[sha] = str(r.get("checkpoint"))
     shapes = {(r.get("image_size"), max_side_of(r)) for r in records}
     if len(shapes) > 1:
-        raise ValueError(f"an ensemble's models must embed the same photos; got image sizes {sorted(shapes, key=str)}")
+        sizes = ", ".join(f"{Path(str(r.get('checkpoint'))).name} {r.get('image_size')} px" for r in records)
+        raise ValueError(f"an ensemble's models must embed the same photos, these embed at their own sizes "
+                         f"({sizes}): give --image-size N (or --max-side N), at which every one embeds them")
     first = records[0]
     return {**first, "sha256": "+".join(str(r.get("sha256")) for r in records),
             "backbone": "+".join(str(r.get("backbone")) for r in records),
@@ -85,8 +95,8 @@ def one_pass_refusal(record: dict | None, size: int) -> str | None:
         return None
     if record.get("members"):
         return (f"the index holds the descriptors of {len(record['members'])} models concatenated "
-                f"({describe(record)}); the model answers from its own pass: search it with landmark retrieve, "
-                "or build an index with one --checkpoint")
+                f"({describe(record)}); the model answers from its own pass: search it with landmark retrieve "
+                "(or landmark knn --scoring knn-vote), or build an index with one --checkpoint")
     if record.get("max_side"):
         return (f"the index holds embeddings of photos whose longer side is {record['max_side']} px (aspect kept), "
                 f"the model answers on {size} px squares; search it with landmark retrieve, or build the index "
@@ -146,9 +156,11 @@ def check_model(made_by: dict | None, expected: dict | None, what: str, against:
                       ProvenanceWarning, stacklevel=3)
         return
     if not same_model(made_by, expected):
-        if expected.get("members") and not made_by.get("members"):
-            fix = (f"{against} concatenates {len(expected['members'])} models' descriptors: give every one, in "
-                   f"this order ({' '.join('--checkpoint ' + str(c) for c in checkpoints_of(expected))})")
+        members = checkpoints_of(expected) if expected.get("members") else []
+        # a fix naming every member already says what to run (`landmark embed A B`); else the order to give them
+        if members and made_by["sha256"] != expected["sha256"] and not all(str(c) in fix for c in members):
+            fix = (f"{against} concatenates {len(members)} models' descriptors: give every one, in "
+                   f"this order ({' '.join('--checkpoint ' + str(c) for c in members)})")
         raise ModelMismatch(f"{what} were made by model {describe(made_by)}, {against} by {describe(expected)}: "
                             f"{fix}")
 
