@@ -202,13 +202,6 @@ def test_the_same_model_twice_is_refused_as_an_export_or_a_copy(exported):
         assert not (work / "same.npy").exists()
 
 
-def test_members_of_other_sizes_are_told_to_give_one_size(exported):
-    work = exported
-    done = runner.invoke(app, ["embed", str(work / "a.pt"), str(work / "d96.pt"), "--images", str(work / "p.csv"),
-                               "--out", str(work / "sizes.npy"), "--workers", "0", "--runtime", "torch"])
-    assert done.exit_code == 2 and "--image-size" in done.output, done.output
-
-
 def test_ensemble_refusals_say_what_the_command_given_can_do():
     """Vectors of a .npy are re-embedded with landmark embed (the command has no --checkpoint to give);
     members in another order are told the order."""
