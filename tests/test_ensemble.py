@@ -286,3 +286,36 @@ def test_runtime_line_says_which_member_has_no_export(exported):
     engine = load_runtimes([work / "a.pt", work / "b.pt"], "auto", "cpu")
     assert engine.name == "onnx+torch"
     assert engine.why_not_onnx == "b.pt: no export of it (landmark export writes one)"
+
+
+def test_shards_embed_an_ensemble_at_max_side_as_one_process_does(two, l13, tmp_path):
+    """`embed A B --max-side S --shard i/n` on each of n processes, then `embed-merge`: the single process's
+    vectors, record and max_side (the setting for millions of photos, one shard per machine)."""
+    work, _, _ = two
+    frame = labelled_images(l13, ["9", "11"]).groupby("landmark_id").head(3).reset_index(drop=True)
+    photos = tmp_path / "p.csv"
+    frame[["id", "path"]].to_csv(photos, index=False)
+    models = [str(work / "a.pt"), str(work / "b.pt")]
+    common = ["--images", str(photos), "--max-side", "80", "--workers", "0", "--top-classes", "0"]
+    done = runner.invoke(app, ["embed", *models, *common, "--out", str(tmp_path / "one.npy")])
+    assert done.exit_code == 0, done.output
+    for i in (1, 0):
+        done = runner.invoke(app, ["embed", *models, *common, "--out", str(tmp_path / "parts"), "--shard", f"{i}/2",
+                                   "--part-size", "2"])
+        assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "parts" / "manifest.json").read_text())["max_side"] == 80
+    done = runner.invoke(app, ["embed-merge", str(tmp_path / "parts"), "--out", str(tmp_path / "merged.npy")])
+    assert done.exit_code == 0, done.output
+    one, merged = load_embeddings(tmp_path / "one.npy"), load_embeddings(tmp_path / "merged.npy")
+    assert list(merged.ids) == list(one.ids) and merged.model["sha256"] == one.model["sha256"]
+    np.testing.assert_allclose(np.asarray(merged.vectors, dtype=np.float32), np.asarray(one.vectors, dtype=np.float32),
+                               atol=2e-3)
+    assert json.loads((tmp_path / "merged.json").read_text())["max_side"] == 80
+    assert merged.model["max_side"] == 80 and len(merged.model["members"]) == 2
+    # a second run over the same folder with squares is another run: refused
+    done = runner.invoke(app, ["embed", *models, "--images", str(photos), "--workers", "0", "--out",
+                               str(tmp_path / "parts"), "--shard", "0/2", "--part-size", "2"])
+    assert done.exit_code == 2 and "another run" in done.output
+    # Ray Data's actors take squares of one model
+    done = runner.invoke(app, ["embed", *models, *common, "--out", str(tmp_path / "rayparts"), "--engine", "ray"])
+    assert done.exit_code == 2 and "--shard i/n" in done.output

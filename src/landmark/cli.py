@@ -633,8 +633,6 @@ def embed(
     if shard is None and engine != "ray":
         _refuse_overwrite(embedding_files(embeddings_path(out)), overwrite)
     try:
-        if max_side is not None and (shard is not None or engine == "ray"):
-            raise ValueError("--max-side embeds in this process only: drop --shard / --engine ray")
         frame = image_frame(images=images, data=_data_source(data), landmarks=_landmark_list(landmarks), label=label)
         if shard is not None or engine == "ray":
             from .retrieval.pipeline import embed_checkpoint_shard
@@ -642,9 +640,9 @@ def embed(
             typer.echo(json_text(embed_checkpoint_shard(checkpoint, frame, folder=out,
                                                          shard=parse_shard(shard) if shard else (0, 1),
                                                          part_size=part_size, top_classes=top_classes, dtype=dtype,
-                                                         image_size=image_size, batch_size=batch_size,
-                                                         workers=workers, device=device, runtime=runtime,
-                                                         threads=threads, **engine_options)))
+                                                         image_size=image_size, max_side=max_side,
+                                                         batch_size=batch_size, workers=workers, device=device,
+                                                         runtime=runtime, threads=threads, **engine_options)))
             return
         emb, rejects, _ = embed_checkpoint(checkpoint, frame, out=embeddings_path(out), top_classes=top_classes,
                                            dtype=dtype, image_size=image_size, max_side=max_side,

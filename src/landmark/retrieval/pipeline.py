@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..data import Reject, read_queries
 from ..defaults import BATCH_SIZE, EMBED_DTYPE, PART_SIZE, TOP_CLASSES, WORKERS
-from ..models.runtime import Runtime, load_runtime, load_runtimes
+from ..models.runtime import Runtime, load_runtimes
 from ..models.runtime_info import DEFAULT_ENGINE, DEFAULT_RUNTIME, announce, check_engine
 from ..io import read_csv
 from .config import (REJECT_THRESHOLD, IndexParams, KnnConfig, LocalConfig, RetrievalConfig, RetrieveConfig,
@@ -172,8 +172,9 @@ def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: 
             actors on this machine or the cluster at ``ray_address``;
             :func:`landmark.retrieval.ray_embed.embed_shard_ray`, which takes ``ray_address``,
             ``actors``, ``actor_cpus`` and ``actor_gpus``); both write the same parts.
-        options: ``top_classes``, ``dtype``, ``image_size``, ``batch_size``, ``workers`` (local
-            engine only) as in ``embed_images``.
+        options: ``top_classes``, ``dtype``, ``image_size``, ``max_side``, ``batch_size``, ``workers``
+            (local engine only) as in ``embed_images``; ``checkpoint`` may be several (an ensemble,
+            :func:`embed_checkpoint`), local engine only, and so is ``max_side``.
 
     Returns:
         ``embed_shard``'s summary ``{folder, shard, parts, done_before, embedded, rejects, rows}``
@@ -181,23 +182,28 @@ def embed_checkpoint_shard(checkpoint: str | Path, frame: pd.DataFrame, folder: 
 
     Raises:
         FileNotFoundError / ValueError: as ``load_runtime`` and ``embed_shard``; an unknown
-            engine, or ``ray`` without Ray installed (one line saying how to install it).
+            engine, ``ray`` without Ray installed (one line saying how to install it), ``ray`` with
+            several checkpoints or ``max_side``.
     """
     check_engine(engine)
-    if len(as_checkpoints(checkpoint)) > 1:
-        raise ValueError("several checkpoints (an ensemble) embed in one process: drop --shard / --engine ray")
-    checkpoint = as_checkpoints(checkpoint)[0]
+    paths = as_checkpoints(checkpoint)
     if engine == "ray":
+        if len(paths) > 1 or options.get("max_side"):
+            raise ValueError("--engine ray embeds squares with one checkpoint: for several checkpoints (an ensemble) "
+                             "or --max-side, run one `landmark embed --shard i/n` per machine or process instead")
         from .ray_embed import embed_shard_ray
         options.pop("workers", None)   # decoding runs in Ray tasks, one CPU each
-        return embed_shard_ray(checkpoint, frame, folder, shard=shard, part_size=part_size, runtime=runtime,
+        options.pop("max_side", None)
+        return embed_shard_ray(paths[0], frame, folder, shard=shard, part_size=part_size, runtime=runtime,
                                threads=threads, device=device, ray_address=ray_address, actors=actors,
                                actor_cpus=actor_cpus, actor_gpus=actor_gpus, **options)
-    model = load_runtime(checkpoint, runtime, device, threads, image_size=options.get("image_size"))
+    max_side = options.get("max_side")
+    model = load_embedder(paths, runtime=runtime, device=device, threads=threads,
+                          image_size=options.get("image_size"), max_side=max_side)
     announce(model, runtime)
     return embed_shard(model, model.preprocess, frame, folder, shard=shard, part_size=part_size,
                        classes=model.classes, device=device,
-                       model_info=runtime_record(model, checkpoint, options.get("image_size")), **options)
+                       model_info=runtime_record(model, paths[0], options.get("image_size"), max_side), **options)
 
 
 def _embed(engine: Runtime, checkpoint: str | Path, frame: pd.DataFrame, out: str | Path, *, image_size: int | None,

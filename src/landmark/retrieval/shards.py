@@ -109,7 +109,8 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path, *, shard: tuple[int, int] = (0, 1),
                 part_size: int = PART_SIZE, classes: list[str] | None = None, top_classes: int = TOP_CLASSES,
                 dtype: str = EMBED_DTYPE, image_size: int | None = None, batch_size: int = BATCH_SIZE,
-                workers: int | None = None, device: str | None = None, model_info: dict | None = None) -> dict:
+                workers: int | None = None, device: str | None = None, model_info: dict | None = None,
+                max_side: int | None = None) -> dict:
     """Embed the parts of ``shard`` of ``frame`` into ``folder`` (module docstring).
 
     Args:
@@ -118,6 +119,8 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
         part_size: rows per part (the unit of atomic writing and of resuming).
         model_info: the model's record (:func:`~landmark.retrieval.provenance.model_record`),
             pinned in the manifest and stored with every part.
+        max_side: photos resized to this longer side, aspect kept, one per forward pass (instead of
+            ``image_size`` squares); pinned in the manifest.
         others: as :func:`~landmark.retrieval.embeddings.embed_images`.
 
     Returns:
@@ -130,16 +133,21 @@ def embed_shard(model, preprocess: dict, frame: pd.DataFrame, folder: str | Path
         landmark.io.LockedError: this shard is running in another process.
     """
     check_shard_request(frame, part_size=part_size, dtype=dtype, image_size=image_size)
+    check_image_size(max_side, "max_side")
+    if max_side is not None and image_size is not None:
+        raise ValueError(f"image_size {image_size} and max_side {max_side}: give one (max_side keeps the aspect "
+                         f"ratio, image_size squashes to a square)")
     folder = Path(folder)
-    size = image_size or preprocess["size"]
+    size = max_side or image_size or preprocess["size"]
     with shard_lock(folder, shard):
         parts, todo = pending_parts(folder, frame, shard=shard, part_size=part_size, dtype=dtype, image_size=size,
-                                    top_classes=top_classes, model_info=model_info)
+                                    top_classes=top_classes, model_info=model_info, max_side=max_side)
         embedded = rejects = rows = 0
         for k in todo:
             n, bad = _embed_part(model, preprocess, frame.iloc[k * part_size:(k + 1) * part_size], folder, k=k,
                                  classes=classes, top_classes=top_classes, dtype=dtype, image_size=image_size,
-                                 batch_size=batch_size, workers=workers, device=device, model_info=model_info)
+                                 max_side=max_side, batch_size=batch_size, workers=workers, device=device,
+                                 model_info=model_info)
             rows, rejects, embedded = rows + n, rejects + bad, embedded + 1
     return {"folder": str(folder), "shard": f"{shard[0]}/{shard[1]}", "parts": len(parts),
             "done_before": len(parts) - len(todo), "embedded": embedded, "rejects": rejects, "rows": rows}
@@ -175,9 +183,11 @@ def shard_lock(folder: Path, shard: tuple[int, int]) -> Iterator[None]:
 
 
 def pending_parts(folder: Path, frame: pd.DataFrame, *, shard: tuple[int, int], part_size: int, dtype: str,
-                  image_size: int, top_classes: int, model_info: dict | None = None) -> tuple[list[int], list[int]]:
+                  image_size: int, top_classes: int, model_info: dict | None = None,
+                  max_side: int | None = None) -> tuple[list[int], list[int]]:
     """Open ``folder`` for shard ``shard`` of ``frame``: write its manifest (or check that it
-    matches), remove the shard's stale temporary parts; every engine starts here.
+    matches), remove the shard's stale temporary parts; every engine starts here.  ``max_side``
+    (aspect-kept photos) is pinned only when set, so manifests of square runs read as before.
 
     Returns:
         (the shard's parts, those not finished yet).
@@ -186,7 +196,8 @@ def pending_parts(folder: Path, frame: pd.DataFrame, *, shard: tuple[int, int], 
         ValueError: the folder holds a run over other images or settings.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    pinned = {"dtype": dtype, "image_size": image_size, "shards_of": shard[1], "top_classes": top_classes}
+    pinned = {"dtype": dtype, "image_size": image_size, "shards_of": shard[1], "top_classes": top_classes,
+              **({"max_side": int(max_side)} if max_side else {})}
     if model_info is not None:
         pinned["model_sha256"] = model_info.get("sha256")
     write_manifest(folder, _manifest(frame, part_size, pinned))
@@ -268,7 +279,7 @@ def merge_shards(folder: str | Path, out: str | Path, overwrite: bool = False) -
                 staged.append((temps[sidecar(path, "classes.npz")], sidecar(path, "classes.npz")))
             commit(staged, sidecar(path, "json"),
                    {"rows": len(items), "dim": dim, "dtype": manifest["dtype"], "image_size": manifest["image_size"],
-                    "model": model, "rejects": len(rejects), "merged_from": str(folder), "parts": len(parts),
+                    **({"max_side": manifest["max_side"]} if manifest.get("max_side") else {}), "model": model, "rejects": len(rejects), "merged_from": str(folder), "parts": len(parts),
                     "complete": True}, members=embedding_files(path)[:-1])
         finally:
             for tmp in temps.values():
