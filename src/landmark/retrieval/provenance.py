@@ -127,7 +127,6 @@ def describe(record: dict | None) -> str:
         names = " + ".join(Path(m.get("checkpoint") or "?").name for m in record["members"])
         return f"{names} (sha256 {' + '.join(str(m.get('sha256'))[:12] for m in record['members'])}, {shape})"
     name = Path(record.get("checkpoint") or "?").name
-    shape = f"longer side {record['max_side']} px" if max_side_of(record) else f"{record['image_size']} px"
     return f"{name} (sha256 {record['sha256'][:12]}, {shape})"
 
 
