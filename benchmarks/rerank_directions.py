@@ -166,6 +166,8 @@ def main() -> None:
     ap.add_argument("--diffusion", type=float, nargs=2, metavar=("K", "ALPHA"), help="global ranking with "
                     "diffusion over the QE + DBA default (the benchmark's default when it chose one)")
     ap.add_argument("--directions", nargs="+", default=["many->l13", "l13->many"], help="validation first")
+    ap.add_argument("--grid", action="store_true", help="also print the validation mAP@100 of every "
+                    "(weight, min inliers) of the local re-ranking at each depth (the grid the choice is made on)")
     ap.add_argument("--no-match", action="store_true", help="only the pairs already in pairs_<matcher>.csv")
     args = ap.parse_args()
     data = directions(args.work, args.descriptor)
@@ -256,6 +258,10 @@ def main() -> None:
             grid = list(product((0.1, 0.25, 0.5, 1.0, 2.0, 5.0), sorted({thr0, 8, 12, 15, 20})))
             if direction == "many->l13":
                 chosen[top, "rerank"] = max(grid, key=lambda g: mean_average_precision(rerank(sub, top, *g), t_sub, K))
+                if args.grid:
+                    print(f"  grid, local re-rank top-{top}: " + ", ".join(
+                        f"w {g[0]:g} min {g[1]}: {mean_average_precision(rerank(sub, top, *g), t_sub, K):.3f}"
+                        for g in grid), flush=True)
                 w, t = chosen[top, "rerank"]
                 chosen[top, "vqe"] = max(((w, t, b) for b in (0.25, 0.5, 1.0, 2.0)),
                                          key=lambda g: mean_average_precision(vqe(sub, top, *g), t_sub, K))
