@@ -1,8 +1,10 @@
 """Re-ranking on whole directions: local-feature inliers over the default global ranking, verified QE, diffusion.
 
-Reads the embeddings of ``benchmarks/retrieval_quality.py`` (``WORK/emb/*_224.npy``) and ranks every query of
-the two unseen directions (``many->l13``: validation, chooses every setting; ``l13->many``: the target,
-reported once) with the default global method (alpha-QE 5 + DBA 5, alpha 3: ``RetrieveConfig``), then:
+Reads the embeddings of ``benchmarks/retrieval_quality.py`` (``WORK/emb/*_TAG.npy``, ``--descriptor TAG``:
+``224`` by default, e.g. ``ens448`` for the shipped ensemble) and ranks every query of the two unseen
+directions (``many->l13``: validation, chooses every setting; ``l13->many``: the target, reported once) with
+the default global method (alpha-QE 5 + DBA 5, alpha 3: ``RetrieveConfig``; with ``--diffusion 30 0.95``
+the product's ranking, diffusion included, as ``retrieval_quality.py --descriptors TAG`` ranks it), then:
 
 * **local re-ranking** (:func:`landmark.retrieval.local.rerank`'s rule): the first ``top`` candidates get
   ``score = global score + weight * min(inliers, cap) / cap`` when ``inliers >= min_inliers``
@@ -15,9 +17,14 @@ reported once) with the default global method (alpha-QE 5 + DBA 5, alpha 3: ``Re
   seeded with the query's neighbours, and with its verified candidates added to the seed.
 
 A pair is only matched when both photos' features are in the cache (``--depth``: how many ranks of every query;
-a direction whose pairs are incomplete at that depth is reported as such).  Prints one Markdown table.
+a direction whose pairs are incomplete at that depth is reported as such).  ``--fill N`` first extracts the
+missing features of every scored query and its first ``N`` global candidates into the cache (first the
+queries and ranks 1-10 of every query, then the ranks after; resumable: a photo already cached is skipped).
+Prints one Markdown table.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/rerank_directions.py --work runs/retrieval --cache runs/lf
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/rerank_directions.py --descriptor ens448 \
+        --diffusion 30 0.95 --directions many->l13 --fill 20 --depth 10 20 --pairs runs/rerank_ens448
 """
 from __future__ import annotations
 
@@ -98,8 +105,46 @@ def match_pairs(folder: Path, matcher_name: str, queries, index, rows, depth: in
             new.append((qid, cid, m, ms))
     if new:
         frame = pd.DataFrame(new, columns=["query", "candidate", "inliers", "match_ms"])
+        folder.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out_csv, mode="a", header=not out_csv.is_file(), index=False)
     return known, missing
+
+
+def fill_cache(cache_dir: Path, matcher_name: str, queries: pd.DataFrame, index: pd.DataFrame, rows: np.ndarray,
+               depth: int, first: int = 10) -> tuple[int, int]:
+    """Extract into the feature cache what is missing among ``queries`` (their photos) and their first ``depth``
+    candidates (``rows [Q, >= depth]``: index rows, best first): the queries and ranks ``1..first`` of every
+    query first, then ranks ``first+1..depth``, so a partial fill leaves whole queries at the smaller depth.
+    Resumable: photos already cached are skipped.  Returns (photos extracted now, photos that failed to
+    decode or were missing on disk; they are left out and their pairs stay unmatched)."""
+    from tqdm import tqdm
+
+    from landmark.data.images import ImageError
+    from landmark.retrieval.local import LocalFeatureCache, LocalMatcher
+    cache = LocalFeatureCache(cache_dir, LocalMatcher(LocalConfig(features="aliked", matcher=matcher_name)))
+    ipaths = index["path"].to_numpy()
+    order, seen = [], set()
+    for lo, hi in ((0, min(first, depth)), (min(first, depth), depth)):
+        for qi, qpath in enumerate(queries["path"]):
+            for path in ([qpath] if lo == 0 else []) + [ipaths[r] for r in rows[qi, lo:hi]]:
+                if path not in seen:
+                    seen.add(path)
+                    order.append(path)
+
+    def cached(path):
+        key = cache.key(path)
+        return (cache.dir / key[:2] / f"{key}.npz").is_file()
+
+    todo = [p for p in order if not cached(p)]
+    print(f"fill: {len(order)} photos, {len(order) - len(todo)} cached, {len(todo)} to extract", flush=True)
+    failed = 0
+    for path in tqdm(todo, desc="ALIKED features", unit="photo"):
+        try:
+            cache.get(path)
+        except (ImageError, OSError) as err:
+            failed += 1
+            tqdm.write(f"skipped {path}: {err}")
+    return len(todo) - failed, failed
 
 
 def scores(ranked: dict, truth: dict) -> tuple[float, float]:
@@ -109,15 +154,27 @@ def scores(ranked: dict, truth: dict) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/retrieval"))
+    ap.add_argument("--descriptor", default="224", metavar="TAG", help="embeddings WORK/emb/*_TAG.npy "
+                    "(e.g. ens448: the shipped ensemble); default 224")
+    ap.add_argument("--pairs", type=Path, help="folder of the pair caches <direction>/pairs_<matcher>.csv "
+                    "(default WORK; the pairs' inliers do not depend on the descriptor)")
+    ap.add_argument("--fill", type=int, metavar="N", default=0, help="first extract the missing features of the "
+                    "scored queries and their first N global candidates into --cache (resumable)")
     ap.add_argument("--cache", type=Path, default=Path("runs/lf"))
     ap.add_argument("--matcher", default="mnn", choices=["mnn", "lightglue"])
     ap.add_argument("--depth", type=int, nargs="+", default=[20, 50], help="candidates re-ranked per query")
     ap.add_argument("--diffusion", type=float, nargs=2, metavar=("K", "ALPHA"), help="global ranking with "
                     "diffusion over the QE + DBA default (the benchmark's default when it chose one)")
     ap.add_argument("--directions", nargs="+", default=["many->l13", "l13->many"], help="validation first")
+    ap.add_argument("--grid", action="store_true", help="also print the validation mAP@100 of every "
+                    "(weight, min inliers) of the local re-ranking at each depth (the grid the choice is made on)")
     ap.add_argument("--no-match", action="store_true", help="only the pairs already in pairs_<matcher>.csv")
     args = ap.parse_args()
-    data = directions(args.work, 224)
+    data = directions(args.work, args.descriptor)
+    if not all(d in data for d in args.directions):
+        raise SystemExit(f"no embeddings {args.work}/emb/*_{args.descriptor}.npy of every set of "
+                         f"{', '.join(args.directions)}: run benchmarks/retrieval_quality.py first or change --descriptor")
+    pairs_root = args.pairs or args.work
     thr0 = same_landmark_inliers("aliked", args.matcher)
     results, chosen = {}, {}
     for direction in args.directions:   # validation first: it chooses what the target gets
@@ -131,7 +188,10 @@ def main() -> None:
         iids = index["id"].to_numpy()
         base = {qids[i]: list(iids[rows[i]]) for i in keep}
         res = results.setdefault(direction, {})
-        res["global: qe 5 + dba 5" + (f" + diffusion k {diff[0]} alpha {diff[1]:g}" if diff else "")] = \
+        if args.fill:
+            done, failed = fill_cache(args.cache, args.matcher, queries.iloc[keep], index, rows[keep], args.fill)
+            print(f"{direction}: extracted {done} photos, {failed} failed", flush=True)
+        res[f"global {args.descriptor}: qe 5 + dba 5" + (f" + diffusion k {diff[0]} alpha {diff[1]:g}" if diff else "")] = \
             scores(base, truth) + ("",)
         # recall ceiling: relevant photos within the first 100 / depth (what re-ordering the head can reach)
         for d in (20, 50, 100):
@@ -140,10 +200,10 @@ def main() -> None:
             res[f"(recall of the global top-{d})"] = (float(rec), float("nan"), "")
         depth = max(args.depth)
         if args.no_match:
-            pairs, missing = match_pairs(args.work / DIRS[direction], args.matcher, queries.iloc[[]], index, rows,
+            pairs, missing = match_pairs(pairs_root / DIRS[direction], args.matcher, queries.iloc[[]], index, rows,
                                          0, args.cache)
         else:
-            pairs, missing = match_pairs(args.work / DIRS[direction], args.matcher, queries.iloc[keep], index,
+            pairs, missing = match_pairs(pairs_root / DIRS[direction], args.matcher, queries.iloc[keep], index,
                                          rows[keep], depth, args.cache)
         inl = np.full((len(queries), K), -1, dtype=np.int64)
         for i in keep:
@@ -198,6 +258,10 @@ def main() -> None:
             grid = list(product((0.1, 0.25, 0.5, 1.0, 2.0, 5.0), sorted({thr0, 8, 12, 15, 20})))
             if direction == "many->l13":
                 chosen[top, "rerank"] = max(grid, key=lambda g: mean_average_precision(rerank(sub, top, *g), t_sub, K))
+                if args.grid:
+                    print(f"  grid, local re-rank top-{top}: " + ", ".join(
+                        f"w {g[0]:g} min {g[1]}: {mean_average_precision(rerank(sub, top, *g), t_sub, K):.3f}"
+                        for g in grid), flush=True)
                 w, t = chosen[top, "rerank"]
                 chosen[top, "vqe"] = max(((w, t, b) for b in (0.25, 0.5, 1.0, 2.0)),
                                          key=lambda g: mean_average_precision(vqe(sub, top, *g), t_sub, K))
