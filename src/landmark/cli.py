@@ -788,15 +788,28 @@ def index_add(
     from .data.names import display_name
     from .inference.recognizer import answer_changes
     from .retrieval.index import ENROL_UNLABELLED_FIX, LandmarkIndex, refuse_unlabelled
-    from .retrieval.pipeline import StagedEnrolment, enrol, index_embeddings, refuse_names_alike, source_names
+    from .retrieval.pipeline import (StagedEnrolment, add_unlabelled, enrol, index_embeddings, refuse_names_alike,
+                                     source_names)
     from .retrieval.provenance import checkpoints_of, max_side_of
     try:
         data = _data_source(data)
         current = LandmarkIndex.load(index)
-        refuse_unlabelled(current.labels, "enrolment", fix=ENROL_UNLABELLED_FIX)   # before any photo is embedded
+        archive = current.unlabelled > 0   # photos without a landmark: more such photos only (docs/retrieval.md)
+        if archive and (label is not None or data or labels is not None):   # before any photo is embedded
+            refuse_unlabelled(current.labels, "enrolment", fix=ENROL_UNLABELLED_FIX)
         info = current.meta.get("model", {})
         if not checkpoint and embeddings is None:
             checkpoint = checkpoints_of(info) or None   # every member of an ensemble's index
+        if archive:
+            with StagedEnrolment(index) as staged:
+                emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, images=images,
+                                                   out=staged.path,
+                                                   image_size=None if max_side_of(info) else info.get("image_size"),
+                                                   max_side=max_side_of(info), batch_size=batch_size, workers=workers,
+                                                   device=device, expect=info, unlabelled=True)
+                result = add_unlabelled(index, emb, saved=staged.saved if embeddings is None else None)
+            typer.echo(json_text({**result, "rejects": len(rejects)}))
+            return
 
         def names_alike(ids: list[str]) -> None:   # before any photo is embedded (seconds each)
             refuse_names_alike(current, landmark_ids=ids, checkpoint=checkpoint[0] if checkpoint else None,

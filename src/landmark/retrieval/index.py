@@ -214,8 +214,9 @@ class LandmarkIndex:
         out._tune()
         return out
 
-    def add(self, embeddings: Embeddings, chunk: int = 65536) -> tuple[int, list[str]]:
-        """Enrol more labelled images (new photos or whole new landmarks), no retraining.
+    def add(self, embeddings: Embeddings, chunk: int = 65536, unlabelled: bool = False) -> tuple[int, list[str]]:
+        """Enrol more labelled images (new photos or whole new landmarks), no retraining; with
+        ``unlabelled``, photos without a landmark instead (an archive's: every row :data:`UNLABELLED`).
 
         Images whose id is already in the index are skipped and returned.  For IVF kinds
         the cells stay those learnt at build time, so enrolling many images of very
@@ -225,9 +226,14 @@ class LandmarkIndex:
             (number added, ids skipped as duplicates).
 
         Raises:
-            ValueError: no ``landmark_id`` column or an empty one (:data:`UNLABELLED`), or another dimension.
+            ValueError: no ``landmark_id`` column or an empty one (:data:`UNLABELLED`), or with
+                ``unlabelled`` a row that has one; another dimension.
         """
-        if embeddings.labels is None or unlabelled_count(embeddings.labels):
+        if unlabelled:
+            if embeddings.labels is not None and unlabelled_count(embeddings.labels) < len(embeddings):
+                raise ValueError("some photos to add to this archive of photos without a landmark have one; "
+                                 "add photos without --label / --labels (an index of labelled photos is built apart)")
+        elif embeddings.labels is None or unlabelled_count(embeddings.labels):
             raise ValueError("the photos to enrol have no landmark (landmark_id column missing or empty); enrolment "
                              "needs each photo's landmark: --label NAME, --data DIR or --labels CSV")
         if embeddings.vectors.shape[1] != self.dim:

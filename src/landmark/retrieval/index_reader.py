@@ -30,7 +30,8 @@ UNLABELLED = ""
 RECOGNISE_UNLABELLED_FIX = ("to name landmarks, give an index built from photos with landmarks (landmark index build "
                             "--data DIR, or --images DIR --label NAME), or leave --index out (the run's own index)")
 ENROL_UNLABELLED_FIX = ("enrolled landmarks could not be recognised in it; build an index of photos with landmarks "
-                        "(landmark index build --data DIR, or --images DIR --label NAME) and enrol into that one")
+                        "(landmark index build --data DIR, or --images DIR --label NAME) and enrol into that one "
+                        "(more photos without a landmark: index add --images DIR without --label)")
 
 
 def unlabelled_count(landmark_ids) -> int:

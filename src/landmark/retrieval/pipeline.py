@@ -473,6 +473,38 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
                    "new_landmarks": new, "landmarks": report}
 
 
+def add_unlabelled(index_dir: str | Path, embeddings: Embeddings, *, saved=None) -> dict:
+    """Add photos without a landmark (:data:`~landmark.retrieval.index.UNLABELLED`) to an index that
+    holds such photos already (an archive built by ``landmark index build --images DIR`` without
+    ``--label``), for ``landmark retrieve``: crash-safe and one writer at a time, as :func:`enrol`;
+    nothing is calibrated (there is no landmark to calibrate).  Photos whose id is indexed already
+    are skipped and counted.  ``saved(index, added)``: as :func:`enrol`'s.
+
+    Returns:
+        ``{index, added, skipped_duplicates, count, unlabelled}``.
+
+    Raises:
+        FileNotFoundError / ValueError: as :meth:`LandmarkIndex.load`; an index without unlabelled
+            photos (a recognition index: photos without a landmark would make every recogniser refuse
+            it), or ``embeddings`` rows with a landmark.
+        landmark.retrieval.provenance.ModelMismatch: ``embeddings.model`` is not the index's model.
+    """
+    def change(index: LandmarkIndex) -> tuple[int, list[str]]:
+        if not index.unlabelled:
+            raise ValueError(f"{index_dir} holds photos with landmarks only: photos without a landmark would make "
+                             f"recognize, predict, knn, tag and serve refuse it; give --label NAME (or --data DIR), "
+                             f"or build an archive index apart (landmark index build --images DIR without --label)")
+        check_model(embeddings.model, index.meta.get("model"), "the photos to add", "this index",
+                    fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
+        return index.add(embeddings, unlabelled=True)
+
+    index, (added, skipped) = LandmarkIndex.update(index_dir, change)
+    if saved is not None:
+        saved(index, added)
+    return {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
+            "unlabelled": index.unlabelled}
+
+
 def refuse_names_alike(index: LandmarkIndex | str | Path, landmark_ids, names: dict[str, str] | None = None, *,
                        checkpoint: str | Path | None = None) -> None:
     """Refuse landmarks to enrol whose name differs from a landmark of the index or of its
