@@ -115,9 +115,10 @@ def test_unlabelled_photos_are_no_landmark_of_n_photos_for_diffusion(archive):
     (["index", "add", "{idx}", "--images", "{photos}", "--label", "Petra"], "enrolment"),
     (["index", "add", "{idx}", "--data", "{l13}", "--landmarks", "9"], "enrolment"),
 ])
-def test_readers_that_name_landmarks_refuse_it_in_one_line(archive, l13, monkeypatch, capsys, command, use):
-    work, model, photos, idx, _ = archive
-    fill = {"photo": photos / f"{PHOTOS[0]}.jpg", "model": model, "idx": idx, "photos": photos, "work": work,
+def test_readers_that_name_landmarks_refuse_it_in_one_line(archive, l13, monkeypatch, capsys, tmp_path, command,
+                                                          use):
+    _, model, photos, idx, _ = archive
+    fill = {"photo": photos / f"{PHOTOS[0]}.jpg", "model": model, "idx": idx, "photos": photos, "work": tmp_path,
             "l13": l13}
     before = sorted(p.name for p in idx.iterdir())
     import uvicorn
@@ -132,7 +133,7 @@ def test_readers_that_name_landmarks_refuse_it_in_one_line(archive, l13, monkeyp
     else:
         assert "give an index built from photos with landmarks" in errors[0]
     assert sorted(p.name for p in idx.iterdir()) == before   # nothing written into the index
-    assert not list(photos.glob("*.xmp")) and not (work / "p.csv").exists()
+    assert not list(photos.glob("*.xmp")) and not list(tmp_path.iterdir())   # no sidecar, submission or answers
 
 
 def test_the_library_refuses_it_too(archive):
