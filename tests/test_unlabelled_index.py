@@ -96,6 +96,9 @@ def test_unlabelled_photos_are_no_landmark_of_n_photos_for_diffusion(archive):
     plain = rank_index(index, queries, RetrieveConfig(top_k=6, diffusion=0))
     np.testing.assert_array_equal(default[1], plain[1])
     np.testing.assert_allclose(default[0], plain[0])
+    assert default[1][:, 0].tolist() == [0, 1, 2]   # each photo finds itself first
+    forced = rank_index(index, queries, RetrieveConfig(top_k=6, diffusion_min_photos=0))   # a preset can force it
+    assert not np.array_equal(forced[1], plain[1])
     vectors = np.eye(18, 8, dtype=np.float32)[:, :8] + 0.01
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     labels = ["a"] * 3 + ["b"] * 5 + [""] * 10
