@@ -19,8 +19,8 @@ PREPROCESS = {"size": 64, "resize": 72, "mean": [0.485, 0.456, 0.406], "std": [0
 # landmarks13 test photos: two of Machu Picchu, two of Petra, two of the test set's first (any content)
 PHOTOS = ["09b94794cb834d50", "58c40deac2687de1", "20edec4333593175", "40a3effbdea65066"]
 MORE = ["0003de5a85b027b5", "005ef882acc88262"]
-REFUSED = "error: the index holds 6 photos without a landmark (landmark index build --images without --label): " \
-          "it serves `landmark retrieve` only, not "
+REFUSED = "error: the index holds 6 photos without a landmark (indexed without --label): it serves `landmark " \
+          "retrieve` only, not "
 runner = CliRunner()
 
 

@@ -741,8 +741,9 @@ def index_build(
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace an index in --out"),
 ) -> None:
-    """Build a FAISS inner-product index over labelled photos (or unlabelled ones, for landmark retrieve only);
-    embeddings go to OUT/embeddings.npy."""
+    """Build a FAISS inner-product index over photos (unlabelled ones: for landmark retrieve only).
+
+    Embeddings go to OUT/embeddings.npy."""
     from .io import INDEX_FILES, embedding_files
     settings = _retrieval_settings(preset, index={"kind": kind, "nlist": nlist, "nprobe": nprobe, "pq_m": pq_m,
                                                   "hnsw_m": hnsw_m, "ef_search": ef_search})
@@ -774,7 +775,8 @@ def index_add(
                                                     "one(s) recorded in the index)"),
     data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled GLDv2 folder or class tree to "
                                               "enrol; repeat for several folders"),
-    images: Optional[Path] = typer.Option(None, help="folder/CSV of photos of one landmark (with --label)"),
+    images: Optional[Path] = typer.Option(None, help="folder/CSV of photos of one landmark (with --label); into an "
+                                          "archive of unlabelled photos, more such photos (without --label)"),
     label: Optional[str] = typer.Option(None, help="landmark of every --images photo (new or known), as people name "
                                         "it: 'India Gate' is enrolled as the id India_Gate named India Gate"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids"),

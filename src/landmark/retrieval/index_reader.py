@@ -61,8 +61,8 @@ def refuse_unlabelled(landmark_ids, use: str, fix: str = RECOGNISE_UNLABELLED_FI
     if count:
         total = len(landmark_ids)
         which = "photos" if count == total else f"of its {total} photos"
-        raise ValueError(f"the index holds {count} {which} without a landmark (landmark index build --images "
-                         f"without --label): it serves `landmark retrieve` only, not {use}; {fix}")
+        raise ValueError(f"the index holds {count} {which} without a landmark (indexed without --label): it "
+                         f"serves `landmark retrieve` only, not {use}; {fix}")
 
 
 def is_kind(index: faiss.Index, kind: object) -> bool:
