@@ -29,8 +29,8 @@ from ..io import read_csv
 from .config import (REJECT_THRESHOLD, IndexParams, KnnConfig, LocalConfig, RetrievalConfig, RetrieveConfig,
                      is_stored_threshold)
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
-from .index import UNLABELLED, LandmarkIndex, check_cells, refuse_unlabelled, unlabelled_count
-from .index_reader import ENROL_UNLABELLED_FIX, RECOGNISE_UNLABELLED_FIX
+from .index import (ENROL_UNLABELLED_FIX, RECOGNISE_UNLABELLED_FIX, UNLABELLED, LandmarkIndex, check_cells,
+                    refuse_unlabelled, unlabelled_count)
 from .knn import Recognition, recognise, verification_inliers
 from .provenance import check_model, checkpoints_of, max_side_of, runtime_record
 from .scoring import CALIBRATION_K, calibrate_landmark, coverage_summary, decide, verdict as verdict_words
@@ -257,7 +257,7 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
         if not unlabelled and (emb.labels is None or unlabelled_count(emb.labels)):
             raise ValueError(f"the photos of {embeddings} have no landmark (no landmark_id in its ids.csv, or an "
                              f"empty one): give --labels CSV (id,landmark_id)")
-        if check is not None:
+        if check is not None and emb.labels is not None:
             check(list(dict.fromkeys(emb.labels.astype(str).tolist())))
         if params is not None:
             check_cells(params, len(emb))
