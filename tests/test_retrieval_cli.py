@@ -75,10 +75,12 @@ def test_enrol_new_landmark_and_recognise_it(tmp_path, l13, imagenet_checkpoint,
 
 def test_index_commands_refuse_bad_input(tmp_path):
     runner = CliRunner()
-    # photos without a landmark id cannot be indexed; refused before any embedding
+    # photos without a landmark id are indexed as an archive (tests/test_unlabelled_index.py), but a missing
+    # checkpoint is refused before any embedding
     res = runner.invoke(app, ["index", "build", "--checkpoint", str(tmp_path / "any.pt"), "--images", str(tmp_path),
                               "--out", str(tmp_path / "idx")])
-    assert res.exit_code == 2 and "--label" in res.output
+    assert res.exit_code == 2 and res.output == f"error: checkpoint {tmp_path / 'any.pt'} does not exist\n"
+    assert not (tmp_path / "idx").exists()
     res = runner.invoke(app, ["index", "add", str(tmp_path / "no_index")])
     assert res.exit_code == 2 and "does not exist" in res.output
     existing = tmp_path / "e.npy"

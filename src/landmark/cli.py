@@ -713,12 +713,15 @@ def index_build(
                                                     "ensemble: their descriptors concatenated (docs/retrieval.md)"),
     data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled GLDv2 folder (train.csv) or class "
                                               "tree; repeat for several folders as one set"),
-    images: Optional[Path] = typer.Option(None, help="folder/CSV of images of one landmark (with --label)"),
+    images: Optional[Path] = typer.Option(None, help="folder/CSV of images of one landmark (with --label), or, "
+                                          "without --label, an archive of unlabelled photos: an index for landmark "
+                                          "retrieve only"),
     label: Optional[str] = typer.Option(None, help="landmark of every --images image, as people name it ('India "
                                         "Gate': id India_Gate, named India Gate)"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids, e.g. 0,1,2"),
     embeddings: Optional[Path] = typer.Option(None, help="or an embeddings .npy from landmark embed"),
-    labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id"),
+    labels: Optional[Path] = typer.Option(None, help="with --embeddings: CSV id,landmark_id (without it and "
+                                          "without landmark ids in its ids.csv: unlabelled photos)"),
     preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
     kind: Optional[str] = typer.Option(None, help=f"auto | flat | hnsw | hnswsq | ivf | ivfsq | ivfpq (auto: flat <100k, then "
                                                   f"ivf <2M, ivfsq, ivfpq as memory_gb allows; {_default(_INDEX.kind)})"),
@@ -736,12 +739,15 @@ def index_build(
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace an index in --out"),
 ) -> None:
-    """Build a FAISS inner-product index over labelled photos; embeddings go to OUT/embeddings.npy."""
+    """Build a FAISS inner-product index over photos (unlabelled ones: for landmark retrieve only).
+
+    Embeddings go to OUT/embeddings.npy."""
     from .io import INDEX_FILES, embedding_files
     settings = _retrieval_settings(preset, index={"kind": kind, "nlist": nlist, "nprobe": nprobe, "pq_m": pq_m,
                                                   "hnsw_m": hnsw_m, "ef_search": ef_search})
     _refuse_overwrite([out / name for name in INDEX_FILES]
                       + (embedding_files(out / "embeddings.npy") if embeddings is None else []), overwrite)
+    from .retrieval.index import unlabelled_note
     from .retrieval.pipeline import build_index, index_embeddings, source_names
     try:
         data = _data_source(data)
@@ -749,12 +755,14 @@ def index_build(
                                               images=images, landmarks=_landmark_list(landmarks), label=label,
                                               out=out / "embeddings.npy", image_size=image_size, max_side=max_side,
                                               batch_size=batch_size, workers=workers, device=device,
-                                              overwrite=overwrite, params=settings.index)
+                                              overwrite=overwrite, params=settings.index, unlabelled=True)
         names = source_names(data=data, label=label if images is not None else None,
-                             landmark_ids=emb.items["landmark_id"].unique())
+                             landmark_ids=emb.items["landmark_id"].unique() if "landmark_id" in emb.items else [])
         result = build_index(emb, out, params=settings.index, model_info=info, overwrite=overwrite, names=names)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         _fail(err)
+    if result.get("unlabelled"):   # photos without a landmark (--images without --label): landmark retrieve only
+        _say(unlabelled_note(result["unlabelled"], result["count"]))
     typer.echo(json_text({**result, "rejects": len(rejects)}))
 
 
@@ -765,7 +773,8 @@ def index_add(
                                                     "one(s) recorded in the index)"),
     data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled GLDv2 folder or class tree to "
                                               "enrol; repeat for several folders"),
-    images: Optional[Path] = typer.Option(None, help="folder/CSV of photos of one landmark (with --label)"),
+    images: Optional[Path] = typer.Option(None, help="folder/CSV of photos of one landmark (with --label); into an "
+                                          "archive of unlabelled photos, more such photos (without --label)"),
     label: Optional[str] = typer.Option(None, help="landmark of every --images photo (new or known), as people name "
                                         "it: 'India Gate' is enrolled as the id India_Gate named India Gate"),
     landmarks: Optional[str] = typer.Option(None, help="with --data: only these landmark ids"),
@@ -778,15 +787,29 @@ def index_add(
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     from .data.names import display_name
     from .inference.recognizer import answer_changes
-    from .retrieval.index import LandmarkIndex
-    from .retrieval.pipeline import StagedEnrolment, enrol, index_embeddings, refuse_names_alike, source_names
+    from .retrieval.index import ENROL_UNLABELLED_FIX, LandmarkIndex, refuse_unlabelled
+    from .retrieval.pipeline import (StagedEnrolment, add_unlabelled, enrol, index_embeddings, refuse_names_alike,
+                                     source_names)
     from .retrieval.provenance import checkpoints_of, max_side_of
     try:
         data = _data_source(data)
         current = LandmarkIndex.load(index)
+        archive = current.unlabelled > 0   # photos without a landmark: more such photos only (docs/retrieval.md)
+        if archive and (label is not None or data or labels is not None):   # before any photo is embedded
+            refuse_unlabelled(current.labels, "enrolment", fix=ENROL_UNLABELLED_FIX)
         info = current.meta.get("model", {})
         if not checkpoint and embeddings is None:
             checkpoint = checkpoints_of(info) or None   # every member of an ensemble's index
+        if archive:
+            with StagedEnrolment(index) as staged:
+                emb, rejects, _ = index_embeddings(checkpoint=checkpoint, embeddings=embeddings, images=images,
+                                                   out=staged.path,
+                                                   image_size=None if max_side_of(info) else info.get("image_size"),
+                                                   max_side=max_side_of(info), batch_size=batch_size, workers=workers,
+                                                   device=device, expect=info, unlabelled=True)
+                result = add_unlabelled(index, emb, saved=staged.saved if embeddings is None else None)
+            typer.echo(json_text({**result, "rejects": len(rejects)}))
+            return
 
         def names_alike(ids: list[str]) -> None:   # before any photo is embedded (seconds each)
             refuse_names_alike(current, landmark_ids=ids, checkpoint=checkpoint[0] if checkpoint else None,

@@ -105,6 +105,9 @@ class InstantRecognizer:
         # enrolled landmarks' own thresholds (an explicit threshold overrides them all), as the Recognizer's
         self.landmark_thresholds = (checked_landmark_thresholds(index.meta)
                                     if index is not None and threshold is None and self.scoring == "reference" else {})
+        if index is not None:   # an archive's photos without a landmark: retrieve only, never a landmark named ""
+            from ..retrieval.index_reader import refuse_unlabelled   # faiss: loaded with the index already
+            refuse_unlabelled(index.labels, "recognition")
         self._counts = counts_of(index.labels) if index is not None else {}
         names, names_given = model.names or {}, names
         self.names = {**names, **(index.meta.get("names", {}) if index is not None else {}), **(names_given or {})}
@@ -248,9 +251,11 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
              "--nonlandmarks" if nonlandmarks is not None else "")
     model, path, why = (None, None, needs) if needs else instant_model(source, runtime, device, threads)
     if model is not None:
-        from ..retrieval.index_reader import ReadOnlyIndex
+        from ..retrieval.index_reader import ReadOnlyIndex, refuse_unlabelled
         folder = run_index(source) if index is None else Path(index)
         ref = ReadOnlyIndex.load(folder) if folder is not None else None
+        if ref is not None:   # refused before choosing a recogniser (the PyTorch one refuses it too)
+            refuse_unlabelled(ref.labels, "recognition")
         classes = [str(c) for c in model.classes]
         confirming = (ref is not None and threshold is None and scoring_mode(ref, classes) == "reference"
                       and bool(enrolled_landmarks(ref.labels, classes)) and confirm_available())

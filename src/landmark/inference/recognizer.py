@@ -57,7 +57,7 @@ from ..defaults import TOP_K, TTA
 from ..devices import resolve_device
 from ..models import LandmarkNet, load_model
 from ..retrieval.embeddings import Embeddings, load_embeddings
-from ..retrieval.index import LandmarkIndex
+from ..retrieval.index import LandmarkIndex, refuse_unlabelled
 from ..retrieval.knn import KnnConfig, nonlandmark_similarity, recognise
 from ..retrieval.confirm import EnrolledConfirmer, available as confirm_available, enrolled_landmarks
 from ..retrieval.scoring import IMPACT_LANDMARKS, IMPACT_PHOTOS, REFERENCE_K, checked_landmark_thresholds, confirm, counts_of, decide, needs_confirmation, rank as rank_candidates
@@ -123,6 +123,8 @@ class Recognizer:
             raise ValueError(f"{scoring} scoring needs an index")
         self._checkpoint, self._given_threshold, self._given_scoring = checkpoint, threshold, scoring
         self._confirm = confirm_enrolled
+        if index is not None:   # an archive's photos without a landmark: retrieve only, never a landmark named ""
+            refuse_unlabelled(index.labels, "recognition")
         self.rescore()
         stored = checkpoint.get("names") or {}
         if isinstance(stored, list):   # names in class order

@@ -25,7 +25,9 @@ as flat or ivf, 2.0 GB as ivfsq; docs/scale.md measures recall and speed).
 only built when asked for.
 
 Folder layout: ``index.faiss`` (``faiss.write_index``), ``items.csv`` (``id,landmark_id,
-path``; row i is FAISS id i) and ``meta.json`` (kind, dimension, parameters, the model the
+path``; row i is FAISS id i; ``landmark_id`` empty, :data:`UNLABELLED`, for a photo indexed without
+a landmark: such an index serves ``landmark retrieve`` only, and every reader that names landmarks
+refuses it, :func:`refuse_unlabelled`) and ``meta.json`` (kind, dimension, parameters, the model the
 embeddings came from: :mod:`landmark.retrieval.provenance`).  ``meta.json`` is also the
 pointer to the current files (:func:`landmark.io.commit`): a save writes the new files under
 hidden versioned names, then replaces ``meta.json`` in one rename, so a crash at any step
@@ -51,8 +53,10 @@ from tqdm import tqdm
 from ..io import INDEX_FILES as FILES, commit, folder_lock, read_artifact, refuse_existing, temp_path
 from .config import KINDS, IndexParams
 from .embeddings import Embeddings, iter_chunks
-from .index_reader import (FILE_KEYS, ITEM_COLUMNS, check_count, check_marker, drop_pages, read_faiss, read_params,
-                           search, tune)
+from .index_reader import FILE_KEYS, ITEM_COLUMNS, check_count, check_marker, drop_pages, read_faiss, read_params, search, tune
+# the unlabelled-photo rule lives in index_reader (ReadOnlyIndex, read without pandas, needs it too); here for callers
+from .index_reader import (ENROL_UNLABELLED_FIX, RECOGNISE_UNLABELLED_FIX, UNLABELLED, refuse_unlabelled,  # noqa: F401
+                           unlabelled_count, unlabelled_note)
 from .ranking import check_whiten_dim, fit_whitening, whitening_chain
 
 T = TypeVar("T")
@@ -127,8 +131,19 @@ class LandmarkIndex:
 
     @property
     def labels(self) -> np.ndarray:
-        """Landmark id (str) of each vector, ``[N]``."""
+        """Landmark id (str) of each vector, ``[N]`` (:data:`UNLABELLED` for a photo without one)."""
         return self.items["landmark_id"].astype(str).to_numpy()
+
+    @property
+    def unlabelled(self) -> int:
+        """How many indexed photos have no landmark (:func:`unlabelled_count`)."""
+        return unlabelled_count(self.labels)
+
+    @property
+    def landmark_count(self) -> int:
+        """Distinct landmarks of the labelled photos."""
+        labels = self.items["landmark_id"].astype(str)
+        return int(labels[labels != UNLABELLED].nunique())
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -163,15 +178,15 @@ class LandmarkIndex:
     @classmethod
     def build(cls, embeddings: Embeddings, params: IndexParams | None = None, meta: dict | None = None,
               chunk: int = 65536) -> "LandmarkIndex":
-        """Build an index over labelled embeddings (streamed in chunks of ``chunk`` rows).
+        """Build an index over embeddings (streamed in chunks of ``chunk`` rows).  Rows without a
+        landmark (no ``landmark_id`` column, or an empty one) are indexed as :data:`UNLABELLED`
+        photos: the index then serves ``landmark retrieve`` only (module docstring).
 
         Raises:
-            ValueError: no ``landmark_id`` column, empty embeddings, unknown kind,
+            ValueError: empty embeddings, unknown kind,
                 ``pq_m`` not dividing the dimension, more IVF cells than vectors (:func:`check_cells`).
         """
         params = params or IndexParams()
-        if embeddings.labels is None:
-            raise ValueError("the embeddings have no landmark_id column; index labelled images (--data) or pass labels")
         if len(embeddings) == 0:
             raise ValueError("no embeddings to index")
         if params.kind not in KINDS:
@@ -199,8 +214,9 @@ class LandmarkIndex:
         out._tune()
         return out
 
-    def add(self, embeddings: Embeddings, chunk: int = 65536) -> tuple[int, list[str]]:
-        """Enrol more labelled images (new photos or whole new landmarks), no retraining.
+    def add(self, embeddings: Embeddings, chunk: int = 65536, unlabelled: bool = False) -> tuple[int, list[str]]:
+        """Enrol more labelled images (new photos or whole new landmarks), no retraining; with
+        ``unlabelled``, photos without a landmark instead (an archive's: every row :data:`UNLABELLED`).
 
         Images whose id is already in the index are skipped and returned.  For IVF kinds
         the cells stay those learnt at build time, so enrolling many images of very
@@ -210,10 +226,16 @@ class LandmarkIndex:
             (number added, ids skipped as duplicates).
 
         Raises:
-            ValueError: no ``landmark_id`` column, or another dimension.
+            ValueError: no ``landmark_id`` column or an empty one (:data:`UNLABELLED`), or with
+                ``unlabelled`` a row that has one; another dimension.
         """
-        if embeddings.labels is None:
-            raise ValueError("the embeddings have no landmark_id column; enrolment needs labels")
+        if unlabelled:
+            if embeddings.labels is not None and unlabelled_count(embeddings.labels) < len(embeddings):
+                raise ValueError("some photos to add to this archive of photos without a landmark have one; "
+                                 "add photos without --label / --labels (an index of labelled photos is built apart)")
+        elif embeddings.labels is None or unlabelled_count(embeddings.labels):
+            raise ValueError("the photos to enrol have no landmark (landmark_id column missing or empty); enrolment "
+                             "needs each photo's landmark: --label NAME, --data DIR or --labels CSV")
         if embeddings.vectors.shape[1] != self.dim:
             raise ValueError(f"embeddings have dimension {embeddings.vectors.shape[1]}, the index {self.dim}")
         known = set(self.items["id"])
@@ -280,8 +302,10 @@ class LandmarkIndex:
         try:
             faiss.write_index(self.index, str(tmp["index.faiss"]))
             self.items.to_csv(tmp["items.csv"], index=False)
+            unlabelled = self.unlabelled
             meta = {**self.meta, "kind": self.kind, "dim": self.dim, "count": len(self),
-                    "landmarks": int(self.items["landmark_id"].nunique()), "params": self.params.model_dump()}
+                    "landmarks": self.landmark_count, **({"unlabelled": unlabelled} if unlabelled else {}),
+                    "params": self.params.model_dump()}
             commit([(tmp[name], folder / name) for name in FILES[:2]], folder / "meta.json", meta)
         finally:
             for path in tmp.values():

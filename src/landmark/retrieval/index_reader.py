@@ -22,7 +22,47 @@ from .config import IndexParams
 
 ITEM_COLUMNS = ["id", "landmark_id", "path"]
 # meta.json entries that describe the files rather than the vectors (not kept in ``meta``)
-FILE_KEYS = ("dim", "count", "landmarks", "files", "version", "bytes")
+FILE_KEYS = ("dim", "count", "landmarks", "unlabelled", "files", "version", "bytes")
+#: the ``landmark_id`` of a photo indexed without a landmark (``landmark index build --images DIR`` without
+#: ``--label``: an archive searched by ``landmark retrieve``); the one rule, :func:`unlabelled_count`
+UNLABELLED = ""
+#: what to do instead, in :func:`refuse_unlabelled`'s line: for the readers that name landmarks, for enrolment
+RECOGNISE_UNLABELLED_FIX = ("to name landmarks, give an index built from photos with landmarks (landmark index build "
+                            "--data DIR, or --images DIR --label NAME), or leave --index out (the run's own index)")
+ENROL_UNLABELLED_FIX = ("enrolled landmarks could not be recognised in it; build an index of photos with landmarks "
+                        "(landmark index build --data DIR, or --images DIR --label NAME) and enrol into that one "
+                        "(more photos without a landmark: index add --images DIR without --label)")
+
+
+def unlabelled_count(landmark_ids) -> int:
+    """How many of ``landmark_ids`` (str ``[N]``: an index's ``labels``) are :data:`UNLABELLED`
+    (0 for None or an empty sequence)."""
+    if landmark_ids is None or not len(landmark_ids):
+        return 0
+    return int((np.asarray(landmark_ids).astype(str) == UNLABELLED).sum())
+
+
+def unlabelled_note(count: int, total: int) -> str:
+    """The line ``index build`` prints for an index holding ``count`` (> 0) unlabelled photos of ``total``."""
+    which = "every one" if count == total else f"{count} of them"
+    return (f"index of {total} photo{'s' if total != 1 else ''}, {which} without a landmark: it serves `landmark "
+            f"retrieve` only (recognize, predict, knn, tag, serve and index add need photos with landmarks: "
+            f"--label NAME or --data DIR)")
+
+
+def refuse_unlabelled(landmark_ids, use: str, fix: str = RECOGNISE_UNLABELLED_FIX) -> None:
+    """Refuse an index holding :data:`UNLABELLED` photos for ``use`` (what needs every photo's
+    landmark: ``"recognition"``), in one line ending with ``fix``.
+
+    Raises:
+        ValueError: any of ``landmark_ids`` is unlabelled.
+    """
+    count = unlabelled_count(landmark_ids)
+    if count:
+        total = len(landmark_ids)
+        which = "photos" if count == total else f"of its {total} photos"
+        raise ValueError(f"the index holds {count} {which} without a landmark (indexed without --label): it "
+                         f"serves `landmark retrieve` only, not {use}; {fix}")
 
 
 def is_kind(index: faiss.Index, kind: object) -> bool:

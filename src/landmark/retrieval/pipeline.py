@@ -29,7 +29,8 @@ from ..io import read_csv
 from .config import (REJECT_THRESHOLD, IndexParams, KnnConfig, LocalConfig, RetrievalConfig, RetrieveConfig,
                      is_stored_threshold)
 from .embeddings import Embeddings, embed_images, embeddings_path, labelled_images, load_embeddings
-from .index import LandmarkIndex, check_cells
+from .index import (ENROL_UNLABELLED_FIX, RECOGNISE_UNLABELLED_FIX, UNLABELLED, LandmarkIndex, check_cells,
+                    refuse_unlabelled, unlabelled_count)
 from .knn import Recognition, recognise, verification_inliers
 from .provenance import check_model, checkpoints_of, max_side_of, runtime_record
 from .scoring import CALIBRATION_K, calibrate_landmark, coverage_summary, decide, verdict as verdict_words
@@ -221,7 +222,7 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                      out: str | Path | None = None, image_size: int | None = None, max_side: int | None = None,
                      batch_size: int = BATCH_SIZE, workers: int | None = WORKERS, device: str | None = None,
                      overwrite: bool = False, expect: dict | None = None, params: IndexParams | None = None,
-                     check=None) -> tuple[Embeddings, list[Reject], dict]:
+                     check=None, unlabelled: bool = False) -> tuple[Embeddings, list[Reject], dict]:
     """Labelled embeddings to index or enrol: an embeddings file, or photos embedded now.
 
     ``checkpoint``: one path, or a list of several (their descriptors concatenated: :func:`embed_checkpoint`).
@@ -238,14 +239,18 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
     :func:`landmark.data.names.is_no_landmark_folder`) are left out, in one line on stderr
     (:func:`without_no_landmark`).  ``check(landmark_ids)`` (e.g. :func:`refuse_names_alike`) is
     called with the landmark ids to index before any photo is embedded, and may refuse them.
+    ``unlabelled`` (``index build``): ``images`` without ``label``, and an embeddings file without
+    landmark ids, are taken as photos without a landmark (``landmark_id`` empty in the index:
+    :data:`~landmark.retrieval.index.UNLABELLED`, an index for ``landmark retrieve`` only); otherwise refused.
 
     Returns:
         (embeddings ``[N, D]``, rejects, the model's record for the index's metadata: the
         embeddings file's own, ``{}`` when it records none).
 
     Raises:
-        ValueError: no source, ``images`` without ``label``, a labels CSV without
-            ``id,landmark_id`` or missing an embedded id, ``params`` the photos cannot fill.
+        ValueError: no source, ``images`` without ``label`` or embeddings without landmark ids (unless
+            ``unlabelled``), a labels CSV without ``id,landmark_id`` or missing an embedded id, ``params`` the
+            photos cannot fill.
         FileNotFoundError / FileExistsError: as :func:`load_embeddings` / :func:`embed_checkpoint`.
         landmark.retrieval.provenance.ModelMismatch: the vectors are not ``expect``'s model's.
     """
@@ -256,19 +261,22 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                         fix=f"re-embed them with `landmark embed {' '.join(map(str, checkpoints_of(expect))) or 'CHECKPOINT'}`")
         if labels is not None:
             emb.items = _with_labels(emb.items, labels)
-        if check is not None:
+        if not unlabelled and (emb.labels is None or unlabelled_count(emb.labels)):
+            raise ValueError(f"the photos of {embeddings} have no landmark (no landmark_id in its ids.csv, or an "
+                             f"empty one): give --labels CSV (id,landmark_id)")
+        if check is not None and emb.labels is not None:
             check(list(dict.fromkeys(emb.labels.astype(str).tolist())))
         if params is not None:
             check_cells(params, len(emb))
         return emb, [], dict(emb.model or {})
     if not as_checkpoints(checkpoint):
         raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
-    if images is not None and label is None:
+    if images is not None and label is None and not unlabelled:
         raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
     frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
     if data is not None:
         frame = without_no_landmark(frame, data)
-    if check is not None:
+    if check is not None and "landmark_id" in frame:
         check(list(dict.fromkeys(frame["landmark_id"].astype(str).tolist())))
     if params is not None:
         check_cells(params, len(frame))   # before embedding writes OUT/embeddings.npy
@@ -320,7 +328,8 @@ def _with_labels(items: pd.DataFrame, labels: str | Path) -> pd.DataFrame:
 def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams | None = None,
                 model_info: dict | None = None, overwrite: bool = False,
                 names: dict[str, str] | None = None) -> dict:
-    """Build and save an index folder over labelled embeddings ``[N, D]``.
+    """Build and save an index folder over embeddings ``[N, D]`` (rows without a landmark: an index for
+    ``landmark retrieve`` only, :meth:`LandmarkIndex.build`).
 
     Args:
         params: index settings (default :class:`~landmark.retrieval.config.IndexParams`, or a
@@ -330,18 +339,20 @@ def build_index(embeddings: Embeddings, out: str | Path, *, params: IndexParams 
         names: landmark id -> readable name, stored in ``meta.json``.
 
     Returns:
-        ``{index, kind, count, landmarks, seconds}``.
+        ``{index, kind, count, landmarks, seconds}`` (``landmarks``: of the labelled photos), and
+        ``unlabelled`` (how many photos have no landmark) when any has none.
 
     Raises:
         FileExistsError: ``out`` already holds index files and ``overwrite`` is False.
-        ValueError: as :meth:`LandmarkIndex.build` (no labels, bad ``pq_m`` ...).
+        ValueError: as :meth:`LandmarkIndex.build` (bad ``pq_m`` ...).
     """
     start = time.perf_counter()
     meta = {"model": model_info or embeddings.model or {}, **({"names": names} if names else {})}
     index = LandmarkIndex.build(embeddings, params, meta)
     index.save(out, overwrite=overwrite)
-    return {"index": str(out), "kind": index.kind, "count": len(index),
-            "landmarks": int(index.items["landmark_id"].nunique()), "seconds": round(time.perf_counter() - start, 2)}
+    unlabelled = index.unlabelled
+    return {"index": str(out), "kind": index.kind, "count": len(index), "landmarks": index.landmark_count,
+            **({"unlabelled": unlabelled} if unlabelled else {}), "seconds": round(time.perf_counter() - start, 2)}
 
 
 def enrol(index_dir: str | Path, embeddings: Embeddings, names: dict[str, str] | None = None, *,
@@ -412,6 +423,7 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
 
     def change(index: LandmarkIndex) -> tuple[set, int, list, dict]:
         state.update(before=len(index), thresholds=dict(index.meta.get("landmark_thresholds", {})))
+        refuse_unlabelled(index.labels, "enrolment", fix=ENROL_UNLABELLED_FIX)
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
                     fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
         known, floor = _run_scoring(index, classes, threshold)   # a bad floor is refused before anything changes
@@ -466,6 +478,38 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
     new = sorted(set(index.items["landmark_id"]) - before)
     return index, {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
                    "new_landmarks": new, "landmarks": report}
+
+
+def add_unlabelled(index_dir: str | Path, embeddings: Embeddings, *, saved=None) -> dict:
+    """Add photos without a landmark (:data:`~landmark.retrieval.index.UNLABELLED`) to an index that
+    holds such photos already (an archive built by ``landmark index build --images DIR`` without
+    ``--label``), for ``landmark retrieve``: crash-safe and one writer at a time, as :func:`enrol`;
+    nothing is calibrated (there is no landmark to calibrate).  Photos whose id is indexed already
+    are skipped and counted.  ``saved(index, added)``: as :func:`enrol`'s.
+
+    Returns:
+        ``{index, added, skipped_duplicates, count, unlabelled}``.
+
+    Raises:
+        FileNotFoundError / ValueError: as :meth:`LandmarkIndex.load`; an index without unlabelled
+            photos (a recognition index: photos without a landmark would make every recogniser refuse
+            it), or ``embeddings`` rows with a landmark.
+        landmark.retrieval.provenance.ModelMismatch: ``embeddings.model`` is not the index's model.
+    """
+    def change(index: LandmarkIndex) -> tuple[int, list[str]]:
+        if not index.unlabelled:
+            raise ValueError(f"{index_dir} holds photos with landmarks only: photos without a landmark would make "
+                             f"recognize, predict, knn, tag and serve refuse it; give --label NAME (or --data DIR), "
+                             f"or build an archive index apart (landmark index build --images DIR without --label)")
+        check_model(embeddings.model, index.meta.get("model"), "the photos to add", "this index",
+                    fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
+        return index.add(embeddings, unlabelled=True)
+
+    index, (added, skipped) = LandmarkIndex.update(index_dir, change)
+    if saved is not None:
+        saved(index, added)
+    return {"index": str(index_dir), "added": added, "skipped_duplicates": len(skipped), "count": len(index),
+            "unlabelled": index.unlabelled}
 
 
 def refuse_names_alike(index: LandmarkIndex | str | Path, landmark_ids, names: dict[str, str] | None = None, *,
@@ -728,6 +772,7 @@ def knn_vote_predict(checkpoint: str | Path, index_dir: str | Path, images: str 
     """
     config = config or RetrievalConfig()
     index = LandmarkIndex.load(index_dir)
+    refuse_unlabelled(index.labels, "the kNN vote", fix=RECOGNISE_UNLABELLED_FIX)
     engine = _index_runtime(index, checkpoint, runtime=runtime, device=device, threads=threads)
     announce(engine, runtime)
     size, max_side = _index_image_size(index, engine)
@@ -903,11 +948,16 @@ def similarities(index: LandmarkIndex, queries: np.ndarray, rows: np.ndarray) ->
 
 def photos_per_landmark(index: LandmarkIndex) -> float:
     """The median number of photos an index's landmarks have (0 for an empty index), kept on the
-    index object for its current size."""
+    index object for its current size.  Photos without a landmark (:data:`~landmark.retrieval.index.UNLABELLED`:
+    an archive's) are not counted: they are no one landmark of N photos, and how many photos each of their
+    buildings has is unknown; so an index of unlabelled photos alone gives 0 (:func:`rank_index` then ranks
+    without diffusion, which costs up to 0.15 mAP@100 below 12 photos a landmark: docs/retrieval.md)."""
     cached = getattr(index, "_per_landmark", None)
     if cached is not None and cached[0] == len(index):
         return cached[1]
-    counts = np.unique(np.asarray(index.labels).astype(str), return_counts=True)[1] if len(index) else [0]
+    labels = np.asarray(index.labels).astype(str)
+    labels = labels[labels != UNLABELLED]
+    counts = np.unique(labels, return_counts=True)[1] if len(labels) else [0]
     index._per_landmark = (len(index), float(np.median(counts)))
     return index._per_landmark[1]
 
