@@ -319,3 +319,39 @@ def test_shards_embed_an_ensemble_at_max_side_as_one_process_does(two, l13, tmp_
     # Ray Data's actors take squares of one model
     done = runner.invoke(app, ["embed", *models, *common, "--out", str(tmp_path / "rayparts"), "--engine", "ray"])
     assert done.exit_code == 2 and "--shard i/n" in done.output
+
+
+def test_recogniser_refuses_an_ensemble_index_before_loading_its_model(two, tmp_path, monkeypatch):
+    """`recognize --index ENSEMBLE` said so only after seconds of model loading; now before it."""
+    from landmark import Recognizer
+    from landmark.inference import recognizer as module
+    from landmark.retrieval.config import IndexParams
+    from landmark.retrieval.embeddings import Embeddings
+    work, _, _ = two
+    record = ensemble_record([model_record(work / "a.pt", "a" * 64, PREPROCESS, max_side=80),
+                              model_record(work / "b.pt", "b" * 64, PREPROCESS, max_side=80)])
+    vectors = np.eye(4, 8, dtype=np.float32)
+    index = LandmarkIndex.build(Embeddings(vectors=vectors, items=pd.DataFrame({"id": list("wxyz"),
+                                                                                "landmark_id": list("aabb")})),
+                                IndexParams(kind="flat"), {"model": record})
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the index was refused")
+    monkeypatch.setattr(module, "load_model", no_model)
+    with pytest.raises(ValueError, match=r"2 models concatenated \(a\.pt \+ b\.pt .*one --checkpoint and without "
+                                         r"--max-side"):
+        Recognizer.load(work / "a.pt", index=index)
+
+
+def test_index_commands_refuse_missing_inputs_in_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = runner.invoke(app, ["index", "add", str(tmp_path / "nowhere"), "--images", str(empty), "--label", "X"])
+    assert done.exit_code == 2 and done.output.strip() == f"error: index folder {tmp_path / 'nowhere'} does not exist"
+    done = runner.invoke(app, ["index", "add", str(empty), "--images", str(tmp_path / "nothere"), "--label", "X"])
+    assert done.exit_code == 2 and "--images" in done.output and "does not exist" in done.output
+    done = runner.invoke(app, ["index", "add", str(empty), "--images", str(empty), "--label", "X"])
+    assert done.exit_code == 2 and "holds no index (no meta.json)" in done.output
+    from landmark.retrieval.pipeline import image_frame
+    with pytest.raises(ValueError, match=f"no photos in {empty}"):
+        image_frame(images=empty)

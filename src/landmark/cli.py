@@ -742,6 +742,8 @@ def index_build(
     """Build a FAISS inner-product index over photos (unlabelled ones: for landmark retrieve only).
 
     Embeddings go to OUT/embeddings.npy."""
+    _require(("--images", images), ("--embeddings", embeddings), ("--labels", labels),
+             *(("--data", d) for d in data or []), *(("--checkpoint", c) for c in checkpoint or []))
     from .io import INDEX_FILES, embedding_files
     settings = _retrieval_settings(preset, index={"kind": kind, "nlist": nlist, "nprobe": nprobe, "pq_m": pq_m,
                                                   "hnsw_m": hnsw_m, "ef_search": ef_search})
@@ -785,6 +787,10 @@ def index_add(
     device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
 ) -> None:
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
+    _require(("index folder", index), ("--images", images), ("--embeddings", embeddings), ("--labels", labels),
+             *(("--data", d) for d in data or []), *(("--checkpoint", c) for c in checkpoint or []))
+    if not (index / "meta.json").is_file():
+        _fail(FileNotFoundError(f"{index} holds no index (no meta.json): give the folder landmark index build wrote"))
     from .data.names import display_name
     from .inference.recognizer import answer_changes
     from .retrieval.index import ENROL_UNLABELLED_FIX, LandmarkIndex, refuse_unlabelled

@@ -371,6 +371,8 @@ def read_queries(source: str | Path) -> pd.DataFrame:
         files = sorted(f for f in source.rglob("*") if f.is_file() and f.suffix.lower() not in NOT_IMAGES
                        and not os_junk(f.name))
         return pd.DataFrame({"id": file_ids(files, source), "path": [str(f) for f in files]})
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist: give a folder of photos, one photo or a CSV with an id column")
     if not source.is_file():
         raise FileNotFoundError(f"{source} is neither a folder of images nor a CSV")
     if source.suffix.lower() != ".csv":  # one image file

@@ -256,6 +256,9 @@ def open_recognizer(source: str | Path, index: str | Path | None = None, nonland
         ref = ReadOnlyIndex.load(folder) if folder is not None else None
         if ref is not None:   # refused before choosing a recogniser (the PyTorch one refuses it too)
             refuse_unlabelled(ref.labels, "recognition")
+            refusal = one_pass_refusal(ref.meta.get("model"))   # several models, aspect-kept photos
+            if refusal:
+                raise ValueError(refusal)
         classes = [str(c) for c in model.classes]
         confirming = (ref is not None and threshold is None and scoring_mode(ref, classes) == "reference"
                       and bool(enrolled_landmarks(ref.labels, classes)) and confirm_available())

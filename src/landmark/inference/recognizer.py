@@ -220,6 +220,13 @@ class Recognizer:
                 model record loads with a warning).
         """
         path = resolve_checkpoint(source)
+        index = run_index(source) if index is None else None if index is False else index
+        if index is not None and not isinstance(index, LandmarkIndex):
+            index = LandmarkIndex.load(index)
+        # what no single square pass can answer from (several models, aspect-kept photos): before the model loads
+        refusal = one_pass_refusal(index.meta.get("model") if index is not None else None)
+        if refusal:
+            raise ValueError(refusal)
         if path.suffix.lower() == ".onnx":
             model = load_runtime(path, runtime, device, threads)   # refuses runtime torch for a .onnx
             ckpt = {"classes": model.classes, "preprocess": model.preprocess,
@@ -230,9 +237,6 @@ class Recognizer:
             network = model   # for saliency (explain), also when an export answers
             if runtime != "torch":
                 model = load_runtime(path, runtime, device, threads, loaded=(network, ckpt))
-        index = run_index(source) if index is None else None if index is False else index
-        if index is not None and not isinstance(index, LandmarkIndex):
-            index = LandmarkIndex.load(index)
         record = index.meta.get("model", {}) if index is not None else {}
         built = record.get("backbone") if not record.get("members") else None   # members: check_index_model
         if built and built != ckpt["spec"].get("backbone", built):

@@ -59,6 +59,8 @@ def image_frame(*, images: str | Path | None = None, data: str | Path | None = N
     if data is not None:
         return labelled_images(data, landmarks)
     frame = read_queries(images)
+    if frame.empty:
+        raise ValueError(f"no photos in {images}: give a folder with photos in it (searched with its sub-folders)")
     if label is not None:
         frame["landmark_id"] = label_id(label)
     return frame

@@ -87,21 +87,23 @@ def checkpoints_of(record: dict | None) -> list[Path]:
     return [Path(record["checkpoint"])] if record.get("checkpoint") else []
 
 
-def one_pass_refusal(record: dict | None, size: int) -> str | None:
+def one_pass_refusal(record: dict | None, size: int | None = None) -> str | None:
     """Why a model answering from one forward pass of ``size`` px squares (logits and embedding
     together: the Recognizer, ``recognize``, ``predict --index``, the service) cannot use an index whose
-    vectors ``record`` describes; None when it can (or the record is unknown)."""
+    vectors ``record`` describes; None when it can (or the record is unknown).  ``size`` None (the model
+    not loaded yet): only what no single square pass can make (several models, aspect-kept photos)."""
     if not isinstance(record, dict):
         return None
     if record.get("members"):
         return (f"the index holds the descriptors of {len(record['members'])} models concatenated "
                 f"({describe(record)}); the model answers from its own pass: search it with landmark retrieve "
-                "(or landmark knn --scoring knn-vote), or build an index with one --checkpoint")
+                "(or landmark knn --scoring knn-vote), or build an index with one --checkpoint and without "
+                "--max-side to recognise with")
     if record.get("max_side"):
         return (f"the index holds embeddings of photos whose longer side is {record['max_side']} px (aspect kept), "
                 f"the model answers on {size} px squares; search it with landmark retrieve, or build the index "
                 "without --max-side")
-    if record.get("image_size") is not None and record["image_size"] != size:
+    if size is not None and record.get("image_size") is not None and record["image_size"] != size:
         return (f"the index holds embeddings of {record['image_size']} px images, the model answers at {size} px; "
                 "build the index without --image-size")
     return None
@@ -124,10 +126,17 @@ def describe(record: dict | None) -> str:
         return "an unrecorded model"
     shape = f"longer side {record['max_side']} px" if max_side_of(record) else f"{record['image_size']} px"
     if record.get("members"):
-        names = " + ".join(Path(m.get("checkpoint") or "?").name for m in record["members"])
+        names = " + ".join(_short(m.get("checkpoint")) for m in record["members"])
         return f"{names} (sha256 {' + '.join(str(m.get('sha256'))[:12] for m in record['members'])}, {shape})"
-    name = Path(record.get("checkpoint") or "?").name
+    name = _short(record.get("checkpoint"))
     return f"{name} (sha256 {record['sha256'][:12]}, {shape})"
+
+
+def _short(checkpoint: str | None) -> str:
+    """A checkpoint's name for people: ``mine/best.pt`` for ``runs/mine/checkpoints/best.pt`` (the run
+    says which model, where every run's file is ``best.pt``), else the file name."""
+    path = Path(checkpoint or "?")
+    return f"{path.parent.parent.name}/{path.name}" if path.parent.name == "checkpoints" else path.name
 
 
 def same_model(a: dict | None, b: dict | None) -> bool:
