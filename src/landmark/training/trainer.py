@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from ..config import Stage, TrainConfig, dump_config
 from ..data import ImageDataset, collate, read_train, write_rejects
-from ..data.gldv2 import DataSource, data_roots, data_source, landmark_names
+from ..data.gldv2 import DataSource, data_roots, data_source, folder_landmark_id, landmark_names
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
 from ..io import folder_lock
@@ -196,7 +196,34 @@ def _prepare(data: Path | list[Path], config: TrainConfig, run_dir: Path) -> Pre
         prepared = prepare_data(data, config.data, config.seed, run_dir)
     if len(prepared.frames["train"]) == 0:
         raise ValueError(f"no training images left in {' + '.join(map(str, data_roots(data)))} after class selection and rejects")
+    if dist.is_main() and prepared.no_landmark is not None and len(prepared.no_landmark):
+        _say_no_landmark(prepared.no_landmark, config)
     return prepared
+
+
+def no_landmark_folders(photos: pd.DataFrame) -> str:
+    """The class folders that hold ``photos`` (``id, landmark_id, path`` of a tree), as given on the
+    command line (``TREE/no_landmark``; several joined by `` + ``)."""
+    folders = {}
+    for lid, path in zip(photos["landmark_id"].astype(str), photos["path"].astype(str)):
+        folders[str([p for p in Path(path).parents if folder_landmark_id(p.name) == lid][-1])] = None
+    return " + ".join(folders)
+
+
+def _say_no_landmark(photos: pd.DataFrame, config: TrainConfig) -> None:
+    """One stderr line: the tree's folder of no landmark is no class; its photos choose the 'no
+    landmark' threshold (as ``--nonlandmarks`` would), or are left out when ``--nonlandmarks`` is given."""
+    import sys
+    where, n = no_landmark_folders(photos), len(photos)
+    if config.data.nonlandmarks is not None:
+        line = (f"left out {where} ({n} photo{'s' * (n != 1)}): photos without a landmark are no class, and "
+                f"--nonlandmarks {config.data.nonlandmarks} gives those that choose the 'no landmark' threshold")
+    elif not config.data.reference_index:
+        line = (f"left out {where} ({n} photo{'s' * (n != 1)}): photos without a landmark are no class "
+                f"(data.reference_index is false, so no 'no landmark' threshold is chosen)")
+    else:
+        line = f"using {where} ({n} photo{'s' * (n != 1)}) as the photos without a landmark, as --nonlandmarks would"
+    print(line, file=sys.stderr)
 
 
 def _build(config: TrainConfig, prepared: Prepared, checkpoint: dict | None, run_dir: Path,
@@ -289,7 +316,12 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
                store: FeatureStore) -> None:
     """Index the training photos, choose the 'no landmark' thresholds on validation, then
     (``final_fit``) refit the probe on every labelled photo; writes reference.json."""
-    reference = build_reference(run_dir, config.data.nonlandmarks, device=str(device), workers=config.data.workers)
+    nonlandmarks, source = config.data.nonlandmarks, "--nonlandmarks"
+    if nonlandmarks is None and prepared.no_landmark is not None and len(prepared.no_landmark):
+        nonlandmarks = prepared.no_landmark
+        source = no_landmark_folders(nonlandmarks)
+    reference = build_reference(run_dir, nonlandmarks, device=str(device), workers=config.data.workers,
+                                nonlandmarks_source=source)
     if config.data.final_fit:
         refit = _final_fit(run_dir, prepared, config, device, rejects=rejects,
                            thresholds=reference["reject_threshold"], store=store)
