@@ -45,6 +45,15 @@ def test_no_landmark_folder_is_kept_apart(tree):
     assert len(without_no_landmark_folders(gldv2)[1]) == 0
 
 
+def test_stats_count_no_landmark_photos_apart(tree):
+    from landmark.data.dataset_stats import dataset_stats, stats_markdown
+    summary, tables = dataset_stats(tree, check_images=False)
+    assert (summary["images"], summary["classes"], summary["no_landmark_images"]) == (15, 3, 4)
+    assert "no_landmark" not in set(tables["class_counts"]["landmark_id"])
+    assert ("**15 images in 3 classes.** And 4 photos without a landmark (a `no_landmark/` folder: never a class)."
+            in stats_markdown(summary, tables["class_counts"], []))
+
+
 def test_the_line_says_what_happens_to_the_folder(tree, capsys):
     from landmark.config import load_config
     from landmark.training.trainer import _say_no_landmark
