@@ -69,6 +69,16 @@ def test_the_line_says_what_happens_to_the_folder(tree, capsys):
                                               f"landmark are no class, and --nonlandmarks /x/nl gives those")
 
 
+def test_a_tree_of_only_no_landmark_photos_is_refused_before_writing(tree, tmp_path):
+    from landmark.cli import app
+    only = tmp_path / "only"
+    only.mkdir()
+    os.symlink(tree / "no_landmark", only / "no_landmark")
+    result = CliRunner().invoke(app, ["train", "--data", str(only), "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and not (tmp_path / "run").exists()
+    assert f"every photo of {only} is in {only / 'no_landmark'}, photos without a landmark" in result.output
+
+
 PROBE = {"seed": 0, "data": {"cache_width": 96, "batch_size": 8, "workers": 0, "val_frac": 0.25, "test_frac": 0.0,
                              "final_fit": False},
          "stages": [{"name": "probe", "probe": True, "probe_iters": 20, "crop": {"resize": 72, "size": 64}}]}

@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from ..config import Stage, TrainConfig, dump_config
 from ..data import ImageDataset, collate, read_train, write_rejects
-from ..data.gldv2 import DataSource, data_roots, data_source, folder_landmark_id, landmark_names
+from ..data.gldv2 import (DataSource, data_roots, data_source, folder_landmark_id, landmark_names,
+                          without_no_landmark_folders)
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
 from ..io import folder_lock
@@ -356,10 +357,15 @@ def _check_exclusions(frame: pd.DataFrame, excluded: list[str], data: Path | lis
     """Refuse, before anything is written, exclusions that name no landmark or leave none.
 
     Raises:
-        ValueError: an excluded id is not in the data, or no landmark is left.
+        ValueError: an excluded id is not in the data, or no landmark is left (also: every photo is in
+            a folder of no landmark, ``no_landmark/``, which is never a class).
     """
     shown = " + ".join(str(d) for d in data_roots(data))
-    present = set(frame["landmark_id"].astype(str))
+    landmarks, apart = without_no_landmark_folders(frame)
+    if landmarks.empty and len(apart):
+        raise ValueError(f"every photo of {shown} is in {no_landmark_folders(apart)}, photos without a landmark, "
+                         f"which is never a class: give one folder per landmark (nothing was written)")
+    present = set(landmarks["landmark_id"].astype(str))
     unknown = sorted(set(excluded) - present)
     if unknown:
         raise ValueError(f"data.exclude_landmarks names {', '.join(unknown[:5])}, not landmarks of {shown} "
