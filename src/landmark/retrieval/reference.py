@@ -13,7 +13,8 @@ answer becomes "no landmark":
 The validation answers alone cannot choose it (they are all of known landmarks), so photos that
 should get "no landmark" join them as queries whose every answer is wrong (:func:`choose_thresholds`):
 
-* with non-landmark photos (``nonlandmarks``: a folder or CSV, ``train --nonlandmarks``): those;
+* with non-landmark photos (``nonlandmarks``: a folder or CSV, ``train --nonlandmarks``; else the photos
+  of the training tree's ``no_landmark/`` folder, which is never a class): those;
 * without (the default): **leave-class-out** -- each validation photo is answered once more as
   if its own landmark were unknown, with its class removed from the softmax (renormalised over
   the others, :func:`~landmark.retrieval.scoring.leave_class_out`) and its landmark's photos
