@@ -115,7 +115,8 @@ def test_the_enrolment_reply_says_how_many_photos_how_distinct_and_what_would_he
     close = calibrate_landmark(own, np.array([[0.6], [0.3], [0.55]]), rows, labels, "new", default=0.01)
     assert close["photos_nearest_own"] == 1 and close["distinct"].endswith(
         "1 of its 3 photos is closest to another of its own, the other 2 to another landmark's: partly distinct")
-    assert "most of its photos look more like a photo of other than like each other" in close["advice"]
+    assert "most of its photos look more like a photo of other than like its own: add photos from other viewpoints " \
+        "that show what sets it apart" in close["advice"]
     assert close["coverage"] == "poor" and apart["coverage"] == "fair"   # 3 photos: distinct or not
     five = np.eye(6, dtype=np.float32)[:5]
     five[:, 5] = 1.0
@@ -168,8 +169,8 @@ def test_good_coverage_asks_for_no_more_photos():
     rows, labels = np.arange(5)[:, None] + 7, np.full((5, 1), "other")
     out = calibrate_landmark(five, np.full((5, 1), 0.1), rows, labels, "new", default=0.01)
     assert out["coverage"] == "good" and min(out["positive_scores"]) < out["threshold"]   # the case of the defect
-    assert out["advice"] == "well covered: no more photos needed"
-    assert out["summary"].endswith("coverage good: well covered: no more photos needed") and "add" not in out["summary"]
+    assert out["advice"] == "no more photos needed"
+    assert out["summary"].endswith(": distinct; coverage good: no more photos needed") and "add" not in out["summary"]
     # below good the advice still asks: the same photos but one fewer (fair, 4 photos)
     fair = calibrate_landmark(five[:4], np.full((4, 1), 0.1), rows[:4], labels[:4], "new", default=0.01)
     assert fair["coverage"] == "fair" and fair["advice"].startswith("add 1 more photo from other sides")
@@ -198,8 +199,26 @@ def test_the_advice_says_most_only_when_more_than_half_look_like_another_landmar
                              np.full((4, 1), "other"), "new", default=0.01, name_of={"other": "Petra"}.get)
     assert out["photos_nearest_own"] == 2 and "2 of its 4 photos are closest to another of its own, the other 2" \
         in out["distinct"]
-    assert "2 of 4 of its photos look more like a photo of Petra than like each other" in out["advice"]
+    assert "2 of its 4 photos look more like a photo of Petra than like its own" in out["advice"]
     assert "most of its photos" not in out["advice"]
+
+
+def test_partly_distinct_caps_coverage_at_fair_with_advice():
+    """5 photos, 3 closest to another of their own and 2 to another landmark's, whose photo is closer
+    (0.67) than its own two most alike (0.5): the reply said "partly distinct; coverage good: well
+    covered: no more photos needed". Good now needs every photo closest to its own."""
+    five = _unit([[1, 0, 0, 0, 0, 1], [0, 1, 0, 0, 0, 1], [0, 0, 1, 0, 0, 1], [0, 0, 0, 1, 0, 1],
+                  [0, 0, 0, 0, 1, 1]])   # each pair of its photos: similarity 0.5
+    out = calibrate_landmark(five, np.array([[0.4], [0.3], [0.45], [0.67], [0.6]]), np.arange(5)[:, None] + 7,
+                             np.full((5, 1), "x"), "new", default=0.01, name_of={"x": "Torre dos Clérigos"}.get)
+    assert out["photos_nearest_own"] == 3 and out["distinct"].endswith(": partly distinct")
+    assert out["coverage"] == "fair"
+    assert out["advice"] == ("2 of its 5 photos look more like a photo of Torre dos Clérigos than like its own: add "
+                             "photos from other viewpoints that show what sets it apart")
+    assert out["summary"].endswith(f"partly distinct; coverage fair: {out['advice']}")
+    one = calibrate_landmark(five, np.array([[0.4], [0.3], [0.45], [0.67], [0.1]]), np.arange(5)[:, None] + 7,
+                             np.full((5, 1), "x"), "new", default=0.01)
+    assert one["coverage"] == "fair" and one["advice"].startswith("1 of its 5 photos looks more like a photo of x")
 
 
 def test_scoring_imports_neither_torch_nor_faiss():

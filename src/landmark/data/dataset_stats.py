@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .gldv2 import category_name, image_path, is_gldv2, read_categories, read_train
+from .gldv2 import category_name, image_path, is_gldv2, read_categories, read_train, without_no_landmark_folders
 from .images import ImageError, load_image
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
@@ -119,7 +119,8 @@ def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: 
     unusable: list = []   # empty train.csv labels, OS metadata files: listed as unreadable too
     frame = read_train(root, unusable=unusable)
     names = {k: category_name(v) for k, v in read_categories(root).items()}
-    counts = frame["landmark_id"].value_counts(sort=False)
+    landmarks, apart = without_no_landmark_folders(frame)   # no_landmark/: photos, never a class
+    counts = (landmarks if len(landmarks) else frame)["landmark_id"].value_counts(sort=False)
     counts = counts[counts > 0]
     order = np.lexsort((counts.index.astype(str).to_numpy(), -counts.to_numpy()))
     counts = counts.iloc[order]
@@ -127,7 +128,8 @@ def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: 
                                  "name": [names.get(str(k), "") for k in counts.index],
                                  "images": counts.to_numpy()})
     summary = {"root": str(root), "layout": "gldv2" if is_gldv2(root) else "folder tree",
-               **class_count_stats(counts), "class_names": bool(names)}
+               **class_count_stats(counts), "class_names": bool(names),
+               "no_landmark_images": len(apart) if len(landmarks) else 0}
     tables = {"class_counts": class_counts,
               "duplicates": pd.DataFrame(columns=["group", "kind", "id", "landmark_id", "path"]),
               "unreadable": pd.DataFrame(columns=["id", "landmark_id", "path", "reason"])}
@@ -211,7 +213,9 @@ def stats_markdown(summary: dict, class_counts: pd.DataFrame, figures: list[str]
     """
     per = summary["images_per_class"]
     lines = [f"# Dataset statistics: `{summary['root']}`", "",
-             f"Layout: {summary['layout']}. **{summary['images']:,} images in {summary['classes']:,} classes.**", "",
+             f"Layout: {summary['layout']}. **{summary['images']:,} images in {summary['classes']:,} classes.**"
+             + (f" And {summary['no_landmark_images']:,} photos without a landmark (a `no_landmark/` folder: "
+                f"never a class)." if summary.get("no_landmark_images") else ""), "",
              "## Images per class", "", "| min | q10 | q25 | median | mean | q75 | q90 | q99 | max |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
              f"| {per['min']} | {per['q10']:g} | {per['q25']:g} | {per['median']:g} | {per['mean']:g} | "

@@ -181,6 +181,25 @@ def read_train(root: DataSource, clean: bool | str = False, unusable: list | Non
     return read_folder_tree(root, unusable)
 
 
+def without_no_landmark_folders(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split labelled photos (``id, landmark_id[, path]``, as :func:`read_train` gives them) into
+    the landmarks' photos and those of a tree's folders of no landmark (``no_landmark/``:
+    :func:`landmark.data.names.is_no_landmark_folder`), which are never a class.  GLDv2's landmark
+    ids are numbers, so a GLDv2 folder has none.
+
+    Returns:
+        (landmark photos, photos of no landmark), both re-indexed; ``landmark_id`` keeps only the
+        categories still used.
+    """
+    from .names import is_no_landmark_folder
+    ids = frame["landmark_id"].astype(str)
+    out = ids.isin([lid for lid in dict.fromkeys(ids) if is_no_landmark_folder(lid)]).to_numpy()
+    kept, apart = frame[~out].reset_index(drop=True), frame[out].reset_index(drop=True)
+    if out.any() and isinstance(frame["landmark_id"].dtype, pd.CategoricalDtype):
+        kept = kept.assign(landmark_id=kept["landmark_id"].cat.remove_unused_categories())
+    return kept, apart
+
+
 def read_union(roots: list[Path], clean: bool | str = False, unusable: list | None = None) -> pd.DataFrame:
     """The labelled images of several folders as one set (each read by :func:`read_train`;
     photos stay where they are: every row gets its ``path``).

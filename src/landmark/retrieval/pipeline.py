@@ -296,21 +296,19 @@ def without_no_landmark(frame: pd.DataFrame, data) -> pd.DataFrame:
         ValueError: every photo of ``data`` is in such a folder (nothing to index)."""
     import sys
 
-    from ..data.names import is_no_landmark_folder
-    ids = frame["landmark_id"].astype(str)
-    folders = [lid for lid in dict.fromkeys(ids) if is_no_landmark_folder(lid)]
-    if not folders:
+    from ..data.gldv2 import without_no_landmark_folders
+    kept, apart = without_no_landmark_folders(frame)
+    if apart.empty:
         return frame
-    out = ids.isin(folders)
-    shown = ", ".join(f"{f}/" for f in folders)
-    if out.all():
+    shown = ", ".join(f"{f}/" for f in dict.fromkeys(apart["landmark_id"].astype(str)))
+    if kept.empty:
         given = ", ".join(map(str, data)) if isinstance(data, (list, tuple)) else data
         raise ValueError(f"every photo of {given} is in {shown}, photos of no landmark: nothing to index; give "
                          f"folders of landmarks' photos (photos of no landmark go to landmark knn --nonlandmarks DIR)")
-    n = int(out.sum())
+    n = len(apart)
     print(f"left out {n} photo{'s' if n != 1 else ''} of {shown}: they show no landmark, so they are not indexed "
           f"(landmark knn --nonlandmarks DIR is where such photos are used)", file=sys.stderr)
-    return frame[~out].reset_index(drop=True)
+    return kept
 
 
 def _with_labels(items: pd.DataFrame, labels: str | Path) -> pd.DataFrame:

@@ -13,7 +13,8 @@ answer becomes "no landmark":
 The validation answers alone cannot choose it (they are all of known landmarks), so photos that
 should get "no landmark" join them as queries whose every answer is wrong (:func:`choose_thresholds`):
 
-* with non-landmark photos (``nonlandmarks``: a folder or CSV, ``train --nonlandmarks``): those;
+* with non-landmark photos (``nonlandmarks``: a folder or CSV, ``train --nonlandmarks``; else the photos
+  of the training tree's ``no_landmark/`` folder, which is never a class): those;
 * without (the default): **leave-class-out** -- each validation photo is answered once more as
   if its own landmark were unknown, with its class removed from the softmax (renormalised over
   the others, :func:`~landmark.retrieval.scoring.leave_class_out`) and its landmark's photos
@@ -151,7 +152,8 @@ def threshold_line(record: dict | None) -> str:
     val = f"{record['validation_photos']} validation photo{'s' * (record['validation_photos'] != 1)}"
     how = {"leave-class-out": f"without --nonlandmarks, by leave-class-out on {val} (each also scored as if its "
                               f"landmark were unknown)",
-           "non-landmark photos": f"on {val} and {record['nonlandmark_photos']} non-landmark photos (--nonlandmarks)",
+           "non-landmark photos": f"on {val} and {record['nonlandmark_photos']} non-landmark photos "
+                                  f"({record.get('nonlandmarks_from', '--nonlandmarks')})",
            "validation only": f"on {val} alone (one landmark: none to leave out, and no --nonlandmarks)"}[record["method"]]
     return (f"no-landmark threshold {record['reference']:.4g} (reference score; classifier alone "
             f"{record['classifier']:.3g}), chosen {how}: {record['right_decisions']['reference']:.0%} "
@@ -173,12 +175,16 @@ def threshold_warning(record: dict | None) -> str | None:
             f"{more} would make it surer")
 
 
-def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None, device: str | None = None,
-                    workers: int = 2, splits: tuple[str, ...] = ("train",), thresholds: dict | None = None,
-                    reuse: bool = False) -> dict:
+def build_reference(run_dir: str | Path, nonlandmarks: str | Path | pd.DataFrame | None = None,
+                    device: str | None = None, workers: int = 2, splits: tuple[str, ...] = ("train",),
+                    thresholds: dict | None = None, reuse: bool = False,
+                    nonlandmarks_source: str = "--nonlandmarks") -> dict:
     """Write ``run_dir/index`` and store the thresholds (module docstring).
 
     Args:
+        nonlandmarks: photos without landmarks that help choose the thresholds: a folder or CSV,
+            or their frame (``id, path``: a training tree's ``no_landmark/`` photos).
+        nonlandmarks_source: how the threshold's record names them (``nonlandmarks_from``).
         splits: the run's splits whose photos are indexed (``train``; after a final fit on
             every labelled photo, ``train`` and ``val``).
         thresholds: keep these (``{"classifier": t, "reference": t}``) instead of choosing
@@ -213,7 +219,8 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
                                                                "image_size": ckpt["preprocess"]["size"]}})
     queries = frames["val"][["id", "landmark_id", "path"]] if thresholds is None else frames["val"].iloc[:0]
     if nonlandmarks is not None and thresholds is None:
-        queries = pd.concat([queries, read_queries(nonlandmarks).assign(landmark_id="")], ignore_index=True)
+        extra = nonlandmarks if isinstance(nonlandmarks, pd.DataFrame) else read_queries(nonlandmarks)
+        queries = pd.concat([queries, extra[["id", "path"]].assign(landmark_id="")], ignore_index=True)
     kept = thresholds is not None
     thresholds = thresholds or {"classifier": None, "reference": None}
     method = {"method": "none", "reason": "the run has no validation photos (data.val_frac 0, or every "
@@ -228,6 +235,8 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | None = None,
         thresholds, method = choose_thresholds(index, truth, val.classes[0], val.classes[1],
                                                vectors=np.asarray(val.vectors, dtype=np.float32),
                                                simulate_unknown=nonlandmarks is None and len(classes) > 1)
+        if method["method"] == "non-landmark photos":
+            method["nonlandmarks_from"] = nonlandmarks_source
     _store_thresholds(best, thresholds, method)   # first: the index records the checkpoint's final SHA-256
     from ..models.runtime import file_sha256
     from .provenance import model_record

@@ -282,9 +282,9 @@ def calibrate_landmark(own: np.ndarray, neighbour_sims: np.ndarray, neighbour_ro
     Returns:
         ``{threshold, photos, self_similarity, nearest_landmark, nearest_name, nearest_similarity,
         positive_scores, impostor_score, photos_nearest_own, distinct, coverage, advice, summary}``
-        (JSON-ready; ``coverage``: ``good`` from :data:`WELL_COVERED` (5) photos most of which are
-        closest to another of its own, ``fair`` from 5 photos otherwise or from 3 most of which
-        are, ``poor`` else; ``photos_nearest_own``: how
+        (JSON-ready; ``coverage``: ``good`` from :data:`WELL_COVERED` (5) photos each of which is
+        closest to another of its own (distinct), ``fair`` from 5 photos otherwise (partly or hardly
+        distinct: capped there) or from 3 most of which are, ``poor`` else; ``photos_nearest_own``: how
         many of its photos are more similar to another of its own than to any other landmark's
         (None with one photo); ``distinct``: that and the nearest landmark in words;
         ``summary``: one sentence of photos, distinctness, coverage and advice).
@@ -322,8 +322,10 @@ def calibrate_landmark(own: np.ndarray, neighbour_sims: np.ndarray, neighbour_ro
     # benchmarks/enrolment.py: landmarks most of whose photos are closest to their own had more of
     # their other photos recognised; the earlier rule, mean own similarity against the single most
     # similar other photo, called nearly every landmark poor, those recognised best included)
+    # "good" only when distinct (every photo closest to one of its own): a landmark some of whose photos
+    # are closer to another landmark's is capped at "fair", whatever its number of photos
     most_apart = apart is not None and 2 * apart > n
-    if n >= WELL_COVERED and most_apart:
+    if n >= WELL_COVERED and apart == n:
         coverage = "good"
     elif n >= WELL_COVERED or (n >= 3 and most_apart):
         coverage = "fair"
@@ -333,14 +335,15 @@ def calibrate_landmark(own: np.ndarray, neighbour_sims: np.ndarray, neighbour_ro
     if n < WELL_COVERED:
         advice.append(f"add {WELL_COVERED - n} more photo{'s' if WELL_COVERED - n > 1 else ''} from other sides "
                       f"and distances")
-    if nearest is not None and apart is not None and not most_apart:
-        closer = n - apart   # at least half of them: 'most' only when more than half
-        advice.append(f"{'most' if 2 * closer > n else f'{closer} of {n}'} of its photos look more like a photo of "
-                      f"{name_of(nearest)} than like each other: add photos that show what sets it apart")
+    if nearest is not None and apart is not None and apart < n:   # partly or hardly distinct
+        closer = n - apart
+        who = "most of its photos look" if 2 * closer > n else f"{closer} of its {n} photos look{'s' * (closer == 1)}"
+        advice.append(f"{who} more like a photo of {name_of(nearest)} than like its own: add photos from other "
+                      f"viewpoints that show what sets it apart")
     elif weakest is not None and weakest < threshold and coverage != "good":
         advice.append("some of its photos are unlike the others: add photos between those views")
     # good coverage asks for nothing more: the advice agrees with the rating
-    advice = "; ".join(advice) or "well covered: no more photos needed"
+    advice = "; ".join(advice) or "no more photos needed"
     own_closest = max(own_best) if own_best else None   # the most alike pair of its own: like for like with nearest_sim
     distinct = _distinct_words(n, apart, own_sim=own_closest, nearest_sim=nearest_sim,
                                nearest_name=None if nearest is None else name_of(nearest))

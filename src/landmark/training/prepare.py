@@ -17,18 +17,20 @@ from ..config import DataConfig
 from ..runs import RunFolder
 from ..data import Reject, read_train, select_classes, split_per_class, with_paths
 from ..data.cache import build_cache
-from ..data.gldv2 import DataSource, data_source, natural_key
+from ..data.gldv2 import DataSource, data_source, natural_key, without_no_landmark_folders
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Prepared:
-    """The rows of each split (``id``, ``landmark_id``, ``path``), the class list and the rejects."""
+    """The rows of each split (``id``, ``landmark_id``, ``path``), the class list, the rejects, and
+    the photos of the data's folders of no landmark (``id, landmark_id, path``; never a class)."""
 
     frames: dict[str, pd.DataFrame]
     classes: list[str]
     rejects: list[Reject] = field(default_factory=list)
+    no_landmark: pd.DataFrame | None = None
 
     def targets(self, split: str):
         index = {c: k for k, c in enumerate(self.classes)}
@@ -45,6 +47,8 @@ def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path)
     """Read, select classes, split (or reread ``split.csv`` on resume), cache, and list rejects.
 
     ``data``: one folder, or several read as one set (:func:`landmark.data.gldv2.read_union`).
+    A tree's folders of no landmark (``no_landmark/``) are never a class: their photos are kept
+    apart in ``Prepared.no_landmark`` (:func:`~landmark.data.gldv2.without_no_landmark_folders`).
 
     On resume, ids of ``split.csv`` that the data folder no longer has are rejects too
     (never silently dropped).
@@ -52,7 +56,7 @@ def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path)
     data, run_dir = data_source(data), Path(run_dir)
     split_file = RunFolder(run_dir).split_file
     unusable: list = []   # rows and files read_train leaves out (empty labels, OS metadata): rejects too
-    frame = read_train(data, clean=config.clean, unusable=unusable)
+    frame, no_landmark = without_no_landmark_folders(read_train(data, clean=config.clean, unusable=unusable))
     gone: list[Reject] = [Reject(str(i), path, reason) for i, _, path, reason in unusable]
     if split_file.exists():
         saved = pd.read_csv(split_file, dtype=str, keep_default_na=False)
@@ -82,4 +86,4 @@ def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path)
                                            workers=max(2, config.workers))
         rejects = gone + cache_rejects
     frames = {s: frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    return Prepared(frames, classes, rejects)
+    return Prepared(frames, classes, rejects, no_landmark=with_paths(no_landmark, data))

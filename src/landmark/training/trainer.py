@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from ..config import Stage, TrainConfig, dump_config
 from ..data import ImageDataset, collate, read_train, write_rejects
-from ..data.gldv2 import DataSource, data_roots, data_source, landmark_names
+from ..data.gldv2 import (DataSource, data_roots, data_source, folder_landmark_id, landmark_names,
+                          without_no_landmark_folders)
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
 from ..io import folder_lock
@@ -196,7 +197,34 @@ def _prepare(data: Path | list[Path], config: TrainConfig, run_dir: Path) -> Pre
         prepared = prepare_data(data, config.data, config.seed, run_dir)
     if len(prepared.frames["train"]) == 0:
         raise ValueError(f"no training images left in {' + '.join(map(str, data_roots(data)))} after class selection and rejects")
+    if dist.is_main() and prepared.no_landmark is not None and len(prepared.no_landmark):
+        _say_no_landmark(prepared.no_landmark, config)
     return prepared
+
+
+def no_landmark_folders(photos: pd.DataFrame) -> str:
+    """The class folders that hold ``photos`` (``id, landmark_id, path`` of a tree), as given on the
+    command line (``TREE/no_landmark``; several joined by `` + ``)."""
+    folders = {}
+    for lid, path in zip(photos["landmark_id"].astype(str), photos["path"].astype(str)):
+        folders[str([p for p in Path(path).parents if folder_landmark_id(p.name) == lid][-1])] = None
+    return " + ".join(folders)
+
+
+def _say_no_landmark(photos: pd.DataFrame, config: TrainConfig) -> None:
+    """One stderr line: the tree's folder of no landmark is no class; its photos choose the 'no
+    landmark' threshold (as ``--nonlandmarks`` would), or are left out when ``--nonlandmarks`` is given."""
+    import sys
+    where, n = no_landmark_folders(photos), len(photos)
+    if config.data.nonlandmarks is not None:
+        line = (f"left out {where} ({n} photo{'s' * (n != 1)}): photos without a landmark are no class, and "
+                f"--nonlandmarks {config.data.nonlandmarks} gives those that choose the 'no landmark' threshold")
+    elif not config.data.reference_index:
+        line = (f"left out {where} ({n} photo{'s' * (n != 1)}): photos without a landmark are no class "
+                f"(data.reference_index is false, so no 'no landmark' threshold is chosen)")
+    else:
+        line = f"using {where} ({n} photo{'s' * (n != 1)}) as the photos without a landmark, as --nonlandmarks would"
+    print(line, file=sys.stderr)
 
 
 def _build(config: TrainConfig, prepared: Prepared, checkpoint: dict | None, run_dir: Path,
@@ -289,7 +317,12 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
                store: FeatureStore) -> None:
     """Index the training photos, choose the 'no landmark' thresholds on validation, then
     (``final_fit``) refit the probe on every labelled photo; writes reference.json."""
-    reference = build_reference(run_dir, config.data.nonlandmarks, device=str(device), workers=config.data.workers)
+    nonlandmarks, source = config.data.nonlandmarks, "--nonlandmarks"
+    if nonlandmarks is None and prepared.no_landmark is not None and len(prepared.no_landmark):
+        nonlandmarks = prepared.no_landmark
+        source = no_landmark_folders(nonlandmarks)
+    reference = build_reference(run_dir, nonlandmarks, device=str(device), workers=config.data.workers,
+                                nonlandmarks_source=source)
     if config.data.final_fit:
         refit = _final_fit(run_dir, prepared, config, device, rejects=rejects,
                            thresholds=reference["reject_threshold"], store=store)
@@ -324,10 +357,15 @@ def _check_exclusions(frame: pd.DataFrame, excluded: list[str], data: Path | lis
     """Refuse, before anything is written, exclusions that name no landmark or leave none.
 
     Raises:
-        ValueError: an excluded id is not in the data, or no landmark is left.
+        ValueError: an excluded id is not in the data, or no landmark is left (also: every photo is in
+            a folder of no landmark, ``no_landmark/``, which is never a class).
     """
     shown = " + ".join(str(d) for d in data_roots(data))
-    present = set(frame["landmark_id"].astype(str))
+    landmarks, apart = without_no_landmark_folders(frame)
+    if landmarks.empty and len(apart):
+        raise ValueError(f"every photo of {shown} is in {no_landmark_folders(apart)}, photos without a landmark, "
+                         f"which is never a class: give one folder per landmark (nothing was written)")
+    present = set(landmarks["landmark_id"].astype(str))
     unknown = sorted(set(excluded) - present)
     if unknown:
         raise ValueError(f"data.exclude_landmarks names {', '.join(unknown[:5])}, not landmarks of {shown} "

@@ -1,0 +1,111 @@
+"""A training tree's `no_landmark/` folder is never a class: `landmark train` uses its photos as the
+photos without a landmark (as --nonlandmarks would), or leaves them out when --nonlandmarks is given."""
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import DATA
+from landmark.data import read_train
+from landmark.data.gldv2 import without_no_landmark_folders
+
+LANDMARKS = ("0", "4", "9")   # Alhambra Palace, Colosseum Rome, Machu Picchu (landmarks13)
+
+
+@pytest.fixture(scope="module")
+def tree(l13, tmp_path_factory) -> Path:
+    """3 landmarks of landmarks13, 5 real photos each, and no_landmark/ with 4 of nonlandmarks (symlinks)."""
+    nonlandmarks = DATA / "nonlandmarks" / "images"
+    if not nonlandmarks.is_dir():
+        pytest.skip(f"real data missing: {nonlandmarks}")
+    root = tmp_path_factory.mktemp("nl") / "tree"
+    frame = read_train(l13)
+    for lid in LANDMARKS:
+        (root / f"landmark_{lid}").mkdir(parents=True)
+        for image_id in frame.loc[frame["landmark_id"].astype(str) == lid, "id"].head(5):
+            os.symlink(l13 / "train" / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg",
+                       root / f"landmark_{lid}" / f"{image_id}.jpg")
+    (root / "no_landmark").mkdir()
+    for f in sorted(nonlandmarks.rglob("*.jpg"))[:4]:
+        os.symlink(f, root / "no_landmark" / f.name)
+    return root
+
+
+def test_no_landmark_folder_is_kept_apart(tree):
+    frame = read_train(tree)
+    assert len(frame) == 19   # read_train still lists every photo (report's dataset counts)
+    kept, apart = without_no_landmark_folders(frame)
+    assert sorted(kept["landmark_id"].cat.categories) == [f"landmark_{lid}" for lid in LANDMARKS]
+    assert len(kept) == 15 and len(apart) == 4 and set(apart["landmark_id"].astype(str)) == {"no_landmark"}
+    gldv2 = read_train(DATA / "landmarks13")   # numeric ids: nothing apart
+    assert len(without_no_landmark_folders(gldv2)[1]) == 0
+
+
+def test_stats_count_no_landmark_photos_apart(tree):
+    from landmark.data.dataset_stats import dataset_stats, stats_markdown
+    summary, tables = dataset_stats(tree, check_images=False)
+    assert (summary["images"], summary["classes"], summary["no_landmark_images"]) == (15, 3, 4)
+    assert "no_landmark" not in set(tables["class_counts"]["landmark_id"])
+    assert ("**15 images in 3 classes.** And 4 photos without a landmark (a `no_landmark/` folder: never a class)."
+            in stats_markdown(summary, tables["class_counts"], []))
+
+
+def test_the_line_says_what_happens_to_the_folder(tree, capsys):
+    from landmark.config import load_config
+    from landmark.training.trainer import _say_no_landmark
+    frame = read_train(tree)
+    apart = without_no_landmark_folders(frame)[1]
+    config = load_config("fast")
+    _say_no_landmark(apart, config)
+    assert capsys.readouterr().err == (f"using {tree / 'no_landmark'} (4 photos) as the photos without a landmark, "
+                                       f"as --nonlandmarks would\n")
+    given = config.model_copy(update={"data": config.data.model_copy(update={"nonlandmarks": "/x/nl"})})
+    _say_no_landmark(apart, given)
+    assert capsys.readouterr().err.startswith(f"left out {tree / 'no_landmark'} (4 photos): photos without a "
+                                              f"landmark are no class, and --nonlandmarks /x/nl gives those")
+
+
+def test_a_tree_of_only_no_landmark_photos_is_refused_before_writing(tree, tmp_path):
+    from landmark.cli import app
+    only = tmp_path / "only"
+    only.mkdir()
+    os.symlink(tree / "no_landmark", only / "no_landmark")
+    result = CliRunner().invoke(app, ["train", "--data", str(only), "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and not (tmp_path / "run").exists()
+    assert f"every photo of {only} is in {only / 'no_landmark'}, photos without a landmark" in result.output
+
+
+PROBE = {"seed": 0, "data": {"cache_width": 96, "batch_size": 8, "workers": 0, "val_frac": 0.25, "test_frac": 0.0,
+                             "final_fit": False},
+         "stages": [{"name": "probe", "probe": True, "probe_iters": 20, "crop": {"resize": 72, "size": 64}}]}
+
+
+@pytest.mark.slow   # a real (tiny) training run with its reference index
+def test_train_uses_no_landmark_folder_as_nonlandmarks(tree, tmp_path):
+    import yaml
+
+    from landmark.cli import app
+    from landmark.retrieval.index import LandmarkIndex
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump(PROBE))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(tree), "--config", str(config), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    folder = tree / "no_landmark"
+    assert f"using {folder} (4 photos) as the photos without a landmark, as --nonlandmarks would" in result.stderr
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    assert best["classes"] == [f"landmark_{lid}" for lid in LANDMARKS]
+    split = pd.read_csv(run / "split.csv", dtype=str)
+    assert len(split) == 15 and "no_landmark" not in set(split["landmark_id"])
+    index = LandmarkIndex.load(run / "index")
+    nl_ids = set(read_train(tree).query("landmark_id == 'no_landmark'")["id"])
+    assert len(index) == 12 and not nl_ids & set(index.items["id"])   # 15 photos, 3 in validation
+    method = json.loads((run / "reference.json").read_text())["threshold_method"]
+    assert (method["method"], method["nonlandmark_photos"], method["validation_photos"]) == (
+        "non-landmark photos", 4, 3)
+    assert method["nonlandmarks_from"] == str(folder)
+    assert f"3 validation photos and 4 non-landmark photos ({folder})" in result.stdout
