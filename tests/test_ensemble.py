@@ -355,3 +355,45 @@ def test_index_commands_refuse_missing_inputs_in_one_line(tmp_path):
     from landmark.retrieval.pipeline import image_frame
     with pytest.raises(ValueError, match=f"no photos in {empty}"):
         image_frame(images=empty)
+
+
+@pytest.mark.slow
+def test_service_retrieves_from_an_ensemble_retrieval_index(two, l13, tmp_path):
+    """`serve --retrieval-index DIR`: POST /v1/retrieve searches an index of two models' aspect-kept
+    descriptors, embedding the upload as `landmark retrieve` embeds a photo; its thumbnails are served."""
+    from fastapi.testclient import TestClient
+
+    from _helpers import tiny_recognizer
+    from landmark.serving.app import create_app
+    work, _, _ = two
+    idx = tmp_path / "idx"
+    done = runner.invoke(app, ["index", "build", "--checkpoint", str(work / "a.pt"), "--checkpoint",
+                               str(work / "b.pt"), "--data", str(l13), "--landmarks", "9,11", "--max-side", "80",
+                               "--out", str(idx), "--kind", "flat", "--workers", "0"])
+    assert done.exit_code == 0, done.output
+    items = pd.read_csv(idx / "items.csv", dtype=str)
+    photo = items["path"].iloc[2]
+    queries = tmp_path / "q.csv"
+    pd.DataFrame({"id": ["q"], "path": [photo]}).to_csv(queries, index=False)
+    done = runner.invoke(app, ["retrieve", str(queries), "--index", str(idx), "--out", str(tmp_path / "r.csv"),
+                               "--top-k", "5", "--json", "--workers", "0"])
+    assert done.exit_code == 0, done.output
+    expected = [p["id"] for p in json.loads(done.stdout[done.stdout.index("["):])[0]["images"]]
+    rec = tiny_recognizer(tmp_path)     # the recogniser has no index of its own
+    rec.use_retrieval_index(idx)
+    assert rec.retrieval.max_side == 80 and len(rec.retrieval.engine.members) == 2
+    with TestClient(create_app(rec)) as client:
+        with open(photo, "rb") as fh:
+            reply = client.post("/v1/retrieve?top_k=5", files={"file": ("p.jpg", fh.read(), "image/jpeg")})
+        assert reply.status_code == 200, reply.text
+        found = reply.json()["results"][0]["images"]
+        assert [p["id"] for p in found] == expected    # the ranking `landmark retrieve` gives the same photo
+        assert client.get(f"/v1/references/{found[1]['id']}/thumbnail").status_code == 200
+        assert client.get("/v1/references/nothere/thumbnail").status_code == 404
+    from landmark.retrieval.config import RetrieveConfig
+    plain = rec.retrieve(photo, top_k=3, config=RetrieveConfig(qe=0, dba=0, diffusion=0))[0]   # cosine alone
+    assert plain[0].id == items["id"].iloc[2] and plain[0].similarity == pytest.approx(1.0, abs=5e-3)
+    rec.use_retrieval_index(None)
+    with TestClient(create_app(rec)) as client:
+        assert client.post("/v1/retrieve", files={"file": ("p.jpg", open(photo, "rb").read(), "image/jpeg")}
+                           ).status_code == 409

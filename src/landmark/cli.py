@@ -1142,6 +1142,10 @@ def serve(
                                           "(landmark export)"),
     index: Optional[Path] = typer.Option(None, help="index folder: kNN scores, nearest photos, enrolment (a run's "
                                          "own RUN/index is used for scores but never written: copy it to enrol)"),
+    retrieval_index: Optional[Path] = typer.Option(None, help="index folder POST /v1/retrieve searches instead of "
+                                                   "--index, embedding with the model(s) it records: one built "
+                                                   "for retrieval (--max-side 448, several --checkpoint) or an "
+                                                   "archive of unlabelled photos (docs/serving.md)"),
     nonlandmarks: Optional[Path] = typer.Option(None, help="folder or .npy of photos without landmarks: penalty"),
     host: str = typer.Option(_SERVE.host, help="address to listen on (0.0.0.0: every interface)"),
     port: int = typer.Option(_SERVE.port, help="port to listen on (0: a free one, shown at start-up)"),
@@ -1169,10 +1173,12 @@ def serve(
     Anyone who reaches the port may recognise photos; only token holders may enrol, and only
     into --index (docs/serving.md: threat model and limits).
     """
-    _require(("MODEL", model), ("--index", index), ("--nonlandmarks", nonlandmarks))
+    _require(("MODEL", model), ("--index", index), ("--retrieval-index", retrieval_index),
+             ("--nonlandmarks", nonlandmarks))
     from .serving.server import serve as run_server   # settings and the port are checked before torch loads
     try:
-        run_server(model, index=index, nonlandmarks=nonlandmarks, token=token, token_file=token_file, device=device,
+        run_server(model, index=index, retrieval_index=retrieval_index, nonlandmarks=nonlandmarks, token=token,
+                   token_file=token_file, device=device,
                    runtime=runtime, host=host, port=port, threshold=threshold, max_mb=max_mb, max_pixels=max_pixels,
                    batch_window_ms=batch_window_ms, memory_budget_mb=memory_budget_mb, decoders=decoders,
                    threads=threads, announce=lambda line: typer.echo(line, err=True))

@@ -115,6 +115,7 @@ class Recognizer:
         self.runtime = as_runtime(model, checkpoint["classes"], self.preprocess, device)
         self.classes = [str(c) for c in checkpoint["classes"]]
         self.index, self.knn = index, knn or KnnConfig()
+        self.retrieval = None   # a Searcher of another index for retrieve() (use_retrieval_index)
         self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)
         check_threshold(threshold)   # in [0, 1]: retrieval/config.py
         if scoring not in (None, *REJECT_THRESHOLD):
@@ -525,6 +526,7 @@ class Recognizer:
         whitening and ``config``'s alpha-QE, DBA, diffusion; ``top_k`` overrides ``config.top_k``;
         ``local.top > 0``: the first ``local.top`` re-ranked by local-feature inliers,
         :func:`landmark.retrieval.pipeline.rerank_frame`, index photos' features cached in ``cache_dir``).
+        After :meth:`use_retrieval_index`, that index is searched, each photo embedded by the model(s) it records.
 
         Returns:
             one list of :class:`Neighbour` per image, in the ranking's order (QE, DBA, diffusion,
@@ -536,7 +538,8 @@ class Recognizer:
             ValueError: no index loaded, or ``top_k < 1``.
             ImageError: an image cannot be decoded (its position and the reason are named).
         """
-        if self.index is None:
+        searcher = self.retrieval
+        if self.index is None and searcher is None:
             raise ValueError("retrieval needs an index: load the recogniser with index=DIR (landmark index build)")
         if top_k < 1:
             raise ValueError(f"top_k={top_k}: give at least 1")
@@ -548,9 +551,15 @@ class Recognizer:
                 photos.append(decode(item))
             except ImageError as err:
                 raise ImageError(f"{item if isinstance(item, (str, Path)) else f'image {k}'}: {err}") from None
-        vectors = np.concatenate([self.embed(photos[i:i + batch_size]) for i in range(0, len(photos), batch_size)])
-        sims, rows = rank_index(self.index, vectors, config)
-        items_ = self.index.items
+        if searcher is not None:   # its own index and model(s): landmark retrieve's vectors (retrieval_index)
+            index = searcher.index
+            parts = [searcher.search(photos[i:i + batch_size], config) for i in range(0, len(photos), batch_size)]
+            sims, rows, vectors = (np.concatenate([p[j] for p in parts]) for j in range(3))
+        else:
+            index = self.index
+            vectors = np.concatenate([self.embed(photos[i:i + batch_size]) for i in range(0, len(photos), batch_size)])
+            sims, rows = rank_index(index, vectors, config)
+        items_ = index.items
         local = local or LocalConfig()
         if local.top > 0:
             import pandas as pd
@@ -563,10 +572,36 @@ class Recognizer:
             rows = np.full(rows.shape, -1, dtype=np.int64)
             sims[frame["query"], frame["rank"] - 1] = frame["score"]
             rows[frame["query"], frame["rank"] - 1] = frame["row"]
-        cosines = similarities(self.index, vectors, rows)   # "how alike", not the ranking's score
+        cosines = similarities(index, vectors, rows)   # "how alike", not the ranking's score
         return [[Neighbour(id=items_["id"].iat[j], landmark_id=items_["landmark_id"].iat[j],
-                           name=self.name(items_["landmark_id"].iat[j]), similarity=float(c), path=items_["path"].iat[j])
-                 for c, j in zip(cosines[i], rows[i]) if j >= 0] for i in range(len(vectors))]
+                           name=self._retrieved_name(index, items_["landmark_id"].iat[j]), similarity=float(c),
+                           path=items_["path"].iat[j])
+                 for c, j in zip(cosines[i], rows[i]) if j >= 0] for i in range(len(rows))]
+
+    def _retrieved_name(self, index: LandmarkIndex, landmark_id: str) -> str:
+        """A retrieved photo's landmark name: the recogniser's, else the retrieval index's own; '' for a photo
+        without a landmark (an archive's)."""
+        if not landmark_id:
+            return ""
+        if index is self.index or landmark_id in self.names:
+            return self.name(landmark_id)
+        return display_name(landmark_id, index.meta.get("names", {}).get(landmark_id))
+
+    def use_retrieval_index(self, index_dir: str | Path | None, *, runtime: str = DEFAULT_RUNTIME,
+                            threads: int | None = None) -> None:
+        """Answer :meth:`retrieve` from another index (``landmark serve --retrieval-index``): one built for
+        retrieval, e.g. ``index build --max-side 448`` with two ``--checkpoint`` (an ensemble), or an archive
+        of unlabelled photos, searched with the model(s) its record names
+        (:class:`~landmark.retrieval.searcher.Searcher`; lite0 + lite2 at ``--max-side 448``: 0.3 GB more at
+        peak, docs/serving.md).
+        Recognition and enrolment keep the recogniser's own index.  None: back to the recogniser's index.
+
+        Raises:
+            FileNotFoundError / ValueError / ModelMismatch: as :meth:`Searcher.load`.
+        """
+        from ..retrieval.searcher import Searcher
+        self.retrieval = None if index_dir is None else Searcher.load(index_dir, runtime=runtime, device=str(self.device),
+                                                                      threads=threads)
 
     def _nonlandmark_vectors(self, source: Path, made_by: dict | None = None) -> np.ndarray:
         """Embeddings of the non-landmark photos: an ``.npy`` as is, a folder embedded now.

@@ -207,7 +207,11 @@ def _add_routes(app: FastAPI) -> None:
                 "explain": rec.model is not None,   # saliency needs the PyTorch network (not a bare .onnx)
                 "scoring": rec.scoring,
                 "threshold": rec.threshold, "classes": len(rec.classes),
-                "references": len(rec.index) if rec.index is not None else 0, "batches": state.batcher.batches,
+                "references": len(rec.index) if rec.index is not None else 0,
+                # photos POST /v1/retrieve searches (the --retrieval-index when there is one, else the index)
+                "retrievable": (len(rec.retrieval.index) if rec.retrieval is not None
+                                else len(rec.index) if rec.index is not None else 0),
+                "batches": state.batcher.batches,
                 "enrolment": state.token is not None and state.index_dir is not None,
                 "memory_budget": {"limit_mb": round(state.budget.limit / 2**20, 1),
                                   "held_mb": round(state.budget.held / 2**20, 1),
@@ -241,13 +245,18 @@ def _add_routes(app: FastAPI) -> None:
              responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "not an indexed photo"}})
     async def thumbnail(photo_id: str) -> Response:
         """A JPEG thumbnail of the indexed reference photo ``photo_id`` (a neighbour's ``id``)."""
-        index = state.recognizer.index
-        if index is None or not _PHOTO_ID.match(photo_id):
+        rec = state.recognizer
+        # the recogniser's index, then the retrieval index (--retrieval-index) whose ids /v1/retrieve gives
+        indexes = [i for i in (rec.index, rec.retrieval.index if rec.retrieval is not None else None) if i is not None]
+        path = None
+        if _PHOTO_ID.match(photo_id):
+            for index in indexes:
+                rows = np.flatnonzero(index.items["id"].to_numpy() == photo_id)
+                if len(rows):
+                    path = index.items["path"].iat[int(rows[0])]
+                    break
+        if path is None:
             raise Refusal(404, f"no reference photo {photo_id[:80]!r}: ids come from an answer's neighbours")
-        rows = np.flatnonzero(index.items["id"].to_numpy() == photo_id)
-        if not len(rows):
-            raise Refusal(404, f"no reference photo {photo_id[:80]!r}: ids come from an answer's neighbours")
-        path = index.items["path"].iat[int(rows[0])]
         jpeg = await _in_pool(state, _thumbnail, path, state.limits.max_pixels)
         if jpeg is None:
             raise Refusal(404, f"reference photo {photo_id[:80]!r} is indexed but its file cannot be read")
@@ -256,8 +265,9 @@ def _add_routes(app: FastAPI) -> None:
     @app.post("/v1/retrieve", response_model=Retrievals, openapi_extra=_IMAGES_BODY)
     async def retrieve(request: Request, top_k: int = Query(10, ge=1, le=100)) -> dict:
         """The indexed photos most similar to each uploaded image (``landmark retrieve``; needs an index)."""
-        if state.recognizer.index is None:
-            raise Refusal(409, "no index loaded: start the server with --index DIR (landmark index build) to retrieve")
+        if state.recognizer.index is None and state.recognizer.retrieval is None:
+            raise Refusal(409, "no index loaded: start the server with --index DIR or --retrieval-index DIR "
+                               "(landmark index build) to retrieve")
         with state.budget.reservation() as held:
             files, _ = await _read(request, state, held)
             photos = await _decode(files, state, held)

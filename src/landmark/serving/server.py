@@ -42,13 +42,16 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(model: str | Path, *, index: str | Path | None = None, nonlandmarks: str | Path | None = None,
           token: str | None = None, token_file: str | Path | None = None, device: str | None = None,
           runtime: str = DEFAULT_RUNTIME, announce: Callable[[str], None] = print, ready: Callable | None = None,
-          **options) -> None:
+          retrieval_index: str | Path | None = None, **options) -> None:
     """Serve ``model`` over HTTP until interrupted (the ``landmark serve`` command).
 
     Args:
         model: run folder, ``.pt`` or ``.onnx``; its own ``RUN/index`` scores answers, but
             enrolment needs ``index`` (a folder outside the run: the run is never written).
         index: index folder for kNN scores, nearest photos and enrolment.
+        retrieval_index: another index folder that ``POST /v1/retrieve`` searches instead, with the
+            model(s) it records (:meth:`Recognizer.use_retrieval_index`: an ensemble or ``--max-side``
+            index, or an archive of unlabelled photos); recognition and enrolment keep ``index``.
         token, token_file: enrolment password, given directly or as the first line of a file
             (keeps it out of ``ps``); neither: enrolment off.
         announce: receives the start-up line (which says whether enrolment is on).
@@ -76,6 +79,8 @@ def serve(model: str | Path, *, index: str | Path | None = None, nonlandmarks: s
             torch.set_num_threads(chosen.threads)
         rec = Recognizer.load(model, index=index, nonlandmarks=nonlandmarks, threshold=chosen.threshold,
                               device=device, runtime=runtime, threads=chosen.threads)
+        if retrieval_index is not None:
+            rec.use_retrieval_index(retrieval_index, runtime=runtime, threads=chosen.threads)
         app = create_app(rec, token=chosen.token, index_dir=index, window=chosen.batch_window_ms / 1000,
                          max_batch=chosen.max_batch, memory_budget_mb=chosen.memory_budget_mb,
                          decoders=chosen.decoders,
@@ -85,8 +90,11 @@ def serve(model: str | Path, *, index: str | Path | None = None, nonlandmarks: s
                      else "enrolment off (no token)")
         port = sock.getsockname()[1]   # the one chosen by the system for --port 0
         known = len(set(rec.classes) | set(rec.index.labels)) if rec.index is not None else len(rec.classes)
+        searched = (f"; /v1/retrieve searches {retrieval_index} ({len(rec.retrieval.index)} photos)"
+                    if rec.retrieval is not None else "")
         announce(f"landmark: {known} landmarks ({len(rec.classes)} classifier classes), {rec.scoring} scoring; http://{chosen.host}:{port}/ "
-                 f"(API docs at /docs); {enrolment}; at most {chosen.memory_budget_mb:g} MB of requests in flight")
+                 f"(API docs at /docs); {enrolment}; at most {chosen.memory_budget_mb:g} MB of requests in flight"
+                 f"{searched}")
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         if ready is not None:
             ready(server)
