@@ -79,7 +79,7 @@ def test_index_commands_refuse_bad_input(tmp_path):
     # checkpoint is refused before any embedding
     res = runner.invoke(app, ["index", "build", "--checkpoint", str(tmp_path / "any.pt"), "--images", str(tmp_path),
                               "--out", str(tmp_path / "idx")])
-    assert res.exit_code == 2 and res.output == f"error: checkpoint {tmp_path / 'any.pt'} does not exist\n"
+    assert res.exit_code == 2 and res.output == f"error: --checkpoint {tmp_path / 'any.pt'} does not exist\n"
     assert not (tmp_path / "idx").exists()
     res = runner.invoke(app, ["index", "add", str(tmp_path / "no_index")])
     assert res.exit_code == 2 and "does not exist" in res.output
