@@ -195,3 +195,26 @@ def test_the_archive_grows_by_photos_without_a_landmark(archive, l13, tmp_path):
     assert refused.stderr == (f"error: the photos of {idx / 'embeddings.npy'} have no landmark (no landmark_id in "
                               f"its ids.csv, or an empty one): give --labels CSV (id,landmark_id)\n")
     assert LandmarkIndex.load(labelled).unlabelled == 0
+
+
+def test_the_service_searches_an_archive_as_its_retrieval_index(archive, tmp_path):
+    """`serve --retrieval-index ARCHIVE` (Recognizer.use_retrieval_index): the recogniser keeps answering
+    from its own model; /v1/retrieve finds the archive's photos, without a landmark name."""
+    import shutil
+
+    from _helpers import tiny_recognizer
+    from landmark.retrieval.config import RetrieveConfig
+    work, model, photos, idx, _ = archive
+    rec = tiny_recognizer(tmp_path)
+    rec.use_retrieval_index(idx)
+    first = rec.retrieve(photos / f"{PHOTOS[1]}.jpg", top_k=3, config=RetrieveConfig(qe=0, dba=0, diffusion=0))[0]
+    assert first[0].id == PHOTOS[1] and first[0].landmark_id == "" and first[0].name == ""
+    assert first[0].similarity == pytest.approx(1.0, abs=5e-3) and len(first) == 3
+    # a checkpoint the index records is gone: one line naming it, nothing loaded
+    gone = tmp_path / "idx"
+    shutil.copytree(idx, gone)
+    meta = json.loads((gone / "meta.json").read_text())
+    meta["model"]["checkpoint"] = str(tmp_path / "moved.pt")
+    (gone / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(FileNotFoundError, match="moved.pt .model 1 of 1., which is gone"):
+        rec.use_retrieval_index(gone)
