@@ -172,12 +172,12 @@ def rates(frame: pd.DataFrame, enrolled: list[str]) -> dict:
 
 
 def by_coverage(frame: pd.DataFrame, report: dict) -> str:
-    """``enrolled recognised`` per coverage rating of the enrolled landmarks (``report[lid]["coverage"]``):
-    the share of their queries named right and, in brackets, how many landmarks were so rated."""
+    """``enrolled recognised`` per coverage rating (``report[lid]["coverage"]``): the mean over the
+    landmarks so rated of the share of each one's queries named right, and how many landmarks (brackets)."""
     enrolled = frame[frame["kind"] == "enrolled"]
-    right = (enrolled["named"] & (enrolled["label"] == enrolled["truth"])).to_numpy()
-    rating = enrolled["truth"].map({lid: r["coverage"] for lid, r in report.items()}).to_numpy()
-    return " ".join(f"{k} {right[rating == k].mean():.2f} ({sum(r['coverage'] == k for r in report.values())})"
+    right = (enrolled["named"] & (enrolled["label"] == enrolled["truth"])).groupby(enrolled["truth"]).mean()
+    rating = right.index.map({lid: r["coverage"] for lid, r in report.items()})
+    return " ".join(f"{k} {right[rating == k].mean():.2f} ({int((rating == k).sum())})"
                     for k in ("good", "fair", "poor") if (rating == k).any())
 
 
