@@ -171,6 +171,16 @@ def rates(frame: pd.DataFrame, enrolled: list[str]) -> dict:
     return out
 
 
+def by_coverage(frame: pd.DataFrame, report: dict) -> str:
+    """``enrolled recognised`` per coverage rating (``report[lid]["coverage"]``): the mean over the
+    landmarks so rated of the share of each one's queries named right, and how many landmarks (brackets)."""
+    enrolled = frame[frame["kind"] == "enrolled"]
+    right = (enrolled["named"] & (enrolled["label"] == enrolled["truth"])).groupby(enrolled["truth"]).mean()
+    rating = right.index.map({lid: r["coverage"] for lid, r in report.items()})
+    return " ".join(f"{k} {right[rating == k].mean():.2f} ({int((rating == k).sum())})"
+                    for k in ("good", "fair", "poor") if (rating == k).any())
+
+
 RULES = {   # an enrolled landmark's threshold from its calibration (``calibrate_landmark``) and the run's
     "calibrated (now)": lambda c, floor: c["threshold"],
     "run's threshold": lambda c, floor: floor,
@@ -266,7 +276,8 @@ def main() -> None:
                          "thresholds (median)": round(float(np.median([report[lid]["threshold"] for lid in lids])), 3)
                          if report else "",
                          "coverage": " ".join(f"{k} {covered.get(k, 0)}" for k in ("good", "fair", "poor"))
-                         if report else ""})
+                         if report else "",
+                         "recognised by coverage": by_coverage(frame, report) if report else ""})
             print(markdown(rows[-1:]), f"({time.perf_counter() - start:.0f} s)", flush=True)
     pd.DataFrame([(q, e, n) for (q, e), n in MEMO.items()], columns=["query", "photo", "inliers"]).to_csv(
         work / "inliers.csv", index=False)   # every pair matched (choosing other inlier rules)
