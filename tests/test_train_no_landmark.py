@@ -79,6 +79,36 @@ def test_a_tree_of_only_no_landmark_photos_is_refused_before_writing(tree, tmp_p
     assert f"every photo of {only} is in {only / 'no_landmark'}, photos without a landmark" in result.output
 
 
+def _gldv2(l13, root: Path, landmark_rows: int) -> Path:
+    """A GLDv2-layout folder (train/ linked to landmarks13's) whose train.csv has ``landmark_rows`` photos of
+    Alhambra Palace (0) and then 4 of Angkor Wat (1) labelled ``no_landmark``."""
+    root.mkdir()
+    os.symlink(l13 / "train", root / "train")
+    frame = read_train(l13)
+    ids = lambda lid, n: frame.loc[frame["landmark_id"].astype(str) == lid, "id"].head(n).tolist()  # noqa: E731
+    rows = [f"{i},,0" for i in ids("0", landmark_rows)] + [f"{i},,no_landmark" for i in ids("1", 4)]
+    (root / "train.csv").write_text("id,url,landmark_id\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def test_gldv2_rows_labelled_no_landmark_are_named_by_their_train_csv(l13, tmp_path):
+    """A GLDv2 train.csv's landmark_id no_landmark is photos without a landmark too; they are named by the file
+    (it was an IndexError once the run folder was written, and `error: KeyError: 'path'` when every row was so)."""
+    from landmark.cli import app
+    from landmark.data.gldv2 import with_paths
+    from landmark.training.trainer import no_landmark_folders
+    mixed = _gldv2(l13, tmp_path / "mixed", 5)
+    kept, apart = without_no_landmark_folders(read_train(mixed))
+    assert (len(kept), len(apart)) == (5, 4)
+    assert no_landmark_folders(with_paths(apart, mixed)) == f"the rows of {mixed / 'train.csv'} labelled no_landmark"
+    only = _gldv2(l13, tmp_path / "only", 0)
+    result = CliRunner().invoke(app, ["train", "--data", str(only), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and not (tmp_path / "run").exists(), result.output
+    assert result.stderr == (f"error: every photo of {only} is in the rows of {only / 'train.csv'} labelled "
+                             f"no_landmark, photos without a landmark, which is never a class: give one folder per "
+                             f"landmark (nothing was written)\n")
+
+
 PROBE = {"seed": 0, "data": {"cache_width": 96, "batch_size": 8, "workers": 0, "val_frac": 0.25, "test_frac": 0.0,
                              "final_fit": False},
          "stages": [{"name": "probe", "probe": True, "probe_iters": 20, "crop": {"resize": 72, "size": 64}}]}
