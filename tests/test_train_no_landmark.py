@@ -139,3 +139,27 @@ def test_train_uses_no_landmark_folder_as_nonlandmarks(tree, tmp_path):
         "non-landmark photos", 4, 3)
     assert method["nonlandmarks_from"] == str(folder)
     assert f"3 validation photos and 4 non-landmark photos ({folder})" in result.stdout
+
+
+def test_resume_of_a_run_that_trained_no_landmark_as_a_class_is_refused(tree, tmp_path):
+    """A run begun before no_landmark/ stopped being a class: its split.csv names it.  Resuming rejected its
+    photos as 'in split.csv but no longer in the data folder' (rejects.csv rewritten), then refused the
+    checkpoint for its classes with 'delete it to restart the run'; now one line says why and writes nothing."""
+    from landmark.cli import app
+    from landmark.config import dump_config, load_config
+    from landmark.runs import RunFolder
+    run = tmp_path / "old"
+    run.mkdir()
+    dump_config(load_config("fast"), RunFolder(run).config_file)
+    RunFolder(run).write_info(tree, torch="2", python="3")
+    read_train(tree).assign(split="train")[["id", "landmark_id", "split"]].to_csv(run / "split.csv", index=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: {run / 'split.csv'} trains no_landmark as a class (4 photos): this run began "
+                             f"before 2026-12-08, when a folder of photos without a landmark was a class; it is never "
+                             f"one now, so this run's classes and checkpoint no longer fit: start a new run (landmark "
+                             f"train --data {tree.resolve()} --out NEW_RUN), where that folder's photos choose the 'no "
+                             f"landmark' threshold (nothing was written)\n")
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+    assert after == before and not (run / "rejects.csv").exists()
