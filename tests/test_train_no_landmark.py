@@ -163,3 +163,16 @@ def test_resume_of_a_run_that_trained_no_landmark_as_a_class_is_refused(tree, tm
                              f"landmark' threshold (nothing was written)\n")
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
     assert after == before and not (run / "rejects.csv").exists()
+
+
+def test_stats_of_a_tree_of_only_no_landmark_photos_is_refused(tree, tmp_path):
+    """It was counted as one class ("4 images in 1 classes", no_landmark_images 0), against 'never a class'."""
+    from landmark.cli import app
+    only = tmp_path / "only"
+    only.mkdir()
+    os.symlink(tree / "no_landmark", only / "no_landmark")
+    result = CliRunner().invoke(app, ["stats", str(only), "--out", str(tmp_path / "st")])
+    assert result.exit_code == 2 and not (tmp_path / "st").exists(), result.output
+    assert result.stderr == (f"error: every photo of {only} is in no_landmark/, photos without a landmark, which is "
+                             f"never a class: no landmark to count; give one folder per landmark (nothing was "
+                             f"written)\n")
