@@ -176,3 +176,24 @@ def test_stats_of_a_tree_of_only_no_landmark_photos_is_refused(tree, tmp_path):
     assert result.stderr == (f"error: every photo of {only} is in no_landmark/, photos without a landmark, which is "
                              f"never a class: no landmark to count; give one folder per landmark (nothing was "
                              f"written)\n")
+
+
+def test_folders_of_no_landmark_in_several_trees_never_clash(l13, tree, tmp_path):
+    """`train --data A --data B`: A/no_landmark and B/No Landmark were refused as 'class folders that differ only
+    in case ... if they are one landmark', and a GLDv2 train.csv's no_landmark rows beside a tree's no_landmark/ as
+    'landmark_id no_landmark ... unnamed ... renumber'; folders of no landmark are never a class, so never clash."""
+    from landmark.data.gldv2 import with_paths
+    from landmark.training.trainer import no_landmark_folders
+    other = tmp_path / "other"
+    (other / "No Landmark").mkdir(parents=True)
+    (other / "Petra").mkdir()
+    for f in sorted((DATA / "nonlandmarks" / "images").rglob("*.jpg"))[4:6]:
+        os.symlink(f, other / "No Landmark" / f.name)
+    petra = read_train(l13).query("landmark_id == '11'")["id"].iloc[0]
+    os.symlink(l13 / "train" / petra[0] / petra[1] / petra[2] / f"{petra}.jpg", other / "Petra" / f"{petra}.jpg")
+    gldv2 = _gldv2(l13, tmp_path / "g", 0)
+    kept, apart = without_no_landmark_folders(read_train([tree, other, gldv2]))
+    assert sorted(kept["landmark_id"].cat.categories) == ["Petra"] + [f"landmark_{lid}" for lid in LANDMARKS]
+    assert len(kept) == 16 and len(apart) == 4 + 2 + 4
+    assert no_landmark_folders(with_paths(apart, tree)) == (f"{tree / 'no_landmark'} + {other / 'No Landmark'} + "
+                                                            f"the rows of {gldv2 / 'train.csv'} labelled no_landmark")
