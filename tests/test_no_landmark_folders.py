@@ -49,6 +49,15 @@ def test_the_no_landmark_folder_rule_has_one_home():
     assert not hasattr(evaluate, "NO_LANDMARK_FOLDERS") and not hasattr(evaluate, "_is_no_landmark")   # no second copy
 
 
+def test_singular_and_plural_names_alike():
+    """`non_landmark/`, `Non-Landmark/`, `nonlandmark/` and `not_landmark/` were classes (a landmark named "Non
+    Landmark") while their plurals were folders of no landmark."""
+    for name in ("non_landmark", "Non-Landmark", "NONLANDMARK", "not_landmark", "no_landmark "):
+        assert is_no_landmark_folder(name), name
+    for name in ("landmarks", "non", "not_a_landmark_park"):
+        assert not is_no_landmark_folder(name), name
+
+
 def test_index_build_and_add_leave_out_no_landmark_folders(l13, tmp_path):
     from landmark.retrieval.index import LandmarkIndex
     tiny_checkpoint(tmp_path / "m.pt", PREPROCESS)

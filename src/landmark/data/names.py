@@ -96,7 +96,9 @@ def display_name(landmark_id: str, name: str | None = None) -> str:
 #: landmark in a labelled tree: ``landmark evaluate`` / ``report`` score them as "no landmark", and
 #: ``index build`` / ``index add --data`` leave them out of an index (``landmark knn --nonlandmarks``
 #: is where such photos are used).
-NO_LANDMARK_FOLDERS = ("no landmark", "no landmarks", "nonlandmarks", "non landmarks", "not landmarks")
+#: Singular and plural alike (``non_landmark`` was trained as a landmark named "Non Landmark").
+NO_LANDMARK_FOLDERS = ("no landmark", "no landmarks", "nonlandmark", "nonlandmarks", "non landmark", "non landmarks",
+                       "not landmark", "not landmarks")
 
 
 def is_no_landmark_folder(folder: str) -> bool:
