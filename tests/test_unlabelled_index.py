@@ -195,3 +195,20 @@ def test_the_archive_grows_by_photos_without_a_landmark(archive, l13, tmp_path):
     assert refused.stderr == (f"error: the photos of {idx / 'embeddings.npy'} have no landmark (no landmark_id in "
                               f"its ids.csv, or an empty one): give --labels CSV (id,landmark_id)\n")
     assert LandmarkIndex.load(labelled).unlabelled == 0
+
+
+def test_labels_csv_cells_name_landmarks_as_label_does(archive, tmp_path):
+    """A --labels cell of spaces only was the landmark " " (recognize answered name " ", is_landmark true) and
+    "Notre Dame" an id with a space (predict refused the index afterwards); now a cell names its landmark as
+    --label does: spaces only is a photo without a landmark, "Notre Dame" the id Notre_Dame."""
+    _, _, _, idx, _ = archive
+    ids = pd.read_csv(idx / "embeddings.ids.csv", dtype=str)["id"].tolist()
+    cells = [" Notre Dame", "Notre  Dame ", "Petra", " ", "  ", ""]
+    pd.DataFrame({"id": ids, "landmark_id": cells}).to_csv(tmp_path / "labels.csv", index=False)
+    built = runner.invoke(app, ["index", "build", "--embeddings", str(idx / "embeddings.npy"), "--labels",
+                                str(tmp_path / "labels.csv"), "--out", str(tmp_path / "mixed")])
+    assert built.exit_code == 0, built.output
+    assert unlabelled_note(3, 6) + "\n" in built.stderr
+    index = LandmarkIndex.load(tmp_path / "mixed")
+    assert index.labels.tolist() == ["Notre_Dame", "Notre_Dame", "Petra", UNLABELLED, UNLABELLED, UNLABELLED]
+    assert (index.unlabelled, index.landmark_count) == (3, 2)

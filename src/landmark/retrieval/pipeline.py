@@ -352,10 +352,15 @@ def refuse_no_landmark_label(landmark_id: str, given: str, unlabelled: bool = Fa
 
 
 def _with_labels(items: pd.DataFrame, labels: str | Path) -> pd.DataFrame:
-    """``items`` with the ``landmark_id`` of each id from the CSV ``labels`` (``id,landmark_id``)."""
+    """``items`` with the ``landmark_id`` of each id from the CSV ``labels`` (``id,landmark_id``).  A cell
+    names its landmark as ``--label`` does (:func:`label_id`: ``Notre Dame`` -> ``Notre_Dame``, shown as
+    Notre Dame); one of spaces only is empty, a photo without a landmark (it was the landmark ``" "``,
+    answered by name ``" "``; a space in an id broke the Kaggle format that ``predict`` writes)."""
+    from ..data.gldv2 import folder_landmark_id
     table = read_csv(labels, dtype=str, keep_default_na=False)
     if not {"id", "landmark_id"} <= set(table.columns):
         raise ValueError(f"{labels} needs the columns id,landmark_id")
+    table = table.assign(landmark_id=table["landmark_id"].map(folder_landmark_id))
     items = items.drop(columns=["landmark_id"], errors="ignore").merge(
         table[["id", "landmark_id"]].drop_duplicates("id"), on="id", how="left")
     missing = items["landmark_id"].isna()
