@@ -212,3 +212,17 @@ def test_labels_csv_cells_name_landmarks_as_label_does(archive, tmp_path):
     index = LandmarkIndex.load(tmp_path / "mixed")
     assert index.labels.tolist() == ["Notre_Dame", "Notre_Dame", "Petra", UNLABELLED, UNLABELLED, UNLABELLED]
     assert (index.unlabelled, index.landmark_count) == (3, 2)
+
+
+def test_a_missing_landmark_id_in_a_library_frame_is_unlabelled(tmp_path):
+    """Embeddings whose landmark_id is None or NaN (a library caller's photos without a landmark) were indexed as
+    a landmark NaN in memory (unlabelled 0, so a Recognizer given the index answered it) and read back from
+    items.csv as unlabelled; now they are unlabelled from the start."""
+    from landmark.retrieval.embeddings import Embeddings
+    vectors = np.eye(4, 8, dtype=np.float32)
+    emb = Embeddings(vectors, pd.DataFrame({"id": list("abcd"), "landmark_id": ["x", None, np.nan, "y"]}))
+    assert emb.labels.tolist() == ["x", UNLABELLED, UNLABELLED, "y"]
+    index = LandmarkIndex.build(emb)
+    assert index.labels.tolist() == ["x", UNLABELLED, UNLABELLED, "y"] and index.unlabelled == 2
+    index.save(tmp_path / "idx")
+    assert LandmarkIndex.load(tmp_path / "idx").labels.tolist() == index.labels.tolist()
