@@ -197,3 +197,30 @@ def test_folders_of_no_landmark_in_several_trees_never_clash(l13, tree, tmp_path
     assert len(kept) == 16 and len(apart) == 4 + 2 + 4
     assert no_landmark_folders(with_paths(apart, tree)) == (f"{tree / 'no_landmark'} + {other / 'No Landmark'} + "
                                                             f"the rows of {gldv2 / 'train.csv'} labelled no_landmark")
+
+
+@pytest.mark.slow   # a real (tiny) training run
+def test_an_unreadable_no_landmark_photo_is_a_reject(tree, tmp_path):
+    """A no_landmark/ photo that cannot be read was left out of the threshold silently (the line said 5 photos,
+    4 were used, rejects.csv listed none); now rejects.csv names it, as any other photo of the tree."""
+    import yaml
+
+    from landmark.cli import app
+    bad = tmp_path / "tree"
+    bad.mkdir()
+    for lid in LANDMARKS:
+        os.symlink(tree / f"landmark_{lid}", bad / f"landmark_{lid}")
+    (bad / "no_landmark").mkdir()
+    for f in (tree / "no_landmark").iterdir():
+        os.symlink(f.resolve(), bad / "no_landmark" / f.name)
+    (bad / "no_landmark" / "empty.jpg").write_bytes(b"")
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump(PROBE))
+    result = CliRunner().invoke(app, ["train", "--data", str(bad), "--config", str(config), "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    rejects = pd.read_csv(tmp_path / "run" / "rejects.csv", dtype=str, keep_default_na=False)
+    assert rejects.to_dict("records") == [{"id": "empty", "path": str(bad / "no_landmark" / "empty.jpg"),
+                                           "reason": "empty file"}]
+    reference = json.loads((tmp_path / "run" / "reference.json").read_text())
+    assert reference["threshold_method"]["nonlandmark_photos"] == 4 and "rejects" not in reference

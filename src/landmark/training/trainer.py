@@ -333,9 +333,14 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
         source = no_landmark_folders(nonlandmarks)
     reference = build_reference(run_dir, nonlandmarks, device=str(device), workers=config.data.workers,
                                 nonlandmarks_source=source)
+    unread = reference.pop("rejects", [])   # a no_landmark/ (or --nonlandmarks) photo that cannot be read
+    if unread:                              # was left out silently
+        rejects.update({r.id: r for r in unread if r.id not in rejects})
+        _save_rejects(rejects, run_dir)
     if config.data.final_fit:
         refit = _final_fit(run_dir, prepared, config, device, rejects=rejects,
                            thresholds=reference["reject_threshold"], store=store)
+        refit.pop("rejects", None)   # no queries: thresholds kept
         # the thresholds were chosen on the validation photos before the refit indexed them too
         reference = {**refit, "validation_queries": reference["validation_queries"], "final_fit": True}
     reference = {**reference, "threshold_method": reference.get("threshold_method"),
