@@ -224,3 +224,28 @@ def test_an_unreadable_no_landmark_photo_is_a_reject(tree, tmp_path):
                                            "reason": "empty file"}]
     reference = json.loads((tmp_path / "run" / "reference.json").read_text())
     assert reference["threshold_method"]["nonlandmark_photos"] == 4 and "rejects" not in reference
+
+
+@pytest.mark.slow   # a real (tiny) training run
+def test_no_readable_no_landmark_photo_falls_back_to_leave_class_out(tree, tmp_path):
+    """Every no_landmark/ photo unreadable: the threshold was 0 ('no landmark' never answered), 'chosen on 3
+    validation photos alone (one landmark: none to leave out ...)' though the run has 3 landmarks; now it is
+    chosen by leave-class-out, as without any photo of no landmark."""
+    import yaml
+
+    from landmark.cli import app
+    bad = tmp_path / "tree"
+    bad.mkdir()
+    for lid in LANDMARKS:
+        os.symlink(tree / f"landmark_{lid}", bad / f"landmark_{lid}")
+    (bad / "no_landmark").mkdir()
+    (bad / "no_landmark" / "empty.jpg").write_bytes(b"")
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump(PROBE))
+    result = CliRunner().invoke(app, ["train", "--data", str(bad), "--config", str(config), "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    method = json.loads((tmp_path / "run" / "reference.json").read_text())["threshold_method"]
+    assert (method["method"], method["simulated_unknown"], method["nonlandmark_photos"]) == ("leave-class-out", 3, 0)
+    assert method["reference"] > 0
+    assert pd.read_csv(tmp_path / "run" / "rejects.csv", dtype=str)["id"].tolist() == ["empty"]

@@ -237,7 +237,9 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | pd.DataFrame
         truth = val.items["landmark_id"].astype(str).to_numpy()
         thresholds, method = choose_thresholds(index, truth, val.classes[0], val.classes[1],
                                                vectors=np.asarray(val.vectors, dtype=np.float32),
-                                               simulate_unknown=nonlandmarks is None and len(classes) > 1)
+                                               # no non-landmark photo read (none given, or every one
+                                               # unreadable): leave-class-out, not a threshold of 0
+                                               simulate_unknown=not (truth == "").any() and len(classes) > 1)
         if method["method"] == "non-landmark photos":
             method["nonlandmarks_from"] = nonlandmarks_source
     _store_thresholds(best, thresholds, method)   # first: the index records the checkpoint's final SHA-256
