@@ -249,3 +249,28 @@ def test_no_readable_no_landmark_photo_falls_back_to_leave_class_out(tree, tmp_p
     assert (method["method"], method["simulated_unknown"], method["nonlandmark_photos"]) == ("leave-class-out", 3, 0)
     assert method["reference"] > 0
     assert pd.read_csv(tmp_path / "run" / "rejects.csv", dtype=str)["id"].tolist() == ["empty"]
+
+
+def test_a_model_that_trained_no_landmark_as_a_class_is_warned_of(tmp_path):
+    """A run begun before 2026-12-08 has the class no_landmark and answers 'No Landmark' as a landmark: loading
+    it says so in one warning (a model without such a class: none)."""
+    import warnings
+
+    from landmark import Recognizer
+    from landmark.data.names import NoLandmarkClassWarning
+    from landmark.models import create_model, save_checkpoint
+    preprocess = {"size": 32, "resize": 36, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "old.pt", create_model("test_efficientnet", 2, weights="none"), ["Petra", "No_Landmarks"],
+                    preprocess=preprocess)
+    with pytest.warns(NoLandmarkClassWarning) as caught:
+        Recognizer.load(tmp_path / "old.pt", index=False)
+    assert [str(w.message) for w in caught] == [
+        "the model has a class 'No_Landmarks', photos without a landmark (trained before 2026-12-08, when a tree's "
+        "no_landmark/ folder was a class): it can answer 'No Landmarks' as a landmark; train it again (that "
+        "folder's photos then choose the 'no landmark' threshold)"]
+    save_checkpoint(tmp_path / "new.pt", create_model("test_efficientnet", 2, weights="none"), ["Petra", "Taj_Mahal"],
+                    preprocess=preprocess)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoLandmarkClassWarning)
+        Recognizer.load(tmp_path / "new.pt", index=False)
