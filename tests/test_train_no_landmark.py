@@ -274,3 +274,14 @@ def test_a_model_that_trained_no_landmark_as_a_class_is_warned_of(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", NoLandmarkClassWarning)
         Recognizer.load(tmp_path / "new.pt", index=False)
+
+
+def test_excluding_the_no_landmark_folder_as_before_is_not_refused(tree):
+    """data.exclude_landmarks: [no_landmark] (how a config kept the folder out of the classes before 2026-12-08)
+    was refused as 'names no_landmark, not landmarks of TREE'; it is never a class, so excluding it is no error."""
+    from landmark.training.trainer import _check_exclusions
+    frame = read_train(tree)
+    _check_exclusions(frame, ["no_landmark"], tree)
+    _check_exclusions(frame, ["no_landmark", "landmark_0"], tree)
+    with pytest.raises(ValueError, match="^data.exclude_landmarks names Petra, not landmarks of "):
+        _check_exclusions(frame, ["no_landmark", "Petra"], tree)

@@ -382,7 +382,8 @@ def _check_exclusions(frame: pd.DataFrame, excluded: list[str], data: Path | lis
         raise ValueError(f"every photo of {shown} is in {no_landmark_folders(apart)}, photos without a landmark, "
                          f"which is never a class: give one folder per landmark (nothing was written)")
     present = set(landmarks["landmark_id"].astype(str))
-    unknown = sorted(set(excluded) - present)
+    # a folder of no landmark excluded (how a run before 2026-12-08 kept it out of the classes): never a class now
+    unknown = sorted(set(excluded) - present - set(apart["landmark_id"].astype(str)))
     if unknown:
         raise ValueError(f"data.exclude_landmarks names {', '.join(unknown[:5])}, not landmarks of {shown} "
                          f"(nothing was written)")
