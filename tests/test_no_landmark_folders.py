@@ -49,6 +49,15 @@ def test_the_no_landmark_folder_rule_has_one_home():
     assert not hasattr(evaluate, "NO_LANDMARK_FOLDERS") and not hasattr(evaluate, "_is_no_landmark")   # no second copy
 
 
+def test_singular_and_plural_names_alike():
+    """`non_landmark/`, `Non-Landmark/`, `nonlandmark/` and `not_landmark/` were classes (a landmark named "Non
+    Landmark") while their plurals were folders of no landmark."""
+    for name in ("non_landmark", "Non-Landmark", "NONLANDMARK", "not_landmark", "no_landmark "):
+        assert is_no_landmark_folder(name), name
+    for name in ("landmarks", "non", "not_a_landmark_park"):
+        assert not is_no_landmark_folder(name), name
+
+
 def test_index_build_and_add_leave_out_no_landmark_folders(l13, tmp_path):
     from landmark.retrieval.index import LandmarkIndex
     tiny_checkpoint(tmp_path / "m.pt", PREPROCESS)
@@ -75,6 +84,53 @@ def test_index_build_and_add_leave_out_no_landmark_folders(l13, tmp_path):
     assert refused.exit_code == 2 and refused.stderr.startswith(f"error: every photo of {only} is in no_landmark/"), \
         refused.output
     assert not (tmp_path / "none" / "meta.json").exists()
+
+
+def test_embeddings_of_a_tree_and_a_no_landmark_label_are_never_indexed_as_a_landmark(l13, tmp_path):
+    """`landmark embed --data TREE` keeps no_landmark/'s photos under the landmark id no_landmark; `index build
+    --embeddings` of that file indexed them, and recognize then answered a landmark named "No Landmark"
+    (is_landmark true).  Now those rows are left out as `--data` leaves them; `--label 'No Landmark'` and
+    enrolling the id no_landmark (index add, the service) are refused in one line."""
+    import numpy as np
+    import pandas as pd
+
+    from landmark.retrieval.embeddings import Embeddings
+    from landmark.retrieval.index import LandmarkIndex
+    from landmark.retrieval.pipeline import enrol
+    model = tmp_path / "m.pt"
+    tiny_checkpoint(model, PREPROCESS)
+    tree = _tree(l13, tmp_path / "tree", {"Machu_Picchu": MACHU, "Petra": PETRA, "no_landmark": [BASKET, OPENER]})
+    embedded = runner.invoke(app, ["embed", str(model), "--data", str(tree), "--out", str(tmp_path / "e.npy"),
+                                   "--workers", "0"])
+    assert embedded.exit_code == 0, embedded.output
+    assert (pd.read_csv(tmp_path / "e.ids.csv", dtype=str)["landmark_id"] == "no_landmark").sum() == 2
+    built = runner.invoke(app, ["index", "build", "--embeddings", str(tmp_path / "e.npy"), "--out",
+                                str(tmp_path / "idx")])
+    assert built.exit_code == 0, built.output
+    assert ("left out 2 photos of no_landmark/: they show no landmark, so they are not indexed (landmark knn "
+            "--nonlandmarks DIR is where such photos are used)\n") in built.stderr
+    index = LandmarkIndex.load(tmp_path / "idx")
+    assert sorted(index.labels.tolist()) == ["Machu_Picchu"] * 2 + ["Petra"] * 2
+    assert not {BASKET, OPENER} & set(index.items["id"])
+    np.testing.assert_allclose(index.stored(np.arange(4)), np.load(tmp_path / "e.npy")[:4].astype(np.float32),
+                               atol=1e-3)   # the rows kept are the photos' own vectors
+    before = sorted(p.name for p in (tmp_path / "idx").iterdir())
+    for command in (["index", "build", "--images", str(tree / "no_landmark"), "--label", "No Landmark",
+                     "--checkpoint", str(model), "--out", str(tmp_path / "nl")],
+                    ["index", "add", str(tmp_path / "idx"), "--images", str(tree / "no_landmark"),
+                     "--label", "no_landmark"]):
+        refused = runner.invoke(app, command + ["--workers", "0"])
+        assert refused.exit_code == 2, refused.output
+        assert refused.stderr.startswith(f"error: --label {command[command.index('--label') + 1]!r} names photos "
+                                         f"without a landmark, which are never indexed as a landmark (they would "
+                                         f"be answered as one named 'No Landmark'): "), refused.stderr
+        assert len(refused.stderr.splitlines()) == 1 and "embed:" not in refused.stderr   # before any embedding
+    assert not (tmp_path / "nl").exists() and sorted(p.name for p in (tmp_path / "idx").iterdir()) == before
+    labelled = Embeddings(index.stored(np.arange(1)), pd.DataFrame({"id": ["x"], "landmark_id": ["No_Landmarks"]}),
+                          model=index.meta["model"])
+    with pytest.raises(ValueError, match="^the landmark id 'No_Landmarks' names photos without a landmark"):
+        enrol(tmp_path / "idx", labelled)   # the one enrolment path: index add and the service's
+    assert len(LandmarkIndex.load(tmp_path / "idx")) == 4
 
 
 def test_evaluate_folder_warns_of_folders_the_model_does_not_know(l13, tmp_path):

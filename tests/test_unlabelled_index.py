@@ -218,3 +218,34 @@ def test_the_service_searches_an_archive_as_its_retrieval_index(archive, tmp_pat
     (gone / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(FileNotFoundError, match="moved.pt .model 1 of 1., which is gone"):
         rec.use_retrieval_index(gone)
+
+
+def test_labels_csv_cells_name_landmarks_as_label_does(archive, tmp_path):
+    """A --labels cell of spaces only was the landmark " " (recognize answered name " ", is_landmark true) and
+    "Notre Dame" an id with a space (predict refused the index afterwards); now a cell names its landmark as
+    --label does: spaces only is a photo without a landmark, "Notre Dame" the id Notre_Dame."""
+    _, _, _, idx, _ = archive
+    ids = pd.read_csv(idx / "embeddings.ids.csv", dtype=str)["id"].tolist()
+    cells = [" Notre Dame", "Notre  Dame ", "Petra", " ", "  ", ""]
+    pd.DataFrame({"id": ids, "landmark_id": cells}).to_csv(tmp_path / "labels.csv", index=False)
+    built = runner.invoke(app, ["index", "build", "--embeddings", str(idx / "embeddings.npy"), "--labels",
+                                str(tmp_path / "labels.csv"), "--out", str(tmp_path / "mixed")])
+    assert built.exit_code == 0, built.output
+    assert unlabelled_note(3, 6) + "\n" in built.stderr
+    index = LandmarkIndex.load(tmp_path / "mixed")
+    assert index.labels.tolist() == ["Notre_Dame", "Notre_Dame", "Petra", UNLABELLED, UNLABELLED, UNLABELLED]
+    assert (index.unlabelled, index.landmark_count) == (3, 2)
+
+
+def test_a_missing_landmark_id_in_a_library_frame_is_unlabelled(tmp_path):
+    """Embeddings whose landmark_id is None or NaN (a library caller's photos without a landmark) were indexed as
+    a landmark NaN in memory (unlabelled 0, so a Recognizer given the index answered it) and read back from
+    items.csv as unlabelled; now they are unlabelled from the start."""
+    from landmark.retrieval.embeddings import Embeddings
+    vectors = np.eye(4, 8, dtype=np.float32)
+    emb = Embeddings(vectors, pd.DataFrame({"id": list("abcd"), "landmark_id": ["x", None, np.nan, "y"]}))
+    assert emb.labels.tolist() == ["x", UNLABELLED, UNLABELLED, "y"]
+    index = LandmarkIndex.build(emb)
+    assert index.labels.tolist() == ["x", UNLABELLED, UNLABELLED, "y"] and index.unlabelled == 2
+    index.save(tmp_path / "idx")
+    assert LandmarkIndex.load(tmp_path / "idx").labels.tolist() == index.labels.tolist()

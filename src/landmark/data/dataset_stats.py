@@ -113,14 +113,19 @@ def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: 
         id, landmark_id, path), ``unreadable`` (id, landmark_id, path, reason)).
 
     Raises:
-        FileNotFoundError, ValueError: from :func:`read_train`.
+        FileNotFoundError, ValueError: from :func:`read_train`; ValueError also when every photo is in a
+            folder of no landmark (``no_landmark/``, never a class: no landmark to count).
     """
     root = Path(root)
     unusable: list = []   # empty train.csv labels, OS metadata files: listed as unreadable too
     frame = read_train(root, unusable=unusable)
     names = {k: category_name(v) for k, v in read_categories(root).items()}
     landmarks, apart = without_no_landmark_folders(frame)   # no_landmark/: photos, never a class
-    counts = (landmarks if len(landmarks) else frame)["landmark_id"].value_counts(sort=False)
+    if landmarks.empty:   # it was counted as 1 class (stats.md: "3 images in 1 classes")
+        shown = ", ".join(f"{f}/" for f in dict.fromkeys(apart["landmark_id"].astype(str)))
+        raise ValueError(f"every photo of {root} is in {shown}, photos without a landmark, which is never a class: "
+                         f"no landmark to count; give one folder per landmark (nothing was written)")
+    counts = landmarks["landmark_id"].value_counts(sort=False)
     counts = counts[counts > 0]
     order = np.lexsort((counts.index.astype(str).to_numpy(), -counts.to_numpy()))
     counts = counts.iloc[order]
@@ -129,7 +134,7 @@ def dataset_stats(root: str | Path, check_images: bool = True, near_duplicates: 
                                  "images": counts.to_numpy()})
     summary = {"root": str(root), "layout": "gldv2" if is_gldv2(root) else "folder tree",
                **class_count_stats(counts), "class_names": bool(names),
-               "no_landmark_images": len(apart) if len(landmarks) else 0}
+               "no_landmark_images": len(apart)}
     tables = {"class_counts": class_counts,
               "duplicates": pd.DataFrame(columns=["group", "kind", "id", "landmark_id", "path"]),
               "unreadable": pd.DataFrame(columns=["id", "landmark_id", "path", "reason"])}

@@ -219,6 +219,7 @@ def read_union(roots: list[Path], clean: bool | str = False, unusable: list | No
         ValueError: a landmark id named differently (or left unnamed) in two folders, or an
             image id found in two folders (the run's files key photos by id).
     """
+    from .names import is_no_landmark_folder
     frames, names = [], []
     for root in roots:
         frame = with_paths(read_train(root, clean, unusable), root)
@@ -238,6 +239,8 @@ def read_union(roots: list[Path], clean: bool | str = False, unusable: list | No
     for k in range(len(roots)):
         for j in range(k):
             for lid in sorted(set(names[k]) & set(names[j]), key=natural_key):
+                if is_no_landmark_folder(lid):   # photos without a landmark in both: never a class, nothing to name
+                    continue
                 a, b = names[j][lid], names[k][lid]
                 if a is None or b is None or a != b:
                     what = f"named {a!r} and {b!r}" if a and b else \
@@ -323,9 +326,14 @@ def folder_key(folder: str) -> str:
 
 def same_name_folders(folders) -> tuple[str, str] | None:
     """The first two of ``folders`` (class folder names) with the same :func:`folder_key` (they
-    would be two landmarks shown with one name, or one landmark made of two folders); None."""
+    would be two landmarks shown with one name, or one landmark made of two folders); None.
+    Folders of no landmark (``no_landmark/`` and ``No Landmark/`` of two trees:
+    :func:`landmark.data.names.is_no_landmark_folder`) are never a class, so they never clash."""
+    from .names import is_no_landmark_folder
     seen: dict[str, str] = {}
     for folder in folders:
+        if is_no_landmark_folder(folder):
+            continue
         key = folder_key(folder)
         if key in seen and seen[key] != folder:
             return seen[key], folder

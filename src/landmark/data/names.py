@@ -96,7 +96,26 @@ def display_name(landmark_id: str, name: str | None = None) -> str:
 #: landmark in a labelled tree: ``landmark evaluate`` / ``report`` score them as "no landmark", and
 #: ``index build`` / ``index add --data`` leave them out of an index (``landmark knn --nonlandmarks``
 #: is where such photos are used).
-NO_LANDMARK_FOLDERS = ("no landmark", "no landmarks", "nonlandmarks", "non landmarks", "not landmarks")
+#: Singular and plural alike (``non_landmark`` was trained as a landmark named "Non Landmark").
+NO_LANDMARK_FOLDERS = ("no landmark", "no landmarks", "nonlandmark", "nonlandmarks", "non landmark", "non landmarks",
+                       "not landmark", "not landmarks")
+
+
+class NoLandmarkClassWarning(UserWarning):
+    """A model trained with a folder of no landmark as a class (:func:`warn_no_landmark_class`)."""
+
+
+def warn_no_landmark_class(classes) -> None:
+    """Warn (one line) when a model's ``classes`` hold a folder of no landmark (:func:`is_no_landmark_folder`):
+    a run begun before 2026-12-08 trained a tree's ``no_landmark/`` as a class, so it can answer "No
+    Landmark" as a landmark (``is_landmark`` true); since then such photos choose the threshold instead."""
+    import warnings
+    found = [str(c) for c in classes if is_no_landmark_folder(str(c))]
+    if found:
+        warnings.warn(f"the model has a class {found[0]!r}, photos without a landmark (trained before 2026-12-08, "
+                      f"when a tree's no_landmark/ folder was a class): it can answer {display_name(found[0])!r} as "
+                      f"a landmark; train it again (that folder's photos then choose the 'no landmark' threshold)",
+                      NoLandmarkClassWarning, stacklevel=3)
 
 
 def is_no_landmark_folder(folder: str) -> bool:

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.arrays import eval_input
-from ..data.names import display_name
+from ..data.names import display_name, warn_no_landmark_class
 from ..data.preprocess import Preprocess
 from ..models.onnx_model import OnnxModel, check_threads, open_export
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, RUNTIMES, runtime_line
@@ -94,6 +94,7 @@ class InstantRecognizer:
         check_threshold(threshold)
         self.runtime, self.index = model, index
         self.classes = [str(c) for c in model.classes]
+        warn_no_landmark_class(self.classes)   # a run that trained no_landmark/ as a class (before 2026-12-08)
         self.preprocess = Preprocess.of(model.preprocess)
         self.scoring = scoring_mode(index, self.classes)
         if self.scoring not in ("classifier", "reference"):

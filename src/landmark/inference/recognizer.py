@@ -64,7 +64,7 @@ from ..retrieval.scoring import IMPACT_LANDMARKS, IMPACT_PHOTOS, REFERENCE_K, ch
 from .voting import DRAFT_FACTOR, TTA_ORDER, check_tta, vote_scores
 from ..models.runtime import Runtime, as_runtime, load_runtime
 from ..models.runtime_info import DEFAULT_RUNTIME, LOGGER as RUNTIME_LOGGER, announce
-from ..data.names import display_name
+from ..data.names import display_name, warn_no_landmark_class
 from ..retrieval.config import REJECT_THRESHOLD, LocalConfig, RetrieveConfig, check_threshold
 from ..retrieval.pipeline import rank_index, similarities
 from ..retrieval.provenance import check_model, one_pass_refusal
@@ -114,6 +114,7 @@ class Recognizer:
         self.preprocess = Preprocess.of(checkpoint["preprocess"])
         self.runtime = as_runtime(model, checkpoint["classes"], self.preprocess, device)
         self.classes = [str(c) for c in checkpoint["classes"]]
+        warn_no_landmark_class(self.classes)   # a run that trained no_landmark/ as a class (before 2026-12-08)
         self.index, self.knn = index, knn or KnnConfig()
         self.retrieval = None   # a Searcher of another index for retrieve() (use_retrieval_index)
         self.nonlandmarks = None if nonlandmarks is None else np.asarray(nonlandmarks, dtype=np.float32)

@@ -54,8 +54,8 @@ def write_stats_report(root: str | Path, out: str | Path, check_images: bool = T
         the summary dict written to ``stats.json`` (with a ``files`` entry).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     summary, tables = dataset_stats(root, check_images, near_duplicates, workers, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)   # after: data refused (a missing folder ...) leaves no empty --out
     figures = [out / "class_frequency.png", out / "count_distribution.png"]
     plot_class_frequency(tables["class_counts"], figures[0], top)
     plot_count_distribution(tables["class_counts"], figures[1])

@@ -73,8 +73,9 @@ class Embeddings:
 
     @property
     def labels(self) -> np.ndarray | None:
-        """Landmark id (str) of each row, ``[N]``; None for unlabelled embeddings."""
-        return self.items["landmark_id"].astype(str).to_numpy() if "landmark_id" in self.items else None
+        """Landmark id (str) of each row, ``[N]`` (a missing one, None or NaN, empty: no landmark); None for
+        unlabelled embeddings."""
+        return self.items["landmark_id"].fillna("").astype(str).to_numpy() if "landmark_id" in self.items else None
 
     def __len__(self) -> int:
         return len(self.vectors)

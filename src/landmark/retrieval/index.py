@@ -385,8 +385,10 @@ def _new_index(kind: str, d: int, n: int, params: IndexParams) -> faiss.Index:
 
 
 def _items(frame: pd.DataFrame) -> pd.DataFrame:
+    """``id, landmark_id, path`` as str; a missing value (None, NaN: a library caller's photo without a
+    landmark) is empty, :data:`UNLABELLED`, as ``items.csv`` reads it back (it was a landmark NaN in memory)."""
     out = frame.reset_index(drop=True).copy()
     for col in ITEM_COLUMNS:
         if col not in out.columns:
             out[col] = ""
-    return out[ITEM_COLUMNS].astype(str)
+    return out[ITEM_COLUMNS].fillna("").astype(str)

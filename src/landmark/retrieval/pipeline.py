@@ -263,6 +263,7 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
                         fix=f"re-embed them with `landmark embed {' '.join(map(str, checkpoints_of(expect))) or 'CHECKPOINT'}`")
         if labels is not None:
             emb.items = _with_labels(emb.items, labels)
+        emb = _without_no_landmark_rows(emb, embeddings)
         if not unlabelled and (emb.labels is None or unlabelled_count(emb.labels)):
             raise ValueError(f"the photos of {embeddings} have no landmark (no landmark_id in its ids.csv, or an "
                              f"empty one): give --labels CSV (id,landmark_id)")
@@ -275,6 +276,8 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
         raise ValueError("give --checkpoint with --data/--images, or --embeddings FILE.npy")
     if images is not None and label is None and not unlabelled:
         raise ValueError("--images needs --label (the landmark id of these photos); or use --data")
+    if images is not None and label is not None:
+        refuse_no_landmark_label(label_id(label), f"--label {label!r}", unlabelled=unlabelled)
     frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
     if data is not None:
         frame = without_no_landmark(frame, data)
@@ -311,11 +314,53 @@ def without_no_landmark(frame: pd.DataFrame, data) -> pd.DataFrame:
     return kept
 
 
+def _without_no_landmark_rows(emb: Embeddings, source) -> Embeddings:
+    """``emb`` without its rows labelled as a folder of no landmark (``landmark embed --data TREE`` keeps
+    ``TREE/no_landmark/``'s photos under the landmark id ``no_landmark``, as do ``--labels`` rows so labelled):
+    indexed, they were answered as a landmark named "No Landmark".  One stderr line, as
+    :func:`without_no_landmark` for ``--data``; unlabelled embeddings are returned as they are.
+
+    Raises:
+        ValueError: every row is so labelled (nothing to index)."""
+    if emb.labels is None:
+        return emb
+    rows = np.arange(len(emb))
+    kept = without_no_landmark(emb.items.assign(_row=rows), source)["_row"].to_numpy()
+    if len(kept) == len(emb):
+        return emb
+    return Embeddings(emb.vectors[kept], emb.items.iloc[kept].reset_index(drop=True),
+                      classes=None if emb.classes is None else tuple(np.asarray(a)[kept] for a in emb.classes),
+                      model=emb.model)
+
+
+def refuse_no_landmark_label(landmark_id: str, given: str, unlabelled: bool = False) -> None:
+    """Refuse to index or enrol photos under a landmark id that names photos without a landmark
+    (``no_landmark``, ``No Landmark``: :func:`landmark.data.names.is_no_landmark_folder`): the index
+    would answer them as a landmark named "No Landmark".  ``given``: how the caller names it
+    (``--label 'No Landmark'``); ``unlabelled``: ``index build``, where an archive is the way.
+
+    Raises:
+        ValueError: one line saying what to do instead.
+    """
+    from ..data.names import display_name, is_no_landmark_folder
+    if is_no_landmark_folder(landmark_id):
+        archive = "for an archive searched by landmark retrieve, leave --label out; " if unlabelled else ""
+        raise ValueError(f"{given} names photos without a landmark, which are never indexed as a landmark (they "
+                         f"would be answered as one named {display_name(landmark_id)!r}): {archive}photos without a "
+                         f"landmark choose the 'no landmark' threshold as --nonlandmarks DIR; to enrol a landmark, "
+                         f"give its name")
+
+
 def _with_labels(items: pd.DataFrame, labels: str | Path) -> pd.DataFrame:
-    """``items`` with the ``landmark_id`` of each id from the CSV ``labels`` (``id,landmark_id``)."""
+    """``items`` with the ``landmark_id`` of each id from the CSV ``labels`` (``id,landmark_id``).  A cell
+    names its landmark as ``--label`` does (:func:`label_id`: ``Notre Dame`` -> ``Notre_Dame``, shown as
+    Notre Dame); one of spaces only is empty, a photo without a landmark (it was the landmark ``" "``,
+    answered by name ``" "``; a space in an id broke the Kaggle format that ``predict`` writes)."""
+    from ..data.gldv2 import folder_landmark_id
     table = read_csv(labels, dtype=str, keep_default_na=False)
     if not {"id", "landmark_id"} <= set(table.columns):
         raise ValueError(f"{labels} needs the columns id,landmark_id")
+    table = table.assign(landmark_id=table["landmark_id"].map(folder_landmark_id))
     items = items.drop(columns=["landmark_id"], errors="ignore").merge(
         table[["id", "landmark_id"]].drop_duplicates("id"), on="id", how="left")
     missing = items["landmark_id"].isna()
@@ -424,6 +469,8 @@ def enrol_index(index_dir: str | Path, embeddings: Embeddings, names: dict[str, 
     def change(index: LandmarkIndex) -> tuple[set, int, list, dict]:
         state.update(before=len(index), thresholds=dict(index.meta.get("landmark_thresholds", {})))
         refuse_unlabelled(index.labels, "enrolment", fix=ENROL_UNLABELLED_FIX)
+        for lid in dict.fromkeys(embeddings.labels.astype(str).tolist()):
+            refuse_no_landmark_label(lid, f"the landmark id {lid!r}")
         check_model(embeddings.model, index.meta.get("model"), "the vectors to enrol", "this index",
                     fix="embed the photos with the index's checkpoint (landmark index add --checkpoint)")
         known, floor = _run_scoring(index, classes, threshold)   # a bad floor is refused before anything changes

@@ -197,7 +197,9 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | pd.DataFrame
     Returns:
         ``{"index": path, "count": photos indexed, "reject_threshold": {"classifier": t, "reference": t},
         "threshold_method": how they were chosen (:func:`choose_thresholds`), "threshold_line": the same
-        in one line, "threshold_warning": :func:`threshold_warning` (None when there are enough photos), "validation_queries": n}`` (thresholds are None, method ``none``, when the run
+        in one line, "threshold_warning": :func:`threshold_warning` (None when there are enough photos), "validation_queries": n,
+        "rejects": the validation and non-landmark photos that could not be read (:class:`~landmark.data.Reject`;
+        not JSON: the caller lists them in rejects.csv)}`` (thresholds are None, method ``none``, when the run
         has no validation photos).
 
     Raises:
@@ -227,14 +229,17 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | pd.DataFrame
                                           "landmark too small to spare one)"}
     if kept:
         method = {**ckpt.get("threshold_method", {}), "kept": "chosen before the final fit"}
+    unread = []   # validation and non-landmark photos that could not be read: the run's rejects.csv lists them
     if len(queries):
-        val, _ = embed_images(model, ckpt["preprocess"], queries, work / "validation.npy", classes=classes,
+        val, unread = embed_images(model, ckpt["preprocess"], queries, work / "validation.npy", classes=classes,
                               top_classes=min(VALIDATION_TOP, len(classes)), device=device, workers=workers,
                               overwrite=True)
         truth = val.items["landmark_id"].astype(str).to_numpy()
         thresholds, method = choose_thresholds(index, truth, val.classes[0], val.classes[1],
                                                vectors=np.asarray(val.vectors, dtype=np.float32),
-                                               simulate_unknown=nonlandmarks is None and len(classes) > 1)
+                                               # no non-landmark photo read (none given, or every one
+                                               # unreadable): leave-class-out, not a threshold of 0
+                                               simulate_unknown=not (truth == "").any() and len(classes) > 1)
         if method["method"] == "non-landmark photos":
             method["nonlandmarks_from"] = nonlandmarks_source
     _store_thresholds(best, thresholds, method)   # first: the index records the checkpoint's final SHA-256
@@ -246,7 +251,7 @@ def build_reference(run_dir: str | Path, nonlandmarks: str | Path | pd.DataFrame
     return {"index": str(run.index), "count": len(index), "reject_threshold": thresholds,
             "threshold_method": method, "threshold_line": threshold_line(method),
             "threshold_warning": threshold_warning(method),
-            "validation_queries": int(len(queries))}
+            "validation_queries": int(len(queries)), "rejects": list(unread)}
 
 
 def _copy_embedded(work: Path, frame: pd.DataFrame, size: int, chunk: int = 65536) -> Embeddings | None:

@@ -43,6 +43,24 @@ def _small_classes(frame: pd.DataFrame) -> dict:
     return {"classes_with_1_photo": int((counts == 1).sum()), "classes_with_2_photos": int((counts == 2).sum())}
 
 
+def refuse_no_landmark_class(split: pd.DataFrame, split_file: Path, data: DataSource) -> None:
+    """Refuse to resume a run whose ``split.csv`` (``id, landmark_id, split``) trains a folder of no
+    landmark as a class (a run begun before 2026-12-08, when a tree's ``no_landmark/`` was one): its
+    photos would be rejected as gone from the data folder and the checkpoint refused for its classes.
+
+    Raises:
+        ValueError: one line naming the class and what to run instead (nothing written).
+    """
+    apart = without_no_landmark_folders(split)[1]
+    if len(apart):
+        shown = ", ".join(dict.fromkeys(apart["landmark_id"].astype(str)))
+        roots = " ".join(f"--data {r}" for r in ([data] if isinstance(data, (str, Path)) else data))
+        raise ValueError(f"{split_file} trains {shown} as a class ({len(apart)} photos): this run began before "
+                         f"2026-12-08, when a folder of photos without a landmark was a class; it is never one now, so "
+                         f"this run's classes and checkpoint no longer fit: start a new run (landmark train {roots} --out NEW_RUN), where that folder's photos "
+                         f"choose the 'no landmark' threshold (nothing was written)")
+
+
 def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path) -> Prepared:
     """Read, select classes, split (or reread ``split.csv`` on resume), cache, and list rejects.
 
@@ -60,6 +78,7 @@ def prepare_data(data: DataSource, config: DataConfig, seed: int, run_dir: Path)
     gone: list[Reject] = [Reject(str(i), path, reason) for i, _, path, reason in unusable]
     if split_file.exists():
         saved = pd.read_csv(split_file, dtype=str, keep_default_na=False)
+        refuse_no_landmark_class(saved, split_file, data)
         frame = frame[frame["id"].isin(saved["id"])].merge(saved[["id", "split"]], on="id")
         gone += [Reject(i, "", "in split.csv but no longer in the data folder (removed or renamed?)")
                  for i in saved.loc[~saved["id"].isin(frame["id"]), "id"]]

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from ..config import Stage, TrainConfig, dump_config
 from ..data import ImageDataset, collate, read_train, write_rejects
-from ..data.gldv2 import (DataSource, data_roots, data_source, folder_landmark_id, landmark_names,
+from ..data.gldv2 import (DataSource, data_roots, data_source, folder_landmark_id, landmark_names, with_paths,
                           without_no_landmark_folders)
 from ..data.transforms import crop_probability, eval_transform, find_scheduled_crop, train_transform
 from ..evaluation.metrics import gap
@@ -204,10 +204,20 @@ def _prepare(data: Path | list[Path], config: TrainConfig, run_dir: Path) -> Pre
 
 def no_landmark_folders(photos: pd.DataFrame) -> str:
     """The class folders that hold ``photos`` (``id, landmark_id, path`` of a tree), as given on the
-    command line (``TREE/no_landmark``; several joined by `` + ``)."""
-    folders = {}
+    command line (``TREE/no_landmark``; several joined by `` + ``).  Photos of a GLDv2 folder whose
+    ``train.csv`` labels them so (``landmark_id`` ``no_landmark``: its ids are no folders) are named by
+    that file: ``the rows of ROOT/train.csv labelled no_landmark``."""
+    folders, roots = {}, {}
     for lid, path in zip(photos["landmark_id"].astype(str), photos["path"].astype(str)):
-        folders[str([p for p in Path(path).parents if folder_landmark_id(p.name) == lid][-1])] = None
+        tree = [p for p in Path(path).parents if folder_landmark_id(p.name) == lid]
+        if tree:
+            folders[str(tree[-1])] = None
+            continue
+        parent = Path(path).parent
+        if parent not in roots:   # the GLDv2 folder (ROOT/train/a/b/c/id.jpg): the one with train.csv
+            roots[parent] = next((p for p in parent.parents if (p / "train.csv").is_file()), None)
+        where = roots[parent] / "train.csv" if roots[parent] is not None else "train.csv"
+        folders[f"the rows of {where} labelled {lid}"] = None
     return " + ".join(folders)
 
 
@@ -323,9 +333,14 @@ def _reference(run_dir: Path, prepared: Prepared, config: TrainConfig, device, r
         source = no_landmark_folders(nonlandmarks)
     reference = build_reference(run_dir, nonlandmarks, device=str(device), workers=config.data.workers,
                                 nonlandmarks_source=source)
+    unread = reference.pop("rejects", [])   # a no_landmark/ (or --nonlandmarks) photo that cannot be read
+    if unread:                              # was left out silently
+        rejects.update({r.id: r for r in unread if r.id not in rejects})
+        _save_rejects(rejects, run_dir)
     if config.data.final_fit:
         refit = _final_fit(run_dir, prepared, config, device, rejects=rejects,
                            thresholds=reference["reject_threshold"], store=store)
+        refit.pop("rejects", None)   # no queries: thresholds kept
         # the thresholds were chosen on the validation photos before the refit indexed them too
         reference = {**refit, "validation_queries": reference["validation_queries"], "final_fit": True}
     reference = {**reference, "threshold_method": reference.get("threshold_method"),
@@ -363,10 +378,12 @@ def _check_exclusions(frame: pd.DataFrame, excluded: list[str], data: Path | lis
     shown = " + ".join(str(d) for d in data_roots(data))
     landmarks, apart = without_no_landmark_folders(frame)
     if landmarks.empty and len(apart):
+        apart = with_paths(apart, data)   # one GLDv2 folder's train.csv gives no paths
         raise ValueError(f"every photo of {shown} is in {no_landmark_folders(apart)}, photos without a landmark, "
                          f"which is never a class: give one folder per landmark (nothing was written)")
     present = set(landmarks["landmark_id"].astype(str))
-    unknown = sorted(set(excluded) - present)
+    # a folder of no landmark excluded (how a run before 2026-12-08 kept it out of the classes): never a class now
+    unknown = sorted(set(excluded) - present - set(apart["landmark_id"].astype(str)))
     if unknown:
         raise ValueError(f"data.exclude_landmarks names {', '.join(unknown[:5])}, not landmarks of {shown} "
                          f"(nothing was written)")
