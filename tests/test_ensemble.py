@@ -33,6 +33,15 @@ def _second_checkpoint(path, preprocess=PREPROCESS):
     return model
 
 
+def _ensemble_index(work, l13, idx):
+    """`index build --checkpoint a.pt --checkpoint b.pt --max-side 80` over two landmarks13 landmarks."""
+    done = runner.invoke(app, ["index", "build", "--checkpoint", str(work / "a.pt"), "--checkpoint",
+                               str(work / "b.pt"), "--data", str(l13), "--landmarks", "9,11", "--max-side", "80",
+                               "--out", str(idx), "--kind", "flat", "--workers", "0"])
+    assert done.exit_code == 0, done.output
+    return idx
+
+
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
     work = tmp_path_factory.mktemp("ensemble")
@@ -106,11 +115,7 @@ def test_embed_checkpoint_with_two_models_equals_their_concatenation(two, l13):
 @pytest.mark.slow
 def test_index_of_two_models_embeds_queries_and_enrolments_with_both(two, l13, tmp_path):
     work, _, _ = two
-    idx = tmp_path / "idx"
-    done = runner.invoke(app, ["index", "build", "--checkpoint", str(work / "a.pt"), "--checkpoint",
-                               str(work / "b.pt"), "--data", str(l13), "--landmarks", "9,11", "--max-side", "80",
-                               "--out", str(idx), "--kind", "flat", "--workers", "0"])
-    assert done.exit_code == 0, done.output
+    idx = _ensemble_index(work, l13, tmp_path / "idx")
     index = LandmarkIndex.load(idx)
     assert [m["checkpoint"] for m in index.meta["model"]["members"]] == [str(work / "a.pt"), str(work / "b.pt")]
     items = pd.read_csv(idx / "items.csv", dtype=str)
@@ -366,11 +371,7 @@ def test_service_retrieves_from_an_ensemble_retrieval_index(two, l13, tmp_path):
     from _helpers import tiny_recognizer
     from landmark.serving.app import create_app
     work, _, _ = two
-    idx = tmp_path / "idx"
-    done = runner.invoke(app, ["index", "build", "--checkpoint", str(work / "a.pt"), "--checkpoint",
-                               str(work / "b.pt"), "--data", str(l13), "--landmarks", "9,11", "--max-side", "80",
-                               "--out", str(idx), "--kind", "flat", "--workers", "0"])
-    assert done.exit_code == 0, done.output
+    idx = _ensemble_index(work, l13, tmp_path / "idx")
     items = pd.read_csv(idx / "items.csv", dtype=str)
     photo = items["path"].iloc[2]
     queries = tmp_path / "q.csv"

@@ -203,22 +203,7 @@ def test_folders_of_no_landmark_in_several_trees_never_clash(l13, tree, tmp_path
 def test_an_unreadable_no_landmark_photo_is_a_reject(tree, tmp_path):
     """A no_landmark/ photo that cannot be read was left out of the threshold silently (the line said 5 photos,
     4 were used, rejects.csv listed none); now rejects.csv names it, as any other photo of the tree."""
-    import yaml
-
-    from landmark.cli import app
-    bad = tmp_path / "tree"
-    bad.mkdir()
-    for lid in LANDMARKS:
-        os.symlink(tree / f"landmark_{lid}", bad / f"landmark_{lid}")
-    (bad / "no_landmark").mkdir()
-    for f in (tree / "no_landmark").iterdir():
-        os.symlink(f.resolve(), bad / "no_landmark" / f.name)
-    (bad / "no_landmark" / "empty.jpg").write_bytes(b"")
-    config = tmp_path / "probe.yaml"
-    config.write_text(yaml.safe_dump(PROBE))
-    result = CliRunner().invoke(app, ["train", "--data", str(bad), "--config", str(config), "--out",
-                                      str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
+    bad = _train_with_empty_no_landmark_photo(tree, tmp_path, keep_readable=True)
     rejects = pd.read_csv(tmp_path / "run" / "rejects.csv", dtype=str, keep_default_na=False)
     assert rejects.to_dict("records") == [{"id": "empty", "path": str(bad / "no_landmark" / "empty.jpg"),
                                            "reason": "empty file"}]
@@ -231,20 +216,7 @@ def test_no_readable_no_landmark_photo_falls_back_to_leave_class_out(tree, tmp_p
     """Every no_landmark/ photo unreadable: the threshold was 0 ('no landmark' never answered), 'chosen on 3
     validation photos alone (one landmark: none to leave out ...)' though the run has 3 landmarks; now it is
     chosen by leave-class-out, as without any photo of no landmark."""
-    import yaml
-
-    from landmark.cli import app
-    bad = tmp_path / "tree"
-    bad.mkdir()
-    for lid in LANDMARKS:
-        os.symlink(tree / f"landmark_{lid}", bad / f"landmark_{lid}")
-    (bad / "no_landmark").mkdir()
-    (bad / "no_landmark" / "empty.jpg").write_bytes(b"")
-    config = tmp_path / "probe.yaml"
-    config.write_text(yaml.safe_dump(PROBE))
-    result = CliRunner().invoke(app, ["train", "--data", str(bad), "--config", str(config), "--out",
-                                      str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
+    _train_with_empty_no_landmark_photo(tree, tmp_path, keep_readable=False)
     method = json.loads((tmp_path / "run" / "reference.json").read_text())["threshold_method"]
     assert (method["method"], method["simulated_unknown"], method["nonlandmark_photos"]) == ("leave-class-out", 3, 0)
     assert method["reference"] > 0
@@ -285,3 +257,26 @@ def test_excluding_the_no_landmark_folder_as_before_is_not_refused(tree):
     _check_exclusions(frame, ["no_landmark", "landmark_0"], tree)
     with pytest.raises(ValueError, match="^data.exclude_landmarks names Petra, not landmarks of "):
         _check_exclusions(frame, ["no_landmark", "Petra"], tree)
+
+
+def _train_with_empty_no_landmark_photo(tree, tmp_path, keep_readable: bool):
+    """Train the tiny probe on ``tree``'s landmarks and a no_landmark/ folder holding an empty file (and, with
+    ``keep_readable``, the tree's readable no_landmark photos) into ``tmp_path/run``; returns the new tree."""
+    import yaml
+
+    from landmark.cli import app
+    bad = tmp_path / "tree"
+    bad.mkdir()
+    for lid in LANDMARKS:
+        os.symlink(tree / f"landmark_{lid}", bad / f"landmark_{lid}")
+    (bad / "no_landmark").mkdir()
+    if keep_readable:
+        for f in (tree / "no_landmark").iterdir():
+            os.symlink(f.resolve(), bad / "no_landmark" / f.name)
+    (bad / "no_landmark" / "empty.jpg").write_bytes(b"")
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump(PROBE))
+    result = CliRunner().invoke(app, ["train", "--data", str(bad), "--config", str(config), "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    return bad

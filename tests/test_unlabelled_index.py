@@ -46,9 +46,9 @@ def archive(l13, tmp_path_factory):
 def test_index_build_without_label_indexes_photos_without_a_landmark(archive):
     work, _, photos, idx, built = archive
     assert unlabelled_note(6, 6) + "\n" in built.stderr
-    assert ("index of 6 photos, every one without a landmark: it serves `landmark retrieve` only (recognize, "
-            "predict, knn, tag, serve and index add need photos with landmarks: --label NAME or --data DIR)"
-            ) == unlabelled_note(6, 6)
+    assert ("index of 6 photos, every one without a landmark: it serves `landmark retrieve` and `serve "
+            "--retrieval-index` (recognize, predict, knn, tag and serve --index need photos with landmarks: --label "
+            "NAME or --data DIR; index add takes more photos without a landmark)") == unlabelled_note(6, 6)
     result = json.loads(built.stdout)
     assert (result["count"], result["unlabelled"], result["landmarks"], result["rejects"]) == (6, 6, 0, 0)
     items = pd.read_csv(idx / "items.csv", dtype=str, keep_default_na=False)
@@ -249,3 +249,28 @@ def test_a_missing_landmark_id_in_a_library_frame_is_unlabelled(tmp_path):
     assert index.labels.tolist() == ["x", UNLABELLED, UNLABELLED, "y"] and index.unlabelled == 2
     index.save(tmp_path / "idx")
     assert LandmarkIndex.load(tmp_path / "idx").labels.tolist() == index.labels.tolist()
+
+
+def test_an_index_built_from_a_relative_folder_keeps_absolute_paths(archive, tmp_path, monkeypatch):
+    """`index build --images archive` from the folder above stored `archive/x.jpg`: served from elsewhere
+    (`serve --retrieval-index ../idx`), every thumbnail was a 404 (its file 'cannot be read')."""
+    work, model, photos, _, _ = archive
+    monkeypatch.chdir(photos.parent)
+    built = runner.invoke(app, ["index", "build", "--images", photos.name, "--out", str(tmp_path / "rel"),
+                                "--checkpoint", str(model), "--workers", "0"])
+    assert built.exit_code == 0, built.output
+    paths = pd.read_csv(tmp_path / "rel" / "items.csv", dtype=str)["path"]
+    assert all(p.startswith("/") for p in paths) and sorted(paths) == sorted(str(photos / f"{i}.jpg")
+                                                                             for i in PHOTOS + MORE)
+
+
+def test_serve_refuses_a_folder_that_is_no_index_before_the_model_loads(archive, tmp_path):
+    work, model, photos, idx, _ = archive
+    run = tmp_path / "run"
+    (run / "index").mkdir(parents=True)
+    (run / "index" / "meta.json").write_text("{}")
+    for option, folder, hint in (("--retrieval-index", photos, ""), ("--index", run, f": the run's own index is "
+                                                                                      f"{run / 'index'}")):
+        done = runner.invoke(app, ["serve", str(model), option, str(folder), "--port", "0"])
+        assert done.exit_code == 2 and done.output == (f"error: {option} {folder} holds no index (no meta.json): give "
+                                                       f"a folder landmark index build wrote{hint}\n")

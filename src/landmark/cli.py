@@ -1175,6 +1175,11 @@ def serve(
     """
     _require(("MODEL", model), ("--index", index), ("--retrieval-index", retrieval_index),
              ("--nonlandmarks", nonlandmarks))
+    for option, folder in (("--index", index), ("--retrieval-index", retrieval_index)):   # before the model loads
+        if folder is not None and not (folder / "meta.json").is_file():
+            hint = f": the run's own index is {folder / 'index'}" if (folder / "index" / "meta.json").is_file() else ""
+            _fail(FileNotFoundError(f"{option} {folder} holds no index (no meta.json): give a folder landmark index "
+                                    f"build wrote{hint}"))
     from .serving.server import serve as run_server   # settings and the port are checked before torch loads
     try:
         run_server(model, index=index, retrieval_index=retrieval_index, nonlandmarks=nonlandmarks, token=token,

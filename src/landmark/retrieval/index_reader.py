@@ -46,8 +46,8 @@ def unlabelled_note(count: int, total: int) -> str:
     """The line ``index build`` prints for an index holding ``count`` (> 0) unlabelled photos of ``total``."""
     which = "every one" if count == total else f"{count} of them"
     return (f"index of {total} photo{'s' if total != 1 else ''}, {which} without a landmark: it serves `landmark "
-            f"retrieve` only (recognize, predict, knn, tag, serve and index add need photos with landmarks: "
-            f"--label NAME or --data DIR)")
+            f"retrieve` and `serve --retrieval-index` (recognize, predict, knn, tag and serve --index need photos "
+            f"with landmarks: --label NAME or --data DIR; index add takes more photos without a landmark)")
 
 
 def refuse_unlabelled(landmark_ids, use: str, fix: str = RECOGNISE_UNLABELLED_FIX) -> None:

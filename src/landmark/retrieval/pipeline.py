@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -279,6 +280,9 @@ def index_embeddings(*, checkpoint: str | Path | None = None, embeddings: str | 
     if images is not None and label is not None:
         refuse_no_landmark_label(label_id(label), f"--label {label!r}", unlabelled=unlabelled)
     frame = image_frame(images=images, data=data, landmarks=landmarks, label=label)
+    # the index keeps each photo's path: absolute, so that an index read from another folder (the service's
+    # thumbnails, local-feature re-ranking) finds its photos
+    frame = frame.assign(path=[os.path.abspath(p) if isinstance(p, str) and p else p for p in frame["path"]])
     if data is not None:
         frame = without_no_landmark(frame, data)
     if check is not None and "landmark_id" in frame:

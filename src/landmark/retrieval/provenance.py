@@ -100,9 +100,10 @@ def one_pass_refusal(record: dict | None, size: int | None = None) -> str | None
                 "(or landmark knn --scoring knn-vote), or build an index with one --checkpoint and without "
                 "--max-side to recognise with")
     if record.get("max_side"):
+        squares = f"{size} px squares" if size is not None else "squares"
         return (f"the index holds embeddings of photos whose longer side is {record['max_side']} px (aspect kept), "
-                f"the model answers on {size} px squares; search it with landmark retrieve, or build the index "
-                "without --max-side")
+                f"the model answers on {squares}; search it with landmark retrieve (or serve --retrieval-index), "
+                "or build the index without --max-side to recognise with")
     if size is not None and record.get("image_size") is not None and record["image_size"] != size:
         return (f"the index holds embeddings of {record['image_size']} px images, the model answers at {size} px; "
                 "build the index without --image-size")

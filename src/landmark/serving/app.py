@@ -256,7 +256,8 @@ def _add_routes(app: FastAPI) -> None:
                     path = index.items["path"].iat[int(rows[0])]
                     break
         if path is None:
-            raise Refusal(404, f"no reference photo {photo_id[:80]!r}: ids come from an answer's neighbours")
+            raise Refusal(404, f"no reference photo {photo_id[:80]!r}: ids come from an answer's neighbours or "
+                               "from /v1/retrieve")
         jpeg = await _in_pool(state, _thumbnail, path, state.limits.max_pixels)
         if jpeg is None:
             raise Refusal(404, f"reference photo {photo_id[:80]!r} is indexed but its file cannot be read")
