@@ -589,9 +589,10 @@ def _landmark_list(landmarks: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def embed(
-    checkpoint: list[Path] = typer.Argument(..., help="a .pt file written by landmark train, or a .onnx export "
-                                                     "(landmark export); several: each photo's descriptors of every "
-                                                     "model, concatenated (an ensemble, docs/retrieval.md)"),
+    checkpoint: list[Path] = typer.Argument(..., metavar="CHECKPOINT",
+                                            help="a .pt file written by landmark train, or a .onnx export (landmark "
+                                                 "export); several: each photo's descriptors of every model, "
+                                                 "concatenated (an ensemble, docs/retrieval.md)"),
     images: Optional[Path] = typer.Option(None, help="folder of images (recursive) or CSV with an id column"),
     data: Optional[list[Path]] = typer.Option(None, metavar="DIR", help="labelled set instead: GLDv2 folder (train.csv) "
                                               "or class tree; repeat for several folders as one set"),
