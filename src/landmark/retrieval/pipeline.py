@@ -149,11 +149,11 @@ def embed_checkpoint(checkpoint: str | Path | list, frame: pd.DataFrame, out: st
             loads the ``.pt`` checkpoint in PyTorch, even beside an export; ``onnx`` is refused).
         landmark.retrieval.provenance.ModelMismatch: the checkpoint is not ``expect``'s model.
     """
-    refuse_missing_members(expect, as_checkpoints(checkpoint))
-    engine = load_embedder(checkpoint, runtime=runtime, device=device, threads=threads, image_size=image_size,
+    paths = as_checkpoints(checkpoint)
+    refuse_missing_members(expect, paths)
+    engine = load_embedder(paths, runtime=runtime, device=device, threads=threads, image_size=image_size,
                            max_side=max_side)
     announce(engine, runtime)
-    paths = as_checkpoints(checkpoint)
     if expect is not None:
         check_model(runtime_record(engine, paths[0], image_size, max_side), expect,
                     f"the vectors of {' + '.join(map(str, paths))}",
@@ -877,6 +877,29 @@ def _index_runtime(index: LandmarkIndex, checkpoint, *, runtime: str, device: st
                          max_side=max_side_of(built))
 
 
+def index_embedder(index: LandmarkIndex, checkpoint, *, runtime: str = DEFAULT_RUNTIME, device: str | None = None,
+                   threads: int | None = None, fix: str) -> tuple[Runtime, int, int | None]:
+    """The runtime that embeds photos as ``index``'s were (``landmark retrieve``'s queries, the service's
+    retrieval index: :class:`~landmark.retrieval.searcher.Searcher`), announced and checked against the
+    index's model record; ``checkpoint``: one path or several, as :func:`_index_runtime` takes them.
+
+    Returns:
+        (the runtime, the image size the index records, its ``max_side`` or None).
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`load_embedder`, :func:`refuse_missing_members`,
+            :func:`_index_image_size`.
+        landmark.retrieval.provenance.ModelMismatch: the checkpoint(s) made other vectors (``fix`` says what to do).
+    """
+    paths = as_checkpoints(checkpoint)
+    engine = _index_runtime(index, paths, runtime=runtime, device=device, threads=threads)
+    announce(engine, runtime)
+    size, max_side = _index_image_size(index, engine)
+    check_model(runtime_record(engine, paths[0], size, max_side), index.meta.get("model") or None,
+                f"the vectors of {' + '.join(map(str, paths))}", "this index", fix=fix)
+    return engine, size, max_side
+
+
 def refuse_missing_members(record: dict | None, paths: list[Path]) -> None:
     """Refuse, naming what to do, a checkpoint of ``paths`` that an ensemble index's ``record`` names
     (:func:`~landmark.retrieval.provenance.ensemble_record`) at the same place and that is gone: a
@@ -1118,12 +1141,8 @@ def retrieve(index_dir: str | Path, images: str | Path, *, work: str | Path, che
     else:
         if not checkpoint:
             raise ValueError(f"{index_dir} records no model; give --checkpoint (the model the index was built with)")
-        engine = _index_runtime(index, checkpoint, runtime=runtime, device=device, threads=threads)
-        announce(engine, runtime)
-        size, max_side = _index_image_size(index, engine)
-        label = " + ".join(map(str, checkpoint))
-        check_model(runtime_record(engine, checkpoint[0], size, max_side), built or None, f"the vectors of {label}",
-                    "this index", fix="give the checkpoint the index was built with")
+        engine, size, max_side = index_embedder(index, checkpoint, runtime=runtime, device=device, threads=threads,
+                                                fix="give the checkpoint the index was built with")
         queries, rejects, _ = _embed(engine, checkpoint[0], read_queries(images), embeddings_path(f"{work}.queries"),
                                      image_size=None if max_side else size, max_side=max_side, batch_size=batch_size,
                                      workers=workers, device=device, overwrite=overwrite)

@@ -20,10 +20,10 @@ from PIL import Image
 
 from ..data.preprocess import Preprocess
 from ..models.runtime import Runtime
-from ..models.runtime_info import DEFAULT_RUNTIME, announce
+from ..models.runtime_info import DEFAULT_RUNTIME
 from .config import RetrieveConfig
 from .index import LandmarkIndex
-from .provenance import checkpoints_of, check_model, max_side_of, runtime_record
+from .provenance import checkpoints_of
 
 
 @dataclass
@@ -46,10 +46,9 @@ class Searcher:
             ValueError: the index records no model (it cannot say how to embed its queries).
             landmark.retrieval.provenance.ModelMismatch: a checkpoint on disk is no longer the one recorded.
         """
-        from .pipeline import load_embedder
+        from .pipeline import index_embedder
         index = LandmarkIndex.load(index_dir)
-        record = index.meta.get("model") or {}
-        paths = checkpoints_of(record)
+        paths = checkpoints_of(index.meta.get("model"))
         if not paths:
             raise ValueError(f"{index_dir} records no model, so its queries cannot be embedded alike; build it "
                              "again with landmark index build --checkpoint")
@@ -57,15 +56,10 @@ class Searcher:
             if not path.is_file():
                 raise FileNotFoundError(f"{index_dir} was built with {path} (model {k} of {len(paths)}), which is "
                                         "gone: put it back, or build the retrieval index again")
-        max_side = max_side_of(record)
-        size = int(record.get("image_size") or 0) or None
-        engine = load_embedder(paths, runtime=runtime, device=device, threads=threads,
-                               image_size=None if max_side else size, max_side=max_side)
-        announce(engine, runtime)
-        check_model(runtime_record(engine, paths[0], None if max_side else size, max_side), record,
-                    f"the vectors of {' + '.join(map(str, paths))}", str(index_dir),
-                    fix="put back the checkpoints it was built with, or build the retrieval index again")
-        return cls(index, engine, size or engine.preprocess["size"], max_side)
+        engine, size, max_side = index_embedder(index, paths, runtime=runtime, device=device, threads=threads,
+                                                fix="put back the checkpoints it was built with, or build the "
+                                                    "retrieval index again")
+        return cls(index, engine, size, max_side)
 
     def embed(self, photos: list[Image.Image]) -> np.ndarray:
         """L2-normalised float32 ``[N, D]`` vectors of RGB photos, made as the index's were: one photo per
