@@ -113,6 +113,16 @@ def _require(*named: tuple[str, Optional[Path]]) -> None:
             _fail(FileNotFoundError(f"{name} {path} does not exist"))
 
 
+def _require_index(folder: Optional[Path], option: str = "") -> None:
+    """Refuse a folder that holds no index (no ``meta.json``) before anything heavy is imported; a run
+    folder is pointed to its own ``RUN/index``."""
+    if folder is not None and not (folder / "meta.json").is_file():
+        hint = f": the run's own index is {folder / 'index'}" if (folder / "index" / "meta.json").is_file() else ""
+        named = f"{option} {folder}" if option else str(folder)
+        _fail(FileNotFoundError(f"{named} holds no index (no meta.json): give a folder landmark index build "
+                                f"wrote{hint}"))
+
+
 class _Stderr(logging.Handler):
     """Log records as plain lines on the current stderr (click's, so tests capture them)."""
 
@@ -790,8 +800,7 @@ def index_add(
     """Enrol photos (of known or whole new landmarks) into an index without retraining anything."""
     _require(("index folder", index), ("--images", images), ("--embeddings", embeddings), ("--labels", labels),
              *(("--data", d) for d in data or []), *(("--checkpoint", c) for c in checkpoint or []))
-    if not (index / "meta.json").is_file():
-        _fail(FileNotFoundError(f"{index} holds no index (no meta.json): give the folder landmark index build wrote"))
+    _require_index(index)
     from .data.names import display_name
     from .inference.recognizer import answer_changes
     from .retrieval.index import ENROL_UNLABELLED_FIX, LandmarkIndex, refuse_unlabelled
@@ -1176,11 +1185,8 @@ def serve(
     """
     _require(("MODEL", model), ("--index", index), ("--retrieval-index", retrieval_index),
              ("--nonlandmarks", nonlandmarks))
-    for option, folder in (("--index", index), ("--retrieval-index", retrieval_index)):   # before the model loads
-        if folder is not None and not (folder / "meta.json").is_file():
-            hint = f": the run's own index is {folder / 'index'}" if (folder / "index" / "meta.json").is_file() else ""
-            _fail(FileNotFoundError(f"{option} {folder} holds no index (no meta.json): give a folder landmark index "
-                                    f"build wrote{hint}"))
+    _require_index(index, "--index")   # before the model loads
+    _require_index(retrieval_index, "--retrieval-index")
     from .serving.server import serve as run_server   # settings and the port are checked before torch loads
     try:
         run_server(model, index=index, retrieval_index=retrieval_index, nonlandmarks=nonlandmarks, token=token,
